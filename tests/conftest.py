@@ -1,0 +1,179 @@
+"""Shared fixtures for the three tiers (see the markers in pyproject.toml).
+
+- ``unit``: pure logic, no root.
+- ``netns``: root; namespaces, veth pairs, iptables, NFQUEUE.
+- ``mininet``: root; Open vSwitch (userspace datapath), Ryu, Mininet.
+
+Tests in the root tiers are skipped only when not running as root; in CI
+(which runs as root) they always run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import ROOT, Netns, free_port, kill_proc, port_open, run, unique_name, wait_until
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        markers = {m.name for m in item.iter_markers()}
+        if not markers & {"unit", "netns", "mininet"}:
+            item.add_marker(pytest.mark.unit)
+        if markers & {"netns", "mininet"} and not IS_ROOT:
+            if os.environ.get("CI") == "true":
+                raise pytest.UsageError("CI must run as root: the netns and mininet tiers need it")
+            item.add_marker(pytest.mark.skip(reason="needs root"))
+
+
+# ---------------------------------------------------------------- namespaces
+
+def _delete_netns(name: str) -> None:
+    run(["ip", "netns", "pids", name], check=False)
+    pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
+    for pid in pids:
+        run(["kill", "-9", pid], check=False)
+    run(["ip", "netns", "del", name], check=False)
+
+
+class NetnsFactory:
+    """Creates namespaces and veth pairs; ``cleanup`` removes all of them."""
+
+    def __init__(self) -> None:
+        self.namespaces: list[Netns] = []
+        self.links: list[str] = []
+
+    def netns(self) -> Netns:
+        ns = Netns(unique_name("mt"))
+        run(["ip", "netns", "add", ns.name])
+        self.namespaces.append(ns)
+        ns.run(["ip", "link", "set", "lo", "up"])
+        return ns
+
+    def pair(self, subnet: str = "10.77.0", offload_off: bool = False) -> tuple[Netns, Netns]:
+        """Two namespaces joined by a veth pair, addressed ``subnet``.1 and .2/24."""
+        a, b = self.netns(), self.netns()
+        ia, ib = unique_name("va"), unique_name("vb")
+        run(["ip", "link", "add", ia, "type", "veth", "peer", "name", ib])
+        self.links.append(ia)
+        for ns, intf, host in ((a, ia, 1), (b, ib, 2)):
+            run(["ip", "link", "set", intf, "netns", ns.name])
+            ns.run(["ip", "addr", "add", f"{subnet}.{host}/24", "dev", intf])
+            ns.run(["ip", "link", "set", intf, "up"])
+            if offload_off:
+                ns.run(["ethtool", "-K", intf, "tx", "off"], check=False)
+            ns.ip, ns.intf = f"{subnet}.{host}", intf
+        wait_until(lambda: a.run(["ping", "-c1", "-W1", b.ip], check=False).returncode == 0,
+                   timeout=10, message=f"veth {ia}<->{ib} up")
+        return a, b
+
+    def cleanup(self) -> None:
+        for ns in self.namespaces:
+            for proc in ns.procs:
+                kill_proc(proc)
+            _delete_netns(ns.name)
+        for link in self.links:
+            run(["ip", "link", "del", link], check=False)
+
+
+@pytest.fixture
+def netns_factory() -> Iterator[NetnsFactory]:
+    factory = NetnsFactory()
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+@pytest.fixture
+def ns_pair(netns_factory: NetnsFactory) -> tuple[Netns, Netns]:
+    """Two namespaces on one veth link: 10.77.0.1 and 10.77.0.2."""
+    return netns_factory.pair()
+
+
+# ---------------------------------------------------------------- controller
+
+class ControllerProcess:
+    def __init__(self, proc: subprocess.Popen, rest_port: int, of_port: int, log_path: str):
+        self.proc, self.rest_port, self.of_port, self.log_path = proc, rest_port, of_port, log_path
+        self.url = f"http://127.0.0.1:{rest_port}"
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | None = None,
+                     of_port: int | None = None, env: dict | None = None) -> ControllerProcess:
+    """Start the project's controller launcher and wait until both ports listen."""
+    rest_port = rest_port or free_port()
+    of_port = of_port or free_port()
+    log_path = str(tmp_path / f"controller-{rest_port}.log")
+    cmd = [sys.executable, "-m", "ryu_app", "--ofp-tcp-listen-port", str(of_port),
+           "--wsapi-port", str(rest_port)]
+    cmd += args if args is not None else ["--observe-links", "ryu_app.measure_app"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, **(env or {})})
+    ctl = ControllerProcess(proc, rest_port, of_port, log_path)
+    try:
+        wait_until(lambda: port_open("127.0.0.1", rest_port) and port_open("127.0.0.1", of_port),
+                   timeout=30, message="controller ports")
+    except TimeoutError:
+        kill_proc(proc)
+        raise AssertionError(f"controller did not start:\n{ctl.log()}") from None
+    return ctl
+
+
+@pytest.fixture
+def controller_factory(tmp_path):
+    """Start controllers with ``factory(args=...)``; all are stopped afterwards.
+
+    Fails the test if a controller logged a traceback.
+    """
+    started: list[ControllerProcess] = []
+
+    def factory(**kw) -> ControllerProcess:
+        ctl = start_controller(tmp_path, **kw)
+        started.append(ctl)
+        return ctl
+
+    yield factory
+    for ctl in started:
+        kill_proc(ctl.proc)
+    for ctl in started:
+        assert "Traceback" not in ctl.log(), f"controller logged a traceback:\n{ctl.log()}"
+
+
+# ---------------------------------------------------------------- mininet
+
+@pytest.fixture
+def mininet_lock() -> Iterator[None]:
+    """One Mininet network at a time on this machine (interface names clash)."""
+    with open("/tmp/endhost-measure-mininet.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def mininet_cleanup(mininet_lock) -> Iterator[None]:
+    """Run ``mn -c`` semantics after the test, pass or fail."""
+    try:
+        yield
+    finally:
+        from mininet.clean import cleanup
+        from mininet.log import setLogLevel
+
+        setLogLevel("warning")
+        cleanup()
