@@ -1,0 +1,330 @@
+"""Unit tests of measure_model.auth: credential files, bearer tokens, signatures."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+import requests
+import webob
+
+from measure_model import auth
+from measure_model.auth import (
+    AuthError,
+    CredentialFileError,
+    HmacAuth,
+    Verifier,
+    check_bearer,
+    check_request,
+    load_or_create_secret,
+    load_or_create_token,
+    sign_request,
+)
+
+pytestmark = pytest.mark.unit
+
+SECRET = b"s" * 43
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---------------------------------------------------------------- files
+
+def test_token_created_once_with_private_modes(tmp_path):
+    path = tmp_path / "state" / "controller.token"
+    token, created = load_or_create_token(str(path))
+    assert created is True
+    assert len(token) == 43 and auth._TOKEN_RE.fullmatch(token)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert path.read_text() == token + "\n"
+    again, created2 = load_or_create_token(str(path))
+    assert (again, created2) == (token, False)
+    assert os.listdir(path.parent) == ["controller.token"]  # no temp file left
+
+
+def test_tokens_are_random(tmp_path):
+    a, _ = load_or_create_token(str(tmp_path / "a"))
+    b, _ = load_or_create_token(str(tmp_path / "b"))
+    assert a != b
+
+
+def test_secret_is_bytes(tmp_path):
+    secret, created = load_or_create_secret(str(tmp_path / "agent.secret"))
+    assert created and isinstance(secret, bytes) and len(secret) == 43
+    assert load_or_create_secret(str(tmp_path / "agent.secret")) == (secret, False)
+
+
+def test_world_readable_file_refused_not_replaced(tmp_path):
+    path = tmp_path / "t"
+    path.write_text("A" * 43 + "\n")
+    os.chmod(path, 0o644)
+    with pytest.raises(CredentialFileError,
+                       match=r"mode 0644 is readable by others; run: chmod 600 "):
+        load_or_create_token(str(path))
+    assert path.read_text() == "A" * 43 + "\n"
+
+
+@pytest.mark.parametrize("content", ["", "short", "x" * 40 + " y", "é" * 40])
+def test_corrupt_file_refused_not_replaced(tmp_path, content):
+    path = tmp_path / "t"
+    path.write_text(content)
+    os.chmod(path, 0o600)
+    with pytest.raises(CredentialFileError, match="does not hold a valid credential"):
+        load_or_create_token(str(path))
+    assert path.read_text() == content
+
+
+def test_directory_in_place_of_file_refused(tmp_path):
+    (tmp_path / "t").mkdir()
+    with pytest.raises(CredentialFileError, match="not a regular file"):
+        load_or_create_token(str(tmp_path / "t"))
+
+
+def test_concurrent_creation_yields_one_token(tmp_path):
+    path = str(tmp_path / "race" / "token")
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        barrier.wait()
+        results.append(load_or_create_token(path))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({tok for tok, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
+# ---------------------------------------------------------------- bearer
+
+def test_bearer_accepts_exact_token():
+    check_bearer("Bearer abc", "abc")
+    check_bearer("bearer abc", "abc")
+    assert auth.bearer_header("abc") == {"Authorization": "Bearer abc"}
+
+
+@pytest.mark.parametrize("header, message", [
+    (None, "missing bearer token (send 'Authorization: Bearer <token>')"),
+    ("", "missing bearer token (send 'Authorization: Bearer <token>')"),
+    ("Basic YWJjOmRlZg==", "authorization scheme must be Bearer"),
+    ("Bearer", "authorization scheme must be Bearer"),
+    ("Bearer ", "authorization scheme must be Bearer"),
+    ("Bearer abd", "invalid bearer token"),
+    ("Bearer abcd", "invalid bearer token"),
+    ("Bearer ab\u00e9", "invalid bearer token"),
+    ("Bearer \udcff", "invalid bearer token"),
+])
+def test_bearer_refusals(header, message):
+    with pytest.raises(AuthError) as info:
+        check_bearer(header, "abc")
+    assert (info.value.status, info.value.message) == (401, message)
+    assert "abd" not in info.value.message  # the presented token is never echoed
+
+
+# ---------------------------------------------------------------- signatures
+
+def _signed(clock, method="POST", path="/agent/v1/sketches", body=b'{"a":1}'):
+    return sign_request(SECRET, method, path, body, now=clock())
+
+
+def test_sign_and_verify_roundtrip():
+    clock = Clock()
+    headers = _signed(clock)
+    assert set(headers) == {"X-Measure-Timestamp", "X-Measure-Nonce", "X-Measure-Signature"}
+    assert headers["X-Measure-Timestamp"] == "1700000000"
+    Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+
+
+def test_signature_is_the_documented_hmac():
+    import hashlib
+    import hmac
+
+    headers = sign_request(b"k" * 32, "put", "/a?b=1", b"xyz", now=5.9)
+    canonical = "\n".join(["PUT", "/a?b=1", "5", headers["X-Measure-Nonce"],
+                           hashlib.sha256(b"xyz").hexdigest()]).encode()
+    assert headers["X-Measure-Signature"] == hmac.new(b"k" * 32, canonical,
+                                                      hashlib.sha256).hexdigest()
+
+
+def test_nonces_differ():
+    clock = Clock()
+    assert _signed(clock)["X-Measure-Nonce"] != _signed(clock)["X-Measure-Nonce"]
+
+
+@pytest.mark.parametrize("change", ["method", "path", "query", "body", "secret"])
+def test_any_change_breaks_the_signature(change):
+    clock = Clock()
+    headers = _signed(clock)
+    args = {"method": "POST", "path": "/agent/v1/sketches", "body": b'{"a":1}'}
+    secret = SECRET
+    if change == "method":
+        args["method"] = "PUT"
+    elif change == "path":
+        args["path"] = "/agent/v1/sketches/1"
+    elif change == "query":
+        args["path"] = "/agent/v1/sketches?x=1"
+    elif change == "body":
+        args["body"] = b'{"a":2}'
+    else:
+        secret = b"t" * 43
+    with pytest.raises(AuthError) as info:
+        Verifier(secret, now=clock).verify(args["method"], args["path"], args["body"], headers)
+    assert (info.value.status, info.value.message) == (401, "bad request signature")
+
+
+@pytest.mark.parametrize("missing", ["X-Measure-Timestamp", "X-Measure-Nonce",
+                                     "X-Measure-Signature"])
+def test_missing_header(missing):
+    clock = Clock()
+    headers = _signed(clock)
+    del headers[missing]
+    with pytest.raises(AuthError) as info:
+        Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    assert (info.value.status, info.value.message) == (
+        401, f"missing {missing} header (request must be signed)")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("X-Measure-Timestamp", "1e9"), ("X-Measure-Timestamp", "-1"),
+    ("X-Measure-Timestamp", "9" * 40), ("X-Measure-Timestamp", "nan"),
+    ("X-Measure-Nonce", "zz" * 16), ("X-Measure-Nonce", "a" * 31),
+    ("X-Measure-Signature", "A" * 64), ("X-Measure-Signature", "0" * 63),
+])
+def test_malformed_headers(name, value):
+    clock = Clock()
+    headers = _signed(clock)
+    headers[name] = value
+    with pytest.raises(AuthError) as info:
+        Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    assert (info.value.status, info.value.message) == (401, f"bad {name} header")
+
+
+def test_headers_are_case_insensitive():
+    clock = Clock()
+    headers = {k.lower(): v for k, v in _signed(clock).items()}
+    Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+
+
+@pytest.mark.parametrize("offset, ok", [(-30, True), (30, True), (-31, False), (31, False),
+                                        (-3600, False)])
+def test_timestamp_window(offset, ok):
+    clock = Clock()
+    headers = sign_request(SECRET, "GET", "/x", b"", now=clock() + offset)
+    verifier = Verifier(SECRET, max_skew=30, now=clock)
+    if ok:
+        verifier.verify("GET", "/x", b"", headers)
+    else:
+        with pytest.raises(AuthError) as info:
+            verifier.verify("GET", "/x", b"", headers)
+        assert info.value.status == 401
+        assert info.value.message == ("stale request timestamp (more than 30s from the "
+                                      "receiver's clock)")
+
+
+def test_replay_refused_within_window_and_cache_pruned_after():
+    clock = Clock()
+    verifier = Verifier(SECRET, max_skew=30, now=clock)
+    headers = _signed(clock)
+    verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    clock.t += 29
+    with pytest.raises(AuthError) as info:
+        verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    assert (info.value.status, info.value.message) == (401,
+                                                       "replayed request (nonce already used)")
+    clock.t += 2  # past the window: the timestamp check takes over, the cache forgets
+    with pytest.raises(AuthError, match="stale request timestamp"):
+        verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', _signed(clock))
+    assert len(verifier) == 1
+
+
+def test_bad_signature_does_not_consume_nonce():
+    clock = Clock()
+    verifier = Verifier(SECRET, now=clock)
+    headers = _signed(clock)
+    forged = {**headers, "X-Measure-Signature": "0" * 64}
+    with pytest.raises(AuthError, match="bad request signature"):
+        verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', forged)
+    assert len(verifier) == 0
+    verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+
+
+def test_nonce_cache_is_bounded():
+    clock = Clock()
+    verifier = Verifier(SECRET, now=clock, max_nonces=3)
+    for _ in range(3):
+        verifier.verify("GET", "/x", b"", sign_request(SECRET, "GET", "/x", b"", now=clock()))
+    with pytest.raises(AuthError) as info:
+        verifier.verify("GET", "/x", b"", sign_request(SECRET, "GET", "/x", b"", now=clock()))
+    assert (info.value.status, info.value.message) == (
+        429, "too many signed requests in the replay window")
+    clock.t += 31
+    verifier.verify("GET", "/x", b"", sign_request(SECRET, "GET", "/x", b"", now=clock()))
+    assert len(verifier) == 1
+
+
+def test_empty_secret_rejected():
+    with pytest.raises(ValueError, match="empty secret"):
+        Verifier(b"")
+
+
+# ---------------------------------------------------------------- requests + webob
+
+@pytest.mark.parametrize("kwargs", [
+    {"json": {"type": "x", "n": [1, 2]}},
+    {"data": {"a": "b c", "d": "é"}},
+    {"data": "raw text"},
+    {},
+])
+def test_hmac_auth_signs_prepared_request_verified_by_webob(kwargs):
+    clock = Clock()
+    prepared = requests.Request("POST", "http://10.0.0.5:8000/agent/v1/tasks/t1?force=1&x=%20",
+                                auth=HmacAuth(SECRET, now=clock), **kwargs).prepare()
+    environ_req = webob.Request.blank(prepared.path_url, method="POST",
+                                      body=prepared.body.encode() if isinstance(
+                                          prepared.body, str) else (prepared.body or b""),
+                                      headers=dict(prepared.headers))
+    assert environ_req.path_qs == prepared.path_url
+    verifier = Verifier(SECRET, now=clock)
+    verifier.verify_webob(environ_req)
+    with pytest.raises(AuthError, match="replayed"):
+        verifier.verify_webob(environ_req)
+
+
+def test_hmac_auth_refuses_streamed_body():
+    prepared = requests.Request("POST", "http://h/x").prepare()
+    prepared.body = iter([b"a"])
+    with pytest.raises(TypeError, match="in-memory body"):
+        HmacAuth(SECRET)(prepared)
+
+
+def test_check_request_accepts_either_credential():
+    clock = Clock()
+    verifier = Verifier(SECRET, now=clock)
+    body = b"{}"
+    assert check_request("POST", "/m", body, {"Authorization": "Bearer tok"},
+                         token="tok", verifier=verifier) == "bearer"
+    signed = sign_request(SECRET, "POST", "/m", body, now=clock())
+    assert check_request("POST", "/m", body, signed, token="tok",
+                         verifier=verifier) == "signature"
+    with pytest.raises(AuthError, match="^missing bearer token"):
+        check_request("POST", "/m", body, {}, token="tok", verifier=verifier)
+    with pytest.raises(AuthError, match="^invalid bearer token"):
+        check_request("POST", "/m", body, {**signed, "Authorization": "Bearer bad"},
+                      token="tok", verifier=verifier)
+    with pytest.raises(AuthError, match="^missing X-Measure-Timestamp"):
+        check_request("POST", "/m", body, {}, verifier=verifier)
+    with pytest.raises(AuthError, match="^no credential accepted here"):
+        check_request("POST", "/m", body, {})
