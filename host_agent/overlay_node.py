@@ -1,0 +1,658 @@
+"""The agent's overlay role: tasks flow down the tree, merged reports flow up.
+
+The controller computes a tree over the live agents and tells each agent its
+place with ``PUT /agent/v1/overlay`` (parent, children, root flag, epoch,
+controller URL). This module is that agent-side role, as plain logic: the
+clock, the HTTP transport and the concurrency are injected, so unit tests
+wire a whole tree in one process with a fake clock.
+
+Down (configuration)
+    ``put_task`` installs a task locally (``agent.install_task``) and forwards
+    the same body to every child at once; each child does the same. Replies
+    carry ``{"agents": {name: "ok" | "error: ..."}}`` for the child's whole
+    subtree, so the root's reply tells the controller the outcome on every
+    agent. Timeouts shrink down the tree: the forwarded body carries a
+    reserved ``_overlay: {"budget": seconds}`` field (stripped before the
+    task is installed) and each level keeps a margin, so a slow grandchild
+    makes its parent answer "error: timeout" before the root's own request
+    to that parent expires. ``delete_task`` is symmetric. New children
+    (after re-parenting or a restart) get every known task pushed to them,
+    and a child silent on one task for a few intervals gets it re-pushed.
+
+Up (reports)
+    Report intervals are aligned to absolute time: interval ``E`` ends at a
+    multiple of the task's ``report_interval``. At the first ``tick`` after
+    ``E`` a node takes its own snapshot (``agent.snapshot_task``), then waits
+    for its children's subtree reports for ``E``. It sends ONE report up
+    (parent's ``POST /agent/v1/reports``, or at the root the controller's
+    ``POST /measure/v1/reports``) as soon as all children have reported, or
+    at its deadline ``E + wait(height)``, whichever comes first. ``height`` is
+    the node's subtree height, learnt from the children's reports, and
+    ``wait(h) = min(h * level_wait, max_wait * interval)``: a parent waits one
+    level longer than its children, so a dead grandchild is reported missing
+    by the child in time for the parent, and nothing blocks beyond the cap.
+    Snapshots are cumulative since install, so merging (``report.merge_all``:
+    cells add, totals add, candidates re-checked against the merged sketch,
+    HLL max) gives the global state as of ``E``.
+
+Coverage
+    Each report lists ``covered`` agents (whose data is inside) and
+    ``missing`` agents: a child that did not report is missing together with
+    the subtree it last reported, so the controller sees every agent that
+    is not counted. ``oldest`` is the oldest snapshot time inside.
+
+Per-host results
+    Reports carry ``per_host``: for every covered agent a small summary
+    (totals, the top ``per_host_top`` heavy hitters and top-k, distinct
+    estimate, scan sources) so the controller serves ``?host=`` without
+    asking the agents. Each summary is bounded; their number is the number
+    of agents.
+
+Original root usage
+    ``global_snapshot(task_id, now)`` merges the node's current snapshot with
+    the latest subtree report of each child: the agent's legacy
+    ``query heavy hitters`` / ``query sketch`` at the root answers from it
+    for a sketch that the legacy ``config sketch counter`` turned into a
+    task with ``put_task(task_id, task, install_local=False)``.
+
+Transport: an object with ``put/post/delete(url, json=..., timeout=...)``
+returning ``(status, body)``; the default uses ``requests`` (with an
+optional ``auth`` such as ``measure_model.auth.HmacAuth``). Every outgoing
+request goes through ``OverlayNode._request``. Concurrency: fan-out and
+report sending run on a runner: eventlet's GreenPool when eventlet has
+patched sockets (the agent's wsgi server), else a thread pool; tests and
+the in-process benchmark use ``InlineRunner``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+OVERLAY_KEY = "_overlay"
+DEFAULT_INTERVAL = 5.0
+
+
+class StaleEpoch(ValueError):
+    """An overlay assignment older than the one the node holds."""
+
+
+class NotAChild(ValueError):
+    """A report from an agent that is not one of this node's children."""
+
+
+# ---------------------------------------------------------------- plumbing
+
+class RequestsTransport:
+    """HTTP with ``requests``: ``(status, parsed JSON or text)``."""
+
+    def __init__(self, auth: Any = None) -> None:
+        import requests
+
+        self._session = requests.Session()
+        self._auth = auth
+
+    def _call(self, method: str, url: str, json: Any, timeout: float) -> tuple[int, Any]:
+        resp = self._session.request(method, url, json=json, timeout=timeout, auth=self._auth)
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, resp.text
+
+    def put(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        return self._call("PUT", url, json, timeout)
+
+    def post(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        return self._call("POST", url, json, timeout)
+
+    def delete(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        return self._call("DELETE", url, json, timeout)
+
+
+class InlineRunner:
+    """Runs everything in the caller, in order (tests, in-process bench)."""
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return [fn(item) for item in items]
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        fn()
+
+
+class ThreadRunner:
+    """A small thread pool: ``map`` waits for all, ``submit`` does not."""
+
+    def __init__(self, workers: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overlay")
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return list(self._pool.map(fn, items))
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self._pool.submit(fn)
+
+
+class GreenRunner:
+    """eventlet GreenPool, for an agent whose sockets eventlet has patched."""
+
+    def __init__(self, workers: int = 64) -> None:
+        import eventlet
+
+        self._pool = eventlet.GreenPool(workers)
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        return list(self._pool.imap(fn, items))
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self._pool.spawn_n(fn)
+
+
+def default_runner() -> InlineRunner | ThreadRunner | GreenRunner:
+    """GreenPool under eventlet's socket patching, else threads."""
+    try:
+        from eventlet import patcher
+
+        if patcher.is_monkey_patched("socket"):
+            return GreenRunner()
+    except ImportError:
+        pass
+    return ThreadRunner()
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    url: str
+
+
+def _peer(value: Any, where: str) -> Peer:
+    if not isinstance(value, dict) or set(value) - {"name", "url"}:
+        raise ValueError(f"overlay: {where} must be an object with name and url")
+    name, url = value.get("name"), value.get("url")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"overlay: {where} field 'name' must be a non-empty string")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"overlay: {where} field 'url' must be an http(s) URL")
+    return Peer(name, url.rstrip("/"))
+
+
+def _error_text(status: int, body: Any) -> str:
+    if isinstance(body, dict) and "error" in body:
+        return f"error: HTTP {status}: {body['error']}"
+    return f"error: HTTP {status}"
+
+
+# ---------------------------------------------------------------- state
+
+@dataclass
+class Pending:
+    """One interval being aggregated."""
+
+    end: float
+    own: dict | None = None
+    own_error: str = ""
+    children: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    task: dict
+    installed: bool
+    interval: float
+    reporting: bool
+    last_started: float = -math.inf
+    finalised_upto: float = -math.inf
+    pending: dict[float, Pending] = field(default_factory=dict)
+    latest_child: dict[str, dict] = field(default_factory=dict)
+    silent: dict[str, int] = field(default_factory=dict)
+    last_sent: dict | None = None
+
+
+# ---------------------------------------------------------------- the node
+
+class OverlayNode:
+    """One agent's place in the overlay tree (see the module docstring)."""
+
+    def __init__(self, agent: Any, http: Any = None, now: Callable[[], float] = time.time,
+                 runner: Any = None, auth: Any = None, forward_budget: float = 5.0,
+                 level_wait: float = 0.3, max_wait: float = 0.5, per_host_top: int = 10,
+                 repush_after: int = 3) -> None:
+        self.agent = agent
+        self.http = http if http is not None else RequestsTransport(auth)
+        self.now = now
+        self.runner = runner if runner is not None else default_runner()
+        self.forward_budget = forward_budget
+        self.level_wait = level_wait
+        self.max_wait = max_wait
+        self.per_host_top = per_host_top
+        self.repush_after = repush_after
+        self.parent: Peer | None = None
+        self.children: list[Peer] = []
+        self.root = False
+        self.epoch = -1
+        self.controller: str | None = None
+        self.tasks: dict[str, TaskState] = {}
+        self.stats = {"reports_sent": 0, "reports_received": 0, "bytes_sent": 0,
+                      "late_reports": 0, "send_errors": 0}
+        self._lock = threading.RLock()
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    # ------------------------------------------------------------ transport
+
+    def _request(self, method: str, url: str, body: Any, timeout: float) -> tuple[int, Any]:
+        """The one place requests leave this node (signing plugs in here)."""
+        return getattr(self.http, method)(url, json=body, timeout=timeout)
+
+    # ------------------------------------------------------------ overlay
+
+    def set_overlay(self, body: Any) -> dict:
+        """Adopt a placement from the controller; older epochs are refused."""
+        if not isinstance(body, dict):
+            raise ValueError("overlay: body must be a JSON object")
+        unknown = set(body) - {"parent", "children", "root", "epoch", "controller"}
+        if unknown:
+            raise ValueError(f"overlay: unknown field '{sorted(unknown)[0]}'")
+        epoch = body.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError("overlay: field 'epoch' must be a non-negative integer")
+        parent = body.get("parent")
+        parent = None if parent is None else _peer(parent, "parent")
+        children = body.get("children", [])
+        if not isinstance(children, list):
+            raise ValueError("overlay: field 'children' must be a list")
+        kids = [_peer(c, f"children[{i}]") for i, c in enumerate(children)]
+        if len({k.name for k in kids}) != len(kids):
+            raise ValueError("overlay: field 'children' names a child twice")
+        root = body.get("root", False)
+        if not isinstance(root, bool):
+            raise ValueError("overlay: field 'root' must be a boolean")
+        controller = body.get("controller")
+        if controller is not None and not isinstance(controller, str):
+            raise ValueError("overlay: field 'controller' must be a URL string")
+        with self._lock:
+            if epoch < self.epoch:
+                raise StaleEpoch(f"overlay: stale epoch {epoch} < current {self.epoch}")
+            old = set(self.children)
+            self.parent, self.children, self.root, self.epoch = parent, kids, root, epoch
+            if controller is not None:
+                self.controller = controller.rstrip("/")
+            new_kids = [k for k in kids if k not in old]
+            tasks = [(s.task_id, s.task) for s in self.tasks.values()]
+            names = {k.name for k in kids}
+            for state in self.tasks.values():
+                state.latest_child = {n: r for n, r in state.latest_child.items() if n in names}
+        if new_kids and tasks:
+            self.runner.submit(lambda: self._push_tasks(new_kids, tasks))
+        return {"epoch": epoch, "parent": parent.name if parent else None,
+                "children": [k.name for k in kids], "root": root}
+
+    def overlay(self) -> dict:
+        """The current placement, for health/debug endpoints."""
+        return {"epoch": self.epoch, "root": self.root,
+                "parent": self.parent.__dict__ if self.parent else None,
+                "children": [k.__dict__ for k in self.children],
+                "controller": self.controller, "tasks": sorted(self.tasks)}
+
+    # ------------------------------------------------------------ down
+
+    def _in_scope(self, task: dict) -> bool:
+        scope = task.get("scope", "global")
+        if scope == "global" or not isinstance(scope, list):
+            return True
+        url_host = getattr(self.agent, "url", "").split("//")[-1].split(":")[0]
+        return self.name in scope or url_host in scope
+
+    def put_task(self, task_id: str, task: dict, install_local: bool = True) -> dict:
+        """Install here, forward to the subtree; per-agent outcome."""
+        if not isinstance(task, dict):
+            raise ValueError("task: body must be a JSON object")
+        task = dict(task)
+        budget = self._budget(task.pop(OVERLAY_KEY, None))
+        with self._lock:
+            state = self.tasks.get(task_id)
+            same = state is not None and state.task == task
+        status: dict[str, str] = {}
+        installed = same and state.installed
+        if not self._in_scope(task):
+            status[self.name] = "ok (out of scope)"
+            installed = False
+        elif install_local and not installed:
+            try:
+                self.agent.install_task(dict(task, id=task_id))
+                status[self.name] = "ok"
+                installed = True
+            except Exception as exc:  # noqa: BLE001 - reported per agent
+                status[self.name] = f"error: {exc}"
+        else:
+            status[self.name] = "ok"
+            installed = installed or not install_local
+        interval = float(task.get("report_interval") or DEFAULT_INTERVAL)
+        with self._lock:
+            if not same:
+                self.tasks[task_id] = TaskState(task_id, task, installed, interval,
+                                                reporting=task.get("kind") != "bandwidth")
+            else:
+                self.tasks[task_id].installed = installed
+            kids = list(self.children)
+        status.update(self._fan_out("put", task_id, task, kids, budget))
+        return {"agents": status}
+
+    def delete_task(self, task_id: str, body: Any = None) -> dict:
+        """Remove here and in the subtree; per-agent outcome."""
+        budget = self._budget(body.get(OVERLAY_KEY) if isinstance(body, dict) else None)
+        with self._lock:
+            state = self.tasks.pop(task_id, None)
+            kids = list(self.children)
+        status: dict[str, str] = {}
+        try:
+            if state is None or state.installed:
+                self.agent.remove_task(task_id)
+            status[self.name] = "ok"
+        except KeyError:
+            status[self.name] = "ok (not installed)"
+        except Exception as exc:  # noqa: BLE001 - reported per agent
+            status[self.name] = f"error: {exc}"
+        status.update(self._fan_out("delete", task_id, {}, kids, budget))
+        return {"agents": status}
+
+    def _budget(self, overlay: Any) -> float:
+        if isinstance(overlay, dict) and isinstance(overlay.get("budget"), int | float):
+            return max(0.2, min(float(overlay["budget"]), self.forward_budget))
+        return self.forward_budget
+
+    def _fan_out(self, method: str, task_id: str, task: dict, kids: list[Peer],
+                 budget: float) -> dict[str, str]:
+        """Send to all children at once; a child gets a smaller budget."""
+        if not kids:
+            return {}
+        child_budget = max(0.1, budget - max(0.25, 0.2 * budget))
+        body = dict(task, **{OVERLAY_KEY: {"budget": child_budget}})
+
+        def one(kid: Peer) -> dict[str, str]:
+            url = f"{kid.url}/agent/v1/tasks/{task_id}"
+            try:
+                code, reply = self._request(method, url, body, budget)
+            except Exception as exc:  # noqa: BLE001 - transport errors become status
+                text = "timeout" if "timeout" in type(exc).__name__.lower() else str(exc)
+                return self._subtree_status(task_id, kid, f"error: {text}")
+            if code // 100 == 2 and isinstance(reply, dict) and isinstance(
+                    reply.get("agents"), dict):
+                return {str(k): str(v) for k, v in reply["agents"].items()}
+            if code == 404 and method == "delete":
+                return {kid.name: "ok (not installed)"}
+            return self._subtree_status(task_id, kid, _error_text(code, reply))
+
+        merged: dict[str, str] = {}
+        for part in self.runner.map(one, kids):
+            merged.update(part)
+        return merged
+
+    def _subtree_status(self, task_id: str, kid: Peer, text: str) -> dict[str, str]:
+        out = {kid.name: text}
+        for name in self._known_subtree(kid.name):
+            out.setdefault(name, f"error: unreachable via {kid.name}")
+        return out
+
+    def _known_subtree(self, child: str) -> list[str]:
+        """Agents below ``child`` as its last report (of any task) said."""
+        names: set[str] = set()
+        with self._lock:
+            for state in self.tasks.values():
+                rep = state.latest_child.get(child)
+                if rep:
+                    names.update(rep.get("covered", []))
+                    names.update(rep.get("missing", []))
+        names.discard(child)
+        return sorted(names)
+
+    def _push_tasks(self, kids: list[Peer], tasks: list[tuple[str, dict]]) -> None:
+        for task_id, task in tasks:
+            self._fan_out("put", task_id, task, kids, self.forward_budget)
+
+    # ------------------------------------------------------------ up
+
+    def receive_report(self, body: Any) -> dict:
+        """Store a child's subtree report; send ours at once if complete."""
+        if not isinstance(body, dict):
+            raise ValueError("report: body must be a JSON object")
+        for name, kind in (("task_id", str), ("from", str), ("snapshot", dict),
+                           ("covered", list), ("missing", list)):
+            if not isinstance(body.get(name), kind):
+                raise ValueError(f"report: field '{name}' must be a {kind.__name__}")
+        end = body.get("interval_end")
+        if not isinstance(end, int | float) or isinstance(end, bool):
+            raise ValueError("report: field 'interval_end' must be a number")
+        sender = body["from"]
+        now = self.now()
+        with self._lock:
+            if sender not in {k.name for k in self.children}:
+                raise NotAChild(f"report: '{sender}' is not a child of {self.name}")
+            state = self.tasks.get(body["task_id"])
+            if state is None:
+                raise KeyError(f"report: unknown task '{body['task_id']}'")
+            self.stats["reports_received"] += 1
+            prev = state.latest_child.get(sender)
+            if prev is None or prev["interval_end"] <= end:
+                state.latest_child[sender] = body
+            if end <= state.finalised_upto:
+                self.stats["late_reports"] += 1
+                return {"accepted": True, "late": True}
+            pending = state.pending.setdefault(end, Pending(end))
+            pending.children[sender] = body
+            state.silent.pop(sender, None)
+        self._advance(state, now)
+        return {"accepted": True, "late": False}
+
+    def tick(self, now: float | None = None) -> list[dict]:
+        """Start due intervals and send every report that is ready."""
+        now = self.now() if now is None else now
+        sent: list[dict] = []
+        with self._lock:
+            states = [s for s in self.tasks.values() if s.reporting]
+        for state in states:
+            sent.extend(self._advance(state, now))
+        return sent
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until the next interval end or deadline (for the tick loop)."""
+        best = math.inf
+        with self._lock:
+            for s in self.tasks.values():
+                if not s.reporting:
+                    continue
+                best = min(best, (math.floor(now / s.interval) + 1) * s.interval)
+                for p in s.pending.values():
+                    best = min(best, p.end + self._wait(s))
+        return max(0.0, best - now) if best < math.inf else 1.0
+
+    def height(self) -> int:
+        """Subtree height as learnt from the children's reports."""
+        with self._lock:
+            if not self.children:
+                return 0
+            h = 0
+            for state in self.tasks.values():
+                for rep in state.latest_child.values():
+                    h = max(h, int(rep.get("height", 0)))
+            return h + 1
+
+    def _wait(self, state: TaskState) -> float:
+        return min(self.height() * self.level_wait, self.max_wait * state.interval)
+
+    def _advance(self, state: TaskState, now: float) -> list[dict]:
+        """Take the own snapshot for a new interval; finalise what is ready."""
+        ready: list[Pending] = []
+        with self._lock:
+            if self.tasks.get(state.task_id) is not state:
+                return []
+            end = math.floor(now / state.interval) * state.interval
+            if end > state.last_started:
+                state.last_started = end
+                pending = state.pending.setdefault(end, Pending(end))
+                self._own_snapshot(state, pending, now)
+            kids = {k.name for k in self.children}
+            deadline_wait = self._wait(state)
+            for p_end in sorted(state.pending):
+                p = state.pending[p_end]
+                if p_end > state.last_started:
+                    continue  # a child is ahead of our clock; wait for our tick
+                complete = kids <= set(p.children)
+                if complete or now >= p_end + deadline_wait or p_end < state.last_started:
+                    ready.append(state.pending.pop(p_end))
+                    state.finalised_upto = max(state.finalised_upto, p_end)
+        reports = [self._finalise(state, p, now) for p in ready]
+        for rep in reports:
+            self._send_up(rep)
+        return reports
+
+    def _own_snapshot(self, state: TaskState, pending: Pending, now: float) -> None:
+        if not state.installed:
+            pending.own_error = "not installed"
+            return
+        try:
+            pending.own = self.agent.snapshot_task(state.task_id, now)
+        except Exception as exc:  # noqa: BLE001 - the agent is then listed missing
+            pending.own_error = str(exc)
+            log.warning("snapshot of %s failed: %s", state.task_id, exc)
+
+    def _finalise(self, state: TaskState, p: Pending, now: float) -> dict:
+        """Merge own + children into one subtree report for interval ``p.end``."""
+        with self._lock:
+            kids = [k.name for k in self.children]
+            for name in kids:
+                if name in p.children:
+                    state.silent.pop(name, None)
+                else:
+                    state.silent[name] = state.silent.get(name, 0) + 1
+            repush = [k for k in self.children
+                      if state.silent.get(k.name, 0) >= self.repush_after]
+            for k in repush:
+                state.silent[k.name] = 0
+            height = self.height()
+        snaps, covered, missing, per_host = [], [], [], {}
+        oldest = math.inf
+        if p.own is not None:
+            snaps.append(p.own)
+            covered.append(self.name)
+            per_host[self.name] = self.summary(p.own, now)
+            oldest = min(oldest, float(p.own.get("generated_at", now)))
+        elif self._in_scope(state.task):
+            missing.append(self.name)
+        for name in kids:
+            rep = p.children.get(name)
+            if rep is None:
+                missing.append(name)
+                missing.extend(self._known_subtree(name))
+                continue
+            snaps.append(rep["snapshot"])
+            covered.extend(rep["covered"])
+            missing.extend(rep["missing"])
+            per_host.update(rep.get("per_host", {}))
+            oldest = min(oldest, float(rep.get("oldest", rep["interval_end"])))
+        snapshot = merge_snapshots(snaps)
+        covered, missing = sorted(set(covered)), sorted(set(missing) - set(covered))
+        if snapshot is not None:
+            snapshot.update(covered=covered, missing=missing,
+                            oldest=None if oldest is math.inf else oldest, generated_at=now)
+        report = {"task_id": state.task_id, "epoch": self.epoch, "from": self.name,
+                  "interval_end": p.end, "generated_at": now, "height": height,
+                  "kind": state.task.get("kind"), "scan_ports": state.task.get("scan_ports"),
+                  "snapshot": snapshot or {}, "covered": covered, "missing": missing,
+                  "oldest": None if oldest is math.inf else oldest, "per_host": per_host}
+        with self._lock:
+            state.last_sent = report
+        if repush:
+            task = state.task
+            self.runner.submit(lambda: self._push_tasks(repush, [(state.task_id, task)]))
+        return report
+
+    def _send_up(self, report: dict) -> None:
+        with self._lock:
+            if self.root and self.controller:
+                url = f"{self.controller}/measure/v1/reports"
+            elif self.parent is not None:
+                url = f"{self.parent.url}/agent/v1/reports"
+            else:
+                return  # not placed in a tree yet: keep the report locally only
+
+        def send() -> None:
+            try:
+                code, body = self._request("post", url, report, self.forward_budget)
+                ok = code // 100 == 2
+            except Exception as exc:  # noqa: BLE001 - next interval tries again
+                ok, body = False, str(exc)
+            with self._lock:
+                self.stats["reports_sent"] += 1
+                if not ok:
+                    self.stats["send_errors"] += 1
+            if not ok:
+                log.warning("report %s to %s failed: %s", report["task_id"], url, body)
+
+        self.runner.submit(send)
+
+    # ------------------------------------------------------------ queries
+
+    def summary(self, snap: dict, now: float) -> dict:
+        """A bounded per-host summary of one agent's snapshot."""
+        top = self.per_host_top
+        hh = sorted((snap.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        scan = snap.get("scan") or {}
+        return {"packets": snap.get("packets", 0), "bytes": snap.get("bytes", 0),
+                "total": snap.get("total", 0), "heavy_hitters": dict(hh[:top]),
+                "top_k": [list(x) for x in (snap.get("top_k") or [])[:top]],
+                "distinct": (snap.get("distinct") or {}).get("estimate"),
+                "scan": {src: len(v.get("ports", [])) for src, v in sorted(
+                    scan.items(), key=lambda kv: -len(kv[1].get("ports", [])))[:top]},
+                "missed": snap.get("missed", {}),
+                "generated_at": snap.get("generated_at", now)}
+
+    def global_snapshot(self, task_id: str, now: float | None = None) -> dict | None:
+        """Own current snapshot merged with each child's latest subtree report."""
+        now = self.now() if now is None else now
+        with self._lock:
+            state = self.tasks.get(task_id)
+            if state is None:
+                return None
+            children = [state.latest_child.get(k.name) for k in self.children]
+            kid_names = [k.name for k in self.children]
+        snaps, covered, missing = [], [], []
+        if state.installed:
+            try:
+                snaps.append(self.agent.snapshot_task(task_id, now))
+                covered.append(self.name)
+            except Exception:  # noqa: BLE001
+                missing.append(self.name)
+        for name, rep in zip(kid_names, children, strict=True):
+            if rep is None:
+                missing.append(name)
+                continue
+            snaps.append(rep["snapshot"])
+            covered.extend(rep["covered"])
+            missing.extend(rep["missing"])
+        merged = merge_snapshots(snaps)
+        if merged is not None:
+            merged.update(covered=sorted(set(covered)),
+                          missing=sorted(set(missing) - set(covered)))
+        return merged
+
+
+def merge_snapshots(snaps: list[dict]) -> dict | None:
+    """``report.merge_all`` over non-empty snapshots (None when there are none)."""
+    snaps = [s for s in snaps if s]
+    if not snaps:
+        return None
+    from measure_model.report import merge_all
+
+    return merge_all(snaps)

@@ -1,0 +1,219 @@
+"""Results at the controller: latest and historical task results, and events.
+
+The overlay root posts one merged report per task per report interval
+(``POST /measure/v1/reports``, built by ``host_agent.overlay_node``).
+``Results.ingest`` turns it into:
+
+- a **global result** (host ``'*'``): totals, heavy hitters, top-k,
+  distinct estimate, scan sources, and coverage (``covered``, ``missing``,
+  ``complete``, ``oldest`` data time; ``age`` is computed when read);
+- one **per-host result** per covered agent, from the report's bounded
+  ``per_host`` summaries, so ``?host=h3`` needs no agent round trip;
+- **events** with increasing ids, for ``GET /measure/v1/events?since=``:
+  ``heavy_hitter`` when a key becomes a global heavy hitter that was not one
+  in the task's previous result, ``port_scan`` when a source reaches
+  ``scan_ports`` distinct destination ports in the window (default 20) and
+  was below that before, and ``coverage`` when the set of missing agents
+  changes.
+
+Raw sketch cells and HLL registers are dropped before storing: results are
+for reading, and a 16384 x 4 sketch would make every history row half a
+megabyte. The latest result of every (task, host) is also kept in memory.
+
+Storage is the controller's SQLite store (``ryu_app/store.py``); this module
+needs only four methods of it::
+
+    store.add_result(task_id, host, ts, payload: dict) -> None   # bounded
+    store.results(task_id, host=None, limit=N) -> [payload, ...] # newest first
+    store.add_event(ts, task_id, kind, payload: dict) -> int     # new id
+    store.events(since: int, limit=N) -> [{"id", "ts", "task_id", "kind", **payload}]
+
+``MemoryStore`` implements them in memory (for tests and for running
+without SQLite).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+GLOBAL = "*"
+DEFAULT_SCAN_PORTS = 20
+MAX_EVENTS_PER_REPORT = 100
+
+
+class MemoryStore:
+    """The store methods ``Results`` uses, in memory with bounded history."""
+
+    def __init__(self, history: int = 100, max_events: int = 10000) -> None:
+        self._results: dict[tuple[str, str], deque] = defaultdict(lambda: deque(maxlen=history))
+        self._events: deque = deque(maxlen=max_events)
+        self._ids = itertools.count(1)
+
+    def add_result(self, task_id: str, host: str, ts: float, payload: dict) -> None:
+        self._results[(task_id, host)].appendleft(payload)
+
+    def results(self, task_id: str, host: str | None = None, limit: int = 100) -> list[dict]:
+        return list(itertools.islice(self._results.get((task_id, host or GLOBAL), ()), limit))
+
+    def add_event(self, ts: float, task_id: str, kind: str, payload: dict) -> int:
+        event_id = next(self._ids)
+        self._events.append({"id": event_id, "ts": ts, "task_id": task_id, "kind": kind,
+                             **payload})
+        return event_id
+
+    def events(self, since: int = 0, limit: int = 1000) -> list[dict]:
+        return [e for e in self._events if e["id"] > since][:limit]
+
+
+def _number(report: dict, name: str) -> float:
+    value = report.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"report: field '{name}' must be a number")
+    return float(value)
+
+
+def validate_report(report: Any) -> dict:
+    """Check the fields ``ingest`` relies on; errors name the field."""
+    if not isinstance(report, dict):
+        raise ValueError("report: body must be a JSON object")
+    task_id = report.get("task_id")
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError("report: field 'task_id' must be a non-empty string")
+    _number(report, "interval_end")
+    for name, kind in (("snapshot", dict), ("covered", list), ("missing", list)):
+        if not isinstance(report.get(name), kind):
+            raise ValueError(f"report: field '{name}' must be a {kind.__name__}")
+    per_host = report.get("per_host", {})
+    if not isinstance(per_host, dict) or not all(isinstance(v, dict) for v in per_host.values()):
+        raise ValueError("report: field 'per_host' must map host names to objects")
+    return report
+
+
+def _strip(snapshot: dict) -> dict:
+    """The readable part of a snapshot (no sketch cells, no HLL registers)."""
+    out = {k: v for k, v in snapshot.items() if k not in ("sketch", "covered", "missing")}
+    if isinstance(out.get("distinct"), dict):
+        out["distinct"] = {k: v for k, v in out["distinct"].items() if k != "hll"}
+    if isinstance(snapshot.get("sketch"), dict):
+        out["sketch"] = {k: v for k, v in snapshot["sketch"].items() if k != "cells"}
+    return out
+
+
+def scanners(snapshot: dict, scan_ports: int) -> dict[str, int]:
+    """Sources with at least ``scan_ports`` distinct ports in the window."""
+    out = {}
+    for src, info in (snapshot.get("scan") or {}).items():
+        ports = info.get("ports", []) if isinstance(info, dict) else []
+        if len(ports) >= scan_ports:
+            out[src] = len(ports)
+    return out
+
+
+class Results:
+    """Latest, history and events of task results (see module docstring)."""
+
+    def __init__(self, store: Any, history: int = 100) -> None:
+        self.store = store
+        self.history_limit = history
+        self._latest: dict[tuple[str, str], dict] = {}
+        self._lock = threading.Lock()
+
+    def ingest(self, report: dict, now: float | None = None) -> list[int]:
+        """Record one root report; returns the ids of the events it raised."""
+        report = validate_report(report)
+        now = time.time() if now is None else now
+        task_id = report["task_id"]
+        snap = report["snapshot"]
+        covered = sorted(report["covered"])
+        missing = sorted(report["missing"])
+        oldest = report.get("oldest")
+        result = {
+            "task_id": task_id, "host": GLOBAL, "interval_end": report["interval_end"],
+            "received_at": now, "generated_at": report.get("generated_at", now),
+            "oldest": oldest, "covered": covered, "missing": missing,
+            "complete": not missing, "epoch": report.get("epoch"),
+            "kind": report.get("kind"), **_strip(snap),
+        }
+        scan_ports = report.get("scan_ports") or DEFAULT_SCAN_PORTS
+        result["scanners"] = scanners(snap, scan_ports)
+        per_host = {}
+        for host, summary in sorted(report.get("per_host", {}).items()):
+            per_host[host] = {"task_id": task_id, "host": host,
+                              "interval_end": report["interval_end"], "received_at": now,
+                              "oldest": summary.get("generated_at"), **summary}
+        with self._lock:
+            previous = self._latest.get((task_id, GLOBAL))
+            self._latest[(task_id, GLOBAL)] = result
+            for host, res in per_host.items():
+                self._latest[(task_id, host)] = res
+        self.store.add_result(task_id, GLOBAL, now, result)
+        for host, res in per_host.items():
+            self.store.add_result(task_id, host, now, res)
+        return self._events(task_id, previous, result, now)
+
+    def _events(self, task_id: str, prev: dict | None, cur: dict, now: float) -> list[int]:
+        """Crossings since the task's previous result become events."""
+        ids: list[int] = []
+        base = {"interval_end": cur["interval_end"]}
+        prev_hh = set((prev or {}).get("heavy_hitters") or {})
+        hh = cur.get("heavy_hitters") or {}
+        new = sorted((k for k in hh if k not in prev_hh), key=lambda k: (-hh[k], k))
+        for key in new[:MAX_EVENTS_PER_REPORT]:
+            ids.append(self.store.add_event(now, task_id, "heavy_hitter",
+                                            {**base, "key": key, "value": hh[key]}))
+        prev_scan = set((prev or {}).get("scanners") or {})
+        for src, ports in sorted(cur["scanners"].items()):
+            if src not in prev_scan:
+                info = (cur.get("scan") or {}).get(src, {})
+                ids.append(self.store.add_event(now, task_id, "port_scan", {
+                    **base, "src": src, "ports": ports,
+                    "dsts": list(info.get("dsts", []))[:20]}))
+        if prev is not None and prev["missing"] != cur["missing"]:
+            ids.append(self.store.add_event(now, task_id, "coverage", {
+                **base, "covered": len(cur["covered"]), "missing": cur["missing"]}))
+        return ids
+
+    def latest(self, task_id: str, host: str | None = None,
+               now: float | None = None) -> dict | None:
+        """The newest result of a task (``host`` None = global), with its age."""
+        key = (task_id, host or GLOBAL)
+        with self._lock:
+            result = self._latest.get(key)
+        if result is None:
+            rows = self.store.results(task_id, host or GLOBAL, limit=1)
+            if not rows:
+                return None
+            result = rows[0]
+            with self._lock:
+                self._latest[key] = result
+        return self._aged(result, now)
+
+    def history(self, task_id: str, host: str | None = None, limit: int = 50,
+                now: float | None = None) -> list[dict]:
+        """Up to ``limit`` results, newest first."""
+        limit = max(1, min(int(limit), self.history_limit))
+        return [self._aged(r, now) for r in self.store.results(task_id, host or GLOBAL,
+                                                               limit=limit)]
+
+    def events(self, since: int = 0, limit: int = 1000) -> list[dict]:
+        """Events with id greater than ``since``, oldest first."""
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ValueError("events: 'since' must be a non-negative integer")
+        return self.store.events(since, limit=limit)
+
+    def forget(self, task_id: str) -> None:
+        """Drop the in-memory latest results of a deleted task."""
+        with self._lock:
+            for key in [k for k in self._latest if k[0] == task_id]:
+                del self._latest[key]
+
+    @staticmethod
+    def _aged(result: dict, now: float | None) -> dict:
+        now = time.time() if now is None else now
+        oldest = result.get("oldest")
+        ref = oldest if isinstance(oldest, int | float) else result.get("interval_end")
+        return {**result, "age": round(max(0.0, now - float(ref)), 3)}
