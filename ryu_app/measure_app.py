@@ -1,0 +1,241 @@
+"""The Ryu application: a thin shim between Ryu events and plain modules.
+
+Everything that decides lives elsewhere and never imports Ryu:
+``topology.Topology`` (the graph), ``forwarding.Forwarding`` (what to
+install and send), and ``service.MeasureService`` (agents, overlay, tasks;
+owned by the controller part). This class only
+
+- installs the table-miss flow (everything unmatched goes to the
+  controller, unbuffered) when a switch connects,
+- feeds ``ryu.topology`` events (switches, ports, links; they need
+  ``--observe-links``) and packet-ins into the topology and forwarding,
+  and turns the returned decisions into OpenFlow 1.3 messages,
+- deletes its own flows by cookie on every switch when a switch or link
+  changes (Ryu's LLDP flow and the table-miss flow have cookie 0 and stay),
+- runs a hub thread calling ``service.tick(time.time())`` every second and
+  tells the service when the topology changed,
+- registers the REST API (``rest.register_rest``) on Ryu's WSGI app.
+
+Start it with the project launcher (``python -m ryu_app``), or with
+``ryu-manager ryu_app/measure_app.py`` where plain Ryu runs; link discovery
+is switched on here as well, since forwarding on loops depends on it.
+
+The service and REST modules are imported defensively: while they are
+missing the app still forwards, and serves ``GET /measure/v1/topology``
+by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
+from ryu.base import app_manager
+from ryu.controller import ofp_event
+from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from ryu.lib import hub
+from ryu.lib.packet import arp, ethernet, ipv4, packet
+from ryu.ofproto import ofproto_v1_3
+from ryu.topology import event as topo_event
+
+from ryu_app.forwarding import Decision, FlowDelete, FlowMod, Forwarding, Packet, PacketOut
+from ryu_app.topology import Topology
+
+DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
+TICK_SECONDS = 1.0
+APP_KEY = "measure_app"
+
+
+def _observe_links() -> None:
+    """Make LLDP link discovery the default, also under plain ``ryu-manager``."""
+    from ryu import cfg
+
+    try:
+        cfg.CONF.set_default("observe_links", True)
+    except cfg.NoSuchOptError:  # pragma: no cover - flag defined by ryu.flags
+        pass
+
+
+_observe_links()
+
+
+class TopologyOnlyController(ControllerBase):
+    """``GET /measure/v1/topology`` while the full REST module is absent."""
+
+    def __init__(self, req, link, data, **config):
+        super().__init__(req, link, data, **config)
+        self.app = data[APP_KEY]
+
+    @route("measure", "/measure/v1/topology", methods=["GET"])
+    def topology(self, req, **kwargs):
+        body = json.dumps(self.app.topology.to_dict())
+        return Response(content_type="application/json", charset="utf-8", body=body)
+
+
+class MeasureApp(app_manager.RyuApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS = {"wsgi": WSGIApplication}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.topology = Topology()
+        self.forwarding = Forwarding(self.topology)
+        self.datapaths: dict[int, object] = {}
+        self.service = self._make_service()
+        self._register_rest(kwargs["wsgi"])
+        self._ticker = hub.spawn(self._tick_loop) if self.service is not None else None
+
+    # ------------------------------------------------------------ wiring
+
+    def _make_service(self):
+        try:
+            from ryu_app.service import MeasureService
+        except ImportError as exc:
+            self.logger.warning("measurement service not available (%s): forwarding only", exc)
+            return None
+        state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
+        return MeasureService(self.topology, state_dir, now=time.time)
+
+    def _register_rest(self, wsgi) -> None:
+        try:
+            from ryu_app.rest import register_rest
+        except ImportError as exc:
+            self.logger.warning("REST module not available (%s): serving topology only", exc)
+            wsgi.register(TopologyOnlyController, {APP_KEY: self})
+            return
+        register_rest(wsgi, self.service)
+
+    def _tick_loop(self) -> None:
+        while True:
+            hub.sleep(TICK_SECONDS)
+            try:
+                self.service.tick(time.time())
+            except Exception:
+                self.logger.exception("service tick failed")
+
+    def _topology_changed(self, flush: bool) -> None:
+        if flush:
+            self._send(self.forwarding.invalidate_all())
+        if self.service is not None:
+            try:
+                self.service.on_topology_changed()
+            except Exception:
+                self.logger.exception("service.on_topology_changed failed")
+
+    # ------------------------------------------------------------ switches
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _switch_features(self, ev):
+        dp = ev.msg.datapath
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        self.datapaths[dp.id] = dp
+        actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
+        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+        dp.send_msg(parser.OFPFlowMod(datapath=dp, priority=0, match=parser.OFPMatch(),
+                                      instructions=inst))
+        # Flows from an earlier run of the controller may be stale.
+        self._send([FlowDelete(dp.id, self.forwarding.cookie)])
+
+    @set_ev_cls(topo_event.EventSwitchEnter)
+    def _switch_enter(self, ev):
+        sw = ev.switch
+        self.datapaths[sw.dp.id] = sw.dp
+        ports = [p.port_no for p in sw.ports if not p.is_reserved()]
+        if self.topology.add_switch(sw.dp.id, ports, now=time.time()):
+            self.logger.info("switch %016x entered with ports %s", sw.dp.id, ports)
+            self._topology_changed(flush=False)
+
+    @set_ev_cls(topo_event.EventSwitchLeave)
+    def _switch_leave(self, ev):
+        dpid = ev.switch.dp.id
+        self.datapaths.pop(dpid, None)
+        if self.topology.remove_switch(dpid):
+            self.logger.info("switch %016x left", dpid)
+            self._topology_changed(flush=True)
+
+    @set_ev_cls(topo_event.EventPortAdd)
+    def _port_add(self, ev):
+        port = ev.port
+        if not port.is_reserved() and self.topology.add_port(port.dpid, port.port_no,
+                                                              now=time.time()):
+            self._topology_changed(flush=False)
+
+    @set_ev_cls(topo_event.EventPortDelete)
+    def _port_delete(self, ev):
+        port = ev.port
+        if self.topology.remove_port(port.dpid, port.port_no):
+            self._topology_changed(flush=True)
+
+    @set_ev_cls(topo_event.EventLinkAdd)
+    def _link_add(self, ev):
+        src, dst = ev.link.src, ev.link.dst
+        if self.topology.add_link(src.dpid, src.port_no, dst.dpid, dst.port_no, now=time.time()):
+            self.logger.info("link %016x:%d <-> %016x:%d", src.dpid, src.port_no,
+                             dst.dpid, dst.port_no)
+            self._topology_changed(flush=True)
+
+    @set_ev_cls(topo_event.EventLinkDelete)
+    def _link_delete(self, ev):
+        src, dst = ev.link.src, ev.link.dst
+        if self.topology.remove_link(src.dpid, src.port_no, dst.dpid, dst.port_no,
+                                     now=time.time()):
+            self.logger.info("link %016x:%d <-> %016x:%d removed", src.dpid, src.port_no,
+                             dst.dpid, dst.port_no)
+            self._topology_changed(flush=True)
+
+    # ------------------------------------------------------------ packets
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        pkt = packet.Packet(msg.data)
+        eth = pkt.get_protocol(ethernet.ethernet)
+        if eth is None:
+            return
+        fields = {}
+        arp_pkt = pkt.get_protocol(arp.arp)
+        if arp_pkt is not None:
+            fields = {"arp_op": arp_pkt.opcode, "arp_spa": arp_pkt.src_ip,
+                      "arp_tpa": arp_pkt.dst_ip}
+        ip_pkt = pkt.get_protocol(ipv4.ipv4)
+        if ip_pkt is not None:
+            fields["ip_src"] = ip_pkt.src
+        info = Packet(src=eth.src, dst=eth.dst, dpid=msg.datapath.id,
+                      in_port=msg.match["in_port"], eth_type=eth.ethertype, **fields)
+        before = self.topology.version
+        decisions = self.forwarding.packet_in(info, time.time())
+        self._send(decisions, msg.data)
+        if self.topology.version != before:
+            self._topology_changed(flush=False)
+
+    def _send(self, decisions: list[Decision], data: bytes | None = None) -> None:
+        """Turn forwarding decisions into OpenFlow 1.3 messages."""
+        for d in decisions:
+            dp = self.datapaths.get(d.dpid)
+            if dp is None:
+                continue
+            ofp, parser = dp.ofproto, dp.ofproto_parser
+            if isinstance(d, FlowMod):
+                actions = [parser.OFPActionOutput(d.out_port)]
+                inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+                dp.send_msg(parser.OFPFlowMod(
+                    datapath=dp, cookie=d.cookie, priority=d.priority,
+                    idle_timeout=d.idle_timeout, match=parser.OFPMatch(eth_dst=d.eth_dst),
+                    instructions=inst))
+            elif isinstance(d, FlowDelete):
+                match = parser.OFPMatch(eth_dst=d.eth_dst) if d.eth_dst else parser.OFPMatch()
+                dp.send_msg(parser.OFPFlowMod(
+                    datapath=dp, cookie=d.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+                    table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
+                    out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match))
+            elif isinstance(d, PacketOut):
+                frame = d.data if d.data is not None else data
+                if frame is None:
+                    continue
+                in_port = d.in_port if d.data is None else ofp.OFPP_CONTROLLER
+                actions = [parser.OFPActionOutput(p) for p in d.out_ports]
+                dp.send_msg(parser.OFPPacketOut(
+                    datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                    actions=actions, data=frame))

@@ -1,0 +1,138 @@
+"""Mininet topologies for the measurement service.
+
+Plain ``Topo`` classes (a description, not a running network), usable with
+``mn --custom topo/topos.py --topo tree,depth=2,fanout=3`` or from
+``topo.launch``. Hosts are ``h1..hN`` with IP ``10.0.0.n/8`` and MAC
+``00:00:00:00:00:nn`` in creation order, so addresses are predictable.
+Every switch gets an explicit, distinct DPID (Mininet would derive clashing
+DPIDs from names such as ``c1``/``a1``/``e1``).
+
+``bw`` (Mbit/s) puts a rate limit on every link; it needs ``TCLink``
+(``mn --link tc``; ``topo.launch`` picks it when ``bw`` is given).
+
+- ``tree``: depth/fanout tree, as Mininet's; depth 2 fanout 3 is the
+  original: 4 switches, 9 hosts.
+- ``linear``: ``k`` switches in a chain, ``n`` hosts on each.
+- ``fattree``: the k-ary fat-tree (k=4: 4 core, 8 aggregation, 8 edge
+  switches, 16 hosts), full of equal-cost cycles.
+- ``loop``: a ring of ``n`` switches with ``hosts`` hosts each.
+"""
+
+from __future__ import annotations
+
+from mininet.topo import Topo
+
+
+class MeasureTopo(Topo):
+    """Shared helpers: numbered hosts/switches with fixed addresses."""
+
+    def build(self, bw: float | None = None, **_):
+        raise NotImplementedError
+
+    def _setup(self, bw: float | None) -> None:
+        self.bw = bw
+        self.host_count = 0
+        self.switch_count = 0
+
+    def new_host(self) -> str:
+        self.host_count += 1
+        n = self.host_count
+        mac = f"00:00:00:00:{n >> 8:02x}:{n & 255:02x}"
+        return self.addHost(f"h{n}", ip=f"10.0.0.{n}/8", mac=mac)
+
+    def new_switch(self, prefix: str = "s", name_index: int | None = None) -> str:
+        self.switch_count += 1
+        index = self.switch_count if name_index is None else name_index
+        return self.addSwitch(f"{prefix}{index}", dpid=f"{self.switch_count:016x}")
+
+    def link(self, a: str, b: str) -> None:
+        if self.bw:
+            self.addLink(a, b, bw=self.bw)
+        else:
+            self.addLink(a, b)
+
+    def switch_links(self) -> int:
+        """Number of switch-switch links (what LLDP should discover)."""
+        switches = set(self.switches())
+        return sum(1 for a, b in self.links() if a in switches and b in switches)
+
+
+class TreeTopo(MeasureTopo):
+    """Tree of ``depth`` levels of switches; ``fanout`` children each."""
+
+    def build(self, depth: int = 2, fanout: int = 3, bw: float | None = None, **_):
+        self._setup(bw)
+        self._add_tree(int(depth), int(fanout))
+
+    def _add_tree(self, depth: int, fanout: int) -> str:
+        if depth == 0:
+            return self.new_host()
+        node = self.new_switch()
+        for _ in range(fanout):
+            self.link(node, self._add_tree(depth - 1, fanout))
+        return node
+
+
+class LinearTopo(MeasureTopo):
+    """``k`` switches in a chain with ``n`` hosts each."""
+
+    def build(self, k: int = 4, n: int = 1, bw: float | None = None, **_):
+        self._setup(bw)
+        last = None
+        for _ in range(int(k)):
+            sw = self.new_switch()
+            for _ in range(int(n)):
+                self.link(self.new_host(), sw)
+            if last:
+                self.link(last, sw)
+            last = sw
+
+
+class FatTreeTopo(MeasureTopo):
+    """k-ary fat-tree: (k/2)^2 core, k pods of k/2 aggregation + k/2 edge."""
+
+    def build(self, k: int = 4, bw: float | None = None, **_):
+        k = int(k)
+        if k < 2 or k % 2:
+            raise ValueError(f"fattree k must be even and >= 2, got {k}")
+        self._setup(bw)
+        half = k // 2
+        cores = [self.new_switch("c", i + 1) for i in range(half * half)]
+        aggs, edges = [], []
+        for pod in range(k):
+            aggs.append([self.new_switch("a", pod * half + i + 1) for i in range(half)])
+        for pod in range(k):
+            edges.append([self.new_switch("e", pod * half + i + 1) for i in range(half)])
+        for pod in range(k):
+            for i, agg in enumerate(aggs[pod]):
+                for j in range(half):
+                    self.link(cores[i * half + j], agg)
+                for edge in edges[pod]:
+                    self.link(agg, edge)
+            for edge in edges[pod]:
+                for _ in range(half):
+                    self.link(self.new_host(), edge)
+
+
+class LoopTopo(MeasureTopo):
+    """A ring of ``n`` switches, ``hosts`` hosts on each: one cycle."""
+
+    def build(self, n: int = 4, hosts: int = 2, bw: float | None = None, **_):
+        n = int(n)
+        if n < 3:
+            raise ValueError(f"loop needs at least 3 switches, got {n}")
+        self._setup(bw)
+        ring = [self.new_switch() for _ in range(n)]
+        for sw in ring:
+            for _ in range(int(hosts)):
+                self.link(self.new_host(), sw)
+        for i, sw in enumerate(ring):
+            self.link(sw, ring[(i + 1) % n])
+
+
+topos = {
+    "tree": TreeTopo,
+    "linear": LinearTopo,
+    "fattree": FatTreeTopo,
+    "loop": LoopTopo,
+}
