@@ -1,0 +1,487 @@
+"""Counter state of one measurement counter, updated a packet batch at a time.
+
+Design
+------
+The monitor parses a batch of copied headers (:class:`HeaderBatch`) and calls
+:meth:`Counter.update` per counter. ``update`` aggregates the batch to its
+unique keys first (``np.unique`` + ``np.bincount``), so everything after that
+costs per *unique key* and is vectorised: the totals, the count-min sketch
+(:mod:`measure_model.sketch`), a HyperLogLog of all keys ever seen, the
+heavy-hitter candidates, the real-time window and the scan state. There is no
+per-packet Python code. All time comes from the ``now`` argument.
+
+Heavy hitters. A key is heavy when its estimate is at least the threshold:
+``fraction * total`` or an absolute count. After each batch, every key of the
+batch whose fresh estimate passes the *candidate threshold* joins the
+candidates; then all candidates are re-estimated against the sketch and those
+below the threshold are dropped, so a key that was heavy when the total was
+small does not linger (no stale entries). The set is bounded by
+``max_candidates`` (the smallest estimates are evicted). No false negatives:
+a key whose true count reaches the threshold had, at its last update, an
+estimate at least that large against a threshold no higher than today's, and
+estimates never fall. Queries (:meth:`heavy_hitters`, :meth:`top_k`,
+:meth:`snapshot`) always re-estimate. Without any threshold the candidates
+are the top ``max_candidates`` keys by estimate.
+
+The candidate threshold equals the heavy-hitter threshold for fractions: if
+a key is heavy in a sum of counters, it is heavy in at least one of them
+(pigeonhole), so merging candidate sets finds every globally heavy key (see
+:mod:`measure_model.report`). For absolute thresholds the pigeonhole needs
+``threshold_abs / n`` on each of ``n`` counters: ``candidate_divisor = n``.
+
+Windows. ``tumbling``: windows ``[k * length, (k + 1) * length)`` aligned to
+the epoch (so hosts' windows line up for merging); a query returns the
+current window so far plus the last complete one (``previous``).
+``sliding``: the window is kept as 10 sub-buckets of ``length / 10``; a
+query covers the current sub-bucket and the 9 before it, i.e. the last
+``length`` seconds to within one sub-bucket. A window keeps per-key counts
+(at most ``max_window_keys``, the largest kept, ``truncated`` set when keys
+were dropped) and its number of distinct keys (exact unless truncated, then
+from a per-bucket HyperLogLog). With ``scan`` on it also keeps the unique
+(src, dport) and (src, dst) pairs, which answer "10.0.0.6 touched 85 ports in
+the last window" in one call (:meth:`scan`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from measure_model.hll import HyperLogLog, check_precision
+from measure_model.keys import (
+    HeaderBatch,
+    check_key_type,
+    format_key,
+    key_ints,
+    normalize_increment,
+    parse_key,
+    sketch_key_of,
+)
+from measure_model.sketch import CountMinSketch, check_params
+
+WINDOW_MODES = ("tumbling", "sliding")
+SLIDING_BUCKETS = 10
+WINDOW_HLL_PRECISION = 10
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _int_in(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} {value} must be from {low} to {high}")
+    return value
+
+
+@dataclass
+class CounterSpec:
+    """What a counter counts and how; validated on construction (ValueError names the field)."""
+
+    key: str = "src"
+    increment: str = "pkt"
+    threshold: float | None = None       # fraction of the total, 0 < x <= 1
+    threshold_abs: float | None = None   # absolute count (exclusive with threshold)
+    top_k: int = 10
+    window_length: float = 1.0
+    window_mode: str = "tumbling"
+    width: int = 16384
+    depth: int = 4
+    seed: int = 1
+    conservative: bool = True
+    max_candidates: int = 1000
+    max_window_keys: int = 10000
+    scan: bool = False
+    hll_precision: int = 12
+    candidate_divisor: int = 1
+    max_scan_sources: int = 100
+    max_scan_list: int = 1024
+
+    def __post_init__(self) -> None:
+        check_key_type(self.key, "key")
+        self.increment = normalize_increment(self.increment)
+        if self.threshold is not None and self.threshold_abs is not None:
+            raise ValueError("threshold and threshold_abs are exclusive")
+        if self.threshold is not None:
+            self.threshold = _number(self.threshold, "threshold")
+            if not 0 < self.threshold <= 1:
+                raise ValueError(f"threshold {self.threshold} must be > 0 and <= 1")
+        if self.threshold_abs is not None:
+            self.threshold_abs = _number(self.threshold_abs, "threshold_abs")
+            if self.threshold_abs <= 0:
+                raise ValueError(f"threshold_abs {self.threshold_abs} must be > 0")
+        _int_in(self.top_k, "top_k", 1, 1000)
+        self.window_length = _number(self.window_length, "window_length")
+        if not 0.05 <= self.window_length <= 3600:
+            raise ValueError(f"window_length {self.window_length} must be from 0.05 to 3600")
+        if self.window_mode not in WINDOW_MODES:
+            raise ValueError(f"window_mode {self.window_mode!r} is not one of tumbling, sliding")
+        check_params(self.width, self.depth, self.seed)
+        if not isinstance(self.conservative, bool):
+            raise ValueError(f"conservative must be true or false, got {self.conservative!r}")
+        _int_in(self.max_candidates, "max_candidates", 1, 100_000)
+        if self.max_candidates < self.top_k:
+            raise ValueError(f"max_candidates {self.max_candidates} must be >= top_k {self.top_k}")
+        _int_in(self.max_window_keys, "max_window_keys", 1, 1_000_000)
+        if not isinstance(self.scan, bool):
+            raise ValueError(f"scan must be true or false, got {self.scan!r}")
+        check_precision(self.hll_precision, "hll_precision")
+        _int_in(self.candidate_divisor, "candidate_divisor", 1, 1_000_000)
+        _int_in(self.max_scan_sources, "max_scan_sources", 1, 100_000)
+        _int_in(self.max_scan_list, "max_scan_list", 1, 65536)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Bucket:
+    """One window bucket: per-key counts and scan pairs, compacted lazily."""
+
+    def __init__(self, index: int, five: bool) -> None:
+        self.index = index
+        self.five = five
+        self.keys: list[np.ndarray] = []
+        self.reps: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.pending = 0
+        self.truncated = False
+        self.hll = HyperLogLog(WINDOW_HLL_PRECISION)
+        self.ports: list[np.ndarray] = []   # src << 16 | dport
+        self.dsts: list[np.ndarray] = []    # src << 32 | dst
+        self.pairs_pending = 0
+        self.scan_truncated = False
+
+    def add(self, keys: np.ndarray, reps: np.ndarray, counts: np.ndarray, limit: int) -> None:
+        self.keys.append(keys)
+        self.reps.append(reps)
+        self.counts.append(counts)
+        self.hll.add(keys)
+        self.pending += keys.shape[0]
+        if self.pending > 4 * limit:
+            self.compact(limit)
+
+    def compact(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(self.keys) > 1 or (self.keys and self.keys[0].shape[0] > limit):
+            keys, reps, counts, distinct = _combine(self.keys, self.reps, self.counts, limit)
+            self.truncated = self.truncated or distinct > limit
+            self.keys, self.reps, self.counts = [keys], [reps], [counts]
+            self.pending = keys.shape[0]
+        if not self.keys:
+            empty = np.zeros(0, np.uint64)
+            reps = np.zeros((0, 2), np.uint64) if self.five else empty
+            return empty, reps, np.zeros(0, np.int64)
+        return self.keys[0], self.reps[0], self.counts[0]
+
+    def add_pairs(self, ports: np.ndarray, dsts: np.ndarray, limit: int) -> None:
+        self.ports.append(ports)
+        self.dsts.append(dsts)
+        self.pairs_pending += ports.shape[0] + dsts.shape[0]
+        if self.pairs_pending > 4 * limit:
+            self.compact_pairs(limit)
+
+    def compact_pairs(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        for name in ("ports", "dsts"):
+            parts = getattr(self, name)
+            arr = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+            if arr.shape[0] > limit:
+                arr = arr[:limit]
+                self.scan_truncated = True
+            setattr(self, name, [arr])
+            out.append(arr)
+        self.pairs_pending = out[0].shape[0] + out[1].shape[0]
+        return out[0], out[1]
+
+
+def _combine(keys: list[np.ndarray], reps: list[np.ndarray], counts: list[np.ndarray],
+             limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Sum counts per key over several arrays, keeping the ``limit`` largest.
+
+    Returns keys, representatives, sums and the number of distinct keys before the cut.
+    """
+    k = np.concatenate(keys)
+    r = np.concatenate(reps)
+    c = np.concatenate(counts)
+    uniq, first, inverse = np.unique(k, return_index=True, return_inverse=True)
+    sums = np.bincount(inverse, weights=c, minlength=uniq.shape[0]).astype(np.int64)
+    reps_u = r[first]
+    distinct = int(uniq.shape[0])
+    if distinct > limit:
+        top = np.argsort(-sums, kind="stable")[:limit]
+        top.sort()
+        uniq, reps_u, sums = uniq[top], reps_u[top], sums[top]
+    return uniq, reps_u, sums, distinct
+
+
+class Counter:
+    """Sketch, heavy hitters, top-k, window and scan state of one counter."""
+
+    def __init__(self, spec: CounterSpec, now: float) -> None:
+        self.spec = spec
+        self.created = float(now)
+        self.five = spec.key == "five_tuple"
+        self.sketch = CountMinSketch(spec.width, spec.depth, spec.seed, spec.conservative)
+        self.hll = HyperLogLog(spec.hll_precision)
+        self.packets = 0
+        self.bytes = 0
+        self.total = 0
+        self.unparsed = 0
+        self.last_update = float(now)
+        self._cand_keys = np.zeros(0, np.uint64)
+        self._cand_reps = self._empty_reps()
+        step = spec.window_length / (SLIDING_BUCKETS if spec.window_mode == "sliding" else 1)
+        self._step = step
+        self._buckets: deque[_Bucket] = deque([_Bucket(self._index(now), self.five)])
+        self._previous: _Bucket | None = None
+
+    # ------------------------------------------------------------ helpers
+    def _empty_reps(self) -> np.ndarray:
+        return np.zeros((0, 2), np.uint64) if self.five else np.zeros(0, np.uint64)
+
+    def _index(self, now: float) -> int:
+        return math.floor(now / self._step)
+
+    def _roll(self, now: float) -> None:
+        index = self._index(now)
+        current = self._buckets[-1]
+        if index <= current.index:
+            return
+        if self.spec.window_mode == "tumbling":
+            self._previous = current if current.index == index - 1 else _Bucket(index - 1,
+                                                                                 self.five)
+            self._buckets = deque([_Bucket(index, self.five)])
+            return
+        self._buckets.append(_Bucket(index, self.five))
+        while self._buckets[0].index <= index - SLIDING_BUCKETS:
+            self._buckets.popleft()
+
+    def hh_threshold(self) -> float | None:
+        if self.spec.threshold is not None:
+            return self.spec.threshold * self.total
+        return self.spec.threshold_abs
+
+    def candidate_threshold(self) -> float | None:
+        if self.spec.threshold is not None:
+            return self.spec.threshold * self.total
+        if self.spec.threshold_abs is not None:
+            return self.spec.threshold_abs / self.spec.candidate_divisor
+        return None
+
+    # ------------------------------------------------------------ update
+    def update(self, batch: HeaderBatch, now: float) -> None:
+        """Count a parsed batch observed at time ``now``."""
+        self._roll(now)
+        self.last_update = float(now)
+        self.unparsed += batch.dropped
+        n = len(batch)
+        if n == 0:
+            return
+        keys = batch.sketch_keys(self.spec.key)
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        nbytes = int(batch.length.sum(dtype=np.int64))
+        if self.spec.increment == "pkt":
+            counts = np.bincount(inverse, minlength=uniq.shape[0]).astype(np.int64)
+            self.total += n
+        else:
+            counts = np.bincount(inverse, weights=batch.length,
+                                 minlength=uniq.shape[0]).astype(np.int64)
+            self.total += nbytes
+        self.packets += n
+        self.bytes += nbytes
+        reps = batch.full_keys(self.spec.key)[first] if self.five else uniq
+        self.sketch.update(uniq, counts)
+        self.hll.add(uniq)
+        self._update_candidates(uniq, reps)
+        self._buckets[-1].add(uniq, reps, counts, self.spec.max_window_keys)
+        if self.spec.scan:
+            src = batch.src.astype(np.uint64)
+            ports = np.unique((src << np.uint64(16)) | batch.dport.astype(np.uint64))
+            dsts = np.unique((src << np.uint64(32)) | batch.dst.astype(np.uint64))
+            self._buckets[-1].add_pairs(ports, dsts, 10 * self.spec.max_window_keys)
+
+    def _update_candidates(self, uniq: np.ndarray, reps: np.ndarray) -> None:
+        threshold = self.candidate_threshold()
+        if threshold is not None:
+            passing = self.sketch.query(uniq) >= threshold
+            uniq, reps = uniq[passing], reps[passing]
+        if uniq.shape[0] == 0 and self._cand_keys.shape[0] == 0:
+            return
+        keys = np.concatenate([self._cand_keys, uniq])
+        all_reps = np.concatenate([self._cand_reps, reps])
+        keys, first = np.unique(keys, return_index=True)
+        all_reps = all_reps[first]
+        est = self.sketch.query(keys)
+        if threshold is not None:
+            keep = est >= threshold
+            keys, all_reps, est = keys[keep], all_reps[keep], est[keep]
+        limit = self.spec.max_candidates
+        if keys.shape[0] > limit:
+            top = np.argpartition(-est, limit - 1)[:limit]
+            top.sort()
+            keys, all_reps = keys[top], all_reps[top]
+        self._cand_keys, self._cand_reps = keys, all_reps
+
+    # ------------------------------------------------------------ queries
+    def estimate(self, key: str) -> int:
+        """Sketch estimate for one key in its string form (ValueError if malformed)."""
+        value = parse_key(self.spec.key, key)
+        return self.sketch.query_one(sketch_key_of(self.spec.key, value))
+
+    def _ranked(self, threshold: float | None) -> list[tuple[str, int]]:
+        """Candidates with fresh estimates >= threshold, largest first (ties by key)."""
+        est = self.sketch.query(self._cand_keys)
+        keep = est >= threshold if threshold is not None else np.ones(est.shape, bool)
+        ints = key_ints(self.spec.key, self._cand_reps[keep])
+        pairs = sorted(zip(ints, est[keep].tolist(), strict=True), key=lambda p: (-p[1], p[0]))
+        return [(format_key(self.spec.key, k), int(v)) for k, v in pairs]
+
+    def candidates(self) -> dict[str, int]:
+        return dict(self._ranked(self.candidate_threshold()))
+
+    def heavy_hitters(self) -> dict[str, int]:
+        """Keys at or above the threshold with their estimates (top-k without a threshold)."""
+        threshold = self.hh_threshold()
+        if threshold is None:
+            return dict(self._ranked(None)[: self.spec.top_k])
+        return dict(self._ranked(threshold))
+
+    def top_k(self) -> list[list[Any]]:
+        return [[k, v] for k, v in self._ranked(self.candidate_threshold())[: self.spec.top_k]]
+
+    def distinct(self) -> int:
+        """Estimated number of distinct keys ever seen."""
+        return self.hll.count()
+
+    def _window_of(self, buckets: list[_Bucket], start: float) -> dict[str, Any]:
+        limit = self.spec.max_window_keys
+        parts = [b.compact(limit) for b in buckets]
+        truncated = any(b.truncated for b in buckets)
+        keys, reps, counts, distinct = _combine([p[0] for p in parts], [p[1] for p in parts],
+                                                [p[2] for p in parts], limit)
+        truncated = truncated or distinct > limit
+        if truncated:
+            hll = HyperLogLog(WINDOW_HLL_PRECISION)
+            for b in buckets:
+                hll.update_from(b.hll)
+            distinct = max(hll.count(), distinct)
+        order = np.argsort(-counts, kind="stable")
+        ints = key_ints(self.spec.key, reps[order])
+        return {"start": start,
+                "counts": {format_key(self.spec.key, k): int(v)
+                           for k, v in zip(ints, counts[order].tolist(), strict=True)},
+                "distinct": distinct, "truncated": bool(truncated)}
+
+    def window(self, now: float) -> dict[str, Any]:
+        """Per-key counts and distinct keys of the current window (see module docstring)."""
+        self._roll(now)
+        spec = self.spec
+        if spec.window_mode == "sliding":
+            index = self._buckets[-1].index
+            out = self._window_of(list(self._buckets),
+                                  (index - SLIDING_BUCKETS + 1) * self._step)
+            out.update(length=spec.window_length, mode="sliding", previous=None)
+            return out
+        current = self._buckets[-1]
+        out = self._window_of([current], current.index * self._step)
+        out.update(length=spec.window_length, mode="tumbling", previous=None)
+        if self._previous is not None:
+            out["previous"] = self._window_of([self._previous],
+                                              self._previous.index * self._step)
+        return {"length": out.pop("length"), "mode": out.pop("mode"), **out}
+
+    def scan(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per source: distinct dports and dsts in the current window (``{}`` if scan is off)."""
+        self._roll(now)
+        if not self.spec.scan:
+            return {}
+        limit = 10 * self.spec.max_window_keys
+        ports_parts, dsts_parts, truncated = [], [], False
+        for b in self._buckets:
+            p, d = b.compact_pairs(limit)
+            ports_parts.append(p)
+            dsts_parts.append(d)
+            truncated = truncated or b.scan_truncated
+        ports = np.unique(np.concatenate(ports_parts))
+        dsts = np.unique(np.concatenate(dsts_parts))
+        p_src, p_first, p_n = np.unique(ports >> np.uint64(16), return_index=True,
+                                        return_counts=True)
+        d_src, d_first, d_n = np.unique(dsts >> np.uint64(32), return_index=True,
+                                        return_counts=True)
+        srcs = np.union1d(p_src, d_src)
+        port_counts = dict(zip(p_src.tolist(), p_n.tolist(), strict=True))
+        ranked = sorted(srcs.tolist(), key=lambda s: (-port_counts.get(s, 0), s))
+        cap = self.spec.max_scan_list
+        p_pos = dict(zip(p_src.tolist(), zip(p_first.tolist(), p_n.tolist(), strict=True),
+                         strict=True))
+        d_pos = dict(zip(d_src.tolist(), zip(d_first.tolist(), d_n.tolist(), strict=True),
+                         strict=True))
+        out: dict[str, dict[str, Any]] = {}
+        for src in ranked[: self.spec.max_scan_sources]:
+            i, n = p_pos.get(src, (0, 0))
+            j, m = d_pos.get(src, (0, 0))
+            port_list = (ports[i:i + min(n, cap)] & np.uint64(0xFFFF)).tolist()
+            dst_list = [format_key("dst", int(x))
+                        for x in (dsts[j:j + min(m, cap)] & np.uint64(0xFFFFFFFF)).tolist()]
+            out[format_key("src", int(src))] = {
+                "ports": port_list, "dsts": dst_list,
+                "truncated": bool(truncated or n > cap or m > cap)}
+        return out
+
+    def threshold_dict(self) -> dict[str, Any]:
+        if self.spec.threshold is not None:
+            return {"fraction": self.spec.threshold}
+        if self.spec.threshold_abs is not None:
+            return {"absolute": self.spec.threshold_abs, "divisor": self.spec.candidate_divisor}
+        return {}
+
+    def snapshot(self, now: float, include_sketch: bool = True,
+                 host: str | None = None) -> dict[str, Any]:
+        """JSON-ready state in the docs/design.md snapshot shape."""
+        spec = self.spec
+        ranked = self._ranked(self.candidate_threshold())
+        hh_threshold = self.hh_threshold()
+        if hh_threshold is None:
+            heavy = dict(ranked[: spec.top_k])
+        else:
+            heavy = {k: v for k, v in ranked if v >= hh_threshold}
+        snap: dict[str, Any] = {
+            "key": spec.key, "increment": spec.increment,
+            "packets": self.packets, "bytes": self.bytes, "total": self.total,
+        }
+        if include_sketch:
+            snap["sketch"] = self.sketch.to_wire()
+        snap.update({
+            "candidates": dict(ranked),
+            "heavy_hitters": heavy,
+            "top_k": [[k, v] for k, v in ranked[: spec.top_k]],
+            "threshold": self.threshold_dict(),
+            "limits": {"top_k": spec.top_k, "max_candidates": spec.max_candidates,
+                       "max_window_keys": spec.max_window_keys},
+            "window": self.window(now),
+            "scan": self.scan(now),
+            "distinct": {"estimate": self.hll.count(), "hll": self.hll.to_wire(),
+                         "precision": self.hll.precision},
+            "missed": {"packets": 0, "bytes": 0},
+            "unparsed": self.unparsed,
+            "covered": [host] if host else [], "missing": [],
+            "generated_at": float(now), "oldest": float(now),
+        })
+        return snap
+
+    @property
+    def memory_bytes(self) -> int:
+        """Rough upper bound of the memory this counter can hold."""
+        per_window_key = 8 * (4 if self.five else 3)
+        buckets = SLIDING_BUCKETS + 1 if self.spec.window_mode == "sliding" else 2
+        window = buckets * (5 * self.spec.max_window_keys * per_window_key + 1024)
+        scan = buckets * 50 * self.spec.max_window_keys * 8 if self.spec.scan else 0
+        return (self.sketch.memory_bytes + self.hll.m
+                + self.spec.max_candidates * 2 * per_window_key + window + scan)
