@@ -154,22 +154,27 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _shown(value: int | float) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _FieldError(f"{name} must be an integer, not {_type_name(value)}")
     if not lo <= value <= hi:
-        raise _FieldError(f"{name} {value} is out of range {lo}..{hi}")
+        raise _FieldError(f"{name} {_shown(value)} is out of range {lo}..{hi}")
     return value
 
 
 def _number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _FieldError(f"{name} must be a number, not {_type_name(value)}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise _FieldError(f"{name} {value} is not a finite number")
-    if (value <= lo if lo_open else value < lo) or value > hi:
+    if (value <= lo if lo_open else value < lo) or value > hi:  # exact for huge ints too
         left = "(" if lo_open else "["
-        raise _FieldError(f"{name} {value} is out of range {left}{lo:g}, {hi:g}]")
+        raise _FieldError(f"{name} {_shown(value)} is out of range {left}{lo:g}, {hi:g}]")
     return float(value)
 
 
