@@ -225,8 +225,10 @@ class OverlayNode:
     def __init__(self, agent: Any, http: Any = None, now: Callable[[], float] = time.time,
                  runner: Any = None, auth: Any = None, forward_budget: float = 5.0,
                  level_wait: float = 0.3, max_wait: float = 0.5, per_host_top: int = 10,
-                 repush_after: int = 3) -> None:
+                 repush_after: int = 3,
+                 merge: Callable[[list[dict]], dict | None] | None = None) -> None:
         self.agent = agent
+        self.merge = merge or merge_snapshots
         self.http = http if http is not None else RequestsTransport(auth)
         self.now = now
         self.runner = runner if runner is not None else default_runner()
@@ -560,8 +562,10 @@ class OverlayNode:
             covered.extend(rep["covered"])
             missing.extend(rep["missing"])
             per_host.update(rep.get("per_host", {}))
-            oldest = min(oldest, float(rep.get("oldest", rep["interval_end"])))
-        snapshot = merge_snapshots(snaps)
+            if isinstance(rep.get("oldest"), int | float):
+                oldest = min(oldest, float(rep["oldest"]))
+        snaps = [s for s in snaps if s]
+        snapshot = self.merge(snaps) if snaps else None
         covered, missing = sorted(set(covered)), sorted(set(missing) - set(covered))
         if snapshot is not None:
             snapshot.update(covered=covered, missing=missing,
@@ -641,7 +645,8 @@ class OverlayNode:
             snaps.append(rep["snapshot"])
             covered.extend(rep["covered"])
             missing.extend(rep["missing"])
-        merged = merge_snapshots(snaps)
+        snaps = [s for s in snaps if s]
+        merged = self.merge(snaps) if snaps else None
         if merged is not None:
             merged.update(covered=sorted(set(covered)),
                           missing=sorted(set(missing) - set(covered)))

@@ -1,0 +1,383 @@
+"""Unit tests of the overlay role: a 1+3+9 tree wired in one process.
+
+The transport is an in-memory router (``FakeNet``) that maps URLs to
+``OverlayNode`` methods the way ``host_agent/api.py`` does, with a fake
+clock and ``InlineRunner`` so every step is deterministic. Agents are fakes
+whose snapshots are plain totals and the merge adds them: this file tests
+the overlay's logic (routing, timing, coverage, epochs). Exact sketch
+merging over the union stream, with the real counters and
+``report.merge_all``, is in ``test_overlay_merge`` below.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from host_agent.overlay_node import InlineRunner, NotAChild, OverlayNode, StaleEpoch
+
+CTL = "http://ctl.test:8080"
+INTERVAL = 5.0
+TASK = {"name": "hh", "kind": "heavy_hitters", "key": "src", "increment": "pkt",
+        "report_interval": INTERVAL, "scope": "global"}
+
+
+class Clock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeAgent:
+    """What OverlayNode needs from the agent runtime; traffic is a number."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.url = name, f"http://{name}.test:8000"
+        self.tasks: dict[str, dict] = {}
+        self.installs = 0
+        self.packets = 0
+        self.fail_install = ""
+
+    def install_task(self, task: dict) -> int:
+        if self.fail_install:
+            raise RuntimeError(self.fail_install)
+        self.installs += 1
+        self.tasks[task["id"]] = task
+        return self.installs
+
+    def remove_task(self, task_id: str) -> None:
+        del self.tasks[task_id]
+
+    def snapshot_task(self, task_id: str, now: float) -> dict:
+        if task_id not in self.tasks:
+            raise KeyError(task_id)
+        return {"packets": self.packets, "generated_at": now,
+                "heavy_hitters": {f"10.0.0.{len(self.name)}": self.packets}}
+
+
+def add_merge(snaps: list[dict]) -> dict:
+    return {"packets": sum(s["packets"] for s in snaps),
+            "generated_at": min(s["generated_at"] for s in snaps)}
+
+
+class FakeNet:
+    """Routes transport calls to nodes like the agent's HTTP API would."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, OverlayNode] = {}
+        self.down: set[str] = set()
+        self.controller: list[dict] = []
+        self.calls: list[tuple[str, str, float]] = []
+
+    def _route(self, method: str, url: str, body, timeout: float):
+        self.calls.append((method, url, timeout))
+        if url == f"{CTL}/measure/v1/reports":
+            self.controller.append(body)
+            return 200, {"accepted": True}
+        base, _, path = url.partition("/agent/v1/")
+        name = base.split("//")[1].split(".")[0]
+        if name in self.down or name not in self.nodes:
+            raise ConnectionError("connection refused")
+        node = self.nodes[name]
+        try:
+            if path == "reports":
+                return 200, node.receive_report(body)
+            task_id = path.split("/", 1)[1]
+            if method == "put":
+                return 200, node.put_task(task_id, body)
+            return 200, node.delete_task(task_id, body)
+        except NotAChild as exc:
+            return 409, {"error": str(exc)}
+        except KeyError as exc:
+            return 404, {"error": str(exc)}
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+
+    def put(self, url, json=None, timeout=5.0):
+        return self._route("put", url, json, timeout)
+
+    def post(self, url, json=None, timeout=5.0):
+        return self._route("post", url, json, timeout)
+
+    def delete(self, url, json=None, timeout=5.0):
+        return self._route("delete", url, json, timeout)
+
+
+def peer(node: OverlayNode) -> dict:
+    return {"name": node.name, "url": node.agent.url}
+
+
+class Tree:
+    """h1 is the root, h2..h4 its children, h5..h13 the grandchildren."""
+
+    def __init__(self, merge=add_merge) -> None:
+        self.clock = Clock(100.0)
+        self.net = FakeNet()
+        self.merge = merge
+        self.kids: dict[str, list[str]] = {"h1": ["h2", "h3", "h4"]}
+        for i, mid in enumerate(["h2", "h3", "h4"]):
+            self.kids[mid] = [f"h{5 + 3 * i + j}" for j in range(3)]
+        for n in range(1, 14):
+            self.add(f"h{n}")
+        self.epoch = 0
+        self.assign(self.kids)
+
+    def add(self, name: str) -> OverlayNode:
+        node = OverlayNode(FakeAgent(name), http=self.net, now=self.clock,
+                           runner=InlineRunner(), merge=self.merge)
+        self.net.nodes[name] = node
+        return node
+
+    def __getitem__(self, name: str) -> OverlayNode:
+        return self.net.nodes[name]
+
+    def assign(self, kids: dict[str, list[str]], root: str = "h1") -> None:
+        """What the controller does: a new epoch pushed to every live agent."""
+        self.epoch += 1
+        parent = {c: p for p, cs in kids.items() for c in cs}
+        for name, node in self.net.nodes.items():
+            if name in self.net.down:
+                continue
+            node.set_overlay({
+                "parent": peer(self[parent[name]]) if name in parent else None,
+                "children": [peer(self[c]) for c in kids.get(name, [])],
+                "root": name == root, "epoch": self.epoch, "controller": CTL})
+
+    def tick_all(self, t: float, order_seed: int = 0) -> None:
+        self.clock.t = t
+        names = [n for n in self.net.nodes if n not in self.net.down]
+        random.Random(order_seed).shuffle(names)
+        for name in names:
+            self[name].tick(t)
+
+
+ALL = sorted(f"h{n}" for n in range(1, 14))
+
+
+@pytest.fixture
+def tree() -> Tree:
+    return Tree()
+
+
+def test_task_reaches_all_13_agents_with_per_agent_status(tree):
+    reply = tree["h1"].put_task("t1", dict(TASK))
+    assert reply == {"agents": {name: "ok" for name in ALL}}
+    for name in ALL:
+        assert tree[name].agent.tasks["t1"] == {**TASK, "id": "t1"}
+    # timeouts shrink by level so a parent answers before its parent gives up
+    timeouts = {url.split("//")[1].split(".")[0]: t for m, url, t in tree.net.calls}
+    assert timeouts["h2"] == 5.0 and timeouts["h5"] == 4.0
+
+
+def test_put_again_is_idempotent_and_reaches_new_agents(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    assert tree["h1"].put_task("t1", dict(TASK))["agents"] == {n: "ok" for n in ALL}
+    assert [tree[n].agent.installs for n in ALL] == [1] * 13
+
+
+def test_failures_are_reported_per_agent(tree):
+    tree["h9"].agent.fail_install = "iptables: no chain"
+    tree.net.down.add("h4")
+    status = tree["h1"].put_task("t1", dict(TASK))["agents"]
+    assert status.pop("h9") == "error: iptables: no chain"
+    assert status.pop("h4") == "error: connection refused"
+    assert status == {n: "ok" for n in ALL if n not in ("h4", "h9", "h11", "h12", "h13")}
+
+
+def test_unreachable_child_marks_its_known_subtree(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    tree.tick_all(105.0)  # reports teach h1 that h11..h13 sit below h4
+    tree.net.down.add("h4")
+    status = tree["h1"].put_task("t2", dict(TASK, name="t2"))["agents"]
+    assert status["h4"] == "error: connection refused"
+    assert [status[n] for n in ("h11", "h12", "h13")] == ["error: unreachable via h4"] * 3
+
+
+def test_delete_reaches_all(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    assert tree["h1"].delete_task("t1") == {"agents": {n: "ok" for n in ALL}}
+    assert all(not tree[n].agent.tasks and "t1" not in tree[n].tasks for n in ALL)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_merged_report_per_interval_in_any_tick_order(tree, seed):
+    tree["h1"].put_task("t1", dict(TASK))
+    for n in range(1, 14):
+        tree[f"h{n}"].agent.packets = n
+    tree.tick_all(105.0, order_seed=seed)
+    assert len(tree.net.controller) == 1
+    rep = tree.net.controller[0]
+    assert rep["task_id"] == "t1" and rep["interval_end"] == 105.0 and rep["from"] == "h1"
+    assert rep["snapshot"]["packets"] == sum(range(1, 14))
+    assert rep["covered"] == ALL and rep["missing"] == []
+    assert rep["height"] == 2 and rep["epoch"] == 1
+    assert sorted(rep["per_host"]) == ALL
+    assert rep["per_host"]["h7"]["packets"] == 7
+    assert rep["per_host"]["h7"]["heavy_hitters"] == {"10.0.0.2": 7}
+    # nothing more until the next interval ends
+    tree.tick_all(109.9)
+    assert len(tree.net.controller) == 1
+    tree.tick_all(110.0)
+    assert [r["interval_end"] for r in tree.net.controller] == [105.0, 110.0]
+
+
+def test_missing_subtree_is_listed_and_does_not_block_beyond_timeout(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    for n in range(1, 14):
+        tree[f"h{n}"].agent.packets = n
+    tree.tick_all(105.0)
+    tree.net.down.add("h3")  # a child with three children
+    tree.net.down.add("h11")  # a leaf under h4
+    tree.tick_all(110.0)
+    assert len(tree.net.controller) == 1  # the root still waits for h3
+    tree.tick_all(110.3)  # h4 (height 1) gives up on h11 at 110.3
+    assert len(tree.net.controller) == 1
+    tree["h1"].tick(110.59)
+    assert len(tree.net.controller) == 1
+    tree["h1"].tick(110.6)  # root (height 2): 2 x 0.3 s
+    rep = tree.net.controller[-1]
+    assert rep["interval_end"] == 110.0
+    assert rep["missing"] == ["h10", "h11", "h3", "h8", "h9"]
+    lost = {3, 8, 9, 10, 11}
+    assert rep["covered"] == sorted(f"h{n}" for n in range(1, 14) if n not in lost)
+    assert rep["snapshot"]["packets"] == sum(n for n in range(1, 14) if n not in lost)
+
+
+def test_wait_is_capped_by_half_the_interval(tree):
+    task = dict(TASK, report_interval=0.5)
+    tree["h1"].put_task("fast", task)
+    tree.tick_all(100.0)
+    tree.net.down.add("h2")
+    tree.tick_all(100.5)
+    assert tree.net.controller[-1]["interval_end"] == 100.0
+    tree["h1"].tick(100.74)
+    assert tree.net.controller[-1]["interval_end"] == 100.0
+    tree["h1"].tick(100.75)  # min(2 x 0.3, 0.5 x 0.5) = 0.25 s
+    assert tree.net.controller[-1]["interval_end"] == 100.5
+    assert tree.net.controller[-1]["missing"] == ["h2", "h5", "h6", "h7"]
+
+
+def test_stale_epoch_is_rejected_and_changes_nothing(tree):
+    node = tree["h2"]
+    before = node.overlay()
+    with pytest.raises(StaleEpoch, match=r"^overlay: stale epoch 0 < current 1$"):
+        node.set_overlay({"parent": None, "children": [], "root": True, "epoch": 0})
+    assert node.overlay() == before
+
+
+@pytest.mark.parametrize("body, message", [
+    ([], "overlay: body must be a JSON object"),
+    ({"epoch": 2, "colour": 1}, "overlay: unknown field 'colour'"),
+    ({"epoch": -1}, "overlay: field 'epoch' must be a non-negative integer"),
+    ({"epoch": True}, "overlay: field 'epoch' must be a non-negative integer"),
+    ({"epoch": 2, "children": {}}, "overlay: field 'children' must be a list"),
+    ({"epoch": 2, "parent": {"name": "h1"}},
+     "overlay: parent field 'url' must be an http(s) URL"),
+    ({"epoch": 2, "children": [{"name": "", "url": "http://x"}]},
+     "overlay: children[0] field 'name' must be a non-empty string"),
+    ({"epoch": 2, "children": [{"name": "a", "url": "http://x"}] * 2},
+     "overlay: field 'children' names a child twice"),
+    ({"epoch": 2, "root": "yes"}, "overlay: field 'root' must be a boolean"),
+])
+def test_overlay_body_validation(tree, body, message):
+    with pytest.raises(ValueError) as err:
+        tree["h2"].set_overlay(body)
+    assert str(err.value) == message
+
+
+def test_report_from_a_stranger_is_refused(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    body = {"task_id": "t1", "from": "h5", "interval_end": 105.0, "snapshot": {},
+            "covered": ["h5"], "missing": []}
+    with pytest.raises(NotAChild, match="^report: 'h5' is not a child of h1$"):
+        tree["h1"].receive_report(body)
+    with pytest.raises(ValueError, match="^report: field 'interval_end' must be a number$"):
+        tree["h1"].receive_report({**body, "from": "h2", "interval_end": "x"})
+
+
+def test_reparenting_after_a_death_restores_full_coverage(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    for n in range(1, 14):
+        tree[f"h{n}"].agent.packets = 1
+    tree.tick_all(105.0)
+    tree.net.down.add("h3")
+    # the controller drops h3 and adopts its children under h2 and h4
+    kids = {"h1": ["h2", "h4"], "h2": ["h5", "h6", "h7", "h8"],
+            "h4": ["h11", "h12", "h13", "h9", "h10"]}
+    tree.assign(kids)
+    assert tree["h8"].parent.name == "h2" and tree["h8"].epoch == 2
+    tree.tick_all(110.0)
+    rep = tree.net.controller[-1]
+    assert rep["interval_end"] == 110.0 and rep["epoch"] == 2
+    assert rep["covered"] == [n for n in ALL if n != "h3"] and rep["missing"] == []
+    assert rep["snapshot"]["packets"] == 12
+    assert tree["h8"].agent.installs == 1  # already held the task: no reinstall
+
+
+def test_restarted_agent_gets_its_tasks_from_its_new_parent(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    tree.tick_all(105.0)
+    tree.net.down.add("h6")
+    tree.assign({**tree.kids, "h2": ["h5", "h7"]})
+    tree.net.down.discard("h6")
+    fresh = tree.add("h6")  # a new process: no tasks, no overlay
+    assert fresh.agent.tasks == {}
+    tree.assign(tree.kids)  # h6 is back under h2: h2 pushes it the task
+    assert "t1" in fresh.agent.tasks and "t1" in fresh.tasks
+    tree.tick_all(110.0)
+    assert tree.net.controller[-1]["covered"] == ALL
+
+
+def test_silent_child_gets_its_tasks_pushed_again(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    tree.tick_all(105.0)
+    fresh = tree.add("h6")  # restarted in place: same parent, same epoch
+    tree.assign(tree.kids)
+    assert fresh.agent.tasks == {}
+    for k in range(1, 3):
+        tree.tick_all(105.0 + 5 * k + 0.6)
+        assert fresh.agent.tasks == {} and "h6" in tree.net.controller[-1]["missing"]
+    tree.tick_all(120.6)  # third silent interval: h2 pushes the task again
+    assert "t1" in fresh.agent.tasks
+    tree.tick_all(125.0)
+    assert tree.net.controller[-1]["covered"] == ALL
+
+
+def test_scope_list_installs_only_in_scope_and_still_forwards(tree):
+    reply = tree["h1"].put_task("s1", dict(TASK, scope=["h5", "h12"]))["agents"]
+    assert reply["h5"] == "ok" and reply["h1"] == "ok (out of scope)"
+    assert sorted(n for n in ALL if "s1" in tree[n].agent.tasks) == ["h12", "h5"]
+    tree.tick_all(105.0)
+    rep = tree.net.controller[-1]
+    assert rep["covered"] == ["h12", "h5"] and rep["missing"] == []
+
+
+def test_global_snapshot_at_the_root_for_legacy_queries(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    for n in range(1, 14):
+        tree[f"h{n}"].agent.packets = n
+    tree.tick_all(105.0)
+    tree["h1"].agent.packets = 100  # fresh local data is seen at once
+    snap = tree["h1"].global_snapshot("t1", 106.0)
+    assert snap["packets"] == 100 + sum(range(2, 14))
+    assert snap["covered"] == ALL and snap["missing"] == []
+    assert tree["h1"].global_snapshot("nope") is None
+
+
+def test_legacy_sketch_at_root_is_forwarded_without_local_install(tree):
+    root = tree["h1"]
+    root.agent.tasks["legacy-1"] = {"id": "legacy-1"}  # the runtime's own sketch
+    reply = root.put_task("legacy-1", dict(TASK), install_local=False)
+    assert reply["agents"] == {n: "ok" for n in ALL}
+    assert root.agent.installs == 0 and tree["h5"].agent.installs == 1
+
+
+def test_next_wakeup_points_at_interval_end_and_deadline(tree):
+    tree["h1"].put_task("t1", dict(TASK))
+    assert tree["h1"].next_wakeup(103.0) == pytest.approx(2.0)
+    tree.net.down.add("h2")
+    tree.tick_all(105.0)
+    assert tree["h1"].next_wakeup(105.1) == pytest.approx(0.5)  # deadline 105.6

@@ -1,0 +1,110 @@
+"""Unit tests of the controller's Results: latest, per-host, history, events."""
+
+from __future__ import annotations
+
+import pytest
+
+from ryu_app.results import MemoryStore, Results
+
+
+def report(end: float, hh: dict | None = None, scan: dict | None = None,
+           missing: list | None = None, **kw) -> dict:
+    snap = {"key": "src", "increment": "pkt", "packets": 30, "bytes": 3000, "total": 30,
+            "sketch": {"width": 64, "depth": 2, "seed": 1, "cells": "AAAA"},
+            "heavy_hitters": hh or {}, "top_k": sorted((hh or {}).items()),
+            "distinct": {"estimate": 3, "hll": "BBBB", "precision": 12},
+            "scan": scan or {}}
+    base = {"task_id": "t1", "epoch": 1, "from": "h1", "interval_end": end,
+            "generated_at": end + 0.2, "snapshot": snap, "covered": ["h1", "h2"],
+            "missing": missing or [], "oldest": end + 0.01, "scan_ports": 5,
+            "per_host": {"h1": {"packets": 10, "bytes": 1000, "total": 10,
+                                "heavy_hitters": {"10.0.0.9": 10}, "generated_at": end + 0.01},
+                         "h2": {"packets": 20, "bytes": 2000, "total": 20,
+                                "heavy_hitters": {}, "generated_at": end + 0.05}}}
+    return {**base, **kw}
+
+
+@pytest.fixture
+def results() -> Results:
+    return Results(MemoryStore(history=3))
+
+
+def test_latest_global_result_has_coverage_and_age_and_no_raw_sketch(results):
+    assert results.latest("t1") is None
+    results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
+    res = results.latest("t1", now=11.01)
+    assert res["host"] == "*" and res["interval_end"] == 10.0
+    assert res["packets"] == 30 and res["heavy_hitters"] == {"10.0.0.9": 12}
+    assert res["covered"] == ["h1", "h2"] and res["missing"] == [] and res["complete"] is True
+    assert res["age"] == 1.0  # since the oldest data inside (10.01)
+    assert res["sketch"] == {"width": 64, "depth": 2, "seed": 1}
+    assert res["distinct"] == {"estimate": 3, "precision": 12}
+
+
+def test_per_host_result(results):
+    results.ingest(report(10.0), now=10.5)
+    h2 = results.latest("t1", host="h2", now=12.05)
+    assert (h2["host"], h2["packets"], h2["bytes"], h2["age"]) == ("h2", 20, 2000, 2.0)
+    assert results.latest("t1", host="h9") is None
+
+
+def test_history_is_bounded_and_newest_first(results):
+    for k in range(5):
+        results.ingest(report(10.0 + 5 * k), now=10.5 + 5 * k)
+    assert [r["interval_end"] for r in results.history("t1", limit=10)] == [30.0, 25.0, 20.0]
+    assert [r["interval_end"] for r in results.history("t1", host="h1", limit=2)] == [30.0, 25.0]
+
+
+def test_latest_survives_a_restart_through_the_store():
+    store = MemoryStore()
+    Results(store).ingest(report(10.0), now=10.5)
+    again = Results(store)
+    assert again.latest("t1", now=10.51)["interval_end"] == 10.0
+
+
+def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
+    ids1 = results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
+    ids2 = results.ingest(report(15.0, hh={"10.0.0.9": 20, "10.0.0.7": 15, "10.0.0.8": 15},
+                                 scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5], "dsts": ["10.0.0.5"]},
+                                       "10.0.0.4": {"ports": [1, 2, 3, 4]}}), now=15.5)
+    ids3 = results.ingest(report(20.0, hh={"10.0.0.9": 25, "10.0.0.7": 15},
+                                 scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5, 6]}}), now=20.5)
+    assert ids1 == [1] and ids2 == [2, 3, 4] and ids3 == []
+    events = results.events(since=0)
+    assert [(e["id"], e["kind"]) for e in events] == [
+        (1, "heavy_hitter"), (2, "heavy_hitter"), (3, "heavy_hitter"), (4, "port_scan")]
+    assert events[1] == {"id": 2, "ts": 15.5, "task_id": "t1", "kind": "heavy_hitter",
+                         "interval_end": 15.0, "key": "10.0.0.7", "value": 15}
+    assert events[3] == {"id": 4, "ts": 15.5, "task_id": "t1", "kind": "port_scan",
+                         "interval_end": 15.0, "src": "10.0.0.6", "ports": 5,
+                         "dsts": ["10.0.0.5"]}
+    assert [e["id"] for e in results.events(since=2)] == [3, 4]
+    assert results.events(since=4) == []
+
+
+def test_coverage_change_is_an_event(results):
+    results.ingest(report(10.0), now=10.5)
+    results.ingest(report(15.0, missing=["h3"], covered=["h1", "h2"]), now=15.5)
+    (event,) = results.events()
+    assert event["kind"] == "coverage" and event["missing"] == ["h3"]
+    assert results.latest("t1")["complete"] is False
+
+
+@pytest.mark.parametrize("body, message", [
+    ([], "report: body must be a JSON object"),
+    ({"task_id": ""}, "report: field 'task_id' must be a non-empty string"),
+    ({"task_id": "t1", "interval_end": "5"}, "report: field 'interval_end' must be a number"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": []},
+     "report: field 'snapshot' must be a dict"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": {}, "covered": [], "missing": [],
+      "per_host": {"h1": 3}}, "report: field 'per_host' must map host names to objects"),
+])
+def test_bad_reports_are_rejected(results, body, message):
+    with pytest.raises(ValueError) as err:
+        results.ingest(body, now=1.0)
+    assert str(err.value) == message
+
+
+def test_since_must_be_a_non_negative_integer(results):
+    with pytest.raises(ValueError, match="^events: 'since' must be a non-negative integer$"):
+        results.events(since=-1)
