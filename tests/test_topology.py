@@ -1,0 +1,211 @@
+"""Unit tests of the topology graph (ryu_app.topology), no network needed."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+
+from ryu_app.topology import Topology, dpid_to_str, str_to_dpid
+
+pytestmark = pytest.mark.unit
+
+MAC1, MAC2, MAC3 = "00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:00:03"
+
+
+def build(graph: nx.Graph, hosts_per_switch: int = 1) -> Topology:
+    """A Topology from a networkx graph of switches (nodes 0..n-1 -> dpid 1..n).
+
+    Port numbers: hosts use 1..hosts_per_switch, links use the next ones.
+    Each link is reported in both directions, as LLDP does.
+    """
+    topo = Topology()
+    next_port = {}
+    for node in graph.nodes:
+        topo.add_switch(node + 1, list(range(1, hosts_per_switch + 1)))
+        next_port[node] = hosts_per_switch + 1
+    for a, b in graph.edges:
+        pa, pb = next_port[a], next_port[b]
+        next_port[a] += 1
+        next_port[b] += 1
+        topo.add_link(a + 1, pa, b + 1, pb)
+        topo.add_link(b + 1, pb, a + 1, pa)
+    host = 0
+    for node in graph.nodes:
+        for port in range(1, hosts_per_switch + 1):
+            host += 1
+            mac = f"00:00:00:00:00:{host:02x}"
+            assert topo.learn_host(mac, f"10.0.0.{host}", node + 1, port) == "new"
+    return topo
+
+
+def test_dpid_strings_are_16_hex_digits_and_parsed_once():
+    assert dpid_to_str(1) == "0000000000000001"
+    assert dpid_to_str(0xABCDEF) == "0000000000abcdef"
+    assert str_to_dpid("0000000000abcdef") == 0xABCDEF
+    assert str_to_dpid("1a") == 26
+    for bad in ("", "0x1", "12345678901234567", "zz", 5):
+        with pytest.raises(ValueError, match="is not 1 to 16 hex digits"):
+            str_to_dpid(bad)
+
+
+def test_link_directions_merge_into_one_edge_and_either_removes_it():
+    topo = Topology()
+    topo.add_switch(1, [1, 2])
+    topo.add_switch(2, [1, 2])
+    assert topo.add_link(1, 2, 2, 1) is True
+    assert topo.add_link(2, 1, 1, 2) is False  # the other direction: same link
+    assert topo.links() == [(1, 2, 2, 1)]
+    assert topo.is_internal_port(1, 2) and topo.is_internal_port(2, 1)
+    assert not topo.is_internal_port(1, 1)
+    assert topo.remove_link(2, 1, 1, 2) is True
+    assert topo.links() == []
+    assert topo.remove_link(1, 2, 2, 1) is False
+    assert not topo.is_internal_port(1, 2)
+
+
+def test_remove_link_with_other_ports_is_ignored():
+    topo = Topology()
+    topo.add_link(1, 2, 2, 1)
+    assert topo.remove_link(1, 3, 2, 1) is False
+    assert topo.links() == [(1, 2, 2, 1)]
+
+
+def test_remove_switch_drops_its_links_and_hosts():
+    topo = build(nx.path_graph(3))
+    assert len(topo.hosts()) == 3
+    assert topo.remove_switch(2) is True
+    assert topo.switches() == [1, 3]
+    assert topo.links() == []
+    assert [h.mac for h in topo.hosts()] == [MAC1, MAC3]
+    assert topo.remove_switch(2) is False
+
+
+def test_host_learning_ignores_internal_ports_and_junk():
+    topo = Topology()
+    topo.add_switch(1, [1, 2, 3])
+    topo.add_switch(2, [1, 2])
+    topo.add_link(1, 3, 2, 2)
+    assert topo.learn_host(MAC1, "10.0.0.1", 1, 3) is None  # inter-switch port
+    assert topo.learn_host("01:00:5e:00:00:01", "10.0.0.9", 1, 1) is None  # multicast src
+    assert topo.learn_host(MAC1, None, 1, 1, dst="33:33:00:00:00:16") is None  # IPv6 mcast
+    assert topo.learn_host(MAC1, None, 1, 1, dst="01:80:c2:00:00:0e") is None  # LLDP
+    assert topo.learn_host(MAC1, "10.0.0.1", 9, 1) is None  # unknown switch
+    assert topo.hosts() == []
+    assert topo.learn_host(MAC1.upper(), "0.0.0.0", 1, 1) == "new"
+    assert topo.host_by_mac(MAC1).ips == set()
+    assert topo.learn_host(MAC1, "10.0.0.1", 1, 1) == "ip"
+    assert topo.learn_host(MAC1, "10.0.0.1", 1, 1) is None
+    assert topo.host_by_ip("10.0.0.1").mac == MAC1
+    assert topo.host_by_ip("10.0.0.2") is None
+
+
+def test_host_moves_and_ip_changes_owner():
+    topo = build(nx.path_graph(2))
+    assert topo.move_host(MAC1, 2, 5) is True
+    assert (topo.host_by_mac(MAC1).dpid, topo.host_by_mac(MAC1).port) == (2, 5)
+    assert topo.move_host(MAC1, 2, 5) is False
+    assert topo.learn_host(MAC3, "10.0.0.1", 1, 1) == "new"
+    assert topo.host_by_ip("10.0.0.1").mac == MAC3
+    assert topo.host_by_mac(MAC1).ips == set()
+    assert topo.remove_host(MAC3) is True
+    assert topo.host_by_ip("10.0.0.1") is None
+
+
+def test_link_found_late_forgets_hosts_mislearned_on_its_ports():
+    topo = Topology()
+    topo.add_switch(1, [1, 2])
+    topo.add_switch(2, [1, 2])
+    # h2's frame arrived at s1 over the (not yet discovered) link port 2.
+    assert topo.learn_host(MAC2, "10.0.0.2", 1, 2) == "new"
+    topo.add_link(1, 2, 2, 2)
+    assert topo.host_by_mac(MAC2) is None
+    assert topo.learn_host(MAC2, "10.0.0.2", 2, 1) == "new"
+
+
+def test_remove_port_drops_host_behind_it():
+    topo = build(nx.path_graph(2))
+    assert topo.remove_port(1, 1) is True
+    assert topo.host_by_mac(MAC1) is None
+    assert topo.ports(1) == [2]
+
+
+def test_shortest_path_and_host_distance_on_a_ring():
+    topo = build(nx.cycle_graph(6))  # switches 1..6 in a ring, host i on switch i
+    assert topo.shortest_path(1, 3) == [1, 2, 3]
+    assert topo.shortest_path(1, 5) == [1, 6, 5]
+    assert topo.switch_distance(1, 4) == 3
+    assert topo.host_distance(MAC1, MAC2) == 3  # h1-s1-s2-h2
+    assert topo.host_distance("10.0.0.1", "10.0.0.4") == 5
+    assert topo.host_distance(MAC1, MAC1) == 0
+    assert topo.host_distance(MAC1, "10.9.9.9") is None
+    topo.add_switch(7)
+    assert topo.shortest_path(1, 7) is None
+    assert topo.shortest_path(1, 8) is None
+
+
+@pytest.mark.parametrize("graph", [
+    nx.cycle_graph(4), nx.complete_graph(5), nx.grid_2d_graph(3, 3),
+    nx.random_regular_graph(3, 10, seed=7), nx.balanced_tree(3, 2),
+], ids=["ring4", "k5", "grid3x3", "regular3x10", "tree3x2"])
+def test_spanning_tree_spans_every_switch_without_cycles(graph):
+    graph = nx.convert_node_labels_to_integers(graph)
+    topo = build(graph)
+    tree = nx.Graph()
+    tree.add_nodes_from(topo.switches())
+    for a, pa, b, pb in topo.links():
+        if (a, pa) in topo.tree_ports():
+            assert (b, pb) in topo.tree_ports()
+            tree.add_edge(a, b)
+    assert nx.is_tree(tree)
+    assert tree.number_of_nodes() == graph.number_of_nodes()
+
+
+def test_spanning_tree_follows_changes():
+    topo = build(nx.cycle_graph(3))
+    before = set(topo.tree_ports())
+    assert len(before) == 4  # 2 tree links, 2 ends each
+    a, pa, b, pb = next(link for link in topo.links() if (link[0], link[1]) in before)
+    topo.remove_link(a, pa, b, pb)
+    after = topo.tree_ports()
+    assert (a, pa) not in after and len(after) == 4
+
+
+def test_port_age_restarts_when_a_link_goes_away():
+    topo = Topology()
+    topo.add_switch(1, [1], now=100.0)
+    assert topo.port_age(1, 1, 103.0) == 3.0
+    assert topo.port_age(1, 7, 103.0) == -1.0
+    topo.add_link(1, 2, 2, 1, now=104.0)
+    topo.remove_link(1, 2, 2, 1, now=110.0)
+    assert topo.port_age(1, 2, 111.0) == 1.0
+    assert topo.edge_ports(1) == [1, 2]
+
+
+def test_to_dict_uses_hex_dpids_everywhere():
+    topo = Topology()
+    topo.add_switch(0x1A, [2, 1])
+    topo.add_switch(2, [1])
+    topo.add_link(0x1A, 2, 2, 1)
+    topo.learn_host("00:00:00:00:00:0A", "10.0.0.10", 0x1A, 1)
+    topo.learn_host("00:00:00:00:00:0a", "10.0.0.9", 0x1A, 1)
+    assert topo.to_dict() == {
+        "switches": [{"dpid": "0000000000000002", "ports": [1]},
+                     {"dpid": "000000000000001a", "ports": [1, 2]}],
+        "links": [{"src": {"dpid": "0000000000000002", "port": 1},
+                   "dst": {"dpid": "000000000000001a", "port": 2}}],
+        "hosts": [{"mac": "00:00:00:00:00:0a", "ips": ["10.0.0.9", "10.0.0.10"],
+                   "dpid": "000000000000001a", "port": 1}],
+    }
+
+
+def test_version_counts_changes_only():
+    topo = Topology()
+    v0 = topo.version
+    topo.add_switch(1, [1])
+    v1 = topo.version
+    assert v1 > v0
+    topo.add_switch(1, [1])
+    topo.learn_host(MAC1, None, 1, 1)
+    v2 = topo.version
+    topo.learn_host(MAC1, None, 1, 1)
+    assert topo.version == v2 > v1
