@@ -1,0 +1,219 @@
+"""Counter: increments, heavy hitters against exact counts, windows on a fake clock, scans."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter as Exact
+
+import numpy as np
+import pytest
+
+from host_agent.counter import Counter, CounterSpec
+from measure_model.keys import HeaderBatch, format_key, parse_key
+from tests.test_keys import PACKETS
+
+pytestmark = pytest.mark.unit
+
+IP = 0x0A000000  # 10.0.0.0
+
+
+def batch(src, dst=5, proto=17, sport=1000, dport=2000, length=100) -> HeaderBatch:
+    n = len(src)
+
+    def col(v):
+        return np.broadcast_to(np.asarray(v), (n,))
+
+    return HeaderBatch.from_arrays(IP + np.asarray(src), IP + col(dst), col(proto), col(sport),
+                                   col(dport), col(length))
+
+
+def test_every_key_type_and_increment_on_parsed_packets():
+    parsed = HeaderBatch.from_payloads(PACKETS + PACKETS[:1])
+    for key in ("src", "src_dst", "dport", "proto", "five_tuple", "dst_dport"):
+        pkt = Counter(CounterSpec(key=key, increment="pkt"), now=0)
+        byte = Counter(CounterSpec(key=key, increment="byte"), now=0)
+        pkt.update(parsed, 0.1)
+        byte.update(parsed, 0.1)
+        assert (pkt.packets, pkt.bytes, pkt.total) == (4, 3136, 4)
+        assert (byte.packets, byte.bytes, byte.total) == (4, 3136, 3136)
+        assert byte.spec.increment == "bytes"
+        first = pkt.window(0.2)["counts"]
+        assert sum(first.values()) == 4
+        for key_str, count in first.items():
+            assert pkt.estimate(key_str) == count
+        expected: Exact = Exact()
+        for i in range(4):
+            expected[_key_of(parsed, key, i)] += int(parsed.length[i])
+        assert byte.window(0.2)["counts"] == dict(expected)
+
+
+def _key_of(parsed: HeaderBatch, key: str, i: int) -> str:
+    one = HeaderBatch.from_arrays(parsed.src[i:i + 1], parsed.dst[i:i + 1],
+                                  parsed.proto[i:i + 1], parsed.sport[i:i + 1],
+                                  parsed.dport[i:i + 1], parsed.length[i:i + 1])
+    c = Counter(CounterSpec(key=key), now=0)
+    c.update(one, 0)
+    return next(iter(c.window(0)["counts"]))
+
+
+def test_five_tuple_counts_by_exact_key():
+    parsed = HeaderBatch.from_payloads(PACKETS * 3)
+    c = Counter(CounterSpec(key="five_tuple", increment="bytes", threshold=0.04), now=0)
+    c.update(parsed, 0)
+    assert c.heavy_hitters() == {"10.0.0.1,10.0.0.2,udp,5001,5201": 4500,
+                                 "10.0.0.6,10.0.0.5,icmp,0,0": 252}
+    assert c.estimate("10.0.0.3,10.0.0.2,6,40000,80") == 156
+
+
+def zipf_keys(n: int, flows: int, skew: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = np.arange(1, flows + 1, dtype=np.float64) ** -skew
+    return rng.choice(flows, size=n, p=p / p.sum())
+
+
+def test_heavy_hitters_no_false_negatives_no_stale_entries():
+    stream = zipf_keys(100_000, 20_000, 1.0, seed=1)
+    spec = CounterSpec(key="src", threshold=0.01, width=1024, depth=4, max_candidates=200)
+    c = Counter(spec, now=0)
+    exact: Exact = Exact()
+    for step, i in enumerate(range(0, stream.shape[0], 256)):
+        part = stream[i:i + 256]
+        c.update(batch(part), now=step * 0.001)
+        exact.update(part.tolist())
+        if step % 50 == 0 or i + 256 >= stream.shape[0]:
+            threshold = 0.01 * c.total
+            hh = c.heavy_hitters()
+            truth = {format_key("src", IP + k) for k, v in exact.items() if v >= threshold}
+            assert truth <= set(hh)  # no false negatives
+            for key, est in hh.items():  # no stale entries: fresh estimate >= current threshold
+                assert est == c.estimate(key) >= threshold
+                assert est >= exact[parse_key("src", key) - IP]
+    assert len(c.candidates()) <= 200
+    # an early burst that was heavy when the total was small is gone now
+    burst = Counter(CounterSpec(key="src", threshold=0.5), now=0)
+    burst.update(batch([1] * 10), 0)
+    assert burst.heavy_hitters() == {"10.0.0.1": 10}
+    burst.update(batch(list(range(2, 102)) * 5), 0)
+    assert burst.heavy_hitters() == {}
+    assert burst.candidates() == {}
+
+
+def test_top_k_without_threshold_and_absolute_threshold():
+    c = Counter(CounterSpec(key="dport", top_k=3, max_candidates=5), now=0)
+    ports = [80] * 50 + [443] * 30 + [22] * 20 + [53] * 10 + list(range(1000, 1100))
+    b = batch([1] * len(ports), dport=np.array(ports))
+    c.update(b, 0)
+    assert c.top_k() == [["80", 50], ["443", 30], ["22", 20]]
+    assert c.heavy_hitters() == {"80": 50, "443": 30, "22": 20}
+    assert len(c.candidates()) == 5
+    a = Counter(CounterSpec(key="dport", threshold_abs=25, candidate_divisor=5), now=0)
+    a.update(b, 0)
+    assert a.heavy_hitters() == {"80": 50, "443": 30}
+    assert a.candidates() == {"80": 50, "443": 30, "22": 20, "53": 10}
+    assert a.threshold_dict() == {"absolute": 25.0, "divisor": 5}
+
+
+def test_tumbling_window_with_fake_clock():
+    c = Counter(CounterSpec(key="src", window_length=2.0, window_mode="tumbling"), now=100.0)
+    c.update(batch([1, 1, 2]), 100.5)
+    c.update(batch([3]), 101.9)
+    w = c.window(101.95)
+    assert (w["start"], w["counts"], w["distinct"], w["previous"]) == (
+        100.0, {"10.0.0.1": 2, "10.0.0.2": 1, "10.0.0.3": 1}, 3, None)
+    c.update(batch([4, 4]), 102.0)
+    w = c.window(103.0)
+    assert (w["start"], w["counts"], w["distinct"]) == (102.0, {"10.0.0.4": 2}, 1)
+    assert w["previous"]["start"] == 100.0
+    assert w["previous"]["counts"] == {"10.0.0.1": 2, "10.0.0.2": 1, "10.0.0.3": 1}
+    w = c.window(107.0)  # two windows without traffic
+    assert (w["start"], w["counts"], w["previous"]["start"], w["previous"]["counts"]) == (
+        106.0, {}, 104.0, {})
+    assert c.total == 6  # totals are not windowed
+
+
+def test_sliding_window_with_fake_clock():
+    c = Counter(CounterSpec(key="src", window_length=1.0, window_mode="sliding"), now=0.0)
+    c.update(batch([1]), 10.05)   # sub-bucket 100
+    c.update(batch([2]), 10.55)   # sub-bucket 105
+    c.update(batch([3, 3]), 10.95)   # sub-bucket 109
+    w = c.window(10.99)
+    assert (w["mode"], w["start"], w["distinct"]) == ("sliding", 10.0, 3)
+    assert w["counts"] == {"10.0.0.3": 2, "10.0.0.1": 1, "10.0.0.2": 1}
+    w = c.window(11.02)  # sub-bucket 100 slid out
+    assert w["counts"] == {"10.0.0.3": 2, "10.0.0.2": 1}
+    assert w["start"] == pytest.approx(10.1)
+    assert c.window(11.6)["counts"] == {"10.0.0.3": 2}
+    assert c.window(30.0)["counts"] == {}
+
+
+def test_window_key_bound_sets_truncated_and_keeps_largest():
+    c = Counter(CounterSpec(key="src", max_window_keys=10, top_k=5, max_candidates=10), now=0)
+    c.update(batch([1] * 5 + list(range(2, 60))), 0.1)
+    for i in range(10):
+        c.update(batch(list(range(100 + 20 * i, 120 + 20 * i))), 0.2)
+    w = c.window(0.5)
+    assert w["truncated"] is True
+    assert len(w["counts"]) == 10 and w["counts"]["10.0.0.1"] == 5
+    assert abs(w["distinct"] - 258) <= 0.1 * 258
+
+
+def test_port_scan_is_one_query():
+    c = Counter(CounterSpec(key="src_dport", scan=True, window_length=1.0), now=0)
+    ports = np.arange(8008, 8093)  # nc -z 10.0.0.5 8008-8092: 85 ports
+    c.update(batch(np.full(85, 6), dst=5, proto=6, dport=ports), 0.3)
+    c.update(batch([1, 1], dst=5, proto=1, dport=0), 0.4)
+    c.update(batch([6], dst=7, proto=6, dport=8008), 0.5)
+    s = c.scan(0.6)
+    assert list(s) == ["10.0.0.6", "10.0.0.1"]
+    assert s["10.0.0.6"]["ports"] == list(range(8008, 8093))
+    assert s["10.0.0.6"]["dsts"] == ["10.0.0.5", "10.0.0.7"]
+    assert s["10.0.0.1"] == {"ports": [0], "dsts": ["10.0.0.5"], "truncated": False}
+    assert c.scan(1.1) == {}
+    assert Counter(CounterSpec(), now=0).scan(0) == {}
+
+
+def test_snapshot_shape_is_json():
+    c = Counter(CounterSpec(key="src", threshold=0.3, scan=True), now=50.0)
+    c.update(batch([1, 1, 1, 2]), 50.2)
+    snap = json.loads(json.dumps(c.snapshot(50.5, host="h2")))
+    assert set(snap) == {"key", "increment", "packets", "bytes", "total", "sketch", "candidates",
+                         "heavy_hitters", "top_k", "threshold", "limits", "window", "scan",
+                         "distinct", "missed", "unparsed", "covered", "missing",
+                         "generated_at", "oldest"}
+    assert snap["heavy_hitters"] == {"10.0.0.1": 3}
+    assert snap["top_k"] == [["10.0.0.1", 3]]
+    assert snap["threshold"] == {"fraction": 0.3}
+    assert snap["window"]["counts"] == {"10.0.0.1": 3, "10.0.0.2": 1}
+    assert snap["distinct"]["estimate"] == 2 and snap["distinct"]["precision"] == 12
+    assert snap["covered"] == ["h2"] and snap["generated_at"] == 50.5
+    assert "sketch" not in c.snapshot(50.5, include_sketch=False)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"key": "srcdst"}, "key 'srcdst' is not one of src, dst, src_dst, sport, dport, "
+                        "src_dport, dst_dport, proto, five_tuple"),
+    ({"increment": "packets"}, "increment 'packets' is not one of pkt, bytes"),
+    ({"threshold": 0.1, "threshold_abs": 5}, "threshold and threshold_abs are exclusive"),
+    ({"threshold": 1.5}, "threshold 1.5 must be > 0 and <= 1"),
+    ({"threshold": "0.1"}, "threshold must be a number, got '0.1'"),
+    ({"threshold_abs": 0}, "threshold_abs 0.0 must be > 0"),
+    ({"top_k": 0}, "top_k 0 must be from 1 to 1000"),
+    ({"window_length": 0.01}, "window_length 0.01 must be from 0.05 to 3600"),
+    ({"window_mode": "hopping"}, "window_mode 'hopping' is not one of tumbling, sliding"),
+    ({"width": 1000}, "sketch: width 1000 must be a power of two from 64 to 4194304"),
+    ({"max_candidates": 5, "top_k": 10}, "max_candidates 5 must be >= top_k 10"),
+    ({"hll_precision": 3}, "hll_precision: precision 3 must be from 4 to 16"),
+])
+def test_spec_validation_messages(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        CounterSpec(**kwargs)
+    assert str(err.value) == message
+
+
+def test_unparsed_payloads_counted_and_bad_key_query():
+    c = Counter(CounterSpec(), now=0)
+    c.update(HeaderBatch.from_payloads([b"junk", PACKETS[0]]), 0)
+    assert (c.packets, c.unparsed) == (1, 1)
+    with pytest.raises(ValueError) as err:
+        c.estimate("10.0.0")
+    assert str(err.value) == "'10.0.0' is not an IPv4 address"
