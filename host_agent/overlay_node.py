@@ -84,9 +84,19 @@ DEFAULT_INTERVAL = 5.0
 class StaleEpoch(ValueError):
     """An overlay assignment older than the one the node holds."""
 
+    status = 409
+
 
 class NotAChild(ValueError):
     """A report from an agent that is not one of this node's children."""
+
+    status = 409
+
+
+class UnknownTask(KeyError):
+    """A report for a task this node does not hold."""
+
+    status = 404
 
 
 # ---------------------------------------------------------------- plumbing
@@ -313,61 +323,61 @@ class OverlayNode:
         scope = task.get("scope", "global")
         if scope == "global" or not isinstance(scope, list):
             return True
-        url_host = getattr(self.agent, "url", "").split("//")[-1].split(":")[0]
-        return self.name in scope or url_host in scope
+        ids = {self.name, getattr(self.agent, "data_ip", None),
+               str(getattr(self.agent, "url", "")).split("//")[-1].split(":")[0]}
+        return bool(ids & set(scope))
 
     def put_task(self, task_id: str, task: dict, install_local: bool = True) -> dict:
-        """Install here, forward to the subtree; per-agent outcome."""
+        """Install here and forward to the subtree at once; per-agent outcome."""
         if not isinstance(task, dict):
             raise ValueError("task: body must be a JSON object")
         task = dict(task)
         budget = self._budget(task.pop(OVERLAY_KEY, None))
+        interval = task.get("report_interval") or DEFAULT_INTERVAL
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ValueError("task: field 'report_interval' must be a positive number")
         with self._lock:
             state = self.tasks.get(task_id)
-            same = state is not None and state.task == task
-        status: dict[str, str] = {}
-        installed = same and state.installed
-        if not self._in_scope(task):
-            status[self.name] = "ok (out of scope)"
-            installed = False
-        elif install_local and not installed:
+            if state is None or state.task != task:
+                state = TaskState(task_id, task, installed=False, interval=float(interval),
+                                  reporting=task.get("kind") != "bandwidth")
+                self.tasks[task_id] = state
+            kids = list(self.children)
+
+        def local() -> dict[str, str]:
+            if not self._in_scope(task):
+                return {self.name: "ok (out of scope)"}
+            if state.installed or not install_local:
+                state.installed = True
+                return {self.name: "ok"}
             try:
                 self.agent.install_task(dict(task, id=task_id))
-                status[self.name] = "ok"
-                installed = True
             except Exception as exc:  # noqa: BLE001 - reported per agent
-                status[self.name] = f"error: {exc}"
-        else:
-            status[self.name] = "ok"
-            installed = installed or not install_local
-        interval = float(task.get("report_interval") or DEFAULT_INTERVAL)
-        with self._lock:
-            if not same:
-                self.tasks[task_id] = TaskState(task_id, task, installed, interval,
-                                                reporting=task.get("kind") != "bandwidth")
-            else:
-                self.tasks[task_id].installed = installed
-            kids = list(self.children)
-        status.update(self._fan_out("put", task_id, task, kids, budget))
-        return {"agents": status}
+                return {self.name: f"error: {exc}"}
+            state.installed = True
+            return {self.name: "ok"}
+
+        return {"agents": self._fan_out("put", task_id, task, kids, budget, local)}
 
     def delete_task(self, task_id: str, body: Any = None) -> dict:
-        """Remove here and in the subtree; per-agent outcome."""
+        """Remove here and in the subtree at once; per-agent outcome."""
         budget = self._budget(body.get(OVERLAY_KEY) if isinstance(body, dict) else None)
         with self._lock:
             state = self.tasks.pop(task_id, None)
             kids = list(self.children)
-        status: dict[str, str] = {}
-        try:
-            if state is None or state.installed:
+
+        def local() -> dict[str, str]:
+            if state is not None and not state.installed:
+                return {self.name: "ok"}
+            try:
                 self.agent.remove_task(task_id)
-            status[self.name] = "ok"
-        except KeyError:
-            status[self.name] = "ok (not installed)"
-        except Exception as exc:  # noqa: BLE001 - reported per agent
-            status[self.name] = f"error: {exc}"
-        status.update(self._fan_out("delete", task_id, {}, kids, budget))
-        return {"agents": status}
+            except KeyError:
+                return {self.name: "ok (not installed)"}
+            except Exception as exc:  # noqa: BLE001 - reported per agent
+                return {self.name: f"error: {exc}"}
+            return {self.name: "ok"}
+
+        return {"agents": self._fan_out("delete", task_id, {}, kids, budget, local)}
 
     def _budget(self, overlay: Any) -> float:
         if isinstance(overlay, dict) and isinstance(overlay.get("budget"), int | float):
@@ -375,14 +385,15 @@ class OverlayNode:
         return self.forward_budget
 
     def _fan_out(self, method: str, task_id: str, task: dict, kids: list[Peer],
-                 budget: float) -> dict[str, str]:
-        """Send to all children at once; a child gets a smaller budget."""
-        if not kids:
-            return {}
+                 budget: float, local: Callable[[], dict[str, str]] | None = None,
+                 sequential: bool = False) -> dict[str, str]:
+        """Run ``local`` and send to all children at once; children get less budget."""
         child_budget = max(0.1, budget - max(0.25, 0.2 * budget))
         body = dict(task, **{OVERLAY_KEY: {"budget": child_budget}})
 
-        def one(kid: Peer) -> dict[str, str]:
+        def one(kid: Peer | None) -> dict[str, str]:
+            if kid is None:
+                return local() if local is not None else {}
             url = f"{kid.url}/agent/v1/tasks/{task_id}"
             try:
                 code, reply = self._request(method, url, body, budget)
@@ -397,7 +408,9 @@ class OverlayNode:
             return self._subtree_status(task_id, kid, _error_text(code, reply))
 
         merged: dict[str, str] = {}
-        for part in self.runner.map(one, kids):
+        items = [None, *kids]
+        parts = [one(k) for k in items] if sequential else self.runner.map(one, items)
+        for part in parts:
             merged.update(part)
         return merged
 
@@ -421,7 +434,8 @@ class OverlayNode:
 
     def _push_tasks(self, kids: list[Peer], tasks: list[tuple[str, dict]]) -> None:
         for task_id, task in tasks:
-            self._fan_out("put", task_id, task, kids, self.forward_budget)
+            # already on the runner: no nested map, which could starve a small pool
+            self._fan_out("put", task_id, task, kids, self.forward_budget, sequential=True)
 
     # ------------------------------------------------------------ up
 
@@ -443,7 +457,7 @@ class OverlayNode:
                 raise NotAChild(f"report: '{sender}' is not a child of {self.name}")
             state = self.tasks.get(body["task_id"])
             if state is None:
-                raise KeyError(f"report: unknown task '{body['task_id']}'")
+                raise UnknownTask(f"report: unknown task '{body['task_id']}'")
             self.stats["reports_received"] += 1
             prev = state.latest_child.get(sender)
             if prev is None or prev["interval_end"] <= end:
