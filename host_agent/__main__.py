@@ -1,0 +1,230 @@
+"""The host agent command: ``python -m host_agent`` / ``measure-agent``.
+
+Example (the Mininet launcher runs this on every host)::
+
+    python -m host_agent --name h2 --controller http://192.168.100.254:8080 \\
+        --listen 0.0.0.0 --port 8000 --advertise http://192.168.100.2:8000 \\
+        --data-ip 10.0.0.2 --exclude-interface h2-mgmt --secret-file /path/secret
+
+One process serves HTTP on eventlet (monkey-patched here, first thing in
+``main``); it starts one monitor process per queue with fork+exec (never a
+bare fork of the patched process), removes stale capture rules left by a
+crashed agent of the same name, and runs a supervisor greenthread that
+restarts dead monitors and ticks the overlay role. With ``--controller`` it
+registers and heartbeats every 2 s; failures are logged and retried, never
+fatal. SIGTERM/SIGINT remove the capture rules and stop the monitors. Every
+event is one log line on stderr (and ``--log-file``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger("host_agent")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="measure-agent",
+                                description="End-host measurement agent (NFQUEUE sketches + "
+                                            "HTTP API on port 8000).")
+    p.add_argument("--name", required=True,
+                   help="agent name, e.g. h2 ([a-z0-9][a-z0-9_.-]{0,19}); tags its iptables rules")
+    p.add_argument("--controller", default=None,
+                   help="controller base URL, e.g. http://192.168.100.254:8080; "
+                        "omit for a standalone agent (no registration)")
+    p.add_argument("--listen", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--advertise", default=None,
+                   help="URL the controller and overlay peers use to reach this agent "
+                        "(default http://<data-ip or listen>:<port>)")
+    p.add_argument("--data-ip", default=None,
+                   help="this host's data-network address (registered with the controller)")
+    p.add_argument("--exclude-interface", default=None,
+                   help="interface never captured (the management interface, e.g. h2-mgmt)")
+    p.add_argument("--secret-file", default=None,
+                   help="shared HMAC secret with the controller (mode 0600); when given, every "
+                        "state-changing /agent/v1 request must be signed")
+    p.add_argument("--allow-legacy", action="store_true",
+                   help="accept the original unauthenticated messages on POST / "
+                        "(refused with 403 otherwise); only on an isolated test network")
+    p.add_argument("--queues", type=int, default=1,
+                   help="NFQUEUE queues, one monitor process each (--queue-balance); default 1")
+    p.add_argument("--queue-num", type=int, default=0, help="first NFQUEUE number (default 0)")
+    p.add_argument("--max-len", type=int, default=4096,
+                   help="kernel queue length per queue; beyond it fail-open accepts packets "
+                        "unmeasured (counted as missed)")
+    p.add_argument("--max-sketches", type=int, default=32,
+                   help="most sketches at once (at most 32: one packet-mark bit each)")
+    p.add_argument("--max-counters", type=int, default=128, help="most counters in all")
+    p.add_argument("--max-memory-mb", type=float, default=256,
+                   help="most sketch memory (width x depth x 8 bytes per counter per queue)")
+    p.add_argument("--log-file", default=None, help="also append log lines to this file")
+    p.add_argument("--state-dir", default=None,
+                   help="directory for the agent's pid file (created if missing)")
+    p.add_argument("--no-capture", action="store_true",
+                   help="do not install iptables rules or start monitors (API only; tests)")
+    args = p.parse_args(argv)
+    if not 1 <= args.queues <= 16:
+        p.error("--queues must be within 1..16")
+    if not 1 <= args.max_sketches <= 32:
+        p.error("--max-sketches must be within 1..32")
+    return args
+
+
+def _setup_logging(log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _mac_of(ip: str | None) -> str | None:
+    """The MAC address of the interface holding ``ip`` (None if not found)."""
+    import subprocess
+
+    if not ip:
+        return None
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                         check=False).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[3].split("/")[0] == ip:
+            try:
+                with open(f"/sys/class/net/{parts[1].split('@')[0]}/address") as f:
+                    return f.read().strip()
+            except OSError:
+                return None
+    return None
+
+
+def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> None:
+    """Register with the controller, then heartbeat; retry forever, never raise."""
+    import eventlet
+    import requests
+
+    base = args.controller.rstrip("/")
+    body = {"name": args.name, "url": agent.advertise, "data_ip": args.data_ip,
+            "mac": _mac_of(args.data_ip)}
+    registered, last_error = False, None
+    while True:
+        try:
+            if not registered:
+                r = requests.post(f"{base}/measure/v1/agents", json=body, auth=auth, timeout=3)
+                if r.status_code >= 300:
+                    raise RuntimeError(f"register: HTTP {r.status_code} {r.text[:200]}")
+                registered = True
+                log.info("registered with %s as %s", base, args.name)
+            else:
+                r = requests.post(f"{base}/measure/v1/agents/{args.name}/heartbeat", json={},
+                                  auth=auth, timeout=3)
+                if r.status_code == 404:
+                    registered = False
+                    raise RuntimeError("heartbeat: controller does not know us; re-registering")
+                if r.status_code >= 300:
+                    raise RuntimeError(f"heartbeat: HTTP {r.status_code} {r.text[:200]}")
+            last_error = None
+        except Exception as exc:  # noqa: BLE001 - logged and retried
+            if str(exc) != last_error:
+                log.warning("controller %s: %s (retrying every %gs)", base, exc, interval)
+                last_error = str(exc)
+        eventlet.sleep(interval if registered else min(interval, 1.0))
+
+
+def supervisor(agent, period: float = 0.25) -> None:
+    import time
+
+    import eventlet
+
+    while True:
+        try:
+            agent.tick()
+            if agent.overlay is not None:
+                agent.overlay.tick(time.time())
+        except Exception:  # noqa: BLE001 - the loop must survive
+            log.exception("supervisor")
+        eventlet.sleep(period)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    import eventlet
+
+    eventlet.monkey_patch()
+    import os
+    import signal
+
+    import eventlet.wsgi
+
+    from host_agent.agent import Agent, MonitorProcess
+    from host_agent.api import AgentApp
+    from host_agent.capture import Capture
+
+    _setup_logging(args.log_file)
+    verifier = auth = None
+    if args.secret_file:
+        from measure_model.auth import HmacAuth, Verifier, load_or_create_secret
+
+        if not os.path.exists(args.secret_file):
+            log.error("secret file %s does not exist", args.secret_file)
+            return 2
+        secret, _ = load_or_create_secret(args.secret_file)
+        verifier, auth = Verifier(secret), HmacAuth(secret)
+    try:
+        capture = None if args.no_capture else Capture(
+            args.name, args.queue_num, args.queues, args.exclude_interface)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    monitors = [] if args.no_capture else [
+        MonitorProcess(args.queue_num + i, args.max_len) for i in range(args.queues)]
+    agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
+                  max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
+                  data_ip=args.data_ip)
+    agent.advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
+    try:
+        from host_agent.overlay_node import OverlayNode
+
+        agent.overlay = OverlayNode(agent, auth=auth)
+    except ImportError:
+        log.warning("overlay role not available")
+
+    def _stop(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        sock = eventlet.listen((args.listen, args.port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", args.listen, args.port, exc)
+        return 2
+    if args.state_dir:
+        os.makedirs(args.state_dir, exist_ok=True)
+        with open(os.path.join(args.state_dir, f"agent-{args.name}.pid"), "w") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        agent.start()
+        log.info("agent %s listening on %s:%d (queues %d from %d, legacy %s)", args.name,
+                 args.listen, args.port, args.queues, args.queue_num,
+                 "allowed" if args.allow_legacy else "refused")
+        eventlet.spawn(supervisor, agent)
+        if args.controller:
+            eventlet.spawn(registrar, args, agent, auth)
+        eventlet.wsgi.server(sock, AgentApp(agent, verifier, args.allow_legacy),
+                             log_output=False, max_size=256)
+    except SystemExit:
+        pass
+    finally:
+        log.info("agent %s stopping: removing capture rules", args.name)
+        agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

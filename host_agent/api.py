@@ -1,0 +1,255 @@
+"""The agent's HTTP API: a plain WSGI app over webob (served by eventlet.wsgi).
+
+Routes (docs/design.md, "Agent HTTP API"):
+
+    POST   /                                      legacy messages (legacy.py)
+    GET    /agent/v1/health
+    GET    /agent/v1/sketches                     list
+    POST   /agent/v1/sketches                     {"filter": {...}, "counters": [{...}]}
+    GET    /agent/v1/sketches/{id}
+    DELETE /agent/v1/sketches/{id}
+    POST   /agent/v1/sketches/{id}/counters       {"key": "src", "increment": "pkt", ...}
+    GET    /agent/v1/sketches/{id}/counters/{cid} snapshot (?key=K adds "estimate")
+    DELETE /agent/v1/sketches/{id}/counters/{cid}
+    GET|PUT /agent/v1/overlay, PUT|DELETE /agent/v1/tasks/{id},
+    POST   /agent/v1/reports                      overlay role (overlay_node.py)
+    *      /agent/v1/bandwidth[/...]              bandwidth probing (bandwidth.py)
+
+The boundary does everything once: the body is bounded (64 KiB, 413), the
+request is authenticated (a ``measure_model.auth.Verifier`` checks the HMAC
+signature of every state-changing ``/agent/v1`` request and of every overlay
+request, when the agent has a secret), JSON is parsed, and every failure
+becomes ``{"error": "..."}`` with a 4xx status naming the field. A 500 says
+"internal error" and never carries a traceback (it is logged). Legacy
+messages are refused with 403 unless the agent was started with
+``--allow-legacy``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import webob
+
+from host_agent.agent import Agent, AgentError, MonitorError
+
+log = logging.getLogger("host_agent.api")
+
+MAX_BODY = 64 * 1024
+LEGACY_DISABLED = "legacy messages are disabled; start the agent with --allow-legacy"
+_ID = r"(\d{1,9})"
+_TASK = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
+SKETCH_BODY_FIELDS = ("filter", "counters")
+
+
+def json_response(obj: Any, status: int = 200) -> webob.Response:
+    return webob.Response(json.dumps(obj, separators=(",", ":")), status=status,
+                          content_type="application/json", charset="utf-8")
+
+
+def error(status: int, message: str) -> webob.Response:
+    return json_response({"error": message}, status)
+
+
+def parse_json(req: webob.Request) -> Any:
+    if not req.body:
+        raise AgentError(400, "body must be a JSON object")
+    try:
+        return json.loads(req.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AgentError(400, f"malformed JSON body: {exc}") from None
+
+
+def json_object(req: webob.Request) -> dict:
+    body = parse_json(req)
+    if not isinstance(body, dict):
+        raise AgentError(400, "body must be a JSON object")
+    return body
+
+
+class AgentApp:
+    """WSGI application of one agent."""
+
+    def __init__(self, agent: Agent, verifier: Any = None, allow_legacy: bool = False,
+                 max_body: int = MAX_BODY) -> None:
+        self.agent, self.verifier = agent, verifier
+        self.allow_legacy, self.max_body = allow_legacy, max_body
+        self.routes = [
+            (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
+            (re.compile(r"^/agent/v1/sketches$"), {"GET": self.list_sketches,
+                                                   "POST": self.create_sketch}),
+            (re.compile(rf"^/agent/v1/sketches/{_ID}$"), {"GET": self.get_sketch,
+                                                          "DELETE": self.delete_sketch}),
+            (re.compile(rf"^/agent/v1/sketches/{_ID}/counters$"), {"POST": self.add_counter}),
+            (re.compile(rf"^/agent/v1/sketches/{_ID}/counters/{_ID}$"),
+             {"GET": self.get_counter, "DELETE": self.delete_counter}),
+            (re.compile(r"^/agent/v1/overlay$"), {"GET": self.get_overlay,
+                                                  "PUT": self.put_overlay}),
+            (re.compile(rf"^/agent/v1/tasks/{_TASK}$"), {"PUT": self.put_task,
+                                                         "DELETE": self.delete_task}),
+            (re.compile(r"^/agent/v1/reports$"), {"POST": self.post_report}),
+        ]
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        return self.handle(webob.Request(environ))(environ, start_response)
+
+    # ------------------------------------------------------------ boundary
+    def handle(self, req: webob.Request) -> webob.Response:
+        try:
+            self._bound_body(req)
+            path = req.path_info
+            if path in ("/", ""):
+                if req.method != "POST":
+                    raise AgentError(405, "legacy messages use POST /")
+                if not self.allow_legacy:
+                    raise AgentError(403, LEGACY_DISABLED)
+                from host_agent.legacy import handle_legacy
+
+                return handle_legacy(self.agent, req)
+            self._authenticate(req, path)
+            if path == "/agent/v1/bandwidth" or path.startswith("/agent/v1/bandwidth/"):
+                try:
+                    from host_agent import bandwidth
+                except ImportError:
+                    raise AgentError(503, "bandwidth probing is not available") from None
+                return bandwidth.wsgi_handler(self.agent, req)
+            for pattern, methods in self.routes:
+                match = pattern.match(path)
+                if match:
+                    handler = methods.get(req.method)
+                    if handler is None:
+                        raise AgentError(405, f"method {req.method} not allowed on {path}; "
+                                              f"use {', '.join(methods)}")
+                    return handler(req, *match.groups())
+            raise AgentError(404, f"no such resource {path}")
+        except AgentError as exc:
+            return error(exc.status, exc.message)
+        except MonitorError as exc:
+            log.error("monitor unavailable: %s", exc)
+            return error(503, f"monitor unavailable: {exc}")
+        except Exception:  # noqa: BLE001 - never a traceback on the wire
+            log.exception("internal error on %s %s", req.method, req.path_info)
+            return error(500, "internal error")
+
+    def _bound_body(self, req: webob.Request) -> None:
+        length = req.content_length
+        if length is not None and length > self.max_body:
+            raise AgentError(413, f"body too large: more than {self.max_body} bytes")
+        if length is None and req.method in ("POST", "PUT", "DELETE", "PATCH"):
+            data = req.body_file_raw.read(self.max_body + 1)
+            if len(data) > self.max_body:
+                raise AgentError(413, f"body too large: more than {self.max_body} bytes")
+            req.body = data
+
+    def _authenticate(self, req: webob.Request, path: str) -> None:
+        if self.verifier is None:
+            return
+        overlay = path == "/agent/v1/overlay" or path.startswith(("/agent/v1/tasks",
+                                                                  "/agent/v1/reports"))
+        if req.method in ("GET", "HEAD") and not overlay:
+            return
+        from measure_model.auth import AuthError
+
+        try:
+            self.verifier.verify_webob(req)
+        except AuthError as exc:
+            raise AgentError(exc.status, exc.message) from None
+
+    # ------------------------------------------------------------ v1
+    def health(self, req: webob.Request) -> webob.Response:
+        out = self.agent.health()
+        if self.agent.overlay is not None:
+            try:
+                out["overlay"] = self.agent.overlay.overlay()
+            except Exception:  # noqa: BLE001 - health must answer
+                out["overlay"] = None
+        return json_response(out)
+
+    def list_sketches(self, req: webob.Request) -> webob.Response:
+        return json_response([s.describe() for _, s in sorted(self.agent.sketches.items())])
+
+    def create_sketch(self, req: webob.Request) -> webob.Response:
+        body = json_object(req)
+        unknown = sorted(set(body) - set(SKETCH_BODY_FIELDS))
+        if unknown:
+            raise AgentError(400, f"unknown field {unknown[0]!r}")
+        counters = body.get("counters") or []
+        if not isinstance(counters, list):
+            raise AgentError(400, "counters must be a list of counter objects")
+        from host_agent.agent import counter_spec
+
+        for i, c in enumerate(counters):  # validate all before installing anything
+            try:
+                counter_spec(c)
+            except AgentError as exc:
+                raise AgentError(400, f"counters[{i}]: {exc.message}") from None
+        sketch = self.agent.create_sketch(body.get("filter") or {})
+        try:
+            for c in counters:
+                self.agent.add_counter(sketch.id, c)
+        except AgentError:
+            self.agent.delete_sketch(sketch.id)
+            raise
+        return json_response(sketch.describe(), 201)
+
+    def get_sketch(self, req: webob.Request, sid: str) -> webob.Response:
+        return json_response(self.agent.get_sketch(sid).describe())
+
+    def delete_sketch(self, req: webob.Request, sid: str) -> webob.Response:
+        self.agent.delete_sketch(sid)
+        return json_response({"deleted": int(sid)})
+
+    def add_counter(self, req: webob.Request, sid: str) -> webob.Response:
+        body = json_object(req)
+        cid = self.agent.add_counter(sid, body)
+        sketch = self.agent.get_sketch(sid)
+        return json_response({"id": cid, "sketch": sketch.id, **sketch.counters[cid]}, 201)
+
+    def get_counter(self, req: webob.Request, sid: str, cid: str) -> webob.Response:
+        now = time.time()
+        snap = self.agent.snapshot(sid, cid, now)
+        key = req.GET.get("key")
+        if key is not None:
+            snap["estimate"] = {"key": key,
+                                "value": self.agent.query(sid, cid, "estimate", key=key,
+                                                          now=now)}
+        return json_response(snap)
+
+    def delete_counter(self, req: webob.Request, sid: str, cid: str) -> webob.Response:
+        self.agent.delete_counter(sid, cid)
+        return json_response({"deleted": int(cid), "sketch": int(sid)})
+
+    # ------------------------------------------------------------ overlay
+    def _overlay(self) -> Any:
+        if self.agent.overlay is None:
+            raise AgentError(503, "overlay role is not available on this agent")
+        return self.agent.overlay
+
+    def _overlay_call(self, fn: Any, *args: Any) -> webob.Response:
+        try:
+            return json_response(fn(*args))
+        except AgentError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            status = getattr(exc, "status", 409 if type(exc).__name__ == "StaleEpoch" else 400)
+            return error(status, str(exc).strip("'\""))
+
+    def get_overlay(self, req: webob.Request) -> webob.Response:
+        return self._overlay_call(self._overlay().overlay)
+
+    def put_overlay(self, req: webob.Request) -> webob.Response:
+        return self._overlay_call(self._overlay().set_overlay, parse_json(req))
+
+    def put_task(self, req: webob.Request, task_id: str) -> webob.Response:
+        return self._overlay_call(self._overlay().put_task, task_id, parse_json(req))
+
+    def delete_task(self, req: webob.Request, task_id: str) -> webob.Response:
+        body = parse_json(req) if req.body else None
+        return self._overlay_call(self._overlay().delete_task, task_id, body)
+
+    def post_report(self, req: webob.Request) -> webob.Response:
+        return self._overlay_call(self._overlay().receive_report, parse_json(req))

@@ -1,0 +1,260 @@
+"""iptables capture rules: which packets reach the monitor, and how many bypassed it.
+
+Design
+------
+Several sketches may select the same packet (a global task and a legacy
+sketch on the same ICMP traffic, say). ``NFQUEUE`` is a terminal target, so
+one rule per sketch jumping to the queue would give each packet to the first
+matching sketch only. Instead every agent owns two chains,
+``ehm-<agent>-in`` and ``ehm-<agent>-out``, hooked from ``INPUT`` and
+``OUTPUT`` (skipping the management interface)::
+
+    -A ehm-h2-in -j MARK --and-mark 0x0                       (clear)
+    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x1
+    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x2
+    -A ehm-h2-in -m mark ! --mark 0x0/0xffffffff -j NFQUEUE --queue-num 0 --queue-bypass
+
+Each sketch owns one bit of the packet mark (so at most 32 sketches); the
+monitor reads the mark of every queued packet and feeds the packet to every
+sketch whose bit is set. One queue (or one ``--queue-balance`` range) then
+carries all sketches, and overlapping filters are counted by each sketch.
+The per-sketch ``MARK`` rule counters say how many packets each sketch
+*should* have seen: the agent subtracts what the monitor counted to report
+packets that bypassed measurement (queue full with fail-open, monitor dead
+with ``--queue-bypass``).
+
+Every rule carries the comment ``endhost-measure:<agent>:<what>``. Rules are
+built as argument lists from validated values only; nothing from a request
+reaches a shell. ``Capture.remove_stale()`` deletes leftovers of a crashed
+agent with the same name before anything is installed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+COMMENT_PREFIX = "endhost-measure"
+MAX_SLOTS = 32
+AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
+INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+PROTOS = ("tcp", "udp", "icmp")
+FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
+
+Runner = Callable[[list[str]], str]
+
+
+def _run(cmd: list[str]) -> str:
+    """Run one iptables command (an argument list) and return its stdout."""
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])}... failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def _port_range(field: str, value: object) -> str:
+    """Validate a port or ``"low:high"`` range; return iptables' spelling."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be a port or 'low:high', got {value!r}")
+    if isinstance(value, int):
+        parts = [value]
+    elif isinstance(value, str) and re.fullmatch(r"\d{1,5}(:\d{1,5})?", value.strip()):
+        parts = [int(p) for p in value.strip().split(":")]
+    else:
+        raise ValueError(f"{field} must be a port or 'low:high', got {value!r}")
+    if not all(1 <= p <= 65535 for p in parts):
+        raise ValueError(f"{field} ports must be in 1..65535, got {value!r}")
+    if len(parts) == 2 and parts[0] > parts[1]:
+        raise ValueError(f"{field} range {value!r} has low > high")
+    return ":".join(str(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class CaptureFilter:
+    """A validated packet filter: the ``filter`` of the task model."""
+
+    interface: str = "INPUT"
+    proto: str | None = None
+    src: str | None = None
+    dst: str | None = None
+    sport: str | None = None
+    dport: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CaptureFilter:
+        """Check a filter dict; errors name the field (``ValueError``)."""
+        if not isinstance(data, dict):
+            raise ValueError("filter must be an object")
+        unknown = sorted(set(data) - set(FILTER_FIELDS))
+        if unknown:
+            raise ValueError(f"filter: unknown field {unknown[0]!r}")
+        iface = data.get("interface") or "INPUT"
+        if not isinstance(iface, str) or iface.upper() not in ("INPUT", "OUTPUT"):
+            raise ValueError(f"interface must be INPUT or OUTPUT, got {iface!r}")
+        proto = data.get("proto")
+        if proto in ("", None):
+            proto = None
+        elif not isinstance(proto, str) or proto.lower() not in PROTOS:
+            raise ValueError(f"proto must be one of tcp, udp, icmp, got {proto!r}")
+        else:
+            proto = proto.lower()
+        addrs = {}
+        for field in ("src", "dst"):
+            value = data.get(field)
+            if value in ("", None):
+                addrs[field] = None
+                continue
+            try:
+                net = ipaddress.IPv4Network(str(value), strict=False)
+            except ValueError:
+                raise ValueError(f"{field} must be an IPv4 address or prefix, "
+                                 f"got {value!r}") from None
+            addrs[field] = str(net.network_address) if net.prefixlen == 32 else str(net)
+        ports = {}
+        for field in ("sport", "dport"):
+            value = data.get(field)
+            if value in ("", None):
+                ports[field] = None
+                continue
+            if proto not in ("tcp", "udp"):
+                raise ValueError(f"{field} needs proto tcp or udp")
+            ports[field] = _port_range(field, value)
+        return cls(iface.upper(), proto, addrs["src"], addrs["dst"],
+                   ports["sport"], ports["dport"])
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in FILTER_FIELDS if getattr(self, k) is not None}
+
+    def match_args(self) -> list[str]:
+        """The iptables match arguments of this filter."""
+        args: list[str] = []
+        if self.proto:
+            args += ["-p", self.proto]
+        if self.src:
+            args += ["-s", self.src]
+        if self.dst:
+            args += ["-d", self.dst]
+        if self.sport:
+            args += ["--sport", self.sport]
+        if self.dport:
+            args += ["--dport", self.dport]
+        return args
+
+
+class Capture:
+    """The iptables rules of one agent: hooks, per-sketch mark rules, queue rules."""
+
+    def __init__(self, agent: str, queue: int = 0, queues: int = 1,
+                 exclude_interface: str | None = None, runner: Runner = _run,
+                 iptables: str = "iptables") -> None:
+        if not AGENT_NAME_RE.match(agent):
+            raise ValueError(f"agent name must match {AGENT_NAME_RE.pattern}, got {agent!r}")
+        if exclude_interface is not None and not INTERFACE_RE.match(exclude_interface):
+            raise ValueError(f"bad exclude interface {exclude_interface!r}")
+        if not (0 <= queue and queue + queues - 1 <= 65535 and 1 <= queues <= 64):
+            raise ValueError("queue numbers must be within 0..65535")
+        self.agent, self.queue, self.queues = agent, queue, queues
+        self.exclude = exclude_interface
+        self.run, self.ipt = runner, iptables
+        self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
+        self.rules: dict[int, tuple[CaptureFilter, int]] = {}  # sketch -> (filter, slot)
+
+    def comment(self, what: object) -> str:
+        return f"{COMMENT_PREFIX}:{self.agent}:{what}"
+
+    def _ipt(self, *args: str) -> str:
+        return self.run([self.ipt, "-w", "5", *args])
+
+    def queue_target(self) -> list[str]:
+        if self.queues == 1:
+            return ["-j", "NFQUEUE", "--queue-num", str(self.queue), "--queue-bypass"]
+        last = self.queue + self.queues - 1
+        return ["-j", "NFQUEUE", "--queue-balance", f"{self.queue}:{last}", "--queue-bypass"]
+
+    # ------------------------------------------------------------ lifecycle
+    def setup(self) -> None:
+        """Remove stale rules, then create the chains and hook them."""
+        self.remove_stale()
+        for hook, chain in self.chains.items():
+            self._ipt("-N", chain)
+            self._ipt("-A", chain, "-m", "comment", "--comment", self.comment("clear"),
+                      "-j", "MARK", "--and-mark", "0x0")
+            self._ipt("-A", chain, "-m", "mark", "!", "--mark", "0x0/0xffffffff",
+                      "-m", "comment", "--comment", self.comment("queue"), *self.queue_target())
+            flag = "-i" if hook == "INPUT" else "-o"
+            skip = ["!", flag, self.exclude] if self.exclude else []
+            self._ipt("-I", hook, "1", *skip, "-m", "comment", "--comment",
+                      self.comment("hook"), "-j", chain)
+
+    def remove_stale(self) -> int:
+        """Delete every rule and chain of this agent name; return rules removed."""
+        removed = 0
+        prefix = self.comment("")
+        for line in self._save().splitlines():
+            if not line.startswith("[") or prefix not in line:
+                continue
+            args = shlex.split(line.split("]", 1)[1])
+            if len(args) > 2 and args[0] == "-A" and args[1] in ("INPUT", "OUTPUT"):
+                try:
+                    self._ipt("-D", *args[1:])
+                    removed += 1
+                except RuntimeError:
+                    pass
+        existing = self._save()
+        for chain in self.chains.values():
+            if f":{chain} " in existing:
+                self._ipt("-F", chain)
+                self._ipt("-X", chain)
+                removed += 1
+        self.rules.clear()
+        return removed
+
+    def teardown(self) -> None:
+        self.remove_stale()
+
+    # ------------------------------------------------------------ sketches
+    def add(self, sketch: int, slot: int, filt: CaptureFilter) -> None:
+        """Mark packets matching ``filt`` with the sketch's bit."""
+        if not 0 <= slot < MAX_SLOTS:
+            raise ValueError(f"slot {slot} out of range")
+        self._ipt("-I", self.chains[filt.interface], "2", *filt.match_args(),
+                  "-m", "comment", "--comment", self.comment(sketch),
+                  "-j", "MARK", "--or-mark", hex(1 << slot))
+        self.rules[sketch] = (filt, slot)
+
+    def remove(self, sketch: int) -> None:
+        filt, slot = self.rules.pop(sketch)
+        self._ipt("-D", self.chains[filt.interface], *filt.match_args(),
+                  "-m", "comment", "--comment", self.comment(sketch),
+                  "-j", "MARK", "--or-mark", hex(1 << slot))
+
+    def _save(self) -> str:
+        save = "iptables-save" if self.ipt == "iptables" else f"{self.ipt}-save"
+        return self.run([save, "-c", "-t", "filter"])
+
+    def counters(self) -> dict[int, tuple[int, int]]:
+        """Packets and bytes each sketch's rule matched: ``{sketch: (pkts, bytes)}``."""
+        out: dict[int, tuple[int, int]] = {}
+        for line in self._save().splitlines():
+            m = re.match(r"^\[(\d+):(\d+)\] -A (\S+) .*--comment \"?"
+                         + re.escape(self.comment("")) + r"(\d+)\"? ", line)
+            if m and m.group(3) in self.chains.values():
+                out[int(m.group(4))] = (int(m.group(1)), int(m.group(2)))
+        return out
+
+    def listing(self) -> list[str]:
+        """The rule lines of this agent (for health and tests)."""
+        prefix = self.comment("")
+        return [ln for ln in self._save().splitlines() if prefix in ln]
+
+
+def free_slot(used: Sequence[int]) -> int | None:
+    """The lowest mark bit not in ``used``, or None when all 32 are taken."""
+    for slot in range(MAX_SLOTS):
+        if slot not in used:
+            return slot
+    return None

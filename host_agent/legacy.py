@@ -1,0 +1,180 @@
+"""The original per-host messages on ``POST /`` (form-encoded or JSON).
+
+Semantics follow the original walk-through (shared/seeds/000_*.txt):
+
+    {"type": "config sketch", "interface": "INPUT", "proto": "icmp"}
+        -> the new sketch id as plain text ("1")
+    {"type": "config sketch counter", "sketch_id": 1, "counter_key_type": "src",
+     "increment": "pkt"}
+        -> 200, the counter id as plain text (configuring the same key type
+           and increment again is a no-op; a different increment is a 409)
+    {"type": "query heavy hitters", "sketch_id": 1, "counter_key_type": "src"}
+        -> JSON object key -> count (keys at >= 5% of the total unless the
+           counter was configured with ``threshold``/``threshold_abs``)
+    {"type": "query sketch", "sketch_id": 1, "counter_key_type": "src",
+     "counter_key": "10.0.0.6"}
+        -> the estimate as plain text; with counter_key "real_time_key_num"
+           the number of distinct keys in the real-time window
+    {"type": "query real time counter", "sketch_id": 1, "counter_key_type": "src_dport"}
+        -> JSON object key -> count in the real-time window
+    {"type": "query bw", "src": "10.0.0.5", "dst": "10.0.0.6"}
+        -> MBytes/s as plain text (bandwidth.legacy_query_bw)
+
+JSON objects of string keys and integer values are also valid Python
+literals, so the original clients' ``ast.literal_eval(r.text)`` still works.
+Errors are 4xx with ``{"error": "..."}`` naming the field. Optional extra
+fields: ``src``/``dst``/``sport``/``dport`` on ``config sketch`` and
+``threshold``/``threshold_abs``/``top_k``/``window_length``/``window_mode``
+on ``config sketch counter``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import webob
+
+from host_agent.agent import Agent, AgentError
+
+SKETCH_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
+COUNTER_FIELDS = ("sketch_id", "counter_key_type", "increment", "threshold", "threshold_abs",
+                  "top_k", "window_length", "window_mode")
+REAL_TIME_KEY_NUM = "real_time_key_num"
+
+
+def text(body: str, status: int = 200) -> webob.Response:
+    return webob.Response(body, status=status, content_type="text/plain", charset="utf-8")
+
+
+def as_json(obj: Any) -> webob.Response:
+    return webob.Response(json.dumps(obj, sort_keys=True), content_type="application/json",
+                          charset="utf-8")
+
+
+def fields_of(req: webob.Request) -> dict[str, Any]:
+    """The message fields: JSON object body, or form fields (last value wins)."""
+    ctype = (req.content_type or "").lower()
+    if ctype == "application/json" or (not ctype and req.body[:1] in (b"{", b"[")):
+        try:
+            body = json.loads(req.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AgentError(400, f"malformed JSON body: {exc}") from None
+        if not isinstance(body, dict):
+            raise AgentError(400, "body must be a JSON object")
+        return body
+    try:
+        return dict(req.POST.items())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AgentError(400, f"malformed form body: {exc}") from None
+
+
+def need(fields: dict, name: str) -> Any:
+    value = fields.get(name)
+    if value in (None, ""):
+        raise AgentError(400, f"missing field {name!r}")
+    return value
+
+
+def _only(fields: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(fields) - set(allowed) - {"type"})
+    if unknown:
+        raise AgentError(400, f"unknown field {unknown[0]!r}")
+
+
+def config_sketch(agent: Agent, f: dict) -> webob.Response:
+    _only(f, SKETCH_FIELDS)
+    filt = {k: f[k] for k in SKETCH_FIELDS if f.get(k) not in (None, "")}
+    return text(str(agent.create_sketch(filt).id))
+
+
+def config_counter(agent: Agent, f: dict) -> webob.Response:
+    _only(f, COUNTER_FIELDS)
+    sketch = agent.get_sketch(need(f, "sketch_id"))
+    key = need(f, "counter_key_type")
+    body: dict[str, Any] = {"key": key, "increment": f.get("increment") or "pkt"}
+    for name in ("threshold", "threshold_abs", "top_k"):
+        if f.get(name) not in (None, ""):
+            body[name] = f[name]
+    window = {}
+    if f.get("window_length") not in (None, ""):
+        window["length"] = f["window_length"]
+    if f.get("window_mode") not in (None, ""):
+        window["mode"] = f["window_mode"]
+    if window:
+        body["window"] = window
+    from host_agent.agent import counter_spec
+
+    try:
+        spec = counter_spec(body)
+    except AgentError as exc:
+        if exc.message.startswith("key "):
+            raise AgentError(400, "counter_key_type" + exc.message[3:]) from None
+        raise
+    for cid, existing in sorted(sketch.counters.items()):
+        if existing["key"] == key:
+            if existing["increment"] == spec["increment"]:
+                return text(str(cid))
+            raise AgentError(409, f"sketch {sketch.id} already has a counter_key_type "
+                                  f"{key!r} counter with increment {existing['increment']!r}")
+    return text(str(agent.add_counter(sketch.id, body)))
+
+
+def _counter(agent: Agent, f: dict, extra: tuple[str, ...] = ()) -> tuple[int, int]:
+    _only(f, ("sketch_id", "counter_key_type", *extra))
+    sketch, cid = agent.legacy_counter(need(f, "sketch_id"), need(f, "counter_key_type"))
+    return sketch.id, cid
+
+
+def query_heavy_hitters(agent: Agent, f: dict) -> webob.Response:
+    sid, cid = _counter(agent, f)
+    return as_json(agent.query(sid, cid, "heavy_hitters"))
+
+
+def query_sketch(agent: Agent, f: dict) -> webob.Response:
+    sid, cid = _counter(agent, f, ("counter_key",))
+    key = need(f, "counter_key")
+    if not isinstance(key, str):
+        raise AgentError(400, f"counter_key must be a string, got {key!r}")
+    if key == REAL_TIME_KEY_NUM:
+        return text(str(int(agent.query(sid, cid, "window")["distinct"])))
+    return text(str(int(agent.query(sid, cid, "estimate", key=key))))
+
+
+def query_real_time(agent: Agent, f: dict) -> webob.Response:
+    sid, cid = _counter(agent, f)
+    return as_json(agent.query(sid, cid, "window")["counts"])
+
+
+def query_bw(agent: Agent, f: dict) -> webob.Response:
+    _only(f, ("src", "dst"))
+    src, dst = need(f, "src"), need(f, "dst")
+    try:
+        from host_agent import bandwidth
+    except ImportError:
+        raise AgentError(503, "bandwidth probing is not available") from None
+    try:
+        return text(bandwidth.legacy_query_bw(agent, str(src), str(dst)))
+    except bandwidth.BandwidthError as exc:
+        raise AgentError(getattr(exc, "status", 400), str(exc)) from None
+
+
+HANDLERS = {
+    "config sketch": config_sketch,
+    "config sketch counter": config_counter,
+    "query heavy hitters": query_heavy_hitters,
+    "query sketch": query_sketch,
+    "query real time counter": query_real_time,
+    "query bw": query_bw,
+}
+
+
+def handle_legacy(agent: Agent, req: webob.Request) -> webob.Response:
+    """Answer one legacy message (errors are raised as AgentError)."""
+    fields = fields_of(req)
+    kind = need(fields, "type")
+    handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+    if handler is None:
+        raise AgentError(400, f"unknown type {kind!r}; expected one of "
+                              f"{', '.join(HANDLERS)}")
+    return handler(agent, fields)

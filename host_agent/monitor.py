@@ -1,0 +1,347 @@
+"""The monitor process: one NFQUEUE packet loop feeding the sketches' counters.
+
+Process model
+-------------
+The agent (HTTP on eventlet) and the monitor are separate processes, so the
+per-packet loop never shares a GIL with HTTP handling. The agent starts the
+monitor with ``subprocess`` (fork+exec of ``python -m host_agent.monitor``,
+so nothing eventlet-patched is inherited) and hands it one end of a Unix
+``socketpair`` (``--fd``). Over it runs a tiny protocol: one JSON object per
+line, one reply line per request, strictly request/response. JSON rather
+than pickle because a reply is plain data (snapshots are already JSON-shaped
+for the overlay), because unpickling is code execution if either side is
+ever compromised, and because a line is easy to read in a trace. Requests:
+
+    {"op": "ping"}
+    {"op": "add_sketch", "sketch": 1, "slot": 0, "counters": {"1": {spec}}}
+    {"op": "remove_sketch", "sketch": 1}
+    {"op": "add_counter", "sketch": 1, "counter": 2, "spec": {spec}}
+    {"op": "remove_counter", "sketch": 1, "counter": 2}
+    {"op": "query", "sketch": 1, "counter": 2, "method": "snapshot", "now": t}
+        (method: snapshot | estimate (+ "key") | heavy_hitters | top_k
+         | window | scan)
+    {"op": "stats"}  -> {"seen": {"1": [pkts, bytes]}, "packets": n, ...}
+
+Replies are ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": msg}``.
+
+Packet path
+-----------
+``NetfilterQueue.bind(queue, cb, max_len, COPY_PACKET, HEADER_COPY_BYTES)``
+copies only the header bytes; fail-open is switched on with a raw
+``NFQNL_MSG_CONFIG`` (a full queue accepts instead of dropping). The
+callback appends the payload and the packet mark and accepts: nothing else
+happens on the verdict path. The main loop ``select``s over the netlink
+socket and the command socket, drains at most ``BUDGET`` packets per turn
+(``run_socket`` on a budgeted wrapper, so a flood cannot starve commands)
+and flushes a batch every ``BATCH`` packets or ``FLUSH_S`` seconds: the
+batch is split by mark value (usually one), parsed once per split with
+``HeaderBatch.from_payloads`` and given to every counter of every sketch
+whose mark bit is set (see ``capture.py`` for the mark scheme: one queue
+carries all sketches, overlapping filters count in each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+BATCH = 256
+FLUSH_S = 0.02
+BUDGET = 512
+QUERY_METHODS = ("snapshot", "estimate", "heavy_hitters", "top_k", "window", "scan")
+
+# nfnetlink constants for the fail-open message (linux/netfilter/nfnetlink_queue.h)
+_NFNL_SUBSYS_QUEUE = 3
+_NFQNL_MSG_CONFIG = 2
+_NLM_F_REQUEST = 1
+_NFQA_CFG_MASK = 4
+_NFQA_CFG_FLAGS = 5
+_NFQA_CFG_F_FAIL_OPEN = 1
+
+
+def fail_open_message(queue: int) -> bytes:
+    """The ``NFQNL_MSG_CONFIG`` netlink message turning on fail-open for ``queue``."""
+    attrs = (struct.pack("=HH", 8, _NFQA_CFG_MASK) + struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN)
+             + struct.pack("=HH", 8, _NFQA_CFG_FLAGS) + struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN))
+    body = struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue) + attrs
+    header = struct.pack("=IHHII", 16 + len(body), (_NFNL_SUBSYS_QUEUE << 8) | _NFQNL_MSG_CONFIG,
+                         _NLM_F_REQUEST, 0, 0)
+    return header + body
+
+
+def default_counter_factory(spec: dict, now: float) -> Any:
+    """Build the engine's Counter from a counter spec dict (see agent.counter_spec)."""
+    from host_agent.counter import Counter, CounterSpec
+
+    return Counter(CounterSpec(
+        key=spec["key"], increment=spec["increment"], threshold=spec.get("threshold"),
+        threshold_abs=spec.get("threshold_abs"), top_k=spec.get("top_k", 10),
+        window_length=spec["window"]["length"], window_mode=spec["window"]["mode"],
+        width=spec["sketch"]["width"], depth=spec["sketch"]["depth"],
+        seed=spec["sketch"]["seed"], scan=spec.get("scan_ports") is not None), now)
+
+
+def default_batch_parser(payloads: list[bytes]) -> Any:
+    from measure_model.keys import HeaderBatch
+
+    return HeaderBatch.from_payloads(payloads)
+
+
+def ip_bytes(payloads: list[bytes]) -> int:
+    """Sum of the IPv4 total-length fields of the copied headers."""
+    return sum((p[2] << 8) | p[3] for p in payloads if len(p) >= 4)
+
+
+class SketchState:
+    """One sketch inside the monitor: its mark bit, counters and seen totals."""
+
+    __slots__ = ("sketch", "bit", "counters", "packets", "bytes")
+
+    def __init__(self, sketch: int, slot: int) -> None:
+        self.sketch, self.bit = sketch, 1 << slot
+        self.counters: dict[int, Any] = {}
+        self.packets = 0
+        self.bytes = 0
+
+
+class MonitorCore:
+    """Sketch state and command handling, independent of NFQUEUE (unit-testable)."""
+
+    def __init__(self, counter_factory: Callable[[dict, float], Any] = default_counter_factory,
+                 batch_parser: Callable[[list[bytes]], Any] = default_batch_parser) -> None:
+        self.factory, self.parse = counter_factory, batch_parser
+        self.sketches: dict[int, SketchState] = {}
+        self.packets = 0
+        self.unmatched = 0
+        self.batches = 0
+        self.started = time.time()
+
+    def ingest(self, payloads: list[bytes], marks: list[int], now: float) -> None:
+        """Count one batch: split by mark, parse once per split, update counters."""
+        self.packets += len(payloads)
+        self.batches += 1
+        first = marks[0]
+        if marks.count(first) == len(marks):
+            groups = {first: payloads}
+        else:
+            groups = {}
+            for p, m in zip(payloads, marks, strict=True):
+                groups.setdefault(m, []).append(p)
+        for mark, group in groups.items():
+            batch = None
+            nbytes = -1
+            matched = False
+            for state in self.sketches.values():
+                if not mark & state.bit:
+                    continue
+                matched = True
+                if nbytes < 0:
+                    nbytes = ip_bytes(group)
+                state.packets += len(group)
+                state.bytes += nbytes
+                if state.counters:
+                    if batch is None:
+                        batch = self.parse(group)
+                    for counter in state.counters.values():
+                        counter.update(batch, now)
+            if not matched:
+                self.unmatched += len(group)
+
+    def handle(self, msg: dict, now: float) -> Any:
+        """Execute one command; return its result or raise ValueError/KeyError."""
+        op = msg.get("op")
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "stats":
+            return {"seen": {str(s): [st.packets, st.bytes] for s, st in self.sketches.items()},
+                    "packets": self.packets, "unmatched": self.unmatched,
+                    "batches": self.batches, "started": self.started}
+        if op == "add_sketch":
+            state = SketchState(int(msg["sketch"]), int(msg["slot"]))
+            for cid, spec in (msg.get("counters") or {}).items():
+                state.counters[int(cid)] = self.factory(spec, now)
+            self.sketches[state.sketch] = state
+            return None
+        if op == "remove_sketch":
+            self.sketches.pop(int(msg["sketch"]), None)
+            return None
+        state = self.sketches.get(int(msg.get("sketch", -1)))
+        if state is None:
+            raise KeyError(f"unknown sketch {msg.get('sketch')!r}")
+        if op == "add_counter":
+            state.counters[int(msg["counter"])] = self.factory(msg["spec"], now)
+            return None
+        if op == "remove_counter":
+            state.counters.pop(int(msg["counter"]), None)
+            return None
+        if op == "query":
+            counter = state.counters.get(int(msg["counter"]))
+            if counter is None:
+                raise KeyError(f"unknown counter {msg.get('counter')!r}")
+            method = msg.get("method")
+            when = float(msg.get("now", now))
+            if method == "snapshot":
+                snap = counter.snapshot(when)
+                snap["seen"] = {"packets": state.packets, "bytes": state.bytes}
+                return snap
+            if method == "estimate":
+                return counter.estimate(msg["key"])
+            if method in ("window", "scan"):
+                return getattr(counter, method)(when)
+            if method in ("heavy_hitters", "top_k"):
+                return getattr(counter, method)()
+            raise ValueError(f"unknown query method {method!r}")
+        raise ValueError(f"unknown op {op!r}")
+
+
+class _Budget:
+    """A socket stand-in for ``run_socket`` that stops after ``left`` receives."""
+
+    __slots__ = ("sock", "left")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.left = sock, 0
+
+    def recv(self, size: int) -> bytes:
+        if self.left <= 0:
+            raise BlockingIOError(errno.EAGAIN, "budget spent")
+        self.left -= 1
+        return self.sock.recv(size)
+
+
+class CommandChannel:
+    """Line-delimited JSON over the agent's socket (non-blocking reads)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def read(self) -> list[dict] | None:
+        """Complete messages available now; None when the agent hung up."""
+        try:
+            data = self.sock.recv(1 << 20)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        self.buf += data
+        lines = self.buf.split(b"\n")
+        self.buf = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def reply(self, obj: dict) -> None:
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.setblocking(False)
+
+
+def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: bool = False,
+        fail_open: bool = True, core: MonitorCore | None = None) -> None:
+    """Bind ``queue`` and serve packets and commands until the agent hangs up."""
+    from netfilterqueue import COPY_PACKET, NetfilterQueue
+
+    from measure_model.keys import HEADER_COPY_BYTES
+
+    core = core or MonitorCore()
+    payloads: list[bytes] = []
+    marks: list[int] = []
+    add_payload, add_mark = payloads.append, marks.append
+    accepted = [0]
+
+    if accept_only:
+        def callback(pkt: Any) -> None:
+            pkt.accept()
+            accepted[0] += 1
+    else:
+        def callback(pkt: Any) -> None:
+            add_payload(pkt.get_payload())
+            add_mark(pkt.get_mark())
+            pkt.accept()
+
+    nfq = NetfilterQueue()
+    nfq.bind(queue, callback, max_len=max_len, mode=COPY_PACKET, range=HEADER_COPY_BYTES,
+             sock_len=8 * 1024 * 1024)
+    nl = socket.fromfd(nfq.get_fd(), socket.AF_NETLINK, socket.SOCK_RAW, 12)
+    if fail_open:
+        nl.send(fail_open_message(queue))
+    nl.setblocking(False)
+    budget = _Budget(nl)
+    chan = CommandChannel(cmd_sock)
+    cmd_sock.setblocking(False)
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    last_flush = time.monotonic()
+    try:
+        while not stop[0]:
+            timeout = FLUSH_S if payloads else 1.0
+            try:
+                ready, _, _ = select.select([nl, cmd_sock], [], [], timeout)
+            except InterruptedError:
+                continue
+            if nl in ready:
+                budget.left = BUDGET
+                nfq.run_socket(budget)
+            mono = time.monotonic()
+            if payloads and (len(payloads) >= BATCH or mono - last_flush >= FLUSH_S
+                             or cmd_sock in ready):
+                core.ingest(payloads, marks, time.time())
+                payloads.clear()
+                marks.clear()
+                last_flush = mono
+            elif not payloads:
+                last_flush = mono
+            if cmd_sock in ready:
+                msgs = chan.read()
+                if msgs is None:
+                    break
+                for msg in msgs:
+                    try:
+                        if msg.get("op") == "stats":
+                            core.packets = max(core.packets, accepted[0])
+                        result = core.handle(msg, time.time())
+                        chan.reply({"ok": True, "result": result})
+                    except (KeyError, ValueError, TypeError) as exc:
+                        chan.reply({"ok": False, "error": str(exc).strip("'\"")})
+    finally:
+        nfq.unbind()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m host_agent.monitor",
+                                     description="NFQUEUE monitor process (started by the agent)")
+    parser.add_argument("--queue", type=int, required=True, help="NFQUEUE number to bind")
+    parser.add_argument("--fd", type=int, required=True,
+                        help="inherited socket carrying agent commands")
+    parser.add_argument("--max-len", type=int, default=4096,
+                        help="kernel queue length before fail-open accepts (default 4096)")
+    parser.add_argument("--accept-only", action="store_true",
+                        help="accept packets without counting (benchmark baseline)")
+    parser.add_argument("--no-fail-open", action="store_true",
+                        help="drop instead of accept when the queue is full")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    try:
+        run(args.queue, sock, max_len=args.max_len, accept_only=args.accept_only,
+            fail_open=not args.no_fail_open)
+    except OSError as exc:
+        print(f"monitor: queue {args.queue}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
