@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from typing import Any
 
 import webob
@@ -210,7 +209,7 @@ class AgentApp:
         return json_response({"id": cid, "sketch": sketch.id, **sketch.counters[cid]}, 201)
 
     def get_counter(self, req: webob.Request, sid: str, cid: str) -> webob.Response:
-        now = time.time()
+        now = self.agent.clock()
         snap = self.agent.snapshot(sid, cid, now)
         key = req.GET.get("key")
         if key is not None:
