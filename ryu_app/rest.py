@@ -1,0 +1,334 @@
+"""The controller REST API under ``/measure/v1`` (Ryu ``ControllerBase``).
+
+A thin layer over ``MeasureService``: each handler parses its inputs once
+(identifiers, query parameters, bodies), calls the service and returns JSON.
+Every handler is wrapped by ``_api``, the one place that
+
+- checks authentication (``_authorize``: bearer token for people, or a
+  signature with the shared secret for agents, via
+  ``measure_model.auth.check_request``; reads are open only when configured),
+- limits the body size (413) and the media type (415),
+- maps exceptions to a JSON ``{"error": "..."}`` body with the right status
+  (400 validation, 401/403 auth, 404 unknown, 409 conflict, 413, 415, 502
+  agent error, 503 unavailable); anything unexpected is logged and answered
+  500 with a generic message, never a traceback.
+
+Unknown paths under ``/measure/v1`` and wrong methods on known paths get a
+JSON 404/405 from a fallback controller registered after the main one.
+The routes are described in ``ryu_app/openapi.json`` (served at
+``GET /measure/v1/openapi.json``); ``tests/test_openapi.py`` keeps the two
+in step.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import re
+from typing import Any
+
+from ryu.app.wsgi import ControllerBase, Response, route
+
+from measure_model.task import BW_METHODS, PolicyError, load_policy, parse_tasks
+from ryu_app.registry import RegistryError, UnknownAgent
+from ryu_app.service import ServiceError
+from ryu_app.store import StoreError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/measure/v1"
+SERVICE_KEY = "measure_service"
+MAX_BODY = 1024 * 1024
+MAX_YAML = 256 * 1024
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+JSON_TYPES = ("application/json",)
+OPENAPI_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
+_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+class HttpError(Exception):
+    """An error the REST layer answers itself."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+    body = json.dumps(obj, sort_keys=True, allow_nan=False).encode()
+    resp = Response(status=status, content_type="application/json", charset="utf-8", body=body)
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> Response:
+    return json_response({"error": message}, status=status, headers=headers)
+
+
+def _status_of(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, HttpError):
+        return exc.status, exc.message
+    if isinstance(exc, ServiceError):
+        return exc.status, str(exc)
+    if isinstance(exc, PolicyError | RegistryError):
+        return 400, str(exc)
+    if isinstance(exc, UnknownAgent):
+        return 404, str(exc)
+    if isinstance(exc, StoreError):
+        return 503, str(exc)
+    return 500, "internal error (logged by the controller)"
+
+
+def _authorize(req, service, mutating: bool) -> None:
+    """The one place where REST authentication is checked."""
+    auth = getattr(service, "auth", None)
+    if auth is None or not auth.enabled or (not mutating and auth.reads_open):
+        return
+    from measure_model.auth import BEARER_CHALLENGE, AuthError, check_request
+
+    try:
+        check_request(req.method, req.path_qs, req.body, req.headers, token=auth.token,
+                      verifier=auth.verifier)
+    except AuthError as exc:
+        headers = {"WWW-Authenticate": BEARER_CHALLENGE} if exc.status == 401 else None
+        raise HttpError(exc.status, exc.message, headers) from None
+
+
+def _read_body(req, limit: int = MAX_BODY) -> bytes:
+    length = req.content_length
+    if length is not None and length > limit:
+        raise HttpError(413, f"body of {length} bytes is more than the limit of {limit}")
+    data = req.body_file.read(limit + 1) if length is None else req.body
+    if len(data) > limit:
+        raise HttpError(413, f"body is more than the limit of {limit} bytes")
+    return data
+
+
+def _json_body(req, required: bool = True) -> Any:
+    data = _read_body(req)
+    if not data and not required:
+        return {}
+    if req.content_type not in JSON_TYPES:
+        raise HttpError(415, "Content-Type must be application/json")
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, f"body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _api(mutating: bool = False):
+    """Authentication + exception mapping for one handler (see module docstring)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def handler(self, req, **kwargs):
+            try:
+                if (req.content_length or 0) > MAX_BODY:
+                    raise HttpError(413, f"body of {req.content_length} bytes is more than "
+                                         f"the limit of {MAX_BODY}")
+                _authorize(req, self.service, mutating)
+                if self.service is None:
+                    raise HttpError(503, "measurement service is not running")
+                return method(self, req, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - mapped to a JSON error
+                status, message = _status_of(exc)
+                if status >= 500 and not isinstance(exc, HttpError | ServiceError | StoreError):
+                    log.exception("REST %s %s failed", req.method, req.path)
+                return error_response(status, message, getattr(exc, "headers", None))
+        return handler
+    return wrap
+
+
+def parse_task_id(text: str) -> str:
+    """Task ids are positive decimal integers (kept as strings)."""
+    if not _ID_RE.fullmatch(text or ""):
+        raise HttpError(404, f"unknown task '{text[:40]}' (ids are positive integers)")
+    return text
+
+
+def parse_name(text: str, what: str = "agent") -> str:
+    if not _NAME_RE.fullmatch(text or ""):
+        raise HttpError(404, f"unknown {what} '{text[:40]}'")
+    return text
+
+
+def _query(req, name: str) -> str | None:
+    values = req.GET.getall(name)
+    if len(values) > 1:
+        raise HttpError(400, f"query parameter '{name}' given more than once")
+    return values[0] if values else None
+
+
+def _since(req) -> int:
+    text = _query(req, "since")
+    if text is None:
+        return 0
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise HttpError(400, "query parameter 'since' must be a non-negative integer")
+    return int(text)
+
+
+def _bandwidth_args(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise HttpError(400, "bandwidth: body must be a JSON object")
+    allowed = ("src", "dst", "method", "max_duration", "max_bytes")
+    for key in body:
+        if key not in allowed:
+            raise HttpError(400, f"bandwidth: unknown field '{key}'")
+    out: dict[str, Any] = {}
+    for key in ("src", "dst"):
+        value = body.get(key)
+        if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+            raise HttpError(400, f"bandwidth: field '{key}' must be a host name or IPv4 address")
+        out[key] = value
+    method = body.get("method", "slops")
+    if method not in BW_METHODS:
+        raise HttpError(400, f"bandwidth: field 'method' must be one of {', '.join(BW_METHODS)}")
+    out["method"] = method
+    duration = body.get("max_duration", 10.0)
+    if isinstance(duration, bool) or not isinstance(duration, int | float) \
+            or not (isinstance(duration, int) or math.isfinite(duration)) \
+            or not 0 < duration <= 60:
+        raise HttpError(400, "bandwidth: field 'max_duration' must be a number in (0, 60]")
+    out["max_duration"] = float(duration)
+    max_bytes = body.get("max_bytes", 20_000_000)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) \
+            or not 1 <= max_bytes <= 200_000_000:
+        raise HttpError(400, "bandwidth: field 'max_bytes' must be an integer in 1..200000000")
+    out["max_bytes"] = max_bytes
+    return out
+
+
+class MeasureController(ControllerBase):
+    """Routes of ``/measure/v1`` (see ``ryu_app/openapi.json``)."""
+
+    def __init__(self, req, link, data, **config):
+        super().__init__(req, link, data, **config)
+        self.service = data[SERVICE_KEY]
+
+    @route("measure", PREFIX + "/topology", methods=["GET"])
+    @_api()
+    def get_topology(self, req, **_kw):
+        return json_response(self.service.topology_view())
+
+    @route("measure", PREFIX + "/agents", methods=["GET"])
+    @_api()
+    def list_agents(self, req, **_kw):
+        return json_response({"agents": self.service.agents()})
+
+    @route("measure", PREFIX + "/agents", methods=["POST"])
+    @_api(mutating=True)
+    def register_agent(self, req, **_kw):
+        return json_response(self.service.register_agent(_json_body(req)), status=201)
+
+    @route("measure", PREFIX + "/agents/{name}/heartbeat", methods=["POST"])
+    @_api(mutating=True)
+    def heartbeat(self, req, name, **_kw):
+        name = parse_name(name)
+        _read_body(req)
+        return json_response(self.service.heartbeat(name))
+
+    @route("measure", PREFIX + "/overlay", methods=["GET"])
+    @_api()
+    def get_overlay(self, req, **_kw):
+        return json_response(self.service.overlay_view())
+
+    @route("measure", PREFIX + "/tasks", methods=["POST"])
+    @_api(mutating=True)
+    def create_tasks(self, req, **_kw):
+        if req.content_type in YAML_TYPES:
+            tasks = load_policy(_read_body(req, MAX_YAML), "request")
+        elif req.content_type in JSON_TYPES:
+            tasks = parse_tasks(_json_body(req), "request")
+        else:
+            raise HttpError(415, "Content-Type must be application/json or application/yaml")
+        return json_response({"tasks": self.service.apply_tasks(tasks)}, status=201)
+
+    @route("measure", PREFIX + "/tasks", methods=["GET"])
+    @_api()
+    def list_tasks(self, req, **_kw):
+        return json_response({"tasks": self.service.list_tasks()})
+
+    @route("measure", PREFIX + "/tasks/{task_id}", methods=["GET"])
+    @_api()
+    def get_task(self, req, task_id, **_kw):
+        return json_response(self.service.get_task(parse_task_id(task_id)))
+
+    @route("measure", PREFIX + "/tasks/{task_id}", methods=["DELETE"])
+    @_api(mutating=True)
+    def delete_task(self, req, task_id, **_kw):
+        return json_response(self.service.delete_task(parse_task_id(task_id)))
+
+    @route("measure", PREFIX + "/tasks/{task_id}/result", methods=["GET"])
+    @_api()
+    def get_result(self, req, task_id, **_kw):
+        task_id = parse_task_id(task_id)
+        host = _query(req, "host")
+        if host is not None:
+            host = parse_name(host, "host")
+        return json_response(self.service.result(task_id, host))
+
+    @route("measure", PREFIX + "/reports", methods=["POST"])
+    @_api(mutating=True)
+    def post_report(self, req, **_kw):
+        return json_response(self.service.ingest_report(_json_body(req)), status=202)
+
+    @route("measure", PREFIX + "/events", methods=["GET"])
+    @_api()
+    def get_events(self, req, **_kw):
+        return json_response({"events": self.service.events(_since(req))})
+
+    @route("measure", PREFIX + "/bandwidth", methods=["POST"])
+    @_api(mutating=True)
+    def post_bandwidth(self, req, **_kw):
+        status, reply = self.service.bandwidth(**_bandwidth_args(_json_body(req)))
+        return json_response(reply, status=status)
+
+    @route("measure", PREFIX + "/openapi.json", methods=["GET"])
+    @_api()
+    def openapi(self, req, **_kw):
+        with open(OPENAPI_PATH, "rb") as f:
+            body = f.read()
+        return Response(status=200, content_type="application/json", charset="utf-8",
+                        body=body)
+
+
+def known_routes() -> dict[str, set[str]]:
+    """Path template -> methods, from the route decorators above."""
+    out: dict[str, set[str]] = {}
+    for attr in vars(MeasureController).values():
+        info = getattr(attr, "routing_info", None)
+        if info:
+            out.setdefault(info["path"], set()).update(info["methods"])
+    return out
+
+
+class FallbackController(ControllerBase):
+    """JSON 404/405 for anything under /measure/v1 that no route matched."""
+
+    def __init__(self, req, link, data, **config):
+        super().__init__(req, link, data, **config)
+
+    @route("measure_fallback", PREFIX + "{rest:(/.*)?}")
+    def fallback(self, req, rest="", **_kw):
+        for template, methods in known_routes().items():
+            pattern = re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))
+            if re.fullmatch(pattern, req.path_info):
+                return error_response(405, f"method {req.method} is not allowed here; "
+                                           f"use {', '.join(sorted(methods))}",
+                                      {"Allow": ", ".join(sorted(methods))})
+        return error_response(404, f"no such endpoint: {req.path_info[:100]}")
+
+
+def register_rest(wsgi, service) -> None:
+    """Register the API on Ryu's WSGIApplication (called by the Ryu app)."""
+    wsgi.register(MeasureController, {SERVICE_KEY: service})
+    wsgi.register(FallbackController, {})
