@@ -328,3 +328,182 @@ def test_check_request_accepts_either_credential():
         check_request("POST", "/m", body, {}, verifier=verifier)
     with pytest.raises(AuthError, match="^no credential accepted here"):
         check_request("POST", "/m", body, {})
+
+
+# ---------------------------------------------------------------- agent API (in process)
+
+import json  # noqa: E402
+
+from tests.test_hostile_input import (  # noqa: E402
+    SECRET as APP_SECRET,
+)
+from tests.test_hostile_input import (  # noqa: E402
+    agent_state,
+    make_agent_app,
+    signed,
+)
+
+TASK = {"name": "t-1", "kind": "counter", "key": "src", "filter": {"proto": "udp"},
+        "report_interval": 5}
+REPORT = {"task_id": "t-0", "from": "c1", "snapshot": {}, "covered": ["c1"], "missing": [],
+          "interval_end": 1e12}
+AGENT_MUTATIONS = [
+    ("POST", "/agent/v1/sketches", {"filter": {"proto": "icmp"}, "counters": [{"key": "src"}]},
+     201),
+    ("DELETE", "/agent/v1/sketches/1", None, 200),
+    ("POST", "/agent/v1/sketches/1/counters", {"key": "dst"}, 201),
+    ("DELETE", "/agent/v1/sketches/1/counters/1", None, 200),
+    ("PUT", "/agent/v1/overlay", {"epoch": 9, "parent": None, "children": [], "root": True,
+                                  "controller": "http://127.0.0.1:9"}, 200),
+    ("GET", "/agent/v1/overlay", None, 200),
+    ("PUT", "/agent/v1/tasks/t-1", TASK, 200),
+    ("DELETE", "/agent/v1/tasks/t-0", None, 200),
+    ("POST", "/agent/v1/reports", REPORT, 200),
+    ("POST", "/agent/v1/bandwidth", {"dst_ip": "10.0.0.8", "method": "slops"}, None),
+    ("POST", "/agent/v1/bandwidth/receive", {"method": "slops", "duration": 2}, None),
+]
+
+
+def _ready_agent(allow_legacy=False):
+    """An agent holding sketch 1 (counter 1), overlay epoch 1 with child c1, task t-0."""
+    app, agent, transport = make_agent_app(allow_legacy=allow_legacy)
+    setup = [
+        ("POST", "/agent/v1/sketches", {"filter": {"proto": "tcp"}, "counters": [{"key": "src"}]}),
+        ("PUT", "/agent/v1/overlay", {"epoch": 1, "parent": None, "root": True,
+                                      "children": [{"name": "c1", "url": "http://127.0.0.1:9"}],
+                                      "controller": "http://127.0.0.1:9"}),
+        ("PUT", "/agent/v1/tasks/t-0", {**TASK, "name": "t-0"}),
+    ]
+    for method, path, body in setup:
+        resp = signed(method, path, json.dumps(body).encode()).get_response(app)
+        assert resp.status_code in (200, 201), resp.text
+    transport.sent.clear()
+    REPORT["snapshot"] = agent.snapshot_task("t-0", 1e12)
+    return app, agent, transport
+
+
+def _forgeries(method, path, body):
+    """Requests that must all be refused: (name, request, expected message)."""
+    import webob
+
+    from measure_model.auth import sign_request
+
+    plain = webob.Request.blank(path, method=method, body=body,
+                                headers={"Content-Type": "application/json"})
+    replay = signed(method, path, body)
+    other_body = signed(method, path, body + b" ")
+    other_body.body = body
+    other_path = signed(method, "/agent/v1/health", body)
+    other_path.path_info = path
+    return [
+        ("unsigned", plain, "missing X-Measure-Timestamp header (request must be signed)"),
+        ("wrong secret", signed(method, path, body, secret=b"w" * 43), "bad request signature"),
+        ("stale", signed(method, path, body, now=1_000_000_000),
+         "stale request timestamp (more than 30s from the receiver's clock)"),
+        ("future", signed(method, path, body, now=4_000_000_000),
+         "stale request timestamp (more than 30s from the receiver's clock)"),
+        ("body swapped", other_body, "bad request signature"),
+        ("path swapped", other_path, "bad request signature"),
+        ("bearer instead", webob.Request.blank(path, method=method, body=body, headers={
+            "Authorization": "Bearer " + APP_SECRET.decode()}),
+         "missing X-Measure-Timestamp header (request must be signed)"),
+        ("garbage", webob.Request.blank(path, method=method, body=body, headers={
+            **sign_request(APP_SECRET, method, path, body), "X-Measure-Signature": "x"}),
+         "bad X-Measure-Signature header"),
+    ], replay
+
+
+@pytest.mark.parametrize("method, path, body, ok_status", AGENT_MUTATIONS,
+                         ids=[f"{m} {p}" for m, p, _, _ in AGENT_MUTATIONS])
+def test_agent_refuses_unsigned_and_forged_requests_and_changes_nothing(method, path, body,
+                                                                       ok_status):
+    app, agent, transport = _ready_agent()
+    raw = json.dumps(body).encode() if body is not None else b""
+    forgeries, replay = _forgeries(method, path, raw)
+    before = agent_state(agent)
+    for name, req, message in forgeries:
+        resp = req.get_response(app)
+        assert (resp.status_code, resp.json) == (401, {"error": message}), name
+        assert agent_state(agent) == before, f"{name} changed the agent"
+    assert transport.sent == []
+    if ok_status is None:
+        return  # bandwidth: a probe would send traffic; the netns tier runs it signed
+    # the same request, correctly signed, works (so the refusals above can fail)
+    resp = replay.get_response(app)
+    assert resp.status_code == ok_status, resp.text
+    if method != "GET":
+        assert agent_state(agent) != before
+    after = agent_state(agent)
+    resp = replay.get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "replayed request (nonce already "
+                                                            "used)"})
+    assert agent_state(agent) == after
+
+
+@pytest.mark.parametrize("path", ["/agent/v1/health", "/agent/v1/sketches",
+                                  "/agent/v1/sketches/1", "/agent/v1/sketches/1/counters/1"])
+def test_agent_reads_are_open(path):
+    import webob
+
+    app, _, _ = _ready_agent()
+    assert webob.Request.blank(path).get_response(app).status_code == 200
+
+
+LEGACY = [
+    {"type": "config sketch", "interface": "INPUT", "proto": "icmp"},
+    {"type": "config sketch counter", "sketch_id": "1", "counter_key_type": "dst",
+     "increment": "pkt"},
+    {"type": "query heavy hitters", "sketch_id": "1", "counter_key_type": "src"},
+    {"type": "query sketch", "sketch_id": "1", "counter_key_type": "src",
+     "counter_key": "10.0.0.6"},
+    {"type": "query real time counter", "sketch_id": "1", "counter_key_type": "src"},
+    {"type": "query bw", "src": "10.0.0.9", "dst": "10.0.0.8"},
+]
+
+
+@pytest.mark.parametrize("form", [True, False], ids=["form", "json"])
+@pytest.mark.parametrize("message", LEGACY, ids=[m["type"] for m in LEGACY])
+def test_legacy_messages_refused_without_opt_in(message, form):
+    import webob
+
+    app, agent, _ = _ready_agent(allow_legacy=False)
+    before = agent_state(agent)
+    if form:
+        req = webob.Request.blank("/", POST=message)
+    else:
+        req = webob.Request.blank("/", method="POST", body=json.dumps(message).encode(),
+                                  headers={"Content-Type": "application/json"})
+    resp = req.get_response(app)
+    assert (resp.status_code, resp.json) == (403, {
+        "error": "legacy messages are disabled; start the agent with --allow-legacy"})
+    assert agent_state(agent) == before
+    # a signature does not unlock them either: the opt-in is the agent's flag
+    signed_req = signed("POST", "/", json.dumps(message).encode())
+    assert signed_req.get_response(app).status_code == 403
+
+
+def test_legacy_messages_work_with_opt_in():
+    import webob
+
+    app, agent, _ = _ready_agent(allow_legacy=True)
+    resp = webob.Request.blank("/", POST=LEGACY[0]).get_response(app)
+    assert (resp.status_code, resp.text) == (200, "3")  # 1: setup sketch, 2: task t-0
+    resp = webob.Request.blank("/", POST={**LEGACY[1], "sketch_id": "3"}).get_response(app)
+    assert (resp.status_code, resp.text) == (200, "1")
+    assert [s.filter.to_dict() for _, s in sorted(agent.sketches.items())] == [
+        {"interface": "INPUT", "proto": "tcp"}, {"interface": "INPUT", "proto": "udp"},
+        {"interface": "INPUT", "proto": "icmp"}]
+    assert agent.capture.listing() == ["1:0:-p tcp", "2:1:-p udp", "3:2:-p icmp"]
+
+
+def test_agent_body_limit_checked_before_signature():
+    import webob
+
+    app, agent, _ = _ready_agent()
+    before = agent_state(agent)
+    big = b"{" + b" " * (64 * 1024) + b"}"
+    resp = webob.Request.blank("/agent/v1/sketches", method="POST", body=big).get_response(app)
+    assert (resp.status_code, resp.json) == (413, {"error": "body too large: more than 65536 "
+                                                            "bytes"})
+    assert agent_state(agent) == before
+

@@ -201,3 +201,145 @@ def test_hostile_yaml_is_refused(text, message, canaries):
     with pytest.raises(PolicyError) as info:
         load_policy(text, "p.yaml")
     assert str(info.value).startswith(message), str(info.value)
+
+
+# ---------------------------------------------------------------- in-process apps
+
+SECRET = b"hostile-input-test-secret-0123456789abcdef"
+
+
+class CoreMonitor:
+    """The real monitor core (``MonitorCore``) behind the monitor's JSON line protocol.
+
+    Same contract as ``agent.MonitorProcess.call``: messages and replies are
+    JSON-serialised, KeyError/ValueError/TypeError become the monitor's
+    ``{"ok": false}`` reply (AgentError 400). Any other exception escapes, as
+    it would kill the real monitor process.
+    """
+
+    queue, pid = 0, None
+
+    def __init__(self) -> None:
+        from host_agent.monitor import MonitorCore
+
+        self.core = MonitorCore()
+
+    def alive(self) -> bool:
+        return True
+
+    def call(self, msg: dict) -> object:
+        import json
+        import time
+
+        from host_agent.agent import AgentError
+
+        msg = json.loads(json.dumps(msg))
+        try:
+            result = self.core.handle(msg, time.time())
+        except (KeyError, ValueError, TypeError) as exc:
+            raise AgentError(400, str(exc).strip("'\"")) from None
+        return json.loads(json.dumps(result))
+
+
+class RecordingTransport:
+    """Overlay transport that records outgoing requests and answers 503."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, object]] = []
+
+    def _record(self, method, url, json=None, timeout=5.0):
+        self.sent.append((method, url, json))
+        return 503, {"error": "test transport"}
+
+    def put(self, url, json=None, timeout=5.0):
+        return self._record("put", url, json, timeout)
+
+    def post(self, url, json=None, timeout=5.0):
+        return self._record("post", url, json, timeout)
+
+    def delete(self, url, json=None, timeout=5.0):
+        return self._record("delete", url, json, timeout)
+
+
+class MemoryCapture:
+    """In-memory stand-in for ``capture.Capture`` (the netns tier runs real iptables).
+
+    Records the validated filters the agent would install; rule counters
+    read zero, so snapshots carry ``missed`` as they do with real rules.
+    """
+
+    def __init__(self) -> None:
+        self.rules: dict[int, tuple[object, int]] = {}
+
+    def remove_stale(self) -> int:
+        return 0
+
+    def setup(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        self.rules.clear()
+
+    def add(self, sketch: int, slot: int, filt) -> None:
+        filt.match_args()  # what would reach iptables: must build without error
+        self.rules[sketch] = (filt, slot)
+
+    def remove(self, sketch: int) -> None:
+        del self.rules[sketch]
+
+    def counters(self) -> dict[int, tuple[int, int]]:
+        return {sketch: (0, 0) for sketch in self.rules}
+
+    def listing(self) -> list[str]:
+        return [f"{s}:{slot}:{' '.join(f.match_args())}"
+                for s, (f, slot) in sorted(self.rules.items())]
+
+
+def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
+                   capture: object = "memory"):
+    """An ``AgentApp`` over a real Agent, the real monitor core and the overlay role.
+
+    Capture rules are kept in memory (``MemoryCapture``); the netns tier runs
+    real iptables. Returns ``(app, agent, transport)``.
+    """
+    from host_agent.agent import Agent
+    from host_agent.api import AgentApp
+    from host_agent.overlay_node import InlineRunner, OverlayNode
+    from measure_model.auth import Verifier
+
+    if capture == "memory":
+        capture = MemoryCapture()
+    agent = Agent("fz", [CoreMonitor()], capture=capture, data_ip="10.0.0.9")
+    transport = RecordingTransport()
+    agent.overlay = OverlayNode(agent, http=transport, runner=InlineRunner())
+    verifier = Verifier(secret) if secret else None
+    return AgentApp(agent, verifier, allow_legacy), agent, transport
+
+
+def agent_state(agent) -> object:
+    """Everything a request could change on an agent (for no-side-effect checks)."""
+    import json
+
+    from host_agent import bandwidth
+
+    return json.dumps({
+        "sketches": [s.describe() for _, s in sorted(agent.sketches.items())],
+        "tasks": agent.tasks, "next": agent.next_sketch,
+        "monitor": sorted(agent.monitors[0].core.sketches),
+        "rules": agent.capture.listing() if agent.capture is not None else None,
+        "overlay": agent.overlay.overlay(), "stats": agent.overlay.stats,
+        "receive_sessions": sorted(bandwidth._SESSIONS.get(agent, {})),
+    }, sort_keys=True, default=repr)
+
+
+def signed(method: str, path: str, body: bytes = b"", secret: bytes = SECRET,
+           now: float | None = None, headers: dict | None = None):
+    """A webob request signed like ``HmacAuth`` signs a real one."""
+    import webob
+
+    from measure_model.auth import sign_request
+
+    req = webob.Request.blank(path, method=method, body=body,
+                              headers={"Content-Type": "application/json", **(headers or {})})
+    req.headers.update(sign_request(secret, method, req.path_qs, body, now=now))
+    return req
