@@ -332,7 +332,9 @@ class OverlayNode:
         if not isinstance(task, dict):
             raise ValueError("task: body must be a JSON object")
         task = dict(task)
-        budget = self._budget(task.pop(OVERLAY_KEY, None))
+        hints = task.pop(OVERLAY_KEY, None)
+        budget = self._budget(hints)
+        agents = self._population(hints)
         interval = task.get("report_interval") or DEFAULT_INTERVAL
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
             raise ValueError("task: field 'report_interval' must be a positive number")
@@ -350,14 +352,19 @@ class OverlayNode:
             if state.installed or not install_local:
                 state.installed = True
                 return {self.name: "ok"}
+            spec = dict(task, id=task_id)
+            if task.get("threshold_abs") is not None and agents > 1:
+                # pigeonhole for absolute thresholds: candidates at threshold / n
+                spec["candidate_divisor"] = agents
             try:
-                self.agent.install_task(dict(task, id=task_id))
+                self.agent.install_task(spec)
             except Exception as exc:  # noqa: BLE001 - reported per agent
                 return {self.name: f"error: {exc}"}
             state.installed = True
             return {self.name: "ok"}
 
-        return {"agents": self._fan_out("put", task_id, task, kids, budget, local)}
+        return {"agents": self._fan_out("put", task_id, task, kids, budget, local,
+                                        agents=agents)}
 
     def delete_task(self, task_id: str, body: Any = None) -> dict:
         """Remove here and in the subtree at once; per-agent outcome."""
@@ -379,6 +386,15 @@ class OverlayNode:
 
         return {"agents": self._fan_out("delete", task_id, {}, kids, budget, local)}
 
+    def _population(self, hints: Any) -> int:
+        """Number of agents in the tree: the sender's hint, else what reports taught us."""
+        if isinstance(hints, dict) and isinstance(hints.get("agents"), int) and not isinstance(
+                hints.get("agents"), bool) and hints["agents"] >= 1:
+            return hints["agents"]
+        with self._lock:
+            kids = [k.name for k in self.children]
+        return 1 + sum(1 + len(self._known_subtree(k)) for k in kids)
+
     def _budget(self, overlay: Any) -> float:
         if isinstance(overlay, dict) and isinstance(overlay.get("budget"), int | float):
             return max(0.2, min(float(overlay["budget"]), self.forward_budget))
@@ -386,10 +402,13 @@ class OverlayNode:
 
     def _fan_out(self, method: str, task_id: str, task: dict, kids: list[Peer],
                  budget: float, local: Callable[[], dict[str, str]] | None = None,
-                 sequential: bool = False) -> dict[str, str]:
+                 sequential: bool = False, agents: int = 0) -> dict[str, str]:
         """Run ``local`` and send to all children at once; children get less budget."""
         child_budget = max(0.1, budget - max(0.25, 0.2 * budget))
-        body = dict(task, **{OVERLAY_KEY: {"budget": child_budget}})
+        hints: dict[str, Any] = {"budget": child_budget}
+        if agents:
+            hints["agents"] = agents
+        body = dict(task, **{OVERLAY_KEY: hints})
 
         def one(kid: Peer | None) -> dict[str, str]:
             if kid is None:
@@ -538,7 +557,10 @@ class OverlayNode:
             pending.own_error = "not installed"
             return
         try:
-            pending.own = self.agent.snapshot_task(state.task_id, now)
+            own = self.agent.snapshot_task(state.task_id, now)
+            if isinstance(own, dict) and own.get("missed", {}) is None:
+                own["missed"] = {}  # no capture rules: nothing known to be missed
+            pending.own = own
         except Exception as exc:  # noqa: BLE001 - the agent is then listed missing
             pending.own_error = str(exc)
             log.warning("snapshot of %s failed: %s", state.task_id, exc)
@@ -557,13 +579,12 @@ class OverlayNode:
             for k in repush:
                 state.silent[k.name] = 0
             height = self.height()
-        snaps, covered, missing, per_host = [], [], [], {}
-        oldest = math.inf
+        parts: list[tuple[str, dict, list[str]]] = []  # (from, snapshot, its agents)
+        missing: list[str] = []
+        per_host: dict[str, dict] = {}
         if p.own is not None:
-            snaps.append(p.own)
-            covered.append(self.name)
+            parts.append((self.name, p.own, [self.name]))
             per_host[self.name] = self.summary(p.own, now)
-            oldest = min(oldest, float(p.own.get("generated_at", now)))
         elif self._in_scope(state.task):
             missing.append(self.name)
         for name in kids:
@@ -572,29 +593,56 @@ class OverlayNode:
                 missing.append(name)
                 missing.extend(self._known_subtree(name))
                 continue
-            snaps.append(rep["snapshot"])
-            covered.extend(rep["covered"])
+            parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
             per_host.update(rep.get("per_host", {}))
-            if isinstance(rep.get("oldest"), int | float):
-                oldest = min(oldest, float(rep["oldest"]))
-        snaps = [s for s in snaps if s]
-        snapshot = self.merge(snaps) if snaps else None
-        covered, missing = sorted(set(covered)), sorted(set(missing) - set(covered))
+        snapshot, errors = self._merge_parts(parts)
+        covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
+        for name, _, hosts in parts:
+            if name in errors:
+                missing.extend(hosts)
+                for h in hosts:
+                    per_host.pop(h, None)
+        missing = sorted(set(missing) - set(covered))
+        times = [v["generated_at"] for v in per_host.values()
+                 if isinstance(v.get("generated_at"), int | float)]
+        oldest = min(times) if times else None
         if snapshot is not None:
-            snapshot.update(covered=covered, missing=missing,
-                            oldest=None if oldest is math.inf else oldest, generated_at=now)
+            snapshot.update(covered=covered, missing=missing, oldest=oldest, generated_at=now)
         report = {"task_id": state.task_id, "epoch": self.epoch, "from": self.name,
                   "interval_end": p.end, "generated_at": now, "height": height,
                   "kind": state.task.get("kind"), "scan_ports": state.task.get("scan_ports"),
                   "snapshot": snapshot or {}, "covered": covered, "missing": missing,
-                  "oldest": None if oldest is math.inf else oldest, "per_host": per_host}
+                  "oldest": oldest, "per_host": per_host}
+        if errors:
+            report["errors"] = errors
         with self._lock:
             state.last_sent = report
         if repush:
             task = state.task
             self.runner.submit(lambda: self._push_tasks(repush, [(state.task_id, task)]))
         return report
+
+    def _merge_parts(self, parts: list[tuple[str, dict, list[str]]]
+                     ) -> tuple[dict | None, dict[str, str]]:
+        """Merge all snapshots; one that cannot merge is left out and named."""
+        snaps = [snap for _, snap, _ in parts if snap]
+        if not snaps:
+            return None, {}
+        try:
+            return self.merge(snaps), {}
+        except ValueError:
+            pass
+        merged, errors = None, {}
+        for name, snap, _ in parts:
+            if not snap:
+                continue
+            try:
+                merged = self.merge([merged, snap] if merged is not None else [snap])
+            except ValueError as exc:
+                errors[name] = str(exc)
+                log.warning("snapshot from %s left out of the merge: %s", name, exc)
+        return merged, errors
 
     def _send_up(self, report: dict) -> None:
         with self._lock:
@@ -645,25 +693,27 @@ class OverlayNode:
                 return None
             children = [state.latest_child.get(k.name) for k in self.children]
             kid_names = [k.name for k in self.children]
-        snaps, covered, missing = [], [], []
+        parts: list[tuple[str, dict, list[str]]] = []
+        missing: list[str] = []
         if state.installed:
             try:
-                snaps.append(self.agent.snapshot_task(task_id, now))
-                covered.append(self.name)
-            except Exception:  # noqa: BLE001
+                own = self.agent.snapshot_task(task_id, now)
+                if isinstance(own, dict) and own.get("missed", {}) is None:
+                    own["missed"] = {}
+                parts.append((self.name, own, [self.name]))
+            except Exception:  # noqa: BLE001 - listed missing
                 missing.append(self.name)
         for name, rep in zip(kid_names, children, strict=True):
             if rep is None:
                 missing.append(name)
                 continue
-            snaps.append(rep["snapshot"])
-            covered.extend(rep["covered"])
+            parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
-        snaps = [s for s in snaps if s]
-        merged = self.merge(snaps) if snaps else None
+        merged, errors = self._merge_parts(parts)
+        covered = {h for name, _, hosts in parts if name not in errors for h in hosts}
+        missing.extend(h for name, _, hosts in parts if name in errors for h in hosts)
         if merged is not None:
-            merged.update(covered=sorted(set(covered)),
-                          missing=sorted(set(missing) - set(covered)))
+            merged.update(covered=sorted(covered), missing=sorted(set(missing) - covered))
         return merged
 
 

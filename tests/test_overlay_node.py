@@ -381,3 +381,115 @@ def test_next_wakeup_points_at_interval_end_and_deadline(tree):
     tree.net.down.add("h2")
     tree.tick_all(105.0)
     assert tree["h1"].next_wakeup(105.1) == pytest.approx(0.5)  # deadline 105.6
+
+
+# ---------------------------------------------------------------- real counters and merge
+
+class InProcMonitor:
+    """The real monitor core, called in process instead of over its socket."""
+
+    def __init__(self) -> None:
+        from host_agent.monitor import MonitorCore
+
+        self.core = MonitorCore()
+
+    def call(self, msg: dict):
+        return self.core.handle(msg, float(msg.get("now", 0.0)))
+
+
+def real_tree() -> Tree:
+    """The same 1+3+9 tree over real Agents (no capture) and report.merge_all."""
+    from host_agent.agent import Agent
+
+    tree = Tree(merge=None)
+    for n in range(1, 14):
+        node = tree[f"h{n}"]
+        url = node.agent.url
+        node.agent = Agent(f"h{n}", [InProcMonitor()], capture=None, data_ip=f"10.0.0.{n}")
+        node.agent.url = url
+    return tree
+
+
+def ip(text: str) -> int:
+    a, b, c, d = (int(x) for x in text.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d
+
+
+def feed(node: OverlayNode, task_id: str, flows: list[tuple[str, str, int, int]],
+         now: float) -> None:
+    """Synthetic packets (src, dst, length, count) straight into the agent's counter."""
+    import numpy as np
+
+    from measure_model.keys import HeaderBatch
+
+    agent = node.agent
+    counter = agent.monitors[0].core.sketches[agent.tasks[task_id]].counters[1]
+    src = np.repeat([ip(f[0]) for f in flows], [f[3] for f in flows])
+    dst = np.repeat([ip(f[1]) for f in flows], [f[3] for f in flows])
+    length = np.repeat([f[2] for f in flows], [f[3] for f in flows])
+    n = len(src)
+    counter.update(HeaderBatch.from_arrays(src, dst, np.full(n, 17), np.full(n, 5001),
+                                           np.full(n, 5201), length), now)
+
+
+def traffic(seed: int) -> dict[str, list[tuple[str, str, int, int]]]:
+    """Per host: 40 light sources, one heavy pair on h7, and one pair split over h2..h4."""
+    rnd = random.Random(seed)
+    out = {}
+    for n in range(1, 14):
+        dst = f"10.0.0.{n}"
+        flows = [(f"10.1.{n}.{k}", dst, rnd.randrange(60, 1500), rnd.randrange(1, 20))
+                 for k in range(40)]
+        if n == 7:
+            flows.append(("10.9.9.9", dst, 1400, 900))
+        if n in (2, 3, 4):
+            flows.append(("10.8.8.8", "10.0.0.99", 1000, 300))
+        out[f"h{n}"] = flows
+    return out
+
+
+def test_global_result_equals_the_union_stream():
+    from ryu_app.results import MemoryStore, Results
+
+    tree = real_tree()
+    task = dict(TASK, key="src_dst", increment="bytes", threshold=0.05,
+                sketch={"width": 1024, "depth": 4, "seed": 3})
+    assert tree["h1"].put_task("t1", task) == {"agents": {n: "ok" for n in ALL}}
+    flows = traffic(seed=5)
+    exact: dict[str, int] = {}
+    for name, fl in flows.items():
+        feed(tree[name], "t1", fl, 104.0)
+        for src, dst, length, count in fl:
+            exact[f"{src},{dst}"] = exact.get(f"{src},{dst}", 0) + length * count
+    tree.tick_all(105.0)
+    (rep,) = tree.net.controller
+    snap = rep["snapshot"]
+    total = sum(exact.values())
+    assert snap["bytes"] == total == snap["total"]
+    assert snap["packets"] == sum(c for fl in flows.values() for *_, c in fl)
+    assert rep["covered"] == ALL and rep["missing"] == []
+    truth = {k for k, v in exact.items() if v >= 0.05 * total}
+    assert truth == {"10.9.9.9,10.0.0.7", "10.8.8.8,10.0.0.99"}
+    assert set(snap["heavy_hitters"]) == truth
+    for key, est in snap["heavy_hitters"].items():
+        assert exact[key] <= est <= exact[key] + 2 * total / 1024
+    distinct = len(exact)
+    assert abs(snap["distinct"]["estimate"] - distinct) <= 0.05 * distinct
+    results = Results(MemoryStore())
+    results.ingest(rep, now=105.2)
+    assert set(results.latest("t1")["heavy_hitters"]) == truth
+    h7 = results.latest("t1", host="h7")
+    assert h7["bytes"] == sum(length * c for _, _, length, c in flows["h7"])
+    assert h7["heavy_hitters"] == {"10.9.9.9,10.0.0.7": 1400 * 900}
+
+
+def test_absolute_threshold_asks_for_candidates_at_threshold_over_n(tree):
+    """A key heavy in aggregate but light everywhere needs candidates at T / n."""
+    task = dict(TASK, threshold_abs=13000)
+    tree["h1"].put_task("t1", dict(task, _overlay={"agents": 13}))
+    assert {tree[n].agent.tasks["t1"]["candidate_divisor"] for n in ALL} == {13}
+    tree.tick_all(105.0)  # without a hint the root counts the agents its reports cover
+    tree["h1"].put_task("t2", dict(task, name="t2"))
+    assert {tree[n].agent.tasks["t2"]["candidate_divisor"] for n in ALL} == {13}
+    tree["h1"].put_task("t3", dict(TASK, name="t3"))  # fractions need no divisor
+    assert "candidate_divisor" not in tree["h5"].agent.tasks["t3"]

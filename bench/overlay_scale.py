@@ -1,0 +1,398 @@
+"""Overlay scale benchmark (issue 9, part 4): tree aggregation against a star.
+
+Run::
+
+    .venv/bin/python bench/overlay_scale.py            # N = 10, 100, 500, 1000
+    .venv/bin/python bench/overlay_scale.py --quick    # N = 10, 100
+    .venv/bin/python bench/overlay_scale.py --sizes 50 --fanout 4 --json out.json
+
+What runs for real and what is modelled
+---------------------------------------
+Every simulated agent is the real thing minus packet capture: a real
+``host_agent.agent.Agent`` whose monitor is an in-process
+``host_agent.monitor.MonitorCore`` (no NFQUEUE; synthetic ``HeaderBatch``es
+go straight into its counters), with a real ``OverlayNode`` on top. Snapshots,
+``report.merge_all`` merges, JSON encoding/decoding of every message and the
+controller's ``Results.ingest`` all run and are timed.
+
+All N agents share this process, so their CPU time would add up although
+on a real network every agent has its own CPU. The benchmark therefore runs
+a discrete-event simulation: the in-process transport does not deliver a
+message at once but queues it; every agent has its own clock and is busy
+for exactly the CPU time its real handler took (``perf_counter``); a message
+arrives ``L(bytes)`` after it is sent, where ``L`` is the latency of a real
+HTTP POST over loopback measured at start (``requests`` to a ``wsgiref``
+server in a thread, fitted as ``a + b * bytes``). Agents tick at the
+interval end plus a random delay below ``--tick-jitter`` (the agent's tick
+loop period). The figures are thus "measured CPU + measured loopback
+latency, on the critical path".
+
+Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
+
+- ``config_s``: time from the root receiving ``PUT /agent/v1/tasks`` to the
+  last agent having installed it; ``config_reply_s`` adds the replies back.
+- ``result_s``: from the interval end to the controller holding the complete
+  global result (second interval; the first warms up).
+- ``ctl_msgs`` / ``ctl_bytes``: messages and bytes the controller handles
+  per report interval; ``ctl_cpu_s`` its CPU for them.
+- The star baseline: the controller polls every agent's snapshot
+  (``--star-concurrency`` requests in flight), merges all N itself, and
+  configures all N itself. Same measured costs (agent snapshot CPU, JSON,
+  merge, latency).
+
+Targets at N = 1000: 1 controller message per interval, complete result
+within 1 s of the interval end, config at every agent within 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import numpy as np
+
+from host_agent.agent import Agent
+from host_agent.monitor import MonitorCore
+from host_agent.overlay_node import InlineRunner, OverlayNode, merge_snapshots
+from measure_model.keys import HeaderBatch
+from ryu_app.results import MemoryStore, Results
+
+CTL = "http://ctl.sim:8080"
+INTERVAL = 5.0
+TASK = {"name": "bench-hh", "kind": "heavy_hitters", "key": "src_dst", "increment": "bytes",
+        "threshold": 0.01, "report_interval": INTERVAL, "scope": "global",
+        "window": {"length": 1.0, "mode": "tumbling"},
+        "sketch": {"width": 1024, "depth": 4, "seed": 1}}
+
+
+# ---------------------------------------------------------------- latency model
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def measure_latency(samples: int = 15) -> tuple[float, float]:
+    """Fit ``L(bytes) = a + b * bytes`` from real HTTP POSTs over loopback."""
+    import requests
+
+    def app(environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        json.loads(environ["wsgi.input"].read(length) or b"{}")
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"accepted":true}']
+
+    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    session = requests.Session()
+    points = []
+    try:
+        for size in (1_000, 300_000):
+            body = {"pad": "x" * size}
+            session.post(url, json=body, timeout=5)
+            times = []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                session.post(url, json=body, timeout=5)
+                times.append(time.perf_counter() - t0)
+            points.append((size, statistics.median(times)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    (s0, t0), (s1, t1) = points
+    b = max(0.0, (t1 - t0) / (s1 - s0))
+    return max(1e-5, t0 - b * s0), b
+
+
+# ---------------------------------------------------------------- simulated agents
+
+class InProcMonitor:
+    """The real monitor core, called in process instead of over a socket."""
+
+    def __init__(self) -> None:
+        self.core = MonitorCore()
+
+    def call(self, msg: dict) -> Any:
+        return self.core.handle(msg, float(msg.get("now", 0.0)))
+
+
+def make_agent(i: int) -> Agent:
+    agent = Agent(f"a{i}", [InProcMonitor()], capture=None, data_ip=f"10.{i >> 8}.{i & 255}.1")
+    agent.url = f"http://a{i}.sim:8000"
+    return agent
+
+
+def feed(agent: Agent, task_id: str, rng: np.random.Generator, now: float,
+         packets: int = 400, flows: int = 200) -> None:
+    """Synthetic Zipf traffic into the agent's counter, bypassing NFQUEUE."""
+    sid = agent.tasks[task_id]
+    counter = agent.monitors[0].core.sketches[sid].counters[1]
+    ranks = np.minimum(rng.zipf(1.2, packets), flows)
+    src = (10 << 24) + ranks.astype(np.uint64)
+    dst = np.full(packets, int.from_bytes(bytes(int(x) for x in agent.data_ip.split(".")), "big"))
+    counter.update(HeaderBatch.from_arrays(src, dst, np.full(packets, 17), np.full(packets, 5001),
+                                           np.full(packets, 5201), rng.integers(64, 1500, packets)),
+                   now)
+
+
+# ---------------------------------------------------------------- event simulation
+
+class Sim:
+    """Per-agent clocks; messages arrive after the measured loopback latency."""
+
+    def __init__(self, n: int, fanout: int, latency: tuple[float, float], jitter: float,
+                 seed: int = 1) -> None:
+        self.n, self.fanout, self.lat, self.jitter = n, fanout, latency, jitter
+        self.rng = random.Random(seed)
+        self.clock: dict[str, float] = {}
+        self.busy: dict[str, float] = {}
+        self.events: list[tuple[float, int, str, str, Any]] = []
+        self.seq = 0
+        self.outbox: list[tuple[str, str, bytes]] = []
+        self.ctl_msgs: list[tuple[float, int]] = []
+        self.ctl_cpu = 0.0
+        self.results = Results(MemoryStore())
+        self.nodes: dict[str, OverlayNode] = {}
+        self.agents: list[Agent] = []
+        self.frames: list[dict] = []
+        self.reached: dict[str, float] = {}
+        for i in range(n):
+            agent = make_agent(i)
+            self.agents.append(agent)
+            self.clock[agent.name] = 0.0
+            self.busy[agent.name] = 0.0
+            node = OverlayNode(agent, http=self, now=self._now_of(agent.name),
+                               runner=InlineRunner(), forward_budget=30.0)
+            agent.overlay = node
+            self.nodes[agent.name] = node
+        for i, agent in enumerate(self.agents):
+            kids = [self.agents[c] for c in range(fanout * i + 1, min(n, fanout * i + fanout + 1))]
+            parent = self.agents[(i - 1) // fanout] if i else None
+            self.nodes[agent.name].set_overlay({
+                "parent": {"name": parent.name, "url": parent.url} if parent else None,
+                "children": [{"name": k.name, "url": k.url} for k in kids],
+                "root": i == 0, "epoch": 1, "controller": CTL})
+
+    def _now_of(self, name: str):
+        return lambda: self.clock[name]
+
+    def latency(self, nbytes: int) -> float:
+        return self.lat[0] + self.lat[1] * nbytes
+
+    def depth(self) -> int:
+        return max(1, math.ceil(math.log(self.n * (self.fanout - 1) + 1, self.fanout)))
+
+    # transport: put/delete run nested (config), post is queued (reports)
+    def put(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        name = url.split("//")[1].split(".")[0]
+        frame = self.frames[-1]
+        body = _json_bytes(json)
+        own = time.perf_counter() - frame["start"] - frame["nested"]
+        arrival = frame["arrival"] + own + self.latency(len(body))
+        t0 = time.perf_counter()
+        reply = self.run_put(name, url.rsplit("/", 1)[1], body, arrival)
+        frame["nested"] += time.perf_counter() - t0
+        return 200, reply
+
+    def run_put(self, name: str, task_id: str, body: bytes, arrival: float) -> dict:
+        frame = {"start": time.perf_counter(), "nested": 0.0, "arrival": arrival,
+                 "done": arrival}
+        self.frames.append(frame)
+        node = self.nodes[name]
+        node.agent.install_task = self._timed_install(node.agent, frame)
+        try:
+            reply = node.put_task(task_id, _loads(body))
+        finally:
+            self.frames.pop()
+            del node.agent.install_task
+        own = time.perf_counter() - frame["start"] - frame["nested"]
+        reply_bytes = len(_json_bytes(reply))
+        frame["done"] = max(frame["done"], arrival + own) + self.latency(reply_bytes)
+        if self.frames:
+            self.frames[-1]["done"] = max(self.frames[-1]["done"], frame["done"])
+        self.last_done = frame["done"]
+        return reply
+
+    def _timed_install(self, agent: Agent, frame: dict):
+        real = type(agent).install_task.__get__(agent)
+
+        def install(task: dict) -> int:
+            sid = real(task)
+            own = time.perf_counter() - frame["start"] - frame["nested"]
+            self.reached[agent.name] = frame["arrival"] + own
+            return sid
+        return install
+
+    def post(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        self.outbox.append((self.current, url, _json_bytes(json)))
+        return 200, {"accepted": True}
+
+    def delete(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def schedule(self, t: float, name: str, kind: str, payload: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, name, kind, payload))
+
+    def run_interval(self, end: float) -> float:
+        """Tick everyone after ``end``; returns when the controller got the result."""
+        for name in self.nodes:
+            self.schedule(end + self.rng.random() * self.jitter, name, "tick")
+        got = None
+        while self.events:
+            t, _, name, kind, payload = heapq.heappop(self.events)
+            if name == "ctl":
+                t0 = time.perf_counter()
+                report = _loads(payload)
+                self.results.ingest(report, now=t)
+                self.ctl_cpu += time.perf_counter() - t0
+                self.ctl_msgs.append((t, len(payload)))
+                if report["interval_end"] == end and not report["missing"]:
+                    got = t + time.perf_counter() - t0
+                continue
+            start = max(t, self.busy[name])
+            self.clock[name] = start
+            self.current = name
+            node = self.nodes[name]
+            t0 = time.perf_counter()
+            if kind == "tick":
+                node.tick(start)
+            else:
+                node.receive_report(_loads(payload))
+            done = start + time.perf_counter() - t0
+            self.busy[name] = done
+            for _, url, body in self.outbox:
+                dest = "ctl" if url.startswith(CTL) else url.split("//")[1].split(".")[0]
+                self.schedule(done + self.latency(len(body)), dest, "report", body)
+            self.outbox.clear()
+            wake = node.next_wakeup(done)
+            if any(s.pending for s in node.tasks.values()) and wake < INTERVAL * 0.6:
+                self.schedule(done + wake, name, "tick")
+        if got is None:
+            raise RuntimeError(f"no complete result for interval {end}")
+        return got - end
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _loads(body: bytes) -> Any:
+    return json.loads(body)
+
+
+# ---------------------------------------------------------------- one size
+
+def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
+             star_concurrency: int) -> dict:
+    sim = Sim(n, fanout, lat, jitter)
+    body = _json_bytes(TASK)
+    t0 = time.perf_counter()
+    reply = sim.run_put("a0", "t1", body, 0.0)
+    wall_config = time.perf_counter() - t0
+    ok = sum(1 for v in reply["agents"].values() if v == "ok")
+    assert ok == n, f"config reached {ok} of {n}"
+    config_s = max(sim.reached.values())
+    rng = np.random.default_rng(7)
+    out: dict[str, Any] = {"n": n, "fanout": fanout, "depth": sim.depth(),
+                           "config_s": config_s, "config_reply_s": sim.last_done}
+    t0 = time.perf_counter()
+    for k, end in enumerate((INTERVAL * 100, INTERVAL * 101)):
+        for agent in sim.agents:
+            feed(agent, "t1", rng, end - 1.0)
+        sim.ctl_msgs.clear()
+        sim.ctl_cpu = 0.0
+        result_s = sim.run_interval(end)
+        if k == 1:
+            out.update(result_s=result_s, ctl_msgs=len(sim.ctl_msgs),
+                       ctl_bytes=sum(b for _, b in sim.ctl_msgs), ctl_cpu_s=sim.ctl_cpu)
+    wall_reports = time.perf_counter() - t0
+    res = sim.results.latest("t1", now=INTERVAL * 101 + 1)
+    assert len(res["covered"]) == n and not res["missing"], res["missing"]
+    exact_pk = sum(a.monitors[0].core.sketches[a.tasks["t1"]].counters[1].packets
+                   for a in sim.agents)
+    assert res["packets"] == exact_pk, (res["packets"], exact_pk)
+    out.update(star(sim, lat, star_concurrency, len(body)))
+    out["wall_s"] = wall_config + wall_reports
+    return out
+
+
+def star(sim: Sim, lat: tuple[float, float], conc: int, task_bytes: int) -> dict:
+    """The controller polls every agent and merges N snapshots itself."""
+    now = INTERVAL * 101
+    bodies, agent_cpu = [], []
+    for agent in sim.agents:
+        t0 = time.perf_counter()
+        snap = agent.snapshot_task("t1", now)
+        snap["missed"] = snap.get("missed") or {}  # as OverlayNode does: no capture here
+        bodies.append(_json_bytes(snap))
+        agent_cpu.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    merged = merge_snapshots([_loads(b) for b in bodies])
+    cpu = time.perf_counter() - t0
+    assert merged["packets"] > 0
+    rounds = math.ceil(len(bodies) / conc)
+    avg = statistics.mean(len(b) for b in bodies)
+    net = rounds * (sim.latency(int(avg)) + max(agent_cpu))
+    return {"star_result_s": net + cpu, "star_ctl_msgs": 2 * len(bodies),
+            "star_ctl_bytes": sum(map(len, bodies)), "star_ctl_cpu_s": cpu,
+            "star_config_s": math.ceil(len(bodies) / conc) * sim.latency(task_bytes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N = 10, 100 only")
+    ap.add_argument("--sizes", default="", help="comma-separated N (default 10,100,500,1000)")
+    ap.add_argument("--fanout", type=int, default=8)
+    ap.add_argument("--tick-jitter", type=float, default=0.05,
+                    help="agents tick up to this long after the interval end (s)")
+    ap.add_argument("--star-concurrency", type=int, default=32)
+    ap.add_argument("--json", default="", help="also write the results here")
+    args = ap.parse_args(argv)
+    sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
+             else [10, 100] if args.quick else [10, 100, 500, 1000])
+    lat = measure_latency()
+    print(f"loopback HTTP POST latency: {lat[0] * 1e3:.2f} ms + {lat[1] * 1e9:.1f} ns/byte "
+          f"(measured); tick jitter {args.tick_jitter} s; fan-out {args.fanout}")
+    rows = []
+    for n in sizes:
+        rows.append(run_size(n, args.fanout, lat, args.tick_jitter, args.star_concurrency))
+        r = rows[-1]
+        print(f"  N={n} done in {r['wall_s']:.1f} s wall", file=sys.stderr)
+    head = (f"{'N':>5} {'levels':>6} | {'config s':>8} {'result s':>8} {'ctl msg':>7} "
+            f"{'ctl KB':>8} {'ctl cpu s':>9} | {'star cfg s':>10} {'star res s':>10} "
+            f"{'star msg':>8} {'star KB':>8} {'star cpu s':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['n']:>5} {r['depth']:>6} | {r['config_s']:>8.3f} {r['result_s']:>8.3f} "
+              f"{r['ctl_msgs']:>7} {r['ctl_bytes'] / 1024:>8.1f} {r['ctl_cpu_s']:>9.4f} | "
+              f"{r['star_config_s']:>10.3f} {r['star_result_s']:>10.3f} "
+              f"{r['star_ctl_msgs']:>8} {r['star_ctl_bytes'] / 1024:>8.1f} "
+              f"{r['star_ctl_cpu_s']:>10.4f}")
+    big = [r for r in rows if r["n"] == 1000]
+    if big:
+        r = big[0]
+        print(f"targets at N=1000: 1 report/interval: {r['ctl_msgs'] == 1}; "
+              f"result <= 1 s: {r['result_s'] <= 1.0} ({r['result_s']:.3f}); "
+              f"config <= 2 s: {r['config_s'] <= 2.0} ({r['config_s']:.3f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"latency": lat, "rows": rows, "tick_jitter": args.tick_jitter}, f,
+                      indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
