@@ -507,3 +507,141 @@ def test_agent_body_limit_checked_before_signature():
                                                             "bytes"})
     assert agent_state(agent) == before
 
+
+
+# ---------------------------------------------------------------- controller REST (in process)
+
+from tests.test_hostile_input import (  # noqa: E402
+    CLOCK,
+    TOKEN,
+    bearer,
+    controller_state,
+    make_controller_app,
+)
+
+REGISTRATION = {"name": "h4", "url": "http://192.168.100.4:8000", "data_ip": "10.0.0.4",
+                "mac": "00:00:00:00:00:04"}
+POLICY_YAML = b"tasks:\n  - name: hh-yaml\n    kind: heavy_hitters\n    threshold: 0.1\n"
+
+
+def _report() -> dict:
+    _, agent, _ = make_agent_app()
+    agent.install_task({"id": "1", "name": "hh-1", "kind": "heavy_hitters"})
+    return {"task_id": "1", "from": "h2", "snapshot": agent.snapshot_task("1", CLOCK),
+            "covered": ["h2"], "missing": [], "interval_end": CLOCK}
+
+
+CONTROLLER_MUTATIONS = [
+    ("POST", "/measure/v1/agents", "application/json", REGISTRATION, 201),
+    ("POST", "/measure/v1/agents/h2/heartbeat", "application/json", {}, 200),
+    ("POST", "/measure/v1/tasks", "application/json", {"name": "hh-2", "kind": "heavy_hitters"},
+     201),
+    ("POST", "/measure/v1/tasks", "application/yaml", POLICY_YAML, 201),
+    ("DELETE", "/measure/v1/tasks/1", "application/json", None, 200),
+    ("POST", "/measure/v1/reports", "application/json", "REPORT", 202),
+    ("POST", "/measure/v1/bandwidth", "application/json", {"src": "h2", "dst": "h3"}, 200),
+]
+CONTROLLER_READS = ["/measure/v1/topology", "/measure/v1/agents", "/measure/v1/overlay",
+                    "/measure/v1/tasks", "/measure/v1/tasks/1", "/measure/v1/tasks/1/result",
+                    "/measure/v1/events", "/measure/v1/openapi.json"]
+
+
+def _ready_controller(tmp_path, reads_open=False):
+    """A controller with agents h2, h3 registered and task 1 (hh-1) applied."""
+    app, service = make_controller_app(tmp_path, reads_open=reads_open)
+    regs = [{"name": f"h{i}", "url": f"http://192.168.100.{i}:8000", "data_ip": f"10.0.0.{i}",
+             "mac": f"00:00:00:00:00:0{i}"} for i in (2, 3)]
+    for path, body in [("/measure/v1/agents", regs[0]), ("/measure/v1/agents", regs[1]),
+                       ("/measure/v1/tasks", {"name": "hh-1", "kind": "heavy_hitters"})]:
+        resp = bearer("POST", path, json.dumps(body).encode()).get_response(app)
+        assert resp.status_code == 201, resp.text
+    service.http.sent.clear()
+    service.now.t += 1  # a heartbeat now changes last_seen
+    return app, service
+
+
+def _controller_forgeries(method, path, body, ctype):
+    import webob
+
+    from measure_model.auth import sign_request
+
+    def req(headers):
+        return webob.Request.blank(path, method=method, body=body,
+                                   headers={"Content-Type": ctype, **headers})
+
+    missing = "missing bearer token (send 'Authorization: Bearer <token>')"
+    return [
+        ("no credential", req({}), missing),
+        ("wrong token", req({"Authorization": "Bearer " + TOKEN[:-1] + "X"}),
+         "invalid bearer token"),
+        ("token prefix", req({"Authorization": "Bearer " + TOKEN[:-1]}), "invalid bearer token"),
+        ("token + suffix", req({"Authorization": "Bearer " + TOKEN + "A"}),
+         "invalid bearer token"),
+        ("basic auth", req({"Authorization": "Basic " + TOKEN}),
+         "authorization scheme must be Bearer"),
+        ("token in query", webob.Request.blank(path + "?token=" + TOKEN, method=method,
+                                               body=body, headers={"Content-Type": ctype}),
+         missing),
+        ("secret as token", req({"Authorization": "Bearer " + APP_SECRET.decode()}),
+         "invalid bearer token"),
+        ("wrong secret", req(sign_request(b"w" * 43, method, path, body)),
+         "bad request signature"),
+        ("stale signature", req(sign_request(APP_SECRET, method, path, body, now=1e9)),
+         "stale request timestamp (more than 30s from the receiver's clock)"),
+        ("body swapped", req(sign_request(APP_SECRET, method, path, body + b" "))
+         if body else req(sign_request(APP_SECRET, method, path, b"{}")),
+         "bad request signature"),
+        ("path swapped", req(sign_request(APP_SECRET, method, "/measure/v1/agents", body)),
+         "bad request signature") if path != "/measure/v1/agents" else
+        ("path swapped", req(sign_request(APP_SECRET, method, "/measure/v1/tasks", body)),
+         "bad request signature"),
+    ]
+
+
+@pytest.mark.parametrize("method, path, ctype, body, ok_status", CONTROLLER_MUTATIONS,
+                         ids=[f"{m} {p} {c.split('/')[1]}" for m, p, c, _, _ in
+                              CONTROLLER_MUTATIONS])
+def test_controller_refuses_bad_credentials_and_changes_nothing(tmp_path, method, path, ctype,
+                                                               body, ok_status):
+    app, service = _ready_controller(tmp_path, reads_open=True)
+    if body == "REPORT":
+        body = _report()
+    raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None
+                                                 else b"")
+    before = controller_state(service)
+    for name, req, message in _controller_forgeries(method, path, raw, ctype):
+        resp = req.get_response(app)
+        assert (resp.status_code, resp.json) == (401, {"error": message}), name
+        assert resp.headers["WWW-Authenticate"] == 'Bearer realm="measure"'
+        assert controller_state(service) == before, f"{name} changed the controller"
+    # the same request with the token works (so the refusals above can fail)
+    resp = bearer(method, path, raw, content_type=ctype).get_response(app)
+    assert resp.status_code == ok_status, resp.text
+    assert controller_state(service) != before
+
+
+def test_controller_accepts_agent_signature_once(tmp_path):
+    from tests.test_hostile_input import signed
+
+    app, service = _ready_controller(tmp_path)
+    req = signed("POST", "/measure/v1/agents", json.dumps(REGISTRATION).encode())
+    assert req.get_response(app).status_code == 201
+    assert [a["name"] for a in service.agents()] == ["h2", "h3", "h4"]
+    before = controller_state(service)
+    resp = req.get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "replayed request (nonce already "
+                                                            "used)"})
+    assert controller_state(service) == before
+
+
+@pytest.mark.parametrize("path", CONTROLLER_READS)
+def test_controller_reads_need_the_token_unless_open(tmp_path, path):
+    import webob
+
+    app, _ = _ready_controller(tmp_path)
+    resp = webob.Request.blank(path).get_response(app)
+    assert (resp.status_code, resp.json) == (401, {
+        "error": "missing bearer token (send 'Authorization: Bearer <token>')"})
+    assert bearer("GET", path).get_response(app).status_code in (200, 404)  # 404: no result
+    open_app, _ = _ready_controller(tmp_path / "open", reads_open=True)
+    assert webob.Request.blank(path).get_response(open_app).status_code in (200, 404)

@@ -343,3 +343,77 @@ def signed(method: str, path: str, body: bytes = b"", secret: bytes = SECRET,
                               headers={"Content-Type": "application/json", **(headers or {})})
     req.headers.update(sign_request(secret, method, req.path_qs, body, now=now))
     return req
+
+
+TOKEN = "hostile-input-test-token-0123456789abcdefghij"
+CLOCK = 1_700_000_000.0
+
+
+class RecordingHttp:
+    """The controller's agent client: records requests, answers every agent 'ok'."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, object]] = []
+
+    def request(self, method, url, json=None, timeout=5.0):
+        self.sent.append((method, url, json))
+        if "/agent/v1/tasks/" in url:
+            return 200, {"agents": {"h2": "ok"}}
+        return 200, {}
+
+
+class Clock:
+    """A settable clock (``clock.t``)."""
+
+    def __init__(self, t: float = CLOCK) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_controller_app(state_dir, reads_open: bool = False, clock=None):
+    """Ryu's ``WSGIApplication`` with the project's REST API over a real MeasureService.
+
+    Real SQLite store in ``state_dir``, a settable clock, agent HTTP recorded
+    (``RecordingHttp``). Returns ``(wsgi_app, service)``.
+    """
+    from ryu_app import launcher
+
+    launcher.patch_eventlet()
+    from ryu.app.wsgi import WSGIApplication
+
+    from measure_model.auth import Verifier
+    from ryu_app.rest import register_rest
+    from ryu_app.service import AuthConfig, MeasureService
+    from ryu_app.topology import Topology
+
+    auth = AuthConfig(token=TOKEN, secret=SECRET, reads_open=reads_open,
+                      verifier=Verifier(SECRET))
+    service = MeasureService(Topology(), str(state_dir), now=clock or Clock(), http=RecordingHttp(),
+                             controller_url="http://127.0.0.1:9", auth=auth)
+    wsgi = WSGIApplication()
+    register_rest(wsgi, service)
+    return wsgi, service
+
+
+def controller_state(service) -> str:
+    """Everything a request could change on the controller (no-side-effect checks)."""
+    import json
+
+    from ryu_app.store import GLOBAL
+
+    return json.dumps({
+        "tasks": service.list_tasks(), "stored": service.store.tasks(),
+        "agents": service.agents(), "overlay": service.overlay_view(),
+        "events": service.events(0), "sent": service.http.sent,
+        "results": {t: service.store.results(t, GLOBAL, limit=5) for t in service.tasks},
+    }, sort_keys=True, default=repr)
+
+
+def bearer(method: str, path: str, body: bytes = b"", token: str = TOKEN,
+           content_type: str = "application/json"):
+    import webob
+
+    return webob.Request.blank(path, method=method, body=body, headers={
+        "Content-Type": content_type, "Authorization": f"Bearer {token}"})
