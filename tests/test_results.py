@@ -108,3 +108,33 @@ def test_bad_reports_are_rejected(results, body, message):
 def test_since_must_be_a_non_negative_integer(results):
     with pytest.raises(ValueError, match="^events: 'since' must be a non-negative integer$"):
         results.events(since=-1)
+
+
+def test_with_the_sqlite_store_two_writes_per_report_and_restart(tmp_path):
+    from ryu_app.store import Store
+
+    store = Store(str(tmp_path / "measure.db"), history=3)
+    results = Results(store)
+    for k in range(4):
+        results.ingest(report(10.0 + 5 * k, hh={"10.0.0.9": 12} if k >= 2 else {}),
+                       now=10.5 + 5 * k)
+    assert [e["id"] for e in results.events()] == [1]
+    store.close()
+    again = Results(Store(str(tmp_path / "measure.db"), history=3))
+    assert again.latest("t1", now=26.0)["interval_end"] == 25.0
+    h1 = again.latest("t1", host="h1", now=26.0)
+    assert (h1["host"], h1["packets"], h1["interval_end"]) == ("h1", 10, 25.0)
+    assert [r["interval_end"] for r in again.history("t1", host="h2")] == [25.0, 20.0, 15.0]
+    assert again.events(since=0)[0]["key"] == "10.0.0.9"
+
+
+def test_stored_results_drop_raw_sketch_candidates_and_long_windows(results):
+    rep = report(10.0)
+    rep["snapshot"]["candidates"] = {"10.0.0.9": 12}
+    rep["snapshot"]["window"] = {"start": 9.0, "length": 1.0, "distinct": 150,
+                                 "counts": {f"10.0.{i // 256}.{i % 256}": i for i in range(150)}}
+    results.ingest(rep, now=10.5)
+    res = results.latest("t1")
+    assert "candidates" not in res and "hll" not in res["distinct"]
+    assert len(res["window"]["counts"]) == 100 and res["window"]["truncated"] is True
+    assert min(res["window"]["counts"].values()) == 50 and res["window"]["distinct"] == 150
