@@ -1,0 +1,440 @@
+"""Controller REST API and service, through webob against Ryu's WSGIApplication.
+
+Agents are a fake HTTP client that records what the controller sends
+(the agent side is tested by its own owners); the topology, registry,
+overlay, store and results are the real modules.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from urllib.parse import urlsplit
+
+import pytest
+
+from ryu_app.launcher import patch_eventlet
+
+patch_eventlet()
+
+from ryu.app.wsgi import WSGIApplication  # noqa: E402
+from webob import Request  # noqa: E402
+
+from measure_model.auth import HmacAuth, Verifier  # noqa: E402
+from ryu_app.rest import register_rest  # noqa: E402
+from ryu_app.service import AuthConfig, MeasureService  # noqa: E402
+from ryu_app.store import StoreError  # noqa: E402
+from ryu_app.topology import Topology  # noqa: E402
+
+
+def tree_topology() -> Topology:
+    """Mininet tree depth 2 fanout 3: s1 core; h1..h9 on s2, s3, s4 (10.0.0.i)."""
+    topo = Topology()
+    topo.add_switch(1, [1, 2, 3])
+    for leaf in (2, 3, 4):
+        topo.add_switch(leaf, [1, 2, 3, 4])
+        topo.add_link(1, leaf - 1, leaf, 4)
+        topo.add_link(leaf, 4, 1, leaf - 1)
+    for i in range(1, 10):
+        topo.learn_host(f"00:00:00:00:00:{i:02x}", f"10.0.0.{i}", 2 + (i - 1) // 3,
+                        1 + (i - 1) % 3)
+    return topo
+
+
+class FakeAgents:
+    """Answers the controller's /agent/v1 calls like a healthy overlay would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+        self.down: set[str] = set()
+        self.overlay: dict[str, dict] = {}
+        self.tasks: dict[str, set[str]] = {}
+        self.bandwidth_reply: tuple[int, object] = (200, {"mbit_s": 9.6, "method": "slops"})
+
+    @staticmethod
+    def name_of(url: str) -> str:
+        return "h" + urlsplit(url).hostname.rsplit(".", 1)[1]
+
+    def request(self, method, url, json=None, timeout=5.0):
+        self.calls.append((method, url, json))
+        name, path = self.name_of(url), urlsplit(url).path
+        if name in self.down:
+            raise ConnectionError(f"{method} {url}: ConnectTimeout")
+        if path == "/agent/v1/overlay":
+            self.overlay[name] = json
+            return 200, {"epoch": json["epoch"]}
+        if path.startswith("/agent/v1/tasks/"):
+            task_id = path.rsplit("/", 1)[1]
+            holders = {n for n in self.overlay if n not in self.down}
+            if method == "PUT":
+                self.tasks[task_id] = holders
+            else:
+                self.tasks.pop(task_id, None)
+            return 200, {"agents": {n: "ok" for n in sorted(holders)}}
+        if path == "/agent/v1/bandwidth":
+            return self.bandwidth_reply
+        return 404, {"error": "no such endpoint"}
+
+    def sent(self, method: str, suffix: str) -> list[str]:
+        return [self.name_of(u) for m, u, _ in self.calls if m == method and u.endswith(suffix)]
+
+
+class Harness:
+    def __init__(self, state_dir: str, auth: AuthConfig | None = None) -> None:
+        self.clock = 1000.0
+        self.agents = FakeAgents()
+        self.state_dir = state_dir
+        self.service = MeasureService(tree_topology(), state_dir, now=lambda: self.clock,
+                                      http=self.agents, fanout=3,
+                                      controller_url="http://192.168.100.254:8080",
+                                      auth=auth or AuthConfig())
+        self.wsgi = WSGIApplication()
+        register_rest(self.wsgi, self.service)
+
+    def call(self, method: str, path: str, body=None, content_type="application/json",
+             headers=None):
+        kw = {"method": method, "headers": headers or {}}
+        if body is not None:
+            kw["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
+            kw["content_type"] = content_type
+        resp = Request.blank(path, **kw).get_response(self.wsgi)
+        assert resp.content_type == "application/json", resp.body
+        assert b"Traceback" not in resp.body
+        return resp.status_int, json.loads(resp.body)
+
+    def register(self, *numbers: int) -> None:
+        for i in numbers:
+            status, _ = self.call("POST", "/measure/v1/agents", {
+                "name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                "data_ip": f"10.0.0.{i}", "mac": f"00:00:00:00:00:{i:02x}"})
+            assert status == 201
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.clock += seconds
+        self.service.tick(self.clock)
+
+
+@pytest.fixture
+def h(tmp_path):
+    return Harness(str(tmp_path / "state"))
+
+
+POLICY = b"""tasks:
+  - {name: hh-icmp, kind: heavy_hitters, filter: {proto: icmp}, key: src_dst, increment: bytes}
+  - {name: scan, kind: port_scan, filter: {proto: tcp}, scope: [h5]}
+"""
+
+
+def test_agents_register_and_get_their_overlay_place(h):
+    h.register(*range(1, 10))
+    h.tick()
+    status, overlay = h.call("GET", "/measure/v1/overlay")
+    assert status == 200
+    assert overlay["root"] == "h1" and overlay["epoch"] == 1 and overlay["unlocated"] == []
+    assert set(overlay["parent"]) == {f"h{i}" for i in range(1, 10)}
+    assert all(len(kids) <= 3 for kids in overlay["children"].values())
+    assert sorted(h.agents.overlay) == sorted(overlay["parent"])
+    assert h.agents.overlay["h1"]["root"] is True and h.agents.overlay["h1"]["parent"] is None
+    h5 = h.agents.overlay["h5"]
+    assert h5 == {"parent": {"name": overlay["parent"]["h5"],
+                             "url": f"http://192.168.100.{overlay['parent']['h5'][1:]}:8000"},
+                  "children": [{"name": c, "url": f"http://192.168.100.{c[1:]}:8000"}
+                               for c in overlay["children"]["h5"]],
+                  "root": False, "epoch": 1, "controller": "http://192.168.100.254:8080"}
+    status, body = h.call("GET", "/measure/v1/agents")
+    assert status == 200 and [a["name"] for a in body["agents"]] == [f"h{i}" for i in range(1, 10)]
+    assert body["agents"][4]["host"] == "00:00:00:00:00:05" and body["agents"][0]["up"] is True
+    status, topo = h.call("GET", "/measure/v1/topology")
+    assert status == 200 and len(topo["switches"]) == 4 and len(topo["hosts"]) == 9
+    assert len(topo["links"]) == 3
+    # Nothing changed: no new epoch, no new pushes.
+    pushes = len(h.agents.calls)
+    h.tick()
+    assert len(h.agents.calls) == pushes and h.service.epoch == 1
+
+
+def test_apply_yaml_policy_pushes_to_root_and_reports_per_agent_status(h):
+    h.register(*range(1, 10))
+    h.tick()
+    status, body = h.call("POST", "/measure/v1/tasks", POLICY, "application/yaml")
+    assert status == 201
+    assert body == {"tasks": [{"id": "1", "name": "hh-icmp"}, {"id": "2", "name": "scan"}]}
+    h.tick()
+    assert h.agents.sent("PUT", "/agent/v1/tasks/1") == ["h1"]  # the root only
+    put = [c for c in h.agents.calls if c[1].endswith("/agent/v1/tasks/1")][0]
+    assert put[2]["key"] == "src_dst" and put[2]["increment"] == "bytes"
+    status, task = h.call("GET", "/measure/v1/tasks/1")
+    assert status == 200 and task["status"] == "active" and task["last_error"] is None
+    assert task["agents"] == {f"h{i}": "ok" for i in range(1, 10)}
+    status, tasks = h.call("GET", "/measure/v1/tasks")
+    assert [t["name"] for t in tasks["tasks"]] == ["hh-icmp", "scan"]
+    status, body = h.call("DELETE", "/measure/v1/tasks/1")
+    assert (status, body) == (200, {"id": "1", "name": "hh-icmp", "deleted": True})
+    assert h.agents.sent("DELETE", "/agent/v1/tasks/1") == ["h1"]
+    assert h.call("GET", "/measure/v1/tasks/1") == (404, {"error": "unknown task 1"})
+
+
+def test_json_bodies_single_task_and_conflicts_change_nothing(h):
+    status, body = h.call("POST", "/measure/v1/tasks", {"name": "c1", "kind": "counter"})
+    assert (status, body) == (201, {"tasks": [{"id": "1", "name": "c1"}]})
+    status, body = h.call("POST", "/measure/v1/tasks",
+                          {"tasks": [{"name": "c2", "kind": "counter"},
+                                     {"name": "c1", "kind": "counter"}]})
+    assert (status, body) == (409, {"error": "task name 'c1' is already used by task 1; "
+                                             "delete it first"})
+    status, body = h.call("POST", "/measure/v1/tasks",
+                          {"tasks": [{"name": "c3", "kind": "counter"},
+                                     {"name": "c4", "kind": "counter", "window": {"len": 1}}]})
+    assert (status, body) == (400, {"error": "policy request: task c4: unknown field "
+                                             "'window.len'"})
+    assert [t["name"] for t in h.call("GET", "/measure/v1/tasks")[1]["tasks"]] == ["c1"]
+    assert [t["name"] for t in h.service.store.tasks()] == ["c1"]
+
+
+@pytest.mark.parametrize("method,path,body,ctype,status,error", [
+    ("POST", "/measure/v1/tasks", b"name: x", "text/plain", 415,
+     "Content-Type must be application/json or application/yaml"),
+    ("POST", "/measure/v1/tasks", b"{", "application/json", 400,
+     "body is not valid JSON: Expecting property name enclosed in double quotes: "
+     "line 1 column 2 (char 1)"),
+    ("POST", "/measure/v1/tasks", b'{"name": "a", "kind": "counter", "top_k": NaN}',
+     "application/json", 400, "body is not valid JSON: NaN is not allowed"),
+    ("POST", "/measure/v1/tasks", b"tasks: [{name: a, kind: counter, key: srcdst}]",
+     "application/yaml", 400, "policy request: task a: key 'srcdst' is not one of src, dst, "
+     "src_dst, sport, dport, src_dport, dst_dport, proto, five_tuple"),
+    ("POST", "/measure/v1/tasks", b"#" * (256 * 1024 + 1), "application/yaml", 413,
+     "body of 262145 bytes is more than the limit of 262144"),
+    ("POST", "/measure/v1/tasks", b" " * (1024 * 1024 + 1), "application/json", 413,
+     "body of 1048577 bytes is more than the limit of 1048576"),
+    ("GET", "/measure/v1/tasks/0", None, None, 404,
+     "unknown task '0' (ids are positive integers)"),
+    ("GET", "/measure/v1/tasks/1%3Brm", None, None, 404,
+     "unknown task '1;rm' (ids are positive integers)"),
+    ("GET", "/measure/v1/tasks/77", None, None, 404, "unknown task 77"),
+    ("DELETE", "/measure/v1/tasks/77", None, None, 404, "unknown task 77"),
+    ("GET", "/measure/v1/tasks/77/result", None, None, 404, "unknown task 77"),
+    ("GET", "/measure/v1/events?since=-1", None, None, 400,
+     "query parameter 'since' must be a non-negative integer"),
+    ("GET", "/measure/v1/events?since=1&since=2", None, None, 400,
+     "query parameter 'since' given more than once"),
+    ("GET", "/measure/v1/nothing/here", None, None, 404,
+     "no such endpoint: /measure/v1/nothing/here"),
+    ("PUT", "/measure/v1/tasks/1", None, None, 405,
+     "method PUT is not allowed here; use DELETE, GET"),
+    ("POST", "/measure/v1/agents/h9/heartbeat", None, None, 404,
+     "agent 'h9' is not registered"),
+    ("POST", "/measure/v1/agents", {"name": "h1", "url": "gopher://x"}, "application/json",
+     400, "agent: field 'url' 'gopher://x' is not of the form http://HOST:PORT"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1"}, "application/json", 400,
+     "bandwidth: field 'dst' must be a host name or IPv4 address"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2", "max_duration": 1e9},
+     "application/json", 400, "bandwidth: field 'max_duration' must be a number in (0, 60]"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2", "rate": 1},
+     "application/json", 400, "bandwidth: unknown field 'rate'"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h42"}, "application/json", 404,
+     "bandwidth: src 'h1' is not a known agent name or data IP"),
+    ("POST", "/measure/v1/reports", {"task_id": "1"}, "application/json", 404,
+     "unknown task 1"),
+])
+def test_errors_are_json_with_the_right_status(h, method, path, body, ctype, status, error):
+    if ctype is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    assert h.call(method, path, body, ctype) == (status, {"error": error})
+
+
+def _report(task_id: str, covered, missing, end: float, hh: dict) -> dict:
+    snap = {"key": "src_dst", "increment": "bytes", "packets": 10, "bytes": 1000,
+            "total": 1000, "heavy_hitters": hh, "top_k": [[k, v] for k, v in hh.items()]}
+    return {"task_id": task_id, "interval_end": end, "snapshot": snap, "covered": covered,
+            "missing": missing, "generated_at": end, "oldest": end,
+            "per_host": {"h2": {"total": 600, "heavy_hitters": hh}}}
+
+
+def test_reports_give_results_and_events(h):
+    h.register(1, 2, 3)
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    assert h.call("GET", "/measure/v1/tasks/1/result") == (
+        404, {"error": "no result yet for task 1 (pending)"})
+    status, body = h.call("POST", "/measure/v1/reports",
+                          _report("1", ["h1", "h2"], ["h3"], 1000.0, {"10.0.0.2,10.0.0.5": 900}))
+    assert status == 202 and body["accepted"] is True and len(body["events"]) == 1
+    status, result = h.call("GET", "/measure/v1/tasks/1/result")
+    assert status == 200
+    assert result["covered"] == ["h1", "h2"] and result["missing"] == ["h3"]
+    assert result["heavy_hitters"] == {"10.0.0.2,10.0.0.5": 900} and result["age"] == 0.0
+    status, per_host = h.call("GET", "/measure/v1/tasks/1/result?host=10.0.0.2")
+    assert status == 200 and per_host["host"] == "h2" and per_host["total"] == 600
+    assert h.call("GET", "/measure/v1/tasks/1/result?host=h7") == (
+        404, {"error": "no result yet for task 1 for host h7 (pending)"})
+    status, events = h.call("GET", "/measure/v1/events")
+    assert [(e["id"], e["kind"], e["key"]) for e in events["events"]] == [
+        (1, "heavy_hitter", "10.0.0.2,10.0.0.5")]
+    h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2", "h3"], [], 1005.0, {}))
+    status, events = h.call("GET", "/measure/v1/events?since=1")
+    assert [(e["id"], e["kind"], e["missing"]) for e in events["events"]] == [
+        (2, "coverage", [])]
+    assert h.call("POST", "/measure/v1/reports", {"task_id": "1", "interval_end": "x"}) == (
+        400, {"error": "report: field 'interval_end' must be a number"})
+
+
+def test_agent_failure_moves_the_root_and_rejoin_gets_tasks_again(h):
+    h.register(*range(1, 10))
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    h.tick()
+    assert h.service.overlay.root == "h1"
+    # h1 dies: heartbeats from the others only, for longer than the timeout.
+    h.agents.down.add("h1")
+    for _ in range(7):
+        for i in range(2, 10):
+            h.call("POST", f"/measure/v1/agents/h{i}/heartbeat")
+        h.tick()
+    status, overlay = h.call("GET", "/measure/v1/overlay")
+    assert overlay["root"] != "h1" and "h1" not in overlay["parent"]
+    assert set(overlay["parent"]) == {f"h{i}" for i in range(2, 10)}
+    new_root = overlay["root"]
+    assert h.agents.sent("PUT", "/agent/v1/tasks/1")[-1] == new_root
+    assert h.call("GET", "/measure/v1/agents")[1]["agents"][0]["up"] is False
+    # h1 restarts and registers again: it gets its place and the task is re-sent.
+    h.agents.down.discard("h1")
+    before = len(h.agents.sent("PUT", "/agent/v1/tasks/1"))
+    h.register(1)
+    h.tick()
+    assert "h1" in h.service.overlay.parent
+    assert h.agents.overlay["h1"]["epoch"] == h.service.epoch
+    assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == before + 1
+    assert "h1" in h.agents.tasks["1"]
+    assert h.service.overlay.root == new_root  # the root stays where it is
+
+
+def test_unreachable_root_keeps_the_task_pending_until_it_answers(h):
+    h.register(1)
+    h.tick()
+    h.agents.down.add("h1")
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "pending"
+    assert task["last_error"] == ("root h1: PUT http://192.168.100.1:8000/agent/v1/tasks/1: "
+                                  "ConnectTimeout")
+    h.agents.down.clear()
+    h.tick()
+    assert h.call("GET", "/measure/v1/tasks/1")[1]["status"] == "active"
+
+
+def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
+    h.register(1, 2, 3)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", POLICY, "application/yaml")
+    h.tick()
+    epoch = h.service.epoch
+    h.service.store.close()
+    again = Harness(h.state_dir)
+    status, tasks = again.call("GET", "/measure/v1/tasks")
+    assert [(t["id"], t["name"], t["status"]) for t in tasks["tasks"]] == [
+        ("1", "hh-icmp", "pending"), ("2", "scan", "pending")]
+    again.register(1, 2, 3)
+    again.tick()
+    assert again.service.epoch == epoch + 1  # agents refuse older epochs
+    assert again.agents.sent("PUT", "/agent/v1/tasks/1") == ["h1"]
+    assert again.call("GET", "/measure/v1/tasks/2")[1]["status"] == "active"
+
+
+def test_bandwidth_resolves_hosts_and_calls_the_source_agent(h):
+    h.register(5, 6)
+    status, body = h.call("POST", "/measure/v1/bandwidth",
+                          {"src": "h5", "dst": "10.0.0.6", "max_duration": 5})
+    assert status == 200
+    assert body == {"mbit_s": 9.6, "method": "slops", "src": "h5", "dst": "h6"}
+    method, url, sent = h.agents.calls[-1]
+    assert (method, url) == ("POST", "http://192.168.100.5:8000/agent/v1/bandwidth")
+    assert sent == {"dst_ip": "10.0.0.6", "dst_url": "http://192.168.100.6:8000",
+                    "method": "slops", "max_duration": 5.0, "max_bytes": 20_000_000}
+    h.agents.bandwidth_reply = (409, {"error": "a probe between h5 and h6 is running"})
+    assert h.call("POST", "/measure/v1/bandwidth", {"src": "h5", "dst": "h6"}) == (
+        502, {"error": "bandwidth: agent h5: HTTP 409: a probe between h5 and h6 is running"})
+    h.agents.down.add("h5")
+    assert h.call("POST", "/measure/v1/bandwidth", {"src": "h5", "dst": "h6"}) == (
+        503, {"error": "bandwidth: agent h5 unreachable: POST "
+                       "http://192.168.100.5:8000/agent/v1/bandwidth: ConnectTimeout"})
+    h.clock += 100
+    h.service.tick(h.clock)
+    assert h.call("POST", "/measure/v1/bandwidth", {"src": "h5", "dst": "h6"}) == (
+        503, {"error": "bandwidth: agent h5 (src) is down"})
+
+
+def test_bandwidth_task_in_a_policy_runs_once_and_stores_its_result(h):
+    h.call("POST", "/measure/v1/tasks",
+           {"name": "bw", "kind": "bandwidth", "src": "h5", "dst": "h6"})
+    h.tick()  # agents not registered yet: stays pending
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "pending"
+    assert task["last_error"] == "bandwidth: src 'h5' is not a known agent name or data IP"
+    h.register(5, 6)
+    h.tick()
+    assert h.call("GET", "/measure/v1/tasks/1")[1]["status"] == "done"
+    status, result = h.call("GET", "/measure/v1/tasks/1/result")
+    assert status == 200 and result["mbit_s"] == 9.6 and result["src"] == "h5"
+    calls = len(h.agents.calls)
+    h.tick()
+    assert len(h.agents.calls) == calls  # not repeated
+
+
+def test_authentication_for_people_and_agents(tmp_path):
+    secret = b"s" * 43
+    token = "t" * 43
+    h = Harness(str(tmp_path / "state"),
+                auth=AuthConfig(token=token, secret=secret, verifier=Verifier(secret)))
+    body = {"name": "c", "kind": "counter"}
+    assert h.call("POST", "/measure/v1/tasks", body) == (
+        401, {"error": "missing bearer token (send 'Authorization: Bearer <token>')"})
+    assert h.call("POST", "/measure/v1/tasks", body,
+                  headers={"Authorization": "Bearer nope"}) == (
+        401, {"error": "invalid bearer token"})
+    assert h.call("GET", "/measure/v1/tasks")[0] == 401
+    assert h.service.store.tasks() == []
+    ok = {"Authorization": f"Bearer {token}"}
+    assert h.call("POST", "/measure/v1/tasks", body, headers=ok)[0] == 201
+    assert h.call("GET", "/measure/v1/tasks", headers=ok)[0] == 200
+    # An agent signs its registration with the shared secret.
+    import requests
+
+    reg = {"name": "h1", "url": "http://192.168.100.1:8000", "data_ip": "10.0.0.1"}
+    prepared = requests.Request("POST", "http://c/measure/v1/agents", json=reg).prepare()
+    HmacAuth(secret)(prepared)
+    req = Request.blank("/measure/v1/agents", method="POST", body=prepared.body,
+                        content_type="application/json",
+                        headers={k: v for k, v in prepared.headers.items()
+                                 if k.startswith("X-Measure")})
+    assert req.get_response(h.wsgi).status_int == 201
+    assert req.get_response(h.wsgi).status_int == 401  # replayed
+    h.service.auth.reads_open = True
+    assert h.call("GET", "/measure/v1/agents")[0] == 200
+
+
+def test_store_trouble_is_503_and_unexpected_errors_are_500_without_details(h):
+    h.service.store._db.execute("PRAGMA busy_timeout = 50")
+    locker = sqlite3.connect(h.service.store.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        status, body = h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert (status, body) == (503, {"error": f"store {h.service.store.path}: database is locked"})
+    assert h.call("GET", "/measure/v1/tasks") == (200, {"tasks": []})
+
+    def broken():
+        raise RuntimeError("secret internals")
+
+    h.service.list_tasks = broken
+    assert h.call("GET", "/measure/v1/tasks") == (
+        500, {"error": "internal error (logged by the controller)"})
+
+
+def test_corrupt_store_stops_the_service_with_a_clear_error(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "measure.db").write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError, match=r"measure\.db: file is not a database$"):
+        Harness(str(state))
