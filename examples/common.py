@@ -1,0 +1,143 @@
+"""Small helpers shared by the example scripts.
+
+The examples talk to the system in its two ways:
+
+- **per host**, with the original JSON messages (form-encoded POST to an
+  agent's port 8000). Agents accept them only when started with
+  ``--allow-legacy`` (``measure-net --allow-legacy`` does that);
+- **globally**, through the controller's REST API (``/measure/v1``), with
+  the bearer token the controller created (``MEASURE_TOKEN_FILE``, or
+  ``--token-file``).
+
+Replies are parsed with ``json.loads`` / ``float``: never ``ast.literal_eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import requests
+
+AGENT_PORT = 8000
+DEFAULT_CONTROLLER = os.environ.get("MEASURE_URL", "http://192.168.100.254:8080")
+HERE = os.path.dirname(os.path.abspath(__file__))
+POLICIES = os.path.join(os.path.dirname(HERE), "policies")
+
+
+def add_mode_arguments(parser: argparse.ArgumentParser, agent_default: str) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--agent", metavar="IP", default=None,
+                      help=f"per-host mode: send the original messages to this agent "
+                           f"(default {agent_default})")
+    mode.add_argument("--controller", metavar="URL", nargs="?", const=DEFAULT_CONTROLLER,
+                      default=None, help=f"global mode through the controller REST API "
+                                         f"(default URL {DEFAULT_CONTROLLER})")
+    parser.add_argument("--token-file", default=os.environ.get("MEASURE_TOKEN_FILE"),
+                        help="controller bearer token file (env MEASURE_TOKEN_FILE)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="stop after this many polls (default 0: forever)")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+
+
+def rounds(n: int):
+    """1, 2, 3, ... forever (n == 0) or up to n."""
+    i = 0
+    while n == 0 or i < n:
+        i += 1
+        yield i
+
+
+def show(obj) -> None:
+    print(json.dumps(obj, sort_keys=True, indent=4), flush=True)
+
+
+class Agent:
+    """One agent, spoken to with the original messages."""
+
+    def __init__(self, addr: str, port: int = AGENT_PORT, timeout: float = 30.0) -> None:
+        self.url = f"http://{addr}:{port}"
+        self.timeout = timeout
+
+    def post(self, **data) -> requests.Response:
+        reply = requests.post(self.url, data=data, timeout=self.timeout)
+        if reply.status_code != 200:
+            sys.exit(f"{data.get('type')}: HTTP {reply.status_code}: {reply.text.strip()}")
+        return reply
+
+    def config_sketch(self, **fields) -> int:
+        return int(self.post(type="config sketch", **fields).text)
+
+    def config_counter(self, sketch_id: int, key_type: str, increment: str) -> None:
+        self.post(type="config sketch counter", sketch_id=sketch_id,
+                  counter_key_type=key_type, increment=increment)
+
+    def heavy_hitters(self, sketch_id: int, key_type: str) -> dict:
+        return json.loads(self.post(type="query heavy hitters", sketch_id=sketch_id,
+                                    counter_key_type=key_type).text)
+
+    def query(self, sketch_id: int, key_type: str, key: str) -> int:
+        return int(float(self.post(type="query sketch", sketch_id=sketch_id,
+                                   counter_key_type=key_type, counter_key=key).text))
+
+    def real_time_counter(self, sketch_id: int, key_type: str) -> dict:
+        return json.loads(self.post(type="query real time counter", sketch_id=sketch_id,
+                                    counter_key_type=key_type).text)
+
+
+class Controller:
+    """The controller REST API (``/measure/v1``)."""
+
+    def __init__(self, url: str, token_file: str | None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/") + "/measure/v1"
+        self.timeout = timeout
+        self.headers = {}
+        if token_file:
+            with open(token_file) as f:
+                self.headers["Authorization"] = f"Bearer {f.read().strip()}"
+
+    def call(self, method: str, path: str, **kw) -> dict | list:
+        reply = requests.request(method, self.url + path, headers={**self.headers,
+                                 **kw.pop("headers", {})}, timeout=self.timeout, **kw)
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {"error": reply.text}
+        if reply.status_code >= 400:
+            sys.exit(f"{method} {path}: HTTP {reply.status_code}: {body.get('error', body)}")
+        return body
+
+    def apply_policy(self, name: str) -> list[dict]:
+        with open(os.path.join(POLICIES, name), "rb") as f:
+            body = f.read()
+        created = self.call("POST", "/tasks", data=body,
+                            headers={"Content-Type": "application/yaml"})
+        return created["tasks"]
+
+    def delete_task(self, task_id: str) -> None:
+        requests.delete(f"{self.url}/tasks/{task_id}", headers=self.headers, timeout=10)
+
+    def result(self, task_id: str) -> dict | None:
+        reply = requests.get(f"{self.url}/tasks/{task_id}/result", headers=self.headers,
+                             timeout=self.timeout)
+        if reply.status_code == 404:
+            return None
+        if reply.status_code >= 400:
+            sys.exit(f"result {task_id}: HTTP {reply.status_code}: {reply.text.strip()}")
+        return reply.json()
+
+    def wait_result(self, task_id: str, newer_than: float = 0.0, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = self.result(task_id)
+            if res and res.get("interval_end", 0) > newer_than:
+                return res
+            time.sleep(0.5)
+        sys.exit(f"no result for task {task_id} within {timeout:.0f}s")
+
+    def events(self, since: int) -> list[dict]:
+        body = self.call("GET", f"/events?since={since}")
+        return body["events"] if isinstance(body, dict) else body

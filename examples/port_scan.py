@@ -1,0 +1,82 @@
+"""Port scan detection: a source touching many ports of a host in one window.
+
+Per host, with the original polling of a real-time counter every 300 ms::
+
+    sudo measure-net --allow-legacy --no-agent-on h1
+    mininet> h1 python examples/port_scan.py --agent 10.0.0.5 --rounds 100 &
+    mininet> h6 nc -z 10.0.0.5 8008-8092
+
+Globally, through the controller's events (applies ``policies/port_scan.yaml``)::
+
+    mininet> h1 python examples/port_scan.py --controller --rounds 100 &
+    mininet> h6 nc -z 10.0.0.5 8008-8092
+
+Either way it prints ``portscan detected.`` and ``{"10.0.0.6": 85}``: h6
+touched 85 distinct ports of h5 within one window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+from common import Agent, Controller, add_mode_arguments, rounds, show
+
+
+def per_host(args) -> None:
+    agent = Agent(args.agent)
+    sketch_id = agent.config_sketch(interface="INPUT")
+    agent.config_counter(sketch_id, "src_dport", "pkt")
+    agent.config_counter(sketch_id, "dport", "pkt")
+    print(f"sketch id: {sketch_id}", flush=True)
+    key_num = 0
+    for _ in rounds(args.rounds):
+        time.sleep(args.interval)
+        new_key_num = agent.query(sketch_id, "dport", "real_time_key_num")
+        if new_key_num - key_num > args.threshold:
+            print("portscan detected.", flush=True)
+            window = agent.real_time_counter(sketch_id, "src_dport")
+            ports_by_src = collections.Counter(key.split(",")[0] for key in window)
+            show(dict(ports_by_src))
+            if args.stop:
+                return
+        key_num = new_key_num
+
+
+def through_controller(args) -> None:
+    ctl = Controller(args.controller, args.token_file)
+    since = max([e["id"] for e in ctl.events(0)], default=0)
+    (task,) = ctl.apply_policy("port_scan.yaml")
+    print(f"task id: {task['id']}", flush=True)
+    try:
+        for _ in rounds(args.rounds):
+            time.sleep(args.interval)
+            for event in ctl.events(since):
+                since = max(since, event["id"])
+                if event["kind"] == "port_scan" and str(event["task_id"]) == str(task["id"]):
+                    print("portscan detected.", flush=True)
+                    show({event["src"]: event["ports"]})
+                    if args.stop:
+                        return
+    finally:
+        ctl.delete_task(task["id"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_mode_arguments(parser, agent_default="10.0.0.5")
+    parser.set_defaults(interval=0.3)
+    parser.add_argument("--threshold", type=int, default=20,
+                        help="new distinct ports per poll that mean a scan (per-host mode)")
+    parser.add_argument("--stop", action="store_true", help="exit after the first detection")
+    args = parser.parse_args()
+    if args.controller:
+        through_controller(args)
+    else:
+        args.agent = args.agent or "10.0.0.5"
+        per_host(args)
+
+
+if __name__ == "__main__":
+    main()
