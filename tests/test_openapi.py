@@ -1,0 +1,120 @@
+"""The OpenAPI document matches the routes and the statuses the API returns."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ryu_app.launcher import patch_eventlet
+
+patch_eventlet()
+
+from ryu_app.rest import OPENAPI_PATH, known_routes  # noqa: E402
+from tests.test_rest import POLICY, Harness, _report  # noqa: E402
+
+with open(OPENAPI_PATH) as _f:
+    DOC = json.load(_f)
+
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+
+
+def documented() -> dict[str, set[str]]:
+    return {path: {m.upper() for m in ops if m in METHODS} for path, ops in DOC["paths"].items()}
+
+
+def test_every_route_is_documented_and_every_documented_route_exists():
+    assert documented() == known_routes()
+
+
+def test_document_structure():
+    assert DOC["openapi"].startswith("3.0.")
+    ids = []
+    for path, ops in DOC["paths"].items():
+        params = set(re.findall(r"\{([a-z_]+)\}", path))
+        for method, op in ops.items():
+            ids.append(op["operationId"])
+            assert op["summary"]
+            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert declared == params, (path, method)
+            for code, resp in op["responses"].items():
+                assert re.fullmatch(r"[1-5][0-9][0-9]", code)
+                assert resp["description"]
+                assert "application/json" in resp["content"]
+            assert {"401", "500", "503"} <= set(op["responses"])
+            if method in ("post", "delete"):
+                assert {"bearer": []} in op["security"]
+    assert len(ids) == len(set(ids))
+    refs = re.findall(r'"\$ref": "#/components/schemas/([A-Za-z]+)"', json.dumps(DOC))
+    assert set(refs) <= set(DOC["components"]["schemas"])
+
+
+def _template(path: str) -> tuple[str, str]:
+    for template in DOC["paths"]:
+        pattern = re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path.split("?")[0]):
+            return template, path
+    raise AssertionError(f"undocumented path {path}")
+
+
+REQUESTS = [
+    ("GET", "/measure/v1/topology", None, None),
+    ("GET", "/measure/v1/agents", None, None),
+    ("POST", "/measure/v1/agents", {"name": "h4", "url": "http://192.168.100.4:8000",
+                                    "data_ip": "10.0.0.4"}, "application/json"),
+    ("POST", "/measure/v1/agents", {"name": "bad name"}, "application/json"),
+    ("POST", "/measure/v1/agents", b"x", "text/plain"),
+    ("POST", "/measure/v1/agents/h1/heartbeat", None, None),
+    ("POST", "/measure/v1/agents/h8/heartbeat", None, None),
+    ("GET", "/measure/v1/overlay", None, None),
+    ("POST", "/measure/v1/tasks", POLICY, "application/yaml"),
+    ("POST", "/measure/v1/tasks", POLICY, "application/yaml"),
+    ("POST", "/measure/v1/tasks", {"name": "x"}, "application/json"),
+    ("POST", "/measure/v1/tasks", b"x", "text/csv"),
+    ("POST", "/measure/v1/tasks", b"#" * 300000, "application/yaml"),
+    ("GET", "/measure/v1/tasks", None, None),
+    ("GET", "/measure/v1/tasks/1", None, None),
+    ("GET", "/measure/v1/tasks/9", None, None),
+    ("GET", "/measure/v1/tasks/1/result", None, None),
+    ("POST", "/measure/v1/reports", _report("1", ["h1"], [], 1.0, {}), "application/json"),
+    ("POST", "/measure/v1/reports", {"task_id": "1"}, "application/json"),
+    ("POST", "/measure/v1/reports", {"task_id": "99"}, "application/json"),
+    ("GET", "/measure/v1/tasks/1/result", None, None),
+    ("GET", "/measure/v1/tasks/1/result?host=h1", None, None),
+    ("GET", "/measure/v1/tasks/1/result?host=h1&host=h2", None, None),
+    ("GET", "/measure/v1/events?since=0", None, None),
+    ("GET", "/measure/v1/events?since=x", None, None),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2"}, "application/json"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h7"}, "application/json"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1"}, "application/json"),
+    ("DELETE", "/measure/v1/tasks/1", None, None),
+    ("DELETE", "/measure/v1/tasks/1", None, None),
+]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    h = Harness(str(tmp_path_factory.mktemp("openapi")))
+    h.register(1, 2)
+    h.tick()
+    return h
+
+
+def test_served_document_is_the_file(harness):
+    assert harness.call("GET", "/measure/v1/openapi.json") == (200, DOC)
+
+
+@pytest.mark.parametrize("method,path,body,ctype", REQUESTS,
+                         ids=[f"{m} {p}" for m, p, _, _ in REQUESTS])
+def test_every_status_returned_is_documented(harness, method, path, body, ctype):
+    template, _ = _template(path)
+    status, _ = harness.call(method, path, body, ctype)
+    listed = DOC["paths"][template][method.lower()]["responses"]
+    assert str(status) in listed, (method, path, status)
+
+
+def test_requests_cover_every_operation():
+    covered = {(_template(p)[0], m) for m, p, _, _ in REQUESTS}
+    covered.add(("/measure/v1/openapi.json", "GET"))
+    assert covered == {(p, m) for p, ms in known_routes().items() for m in ms}
