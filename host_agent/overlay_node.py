@@ -11,7 +11,8 @@ Down (configuration)
     the same body to every child at once; each child does the same. Replies
     carry ``{"agents": {name: "ok" | "error: ..."}}`` for the child's whole
     subtree, so the root's reply tells the controller the outcome on every
-    agent. Timeouts shrink down the tree: the forwarded body carries a
+    agent (the controller counts anything but "ok" as a failure). Timeouts
+    shrink down the tree: the forwarded body carries a
     reserved ``_overlay: {"budget": seconds}`` field (stripped before the
     task is installed) and each level keeps a margin, so a slow grandchild
     makes its parent answer "error: timeout" before the root's own request
@@ -233,7 +234,7 @@ class OverlayNode:
     """One agent's place in the overlay tree (see the module docstring)."""
 
     def __init__(self, agent: Any, http: Any = None, now: Callable[[], float] = time.time,
-                 runner: Any = None, auth: Any = None, forward_budget: float = 5.0,
+                 runner: Any = None, auth: Any = None, forward_budget: float = 4.0,
                  level_wait: float = 0.3, max_wait: float = 0.5, per_host_top: int = 10,
                  repush_after: int = 3,
                  merge: Callable[[list[dict]], dict | None] | None = None) -> None:
@@ -348,7 +349,7 @@ class OverlayNode:
 
         def local() -> dict[str, str]:
             if not self._in_scope(task):
-                return {self.name: "ok (out of scope)"}
+                return {self.name: "ok"}  # holds nothing, still forwards and merges
             if state.installed or not install_local:
                 state.installed = True
                 return {self.name: "ok"}
@@ -379,7 +380,7 @@ class OverlayNode:
             try:
                 self.agent.remove_task(task_id)
             except KeyError:
-                return {self.name: "ok (not installed)"}
+                return {self.name: "ok"}  # nothing to remove
             except Exception as exc:  # noqa: BLE001 - reported per agent
                 return {self.name: f"error: {exc}"}
             return {self.name: "ok"}
@@ -423,7 +424,7 @@ class OverlayNode:
                     reply.get("agents"), dict):
                 return {str(k): str(v) for k, v in reply["agents"].items()}
             if code == 404 and method == "delete":
-                return {kid.name: "ok (not installed)"}
+                return {kid.name: "ok"}
             return self._subtree_status(task_id, kid, _error_text(code, reply))
 
         merged: dict[str, str] = {}

@@ -6,7 +6,10 @@ The overlay root posts one merged report per task per report interval
 
 - a **global result** (host ``'*'``): totals, heavy hitters, top-k,
   distinct estimate, scan sources, and coverage (``covered``, ``missing``,
-  ``complete``, ``oldest`` data time; ``age`` is computed when read);
+  ``complete``, ``oldest`` data time; ``age`` is computed when read).
+  ``missing`` is every agent ever seen in this task's reports that the
+  report does not cover: an agent the controller dropped from the tree
+  (dead) stays missing until it is back (``forget_agent`` for good);
 - one **per-host result** per covered agent, from the report's bounded
   ``per_host`` summaries, so ``?host=h3`` needs no agent round trip. All
   hosts of one report go into ONE store row (host ``'+hosts'``): a report
@@ -143,6 +146,7 @@ class Results:
         self.store = store
         self.history_limit = history
         self._latest: dict[tuple[str, str], dict] = {}
+        self._known: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def ingest(self, report: dict, now: float | None = None) -> list[int]:
@@ -151,8 +155,16 @@ class Results:
         now = time.time() if now is None else now
         task_id = report["task_id"]
         snap = report["snapshot"]
-        covered = sorted(report["covered"])
-        missing = sorted(report["missing"])
+        covered = sorted(set(report["covered"]))
+        with self._lock:
+            known = self._known.get(task_id)
+            if known is None:  # first report since start: what the store last said
+                rows = self.store.results(task_id, GLOBAL, limit=1)
+                known = set(rows[0]["covered"]) | set(rows[0]["missing"]) if rows else set()
+                self._known[task_id] = known
+            known.update(covered, report["missing"])
+            # an agent dropped from the tree (dead, being re-parented) is still missing
+            missing = sorted(known - set(covered))
         oldest = report.get("oldest")
         result = {
             "task_id": task_id, "host": GLOBAL, "interval_end": report["interval_end"],
@@ -238,6 +250,13 @@ class Results:
         with self._lock:
             for key in [k for k in self._latest if k[0] == task_id]:
                 del self._latest[key]
+            self._known.pop(task_id, None)
+
+    def forget_agent(self, name: str) -> None:
+        """An agent removed for good is no longer expected (not listed missing)."""
+        with self._lock:
+            for known in self._known.values():
+                known.discard(name)
 
     @staticmethod
     def _aged(result: dict, now: float | None) -> dict:

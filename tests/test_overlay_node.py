@@ -169,7 +169,7 @@ def test_task_reaches_all_13_agents_with_per_agent_status(tree):
         assert tree[name].agent.tasks["t1"] == {**TASK, "id": "t1"}
     # timeouts shrink by level so a parent answers before its parent gives up
     timeouts = {url.split("//")[1].split(".")[0]: t for m, url, t in tree.net.calls}
-    assert timeouts["h2"] == 5.0 and timeouts["h5"] == 4.0
+    assert timeouts["h2"] == 4.0 and timeouts["h5"] == pytest.approx(3.2)
 
 
 def test_put_again_is_idempotent_and_reaches_new_agents(tree):
@@ -348,7 +348,7 @@ def test_silent_child_gets_its_tasks_pushed_again(tree):
 
 def test_scope_list_installs_only_in_scope_and_still_forwards(tree):
     reply = tree["h1"].put_task("s1", dict(TASK, scope=["h5", "h12"]))["agents"]
-    assert reply["h5"] == "ok" and reply["h1"] == "ok (out of scope)"
+    assert reply == {"agents": {n: "ok" for n in ALL}}["agents"]
     assert sorted(n for n in ALL if "s1" in tree[n].agent.tasks) == ["h12", "h5"]
     tree.tick_all(105.0)
     rep = tree.net.controller[-1]

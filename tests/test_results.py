@@ -138,3 +138,18 @@ def test_stored_results_drop_raw_sketch_candidates_and_long_windows(results):
     assert "candidates" not in res and "hll" not in res["distinct"]
     assert len(res["window"]["counts"]) == 100 and res["window"]["truncated"] is True
     assert min(res["window"]["counts"].values()) == 50 and res["window"]["distinct"] == 150
+
+
+def test_an_agent_dropped_from_the_tree_stays_missing_until_back(results):
+    results.ingest(report(10.0, covered=["h1", "h2", "h3"]), now=10.5)
+    results.ingest(report(15.0, covered=["h1", "h2"]), now=15.5)  # h3 left the tree
+    res = results.latest("t1", now=16.0)
+    assert res["missing"] == ["h3"] and res["complete"] is False
+    results.ingest(report(20.0, covered=["h1", "h2", "h3"]), now=20.5)
+    assert results.latest("t1")["missing"] == [] and results.latest("t1")["complete"]
+    assert [(e["kind"], e["missing"]) for e in results.events()] == [
+        ("coverage", ["h3"]), ("coverage", [])]
+    results.ingest(report(25.0, covered=["h1", "h2"]), now=25.5)
+    results.forget_agent("h3")
+    results.ingest(report(30.0, covered=["h1", "h2"]), now=30.5)
+    assert results.latest("t1")["missing"] == []
