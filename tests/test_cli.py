@@ -1,0 +1,186 @@
+"""The ``measure`` CLI: offline check, table rendering, and real HTTP round trips."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+
+from ryu_app.cli import (
+    main,
+    render_overlay,
+    render_result,
+    render_table,
+    render_tasks,
+    render_topology,
+)
+from tests.helpers import ROOT
+
+POLICY = os.path.join(ROOT, "policies", "heavy_hitter.yaml")
+
+
+def test_check_valid_policy(capsys):
+    assert main(["check", POLICY]) == 0
+    assert capsys.readouterr().out == \
+        "policy heavy_hitter.yaml: 1 task(s) valid: hh-icmp-h5 (heavy_hitters)\n"
+
+
+def test_check_invalid_policy_exits_1_with_the_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks:\n  - name: hh-1\n    kind: heavy_hitters\n    key: srcdst\n")
+    assert main(["check", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("measure: policy bad.yaml: task hh-1: key 'srcdst' is not one of "
+                            "src, dst, src_dst, sport, dport, src_dport, dst_dport, proto, "
+                            "five_tuple\n")
+    assert main(["check", str(tmp_path / "missing.yaml")]) == 1
+    assert capsys.readouterr().err == (f"measure: cannot read {tmp_path / 'missing.yaml'}: "
+                                       "No such file or directory\n")
+
+
+def test_console_script_needs_no_controller_for_check():
+    proc = subprocess.run([sys.executable, "-m", "ryu_app.cli", "--url", "http://127.0.0.1:1",
+                           "check", POLICY], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 task(s) valid" in proc.stdout
+
+
+def test_unreachable_controller_exits_2(capsys):
+    assert main(["--url", "http://127.0.0.1:1", "tasks"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "measure: cannot reach the controller at http://127.0.0.1:1: ")
+
+
+def test_render_table_aligns_numbers_right():
+    assert render_table(["KEY", "COUNT"], [["10.0.0.2", 5], ["10.0.0.10", 1200]]) == (
+        "KEY        COUNT\n"
+        "10.0.0.2       5\n"
+        "10.0.0.10   1200")
+
+
+def test_render_result_tables():
+    result = {"task_id": "3", "host": "*", "kind": "heavy_hitters", "age": 1.5,
+              "key": "src_dst", "packets": 30, "bytes": 2520.0, "total": 2520.0,
+              "covered": ["h1", "h2"], "missing": ["h3"],
+              "heavy_hitters": {"10.0.0.6,10.0.0.5": 168, "10.0.0.2,10.0.0.5": 1512},
+              "top_k": [["10.0.0.2,10.0.0.5", 1512], ["10.0.0.6,10.0.0.5", 168]],
+              "scanners": {"10.0.0.6": 85}, "distinct": {"estimate": 2}}
+    assert render_result(result) == "\n".join([
+        "task 3  host *  kind heavy_hitters  age 1.5s",
+        "covered 2: h1, h2  missing 1: h3",
+        "packets 30  bytes 2520  total 2520",
+        "heavy hitters",
+        "SRC_DST            COUNT",
+        "10.0.0.2,10.0.0.5   1512",
+        "10.0.0.6,10.0.0.5    168",
+        "top k",
+        "SRC_DST            COUNT",
+        "10.0.0.2,10.0.0.5   1512",
+        "10.0.0.6,10.0.0.5    168",
+        "port scans",
+        "SRC       PORTS",
+        "10.0.0.6     85",
+        "distinct keys ~2",
+    ])
+    assert render_result({"task_id": "4", "kind": "counter", "age": 0, "covered": ["h1"],
+                          "missing": [], "total": 0}) == (
+        "task 4  host *  kind counter  age 0s\ncovered 1: h1  (complete)\ntotal 0\n"
+        "no heavy hitters")
+    assert render_result({"task_id": "5", "host": "*", "kind": "bandwidth", "age": 2.0,
+                          "method": "slops", "src": "h5", "dst": "h6", "mbit_s": 9.6}) == (
+        "task 5  host *  kind bandwidth  age 2.0s\n"
+        "FIELD   VALUE\nmethod  slops\nsrc     h5\ndst     h6\nmbit_s  9.6")
+
+
+def test_render_tasks_overlay_topology():
+    tasks = [{"id": "1", "name": "hh", "kind": "heavy_hitters", "status": "partial",
+              "agents": {"h1": "ok", "h2": "error: timeout"}, "last_error": "failed on h2"},
+             {"id": "2", "name": "bw", "kind": "bandwidth", "status": "pending", "agents": {},
+              "last_error": None}]
+    assert render_tasks(tasks) == (
+        "ID  NAME  KIND           STATUS   AGENTS OK  ERROR\n"
+        "1   hh    heavy_hitters  partial  1/2        failed on h2\n"
+        "2   bw    bandwidth      pending  -          -")
+    assert render_tasks([]) == "no tasks"
+    overlay = {"root": "h1", "epoch": 3, "depth": 2, "fanout": 2,
+               "parent": {"h1": None, "h2": "h1", "h3": "h1", "h4": "h2", "h5": "h2"},
+               "children": {"h1": ["h2", "h3"], "h2": ["h4", "h5"]}, "unlocated": ["h5"]}
+    assert render_overlay(overlay) == (
+        "epoch 3  depth 2  fanout 2  agents 5\n"
+        "h1\n"
+        "|-- h2\n"
+        "|   |-- h4\n"
+        "|   `-- h5\n"
+        "`-- h3\n"
+        "not located in the topology: h5")
+    assert render_overlay({"root": None, "epoch": 0}) == "epoch 0: no live agents"
+    topo = {"switches": [{"dpid": "0000000000000001", "ports": [1, 2]}],
+            "links": [{"src": {"dpid": "0000000000000001", "port": 2},
+                       "dst": {"dpid": "0000000000000002", "port": 1}}],
+            "hosts": [{"mac": "00:00:00:00:00:01", "ips": ["10.0.0.1"],
+                       "dpid": "0000000000000001", "port": 1}]}
+    assert render_topology(topo) == (
+        "SWITCH            PORTS\n0000000000000001  1,2\n\n"
+        "LINK              PORT  TO                PORT\n"
+        "0000000000000001     2  0000000000000002     1\n\n"
+        "HOST               IPS       SWITCH            PORT\n"
+        "00:00:00:00:00:01  10.0.0.1  0000000000000001     1")
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def controller(tmp_path):
+    """The real REST app and service on a loopback port (fake agents behind it)."""
+    from ryu_app.service import AuthConfig
+    from tests.test_rest import Harness
+
+    harness = Harness(str(tmp_path / "state"), auth=AuthConfig(token="k" * 40))
+    server = make_server("127.0.0.1", 0, harness.wsgi, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    token = tmp_path / "token"
+    token.write_text("k" * 40 + "\n")
+    try:
+        yield harness, f"http://127.0.0.1:{server.server_port}", str(token)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_apply_tasks_result_over_http(controller, capsys):
+    harness, url, token = controller
+    base = ["--url", url, "--token-file", token]
+    assert main(["--url", url, "apply", POLICY]) == 1
+    assert capsys.readouterr().err == ("measure: HTTP 401: missing bearer token "
+                                       "(send 'Authorization: Bearer <token>')\n")
+    assert main([*base, "apply", POLICY]) == 0
+    assert capsys.readouterr().out == "task 1: hh-icmp-h5\n"
+    assert main([*base, "apply", POLICY]) == 1
+    assert capsys.readouterr().err == ("measure: HTTP 409: task name 'hh-icmp-h5' is already "
+                                       "used by task 1; delete it first\n")
+    for i in (1, 5):  # agents register with a signature; here straight to the service
+        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                                        "data_ip": f"10.0.0.{i}"})
+    harness.tick()
+    assert main([*base, "tasks"]) == 0
+    assert capsys.readouterr().out == (
+        "ID  NAME        KIND           STATUS  AGENTS OK  ERROR\n"
+        "1   hh-icmp-h5  heavy_hitters  active  2/2        -\n")
+    assert main([*base, "result", "1"]) == 1
+    assert capsys.readouterr().err == "measure: HTTP 404: no result yet for task 1 (active)\n"
+    assert main([*base, "overlay"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["h1", "`-- h5"]
+    assert main([*base, "bw", "h1", "h5", "--json"]) == 0
+    assert '"mbit_s": 9.6' in capsys.readouterr().out
+    assert main([*base, "delete", "1"]) == 0
+    assert capsys.readouterr().out == "task 1 deleted\n"
