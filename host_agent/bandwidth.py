@@ -409,6 +409,8 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
         fleets.append({"rate_mbit": round(rate, 3), "verdict": verdict,
                        "trends": "".join(trends)})
         search.update(rate, verdict)
+    if search.lo >= search.max_rate:  # the path has more than we may probe at
+        fleets.append({"note": f"at least max_rate_mbit={search.max_rate:g}"})
     return {"estimate": search.estimate(), "lo": search.lo, "hi": search.hi,
             "streams": next_id - 1, "capacity_mbit_s": round(capacity, 3),
             "fleets": fleets, "converged": search.done()}

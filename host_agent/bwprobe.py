@@ -170,7 +170,10 @@ class Receiver:
         if self.proto == "udp":
             self._drain_udp()
         elif sock is self.sock and self.conn is None:
-            self.conn, _ = self.sock.accept()
+            try:
+                self.conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return
             self.conn.setblocking(False)
         elif sock is self.conn:
             self._drain_tcp()
@@ -217,8 +220,9 @@ class Receiver:
 
     def fetch(self, streams: list[int] | None) -> dict[str, Any]:
         """Arrival data: per stream, sorted by sequence number."""
-        self.readable(self.sock)
-        if self.conn is not None:
+        if self.proto == "udp":
+            self._drain_udp()
+        elif self.conn is not None:
             self._drain_tcp()
         wanted = sorted(self.streams) if streams is None else streams
         out = {}
