@@ -28,7 +28,11 @@ Packet path
 -----------
 ``NetfilterQueue.bind(queue, cb, max_len, COPY_PACKET, HEADER_COPY_BYTES)``
 copies only the header bytes; fail-open is switched on with a raw
-``NFQNL_MSG_CONFIG`` (a full queue accepts instead of dropping). The
+``NFQNL_MSG_CONFIG`` (a full queue accepts instead of dropping), together
+with ``NFQA_CFG_F_GSO``: the kernel then queues GSO/GRO super-packets whole
+instead of segmenting them first, so a "packet" (and its IPv4 total length)
+is what the host's stack and the iptables rule counters see, and a TCP bulk
+transfer costs the monitor one packet per super-packet, not per segment. The
 callback appends the payload and the packet mark and accepts: nothing else
 happens on the verdict path. The main loop ``select``s over the netlink
 socket and the command socket, drains at most ``BUDGET`` packets per turn
@@ -67,12 +71,14 @@ _NLM_F_REQUEST = 1
 _NFQA_CFG_MASK = 4
 _NFQA_CFG_FLAGS = 5
 _NFQA_CFG_F_FAIL_OPEN = 1
+_NFQA_CFG_F_GSO = 4
 
 
-def fail_open_message(queue: int) -> bytes:
-    """The ``NFQNL_MSG_CONFIG`` netlink message turning on fail-open for ``queue``."""
-    attrs = (struct.pack("=HH", 8, _NFQA_CFG_MASK) + struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN)
-             + struct.pack("=HH", 8, _NFQA_CFG_FLAGS) + struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN))
+def fail_open_message(queue: int, gso: bool = True) -> bytes:
+    """The ``NFQNL_MSG_CONFIG`` message turning on fail-open (and GSO) for ``queue``."""
+    flags = _NFQA_CFG_F_FAIL_OPEN | (_NFQA_CFG_F_GSO if gso else 0)
+    attrs = (struct.pack("=HH", 8, _NFQA_CFG_MASK) + struct.pack("!I", flags)
+             + struct.pack("=HH", 8, _NFQA_CFG_FLAGS) + struct.pack("!I", flags))
     body = struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", queue) + attrs
     header = struct.pack("=IHHII", 16 + len(body), (_NFNL_SUBSYS_QUEUE << 8) | _NFQNL_MSG_CONFIG,
                          _NLM_F_REQUEST, 0, 0)

@@ -363,4 +363,6 @@ def test_fail_open_message_layout():
     length, mtype, flags = struct.unpack_from("=IHH", msg)
     assert (length, len(msg), mtype, flags) == (36, 36, (3 << 8) | 2, 1)
     assert msg[16:20] == b"\x00\x00\x00\x07"
-    assert msg[20:] == (b"\x08\x00\x04\x00\x00\x00\x00\x01" b"\x08\x00\x05\x00\x00\x00\x00\x01")
+    assert msg[20:] == (b"\x08\x00\x04\x00\x00\x00\x00\x05" b"\x08\x00\x05\x00\x00\x00\x00\x05")
+    assert fail_open_message(7, gso=False)[20:] == (b"\x08\x00\x04\x00\x00\x00\x00\x01"
+                                                    b"\x08\x00\x05\x00\x00\x00\x00\x01")
