@@ -352,12 +352,14 @@ def star(sim: Sim, lat: tuple[float, float], conc: int, task_bytes: int) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="N = 10, 100 only")
+    ap.add_argument("--quick", action="store_true", help="N = 10, 100 only, one run each")
     ap.add_argument("--sizes", default="", help="comma-separated N (default 10,100,500,1000)")
     ap.add_argument("--fanout", type=int, default=8)
     ap.add_argument("--tick-jitter", type=float, default=0.05,
                     help="agents tick up to this long after the interval end (s)")
     ap.add_argument("--star-concurrency", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=0,
+                    help="repetitions per N, medians printed (default 3, 1 with --quick)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
     sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
@@ -365,11 +367,19 @@ def main(argv: list[str] | None = None) -> int:
     lat = measure_latency()
     print(f"loopback HTTP POST latency: {lat[0] * 1e3:.2f} ms + {lat[1] * 1e9:.1f} ns/byte "
           f"(measured); tick jitter {args.tick_jitter} s; fan-out {args.fanout}")
-    rows = []
+    reps = args.reps or (1 if args.quick else 3)
+    rows, spread = [], {}
     for n in sizes:
-        rows.append(run_size(n, args.fanout, lat, args.tick_jitter, args.star_concurrency))
-        r = rows[-1]
-        print(f"  N={n} done in {r['wall_s']:.1f} s wall", file=sys.stderr)
+        runs = [run_size(n, args.fanout, lat, args.tick_jitter, args.star_concurrency)
+                for _ in range(reps)]
+        row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        row.update(n=n, fanout=args.fanout, depth=runs[0]["depth"], reps=reps,
+                   runs=runs)
+        rows.append(row)
+        spread[n] = {k: (min(r[k] for r in runs), max(r[k] for r in runs))
+                     for k in ("config_s", "result_s", "star_result_s")}
+        print(f"  N={n}: {reps} run(s), {sum(r['wall_s'] for r in runs):.1f} s wall",
+              file=sys.stderr)
     head = (f"{'N':>5} {'levels':>6} | {'config s':>8} {'result s':>8} {'ctl msg':>7} "
             f"{'ctl KB':>8} {'ctl cpu s':>9} | {'star cfg s':>10} {'star res s':>10} "
             f"{'star msg':>8} {'star KB':>8} {'star cpu s':>10}")
@@ -381,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['star_config_s']:>10.3f} {r['star_result_s']:>10.3f} "
               f"{r['star_ctl_msgs']:>8} {r['star_ctl_bytes'] / 1024:>8.1f} "
               f"{r['star_ctl_cpu_s']:>10.4f}")
+    if reps > 1:
+        print(f"medians of {reps} runs; spread (min-max) of the times:")
+        for n, sp in spread.items():
+            print(f"  N={n}: " + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in sp.items()))
     big = [r for r in rows if r["n"] == 1000]
     if big:
         r = big[0]

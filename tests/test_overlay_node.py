@@ -493,3 +493,21 @@ def test_absolute_threshold_asks_for_candidates_at_threshold_over_n(tree):
     assert {tree[n].agent.tasks["t2"]["candidate_divisor"] for n in ALL} == {13}
     tree["h1"].put_task("t3", dict(TASK, name="t3"))  # fractions need no divisor
     assert "candidate_divisor" not in tree["h5"].agent.tasks["t3"]
+
+
+def test_overlay_scale_bench_runs(tmp_path):
+    """bench/overlay_scale.py at N=10: one controller message per interval, all covered."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "bench/overlay_scale.py", "--sizes", "10",
+                           "--reps", "1", "--json", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["n"] == 10 and row["ctl_msgs"] == 1 and row["star_ctl_msgs"] == 20
+    assert 0 < row["result_s"] < 5 and 0 < row["config_s"] < 5
