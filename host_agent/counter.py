@@ -154,6 +154,7 @@ class _Bucket:
         self.pending = 0
         self.truncated = False
         self.hll = HyperLogLog(WINDOW_HLL_PRECISION)
+        self.hll_done = 0                   # arrays of self.keys already in self.hll
         self.ports: list[np.ndarray] = []   # src << 16 | dport
         self.dsts: list[np.ndarray] = []    # src << 32 | dst
         self.pairs_pending = 0
@@ -163,17 +164,21 @@ class _Bucket:
         self.keys.append(keys)
         self.reps.append(reps)
         self.counts.append(counts)
-        self.hll.add(keys)
         self.pending += keys.shape[0]
         if self.pending > 4 * limit:
             self.compact(limit)
 
     def compact(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sum the pending arrays into one (largest ``limit`` kept); feed the bucket's HLL."""
+        if len(self.keys) > self.hll_done:
+            self.hll.add(np.concatenate(self.keys[self.hll_done:]))
+            self.hll_done = len(self.keys)
         if len(self.keys) > 1 or (self.keys and self.keys[0].shape[0] > limit):
             keys, reps, counts, distinct = _combine(self.keys, self.reps, self.counts, limit)
             self.truncated = self.truncated or distinct > limit
             self.keys, self.reps, self.counts = [keys], [reps], [counts]
             self.pending = keys.shape[0]
+            self.hll_done = 1
         if not self.keys:
             empty = np.zeros(0, np.uint64)
             reps = np.zeros((0, 2), np.uint64) if self.five else empty
@@ -201,6 +206,26 @@ class _Bucket:
         return out[0], out[1]
 
 
+def aggregate(keys: np.ndarray, weights: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique keys, the index of one occurrence of each, and their counts (or weight sums).
+
+    One argsort and a few linear passes: cheaper than ``np.unique`` with
+    ``return_inverse`` on the small arrays of a packet batch.
+    """
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    flags = np.empty(ordered.shape[0], dtype=bool)
+    flags[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=flags[1:])
+    starts = np.flatnonzero(flags)
+    if weights is None:
+        counts = np.diff(starts, append=ordered.shape[0]).astype(np.int64)
+    else:
+        counts = np.add.reduceat(weights[order].astype(np.int64), starts)
+    return ordered[starts], order[starts], counts
+
+
 def _combine(keys: list[np.ndarray], reps: list[np.ndarray], counts: list[np.ndarray],
              limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Sum counts per key over several arrays, keeping the ``limit`` largest.
@@ -210,8 +235,7 @@ def _combine(keys: list[np.ndarray], reps: list[np.ndarray], counts: list[np.nda
     k = np.concatenate(keys)
     r = np.concatenate(reps)
     c = np.concatenate(counts)
-    uniq, first, inverse = np.unique(k, return_index=True, return_inverse=True)
-    sums = np.bincount(inverse, weights=c, minlength=uniq.shape[0]).astype(np.int64)
+    uniq, first, sums = aggregate(k, c)
     reps_u = r[first]
     distinct = int(uniq.shape[0])
     if distinct > limit:
@@ -235,8 +259,11 @@ class Counter:
         self.total = 0
         self.unparsed = 0
         self.last_update = float(now)
-        self._cand_keys = np.zeros(0, np.uint64)
+        self._hll_pending: list[np.ndarray] = []
+        self._hll_pending_n = 0
+        self._cand_keys = np.zeros(0, np.uint64)   # sorted
         self._cand_reps = self._empty_reps()
+        self._pruned_at = 0.0
         step = spec.window_length / (SLIDING_BUCKETS if spec.window_mode == "sliding" else 1)
         self._step = step
         self._buckets: deque[_Bucket] = deque([_Bucket(self._index(now), self.five)])
@@ -285,21 +312,22 @@ class Counter:
         if n == 0:
             return
         keys = batch.sketch_keys(self.spec.key)
-        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         nbytes = int(batch.length.sum(dtype=np.int64))
         if self.spec.increment == "pkt":
-            counts = np.bincount(inverse, minlength=uniq.shape[0]).astype(np.int64)
+            uniq, first, counts = aggregate(keys)
             self.total += n
         else:
-            counts = np.bincount(inverse, weights=batch.length,
-                                 minlength=uniq.shape[0]).astype(np.int64)
+            uniq, first, counts = aggregate(keys, batch.length)
             self.total += nbytes
         self.packets += n
         self.bytes += nbytes
         reps = batch.full_keys(self.spec.key)[first] if self.five else uniq
-        self.sketch.update(uniq, counts)
-        self.hll.add(uniq)
-        self._update_candidates(uniq, reps)
+        est = self.sketch.update(uniq, counts)
+        self._hll_pending.append(uniq)
+        self._hll_pending_n += uniq.shape[0]
+        if self._hll_pending_n > 16384:
+            self._flush_hll()
+        self._update_candidates(uniq, reps, est)
         self._buckets[-1].add(uniq, reps, counts, self.spec.max_window_keys)
         if self.spec.scan:
             src = batch.src.astype(np.uint64)
@@ -307,27 +335,56 @@ class Counter:
             dsts = np.unique((src << np.uint64(32)) | batch.dst.astype(np.uint64))
             self._buckets[-1].add_pairs(ports, dsts, 10 * self.spec.max_window_keys)
 
-    def _update_candidates(self, uniq: np.ndarray, reps: np.ndarray) -> None:
+    def _flush_hll(self) -> None:
+        if self._hll_pending:
+            self.hll.add(np.concatenate(self._hll_pending))
+            self._hll_pending, self._hll_pending_n = [], 0
+
+    def _update_candidates(self, uniq: np.ndarray, reps: np.ndarray, est: np.ndarray) -> None:
+        """Add the batch's keys that pass the candidate threshold; prune when due.
+
+        ``est`` bounds each key's count from above (see ``CountMinSketch.update``),
+        so no key that reached the threshold is missed. Pruning re-estimates every
+        candidate; it runs when the set outgrows ``max_candidates`` or the threshold
+        has risen 25% since the last pruning (queries re-estimate anyway).
+        """
         threshold = self.candidate_threshold()
         if threshold is not None:
-            passing = self.sketch.query(uniq) >= threshold
-            uniq, reps = uniq[passing], reps[passing]
-        if uniq.shape[0] == 0 and self._cand_keys.shape[0] == 0:
-            return
-        keys = np.concatenate([self._cand_keys, uniq])
-        all_reps = np.concatenate([self._cand_reps, reps])
-        keys, first = np.unique(keys, return_index=True)
-        all_reps = all_reps[first]
+            passing = est >= threshold
+            if not passing.all():
+                uniq, reps = uniq[passing], reps[passing]
+        cand = self._cand_keys
+        if uniq.shape[0]:
+            if cand.shape[0]:
+                pos = np.minimum(np.searchsorted(cand, uniq), cand.shape[0] - 1)
+                fresh = cand[pos] != uniq
+                uniq, reps = uniq[fresh], reps[fresh]
+            if uniq.shape[0]:
+                keys = np.concatenate([cand, uniq])
+                order = np.argsort(keys, kind="stable")
+                self._cand_keys = keys[order]
+                self._cand_reps = np.concatenate([self._cand_reps, reps])[order]
+        limit = self.spec.max_candidates
+        size = self._cand_keys.shape[0]
+        if threshold is None:
+            if size > limit + limit // 2:
+                self._prune(None)
+        elif size > limit or (size and threshold >= 1.25 * self._pruned_at):
+            self._prune(threshold)
+
+    def _prune(self, threshold: float | None) -> None:
+        keys, reps = self._cand_keys, self._cand_reps
         est = self.sketch.query(keys)
         if threshold is not None:
             keep = est >= threshold
-            keys, all_reps, est = keys[keep], all_reps[keep], est[keep]
+            keys, reps, est = keys[keep], reps[keep], est[keep]
+            self._pruned_at = threshold
         limit = self.spec.max_candidates
         if keys.shape[0] > limit:
             top = np.argpartition(-est, limit - 1)[:limit]
             top.sort()
-            keys, all_reps = keys[top], all_reps[top]
-        self._cand_keys, self._cand_reps = keys, all_reps
+            keys, reps = keys[top], reps[top]
+        self._cand_keys, self._cand_reps = keys, reps
 
     # ------------------------------------------------------------ queries
     def estimate(self, key: str) -> int:
@@ -341,7 +398,8 @@ class Counter:
         keep = est >= threshold if threshold is not None else np.ones(est.shape, bool)
         ints = key_ints(self.spec.key, self._cand_reps[keep])
         pairs = sorted(zip(ints, est[keep].tolist(), strict=True), key=lambda p: (-p[1], p[0]))
-        return [(format_key(self.spec.key, k), int(v)) for k, v in pairs]
+        return [(format_key(self.spec.key, k), int(v))
+                for k, v in pairs[: self.spec.max_candidates]]
 
     def candidates(self) -> dict[str, int]:
         return dict(self._ranked(self.candidate_threshold()))
@@ -358,6 +416,7 @@ class Counter:
 
     def distinct(self) -> int:
         """Estimated number of distinct keys ever seen."""
+        self._flush_hll()
         return self.hll.count()
 
     def _window_of(self, buckets: list[_Bucket], start: float) -> dict[str, Any]:
@@ -469,7 +528,7 @@ class Counter:
                        "max_scan_list": spec.max_scan_list},
             "window": self.window(now),
             "scan": self.scan(now),
-            "distinct": {"estimate": self.hll.count(), "hll": self.hll.to_wire(),
+            "distinct": {"estimate": self.distinct(), "hll": self.hll.to_wire(),
                          "precision": self.hll.precision},
             "missed": {"packets": 0, "bytes": 0},
             "unparsed": self.unparsed,

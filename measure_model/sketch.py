@@ -121,19 +121,27 @@ class CountMinSketch:
         return rows.astype(np.int64) + self._offsets
 
     # ------------------------------------------------------------ update / query
-    def update(self, keys: np.ndarray, counts: np.ndarray | int) -> None:
-        """Add ``counts`` to ``keys`` (a uint64 array of UNIQUE keys)."""
+    def update(self, keys: np.ndarray, counts: np.ndarray | int) -> np.ndarray:
+        """Add ``counts`` to ``keys`` (a uint64 array of UNIQUE keys).
+
+        Returns an upper bound of each key's new count that is at most its fresh
+        estimate (conservative: old estimate + count; plain: the fresh estimate),
+        which spares callers a second query.
+        """
         keys = np.asarray(keys, dtype=np.uint64)
         if keys.size == 0:
-            return
-        counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), keys.shape)
+            return np.zeros(0, dtype=np.int64)
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.shape != keys.shape:
+            counts = np.broadcast_to(counts, keys.shape)
         idx = self.indices(keys)
         flat = self.cells.reshape(-1)
         if self.conservative:
             new = flat[idx].min(axis=0) + counts
-            np.maximum.at(flat, idx.reshape(-1), np.broadcast_to(new, idx.shape).reshape(-1))
-        else:
-            np.add.at(flat, idx.reshape(-1), np.broadcast_to(counts, idx.shape).reshape(-1))
+            np.maximum.at(flat, idx.reshape(-1), np.tile(new, self.depth))
+            return new
+        np.add.at(flat, idx.reshape(-1), np.tile(counts, self.depth))
+        return flat[idx].min(axis=0)
 
     def add(self, keys: np.ndarray, counts: np.ndarray | int = 1) -> None:
         """Like :meth:`update` but ``keys`` may repeat (they are aggregated first)."""
