@@ -1,0 +1,123 @@
+"""Capture rules: filter validation (unit) and real iptables in a namespace (netns).
+
+The netns tests drive ``Capture`` with a runner that executes the argument
+list inside the test's namespace; nothing is bound to the queue, so
+``--queue-bypass`` lets every packet through while the per-sketch rule
+counters still count what each sketch matched.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from host_agent.capture import Capture, CaptureFilter, free_slot
+from tests.helpers import Netns
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("body", "message"), [
+    ({"interface": "FORWARD"}, "interface must be INPUT or OUTPUT, got 'FORWARD'"),
+    ({"proto": "gre"}, "proto must be one of tcp, udp, icmp, got 'gre'"),
+    ({"src": "10.0.0.0/33"}, "src must be an IPv4 address or prefix, got '10.0.0.0/33'"),
+    ({"dst": "$(touch /tmp/x)"}, "dst must be an IPv4 address or prefix, got '$(touch /tmp/x)'"),
+    ({"proto": "udp", "sport": "9:1"}, "sport range '9:1' has low > high"),
+    ({"proto": "udp", "sport": 0}, "sport ports must be in 1..65535, got 0"),
+    ({"proto": "tcp", "dport": "80\n-j DROP"},
+     "dport must be a port or 'low:high', got '80\\n-j DROP'"),
+    ({"proto": "tcp", "dport": True}, "dport must be a port or 'low:high', got True"),
+    ({"dport": 80}, "dport needs proto tcp or udp"),
+    ({"iface": "eth0"}, "filter: unknown field 'iface'"),
+])
+def test_filter_rejects_bad_fields(body, message):
+    with pytest.raises(ValueError) as exc:
+        CaptureFilter.from_dict(body)
+    assert str(exc.value) == message
+
+
+@pytest.mark.unit
+def test_filter_normalises_and_builds_match_args():
+    f = CaptureFilter.from_dict({"interface": "output", "proto": "TCP", "src": "10.0.0.7/8",
+                                 "dst": "10.0.0.5", "sport": 80, "dport": " 8000:8100 "})
+    assert f.to_dict() == {"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
+                           "dst": "10.0.0.5", "sport": "80", "dport": "8000:8100"}
+    assert f.match_args() == ["-p", "tcp", "-s", "10.0.0.0/8", "-d", "10.0.0.5",
+                              "--sport", "80", "--dport", "8000:8100"]
+    assert CaptureFilter.from_dict({}).match_args() == []
+    assert free_slot([0, 1, 3]) == 2 and free_slot(list(range(32))) is None
+
+
+@pytest.mark.unit
+def test_capture_rejects_bad_names():
+    with pytest.raises(ValueError, match="agent name must match"):
+        Capture("h2; rm -rf /", runner=lambda cmd: "")
+    with pytest.raises(ValueError, match="bad exclude interface"):
+        Capture("h2", exclude_interface="eth0 -j DROP", runner=lambda cmd: "")
+
+
+def ns_runner(ns: Netns):
+    return lambda cmd: ns.run(cmd).stdout
+
+
+def counts(cap: Capture) -> dict[int, tuple[int, int]]:
+    return cap.counters()
+
+
+@pytest.mark.netns
+def test_rules_count_overlapping_sketches_and_bypass(ns_pair):
+    a, b = ns_pair
+    cap = Capture("h9", queue=3, runner=ns_runner(b))
+    cap.setup()
+    try:
+        cap.add(1, 0, CaptureFilter.from_dict({"proto": "icmp"}))
+        cap.add(2, 1, CaptureFilter.from_dict({"src": a.ip}))
+        cap.add(3, 2, CaptureFilter.from_dict({"proto": "udp", "dport": 9}))
+        cap.add(4, 3, CaptureFilter.from_dict({"interface": "OUTPUT", "proto": "icmp"}))
+        out = a.run(["ping", "-c", "4", "-i", "0.05", "-s", "72", b.ip]).stdout
+        assert " 0% packet loss" in out  # nobody bound to queue 3: --queue-bypass
+        c = counts(cap)
+        assert c[1] == (4, 400) and c[3] == (0, 0) and c[4] == (4, 400)
+        assert c[2][0] >= 4  # icmp plus any neighbour traffic from a
+        cap.remove(1)
+        assert set(counts(cap)) == {2, 3, 4}
+        rules = "\n".join(cap.listing())
+        assert "--queue-num 3 --queue-bypass" in rules
+        assert '"endhost-measure:h9:hook" -j ehm-h9-in' in rules
+    finally:
+        cap.teardown()
+    assert cap.listing() == []
+    assert "ehm-h9" not in b.run(["iptables-save"]).stdout
+
+
+@pytest.mark.netns
+def test_excluded_interface_is_not_captured(ns_pair):
+    a, b = ns_pair
+    cap = Capture("h9", exclude_interface=b.intf, runner=ns_runner(b))
+    cap.setup()
+    try:
+        cap.add(1, 0, CaptureFilter.from_dict({"proto": "icmp"}))
+        a.run(["ping", "-c", "2", "-i", "0.05", b.ip])
+        b.run(["ping", "-c", "1", "127.0.0.1"])  # loopback is still captured
+        assert counts(cap)[1] == (2, 168)
+    finally:
+        cap.teardown()
+
+
+@pytest.mark.netns
+def test_stale_rules_removed_by_name_only(ns_pair):
+    _, b = ns_pair
+    old = Capture("h9", runner=ns_runner(b))
+    old.setup()
+    old.add(5, 4, CaptureFilter.from_dict({"proto": "tcp", "dport": "1:1024"}))
+    other = Capture("h10", queue=1, runner=ns_runner(b))
+    other.setup()
+    try:
+        fresh = Capture("h9", runner=ns_runner(b))
+        removed = fresh.remove_stale()
+        assert removed == 4  # INPUT and OUTPUT hooks + two chains
+        assert old.listing() == [] and len(other.listing()) == 6
+        fresh.setup()
+        assert fresh.counters() == {} and len(fresh.listing()) == 6
+        fresh.teardown()
+    finally:
+        other.teardown()
+        old.remove_stale()
