@@ -81,9 +81,10 @@ def render_result(result: dict) -> str:
              f"kind {result.get('kind') or '-'}  age {result.get('age', '-')}s"]
     if "covered" in result:
         missing = result.get("missing") or []
-        lines.append(f"covered {len(result['covered'])}: {', '.join(result['covered'])}"
-                     + (f"  missing {len(missing)}: {', '.join(missing)}" if missing else
-                        "  (complete)"))
+        covered = result["covered"] or []
+        text = f"covered {len(covered)}" + (f": {', '.join(covered)}" if covered else "")
+        lines.append(text + (f"  missing {len(missing)}: {', '.join(missing)}" if missing else
+                             "  (complete)"))
     if result.get("kind") == "bandwidth":
         keys = [k for k in ("method", "src", "dst", "mbit_s", "mbytes_s", "range_mbit",
                             "duration", "probe_bytes") if k in result]

@@ -438,3 +438,74 @@ def test_corrupt_store_stops_the_service_with_a_clear_error(tmp_path):
     (state / "measure.db").write_bytes(b"garbage" * 100)
     with pytest.raises(StoreError, match=r"measure\.db: file is not a database$"):
         Harness(str(state))
+
+
+# ---------------------------------------------------------------- real processes
+
+def test_controller_process_with_real_agents_keeps_tasks_across_restart(controller_factory,
+                                                                        tmp_path):
+    """``python -m ryu_app`` + three API-only agents on loopback, signed both ways."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.helpers import ROOT, free_port, kill_proc, wait_until
+
+    state = tmp_path / "state"
+    port = free_port()
+    env = {"MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}",
+           "MEASURE_FANOUT": "2"}
+    ctl = controller_factory(rest_port=port, env=env)
+    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
+               timeout=10, message="credential files")
+    token = (state / "controller.token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    agents = []
+
+    def get(path):
+        resp = requests.get(f"{ctl.url}/measure/v1{path}", headers=auth, timeout=5)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    try:
+        for i in (1, 2, 3):
+            agent_port = free_port()
+            agents.append(subprocess.Popen(
+                [sys.executable, "-m", "host_agent", "--name", f"a{i}", "--controller", ctl.url,
+                 "--listen", "127.0.0.1", "--port", str(agent_port),
+                 "--advertise", f"http://127.0.0.1:{agent_port}", "--no-capture",
+                 "--secret-file", str(state / "agent.secret"), "--data-ip", f"10.99.0.{i}"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ}))
+        overlay = wait_until(lambda: (o := get("/overlay")) and len(o["parent"]) == 3 and o,
+                             timeout=20, message="three agents in the overlay")
+        assert overlay["root"] == "a1" and overlay["children"]["a1"] == ["a2", "a3"]
+        with open(os.path.join(ROOT, "policies", "flow_size_distribution.yaml"), "rb") as f:
+            policy = f.read()
+        resp = requests.post(f"{ctl.url}/measure/v1/tasks", data=policy, timeout=5,
+                             headers={"Content-Type": "application/yaml"})
+        assert resp.status_code == 401
+        resp = requests.post(f"{ctl.url}/measure/v1/tasks", data=policy, timeout=5,
+                             headers={**auth, "Content-Type": "application/yaml"})
+        assert resp.status_code == 201 and resp.json() == {
+            "tasks": [{"id": "1", "name": "flow-size-icmp"}]}
+        everyone = {"a1": "ok", "a2": "ok", "a3": "ok"}
+        wait_until(lambda: get("/tasks/1")["agents"] == everyone, timeout=15,
+                   message="task installed on every agent")
+        assert get("/tasks/1")["status"] == "active"
+        epoch = get("/overlay")["epoch"]
+
+        kill_proc(ctl.proc)
+        ctl = controller_factory(rest_port=port, env=env)
+        tasks = get("/tasks")["tasks"]
+        assert [(t["id"], t["name"]) for t in tasks] == [("1", "flow-size-icmp")]
+        # Agents notice (heartbeat 404), register again, and get the task from the new root.
+        wait_until(lambda: get("/tasks/1")["agents"] == everyone
+                   and get("/tasks/1")["status"] == "active", timeout=20,
+                   message="task active again after the restart")
+        assert get("/overlay")["epoch"] > epoch
+    finally:
+        for proc in agents:
+            kill_proc(proc)
