@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from typing import Any
 from measure_model.task import Task
 from ryu_app.overlay import Overlay, build_overlay
 from ryu_app.registry import DEFAULT_TIMEOUT, Registry, host_node
-from ryu_app.store import GLOBAL, NameConflict, Store
+from ryu_app.store import GLOBAL, NameConflict, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -379,13 +380,25 @@ class MeasureService:
             except (ConnectionError, OSError) as exc:
                 log.info("overlay push to %s failed: %s", name, exc)
                 return name, False
-            if status == 409:  # the agent holds a newer epoch (controller state lost)
-                return name, True
+            if status == 409 and isinstance(body, dict):
+                # The agent holds a newer epoch (the controller lost its state dir):
+                # jump past it and send everyone the tree again.
+                match = re.search(r"current (\d+)", str(body.get("error", "")))
+                if match:
+                    newer.append(int(match[1]))
+                return name, False
             return name, 200 <= status < 300
 
+        newer: list[int] = []
         for name, ok in _map(push, names):
             if ok:
                 self._push_overlay.discard(name)
+        if newer and max(newer) >= self.epoch:
+            self.epoch = max(newer) + 1
+            self.store.set_meta("overlay_epoch", str(self.epoch))
+            self._push_overlay = set(live)
+            log.warning("an agent held overlay epoch %d: moved on to epoch %d", max(newer),
+                        self.epoch)
 
     def _root_url(self) -> str | None:
         root = self.overlay.root
@@ -408,7 +421,7 @@ class MeasureService:
                     timeout=PUSH_TIMEOUT)
             except (ConnectionError, OSError) as exc:
                 record.last_error = f"root {self.overlay.root}: {exc}"
-                continue
+                break  # the root is unreachable: the rest waits for the next tick
             if not 200 <= status < 300:
                 detail = body.get("error") if isinstance(body, dict) else body
                 record.last_error = f"root {self.overlay.root}: HTTP {status}: {detail}"
@@ -497,8 +510,16 @@ class MeasureService:
     # ------------------------------------------------------------ clock
 
     def tick(self, now: float | None = None) -> None:
-        """Timeouts, overlay recomputation and retries (about once a second)."""
-        now = self.now() if now is None else now
+        """Timeouts, overlay recomputation and retries (about once a second).
+
+        A store failure is logged in one line and the tick retried next time.
+        """
+        try:
+            self._tick(self.now() if now is None else now)
+        except StoreError as exc:
+            log.error("tick: %s", exc)
+
+    def _tick(self, now: float) -> None:
         gone = self.registry.expire(now)
         if gone:
             log.info("agents down: %s", ", ".join(gone))

@@ -61,6 +61,9 @@ class FakeAgents:
         if name in self.down:
             raise ConnectionError(f"{method} {url}: ConnectTimeout")
         if path == "/agent/v1/overlay":
+            held = self.overlay.get(name, {}).get("epoch", -1)
+            if json["epoch"] < held:
+                return 409, {"error": f"overlay: stale epoch {json['epoch']} < current {held}"}
             self.overlay[name] = json
             return 200, {"epoch": json["epoch"]}
         if path.startswith("/agent/v1/tasks/"):
@@ -320,6 +323,44 @@ def test_unreachable_root_keeps_the_task_pending_until_it_answers(h):
     h.agents.down.clear()
     h.tick()
     assert h.call("GET", "/measure/v1/tasks/1")[1]["status"] == "active"
+
+
+def test_unreachable_root_costs_one_timeout_per_tick(h):
+    h.register(1)
+    h.tick()
+    h.agents.down.add("h1")
+    h.call("POST", "/measure/v1/tasks", {"tasks": [{"name": "a", "kind": "counter"},
+                                                   {"name": "b", "kind": "counter"}]})
+    before = len(h.agents.calls)
+    h.tick()
+    assert [u for _, u, _ in h.agents.calls[before:]] == [
+        "http://192.168.100.1:8000/agent/v1/tasks/1"]
+
+
+def test_agent_with_a_newer_epoch_moves_the_controller_past_it(h):
+    # e.g. the controller's state directory was lost while agents kept running
+    h.agents.overlay["h1"] = {"epoch": 7}
+    h.register(1, 2)
+    h.tick()
+    assert h.service.epoch == 8
+    h.tick()
+    assert h.agents.overlay["h1"]["epoch"] == 8 and h.agents.overlay["h2"]["epoch"] == 8
+    assert h.service.store.get_meta("overlay_epoch") == "8"
+
+
+def test_store_failure_in_tick_is_logged_not_raised(h, caplog):
+    h.register(1)
+    h.service.store._db.execute("PRAGMA busy_timeout = 50")
+    locker = sqlite3.connect(h.service.store.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        h.tick()  # the overlay epoch cannot be stored
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert f"tick: store {h.service.store.path}: database is locked" in caplog.text
+    h.tick()
+    assert h.service.overlay.root == "h1"
 
 
 def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
