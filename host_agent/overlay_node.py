@@ -50,11 +50,15 @@ Per-host results
     of agents.
 
 Original root usage
-    ``global_snapshot(task_id, now)`` merges the node's current snapshot with
-    the latest subtree report of each child: the agent's legacy
-    ``query heavy hitters`` / ``query sketch`` at the root answers from it
-    for a sketch that the legacy ``config sketch counter`` turned into a
-    task with ``put_task(task_id, task, install_local=False)``.
+    The legacy ``config sketch counter`` handler calls
+    ``share_legacy_counter(sketch_id, counter_id)`` on an agent with
+    children: the counter becomes task ``legacy-S-C`` (1 s reports) that the
+    subtree installs, while here the legacy counter itself is the data.
+    ``legacy_global(sketch_id, counter_id)`` then merges this node's current
+    snapshot with each child's latest subtree report, which the legacy
+    ``query heavy hitters`` / ``query sketch`` / ``query real time counter``
+    answer from (``report.heavy_hitters_of``, ``report.estimate``,
+    ``["window"]``).
 
 Transport: an object with ``put/post/delete(url, json=..., timeout=...)``
 returning ``(status, body)``; the default uses ``requests`` (with an
@@ -80,6 +84,7 @@ log = logging.getLogger(__name__)
 
 OVERLAY_KEY = "_overlay"
 DEFAULT_INTERVAL = 5.0
+LEGACY_INTERVAL = 1.0
 
 
 class StaleEpoch(ValueError):
@@ -254,6 +259,7 @@ class OverlayNode:
         self.epoch = -1
         self.controller: str | None = None
         self.tasks: dict[str, TaskState] = {}
+        self.legacy: dict[str, tuple[int, int]] = {}  # task id -> (sketch id, counter id)
         self.stats = {"reports_sent": 0, "reports_received": 0, "bytes_sent": 0,
                       "late_reports": 0, "send_errors": 0}
         self._lock = threading.RLock()
@@ -558,13 +564,20 @@ class OverlayNode:
             pending.own_error = "not installed"
             return
         try:
-            own = self.agent.snapshot_task(state.task_id, now)
-            if isinstance(own, dict) and own.get("missed", {}) is None:
-                own["missed"] = {}  # no capture rules: nothing known to be missed
-            pending.own = own
+            pending.own = self._snapshot(state.task_id, now)
         except Exception as exc:  # noqa: BLE001 - the agent is then listed missing
             pending.own_error = str(exc)
             log.warning("snapshot of %s failed: %s", state.task_id, exc)
+
+    def _snapshot(self, task_id: str, now: float) -> dict:
+        """This agent's own snapshot of a task (or of a shared legacy counter)."""
+        if task_id in self.legacy:
+            own = self.agent.snapshot(*self.legacy[task_id], now)
+        else:
+            own = self.agent.snapshot_task(task_id, now)
+        if isinstance(own, dict) and own.get("missed", {}) is None:
+            own["missed"] = {}  # no capture rules: nothing known to be missed
+        return own
 
     def _finalise(self, state: TaskState, p: Pending, now: float) -> dict:
         """Merge own + children into one subtree report for interval ``p.end``."""
@@ -698,10 +711,7 @@ class OverlayNode:
         missing: list[str] = []
         if state.installed:
             try:
-                own = self.agent.snapshot_task(task_id, now)
-                if isinstance(own, dict) and own.get("missed", {}) is None:
-                    own["missed"] = {}
-                parts.append((self.name, own, [self.name]))
+                parts.append((self.name, self._snapshot(task_id, now), [self.name]))
             except Exception:  # noqa: BLE001 - listed missing
                 missing.append(self.name)
         for name, rep in zip(kid_names, children, strict=True):
@@ -716,6 +726,57 @@ class OverlayNode:
         if merged is not None:
             merged.update(covered=sorted(covered), missing=sorted(set(missing) - covered))
         return merged
+
+
+    # ------------------------------------------------------------ original root usage
+
+    def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
+        """Forward a legacy counter made here to the subtree as a global task.
+
+        Called by the legacy ``config sketch counter`` handler on an agent
+        that has children; the local counter itself is the task's data here.
+        Returns the per-agent status, or None on a node without children.
+        """
+        with self._lock:
+            if not self.children:
+                return None
+        sketch = self.agent.sketches[sketch_id]
+        spec = sketch.counters[counter_id]
+        thresholds = {k: spec[k] for k in ("threshold", "threshold_abs")
+                      if spec.get(k) is not None}
+        task = {"name": legacy_task_id(sketch_id, counter_id),
+                "kind": "heavy_hitters" if thresholds else "counter",
+                "filter": sketch.filter.to_dict(), "key": spec["key"],
+                "increment": spec["increment"], "top_k": spec["top_k"],
+                "window": spec["window"], "sketch": spec["sketch"],
+                "report_interval": LEGACY_INTERVAL, **thresholds}
+        if spec.get("scan_ports") is not None:
+            task["scan_ports"] = spec["scan_ports"]
+        task_id = legacy_task_id(sketch_id, counter_id)
+        with self._lock:
+            self.legacy[task_id] = (sketch_id, counter_id)
+        return self.put_task(task_id, task, install_local=False)
+
+    def legacy_global(self, sketch_id: int, counter_id: int,
+                      now: float | None = None) -> dict | None:
+        """The global snapshot of a shared legacy counter (None if not shared)."""
+        task_id = legacy_task_id(sketch_id, counter_id)
+        with self._lock:
+            shared = task_id in self.legacy
+        return self.global_snapshot(task_id, now) if shared else None
+
+    def unshare_legacy_sketch(self, sketch_id: int) -> None:
+        """Remove the subtree's copies of a deleted legacy sketch's counters."""
+        with self._lock:
+            ids = [t for t, (sid, _) in self.legacy.items() if sid == sketch_id]
+            for task_id in ids:
+                del self.legacy[task_id]
+        for task_id in ids:
+            self.delete_task(task_id)
+
+
+def legacy_task_id(sketch_id: int, counter_id: int) -> str:
+    return f"legacy-{sketch_id}-{counter_id}"
 
 
 def merge_snapshots(snaps: list[dict]) -> dict | None:

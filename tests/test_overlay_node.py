@@ -511,3 +511,38 @@ def test_overlay_scale_bench_runs(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["n"] == 10 and row["ctl_msgs"] == 1 and row["star_ctl_msgs"] == 20
     assert 0 < row["result_s"] < 5 and 0 < row["config_s"] < 5
+
+
+def test_legacy_counter_at_the_root_answers_for_the_whole_tree():
+    """The original usage: config sketch + counter at the root, global queries there."""
+    import numpy as np
+
+    from measure_model.keys import HeaderBatch
+    from measure_model.report import estimate, heavy_hitters_of
+
+    tree = real_tree()
+    root = tree["h1"].agent
+    sid = root.create_sketch({"interface": "INPUT", "proto": "udp"}).id
+    cid = root.add_counter(sid, {"key": "src", "increment": "pkt"})
+    assert tree["h1"].share_legacy_counter(sid, cid) == {"agents": {n: "ok" for n in ALL}}
+    assert tree["h5"].share_legacy_counter(sid, cid) is None  # a leaf has nobody to ask
+    task = tree["h9"].agent.tasks  # children hold it as an ordinary task
+    assert list(task) == [f"legacy-{sid}-{cid}"]
+    for n in range(1, 14):  # 10.0.0.77 sends 30 packets to every host, others 1..13
+        agent = tree[f"h{n}"].agent
+        s, c = (sid, cid) if n == 1 else (agent.tasks[f"legacy-{sid}-{cid}"], 1)
+        counter = agent.monitors[0].core.sketches[s].counters[c]
+        flows = [("10.0.0.77", f"10.0.0.{n}", 100, 30), (f"10.2.0.{n}", f"10.0.0.{n}", 100, n)]
+        src = np.repeat([ip(f[0]) for f in flows], [f[3] for f in flows])
+        k = len(src)
+        counter.update(HeaderBatch.from_arrays(src, np.full(k, ip(f"10.0.0.{n}")),
+                                               np.full(k, 17), np.full(k, 1), np.full(k, 2),
+                                               np.full(k, 100)), 104.0)
+    tree.tick_all(105.0)
+    snap = tree["h1"].legacy_global(sid, cid, 105.5)
+    assert snap["covered"] == ALL and snap["packets"] == 13 * 30 + sum(range(1, 14))
+    assert estimate(snap, "10.0.0.77") == 13 * 30
+    assert heavy_hitters_of(snap) == {"10.0.0.77": 390}  # 10.2.0.13 has 13 < 5% of 481
+    assert tree["h1"].legacy_global(sid, 99) is None
+    tree["h1"].unshare_legacy_sketch(sid)
+    assert tree["h9"].agent.tasks == {} and tree["h1"].legacy == {}
