@@ -1,0 +1,167 @@
+"""Bandwidth estimation across a real rate-limited link between namespaces.
+
+Two namespaces joined by a veth pair; the sender side's veth gets the same
+HTB shaping Mininet's ``TCLink(bw=10)`` installs (``rate 10Mbit burst
+15k``). A standalone bandwidth agent (``python -m host_agent.bwprobe
+serve``) or the real agent (``python -m host_agent --no-capture``) runs in
+the destination namespace; probes run in the source namespace. Rates are
+IP-level (what the probe counts), so the expected available bandwidth of
+a 10 Mbit/s link (Ethernet frames) is about 9.87 Mbit/s for 1000-byte
+packets; the acceptance bands of issue 7 (15% of 10, 20% of 6) hold either
+way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.netns
+
+PY = sys.executable
+RUNS = 5
+
+
+def shape(ns, rate_mbit: float) -> None:
+    """HTB on the sender's veth, exactly as Mininet's TCLink(bw=...) does it."""
+    ns.run(["tc", "qdisc", "add", "dev", ns.intf, "root", "handle", "5:0", "htb", "default", "1"])
+    ns.run(["tc", "class", "add", "dev", ns.intf, "parent", "5:0", "classid", "5:1", "htb",
+            "rate", f"{rate_mbit}Mbit", "burst", "15k"])
+
+
+def reachable(ns, ip: str, port: int) -> bool:
+    code = f"import socket; socket.create_connection(({ip!r}, {port}), 1).close()"
+    return ns.run([PY, "-c", code], check=False).returncode == 0
+
+
+@pytest.fixture
+def link(netns_factory):
+    """(src, dst) namespaces over a 10 Mbit/s HTB link, bandwidth API on dst:8000."""
+    a, b = netns_factory.pair(subnet="10.79.0")
+    shape(a, 10)
+    b.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", "8000", "--data-ip", b.ip])
+    wait_until(lambda: reachable(a, b.ip, 8000), timeout=15, message="bandwidth API on dst")
+    return a, b
+
+
+def probe(a, b, *args: str, timeout: float = 70) -> tuple[dict, float]:
+    start = time.monotonic()
+    out = a.run([PY, "-m", "host_agent.bwprobe", "probe", "--src-ip", a.ip, "--dst-ip", b.ip,
+                 *args], check=False, timeout=timeout)
+    wall = time.monotonic() - start
+    assert out.stdout, out.stderr
+    return json.loads(out.stdout), wall
+
+
+def cross_traffic(a, b, rate_mbit: float, seconds: float) -> subprocess.Popen:
+    """A bounded constant-rate UDP stream from src to dst through the same HTB."""
+    return a.popen([PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip", b.ip, "--port", "9",
+                    "--rate-mbit", str(rate_mbit), "--duration", str(seconds)], text=True)
+
+
+def test_estimate_within_15_percent_of_10_mbit_five_runs(link):
+    a, b = link
+    results = [probe(a, b)[0] for _ in range(RUNS)]
+    estimates = [r["mbit_s"] for r in results]
+    print("estimates without cross traffic:", estimates)
+    assert all(8.5 <= e <= 11.5 for e in estimates), results
+    for r in results:
+        assert r["method"] == "slops" and r["label"] == "available bandwidth (SLoPS)"
+        assert r["range_mbit_s"][0] <= r["mbit_s"] <= r["range_mbit_s"][1]
+        assert r["mbytes_s"] == pytest.approx(r["mbit_s"] / 8, abs=1e-3)
+        assert r["duration_s"] <= 10.0 and 0 < r["probe_bytes"] <= 20_000_000
+        assert 9.0 <= r["capacity_mbit_s"] <= 10.5
+        assert (r["src"], r["dst"]) == (a.ip, b.ip)
+
+
+def test_estimate_within_20_percent_of_6_mbit_with_4_mbit_cross_traffic(link):
+    a, b = link
+    estimates = []
+    for _ in range(RUNS):
+        cross = cross_traffic(a, b, 4, 10.5)
+        result, _ = probe(a, b, "--max-duration", "10")
+        out, _ = cross.communicate(timeout=20)
+        sent = json.loads(out)
+        assert 3.9 <= sent["rate_mbit"] <= 4.1, sent  # the cross traffic really ran
+        estimates.append(result["mbit_s"])
+        assert 4.8 <= result["mbit_s"] <= 7.2, (estimates, result)
+    print("estimates with 4 Mbit/s cross traffic:", estimates)
+
+
+def test_probe_never_exceeds_its_duration_and_byte_caps(link):
+    a, b = link
+    result, wall = probe(a, b, "--max-duration", "2")
+    assert result["duration_s"] <= 2.0, result
+    assert wall <= 2.0 + 1.0, wall  # plus interpreter start-up of the probe command
+    assert result["capped"] == "max_duration"
+    result, _ = probe(a, b, "--max-bytes", "300000")
+    assert result["probe_bytes"] <= 300_000 and result["capped"] == "max_bytes", result
+
+
+def test_bulk_method_reports_achievable_throughput(link):
+    a, b = link
+    result, wall = probe(a, b, "--method", "bulk", "--max-duration", "5")
+    assert result["method"] == "bulk"
+    assert result["label"] == "achievable throughput (TCP bulk transfer)"
+    assert 8.0 <= result["mbit_s"] <= 10.5, result
+    assert result["duration_s"] <= 5.0 and wall <= 6.0
+
+
+def test_unreachable_and_missing_destination_fail_fast(link):
+    a, b = link
+    result, wall = probe(a, b, "--dst-url", f"http://{b.ip}:8009")
+    assert result == {"error": f"destination agent not running at http://{b.ip}:8009/agent/v1/"
+                               "bandwidth/receive (connection refused)", "status": 502}
+    start = time.monotonic()
+    out = a.run([PY, "-m", "host_agent.bwprobe", "probe", "--dst-ip", "10.200.0.1",
+                 "--max-duration", "3"], check=False)
+    assert json.loads(out.stdout) == {
+        "error": "destination unreachable at http://10.200.0.1:8000/agent/v1/bandwidth/"
+                 "receive: [Errno 101] Network is unreachable", "status": 504}
+    assert time.monotonic() - start < 3.0
+
+
+@pytest.fixture
+def agents(netns_factory):
+    """The real agent (eventlet, monkey-patched) on both ends of a 10 Mbit/s link."""
+    a, b = netns_factory.pair(subnet="10.79.1")
+    shape(a, 10)
+    for ns, name in ((a, "bwsrc"), (b, "bwdst")):
+        ns.popen([PY, "-m", "host_agent", "--name", name, "--port", "8000", "--data-ip", ns.ip,
+                  "--no-capture", "--allow-legacy"])
+    for ns, peer in ((a, b), (b, a)):
+        wait_until(lambda ns=ns, peer=peer: reachable(ns, peer.ip, 8000), timeout=20,
+                   message="agents listening")
+    return a, b
+
+
+def curl(ns, *args: str) -> tuple[int, str]:
+    out = ns.run(["curl", "-s", "-m", "40", "-w", "\n%{http_code}", *args], timeout=45)
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_through_the_agent_api_and_the_original_message(agents):
+    a, b = agents
+    url = f"http://{a.ip}:8000"
+    status, body = curl(a, "-X", "POST", "-H", "Content-Type: application/json", "-d",
+                        json.dumps({"dst_ip": b.ip}), f"{url}/agent/v1/bandwidth")
+    result = json.loads(body)
+    assert status == 200 and 8.5 <= result["mbit_s"] <= 11.5, result
+    status, text = curl(a, "-X", "POST", "-d", f"type=query bw&src={a.ip}&dst={b.ip}", url + "/")
+    assert status == 200 and 8.5 / 8 <= float(text) <= 11.5 / 8, text
+    assert text == f"{float(text):.2f}"  # plain-text MBytes/s, as the original replied
+    status, body = curl(a, "-X", "POST", "-d", json.dumps({"dst_ip": b.ip, "method": "bulk",
+                                                           "max_duration": 4}),
+                        f"{url}/agent/v1/bandwidth")
+    assert status == 200 and 8.0 <= json.loads(body)["mbit_s"] <= 10.5, body
+    status, body = curl(a, "-X", "POST", "-d", json.dumps({"dst_ip": b.ip, "max_bytes": 1}),
+                        f"{url}/agent/v1/bandwidth")
+    assert (status, json.loads(body)) == (
+        400, {"error": "field 'max_bytes' must be between 100000 and 2e+08"})
