@@ -231,6 +231,7 @@ class TaskState:
     latest_child: dict[str, dict] = field(default_factory=dict)
     silent: dict[str, int] = field(default_factory=dict)
     last_sent: dict | None = None
+    agents: int = 0  # number of agents in the tree, as told with the task
 
 
 # ---------------------------------------------------------------- the node
@@ -308,7 +309,7 @@ class OverlayNode:
             if controller is not None:
                 self.controller = controller.rstrip("/")
             new_kids = [k for k in kids if k not in old]
-            tasks = [(s.task_id, s.task) for s in self.tasks.values()]
+            tasks = list(self.tasks.values())
             names = {k.name for k in kids}
             for state in self.tasks.values():
                 state.latest_child = {n: r for n, r in state.latest_child.items() if n in names}
@@ -351,6 +352,7 @@ class OverlayNode:
                 state = TaskState(task_id, task, installed=False, interval=float(interval),
                                   reporting=task.get("kind") != "bandwidth")
                 self.tasks[task_id] = state
+            state.agents = agents
             kids = list(self.children)
 
         def local() -> dict[str, str]:
@@ -458,10 +460,11 @@ class OverlayNode:
         names.discard(child)
         return sorted(names)
 
-    def _push_tasks(self, kids: list[Peer], tasks: list[tuple[str, dict]]) -> None:
-        for task_id, task in tasks:
+    def _push_tasks(self, kids: list[Peer], tasks: list[TaskState]) -> None:
+        for state in tasks:
             # already on the runner: no nested map, which could starve a small pool
-            self._fan_out("put", task_id, task, kids, self.forward_budget, sequential=True)
+            self._fan_out("put", state.task_id, state.task, kids, self.forward_budget,
+                          sequential=True, agents=state.agents)
 
     # ------------------------------------------------------------ up
 
@@ -633,8 +636,7 @@ class OverlayNode:
         with self._lock:
             state.last_sent = report
         if repush:
-            task = state.task
-            self.runner.submit(lambda: self._push_tasks(repush, [(state.task_id, task)]))
+            self.runner.submit(lambda: self._push_tasks(repush, [state]))
         return report
 
     def _merge_parts(self, parts: list[tuple[str, dict, list[str]]]
