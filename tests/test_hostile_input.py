@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import os
+import re
 
 import pytest
 import yaml
@@ -497,7 +498,12 @@ def sweep(app, state, make_request, values=HOSTILE, read: bool = False) -> list[
             req = make_request(value)
         except (UnicodeEncodeError, yaml.YAMLError):
             continue  # not representable in this encoding
-        problem = _problem(req.get_response(app), before, state(), read)
+        try:
+            resp = req.get_response(app)
+        except Exception as exc:  # noqa: BLE001 - under eventlet.wsgi this leaks a traceback
+            problems.append(f"{label(value)}: exception escaped the app: {exc!r:.120}")
+            continue
+        problem = _problem(resp, before, state(), read)
         if problem:
             problems.append(f"{label(value)}: {problem}")
     return problems
@@ -639,3 +645,173 @@ def test_agent_known_gaps_refuse_hostile_field(method, path, base, field, canari
 
     values = _agent_values(path, field, gaps=True)
     assert sweep(app, lambda: agent_state(agent), request, values) == []
+
+
+# ------------------------------------------------ legacy messages (agent with --allow-legacy)
+
+LEGACY_BASES = {
+    "config sketch": {"interface": "INPUT", "proto": "tcp", "src": "10.0.0.0/24",
+                      "dst": "10.0.0.5", "sport": "80", "dport": "8000:8100"},
+    "config sketch counter": {"sketch_id": "1", "counter_key_type": "dst", "increment": "pkt",
+                              "threshold": "0.1", "top_k": "5", "window_length": "2",
+                              "window_mode": "sliding"},
+    "query heavy hitters": {"sketch_id": "1", "counter_key_type": "src"},
+    "query sketch": {"sketch_id": "1", "counter_key_type": "src", "counter_key": "10.0.0.6"},
+    "query real time counter": {"sketch_id": "1", "counter_key_type": "src"},
+    "query bw": {"src": "10.0.0.9", "dst": "127.0.0.1"},
+}
+LEGACY_INF_ID = ("host_agent/agent.py Agent.get_sketch: int(float('inf')) raises OverflowError "
+                 "(only TypeError/ValueError are caught) -> 500 for sketch_id Infinity; "
+                 "sketch_id true is taken as 1")
+
+
+def legacy_gap(kind: str, field: str, value: object, form: bool) -> str | None:
+    """Reported gaps of the legacy messages (the '' = absent convention is by design)."""
+    if field == "sketch_id" and not form and (value is True or (
+            isinstance(value, float) and math.isinf(value))):
+        return LEGACY_INF_ID
+    if field in ("threshold", "window_length") and value == 10 ** 400 and not form:
+        return HUGE_INT
+    if kind.startswith("config") and not form and value == {} and field in (
+            "interface", "increment"):
+        return FALSY_AS_ABSENT
+    return None
+
+
+def _legacy_values(kind, field, form, gaps):
+    optional = field not in ("sketch_id", "counter_key_type", "counter_key", "src", "dst") \
+        or kind == "config sketch"
+    out = []
+    for value in HOSTILE:
+        if form and isinstance(value, dict | list):
+            continue  # a form field is a string
+        if value == "" and optional:
+            continue  # legacy clients send '' for an absent optional field (by design)
+        if (legacy_gap(kind, field, value, form) is not None) == gaps:
+            out.append(str(value) if form else value)
+    return out
+
+
+def _legacy_cases(gaps: bool):
+    for kind, base in LEGACY_BASES.items():
+        for field in ["type", *base]:
+            for form in (False, True):
+                values = _legacy_values(kind, field, form, gaps)
+                if gaps and not values:
+                    continue
+                marks = [pytest.mark.xfail(strict=True, reason="BUG (reported): " + "; ".join(
+                    sorted({legacy_gap(kind, field, v, form) for v in values})))] if gaps else []
+                yield pytest.param(kind, base, field, form, values, marks=marks,
+                                   id=f"{kind}-{field}-{'form' if form else 'json'}")
+
+
+def _legacy_sweep(kind, base, field, form, values):
+    import webob
+
+    app, agent, _ = ready_agent(allow_legacy=True)
+
+    def request(value):
+        fields = {"type": kind, **base, field: value}
+        if form:
+            return webob.Request.blank("/", POST=fields)
+        return webob.Request.blank("/", method="POST", body=json.dumps(fields).encode(),
+                                   headers={"Content-Type": "application/json"})
+
+    read = kind.startswith("query") and kind != "query bw" and field != "type"
+    return sweep(app, lambda: agent_state(agent), request, values, read=read)
+
+
+@pytest.mark.parametrize("kind, base, field, form, values", list(_legacy_cases(False)))
+def test_legacy_message_refuses_hostile_field(kind, base, field, form, values, canaries):
+    assert _legacy_sweep(kind, base, field, form, values) == []
+
+
+@pytest.mark.parametrize("kind, base, field, form, values", list(_legacy_cases(True)))
+def test_legacy_known_gaps(kind, base, field, form, values, canaries):
+    assert _legacy_sweep(kind, base, field, form, values) == []
+
+
+# ------------------------------------------------ identifiers in paths and query strings
+
+RAW_SEGMENTS = ["%ff", "%00", "%ED%B3%BF", "..%2f..%2fetc%2fpasswd", "%2e%2e", "a%0d%0aX-I:%201",
+                "1%3b%20rm%20-rf%20%2ftmp%2fx", "0", "-1", "1.0", "0x1", "%e2%80%ae1"]
+PATH_VALUES = [*RAW_SEGMENTS, *(_quote(v) for v in SHELL_STRINGS + NUMBERS)]
+NOT_UTF8 = ("{} reads req.path_info / req.GET / req.path on a path or query that is not UTF-8 "
+            "(e.g. %ff): UnicodeDecodeError escapes (the error handler reads req.path again), "
+            "and eventlet.wsgi (debug=True by default) sends the traceback to the client; "
+            "expected 400 'path is not valid UTF-8'")
+BAD_UTF8 = ("%ff", "%ED%B3%BF", _quote("\udcff"))
+AGENT_PATHS = [("GET", "/agent/v1/sketches/{}"), ("DELETE", "/agent/v1/sketches/{}"),
+               ("GET", "/agent/v1/sketches/1/counters/{}"),
+               ("POST", "/agent/v1/sketches/{}/counters"), ("PUT", "/agent/v1/tasks/{}"),
+               ("DELETE", "/agent/v1/tasks/{}"), ("GET", "/agent/v1/sketches/1/counters/1?key={}"),
+               ("GET", "/agent/v1/bandwidth/receive/{}"),
+               ("DELETE", "/agent/v1/bandwidth/receive/{}"),
+               ("GET", "/agent/v1/{}"), ("POST", "/{}")]
+CONTROLLER_PATHS = [("GET", "/measure/v1/tasks/{}"), ("DELETE", "/measure/v1/tasks/{}"),
+                    ("GET", "/measure/v1/tasks/{}/result"),
+                    ("GET", "/measure/v1/tasks/1/result?host={}"),
+                    ("POST", "/measure/v1/agents/{}/heartbeat"),
+                    ("GET", "/measure/v1/events?since={}"), ("GET", "/measure/v1/{}")]
+
+
+NEWLINE_404 = ("ryu_app/rest.py FallbackController: the route '{rest:(/.*)?}' does not match a "
+               "path holding a newline (%0a), so Ryu answers its HTML 404 instead of the JSON "
+               "error")
+TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def path_gap(owner: str, template: str, value: str) -> str | None:
+    if value in BAD_UTF8:
+        return NOT_UTF8.format(owner)
+    if template == "/measure/v1/{}" and "%0a" in value.lower():
+        return NEWLINE_404
+    return None
+
+
+def _path_cases(paths, owner, gaps: bool):
+    from urllib.parse import unquote
+
+    for method, template in paths:
+        values = [v for v in PATH_VALUES if (path_gap(owner, template, v) is not None) == gaps
+                  and not (template.startswith("/agent/v1/tasks/")
+                           and TASK_ID.fullmatch(unquote(v)))]  # a valid task id
+        if not values:
+            continue
+        marks = [pytest.mark.xfail(strict=True, reason="BUG (reported): " + "; ".join(sorted(
+            {path_gap(owner, template, v) for v in values})))] if gaps else []
+        yield pytest.param(method, template, values, marks=marks,
+                           id=f"{method} {template}{' gaps' if gaps else ''}")
+
+
+def _agent_path_sweep(method, template, values):
+    app, agent, _ = ready_agent(allow_legacy=True)
+    body = {"PUT": json.dumps(TASK).encode(), "POST": b'{"key": "dst"}'}.get(method, b"")
+    return sweep(app, lambda: agent_state(agent),
+                 lambda v: signed(method, template.format(v), body), values,
+                 read=method == "GET")
+
+
+@pytest.mark.parametrize("method, template, values", [
+    *_path_cases(AGENT_PATHS, "host_agent/api.py AgentApp.handle/get_counter", False),
+    *_path_cases(AGENT_PATHS, "host_agent/api.py AgentApp.handle/get_counter", True)])
+def test_agent_refuses_hostile_identifiers(method, template, values, canaries):
+    assert _agent_path_sweep(method, template, values) == []
+
+
+def _controller_path_sweep(tmp_path, method, template, values):
+    from tests.test_auth import _ready_controller
+
+    app, service = _ready_controller(tmp_path)
+    return sweep(app, lambda: controller_state(service),
+                 lambda v: bearer(method, template.format(v), b"{}"), values,
+                 read=method == "GET")
+
+
+@pytest.mark.parametrize("method, template, values", [
+    *_path_cases(CONTROLLER_PATHS, "ryu_app/rest.py _api/_authorize/_query/FallbackController",
+                 False),
+    *_path_cases(CONTROLLER_PATHS, "ryu_app/rest.py _api/_authorize/_query/FallbackController",
+                 True)])
+def test_controller_refuses_hostile_identifiers(tmp_path, method, template, values, canaries):
+    assert _controller_path_sweep(tmp_path, method, template, values) == []
