@@ -261,8 +261,8 @@ class OverlayNode:
         self.controller: str | None = None
         self.tasks: dict[str, TaskState] = {}
         self.legacy: dict[str, tuple[int, int]] = {}  # task id -> (sketch id, counter id)
-        self.stats = {"reports_sent": 0, "reports_received": 0, "bytes_sent": 0,
-                      "late_reports": 0, "send_errors": 0}
+        self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
+                      "send_errors": 0}
         self._lock = threading.RLock()
 
     @property
@@ -323,7 +323,8 @@ class OverlayNode:
         return {"epoch": self.epoch, "root": self.root,
                 "parent": self.parent.__dict__ if self.parent else None,
                 "children": [k.__dict__ for k in self.children],
-                "controller": self.controller, "tasks": sorted(self.tasks)}
+                "controller": self.controller, "tasks": sorted(self.tasks),
+                "height": self.height(), "stats": dict(self.stats)}
 
     # ------------------------------------------------------------ down
 
