@@ -27,11 +27,15 @@ Up (reports)
     for its children's subtree reports for ``E``. It sends ONE report up
     (parent's ``POST /agent/v1/reports``, or at the root the controller's
     ``POST /measure/v1/reports``) as soon as all children have reported, or
-    at its deadline ``E + wait(height)``, whichever comes first. ``height`` is
+    at its deadline ``start + wait(height)`` (``start``: when it took its
+    own snapshot, so a node that woke late does not give up on children
+    that are late too), whichever comes first. ``height`` is
     the node's subtree height, learnt from the children's reports, and
-    ``wait(h) = min(h * level_wait, max_wait * interval)``: a parent waits one
-    level longer than its children, so a dead grandchild is reported missing
-    by the child in time for the parent, and nothing blocks beyond the cap.
+    ``wait(h) = min(max(h * level_wait, 1.5 * slowest child's last delay),
+    max_wait * interval)``: a parent waits one level longer than its
+    children, so a dead grandchild is reported missing by the child in time
+    for the parent; slow merges stretch the wait; a child that never
+    reported (height unknown) gets the cap; nothing blocks beyond the cap.
     Snapshots are cumulative since install, so merging (``report.merge_all``:
     cells add, totals add, candidates re-checked against the merged sketch,
     HLL max) gives the global state as of ``E``.
@@ -213,6 +217,7 @@ class Pending:
     """One interval being aggregated."""
 
     end: float
+    started: float = math.inf  # when this node took its own snapshot for ``end``
     own: dict | None = None
     own_error: str = ""
     children: dict[str, dict] = field(default_factory=dict)
@@ -261,6 +266,7 @@ class OverlayNode:
         self.controller: str | None = None
         self.tasks: dict[str, TaskState] = {}
         self.legacy: dict[str, tuple[int, int]] = {}  # task id -> (sketch id, counter id)
+        self._delay: dict[str, float] = {}  # child -> its last report's delay after the end
         self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
                       "send_errors": 0}
         self._lock = threading.RLock()
@@ -489,6 +495,7 @@ class OverlayNode:
             if state is None:
                 raise UnknownTask(f"report: unknown task '{body['task_id']}'")
             self.stats["reports_received"] += 1
+            self._delay[sender] = max(0.0, now - float(end))
             prev = state.latest_child.get(sender)
             if prev is None or prev["interval_end"] <= end:
                 state.latest_child[sender] = body
@@ -520,7 +527,7 @@ class OverlayNode:
                     continue
                 best = min(best, (math.floor(now / s.interval) + 1) * s.interval)
                 for p in s.pending.values():
-                    best = min(best, p.end + self._wait(s))
+                    best = min(best, p.started + self._wait(s))
         return max(0.0, best - now) if best < math.inf else 1.0
 
     def height(self) -> int:
@@ -535,7 +542,20 @@ class OverlayNode:
             return h + 1
 
     def _wait(self, state: TaskState) -> float:
-        return min(self.height() * self.level_wait, self.max_wait * state.interval)
+        """How long after an interval end to wait for the children's reports.
+
+        One ``level_wait`` per level below, or longer when the children have
+        been slower than that lately (1.5 x their last delay), or the whole
+        cap while a child has never reported (its subtree height is unknown);
+        never more than ``max_wait`` of the interval.
+        """
+        cap = self.max_wait * state.interval
+        with self._lock:
+            kids = [k.name for k in self.children]
+            if any(k not in self._delay for k in kids):
+                return cap
+            slowest = max((self._delay[k] for k in kids), default=0.0)
+        return min(max(self.height() * self.level_wait, 1.5 * slowest), cap)
 
     def _advance(self, state: TaskState, now: float) -> list[dict]:
         """Take the own snapshot for a new interval; finalise what is ready."""
@@ -547,6 +567,7 @@ class OverlayNode:
             if end > state.last_started:
                 state.last_started = end
                 pending = state.pending.setdefault(end, Pending(end))
+                pending.started = now
                 self._own_snapshot(state, pending, now)
             kids = {k.name for k in self.children}
             deadline_wait = self._wait(state)
@@ -555,7 +576,7 @@ class OverlayNode:
                 if p_end > state.last_started:
                     continue  # a child is ahead of our clock; wait for our tick
                 complete = kids <= set(p.children)
-                if complete or now >= p_end + deadline_wait or p_end < state.last_started:
+                if complete or now >= p.started + deadline_wait or p_end < state.last_started:
                     ready.append(state.pending.pop(p_end))
                     state.finalised_upto = max(state.finalised_upto, p_end)
         reports = [self._finalise(state, p, now) for p in ready]

@@ -338,8 +338,10 @@ def test_silent_child_gets_its_tasks_pushed_again(tree):
     tree.assign(tree.kids)
     assert fresh.agent.tasks == {}
     for k in range(1, 3):
+        tree.tick_all(105.0 + 5 * k)
         tree.tick_all(105.0 + 5 * k + 0.6)
         assert fresh.agent.tasks == {} and "h6" in tree.net.controller[-1]["missing"]
+    tree.tick_all(120.0)
     tree.tick_all(120.6)  # third silent interval: h2 pushes the task again
     assert "t1" in fresh.agent.tasks
     tree.tick_all(125.0)
@@ -379,8 +381,26 @@ def test_next_wakeup_points_at_interval_end_and_deadline(tree):
     tree["h1"].put_task("t1", dict(TASK))
     assert tree["h1"].next_wakeup(103.0) == pytest.approx(2.0)
     tree.net.down.add("h2")
+    tree.tick_all(105.0)  # h2 never reported: its height is unknown, wait the cap
+    assert tree["h1"].next_wakeup(105.1) == pytest.approx(2.4)  # 105 + 0.5 x 5
+    tree.net.down.discard("h2")
+    tree.tick_all(110.0)
+    tree.net.down.add("h2")
+    tree.tick_all(115.0)
+    assert tree["h1"].next_wakeup(115.1) == pytest.approx(0.5)  # 2 levels x 0.3 s
+
+
+def test_slow_children_stretch_the_wait(tree):
+    tree["h1"].put_task("t1", dict(TASK))
     tree.tick_all(105.0)
-    assert tree["h1"].next_wakeup(105.1) == pytest.approx(0.5)  # deadline 105.6
+    tree.tick_all(110.8)  # every report arrives 0.8 s late
+    assert tree.net.controller[-1]["missing"] == []
+    tree.net.down.add("h3")
+    tree.tick_all(115.0)
+    tree["h1"].tick(116.19)  # 1.5 x 0.8 = 1.2 s, not 2 x 0.3 s
+    assert tree.net.controller[-1]["interval_end"] == 110.0
+    tree["h1"].tick(116.2)
+    assert tree.net.controller[-1]["interval_end"] == 115.0
 
 
 # ---------------------------------------------------------------- real counters and merge
