@@ -282,6 +282,23 @@ def result_json(src: str, dst: str, method: str, estimate: float, lo: float, hi:
 
 # ---------------------------------------------------------------- HTTP to the peer
 
+def signer_from_secret(secret: bytes) -> Any:
+    """An ``agent.sign_request(method, url, body)`` for the shared HMAC secret.
+
+    The agent entry point sets ``agent.sign_request = signer_from_secret(s)``
+    when it has a secret, so probe requests pass the peer's ``Verifier``.
+    """
+    from urllib.parse import urlsplit
+
+    from measure_model.auth import sign_request
+
+    def sign(method: str, url: str, body: bytes) -> dict[str, str]:
+        parts = urlsplit(url)
+        path_qs = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return sign_request(secret, method, path_qs, body)
+    return sign
+
+
 def _peer(agent: Any, method: str, url: str, body: dict | None, timeout: float) -> dict:
     """Call the destination agent; map failures to clear errors (no hang)."""
     data = json.dumps(body).encode() if body is not None else b""
@@ -409,10 +426,9 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
         fleets.append({"rate_mbit": round(rate, 3), "verdict": verdict,
                        "trends": "".join(trends)})
         search.update(rate, verdict)
-    if search.lo >= search.max_rate:  # the path has more than we may probe at
-        fleets.append({"note": f"at least max_rate_mbit={search.max_rate:g}"})
     return {"estimate": search.estimate(), "lo": search.lo, "hi": search.hi,
             "streams": next_id - 1, "capacity_mbit_s": round(capacity, 3),
+            "at_least": search.lo >= search.max_rate,  # more than we may probe at
             "fleets": fleets, "converged": search.done()}
 
 

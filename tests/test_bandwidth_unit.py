@@ -349,3 +349,39 @@ def test_legacy_query_bw_refuses_foreign_src(agent):
     assert err.value.status == 400
     assert err.value.message == ("query bw: src 10.0.0.9 is not this agent (127.0.0.1); "
                                  "send the query to the source host's agent")
+
+
+def test_requests_to_the_peer_are_signed_with_the_agents_signer(agent):
+    from measure_model.auth import Verifier
+
+    secret = b"s" * 32
+    seen: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, body, dict(self.headers)))
+            self.send_response(409)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "busy"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        agent.sign_request = bw.signer_from_secret(secret)
+        port = server.server_address[1]
+        status, body = call(agent, "POST", "/agent/v1/bandwidth",
+                            {"dst_ip": "127.0.0.1", "dst_url": f"http://127.0.0.1:{port}"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (status, body) == (409, {"error": f"destination agent http://127.0.0.1:{port}/agent/"
+                                             "v1/bandwidth/receive answered 409: busy"})
+    path, sent, headers = seen[0]
+    assert path == "/agent/v1/bandwidth/receive"
+    assert json.loads(sent) == {"method": "slops", "duration": 12.0}
+    Verifier(secret).verify("POST", path, sent, headers)  # raises AuthError if not
