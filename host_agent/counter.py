@@ -213,14 +213,17 @@ def aggregate(keys: np.ndarray, weights: np.ndarray | None = None
     One argsort and a few linear passes: cheaper than ``np.unique`` with
     ``return_inverse`` on the small arrays of a packet batch.
     """
-    order = np.argsort(keys, kind="stable")
+    order = keys.argsort(kind="stable")
     ordered = keys[order]
-    flags = np.empty(ordered.shape[0], dtype=bool)
+    n = ordered.shape[0]
+    flags = np.empty(n, dtype=bool)
     flags[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=flags[1:])
-    starts = np.flatnonzero(flags)
+    starts = flags.nonzero()[0]
     if weights is None:
-        counts = np.diff(starts, append=ordered.shape[0]).astype(np.int64)
+        counts = np.empty(starts.shape[0], dtype=np.int64)
+        np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+        counts[-1:] = n - starts[-1:]
     else:
         counts = np.add.reduceat(weights[order].astype(np.int64), starts)
     return ordered[starts], order[starts], counts

@@ -136,11 +136,14 @@ class CountMinSketch:
             counts = np.broadcast_to(counts, keys.shape)
         idx = self.indices(keys)
         flat = self.cells.reshape(-1)
+        values = np.empty(idx.shape, dtype=np.int64)  # one row per sketch row
         if self.conservative:
             new = flat[idx].min(axis=0) + counts
-            np.maximum.at(flat, idx.reshape(-1), np.tile(new, self.depth))
+            values[:] = new
+            np.maximum.at(flat, idx.reshape(-1), values.reshape(-1))
             return new
-        np.add.at(flat, idx.reshape(-1), np.tile(counts, self.depth))
+        values[:] = counts
+        np.add.at(flat, idx.reshape(-1), values.reshape(-1))
         return flat[idx].min(axis=0)
 
     def add(self, keys: np.ndarray, counts: np.ndarray | int = 1) -> None:

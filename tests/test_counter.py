@@ -217,3 +217,22 @@ def test_unparsed_payloads_counted_and_bad_key_query():
     with pytest.raises(ValueError) as err:
         c.estimate("10.0.0")
     assert str(err.value) == "'10.0.0' is not an IPv4 address"
+
+
+def test_aggregate_matches_exact_counts():
+    from host_agent.counter import aggregate
+
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 50, 1000).astype(np.uint64)
+    weights = rng.integers(40, 1500, 1000)
+    uniq, first, counts = aggregate(keys)
+    _, _, sums = aggregate(keys, weights)
+    exact_n, exact_w = Exact(keys.tolist()), Exact()
+    for k, w in zip(keys.tolist(), weights.tolist(), strict=True):
+        exact_w[k] += w
+    assert uniq.tolist() == sorted(exact_n)
+    assert counts.tolist() == [exact_n[k] for k in uniq.tolist()]
+    assert sums.tolist() == [exact_w[k] for k in uniq.tolist()]
+    assert (keys[first] == uniq).all()
+    empty = aggregate(np.zeros(0, np.uint64), np.zeros(0, np.int64))
+    assert [a.shape[0] for a in empty] == [0, 0, 0]
