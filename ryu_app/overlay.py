@@ -16,10 +16,14 @@ Algorithm (``build_overlay``), deterministic for a given input:
    Hop distances between agents come from one BFS per distinct anchor over
    the graph, plus one hop at each end; agents on the same host are 0 apart.
    Unreachable pairs count as ``len(graph) + 1`` hops.
-2. *Root.* ``root_hint`` if it names a current agent (keeping the root
-   stable avoids re-sending every task when agents come and go); otherwise
-   the located agent with the smallest eccentricity (the graph centre over
-   agent hosts), ties broken by the sum of distances and then the name.
+2. *Root.* The *centre* is the located agent with the smallest
+   eccentricity (largest hop distance to another agent), ties broken by
+   the sum of distances and then the name. ``root_hint`` (the current root)
+   stays root while it is located and no agent has a strictly smaller
+   eccentricity: keeping the root stable avoids re-sending every task when
+   agents come and go, yet a root chosen before the topology was known is
+   replaced once a better-placed agent is seen. Without located agents the
+   hint, or else the first name, is the root.
 3. *Depth budget.* ``D_min`` is the depth of a complete ``fanout``-ary tree
    holding all ``n`` agents; the tree may use ``L = D_min + 1`` levels. A
    node at depth ``L`` takes no children. Greedy attachment below can never
@@ -115,8 +119,8 @@ class _Distances:
         adj = {n: [m for m in graph.adj[n] if m not in leaves] for n in graph if n not in leaves}
         self.tables = {a: _bfs(adj, a) for a in sorted(set(self.anchor.values()), key=str)}
 
-    def centre(self) -> str:
-        """The agent with the smallest (eccentricity, distance sum, name).
+    def centrality(self) -> dict[str, tuple[int, int]]:
+        """(eccentricity, distance sum) of every located agent.
 
         Computed per anchor group (agents sharing a switch), which is exact
         except that two agents on one host count as two hops apart.
@@ -124,7 +128,7 @@ class _Distances:
         groups: dict[Any, list[str]] = {}
         for name in self.host:
             groups.setdefault((self.anchor[name], self.offset[name]), []).append(name)
-        best = None
+        out: dict[str, tuple[int, int]] = {}
         for (anchor, off), members in groups.items():
             table = self.tables[anchor]
             ecc, total = 0, 0
@@ -134,10 +138,9 @@ class _Distances:
                 count = len(others) - (1 if other == anchor and other_off == off else 0)
                 if count:
                     ecc, total = max(ecc, d), total + d * count
-            score = (ecc, total, min(members))
-            best = score if best is None or score < best else best
-        assert best is not None
-        return best[2]
+            for name in members:
+                out[name] = (ecc, total)
+        return out
 
     def __call__(self, a: str, b: str) -> int:
         if self.host[a] == self.host[b]:
@@ -159,12 +162,13 @@ def build_overlay(graph, agents: dict[str, Any], fanout: int,
     located = {n: agents[n] for n in names if agents[n] is not None and agents[n] in graph}
     dist = _Distances(graph, located)
 
-    if root_hint in agents:
-        root = root_hint
-    elif located:
-        root = dist.centre()
-    else:
-        root = names[0]
+    root = root_hint if root_hint in agents else names[0]
+    if located:
+        scores = dist.centrality()
+        centre = min(located, key=lambda n: (*scores[n], n))
+        best = scores[centre][0]
+        if root not in scores or scores[root][0] > best:
+            root = centre
 
     limit = min_complete_depth(len(names), fanout) + 1
     tree = Overlay(root=root, parent={root: None}, children={root: []}, levels={root: 0},

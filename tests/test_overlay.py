@@ -174,3 +174,16 @@ def test_fanout_one_is_a_chain():
     tree = build_overlay(g, agents, fanout=1)
     check_tree(g, agents, tree, 1)
     assert tree.depth == len(agents) - 1
+
+
+def test_root_hint_is_kept_only_while_it_is_as_central_as_the_centre():
+    g, agents = mininet_tree(2, 3)
+    # All nine hosts have eccentricity 4: a located hint stays.
+    assert build_overlay(g, agents, fanout=3, root_hint="h6").root == "h6"
+    # On a line the ends are worse than the middle: the hint gives way.
+    g, agents = linear(5)
+    assert build_overlay(g, agents, fanout=2, root_hint="h1").root == "h3"
+    assert build_overlay(g, agents, fanout=2, root_hint="h3").root == "h3"
+    # An unlocated hint gives way to a located centre, but not to nobody.
+    assert build_overlay(g, {**agents, "x": None}, fanout=2, root_hint="x").root == "h3"
+    assert build_overlay(g, {"x": None, "y": None}, fanout=2, root_hint="y").root == "y"
