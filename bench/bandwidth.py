@@ -5,10 +5,11 @@ Run (root)::
     .venv/bin/python bench/bandwidth.py            # 4 rates x 2 loads x 3 repetitions
     .venv/bin/python bench/bandwidth.py --quick    # 1 repetition
 
-For each bottleneck (5, 10, 20, 50 Mbit/s; HTB on a veth between two
-namespaces, as Mininet's ``TCLink(bw=...)`` sets it) and each cross-traffic
-load (none, and 40% of the bottleneck as constant-rate UDP through the same
-HTB), it runs the ``slops`` probe and the ``bulk`` method from the source
+For each bottleneck (5, 10, 20, 50 Mbit/s; HTB as Mininet's
+``TCLink(bw=...)`` sets it, on a router namespace's link to the destination)
+and each cross-traffic load (none, and 40% of the bottleneck as
+constant-rate UDP from a third namespace through the same router queue), it
+runs the ``slops`` probe and the ``bulk`` method from the source
 namespace against a standalone bandwidth agent in the destination and
 prints, per method, the median estimate with its spread, the error against
 the nominal available bandwidth (bottleneck minus cross traffic), the time
@@ -47,26 +48,39 @@ def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.Comple
 
 
 class Link:
-    """Two namespaces over a veth with HTB ``rate`` on the source side."""
+    """Probe source, cross-traffic source and destination behind a router.
+
+    ``src`` and ``xsrc`` each have their own veth to the router ``rtr``; the
+    router's veth to ``dst`` carries HTB ``rate``. Cross traffic thus meets
+    the probe (or the bulk TCP flow) only in the router's queue, like a flow
+    from another host, and is not slowed by its own socket buffer.
+    """
 
     def __init__(self, rate: float) -> None:
         tag = f"{os.getpid() % 1000}{uuid.uuid4().hex[:4]}"
-        self.src, self.dst = f"bwbs{tag}", f"bwbd{tag}"
+        self.src, self.xsrc, self.rtr, self.dst = (f"bw{r}{tag}" for r in "sxrd")
         self.procs: list[subprocess.Popen] = []
-        self.src_ip, self.dst_ip = "10.81.0.1", "10.81.0.2"
-        sh("ip", "netns", "add", self.src)
-        sh("ip", "netns", "add", self.dst)
-        va, vb = f"bwa{tag}", f"bwb{tag}"
-        sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-        for ns, intf, ip in ((self.src, va, self.src_ip), (self.dst, vb, self.dst_ip)):
-            sh("ip", "link", "set", intf, "netns", ns)
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", intf)
-            sh("ip", "-n", ns, "link", "set", intf, "up")
+        self.src_ip, self.xsrc_ip, self.dst_ip = "10.81.1.1", "10.81.2.1", "10.81.0.2"
+        for ns in (self.src, self.xsrc, self.rtr, self.dst):
+            sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", self.src, "tc", "qdisc", "add", "dev", va, "root", "handle",
-           "5:0", "htb", "default", "1")
-        sh("ip", "netns", "exec", self.src, "tc", "class", "add", "dev", va, "parent", "5:0",
-           "classid", "5:1", "htb", "rate", f"{rate}Mbit", "burst", "15k")
+        sh("ip", "netns", "exec", self.rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for i, (ns, ip, subnet) in enumerate(((self.src, self.src_ip, "10.81.1"),
+                                              (self.xsrc, self.xsrc_ip, "10.81.2"),
+                                              (self.dst, self.dst_ip, "10.81.0"))):
+            host, router = f"bwh{i}{tag}", f"bwr{i}{tag}"
+            sh("ip", "link", "add", host, "netns", ns, "type", "veth", "peer", "name", router,
+               "netns", self.rtr)
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", host)
+            sh("ip", "-n", self.rtr, "addr", "add", f"{subnet}.254/24", "dev", router)
+            sh("ip", "-n", ns, "link", "set", host, "up")
+            sh("ip", "-n", self.rtr, "link", "set", router, "up")
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"{subnet}.254")
+        bottleneck = f"bwr2{tag}"
+        sh("ip", "netns", "exec", self.rtr, "tc", "qdisc", "add", "dev", bottleneck, "root",
+           "handle", "5:0", "htb", "default", "1")
+        sh("ip", "netns", "exec", self.rtr, "tc", "class", "add", "dev", bottleneck, "parent",
+           "5:0", "classid", "5:1", "htb", "rate", f"{rate}Mbit", "burst", "15k")
         self.procs.append(self.popen(self.dst, [PY, "-m", "host_agent.bwprobe", "serve",
                                                 "--port", "8000", "--data-ip", self.dst_ip]))
         code = f"import socket; socket.create_connection(({self.dst_ip!r}, 8000), 1).close()"
@@ -88,7 +102,7 @@ class Link:
         return json.loads(out.stdout), time.monotonic() - start
 
     def cross(self, rate: float, seconds: float) -> subprocess.Popen:
-        return self.popen(self.src, [PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip",
+        return self.popen(self.xsrc, [PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip",
                                      self.dst_ip, "--rate-mbit", str(rate), "--duration",
                                      str(seconds)])
 
@@ -97,7 +111,7 @@ class Link:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
                 proc.wait(5)
-        for ns in (self.src, self.dst):
+        for ns in (self.src, self.xsrc, self.rtr, self.dst):
             for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
                 sh("kill", "-9", pid, check=False)
             sh("ip", "netns", "del", ns, check=False)

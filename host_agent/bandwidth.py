@@ -434,14 +434,14 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
 
 def _run_bulk(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
               worker: Worker) -> dict:
-    seconds = max(0.5, min(3.0, budget.left() - 1.0))
-    if not budget.allows(seconds, 0):
+    seconds = min(3.0, budget.left() - 0.8)  # like the original's 3 s, within the cap
+    if seconds < 0.3:
         raise BandwidthError(400, "max_duration too small for a bulk transfer")
     sent = worker.call({"op": "bulk_send", "host": params.dst_ip, "port": recv["port"],
                         "duration": seconds, "max_bytes": params.max_bytes},
-                       timeout=seconds + 4)
+                       timeout=max(0.5, budget.left()))
     budget.bytes = sent["bytes"]
-    wait_end = time.monotonic() + 1.0
+    wait_end = min(time.monotonic() + 1.0, budget.deadline)
     while True:  # let the receiver read the tail of the transfer
         got = _fetch(agent, params, recv["session"], [], budget)
         if (got["bytes"] >= sent["bytes"] and not got.get("connected")) \

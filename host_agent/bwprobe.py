@@ -125,8 +125,9 @@ def bulk_send(req: dict[str, Any]) -> dict[str, Any]:
     total = 0
     start = time.monotonic()
     end = start + float(req["duration"])
-    with socket.create_connection((req["host"], int(req["port"])), timeout=3) as sock:
-        sock.settimeout(0.5)
+    connect_timeout = min(3.0, float(req["duration"]))
+    with socket.create_connection((req["host"], int(req["port"])), connect_timeout) as sock:
+        sock.settimeout(0.1)
         while total < limit and time.monotonic() < end:
             try:
                 total += sock.send(chunk[: min(len(chunk), limit - total)])

@@ -1,9 +1,10 @@
 """Bandwidth estimation across a real rate-limited link between namespaces.
 
-Two namespaces joined by a veth pair; the sender side's veth gets the same
-HTB shaping Mininet's ``TCLink(bw=10)`` installs (``rate 10Mbit burst
-15k``). A standalone bandwidth agent (``python -m host_agent.bwprobe
-serve``) or the real agent (``python -m host_agent --no-capture``) runs in
+A probe source, a cross-traffic source and a destination namespace behind
+a router namespace whose link to the destination gets the same HTB shaping
+Mininet's ``TCLink(bw=10)`` installs (``rate 10Mbit burst 15k``). A
+standalone bandwidth agent (``python -m host_agent.bwprobe serve``) or the
+real agent (``python -m host_agent --no-capture``) runs in
 the destination namespace; probes run in the source namespace. Rates are
 IP-level (what the probe counts), so the expected available bandwidth of
 a 10 Mbit/s link (Ethernet frames) is about 9.87 Mbit/s for 1000-byte
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import run, unique_name, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -28,10 +29,10 @@ PY = sys.executable
 RUNS = 5
 
 
-def shape(ns, rate_mbit: float) -> None:
-    """HTB on the sender's veth, exactly as Mininet's TCLink(bw=...) does it."""
-    ns.run(["tc", "qdisc", "add", "dev", ns.intf, "root", "handle", "5:0", "htb", "default", "1"])
-    ns.run(["tc", "class", "add", "dev", ns.intf, "parent", "5:0", "classid", "5:1", "htb",
+def shape(ns, intf: str, rate_mbit: float) -> None:
+    """HTB on ``intf``, exactly as Mininet's TCLink(bw=...) does it."""
+    ns.run(["tc", "qdisc", "add", "dev", intf, "root", "handle", "5:0", "htb", "default", "1"])
+    ns.run(["tc", "class", "add", "dev", intf, "parent", "5:0", "classid", "5:1", "htb",
             "rate", f"{rate_mbit}Mbit", "burst", "15k"])
 
 
@@ -40,14 +41,38 @@ def reachable(ns, ip: str, port: int) -> bool:
     return ns.run([PY, "-c", code], check=False).returncode == 0
 
 
+def routed(netns_factory, rate_mbit: float):
+    """Probe source, cross source and destination behind a router namespace.
+
+    Each end has its own veth to the router; the router's veth to the
+    destination carries the HTB. Cross traffic meets the probe only in that
+    queue, like a flow from another host (a sender on the probe's own host
+    would be slowed by its socket buffer when the queue fills). Namespace
+    deletion removes the veths, so the factory's clean-up covers everything.
+    """
+    src, xsrc, rtr, dst = (netns_factory.netns() for _ in range(4))
+    rtr.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    for i, ns in enumerate((src, xsrc, dst)):
+        host, router = unique_name("bh"), unique_name("br")
+        run(["ip", "link", "add", host, "netns", ns.name, "type", "veth", "peer", "name", router,
+             "netns", rtr.name])
+        ns.ip, ns.intf = f"10.79.{i}.1", host
+        ns.run(["ip", "addr", "add", f"{ns.ip}/24", "dev", host])
+        rtr.run(["ip", "addr", "add", f"10.79.{i}.254/24", "dev", router])
+        ns.run(["ip", "link", "set", host, "up"])
+        rtr.run(["ip", "link", "set", router, "up"])
+        ns.run(["ip", "route", "add", "default", "via", f"10.79.{i}.254"])
+    shape(rtr, router, rate_mbit)  # the router's link to dst (the last one made)
+    return src, xsrc, dst
+
+
 @pytest.fixture
 def link(netns_factory):
-    """(src, dst) namespaces over a 10 Mbit/s HTB link, bandwidth API on dst:8000."""
-    a, b = netns_factory.pair(subnet="10.79.0")
-    shape(a, 10)
+    """(src, dst, cross src): a 10 Mbit/s bottleneck, bandwidth API on dst:8000."""
+    a, x, b = routed(netns_factory, 10)
     b.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", "8000", "--data-ip", b.ip])
     wait_until(lambda: reachable(a, b.ip, 8000), timeout=15, message="bandwidth API on dst")
-    return a, b
+    return a, b, x
 
 
 def probe(a, b, *args: str, timeout: float = 70) -> tuple[dict, float]:
@@ -59,14 +84,14 @@ def probe(a, b, *args: str, timeout: float = 70) -> tuple[dict, float]:
     return json.loads(out.stdout), wall
 
 
-def cross_traffic(a, b, rate_mbit: float, seconds: float) -> subprocess.Popen:
-    """A bounded constant-rate UDP stream from src to dst through the same HTB."""
-    return a.popen([PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip", b.ip, "--port", "9",
+def cross_traffic(x, b, rate_mbit: float, seconds: float) -> subprocess.Popen:
+    """A bounded constant-rate UDP stream from ``x`` to dst through the same HTB."""
+    return x.popen([PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip", b.ip, "--port", "9",
                     "--rate-mbit", str(rate_mbit), "--duration", str(seconds)], text=True)
 
 
 def test_estimate_within_15_percent_of_10_mbit_five_runs(link):
-    a, b = link
+    a, b, _ = link
     results = [probe(a, b)[0] for _ in range(RUNS)]
     estimates = [r["mbit_s"] for r in results]
     print("estimates without cross traffic:", estimates)
@@ -81,10 +106,10 @@ def test_estimate_within_15_percent_of_10_mbit_five_runs(link):
 
 
 def test_estimate_within_20_percent_of_6_mbit_with_4_mbit_cross_traffic(link):
-    a, b = link
+    a, b, x = link
     estimates = []
     for _ in range(RUNS):
-        cross = cross_traffic(a, b, 4, 10.5)
+        cross = cross_traffic(x, b, 4, 10.5)
         result, _ = probe(a, b, "--max-duration", "10")
         out, _ = cross.communicate(timeout=20)
         sent = json.loads(out)
@@ -95,7 +120,7 @@ def test_estimate_within_20_percent_of_6_mbit_with_4_mbit_cross_traffic(link):
 
 
 def test_probe_never_exceeds_its_duration_and_byte_caps(link):
-    a, b = link
+    a, b, _ = link
     result, wall = probe(a, b, "--max-duration", "2")
     assert result["duration_s"] <= 2.0, result
     assert wall <= 2.0 + 1.0, wall  # plus interpreter start-up of the probe command
@@ -105,7 +130,7 @@ def test_probe_never_exceeds_its_duration_and_byte_caps(link):
 
 
 def test_bulk_method_reports_achievable_throughput(link):
-    a, b = link
+    a, b, _ = link
     result, wall = probe(a, b, "--method", "bulk", "--max-duration", "5")
     assert result["method"] == "bulk"
     assert result["label"] == "achievable throughput (TCP bulk transfer)"
@@ -114,24 +139,24 @@ def test_bulk_method_reports_achievable_throughput(link):
 
 
 def test_unreachable_and_missing_destination_fail_fast(link):
-    a, b = link
+    a, b, _ = link
     result, wall = probe(a, b, "--dst-url", f"http://{b.ip}:8009")
     assert result == {"error": f"destination agent not running at http://{b.ip}:8009/agent/v1/"
                                "bandwidth/receive (connection refused)", "status": 502}
     start = time.monotonic()
     out = a.run([PY, "-m", "host_agent.bwprobe", "probe", "--dst-ip", "10.200.0.1",
                  "--max-duration", "3"], check=False)
-    assert json.loads(out.stdout) == {
-        "error": "destination unreachable at http://10.200.0.1:8000/agent/v1/bandwidth/"
-                 "receive: [Errno 101] Network is unreachable", "status": 504}
+    reply = json.loads(out.stdout)  # the router answers ICMP unreachable
+    assert reply["status"] == 504 and reply["error"].startswith(
+        "destination unreachable at http://10.200.0.1:8000/agent/v1/bandwidth/receive: "), reply
     assert time.monotonic() - start < 3.0
 
 
 @pytest.fixture
 def agents(netns_factory):
     """The real agent (eventlet, monkey-patched) on both ends of a 10 Mbit/s link."""
-    a, b = netns_factory.pair(subnet="10.79.1")
-    shape(a, 10)
+    a, b = netns_factory.pair(subnet="10.79.9")
+    shape(a, a.intf, 10)
     for ns, name in ((a, "bwsrc"), (b, "bwdst")):
         ns.popen([PY, "-m", "host_agent", "--name", name, "--port", "8000", "--data-ip", ns.ip,
                   "--no-capture", "--allow-legacy"])
