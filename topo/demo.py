@@ -11,9 +11,11 @@ Steps (``STEPS``; each returns one summary line or raises):
 1. ``pingall``: every host reaches every other host, 0% loss;
 2. ``tcp``: an iperf3 TCP transfer h2 -> h9 for 2 s, reporting Mbit/s;
 3. ``heavy hitters``: when the controller has the task API and agents are
-   running, a global heavy-hitter task (ICMP by source) is applied, h1
-   pings three hosts with different counts, and the global heavy hitters
-   are printed. Skipped (and said so) while those parts are missing.
+   running, a global heavy-hitter task (ICMP by source, 1 s reports) goes
+   to every agent through the overlay; once all agents report it, h1 pings
+   three hosts at steady, different rates, and the first complete report
+   whose heavy hitters are the expected ones (10.0.0.1 and 10.0.0.2) is
+   printed. Skipped (and said so) while those parts are missing.
 
 Exit status 0 when every step that ran passed.
 """
@@ -76,9 +78,13 @@ HH_POLICY = {"tasks": [{
     "name": "demo-hh-icmp", "kind": "heavy_hitters",
     "filter": {"interface": "INPUT", "proto": "icmp"},
     "key": "src", "increment": "pkt", "threshold": 0.2,
-    "window": {"length": 30.0, "mode": "tumbling"}, "report_interval": 1,
-    "scope": "global"}]}
-HH_PINGS = {"h2": 30, "h3": 10, "h4": 3}  # h1 pings these hosts this many times
+    "report_interval": 1, "scope": "global"}]}
+# h1 pings these hosts at steady rates (interval s, count), 5 s each, so every
+# 1 s report sees about 20 + 5 + 1 echo requests from 10.0.0.1 (at h2, h3,
+# h4) and 20, 5, 1 replies from 10.0.0.2, .3, .4 (at h1): the sources at or
+# above 20% of the packets are 10.0.0.1 (~50%) and 10.0.0.2 (~38%).
+HH_PINGS = {"h2": (0.05, 100), "h3": (0.2, 25), "h4": (1.0, 5)}
+HH_EXPECTED = {"10.0.0.1", "10.0.0.2"}
 
 
 def step_heavy_hitters(net: MeasureNetwork) -> str:
@@ -90,27 +96,46 @@ def step_heavy_hitters(net: MeasureNetwork) -> str:
     if status != 201:
         raise AssertionError(f"POST /measure/v1/tasks: {status} {body}")
     task_id = _first_id(body)
+    agents = set(net.agents)
+    last: dict = {}
+
+    def result(newer_than: float = 0.0, want: set | None = None) -> dict | None:
+        code, data = net.rest(f"/measure/v1/tasks/{task_id}/result")
+        if code != 200 or not isinstance(data, dict):
+            return None
+        last.update(data)
+        if not data.get("complete") or not agents <= set(data.get("covered", [])):
+            return None
+        if data.get("interval_end", 0) <= newer_than:
+            return None
+        if want is not None and set(_heavy_hitters(data)) != want:
+            return None
+        return data
+
+    pings = []
     try:
-        for host, count in HH_PINGS.items():
-            ip = net.net.get(host).IP()
-            res = net.run_on("h1", ["ping", "-c", str(count), "-i", "0.01", "-W", "1", ip],
-                             timeout=30, capture=True)
-            if res.returncode != 0:
-                raise AssertionError(f"ping {host}: {res.stdout[-200:]}")
-
-        def result() -> dict | None:
-            code, data = net.rest(f"/measure/v1/tasks/{task_id}/result")
-            if code != 200 or not isinstance(data, dict):
-                return None
-            hh = _heavy_hitters(data)
-            return data if hh and "10.0.0.1" in hh else None
-
-        data = wait_for(result, 30, "global heavy hitters from the overlay")
+        wait_for(result, 30, "every agent to report the task")
+        h1 = net.net.get("h1")
+        started = time.time()
+        for host, (interval, count) in HH_PINGS.items():
+            argv = ["ping", "-q", "-i", str(interval), "-c", str(count), net.net.get(host).IP()]
+            pings.append(h1.popen(argv, env=net.host_env()))
+        try:
+            data = wait_for(lambda: result(started + 1.5, HH_EXPECTED), 15,
+                            f"a complete 1 s report with heavy hitters {sorted(HH_EXPECTED)}")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; last result: {json.dumps(last)[:600]}") from None
     finally:
+        from topo.launch import stop_process
+
+        for proc in pings:
+            stop_process(proc)
         net.rest(f"/measure/v1/tasks/{task_id}", "DELETE")
     hh = _heavy_hitters(data)
-    print(json.dumps({"task": task_id, "heavy_hitters": hh}, indent=2), flush=True)
-    return f"global heavy hitters (ICMP by src, >= 20%): {hh}"
+    print(json.dumps({"task": task_id, "covered": data["covered"], "total": data.get("total"),
+                      "heavy_hitters": hh, "top_k": data.get("top_k")}), flush=True)
+    return (f"global heavy hitters (ICMP by src, >= 20% of {data.get('total')} packets in "
+            f"one report, {len(data['covered'])} agents): {hh}")
 
 
 def _first_id(body: object) -> str:

@@ -40,7 +40,6 @@ import fcntl
 import importlib.util
 import json
 import os
-import secrets
 import shlex
 import signal
 import socket
@@ -53,6 +52,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+
+from measure_model.auth import bearer_header, load_or_create_secret, load_or_create_token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK_PATH = "/tmp/endhost-measure-mininet.lock"
@@ -165,7 +166,7 @@ class MeasureNetwork:
         self.timings[name] = time.monotonic() - t0
 
     def start(self) -> None:
-        log(f"run directory: {self.run_dir}")
+        log(f"run directory: {self.run_dir} (REST token: {self.token_file()})")
         if self.opts.lock:
             self._step("lock", self._acquire_lock)
         self._step("controller", self.start_controller)
@@ -227,8 +228,7 @@ class MeasureNetwork:
                "--ofp-tcp-listen-port", str(self.opts.controller_port),
                "--wsapi-port", str(self.opts.rest_port),
                "--observe-links", "ryu_app.measure_app"]
-        env = {**os.environ, "MEASURE_STATE_DIR": os.path.join(self.run_dir, "state"),
-               "MEASURE_SECRET_FILE": self.secret_file()}
+        env = {**os.environ, **self.controller_env()}
         log(f"controller: {shlex.join(cmd)} (log {path})")
         with open(path, "w") as out:
             self.controller = subprocess.Popen(cmd, cwd=ROOT, stdout=out,
@@ -248,12 +248,30 @@ class MeasureNetwork:
             time.sleep(0.1)
 
     def secret_file(self) -> str:
-        path = os.path.join(self.run_dir, "secret")
-        if not os.path.exists(path):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
+        """The agents' shared HMAC secret (created here, given to both sides)."""
+        path = os.path.join(self.run_dir, "agent.secret")
+        load_or_create_secret(path)
         return path
+
+    def token_file(self) -> str:
+        """The controller's bearer token for people and scripts."""
+        path = os.path.join(self.run_dir, "controller.token")
+        load_or_create_token(path)
+        return path
+
+    def controller_env(self) -> dict[str, str]:
+        """Environment that tells the controller where its credentials and state are."""
+        return {"MEASURE_STATE_DIR": os.path.join(self.run_dir, "state"),
+                "MEASURE_SECRET_FILE": self.secret_file(),
+                "MEASURE_TOKEN_FILE": self.token_file(),
+                "MEASURE_CONTROLLER_URL": f"http://{MGMT_IP}:{self.opts.rest_port}"}
+
+    def host_env(self) -> dict[str, str]:
+        """Environment of commands run in hosts: venv first, controller URL and token."""
+        venv_bin = os.path.dirname(sys.executable)
+        return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+                "MEASURE_URL": f"http://{MGMT_IP}:{self.opts.rest_port}",
+                "MEASURE_TOKEN_FILE": self.token_file()}
 
     def rest(self, path: str, method: str = "GET", body: object = None,
              headers: dict | None = None, data: bytes | None = None) -> tuple[int, object]:
@@ -261,10 +279,12 @@ class MeasureNetwork:
         if body is not None:
             data = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
+        with open(self.token_file()) as f:
+            headers = {**bearer_header(f.read().strip()), **(headers or {})}
         req = urllib.request.Request(self.rest_url + path, data=data, method=method,
-                                     headers=headers or {})
+                                     headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - local URL
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - local URL
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()
@@ -372,7 +392,7 @@ class MeasureNetwork:
             out = open(os.path.join(self.run_dir, f"agent-{host.name}.out"), "w")  # noqa: SIM115
             self.agents[host.name] = host.popen(self.agent_command(host), cwd=ROOT,
                                                 stdout=out, stderr=subprocess.STDOUT,
-                                                env=host_env())
+                                                env=self.host_env())
             out.close()
         log(f"agents started on {', '.join(self.agents)}")
         self.wait_agents()
@@ -412,7 +432,7 @@ class MeasureNetwork:
         host = self.net.get(host_name)
         kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} if capture else {
             "stdout": None, "stderr": None}
-        proc = host.popen(argv, cwd=ROOT, env=host_env(), text=capture, **kw)
+        proc = host.popen(argv, cwd=ROOT, env=self.host_env(), text=capture, **kw)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -428,11 +448,6 @@ def agent_names(body: object) -> set[str]:
     if isinstance(body, dict):
         return {str(k) for k in body}
     return {a["name"] for a in body if isinstance(a, dict) and "name" in a}
-
-
-def host_env() -> dict[str, str]:
-    venv_bin = os.path.dirname(sys.executable)
-    return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
