@@ -799,10 +799,8 @@ def test_agent_refuses_hostile_identifiers(method, template, values, canaries):
     assert _agent_path_sweep(method, template, values) == []
 
 
-def _controller_path_sweep(tmp_path, method, template, values):
-    from tests.test_auth import _ready_controller
-
-    app, service = _ready_controller(tmp_path)
+def _controller_path_sweep(ready, method, template, values):
+    app, service, _ = ready
     return sweep(app, lambda: controller_state(service),
                  lambda v: bearer(method, template.format(v), b"{}"), values,
                  read=method == "GET")
@@ -813,8 +811,9 @@ def _controller_path_sweep(tmp_path, method, template, values):
                  False),
     *_path_cases(CONTROLLER_PATHS, "ryu_app/rest.py _api/_authorize/_query/FallbackController",
                  True)])
-def test_controller_refuses_hostile_identifiers(tmp_path, method, template, values, canaries):
-    assert _controller_path_sweep(tmp_path, method, template, values) == []
+def test_controller_refuses_hostile_identifiers(ready_controller, method, template, values,
+                                               canaries):
+    assert _controller_path_sweep(ready_controller, method, template, values) == []
 
 
 # ------------------------------------------------ controller REST bodies
@@ -844,8 +843,8 @@ def _controller_cases(gaps: bool):
     targets = [("/measure/v1/agents", "json", CONTROLLER_REGISTRATION),
                ("/measure/v1/bandwidth", "json", CONTROLLER_BANDWIDTH),
                ("/measure/v1/reports", "json", "REPORT")]
-    targets += [("/measure/v1/tasks", enc, base) for base in (MEASURE, SCAN, BANDWIDTH)
-                for enc in ("json", "yaml")]
+    targets += [("/measure/v1/tasks", "json", base) for base in (MEASURE, SCAN, BANDWIDTH)]
+    targets += [("/measure/v1/tasks", "yaml", MEASURE)]
     for path, enc, base in targets:
         fields = ([("task_id",), ("from",), ("snapshot",), ("covered",), ("missing",),
                    ("interval_end",), ("snapshot", "key"), ("snapshot", "packets"),
@@ -863,11 +862,18 @@ def _controller_cases(gaps: bool):
                                id=f"{path} {enc} {'.'.join(map(str, field))}")
 
 
-def _controller_sweep(tmp_path, path, enc, base, field, values):
+@pytest.fixture(scope="module")
+def ready_controller(tmp_path_factory):
+    """One controller for the module's refusal sweeps (a refusal changes nothing)."""
     from tests.test_auth import _ready_controller, _report
 
-    app, service = _ready_controller(tmp_path)
-    base = _report() if base == "REPORT" else base
+    app, service = _ready_controller(tmp_path_factory.mktemp("controller"))
+    return app, service, _report()
+
+
+def _controller_sweep(ready, path, enc, base, field, values):
+    app, service, report = ready
+    base = report if base == "REPORT" else base
 
     def request(value):
         obj = _set(base, field, value)
@@ -881,5 +887,6 @@ def _controller_sweep(tmp_path, path, enc, base, field, values):
 
 @pytest.mark.parametrize("path, enc, base, field, values", [*_controller_cases(False),
                                                             *_controller_cases(True)])
-def test_controller_refuses_hostile_field(tmp_path, path, enc, base, field, values, canaries):
-    assert _controller_sweep(tmp_path, path, enc, base, field, values) == []
+def test_controller_refuses_hostile_field(ready_controller, path, enc, base, field, values,
+                                         canaries):
+    assert _controller_sweep(ready_controller, path, enc, base, field, values) == []
