@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-file", default=None, help="also append log lines to this file")
     p.add_argument("--state-dir", default=None,
                    help="directory for the agent's pid file (created if missing)")
+    p.add_argument("--monitor-accept-only", action="store_true",
+                   help="monitors accept packets without counting (benchmark baseline only)")
     p.add_argument("--no-capture", action="store_true",
                    help="do not install iptables rules or start monitors (API only; tests)")
     args = p.parse_args(argv)
@@ -182,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     monitors = [] if args.no_capture else [
-        MonitorProcess(args.queue_num + i, args.max_len) for i in range(args.queues)]
+        MonitorProcess(args.queue_num + i, args.max_len,
+                       extra_args=["--accept-only"] if args.monitor_accept_only else None)
+        for i in range(args.queues)]
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
                   data_ip=args.data_ip)

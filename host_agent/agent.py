@@ -500,8 +500,19 @@ class Agent:
             log.info("monitor on queue %s restarted (pid %s)", mon.queue, mon.pid)
 
     def health(self) -> dict:
-        mons = [{"queue": getattr(m, "queue", None), "pid": getattr(m, "pid", None),
-                 "alive": m.alive() if hasattr(m, "alive") else True} for m in self.monitors]
+        mons = []
+        for m in self.monitors:
+            alive = m.alive() if hasattr(m, "alive") else True
+            info = {"queue": getattr(m, "queue", None), "pid": getattr(m, "pid", None),
+                    "alive": alive, "packets": None}
+            if alive:
+                try:
+                    stats = m.call({"op": "stats"})
+                    info.update(packets=stats["packets"], unmatched=stats["unmatched"],
+                                batches=stats["batches"])
+                except (MonitorError, AgentError):
+                    info["alive"] = False
+            mons.append(info)
         return {"name": self.name, "status": "ok" if all(m["alive"] for m in mons) else "degraded",
                 "uptime": self.clock() - self.started, "sketches": len(self.sketches),
                 "counters": sum(len(s.counters) for s in self.sketches.values()),

@@ -1,0 +1,346 @@
+"""Monitor throughput and added latency (issue 9, parts 1 and 2), in namespaces.
+
+Run (root)::
+
+    .venv/bin/python -m bench.monitor            # a few minutes
+    .venv/bin/python -m bench.monitor --quick    # about a minute
+
+Two namespaces joined by a veth pair: a sender and a monitored receiver that
+runs the real agent (``python -m host_agent``: iptables mark rules, NFQUEUE
+with fail-open, monitor processes). The sender offers UDP (64-byte payloads,
+from 16 source addresses so that ``--queue-balance`` can spread them) at
+increasing rates for a fixed time each. Fail-open means overload never drops
+traffic: it shows up as packets the sketch rule matched but the monitor did
+not see (the agent's ``missed``). For each rate step::
+
+    loss = 1 - (packets the monitors saw) / (packets the sketch rule matched)
+
+and the table gives the highest offered rate with loss 0 and with loss < 1%
+for: an accept-only NFQUEUE loop (``--monitor-accept-only``: the ceiling of
+any Python monitor), the monitor with 1 counter (src), with 3 counters
+(src, src_dst, dport), and 3 counters over 2 queues / 2 processes
+(``--queues 2``). The sender is Python too and shares the 2 cores, so the
+achieved send rate is printed next to the offered one.
+
+Latency: ping RTT (median and p99 over N pings at 5 ms intervals) between
+the namespaces with no monitor, then with the monitor on ICMP (3 counters),
+alternating, in the same run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from bench.common import base_parser, percentile, print_table, write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_libc = ctypes.CDLL(None, use_errno=True)
+SUBNET = "10.83.0"
+SOURCES = 16
+PORT = 5001
+
+SENDER = r"""
+import socket, sys, time
+dst, port, rate, duration, nsrc = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), \
+    float(sys.argv[4]), int(sys.argv[5])
+socks = []
+for i in range(nsrc):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((f"{sys.argv[6]}.{100 + i}", 0))
+    s.connect((dst, port))
+    socks.append(s.send)
+payload = b"p" * 64
+total = int(rate * duration)
+sent = 0
+start = time.perf_counter()
+tick = 0.001
+while sent < total:
+    due = min(total, int((time.perf_counter() - start) * rate) + 1)
+    while sent < due:
+        try:
+            socks[sent % nsrc](payload)
+        except OSError:
+            pass
+        sent += 1
+    if time.perf_counter() - start > duration * 3:
+        break
+    time.sleep(tick)
+print(sent, time.perf_counter() - start)
+"""
+
+SINK = ("import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.bind(('0.0.0.0', {PORT})); time.sleep(3600)")
+
+
+def sh(cmd: list[str], check: bool = True, timeout: float = 60) -> str:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True,
+                          timeout=timeout).stdout
+
+
+class Namespaces:
+    """Sender and receiver namespaces on a veth pair; ``close`` removes them."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.snd, self.rcv = f"bms{tag}", f"bmr{tag}"
+        self.procs: list[subprocess.Popen] = []
+        sh(["ip", "netns", "add", self.snd])
+        sh(["ip", "netns", "add", self.rcv])
+        a, b = f"bsa{tag}", f"bsb{tag}"
+        sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+        for ns, intf, host in ((self.snd, a, 1), (self.rcv, b, 2)):
+            sh(["ip", "link", "set", intf, "netns", ns])
+            sh(["ip", "-n", ns, "addr", "add", f"{SUBNET}.{host}/24", "dev", intf])
+            sh(["ip", "-n", ns, "link", "set", intf, "up"])
+            sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+        for i in range(SOURCES):
+            sh(["ip", "-n", self.snd, "addr", "add", f"{SUBNET}.{100 + i}/24", "dev", a])
+        self.popen(self.rcv, [sys.executable, "-c", SINK])
+        deadline = time.monotonic() + 10
+        while sh(["ip", "netns", "exec", self.snd, "ping", "-c1", "-W1", f"{SUBNET}.2"],
+                 check=False).find(" 0% packet loss") < 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("veth link did not come up")
+
+    def popen(self, ns: str, args: list[str], **kw: Any) -> subprocess.Popen:
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *args], start_new_session=True,
+                                cwd=ROOT, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+        for ns in (self.snd, self.rcv):
+            for pid in sh(["ip", "netns", "pids", ns], check=False).split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh(["ip", "netns", "del", ns], check=False)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+
+
+def in_netns(ns: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` in a thread that has entered network namespace ``ns``."""
+    box: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, 0x40000000) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+            box["v"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["e"] = exc
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    t.join(30)
+    if "e" in box:
+        raise box["e"]
+    return box.get("v")
+
+
+class Agent:
+    """The real agent in the receiver namespace."""
+
+    def __init__(self, net: Namespaces, extra: list[str]) -> None:
+        self.net = net
+        self.proc = net.popen(net.rcv, [sys.executable, "-m", "host_agent", "--name", "bench",
+                                        "--listen", "127.0.0.1", "--port", "8000", *extra])
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.call("GET", "/health")
+                break
+            except (requests.RequestException, OSError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("agent did not start") from None
+                time.sleep(0.1)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        r = in_netns(self.net.rcv, lambda: requests.request(
+            method, "http://127.0.0.1:8000/agent/v1" + path, json=body, timeout=10))
+        r.raise_for_status()
+        return r.json()
+
+    def seen(self) -> int:
+        return sum(m["packets"] or 0 for m in self.call("GET", "/health")["monitors"])
+
+    def matched(self, sketch: int) -> int:
+        out = sh(["ip", "netns", "exec", self.net.rcv, "iptables-save", "-c", "-t", "filter"])
+        m = re.search(r"^\[(\d+):\d+\] .*\"endhost-measure:bench:" + str(sketch) + '"', out,
+                      re.M)
+        return int(m.group(1)) if m else 0
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+def settle(agent: Agent, timeout: float = 3.0) -> int:
+    """Monitor packet count once it stops growing (the queue has drained)."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = agent.seen()
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.15)
+    return last
+
+
+def throughput(net: Namespaces, extra: list[str], counters: list[str], rates: list[int],
+               duration: float) -> list[dict]:
+    agent = Agent(net, extra)
+    try:
+        sk = agent.call("POST", "/sketches", {
+            "filter": {"proto": "udp", "dport": PORT},
+            "counters": [{"key": k} for k in counters]})
+        steps = []
+        for rate in rates:
+            seen0, match0 = settle(agent), agent.matched(sk["id"])
+            out = sh(["ip", "netns", "exec", net.snd, sys.executable, "-c", SENDER,
+                      f"{SUBNET}.2", str(PORT), str(rate), str(duration), str(SOURCES), SUBNET],
+                     timeout=duration * 4 + 30)
+            sent, elapsed = out.split()
+            seen = settle(agent) - seen0
+            matched = agent.matched(sk["id"]) - match0
+            loss = 1 - seen / matched if matched else 0.0
+            steps.append({"offered_pps": rate, "sent_pps": round(int(sent) / float(elapsed)),
+                          "matched": matched, "seen": seen, "loss": round(max(0.0, loss), 5)})
+            print(f"  {rate:>7} pps offered, {steps[-1]['sent_pps']:>7} sent: "
+                  f"loss {100 * steps[-1]['loss']:.2f}%", flush=True)
+            if loss > 0.2:
+                break
+        return steps
+    finally:
+        agent.close()
+
+
+def best(steps: list[dict], limit: float) -> int:
+    ok = [s["sent_pps"] for s in steps if s["loss"] <= limit]
+    return max(ok) if ok else 0
+
+
+def ping_rtts(net: Namespaces, count: int) -> list[float]:
+    out = sh(["ip", "netns", "exec", net.snd, "ping", "-c", str(count), "-i", "0.005",
+              f"{SUBNET}.2"], check=False, timeout=count * 0.05 + 30)
+    return [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", out)]
+
+
+LATENCY_MODES = {"off": None, "accept-only": ["--monitor-accept-only"], "3 counters": []}
+
+
+def latency(net: Namespaces, count: int, rounds: int) -> dict[str, Any]:
+    """Ping RTTs with no monitor, an accept-only monitor and 3 counters, interleaved."""
+    rtts: dict[str, list[float]] = {mode: [] for mode in LATENCY_MODES}
+    for _ in range(rounds):
+        for mode, extra in LATENCY_MODES.items():
+            if extra is None:
+                rtts[mode] += ping_rtts(net, count)
+                continue
+            agent = Agent(net, extra)
+            try:
+                agent.call("POST", "/sketches", {"filter": {"proto": "icmp"}, "counters": [
+                    {"key": k} for k in (["src", "src_dst", "dport"] if not extra else [])]})
+                rtts[mode] += ping_rtts(net, count)
+            finally:
+                agent.close()
+    return {mode: {"median_us": percentile(v, 50), "p99_us": percentile(v, 99), "n": len(v)}
+            for mode, v in rtts.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default=None,
+                        help="comma-separated offered rates in packets/s")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per rate step (default 2, 1 with --quick)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.monitor needs root (namespaces, iptables, NFQUEUE)", file=sys.stderr)
+        return 2
+    duration = args.duration or (1.0 if args.quick else 2.0)
+    rates = ([int(r) for r in args.rates.split(",")] if args.rates else
+             [10000, 20000, 40000, 60000] if args.quick else
+             [5000, 10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000])
+    configs = [
+        ("accept-only", ["--monitor-accept-only"], []),
+        ("1 counter", [], ["src"]),
+        ("3 counters", [], ["src", "src_dst", "dport"]),
+        ("3 counters, 2 queues", ["--queues", "2"], ["src", "src_dst", "dport"]),
+    ]
+    net = Namespaces()
+    results: dict[str, Any] = {"duration_s": duration, "rates": rates, "throughput": {}}
+    try:
+        for name, extra, counters in configs:
+            print(f"{name}:", flush=True)
+            results["throughput"][name] = throughput(net, extra, counters, rates, duration)
+        results["latency"] = latency(net, 100 if args.quick else 400, 1 if args.quick else 2)
+    finally:
+        net.close()
+    rows = []
+    base0 = best(results["throughput"]["accept-only"], 0.0) or 1
+    base1 = best(results["throughput"]["accept-only"], 0.01) or 1
+    one_q = best(results["throughput"]["3 counters"], 0.01) or 1
+    for name, _, _ in configs:
+        steps = results["throughput"][name]
+        b0, b1 = best(steps, 0.0), best(steps, 0.01)
+        rows.append([name, b0, b1, f"{b0 / base0:.2f}x", f"{b1 / base1:.2f}x"])
+    print_table("Monitor throughput (UDP 64 B, highest sent rate sustained; pkt/s)",
+                ["config", "no loss", "< 1% loss", "vs accept-only (0%)",
+                 "vs accept-only (<1%)"], rows)
+    two_q = best(results["throughput"]["3 counters, 2 queues"], 0.01)
+    lat = results["latency"]
+    added = lat["3 counters"]["median_us"] - lat["off"]["median_us"]
+    print_table("Ping RTT (us): no monitor, accept-only monitor, monitor with 3 counters",
+                ["", "median", "p99", "n", "median added"],
+                [[mode, v["median_us"], v["p99_us"], v["n"],
+                  v["median_us"] - lat["off"]["median_us"]] for mode, v in lat.items()])
+    three = best(results["throughput"]["3 counters"], 0.01)
+    targets = {
+        "3 counters >= 80% of accept-only (<1% loss)": three / base1 >= 0.8,
+        "2 queues >= 1.6x one queue (<1% loss)": two_q / one_q >= 1.6,
+        "median added latency <= 100 us": added <= 100,
+    }
+    for text, ok in targets.items():
+        print(f"target {'MET' if ok else 'NOT MET'}: {text}")
+    results["targets"] = targets
+    results["ratios"] = {"three_vs_accept": three / base1, "two_queues_vs_one": two_q / one_q,
+                         "added_median_us": added}
+    write_json("monitor", results, enabled=not args.no_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
