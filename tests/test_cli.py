@@ -184,3 +184,63 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert '"mbit_s": 9.6' in capsys.readouterr().out
     assert main([*base, "delete", "1"]) == 0
     assert capsys.readouterr().out == "task 1 deleted\n"
+
+
+# ---------------------------------------------------------------- Mininet
+
+@pytest.mark.mininet
+def test_controller_acceptance_on_a_mininet_tree(mininet_cleanup, tmp_path):
+    """Issue 5: tree depth 2 fanout 3, agents on all hosts, CLI in a host, restart."""
+    import requests
+
+    from measure_model.auth import HmacAuth, load_or_create_secret
+    from tests.helpers import free_port, wait_until
+    from topo.launch import MeasureNetwork, Options, stop_process
+
+    opts = Options(rest_port=free_port(), controller_port=free_port(),
+                   run_dir=str(tmp_path / "run"), lock=False, timeout=120)
+    hosts = [f"h{i}" for i in range(1, 10)]
+    everyone = {h: "ok" for h in hosts}
+    with MeasureNetwork(opts) as net:
+        status, topo = net.rest("/measure/v1/topology")
+        assert status == 200 and len(topo["switches"]) == 4
+        links = {frozenset((lk["src"]["dpid"], lk["dst"]["dpid"])) for lk in topo["links"]}
+        assert links == {frozenset((f"{1:016x}", f"{s:016x}")) for s in (2, 3, 4)}
+        assert sorted(ip for h in topo["hosts"] for ip in h["ips"]) == \
+            sorted(f"10.0.0.{i}" for i in range(1, 10))
+
+        overlay = wait_until(lambda: (o := net.rest("/measure/v1/overlay")[1])["root"] == "h1"
+                             and o, timeout=20, message="overlay rooted at the centre")
+        assert sorted(overlay["parent"]) == hosts and overlay["unlocated"] == []
+        assert max(len(k) for k in overlay["children"].values()) <= overlay["fanout"] == 4
+        assert overlay["depth"] <= 2
+
+        applied = net.run_on("h1", ["measure", "apply", "policies/flow_size_distribution.yaml"],
+                             timeout=30, capture=True)
+        assert (applied.returncode, applied.stdout) == (0, "task 1: flow-size-icmp\n"), \
+            applied.stderr
+        wait_until(lambda: net.rest("/measure/v1/tasks/1")[1]["agents"] == everyone,
+                   timeout=30, message="the task on every agent")
+        secret, _ = load_or_create_secret(net.secret_file())
+        for i in range(1, 10):  # ask each agent itself, over the management network
+            resp = requests.get(f"http://192.168.100.{i}:8000/agent/v1/overlay", timeout=5,
+                                auth=HmacAuth(secret))
+            assert resp.status_code == 200 and resp.json()["tasks"] == ["1"], (i, resp.text)
+
+        epoch = net.rest("/measure/v1/overlay")[1]["epoch"]
+        stop_process(net.controller)
+        net.start_controller()
+        status, body = net.rest("/measure/v1/tasks")
+        assert [(t["id"], t["name"]) for t in body["tasks"]] == [("1", "flow-size-icmp")]
+        wait_until(lambda: (t := net.rest("/measure/v1/tasks/1")[1])["agents"] == everyone
+                   and t["status"] == "active", timeout=60, message="task active again")
+        assert net.rest("/measure/v1/overlay")[1]["epoch"] > epoch
+        result = wait_until(lambda: (r := net.rest("/measure/v1/tasks/1/result"))[0] == 200
+                            and r[1]["covered"] == hosts and r[1], timeout=30,
+                            message="a result covering every agent")
+        assert result["missing"] == [] and result["complete"] is True
+        shown = net.run_on("h1", ["measure", "result", "1"], timeout=30, capture=True)
+        assert shown.returncode == 0
+        assert shown.stdout.splitlines()[1] == f"covered 9: {', '.join(hosts)}  (complete)"
+    with open(tmp_path / "run" / "controller.log") as f:
+        assert "Traceback" not in f.read()
