@@ -19,7 +19,8 @@ All N agents share this process, so their CPU time would add up although
 on a real network every agent has its own CPU. The benchmark therefore runs
 a discrete-event simulation: the in-process transport does not deliver a
 message at once but queues it; every agent has its own clock and is busy
-for exactly the CPU time its real handler took (``perf_counter``); a message
+for exactly the CPU time its real handler took (``time.thread_time``: CPU
+time, so other load on this shared machine does not inflate it); a message
 arrives ``L(bytes)`` after it is sent, where ``L`` is the latency of a real
 HTTP POST over loopback measured at start (``requests`` to a ``wsgiref``
 server in a thread, fitted as ``a + b * bytes``). Agents tick at the
@@ -31,8 +32,9 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
 
 - ``config_s``: time from the root receiving ``PUT /agent/v1/tasks`` to the
   last agent having installed it; ``config_reply_s`` adds the replies back.
-- ``result_s``: from the interval end to the controller holding the complete
-  global result (second interval; the first warms up).
+- ``result_s``: from the interval end to the controller holding the global
+  result (second interval; the first warms up); ``missing``: agents that
+  result lacks because a parent's deadline passed first (0 = complete).
 - ``ctl_msgs`` / ``ctl_bytes``: messages and bytes the controller handles
   per report interval; ``ctl_cpu_s`` its CPU for them.
 - The star baseline: the controller polls every agent's snapshot
@@ -67,6 +69,7 @@ from measure_model.keys import HeaderBatch
 from ryu_app.results import MemoryStore, Results
 
 CTL = "http://ctl.sim:8080"
+cpu = time.thread_time
 INTERVAL = 5.0
 TASK = {"name": "bench-hh", "kind": "heavy_hitters", "key": "src_dst", "increment": "bytes",
         "threshold": 0.01, "report_interval": INTERVAL, "scope": "global",
@@ -198,15 +201,15 @@ class Sim:
         name = url.split("//")[1].split(".")[0]
         frame = self.frames[-1]
         body = _json_bytes(json)
-        own = time.perf_counter() - frame["start"] - frame["nested"]
+        own = cpu() - frame["start"] - frame["nested"]
         arrival = frame["arrival"] + own + self.latency(len(body))
-        t0 = time.perf_counter()
+        t0 = cpu()
         reply = self.run_put(name, url.rsplit("/", 1)[1], body, arrival)
-        frame["nested"] += time.perf_counter() - t0
+        frame["nested"] += cpu() - t0
         return 200, reply
 
     def run_put(self, name: str, task_id: str, body: bytes, arrival: float) -> dict:
-        frame = {"start": time.perf_counter(), "nested": 0.0, "arrival": arrival,
+        frame = {"start": cpu(), "nested": 0.0, "arrival": arrival,
                  "done": arrival}
         self.frames.append(frame)
         node = self.nodes[name]
@@ -216,7 +219,7 @@ class Sim:
         finally:
             self.frames.pop()
             del node.agent.install_task
-        own = time.perf_counter() - frame["start"] - frame["nested"]
+        own = cpu() - frame["start"] - frame["nested"]
         reply_bytes = len(_json_bytes(reply))
         frame["done"] = max(frame["done"], arrival + own) + self.latency(reply_bytes)
         if self.frames:
@@ -229,7 +232,7 @@ class Sim:
 
         def install(task: dict) -> int:
             sid = real(task)
-            own = time.perf_counter() - frame["start"] - frame["nested"]
+            own = cpu() - frame["start"] - frame["nested"]
             self.reached[agent.name] = frame["arrival"] + own
             return sid
         return install
@@ -249,28 +252,28 @@ class Sim:
         """Tick everyone after ``end``; returns when the controller got the result."""
         for name in self.nodes:
             self.schedule(end + self.rng.random() * self.jitter, name, "tick")
-        got = None
+        got = None  # (time, missing agents) of the controller's result for ``end``
         while self.events:
             t, _, name, kind, payload = heapq.heappop(self.events)
             if name == "ctl":
-                t0 = time.perf_counter()
+                t0 = cpu()
                 report = _loads(payload)
                 self.results.ingest(report, now=t)
-                self.ctl_cpu += time.perf_counter() - t0
+                self.ctl_cpu += cpu() - t0
                 self.ctl_msgs.append((t, len(payload)))
-                if report["interval_end"] == end and not report["missing"]:
-                    got = t + time.perf_counter() - t0
+                if report["interval_end"] == end and got is None:
+                    got = (t + cpu() - t0, len(report["missing"]))
                 continue
             start = max(t, self.busy[name])
             self.clock[name] = start
             self.current = name
             node = self.nodes[name]
-            t0 = time.perf_counter()
+            t0 = cpu()
             if kind == "tick":
                 node.tick(start)
             else:
                 node.receive_report(_loads(payload))
-            done = start + time.perf_counter() - t0
+            done = start + cpu() - t0
             self.busy[name] = done
             for _, url, body in self.outbox:
                 dest = "ctl" if url.startswith(CTL) else url.split("//")[1].split(".")[0]
@@ -280,8 +283,8 @@ class Sim:
             if any(s.pending for s in node.tasks.values()) and wake < INTERVAL * 0.6:
                 self.schedule(done + wake, name, "tick")
         if got is None:
-            raise RuntimeError(f"no complete result for interval {end}")
-        return got - end
+            raise RuntimeError(f"no result for interval {end}")
+        return got[0] - end, got[1]
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -313,16 +316,16 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
             feed(agent, "t1", rng, end - 1.0)
         sim.ctl_msgs.clear()
         sim.ctl_cpu = 0.0
-        result_s = sim.run_interval(end)
+        result_s, missing = sim.run_interval(end)
         if k == 1:
-            out.update(result_s=result_s, ctl_msgs=len(sim.ctl_msgs),
+            out.update(result_s=result_s, missing=missing, ctl_msgs=len(sim.ctl_msgs),
                        ctl_bytes=sum(b for _, b in sim.ctl_msgs), ctl_cpu_s=sim.ctl_cpu)
     wall_reports = time.perf_counter() - t0
     res = sim.results.latest("t1", now=INTERVAL * 101 + 1)
-    assert len(res["covered"]) == n and not res["missing"], res["missing"]
-    exact_pk = sum(a.monitors[0].core.sketches[a.tasks["t1"]].counters[1].packets
-                   for a in sim.agents)
-    assert res["packets"] == exact_pk, (res["packets"], exact_pk)
+    if not res["missing"]:  # a complete result counts every packet exactly
+        exact_pk = sum(a.monitors[0].core.sketches[a.tasks["t1"]].counters[1].packets
+                       for a in sim.agents)
+        assert len(res["covered"]) == n and res["packets"] == exact_pk
     out.update(star(sim, lat, star_concurrency, len(body)))
     out["wall_s"] = wall_config + wall_reports
     return out
@@ -333,20 +336,20 @@ def star(sim: Sim, lat: tuple[float, float], conc: int, task_bytes: int) -> dict
     now = INTERVAL * 101
     bodies, agent_cpu = [], []
     for agent in sim.agents:
-        t0 = time.perf_counter()
+        t0 = cpu()
         snap = agent.snapshot_task("t1", now)
         snap["missed"] = snap.get("missed") or {}  # as OverlayNode does: no capture here
         bodies.append(_json_bytes(snap))
-        agent_cpu.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
+        agent_cpu.append(cpu() - t0)
+    t0 = cpu()
     merged = merge_snapshots([_loads(b) for b in bodies])
-    cpu = time.perf_counter() - t0
+    merge_cpu = cpu() - t0
     assert merged["packets"] > 0
     rounds = math.ceil(len(bodies) / conc)
     avg = statistics.mean(len(b) for b in bodies)
     net = rounds * (sim.latency(int(avg)) + max(agent_cpu))
-    return {"star_result_s": net + cpu, "star_ctl_msgs": 2 * len(bodies),
-            "star_ctl_bytes": sum(map(len, bodies)), "star_ctl_cpu_s": cpu,
+    return {"star_result_s": net + merge_cpu, "star_ctl_msgs": 2 * len(bodies),
+            "star_ctl_bytes": sum(map(len, bodies)), "star_ctl_cpu_s": merge_cpu,
             "star_config_s": math.ceil(len(bodies) / conc) * sim.latency(task_bytes)}
 
 
@@ -359,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="agents tick up to this long after the interval end (s)")
     ap.add_argument("--star-concurrency", type=int, default=32)
     ap.add_argument("--reps", type=int, default=0,
-                    help="repetitions per N, medians printed (default 3, 1 with --quick)")
+                    help="repetitions per N, medians printed (default 3; 1 with --quick "
+                         "and for N >= 1000)")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
     sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
@@ -367,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     lat = measure_latency()
     print(f"loopback HTTP POST latency: {lat[0] * 1e3:.2f} ms + {lat[1] * 1e9:.1f} ns/byte "
           f"(measured); tick jitter {args.tick_jitter} s; fan-out {args.fanout}")
-    reps = args.reps or (1 if args.quick else 3)
     rows, spread = [], {}
     for n in sizes:
+        # default: 3 runs, but 1 with --quick and at N >= 1000 (about 45 s each here)
+        reps = args.reps or (1 if args.quick or n >= 1000 else 3)
         runs = [run_size(n, args.fanout, lat, args.tick_jitter, args.star_concurrency)
                 for _ in range(reps)]
         row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -380,26 +385,31 @@ def main(argv: list[str] | None = None) -> int:
                      for k in ("config_s", "result_s", "star_result_s")}
         print(f"  N={n}: {reps} run(s), {sum(r['wall_s'] for r in runs):.1f} s wall",
               file=sys.stderr)
-    head = (f"{'N':>5} {'levels':>6} | {'config s':>8} {'result s':>8} {'ctl msg':>7} "
+    head = (f"{'N':>5} {'levels':>6} | {'config s':>8} {'result s':>8} {'missing':>7} "
+            f"{'ctl msg':>7} "
             f"{'ctl KB':>8} {'ctl cpu s':>9} | {'star cfg s':>10} {'star res s':>10} "
             f"{'star msg':>8} {'star KB':>8} {'star cpu s':>10}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['n']:>5} {r['depth']:>6} | {r['config_s']:>8.3f} {r['result_s']:>8.3f} "
+              f"{r['missing']:>7} "
               f"{r['ctl_msgs']:>7} {r['ctl_bytes'] / 1024:>8.1f} {r['ctl_cpu_s']:>9.4f} | "
               f"{r['star_config_s']:>10.3f} {r['star_result_s']:>10.3f} "
               f"{r['star_ctl_msgs']:>8} {r['star_ctl_bytes'] / 1024:>8.1f} "
               f"{r['star_ctl_cpu_s']:>10.4f}")
-    if reps > 1:
-        print(f"medians of {reps} runs; spread (min-max) of the times:")
-        for n, sp in spread.items():
-            print(f"  N={n}: " + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in sp.items()))
+    print("medians; spread (min-max) of the times where N ran more than once:")
+    for r in rows:
+        if r["reps"] > 1:
+            sp = spread[r["n"]]
+            print(f"  N={r['n']} ({r['reps']} runs): "
+                  + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in sp.items()))
     big = [r for r in rows if r["n"] == 1000]
     if big:
         r = big[0]
         print(f"targets at N=1000: 1 report/interval: {r['ctl_msgs'] == 1}; "
-              f"result <= 1 s: {r['result_s'] <= 1.0} ({r['result_s']:.3f}); "
+              f"complete result <= 1 s: {r['result_s'] <= 1.0 and not r['missing']} "
+              f"({r['result_s']:.3f} s, {r['missing']} missing); "
               f"config <= 2 s: {r['config_s'] <= 2.0} ({r['config_s']:.3f})")
     if args.json:
         with open(args.json, "w") as f:
