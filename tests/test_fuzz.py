@@ -18,6 +18,8 @@ run, a few thousand requests per API::
 from __future__ import annotations
 
 import copy
+import json
+import math
 import os
 
 import pytest
@@ -92,3 +94,133 @@ def test_yaml_policy_arbitrary_text(text):
         load_policy(text, "fuzz")
     except PolicyError as exc:
         assert str(exc).startswith("policy fuzz: "), str(exc)
+
+
+# ---------------------------------------------------------------- HTTP APIs in process
+
+#: Inputs that hit gaps already reported (and asserted by strict xfails in
+#: tests/test_hostile_input.py) are not generated unless FUZZ_ALL=1, so that the
+#: suite's fuzzing looks for *new* failures. Remove an entry when its gap is fixed.
+FUZZ_ALL = os.environ.get("FUZZ_ALL") == "1"
+KNOWN_GAP_PATHS = () if FUZZ_ALL else ("/agent/v1/reports", "/agent/v1/tasks/",
+                                       "/measure/v1/reports")
+SAFE_NUMBERS = st.one_of(st.integers(-(2 ** 40), 2 ** 40), st.floats(allow_nan=False,
+                                                                      allow_infinity=False))
+FUZZ_NUMBERS = st.one_of(SAFE_NUMBERS, st.sampled_from([math.nan, math.inf, -math.inf,
+                                                        10 ** 400, 2 ** 64]))
+NUMBERS = FUZZ_NUMBERS if FUZZ_ALL else st.one_of(SAFE_NUMBERS, st.just(math.nan))
+WORDS = st.sampled_from(["src", "dst", "src_dst", "dport", "pkt", "bytes", "byte", "tcp", "udp",
+                         "icmp", "INPUT", "OUTPUT", "global", "slops", "10.0.0.1", "10.0.0.0/8",
+                         "80", "1:2", "h2", "c1", "t-0", "1", "config sketch",
+                         "config sketch counter", "query heavy hitters", "query sketch",
+                         "query real time counter", "tumbling", "sliding"])
+http_scalars = st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=30), WORDS,
+                         st.sampled_from([s for s in HOSTILE if isinstance(s, str)]))
+http_values = st.recursive(http_scalars, lambda c: st.lists(c, max_size=3)
+                           | st.dictionaries(st.one_of(WORDS, st.text(max_size=10)), c,
+                                             max_size=5), max_leaves=10)
+SEGMENTS = st.one_of(st.integers(-3, 40).map(str), WORDS,
+                     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12))
+
+AGENT_ROUTES = ["/", "/agent/v1/health", "/agent/v1/sketches", "/agent/v1/sketches/{}",
+                "/agent/v1/sketches/{}/counters", "/agent/v1/sketches/{}/counters/{}",
+                "/agent/v1/sketches/1/counters/1?key={}", "/agent/v1/overlay",
+                "/agent/v1/tasks/{}", "/agent/v1/reports", "/agent/v1/{}"]
+CONTROLLER_ROUTES = ["/measure/v1/topology", "/measure/v1/agents",
+                     "/measure/v1/agents/{}/heartbeat", "/measure/v1/overlay", "/measure/v1/tasks",
+                     "/measure/v1/tasks/{}",
+                     "/measure/v1/tasks/{}/result", "/measure/v1/tasks/1/result?host={}",
+                     "/measure/v1/reports", "/measure/v1/events?since={}",
+                     "/measure/v1/bandwidth", "/measure/v1/openapi.json", "/measure/v1/{}"]
+METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
+
+
+def _path(template: str, data) -> str:
+    from urllib.parse import quote
+
+    while "{}" in template:
+        template = template.replace("{}", quote(data.draw(SEGMENTS), safe=""), 1)
+    return template
+
+
+def _body(data) -> tuple[bytes, str]:
+    kind = data.draw(st.sampled_from(["json", "json", "json", "form", "bytes", "none"]))
+    if kind == "json":
+        return json.dumps(data.draw(http_values)).encode(), "application/json"
+    if kind == "form":
+        from urllib.parse import urlencode
+
+        fields = data.draw(st.dictionaries(st.one_of(WORDS, st.just("type")), st.one_of(
+            WORDS, st.text(max_size=20)), max_size=6))
+        return urlencode(fields).encode(), "application/x-www-form-urlencoded"
+    if kind == "bytes":
+        return data.draw(st.binary(max_size=200)), data.draw(st.sampled_from(
+            ["application/json", "application/yaml", "text/plain", ""]))
+    return b"", ""
+
+
+def _check_reply(resp) -> None:
+    text = resp.body.decode("utf-8", "replace")
+    assert resp.status_code < 500, f"{resp.status_code} {text[:300]}"
+    assert "Traceback" not in text and 'File "' not in text, text[:300]
+    if resp.status_code >= 400 and resp.request.method != "HEAD":
+        body = json.loads(text)
+        assert isinstance(body, dict) and isinstance(body.get("error"), str), text[:200]
+
+
+def _agent_app():
+    from tests.test_hostile_input import ready_agent
+
+    return ready_agent(allow_legacy=True)
+
+
+@FUZZ
+@given(st.data())
+def test_agent_api_fuzz(data):
+    from tests.test_hostile_input import signed
+
+    app, agent, transport = _agent_app()
+    for _ in range(data.draw(st.integers(1, 4))):
+        path = _path(data.draw(st.sampled_from(AGENT_ROUTES)), data)
+        if path.startswith(KNOWN_GAP_PATHS):
+            continue
+        method = data.draw(METHODS)
+        body, ctype = _body(data)
+        req = signed(method, path, body, headers={"Content-Type": ctype})
+        if data.draw(st.integers(0, 5)) == 0:  # now and then unsigned or tampered
+            del req.headers["X-Measure-Signature"]
+        resp = req.get_response(app)
+        resp.request = req
+        _check_reply(resp)
+    assert all(url.startswith("http://127.0.0.1:9") for _, url, _ in transport.sent)
+
+
+@pytest.fixture(scope="module")
+def fuzz_controller(tmp_path_factory):
+    from tests.test_auth import _ready_controller
+
+    return _ready_controller(tmp_path_factory.mktemp("fuzz-controller"))
+
+
+@FUZZ
+@given(data=st.data())
+def test_controller_api_fuzz(fuzz_controller, data):
+    from tests.test_hostile_input import TOKEN, bearer
+
+    app, service = fuzz_controller
+    path = _path(data.draw(st.sampled_from(CONTROLLER_ROUTES)), data)
+    if path.startswith(KNOWN_GAP_PATHS) or ("%0A" in path and not FUZZ_ALL):
+        return  # reported: NEWLINE_404 in tests/test_hostile_input.py
+    method = data.draw(METHODS)
+    body, ctype = _body(data)
+    if data.draw(st.booleans()) and method == "POST" and path == "/measure/v1/tasks":
+        import yaml
+
+        body, ctype = yaml.safe_dump(data.draw(http_values)).encode(), "application/yaml"
+    token = TOKEN if data.draw(st.integers(0, 5)) else TOKEN[:-1]
+    req = bearer(method, path, body, token=token, content_type=ctype)
+    resp = req.get_response(app)
+    resp.request = req
+    _check_reply(resp)
+    for _, url, _ in service.http.sent:
+        assert url.startswith("http://192.168.100."), url
