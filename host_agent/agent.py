@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -83,7 +84,13 @@ def _number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) 
             value = float(value.strip())
         except ValueError:
             raise AgentError(400, f"{name} must be a number, got {value!r}") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    if not isinstance(value, int | float):
+        raise AgentError(400, f"{name} must be a number, got {value!r}")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise AgentError(400, f"{name} is out of range") from None
+    if not math.isfinite(value):
         raise AgentError(400, f"{name} must be a finite number, got {value!r}")
     if (value <= lo if lo_open else value < lo) or value > hi:
         raise AgentError(400, f"{name} {value:g} is out of range "
@@ -99,6 +106,15 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise AgentError(400, f"{name} {value} is out of range {lo}..{hi}")
     return value
+
+
+def _ident(name: str, value: Any) -> int:
+    """A positive integer id: an int or a decimal string (form fields), nothing else."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}\s*", value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 9:
+        return value
+    raise AgentError(400, f"{name} must be an integer, got {value!r}")
 
 
 def counter_spec(body: dict, default_threshold: float | None = LEGACY_THRESHOLD) -> dict:
@@ -125,19 +141,21 @@ def counter_spec(body: dict, default_threshold: float | None = LEGACY_THRESHOLD)
         threshold_abs = _int("threshold_abs", threshold_abs, 1, 2 ** 62)
     else:
         threshold = default_threshold
-    window = body.get("window") or {}
+    window = body.get("window", {})
     if not isinstance(window, dict) or set(window) - {"length", "mode"}:
         raise AgentError(400, "window must be an object with length and mode")
     mode = window.get("mode", "tumbling")
     if mode not in WINDOW_MODES:
         raise AgentError(400, f"window.mode {mode!r} is not one of tumbling, sliding")
-    sk = body.get("sketch") or {}
+    sk = body.get("sketch", {})
     if not isinstance(sk, dict) or set(sk) - {"width", "depth", "seed"}:
         raise AgentError(400, "sketch must be an object with width, depth and seed")
     width = _int("sketch.width", sk.get("width", 16384), 64, 2 ** 22)
     if width & (width - 1):
         raise AgentError(400, f"sketch.width {width} is not a power of two")
     scan = body.get("scan_ports")
+    if "top_k" in body and body["top_k"] is None:
+        raise AgentError(400, "top_k must be an integer, got None")
     return {
         "key": key, "increment": INCREMENTS[inc],
         "threshold": threshold, "threshold_abs": threshold_abs,
@@ -152,7 +170,7 @@ def counter_spec(body: dict, default_threshold: float | None = LEGACY_THRESHOLD)
 
 def capture_filter(body: Any) -> CaptureFilter:
     try:
-        return CaptureFilter.from_dict(body if body is not None else {})
+        return CaptureFilter.from_dict(body)
     except ValueError as exc:
         raise AgentError(400, str(exc)) from None
 
@@ -288,10 +306,7 @@ class Agent:
 
     # ------------------------------------------------------------ sketches
     def get_sketch(self, sid: Any) -> Sketch:
-        try:
-            sid = int(sid)
-        except (TypeError, ValueError):
-            raise AgentError(400, f"sketch_id must be an integer, got {sid!r}") from None
+        sid = _ident("sketch_id", sid)
         sketch = self.sketches.get(sid)
         if sketch is None:
             raise AgentError(404, f"unknown sketch_id {sid}")
@@ -354,10 +369,7 @@ class Agent:
 
     def get_counter(self, sid: Any, cid: Any) -> tuple[Sketch, int]:
         sketch = self.get_sketch(sid)
-        try:
-            cid = int(cid)
-        except (TypeError, ValueError):
-            raise AgentError(400, f"counter id must be an integer, got {cid!r}") from None
+        cid = _ident("counter id", cid)
         if cid not in sketch.counters:
             raise AgentError(404, f"unknown counter {cid} on sketch {sketch.id}")
         return sketch, cid
@@ -451,7 +463,7 @@ class Agent:
         if kind == "port_scan":
             body.setdefault("scan_ports", 20)
         spec = counter_spec(body, 0.05 if kind == "heavy_hitters" else None)
-        filt = capture_filter(task.get("filter") or {})
+        filt = capture_filter(task.get("filter", {}))
         with self.lock:
             if task_id in self.tasks:
                 self.remove_task(task_id)

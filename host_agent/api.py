@@ -100,7 +100,11 @@ class AgentApp:
     def handle(self, req: webob.Request) -> webob.Response:
         try:
             self._bound_body(req)
-            path = req.path_info
+            try:
+                path = req.path_info
+                req.GET  # noqa: B018 - decode the query once, here
+            except UnicodeDecodeError:
+                raise AgentError(400, "path is not valid UTF-8") from None
             if path in ("/", ""):
                 if req.method != "POST":
                     raise AgentError(405, "legacy messages use POST /")
@@ -131,7 +135,7 @@ class AgentApp:
             log.error("monitor unavailable: %s", exc)
             return error(503, f"monitor unavailable: {exc}")
         except Exception:  # noqa: BLE001 - never a traceback on the wire
-            log.exception("internal error on %s %s", req.method, req.path_info)
+            log.exception("internal error on %s %r", req.method, req.environ.get("PATH_INFO"))
             return error(500, "internal error")
 
     def _bound_body(self, req: webob.Request) -> None:
@@ -176,7 +180,7 @@ class AgentApp:
         unknown = sorted(set(body) - set(SKETCH_BODY_FIELDS))
         if unknown:
             raise AgentError(400, f"unknown field {unknown[0]!r}")
-        counters = body.get("counters") or []
+        counters = body.get("counters", [])
         if not isinstance(counters, list):
             raise AgentError(400, "counters must be a list of counter objects")
         from host_agent.agent import counter_spec
@@ -186,7 +190,7 @@ class AgentApp:
                 counter_spec(c)
             except AgentError as exc:
                 raise AgentError(400, f"counters[{i}]: {exc.message}") from None
-        sketch = self.agent.create_sketch(body.get("filter") or {})
+        sketch = self.agent.create_sketch(body.get("filter", {}))
         try:
             for c in counters:
                 self.agent.add_counter(sketch.id, c)

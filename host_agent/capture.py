@@ -92,11 +92,11 @@ class CaptureFilter:
         unknown = sorted(set(data) - set(FILTER_FIELDS))
         if unknown:
             raise ValueError(f"filter: unknown field {unknown[0]!r}")
-        iface = data.get("interface") or "INPUT"
+        iface = data.get("interface", "INPUT")
         if not isinstance(iface, str) or iface.upper() not in ("INPUT", "OUTPUT"):
             raise ValueError(f"interface must be INPUT or OUTPUT, got {iface!r}")
         proto = data.get("proto")
-        if proto in ("", None):
+        if "proto" not in data:
             proto = None
         elif not isinstance(proto, str) or proto.lower() not in PROTOS:
             raise ValueError(f"proto must be one of tcp, udp, icmp, got {proto!r}")
@@ -104,22 +104,24 @@ class CaptureFilter:
             proto = proto.lower()
         addrs = {}
         for field in ("src", "dst"):
-            value = data.get(field)
-            if value in ("", None):
+            if field not in data:
                 addrs[field] = None
                 continue
+            value = data[field]
             try:
-                net = ipaddress.IPv4Network(str(value), strict=False)
+                if not isinstance(value, str):
+                    raise ValueError(value)
+                net = ipaddress.IPv4Network(value, strict=False)
             except ValueError:
                 raise ValueError(f"{field} must be an IPv4 address or prefix, "
                                  f"got {value!r}") from None
             addrs[field] = str(net.network_address) if net.prefixlen == 32 else str(net)
         ports = {}
         for field in ("sport", "dport"):
-            value = data.get(field)
-            if value in ("", None):
+            if field not in data:
                 ports[field] = None
                 continue
+            value = data[field]
             if proto not in ("tcp", "udp"):
                 raise ValueError(f"{field} needs proto tcp or udp")
             ports[field] = _port_range(field, value)

@@ -92,7 +92,8 @@ def config_counter(agent: Agent, f: dict) -> webob.Response:
     _only(f, COUNTER_FIELDS)
     sketch = agent.get_sketch(need(f, "sketch_id"))
     key = need(f, "counter_key_type")
-    body: dict[str, Any] = {"key": key, "increment": f.get("increment") or "pkt"}
+    inc = f.get("increment", "")
+    body: dict[str, Any] = {"key": key, "increment": "pkt" if inc in ("", None) else inc}
     for name in ("threshold", "threshold_abs", "top_k"):
         if f.get(name) not in (None, ""):
             body[name] = f[name]
