@@ -58,6 +58,7 @@ DEFAULT_CONTROLLER_URL = "http://192.168.100.254:8080"
 DEFAULT_FANOUT = 4
 MAX_TASKS = 200
 PUSH_TIMEOUT = 5.0
+PARTIAL_RETRY = 10.0
 OVERLAY_TIMEOUT = 2.0
 
 
@@ -109,6 +110,7 @@ class TaskRecord:
     status: str = "pending"
     agents: dict[str, str] = field(default_factory=dict)
     last_error: str | None = None
+    pushed_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.task.name, "kind": self.task.kind,
@@ -430,6 +432,7 @@ class MeasureService:
             record.agents = {str(k): str(v) for k, v in (agents or {}).items()}
             failed = sorted(k for k, v in record.agents.items() if v != "ok")
             record.status = "partial" if failed else "active"
+            record.pushed_at = self.now()
             record.last_error = f"failed on {', '.join(failed)}" if failed else None
             self._push_tasks.discard(task_id)
 
@@ -535,6 +538,9 @@ class MeasureService:
             self._send_overlay()
         if self._push_deletes:
             self._send_deletes()
+        # A task some agents refused goes to the root again every PARTIAL_RETRY s.
+        self._push_tasks |= {i for i, r in self.tasks.items()
+                             if r.status == "partial" and now - r.pushed_at >= PARTIAL_RETRY}
         if self._push_tasks:
             self._send_tasks()
         self._run_bandwidth_task()

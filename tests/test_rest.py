@@ -47,6 +47,7 @@ class FakeAgents:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, object]] = []
         self.down: set[str] = set()
+        self.refusing: set[str] = set()
         self.overlay: dict[str, dict] = {}
         self.tasks: dict[str, set[str]] = {}
         self.bandwidth_reply: tuple[int, object] = (200, {"mbit_s": 9.6, "method": "slops"})
@@ -70,10 +71,11 @@ class FakeAgents:
             task_id = path.rsplit("/", 1)[1]
             holders = {n for n in self.overlay if n not in self.down}
             if method == "PUT":
-                self.tasks[task_id] = holders
+                self.tasks[task_id] = holders - self.refusing
             else:
                 self.tasks.pop(task_id, None)
-            return 200, {"agents": {n: "ok" for n in sorted(holders)}}
+            return 200, {"agents": {n: "error: HTTP 507: sketch memory limit" if n in
+                                    self.refusing else "ok" for n in sorted(holders)}}
         if path == "/agent/v1/bandwidth":
             return self.bandwidth_reply
         return 404, {"error": "no such endpoint"}
@@ -111,6 +113,10 @@ class Harness:
                 "name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
                 "data_ip": f"10.0.0.{i}", "mac": f"00:00:00:00:00:{i:02x}"})
             assert status == 201
+
+    def beat(self, *numbers: int) -> None:
+        for i in numbers:
+            assert self.call("POST", f"/measure/v1/agents/h{i}/heartbeat")[0] == 200
 
     def tick(self, seconds: float = 1.0) -> None:
         self.clock += seconds
@@ -325,6 +331,27 @@ def test_unreachable_root_keeps_the_task_pending_until_it_answers(h):
     assert h.call("GET", "/measure/v1/tasks/1")[1]["status"] == "active"
 
 
+def test_partial_install_is_retried_every_ten_seconds(h):
+    h.register(1, 2, 3)
+    h.tick()
+    h.agents.refusing.add("h3")
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "partial" and task["last_error"] == "failed on h3"
+    assert task["agents"]["h3"] == "error: HTTP 507: sketch memory limit"
+    for _ in range(9):
+        h.beat(1, 2, 3)
+        h.tick()
+    assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == 1
+    h.agents.refusing.clear()
+    h.beat(1, 2, 3)
+    h.tick()
+    assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == 2
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "active" and task["agents"]["h3"] == "ok"
+
+
 def test_unreachable_root_costs_one_timeout_per_tick(h):
     h.register(1)
     h.tick()
@@ -522,7 +549,9 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
                 start_new_session=True, env={**os.environ}))
         overlay = wait_until(lambda: (o := get("/overlay")) and len(o["parent"]) == 3 and o,
                              timeout=20, message="three agents in the overlay")
-        assert overlay["root"] == "a1" and overlay["children"]["a1"] == ["a2", "a3"]
+        # Not in the topology (no switches here): the first agent seen stays root.
+        root = overlay["root"]
+        assert overlay["children"][root] == sorted({"a1", "a2", "a3"} - {root})
         with open(os.path.join(ROOT, "policies", "flow_size_distribution.yaml"), "rb") as f:
             policy = f.read()
         resp = requests.post(f"{ctl.url}/measure/v1/tasks", data=policy, timeout=5,
