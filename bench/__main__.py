@@ -1,0 +1,360 @@
+"""The one benchmark command: every part in one run, one table per part, JSON results.
+
+Run (root, from the repository root)::
+
+    .venv/bin/python -m bench                     # every part, under 10 minutes
+    .venv/bin/python -m bench --quick             # every part, short (development)
+    .venv/bin/python -m bench engine overlay      # some parts only
+    .venv/bin/python -m bench --list              # parts, what they measure, targets
+
+Each part is its own module with its own command line (``python -m
+bench.<module> --help``); this runner starts it as a subprocess with
+parameters chosen so that the whole suite fits in 10 minutes on a 2-core
+machine, passes its output through (so its table is printed), stops it at
+its time budget, then reads the JSON it wrote under ``bench/results/``.
+A subprocess per part keeps parts independent: a part that needs root or
+Mininet, crashes, or overruns does not take the others with it, and every
+part starts from a cold interpreter.
+
+At the end it prints a summary table (status, seconds, the headline
+figures, each target MET / NOT MET) and writes
+``bench/results/summary.json``: date, machine (uname, nproc, CPU model,
+Python version, load average), and per part its status, wall time, exit
+code, headline figures, target verdicts and the path of its full JSON.
+Parts needing root are skipped (and say so) when not run as root; the
+Mininet part waits for ``/tmp/endhost-measure-mininet.lock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bench.common
+from bench.common import format_table, machine_info
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Part:
+    """One benchmark part: how to run it (full and quick) and how to read its JSON."""
+
+    name: str
+    module: str
+    what: str
+    full: list[str]
+    quick: list[str]
+    budget_s: float
+    root: bool = False
+    json_name: str = ""
+    json_flag: bool = False  # the module writes JSON only when given ``--json PATH``
+    headline: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, bool]]] | None = None
+    optional: bool = False  # skip quietly when the module does not exist yet
+    targets: list[str] = field(default_factory=list)
+
+    def json_path(self, results_dir: Path) -> Path:
+        return results_dir / f"{self.json_name or self.name}.json"
+
+    def argv(self, quick: bool, results_dir: Path) -> list[str]:
+        """The part's command; through ``CHILD_BOOT`` when results go to another directory."""
+        args = [*(self.quick if quick else self.full)]
+        if self.json_flag:
+            args += ["--json", str(self.json_path(results_dir))]
+        if results_dir == bench.common.RESULTS_DIR:
+            return [sys.executable, "-m", self.module, *args]
+        return [sys.executable, "-c", CHILD_BOOT, str(results_dir), self.module, *args]
+
+
+# Runs ``python -c CHILD_BOOT DIR MODULE ARGS...``: the part's module as __main__ with
+# bench.common.RESULTS_DIR pointed at DIR (used by tests so they leave bench/results alone).
+CHILD_BOOT = ("import runpy, sys; from pathlib import Path; import bench.common as c; "
+              "c.RESULTS_DIR = Path(sys.argv.pop(1)); mod = sys.argv.pop(1); "
+              "runpy.run_module(mod, run_name='__main__', alter_sys=True)")
+
+
+# ------------------------------------------------------------------ headline figures
+
+def _median(values: list[float]) -> float:
+    data = sorted(values)
+    mid = len(data) // 2
+    return data[mid] if len(data) % 2 else (data[mid - 1] + data[mid]) / 2
+
+
+def engine_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs, ok = {}, {}
+    for n in (1, 3):
+        c = d.get(f"counters_{n}")
+        if c:
+            figs[f"engine_{n}_counter_pps"] = round(_median(c["engine_pps"]))
+            figs[f"original_{n}_counter_pps"] = round(_median(c["original_pps"]))
+            figs[f"ratio_{n}_counter"] = round(c["ratio_median"], 1)
+            ok[f"engine >= 20x original ({n} counter(s))"] = c["ratio_median"] >= 20
+    return figs, ok
+
+
+def monitor_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs = {k: round(v, 2) for k, v in d.get("ratios", {}).items()}
+    lat = d.get("latency", {})
+    for mode, v in lat.items():
+        figs[f"rtt_{mode.replace(' ', '_')}_median_us"] = v.get("median_us")
+        figs[f"rtt_{mode.replace(' ', '_')}_p99_us"] = v.get("p99_us")
+    return figs, dict(d.get("targets", {}))
+
+
+def accuracy_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs: dict[str, Any] = {}
+    for r in d.get("rows", []):
+        if r["variant"] in ("CU 512 KB", "original rule 512 KB"):
+            tag = "cu512" if r["variant"] == "CU 512 KB" else "original512"
+            figs[f"skew{r['skew']}_{tag}_f1"] = round(r["f1"], 4)
+            figs[f"skew{r['skew']}_{tag}_are_hh"] = round(r["are_hh"], 5)
+    met = d.get("target_met_from_kb", {})
+    ok = {f"F1 >= 0.99 and HH ARE <= 1% at <= 512 KB, skew {s}": kb is not None and kb <= 512
+          for s, kb in met.items()}
+    figs.update({f"target_met_from_kb_skew{s}": kb for s, kb in met.items()})
+    return figs, ok
+
+
+def overlay_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs: dict[str, Any] = {}
+    ok: dict[str, bool] = {}
+    for r in d.get("rows", []):
+        n = r["n"]
+        figs[f"n{n}_config_s"] = round(r["config_s"], 3)
+        figs[f"n{n}_result_s"] = round(r["result_s"], 3)
+        figs[f"n{n}_missing"] = r["missing"]
+        figs[f"n{n}_ctl_msgs"] = r["ctl_msgs"]
+        figs[f"n{n}_star_ctl_msgs"] = r["star_ctl_msgs"]
+        figs[f"n{n}_star_result_s"] = round(r["star_result_s"], 3)
+    big = [r for r in d.get("rows", []) if r["n"] == 1000]
+    if big:
+        r = big[0]
+        ok["N=1000: controller handles 1 report per interval"] = r["ctl_msgs"] == 1
+        ok["N=1000: complete result <= 1 s after interval end"] = (
+            r["result_s"] <= 1.0 and not r["missing"])
+        ok["N=1000: config at every agent <= 2 s"] = r["config_s"] <= 2.0
+    return figs, ok
+
+
+def e2e_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs = {k: d.get(k) for k in ("report_interval_s", "median_intervals", "min_intervals",
+                                  "max_intervals", "setup_s")}
+    figs = {k: round(v, 3) if isinstance(v, float) else v for k, v in figs.items()}
+    return figs, {"POST -> first complete global result <= 2 intervals":
+                  bool(d.get("meets_target"))}
+
+
+def bandwidth_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs = {}
+    for r in d.get("results", []):
+        if isinstance(r, dict) and "method" in r:
+            key = f"{r['method']}_{r['bottleneck_mbit']:g}mbit_cross{r['cross_mbit']:g}_err_pct"
+            figs[key] = round(r["median_error_pct"], 1)
+    return figs, {}
+
+
+def generic_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    targets = d.get("targets", {})
+    return {}, {k: bool(v) for k, v in targets.items()} if isinstance(targets, dict) else {}
+
+
+PARTS = [
+    Part("engine", "bench.engine",
+         "part 1b: sketch engine vs the original per-packet path (scapy + madoka), 1M packets",
+         full=["--repeat", "3"], quick=["--quick"], budget_s=150,
+         headline=engine_headline, targets=["engine >= 20x original"]),
+    Part("accuracy", "bench.accuracy",
+         "part 3: heavy-hitter F1/ARE, all-flow ARE, distinct error, 64 KB..8 MB, Zipf "
+         "0.8/1.1/1.5", full=[], quick=["--quick"], budget_s=150,
+         headline=accuracy_headline,
+         targets=["F1 >= 0.99 and HH ARE <= 1% at <= 512 KB for skew >= 1.1"]),
+    Part("overlay", "bench.overlay_scale",
+         "part 4: overlay tree vs star for N = 10, 100, 500, 1000 simulated agents",
+         full=["--reps", "3"], quick=["--quick"], budget_s=180, json_name="overlay_scale",
+         json_flag=True, headline=overlay_headline,
+         targets=["N=1000: 1 report/interval, complete <= 1 s, config <= 2 s"]),
+    Part("monitor", "bench.monitor",
+         "parts 1a + 2: NFQUEUE monitor throughput (accept-only, 1/3 counters, 2 queues) and "
+         "ping RTT added, in namespaces",
+         full=["--rates", "10000,20000,30000,40000,50000,60000,80000", "--duration", "1.5"],
+         quick=["--quick"], budget_s=200, root=True, headline=monitor_headline,
+         targets=["3 counters >= 80% of accept-only", "2 queues >= 1.6x one queue",
+                  "median RTT added <= 100 us"]),
+    Part("e2e", "bench.e2e",
+         "part 5: Mininet tree (depth 2, fanout 3): POST task -> first complete global result",
+         full=["--repeat", "5"], quick=["--quick"], budget_s=180, root=True,
+         headline=e2e_headline, targets=["<= 2 report intervals"]),
+    Part("bandwidth", "bench.bandwidth",
+         "issue 7: available bandwidth, SLoPS probe vs bulk TCP, HTB bottleneck with/without "
+         "cross traffic", full=["--rates", "10", "--repeat", "1"],
+         quick=["--rates", "10", "--repeat", "1"], budget_s=90, root=True,
+         headline=bandwidth_headline),
+    Part("load", "bench.load", "issue 10: controller REST under load", full=[],
+         quick=["--quick"], budget_s=90, optional=True, headline=generic_headline),
+]
+BY_NAME = {p.name: p for p in PARTS}
+
+
+# ------------------------------------------------------------------ running
+
+def module_exists(module: str) -> bool:
+    return (ROOT / (module.replace(".", "/") + ".py")).exists()
+
+
+def run_part(part: Part, quick: bool, results_dir: Path) -> dict[str, Any]:
+    """Run one part as a subprocess (output passed through); return its summary entry."""
+    entry: dict[str, Any] = {"what": part.what, "module": part.module,
+                             "targets_stated": part.targets}
+    if not module_exists(part.module):
+        entry["status"] = f"skipped: {part.module} does not exist yet"
+        return entry
+    if part.root and os.geteuid() != 0:
+        entry["status"] = "skipped: needs root"
+        return entry
+    argv = part.argv(quick, results_dir)
+    json_path = part.json_path(results_dir)
+    shown = [a for a in argv[1:] if a != CHILD_BOOT]
+    entry["command"] = shown
+    print(f"===== {part.name}: {part.what}", flush=True)
+    print(f"      {' '.join(shown)} (budget {part.budget_s:.0f} s)", flush=True)
+    before = json_path.stat().st_mtime if json_path.exists() else None
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
+    try:
+        code = proc.wait(timeout=part.budget_s * (0.6 if quick else 1.0) + 60)
+        entry["status"] = "ok" if code == 0 else f"failed: exit code {code}"
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        code = proc.returncode
+        entry["status"] = f"failed: stopped after {time.monotonic() - start:.0f} s"
+    except KeyboardInterrupt:
+        _stop(proc)
+        raise
+    entry["seconds"] = round(time.monotonic() - start, 1)
+    entry["returncode"] = code
+    fresh = json_path.exists() and json_path.stat().st_mtime != before
+    if fresh:
+        entry["json"] = str(json_path)
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+        if part.headline is not None:
+            try:
+                entry["figures"], entry["targets"] = part.headline(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                entry["figures"], entry["targets"] = {}, {}
+                entry["headline_error"] = f"{type(exc).__name__}: {exc}"
+    elif entry["status"] == "ok":
+        entry["status"] = "failed: no JSON result written"
+    print(flush=True)
+    return entry
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the part's process group (it cleans up), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(20)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def machine() -> dict[str, Any]:
+    info = machine_info()
+    u = platform.uname()
+    info.update(uname=" ".join([u.system, u.node, u.release, u.version, u.machine]),
+                nproc=os.cpu_count())
+    return info
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """One row per target (MET / NOT MET), one row for a part without targets."""
+    rows = []
+    for name, e in results.items():
+        targets = e.get("targets") or {}
+        first = [name, e["status"], e.get("seconds", "-")]
+        if not targets:
+            rows.append([*first, "-", "-"])
+        for i, (text, ok) in enumerate(targets.items()):
+            rows.append([*(first if i == 0 else ["", "", ""]), "MET" if ok else "NOT MET", text])
+    return rows
+
+
+def write_summary(results: dict[str, dict[str, Any]], quick: bool, total: float,
+                  results_dir: Path) -> Path:
+    """Write ``summary.json``; parts not run this time keep their previous entry."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / "summary.json"
+    parts: dict[str, Any] = {}
+    if path.exists():
+        try:
+            parts = json.loads(path.read_text(encoding="utf-8")).get("parts", {})
+        except ValueError:
+            parts = {}
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for entry in results.values():
+        entry.update(date=now, quick=quick)
+    parts.update(results)
+    payload = {"date": now, "machine": machine(), "quick": quick, "total_s": round(total, 1),
+               "ran": list(results), "parts": parts}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("parts", nargs="*", metavar="PART",
+                    help=f"parts to run (default all): {', '.join(BY_NAME)}")
+    ap.add_argument("--quick", action="store_true", help="short runs of every part")
+    ap.add_argument("--list", action="store_true", help="list the parts and exit")
+    ap.add_argument("--results-dir", type=Path, default=None,
+                    help=f"where the JSON results go (default {bench.common.RESULTS_DIR})")
+    args = ap.parse_args(argv)
+    if args.list:
+        for p in PARTS:
+            print(f"{p.name:10} {p.what}" + (f" [targets: {'; '.join(p.targets)}]"
+                                             if p.targets else ""))
+        return 0
+    unknown = [n for n in args.parts if n not in BY_NAME]
+    if unknown:
+        ap.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
+    chosen = [BY_NAME[n] for n in args.parts] if args.parts else PARTS
+    results_dir = (args.results_dir or bench.common.RESULTS_DIR).resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for part in chosen:
+            entry = run_part(part, args.quick, results_dir)
+            if part.optional and entry["status"].startswith("skipped: bench."):
+                continue
+            results[part.name] = entry
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    total = time.monotonic() - start
+    print(format_table(f"Summary ({'quick' if args.quick else 'full'} run, {total:.0f} s)",
+                       ["part", "status", "s", "verdict", "target"], summary_rows(results)))
+    path = write_summary(results, args.quick, total, results_dir)
+    print(f"\nsummary written to {path}", flush=True)
+    return 0 if all(e["status"] == "ok" or e["status"].startswith("skipped")
+                    for e in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
