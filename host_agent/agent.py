@@ -345,6 +345,12 @@ class Agent:
             if sketch.task_id is not None:
                 self.tasks.pop(sketch.task_id, None)
         log.info("sketch %d deleted", sketch.id)
+        unshare = getattr(self.overlay, "unshare_legacy_sketch", None)
+        if unshare is not None and sketch.task_id is None:
+            try:
+                unshare(sketch.id)
+            except Exception as exc:  # noqa: BLE001 - the local delete is done
+                log.warning("removing sketch %d from the subtree failed: %s", sketch.id, exc)
 
     def add_counter(self, sid: Any, body: dict,
                     default_threshold: float | None = LEGACY_THRESHOLD) -> int:

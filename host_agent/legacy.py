@@ -20,6 +20,13 @@ Semantics follow the original walk-through (shared/seeds/000_*.txt):
     {"type": "query bw", "src": "10.0.0.5", "dst": "10.0.0.6"}
         -> MBytes/s as plain text (bandwidth.legacy_query_bw)
 
+On an overlay node with children (the walk-through's root agent h2), a new
+legacy counter is also shared with the subtree as a global task
+(``OverlayNode.share_legacy_counter``) and the queries answer from the
+merged subtree snapshot (``OverlayNode.legacy_global``: own counter + the
+children's latest reports), so the original root usage gives global
+answers. Elsewhere they answer from the local counter.
+
 JSON objects of string keys and integer values are also valid Python
 literals, so the original clients' ``ast.literal_eval(r.text)`` still works.
 Errors are 4xx with ``{"error": "..."}`` naming the field. Optional extra
@@ -31,6 +38,7 @@ on ``config sketch counter``.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import webob
@@ -41,6 +49,7 @@ SKETCH_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
 COUNTER_FIELDS = ("sketch_id", "counter_key_type", "increment", "threshold", "threshold_abs",
                   "top_k", "window_length", "window_mode")
 REAL_TIME_KEY_NUM = "real_time_key_num"
+log = logging.getLogger("host_agent.legacy")
 
 
 def text(body: str, status: int = 200) -> webob.Response:
@@ -118,7 +127,15 @@ def config_counter(agent: Agent, f: dict) -> webob.Response:
                 return text(str(cid))
             raise AgentError(409, f"sketch {sketch.id} already has a counter_key_type "
                                   f"{key!r} counter with increment {existing['increment']!r}")
-    return text(str(agent.add_counter(sketch.id, body)))
+    cid = agent.add_counter(sketch.id, body)
+    share = getattr(agent.overlay, "share_legacy_counter", None)
+    if share is not None:  # an overlay node with children: the subtree counts too
+        try:
+            share(sketch.id, cid)
+        except Exception as exc:  # noqa: BLE001 - the local counter works regardless
+            log.warning("sharing legacy counter %d/%d with the subtree failed: %s",
+                        sketch.id, cid, exc)
+    return text(str(cid))
 
 
 def _counter(agent: Agent, f: dict, extra: tuple[str, ...] = ()) -> tuple[int, int]:
@@ -127,8 +144,17 @@ def _counter(agent: Agent, f: dict, extra: tuple[str, ...] = ()) -> tuple[int, i
     return sketch.id, cid
 
 
+def _global(agent: Agent, sid: int, cid: int) -> dict | None:
+    """The subtree-wide snapshot of a shared legacy counter (None: answer locally)."""
+    fn = getattr(agent.overlay, "legacy_global", None)
+    return fn(sid, cid, agent.clock()) if fn is not None else None
+
+
 def query_heavy_hitters(agent: Agent, f: dict) -> webob.Response:
     sid, cid = _counter(agent, f)
+    snap = _global(agent, sid, cid)
+    if snap is not None:
+        return as_json(snap["heavy_hitters"])
     return as_json(agent.query(sid, cid, "heavy_hitters"))
 
 
@@ -137,14 +163,23 @@ def query_sketch(agent: Agent, f: dict) -> webob.Response:
     key = need(f, "counter_key")
     if not isinstance(key, str):
         raise AgentError(400, f"counter_key must be a string, got {key!r}")
+    snap = _global(agent, sid, cid)
     if key == REAL_TIME_KEY_NUM:
-        return text(str(int(agent.query(sid, cid, "window")["distinct"])))
+        window = snap["window"] if snap is not None else agent.query(sid, cid, "window")
+        return text(str(int(window["distinct"])))
+    if snap is not None:
+        from measure_model.report import estimate
+
+        agent.query(sid, cid, "estimate", key=key)  # validates the key (400 if malformed)
+        return text(str(int(estimate(snap, key))))
     return text(str(int(agent.query(sid, cid, "estimate", key=key))))
 
 
 def query_real_time(agent: Agent, f: dict) -> webob.Response:
     sid, cid = _counter(agent, f)
-    return as_json(agent.query(sid, cid, "window")["counts"])
+    snap = _global(agent, sid, cid)
+    window = snap["window"] if snap is not None else agent.query(sid, cid, "window")
+    return as_json(window["counts"])
 
 
 def query_bw(agent: Agent, f: dict) -> webob.Response:

@@ -366,3 +366,68 @@ def test_fail_open_message_layout():
     assert msg[20:] == (b"\x08\x00\x04\x00\x00\x00\x00\x05" b"\x08\x00\x05\x00\x00\x00\x00\x05")
     assert fail_open_message(7, gso=False)[20:] == (b"\x08\x00\x04\x00\x00\x00\x00\x01"
                                                     b"\x08\x00\x05\x00\x00\x00\x00\x01")
+
+
+class AppTransport:
+    """OverlayNode transport that hands requests to in-process AgentApps by URL."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, AgentApp] = {}
+
+    def _call(self, method: str, url: str, json_body: object) -> tuple[int, object]:
+        base, _, path = url.partition("/agent/")
+        app = self.apps.get(base)
+        if app is None:
+            return 599, {"error": "unreachable"}
+        r = call(app, method, "/agent/" + path, json_body if json_body is not None else None)
+        return r.status_int, r.json
+
+    def put(self, url, json=None, timeout=5.0):
+        return self._call("PUT", url, json)
+
+    def post(self, url, json=None, timeout=5.0):
+        return self._call("POST", url, json)
+
+    def delete(self, url, json=None, timeout=5.0):
+        return self._call("DELETE", url, json)
+
+
+def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
+    """The walk-through's global usage: legacy messages to the root h2 cover h3 too."""
+    from host_agent.overlay_node import InlineRunner, OverlayNode
+
+    net = AppTransport()
+    nodes = {}
+    for name in ("h2", "h3"):
+        mon = InlineMonitor(clock)
+        ag = Agent(name, [mon], clock=clock)
+        ag.start()
+        ag.overlay = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
+        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True)
+        nodes[name] = (ag, mon)
+    root, child = nodes["h2"][0], nodes["h3"][0]
+    root.overlay.set_overlay({"epoch": 1, "root": True, "children": [
+        {"name": "h3", "url": "http://h3"}]})
+    child.overlay.set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"}})
+    app = net.apps["http://h2"]
+    sid = int(post_form(app, type="config sketch", interface="INPUT", proto="icmp").text)
+    r = post_form(app, type="config sketch counter", sketch_id=str(sid),
+                  counter_key_type="src_dst", increment="bytes")
+    assert r.status_int == 200
+    # the subtree got the counter as a task: h3 installed its own sketch
+    assert list(child.tasks) == [f"legacy-{sid}-1"]
+    nodes["h2"][1].feed([ipv4("10.0.0.6", "10.0.0.2")] * 2)
+    csid = child.tasks[f"legacy-{sid}-1"]
+    nodes["h3"][1].feed([ipv4("10.0.0.6", "10.0.0.3")] * 3,
+                        mark=1 << child.sketches[csid].slot)
+    clock.t = (int(clock.t) + 1) + 0.01   # past the 1 s interval end: h3 reports up
+    child.overlay.tick(clock.t)
+    r = post_form(app, type="query heavy hitters", sketch_id=str(sid),
+                  counter_key_type="src_dst")
+    assert r.json == {"10.0.0.6,10.0.0.2": 168, "10.0.0.6,10.0.0.3": 252}
+    r = post_form(app, type="query sketch", sketch_id=str(sid), counter_key_type="src_dst",
+                  counter_key="10.0.0.6,10.0.0.3")
+    assert r.text == "252"
+    # deleting the root's sketch removes the subtree's copy
+    assert call(app, "DELETE", f"/agent/v1/sketches/{sid}").status_int == 200
+    assert child.tasks == {} and child.sketches == {}
