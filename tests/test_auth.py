@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -22,6 +23,20 @@ from measure_model.auth import (
     load_or_create_token,
     sign_request,
 )
+from tests.test_hostile_input import (
+    CLOCK,
+    REPORT,
+    TASK,
+    TOKEN,
+    agent_state,
+    bearer,
+    controller_state,
+    make_agent_app,
+    make_controller_app,
+    signed,
+)
+from tests.test_hostile_input import SECRET as APP_SECRET
+from tests.test_hostile_input import ready_agent as _ready_agent
 
 pytestmark = pytest.mark.unit
 
@@ -332,21 +347,7 @@ def test_check_request_accepts_either_credential():
 
 # ---------------------------------------------------------------- agent API (in process)
 
-import json  # noqa: E402
 
-from tests.test_hostile_input import (  # noqa: E402
-    SECRET as APP_SECRET,
-)
-from tests.test_hostile_input import (  # noqa: E402
-    agent_state,
-    make_agent_app,
-    signed,
-)
-
-TASK = {"name": "t-1", "kind": "counter", "key": "src", "filter": {"proto": "udp"},
-        "report_interval": 5}
-REPORT = {"task_id": "t-0", "from": "c1", "snapshot": {}, "covered": ["c1"], "missing": [],
-          "interval_end": 1e12}
 AGENT_MUTATIONS = [
     ("POST", "/agent/v1/sketches", {"filter": {"proto": "icmp"}, "counters": [{"key": "src"}]},
      201),
@@ -362,24 +363,6 @@ AGENT_MUTATIONS = [
     ("POST", "/agent/v1/bandwidth", {"dst_ip": "10.0.0.8", "method": "slops"}, None),
     ("POST", "/agent/v1/bandwidth/receive", {"method": "slops", "duration": 2}, None),
 ]
-
-
-def _ready_agent(allow_legacy=False):
-    """An agent holding sketch 1 (counter 1), overlay epoch 1 with child c1, task t-0."""
-    app, agent, transport = make_agent_app(allow_legacy=allow_legacy)
-    setup = [
-        ("POST", "/agent/v1/sketches", {"filter": {"proto": "tcp"}, "counters": [{"key": "src"}]}),
-        ("PUT", "/agent/v1/overlay", {"epoch": 1, "parent": None, "root": True,
-                                      "children": [{"name": "c1", "url": "http://127.0.0.1:9"}],
-                                      "controller": "http://127.0.0.1:9"}),
-        ("PUT", "/agent/v1/tasks/t-0", {**TASK, "name": "t-0"}),
-    ]
-    for method, path, body in setup:
-        resp = signed(method, path, json.dumps(body).encode()).get_response(app)
-        assert resp.status_code in (200, 201), resp.text
-    transport.sent.clear()
-    REPORT["snapshot"] = agent.snapshot_task("t-0", 1e12)
-    return app, agent, transport
 
 
 def _forgeries(method, path, body):
@@ -511,13 +494,6 @@ def test_agent_body_limit_checked_before_signature():
 
 # ---------------------------------------------------------------- controller REST (in process)
 
-from tests.test_hostile_input import (  # noqa: E402
-    CLOCK,
-    TOKEN,
-    bearer,
-    controller_state,
-    make_controller_app,
-)
 
 REGISTRATION = {"name": "h4", "url": "http://192.168.100.4:8000", "data_ip": "10.0.0.4",
                 "mac": "00:00:00:00:00:04"}
