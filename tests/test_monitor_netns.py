@@ -359,3 +359,37 @@ def test_agent_sigkill_then_new_agent_removes_stale_rules(ns_pair, agent_factory
     assert rules.count('"endhost-measure:h2:hook"') == 2
     assert "removed" in ag2.log() and "stale" in ag2.log()
     assert ag2.v1("GET", "/sketches") == []
+
+
+MULTI_SENDER = """
+import socket, sys
+dst, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for src in sys.argv[4:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    for _ in range(count):
+        s.sendto(b"z" * 72, (dst, port))
+"""
+
+
+def test_two_queues_two_monitors_merge_exactly(ns_pair, agent_factory):
+    a, b = ns_pair
+    sources = [f"10.77.0.{i}" for i in range(11, 19)]
+    for src in sources:
+        a.run(["ip", "addr", "add", f"{src}/24", "dev", a.intf])
+    ag = agent_factory(b, extra=["--allow-legacy", "--queues", "2", "--queue-num", "4"])
+    health = ag.v1("GET", "/health")
+    assert [m["queue"] for m in health["monitors"]] == [4, 5]
+    assert "--queue-balance 4:5 --queue-bypass" in ag.rules()
+    sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 6000},
+                                     "counters": [{"key": "src", "threshold": 0.1}]})
+    a.run([sys.executable, "-c", MULTI_SENDER, b.ip, "6000", "20", *sources])
+    snap = snapshot_when(ag, sk["id"], 1, 160)
+    assert (snap["packets"], snap["bytes"]) == (160, 160 * 100)
+    assert snap["heavy_hitters"] == {src: 20 for src in sources}
+    assert snap["missed"] == {"packets": 0, "bytes": 0}
+    per_queue = [m["packets"] for m in ag.v1("GET", "/health")["monitors"]]
+    assert sum(per_queue) == 160 and all(n > 0 for n in per_queue), per_queue
+    r = ag.legacy(type="query sketch", sketch_id=sk["id"], counter_key_type="src",
+                  counter_key=sources[0])
+    assert r.text == "20"
