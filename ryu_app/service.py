@@ -32,9 +32,9 @@ returning ``(status, body)``), signed with the shared secret when one is
 configured. Under Ryu's eventlet hub the sockets are green, so a slow agent
 delays only the green thread that talks to it; no lock is held across HTTP.
 
-Bandwidth tasks in a policy are not pushed: the service runs them, one per
-tick, through the source agent's ``POST /agent/v1/bandwidth`` and stores the
-answer as the task's result.
+Bandwidth tasks in a policy are not pushed: the service runs them one at a
+time (in a green thread, so the tick goes on) through the source agent's
+``POST /agent/v1/bandwidth`` and stores the answer as the task's result.
 """
 
 from __future__ import annotations
@@ -176,6 +176,21 @@ def _map(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     except ImportError:
         pass
     return [fn(item) for item in items]
+
+
+def _spawn(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` in a green thread under eventlet, else now (tests)."""
+    try:
+        from eventlet import patcher
+
+        if patcher.is_monkey_patched("socket"):
+            import eventlet
+
+            eventlet.spawn_n(fn)
+            return
+    except ImportError:
+        pass
+    fn()
 
 
 class MeasureService:
@@ -487,28 +502,37 @@ class MeasureService:
         return status, reply
 
     def _run_bandwidth_task(self) -> None:
-        pending = [r for r in self.tasks.values()
-                   if r.task.kind == "bandwidth" and r.status == "pending"]
-        if not pending:
+        """Start the oldest pending bandwidth task, one at a time, off the tick."""
+        tasks = [r for r in self.tasks.values() if r.task.kind == "bandwidth"]
+        pending = [r for r in tasks if r.status == "pending"]
+        if not pending or any(r.status == "running" for r in tasks):
             return
         record = min(pending, key=lambda r: int(r.id))
+        record.status = "running"
+        _spawn(lambda: self._probe(record))
+
+    def _probe(self, record: TaskRecord) -> None:
         t = record.task
         try:
             _, reply = self.bandwidth(t.src, t.dst, t.method, t.max_duration, t.max_bytes)
-        except ServiceError as exc:
-            if isinstance(exc, NotFound | Unavailable):
-                record.last_error = str(exc)  # agents may not have registered yet
-                return
-            record.status, record.last_error = "failed", str(exc)
-            self.store.set_status(record.id, record.status)
+            status, error = "done", None
+        except (NotFound, Unavailable) as exc:
+            record.status, record.last_error = "pending", str(exc)  # agents may come later
             return
-        if record.id in self.tasks:
-            record.status, record.last_error = "done", None
-            self.store.set_status(record.id, "done")
-            now = self.now()
-            self.store.add_result(record.id, GLOBAL, now, {
-                "task_id": record.id, "host": GLOBAL, "kind": "bandwidth",
-                "received_at": now, "interval_end": now, "oldest": now, **reply})
+        except ServiceError as exc:
+            status, error, reply = "failed", str(exc), None
+        record.status, record.last_error = status, error
+        if record.id not in self.tasks:
+            return  # deleted meanwhile
+        try:
+            self.store.set_status(record.id, status)
+            if reply is not None:
+                now = self.now()
+                self.store.add_result(record.id, GLOBAL, now, {
+                    "task_id": record.id, "host": GLOBAL, "kind": "bandwidth",
+                    "received_at": now, "interval_end": now, "oldest": now, **reply})
+        except StoreError as exc:
+            log.error("bandwidth task %s: %s", record.id, exc)
 
     # ------------------------------------------------------------ clock
 

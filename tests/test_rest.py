@@ -446,6 +446,16 @@ def test_bandwidth_task_in_a_policy_runs_once_and_stores_its_result(h):
     calls = len(h.agents.calls)
     h.tick()
     assert len(h.agents.calls) == calls  # not repeated
+    h.agents.bandwidth_reply = (504, {"error": "probe timed out"})
+    h.call("POST", "/measure/v1/tasks",
+           {"name": "bw2", "kind": "bandwidth", "src": "h6", "dst": "h5", "method": "bulk"})
+    h.tick()
+    task = h.call("GET", "/measure/v1/tasks/2")[1]
+    assert (task["status"], task["last_error"]) == (
+        "failed", "bandwidth: agent h6: HTTP 504: probe timed out")
+    assert h.agents.calls[-1][2]["method"] == "bulk"
+    assert h.service.store.task("2")["status"] == "failed"
+    assert h.call("GET", "/measure/v1/tasks/2/result")[0] == 404
 
 
 def test_authentication_for_people_and_agents(tmp_path):
