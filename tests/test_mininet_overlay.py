@@ -32,7 +32,7 @@ import sys
 import pytest
 
 from tests.helpers import free_port, wait_until
-from topo.launch import LOCK_PATH, MeasureNetwork, Options, host_env
+from topo.launch import LOCK_PATH, ROOT, MeasureNetwork, Options
 
 pytestmark = pytest.mark.mininet
 
@@ -43,12 +43,13 @@ import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 print("ready", flush=True)
-s.settimeout(float(sys.argv[2]))
+s.settimeout(30.0)  # until the first datagram, then until the sender goes quiet
 n = 0
 try:
     while True:
         s.recv(65536)
         n += 1
+        s.settimeout(float(sys.argv[2]))
 except socket.timeout:
     pass
 print(n, flush=True)
@@ -97,13 +98,7 @@ def net(tmp_path_factory):
 
 
 def api(net: MeasureNetwork, path: str, method: str = "GET", body=None):
-    token_path = (net.token_file() if hasattr(net, "token_file")
-                  else os.path.join(net.run_dir, "state", "controller.token"))
-    headers = {}
-    if os.path.exists(token_path):
-        with open(token_path) as f:
-            headers["Authorization"] = f"Bearer {f.read().strip()}"
-    return net.rest(path, method=method, body=body, headers=headers)
+    return net.rest(path, method=method, body=body)  # with the controller's bearer token
 
 
 def apply(net: MeasureNetwork, task: dict) -> str:
@@ -131,7 +126,7 @@ def send_pairs(net: MeasureNetwork) -> dict[str, int]:
     receivers = {}
     for i, (_, dst, _, _) in enumerate(PAIRS):
         proc = net.net.get(dst).popen([py, "-c", RECEIVER, str(5600 + i), "2.0"],
-                                      env=host_env(), stdout=subprocess.PIPE, text=True)
+                                      env=net.host_env(), stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "ready"
         receivers[i] = proc
     for i, (src, dst, count, size) in enumerate(PAIRS):
@@ -191,9 +186,8 @@ def kill(net: MeasureNetwork, name: str) -> None:
 def restart(net: MeasureNetwork, name: str) -> None:
     host = net.net.get(name)
     with open(os.path.join(net.run_dir, f"agent-{name}.out"), "a") as out:
-        net.agents[name] = host.popen(net.agent_command(host), env=host_env(),
-                                      stdout=out, stderr=subprocess.STDOUT,
-                                      cwd=os.path.dirname(os.path.dirname(__file__)))
+        net.agents[name] = host.popen(net.agent_command(host), env=net.host_env(),
+                                      stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
 def coverage(net: MeasureNetwork, task_id: str, covered: list[str], missing: list[str],
