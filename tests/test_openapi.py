@@ -118,3 +118,50 @@ def test_requests_cover_every_operation():
     covered = {(_template(p)[0], m) for m, p, _, _ in REQUESTS}
     covered.add(("/measure/v1/openapi.json", "GET"))
     assert covered == {(p, m) for p, ms in known_routes().items() for m in ms}
+
+
+# ---------------------------------------------------------------- fuzz
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+TASK_KEYS = list(DOC["components"]["schemas"]["Task"]["properties"])
+TASKISH = st.dictionaries(st.sampled_from(TASK_KEYS + ["x"]), JSON_VALUES, max_size=8)
+SEGMENT = st.text(min_size=1, max_size=12).filter(lambda s: "/" not in s and "?" not in s)
+OPERATIONS = sorted((p, m) for p, ms in known_routes().items() for m in ms)
+
+
+@pytest.fixture(scope="module")
+def fuzz_harness(tmp_path_factory):
+    h = Harness(str(tmp_path_factory.mktemp("fuzz")))
+    h.register(1, 2, 3)
+    h.tick()
+    return h
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(op=st.sampled_from(OPERATIONS), segment=SEGMENT,
+       body=st.one_of(JSON_VALUES, TASKISH, TASKISH.map(lambda t: {"tasks": [t]})),
+       query=st.dictionaries(st.sampled_from(["host", "since", "x"]), st.text(max_size=8),
+                             max_size=2))
+def test_fuzzed_requests_never_fail_with_5xx(fuzz_harness, op, segment, body, query):
+    """Random ids, query strings and JSON bodies on every route: a 4xx JSON error at worst."""
+    from urllib.parse import quote, urlencode
+
+    template, method = op
+    if template.endswith("/bandwidth"):
+        return  # would call the (fake) agent; its inputs are validated before that
+    path = re.sub(r"\{[a-z_]+\}", quote(segment, safe=""), template)
+    if query:
+        path += "?" + urlencode(query)
+    raw = json.dumps(body).encode() if method in ("POST", "PUT") else None
+    status, reply = fuzz_harness.call(method, path, raw, "application/json")
+    assert status < 500, (method, path, body, reply)
+    if status >= 400:
+        assert set(reply) == {"error"} and reply["error"]
