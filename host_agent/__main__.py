@@ -191,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
                   data_ip=args.data_ip)
     agent.advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
+    if args.secret_file:
+        try:  # agent-to-agent probe requests are signed like the controller's
+            from host_agent.bandwidth import signer_from_secret
+
+            agent.sign_request = signer_from_secret(secret)
+        except ImportError:
+            log.warning("bandwidth probing not available")
     if args.secret_file:  # bandwidth probes call the peer agent's signed receive endpoint
         from host_agent.bandwidth import signer_from_secret
 

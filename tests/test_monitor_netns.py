@@ -393,3 +393,63 @@ def test_two_queues_two_monitors_merge_exactly(ns_pair, agent_factory):
     r = ag.legacy(type="query sketch", sketch_id=sk["id"], counter_key_type="src",
                   counter_key=sources[0])
     assert r.text == "20"
+
+
+def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
+    """--controller: register + heartbeat (signed), retried while the controller is down."""
+    import http.server
+    import json as jsonlib
+
+    from measure_model.auth import Verifier, load_or_create_secret, sign_request
+
+    _, b = ns_pair
+    secret_file = str(tmp_path / "secret")
+    secret, _ = load_or_create_secret(secret_file)
+    verifier = Verifier(secret)
+    seen: list[tuple[str, dict, bool]] = []
+
+    class Controller(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                verifier.verify("POST", self.path, body, dict(self.headers))
+                signed = True
+            except Exception:  # noqa: BLE001 - recorded
+                signed = False
+            seen.append((self.path, jsonlib.loads(body or b"{}"), signed))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    ag = agent_factory(b, "h2", extra=["--controller", "http://127.0.0.1:18080",
+                                       "--secret-file", secret_file,
+                                       "--advertise", "http://192.168.100.2:8000"])
+    wait_until(lambda: "retrying" in ag.log(), timeout=10, message="controller down logged")
+    server = in_netns(b, lambda: http.server.HTTPServer(("127.0.0.1", 18080), Controller))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any(p.endswith("/heartbeat") for p, _, _ in seen), timeout=15,
+                   message="heartbeat")
+    finally:
+        server.shutdown()
+        server.server_close()
+    path, body, signed = seen[0]
+    assert path == "/measure/v1/agents" and signed
+    assert body["name"] == "h2" and body["url"] == "http://192.168.100.2:8000"
+    assert body["data_ip"] == b.ip and re.fullmatch(r"[0-9a-f:]{17}", body["mac"])
+    assert all(s for _, _, s in seen) and seen[1][0] == "/measure/v1/agents/h2/heartbeat"
+    # state-changing v1 requests must be signed; reads need not be
+    r = ag.request("POST", "/agent/v1/sketches", json={})
+    assert r.status_code == 401 and "signed" in r.json()["error"]
+    data = b"{}"
+    r = ag.request("POST", "/agent/v1/sketches", data=data, headers={
+        **sign_request(secret, "POST", "/agent/v1/sketches", data),
+        "Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert ag.get("/agent/v1/sketches").json()[0]["id"] == 1
+    r = ag.legacy(type="config sketch", interface="INPUT")
+    assert r.status_code == 403  # no --allow-legacy
