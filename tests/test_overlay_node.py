@@ -566,3 +566,35 @@ def test_legacy_counter_at_the_root_answers_for_the_whole_tree():
     assert tree["h1"].legacy_global(sid, 99) is None
     tree["h1"].unshare_legacy_sketch(sid)
     assert tree["h9"].agent.tasks == {} and tree["h1"].legacy == {}
+
+
+def test_port_scan_spread_over_hosts_is_found_globally():
+    """10 ports on each of three hosts: below scan_ports=20 everywhere, 30 in aggregate."""
+    import numpy as np
+
+    from measure_model.keys import HeaderBatch
+    from ryu_app.results import MemoryStore, Results
+
+    tree = real_tree()
+    task = {"name": "scan", "kind": "port_scan", "key": "src_dport", "increment": "pkt",
+            "scan_ports": 20, "report_interval": INTERVAL,
+            "window": {"length": INTERVAL, "mode": "sliding"},
+            "sketch": {"width": 1024, "depth": 4, "seed": 3}}
+    assert tree["h1"].put_task("s1", task) == {"agents": {n: "ok" for n in ALL}}
+    for i, name in enumerate(["h5", "h9", "h13"]):
+        agent = tree[name].agent
+        counter = agent.monitors[0].core.sketches[agent.tasks["s1"]].counters[1]
+        ports = np.arange(1000 + 10 * i, 1010 + 10 * i)
+        counter.update(HeaderBatch.from_arrays(
+            np.full(10, ip("10.0.0.66")), np.full(10, ip(agent.data_ip)), np.full(10, 6),
+            np.full(10, 40000), ports, np.full(10, 40)), 104.5)
+    tree.tick_all(105.0)
+    (rep,) = tree.net.controller
+    assert sorted(rep["snapshot"]["scan"]["10.0.0.66"]["ports"]) == list(range(1000, 1030))
+    assert rep["per_host"]["h9"]["scan"] == {"10.0.0.66": 10}
+    results = Results(MemoryStore())
+    (event_id,) = results.ingest(rep, now=105.1)
+    (event,) = results.events()
+    assert (event["id"], event["kind"], event["src"], event["ports"]) == (
+        event_id, "port_scan", "10.0.0.66", 30)
+    assert sorted(event["dsts"]) == ["10.0.0.13", "10.0.0.5", "10.0.0.9"]
