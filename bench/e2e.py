@@ -80,12 +80,19 @@ def one_repetition(net, agents: set[str], interval: float, phase: float, name: s
     task_id = first_id(body)
     last: Any = None
     polls = 0
+    incomplete: list[dict[str, Any]] = []  # earlier results that were not complete
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             polls += 1
             code, data = net.rest(f"/measure/v1/tasks/{task_id}/result")
             last = data
+            if (code == 200 and isinstance(data, dict) and "interval_end" in data
+                    and not (data.get("complete") and agents <= set(data.get("covered", [])))
+                    and all(i["interval_end"] != data["interval_end"] for i in incomplete)):
+                incomplete.append({"interval_end": data["interval_end"],
+                                   "covered": len(data.get("covered", [])),
+                                   "missing": data.get("missing", [])})
             if (code == 200 and isinstance(data, dict) and data.get("complete")
                     and agents <= set(data.get("covered", []))):
                 t_seen = time.time()
@@ -100,11 +107,13 @@ def one_repetition(net, agents: set[str], interval: float, phase: float, name: s
                         "intervals": (received - t_post) / interval,
                         "total": data.get("total"), "packets": data.get("packets"),
                         "heavy_hitters": data.get("heavy_hitters"),
-                        "covered": len(data.get("covered", [])), "polls": polls}
+                        "covered": len(data.get("covered", [])), "polls": polls,
+                        "full_interval": end - interval >= t_post - 1e-6,
+                        "incomplete_before": incomplete}
             time.sleep(0.02)
         return {"task_id": task_id, "phase": phase, "t_post": t_post, "intervals": None,
                 "error": f"no complete result within {timeout:.0f} s",
-                "last": str(last)[:600], "polls": polls}
+                "last": str(last)[:600], "polls": polls, "incomplete_before": incomplete}
     finally:
         net.rest(f"/measure/v1/tasks/{task_id}", "DELETE")
 
@@ -144,6 +153,9 @@ def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
                 shown = (f"{r['intervals']:.2f} intervals (wait {r['wait_interval_end_s']:.2f} s "
                          f"+ aggregation {r['aggregation_s']:.3f} s)"
                          if r["intervals"] is not None else r["error"])
+                for inc in r["incomplete_before"]:
+                    shown += (f"; earlier result for interval end {inc['interval_end']:.0f} "
+                              f"incomplete: {inc['covered']} covered, missing {inc['missing']}")
                 print(f"  repetition {k + 1}/{reps} at phase {r['phase']:.2f}: {shown}",
                       flush=True)
         finally:
