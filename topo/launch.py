@@ -131,6 +131,28 @@ def agents_available() -> bool:
     return importlib.util.find_spec("host_agent.__main__") is not None
 
 
+def _remote_controller_class():
+    from mininet.node import RemoteController
+
+    class _Listening(RemoteController):
+        """A remote controller already known to listen (``start_controller`` waited).
+
+        Mininet's own check runs ``telnet`` against the OpenFlow port and
+        decodes the reply as UTF-8; Ryu's binary OpenFlow hello then raises
+        ``UnicodeDecodeError`` now and then.
+        """
+
+        def checkListening(self) -> None:
+            if not port_open(self.ip, self.port):
+                raise RuntimeError(f"controller {self.ip}:{self.port} is not listening")
+
+    return _Listening
+
+
+def ListeningController(*args, **kw):  # noqa: N802 - used as a Mininet node class
+    return _remote_controller_class()(*args, **kw)
+
+
 class MeasureNetwork:
     """A running measured network; ``with MeasureNetwork(opts) as mn: ...``."""
 
@@ -299,11 +321,12 @@ class MeasureNetwork:
         from mininet.link import Link, TCLink
         from mininet.log import setLogLevel
         from mininet.net import Mininet
-        from mininet.node import OVSSwitch, RemoteController
+        from mininet.node import OVSSwitch
 
         setLogLevel("warning")
         switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13")
-        controller = partial(RemoteController, ip="127.0.0.1", port=self.opts.controller_port)
+        controller = partial(ListeningController, ip="127.0.0.1",
+                             port=self.opts.controller_port)
         self.net = Mininet(topo=self.topo, switch=switch, controller=controller,
                            link=TCLink if self.opts.bw else Link, autoSetMacs=False,
                            build=False)
