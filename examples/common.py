@@ -71,9 +71,9 @@ class Agent:
     def config_sketch(self, **fields) -> int:
         return int(self.post(type="config sketch", **fields).text)
 
-    def config_counter(self, sketch_id: int, key_type: str, increment: str) -> None:
+    def config_counter(self, sketch_id: int, key_type: str, increment: str, **extra) -> None:
         self.post(type="config sketch counter", sketch_id=sketch_id,
-                  counter_key_type=key_type, increment=increment)
+                  counter_key_type=key_type, increment=increment, **extra)
 
     def heavy_hitters(self, sketch_id: int, key_type: str) -> dict:
         return json.loads(self.post(type="query heavy hitters", sketch_id=sketch_id,

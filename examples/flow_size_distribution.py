@@ -28,7 +28,8 @@ from common import Agent, Controller, add_mode_arguments, rounds, show
 def per_host(args) -> None:
     agent = Agent(args.agent)
     sketch_id = agent.config_sketch(interface="INPUT", proto="icmp")
-    agent.config_counter(sketch_id, "src_dst", "bytes")
+    # threshold_abs=1: list every pair seen, not only those above 5% of the total
+    agent.config_counter(sketch_id, "src_dst", "bytes", threshold_abs=1)
     print(f"sketch id: {sketch_id}", flush=True)
     for _ in rounds(args.rounds):
         time.sleep(args.interval)
