@@ -28,7 +28,9 @@ Mininet part waits for ``/tmp/endhost-measure-mininet.lock``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -36,7 +38,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ import bench.common
 from bench.common import format_table, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
+MININET_LOCK = "/tmp/endhost-measure-mininet.lock"
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Part:
     json_flag: bool = False  # the module writes JSON only when given ``--json PATH``
     headline: Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, bool]]] | None = None
     optional: bool = False  # skip quietly when the module does not exist yet
+    mininet: bool = False  # the runner holds the Mininet lock around it (``--no-lock``)
     targets: list[str] = field(default_factory=list)
 
     def json_path(self, results_dir: Path) -> Path:
@@ -70,6 +74,8 @@ class Part:
     def argv(self, quick: bool, results_dir: Path) -> list[str]:
         """The part's command; through ``CHILD_BOOT`` when results go to another directory."""
         args = [*(self.quick if quick else self.full)]
+        if self.mininet:
+            args.append("--no-lock")
         if self.json_flag:
             args += ["--json", str(self.json_path(results_dir))]
         if results_dir == bench.common.RESULTS_DIR:
@@ -194,7 +200,7 @@ PARTS = [
                   "median RTT added <= 100 us"]),
     Part("e2e", "bench.e2e",
          "part 5: Mininet tree (depth 2, fanout 3): POST task -> first complete global result",
-         full=["--repeat", "5"], quick=["--quick"], budget_s=180, root=True,
+         full=["--repeat", "5"], quick=["--quick"], budget_s=180, root=True, mininet=True,
          headline=e2e_headline, targets=["<= 2 report intervals"]),
     Part("bandwidth", "bench.bandwidth",
          "issue 7: available bandwidth, SLoPS probe vs bulk TCP, HTB bottleneck with/without "
@@ -230,20 +236,10 @@ def run_part(part: Part, quick: bool, results_dir: Path) -> dict[str, Any]:
     print(f"===== {part.name}: {part.what}", flush=True)
     print(f"      {' '.join(shown)} (budget {part.budget_s:.0f} s)", flush=True)
     before = json_path.stat().st_mtime if json_path.exists() else None
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
-    try:
-        code = proc.wait(timeout=part.budget_s * (0.6 if quick else 1.0) + 60)
-        entry["status"] = "ok" if code == 0 else f"failed: exit code {code}"
-    except subprocess.TimeoutExpired:
-        _stop(proc)
-        code = proc.returncode
-        entry["status"] = f"failed: stopped after {time.monotonic() - start:.0f} s"
-    except KeyboardInterrupt:
-        _stop(proc)
-        raise
-    entry["seconds"] = round(time.monotonic() - start, 1)
-    entry["returncode"] = code
+    with contextlib.ExitStack() as stack:
+        if part.mininet:
+            entry["lock_wait_s"] = stack.enter_context(mininet_lock())
+        _run(argv, part.budget_s * (0.6 if quick else 1.0) + 60, entry)
     fresh = json_path.exists() and json_path.stat().st_mtime != before
     if fresh:
         entry["json"] = str(json_path)
@@ -258,6 +254,41 @@ def run_part(part: Part, quick: bool, results_dir: Path) -> dict[str, Any]:
         entry["status"] = "failed: no JSON result written"
     print(flush=True)
     return entry
+
+
+def _run(argv: list[str], timeout: float, entry: dict[str, Any]) -> None:
+    """Run one part's command; stop its process group at ``timeout``."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+        entry["status"] = "ok" if code == 0 else f"failed: exit code {code}"
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        code = proc.returncode
+        entry["status"] = f"failed: stopped after {time.monotonic() - start:.0f} s"
+    except KeyboardInterrupt:
+        _stop(proc)
+        raise
+    entry["seconds"] = round(time.monotonic() - start, 1)
+    entry["returncode"] = code
+
+
+@contextlib.contextmanager
+def mininet_lock() -> Iterator[float]:
+    """Hold the machine's Mininet lock (one network at a time); yields the seconds waited."""
+    start = time.monotonic()
+    with open(MININET_LOCK, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"      waiting for {MININET_LOCK} (another Mininet network is running; "
+                  "not counted in the part's time)", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield round(time.monotonic() - start, 1)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -347,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    total = time.monotonic() - start
-    print(format_table(f"Summary ({'quick' if args.quick else 'full'} run, {total:.0f} s)",
+    total = time.monotonic() - start - sum(e.get("lock_wait_s", 0) for e in results.values())
+    print(format_table(f"Summary ({'quick' if args.quick else 'full'} run, {total:.0f} s, "
+                       "not counting waits for the Mininet lock)",
                        ["part", "status", "s", "verdict", "target"], summary_rows(results)))
     path = write_summary(results, args.quick, total, results_dir)
     print(f"\nsummary written to {path}", flush=True)

@@ -109,6 +109,8 @@ def test_part_commands_keep_default_results_dir_plain(tmp_path):
     assert default[-2:] == ["--json", str(bench.common.RESULTS_DIR / "overlay_scale.json")]
     other = part.argv(True, tmp_path)
     assert other[1] == "-c" and other[3:5] == [str(tmp_path), "bench.overlay_scale"]
+    # the runner holds the Mininet lock itself around the end-to-end part
+    assert runner.BY_NAME["e2e"].argv(False, bench.common.RESULTS_DIR)[-1] == "--no-lock"
 
 
 @pytest.mark.netns
