@@ -325,3 +325,46 @@ def test_udp_flood_into_a_tiny_queue_fails_open_and_reports_missed(ns_pair, agen
     assert snap["missed"]["packets"] > 0, snap  # the queue did overflow
     assert snap["missed"]["bytes"] == snap["missed"]["packets"] * 128
     assert snap["packets"] == snap["total"]
+
+
+# ---------------------------------------------------------------- real controller, hostile paths
+
+CONTROLLER_PATHS = ["/measure/v1/tasks/%ff", "/measure/v1/%ff", "/measure/v1/agents/%ff/heartbeat",
+                    "/measure/v1/tasks/1/result?host=%ff", "/measure/v1/events?since=%ff",
+                    "/measure/v1/a%0ab"]
+
+
+def _raw_get(port: int, path: str, headers: dict) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+@pytest.mark.unit
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (reported): ryu_app/rest.py reads req.path_qs/req.GET/req.path on a non-UTF-8 path "
+    "or query (UnicodeDecodeError escapes, its error handler reads req.path again) and Ryu's "
+    "eventlet.wsgi.server runs with debug=True, so the client gets the traceback; "
+    "FallbackController's route does not match a newline (HTML 404)"))
+def test_real_controller_answers_hostile_paths_with_json_errors(tmp_path):
+    from tests.conftest import start_controller
+
+    ctl = start_controller(tmp_path, env={"MEASURE_STATE_DIR": str(tmp_path)})
+    try:
+        token = (tmp_path / "controller.token").read_text().strip()
+        problems = []
+        for auth in ({}, {"Authorization": f"Bearer {token}"}):
+            for path in CONTROLLER_PATHS:
+                status, text = _raw_get(ctl.rest_port, path, auth)
+                if not 400 <= status < 500 or "Traceback" in text or not text.startswith("{"):
+                    problems.append((path, bool(auth), status, text[:80]))
+    finally:
+        kill_proc(ctl.proc)
+    assert problems == []
+    assert "Traceback" not in ctl.log()
