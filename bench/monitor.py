@@ -33,6 +33,7 @@ import ctypes
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -43,7 +44,7 @@ from typing import Any
 
 import requests
 
-from bench.common import base_parser, percentile, print_table, write_json
+from bench.common import base_parser, percentile, print_table, spread_text, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -300,34 +301,40 @@ def main(argv: list[str] | None = None) -> int:
         ("3 counters", [], ["src", "src_dst", "dport"]),
         ("3 counters, 2 queues", ["--queues", "2"], ["src", "src_dst", "dport"]),
     ]
+    reps = args.repeat or (1 if args.quick else 2)
     net = Namespaces()
-    results: dict[str, Any] = {"duration_s": duration, "rates": rates, "throughput": {}}
+    runs: dict[str, list[list[dict]]] = {name: [] for name, _, _ in configs}
+    results: dict[str, Any] = {"duration_s": duration, "rates": rates, "repeat": reps,
+                               "throughput": runs}
     try:
-        for name, extra, counters in configs:
-            print(f"{name}:", flush=True)
-            results["throughput"][name] = throughput(net, extra, counters, rates, duration)
+        for rep in range(reps):  # configs interleaved, so load drifts hit all of them
+            for name, extra, counters in configs:
+                print(f"{name} (run {rep + 1}/{reps}):", flush=True)
+                runs[name].append(throughput(net, extra, counters, rates, duration))
         results["latency"] = latency(net, 100 if args.quick else 400, 1 if args.quick else 2)
     finally:
         net.close()
-    rows = []
-    base0 = best(results["throughput"]["accept-only"], 0.0) or 1
-    base1 = best(results["throughput"]["accept-only"], 0.01) or 1
-    one_q = best(results["throughput"]["3 counters"], 0.01) or 1
-    for name, _, _ in configs:
-        steps = results["throughput"][name]
-        b0, b1 = best(steps, 0.0), best(steps, 0.01)
-        rows.append([name, b0, b1, f"{b0 / base0:.2f}x", f"{b1 / base1:.2f}x"])
-    print_table("Monitor throughput (UDP 64 B, highest sent rate sustained; pkt/s)",
-                ["config", "no loss", "< 1% loss", "vs accept-only (0%)",
-                 "vs accept-only (<1%)"], rows)
-    two_q = best(results["throughput"]["3 counters, 2 queues"], 0.01)
+
+    def med(name: str, limit: float) -> float:
+        return statistics.median(best(steps, limit) for steps in runs[name]) or 1
+
+    def spread(name: str, limit: float) -> str:
+        return spread_text([best(steps, limit) for steps in runs[name]])
+
+    base0, base1 = med("accept-only", 0.0), med("accept-only", 0.01)
+    rows = [[name, spread(name, 0.0), spread(name, 0.01), f"{med(name, 0.0) / base0:.2f}x",
+             f"{med(name, 0.01) / base1:.2f}x"] for name, _, _ in configs]
+    print_table(f"Monitor throughput (UDP 64 B; highest sent rate sustained, pkt/s; median "
+                f"(min..max) of {reps})", ["config", "no loss", "< 1% loss",
+                                          "vs accept-only (0%)", "vs accept-only (<1%)"], rows)
     lat = results["latency"]
     added = lat["3 counters"]["median_us"] - lat["off"]["median_us"]
     print_table("Ping RTT (us): no monitor, accept-only monitor, monitor with 3 counters",
                 ["", "median", "p99", "n", "median added"],
                 [[mode, v["median_us"], v["p99_us"], v["n"],
                   v["median_us"] - lat["off"]["median_us"]] for mode, v in lat.items()])
-    three = best(results["throughput"]["3 counters"], 0.01)
+    three, one_q = med("3 counters", 0.01), med("3 counters", 0.01)
+    two_q = med("3 counters, 2 queues", 0.01)
     targets = {
         "3 counters >= 80% of accept-only (<1% loss)": three / base1 >= 0.8,
         "2 queues >= 1.6x one queue (<1% loss)": two_q / one_q >= 1.6,

@@ -209,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         log.warning("overlay role not available")
 
-    def _stop(signum, frame):
-        raise SystemExit(0)
+    stopping: list[int] = []
+
+    def _stop(signum, frame):  # only a flag: the main greenthread notices it
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -228,13 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info("agent %s listening on %s:%d (queues %d from %d, legacy %s)", args.name,
                  args.listen, args.port, args.queues, args.queue_num,
                  "allowed" if args.allow_legacy else "refused")
-        eventlet.spawn(supervisor, agent)
+        threads = [eventlet.spawn(supervisor, agent)]
         if args.controller:
-            eventlet.spawn(registrar, args, agent, auth)
-        eventlet.wsgi.server(sock, AgentApp(agent, verifier, args.allow_legacy),
-                             log_output=False, max_size=256)
-    except SystemExit:
-        pass
+            threads.append(eventlet.spawn(registrar, args, agent, auth))
+        threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
+                                      AgentApp(agent, verifier, args.allow_legacy),
+                                      log_output=False, max_size=256))
+        while not stopping and not threads[-1].dead:
+            eventlet.sleep(0.2)
+        for thread in threads:
+            thread.kill()
     finally:
         log.info("agent %s stopping: removing capture rules", args.name)
         agent.stop()

@@ -277,6 +277,7 @@ class Agent:
         self.gaps: list[dict] = []
         self.overlay: Any = None
         self.advertise: str | None = None
+        self._retry_at: dict[int, float] = {}
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
@@ -501,10 +502,18 @@ class Agent:
             if not hasattr(mon, "alive") or mon.alive():
                 continue
             start = now or self.clock()
+            if self._retry_at.get(id(mon), 0) > start:
+                continue
             log.error("monitor on queue %s (pid %s) died; restarting", mon.queue, mon.pid)
             with self.lock:
                 mon.stop()
-                mon.start()
+                try:
+                    mon.start()
+                except (OSError, MonitorError, AgentError) as exc:
+                    log.error("monitor on queue %s did not start: %s (retry in 2 s)",
+                              mon.queue, exc)
+                    self._retry_at[id(mon)] = start + 2.0
+                    continue
                 rules = self.capture.counters() if self.capture is not None else {}
                 for sketch in self.sketches.values():
                     mon.call({"op": "add_sketch", "sketch": sketch.id, "slot": sketch.slot,
