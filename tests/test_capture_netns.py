@@ -75,7 +75,7 @@ def test_rules_count_overlapping_sketches_and_bypass(ns_pair):
         out = a.run(["ping", "-c", "4", "-i", "0.05", "-s", "72", b.ip]).stdout
         assert " 0% packet loss" in out  # nobody bound to queue 3: --queue-bypass
         c = counts(cap)
-        assert c[1] == (4, 400) and c[3] == (0, 0) and c[4] == (4, 400)
+        assert c[1] == (4, 400) and c[3] == (0, 0) and c[4] == (4, 400), (c, out)
         assert c[2][0] >= 4  # icmp plus any neighbour traffic from a
         cap.remove(1)
         assert set(counts(cap)) == {2, 3, 4}
