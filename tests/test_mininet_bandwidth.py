@@ -9,8 +9,9 @@ only the s3 -> h6 bottleneck with the probe, as a real competing flow does.
 - the probe engine alone (``bwprobe probe`` in h5 against a standalone
   ``bwprobe serve`` in h6): five runs without and five with 4 Mbit/s of
   UDP cross traffic, all inside 15% of 10 and 20% of 6 Mbit/s;
-- the same through the controller (``POST /measure/v1/bandwidth``) and the
-  original ``query bw`` message to h5's agent.
+- the same through the controller (``POST /measure/v1/bandwidth``), the
+  original ``query bw`` message to h5's agent, and the ``measure bw`` CLI
+  (agent-to-agent calls signed with the shared secret).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def test_probe_engine_6_mbit_with_4_mbit_cross_traffic(net, serve_h6):
     print("mininet, 4 Mbit/s cross traffic:", estimates)
 
 
-def test_through_controller_rest_and_original_message(net):
+def test_through_controller_rest_cli_and_original_message(net):
     status, body = net.rest("/measure/v1/bandwidth", method="POST",
                             body={"src": "h5", "dst": "h6", "method": "slops"})
     assert status == 200, body
@@ -117,3 +118,7 @@ def test_through_controller_rest_and_original_message(net):
                             "type=query bw&src=10.0.0.5&dst=10.0.0.6", "http://10.0.0.5:8000/"],
                      timeout=35, capture=True)
     assert 8.5 / 8 <= float(out.stdout) <= 11.5 / 8, out.stdout
+    out = net.run_on("h1", ["measure", "bw", "h5", "h6", "--json"], timeout=40, capture=True)
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert 8.5 <= reply["mbit_s"] <= 11.5 and (reply["src"], reply["dst"]) == ("h5", "h6"), reply
