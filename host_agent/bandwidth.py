@@ -248,6 +248,11 @@ class RateSearch:
         return (ghi + self.hi) / 2
 
     def update(self, rate: float, verdict: str) -> None:
+        if verdict == "sender_limited":  # this host cannot send faster: cap the search
+            self.max_rate = min(self.max_rate, 0.95 * rate)
+            self.hi, self.hi_verified = min(self.hi, self.max_rate), False
+            self.lo = min(self.lo, self.max_rate)
+            return
         if verdict == "above":
             if rate <= self.hi:
                 self.hi, self.hi_verified = rate, True
@@ -422,7 +427,8 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
                 continue
             loss = 1 - len(got["recv_ns"]) / max(1, s["sent"])
             trends.append(stream_trend(relative_owds(got["send_ns"], got["recv_ns"]), loss))
-        verdict = fleet_verdict([t for t in trends if t != "S"], len(trends))
+        verdict = ("sender_limited" if trends.count("S") * 2 > len(trends)
+                   else fleet_verdict([t for t in trends if t != "S"], len(trends)))
         fleets.append({"rate_mbit": round(rate, 3), "verdict": verdict,
                        "trends": "".join(trends)})
         search.update(rate, verdict)

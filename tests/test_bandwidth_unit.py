@@ -147,6 +147,17 @@ def test_search_verifies_trusted_upper_bound_before_stopping():
     assert (search.lo, search.hi, search.hi_verified) == (10.0, 15.0, False)
 
 
+def test_search_caps_at_the_senders_limit():
+    search = bw.RateSearch(hi=1000.0)
+    search.update(500.0, "sender_limited")  # a fleet at 500 Mbit/s could not be sent
+    assert (search.max_rate, search.hi, search.hi_verified) == (475.0, 475.0, False)
+    verdict = oracle(2000.0)
+    while not search.done():
+        rate = search.next_rate()
+        search.update(rate, verdict(rate))
+    assert search.lo == 475.0  # reported as "at least"
+
+
 def test_search_stops_at_max_rate():
     search = bw.RateSearch(hi=20.0, max_rate=20.0)
     verdict = oracle(1000.0)
@@ -385,3 +396,32 @@ def test_requests_to_the_peer_are_signed_with_the_agents_signer(agent):
     assert path == "/agent/v1/bandwidth/receive"
     assert json.loads(sent) == {"method": "slops", "duration": 12.0}
     Verifier(secret).verify("POST", path, sent, headers)  # raises AuthError if not
+
+
+@pytest.mark.parametrize("rate_mbit", [20.0, 150.0])
+def test_worker_paces_streams_and_receiver_timestamps_every_packet(agent, rate_mbit):
+    from host_agent.bwprobe import Worker
+
+    status, opened = call(agent, "POST", "/agent/v1/bandwidth/receive", {"duration": 10})
+    assert status == 200
+    with Worker(lifetime=10) as worker:
+        streams = [{"id": i, "count": 80, "size": 1000, "rate_bps": rate_mbit * 1e6,
+                    "pause": 0.01} for i in (1, 2, 3)]
+        reply = worker.call({"op": "send_fleet", "host": "127.0.0.1", "port": opened["port"],
+                             "session": int(opened["session"], 16), "streams": streams,
+                             "timeout": 5}, timeout=8)
+    assert [s["sent"] for s in reply["streams"]] == [80, 80, 80]
+    for s in reply["streams"]:
+        assert 0.95 * rate_mbit <= bw.sent_rate_mbit(s, 1000) <= 1.1 * rate_mbit, s
+    from tests.helpers import wait_until
+
+    def complete():
+        got = call(agent, "GET", f"/agent/v1/bandwidth/receive/{opened['session']}"
+                                 "?streams=1,2,3")[1]["streams"]
+        return got if all(len(got[k]["seq"]) == 80 for k in "123") else None
+
+    got = wait_until(complete, timeout=5)
+    for k in "123":
+        assert got[k]["seq"] == list(range(80))
+        recv = got[k]["recv_ns"]
+        assert all(b >= a for a, b in zip(recv, recv[1:], strict=False))  # kernel stamps

@@ -62,7 +62,7 @@ def serve_h6(net):
     h6 = net.net.get("h6")
     proc = h6.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", str(SERVE_PORT),
                      "--data-ip", h6.IP()], env=net.host_env(), stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, start_new_session=True)
+                    stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: reachable(net, "h5", h6.IP(), SERVE_PORT), 20, "bwprobe serve on h6")
         yield h6
@@ -85,7 +85,7 @@ def cross(net: MeasureNetwork, seconds: float) -> subprocess.Popen:
     return h4.popen([PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip", "10.0.0.6",
                      "--port", "9", "--rate-mbit", "4", "--duration", str(seconds)],
                     env=net.host_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    text=True, start_new_session=True)
+                    text=True)
 
 
 def test_probe_engine_10_mbit_without_cross_traffic(net, serve_h6):
