@@ -86,20 +86,11 @@ def _number(report: dict, name: str) -> float:
 
 
 def validate_report(report: Any) -> dict:
-    """Check the fields ``ingest`` relies on; errors name the field."""
-    if not isinstance(report, dict):
-        raise ValueError("report: body must be a JSON object")
-    task_id = report.get("task_id")
-    if not isinstance(task_id, str) or not task_id:
-        raise ValueError("report: field 'task_id' must be a non-empty string")
-    _number(report, "interval_end")
-    for name, kind in (("snapshot", dict), ("covered", list), ("missing", list)):
-        if not isinstance(report.get(name), kind):
-            raise ValueError(f"report: field '{name}' must be a {kind.__name__}")
-    per_host = report.get("per_host", {})
-    if not isinstance(per_host, dict) or not all(isinstance(v, dict) for v in per_host.values()):
-        raise ValueError("report: field 'per_host' must map host names to objects")
-    return report
+    """The full check of ``host_agent.overlay_node.validate_report`` (envelope, names,
+    times, per-host summaries, and the snapshot with ``report.check_snapshot``)."""
+    from host_agent.overlay_node import validate_report as check
+
+    return check(report)
 
 
 def _top_counts(window: Any) -> Any:

@@ -126,8 +126,10 @@ class Tree:
         self.assign(self.kids)
 
     def add(self, name: str) -> OverlayNode:
+        fake = self.merge is not None  # toy snapshots: no report.check_snapshot
         node = OverlayNode(FakeAgent(name), http=self.net, now=self.clock,
-                           runner=InlineRunner(), merge=self.merge)
+                           runner=InlineRunner(), merge=self.merge,
+                           check=(lambda snap: snap) if fake else None)
         self.net.nodes[name] = node
         return node
 
@@ -163,10 +165,13 @@ def tree() -> Tree:
 
 
 def test_task_reaches_all_13_agents_with_per_agent_status(tree):
+    from measure_model.task import parse_task
+
     reply = tree["h1"].put_task("t1", dict(TASK))
     assert reply == {"agents": {name: "ok" for name in ALL}}
+    wire = parse_task(TASK, "test").to_dict()  # validated, every default filled in
     for name in ALL:
-        assert tree[name].agent.tasks["t1"] == {**TASK, "id": "t1"}
+        assert tree[name].agent.tasks["t1"] == {**wire, "id": "t1"}
     # timeouts shrink by level so a parent answers before its parent gives up
     timeouts = {url.split("//")[1].split(".")[0]: t for m, url, t in tree.net.calls}
     assert timeouts["h2"] == 4.0 and timeouts["h5"] == pytest.approx(3.2)
@@ -176,6 +181,27 @@ def test_put_again_is_idempotent_and_reaches_new_agents(tree):
     tree["h1"].put_task("t1", dict(TASK))
     assert tree["h1"].put_task("t1", dict(TASK))["agents"] == {n: "ok" for n in ALL}
     assert [tree[n].agent.installs for n in ALL] == [1] * 13
+
+
+@pytest.mark.parametrize("task_id, body, message", [
+    ("t1", {**TASK, "key": "srcdst"},
+     "policy PUT /agent/v1/tasks/t1: task hh: key 'srcdst' is not one of src, dst, src_dst, "
+     "sport, dport, src_dport, dst_dport, proto, five_tuple"),
+    ("t1", {**TASK, "_overlay": {"budget": -1}},
+     "task: field '_overlay.budget' must be a number from 0 to 60"),
+    ("t1", {**TASK, "_overlay": {"agents": 0}},
+     "task: field '_overlay.agents' must be an integer from 1 to 100000"),
+    ("t/1", dict(TASK), "task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"),
+    ("t1", [], "task: body must be a JSON object"),
+    ("t1", {"name": "bw", "kind": "bandwidth", "src": "h1", "dst": "h2"},
+     "task: bandwidth tasks are run by the controller, not the overlay"),
+])
+def test_invalid_task_is_refused_before_anything_changes(tree, task_id, body, message):
+    with pytest.raises(ValueError) as err:
+        tree["h1"].put_task(task_id, body)
+    assert str(err.value) == message
+    assert tree["h1"].tasks == {} and tree.net.calls == []
+    assert all(tree[n].agent.installs == 0 for n in ALL)
 
 
 def test_failures_are_reported_per_agent(tree):
@@ -271,13 +297,19 @@ def test_stale_epoch_is_rejected_and_changes_nothing(tree):
 @pytest.mark.parametrize("body, message", [
     ([], "overlay: body must be a JSON object"),
     ({"epoch": 2, "colour": 1}, "overlay: unknown field 'colour'"),
-    ({"epoch": -1}, "overlay: field 'epoch' must be a non-negative integer"),
-    ({"epoch": True}, "overlay: field 'epoch' must be a non-negative integer"),
+    ({"epoch": -1}, "overlay: field 'epoch' must be an integer from 0 to 2^53"),
+    ({"epoch": True}, "overlay: field 'epoch' must be an integer from 0 to 2^53"),
+    ({"epoch": 2 ** 63}, "overlay: field 'epoch' must be an integer from 0 to 2^53"),
+    ({"epoch": 2, "controller": "ftp://x"}, "overlay: field 'controller' must be an http(s) URL"),
+    ({"epoch": 2, "parent": {"name": "h1", "url": "http://a b"}},
+     "overlay: parent field 'url' must be an http(s) URL"),
     ({"epoch": 2, "children": {}}, "overlay: field 'children' must be a list"),
     ({"epoch": 2, "parent": {"name": "h1"}},
      "overlay: parent field 'url' must be an http(s) URL"),
     ({"epoch": 2, "children": [{"name": "", "url": "http://x"}]},
-     "overlay: children[0] field 'name' must be a non-empty string"),
+     "overlay: children[0] field 'name' must be an agent name"),
+    ({"epoch": 2, "children": [{"name": "h1;x", "url": "http://x"}]},
+     "overlay: children[0] field 'name' must be an agent name"),
     ({"epoch": 2, "children": [{"name": "a", "url": "http://x"}] * 2},
      "overlay: field 'children' names a child twice"),
     ({"epoch": 2, "root": "yes"}, "overlay: field 'root' must be a boolean"),
@@ -294,8 +326,38 @@ def test_report_from_a_stranger_is_refused(tree):
             "covered": ["h5"], "missing": []}
     with pytest.raises(NotAChild, match="^report: 'h5' is not a child of h1$"):
         tree["h1"].receive_report(body)
-    with pytest.raises(ValueError, match="^report: field 'interval_end' must be a number$"):
-        tree["h1"].receive_report({**body, "from": "h2", "interval_end": "x"})
+    good = {**body, "from": "h2"}
+    for change, message in [
+        ({"interval_end": "x"}, "report: field 'interval_end' must be a time from 0 to 1e+13"),
+        ({"interval_end": float("nan")},
+         "report: field 'interval_end' must be a time from 0 to 1e+13"),
+        ({"covered": [["h2"]]}, "report: field 'covered' must be a list of agent names"),
+        ({"missing": ["h 2"]}, "report: field 'missing' must be a list of agent names"),
+        ({"from": "h2;rm"}, "report: field 'from' must be an agent name"),
+        ({"task_id": "../t1"}, "report: field 'task_id' must be a task id"),
+        ({"epoch": 2 ** 64}, "report: field 'epoch' must be an integer from 0 to 9007199254740992"),
+        ({"colour": 1}, "report: unknown field 'colour'"),
+        ({"per_host": {"h2": {"packets": -1}}},
+         "report: per_host 'h2': 'packets' must be a non-negative integer"),
+        ({"per_host": {"h2": {"top_k": [["a", "b"]]}}},
+         "report: per_host 'h2': 'top_k' must be a list of [key, count]"),
+        ({"errors": {"h2": 5}}, "report: field 'errors' must map agent names to messages"),
+    ]:
+        with pytest.raises(ValueError) as err:
+            tree["h1"].receive_report({**good, **change})
+        assert str(err.value) == message
+    assert tree["h1"].stats["reports_received"] == 0 and tree["h1"].tasks["t1"].pending == {}
+
+
+def test_real_snapshots_are_checked_on_receipt():
+    tree = real_tree()
+    tree["h1"].put_task("t1", dict(TASK))
+    body = {"task_id": "t1", "from": "h2", "interval_end": 105.0, "covered": ["h2"],
+            "missing": [], "snapshot": {"key": "src", "increment": "pkt", "packets": -3}}
+    with pytest.raises(ValueError, match="^snapshot: packets must be a non-negative integer$"):
+        tree["h1"].receive_report(body)
+    body["snapshot"] = tree["h2"].agent.snapshot_task("t1", 105.0)  # missed: None, no capture
+    assert tree["h1"].receive_report(body) == {"accepted": True, "late": False}
 
 
 def test_reparenting_after_a_death_restores_full_coverage(tree):

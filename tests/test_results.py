@@ -92,17 +92,24 @@ def test_coverage_change_is_an_event(results):
 
 @pytest.mark.parametrize("body, message", [
     ([], "report: body must be a JSON object"),
-    ({"task_id": ""}, "report: field 'task_id' must be a non-empty string"),
-    ({"task_id": "t1", "interval_end": "5"}, "report: field 'interval_end' must be a number"),
-    ({"task_id": "t1", "interval_end": 5, "snapshot": []},
-     "report: field 'snapshot' must be a dict"),
+    ({"task_id": ""}, "report: field 'task_id' must be a task id"),
+    ({"task_id": "t1", "interval_end": "5"},
+     "report: field 'interval_end' must be a time from 0 to 1e+13"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": [], "covered": [], "missing": []},
+     "report: field 'snapshot' must be an object"),
     ({"task_id": "t1", "interval_end": 5, "snapshot": {}, "covered": [], "missing": [],
-      "per_host": {"h1": 3}}, "report: field 'per_host' must map host names to objects"),
+      "per_host": {"h1": 3}},
+     "report: per_host 'h1' must be an object with fields packets, bytes, total, "
+     "heavy_hitters, top_k, distinct, scan, missed, generated_at"),
+    ({"task_id": "t1", "interval_end": 5, "covered": [], "missing": [],
+      "snapshot": {"key": "src", "increment": "pkt", "packets": 1, "bytes": 1, "total": 1}},
+     "snapshot: has no sketch; it cannot be merged"),
 ])
 def test_bad_reports_are_rejected(results, body, message):
     with pytest.raises(ValueError) as err:
         results.ingest(body, now=1.0)
     assert str(err.value) == message
+    assert results.latest("t1") is None and results.events() == []
 
 
 def test_since_must_be_a_non_negative_integer(results):
