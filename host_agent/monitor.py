@@ -63,7 +63,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-BATCH = 256
+BATCH = 4096
 FLUSH_S = 0.02
 BUDGET = 512
 QUERY_METHODS = ("snapshot", "estimate", "heavy_hitters", "top_k", "window", "scan")
