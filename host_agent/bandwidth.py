@@ -314,7 +314,7 @@ def _peer(agent: Any, method: str, url: str, body: dict | None, timeout: float) 
     req = urllib.request.Request(url, data=data if body is not None else None,
                                  headers=headers, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=max(0.2, timeout)) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=max(0.05, timeout)) as resp:  # noqa: S310
             return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         try:
@@ -342,13 +342,21 @@ class _Budget:
 
     def __init__(self, params: ProbeParams) -> None:
         self.start = time.monotonic()
-        self.deadline = self.start + params.max_duration - 0.3
+        self.deadline = self.start + params.max_duration - 0.3  # for planned steps
+        self.end = self.start + params.max_duration - 0.1  # for every wait
         self.max_bytes = params.max_bytes
         self.bytes = 0
         self.capped = ""
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+    def wait_left(self) -> float:
+        """Timeout for any wait: never past the hard end of the probe."""
+        return max(0.05, self.end - time.monotonic())
+
+    def over(self) -> bool:
+        return time.monotonic() >= self.end - 0.05
 
     def allows(self, seconds: float, nbytes: int) -> bool:
         if seconds > self.left():
@@ -371,13 +379,13 @@ def _fetch(agent: Any, params: ProbeParams, session: str, streams: list[int],
            budget: _Budget) -> dict:
     ids = ",".join(str(s) for s in streams)
     url = f"{params.dst_url}/agent/v1/bandwidth/receive/{session}?streams={ids}"
-    return _peer(agent, "GET", url, None, min(HTTP_TIMEOUT, max(0.5, budget.left() + 0.2)))
+    return _peer(agent, "GET", url, None, min(HTTP_TIMEOUT, budget.wait_left()))
 
 
-def _close(agent: Any, params: ProbeParams, session: str) -> None:
+def _close(agent: Any, params: ProbeParams, session: str, budget: _Budget) -> None:
     try:
         _peer(agent, "DELETE", f"{params.dst_url}/agent/v1/bandwidth/receive/{session}",
-              None, 1.0)
+              None, min(1.0, budget.wait_left()))
     except BandwidthError:
         pass  # the session closes itself at its deadline anyway
 
@@ -415,10 +423,16 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
         next_id += params.streams
         spec = [{"id": i, "count": params.packets, "size": size, "rate_bps": rate * 1e6,
                  "pause": stream_s / 2} for i in ids]
-        sent = worker.call({**base, "streams": spec, "timeout": fleet_s},
-                           timeout=max(0.5, budget.left()))["streams"]
-        budget.bytes += sum(s["bytes"] for s in sent)
-        arrivals = _fetch(agent, params, recv["session"], ids, budget)["streams"]
+        try:
+            sent = worker.call({**base, "streams": spec, "timeout": fleet_s},
+                               timeout=budget.wait_left())["streams"]
+            budget.bytes += sum(s["bytes"] for s in sent)
+            arrivals = _fetch(agent, params, recv["session"], ids, budget)["streams"]
+        except (WorkerError, BandwidthError):
+            if not budget.over():
+                raise
+            budget.capped = "max_duration"  # a slow host ran into the cap: keep what we have
+            break
         trends = []
         for s in sent:
             got = arrivals.get(str(s["stream"]), {"send_ns": [], "recv_ns": []})
@@ -445,7 +459,7 @@ def _run_bulk(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
         raise BandwidthError(400, "max_duration too small for a bulk transfer")
     sent = worker.call({"op": "bulk_send", "host": params.dst_ip, "port": recv["port"],
                         "duration": seconds, "max_bytes": params.max_bytes},
-                       timeout=max(0.5, budget.left()))
+                       timeout=budget.wait_left())
     budget.bytes = sent["bytes"]
     wait_end = min(time.monotonic() + 1.0, budget.deadline)
     while True:  # let the receiver read the tail of the transfer
@@ -483,7 +497,7 @@ def probe(agent: Any, body: Any) -> dict[str, Any]:
             raise BandwidthError(502, f"probe failed: {exc}") from None
         finally:
             worker.close()
-            _close(agent, params, recv["session"])
+            _close(agent, params, recv["session"], budget)
     finally:
         with _BUSY_LOCK:
             _BUSY.discard(pair)

@@ -119,23 +119,45 @@ def test_estimate_within_20_percent_of_6_mbit_with_4_mbit_cross_traffic(link):
     print("estimates with 4 Mbit/s cross traffic:", estimates)
 
 
-def test_probe_never_exceeds_its_duration_and_byte_caps(link):
-    a, b, _ = link
-    result, wall = probe(a, b, "--max-duration", "2")
-    assert result["duration_s"] <= 2.0, result
-    assert wall <= 2.0 + 1.0, wall  # plus interpreter start-up of the probe command
-    assert result["capped"] == "max_duration"
-    result, _ = probe(a, b, "--max-bytes", "300000")
-    assert result["probe_bytes"] <= 300_000 and result["capped"] == "max_bytes", result
+def timed_post(ns, url: str, body: dict) -> tuple[int, dict, float]:
+    """POST with curl (starts in milliseconds, unlike Python under load); time it."""
+    start = time.monotonic()
+    out = ns.run(["curl", "-s", "-m", "70", "-w", "\n%{http_code}", "-X", "POST", "-H",
+                  "Content-Type: application/json", "-d", json.dumps(body), url], timeout=75)
+    wall = time.monotonic() - start
+    text, _, code = out.stdout.rpartition("\n")
+    return int(code), json.loads(text), wall
 
 
-def test_bulk_method_reports_achievable_throughput(link):
+@pytest.fixture
+def src_api(link):
+    """The bandwidth API on the source too, so requests time only the probe."""
     a, b, _ = link
-    result, wall = probe(a, b, "--method", "bulk", "--max-duration", "5")
-    assert result["method"] == "bulk"
-    assert result["label"] == "achievable throughput (TCP bulk transfer)"
-    assert 8.0 <= result["mbit_s"] <= 10.5, result
-    assert result["duration_s"] <= 5.0 and wall <= 6.0
+    a.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", "8000", "--data-ip", a.ip])
+    wait_until(lambda: reachable(a, a.ip, 8000), timeout=15, message="bandwidth API on src")
+    return f"http://{a.ip}:8000/agent/v1/bandwidth"
+
+
+@pytest.mark.parametrize("method,cap", [("slops", 2.0), ("slops", 3.5), ("bulk", 2.0),
+                                        ("bulk", 5.0)])
+def test_probe_never_runs_longer_than_max_duration(link, src_api, method, cap):
+    a, b, _ = link
+    status, result, wall = timed_post(a, src_api, {"dst_ip": b.ip, "method": method,
+                                                   "max_duration": cap})
+    assert status == 200, result
+    assert result["duration_s"] <= cap and wall <= cap + 0.3, (wall, result)
+    if method == "slops":
+        assert result["capped"] == "max_duration"
+    else:
+        assert result["label"] == "achievable throughput (TCP bulk transfer)"
+        assert 8.0 <= result["mbit_s"] <= 10.5, result
+
+
+def test_probe_never_sends_more_than_max_bytes(link, src_api):
+    a, b, _ = link
+    status, result, _ = timed_post(a, src_api, {"dst_ip": b.ip, "max_bytes": 300_000})
+    assert status == 200 and result["capped"] == "max_bytes", result
+    assert 0 < result["probe_bytes"] <= 300_000
 
 
 def test_unreachable_and_missing_destination_fail_fast(link):
