@@ -570,29 +570,36 @@ def _agent_cases():
 # Known gaps (reported to the owners): excluded from the strict sweep above so that
 # every other value still guards against regressions, and asserted by the strict
 # xfail test below so that a fix shows up as XPASS.
-PEER_FIELDS = ("host_agent/overlay_node.py set_overlay/_peer: peer names accept any non-empty "
-               "string (no host-name pattern), 'controller' any string (no URL check), "
-               "'epoch' has no upper bound")
-UNVALIDATED_TASK = ("host_agent/overlay_node.py put_task stores and forwards the task before "
-                    "validating it; the agent answers 200 with a per-agent 'error: ...' "
-                    "instead of 400 (validate with measure_model.task.parse_task first)")
-UNVALIDATED_REPORT = ("host_agent/overlay_node.py receive_report checks only the envelope: "
-                      "snapshot contents (measure_model.report.check_snapshot), covered/"
-                      "missing items and interval_end bounds are not checked on receipt "
-                      "(200, dropped at merge time); a nested list in covered/missing "
-                      "answers 400 'unhashable type' after changing state")
+REPORT_CONTENTS = (
+    "host_agent/overlay_node.py receive_report and ryu_app/results.py validate_report (after "
+    "13f6426): an empty snapshot {{}} is accepted, interval_end 10**400 answers 500, counts "
+    "are unbounded (packets 10**400 or 2**64 accepted), and the contents of 'sketch' and "
+    "'scan' are not checked on receipt{}")
+CONTROLLER_HH = "; at the controller 'heavy_hitters' is not checked: 500 after storing"
+
+
+def report_gap(field: tuple, value: object, controller: bool = False) -> str | None:
+    """Reported gaps of report bodies (agent and controller), as of 13f6426."""
+    gap = REPORT_CONTENTS.format(CONTROLLER_HH if controller else "")
+    if field == ("snapshot",) and value == {}:
+        return gap
+    if field == ("interval_end",) and value == 10 ** 400:
+        return gap
+    if field == ("snapshot", "packets") and isinstance(value, int) and value >= 2 ** 63:
+        return gap
+    if field[-1] in ("sketch", "scan") and isinstance(value, dict) and value:
+        return gap
+    if controller and field == ("snapshot", "heavy_hitters"):
+        return gap
+    return None
 
 
 def agent_gap(path: str, field: tuple, value: object) -> str | None:
-    """The reported gap a hostile value hits on an agent field, if any."""
-    if path.startswith("/agent/v1/tasks/"):
-        return UNVALIDATED_TASK
-    if path == "/agent/v1/reports" and field != ("task_id",) and field != ("from",):
-        return UNVALIDATED_REPORT
-    if path == "/agent/v1/overlay" and (field[-1] in ("name", "controller")
-                                        or (field == ("epoch",) and isinstance(value, int)
-                                            and value >= 2 ** 63)):
-        return PEER_FIELDS
+    """The reported gap a hostile value hits on an agent field, if any (the overlay
+    placement and task gaps were fixed in 13f6426, falsy-as-absent and huge numbers in
+    f67feed)."""
+    if path == "/agent/v1/reports":
+        return report_gap(field, value)
     return None
 
 
@@ -603,6 +610,8 @@ def _agent_values(path, field, gaps: bool):
             continue  # an empty object is valid: all defaults
         if value is True and field == ("root",):
             continue  # a boolean field
+        if value == {} and field[-1] == "candidates":
+            continue  # no candidates: valid
         if (agent_gap(path, field, value) is not None) == gaps:
             out.append(value)
     return out
@@ -800,11 +809,6 @@ def test_controller_refuses_hostile_identifiers(ready_controller, method, templa
 
 # ------------------------------------------------ controller REST bodies
 
-CONTROLLER_REPORT = ("ryu_app/service.py ingest_report / ryu_app/results.py validate_report "
-                     "check only the envelope: snapshot contents are stored unchecked "
-                     "(measure_model.report.check_snapshot is not applied), 'from' is not "
-                     "checked, covered/missing items and interval_end are not typed or bounded; "
-                     "several values answer 500 after the result was already stored")
 REGISTRATION_IP = ("ryu_app/registry.py validate_registration: data_ip true (and any integer) is "
                    "accepted because ipaddress.IPv4Address(int) is")
 CONTROLLER_BANDWIDTH = {"src": "h2", "dst": "h3", "method": "slops", "max_duration": 5,
@@ -814,8 +818,8 @@ CONTROLLER_REGISTRATION = {"name": "h4", "url": "http://192.168.100.4:8000",
 
 
 def controller_gap(path: str, field: tuple, value: object) -> str | None:
-    if path == "/measure/v1/reports" and field != ("task_id",):
-        return CONTROLLER_REPORT
+    if path == "/measure/v1/reports":
+        return report_gap(field, value, controller=True)
     if field == ("data_ip",) and isinstance(value, int):
         return REGISTRATION_IP
     return None
@@ -833,8 +837,9 @@ def _controller_cases(gaps: bool):
                    ("snapshot", "heavy_hitters"), ("snapshot", "scan"), ("covered", 0)]
                   if base == "REPORT" else _paths(base))
         for field in fields:
-            values = [v for v in HOSTILE
-                      if not (v == {} and field[-1] in ("filter", "window", "sketch"))
+            values = [v for v in HOSTILE  # an empty filter/window/sketch/scan map is valid
+                      if not (v == {} and field[-1] in ("filter", "window", "sketch", "scan",
+                                                          "candidates"))
                       and (controller_gap(path, field, v) is not None) == gaps]
             if not values:
                 continue
