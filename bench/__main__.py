@@ -59,7 +59,7 @@ class Part:
     what: str
     full: list[str]
     quick: list[str]
-    budget_s: float
+    budget_s: float  # expected seconds of the full run; stopped at 1.5x + 30 s
     root: bool = False
     json_name: str = ""
     json_flag: bool = False  # the module writes JSON only when given ``--json PATH``
@@ -183,38 +183,39 @@ def load_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
 PARTS = [
     Part("engine", "bench.engine",
          "part 1b: sketch engine vs the original per-packet path (scapy + madoka), 1M packets",
-         full=["--repeat", "3"], quick=["--quick"], budget_s=150,
-         headline=engine_headline, targets=["engine >= 20x original"]),
+         # --quick keeps the original path on a 5,000-packet slice (its rate is per packet)
+         full=["--quick", "--packets", "1000000", "--repeat", "3"], quick=["--quick"],
+         budget_s=70, headline=engine_headline, targets=["engine >= 20x original"]),
     Part("accuracy", "bench.accuracy",
          "part 3: heavy-hitter F1/ARE, all-flow ARE, distinct error, 64 KB..8 MB, Zipf "
-         "0.8/1.1/1.5", full=[], quick=["--quick"], budget_s=150,
+         "0.8/1.1/1.5", full=[], quick=["--quick"], budget_s=60,
          headline=accuracy_headline,
          targets=["F1 >= 0.99 and HH ARE <= 1% at <= 512 KB for skew >= 1.1"]),
     Part("overlay", "bench.overlay_scale",
          "part 4: overlay tree vs star for N = 10, 100, 500, 1000 simulated agents",
-         full=["--reps", "3"], quick=["--quick"], budget_s=180, json_name="overlay_scale",
+         full=[], quick=["--quick"], budget_s=80, json_name="overlay_scale",
          json_flag=True, headline=overlay_headline,
          targets=["N=1000: 1 report/interval, complete <= 1 s, config <= 2 s"]),
     Part("monitor", "bench.monitor",
          "parts 1a + 2: NFQUEUE monitor throughput (accept-only, 1/3 counters, 2 queues) and "
          "ping RTT added, in namespaces",
-         full=["--rates", "10000,20000,30000,40000,50000,60000,80000", "--duration", "1.5"],
-         quick=["--quick"], budget_s=200, root=True, headline=monitor_headline,
+         full=["--rates", "10000,20000,30000,40000,60000", "--duration", "1.5"],
+         quick=["--quick"], budget_s=160, root=True, headline=monitor_headline,
          targets=["3 counters >= 80% of accept-only", "2 queues >= 1.6x one queue",
                   "median RTT added <= 100 us"]),
     Part("e2e", "bench.e2e",
          "part 5: Mininet tree (depth 2, fanout 3): POST task -> first complete global result",
-         full=["--repeat", "5"], quick=["--quick"], budget_s=180, root=True, mininet=True,
+         full=["--repeat", "5"], quick=["--quick"], budget_s=60, root=True, mininet=True,
          headline=e2e_headline, targets=["<= 2 report intervals"]),
     Part("bandwidth", "bench.bandwidth",
          "issue 7: available bandwidth, SLoPS probe vs bulk TCP, HTB bottleneck with/without "
          "cross traffic", full=["--rates", "10", "--repeat", "1"],
-         quick=["--rates", "10", "--repeat", "1"], budget_s=90, root=True,
+         quick=["--rates", "10", "--repeat", "1"], budget_s=35, root=True,
          headline=bandwidth_headline),
     # bench.load takes the Mininet lock itself (no --no-lock): its wait counts in its time.
     Part("load", "bench.load",
          "issue 10: 20 REST clients against the controller with 9 agents (own Mininet tree)",
-         full=["--duration", "20"], quick=["--duration", "5"], budget_s=150, optional=True,
+         full=["--duration", "20"], quick=["--duration", "5"], budget_s=70, optional=True,
          headline=load_headline, targets=["no errors"]),
 ]
 BY_NAME = {p.name: p for p in PARTS}
@@ -246,7 +247,7 @@ def run_part(part: Part, quick: bool, results_dir: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if part.mininet:
             entry["lock_wait_s"] = stack.enter_context(mininet_lock())
-        _run(argv, part.budget_s * (0.6 if quick else 1.0) + 60, entry)
+        _run(argv, part.budget_s * (0.6 if quick else 1.0) * 1.5 + 30, entry)
     fresh = json_path.exists() and json_path.stat().st_mtime != before
     if fresh:
         entry["json"] = str(json_path)
@@ -390,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(f"Summary ({'quick' if args.quick else 'full'} run, {total:.0f} s, "
                        "not counting waits for the Mininet lock)",
                        ["part", "status", "s", "verdict", "target"], summary_rows(results)))
+    if not args.parts and not args.quick:
+        print(f"suite time {total:.0f} s: {'MET' if total <= 600 else 'NOT MET'} "
+              "(whole suite <= 10 minutes)")
     path = write_summary(results, args.quick, total, results_dir)
     print(f"\nsummary written to {path}", flush=True)
     return 0 if all(e["status"] == "ok" or e["status"].startswith("skipped")
