@@ -115,7 +115,21 @@ class Controller:
             body = f.read()
         created = self.call("POST", "/tasks", data=body,
                             headers={"Content-Type": "application/yaml"})
+        for task in created["tasks"]:
+            self.wait_installed(task["id"])
         return created["tasks"]
+
+    def wait_installed(self, task_id: str, timeout: float = 30.0) -> dict:
+        """Wait until the overlay reports the task installed on every agent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.call("GET", f"/tasks/{task_id}")
+            if task["status"] == "active":
+                return task
+            if time.monotonic() > deadline:
+                sys.exit(f"task {task_id} not installed within {timeout:.0f}s: "
+                         f"{task['status']} {task.get('agents')} {task.get('last_error') or ''}")
+            time.sleep(0.3)
 
     def delete_task(self, task_id: str) -> None:
         requests.delete(f"{self.url}/tasks/{task_id}", headers=self.headers, timeout=10)
@@ -133,7 +147,8 @@ class Controller:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             res = self.result(task_id)
-            if res and res.get("interval_end", 0) > newer_than:
+            if (res and res.get("interval_end", 0) > newer_than and res.get("complete")
+                    and "total" in res):
                 return res
             time.sleep(0.5)
         sys.exit(f"no result for task {task_id} within {timeout:.0f}s")

@@ -44,6 +44,20 @@ def per_host(args) -> None:
         key_num = new_key_num
 
 
+def scan_size(ctl: Controller, task_id: str, event: dict) -> int:
+    """Distinct ports of the scan: the event is raised on the first report
+    that crosses the threshold, while the scan may still be going on, so
+    follow the results until the source's count stops growing."""
+    ports, seen = event["ports"], event.get("interval_end", 0.0)
+    while True:
+        res = ctl.wait_result(task_id, newer_than=seen, timeout=10)
+        seen = res["interval_end"]
+        now = res.get("scanners", {}).get(event["src"], 0)
+        if now <= ports:
+            return ports
+        ports = now
+
+
 def through_controller(args) -> None:
     ctl = Controller(args.controller, args.token_file)
     since = max([e["id"] for e in ctl.events(0)], default=0)
@@ -56,7 +70,7 @@ def through_controller(args) -> None:
                 since = max(since, event["id"])
                 if event["kind"] == "port_scan" and str(event["task_id"]) == str(task["id"]):
                     print("portscan detected.", flush=True)
-                    show({event["src"]: event["ports"]})
+                    show({event["src"]: scan_size(ctl, task["id"], event)})
                     if args.stop:
                         return
     finally:
