@@ -222,7 +222,9 @@ class MonitorProcess:
         if not line:
             raise MonitorError(f"monitor on queue {self.queue} is not running")
         reply = json.loads(line)
-        if not reply.get("ok"):  # the monitor refuses only bad input (e.g. a bad key)
+        if not reply.get("ok"):  # the monitor refuses bad input (e.g. a bad key)
+            if reply.get("internal"):
+                raise MonitorError(f"monitor on queue {self.queue}: {reply.get('error')}")
             raise AgentError(400, reply.get("error", "monitor refused the request"))
         return reply.get("result")
 

@@ -147,6 +147,7 @@ class MonitorCore:
         self.packets = 0
         self.unmatched = 0
         self.batches = 0
+        self.errors = 0
         self.started = time.time()
 
     def ingest(self, payloads: list[bytes], marks: list[int], now: float) -> None:
@@ -188,7 +189,7 @@ class MonitorCore:
         if op == "stats":
             return {"seen": {str(s): [st.packets, st.bytes] for s, st in self.sketches.items()},
                     "packets": self.packets, "unmatched": self.unmatched,
-                    "batches": self.batches, "started": self.started}
+                    "batches": self.batches, "errors": self.errors, "started": self.started}
         if op == "add_sketch":
             state = SketchState(int(msg["sketch"]), int(msg["slot"]))
             for cid, spec in (msg.get("counters") or {}).items():
@@ -340,7 +341,12 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
             mono = time.monotonic()
             if payloads and (len(payloads) >= BATCH or mono - last_flush >= FLUSH_S
                              or cmd_sock in ready):
-                core.ingest(payloads, marks, time.time())
+                try:
+                    core.ingest(payloads, marks, time.time())
+                except Exception as exc:  # noqa: BLE001 - lose a batch, not the counters
+                    core.errors += 1
+                    print(f"monitor: batch of {len(payloads)} dropped: {exc!r}",
+                          file=sys.stderr, flush=True)
                 payloads.clear()
                 marks.clear()
                 last_flush = mono
@@ -358,6 +364,8 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                         chan.reply({"ok": True, "result": result})
                     except (KeyError, ValueError, TypeError) as exc:
                         chan.reply({"ok": False, "error": str(exc).strip("'\"")})
+                    except Exception as exc:  # noqa: BLE001 - keep serving
+                        chan.reply({"ok": False, "internal": True, "error": repr(exc)})
     finally:
         nfq.unbind()
 
