@@ -13,8 +13,12 @@ The counters live in the monitor processes (one per queue, see
 ``monitor.py``); the agent keeps the configuration, so that it can restart
 a dead monitor and re-install everything. :meth:`Agent.tick` (called by the
 agent's supervisor loop) notices a dead monitor, restarts it, and records
-the gap: ``restarts``, and ``gaps`` with start/end times and the packets
-that passed unmeasured meanwhile, reported in health and in every snapshot.
+the gap: ``restarts``, and ``gaps`` with start/end times (start = when the
+death was noticed) and ``unmeasured_packets_max``: packets the rules
+matched that the dead monitor had not counted at its last poll (once a
+second), i.e. an upper bound of what passed unmeasured around the gap
+(``null`` with several queues or without capture). Reported in health and
+in every snapshot.
 Counts restart from zero with the monitor; ``counting_since`` says when.
 
 ``missed`` in a snapshot = packets (and bytes) the sketch's iptables rule
@@ -280,6 +284,8 @@ class Agent:
         self.overlay: Any = None
         self.advertise: str | None = None
         self._retry_at: dict[int, float] = {}
+        self._seen: dict[int, int] = {}
+        self._polled = 0.0
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
@@ -500,6 +506,9 @@ class Agent:
     # ------------------------------------------------------------ supervision
     def tick(self, now: float | None = None) -> None:
         """Restart dead monitors (re-installing every sketch) and record the gap."""
+        when = now or self.clock()
+        if len(self.monitors) == 1 and when - self._polled >= 1.0:
+            self._poll_seen(when)
         for mon in self.monitors:
             if not hasattr(mon, "alive") or mon.alive():
                 continue
@@ -516,17 +525,36 @@ class Agent:
                               mon.queue, exc)
                     self._retry_at[id(mon)] = start + 2.0
                     continue
-                rules = self.capture.counters() if self.capture is not None else {}
+                rules = self.capture.counters() if self.capture is not None else None
+                unmeasured = 0 if rules is not None and len(self.monitors) == 1 else None
                 for sketch in self.sketches.values():
                     mon.call({"op": "add_sketch", "sketch": sketch.id, "slot": sketch.slot,
                               "counters": {str(c): s for c, s in sketch.counters.items()}})
-                    sketch.base = rules.get(sketch.id, (0, 0))
+                    now_rule = (rules or {}).get(sketch.id, (0, 0))
+                    if unmeasured is not None:
+                        unmeasured += max(0, now_rule[0] - sketch.base[0]
+                                          - self._seen.get(sketch.id, 0))
+                    sketch.base = now_rule
+                self._seen.clear()
                 end = self.clock()
                 self.restarts += 1
                 self.counting_since = end
-                self.gaps.append({"start": start, "end": end, "queue": mon.queue})
+                self.gaps.append({"start": start, "end": end, "queue": mon.queue,
+                                  "unmeasured_packets_max": unmeasured})
                 del self.gaps[:-MAX_GAPS]
             log.info("monitor on queue %s restarted (pid %s)", mon.queue, mon.pid)
+
+    def _poll_seen(self, when: float) -> None:
+        """Remember what the monitor has counted per sketch (for the gap estimate)."""
+        self._polled = when
+        mon = self.monitors[0]
+        if hasattr(mon, "alive") and not mon.alive():
+            return
+        try:
+            seen = mon.call({"op": "stats"})["seen"]
+        except (MonitorError, AgentError):
+            return
+        self._seen = {int(sid): pk for sid, (pk, _) in seen.items()}
 
     def health(self) -> dict:
         mons = []

@@ -332,7 +332,8 @@ def test_supervisor_restarts_dead_monitor_and_reports_gap(agent, mon, clock):
     clock.t += 2
     agent.tick()
     assert mon.starts == 2 and agent.restarts == 1
-    assert agent.gaps == [{"start": clock.t, "end": clock.t, "queue": 0}]
+    assert agent.gaps == [{"start": clock.t, "end": clock.t, "queue": 0,
+                           "unmeasured_packets_max": None}]
     # sketches and counters are back in the new monitor; counting restarted
     mon.feed([ipv4("10.0.0.1", "10.0.0.2")])
     snap = agent.snapshot(s.id, 1)
