@@ -23,7 +23,7 @@ from measure_model.auth import (
     load_or_create_token,
     sign_request,
 )
-from tests.test_hostile_input import (
+from tests.test_fuzz import (
     CLOCK,
     REPORT,
     TASK,
@@ -35,8 +35,8 @@ from tests.test_hostile_input import (
     make_controller_app,
     signed,
 )
-from tests.test_hostile_input import SECRET as APP_SECRET
-from tests.test_hostile_input import ready_agent as _ready_agent
+from tests.test_fuzz import SECRET as APP_SECRET
+from tests.test_fuzz import ready_agent as _ready_agent
 
 pytestmark = pytest.mark.unit
 
@@ -597,7 +597,7 @@ def test_controller_refuses_bad_credentials_and_changes_nothing(tmp_path, method
 
 
 def test_controller_accepts_agent_signature_once(tmp_path):
-    from tests.test_hostile_input import signed
+    from tests.test_fuzz import signed
 
     app, service = _ready_controller(tmp_path)
     req = signed("POST", "/measure/v1/agents", json.dumps(REGISTRATION).encode())

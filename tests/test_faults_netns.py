@@ -39,7 +39,7 @@ import requests
 
 from measure_model.auth import HmacAuth
 from tests.helpers import ROOT, free_port, kill_proc, run, wait_until
-from tests.test_hostile_input import (
+from tests.test_fuzz import (
     CANARIES,
     SHELL_STRINGS,
     bearer,
