@@ -22,6 +22,7 @@ The source agent runs the probe; the destination agent only receives:
    narrow or when the next fleet would break a cap.
 4. ``GET .../receive/{session}?streams=...`` returns the arrival data;
    ``DELETE`` closes the session (it also closes itself when its time is up).
+   The receive side lives in :mod:`host_agent.bwprobe` next to the worker.
 
 ``bulk`` instead pushes TCP data for a bounded time and reports the
 receiver's byte rate, labelled *achievable throughput* (what the original
@@ -39,39 +40,37 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 import statistics
 import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import webob
 
-from host_agent.bwprobe import Worker, WorkerError
+from host_agent.bwprobe import (  # noqa: F401 - re-exported for the agent's HTTP layer
+    MAX_RECEIVE_SESSIONS,
+    BandwidthError,
+    Worker,
+    WorkerError,
+    close_receive,
+    fetch_receive,
+    open_receive,
+    receive_sessions,
+)
 
 MAX_DURATION = 60.0
 MAX_BYTES = 200_000_000
 MAX_RATE_MBIT = 1000.0
 MIN_RATE_MBIT = 0.1
-MAX_RECEIVE_SESSIONS = 4
 PCT_INC, PCT_NONINC = 0.66, 0.54
 PDT_INC, PDT_NONINC = 0.55, 0.45
 FLEET_FRACTION = 0.65
 LOSSY_STREAM = 0.1
 SLOW_SENDER = 0.92
 HTTP_TIMEOUT = 5.0
-
-
-class BandwidthError(Exception):
-    """A failure with the HTTP status and message to report."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 # ---------------------------------------------------------------- parameters
@@ -376,10 +375,19 @@ def _open_receiver(agent: Any, params: ProbeParams, budget: _Budget, proto: str)
 
 
 def _fetch(agent: Any, params: ProbeParams, session: str, streams: list[int],
-           budget: _Budget) -> dict:
+           budget: _Budget, expected: int = 0, settle: float = 0.0) -> dict:
+    """Arrival data; with ``expected`` packets, wait up to ``settle`` s for the
+    tail still queued at the bottleneck, until all came or the count stalls."""
     ids = ",".join(str(s) for s in streams)
     url = f"{params.dst_url}/agent/v1/bandwidth/receive/{session}?streams={ids}"
-    return _peer(agent, "GET", url, None, min(HTTP_TIMEOUT, budget.wait_left()))
+    end, last = time.monotonic() + min(settle, budget.left()), -1
+    while True:
+        got = _peer(agent, "GET", url, None, min(HTTP_TIMEOUT, budget.wait_left()))
+        count = sum(len(s["seq"]) for s in got["streams"].values())
+        if count >= expected or count == last or time.monotonic() >= end:
+            return got
+        last = count
+        time.sleep(0.05)
 
 
 def _close(agent: Any, params: ProbeParams, session: str, budget: _Budget) -> None:
@@ -402,7 +410,8 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
     worker.call({**base, "streams": [{"id": 0, "count": train_n, "size": size, "rate_bps": 0}],
                  "timeout": 2}, timeout=min(3.0, budget.left()))
     budget.bytes += train_n * size
-    train = _fetch(agent, params, recv["session"], [0], budget)["streams"].get("0", {})
+    train = _fetch(agent, params, recv["session"], [0], budget, expected=train_n,
+                   settle=1.0)["streams"].get("0", {})
     if len(train.get("recv_ns", [])) < 4:
         raise BandwidthError(502, f"probe packets from this host do not reach {host}:{port} "
                                   "(UDP filtered or wrong dst_ip)")
@@ -427,7 +436,8 @@ def _run_slops(agent: Any, params: ProbeParams, budget: _Budget, recv: dict,
             sent = worker.call({**base, "streams": spec, "timeout": fleet_s},
                                timeout=budget.wait_left())["streams"]
             budget.bytes += sum(s["bytes"] for s in sent)
-            arrivals = _fetch(agent, params, recv["session"], ids, budget)["streams"]
+            arrivals = _fetch(agent, params, recv["session"], ids, budget,
+                              expected=sum(s["sent"] for s in sent), settle=0.3)["streams"]
         except (WorkerError, BandwidthError):
             if not budget.over():
                 raise
@@ -508,80 +518,6 @@ def probe(agent: Any, body: Any) -> dict[str, Any]:
                        hi, time.monotonic() - budget.start, budget.bytes, streams, label=label,
                        capped=budget.capped or None, max_duration=params.max_duration,
                        max_bytes=params.max_bytes, **out)
-
-
-# ---------------------------------------------------------------- receiver side
-
-@dataclass
-class _Session:
-    worker: Worker
-    port: int
-    expires: float
-
-
-_SESSIONS: weakref.WeakKeyDictionary[Any, dict[str, _Session]] = weakref.WeakKeyDictionary()
-
-
-def _sessions(agent: Any) -> dict[str, _Session]:
-    with _BUSY_LOCK:
-        table = _SESSIONS.setdefault(agent, {})
-        for sid, sess in list(table.items()):
-            if sess.expires < time.monotonic():
-                sess.worker.close()
-                del table[sid]
-        return table
-
-
-def open_receive(agent: Any, body: Any) -> dict[str, Any]:
-    """Open a receive session for a probe towards this agent."""
-    if not isinstance(body, dict):
-        raise BandwidthError(400, "body must be a JSON object")
-    method = body.get("method", "slops")
-    if method not in ("slops", "bulk"):
-        raise BandwidthError(400, "field 'method' must be one of slops, bulk")
-    duration = _number(body, "duration", 12.0, 1.0, MAX_DURATION + 5)
-    table = _sessions(agent)
-    if len(table) >= MAX_RECEIVE_SESSIONS:
-        raise BandwidthError(503, f"receiver busy: {len(table)} probe sessions open")
-    worker = Worker(lifetime=duration)
-    session = secrets.token_hex(4)
-    try:
-        port = worker.call({"op": "recv_open", "session": int(session, 16),
-                            "proto": "tcp" if method == "bulk" else "udp"}, timeout=3)["port"]
-    except WorkerError as exc:
-        worker.close()
-        raise BandwidthError(500, f"cannot open a receive socket: {exc}") from None
-    table[session] = _Session(worker, port, time.monotonic() + duration)
-    return {"session": session, "port": port, "method": method}
-
-
-def _session(agent: Any, session: str) -> _Session:
-    sess = _sessions(agent).get(session)
-    if sess is None:
-        raise BandwidthError(404, f"no receive session {session!r}")
-    return sess
-
-
-def fetch_receive(agent: Any, session: str, streams: str | None) -> dict[str, Any]:
-    """Arrival data of the requested streams (comma-separated ids)."""
-    sess = _session(agent, session)
-    try:
-        ids = [int(s) for s in streams.split(",") if s] if streams else []
-    except ValueError:
-        raise BandwidthError(400, "parameter 'streams' must be comma-separated integers") \
-            from None
-    try:
-        return sess.worker.call({"op": "recv_fetch", "streams": ids}, timeout=3)
-    except WorkerError as exc:
-        raise BandwidthError(500, f"receive session {session} failed: {exc}") from None
-
-
-def close_receive(agent: Any, session: str) -> dict[str, Any]:
-    sess = _session(agent, session)
-    with _BUSY_LOCK:
-        _SESSIONS.get(agent, {}).pop(session, None)
-    sess.worker.close()
-    return {"session": session, "closed": True}
 
 
 # ---------------------------------------------------------------- HTTP entry points

@@ -23,9 +23,13 @@ ends, so an agent that dies never leaves a probe socket behind.
 
 The client side is :class:`Worker`: it waits with ``select.select`` and
 ``os.read`` looked up at call time, which works in a plain process and
-under eventlet's monkey patching alike. The module also offers two command
-lines used by tests and the benchmark: ``serve`` (a minimal HTTP agent with
-only the bandwidth API) and ``probe`` (run one probe from this host).
+under eventlet's monkey patching alike. The destination agent's receive
+sessions (``open_receive``, ``fetch_receive``, ``close_receive``) are thin
+wrappers over one receiving worker each, capped in number and lifetime.
+
+Command lines for tests and the benchmark: ``serve`` (a minimal HTTP agent
+with only the bandwidth API), ``probe`` (run one probe from this host) and
+``cross`` (bounded constant-rate UDP cross traffic).
 """
 
 from __future__ import annotations
@@ -33,12 +37,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"BWP1"
@@ -371,6 +379,96 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BandwidthError(Exception):
+    """A failure with the HTTP status and message to report."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ---------------------------------------------------------------- receive sessions (agent side)
+
+@dataclass
+class _Session:
+    worker: Worker
+    port: int
+    expires: float
+
+
+MAX_RECEIVE_SESSIONS = 4
+MAX_RECEIVE_SECONDS = 65.0
+_SESSIONS_LOCK = threading.Lock()
+_SESSIONS: weakref.WeakKeyDictionary[Any, dict[str, _Session]] = weakref.WeakKeyDictionary()
+
+
+def receive_sessions(agent: Any) -> dict[str, _Session]:
+    with _SESSIONS_LOCK:
+        table = _SESSIONS.setdefault(agent, {})
+        for sid, sess in list(table.items()):
+            if sess.expires < time.monotonic():
+                sess.worker.close()
+                del table[sid]
+        return table
+
+
+def open_receive(agent: Any, body: Any) -> dict[str, Any]:
+    """Open a receive session for a probe towards this agent."""
+    if not isinstance(body, dict):
+        raise BandwidthError(400, "body must be a JSON object")
+    method = body.get("method", "slops")
+    if method not in ("slops", "bulk"):
+        raise BandwidthError(400, "field 'method' must be one of slops, bulk")
+    duration = body.get("duration", 12.0)
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        raise BandwidthError(400, "field 'duration' must be a number")
+    if not 1 <= duration <= MAX_RECEIVE_SECONDS:
+        raise BandwidthError(400, f"field 'duration' must be between 1 and {MAX_RECEIVE_SECONDS:g}")
+    table = receive_sessions(agent)
+    if len(table) >= MAX_RECEIVE_SESSIONS:
+        raise BandwidthError(503, f"receiver busy: {len(table)} probe sessions open")
+    worker = Worker(lifetime=duration)
+    session = secrets.token_hex(4)
+    try:
+        port = worker.call({"op": "recv_open", "session": int(session, 16),
+                            "proto": "tcp" if method == "bulk" else "udp"}, timeout=3)["port"]
+    except WorkerError as exc:
+        worker.close()
+        raise BandwidthError(500, f"cannot open a receive socket: {exc}") from None
+    table[session] = _Session(worker, port, time.monotonic() + duration)
+    return {"session": session, "port": port, "method": method}
+
+
+def _session(agent: Any, session: str) -> _Session:
+    sess = receive_sessions(agent).get(session)
+    if sess is None:
+        raise BandwidthError(404, f"no receive session {session!r}")
+    return sess
+
+
+def fetch_receive(agent: Any, session: str, streams: str | None) -> dict[str, Any]:
+    """Arrival data of the requested streams (comma-separated ids)."""
+    sess = _session(agent, session)
+    try:
+        ids = [int(s) for s in streams.split(",") if s] if streams else []
+    except ValueError:
+        raise BandwidthError(400, "parameter 'streams' must be comma-separated integers") \
+            from None
+    try:
+        return sess.worker.call({"op": "recv_fetch", "streams": ids}, timeout=3)
+    except WorkerError as exc:
+        raise BandwidthError(500, f"receive session {session} failed: {exc}") from None
+
+
+def close_receive(agent: Any, session: str) -> dict[str, Any]:
+    """Close a receive session and stop its worker."""
+    sess = _session(agent, session)
+    with _SESSIONS_LOCK:
+        _SESSIONS.get(agent, {}).pop(session, None)
+    sess.worker.close()
+    return {"session": session, "closed": True}
 
 
 # ---------------------------------------------------------------- command lines

@@ -227,7 +227,7 @@ def call(agent, method, path, body=None):
 def agent():
     a = StandaloneAgent("127.0.0.1", 0, "unit")
     yield a
-    for sid in list(bw._sessions(a)):
+    for sid in list(bw.receive_sessions(a)):
         bw.close_receive(a, sid)
 
 
