@@ -2,8 +2,8 @@
 
 This module decides; it does not talk OpenFlow. ``Forwarding.packet_in``
 takes a parsed packet (``Packet``) and the time, updates the topology's
-host table, and *returns* plain decisions (``FlowMod``, ``FlowDelete``,
-``PacketOut``) that the Ryu shim turns into OpenFlow 1.3 messages, the way
+host table, and *returns* plain decisions (``SourceFlow``, ``FlowMod``,
+``FlowDelete``, ``PacketOut``) that the Ryu shim turns into OpenFlow 1.3 messages, the way
 FAUCET's valve returns messages to ``faucet.py``.
 
 Rules, in order:
@@ -28,6 +28,16 @@ Rules, in order:
    yet: LLDP may still show it to be a link, and flooding into an
    undiscovered cycle would storm.
 
+Two tables. Table 0 (``SRC_TABLE``) admits known sources: a ``SourceFlow``
+per (switch, learned host) sends the frame on to table 1, and anything else
+misses to the controller. Table 1 (``DST_TABLE``) holds the ``eth_dst``
+flows of rule 3; a miss goes to the controller too. Without table 0, a
+host whose every destination already has flows would never reach the
+controller and never be learned (the last host of a pingall, which got
+all its neighbours' addresses from their ARP requests). On the host's own
+switch the source flow also matches ``in_port``, so a host that moves to
+another port misses and is re-learned.
+
 All flows carry ``cookie``; on a switch or link change the shim deletes
 them by cookie on every switch (``invalidate_all``), leaving the table-miss
 flow and Ryu's LLDP flow alone. A host that moved has its flows removed by
@@ -50,6 +60,8 @@ ARP_REPLY = 2
 
 FLOW_COOKIE = 0x4D45415355524531  # "MEASURE1"
 FLOW_PRIORITY = 10
+SRC_TABLE = 0
+DST_TABLE = 1
 IDLE_TIMEOUT = 60
 SETTLE_SECONDS = 2.0
 
@@ -82,12 +94,25 @@ class FlowMod:
 
 
 @dataclass(frozen=True)
+class SourceFlow:
+    """Install in table 0: frames from ``eth_src`` (on ``in_port`` if set) go to table 1."""
+
+    dpid: int
+    eth_src: str
+    in_port: int | None = None
+    priority: int = FLOW_PRIORITY
+    idle_timeout: int = IDLE_TIMEOUT
+    cookie: int = FLOW_COOKIE
+
+
+@dataclass(frozen=True)
 class FlowDelete:
-    """Delete this app's flows on ``dpid`` (only those to ``eth_dst`` if given)."""
+    """Delete this app's flows on ``dpid`` (only those matching ``field`` = ``mac`` if given)."""
 
     dpid: int
     cookie: int = FLOW_COOKIE
-    eth_dst: str | None = None
+    mac: str | None = None
+    field: str = "eth_dst"
 
 
 @dataclass(frozen=True)
@@ -100,7 +125,7 @@ class PacketOut:
     data: bytes | None = None
 
 
-Decision = FlowMod | FlowDelete | PacketOut
+Decision = SourceFlow | FlowMod | FlowDelete | PacketOut
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -140,6 +165,12 @@ class Forwarding:
         ip = pkt.arp_spa if pkt.eth_type == ETH_TYPE_ARP else pkt.ip_src
         if self.topology.learn_host(pkt.src, ip, pkt.dpid, pkt.in_port, dst) == "moved":
             out += self.invalidate_host(pkt.src)
+        src = self.topology.host_by_mac(pkt.src)
+        if src is not None:
+            in_port = pkt.in_port if src.dpid == pkt.dpid else None
+            if in_port is None or src.port == in_port:
+                out.append(SourceFlow(pkt.dpid, src.mac, in_port, self.priority,
+                                      self.idle_timeout, self.cookie))
         if pkt.eth_type == ETH_TYPE_ARP and pkt.arp_op == ARP_REQUEST and self.proxy_arp:
             reply = self._proxy_arp(pkt)
             if reply is not None:
@@ -169,6 +200,10 @@ class Forwarding:
         flows: list[Decision] = [
             FlowMod(dpid, dst, port, self.priority, self.idle_timeout, self.cookie)
             for dpid, port in reversed(hops)]
+        if self.topology.host_by_mac(pkt.src) is not None:
+            # Admit the (known) source downstream too: one packet-in per new path.
+            flows = [SourceFlow(dpid, pkt.src.lower(), None, self.priority, self.idle_timeout,
+                                self.cookie) for dpid, _ in hops[1:]] + flows
         return flows + [PacketOut(pkt.dpid, pkt.in_port, (hops[0][1],))]
 
     def path_hops(self, path: list[int], last_port: int) -> list[tuple[int, int]]:
@@ -202,6 +237,6 @@ class Forwarding:
         return [FlowDelete(dpid, self.cookie) for dpid in self.topology.switches()]
 
     def invalidate_host(self, mac: str) -> list[Decision]:
-        """Delete the flows towards ``mac`` on every switch (the host moved)."""
-        return [FlowDelete(dpid, self.cookie, mac.lower())
-                for dpid in self.topology.switches()]
+        """Delete the flows from and to ``mac`` on every switch (the host moved)."""
+        return [FlowDelete(dpid, self.cookie, mac.lower(), field)
+                for dpid in self.topology.switches() for field in ("eth_dst", "eth_src")]

@@ -5,8 +5,8 @@ Everything that decides lives elsewhere and never imports Ryu:
 install and send), and ``service.MeasureService`` (agents, overlay, tasks;
 owned by the controller part). This class only
 
-- installs the table-miss flow (everything unmatched goes to the
-  controller, unbuffered) when a switch connects,
+- installs the table-miss flows of tables 0 and 1 (everything unmatched
+  goes to the controller, unbuffered) when a switch connects,
 - feeds ``ryu.topology`` events (switches, ports, links; they need
   ``--observe-links``) and packet-ins into the topology and forwarding,
   and turns the returned decisions into OpenFlow 1.3 messages,
@@ -40,7 +40,17 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
-from ryu_app.forwarding import Decision, FlowDelete, FlowMod, Forwarding, Packet, PacketOut
+from ryu_app.forwarding import (
+    DST_TABLE,
+    SRC_TABLE,
+    Decision,
+    FlowDelete,
+    FlowMod,
+    Forwarding,
+    Packet,
+    PacketOut,
+    SourceFlow,
+)
 from ryu_app.topology import Topology
 
 DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
@@ -133,8 +143,9 @@ class MeasureApp(app_manager.RyuApp):
         self.datapaths[dp.id] = dp
         actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
         inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
-        dp.send_msg(parser.OFPFlowMod(datapath=dp, priority=0, match=parser.OFPMatch(),
-                                      instructions=inst))
+        for table in (SRC_TABLE, DST_TABLE):
+            dp.send_msg(parser.OFPFlowMod(datapath=dp, table_id=table, priority=0,
+                                          match=parser.OFPMatch(), instructions=inst))
         # Flows from an earlier run of the controller may be stale.
         self._send([FlowDelete(dp.id, self.forwarding.cookie)])
 
@@ -217,15 +228,23 @@ class MeasureApp(app_manager.RyuApp):
             if dp is None:
                 continue
             ofp, parser = dp.ofproto, dp.ofproto_parser
-            if isinstance(d, FlowMod):
+            if isinstance(d, SourceFlow):
+                fields = {"eth_src": d.eth_src}
+                if d.in_port is not None:
+                    fields["in_port"] = d.in_port
+                dp.send_msg(parser.OFPFlowMod(
+                    datapath=dp, table_id=SRC_TABLE, cookie=d.cookie, priority=d.priority,
+                    idle_timeout=d.idle_timeout, match=parser.OFPMatch(**fields),
+                    instructions=[parser.OFPInstructionGotoTable(DST_TABLE)]))
+            elif isinstance(d, FlowMod):
                 actions = [parser.OFPActionOutput(d.out_port)]
                 inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
                 dp.send_msg(parser.OFPFlowMod(
-                    datapath=dp, cookie=d.cookie, priority=d.priority,
+                    datapath=dp, table_id=DST_TABLE, cookie=d.cookie, priority=d.priority,
                     idle_timeout=d.idle_timeout, match=parser.OFPMatch(eth_dst=d.eth_dst),
                     instructions=inst))
             elif isinstance(d, FlowDelete):
-                match = parser.OFPMatch(eth_dst=d.eth_dst) if d.eth_dst else parser.OFPMatch()
+                match = parser.OFPMatch(**{d.field: d.mac}) if d.mac else parser.OFPMatch()
                 dp.send_msg(parser.OFPFlowMod(
                     datapath=dp, cookie=d.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
                     table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,

@@ -25,6 +25,7 @@ from ryu_app.forwarding import (
     Forwarding,
     Packet,
     PacketOut,
+    SourceFlow,
     arp_reply,
 )
 from tests.test_topology import MAC1, MAC2, build
@@ -42,6 +43,8 @@ class Sim:
         self.fwd, self.topo = fwd, fwd.topology
         self.where = graph_hosts  # mac -> (dpid, port)
         self.tables: dict[int, dict[str, int]] = {d: {} for d in self.topo.switches()}
+        self.sources: dict[int, set[tuple[str, int | None]]] = {
+            d: set() for d in self.topo.switches()}
         self.packet_ins = 0
         self.delivered: Counter[str] = Counter()
 
@@ -65,14 +68,17 @@ class Sim:
             assert steps <= limit, "forwarding loop"
             dpid, in_port = queue.pop(0)
             outs: list[int] = []
-            if pkt.dst in self.tables[dpid]:
+            admitted = ({(pkt.src, None), (pkt.src, in_port)} & self.sources[dpid])
+            if admitted and pkt.dst in self.tables[dpid]:
                 outs = [self.tables[dpid][pkt.dst]]
             else:
                 self.packet_ins += 1
                 here = Packet(pkt.src, pkt.dst, dpid, in_port, pkt.eth_type, pkt.ip_src,
                               pkt.arp_op, pkt.arp_spa, pkt.arp_tpa)
                 for d in self.fwd.packet_in(here, NOW):
-                    if isinstance(d, FlowMod):
+                    if isinstance(d, SourceFlow):
+                        self.sources[d.dpid].add((d.eth_src, d.in_port))
+                    elif isinstance(d, FlowMod):
                         self.tables[d.dpid][d.eth_dst] = d.out_port
                     elif isinstance(d, PacketOut) and d.data is None:
                         assert d.dpid == dpid
@@ -101,6 +107,9 @@ def test_known_destination_gets_shortest_path_flows_downstream_first():
     topo = fwd.topology
     p16, p65 = topo.link_port(1, 6), topo.link_port(6, 5)
     assert decisions == [
+        SourceFlow(1, MAC1, 1, 10, 60, FLOW_COOKIE),
+        SourceFlow(6, MAC1, None, 10, 60, FLOW_COOKIE),
+        SourceFlow(5, MAC1, None, 10, 60, FLOW_COOKIE),
         FlowMod(5, "00:00:00:00:00:05", 1, 10, 60, FLOW_COOKIE),
         FlowMod(6, "00:00:00:00:00:05", p65, 10, 60, FLOW_COOKIE),
         FlowMod(1, "00:00:00:00:00:05", p16, 10, 60, FLOW_COOKIE),
@@ -111,9 +120,10 @@ def test_known_destination_gets_shortest_path_flows_downstream_first():
 def test_destination_on_same_switch_and_behind_ingress():
     fwd, _ = network(nx.path_graph(2), hosts_per_switch=2)
     pkt = Packet(MAC1, MAC2, 1, 1, ETH_TYPE_IPV4)
-    assert fwd.packet_in(pkt, NOW) == [FlowMod(1, MAC2, 2), PacketOut(1, 1, (2,))]
+    assert fwd.packet_in(pkt, NOW) == [SourceFlow(1, MAC1, 1), FlowMod(1, MAC2, 2),
+                                       PacketOut(1, 1, (2,))]
     back = Packet("00:00:00:00:00:09", MAC2, 1, 2, ETH_TYPE_IPV4)
-    assert fwd.packet_in(back, NOW) == []
+    assert fwd.packet_in(back, NOW) == [SourceFlow(1, "00:00:00:00:00:09", 2)]
 
 
 @pytest.mark.parametrize("graph", [
@@ -161,14 +171,15 @@ def test_flood_copy_on_non_tree_link_is_dropped():
     fwd, _ = network(nx.cycle_graph(4))
     topo = fwd.topology
     (a, pa, b, pb), = [link for link in topo.links() if (link[0], link[1]) not in topo.tree_ports()]
-    assert fwd.packet_in(Packet(MAC1, BCAST, a, pa, ETH_TYPE_IPV4), NOW) == []
+    out = fwd.packet_in(Packet(MAC1, BCAST, a, pa, ETH_TYPE_IPV4), NOW)
+    assert [d for d in out if isinstance(d, PacketOut)] == []
 
 
 def test_unknown_destination_floods_on_spanning_tree():
     fwd, _ = network(nx.cycle_graph(4))
     out = fwd.packet_in(Packet(MAC1, "00:00:00:00:00:77", 1, 1, ETH_TYPE_IPV4), NOW)
-    assert out == [PacketOut(1, 1, tuple(fwd.flood_ports(1, 1, NOW)))]
-    assert 1 not in out[0].out_ports
+    assert out == [SourceFlow(1, MAC1, 1), PacketOut(1, 1, tuple(fwd.flood_ports(1, 1, NOW)))]
+    assert 1 not in out[1].out_ports
 
 
 def test_new_ports_are_not_flooded_until_settled():
@@ -183,7 +194,7 @@ def test_proxy_arp_answers_known_ip_on_ingress_port():
     req = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
                  arp_spa="10.0.0.1", arp_tpa="10.0.0.3")
     frame = arp_reply(MAC1, "10.0.0.1", "00:00:00:00:00:03", "10.0.0.3")
-    assert fwd.packet_in(req, NOW) == [PacketOut(1, 1, (1,), frame)]
+    assert fwd.packet_in(req, NOW) == [SourceFlow(1, MAC1, 1), PacketOut(1, 1, (1,), frame)]
     assert frame[:12] == bytes.fromhex("000000000001" "000000000003")
     assert frame[12:14] == b"\x08\x06" and len(frame) == 42
     assert frame[20:22] == b"\x00\x02"  # opcode reply
@@ -195,14 +206,15 @@ def test_arp_for_unknown_ip_or_gratuitous_floods():
     fwd, _ = network(nx.path_graph(3))
     unknown = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
                      arp_spa="10.0.0.1", arp_tpa="10.0.0.99")
-    assert fwd.packet_in(unknown, NOW) == [PacketOut(1, 1, tuple(fwd.flood_ports(1, 1, NOW)))]
+    assert fwd.packet_in(unknown, NOW)[1:] == [PacketOut(1, 1, tuple(fwd.flood_ports(1, 1,
+                                                                                 NOW)))]
     grat = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
                   arp_spa="10.0.0.1", arp_tpa="10.0.0.1")
-    assert isinstance(fwd.packet_in(grat, NOW)[0], PacketOut)
+    assert isinstance(fwd.packet_in(grat, NOW)[1], PacketOut)
     fwd.proxy_arp = False
     known = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
                    arp_spa="10.0.0.1", arp_tpa="10.0.0.3")
-    assert fwd.packet_in(known, NOW)[0].data is None
+    assert fwd.packet_in(known, NOW)[1].data is None
 
 
 def test_arp_teaches_the_sender_ip():
@@ -230,5 +242,38 @@ def test_control_chatter_is_dropped_and_not_learned():
 def test_moved_host_invalidates_its_flows_and_link_change_invalidates_all():
     fwd, _ = network(nx.path_graph(2), hosts_per_switch=2)
     moved = fwd.packet_in(Packet(MAC1, "00:00:00:00:00:03", 2, 2, ETH_TYPE_IPV4), NOW)
-    assert moved[:2] == [FlowDelete(1, FLOW_COOKIE, MAC1), FlowDelete(2, FLOW_COOKIE, MAC1)]
+    assert moved[:4] == [FlowDelete(1, FLOW_COOKIE, MAC1, "eth_dst"),
+                         FlowDelete(1, FLOW_COOKIE, MAC1, "eth_src"),
+                         FlowDelete(2, FLOW_COOKIE, MAC1, "eth_dst"),
+                         FlowDelete(2, FLOW_COOKIE, MAC1, "eth_src")]
+    assert moved[4] == SourceFlow(2, MAC1, 2)
     assert fwd.invalidate_all() == [FlowDelete(1), FlowDelete(2)]
+
+
+def test_every_host_is_learned_even_when_all_its_destinations_have_flows():
+    """A pingall in order: the last host never floods, yet it must be learned."""
+    graph = nx.cycle_graph(4)
+    topo = build(graph)
+    late = "00:00:00:00:00:04"
+    topo.remove_host(late)  # h4 (on switch 4) has not been seen yet
+    fwd = Forwarding(topo)
+    sim = Sim(fwd, {h.mac: (h.dpid, h.port) for h in topo.hosts()} | {late: (4, 1)})
+    known = [f"00:00:00:00:00:{i:02x}" for i in (1, 2, 3)]
+    for src in known:  # everyone else talks first: flows to h1..h3 on every path
+        for dst in known:
+            if src != dst:
+                sim.send(Packet(src, dst, int(src[-1]), 1, ETH_TYPE_IPV4))
+    for dst in known:  # h4 answers by unicast only (it got their MACs from ARP)
+        sim.send(Packet(late, dst, 4, 1, ETH_TYPE_IPV4))
+        assert sim.delivered[dst] >= 1
+    host = topo.host_by_mac(late)
+    assert (host.dpid, host.port) == (4, 1)
+
+
+def test_source_flow_matches_in_port_only_on_the_home_switch():
+    fwd, _ = network(nx.path_graph(2))
+    at_home = fwd.packet_in(Packet(MAC1, MAC2, 1, 1, ETH_TYPE_IPV4), NOW)
+    assert at_home[0] == SourceFlow(1, MAC1, 1)
+    transit = fwd.packet_in(Packet(MAC1, MAC2, 2, fwd.topology.link_port(2, 1),
+                                   ETH_TYPE_IPV4), NOW)
+    assert transit[0] == SourceFlow(2, MAC1, None)

@@ -52,6 +52,8 @@ def start_network(tmp_path_factory, topo: str, **kw) -> MeasureNetwork:
 
 def stop_network(net: MeasureNetwork) -> None:
     net.stop()
+    steps = ", ".join(f"{k} {v:.1f} s" for k, v in net.timings.items())
+    print(f"{net.opts.topo} start-up: {steps}")
     with open(f"{net.run_dir}/controller.log", errors="replace") as f:
         text = f.read()
     assert "Traceback" not in text, f"controller logged a traceback:\n{text}"
@@ -126,17 +128,21 @@ class TestTree:
         assert "priority=0 actions=CONTROLLER:65535" in out
 
 
-@pytest.mark.parametrize("topo,kw,switches,links", [
-    ("linear", {"n": 4}, 4, 3),
-    ("loop", {"n": 4}, 4, 4),
+@pytest.mark.parametrize("topo,kw,switches,links,hosts", [
+    ("linear", {"n": 4}, 4, 3, 4),
+    ("loop", {"n": 4}, 4, 4, 8),
+    ("fattree", {"k": 4}, 20, 32, 16),
 ])
-def test_pingall_zero_loss(module_lock, tmp_path_factory, topo, kw, switches, links):
+def test_pingall_zero_loss(module_lock, tmp_path_factory, topo, kw, switches, links, hosts):
     net = start_network(tmp_path_factory, topo, **kw)
     try:
-        # start_network waited for these counts and one 0% pingall; check again.
+        # Start-up waited for these counts and one pingall at 0% loss.
+        assert net.ping_losses[-1] == 0
         status, body = net.rest("/measure/v1/topology")
-        assert (len(body["switches"]), len(body["links"])) == (switches, links)
-        assert net.net.pingAll(timeout="1") == 0
+        assert (len(body["switches"]), len(body["links"]), len(body["hosts"])) == (
+            switches, links, hosts)
+        if topo != "fattree":  # 240 pings take 25 s there: the start-up pingall will do
+            assert net.net.pingAll(timeout="1") == 0
         received, sent = tcp_transfer(net, net.net.hosts[0].name, net.net.hosts[-1].name,
                                       1024 * 1024)
         assert received == sent
@@ -166,3 +172,45 @@ def test_demo_exits_zero_and_leaves_nothing_behind(module_lock, tmp_path):
     assert "mininet:h" not in ps  # Mininet host shells
     with open(run_dir / "controller.log", errors="replace") as f:
         assert "Traceback" not in f.read()
+
+
+def test_launcher_run_exits_with_command_status_and_cleans_up(module_lock, tmp_path):
+    of_port, rest_port = free_port(), free_port()
+    base = [sys.executable, "-m", "topo.launch", "--no-lock", "--no-agents", "--topo", "linear",
+            "--n", "2", "--controller-port", str(of_port), "--rest-port", str(rest_port)]
+    ok = subprocess.run(base + ["--run-dir", str(tmp_path / "a"), "--run",
+                                "h1 ping -c1 -W2 10.0.0.2"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 received" in ok.stdout
+    bad = subprocess.run(base + ["--run-dir", str(tmp_path / "b"), "--run", "h2 sh -c 'exit 7'"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert bad.returncode == 7, bad.stdout + bad.stderr
+    assert run(["ip", "link", "show", MGMT_BRIDGE], check=False).returncode != 0
+    assert not {"s1", "s2"} & set(run(["ovs-vsctl", "list-br"]).stdout.split())
+
+
+def test_launcher_cleans_up_on_sigterm(module_lock, tmp_path):
+    of_port, rest_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "topo.launch", "--no-lock", "--no-agents", "--topo", "linear",
+           "--n", "2", "--controller-port", str(of_port), "--rest-port", str(rest_port),
+           "--run-dir", str(tmp_path), "--run", "h1 sleep 119.4321"]
+    log_path = tmp_path / "launch.out"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_until(lambda: "running on h1" in log_path.read_text(), timeout=120,
+                   message="launcher running the command")
+        proc.terminate()
+        assert proc.wait(60) == 130, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "interrupted: cleaned up" in log_path.read_text()
+    assert run(["ip", "link", "show", MGMT_BRIDGE], check=False).returncode != 0
+    assert not {"s1", "s2"} & set(run(["ovs-vsctl", "list-br"]).stdout.split())
+    assert not port_open("127.0.0.1", of_port) and not port_open("127.0.0.1", rest_port)
+    ps = run(["ps", "-eo", "args"]).stdout
+    assert "sleep 119.4321" not in ps and "mininet:h" not in ps and str(tmp_path) not in ps

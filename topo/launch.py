@@ -168,6 +168,7 @@ class MeasureNetwork:
         self.mgmt_links: list[str] = []
         self._lock_file = None
         self.timings: dict[str, float] = {}
+        self.ping_losses: list[float] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -380,9 +381,11 @@ class MeasureNetwork:
         log(f"controller sees {switches} switches and {links} links")
 
     def pingall(self, attempts: int = 3) -> float:
+        """pingall until 0% loss (the first may lose pings to ARP); fail after ``attempts``."""
         loss = 100.0
         for _ in range(attempts):
             loss = self.net.pingAll(timeout="1")
+            self.ping_losses.append(loss)
             if loss == 0:
                 log("pingall: 0% loss")
                 return loss
@@ -458,7 +461,7 @@ class MeasureNetwork:
         proc = host.popen(argv, cwd=ROOT, env=self.host_env(), text=capture, **kw)
         try:
             out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # timeout, Ctrl-C, SIGTERM: never leave it running
             stop_process(proc)
             raise
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
