@@ -209,3 +209,64 @@ def test_version_counts_changes_only():
     v2 = topo.version
     topo.learn_host(MAC1, None, 1, 1)
     assert topo.version == v2 > v1
+
+
+# ---------------------------------------------------------------- Mininet topologies
+
+@pytest.mark.parametrize("name,params,switches,hosts,links", [
+    ("tree", {"depth": 2, "fanout": 3}, 4, 9, 3),
+    ("tree", {"depth": 3, "fanout": 2}, 7, 8, 6),
+    ("linear", {"k": 4}, 4, 4, 3),
+    ("fattree", {"k": 4}, 20, 16, 32),
+    ("loop", {"n": 4, "hosts": 2}, 4, 8, 4),
+])
+def test_mininet_topologies_have_the_documented_shape(name, params, switches, hosts, links):
+    from topo.topos import topos
+
+    topo = topos[name](**params)
+    assert len(topo.switches()) == switches
+    assert topo.hosts() == [f"h{n}" for n in range(1, hosts + 1)]
+    assert topo.switch_links() == links
+    dpids = [topo.nodeInfo(s)["dpid"] for s in topo.switches()]
+    assert len(set(dpids)) == switches and all(len(d) == 16 for d in dpids)
+    for n in range(1, hosts + 1):
+        info = topo.nodeInfo(f"h{n}")
+        assert info["ip"] == f"10.0.0.{n}/8"
+        assert info["mac"] == f"00:00:00:00:00:{n:02x}"
+    graph = nx.Graph(list(topo.links()))
+    assert nx.is_connected(graph)
+    assert (nx.cycle_basis(graph) == []) == (name in ("tree", "linear"))
+
+
+def test_original_tree_numbering_and_bandwidth_option():
+    from topo.topos import TreeTopo
+
+    topo = TreeTopo(depth=2, fanout=3, bw=10)
+    assert sorted(topo.links()) == sorted(
+        [("s1", "s2"), ("s1", "s3"), ("s1", "s4")]
+        + [(f"s{(n - 1) // 3 + 2}", f"h{n}") for n in range(1, 10)])
+    assert all(topo.linkInfo(a, b)["bw"] == 10 for a, b in topo.links())
+    assert "bw" not in TreeTopo().linkInfo("s1", "s2")
+
+
+def test_fattree_and_loop_reject_bad_sizes():
+    from topo.topos import FatTreeTopo, LoopTopo
+
+    with pytest.raises(ValueError, match="fattree k must be even and >= 2, got 3"):
+        FatTreeTopo(k=3)
+    with pytest.raises(ValueError, match="loop needs at least 3 switches, got 2"):
+        LoopTopo(n=2)
+
+
+def test_launcher_helpers():
+    from topo.launch import Options, agent_names, build_parser, make_topo, options_from_args
+
+    assert agent_names({"agents": [{"name": "h2"}, {"name": "h3"}]}) == {"h2", "h3"}
+    assert agent_names([{"name": "h4"}]) == {"h4"}
+    opts = options_from_args(build_parser().parse_args(
+        ["--topo", "loop", "--n", "5", "--no-agent-on", "h1", "--bw", "10", "--no-lock"]))
+    assert (opts.topo, opts.n, opts.no_agent_on, opts.bw, opts.lock, opts.agents) == (
+        "loop", 5, ["h1"], 10.0, False, True)
+    assert len(make_topo(opts).switches()) == 5
+    with pytest.raises(ValueError, match="unknown topology 'ring'"):
+        make_topo(Options(topo="ring"))
