@@ -51,6 +51,7 @@ from typing import Any
 import webob
 
 from host_agent.bwprobe import (  # noqa: F401 - re-exported for the agent's HTTP layer
+    _SESSIONS,
     MAX_RECEIVE_SESSIONS,
     BandwidthError,
     Worker,
