@@ -125,8 +125,10 @@ def measure(link: Link, method: str, cross_mbit: float, reps: int) -> list[dict]
         try:
             result, wall = link.probe(method)
         finally:
-            if proc is not None:
-                proc.communicate(timeout=20)
+            if proc is not None:  # the probe is done: stop the cross traffic now
+                if proc.poll() is None:
+                    os.killpg(proc.pid, 9)
+                proc.wait(10)
         runs.append({**result, "wall_s": wall})
     return runs
 
