@@ -385,7 +385,7 @@ def _fetch(agent: Any, params: ProbeParams, session: str, streams: list[int],
     while True:
         got = _peer(agent, "GET", url, None, min(HTTP_TIMEOUT, budget.wait_left()))
         count = sum(len(s["seq"]) for s in got["streams"].values())
-        if count >= expected or count == last or time.monotonic() >= end:
+        if count >= expected or 0 < count == last or time.monotonic() >= end:
             return got
         last = count
         time.sleep(0.05)

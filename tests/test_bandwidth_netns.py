@@ -172,6 +172,11 @@ def test_unreachable_and_missing_destination_fail_fast(link):
     assert reply["status"] == 504 and reply["error"].startswith(
         "destination unreachable at http://10.200.0.1:8000/agent/v1/bandwidth/receive: "), reply
     assert time.monotonic() - start < 3.0
+    b.run(["iptables", "-A", "INPUT", "-p", "udp", "-j", "DROP"])  # goes with the namespace
+    result, _ = probe(a, b, "--max-duration", "4")
+    assert result["status"] == 502 and result["error"].startswith(
+        f"probe packets from this host do not reach {b.ip}:"), result
+    assert result["error"].endswith("(UDP filtered or wrong dst_ip)")
 
 
 @pytest.fixture
