@@ -104,13 +104,15 @@ def _mac_of(ip: str | None) -> str | None:
 
 def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> None:
     """Register with the controller, then heartbeat; retry forever, never raise."""
+    import time
+
     import eventlet
     import requests
 
     base = args.controller.rstrip("/")
     body = {"name": args.name, "url": agent.advertise, "data_ip": args.data_ip,
             "mac": _mac_of(args.data_ip)}
-    registered, last_error = False, None
+    registered, failing, last_logged = False, False, -1e9
     while True:
         try:
             if not registered:
@@ -127,11 +129,14 @@ def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> N
                     raise RuntimeError("heartbeat: controller does not know us; re-registering")
                 if r.status_code >= 300:
                     raise RuntimeError(f"heartbeat: HTTP {r.status_code} {r.text[:200]}")
-            last_error = None
-        except Exception as exc:  # noqa: BLE001 - logged and retried
-            if str(exc) != last_error:
+            if failing:
+                log.info("controller %s reachable again", base)
+            failing = False
+        except Exception as exc:  # noqa: BLE001 - logged (at most every 30 s) and retried
+            if not failing or time.monotonic() - last_logged > 30:
                 log.warning("controller %s: %s (retrying every %gs)", base, exc, interval)
-                last_error = str(exc)
+                last_logged = time.monotonic()
+            failing = True
         eventlet.sleep(interval if registered else min(interval, 1.0))
 
 
