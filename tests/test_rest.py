@@ -20,7 +20,9 @@ patch_eventlet()
 from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
+from host_agent.counter import Counter, CounterSpec  # noqa: E402
 from measure_model.auth import HmacAuth, Verifier  # noqa: E402
+from measure_model.keys import HeaderBatch, parse_key  # noqa: E402
 from ryu_app.rest import register_rest  # noqa: E402
 from ryu_app.service import AuthConfig, MeasureService  # noqa: E402
 from ryu_app.store import StoreError  # noqa: E402
@@ -252,10 +254,16 @@ def test_errors_are_json_with_the_right_status(h, method, path, body, ctype, sta
 
 
 def _report(task_id: str, covered, missing, end: float, hh: dict) -> dict:
-    snap = {"key": "src_dst", "increment": "bytes", "packets": 10, "bytes": 1000,
-            "total": 1000, "heavy_hitters": hh, "top_k": [[k, v] for k, v in hh.items()]}
-    return {"task_id": task_id, "interval_end": end, "snapshot": snap, "covered": covered,
-            "missing": missing, "generated_at": end, "oldest": end,
+    """A report whose snapshot is a real counter's: each ``src,dst`` key of ``hh``
+    sent as one packet of that many bytes (no packets when ``hh`` is empty)."""
+    counter = Counter(CounterSpec(key="src_dst", increment="bytes", threshold=0.5), now=end - 1)
+    flows = [k.split(",") + [v] for k, v in hh.items()]
+    counter.update(HeaderBatch.from_arrays(
+        [parse_key("src", s) for s, _, _ in flows], [parse_key("dst", d) for _, d, _ in flows],
+        [6] * len(flows), [1000] * len(flows), [80] * len(flows), [n for _, _, n in flows]),
+        end - 0.5)
+    return {"task_id": task_id, "interval_end": end, "snapshot": counter.snapshot(end),
+            "covered": covered, "missing": missing, "generated_at": end, "oldest": end,
             "per_host": {"h2": {"total": 600, "heavy_hitters": hh}}}
 
 
@@ -283,7 +291,7 @@ def test_reports_give_results_and_events(h):
     assert [(e["id"], e["kind"], e["missing"]) for e in events["events"]] == [
         (2, "coverage", [])]
     assert h.call("POST", "/measure/v1/reports", {"task_id": "1", "interval_end": "x"}) == (
-        400, {"error": "report: field 'interval_end' must be a number"})
+        400, {"error": "report: field 'interval_end' must be a time from 0 to 1e+13"})
 
 
 def test_agent_failure_moves_the_root_and_rejoin_gets_tasks_again(h):
