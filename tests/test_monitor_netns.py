@@ -338,7 +338,8 @@ def test_full_queue_fails_open_and_counts_missed(ns_pair, agent_factory):
         os.kill(pid, signal.SIGCONT)
     out, _ = ping.communicate(timeout=30)
     sent, received = ping_counts(out)
-    assert received == 50, out  # the 16 held in the queue are answered after SIGCONT
+    # the 16 held in the queue are answered after SIGCONT (ping stops at >= 50 replies)
+    assert received >= 50, out
     matched, _ = rule_counters(ag, sk["id"])
     snap = snapshot_when(ag, sk["id"], 1, 16)
     missed = snap["missed"]["packets"]
