@@ -7,14 +7,24 @@ Every handler is wrapped by ``_api``, the one place that
 - checks authentication (``_authorize``: bearer token for people, or a
   signature with the shared secret for agents, via
   ``measure_model.auth.check_request``; reads are open only when configured),
-- limits the body size (413) and the media type (415),
+- checks the request line first (``_check_request_text``): a path or query
+  that is not UTF-8 after percent-decoding, or holds a control character
+  (e.g. ``%0a``), is answered 400 before anything reads ``req.path`` or
+  ``req.GET`` (webob would raise ``UnicodeDecodeError`` there, and Ryu's
+  eventlet server runs with ``debug=True``, so an escaping exception sends
+  the client a traceback),
+- limits the body size (413: 16 MiB for ``POST reports``, whose merged
+  root report is about 1 MB at 1000 agents; 1 MiB elsewhere) and the media
+  type (415),
 - maps exceptions to a JSON ``{"error": "..."}`` body with the right status
   (400 validation, 401/403 auth, 404 unknown, 409 conflict, 413, 415, 502
   agent error, 503 unavailable); anything unexpected is logged and answered
   500 with a generic message, never a traceback.
 
-Unknown paths under ``/measure/v1`` and wrong methods on known paths get a
-JSON 404/405 from a fallback controller registered after the main one.
+Unknown paths under ``/measure/v1`` (newlines included) and wrong methods
+on known paths get a JSON 404/405 from a fallback controller registered
+after the main one, behind the same wrapper, so no exception leaves a
+handler of this module.
 The routes are described in ``ryu_app/openapi.json`` (served at
 ``GET /measure/v1/openapi.json``); ``tests/test_openapi.py`` keeps the two
 in step.
@@ -29,6 +39,7 @@ import math
 import os
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
@@ -42,12 +53,14 @@ log = logging.getLogger(__name__)
 PREFIX = "/measure/v1"
 SERVICE_KEY = "measure_service"
 MAX_BODY = 1024 * 1024
+MAX_REPORT_BODY = 16 * 1024 * 1024
 MAX_YAML = 256 * 1024
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
 OPENAPI_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
 _ID_RE = re.compile(r"[1-9][0-9]{0,17}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class HttpError(Exception):
@@ -84,6 +97,32 @@ def _status_of(exc: Exception) -> tuple[int, str]:
     return 500, "internal error (logged by the controller)"
 
 
+def _check_request_text(req) -> None:
+    """400 unless the path and the query are UTF-8 without control characters.
+
+    WSGI servers hand over ``PATH_INFO`` percent-decoded as latin-1 text and
+    ``QUERY_STRING`` still percent-encoded; webob decodes both as UTF-8 when
+    ``req.path``/``req.GET`` are read. Checked here once, first, so that the
+    rest of the request handling can read them safely.
+    """
+    env = req.environ
+    for part, raw in (("path", env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")),
+                      ("query", env.get("QUERY_STRING", ""))):
+        try:
+            data = raw.encode("latin-1")
+            text = (unquote_to_bytes(data.replace(b"+", b" ")) if part == "query"
+                    else data).decode("utf-8")
+        except UnicodeError:
+            raise HttpError(400, f"request {part} is not valid UTF-8") from None
+        if _CONTROL_RE.search(text):
+            raise HttpError(400, f"request {part} contains a control character")
+
+
+def _raw_path(req) -> str:
+    """The path for log lines, whatever its bytes (never raises)."""
+    return repr(req.environ.get("PATH_INFO", ""))[:200]
+
+
 def _authorize(req, service, mutating: bool) -> None:
     """The one place where REST authentication is checked."""
     auth = getattr(service, "auth", None)
@@ -109,8 +148,8 @@ def _read_body(req, limit: int = MAX_BODY) -> bytes:
     return data
 
 
-def _json_body(req, required: bool = True) -> Any:
-    data = _read_body(req)
+def _json_body(req, required: bool = True, limit: int = MAX_BODY) -> Any:
+    data = _read_body(req, limit)
     if not data and not required:
         return {}
     if req.content_type not in JSON_TYPES:
@@ -125,24 +164,34 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def _api(mutating: bool = False):
-    """Authentication + exception mapping for one handler (see module docstring)."""
+def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True):
+    """The one wrapper of every handler (see module docstring): request-line
+    check, body limit, authentication (handlers with ``service``), exception
+    mapping. Nothing raised inside reaches Ryu's server."""
     def wrap(method):
         @functools.wraps(method)
         def handler(self, req, **kwargs):
             try:
-                if (req.content_length or 0) > MAX_BODY:
-                    raise HttpError(413, f"body of {req.content_length} bytes is more than "
-                                         f"the limit of {MAX_BODY}")
-                _authorize(req, self.service, mutating)
-                if self.service is None:
-                    raise HttpError(503, "measurement service is not running")
+                _check_request_text(req)
+                length = req.content_length or 0
+                if length > max_body:
+                    raise HttpError(413, f"body of {length} bytes is more than "
+                                         f"the limit of {max_body}")
+                if service:
+                    _authorize(req, self.service, mutating)
+                    if self.service is None:
+                        raise HttpError(503, "measurement service is not running")
                 return method(self, req, **kwargs)
             except Exception as exc:  # noqa: BLE001 - mapped to a JSON error
-                status, message = _status_of(exc)
-                if status >= 500 and not isinstance(exc, HttpError | ServiceError | StoreError):
-                    log.exception("REST %s %s failed", req.method, req.path)
-                return error_response(status, message, getattr(exc, "headers", None))
+                try:
+                    status, message = _status_of(exc)
+                    if status >= 500 and not isinstance(exc, HttpError | ServiceError
+                                                        | StoreError):
+                        log.exception("REST %s %s failed", req.method, _raw_path(req))
+                    return error_response(status, message, getattr(exc, "headers", None))
+                except Exception:  # noqa: BLE001 - last resort, still JSON
+                    log.exception("REST error handling failed")
+                    return error_response(500, "internal error (logged by the controller)")
         return handler
     return wrap
 
@@ -277,9 +326,10 @@ class MeasureController(ControllerBase):
         return json_response(self.service.result(task_id, host))
 
     @route("measure", PREFIX + "/reports", methods=["POST"])
-    @_api(mutating=True)
+    @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
-        return json_response(self.service.ingest_report(_json_body(req)), status=202)
+        return json_response(self.service.ingest_report(_json_body(req, limit=MAX_REPORT_BODY)),
+                             status=202)
 
     @route("measure", PREFIX + "/events", methods=["GET"])
     @_api()
@@ -317,7 +367,9 @@ class FallbackController(ControllerBase):
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
 
-    @route("measure_fallback", PREFIX + "{rest:(/.*)?}")
+    # [\s\S], not '.': a path with a newline must get a JSON answer too
+    @route("measure_fallback", PREFIX + "{rest:(/[\\s\\S]*)?}")
+    @_api(service=False)
     def fallback(self, req, rest="", **_kw):
         for template, methods in known_routes().items():
             pattern = re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))

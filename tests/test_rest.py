@@ -518,6 +518,47 @@ def test_store_trouble_is_503_and_unexpected_errors_are_500_without_details(h):
         500, {"error": "internal error (logged by the controller)"})
 
 
+HOSTILE_PATHS = [
+    ("GET", "/measure/v1/tasks/%ff", "request path is not valid UTF-8"),
+    ("GET", "/measure/v1/%ff", "request path is not valid UTF-8"),
+    ("GET", "/measure/v1/agents/%ff/heartbeat", "request path is not valid UTF-8"),
+    ("POST", "/measure/v1/agents/%ff/heartbeat", "request path is not valid UTF-8"),
+    ("GET", "/measure/v1/tasks/1/result?host=%ff", "request query is not valid UTF-8"),
+    ("GET", "/measure/v1/events?since=%ff", "request query is not valid UTF-8"),
+    ("GET", "/measure/v1/events?since=1%0a", "request query contains a control character"),
+    ("GET", "/measure/v1/a%0ab", "request path contains a control character"),
+    ("DELETE", "/measure/v1/tasks/1%0a", "request path contains a control character"),
+    ("GET", "/measure/v1/tasks/1%00", "request path contains a control character"),
+]
+
+
+@pytest.mark.parametrize("secured", [False, True])
+@pytest.mark.parametrize("method,path,error", HOSTILE_PATHS)
+def test_hostile_paths_get_a_json_400_and_change_nothing(tmp_path, method, path, error, secured):
+    token = "t" * 43
+    auth = AuthConfig(token=token, secret=b"s" * 43, verifier=Verifier(b"s" * 43)) \
+        if secured else None
+    h = Harness(str(tmp_path / "state"), auth=auth)
+    ok = {"Authorization": f"Bearer {token}"}
+    assert h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"},
+                  headers=ok)[0] == 201
+    for headers in ({}, ok):
+        assert h.call(method, path, headers=headers) == (400, {"error": error})
+    assert [t["id"] for t in h.call("GET", "/measure/v1/tasks", headers=ok)[1]["tasks"]] == ["1"]
+
+
+def test_report_bodies_may_be_16_mib_other_bodies_1_mib(h):
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    big = _report("1", ["h1"], [], 1000.0, {})
+    big["pad"] = "x" * (2 * 1024 * 1024)
+    assert h.call("POST", "/measure/v1/reports", big) == (
+        400, {"error": "report: unknown field 'pad'"})
+    assert h.call("POST", "/measure/v1/reports", b" " * (16 * 1024 * 1024 + 1)) == (
+        413, {"error": "body of 16777217 bytes is more than the limit of 16777216"})
+    assert h.call("POST", "/measure/v1/agents", b" " * (1024 * 1024 + 1)) == (
+        413, {"error": "body of 1048577 bytes is more than the limit of 1048576"})
+
+
 def test_corrupt_store_stops_the_service_with_a_clear_error(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
