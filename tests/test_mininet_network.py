@@ -161,6 +161,8 @@ def test_demo_exits_zero_and_leaves_nothing_behind(module_lock, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "PASS  pingall: 72 pings between 9 hosts, 0% loss" in res.stdout
     assert "PASS  tcp: iperf3 TCP h2 -> h9:" in res.stdout
+    assert ("PASS  heavy hitters: global heavy hitters (ICMP by src, >= 20% of" in res.stdout
+            and "9 agents): {'10.0.0.1': " in res.stdout and "'10.0.0.2': " in res.stdout)
     assert run(["ip", "link", "show", MGMT_BRIDGE], check=False).returncode != 0
     bridges = run(["ovs-vsctl", "list-br"]).stdout.split()
     assert not {"s1", "s2", "s3", "s4"} & set(bridges)

@@ -91,6 +91,15 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str,
         time.sleep(interval)
 
 
+def tail(path: str, lines: int = 15) -> str:
+    """The last lines of a log file (for error messages)."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as exc:
+        return f"({exc})"
+
+
 def run(cmd: list[str], check: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
 
@@ -260,14 +269,15 @@ class MeasureNetwork:
 
         def up() -> bool:
             if self.controller.poll() is not None:
-                raise RuntimeError(f"controller exited; see {path}")
+                raise RuntimeError(f"controller exited; {path} ends with:\n{tail(path)}")
             return (port_open("127.0.0.1", self.opts.controller_port)
                     and port_open("127.0.0.1", self.opts.rest_port))
 
         deadline = time.monotonic() + 30
         while not up():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"controller ports did not open; see {path}")
+                raise TimeoutError(f"controller ports did not open; {path} ends with:\n"
+                                   f"{tail(path)}")
             time.sleep(0.1)
 
     def secret_file(self) -> str:
