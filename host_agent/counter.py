@@ -40,6 +40,17 @@ were dropped) and its number of distinct keys (exact unless truncated, then
 from a per-bucket HyperLogLog). With ``scan`` on it also keeps the unique
 (src, dport) and (src, dst) pairs, which answer "10.0.0.6 touched 85 ports in
 the last window" in one call (:meth:`scan`).
+
+What a periodic report sees. Reports are taken just after multiples of the
+report interval, which are tumbling-window boundaries too when the interval
+is a multiple of the window length: the current window then holds a few
+milliseconds. So every snapshot carries the last complete window as well:
+``window.previous`` (its own per-key ``counts`` and ``distinct``, merged
+across hosts by window ``start`` in :mod:`measure_model.report`), and
+``scan`` gives, per source, the larger of the current and the previous
+window (see :meth:`scan`). A window that ended more than one window length
+before the snapshot is not reported: with windows shorter than the report
+interval, use a sliding window or a longer window to cover the interval.
 """
 
 from __future__ import annotations
@@ -246,6 +257,17 @@ def _combine(keys: list[np.ndarray], reps: list[np.ndarray], counts: list[np.nda
         top.sort()
         uniq, reps_u, sums = uniq[top], reps_u[top], sums[top]
     return uniq, reps_u, sums, distinct
+
+
+@dataclass
+class _ScanView:
+    """Scan pairs of one window: sorted pair arrays and, per source, (first index, count)."""
+
+    ports: np.ndarray
+    dsts: np.ndarray
+    ports_of: dict[int, tuple[int, int]]
+    dsts_of: dict[int, tuple[int, int]]
+    truncated: bool
 
 
 class Counter:
@@ -459,14 +481,11 @@ class Counter:
                                               self._previous.index * self._step)
         return {"length": out.pop("length"), "mode": out.pop("mode"), **out}
 
-    def scan(self, now: float) -> dict[str, dict[str, Any]]:
-        """Per source: distinct dports and dsts in the current window (``{}`` if scan is off)."""
-        self._roll(now)
-        if not self.spec.scan:
-            return {}
+    def _scan_view(self, buckets: list[_Bucket]) -> _ScanView:
+        """The unique (src, dport) and (src, dst) pairs of ``buckets``, indexed by source."""
         limit = 10 * self.spec.max_window_keys
         ports_parts, dsts_parts, truncated = [], [], False
-        for b in self._buckets:
+        for b in buckets:
             p, d = b.compact_pairs(limit)
             ports_parts.append(p)
             dsts_parts.append(d)
@@ -477,24 +496,45 @@ class Counter:
                                         return_counts=True)
         d_src, d_first, d_n = np.unique(dsts >> np.uint64(32), return_index=True,
                                         return_counts=True)
-        srcs = np.union1d(p_src, d_src)
-        port_counts = dict(zip(p_src.tolist(), p_n.tolist(), strict=True))
-        ranked = sorted(srcs.tolist(), key=lambda s: (-port_counts.get(s, 0), s))
+        return _ScanView(ports, dsts,
+                         dict(zip(p_src.tolist(), zip(p_first.tolist(), p_n.tolist(),
+                                                      strict=True), strict=True)),
+                         dict(zip(d_src.tolist(), zip(d_first.tolist(), d_n.tolist(),
+                                                      strict=True), strict=True)),
+                         truncated)
+
+    def scan(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per source: distinct dports and dsts in one window (``{}`` if scan is off).
+
+        Sliding: the last ``length`` seconds. Tumbling: per source, the larger of
+        the current window so far and the last complete one (``previous``),
+        separately for ports and for dsts; ties go to the complete window. A
+        report taken just after a window boundary thus still sees the scan of
+        the window that just ended, and a count never spans more than one
+        window (a source with 15 ports in each of two windows has 15, not 30).
+        """
+        self._roll(now)
+        if not self.spec.scan:
+            return {}
+        views = [self._scan_view(list(self._buckets))]
+        if self.spec.window_mode == "tumbling" and self._previous is not None:
+            views.insert(0, self._scan_view([self._previous]))  # first wins ties
+        srcs = set().union(*(v.ports_of.keys() | v.dsts_of.keys() for v in views))
+        n_ports = {s: max(v.ports_of.get(s, (0, 0))[1] for v in views) for s in srcs}
+        ranked = sorted(srcs, key=lambda s: (-n_ports[s], s))
         cap = self.spec.max_scan_list
-        p_pos = dict(zip(p_src.tolist(), zip(p_first.tolist(), p_n.tolist(), strict=True),
-                         strict=True))
-        d_pos = dict(zip(d_src.tolist(), zip(d_first.tolist(), d_n.tolist(), strict=True),
-                         strict=True))
         out: dict[str, dict[str, Any]] = {}
         for src in ranked[: self.spec.max_scan_sources]:
-            i, n = p_pos.get(src, (0, 0))
-            j, m = d_pos.get(src, (0, 0))
-            port_list = (ports[i:i + min(n, cap)] & np.uint64(0xFFFF)).tolist()
+            pv = max(views, key=lambda v: v.ports_of.get(src, (0, 0))[1])
+            dv = max(views, key=lambda v: v.dsts_of.get(src, (0, 0))[1])
+            i, n = pv.ports_of.get(src, (0, 0))
+            j, m = dv.dsts_of.get(src, (0, 0))
+            port_list = (pv.ports[i:i + min(n, cap)] & np.uint64(0xFFFF)).tolist()
             dst_list = [format_key("dst", int(x))
-                        for x in (dsts[j:j + min(m, cap)] & np.uint64(0xFFFFFFFF)).tolist()]
+                        for x in (dv.dsts[j:j + min(m, cap)] & np.uint64(0xFFFFFFFF)).tolist()]
             out[format_key("src", int(src))] = {
                 "ports": port_list, "dsts": dst_list,
-                "truncated": bool(truncated or n > cap or m > cap)}
+                "truncated": bool(pv.truncated or dv.truncated or n > cap or m > cap)}
         return out
 
     def threshold_dict(self) -> dict[str, Any]:

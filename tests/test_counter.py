@@ -168,8 +168,34 @@ def test_port_scan_is_one_query():
     assert s["10.0.0.6"]["ports"] == list(range(8008, 8093))
     assert s["10.0.0.6"]["dsts"] == ["10.0.0.5", "10.0.0.7"]
     assert s["10.0.0.1"] == {"ports": [0], "dsts": ["10.0.0.5"], "truncated": False}
-    assert c.scan(1.1) == {}
+    assert c.scan(1.1) == s  # the window that just ended is still reported
+    assert c.scan(2.1) == {}
     assert Counter(CounterSpec(), now=0).scan(0) == {}
+
+
+def test_report_just_after_a_window_boundary_sees_the_scan_of_the_window_that_ended():
+    c = Counter(CounterSpec(key="src_dport", scan=True, window_length=1.0), now=0)
+    c.update(batch(np.full(30, 6), dst=5, proto=6, dport=np.arange(100, 130)), 4.5)
+    c.update(batch(np.full(10, 7), dst=5, proto=6, dport=np.arange(100, 110)), 4.6)
+    c.update(batch(np.full(3, 8), dst=np.arange(1, 4), proto=6, dport=22), 4.7)
+    c.update(batch(np.full(12, 7), dst=9, proto=6, dport=np.arange(200, 212)), 5.01)
+    c.update(batch(np.full(2, 8), dst=np.arange(4, 6), proto=6, dport=np.array([23, 24])), 5.01)
+    snap = c.snapshot(5.02)  # a report at interval_end 5.0 + 20 ms
+    assert snap["scan"] == {
+        "10.0.0.6": {"ports": list(range(100, 130)), "dsts": ["10.0.0.5"], "truncated": False},
+        # larger of the two windows, never their union (12, not 22)
+        "10.0.0.7": {"ports": list(range(200, 212)), "dsts": ["10.0.0.5"], "truncated": False},
+        # ports from the current window (2 > 1), dsts from the previous (3 > 2)
+        "10.0.0.8": {"ports": [23, 24], "dsts": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                     "truncated": False}}
+    window = snap["window"]
+    assert (window["start"], window["distinct"], window["previous"]["start"],
+            window["previous"]["distinct"]) == (5.0, 14, 4.0, 41)
+    assert window["previous"]["counts"]["10.0.0.6,129"] == 1
+    assert c.snapshot(6.02)["scan"] == {
+        "10.0.0.7": {"ports": list(range(200, 212)), "dsts": ["10.0.0.9"], "truncated": False},
+        "10.0.0.8": {"ports": [23, 24], "dsts": ["10.0.0.4", "10.0.0.5"], "truncated": False}}
+    assert c.snapshot(7.02)["scan"] == {}
 
 
 def test_snapshot_shape_is_json():
