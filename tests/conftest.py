@@ -168,12 +168,11 @@ def mininet_lock() -> Iterator[None]:
 
 @pytest.fixture
 def mininet_cleanup(mininet_lock) -> Iterator[None]:
-    """Run ``mn -c`` semantics after the test, pass or fail."""
+    """Remove what a Mininet network left, pass or fail (``topo.cleanup``:
+    ``mn -c`` minus its machine-wide ``killall ping`` and ``rm /tmp/*.log``)."""
     try:
         yield
     finally:
-        from mininet.clean import cleanup
-        from mininet.log import setLogLevel
+        from topo.cleanup import cleanup_mininet
 
-        setLogLevel("warning")
-        cleanup()
+        cleanup_mininet()
