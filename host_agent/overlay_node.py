@@ -398,7 +398,11 @@ class OverlayNode:
                  merge: Callable[[list[dict]], dict | None] | None = None,
                  check: Callable[[dict], Any] | None = None) -> None:
         self.agent = agent
-        self.merge = merge or merge_snapshots
+        # Children's snapshots are checked on receipt (validate_report with
+        # report.check_snapshot) and our own comes from our counters, so the
+        # default merge does not check them again; a custom ``check`` may be
+        # weaker, so then the merge checks.
+        self.merge = merge or (merge_checked_snapshots if check is None else merge_snapshots)
         self.check = check  # snapshot validation (None: report.check_snapshot)
         self.http = http if http is not None else RequestsTransport(auth)
         self.now = now
@@ -945,11 +949,16 @@ def legacy_task_id(sketch_id: int, counter_id: int) -> str:
     return f"legacy-{sketch_id}-{counter_id}"
 
 
-def merge_snapshots(snaps: list[dict]) -> dict | None:
+def merge_snapshots(snaps: list[dict], checked: bool = False) -> dict | None:
     """``report.merge_all`` over non-empty snapshots (None when there are none)."""
     snaps = [s for s in snaps if s]
     if not snaps:
         return None
     from measure_model.report import merge_all
 
-    return merge_all(snaps)
+    return merge_all(snaps, checked=checked)
+
+
+def merge_checked_snapshots(snaps: list[dict]) -> dict | None:
+    """``merge_snapshots`` of snapshots already checked (see ``report.merge_all``)."""
+    return merge_snapshots(snaps, checked=True)

@@ -26,8 +26,9 @@ sport << 16 | dport]`` and its sketch key is a 64-bit mix of the two words
 
 from __future__ import annotations
 
-import ipaddress
+import re
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,11 +239,19 @@ def format_key(key_type: str, value: int) -> str:
     raise AssertionError(key_type)
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
+_UNPACK_U32 = struct.Struct("!I").unpack
+
+
 def _parse_ip(text: str) -> int:
-    try:
-        return int(ipaddress.IPv4Address(text.strip()))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 address") from None
+    """A strict dotted quad (no leading zeros, octal, hex or short forms, which
+    ``inet_aton`` alone would accept), converted by ``inet_aton``: about 5x
+    faster than ``ipaddress``, and merges parse every candidate key."""
+    t = text.strip()
+    if _DOTTED_QUAD.fullmatch(t) is None:
+        raise ValueError(f"{text!r} is not an IPv4 address")
+    return _UNPACK_U32(socket.inet_aton(t))[0]
 
 
 def _parse_port(text: str) -> int:

@@ -152,3 +152,21 @@ def test_from_arrays_matches_parser():
                                     parsed.dport, parsed.length)
     for key_type in KEY_TYPES:
         assert np.array_equal(built.full_keys(key_type), parsed.full_keys(key_type))
+
+
+@pytest.mark.parametrize("text", ["01.2.3.4", "1.2.3", "1.2.3.4.5", "0x1.2.3.4", "1.2.3.4 junk",
+                                  "\u0661.2.3.4", "1..2.3", "", "1.2.3.04", "+1.2.3.4",
+                                  "1.2.3.4\x00", "256.0.0.1", "1.2.3.-4", "017.0.0.1"])
+def test_dotted_quads_are_strict_where_inet_aton_alone_is_lax(text):
+    with pytest.raises(ValueError) as err:
+        parse_key("src", text)
+    assert str(err.value) == f"{text!r} is not an IPv4 address"
+
+
+def test_dotted_quads_parse_like_ipaddress():
+    import ipaddress
+
+    rng = np.random.default_rng(5)
+    for value in [0, 0xFFFFFFFF, *rng.integers(0, 2 ** 32, 2000).tolist()]:
+        text = str(ipaddress.IPv4Address(value))
+        assert parse_key("src", text) == value == parse_key("dst", f" {text} ")

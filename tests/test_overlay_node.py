@@ -660,3 +660,18 @@ def test_port_scan_spread_over_hosts_is_found_globally():
     assert (event["id"], event["kind"], event["src"], event["ports"]) == (
         event_id, "port_scan", "10.0.0.66", 30)
     assert sorted(event["dsts"]) == ["10.0.0.13", "10.0.0.5", "10.0.0.9"]
+
+
+def test_default_merge_does_not_check_snapshots_again_a_custom_check_does(monkeypatch):
+    from host_agent import overlay_node
+    from measure_model import report
+    from measure_model.sketch import CountMinSketch
+
+    calls = []
+    monkeypatch.setattr(report, "check_snapshot", lambda s: calls.append(s) or s)
+    snap = {"key": "src", "increment": "pkt", "packets": 0, "bytes": 0, "total": 0,
+            "sketch": CountMinSketch(64, 1, 1).to_wire(), "distinct": {"estimate": 0}}
+    node = overlay_node.OverlayNode(None, http=object(), runner=object())
+    assert node.merge([snap])["packets"] == 0 and calls == []
+    node = overlay_node.OverlayNode(None, http=object(), runner=object(), check=lambda s: s)
+    assert node.merge([snap])["packets"] == 0 and calls == [snap]

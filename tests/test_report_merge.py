@@ -227,3 +227,15 @@ def test_random_junk_only_ever_raises_value_error():
     with pytest.raises(ValueError) as err:
         report.merge_all([good, "x"])
     assert str(err.value) == "snapshot: must be an object"
+
+
+def test_merge_all_skips_the_check_only_when_told_the_snapshots_were_checked(monkeypatch):
+    snaps = [run(CounterSpec(key="src", threshold=0.1), np.array([1, 1, 2]), host=h)
+             for h in ("h1", "h2")]
+    expected = report.merge_all(snaps)
+    calls = []
+    monkeypatch.setattr(report, "check_snapshot", lambda s: calls.append(s) or s)
+    assert report.merge_all(snaps, checked=True) == expected and calls == []
+    assert report.merge_all(snaps) == expected and calls == snaps
+    with pytest.raises(ValueError, match="cannot merge src/pkt with dst/pkt"):
+        report.merge_all([snaps[0], {**snaps[1], "key": "dst"}], checked=True)
