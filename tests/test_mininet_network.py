@@ -35,11 +35,9 @@ def module_lock():
         try:
             yield
         finally:
-            from mininet.clean import cleanup
-            from mininet.log import setLogLevel
+            from topo.cleanup import cleanup_mininet
 
-            setLogLevel("warning")
-            cleanup()
+            cleanup_mininet()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

@@ -26,7 +26,7 @@ directory, printed at start. ``MeasureNetwork`` is the same thing as a
 context manager for the demo and the tests.
 
 Clean-up runs on every exit path (normal, exception, SIGINT, SIGTERM):
-agents, Mininet (``net.stop`` and ``mininet.clean.cleanup``), the
+agents, Mininet (``net.stop`` and ``topo.cleanup.cleanup_mininet``), the
 controller, ``mgmt0`` and its veths. Only one Mininet network may exist on
 a machine, so the launcher holds ``/tmp/endhost-measure-mininet.lock``
 while it runs (``--no-lock`` when the caller already holds it).
@@ -224,11 +224,9 @@ class MeasureNetwork:
             except Exception as exc:  # noqa: BLE001 - keep cleaning up
                 log(f"net.stop failed: {exc!r}")
             self.net = None
-            from mininet.clean import cleanup
-            from mininet.log import setLogLevel
+            from topo.cleanup import cleanup_mininet
 
-            setLogLevel("warning")
-            cleanup()
+            cleanup_mininet()
         for link in self.mgmt_links:
             run(["ip", "link", "del", link])
         self.mgmt_links = []
