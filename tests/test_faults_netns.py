@@ -347,11 +347,6 @@ def _raw_get(port: int, path: str, headers: dict) -> tuple[int, str]:
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported): ryu_app/rest.py reads req.path_qs/req.GET/req.path on a non-UTF-8 path "
-    "or query (UnicodeDecodeError escapes, its error handler reads req.path again) and Ryu's "
-    "eventlet.wsgi.server runs with debug=True, so the client gets the traceback; "
-    "FallbackController's route does not match a newline (HTML 404)"))
 def test_real_controller_answers_hostile_paths_with_json_errors(tmp_path):
     from tests.conftest import start_controller
 
