@@ -570,3 +570,52 @@ def _controller_sweep(ready, path, enc, base, field, values):
 def test_controller_refuses_hostile_field(ready_controller, path, enc, base, field, values,
                                          canaries):
     assert _controller_sweep(ready_controller, path, enc, base, field, values) == []
+
+
+# ------------------------------------------------ bodies without a length (chunked)
+
+class EndlessBody:
+    """A wsgi.input of ``size`` bytes, produced on demand; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.left, self.read_bytes = size, 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        self.left -= n
+        self.read_bytes += n
+        return b"x" * n
+
+    def readline(self, n: int = -1) -> bytes:
+        return self.read(n if n and n > 0 else 65536)
+
+
+def _chunked(path: str, size: int):
+    import webob
+
+    req = webob.Request.blank(path, method="POST", headers={
+        "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    req.environ.pop("CONTENT_LENGTH", None)
+    req.environ["wsgi.input"] = body = EndlessBody(size)
+    return req, body
+
+
+def test_agent_reads_a_chunked_body_only_up_to_its_limit():
+    app, agent, _ = ready_agent()
+    before = agent_state(agent)
+    req, body = _chunked("/agent/v1/sketches", 8 * 2 ** 20)
+    resp = req.get_response(app)
+    assert (resp.status_code, resp.json) == (413, {
+        "error": "body too large: more than 65536 bytes"})
+    assert body.read_bytes <= 65537 and agent_state(agent) == before
+
+
+def test_controller_reads_a_chunked_body_only_up_to_its_limit(ready_controller):
+    """eventlet.wsgi sets no wsgi.input_terminated: webob reads no body without a length,
+    so nothing is read before authentication."""
+    app, service, _ = ready_controller
+    before = controller_state(service)
+    req, body = _chunked("/measure/v1/tasks", 8 * 2 ** 20)
+    resp = req.get_response(app)
+    assert resp.status_code in (401, 413)
+    assert body.read_bytes <= 2 ** 20 + 1 and controller_state(service) == before
