@@ -64,33 +64,50 @@ Original root usage
     answer from (``report.heavy_hitters_of``, ``report.estimate``,
     ``["window"]``).
 
-Transport: an object with ``put/post/delete(url, json=..., timeout=...)``
-returning ``(status, body)``; the default uses ``requests`` (with an
-optional ``auth`` such as ``measure_model.auth.HmacAuth``). Every outgoing
-request goes through ``OverlayNode._request``. Concurrency: fan-out and
-report sending run on a runner: eventlet's GreenPool when eventlet has
-patched sockets (the agent's wsgi server), else a thread pool; tests and
-the in-process benchmark use ``InlineRunner``.
+Split by concept: the HTTP transport and the fan-out runners are in
+``host_agent.overlay_transport``, the message checks (peers, forwarded
+tasks, reports) in ``measure_model.overlay_msgs``; their public names are
+importable from here too. Every outgoing request goes through
+``OverlayNode._request``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from measure_model.task import HOST_PATTERN, KINDS
+from host_agent.overlay_transport import (  # noqa: F401 - public names of this module
+    GreenRunner,
+    InlineRunner,
+    RequestsTransport,
+    ThreadRunner,
+    default_runner,
+)
+from measure_model.overlay_msgs import (  # noqa: F401 - public names of this module
+    HOST_RE,
+    MAX_AGENTS,
+    MAX_TIME,
+    OVERLAY_KEY,
+    REPORT_FIELDS,
+    SUMMARY_FIELDS,
+    TASK_ID_RE,
+    URL_RE,
+    Peer,
+    check_hints,
+    check_task,
+    is_count,
+    is_url,
+    parse_peer,
+    validate_report,
+)
 
 log = logging.getLogger(__name__)
 
-OVERLAY_KEY = "_overlay"
-URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]{1,253}(:[0-9]{1,5})?(/[\x21-\x7e]*)?")
 DEFAULT_INTERVAL = 5.0
 LEGACY_INTERVAL = 1.0
 
@@ -113,249 +130,10 @@ class UnknownTask(KeyError):
     status = 404
 
 
-# ---------------------------------------------------------------- plumbing
-
-class RequestsTransport:
-    """HTTP with ``requests``: ``(status, parsed JSON or text)``."""
-
-    def __init__(self, auth: Any = None) -> None:
-        import requests
-
-        self._session = requests.Session()
-        self._auth = auth
-
-    def _call(self, method: str, url: str, json: Any, timeout: float) -> tuple[int, Any]:
-        resp = self._session.request(method, url, json=json, timeout=timeout, auth=self._auth)
-        try:
-            return resp.status_code, resp.json()
-        except ValueError:
-            return resp.status_code, resp.text
-
-    def put(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-        return self._call("PUT", url, json, timeout)
-
-    def post(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-        return self._call("POST", url, json, timeout)
-
-    def delete(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-        return self._call("DELETE", url, json, timeout)
-
-
-class InlineRunner:
-    """Runs everything in the caller, in order (tests, in-process bench)."""
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return [fn(item) for item in items]
-
-    def submit(self, fn: Callable[[], Any]) -> None:
-        fn()
-
-
-class ThreadRunner:
-    """A small thread pool: ``map`` waits for all, ``submit`` does not."""
-
-    def __init__(self, workers: int = 8) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overlay")
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return list(self._pool.map(fn, items))
-
-    def submit(self, fn: Callable[[], Any]) -> None:
-        self._pool.submit(fn)
-
-
-class GreenRunner:
-    """eventlet GreenPool, for an agent whose sockets eventlet has patched."""
-
-    def __init__(self, workers: int = 64) -> None:
-        import eventlet
-
-        self._pool = eventlet.GreenPool(workers)
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-        return list(self._pool.imap(fn, items))
-
-    def submit(self, fn: Callable[[], Any]) -> None:
-        self._pool.spawn_n(fn)
-
-
-def default_runner() -> InlineRunner | ThreadRunner | GreenRunner:
-    """GreenPool under eventlet's socket patching, else threads."""
-    try:
-        from eventlet import patcher
-
-        if patcher.is_monkey_patched("socket"):
-            return GreenRunner()
-    except ImportError:
-        pass
-    return ThreadRunner()
-
-
-@dataclass(frozen=True)
-class Peer:
-    name: str
-    url: str
-
-
-def _peer(value: Any, where: str) -> Peer:
-    if not isinstance(value, dict) or set(value) - {"name", "url"}:
-        raise ValueError(f"overlay: {where} must be an object with name and url")
-    name, url = value.get("name"), value.get("url")
-    if not isinstance(name, str) or not HOST_RE.fullmatch(name):
-        raise ValueError(f"overlay: {where} field 'name' must be an agent name")
-    if not _is_url(url):
-        raise ValueError(f"overlay: {where} field 'url' must be an http(s) URL")
-    return Peer(name, url.rstrip("/"))
-
-
-def _is_url(url: Any) -> bool:
-    return (isinstance(url, str) and URL_RE.fullmatch(url) is not None)
-
-
-def _check_hints(hints: Any) -> dict | None:
-    """The reserved ``_overlay`` field: ``{"budget": seconds, "agents": n}``."""
-    if hints is None:
-        return None
-    if not isinstance(hints, dict) or set(hints) - {"budget", "agents"}:
-        raise ValueError(f"task: field '{OVERLAY_KEY}' must be an object with budget, agents")
-    b = hints.get("budget", 1.0)
-    if isinstance(b, bool) or not isinstance(b, int | float) or not 0 < b <= 60:
-        raise ValueError(f"task: field '{OVERLAY_KEY}.budget' must be a number from 0 to 60")
-    n = hints.get("agents", 1)
-    if not _is_count(n) or not 1 <= n <= MAX_AGENTS:
-        raise ValueError(f"task: field '{OVERLAY_KEY}.agents' must be an integer "
-                         f"from 1 to {MAX_AGENTS}")
-    return hints
-
-
-def _check_task(task_id: Any, body: Any) -> tuple[dict, dict | None]:
-    """Validate a forwarded task before anything is stored; returns (task, hints)."""
-    if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
-        raise ValueError("task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-    if not isinstance(body, dict):
-        raise ValueError("task: body must be a JSON object")
-    task = dict(body)
-    hints = _check_hints(task.pop(OVERLAY_KEY, None))
-    from measure_model.task import parse_task
-
-    parsed = parse_task(task, f"PUT /agent/v1/tasks/{task_id}")  # PolicyError: ValueError
-    if parsed.kind == "bandwidth":
-        raise ValueError("task: bandwidth tasks are run by the controller, not the overlay")
-    return parsed.to_dict(), hints
-
-
 def _error_text(status: int, body: Any) -> str:
     if isinstance(body, dict) and "error" in body:
         return f"error: HTTP {status}: {body['error']}"
     return f"error: HTTP {status}"
-
-
-# ---------------------------------------------------------------- report validation
-
-TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-HOST_RE = re.compile(HOST_PATTERN)
-MAX_AGENTS = 100_000
-MAX_TIME = 1e13  # seconds since 1970: far future, still a plain float
-REPORT_FIELDS = ("task_id", "epoch", "from", "interval_end", "generated_at", "height", "kind",
-                 "scan_ports", "snapshot", "covered", "missing", "oldest", "per_host", "errors")
-SUMMARY_FIELDS = ("packets", "bytes", "total", "heavy_hitters", "top_k", "distinct", "scan",
-                  "missed", "generated_at")
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
-
-
-def _is_time(v: Any) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            and 0 <= v <= MAX_TIME)
-
-
-def _hosts(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or len(value) > MAX_AGENTS or not all(
-            isinstance(h, str) and HOST_RE.fullmatch(h) for h in value):
-        raise ValueError(f"{where} must be a list of agent names")
-    return value
-
-
-def _summary(name: Any, value: Any) -> None:
-    where = f"report: per_host '{name}'"
-    if not (isinstance(name, str) and HOST_RE.fullmatch(name)):
-        raise ValueError("report: field 'per_host' must map agent names to summaries")
-    if not isinstance(value, dict) or set(value) - set(SUMMARY_FIELDS):
-        raise ValueError(f"{where} must be an object with fields {', '.join(SUMMARY_FIELDS)}")
-    for key in ("packets", "bytes", "total"):
-        if key in value and not _is_count(value[key]):
-            raise ValueError(f"{where}: '{key}' must be a non-negative integer")
-    for key in ("heavy_hitters", "scan"):
-        m = value.get(key, {})
-        if not isinstance(m, dict) or not all(isinstance(k, str) and _is_count(v)
-                                              for k, v in m.items()):
-            raise ValueError(f"{where}: '{key}' must map keys to counts")
-    top = value.get("top_k", [])
-    if not isinstance(top, list) or not all(
-            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and _is_count(x[1])
-            for x in top):
-        raise ValueError(f"{where}: 'top_k' must be a list of [key, count]")
-    missed = value.get("missed", {})
-    if not isinstance(missed, dict | None) or not all(_is_count(v)
-                                                      for v in (missed or {}).values()):
-        raise ValueError(f"{where}: 'missed' must map names to counts")
-    if value.get("distinct") is not None and not _is_count(value["distinct"]):
-        raise ValueError(f"{where}: 'distinct' must be a non-negative integer")
-    if "generated_at" in value and not _is_time(value["generated_at"]):
-        raise ValueError(f"{where}: 'generated_at' must be a time")
-
-
-def validate_report(body: Any, check: Callable[[dict], Any] | None = None) -> dict:
-    """Check an overlay report completely before anything is stored.
-
-    Used on receipt by parents (``receive_report``) and by the controller
-    (``ryu_app.results``); the snapshot is checked with
-    ``measure_model.report.check_snapshot``. Errors name the field.
-    """
-    if not isinstance(body, dict):
-        raise ValueError("report: body must be a JSON object")
-    unknown = sorted(set(body) - set(REPORT_FIELDS))
-    if unknown:
-        raise ValueError(f"report: unknown field '{unknown[0]}'")
-    if not isinstance(body.get("task_id"), str) or not TASK_ID_RE.fullmatch(body["task_id"]):
-        raise ValueError("report: field 'task_id' must be a task id")
-    if "from" in body and not (isinstance(body["from"], str) and HOST_RE.fullmatch(body["from"])):
-        raise ValueError("report: field 'from' must be an agent name")
-    if not _is_time(body.get("interval_end")):
-        raise ValueError(f"report: field 'interval_end' must be a time from 0 to {MAX_TIME:g}")
-    for name in ("generated_at", "oldest"):
-        if body.get(name) is not None and not _is_time(body[name]):
-            raise ValueError(f"report: field '{name}' must be a time from 0 to {MAX_TIME:g}")
-    for name, hi in (("epoch", 2 ** 53), ("height", 64), ("scan_ports", 65535)):
-        v = body.get(name)
-        if v is not None and not (_is_count(v) and v <= hi):
-            raise ValueError(f"report: field '{name}' must be an integer from 0 to {hi}")
-    if body.get("kind") is not None and body["kind"] not in KINDS:
-        raise ValueError(f"report: field 'kind' must be one of {', '.join(KINDS)}")
-    _hosts(body.get("covered"), "report: field 'covered'")
-    _hosts(body.get("missing"), "report: field 'missing'")
-    snap = body.get("snapshot")
-    if not isinstance(snap, dict):
-        raise ValueError("report: field 'snapshot' must be an object")
-    if snap:
-        if snap.get("missed", {}) is None:
-            snap["missed"] = {}  # an agent without capture rules knows of no misses
-        if check is None:
-            from measure_model.report import check_snapshot as check
-        check(snap)  # ValueError "snapshot: ..."
-    per_host = body.get("per_host", {})
-    if not isinstance(per_host, dict) or len(per_host) > MAX_AGENTS:
-        raise ValueError("report: field 'per_host' must map agent names to summaries")
-    for name, summary in per_host.items():
-        _summary(name, summary)
-    errors = body.get("errors", {})
-    if not isinstance(errors, dict) or not all(
-            isinstance(k, str) and HOST_RE.fullmatch(k) and isinstance(v, str)
-            for k, v in errors.items()):
-        raise ValueError("report: field 'errors' must map agent names to messages")
-    return body
 
 
 # ---------------------------------------------------------------- state
@@ -444,21 +222,21 @@ class OverlayNode:
         if unknown:
             raise ValueError(f"overlay: unknown field '{sorted(unknown)[0]}'")
         epoch = body.get("epoch")
-        if not _is_count(epoch) or epoch > 2 ** 53:
+        if not is_count(epoch) or epoch > 2 ** 53:
             raise ValueError("overlay: field 'epoch' must be an integer from 0 to 2^53")
         parent = body.get("parent")
-        parent = None if parent is None else _peer(parent, "parent")
+        parent = None if parent is None else parse_peer(parent, "parent")
         children = body.get("children", [])
         if not isinstance(children, list):
             raise ValueError("overlay: field 'children' must be a list")
-        kids = [_peer(c, f"children[{i}]") for i, c in enumerate(children)]
+        kids = [parse_peer(c, f"children[{i}]") for i, c in enumerate(children)]
         if len({k.name for k in kids}) != len(kids):
             raise ValueError("overlay: field 'children' names a child twice")
         root = body.get("root", False)
         if not isinstance(root, bool):
             raise ValueError("overlay: field 'root' must be a boolean")
         controller = body.get("controller")
-        if controller is not None and not _is_url(controller):
+        if controller is not None and not is_url(controller):
             raise ValueError("overlay: field 'controller' must be an http(s) URL")
         with self._lock:
             if epoch < self.epoch:
@@ -497,7 +275,7 @@ class OverlayNode:
 
     def put_task(self, task_id: str, task: dict, install_local: bool = True) -> dict:
         """Install here and forward to the subtree at once; per-agent outcome."""
-        task, hints = _check_task(task_id, task)
+        task, hints = check_task(task_id, task)
         budget = self._budget(hints)
         agents = self._population(hints)
         interval = task.get("report_interval") or DEFAULT_INTERVAL
@@ -536,7 +314,7 @@ class OverlayNode:
             raise ValueError("task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
         if body is not None and (not isinstance(body, dict) or set(body) - {OVERLAY_KEY}):
             raise ValueError(f"task: a DELETE body may only hold '{OVERLAY_KEY}'")
-        hints = _check_hints(body.get(OVERLAY_KEY) if body else None)
+        hints = check_hints(body.get(OVERLAY_KEY) if body else None)
         budget = self._budget(hints)
         with self._lock:
             state = self.tasks.pop(task_id, None)

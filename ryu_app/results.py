@@ -86,9 +86,9 @@ def _number(report: dict, name: str) -> float:
 
 
 def validate_report(report: Any) -> dict:
-    """The full check of ``host_agent.overlay_node.validate_report`` (envelope, names,
+    """The full check of ``measure_model.overlay_msgs.validate_report`` (envelope, names,
     times, per-host summaries, and the snapshot with ``report.check_snapshot``)."""
-    from host_agent.overlay_node import validate_report as check
+    from measure_model.overlay_msgs import validate_report as check
 
     return check(report)
 

@@ -675,3 +675,17 @@ def test_default_merge_does_not_check_snapshots_again_a_custom_check_does(monkey
     assert node.merge([snap])["packets"] == 0 and calls == []
     node = overlay_node.OverlayNode(None, http=object(), runner=object(), check=lambda s: s)
     assert node.merge([snap])["packets"] == 0 and calls == [snap]
+
+
+def test_split_modules_keep_the_public_names_importable_from_overlay_node():
+    from host_agent import overlay_node, overlay_transport
+    from measure_model import overlay_msgs
+
+    for module, names in ((overlay_transport, ("RequestsTransport", "InlineRunner",
+                                               "ThreadRunner", "GreenRunner", "default_runner")),
+                          (overlay_msgs, ("validate_report", "Peer", "OVERLAY_KEY", "MAX_TIME",
+                                          "TASK_ID_RE", "HOST_RE", "check_task"))):
+        for name in names:
+            assert getattr(overlay_node, name) is getattr(module, name)
+    with pytest.raises(ValueError, match="report: field 'snapshot' must be an object"):
+        overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0})
