@@ -688,4 +688,5 @@ def test_split_modules_keep_the_public_names_importable_from_overlay_node():
         for name in names:
             assert getattr(overlay_node, name) is getattr(module, name)
     with pytest.raises(ValueError, match="report: field 'snapshot' must be an object"):
-        overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0, "covered": []})
+        overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0, "covered": [],
+                                     "missing": []})
