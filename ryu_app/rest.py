@@ -325,6 +325,22 @@ class MeasureController(ControllerBase):
             host = parse_name(host, "host")
         return json_response(self.service.result(task_id, host))
 
+    @route("measure", PREFIX + "/tasks/{task_id}/history", methods=["GET"])
+    @_api()
+    def get_history(self, req, task_id, **_kw):
+        task_id = parse_task_id(task_id)
+        host = _query(req, "host")
+        if host is not None:
+            host = parse_name(host, "host")
+        limit = _query(req, "limit")
+        if limit is None:
+            limit = 50
+        elif re.fullmatch(r"[1-9][0-9]{0,2}|1000", limit):
+            limit = int(limit)
+        else:
+            raise HttpError(400, "query parameter 'limit' must be an integer from 1 to 1000")
+        return json_response(self.service.history(task_id, host, limit))
+
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):

@@ -289,6 +289,19 @@ class MeasureService:
             raise NotFound(f"no result yet for task {task_id}{where} ({record.status})")
         return latest
 
+    def history(self, task_id: str, host: str | None = None,
+                limit: int = 50) -> dict[str, Any]:
+        """Up to ``limit`` past results of a task (global or one host's), newest first."""
+        self._record(task_id)
+        if host is not None:
+            agent = self.registry.find(host)
+            host = agent.name if agent is not None else host
+        if self.results is not None:
+            rows = self.results.history(task_id, host, limit, now=self.now())
+        else:
+            rows = self.store.results(task_id, host or GLOBAL, limit=limit)
+        return {"task_id": task_id, "host": host or GLOBAL, "results": rows}
+
     def ingest_report(self, report: Any) -> dict[str, Any]:
         """A root agent's merged report (``POST /measure/v1/reports``)."""
         if self.results is None:
@@ -432,9 +445,13 @@ class MeasureService:
             if root_url is None:
                 record.last_error = "no live agent to act as overlay root"
                 continue
+            # the agent count from the first interval on (absolute thresholds are
+            # split over it); the root strips the reserved field before installing
+            agents = max(1, len(self.overlay.parent))
+            body = {**record.task.to_dict(), "_overlay": {"agents": agents}}
             try:
                 status, body = self.http.request(
-                    "PUT", f"{root_url}/agent/v1/tasks/{task_id}", json=record.task.to_dict(),
+                    "PUT", f"{root_url}/agent/v1/tasks/{task_id}", json=body,
                     timeout=PUSH_TIMEOUT)
             except (ConnectionError, OSError) as exc:
                 record.last_error = f"root {self.overlay.root}: {exc}"
@@ -452,10 +469,12 @@ class MeasureService:
             self._push_tasks.discard(task_id)
 
     def _send_deletes(self) -> None:
+        """Send pending DELETEs to the root; each stays pending until a root
+        acknowledges it (2xx, or 404: the root does not hold it), so agents that
+        were only unreachable do not keep measuring a deleted task."""
         root_url = self._root_url()
         if root_url is None:
-            self._push_deletes.clear()  # no agent holds anything a root could remove
-            return
+            return  # retried on a later tick, when there is a live root
         for task_id in sorted(self._push_deletes, key=int):
             try:
                 status, _ = self.http.request("DELETE", f"{root_url}/agent/v1/tasks/{task_id}",

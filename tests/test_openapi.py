@@ -83,6 +83,10 @@ REQUESTS = [
     ("GET", "/measure/v1/tasks/1/result", None, None),
     ("GET", "/measure/v1/tasks/1/result?host=h1", None, None),
     ("GET", "/measure/v1/tasks/1/result?host=h1&host=h2", None, None),
+    ("GET", "/measure/v1/tasks/1/history", None, None),
+    ("GET", "/measure/v1/tasks/1/history?host=h1&limit=5", None, None),
+    ("GET", "/measure/v1/tasks/1/history?limit=0", None, None),
+    ("GET", "/measure/v1/tasks/9/history", None, None),
     ("GET", "/measure/v1/events?since=0", None, None),
     ("GET", "/measure/v1/events?since=x", None, None),
     ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2"}, "application/json"),
@@ -148,7 +152,7 @@ def fuzz_harness(tmp_path_factory):
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(op=st.sampled_from(OPERATIONS), segment=SEGMENT,
        body=st.one_of(JSON_VALUES, TASKISH, TASKISH.map(lambda t: {"tasks": [t]})),
-       query=st.dictionaries(st.sampled_from(["host", "since", "x"]), st.text(max_size=8),
+       query=st.dictionaries(st.sampled_from(["host", "since", "limit", "x"]), st.text(max_size=8),
                              max_size=2))
 def test_fuzzed_requests_never_fail_with_5xx(fuzz_harness, op, segment, body, query):
     """Random ids, query strings and JSON bodies on every route: a 4xx JSON error at worst."""

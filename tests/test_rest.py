@@ -294,6 +294,63 @@ def test_reports_give_results_and_events(h):
         400, {"error": "report: field 'interval_end' must be a time from 0 to 1e+13"})
 
 
+def test_task_goes_to_the_root_with_the_agent_count(h):
+    h.register(1, 2, 3)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters",
+                                         "threshold_abs": 300})
+    h.tick()
+    puts = [(u, body) for m, u, body in h.agents.calls if m == "PUT" and "/tasks/" in u]
+    assert [u for u, _ in puts] == ["http://192.168.100.1:8000/agent/v1/tasks/1"]
+    assert puts[0][1]["_overlay"] == {"agents": 3}
+    assert {k: v for k, v in puts[0][1].items() if k != "_overlay"} == \
+        h.service.tasks["1"].task.to_dict()
+
+
+def test_delete_without_a_reachable_root_is_retried_until_a_root_acknowledges(h):
+    h.register(1, 2)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    assert h.agents.tasks["1"] == {"h1", "h2"}
+    h.agents.down.update({"h1", "h2"})
+    assert h.call("DELETE", "/measure/v1/tasks/1")[0] == 200
+    h.tick()
+    assert "1" in h.agents.tasks and h.service._push_deletes == {"1"}
+    for _ in range(7):  # both stop heartbeating: no live root at all for a while
+        h.tick()
+    assert h.service._root_url() is None and h.service._push_deletes == {"1"}
+    h.agents.down.clear()
+    h.register(1, 2)
+    h.tick()
+    assert "1" not in h.agents.tasks and h.service._push_deletes == set()
+    assert h.agents.sent("DELETE", "/agent/v1/tasks/1")[-1] == h.service.overlay.root
+
+
+def test_history_lists_past_results_newest_first(h):
+    h.register(1, 2, 3)
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    assert h.call("GET", "/measure/v1/tasks/1/history") == (
+        200, {"task_id": "1", "host": "*", "results": []})
+    for i, end in enumerate((1000.0, 1005.0, 1010.0)):
+        h.clock = end
+        assert h.call("POST", "/measure/v1/reports", _report(
+            "1", ["h1", "h2", "h3"], [], end, {"10.0.0.2,10.0.0.5": 900 + i}))[0] == 202
+    status, hist = h.call("GET", "/measure/v1/tasks/1/history")
+    assert status == 200 and (hist["task_id"], hist["host"]) == ("1", "*")
+    assert [(r["interval_end"], r["total"], r["age"]) for r in hist["results"]] == [
+        (1010.0, 902, 0.0), (1005.0, 901, 5.0), (1000.0, 900, 10.0)]
+    status, hist = h.call("GET", "/measure/v1/tasks/1/history?host=10.0.0.2&limit=2")
+    assert (status, hist["host"]) == (200, "h2")
+    assert [(r["host"], r["interval_end"], r["total"]) for r in hist["results"]] == [
+        ("h2", 1010.0, 600), ("h2", 1005.0, 600)]
+    assert h.call("GET", "/measure/v1/tasks/1/history?limit=1001") == (
+        400, {"error": "query parameter 'limit' must be an integer from 1 to 1000"})
+    assert h.call("GET", "/measure/v1/tasks/1/history?limit=x") == (
+        400, {"error": "query parameter 'limit' must be an integer from 1 to 1000"})
+    assert h.call("GET", "/measure/v1/tasks/7/history") == (404, {"error": "unknown task 7"})
+
+
 def test_agent_failure_moves_the_root_and_rejoin_gets_tasks_again(h):
     h.register(*range(1, 10))
     h.tick()
