@@ -200,7 +200,7 @@ PARTS = [
     Part("monitor", "bench.monitor",
          "parts 1a + 2: NFQUEUE monitor throughput (accept-only, 1/3 counters, 2 queues) and "
          "ping RTT added, in namespaces",
-         full=["--rates", "10000,20000,30000,40000,60000", "--duration", "1.5"],
+         full=["--rates", "10000,20000,40000,60000,80000,100000", "--duration", "1.5"],
          quick=["--quick"], budget_s=160, root=True, headline=monitor_headline,
          targets=["3 counters >= 80% of accept-only", "2 queues >= 1.6x one queue",
                   "median RTT added <= 100 us"]),
