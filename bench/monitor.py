@@ -184,7 +184,8 @@ class Agent:
     def __init__(self, net: Namespaces, extra: list[str]) -> None:
         self.net = net
         self.proc = net.popen(net.rcv, [sys.executable, "-m", "host_agent", "--name", "bench",
-                                        "--listen", "127.0.0.1", "--port", "8000", *extra])
+                                        "--listen", "127.0.0.1", "--port", "8000", "--insecure",
+                                        *extra])
         deadline = time.monotonic() + 20
         while True:
             try:

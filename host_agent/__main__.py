@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--secret-file", default=None,
                    help="shared HMAC secret with the controller (mode 0600); when given, every "
                         "state-changing /agent/v1 request must be signed")
+    p.add_argument("--insecure", action="store_true",
+                   help="without --secret-file, accept unsigned /agent/v1 configuration from "
+                        "anyone (refused with 403 otherwise); only on an isolated test network")
     p.add_argument("--allow-legacy", action="store_true",
                    help="accept the original unauthenticated messages on POST / "
                         "(refused with 403 otherwise); only on an isolated test network")
@@ -239,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.controller:
             threads.append(eventlet.spawn(registrar, args, agent, auth))
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
-                                      AgentApp(agent, verifier, args.allow_legacy),
+                                      AgentApp(agent, verifier, args.allow_legacy,
+                                               insecure=args.insecure),
                                       log_output=False, max_size=256))
         while not stopping and not threads[-1].dead:
             eventlet.sleep(0.2)

@@ -39,6 +39,9 @@ from host_agent.agent import Agent, AgentError, MonitorError
 log = logging.getLogger("host_agent.api")
 
 MAX_BODY = 64 * 1024
+NO_SECRET = ("this agent has no shared secret: configuration is accepted only from the "
+             "controller or the overlay parent, signed (start it with --secret-file; "
+             "--insecure only on an isolated test network)")
 LEGACY_DISABLED = "legacy messages are disabled; start the agent with --allow-legacy"
 _ID = r"(\d{1,9})"
 _TASK = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
@@ -74,8 +77,11 @@ class AgentApp:
     """WSGI application of one agent."""
 
     def __init__(self, agent: Agent, verifier: Any = None, allow_legacy: bool = False,
-                 max_body: int = MAX_BODY) -> None:
-        self.agent, self.verifier = agent, verifier
+                 max_body: int = MAX_BODY, insecure: bool = False) -> None:
+        """``verifier`` checks signed requests; without one, state-changing
+        ``/agent/v1`` requests are refused (403) unless ``insecure`` is set
+        (``--insecure``: an isolated test network only)."""
+        self.agent, self.verifier, self.insecure = agent, verifier, insecure
         self.allow_legacy, self.max_body = allow_legacy, max_body
         self.routes = [
             (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
@@ -149,12 +155,14 @@ class AgentApp:
             req.body = data
 
     def _authenticate(self, req: webob.Request, path: str) -> None:
-        if self.verifier is None:
-            return
         overlay = path == "/agent/v1/overlay" or path.startswith(("/agent/v1/tasks",
                                                                   "/agent/v1/reports"))
         if req.method in ("GET", "HEAD") and not overlay:
             return
+        if self.verifier is None:
+            if self.insecure:
+                return
+            raise AgentError(403, NO_SECRET)
         from measure_model.auth import AuthError
 
         try:

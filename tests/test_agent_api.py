@@ -87,7 +87,7 @@ def agent(mon, clock) -> Agent:
 
 @pytest.fixture
 def app(agent) -> AgentApp:
-    return AgentApp(agent, allow_legacy=True)
+    return AgentApp(agent, allow_legacy=True, insecure=True)
 
 
 def post_form(app, **fields) -> webob.Response:
@@ -218,7 +218,7 @@ def test_legacy_malformed_json_and_oversized(app):
 
 
 def test_legacy_refused_without_opt_in(agent):
-    app = AgentApp(agent, allow_legacy=False)
+    app = AgentApp(agent, allow_legacy=False, insecure=True)
     r = post_form(app, type="config sketch", interface="INPUT")
     assert (r.status_int, r.json) == (403, {"error": LEGACY_DISABLED})
     assert agent.sketches == {}
@@ -404,7 +404,7 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
         ag = Agent(name, [mon], clock=clock)
         ag.start()
         ag.overlay = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
-        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True)
+        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True, insecure=True)
         nodes[name] = (ag, mon)
     root, child = nodes["h2"][0], nodes["h3"][0]
     root.overlay.set_overlay({"epoch": 1, "root": True, "children": [

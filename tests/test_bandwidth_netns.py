@@ -186,7 +186,7 @@ def agents(netns_factory):
     shape(a, a.intf, 10)
     for ns, name in ((a, "bwsrc"), (b, "bwdst")):
         ns.popen([PY, "-m", "host_agent", "--name", name, "--port", "8000", "--data-ip", ns.ip,
-                  "--no-capture", "--allow-legacy"])
+                  "--no-capture", "--allow-legacy", "--insecure"])
     for ns, peer in ((a, b), (b, a)):
         wait_until(lambda ns=ns, peer=peer: reachable(ns, peer.ip, 8000), timeout=20,
                    message="agents listening")

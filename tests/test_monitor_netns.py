@@ -69,7 +69,8 @@ class AgentProc:
         self.url = f"http://{host}:{PORT}"
         self.log_file = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = ns.popen([sys.executable, "-m", "host_agent", "--name", name,
-                              "--port", str(PORT), "--data-ip", ns.ip, *(extra or [])],
+                              "--port", str(PORT), "--data-ip", ns.ip, "--insecure",
+                              *(extra or [])],
                              stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             wait_until(lambda: self.get("/agent/v1/health").status_code == 200, timeout=20,
