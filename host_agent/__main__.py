@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
                                                insecure=args.insecure),
-                                      log_output=False, max_size=256))
+                                      log_output=False, max_size=256, debug=False))
         while not stopping and not threads[-1].dead:
             eventlet.sleep(0.2)
         for thread in threads:

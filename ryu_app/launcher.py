@@ -20,11 +20,25 @@ DEFAULT_ARGS = ["--observe-links", "--wsapi-port", "8080", DEFAULT_APP]
 
 
 def patch_eventlet() -> None:
-    """Give eventlet.wsgi the ALREADY_HANDLED name Ryu expects."""
+    """Give eventlet.wsgi the ALREADY_HANDLED name Ryu expects, and make its
+    server default to ``debug=False`` (Ryu starts it with eventlet's default,
+    ``debug=True``, which sends a Python traceback to the client when a
+    handler raises)."""
+    import functools
+
     import eventlet.wsgi
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
+    server = eventlet.wsgi.server
+    if not getattr(server, "_measure_no_debug", False):
+        @functools.wraps(server)
+        def quiet_server(*args, **kwargs):
+            kwargs.setdefault("debug", False)
+            return server(*args, **kwargs)
+
+        quiet_server._measure_no_debug = True
+        eventlet.wsgi.server = quiet_server
 
 
 def main(argv: list[str] | None = None) -> int:

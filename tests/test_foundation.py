@@ -14,7 +14,9 @@ def test_launcher_patches_eventlet_before_ryu_wsgi_import():
     from ryu_app import launcher
 
     launcher.patch_eventlet()
+    launcher.patch_eventlet()  # idempotent
     assert hasattr(eventlet.wsgi, "ALREADY_HANDLED")
+    assert eventlet.wsgi.server._measure_no_debug
     import ryu.app.wsgi  # noqa: F401 - fails without the patch
 
     assert launcher.DEFAULT_ARGS[:3] == ["--observe-links", "--wsapi-port", "8080"]
