@@ -53,18 +53,9 @@ Per-host results
     asking the agents. Each summary is bounded; their number is the number
     of agents.
 
-Original root usage
-    The legacy ``config sketch counter`` handler calls
-    ``share_legacy_counter(sketch_id, counter_id)`` on an agent with
-    children: the counter becomes task ``legacy-S-C`` (1 s reports) that the
-    subtree installs, while here the legacy counter itself is the data.
-    ``legacy_global(sketch_id, counter_id)`` then merges this node's current
-    snapshot with each child's latest subtree report, which the legacy
-    ``query heavy hitters`` / ``query sketch`` / ``query real time counter``
-    answer from (``report.heavy_hitters_of``, ``report.estimate``,
-    ``["window"]``).
-
-Split by concept: the HTTP transport and the fan-out runners are in
+Split by concept: the original root usage (legacy counters shared with
+the subtree) is the ``LegacyRoot`` mixin in ``host_agent.overlay_legacy``,
+the HTTP transport and the fan-out runners are in
 ``host_agent.overlay_transport``, the message checks (peers, forwarded
 tasks, reports) in ``measure_model.overlay_msgs``; their public names are
 importable from here too. Every outgoing request goes through
@@ -81,6 +72,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from host_agent.overlay_legacy import LEGACY_INTERVAL, LegacyRoot, legacy_task_id  # noqa: F401
 from host_agent.overlay_transport import (  # noqa: F401 - public names of this module
     GreenRunner,
     InlineRunner,
@@ -109,7 +101,6 @@ from measure_model.overlay_msgs import (  # noqa: F401 - public names of this mo
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 5.0
-LEGACY_INTERVAL = 1.0
 
 
 class StaleEpoch(ValueError):
@@ -166,7 +157,7 @@ class TaskState:
 
 # ---------------------------------------------------------------- the node
 
-class OverlayNode:
+class OverlayNode(LegacyRoot):
     """One agent's place in the overlay tree (see the module docstring)."""
 
     def __init__(self, agent: Any, http: Any = None, now: Callable[[], float] = time.time,
@@ -674,57 +665,6 @@ class OverlayNode:
         if merged is not None:
             merged.update(covered=sorted(covered), missing=sorted(set(missing) - covered))
         return merged
-
-
-    # ------------------------------------------------------------ original root usage
-
-    def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
-        """Forward a legacy counter made here to the subtree as a global task.
-
-        Called by the legacy ``config sketch counter`` handler on an agent
-        that has children; the local counter itself is the task's data here.
-        Returns the per-agent status, or None on a node without children.
-        """
-        with self._lock:
-            if not self.children:
-                return None
-        sketch = self.agent.sketches[sketch_id]
-        spec = sketch.counters[counter_id]
-        thresholds = {k: spec[k] for k in ("threshold", "threshold_abs")
-                      if spec.get(k) is not None}
-        task = {"name": legacy_task_id(sketch_id, counter_id),
-                "kind": "heavy_hitters" if thresholds else "counter",
-                "filter": sketch.filter.to_dict(), "key": spec["key"],
-                "increment": spec["increment"], "top_k": spec["top_k"],
-                "window": spec["window"], "sketch": spec["sketch"],
-                "report_interval": LEGACY_INTERVAL, **thresholds}
-        if spec.get("scan_ports") is not None:
-            task["scan_ports"] = spec["scan_ports"]
-        task_id = legacy_task_id(sketch_id, counter_id)
-        with self._lock:
-            self.legacy[task_id] = (sketch_id, counter_id)
-        return self.put_task(task_id, task, install_local=False)
-
-    def legacy_global(self, sketch_id: int, counter_id: int,
-                      now: float | None = None) -> dict | None:
-        """The global snapshot of a shared legacy counter (None if not shared)."""
-        task_id = legacy_task_id(sketch_id, counter_id)
-        with self._lock:
-            shared = task_id in self.legacy
-        return self.global_snapshot(task_id, now) if shared else None
-
-    def unshare_legacy_sketch(self, sketch_id: int) -> None:
-        """Remove the subtree's copies of a deleted legacy sketch's counters."""
-        with self._lock:
-            ids = [t for t, (sid, _) in self.legacy.items() if sid == sketch_id]
-            for task_id in ids:
-                del self.legacy[task_id]
-        for task_id in ids:
-            self.delete_task(task_id)
-
-
-def legacy_task_id(sketch_id: int, counter_id: int) -> str:
-    return f"legacy-{sketch_id}-{counter_id}"
 
 
 def merge_snapshots(snaps: list[dict], checked: bool = False) -> dict | None:

@@ -678,10 +678,11 @@ def test_default_merge_does_not_check_snapshots_again_a_custom_check_does(monkey
 
 
 def test_split_modules_keep_the_public_names_importable_from_overlay_node():
-    from host_agent import overlay_node, overlay_transport
+    from host_agent import overlay_legacy, overlay_node, overlay_transport
     from measure_model import overlay_msgs
 
-    for module, names in ((overlay_transport, ("RequestsTransport", "InlineRunner",
+    for module, names in ((overlay_legacy, ("LegacyRoot", "legacy_task_id", "LEGACY_INTERVAL")),
+                          (overlay_transport, ("RequestsTransport", "InlineRunner",
                                                "ThreadRunner", "GreenRunner", "default_runner")),
                           (overlay_msgs, ("validate_report", "Peer", "OVERLAY_KEY", "MAX_TIME",
                                           "TASK_ID_RE", "HOST_RE", "check_task"))):
