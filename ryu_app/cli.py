@@ -117,6 +117,23 @@ def render_result(result: dict) -> str:
     return "\n".join(lines)
 
 
+def render_history(history: dict) -> str:
+    """One line per past result, newest first."""
+    rows = []
+    for r in history.get("results", []):
+        hh = sorted((r.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        missing = r.get("missing")
+        rows.append([_number(r.get("interval_end")), _number(r.get("age")),
+                     len(r["covered"]) if isinstance(r.get("covered"), list) else None,
+                     len(missing) if isinstance(missing, list) else None,
+                     _number(r.get("total")), f"{hh[0][0]} {_number(hh[0][1])}" if hh else None])
+    if not rows:
+        return f"task {history.get('task_id')}: no results yet"
+    return (f"task {history.get('task_id')}  host {history.get('host', '*')}\n"
+            + render_table(["INTERVAL END", "AGE S", "COVERED", "MISSING", "TOTAL",
+                            "TOP HEAVY HITTER"], rows))
+
+
 def render_overlay(overlay: dict) -> str:
     root = overlay.get("root")
     if root is None:
@@ -270,6 +287,11 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
 
             path += f"?host={quote(args.host, safe='')}"
         show(client.call("GET", path), render_result)
+    elif args.command == "history":
+        from urllib.parse import urlencode
+
+        query = {"limit": args.limit, **({"host": args.host} if args.host else {})}
+        show(client.call("GET", f"/tasks/{args.id}/history?{urlencode(query)}"), render_history)
     elif args.command == "topology":
         show(client.call("GET", "/topology"), render_topology)
     elif args.command == "overlay":
@@ -304,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("result", help="latest result of a task")
     p.add_argument("id")
     p.add_argument("--host", help="one host (agent name or data IP)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("history", help="past results of a task, newest first")
+    p.add_argument("id")
+    p.add_argument("--host", help="one host (agent name or data IP)")
+    p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     sub.add_parser("delete", help="delete a task").add_argument("id")
     p = sub.add_parser("events", help="events (threshold crossings, scans, coverage)")

@@ -182,6 +182,19 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert capsys.readouterr().out.splitlines()[1:] == ["h1", "`-- h5"]
     assert main([*base, "bw", "h1", "h5", "--json"]) == 0
     assert '"mbit_s": 9.6' in capsys.readouterr().out
+    assert main([*base, "history", "1"]) == 0
+    assert capsys.readouterr().out == "task 1: no results yet\n"
+    from tests.test_rest import _report
+
+    for end, hh in ((1000.0, {"10.0.0.1,10.0.0.5": 700}), (1005.0, {})):
+        harness.clock = end
+        assert harness.service.ingest_report(_report("1", ["h1", "h5"], [], end, hh))
+    assert main([*base, "history", "1", "--limit", "5"]) == 0
+    assert capsys.readouterr().out == (
+        "task 1  host *\n"
+        "INTERVAL END  AGE S  COVERED  MISSING  TOTAL  TOP HEAVY HITTER\n"
+        "        1005      0        2        0      0  -\n"
+        "        1000      5        2        0    700  10.0.0.1,10.0.0.5 700\n")
     assert main([*base, "delete", "1"]) == 0
     assert capsys.readouterr().out == "task 1 deleted\n"
 
