@@ -28,6 +28,7 @@ from ryu_app.forwarding import (
     SourceFlow,
     arp_reply,
 )
+from ryu_app.topology import Topology
 from tests.test_topology import MAC1, MAC2, build
 
 pytestmark = pytest.mark.unit
@@ -277,3 +278,67 @@ def test_source_flow_matches_in_port_only_on_the_home_switch():
     transit = fwd.packet_in(Packet(MAC1, MAC2, 2, fwd.topology.link_port(2, 1),
                                    ETH_TYPE_IPV4), NOW)
     assert transit[0] == SourceFlow(2, MAC1, None)
+
+
+def fat_tree(k: int = 4) -> tuple[Forwarding, Sim]:
+    """The k-ary fat-tree of topo/topos.py: dpids cores, aggs, edges; k/2 hosts per edge."""
+    half = k // 2
+    cores = list(range(1, half * half + 1))
+    aggs = [[cores[-1] + pod * half + i + 1 for i in range(half)] for pod in range(k)]
+    edges = [[aggs[-1][-1] + pod * half + i + 1 for i in range(half)] for pod in range(k)]
+    topo = Topology()
+    next_port: dict[int, int] = {}
+
+    def link(a: int, b: int) -> None:
+        for d in (a, b):
+            next_port.setdefault(d, 1)
+        pa, pb = next_port[a], next_port[b]
+        next_port[a] += 1
+        next_port[b] += 1
+        topo.add_link(a, pa, b, pb)
+        topo.add_link(b, pb, a, pa)
+
+    host = 0
+    where: dict[str, tuple[int, int]] = {}
+    for pod in range(k):
+        for i, agg in enumerate(aggs[pod]):
+            for j in range(half):
+                link(cores[i * half + j], agg)
+            for edge in edges[pod]:
+                link(agg, edge)
+        for edge in edges[pod]:
+            for _ in range(half):
+                host += 1
+                port = next_port.setdefault(edge, 1)
+                next_port[edge] += 1
+                topo.add_port(edge, port)
+                mac = f"00:00:00:00:00:{host:02x}"
+                assert topo.learn_host(mac, f"10.0.0.{host}", edge, port) == "new"
+                where[mac] = (edge, port)
+    fwd = Forwarding(topo)
+    return fwd, Sim(fwd, where)
+
+
+def test_fat_tree_two_pingalls_deliver_every_packet_exactly_once():
+    """k=4 fat-tree (20 switches, 16 hosts, many equal-cost paths): each unicast
+    frame of two full pingalls reaches its destination once and nobody else,
+    with flows of the first round reused or overwritten by the second."""
+    fwd, sim = fat_tree(4)
+    assert len(fwd.topology.switches()) == 20 and len(fwd.topology.links()) == 32
+    macs = sorted(sim.where)
+    assert len(macs) == 16
+    for _ in range(2):
+        for src in macs:
+            for dst in macs:
+                if src == dst:
+                    continue
+                for a, b in ((src, dst), (dst, src)):  # echo request, echo reply
+                    sim.delivered.clear()
+                    dpid, port = sim.where[a]
+                    sim.send(Packet(a, b, dpid, port, ETH_TYPE_IPV4))
+                    assert dict(sim.delivered) == {b: 1}, (a, b)
+    for src in macs:  # broadcast (ARP): every other host once, never the sender
+        sim.delivered.clear()
+        dpid, port = sim.where[src]
+        sim.send(Packet(src, BCAST, dpid, port, ETH_TYPE_ARP, arp_op=ARP_REQUEST))
+        assert dict(sim.delivered) == {m: 1 for m in macs if m != src}
