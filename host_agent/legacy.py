@@ -20,8 +20,8 @@ Semantics follow the original walk-through (shared/seeds/000_*.txt):
     {"type": "query bw", "src": "10.0.0.5", "dst": "10.0.0.6"}
         -> MBytes/s as plain text (bandwidth.legacy_query_bw)
 
-On an overlay node with children (the walk-through's root agent h2), a new
-legacy counter is also shared with the subtree as a global task
+On the overlay root (the walk-through's h2), a new legacy counter is also
+shared with the whole tree as a global task
 (``OverlayNode.share_legacy_counter``) and the queries answer from the
 merged subtree snapshot (``OverlayNode.legacy_global``: own counter + the
 children's latest reports), so the original root usage gives global
@@ -129,7 +129,7 @@ def config_counter(agent: Agent, f: dict) -> webob.Response:
                                   f"{key!r} counter with increment {existing['increment']!r}")
     cid = agent.add_counter(sketch.id, body)
     share = getattr(agent.overlay, "share_legacy_counter", None)
-    if share is not None:  # an overlay node with children: the subtree counts too
+    if share is not None:  # at the overlay root the whole tree counts too
         try:
             share(sketch.id, cid)
         except Exception as exc:  # noqa: BLE001 - the local counter works regardless

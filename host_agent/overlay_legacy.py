@@ -25,17 +25,23 @@ def legacy_task_id(sketch_id: int, counter_id: int) -> str:
 
 
 class LegacyRoot:
-    """Legacy ``config sketch counter`` / queries on an agent with children."""
+    """Legacy ``config sketch counter`` / queries on the overlay root.
+
+    Only the root shares: the walk-through sends its global tasks to the root
+    (h2 there) and its per-host tasks to a host (h5). An inner agent with
+    children answers the original messages for itself alone, as a leaf does,
+    so "heavy hitters at h5" means packets arriving at h5 wherever h5 sits
+    in the tree."""
 
     def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
         """Forward a legacy counter made here to the subtree as a global task.
 
-        Called by the legacy ``config sketch counter`` handler on an agent
-        that has children; the local counter itself is the task's data here.
-        Returns the per-agent status, or None on a node without children.
+        Called by the legacy ``config sketch counter`` handler; the local
+        counter itself is the task's data here. Returns the per-agent status,
+        or None unless this agent is the overlay root and has children.
         """
         with self._lock:
-            if not self.children:
+            if not self.children or not self.root:
                 return None
         sketch = self.agent.sketches[sketch_id]
         spec = sketch.counters[counter_id]
