@@ -432,3 +432,31 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
     # deleting the root's sketch removes the subtree's copy
     assert call(app, "DELETE", f"/agent/v1/sketches/{sid}").status_int == 200
     assert child.tasks == {} and child.sketches == {}
+
+
+def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
+    """h5 with overlay children still means "packets arriving at h5" (per host)."""
+    from host_agent.overlay_node import InlineRunner, OverlayNode
+
+    net = AppTransport()
+    nodes = {}
+    for name in ("h5", "h6"):
+        mon = InlineMonitor(clock)
+        ag = Agent(name, [mon], clock=clock)
+        ag.start()
+        ag.overlay = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
+        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True, insecure=True)
+        nodes[name] = (ag, mon)
+    inner, child = nodes["h5"][0], nodes["h6"][0]
+    inner.overlay.set_overlay({"epoch": 1, "root": False,
+                               "parent": {"name": "h2", "url": "http://h2"},
+                               "children": [{"name": "h6", "url": "http://h6"}]})
+    child.overlay.set_overlay({"epoch": 1, "parent": {"name": "h5", "url": "http://h5"}})
+    app = net.apps["http://h5"]
+    sid = int(post_form(app, type="config sketch", interface="INPUT", proto="icmp").text)
+    assert post_form(app, type="config sketch counter", sketch_id=str(sid),
+                     counter_key_type="src", increment="pkt").status_int == 200
+    assert child.tasks == {}
+    nodes["h5"][1].feed([ipv4("10.0.0.1", "10.0.0.5")] * 2)
+    r = post_form(app, type="query heavy hitters", sketch_id=str(sid), counter_key_type="src")
+    assert r.json == {"10.0.0.1": 2}
