@@ -105,7 +105,7 @@ def test_runner_lists_parts_and_refuses_unknown(capsys):
 def test_part_commands_keep_default_results_dir_plain(tmp_path):
     part = runner.BY_NAME["overlay"]
     default = part.argv(False, bench.common.RESULTS_DIR)
-    assert default[1:4] == ["-m", "bench.overlay_scale", "--reps"]
+    assert default[1:3] == ["-m", "bench.overlay_scale"]
     assert default[-2:] == ["--json", str(bench.common.RESULTS_DIR / "overlay_scale.json")]
     other = part.argv(True, tmp_path)
     assert other[1] == "-c" and other[3:5] == [str(tmp_path), "bench.overlay_scale"]
