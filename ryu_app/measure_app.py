@@ -105,8 +105,15 @@ class MeasureApp(app_manager.RyuApp):
         except ImportError as exc:
             self.logger.warning("measurement service not available (%s): forwarding only", exc)
             return None
+        from ryu_app.store import StoreError
+
         state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
-        return MeasureService(self.topology, state_dir, now=time.time)
+        try:
+            return MeasureService(self.topology, state_dir, now=time.time)
+        except StoreError as exc:
+            # a corrupt or locked database: one clear line, no reset, exit 2
+            self.logger.error("cannot start: %s", exc)
+            raise SystemExit(2) from None
 
     def _register_rest(self, wsgi) -> None:
         try:

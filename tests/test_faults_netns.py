@@ -98,14 +98,13 @@ def test_corrupt_database_stops_the_controller_and_is_kept(corrupt_state):
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported): ryu_app/measure_app.py lets StoreError escape MeasureService() at "
-    "start-up: the clear message comes at the end of a Python traceback; expected one log "
-    "line and exit status 2"))
 def test_corrupt_database_error_is_one_clear_line(corrupt_state):
     state, db, _ = corrupt_state
     res = _run_controller(state)
-    assert "Traceback" not in res.stdout + res.stderr
+    log = res.stdout + res.stderr
+    assert "Traceback" not in log
+    assert res.returncode == 2, log
+    assert f"cannot start: store {db}: file is not a database" in log
 
 
 # ---------------------------------------------------------------- agent killed and restarted
