@@ -91,6 +91,8 @@ def validate_registration(body: Any) -> dict[str, Any]:
                            "data_ip": None, "mac": None}
     if body.get("data_ip") is not None:
         try:
+            if not isinstance(body["data_ip"], str):  # IPv4Address(int) would accept 1, True
+                raise TypeError
             out["data_ip"] = str(ipaddress.IPv4Address(body["data_ip"]))
         except (ValueError, TypeError):
             raise RegistryError("agent: field 'data_ip' must be an IPv4 address") from None
