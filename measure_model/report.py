@@ -99,10 +99,15 @@ def check_snapshot(snap: Any) -> dict[str, Any]:
     _need(snap.get("increment") in INCREMENTS,
           f"increment {snap.get('increment')!r} is not one of pkt, bytes")
     for name in ("packets", "bytes", "total"):
-        _need(_is_int(snap.get(name)) and snap[name] >= 0,
+        _need(_is_int(snap.get(name)) and 0 <= snap[name] < 2 ** 63,
               f"{name} must be a non-negative integer")
     _need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
     _count_map(snap.get("candidates", {}), "candidates")
+    _count_map(snap.get("heavy_hitters", {}), "heavy_hitters")
+    top = snap.get("top_k", [])
+    _need(isinstance(top, list) and len(top) <= MAX_CANDIDATES and all(
+        isinstance(e, list | tuple) and len(e) == 2 and isinstance(e[0], str) and _is_int(e[1])
+        and e[1] >= 0 for e in top), "top_k must be a list of [key, count] pairs")
     threshold = snap.get("threshold", {})
     _need(isinstance(threshold, dict), "threshold must be an object")
     if "fraction" in threshold:
