@@ -401,46 +401,48 @@ def test_two_queues_two_monitors_merge_exactly(ns_pair, agent_factory):
 
 def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
     """--controller: register + heartbeat (signed), retried while the controller is down."""
-    import http.server
     import json as jsonlib
 
-    from measure_model.auth import Verifier, load_or_create_secret, sign_request
+    from measure_model.auth import load_or_create_secret, sign_request
 
     _, b = ns_pair
     secret_file = str(tmp_path / "secret")
     secret, _ = load_or_create_secret(secret_file)
-    verifier = Verifier(secret)
-    seen: list[tuple[str, dict, bool]] = []
+    seen_file = tmp_path / "seen.jsonl"
+    # The stand-in controller is a process in the namespace (no threads or
+    # eventlet in the test process): it records (path, body, signed) per POST.
+    script = (
+        "import http.server, json, sys\n"
+        "from measure_model.auth import Verifier, load_or_create_secret\n"
+        "v = Verifier(load_or_create_secret(sys.argv[1])[0])\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_POST(self):\n"
+        "        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))\n"
+        "        try:\n"
+        "            v.verify('POST', self.path, body, dict(self.headers)); ok = True\n"
+        "        except Exception:\n"
+        "            ok = False\n"
+        "        with open(sys.argv[2], 'a') as f:\n"
+        "            f.write(json.dumps([self.path, json.loads(body or b'{}'), ok]) + '\\n')\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')\n"
+        "    def log_message(self, *a):\n"
+        "        pass\n"
+        "http.server.HTTPServer(('127.0.0.1', 18080), H).serve_forever()\n")
 
-    class Controller(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server API
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            try:
-                verifier.verify("POST", self.path, body, dict(self.headers))
-                signed = True
-            except Exception:  # noqa: BLE001 - recorded
-                signed = False
-            seen.append((self.path, jsonlib.loads(body or b"{}"), signed))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, *args):
-            pass
+    def recorded() -> list:
+        if not seen_file.exists():
+            return []
+        return [jsonlib.loads(line) for line in seen_file.read_text().splitlines() if line]
 
     ag = agent_factory(b, "h2", extra=["--controller", "http://127.0.0.1:18080",
                                        "--secret-file", secret_file,
                                        "--advertise", "http://192.168.100.2:8000"])
     wait_until(lambda: "retrying" in ag.log(), timeout=10, message="controller down logged")
-    server = in_netns(b, lambda: http.server.HTTPServer(("127.0.0.1", 18080), Controller))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: any(p.endswith("/heartbeat") for p, _, _ in seen), timeout=15,
-                   message="heartbeat")
-    finally:
-        server.shutdown()
-        server.server_close()
+    b.popen([sys.executable, "-c", script, secret_file, str(seen_file)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: any(p.endswith("/heartbeat") for p, _, _ in recorded()), timeout=20,
+               message="heartbeat")
+    seen = recorded()
     path, body, signed = seen[0]
     assert path == "/measure/v1/agents" and signed
     assert body["name"] == "h2" and body["url"] == "http://192.168.100.2:8000"
