@@ -24,11 +24,26 @@ import time
 from common import Agent, Controller, add_mode_arguments, rounds, show
 
 
+def ports_by_source(agent: Agent, sketch_id: int, interval: float) -> dict[str, int]:
+    """Distinct ports per source in the real-time window, once the scan that
+    raised the alarm has stopped growing (it may still be running)."""
+    last: dict[str, int] = {}
+    while True:
+        window = agent.real_time_counter(sketch_id, "src_dport")
+        now = dict(collections.Counter(key.split(",")[0] for key in window))
+        if now == last:
+            return now
+        last = now
+        time.sleep(interval)
+
+
 def per_host(args) -> None:
     agent = Agent(args.agent)
     sketch_id = agent.config_sketch(interface="INPUT")
-    agent.config_counter(sketch_id, "src_dport", "pkt")
-    agent.config_counter(sketch_id, "dport", "pkt")
+    # a sliding 2 s real-time window: a scan is not cut in two by a window edge
+    window = {"window_length": 2.0, "window_mode": "sliding"}
+    agent.config_counter(sketch_id, "src_dport", "pkt", **window)
+    agent.config_counter(sketch_id, "dport", "pkt", **window)
     print(f"sketch id: {sketch_id}", flush=True)
     key_num = 0
     for _ in rounds(args.rounds):
@@ -36,9 +51,7 @@ def per_host(args) -> None:
         new_key_num = agent.query(sketch_id, "dport", "real_time_key_num")
         if new_key_num - key_num > args.threshold:
             print("portscan detected.", flush=True)
-            window = agent.real_time_counter(sketch_id, "src_dport")
-            ports_by_src = collections.Counter(key.split(",")[0] for key in window)
-            show(dict(ports_by_src))
+            show(ports_by_source(agent, sketch_id, args.interval))
             if args.stop:
                 return
         key_num = new_key_num
