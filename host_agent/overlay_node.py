@@ -273,8 +273,12 @@ class OverlayNode(LegacyRoot):
         with self._lock:
             state = self.tasks.get(task_id)
             if state is None or state.task != task:
+                # the first report is for the interval the task was installed
+                # in, not for one that ended before the task existed
+                started = math.floor(self.now() / interval) * interval
                 state = TaskState(task_id, task, installed=False, interval=float(interval),
-                                  reporting=task.get("kind") != "bandwidth")
+                                  reporting=task.get("kind") != "bandwidth",
+                                  last_started=started)
                 self.tasks[task_id] = state
             state.agents = agents
             kids = list(self.children)

@@ -274,6 +274,7 @@ def test_missing_subtree_is_listed_and_does_not_block_beyond_timeout(tree):
 
 def test_wait_is_capped_by_half_the_interval(tree):
     task = dict(TASK, report_interval=0.5)
+    tree.clock.t = 99.9  # installed during the interval that ends at 100.0
     tree["h1"].put_task("fast", task)
     tree.tick_all(100.0)
     tree.net.down.add("h2")
@@ -691,3 +692,12 @@ def test_split_modules_keep_the_public_names_importable_from_overlay_node():
     with pytest.raises(ValueError, match="report: field 'snapshot' must be an object"):
         overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0, "covered": [],
                                      "missing": []})
+
+
+def test_first_report_is_not_for_an_interval_that_ended_before_the_install(tree):
+    tree.clock.t = 100.2
+    tree["h1"].put_task("late", dict(TASK, report_interval=1.0))
+    tree.tick_all(100.5)
+    assert tree.net.controller == []  # the interval ending at 100.0 predates the task
+    tree.tick_all(101.0)
+    assert [r["interval_end"] for r in tree.net.controller] == [101.0]
