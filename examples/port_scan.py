@@ -62,13 +62,18 @@ def scan_size(ctl: Controller, task_id: str, event: dict) -> int:
     that crosses the threshold, while the scan may still be going on, so
     follow the results until the source's count stops growing."""
     ports, seen = event["ports"], event.get("interval_end", 0.0)
-    while True:
-        res = ctl.wait_result(task_id, newer_than=seen, timeout=10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        res = ctl.result(task_id) or {}
+        if res.get("interval_end", 0.0) <= seen:
+            time.sleep(0.3)
+            continue
         seen = res["interval_end"]
         now = res.get("scanners", {}).get(event["src"], 0)
         if now <= ports:
             return ports
         ports = now
+    return ports
 
 
 def through_controller(args) -> None:
