@@ -393,19 +393,25 @@ class AppTransport:
         return self._call("DELETE", url, json)
 
 
-def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
-    """The walk-through's global usage: legacy messages to the root h2 cover h3 too."""
+def overlay_agents(clock, *names: str):
+    """Agents with overlay roles, wired to each other in process by name."""
     from host_agent.overlay_node import InlineRunner, OverlayNode
 
     net = AppTransport()
     nodes = {}
-    for name in ("h2", "h3"):
+    for name in names:
         mon = InlineMonitor(clock)
         ag = Agent(name, [mon], clock=clock)
         ag.start()
         ag.overlay = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
         net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True, insecure=True)
         nodes[name] = (ag, mon)
+    return net, nodes
+
+
+def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
+    """The walk-through's global usage: legacy messages to the root h2 cover h3 too."""
+    net, nodes = overlay_agents(clock, "h2", "h3")
     root, child = nodes["h2"][0], nodes["h3"][0]
     root.overlay.set_overlay({"epoch": 1, "root": True, "children": [
         {"name": "h3", "url": "http://h3"}]})
@@ -436,17 +442,7 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
 
 def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
     """h5 with overlay children still means "packets arriving at h5" (per host)."""
-    from host_agent.overlay_node import InlineRunner, OverlayNode
-
-    net = AppTransport()
-    nodes = {}
-    for name in ("h5", "h6"):
-        mon = InlineMonitor(clock)
-        ag = Agent(name, [mon], clock=clock)
-        ag.start()
-        ag.overlay = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
-        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True, insecure=True)
-        nodes[name] = (ag, mon)
+    net, nodes = overlay_agents(clock, "h5", "h6")
     inner, child = nodes["h5"][0], nodes["h6"][0]
     inner.overlay.set_overlay({"epoch": 1, "root": False,
                                "parent": {"name": "h2", "url": "http://h2"},
