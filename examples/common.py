@@ -153,6 +153,21 @@ class Controller:
             time.sleep(0.5)
         sys.exit(f"no result for task {task_id} within {timeout:.0f}s")
 
+    def follow(self, policy: str, n: int, interval: float):
+        """Apply a one-task policy, yield its newer complete results every
+        ``interval`` seconds (``n`` times, 0 = forever), then delete it."""
+        (task,) = self.apply_policy(policy)
+        print(f"task id: {task['id']}", flush=True)
+        try:
+            seen = 0.0
+            for _ in rounds(n):
+                time.sleep(interval)
+                res = self.wait_result(task["id"], newer_than=seen)
+                seen = res["interval_end"]
+                yield res
+        finally:
+            self.delete_task(task["id"])
+
     def events(self, since: int) -> list[dict]:
         body = self.call("GET", f"/events?since={since}")
         return body["events"] if isinstance(body, dict) else body

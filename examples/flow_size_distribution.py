@@ -39,21 +39,12 @@ def per_host(args) -> None:
 
 def through_controller(args) -> None:
     ctl = Controller(args.controller, args.token_file)
-    (task,) = ctl.apply_policy("flow_size_distribution.yaml")
-    print(f"task id: {task['id']}", flush=True)
-    try:
-        seen = 0.0
-        for _ in rounds(args.rounds):
-            time.sleep(args.interval)
-            res = ctl.wait_result(task["id"], newer_than=seen)
-            seen = res["interval_end"]
-            sizes = dict(res.get("top_k") or [])
-            show(sizes)
-            print(f"h6 hits h5: {sizes.get(args.key, 0)} bytes "
-                  f"(covered {len(res['covered'])} agents, missing {res['missing']})",
-                  flush=True)
-    finally:
-        ctl.delete_task(task["id"])
+    for res in ctl.follow("flow_size_distribution.yaml", args.rounds, args.interval):
+        sizes = dict(res.get("top_k") or [])
+        show(sizes)
+        print(f"h6 hits h5: {sizes.get(args.key, 0)} bytes "
+              f"(covered {len(res['covered'])} agents, missing {res['missing']})",
+              flush=True)
 
 
 def main() -> None:

@@ -39,19 +39,10 @@ def per_host(args) -> None:
 
 def through_controller(args) -> None:
     ctl = Controller(args.controller, args.token_file)
-    (task,) = ctl.apply_policy("heavy_hitter.yaml")
-    print(f"task id: {task['id']}", flush=True)
-    try:
-        seen = 0.0
-        for _ in rounds(args.rounds):
-            time.sleep(args.interval)
-            res = ctl.wait_result(task["id"], newer_than=seen)
-            seen = res["interval_end"]
-            show(res["heavy_hitters"])
-            print(f"h6 hits: {res['heavy_hitters'].get(args.key, 0)} times "
-                  f"(covered {','.join(res['covered'])})", flush=True)
-    finally:
-        ctl.delete_task(task["id"])
+    for res in ctl.follow("heavy_hitter.yaml", args.rounds, args.interval):
+        show(res["heavy_hitters"])
+        print(f"h6 hits: {res['heavy_hitters'].get(args.key, 0)} times "
+              f"(covered {','.join(res['covered'])})", flush=True)
 
 
 def main() -> None:
