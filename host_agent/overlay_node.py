@@ -570,7 +570,7 @@ class OverlayNode(LegacyRoot):
         report = {"task_id": state.task_id, "epoch": self.epoch, "from": self.name,
                   "interval_end": p.end, "generated_at": now, "height": height,
                   "kind": state.task.get("kind"), "scan_ports": state.task.get("scan_ports"),
-                  "snapshot": snapshot or {}, "covered": covered, "missing": missing,
+                  "snapshot": snapshot, "covered": covered, "missing": missing,
                   "oldest": oldest, "per_host": per_host}
         if p.own is None and p.own_error and self._in_scope(state.task):
             errors[self.name] = p.own_error

@@ -10,7 +10,6 @@ errors are ``ValueError`` naming the field. No I/O here.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,8 +89,8 @@ def is_count(v: Any) -> bool:
 
 
 def is_time(v: Any) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            and 0 <= v <= MAX_TIME)
+    """A number from 0 to MAX_TIME (compared, not converted: 10**400 must not raise)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_TIME
 
 
 def _hosts(value: Any, where: str) -> list[str]:
@@ -159,10 +158,13 @@ def validate_report(body: Any, check: Callable[[dict], Any] | None = None) -> di
         raise ValueError(f"report: field 'kind' must be one of {', '.join(KINDS)}")
     _hosts(body.get("covered"), "report: field 'covered'")
     _hosts(body.get("missing"), "report: field 'missing'")
-    snap = body.get("snapshot")
-    if not isinstance(snap, dict):
-        raise ValueError("report: field 'snapshot' must be an object")
-    if snap:
+    if "snapshot" not in body:
+        raise ValueError("report: field 'snapshot' is required (null: no data in this subtree)")
+    snap = body["snapshot"]
+    if snap is not None:
+        if not isinstance(snap, dict) or not snap:
+            raise ValueError("report: field 'snapshot' must be a counter snapshot, or null "
+                             "when nothing in the subtree measures the task")
         if snap.get("missed", {}) is None:
             snap["missed"] = {}  # an agent without capture rules knows of no misses
         if check is None:

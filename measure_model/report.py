@@ -40,7 +40,7 @@ else.
 
 from __future__ import annotations
 
-import math
+import re
 from typing import Any
 
 import numpy as np
@@ -54,99 +54,174 @@ from measure_model.keys import (
     sketch_key_of,
 )
 from measure_model.sketch import CountMinSketch
+from measure_model.task import HOST_PATTERN
 
 MAX_CANDIDATES = 100_000
+HOST_RE = re.compile(HOST_PATTERN)
 DEFAULT_LIMITS = {"top_k": 10, "max_candidates": 1000, "max_window_keys": 10000,
                   "max_scan_sources": 100, "max_scan_list": 1024}
 
 
 # ---------------------------------------------------------------- validation
+MAX_COUNT = 2 ** 63  # counts are int64 everywhere (sketch cells, totals)
+MAX_NUMBER = 1e15  # times (seconds since 1970), window lengths, thresholds
+MAX_LIMIT = 10_000_000
+SNAPSHOT_FIELDS = frozenset((
+    "key", "increment", "packets", "bytes", "total", "sketch", "candidates", "heavy_hitters",
+    "top_k", "threshold", "limits", "window", "scan", "distinct", "missed", "unparsed",
+    "covered", "missing", "generated_at", "oldest", "monitor"))
+WINDOW_FIELDS = frozenset(("length", "mode", "start", "counts", "distinct", "truncated",
+                           "previous"))
+
+
 def _need(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(f"snapshot: {message}")
+
+
+def _known(obj: dict, allowed: frozenset | set, where: str) -> None:
+    unknown = sorted(map(str, set(obj) - allowed))
+    if unknown:
+        raise ValueError(f"snapshot: {where}unknown field {unknown[0]!r}")
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_count(v: Any) -> bool:
+    return _is_int(v) and 0 <= v < MAX_COUNT
+
+
 def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number of sane size (comparisons, not float(): 10**400 must not raise)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and \
+        -MAX_NUMBER <= v <= MAX_NUMBER
 
 
-def _count_map(value: Any, name: str) -> dict[str, int]:
+def _keys_ok(key_type: str, keys: Any, name: str) -> None:
+    for k in keys:
+        try:
+            parse_key(key_type, k)
+        except ValueError as exc:
+            raise ValueError(f"snapshot: {name}: {exc}") from None
+
+
+def _count_map(value: Any, name: str, key_type: str) -> dict[str, int]:
     _need(isinstance(value, dict), f"{name} must be an object")
     _need(len(value) <= MAX_CANDIDATES, f"{name} has more than {MAX_CANDIDATES} keys")
-    for k, v in value.items():
-        _need(isinstance(k, str) and _is_int(v) and v >= 0,
-              f"{name} must map key strings to non-negative integers")
+    _need(all(_is_count(v) for v in value.values()),
+          f"{name} must map keys to integers from 0 to 2**63-1")
+    _keys_ok(key_type, value, name)
     return value
 
 
-def _window_ok(w: Any, name: str) -> None:
+def _window_ok(w: Any, name: str, key_type: str, top: bool) -> None:
     _need(isinstance(w, dict), f"{name} must be an object")
-    _need(_is_num(w.get("start")), f"{name}.start must be a number")
-    _count_map(w.get("counts"), f"{name}.counts")
-    _need(_is_int(w.get("distinct")) and w["distinct"] >= 0,
-          f"{name}.distinct must be a non-negative integer")
+    allowed = WINDOW_FIELDS if top else WINDOW_FIELDS - {"length", "mode", "previous"}
+    _known(w, allowed, f"{name}: ")
+    _need(_is_num(w.get("start")) and w["start"] >= 0, f"{name}.start must be a time")
+    _count_map(w.get("counts"), f"{name}.counts", key_type)
+    _need(_is_count(w.get("distinct")), f"{name}.distinct must be a non-negative integer")
+    _need(isinstance(w.get("truncated", False), bool), f"{name}.truncated must be a boolean")
+    if top:
+        _need(w.get("mode", "tumbling") in ("tumbling", "sliding"),
+              f"{name}.mode must be tumbling or sliding")
+        length = w.get("length")
+        _need(length is None or (_is_num(length) and length > 0),
+              f"{name}.length must be a positive number")
+        if w.get("previous") is not None:
+            _window_ok(w["previous"], f"{name}.previous", key_type, top=False)
+
+
+def _scan_ok(scan: Any) -> None:
+    _need(isinstance(scan, dict) and len(scan) <= MAX_CANDIDATES,
+          "scan must map sources to {ports: [int], dsts: [str], truncated: bool}")
+    _keys_ok("src", scan, "scan")
+    for src, info in scan.items():
+        where = f"scan[{src!r}]"
+        _need(isinstance(info, dict), f"{where} must be an object")
+        _known(info, {"ports", "dsts", "truncated"}, f"{where}: ")
+        ports, dsts = info.get("ports"), info.get("dsts")
+        _need(isinstance(ports, list) and len(ports) <= 65536
+              and all(_is_int(p) and 0 <= p <= 65535 for p in ports),
+              f"{where}.ports must be a list of port numbers")
+        _need(isinstance(dsts, list) and len(dsts) <= MAX_CANDIDATES,
+              f"{where}.dsts must be a list of addresses")
+        _keys_ok("dst", dsts, f"{where}.dsts")
+        _need(isinstance(info.get("truncated", False), bool),
+              f"{where}.truncated must be a boolean")
+
+
+def _distinct_ok(distinct: Any) -> None:
+    _need(isinstance(distinct, dict) and not set(distinct) - {"estimate", "hll", "precision"},
+          "distinct must be an object with estimate, hll, precision")
+    _need(_is_count(distinct.get("estimate", 0)),
+          "distinct.estimate must be a non-negative integer")
+    if "hll" in distinct:
+        try:
+            HyperLogLog.from_wire(distinct["hll"], distinct.get("precision"))
+        except ValueError as exc:
+            raise ValueError(f"snapshot: distinct: {exc}") from None
 
 
 def check_snapshot(snap: Any) -> dict[str, Any]:
-    """Validate the fields a merge reads; return the snapshot (ValueError if malformed)."""
+    """Validate a whole snapshot (every field a merge or a reader uses, the sketch cells
+    and HLL registers decoded); return it. ValueError naming the field if malformed."""
     _need(isinstance(snap, dict), "must be an object")
-    _need(snap.get("key") in KEY_TYPES, f"key {snap.get('key')!r} is not one of "
-                                        f"{', '.join(KEY_TYPES)}")
+    _known(snap, SNAPSHOT_FIELDS, "")
+    key = snap.get("key")
+    _need(key in KEY_TYPES, f"key {key!r} is not one of {', '.join(KEY_TYPES)}")
     _need(snap.get("increment") in INCREMENTS,
           f"increment {snap.get('increment')!r} is not one of pkt, bytes")
     for name in ("packets", "bytes", "total"):
-        _need(_is_int(snap.get(name)) and 0 <= snap[name] < 2 ** 63,
-              f"{name} must be a non-negative integer")
+        _need(_is_count(snap.get(name)), f"{name} must be an integer from 0 to 2**63-1")
     _need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
-    _count_map(snap.get("candidates", {}), "candidates")
-    _count_map(snap.get("heavy_hitters", {}), "heavy_hitters")
+    try:
+        CountMinSketch.from_wire(snap["sketch"])
+    except ValueError as exc:
+        raise ValueError(f"snapshot: {exc}") from None
+    _count_map(snap.get("candidates", {}), "candidates", key)
+    _count_map(snap.get("heavy_hitters", {}), "heavy_hitters", key)
     top = snap.get("top_k", [])
     _need(isinstance(top, list) and len(top) <= MAX_CANDIDATES and all(
-        isinstance(e, list | tuple) and len(e) == 2 and isinstance(e[0], str) and _is_int(e[1])
-        and e[1] >= 0 for e in top), "top_k must be a list of [key, count] pairs")
+        isinstance(e, list | tuple) and len(e) == 2 and _is_count(e[1]) for e in top),
+        "top_k must be a list of [key, count] pairs")
+    _keys_ok(key, [e[0] for e in top], "top_k")
     threshold = snap.get("threshold", {})
-    _need(isinstance(threshold, dict), "threshold must be an object")
+    _need(isinstance(threshold, dict) and not set(threshold) - {"fraction", "absolute",
+                                                                 "divisor"},
+          "threshold must be an object with fraction or absolute and divisor")
     if "fraction" in threshold:
         _need(_is_num(threshold["fraction"]) and 0 < threshold["fraction"] <= 1,
               "threshold.fraction must be > 0 and <= 1")
     if "absolute" in threshold:
         _need(_is_num(threshold["absolute"]) and threshold["absolute"] > 0,
               "threshold.absolute must be > 0")
-        _need(_is_int(threshold.get("divisor", 1)) and threshold.get("divisor", 1) >= 1,
-              "threshold.divisor must be a positive integer")
+        _need(_is_int(threshold.get("divisor", 1)) and 1 <= threshold.get("divisor", 1)
+              <= MAX_LIMIT, "threshold.divisor must be a positive integer")
     limits = snap.get("limits", {})
-    _need(isinstance(limits, dict) and all(_is_int(v) and v >= 1 for v in limits.values()),
-          "limits must map names to positive integers")
+    _need(isinstance(limits, dict) and set(limits) <= set(DEFAULT_LIMITS) and all(
+        _is_int(v) and 1 <= v <= MAX_LIMIT for v in limits.values()),
+        f"limits must map {', '.join(DEFAULT_LIMITS)} to integers from 1 to {MAX_LIMIT}")
     if snap.get("window") is not None:
-        _window_ok(snap["window"], "window")
-        if snap["window"].get("previous") is not None:
-            _window_ok(snap["window"]["previous"], "window.previous")
-    scan = snap.get("scan", {})
-    _need(isinstance(scan, dict), "scan must be an object")
-    for src, info in scan.items():
-        _need(isinstance(src, str) and isinstance(info, dict)
-              and isinstance(info.get("ports", []), list)
-              and isinstance(info.get("dsts", []), list)
-              and all(_is_int(p) and 0 <= p <= 65535 for p in info.get("ports", []))
-              and all(isinstance(d, str) for d in info.get("dsts", [])),
-              "scan must map sources to {ports: [int], dsts: [str]}")
-    distinct = snap.get("distinct")
-    _need(isinstance(distinct, dict), "distinct must be an object")
-    for name in ("missed",):
-        m = snap.get(name, {})
-        _need(isinstance(m, dict) and all(_is_int(v) and v >= 0 for v in m.values()),
-              f"{name} must map names to non-negative integers")
+        _window_ok(snap["window"], "window", key, top=True)
+    _scan_ok(snap.get("scan", {}))
+    _distinct_ok(snap.get("distinct"))
+    missed = snap.get("missed", {})
+    _need(isinstance(missed, dict) and set(missed) <= {"packets", "bytes"}
+          and all(_is_count(v) for v in missed.values()),
+          "missed must map packets and bytes to non-negative integers")
+    _need(_is_count(snap.get("unparsed", 0)), "unparsed must be a non-negative integer")
     for name in ("covered", "missing"):
-        _need(isinstance(snap.get(name, []), list)
-              and all(isinstance(h, str) for h in snap.get(name, [])),
+        hosts = snap.get(name, [])
+        _need(isinstance(hosts, list) and len(hosts) <= MAX_CANDIDATES
+              and all(isinstance(h, str) and HOST_RE.fullmatch(h) for h in hosts),
               f"{name} must be a list of host names")
     for name in ("generated_at", "oldest"):
-        if name in snap:
-            _need(_is_num(snap[name]), f"{name} must be a number")
+        if snap.get(name) is not None:
+            _need(_is_num(snap[name]) and snap[name] >= 0, f"{name} must be a time")
+    _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
     return snap
 
 
@@ -286,7 +361,7 @@ def merge_all(snaps: list[dict], checked: bool = False) -> dict[str, Any]:
             missed[name] = missed.get(name, 0) + value
     covered = sorted({h for s in snaps for h in s.get("covered", [])})
     missing = sorted({h for s in snaps for h in s.get("missing", [])} - set(covered))
-    times = [s["generated_at"] for s in snaps if "generated_at" in s]
+    times = [s["generated_at"] for s in snaps if s.get("generated_at") is not None]
     oldest = [s.get("oldest", s.get("generated_at")) for s in snaps]
     oldest = [t for t in oldest if t is not None]
     return {

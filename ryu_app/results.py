@@ -145,7 +145,7 @@ class Results:
         report = validate_report(report)
         now = time.time() if now is None else now
         task_id = report["task_id"]
-        snap = report["snapshot"]
+        snap = report["snapshot"] or {}  # null: nothing in the tree measures the task
         covered = sorted(set(report["covered"]))
         with self._lock:
             known = self._known.get(task_id)

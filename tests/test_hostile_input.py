@@ -270,49 +270,17 @@ def _agent_cases():
                                id=f"{method} {path} {'.'.join(map(str, field))}")
 
 
-# Known gaps (reported to the owners): excluded from the strict sweep above so that
-# every other value still guards against regressions, and asserted by the strict
-# xfail test below so that a fix shows up as XPASS.
-REPORT_CONTENTS = (
-    "host_agent/overlay_node.py receive_report and ryu_app/results.py validate_report (after "
-    "13f6426): an empty snapshot {{}} is accepted, interval_end 10**400 answers 500, counts "
-    "are unbounded (packets 10**400 or 2**64 accepted), and the contents of 'sketch' and "
-    "'scan' are not checked on receipt{}")
-CONTROLLER_HH = "; at the controller 'heavy_hitters' is not checked: 500 after storing"
-
-
-def report_gap(field: tuple, value: object, controller: bool = False) -> str | None:
-    """Reported gaps of report bodies (agent and controller), as of 13f6426."""
-    gap = REPORT_CONTENTS.format(CONTROLLER_HH if controller else "")
-    if field == ("snapshot",) and value == {}:
-        return gap
-    if field == ("interval_end",) and value == 10 ** 400:
-        return gap
-    if field[-1] in ("sketch", "scan") and isinstance(value, dict) and value:
-        return gap
-    return None
-
-
-def agent_gap(path: str, field: tuple, value: object) -> str | None:
-    """The reported gap a hostile value hits on an agent field, if any (the overlay
-    placement and task gaps were fixed in 13f6426, falsy-as-absent and huge numbers in
-    f67feed)."""
-    if path == "/agent/v1/reports":
-        return report_gap(field, value)
-    return None
-
-
-def _agent_values(path, field, gaps: bool):
+def _agent_values(path, field):
     out = []
+    report = path == "/agent/v1/reports"
     for value in HOSTILE:
-        if value == {} and field[-1] in ("filter", "window", "sketch"):
+        if value == {} and field[-1] in ("filter", "window", "sketch") and not report:
             continue  # an empty object is valid: all defaults
         if value is True and field == ("root",):
             continue  # a boolean field
         if value == {} and field[-1] == "candidates":
             continue  # no candidates: valid
-        if (agent_gap(path, field, value) is not None) == gaps:
-            out.append(value)
+        out.append(value)
     return out
 
 
@@ -324,28 +292,7 @@ def test_agent_refuses_hostile_field(method, path, base, field, canaries):
     def request(value):
         return signed(method, path, json.dumps(_set(base, field, value)).encode())
 
-    values = _agent_values(path, field, gaps=False)
-    assert sweep(app, lambda: agent_state(agent), request, values) == []
-
-
-def _gap_cases():
-    for param in _agent_cases():
-        method, path, base, field = param.values
-        reasons = {agent_gap(path, field, v) for v in _agent_values(path, field, gaps=True)}
-        if reasons:
-            yield pytest.param(method, path, base, field, id=param.id, marks=pytest.mark.xfail(
-                strict=True, reason="BUG (reported): " + "; ".join(sorted(reasons))))
-
-
-@pytest.mark.parametrize("method, path, base, field", list(_gap_cases()))
-def test_agent_known_gaps_refuse_hostile_field(method, path, base, field, canaries):
-    app, agent, _ = ready_agent()
-    base = REPORT if base == "REPORT" else base
-
-    def request(value):
-        return signed(method, path, json.dumps(_set(base, field, value)).encode())
-
-    values = _agent_values(path, field, gaps=True)
+    values = _agent_values(path, field)
     assert sweep(app, lambda: agent_state(agent), request, values) == []
 
 
@@ -362,13 +309,7 @@ LEGACY_BASES = {
     "query real time counter": {"sketch_id": "1", "counter_key_type": "src"},
     "query bw": {"src": "10.0.0.9", "dst": "127.0.0.1"},
 }
-def legacy_gap(kind: str, field: str, value: object, form: bool) -> str | None:
-    """Reported gaps of the legacy messages (none open; the '' = absent convention of
-    optional form fields is by design)."""
-    return None
-
-
-def _legacy_values(kind, field, form, gaps):
+def _legacy_values(kind, field, form):
     optional = field not in ("sketch_id", "counter_key_type", "counter_key", "src", "dst") \
         or kind == "config sketch"
     out = []
@@ -377,21 +318,15 @@ def _legacy_values(kind, field, form, gaps):
             continue  # a form field is a string
         if value == "" and optional:
             continue  # legacy clients send '' for an absent optional field (by design)
-        if (legacy_gap(kind, field, value, form) is not None) == gaps:
-            out.append(str(value) if form else value)
+        out.append(str(value) if form else value)
     return out
 
 
-def _legacy_cases(gaps: bool):
+def _legacy_cases():
     for kind, base in LEGACY_BASES.items():
         for field in ["type", *base]:
             for form in (False, True):
-                values = _legacy_values(kind, field, form, gaps)
-                if gaps and not values:
-                    continue
-                marks = [pytest.mark.xfail(strict=True, reason="BUG (reported): " + "; ".join(
-                    sorted({legacy_gap(kind, field, v, form) for v in values})))] if gaps else []
-                yield pytest.param(kind, base, field, form, values, marks=marks,
+                yield pytest.param(kind, base, field, form, _legacy_values(kind, field, form),
                                    id=f"{kind}-{field}-{'form' if form else 'json'}")
 
 
@@ -411,13 +346,8 @@ def _legacy_sweep(kind, base, field, form, values):
     return sweep(app, lambda: agent_state(agent), request, values, read=read)
 
 
-@pytest.mark.parametrize("kind, base, field, form, values", list(_legacy_cases(False)))
+@pytest.mark.parametrize("kind, base, field, form, values", list(_legacy_cases()))
 def test_legacy_message_refuses_hostile_field(kind, base, field, form, values, canaries):
-    assert _legacy_sweep(kind, base, field, form, values) == []
-
-
-@pytest.mark.parametrize("kind, base, field, form, values", list(_legacy_cases(True)))
-def test_legacy_known_gaps(kind, base, field, form, values, canaries):
     assert _legacy_sweep(kind, base, field, form, values) == []
 
 
@@ -443,25 +373,14 @@ CONTROLLER_PATHS = [("GET", "/measure/v1/tasks/{}"), ("DELETE", "/measure/v1/tas
 TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
-def path_gap(owner: str, template: str, value: str) -> str | None:
-    """Reported gaps of identifiers in paths and queries (none open: non-UTF-8 paths were
-    fixed in the agent in f67feed and in the controller in ffd7b35, newlines in ffd7b35)."""
-    return None
-
-
-def _path_cases(paths, owner, gaps: bool):
+def _path_cases(paths):
     from urllib.parse import unquote
 
     for method, template in paths:
-        values = [v for v in PATH_VALUES if (path_gap(owner, template, v) is not None) == gaps
-                  and not (template.startswith("/agent/v1/tasks/")
-                           and TASK_ID.fullmatch(unquote(v)))]  # a valid task id
-        if not values:
-            continue
-        marks = [pytest.mark.xfail(strict=True, reason="BUG (reported): " + "; ".join(sorted(
-            {path_gap(owner, template, v) for v in values})))] if gaps else []
-        yield pytest.param(method, template, values, marks=marks,
-                           id=f"{method} {template}{' gaps' if gaps else ''}")
+        values = [v for v in PATH_VALUES
+                  if not (template.startswith("/agent/v1/tasks/")
+                          and TASK_ID.fullmatch(unquote(v)))]  # a valid task id
+        yield pytest.param(method, template, values, id=f"{method} {template}")
 
 
 def _agent_path_sweep(method, template, values):
@@ -472,9 +391,7 @@ def _agent_path_sweep(method, template, values):
                  read=method == "GET")
 
 
-@pytest.mark.parametrize("method, template, values", [
-    *_path_cases(AGENT_PATHS, "host_agent/api.py AgentApp.handle/get_counter", False),
-    *_path_cases(AGENT_PATHS, "host_agent/api.py AgentApp.handle/get_counter", True)])
+@pytest.mark.parametrize("method, template, values", list(_path_cases(AGENT_PATHS)))
 def test_agent_refuses_hostile_identifiers(method, template, values, canaries):
     assert _agent_path_sweep(method, template, values) == []
 
@@ -486,11 +403,7 @@ def _controller_path_sweep(ready, method, template, values):
                  read=method == "GET")
 
 
-@pytest.mark.parametrize("method, template, values", [
-    *_path_cases(CONTROLLER_PATHS, "ryu_app/rest.py _api/_authorize/_query/FallbackController",
-                 False),
-    *_path_cases(CONTROLLER_PATHS, "ryu_app/rest.py _api/_authorize/_query/FallbackController",
-                 True)])
+@pytest.mark.parametrize("method, template, values", list(_path_cases(CONTROLLER_PATHS)))
 def test_controller_refuses_hostile_identifiers(ready_controller, method, template, values,
                                                canaries):
     assert _controller_path_sweep(ready_controller, method, template, values) == []
@@ -504,13 +417,7 @@ CONTROLLER_REGISTRATION = {"name": "h4", "url": "http://192.168.100.4:8000",
                            "data_ip": "10.0.0.4", "mac": "00:00:00:00:00:04"}
 
 
-def controller_gap(path: str, field: tuple, value: object) -> str | None:
-    if path == "/measure/v1/reports":
-        return report_gap(field, value, controller=True)
-    return None
-
-
-def _controller_cases(gaps: bool):
+def _controller_cases():
     targets = [("/measure/v1/agents", "json", CONTROLLER_REGISTRATION),
                ("/measure/v1/bandwidth", "json", CONTROLLER_BANDWIDTH),
                ("/measure/v1/reports", "json", "REPORT")]
@@ -524,13 +431,8 @@ def _controller_cases(gaps: bool):
         for field in fields:
             values = [v for v in HOSTILE  # an empty filter/window/sketch/scan map is valid
                       if not (v == {} and field[-1] in ("filter", "window", "sketch", "scan",
-                                                          "candidates", "heavy_hitters"))
-                      and (controller_gap(path, field, v) is not None) == gaps]
-            if not values:
-                continue
-            marks = [pytest.mark.xfail(strict=True, reason="BUG (reported): " + "; ".join(
-                sorted({controller_gap(path, field, v) for v in values})))] if gaps else []
-            yield pytest.param(path, enc, base, field, values, marks=marks,
+                                                          "candidates", "heavy_hitters"))]
+            yield pytest.param(path, enc, base, field, values,
                                id=f"{path} {enc} {'.'.join(map(str, field))}")
 
 
@@ -557,8 +459,7 @@ def _controller_sweep(ready, path, enc, base, field, values):
     return sweep(app, lambda: controller_state(service), request, values)
 
 
-@pytest.mark.parametrize("path, enc, base, field, values", [*_controller_cases(False),
-                                                            *_controller_cases(True)])
+@pytest.mark.parametrize("path, enc, base, field, values", list(_controller_cases()))
 def test_controller_refuses_hostile_field(ready_controller, path, enc, base, field, values,
                                          canaries):
     assert _controller_sweep(ready_controller, path, enc, base, field, values) == []

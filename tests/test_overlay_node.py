@@ -323,7 +323,7 @@ def test_overlay_body_validation(tree, body, message):
 
 def test_report_from_a_stranger_is_refused(tree):
     tree["h1"].put_task("t1", dict(TASK))
-    body = {"task_id": "t1", "from": "h5", "interval_end": 105.0, "snapshot": {},
+    body = {"task_id": "t1", "from": "h5", "interval_end": 105.0, "snapshot": None,
             "covered": ["h5"], "missing": []}
     with pytest.raises(NotAChild, match="^report: 'h5' is not a child of h1$"):
         tree["h1"].receive_report(body)
@@ -343,6 +343,10 @@ def test_report_from_a_stranger_is_refused(tree):
         ({"per_host": {"h2": {"top_k": [["a", "b"]]}}},
          "report: per_host 'h2': 'top_k' must be a list of [key, count]"),
         ({"errors": {"h2": 5}}, "report: field 'errors' must map agent names to messages"),
+        ({"interval_end": 10 ** 400},
+         "report: field 'interval_end' must be a time from 0 to 1e+13"),
+        ({"snapshot": {}}, "report: field 'snapshot' must be a counter snapshot, or null when "
+                           "nothing in the subtree measures the task"),
     ]:
         with pytest.raises(ValueError) as err:
             tree["h1"].receive_report({**good, **change})
@@ -355,7 +359,8 @@ def test_real_snapshots_are_checked_on_receipt():
     tree["h1"].put_task("t1", dict(TASK))
     body = {"task_id": "t1", "from": "h2", "interval_end": 105.0, "covered": ["h2"],
             "missing": [], "snapshot": {"key": "src", "increment": "pkt", "packets": -3}}
-    with pytest.raises(ValueError, match="^snapshot: packets must be a non-negative integer$"):
+    with pytest.raises(ValueError,
+                       match=r"^snapshot: packets must be an integer from 0 to 2\*\*63-1$"):
         tree["h1"].receive_report(body)
     body["snapshot"] = tree["h2"].agent.snapshot_task("t1", 105.0)  # missed: None, no capture
     assert tree["h1"].receive_report(body) == {"accepted": True, "late": False}
@@ -689,7 +694,7 @@ def test_split_modules_keep_the_public_names_importable_from_overlay_node():
                                           "TASK_ID_RE", "HOST_RE", "check_task"))):
         for name in names:
             assert getattr(overlay_node, name) is getattr(module, name)
-    with pytest.raises(ValueError, match="report: field 'snapshot' must be an object"):
+    with pytest.raises(ValueError, match="report: field 'snapshot' is required"):
         overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0, "covered": [],
                                      "missing": []})
 

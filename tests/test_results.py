@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from measure_model.hll import HyperLogLog
+from measure_model.sketch import CountMinSketch
 from ryu_app.results import MemoryStore, Results
+
+SKETCH = CountMinSketch(64, 2, 1).to_wire()
+HLL = HyperLogLog(12).to_wire()
 
 
 def report(end: float, hh: dict | None = None, scan: dict | None = None,
            missing: list | None = None, **kw) -> dict:
     snap = {"key": "src", "increment": "pkt", "packets": 30, "bytes": 3000, "total": 30,
-            "sketch": {"width": 64, "depth": 2, "seed": 1, "cells": "AAAA"},
+            "sketch": SKETCH,
             "heavy_hitters": hh or {}, "top_k": sorted((hh or {}).items()),
-            "distinct": {"estimate": 3, "hll": "BBBB", "precision": 12},
+            "distinct": {"estimate": 3, "hll": HLL, "precision": 12},
             "scan": scan or {}}
     base = {"task_id": "t1", "epoch": 1, "from": "h1", "interval_end": end,
             "generated_at": end + 0.2, "snapshot": snap, "covered": ["h1", "h2"],
@@ -37,7 +42,7 @@ def test_latest_global_result_has_coverage_and_age_and_no_raw_sketch(results):
     assert res["packets"] == 30 and res["heavy_hitters"] == {"10.0.0.9": 12}
     assert res["covered"] == ["h1", "h2"] and res["missing"] == [] and res["complete"] is True
     assert res["age"] == 1.0  # since the oldest data inside (10.01)
-    assert res["sketch"] == {"width": 64, "depth": 2, "seed": 1}
+    assert res["sketch"] == {"width": 64, "depth": 2, "seed": 1, "conservative": True}
     assert res["distinct"] == {"estimate": 3, "precision": 12}
 
 
@@ -66,9 +71,11 @@ def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
     ids1 = results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
     ids2 = results.ingest(report(15.0, hh={"10.0.0.9": 20, "10.0.0.7": 15, "10.0.0.8": 15},
                                  scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5], "dsts": ["10.0.0.5"]},
-                                       "10.0.0.4": {"ports": [1, 2, 3, 4]}}), now=15.5)
+                                       "10.0.0.4": {"ports": [1, 2, 3, 4], "dsts": []}}),
+                          now=15.5)
     ids3 = results.ingest(report(20.0, hh={"10.0.0.9": 25, "10.0.0.7": 15},
-                                 scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5, 6]}}), now=20.5)
+                                 scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5, 6], "dsts": []}}),
+                          now=20.5)
     assert ids1 == [1] and ids2 == [2, 3, 4] and ids3 == []
     events = results.events(since=0)
     assert [(e["id"], e["kind"]) for e in events] == [
@@ -96,8 +103,16 @@ def test_coverage_change_is_an_event(results):
     ({"task_id": "t1", "interval_end": "5"},
      "report: field 'interval_end' must be a time from 0 to 1e+13"),
     ({"task_id": "t1", "interval_end": 5, "snapshot": [], "covered": [], "missing": []},
-     "report: field 'snapshot' must be an object"),
-    ({"task_id": "t1", "interval_end": 5, "snapshot": {}, "covered": [], "missing": [],
+     "report: field 'snapshot' must be a counter snapshot, or null when nothing in the "
+     "subtree measures the task"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": {}, "covered": [], "missing": []},
+     "report: field 'snapshot' must be a counter snapshot, or null when nothing in the "
+     "subtree measures the task"),
+    ({"task_id": "t1", "interval_end": 10 ** 400, "snapshot": None, "covered": [],
+      "missing": []}, "report: field 'interval_end' must be a time from 0 to 1e+13"),
+    ({"task_id": "t1", "interval_end": 5, "covered": [], "missing": []},
+     "report: field 'snapshot' is required (null: no data in this subtree)"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": None, "covered": [], "missing": [],
       "per_host": {"h1": 3}},
      "report: per_host 'h1' must be an object with fields packets, bytes, total, "
      "heavy_hitters, top_k, distinct, scan, missed, generated_at"),
