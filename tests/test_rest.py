@@ -473,6 +473,24 @@ def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
     assert again.call("GET", "/measure/v1/tasks/2")[1]["status"] == "active"
 
 
+def test_first_report_after_a_restart_is_compared_with_the_stored_result(h):
+    """A restarted controller raises events against the last stored result, whether or
+    not someone read the result first: a heavy hitter from before is not new again."""
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    hh = {"10.0.0.2,10.0.0.5": 900}
+    assert h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2"], ["h3"], 1000.0, hh)
+                  ) == (202, {"accepted": True, "events": [1]})
+    h.service.store.close()
+    again = Harness(h.state_dir)
+    assert again.call("POST", "/measure/v1/reports",
+                      _report("1", ["h1", "h2", "h3"], [], 1005.0, hh)
+                      ) == (202, {"accepted": True, "events": [2]})
+    status, events = again.call("GET", "/measure/v1/events")
+    assert [(e["id"], e["kind"], e["interval_end"]) for e in events["events"]] == [
+        (1, "heavy_hitter", 1000.0), (2, "coverage", 1005.0)]
+    assert events["events"][1]["missing"] == []
+
+
 def test_bandwidth_resolves_hosts_and_calls_the_source_agent(h):
     h.register(5, 6)
     status, body = h.call("POST", "/measure/v1/bandwidth",
