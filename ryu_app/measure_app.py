@@ -12,8 +12,9 @@ owned by the controller part). This class only
   and turns the returned decisions into OpenFlow 1.3 messages,
 - deletes its own flows by cookie on every switch when a switch or link
   changes (Ryu's LLDP flow and the table-miss flow have cookie 0 and stay),
-- runs a hub thread calling ``service.tick(time.time())`` every second and
-  tells the service when the topology changed,
+- runs a hub thread calling ``service.tick(time.time())`` every second, and
+  at once when a REST call queued a push (``service.wake``), and tells the
+  service when the topology changed,
 - registers the REST API (``rest.register_rest``) on Ryu's WSGI app.
 
 Start it with the project launcher (``python -m ryu_app``), or with
@@ -125,8 +126,12 @@ class MeasureApp(app_manager.RyuApp):
         register_rest(wsgi, self.service)
 
     def _tick_loop(self) -> None:
+        """``service.tick`` every second, or at once when a REST call queued a push."""
+        wake = hub.Event()
+        self.service.wake = wake.set
         while True:
-            hub.sleep(TICK_SECONDS)
+            wake.wait(timeout=TICK_SECONDS)
+            wake.clear()
             try:
                 self.service.tick(time.time())
             except Exception:

@@ -26,7 +26,11 @@ Pushing state to agents (``/agent/v1`` of docs/design.md):
   again to the root when the root changes or an agent (re)joins;
 - ``DELETE {root}/agent/v1/tasks/{id}`` removes a task everywhere.
 
-Failed pushes stay queued and are retried at the next tick. HTTP goes
+A REST call never waits for agents: a new or deleted task is stored (the
+answer says so), queued, and the Ryu app's ticker is woken at once
+(``wake``) to push it; without a ticker (unit tests) a deletion is sent
+before the call returns and a new task at the next ``tick``. Failed pushes
+stay queued and are retried at the next tick. HTTP goes
 through an injectable client (``http.request(method, url, json, timeout)``
 returning ``(status, body)``), signed with the shared secret when one is
 configured. Under Ryu's eventlet hub the sockets are green, so a slow agent
@@ -232,6 +236,8 @@ class MeasureService:
         self._push_overlay: set[str] = set()
         self._topology_dirty = True
         self._joined = False
+        #: set by the Ryu app: wakes its ticker so queued pushes go out now
+        self.wake: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ tasks
 
@@ -253,6 +259,8 @@ class MeasureService:
             self.tasks[task_id] = TaskRecord(task_id, task, now)
             if task.kind != "bandwidth":
                 self._push_tasks.add(task_id)
+        if self.wake is not None:
+            self.wake()
         return [{"id": i, "name": t.name} for i, t in zip(ids, tasks, strict=True)]
 
     def _record(self, task_id: str) -> TaskRecord:
@@ -276,7 +284,10 @@ class MeasureService:
             self.results.forget(task_id)
         if record.task.kind != "bandwidth":
             self._push_deletes.add(task_id)
-            self._send_deletes()
+            if self.wake is not None:
+                self.wake()  # the ticker tells the root; this call does not wait for agents
+            else:
+                self._send_deletes()
         return {"id": task_id, "name": record.task.name, "deleted": True}
 
     def result(self, task_id: str, host: str | None = None) -> dict[str, Any]:
