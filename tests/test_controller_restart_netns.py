@@ -188,6 +188,9 @@ def test_controller_killed_and_restarted_keeps_history_and_counts(ns_pair, agent
     (agent,) = _ok(ctl2.get("/measure/v1/agents"))["agents"]
     assert (agent["name"], agent["up"], agent["url"]) == ("h2", True, f"http://{b.ip}:8000")
     assert agent["joins"] == 1  # the registry is in memory: the new process saw one join
+    log = ag.log()  # the agent's side: registered twice, the controller back in between
+    assert log.count(f"registered with {ctl.url} as h2") == 2, log
+    assert f"controller {ctl.url} reachable again" in log, log
     assert _ok(ctl2.get("/measure/v1/overlay"))["epoch"] == res["epoch"]
     wait_until(lambda: _ok(ctl2.get("/measure/v1/tasks/1"))["agents"] == {"h2": "ok"},
                timeout=15, message="task re-pushed to the root")
