@@ -153,6 +153,8 @@ class Results:
                 rows = self.store.results(task_id, GLOBAL, limit=1)
                 known = set(rows[0]["covered"]) | set(rows[0]["missing"]) if rows else set()
                 self._known[task_id] = known
+                if rows:  # and the result new events are compared with (after a restart)
+                    self._latest.setdefault((task_id, GLOBAL), rows[0])
             known.update(covered, report["missing"])
             # an agent dropped from the tree (dead, being re-parented) is still missing
             missing = sorted(known - set(covered))

@@ -226,11 +226,6 @@ class MeasureService:
             task = Task.from_dict(row["task"], f"stored task {row['id']}")
             status = row["status"] if task.kind == "bandwidth" else "pending"
             self.tasks[row["id"]] = TaskRecord(row["id"], task, row["created"], status)
-        if self.results is not None:
-            # the last stored result of each task is the previous one of the first
-            # report after a restart (a heavy hitter from before the restart is not new)
-            for task_id in self.tasks:
-                self.results.latest(task_id)
         self._push_tasks = {i for i, r in self.tasks.items() if r.task.kind != "bandwidth"}
         self._push_deletes: set[str] = set()
         self._push_overlay: set[str] = set()

@@ -67,6 +67,15 @@ def test_latest_survives_a_restart_through_the_store():
     assert again.latest("t1", now=10.51)["interval_end"] == 10.0
 
 
+def test_first_report_after_a_restart_raises_events_against_the_stored_result():
+    store = MemoryStore()
+    assert Results(store).ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5) == [1]
+    again = Results(store)  # nobody read the result before the next report
+    assert again.ingest(report(15.0, hh={"10.0.0.9": 14}, missing=["h3"]), now=15.5) == [2]
+    assert [(e["kind"], e.get("missing")) for e in again.events()] == [
+        ("heavy_hitter", None), ("coverage", ["h3"])]
+
+
 def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
     ids1 = results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
     ids2 = results.ingest(report(15.0, hh={"10.0.0.9": 20, "10.0.0.7": 15, "10.0.0.8": 15},
