@@ -187,8 +187,8 @@ def render_events(events: list[dict]) -> str:
 
 
 def render_bandwidth(reply: dict) -> str:
-    keys = [k for k in ("src", "dst", "method", "mbit_s", "mbytes_s", "range_mbit",
-                        "duration", "probe_bytes", "label") if k in reply]
+    keys = [k for k in ("src", "dst", "method", "mbit_s", "mbytes_s", "range_mbit_s",
+                        "duration_s", "probe_bytes", "streams", "label") if k in reply]
     keys += sorted(k for k in reply if k not in keys)
     return render_table(["FIELD", "VALUE"], [[k, reply[k]] for k in keys])
 

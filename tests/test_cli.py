@@ -199,6 +199,20 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert capsys.readouterr().out == "task 1 deleted\n"
 
 
+def test_bandwidth_reply_is_a_table_in_the_order_of_the_result_body():
+    from host_agent.bandwidth import result_json
+    from ryu_app.cli import render_bandwidth
+
+    reply = result_json("h1", "h5", "slops", 9.9816, 9.5, 10.25, 2.0004, 120000, 1,
+                        label="available bandwidth")
+    lines = render_bandwidth(reply).splitlines()
+    assert lines[0].split() == ["FIELD", "VALUE"]
+    assert [line.split()[0] for line in lines[1:]] == [
+        "src", "dst", "method", "mbit_s", "mbytes_s", "range_mbit_s", "duration_s",
+        "probe_bytes", "streams", "label"]
+    assert lines[6].split(None, 1) == ["range_mbit_s", "[9.5, 10.25]"]
+
+
 # ---------------------------------------------------------------- Mininet
 
 @pytest.mark.mininet
