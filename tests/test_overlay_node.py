@@ -684,16 +684,20 @@ def test_default_merge_does_not_check_snapshots_again_a_custom_check_does(monkey
 
 
 def test_split_modules_keep_the_public_names_importable_from_overlay_node():
-    from host_agent import overlay_legacy, overlay_node, overlay_transport
+    from host_agent import overlay_down, overlay_legacy, overlay_node, overlay_transport
     from measure_model import overlay_msgs
 
-    for module, names in ((overlay_legacy, ("LegacyRoot", "legacy_task_id", "LEGACY_INTERVAL")),
+    for module, names in ((overlay_down, ("TaskFanOut", "TaskState", "Pending",
+                                          "DEFAULT_INTERVAL")),
+                          (overlay_legacy, ("LegacyRoot", "legacy_task_id", "LEGACY_INTERVAL")),
                           (overlay_transport, ("RequestsTransport", "InlineRunner",
                                                "ThreadRunner", "GreenRunner", "default_runner")),
                           (overlay_msgs, ("validate_report", "Peer", "OVERLAY_KEY", "MAX_TIME",
                                           "TASK_ID_RE", "HOST_RE", "check_task"))):
         for name in names:
             assert getattr(overlay_node, name) is getattr(module, name)
+    assert issubclass(overlay_node.OverlayNode, overlay_down.TaskFanOut)
+    assert overlay_node.OverlayNode.put_task is overlay_down.TaskFanOut.put_task
     with pytest.raises(ValueError, match="report: field 'snapshot' is required"):
         overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0, "covered": [],
                                      "missing": []})
