@@ -30,8 +30,12 @@ POST tasks + DELETE tasks/{id} 10      201, then 200 (a task of its own)
 
 Any other status, or a transport error, is an error. Latency is per HTTP
 call (wall clock, ``time.perf_counter``); the table prints count, errors,
-p50, p99 and max per call and overall, and the throughput. The exit status
-is 1 if there was any error. Results go to ``bench/results/load.json``.
+p50, p99 and max per call and overall, and the throughput. Task calls do
+not wait for agents (the controller pushes in the background), so after
+the load the benchmark waits until every agent holds exactly the tasks the
+controller still has, and prints how long that took. The exit status is 1
+if there was any error or the agents did not settle within 120 s. Results
+go to ``bench/results/load.json``.
 """
 
 from __future__ import annotations
@@ -176,6 +180,30 @@ def _wait_result(rest, task_id: str, timeout: float = 60.0) -> None:
     raise SystemExit(f"no result for task {task_id} after {timeout:.0f}s")
 
 
+def _settle(rest, timeout: float = 120.0) -> dict[str, Any]:
+    """After the load: wait until every agent holds exactly the tasks the controller
+    still has (every queued push and deletion delivered); how long that took."""
+    start = time.monotonic()
+    want = sorted(t["id"] for t in rest("/measure/v1/tasks")[1]["tasks"]
+                  if t["kind"] != "bandwidth")
+    agents = rest("/measure/v1/agents")[1]["agents"]
+    while True:
+        wrong: dict[str, Any] = {}
+        for agent in agents:
+            try:
+                held = requests.get(f"{agent['url']}/agent/v1/health", timeout=5).json()["tasks"]
+            except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+                held = f"{type(exc).__name__}: {exc}"
+            if held != want:
+                wrong[agent["name"]] = held
+        waited = round(time.monotonic() - start, 2)
+        if not wrong:
+            return {"settled_s": waited, "unsettled": {}, "tasks_left": want}
+        if waited > timeout:
+            return {"settled_s": None, "unsettled": wrong, "tasks_left": want}
+        time.sleep(0.5)
+
+
 def _free_port() -> int:
     import socket
 
@@ -195,7 +223,9 @@ def _own_network(args, run_load_with):
         with open(mn.token_file()) as f:
             token = f.read().strip()
         agents = len(mn.rest("/measure/v1/agents")[1]["agents"])
-        return run_load_with(mn.rest_url, token, task_id), agents
+        result = run_load_with(mn.rest_url, token, task_id)
+        result.update(_settle(mn.rest))
+        return result, agents
 
 
 def _rest_for(url: str, token: str):
@@ -239,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         task_id = _prepare(rest)
         _wait_result(rest, task_id)
         result = go(args.url.rstrip("/"), token, task_id)
+        result.update(_settle(rest))
         agents = len(rest("/measure/v1/agents")[1]["agents"])
     else:
         result, agents = _own_network(args, go)
@@ -252,13 +283,19 @@ def main(argv: list[str] | None = None) -> int:
                 ["call", "count", "errors", "p50 ms", "p99 ms", "max ms"], rows)
     for name, samples in result["error_samples"].items():
         print(f"errors in {name}: {samples}", flush=True)
+    if result["settled_s"] is None:
+        print(f"NOT SETTLED: agents still hold other tasks than {result['tasks_left']}: "
+              f"{result['unsettled']}", flush=True)
+    else:
+        print(f"settled {result['settled_s']:.1f} s after the load: every agent holds exactly "
+              f"the controller's tasks {result['tasks_left']}", flush=True)
     write_json("load", result, enabled=not args.no_json)
     if args.json_out:
         import json
 
         with open(args.json_out, "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)
-    return 1 if t["errors"] else 0
+    return 1 if t["errors"] or result["settled_s"] is None else 0
 
 
 if __name__ == "__main__":
