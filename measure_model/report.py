@@ -49,6 +49,7 @@ from measure_model.hll import HyperLogLog
 from measure_model.keys import (
     INCREMENTS,
     KEY_TYPES,
+    check_keys,
     format_key,
     parse_key,
     sketch_key_of,
@@ -100,18 +101,19 @@ def _is_num(v: Any) -> bool:
 
 
 def _keys_ok(key_type: str, keys: Any, name: str) -> None:
-    for k in keys:
-        try:
-            parse_key(key_type, k)
-        except ValueError as exc:
-            raise ValueError(f"snapshot: {name}: {exc}") from None
+    try:
+        check_keys(key_type, keys)
+    except ValueError as exc:
+        raise ValueError(f"snapshot: {name}: {exc}") from None
 
 
 def _count_map(value: Any, name: str, key_type: str) -> dict[str, int]:
     _need(isinstance(value, dict), f"{name} must be an object")
     _need(len(value) <= MAX_CANDIDATES, f"{name} has more than {MAX_CANDIDATES} keys")
-    _need(all(_is_count(v) for v in value.values()),
-          f"{name} must map keys to integers from 0 to 2**63-1")
+    counts = value.values()  # type() is int: no bool; min/max in C, not per value
+    _need(all(type(v) is int for v in counts) and (  # noqa: E721
+        not counts or (min(counts) >= 0 and max(counts) < MAX_COUNT)),
+        f"{name} must map keys to integers from 0 to 2**63-1")
     _keys_ok(key_type, value, name)
     return value
 

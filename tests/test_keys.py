@@ -170,3 +170,38 @@ def test_dotted_quads_parse_like_ipaddress():
     for value in [0, 0xFFFFFFFF, *rng.integers(0, 2 ** 32, 2000).tolist()]:
         text = str(ipaddress.IPv4Address(value))
         assert parse_key("src", text) == value == parse_key("dst", f" {text} ")
+
+
+KEY_BITS = {"src": 32, "dst": 32, "src_dst": 64, "sport": 16, "dport": 16, "src_dport": 48,
+            "dst_dport": 48, "proto": 8, "five_tuple": 104}
+
+
+@pytest.mark.parametrize("key_type", sorted(KEY_BITS))
+def test_check_keys_takes_every_formatted_key_and_refuses_like_parse_key(key_type):
+    from measure_model.keys import _CANONICAL, check_keys
+
+    rng = np.random.default_rng(11)
+    values = [0, (1 << KEY_BITS[key_type]) - 1] + [
+        int.from_bytes(rng.bytes(16), "big") >> (128 - KEY_BITS[key_type]) for _ in range(500)]
+    texts = [format_key(key_type, v) for v in values]
+    assert all(_CANONICAL[key_type].fullmatch(t) for t in texts)  # the fast path
+    check_keys(key_type, texts)
+    assert [parse_key(key_type, t) for t in texts] == values
+    # not canonical but valid for parse_key: still accepted (by parse_key)
+    check_keys(key_type, [f" {texts[2]}"] if key_type in ("src", "dst") else [])
+    refused = 0
+    for other in ("", "1.2.3.4,", "256.1.1.1", "01.2.3.4", "65536", "x", "1.2.3.4\n",
+                  "1.2.3.4,80,9", "080", 7, None):
+        try:
+            parse_key(key_type, other)
+            want = None
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            check_keys(key_type, [texts[0], other])
+            got = None
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want, other
+        refused += want is not None
+    assert refused >= 8
