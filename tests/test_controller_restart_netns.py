@@ -34,6 +34,7 @@ from requests.auth import AuthBase
 from measure_model.auth import HmacAuth, load_or_create_secret
 from tests.helpers import wait_until
 from tests.test_faults_netns import ControllerInNetns
+from tests.test_faults_netns import controller_in as controllers  # noqa: F401 - a fixture
 from tests.test_monitor_netns import AgentProc, ping_counts, snapshot_when
 from tests.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
 
@@ -43,24 +44,6 @@ N_BEFORE, M_DOWN, K_AFTER = 20, 13, 7
 PING_BYTES = 84  # IPv4 total length of a default ping (20 + 8 + 56)
 TASK = {"name": "icmp-count", "kind": "counter", "filter": {"proto": "icmp"},
         "report_interval": 1}
-
-
-@pytest.fixture
-def controllers(tmp_path):
-    """Start controllers in a namespace on one state dir, one log file each."""
-    started: list[ControllerInNetns] = []
-
-    def start(ns) -> ControllerInNetns:
-        log = str(tmp_path / f"controller-{len(started)}.log")
-        ctl = ControllerInNetns(ns, tmp_path / "state", log)
-        started.append(ctl)
-        return ctl
-
-    yield start
-    for ctl in started:
-        ctl.stop()
-    for ctl in started:
-        assert "Traceback" not in ctl.log(), ctl.log()
 
 
 def _ok(resp) -> dict:
@@ -110,7 +93,7 @@ def _check_cumulative(rows: list[dict]) -> None:
 
 
 def test_controller_killed_and_restarted_keeps_history_and_counts(ns_pair, agents,  # noqa: F811
-                                                                  controllers):
+                                                                  controllers):  # noqa: F811
     a, b = ns_pair
     ctl = controllers(a)
     secret_file = ctl.state_dir / "agent.secret"

@@ -153,10 +153,13 @@ class ControllerInNetns:
 
 @pytest.fixture
 def controller_in(tmp_path):
+    """Start controllers in a namespace, all on one state dir (a second start is a
+    restart), each with its own log file; stopped and checked for tracebacks after."""
     started = []
 
     def start(ns):
-        ctl = ControllerInNetns(ns, tmp_path / "state", str(tmp_path / "controller.log"))
+        log = str(tmp_path / f"controller-{len(started)}.log")
+        ctl = ControllerInNetns(ns, tmp_path / "state", log)
         started.append(ctl)
         return ctl
 
