@@ -362,7 +362,26 @@ AGENT_MUTATIONS = [
     ("POST", "/agent/v1/reports", REPORT, 200),
     ("POST", "/agent/v1/bandwidth", {"dst_ip": "10.0.0.8", "method": "slops"}, None),
     ("POST", "/agent/v1/bandwidth/receive", {"method": "slops", "duration": 2}, None),
+    ("DELETE", "/agent/v1/bandwidth/receive/s-1", None, None),
 ]
+#: ``host_agent.bandwidth.wsgi_handler`` is not table-driven: its mutating routes.
+AGENT_BANDWIDTH_ROUTES = [("POST", r"^/agent/v1/bandwidth$"),
+                          ("POST", r"^/agent/v1/bandwidth/receive$"),
+                          ("DELETE", r"^/agent/v1/bandwidth/receive/[^/]+$")]
+
+
+def test_agent_mutations_cover_every_state_changing_route():
+    """Every method other than GET on every agent route has a row in AGENT_MUTATIONS, so
+    a route added later is refused unsigned only if a row proves it."""
+    import re
+
+    app, _, _ = make_agent_app()
+    routes = [(m, p.pattern) for p, methods in app.routes for m in methods if m != "GET"]
+    routes += AGENT_BANDWIDTH_ROUTES
+    assert len(routes) == 11, routes
+    for method, pattern in routes:
+        assert any(m == method and re.match(pattern, path) for m, path, _, _ in AGENT_MUTATIONS
+                   ), f"no refusal test for {method} {pattern}"
 
 
 def _forgeries(method, path, body):
@@ -572,6 +591,24 @@ def _controller_forgeries(method, path, body, ctype):
         ("path swapped", req(sign_request(APP_SECRET, method, "/measure/v1/tasks", body)),
          "bad request signature"),
     ]
+
+
+def test_controller_mutations_cover_every_state_changing_operation():
+    """Every operation other than GET in the served OpenAPI document has a row in
+    CONTROLLER_MUTATIONS (the document is kept equal to the routes by test_openapi)."""
+    import re
+
+    from tests.helpers import ROOT
+
+    with open(os.path.join(ROOT, "ryu_app", "openapi.json")) as f:
+        doc = json.load(f)
+    ops = [(m.upper(), path) for path, item in doc["paths"].items() for m in item
+           if m in ("post", "put", "patch", "delete")]
+    assert len(ops) == 6, ops
+    for method, template in ops:
+        pattern = "^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"
+        assert any(m == method and re.match(pattern, path)
+                   for m, path, _, _, _ in CONTROLLER_MUTATIONS), f"no test for {method} {template}"
 
 
 @pytest.mark.parametrize("method, path, ctype, body, ok_status", CONTROLLER_MUTATIONS,
