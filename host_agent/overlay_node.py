@@ -119,8 +119,6 @@ class UnknownTask(KeyError):
     status = 404
 
 
-
-
 # ---------------------------------------------------------------- the node
 
 class OverlayNode(TaskFanOut, LegacyRoot):
