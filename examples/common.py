@@ -41,6 +41,17 @@ def add_mode_arguments(parser: argparse.ArgumentParser, agent_default: str) -> N
     parser.add_argument("--rounds", type=int, default=0,
                         help="stop after this many polls (default 0: forever)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    parser.set_defaults(agent_default=agent_default)
+
+
+def run_mode(args: argparse.Namespace, per_host, through_controller) -> None:
+    """Global mode with ``--controller``, else per-host mode against ``--agent`` (or the
+    default agent given to :func:`add_mode_arguments`)."""
+    if args.controller:
+        through_controller(args)
+    else:
+        args.agent = args.agent or args.agent_default
+        per_host(args)
 
 
 def rounds(n: int):

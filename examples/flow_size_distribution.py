@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import Agent, Controller, add_mode_arguments, rounds, show
+from common import Agent, Controller, add_mode_arguments, rounds, run_mode, show
 
 
 def per_host(args) -> None:
@@ -52,11 +52,7 @@ def main() -> None:
     add_mode_arguments(parser, agent_default="10.0.0.2")
     parser.add_argument("--key", default="10.0.0.6,10.0.0.5", help="pair to query")
     args = parser.parse_args()
-    if args.controller:
-        through_controller(args)
-    else:
-        args.agent = args.agent or "10.0.0.2"
-        per_host(args)
+    run_mode(args, per_host, through_controller)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 import collections
 import time
 
-from common import Agent, Controller, add_mode_arguments, rounds, show
+from common import Agent, Controller, add_mode_arguments, rounds, run_mode, show
 
 
 def ports_by_source(agent: Agent, sketch_id: int, interval: float) -> dict[str, int]:
@@ -103,11 +103,7 @@ def main() -> None:
                         help="new distinct ports per poll that mean a scan (per-host mode)")
     parser.add_argument("--stop", action="store_true", help="exit after the first detection")
     args = parser.parse_args()
-    if args.controller:
-        through_controller(args)
-    else:
-        args.agent = args.agent or "10.0.0.5"
-        per_host(args)
+    run_mode(args, per_host, through_controller)
 
 
 if __name__ == "__main__":
