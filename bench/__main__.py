@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import platform
@@ -38,16 +37,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bench.common
 from bench.common import format_table, machine_info
+from topo.procs import LOCK_PATH, mininet_lock, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
-MININET_LOCK = "/tmp/endhost-measure-mininet.lock"
 
 
 @dataclass
@@ -249,7 +248,7 @@ def run_part(part: Part, quick: bool, results_dir: Path) -> dict[str, Any]:
     before = json_path.stat().st_mtime if json_path.exists() else None
     with contextlib.ExitStack() as stack:
         if part.mininet or part.own_lock:
-            entry["lock_wait_s"] = stack.enter_context(mininet_lock())
+            entry["lock_wait_s"] = stack.enter_context(mininet_lock(on_wait=_say_waiting))
         if part.own_lock:
             stack.close()  # free again: the part takes it (a narrow race with other users)
         _run(argv, part.budget_s * (0.6 if quick else 1.0) * 1.5 + 30, entry)
@@ -269,6 +268,17 @@ def run_part(part: Part, quick: bool, results_dir: Path) -> dict[str, Any]:
     return entry
 
 
+def _say_waiting() -> None:
+    print(f"      waiting for {LOCK_PATH} (another Mininet network is running; "
+          "not counted in the part's time)", flush=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the part's process group: SIGINT first (Python unwinds and its ``finally``
+    blocks clean up namespaces and Mininet), then SIGTERM, then SIGKILL."""
+    stop_process(proc, timeout=120, signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
+
+
 def _run(argv: list[str], timeout: float, entry: dict[str, Any]) -> None:
     """Run one part's command; stop its process group at ``timeout``."""
     start = time.monotonic()
@@ -285,38 +295,6 @@ def _run(argv: list[str], timeout: float, entry: dict[str, Any]) -> None:
         raise
     entry["seconds"] = round(time.monotonic() - start, 1)
     entry["returncode"] = code
-
-
-@contextlib.contextmanager
-def mininet_lock() -> Iterator[float]:
-    """Hold the machine's Mininet lock (one network at a time); yields the seconds waited."""
-    start = time.monotonic()
-    with open(MININET_LOCK, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"      waiting for {MININET_LOCK} (another Mininet network is running; "
-                  "not counted in the part's time)", flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield round(time.monotonic() - start, 1)
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the part's process group: SIGINT first (Python unwinds and its ``finally``
-    blocks clean up namespaces and Mininet), then SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, 120), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def machine() -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import base_parser, print_table, spread_text, write_json  # noqa: E402
+from topo.procs import stop_process  # noqa: E402
 
 PY = sys.executable
 RATES = (5, 10, 20, 50)
@@ -108,9 +110,7 @@ class Link:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-                proc.wait(5)
+            stop_process(proc, signals=(signal.SIGKILL,))
         for ns in (self.src, self.xsrc, self.rtr, self.dst):
             for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
                 sh("kill", "-9", pid, check=False)
@@ -126,9 +126,7 @@ def measure(link: Link, method: str, cross_mbit: float, reps: int) -> list[dict]
             result, wall = link.probe(method)
         finally:
             if proc is not None:  # the probe is done: stop the cross traffic now
-                if proc.poll() is None:
-                    os.killpg(proc.pid, 9)
-                proc.wait(10)
+                stop_process(proc, timeout=10, signals=(signal.SIGKILL,))
         runs.append({**result, "wall_s": wall})
     return runs
 

@@ -133,7 +133,8 @@ def start_traffic(net, seconds: float) -> list:
 
 def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
     """Bring up the network, time ``reps`` repetitions, tear everything down."""
-    from topo.launch import MeasureNetwork, Options, stop_process
+    from topo.launch import MeasureNetwork, Options
+    from topo.procs import stop_process
 
     t0 = time.monotonic()
     opts = Options(topo="tree", depth=2, fanout=3, **opts_kw)

@@ -204,19 +204,12 @@ def _settle(rest, timeout: float = 120.0) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _own_network(args, run_load_with):
     from topo.launch import MeasureNetwork, Options
+    from topo.procs import free_port
 
     opts = Options(topo="tree", depth=2, fanout=3, agents=True, lock=True,
-                   controller_port=_free_port(), rest_port=_free_port(), timeout=120)
+                   controller_port=free_port(), rest_port=free_port(), timeout=120)
     with MeasureNetwork(opts) as mn:  # start() waits for all agents and the overlay
         task_id = _prepare(mn.rest)
         _wait_result(mn.rest, task_id)

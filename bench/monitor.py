@@ -51,6 +51,7 @@ from typing import Any
 import requests
 
 from bench.common import base_parser, percentile, print_table, spread_text, write_json
+from topo.procs import stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -131,7 +132,7 @@ class Namespaces:
 
     def close(self) -> None:
         for proc in self.procs:
-            stop(proc)
+            stop_process(proc)
         for ns in (self.snd, self.rcv):
             for pid in sh(["ip", "netns", "pids", ns], check=False).split():
                 try:
@@ -139,19 +140,6 @@ class Namespaces:
                 except (ProcessLookupError, ValueError):
                     pass
             sh(["ip", "netns", "del", ns], check=False)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
 
 
 def in_netns(ns: str, fn: Callable[[], Any]) -> Any:
@@ -212,7 +200,7 @@ class Agent:
         return int(m.group(1)) if m else 0
 
     def close(self) -> None:
-        stop(self.proc)
+        stop_process(self.proc)
 
 
 def settle(agent: Agent, timeout: float = 3.0) -> int:

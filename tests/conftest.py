@@ -10,7 +10,6 @@ Tests in the root tiers are skipped only when not running as root; in CI
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -18,7 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import ROOT, Netns, free_port, kill_proc, port_open, run, unique_name, wait_until
+from tests.helpers import ROOT, Netns, run, unique_name
+from topo import procs
+from topo.procs import free_port, port_open, stop_process, wait_until
 
 IS_ROOT = os.geteuid() == 0
 
@@ -78,7 +79,7 @@ class NetnsFactory:
     def cleanup(self) -> None:
         for ns in self.namespaces:
             for proc in ns.procs:
-                kill_proc(proc)
+                stop_process(proc)
             _delete_netns(ns.name)
         for link in self.links:
             run(["ip", "link", "del", link], check=False)
@@ -128,7 +129,7 @@ def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | N
         wait_until(lambda: port_open("127.0.0.1", rest_port) and port_open("127.0.0.1", of_port),
                    timeout=30, message="controller ports")
     except TimeoutError:
-        kill_proc(proc)
+        stop_process(proc)
         raise AssertionError(f"controller did not start:\n{ctl.log()}") from None
     return ctl
 
@@ -148,7 +149,7 @@ def controller_factory(tmp_path):
 
     yield factory
     for ctl in started:
-        kill_proc(ctl.proc)
+        stop_process(ctl.proc)
     for ctl in started:
         assert "Traceback" not in ctl.log(), f"controller logged a traceback:\n{ctl.log()}"
 
@@ -158,12 +159,8 @@ def controller_factory(tmp_path):
 @pytest.fixture
 def mininet_lock() -> Iterator[None]:
     """One Mininet network at a time on this machine (interface names clash)."""
-    with open("/tmp/endhost-measure-mininet.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with procs.mininet_lock():
+        yield
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from tests.helpers import run, unique_name, wait_until
+from tests.helpers import run, unique_name
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.netns
 

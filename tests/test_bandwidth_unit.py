@@ -266,7 +266,7 @@ def test_receive_session_records_probe_packets(agent):
         got = call(agent, "GET", f"/agent/v1/bandwidth/receive/{sid}?streams=7,8")[1]
         return got if len(got["streams"]["7"]["seq"]) == 3 else None
 
-    from tests.helpers import wait_until
+    from topo.procs import wait_until
 
     got = wait_until(fetched, timeout=5)
     assert got["streams"]["7"]["send_ns"] == [1000, 1001, 1002]
@@ -286,7 +286,7 @@ def test_receiver_session_limit(agent):
 
 
 def test_destination_agent_not_running(agent):
-    from tests.helpers import free_port
+    from topo.procs import free_port
 
     port = free_port()
     status, body = call(agent, "POST", "/agent/v1/bandwidth",
@@ -330,7 +330,7 @@ def test_concurrent_probe_on_same_pair_is_409(agent, slow_peer):
     t = threading.Thread(target=lambda: first.append(call(agent, "POST", "/agent/v1/bandwidth",
                                                           body)))
     t.start()
-    from tests.helpers import wait_until
+    from topo.procs import wait_until
 
     wait_until(lambda: (id(agent), "127.0.0.1") in bw._BUSY, timeout=5)
     assert call(agent, "POST", "/agent/v1/bandwidth", body) == (
@@ -413,7 +413,7 @@ def test_worker_paces_streams_and_receiver_timestamps_every_packet(agent, rate_m
     assert [s["sent"] for s in reply["streams"]] == [80, 80, 80]
     for s in reply["streams"]:
         assert 0.95 * rate_mbit <= bw.sent_rate_mbit(s, 1000) <= 1.1 * rate_mbit, s
-    from tests.helpers import wait_until
+    from topo.procs import wait_until
 
     def complete():
         got = call(agent, "GET", f"/agent/v1/bandwidth/receive/{opened['session']}"

@@ -221,8 +221,8 @@ def test_controller_acceptance_on_a_mininet_tree(mininet_cleanup, tmp_path):
     import requests
 
     from measure_model.auth import HmacAuth, load_or_create_secret
-    from tests.helpers import free_port, wait_until
-    from topo.launch import MeasureNetwork, Options, stop_process
+    from topo.launch import MeasureNetwork, Options
+    from topo.procs import free_port, stop_process, wait_until
 
     opts = Options(rest_port=free_port(), controller_port=free_port(),
                    run_dir=str(tmp_path / "run"), lock=False, timeout=120)

@@ -32,11 +32,11 @@ import pytest
 from requests.auth import AuthBase
 
 from measure_model.auth import HmacAuth, load_or_create_secret
-from tests.helpers import wait_until
 from tests.test_faults_netns import ControllerInNetns
 from tests.test_faults_netns import controller_in as controllers  # noqa: F401 - a fixture
 from tests.test_monitor_netns import AgentProc, ping_counts, snapshot_when
 from tests.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -16,7 +16,8 @@ import threading
 
 import pytest
 
-from tests.helpers import ROOT, kill_proc, wait_until
+from tests.helpers import ROOT
+from topo.procs import stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -71,14 +72,14 @@ class Example:
                        timeout=timeout, message=f"example to print {text!r}")
         finally:
             if text not in self.output:
-                kill_proc(self.proc)
+                stop_process(self.proc)
         assert text in self.output, self.output
 
     def finish(self, timeout: float = 90) -> str:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            kill_proc(self.proc)
+            stop_process(self.proc)
             raise AssertionError(f"example did not finish:\n{self.output}") from None
         self.reader.join(5)
         assert self.proc.returncode == 0, self.output

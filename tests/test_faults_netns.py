@@ -38,7 +38,7 @@ import pytest
 import requests
 
 from measure_model.auth import HmacAuth
-from tests.helpers import ROOT, free_port, kill_proc, run, wait_until
+from tests.helpers import ROOT, run
 from tests.test_fuzz import (
     CANARIES,
     SHELL_STRINGS,
@@ -48,6 +48,7 @@ from tests.test_fuzz import (
 )
 from tests.test_monitor_netns import AgentProc, in_netns, rule_counters, snapshot_when
 from tests.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
+from topo.procs import free_port, stop_process, wait_until
 
 # ---------------------------------------------------------------- SQLite faults
 
@@ -147,7 +148,7 @@ class ControllerInNetns:
             return f.read()
 
     def stop(self) -> None:
-        kill_proc(self.proc)
+        stop_process(self.proc)
         self.log_file.close()
 
 
@@ -362,6 +363,6 @@ def test_real_controller_answers_hostile_paths_with_json_errors(tmp_path):
                 if not 400 <= status < 500 or "Traceback" in text or not text.startswith("{"):
                     problems.append((path, bool(auth), status, text[:80]))
     finally:
-        kill_proc(ctl.proc)
+        stop_process(ctl.proc)
     assert problems == []
     assert "Traceback" not in ctl.log()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import wait_until
+from topo.procs import wait_until
 
 
 @pytest.mark.unit

@@ -18,8 +18,9 @@ import time
 
 import pytest
 
-from tests.helpers import run, unique_name, wait_until
+from tests.helpers import run, unique_name
 from tests.test_monitor_netns import agent_factory  # noqa: F401 - fixture
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -23,8 +23,8 @@ import sys
 
 import pytest
 
-from tests.helpers import free_port
-from topo.launch import LOCK_PATH, MeasureNetwork, Options, wait_for
+from topo.launch import MeasureNetwork, Options
+from topo.procs import LOCK_PATH, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -64,11 +64,10 @@ def serve_h6(net):
                      "--data-ip", h6.IP()], env=net.host_env(), stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: reachable(net, "h5", h6.IP(), SERVE_PORT), 20, "bwprobe serve on h6")
+        wait_until(lambda: reachable(net, "h5", h6.IP(), SERVE_PORT), timeout=20,
+                   message="bwprobe serve on h6")
         yield h6
     finally:
-        from topo.launch import stop_process
-
         stop_process(proc)
 
 

@@ -21,8 +21,9 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, free_port, port_open, run, wait_until
-from topo.launch import LOCK_PATH, MGMT_BRIDGE, MeasureNetwork, Options
+from tests.helpers import ROOT, run
+from topo.launch import MGMT_BRIDGE, MeasureNetwork, Options
+from topo.procs import LOCK_PATH, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.mininet
 

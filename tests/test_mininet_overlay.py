@@ -31,8 +31,8 @@ import sys
 
 import pytest
 
-from tests.helpers import free_port, wait_until
-from topo.launch import LOCK_PATH, ROOT, MeasureNetwork, Options
+from topo.launch import ROOT, MeasureNetwork, Options
+from topo.procs import LOCK_PATH, free_port, wait_until
 
 pytestmark = pytest.mark.mininet
 

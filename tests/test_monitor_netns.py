@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import ROOT, Netns, kill_proc, wait_until
+from tests.helpers import ROOT, Netns
+from topo.procs import stop_process, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -109,7 +110,7 @@ class AgentProc:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                kill_proc(self.proc)
+                stop_process(self.proc)
         self.log_file.close()
 
 

@@ -653,7 +653,8 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
 
     import requests
 
-    from tests.helpers import ROOT, free_port, kill_proc, wait_until
+    from tests.helpers import ROOT
+    from topo.procs import free_port, stop_process, wait_until
 
     state = tmp_path / "state"
     port = free_port()
@@ -701,7 +702,7 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
         assert get("/tasks/1")["status"] == "active"
         epoch = get("/overlay")["epoch"]
 
-        kill_proc(ctl.proc)
+        stop_process(ctl.proc)
         ctl = controller_factory(rest_port=port, env=env)
         tasks = get("/tasks")["tasks"]
         assert [(t["id"], t["name"]) for t in tasks] == [("1", "flow-size-icmp")]
@@ -712,4 +713,4 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
         assert get("/overlay")["epoch"] > epoch
     finally:
         for proc in agents:
-            kill_proc(proc)
+            stop_process(proc)

@@ -18,7 +18,8 @@ import sys
 
 import requests
 
-from tests.helpers import ROOT, free_port, kill_proc, wait_until
+from tests.helpers import ROOT
+from topo.procs import free_port, stop_process, wait_until
 
 #: Well under the controller's 5 s push timeout: a call that waited for the
 #: frozen root would time out here.
@@ -88,4 +89,4 @@ def test_task_delete_answers_at_once_while_the_root_is_frozen(controller_factory
         if frozen is not None:
             os.kill(frozen.pid, signal.SIGCONT)
         for proc, _ in agents.values():
-            kill_proc(proc)
+            stop_process(proc)

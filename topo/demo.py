@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from topo.launch import MeasureNetwork, Options, install_signal_handlers, log, wait_for
+from topo.launch import MeasureNetwork, Options, install_signal_handlers, log
+from topo.procs import stop_process, wait_until
 
 
 class Skipped(Exception):
@@ -56,13 +57,11 @@ def step_tcp(net: MeasureNetwork, client: str = "h2", server: str = "h9",
     srv = net.net.get(server)
     proc = srv.popen(["iperf3", "-s", "-1", "-p", "5201"])
     try:
-        wait_for(lambda: srv.pexec(["ss", "-ltn", "sport = :5201"])[0].count("LISTEN"), 10,
-                 f"iperf3 server on {server}")
+        wait_until(lambda: srv.pexec(["ss", "-ltn", "sport = :5201"])[0].count("LISTEN"),
+                   timeout=10, interval=0.2, message=f"iperf3 server on {server}")
         res = net.run_on(client, ["iperf3", "-c", srv.IP(), "-p", "5201", "-t", str(seconds),
                                   "-J"], timeout=seconds + 20, capture=True)
     finally:
-        from topo.launch import stop_process
-
         stop_process(proc)
     if res.returncode != 0:
         raise AssertionError(f"iperf3 failed ({res.returncode}): {res.stdout[-300:]}")
@@ -114,20 +113,19 @@ def step_heavy_hitters(net: MeasureNetwork) -> str:
 
     pings = []
     try:
-        wait_for(result, 30, "every agent to report the task")
+        wait_until(result, timeout=30, interval=0.2, message="every agent to report the task")
         h1 = net.net.get("h1")
         started = time.time()
         for host, (interval, count) in HH_PINGS.items():
             argv = ["ping", "-q", "-i", str(interval), "-c", str(count), net.net.get(host).IP()]
             pings.append(h1.popen(argv, env=net.host_env()))
         try:
-            data = wait_for(lambda: result(started + 1.5, HH_EXPECTED), 15,
-                            f"a complete 1 s report with heavy hitters {sorted(HH_EXPECTED)}")
+            data = wait_until(lambda: result(started + 1.5, HH_EXPECTED), timeout=15,
+                              interval=0.2, message="a complete 1 s report with heavy "
+                                                    f"hitters {sorted(HH_EXPECTED)}")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}; last result: {json.dumps(last)[:600]}") from None
     finally:
-        from topo.launch import stop_process
-
         for proc in pings:
             stop_process(proc)
         net.rest(f"/measure/v1/tasks/{task_id}", "DELETE")

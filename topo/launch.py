@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import importlib.util
 import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,9 +52,9 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from measure_model.auth import bearer_header, load_or_create_secret, load_or_create_token
+from topo.procs import LOCK_PATH, mininet_lock, port_open, stop_process, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_PATH = "/tmp/endhost-measure-mininet.lock"
 MGMT_BRIDGE = "mgmt0"
 MGMT_NET = "192.168.100"
 MGMT_IP = f"{MGMT_NET}.254"
@@ -65,30 +63,6 @@ AGENT_PORT = 8000
 
 def log(msg: str) -> None:
     print(f"*** {msg}", flush=True)
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str,
-             interval: float = 0.2) -> object:
-    """Poll until ``predicate`` is truthy; raise ``TimeoutError`` naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - not ready yet
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def tail(path: str, lines: int = 15) -> str:
@@ -175,7 +149,7 @@ class MeasureNetwork:
         self.controller: subprocess.Popen | None = None
         self.agents: dict[str, subprocess.Popen] = {}
         self.mgmt_links: list[str] = []
-        self._lock_file = None
+        self._lock: contextlib.AbstractContextManager | None = None
         self.timings: dict[str, float] = {}
         self.ping_losses: list[float] = []
 
@@ -235,17 +209,14 @@ class MeasureNetwork:
         if self.controller is not None:
             stop_process(self.controller)
             self.controller = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
     def _acquire_lock(self) -> None:
-        self._lock_file = open(LOCK_PATH, "w")  # noqa: SIM115 - held until stop()
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for {LOCK_PATH} (another Mininet network is running)")
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        self._lock = mininet_lock(
+            on_wait=lambda: log(f"waiting for {LOCK_PATH} (another Mininet network is running)"))
+        self._lock.__enter__()
 
     # ------------------------------------------------------------ controller
 
@@ -372,8 +343,8 @@ class MeasureNetwork:
                 if code:
                     raise RuntimeError(f"{host.name}: {shlex.join(cmd)}: {err.strip()}")
         first = self.net.hosts[0]
-        wait_for(lambda: first.pexec(["ping", "-c1", "-W1", MGMT_IP])[2] == 0, 15,
-                 f"{first.name} to reach {MGMT_IP} over {MGMT_BRIDGE}")
+        wait_until(lambda: first.pexec(["ping", "-c1", "-W1", MGMT_IP])[2] == 0, timeout=15,
+                   interval=0.2, message=f"{first.name} to reach {MGMT_IP} over {MGMT_BRIDGE}")
 
     def wait_topology(self) -> None:
         switches = len(self.topo.switches())
@@ -384,8 +355,8 @@ class MeasureNetwork:
             return (status == 200 and len(body["switches"]) == switches
                     and len(body["links"]) == links)
 
-        wait_for(complete, self.opts.timeout,
-                 f"the controller to see {switches} switches and {links} links")
+        wait_until(complete, timeout=self.opts.timeout, interval=0.2,
+                   message=f"the controller to see {switches} switches and {links} links")
         log(f"controller sees {switches} switches and {links} links")
 
     def pingall(self, attempts: int = 3) -> float:
@@ -446,7 +417,8 @@ class MeasureNetwork:
             status, body = self.rest("/measure/v1/agents")
             return status == 200 and names <= agent_names(body)
 
-        wait_for(registered, self.opts.timeout, f"agents {sorted(names)} to register")
+        wait_until(registered, timeout=self.opts.timeout, interval=0.2,
+                   message=f"agents {sorted(names)} to register")
         log(f"{len(names)} agents registered")
 
         def overlay_built() -> bool:
@@ -454,7 +426,8 @@ class MeasureNetwork:
             return (status == 200 and bool(body.get("root"))
                     and names <= set(body.get("parent", {})))
 
-        wait_for(overlay_built, self.opts.timeout, "the overlay over all agents")
+        wait_until(overlay_built, timeout=self.opts.timeout, interval=0.2,
+                   message="the overlay over all agents")
         _, body = self.rest("/measure/v1/overlay")
         log(f"overlay built: root {body['root']}, depth {body.get('depth')}")
 
@@ -482,24 +455,6 @@ def agent_names(body: object) -> set[str]:
     if isinstance(body, dict):
         return {str(k) for k in body}
     return {a["name"] for a in body if isinstance(a, dict) and "name" in a}
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """Stop a process and its group (SIGTERM, then SIGKILL)."""
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @contextlib.contextmanager
