@@ -270,3 +270,23 @@ def test_launcher_helpers():
     assert len(make_topo(opts).switches()) == 5
     with pytest.raises(ValueError, match="unknown topology 'ring'"):
         make_topo(Options(topo="ring"))
+
+
+def test_host_addresses_are_computed_from_the_ip_base_like_mininet():
+    from mininet.util import ipAdd, netParse
+
+    from topo.topos import LinearTopo, TreeTopo
+
+    topo = LinearTopo(k=4, n=250)  # 1,000 hosts
+    ips = [topo.nodeInfo(f"h{n}")["ip"] for n in range(1, 1001)]
+    assert len(set(ips)) == 1000
+    assert ips[0] == "10.0.0.1/8" and ips[254] == "10.0.0.255/8"
+    assert ips[255] == "10.0.1.0/8" and ips[999] == "10.0.3.232/8"
+    base, plen = netParse("10.0.0.0/8")
+    assert ips == [f"{ipAdd(n, plen, base)}/8" for n in range(1, 1001)]
+    macs = {topo.nodeInfo(f"h{n}")["mac"] for n in range(1, 1001)}
+    assert len(macs) == 1000 and topo.nodeInfo("h1000")["mac"] == "00:00:00:00:03:e8"
+    small = TreeTopo(depth=1, fanout=3, ip_base="192.0.2.0/24")
+    assert [small.nodeInfo(h)["ip"] for h in ("h1", "h3")] == ["192.0.2.1/24", "192.0.2.3/24"]
+    with pytest.raises(ValueError, match="192.0.2.0/30 holds 2 host addresses; host h3"):
+        TreeTopo(depth=1, fanout=3, ip_base="192.0.2.0/30")

@@ -58,6 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MGMT_BRIDGE = "mgmt0"
 MGMT_NET = "192.168.100"
 MGMT_IP = f"{MGMT_NET}.254"
+MGMT_HOSTS = 253  # .1 .. .253 of the /24; .254 is the root namespace
 AGENT_PORT = 8000
 
 
@@ -323,6 +324,14 @@ class MeasureNetwork:
     def host_index(self, name: str) -> int:
         return int(name.lstrip("h"))
 
+    def mgmt_ip(self, name: str) -> str:
+        """Host ``hN``'s management address, 192.168.100.N."""
+        n = self.host_index(name)
+        if not 1 <= n <= MGMT_HOSTS:
+            raise ValueError(f"{name}: the management network {MGMT_NET}.0/24 has room "
+                             f"for h1..h{MGMT_HOSTS} only")
+        return f"{MGMT_NET}.{n}"
+
     def start_mgmt(self) -> None:
         if run(["ip", "link", "show", MGMT_BRIDGE]).returncode == 0:
             run(["ip", "link", "del", MGMT_BRIDGE])  # left over by a killed run
@@ -330,14 +339,13 @@ class MeasureNetwork:
         run(["ip", "addr", "add", f"{MGMT_IP}/24", "dev", MGMT_BRIDGE], check=True)
         run(["ip", "link", "set", MGMT_BRIDGE, "up"], check=True)
         for host in self.net.hosts:
-            n = self.host_index(host.name)
             outer, inner = f"mg-{host.name}", f"{host.name}-mgmt"
             run(["ip", "link", "del", outer])
             run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner,
                  "netns", str(host.pid)], check=True)
             self.mgmt_links.append(outer)
             run(["ip", "link", "set", outer, "master", MGMT_BRIDGE, "up"], check=True)
-            for cmd in (["ip", "addr", "add", f"{MGMT_NET}.{n}/24", "dev", inner],
+            for cmd in (["ip", "addr", "add", f"{self.mgmt_ip(host.name)}/24", "dev", inner],
                         ["ip", "link", "set", inner, "up"]):
                 _, err, code = host.pexec(cmd)
                 if code:
@@ -376,11 +384,10 @@ class MeasureNetwork:
         return [h for h in self.net.hosts if h.name not in self.opts.no_agent_on]
 
     def agent_command(self, host) -> list[str]:
-        n = self.host_index(host.name)
         cmd = [sys.executable, "-m", "host_agent", "--name", host.name,
                "--controller", f"http://{MGMT_IP}:{self.opts.rest_port}",
                "--listen", "0.0.0.0", "--port", str(AGENT_PORT),
-               "--advertise", f"http://{MGMT_NET}.{n}:{AGENT_PORT}",
+               "--advertise", f"http://{self.mgmt_ip(host.name)}:{AGENT_PORT}",
                "--data-ip", host.IP(), "--exclude-interface", f"{host.name}-mgmt",
                "--secret-file", self.secret_file(),
                "--log-file", os.path.join(self.run_dir, f"agent-{host.name}.log"),

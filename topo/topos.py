@@ -2,8 +2,12 @@
 
 Plain ``Topo`` classes (a description, not a running network), usable with
 ``mn --custom topo/topos.py --topo tree,depth=2,fanout=3`` or from
-``topo.launch``. Hosts are ``h1..hN`` with IP ``10.0.0.n/8`` and MAC
-``00:00:00:00:00:nn`` in creation order, so addresses are predictable.
+``topo.launch``. Hosts are ``h1..hN`` in creation order; host ``n`` gets
+the ``n``-th address of ``ip_base`` (default ``10.0.0.0/8``, as Mininet's
+``ipBase``), computed with Mininet's own ``ipAdd``/``netParse``, so h1 is
+10.0.0.1, h256 is 10.0.1.0 and a topology holds as many hosts as the base
+has addresses (a clear ``ValueError`` beyond); MAC ``00:00:00:00:HH:LL``
+is ``n`` in hex. Addresses are predictable and distinct.
 Every switch gets an explicit, distinct DPID (Mininet would derive clashing
 DPIDs from names such as ``c1``/``a1``/``e1``).
 
@@ -21,6 +25,9 @@ DPIDs from names such as ``c1``/``a1``/``e1``).
 from __future__ import annotations
 
 from mininet.topo import Topo
+from mininet.util import ipAdd, netParse
+
+DEFAULT_IP_BASE = "10.0.0.0/8"
 
 
 class MeasureTopo(Topo):
@@ -29,16 +36,23 @@ class MeasureTopo(Topo):
     def build(self, bw: float | None = None, **_):
         raise NotImplementedError
 
-    def _setup(self, bw: float | None) -> None:
+    def _setup(self, bw: float | None, ip_base: str = DEFAULT_IP_BASE) -> None:
         self.bw = bw
         self.host_count = 0
         self.switch_count = 0
+        self.ip_base_num, self.prefix_len = netParse(ip_base)
+        self.max_hosts = (1 << (32 - self.prefix_len)) - 2
+        self.ip_base = ip_base
 
     def new_host(self) -> str:
         self.host_count += 1
         n = self.host_count
+        if n > self.max_hosts:
+            raise ValueError(f"{self.ip_base} holds {self.max_hosts} host addresses; "
+                             f"host h{n} does not fit (give a larger ip_base)")
+        ip = ipAdd(n, prefixLen=self.prefix_len, ipBaseNum=self.ip_base_num)
         mac = f"00:00:00:00:{n >> 8:02x}:{n & 255:02x}"
-        return self.addHost(f"h{n}", ip=f"10.0.0.{n}/8", mac=mac)
+        return self.addHost(f"h{n}", ip=f"{ip}/{self.prefix_len}", mac=mac)
 
     def new_switch(self, prefix: str = "s", name_index: int | None = None) -> str:
         self.switch_count += 1
@@ -60,8 +74,9 @@ class MeasureTopo(Topo):
 class TreeTopo(MeasureTopo):
     """Tree of ``depth`` levels of switches; ``fanout`` children each."""
 
-    def build(self, depth: int = 2, fanout: int = 3, bw: float | None = None, **_):
-        self._setup(bw)
+    def build(self, depth: int = 2, fanout: int = 3, bw: float | None = None,
+              ip_base: str = DEFAULT_IP_BASE, **_):
+        self._setup(bw, ip_base)
         self._add_tree(int(depth), int(fanout))
 
     def _add_tree(self, depth: int, fanout: int) -> str:
@@ -76,8 +91,9 @@ class TreeTopo(MeasureTopo):
 class LinearTopo(MeasureTopo):
     """``k`` switches in a chain with ``n`` hosts each."""
 
-    def build(self, k: int = 4, n: int = 1, bw: float | None = None, **_):
-        self._setup(bw)
+    def build(self, k: int = 4, n: int = 1, bw: float | None = None,
+              ip_base: str = DEFAULT_IP_BASE, **_):
+        self._setup(bw, ip_base)
         last = None
         for _ in range(int(k)):
             sw = self.new_switch()
@@ -91,11 +107,12 @@ class LinearTopo(MeasureTopo):
 class FatTreeTopo(MeasureTopo):
     """k-ary fat-tree: (k/2)^2 core, k pods of k/2 aggregation + k/2 edge."""
 
-    def build(self, k: int = 4, bw: float | None = None, **_):
+    def build(self, k: int = 4, bw: float | None = None, ip_base: str = DEFAULT_IP_BASE,
+              **_):
         k = int(k)
         if k < 2 or k % 2:
             raise ValueError(f"fattree k must be even and >= 2, got {k}")
-        self._setup(bw)
+        self._setup(bw, ip_base)
         half = k // 2
         cores = [self.new_switch("c", i + 1) for i in range(half * half)]
         aggs, edges = [], []
@@ -117,11 +134,12 @@ class FatTreeTopo(MeasureTopo):
 class LoopTopo(MeasureTopo):
     """A ring of ``n`` switches, ``hosts`` hosts on each: one cycle."""
 
-    def build(self, n: int = 4, hosts: int = 2, bw: float | None = None, **_):
+    def build(self, n: int = 4, hosts: int = 2, bw: float | None = None,
+              ip_base: str = DEFAULT_IP_BASE, **_):
         n = int(n)
         if n < 3:
             raise ValueError(f"loop needs at least 3 switches, got {n}")
-        self._setup(bw)
+        self._setup(bw, ip_base)
         ring = [self.new_switch() for _ in range(n)]
         for sw in ring:
             for _ in range(int(hosts)):
