@@ -164,7 +164,7 @@ def mininet_lock() -> Iterator[None]:
 
 
 @pytest.fixture
-def mininet_cleanup(mininet_lock) -> Iterator[None]:
+def mininet_teardown(mininet_lock) -> Iterator[None]:
     """Remove what a Mininet network left, pass or fail (``topo.cleanup``:
     ``mn -c`` minus its machine-wide ``killall ping`` and ``rm /tmp/*.log``)."""
     try:

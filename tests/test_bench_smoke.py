@@ -129,7 +129,7 @@ def test_quick_monitor_part(tmp_path):
 
 @pytest.mark.mininet
 @root_only
-def test_quick_e2e_part(tmp_path, monkeypatch, mininet_cleanup):
+def test_quick_e2e_part(tmp_path, monkeypatch, mininet_teardown):
     from bench import e2e
 
     monkeypatch.setattr(bench.common, "RESULTS_DIR", tmp_path)

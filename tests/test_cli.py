@@ -216,7 +216,7 @@ def test_bandwidth_reply_is_a_table_in_the_order_of_the_result_body():
 # ---------------------------------------------------------------- Mininet
 
 @pytest.mark.mininet
-def test_controller_acceptance_on_a_mininet_tree(mininet_cleanup, tmp_path):
+def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
     """Issue 5: tree depth 2 fanout 3, agents on all hosts, CLI in a host, restart."""
     import requests
 

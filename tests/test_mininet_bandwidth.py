@@ -16,7 +16,6 @@ only the s3 -> h6 bottleneck with the probe, as a real competing flow does.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import sys
 import pytest
 
 from topo.launch import MeasureNetwork, Options
-from topo.procs import LOCK_PATH, free_port, stop_process, wait_until
+from topo.procs import free_port, mininet_lock, stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -35,8 +34,7 @@ SERVE_PORT = 8100
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with open(LOCK_PATH, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with mininet_lock():
         opts = Options(topo="tree", depth=2, fanout=3, bw=10, agents=True, allow_legacy=True,
                        lock=False, controller_port=free_port(), rest_port=free_port(),
                        run_dir=str(tmp_path_factory.mktemp("net-bw")), timeout=90)
@@ -46,7 +44,6 @@ def net(tmp_path_factory):
             yield network
         finally:
             network.stop()
-            fcntl.flock(lock, fcntl.LOCK_UN)
         with open(f"{network.run_dir}/controller.log", errors="replace") as f:
             text = f.read()
         assert "Traceback" not in text, f"controller logged a traceback:\n{text}"

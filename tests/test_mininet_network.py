@@ -14,7 +14,6 @@ count with ``-n`` is not exact). Durations are in the module's report.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -23,23 +22,21 @@ import pytest
 
 from tests.helpers import ROOT, run
 from topo.launch import MGMT_BRIDGE, MeasureNetwork, Options
-from topo.procs import LOCK_PATH, free_port, port_open, wait_until
+from topo.procs import free_port, mininet_lock, port_open, wait_until
 
 pytestmark = pytest.mark.mininet
 
 
 @pytest.fixture(scope="module")
 def module_lock():
-    """Hold the Mininet lock for the module; ``mn -c`` semantics at the end."""
-    with open(LOCK_PATH, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """Hold the Mininet lock for the module; ``topo.cleanup`` at the end."""
+    with mininet_lock():
         try:
             yield
         finally:
             from topo.cleanup import cleanup_mininet
 
             cleanup_mininet()
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def start_network(tmp_path_factory, topo: str, **kw) -> MeasureNetwork:

@@ -21,7 +21,6 @@ Every agent and the controller must not have logged a traceback.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import os
@@ -32,7 +31,7 @@ import sys
 import pytest
 
 from topo.launch import ROOT, MeasureNetwork, Options
-from topo.procs import LOCK_PATH, free_port, wait_until
+from topo.procs import free_port, mininet_lock, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -72,8 +71,7 @@ PAIRS = [("h1", "h5", 200, 1000), ("h2", "h9", 100, 500), ("h7", "h3", 300, 1200
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with open(LOCK_PATH, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with mininet_lock():
         run_dir = tmp_path_factory.mktemp("overlay-net")
         opts = Options(topo="tree", depth=2, fanout=3, lock=False, agents=True,
                        controller_port=free_port(), rest_port=free_port(),
@@ -83,13 +81,7 @@ def net(tmp_path_factory):
             mn.start()
             yield mn
         finally:
-            mn.stop()
-            from mininet.clean import cleanup
-            from mininet.log import setLogLevel
-
-            setLogLevel("warning")
-            cleanup()
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
         for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
                      *glob.glob(f"{run_dir}/agent-h*.out")]:
             with open(path, errors="replace") as f:
