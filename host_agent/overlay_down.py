@@ -1,9 +1,9 @@
 """The tasks an overlay node holds and their way down the tree.
 
-A mixin of ``host_agent.overlay_node.OverlayNode``: the configuration half
-of the overlay role (the reports going up are in ``overlay_node``). It uses
-the node's ``agent``, ``name``, ``children``, ``tasks``, lock, clock
-``now``, ``runner``, ``forward_budget`` and ``_request``.
+``TaskFanOut`` is the configuration half of the overlay role (the reports
+going up are ``host_agent.overlay_node``); it is built with everything it
+uses: the agent runtime that installs tasks, the node's ``NodeState``, the
+transport, the runner, the clock and the forwarding budget.
 
 ``put_task`` installs a task locally (``agent.install_task``) and forwards
 the same body to every child at once; each child does the same. Replies
@@ -19,23 +19,21 @@ with the subtree its last report listed ("error: unreachable via ...").
 An agent outside a task's ``scope`` installs nothing but still forwards
 and merges. ``delete_task`` is symmetric (a child's 404 counts as "ok").
 New children (after re-parenting or a restart) get every known task pushed
-to them (``_push_tasks``); the up side re-pushes a task to a child that
+to them (``push_tasks``); the up side re-pushes a task to a child that
 has been silent on it for a few intervals.
-
-``TaskState`` is one held task; its intervals being aggregated
-(``Pending``) are filled by the up side in ``overlay_node``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from host_agent.overlay_state import DEFAULT_INTERVAL, NodeState, TaskState
+from host_agent.protocols import OverlayAgent
+from measure_model.httpclient import Transport
 from measure_model.overlay_msgs import OVERLAY_KEY, TASK_ID_RE, Peer, check_hints, check_task
-
-DEFAULT_INTERVAL = 5.0
+from measure_model.runner import Runner
 
 
 def _error_text(status: int, body: Any) -> str:
@@ -45,57 +43,34 @@ def _error_text(status: int, body: Any) -> str:
     return f"error: HTTP {status}"
 
 
-# ---------------------------------------------------------------- state
-
-@dataclass
-class Pending:
-    """One interval being aggregated."""
-
-    end: float
-    started: float = math.inf  # when this node took its own snapshot for ``end``
-    own: dict | None = None
-    own_error: str = ""
-    children: dict[str, dict] = field(default_factory=dict)
-
-
-@dataclass
-class TaskState:
-    """One task this node holds."""
-
-    task_id: str
-    task: dict
-    installed: bool
-    interval: float
-    reporting: bool
-    last_started: float = -math.inf
-    finalised_upto: float = -math.inf
-    pending: dict[float, Pending] = field(default_factory=dict)
-    latest_child: dict[str, dict] = field(default_factory=dict)
-    silent: dict[str, int] = field(default_factory=dict)
-    agents: int = 0  # number of agents in the tree, as told with the task
-
-
 # ---------------------------------------------------------------- down
 
 class TaskFanOut:
     """Tasks installed here and forwarded to the subtree (see the module docstring)."""
 
-    def _in_scope(self, task: dict) -> bool:
-        scope = task.get("scope", "global")
-        if scope == "global" or not isinstance(scope, list):
-            return True
-        ids = {self.name, getattr(self.agent, "data_ip", None),
-               str(getattr(self.agent, "url", "")).split("//")[-1].split(":")[0]}
-        return bool(ids & set(scope))
+    def __init__(self, agent: OverlayAgent, state: NodeState, transport: Transport,
+                 runner: Runner, now: Callable[[], float], forward_budget: float) -> None:
+        self.agent = agent
+        self.state = state
+        self.transport = transport
+        self.runner = runner
+        self.now = now
+        self.forward_budget = forward_budget
+        self.name = state.name
 
-    def put_task(self, task_id: str, task: dict, install_local: bool = True) -> dict:
-        """Install here and forward to the subtree at once; per-agent outcome."""
+    def put_task(self, task_id: str, task: dict, install_local: bool = True,
+                 upward: bool = True) -> dict:
+        """Install here and forward to the subtree at once; per-agent outcome.
+
+        ``upward=False`` keeps this node's finalised reports of the task here
+        when it is the root (a legacy counter it shares; see ``TaskState``).
+        """
         task, hints = check_task(task_id, task)
         budget = self._budget(hints)
         agents = self._population(hints)
         interval = task.get("report_interval") or DEFAULT_INTERVAL
-        with self._lock:
-            state = self.tasks.get(task_id)
+        with self.state.lock:
+            state = self.state.tasks.get(task_id)
             if state is None or state.task != task:
                 # the first report is for the interval the task was installed
                 # in, not for one that ended before the task existed
@@ -103,12 +78,13 @@ class TaskFanOut:
                 state = TaskState(task_id, task, installed=False, interval=float(interval),
                                   reporting=task.get("kind") != "bandwidth",
                                   last_started=started)
-                self.tasks[task_id] = state
+                self.state.tasks[task_id] = state
             state.agents = agents
-            kids = list(self.children)
+            state.upward = upward
+            kids = list(self.state.children)
 
         def local() -> dict[str, str]:
-            if not self._in_scope(task):
+            if not self.state.in_scope(task):
                 return {self.name: "ok"}  # holds nothing, still forwards and merges
             if state.installed or not install_local:
                 state.installed = True
@@ -135,9 +111,9 @@ class TaskFanOut:
             raise ValueError(f"task: a DELETE body may only hold '{OVERLAY_KEY}'")
         hints = check_hints(body.get(OVERLAY_KEY) if body else None)
         budget = self._budget(hints)
-        with self._lock:
-            state = self.tasks.pop(task_id, None)
-            kids = list(self.children)
+        with self.state.lock:
+            state = self.state.tasks.pop(task_id, None)
+            kids = list(self.state.children)
 
         def local() -> dict[str, str]:
             if state is not None and not state.installed:
@@ -157,9 +133,8 @@ class TaskFanOut:
         if isinstance(hints, dict) and isinstance(hints.get("agents"), int) and not isinstance(
                 hints.get("agents"), bool) and hints["agents"] >= 1:
             return hints["agents"]
-        with self._lock:
-            kids = [k.name for k in self.children]
-        return 1 + sum(1 + len(self._known_subtree(k)) for k in kids)
+        kids = self.state.child_names()
+        return 1 + sum(1 + len(self.state.known_subtree(k)) for k in kids)
 
     def _budget(self, overlay: Any) -> float:
         if isinstance(overlay, dict) and isinstance(overlay.get("budget"), int | float):
@@ -181,9 +156,11 @@ class TaskFanOut:
                 return local() if local is not None else {}
             url = f"{kid.url}/agent/v1/tasks/{task_id}"
             try:
-                code, reply = self._request(method, url, body, budget)
-            except Exception as exc:  # noqa: BLE001 - transport errors become status
-                text = "timeout" if "timeout" in type(exc).__name__.lower() else str(exc)
+                code, reply = self.transport.request(method.upper(), url, json=body,
+                                                     timeout=budget)
+            except OSError as exc:  # no answer: the child's status says why
+                timeout = isinstance(exc, TimeoutError) or getattr(exc, "reason", "") == "timeout"
+                text = "timeout" if timeout else str(exc)
                 return self._subtree_status(task_id, kid, f"error: {text}")
             if code // 100 == 2 and isinstance(reply, dict) and isinstance(
                     reply.get("agents"), dict):
@@ -201,23 +178,12 @@ class TaskFanOut:
 
     def _subtree_status(self, task_id: str, kid: Peer, text: str) -> dict[str, str]:
         out = {kid.name: text}
-        for name in self._known_subtree(kid.name):
+        for name in self.state.known_subtree(kid.name):
             out.setdefault(name, f"error: unreachable via {kid.name}")
         return out
 
-    def _known_subtree(self, child: str) -> list[str]:
-        """Agents below ``child`` as its last report (of any task) said."""
-        names: set[str] = set()
-        with self._lock:
-            for state in self.tasks.values():
-                rep = state.latest_child.get(child)
-                if rep:
-                    names.update(rep.get("covered", []))
-                    names.update(rep.get("missing", []))
-        names.discard(child)
-        return sorted(names)
-
-    def _push_tasks(self, kids: list[Peer], tasks: list[TaskState]) -> None:
+    def push_tasks(self, kids: list[Peer], tasks: list[TaskState]) -> None:
+        """Send every one of ``tasks`` to ``kids`` (new or silent children)."""
         for state in tasks:
             # already on the runner: no nested map, which could starve a small pool
             self._fan_out("put", state.task_id, state.task, kids, self.forward_budget,

@@ -10,12 +10,23 @@ snapshot with each child's latest subtree report, which the legacy
 answer from (``report.heavy_hitters_of``, ``report.estimate``,
 ``["window"]``).
 
-A mixin of ``host_agent.overlay_node.OverlayNode``: it uses the node's
-``agent``, ``children``, ``legacy`` map, lock, ``put_task``, ``delete_task``
-and ``global_snapshot``.
+The shared counter's reports stay at the root (``put_task(...,
+upward=False)``): the controller never heard of a ``legacy-S-C`` task, so
+sending them there would only earn a 404 every interval.
+
+``LegacyRoot`` is one part of ``host_agent.overlay_node.OverlayNode``, built
+with what it uses: the agent runtime (its legacy sketches), the node's
+``NodeState``, the down side (``TaskFanOut``) and the up side's
+``global_snapshot``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from host_agent.overlay_down import TaskFanOut
+from host_agent.overlay_state import NodeState
+from host_agent.protocols import LegacyAgent
 
 LEGACY_INTERVAL = 1.0
 
@@ -33,6 +44,13 @@ class LegacyRoot:
     so "heavy hitters at h5" means packets arriving at h5 wherever h5 sits
     in the tree."""
 
+    def __init__(self, agent: LegacyAgent, state: NodeState, fanout: TaskFanOut,
+                 global_snapshot: Callable[[str, float | None], dict | None]) -> None:
+        self.agent = agent
+        self.state = state
+        self.fanout = fanout
+        self.global_snapshot = global_snapshot
+
     def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
         """Forward a legacy counter made here to the subtree as a global task.
 
@@ -40,8 +58,8 @@ class LegacyRoot:
         counter itself is the task's data here. Returns the per-agent status,
         or None unless this agent is the overlay root and has children.
         """
-        with self._lock:
-            if not self.children or not self.root:
+        with self.state.lock:
+            if not self.state.children or not self.state.root:
                 return None
         sketch = self.agent.sketches[sketch_id]
         spec = sketch.counters[counter_id]
@@ -56,23 +74,23 @@ class LegacyRoot:
         if spec.get("scan_ports") is not None:
             task["scan_ports"] = spec["scan_ports"]
         task_id = legacy_task_id(sketch_id, counter_id)
-        with self._lock:
-            self.legacy[task_id] = (sketch_id, counter_id)
-        return self.put_task(task_id, task, install_local=False)
+        with self.state.lock:
+            self.state.legacy[task_id] = (sketch_id, counter_id)
+        return self.fanout.put_task(task_id, task, install_local=False, upward=False)
 
     def legacy_global(self, sketch_id: int, counter_id: int,
                       now: float | None = None) -> dict | None:
         """The global snapshot of a shared legacy counter (None if not shared)."""
         task_id = legacy_task_id(sketch_id, counter_id)
-        with self._lock:
-            shared = task_id in self.legacy
+        with self.state.lock:
+            shared = task_id in self.state.legacy
         return self.global_snapshot(task_id, now) if shared else None
 
     def unshare_legacy_sketch(self, sketch_id: int) -> None:
         """Remove the subtree's copies of a deleted legacy sketch's counters."""
-        with self._lock:
-            ids = [t for t, (sid, _) in self.legacy.items() if sid == sketch_id]
+        with self.state.lock:
+            ids = [t for t, (sid, _) in self.state.legacy.items() if sid == sketch_id]
             for task_id in ids:
-                del self.legacy[task_id]
+                del self.state.legacy[task_id]
         for task_id in ids:
-            self.delete_task(task_id)
+            self.fanout.delete_task(task_id)

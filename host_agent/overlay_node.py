@@ -10,9 +10,9 @@ Down (configuration)
     ``put_task`` installs a task here and forwards it to every child at
     once; the reply holds the outcome on every agent of the subtree, with
     timeouts shrinking down the tree. ``delete_task`` is symmetric; new or
-    silent children get the tasks pushed again. This half is the
-    ``TaskFanOut`` mixin in ``host_agent.overlay_down``, with the per-task
-    state (``TaskState``, ``Pending``).
+    silent children get the tasks pushed again. This half is
+    ``TaskFanOut`` in ``host_agent.overlay_down``; the per-task state
+    (``TaskState``, ``Pending``) is in ``host_agent.overlay_state``.
 
 Up (reports)
     Report intervals are aligned to absolute time: interval ``E`` ends at a
@@ -47,56 +47,33 @@ Per-host results
     asking the agents. Each summary is bounded; their number is the number
     of agents.
 
-Split by concept: the down side is the ``TaskFanOut`` mixin in
-``host_agent.overlay_down``; the original root usage (legacy counters
-shared with the subtree) is the ``LegacyRoot`` mixin in
-``host_agent.overlay_legacy``; the HTTP transport and the fan-out runners
-are in ``host_agent.overlay_transport``; the message checks (peers,
-forwarded tasks, reports) in ``measure_model.overlay_msgs``. Their public
-names are importable from here too. Every outgoing request goes through
-``OverlayNode._request``.
+Parts
+    The node is composed, not mixed in: ``NodeState`` (``overlay_state``)
+    holds the placement and the tasks under one lock; ``TaskFanOut``
+    (``overlay_down``) is the down side; ``LegacyRoot`` (``overlay_legacy``)
+    shares the original messages' counters with the subtree; this class is
+    the placement and the up side, and the one object the agent's HTTP API
+    talks to. Each part gets its collaborators in its constructor. Requests
+    go out through one ``measure_model.httpclient.Transport`` and background
+    work through one ``measure_model.runner.Runner``; the message checks
+    (peers, forwarded tasks, reports) are in ``measure_model.overlay_msgs``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from host_agent.overlay_down import (  # noqa: F401 - public names of this module
-    DEFAULT_INTERVAL,
-    Pending,
-    TaskFanOut,
-    TaskState,
-)
-from host_agent.overlay_legacy import LEGACY_INTERVAL, LegacyRoot, legacy_task_id  # noqa: F401
-from host_agent.overlay_transport import (  # noqa: F401 - public names of this module
-    GreenRunner,
-    InlineRunner,
-    RequestsTransport,
-    ThreadRunner,
-    default_runner,
-)
-from measure_model.overlay_msgs import (  # noqa: F401 - public names of this module
-    HOST_RE,
-    MAX_AGENTS,
-    MAX_TIME,
-    OVERLAY_KEY,
-    REPORT_FIELDS,
-    SUMMARY_FIELDS,
-    TASK_ID_RE,
-    URL_RE,
-    Peer,
-    check_hints,
-    check_task,
-    is_count,
-    is_url,
-    parse_peer,
-    validate_report,
-)
+from host_agent.overlay_down import TaskFanOut
+from host_agent.overlay_legacy import LegacyRoot
+from host_agent.overlay_state import NodeState, Pending, TaskState
+from host_agent.protocols import LegacyAgent
+from measure_model.httpclient import HttpClient, Transport
+from measure_model.overlay_msgs import Peer, is_count, is_url, parse_peer, validate_report
+from measure_model.runner import Runner, default_runner
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +98,13 @@ class UnknownTask(KeyError):
 
 # ---------------------------------------------------------------- the node
 
-class OverlayNode(TaskFanOut, LegacyRoot):
+class OverlayNode:
     """One agent's place in the overlay tree (see the module docstring)."""
 
-    def __init__(self, agent: Any, http: Any = None, now: Callable[[], float] = time.time,
-                 runner: Any = None, auth: Any = None, forward_budget: float = 4.0,
-                 level_wait: float = 0.3, max_wait: float = 0.5, per_host_top: int = 10,
-                 repush_after: int = 3,
+    def __init__(self, agent: LegacyAgent, http: Transport | None = None,
+                 now: Callable[[], float] = time.time, runner: Runner | None = None,
+                 auth: Any = None, forward_budget: float = 4.0, level_wait: float = 0.3,
+                 max_wait: float = 0.5, per_host_top: int = 10, repush_after: int = 3,
                  merge: Callable[[list[dict]], dict | None] | None = None,
                  check: Callable[[dict], Any] | None = None) -> None:
         self.agent = agent
@@ -137,35 +114,76 @@ class OverlayNode(TaskFanOut, LegacyRoot):
         # weaker, so then the merge checks.
         self.merge = merge or (merge_checked_snapshots if check is None else merge_snapshots)
         self.check = check  # snapshot validation (None: report.check_snapshot)
-        self.http = http if http is not None else RequestsTransport(auth)
+        self.http: Transport = http if http is not None else HttpClient(auth)
         self.now = now
-        self.runner = runner if runner is not None else default_runner()
+        self.runner: Runner = runner if runner is not None else default_runner()
         self.forward_budget = forward_budget
         self.level_wait = level_wait
         self.max_wait = max_wait
         self.per_host_top = per_host_top
         self.repush_after = repush_after
-        self.parent: Peer | None = None
-        self.children: list[Peer] = []
-        self.root = False
-        self.epoch = -1
-        self.controller: str | None = None
-        self.tasks: dict[str, TaskState] = {}
-        self.legacy: dict[str, tuple[int, int]] = {}  # task id -> (sketch id, counter id)
-        self._delay: dict[str, float] = {}  # child -> its last report's delay after the end
+        self.state = NodeState.of(agent)
+        self.fanout = TaskFanOut(agent, self.state, self.http, self.runner, now,
+                                 forward_budget)
+        self.legacy_root = LegacyRoot(agent, self.state, self.fanout, self.global_snapshot)
         self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
                       "send_errors": 0}
-        self._lock = threading.RLock()
+        self._lock = self.state.lock
 
     @property
     def name(self) -> str:
-        return self.agent.name
+        return self.state.name
 
-    # ------------------------------------------------------------ transport
+    @property
+    def parent(self) -> Peer | None:
+        return self.state.parent
 
-    def _request(self, method: str, url: str, body: Any, timeout: float) -> tuple[int, Any]:
-        """The one place requests leave this node (signing plugs in here)."""
-        return getattr(self.http, method)(url, json=body, timeout=timeout)
+    @property
+    def children(self) -> list[Peer]:
+        return self.state.children
+
+    @property
+    def root(self) -> bool:
+        return self.state.root
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def controller(self) -> str | None:
+        return self.state.controller
+
+    @property
+    def tasks(self) -> dict[str, TaskState]:
+        return self.state.tasks
+
+    @property
+    def legacy(self) -> dict[str, tuple[int, int]]:
+        return self.state.legacy
+
+    # ------------------------------------------------------------ down and legacy
+
+    def put_task(self, task_id: str, task: dict, install_local: bool = True) -> dict:
+        """``TaskFanOut.put_task``: install here and in the subtree."""
+        return self.fanout.put_task(task_id, task, install_local)
+
+    def delete_task(self, task_id: str, body: Any = None) -> dict:
+        """``TaskFanOut.delete_task``: remove here and in the subtree."""
+        return self.fanout.delete_task(task_id, body)
+
+    def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
+        """``LegacyRoot.share_legacy_counter``."""
+        return self.legacy_root.share_legacy_counter(sketch_id, counter_id)
+
+    def legacy_global(self, sketch_id: int, counter_id: int,
+                      now: float | None = None) -> dict | None:
+        """``LegacyRoot.legacy_global``."""
+        return self.legacy_root.legacy_global(sketch_id, counter_id, now)
+
+    def unshare_legacy_sketch(self, sketch_id: int) -> None:
+        """``LegacyRoot.unshare_legacy_sketch``."""
+        self.legacy_root.unshare_legacy_sketch(sketch_id)
 
     # ------------------------------------------------------------ overlay
 
@@ -197,16 +215,17 @@ class OverlayNode(TaskFanOut, LegacyRoot):
             if epoch < self.epoch:
                 raise StaleEpoch(f"overlay: stale epoch {epoch} < current {self.epoch}")
             old = set(self.children)
-            self.parent, self.children, self.root, self.epoch = parent, kids, root, epoch
+            st = self.state
+            st.parent, st.children, st.root, st.epoch = parent, kids, root, epoch
             if controller is not None:
-                self.controller = controller.rstrip("/")
+                st.controller = controller.rstrip("/")
             new_kids = [k for k in kids if k not in old]
             tasks = list(self.tasks.values())
             names = {k.name for k in kids}
             for state in self.tasks.values():
                 state.latest_child = {n: r for n, r in state.latest_child.items() if n in names}
         if new_kids and tasks:
-            self.runner.submit(lambda: self._push_tasks(new_kids, tasks))
+            self.runner.submit(lambda: self.fanout.push_tasks(new_kids, tasks))
         return {"epoch": epoch, "parent": parent.name if parent else None,
                 "children": [k.name for k in kids], "root": root}
 
@@ -233,7 +252,7 @@ class OverlayNode(TaskFanOut, LegacyRoot):
             if state is None:
                 raise UnknownTask(f"report: unknown task '{body['task_id']}'")
             self.stats["reports_received"] += 1
-            self._delay[sender] = max(0.0, now - float(end))
+            self.state.delay[sender] = max(0.0, now - float(end))
             prev = state.latest_child.get(sender)
             if prev is None or prev["interval_end"] <= end:
                 state.latest_child[sender] = body
@@ -270,14 +289,7 @@ class OverlayNode(TaskFanOut, LegacyRoot):
 
     def height(self) -> int:
         """Subtree height as learnt from the children's reports."""
-        with self._lock:
-            if not self.children:
-                return 0
-            h = 0
-            for state in self.tasks.values():
-                for rep in state.latest_child.values():
-                    h = max(h, int(rep.get("height", 0)))
-            return h + 1
+        return self.state.height()
 
     def _wait(self, state: TaskState) -> float:
         """How long after an interval end to wait for the children's reports.
@@ -290,9 +302,9 @@ class OverlayNode(TaskFanOut, LegacyRoot):
         cap = self.max_wait * state.interval
         with self._lock:
             kids = [k.name for k in self.children]
-            if any(k not in self._delay for k in kids):
+            if any(k not in self.state.delay for k in kids):
                 return cap
-            slowest = max((self._delay[k] for k in kids), default=0.0)
+            slowest = max((self.state.delay[k] for k in kids), default=0.0)
         return min(max(self.height() * self.level_wait, 1.5 * slowest), cap)
 
     def _advance(self, state: TaskState, now: float) -> list[dict]:
@@ -319,7 +331,7 @@ class OverlayNode(TaskFanOut, LegacyRoot):
                     state.finalised_upto = max(state.finalised_upto, p_end)
         reports = [self._finalise(state, p, now) for p in ready]
         for rep in reports:
-            self._send_up(rep)
+            self._send_up(state, rep)
         return reports
 
     def _own_snapshot(self, state: TaskState, pending: Pending, now: float) -> None:
@@ -362,13 +374,13 @@ class OverlayNode(TaskFanOut, LegacyRoot):
         if p.own is not None:
             parts.append((self.name, p.own, [self.name]))
             per_host[self.name] = self.summary(p.own, now)
-        elif self._in_scope(state.task):
+        elif self.state.in_scope(state.task):
             missing.append(self.name)
         for name in kids:
             rep = p.children.get(name)
             if rep is None:
                 missing.append(name)
-                missing.extend(self._known_subtree(name))
+                missing.extend(self.state.known_subtree(name))
                 continue
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
@@ -391,12 +403,12 @@ class OverlayNode(TaskFanOut, LegacyRoot):
                   "kind": state.task.get("kind"), "scan_ports": state.task.get("scan_ports"),
                   "snapshot": snapshot, "covered": covered, "missing": missing,
                   "oldest": oldest, "per_host": per_host}
-        if p.own is None and p.own_error and self._in_scope(state.task):
+        if p.own is None and p.own_error and self.state.in_scope(state.task):
             errors[self.name] = p.own_error
         if errors:
             report["errors"] = errors
         if repush:
-            self.runner.submit(lambda: self._push_tasks(repush, [state]))
+            self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
         return report
 
     def _merge_parts(self, parts: list[tuple[str, dict, list[str]]]
@@ -420,8 +432,10 @@ class OverlayNode(TaskFanOut, LegacyRoot):
                 log.warning("snapshot from %s left out of the merge: %s", name, exc)
         return merged, errors
 
-    def _send_up(self, report: dict) -> None:
+    def _send_up(self, state: TaskState, report: dict) -> None:
         with self._lock:
+            if self.root and not state.upward:
+                return  # a legacy counter shared by this root: its home is here
             if self.root and self.controller:
                 url = f"{self.controller}/measure/v1/reports"
             elif self.parent is not None:
@@ -431,9 +445,10 @@ class OverlayNode(TaskFanOut, LegacyRoot):
 
         def send() -> None:
             try:
-                code, body = self._request("post", url, report, self.forward_budget)
+                code, body = self.http.request("POST", url, json=report,
+                                               timeout=self.forward_budget)
                 ok = code // 100 == 2
-            except Exception as exc:  # noqa: BLE001 - next interval tries again
+            except OSError as exc:  # no answer: the next interval tries again
                 ok, body = False, str(exc)
             with self._lock:
                 self.stats["reports_sent"] += 1

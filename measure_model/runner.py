@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from eventlet import patcher
-
 
 class Runner(Protocol):
     """Concurrent fan-out and background work (see the module docstring)."""
@@ -83,6 +81,8 @@ def default_runner(inline_without_eventlet: bool = False) -> Runner:
     outside eventlet: the controller's service is then driven step by step
     by its caller (unit tests, tools), as under Ryu it is by the hub.
     """
+    from eventlet import patcher  # imported here: a plain process need not load eventlet
+
     if patcher.is_monkey_patched("socket"):
         return GreenRunner()
     return InlineRunner() if inline_without_eventlet else ThreadRunner()

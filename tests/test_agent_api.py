@@ -383,19 +383,14 @@ class AppTransport:
         r = call(app, method, "/agent/" + path, json_body if json_body is not None else None)
         return r.status_int, r.json
 
-    def put(self, url, json=None, timeout=5.0):
-        return self._call("PUT", url, json)
-
-    def post(self, url, json=None, timeout=5.0):
-        return self._call("POST", url, json)
-
-    def delete(self, url, json=None, timeout=5.0):
-        return self._call("DELETE", url, json)
+    def request(self, method, url, json=None, timeout=5.0):
+        return self._call(method.upper(), url, json)
 
 
 def overlay_agents(clock, *names: str):
     """Agents with overlay roles, wired to each other in process by name."""
-    from host_agent.overlay_node import InlineRunner, OverlayNode
+    from host_agent.overlay_node import OverlayNode
+    from measure_model.runner import InlineRunner
 
     net = AppTransport()
     nodes = {}

@@ -149,14 +149,8 @@ class RecordingTransport:
         self.sent.append((method, url, json))
         return 503, {"error": "test transport"}
 
-    def put(self, url, json=None, timeout=5.0):
-        return self._record("put", url, json, timeout)
-
-    def post(self, url, json=None, timeout=5.0):
-        return self._record("post", url, json, timeout)
-
-    def delete(self, url, json=None, timeout=5.0):
-        return self._record("delete", url, json, timeout)
+    def request(self, method, url, json=None, timeout=5.0):
+        return self._record(method.lower(), url, json, timeout)
 
 
 class MemoryCapture:
@@ -202,8 +196,9 @@ def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
     """
     from host_agent.agent import Agent
     from host_agent.api import AgentApp
-    from host_agent.overlay_node import InlineRunner, OverlayNode
+    from host_agent.overlay_node import OverlayNode
     from measure_model.auth import Verifier
+    from measure_model.runner import InlineRunner
 
     if capture == "memory":
         capture = MemoryCapture()

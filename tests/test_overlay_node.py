@@ -15,7 +15,8 @@ import random
 
 import pytest
 
-from host_agent.overlay_node import InlineRunner, NotAChild, OverlayNode, StaleEpoch
+from host_agent.overlay_node import NotAChild, OverlayNode, StaleEpoch
+from measure_model.runner import InlineRunner
 
 CTL = "http://ctl.test:8080"
 INTERVAL = 5.0
@@ -96,14 +97,8 @@ class FakeNet:
         except ValueError as exc:
             return 400, {"error": str(exc)}
 
-    def put(self, url, json=None, timeout=5.0):
-        return self._route("put", url, json, timeout)
-
-    def post(self, url, json=None, timeout=5.0):
-        return self._route("post", url, json, timeout)
-
-    def delete(self, url, json=None, timeout=5.0):
-        return self._route("delete", url, json, timeout)
+    def request(self, method, url, json=None, timeout=5.0):
+        return self._route(method.lower(), url, json, timeout)
 
 
 def peer(node: OverlayNode) -> dict:
@@ -113,7 +108,8 @@ def peer(node: OverlayNode) -> dict:
 class Tree:
     """h1 is the root, h2..h4 its children, h5..h13 the grandchildren."""
 
-    def __init__(self, merge=add_merge) -> None:
+    def __init__(self, merge=add_merge, agent=FakeAgent) -> None:
+        self.make_agent = agent
         self.clock = Clock(100.0)
         self.net = FakeNet()
         self.merge = merge
@@ -127,7 +123,7 @@ class Tree:
 
     def add(self, name: str) -> OverlayNode:
         fake = self.merge is not None  # toy snapshots: no report.check_snapshot
-        node = OverlayNode(FakeAgent(name), http=self.net, now=self.clock,
+        node = OverlayNode(self.make_agent(name), http=self.net, now=self.clock,
                            runner=InlineRunner(), merge=self.merge,
                            check=(lambda snap: snap) if fake else None)
         self.net.nodes[name] = node
@@ -489,13 +485,12 @@ def real_tree() -> Tree:
     """The same 1+3+9 tree over real Agents (no capture) and report.merge_all."""
     from host_agent.agent import Agent
 
-    tree = Tree(merge=None)
-    for n in range(1, 14):
-        node = tree[f"h{n}"]
-        url = node.agent.url
-        node.agent = Agent(f"h{n}", [InProcMonitor()], capture=None, data_ip=f"10.0.0.{n}")
-        node.agent.url = url
-    return tree
+    def agent(name: str) -> Agent:
+        real = Agent(name, [InProcMonitor()], capture=None, data_ip=f"10.0.0.{name[1:]}")
+        real.url = f"http://{name}.test:8000"  # what FakeNet routes by
+        return real
+
+    return Tree(merge=None, agent=agent)
 
 
 def ip(text: str) -> int:
@@ -627,6 +622,10 @@ def test_legacy_counter_at_the_root_answers_for_the_whole_tree():
                                                np.full(k, 17), np.full(k, 1), np.full(k, 2),
                                                np.full(k, 100)), 104.0)
     tree.tick_all(105.0)
+    # the subtree reports to the root, and the root keeps them: the controller
+    # never heard of a legacy-S-C task (it answered 404 every interval)
+    assert tree["h1"].stats["reports_received"] == 3 and tree["h1"].stats["reports_sent"] == 0
+    assert tree.net.controller == []
     snap = tree["h1"].legacy_global(sid, cid, 105.5)
     assert snap["covered"] == ALL and snap["packets"] == 13 * 30 + sum(range(1, 14))
     assert estimate(snap, "10.0.0.77") == 13 * 30
@@ -677,30 +676,11 @@ def test_default_merge_does_not_check_snapshots_again_a_custom_check_does(monkey
     monkeypatch.setattr(report, "check_snapshot", lambda s: calls.append(s) or s)
     snap = {"key": "src", "increment": "pkt", "packets": 0, "bytes": 0, "total": 0,
             "sketch": CountMinSketch(64, 1, 1).to_wire(), "distinct": {"estimate": 0}}
-    node = overlay_node.OverlayNode(None, http=object(), runner=object())
+    node = overlay_node.OverlayNode(FakeAgent("h1"), http=object(), runner=object())
     assert node.merge([snap])["packets"] == 0 and calls == []
-    node = overlay_node.OverlayNode(None, http=object(), runner=object(), check=lambda s: s)
+    node = overlay_node.OverlayNode(FakeAgent("h1"), http=object(), runner=object(),
+                                    check=lambda s: s)
     assert node.merge([snap])["packets"] == 0 and calls == [snap]
-
-
-def test_split_modules_keep_the_public_names_importable_from_overlay_node():
-    from host_agent import overlay_down, overlay_legacy, overlay_node, overlay_transport
-    from measure_model import overlay_msgs
-
-    for module, names in ((overlay_down, ("TaskFanOut", "TaskState", "Pending",
-                                          "DEFAULT_INTERVAL")),
-                          (overlay_legacy, ("LegacyRoot", "legacy_task_id", "LEGACY_INTERVAL")),
-                          (overlay_transport, ("RequestsTransport", "InlineRunner",
-                                               "ThreadRunner", "GreenRunner", "default_runner")),
-                          (overlay_msgs, ("validate_report", "Peer", "OVERLAY_KEY", "MAX_TIME",
-                                          "TASK_ID_RE", "HOST_RE", "check_task"))):
-        for name in names:
-            assert getattr(overlay_node, name) is getattr(module, name)
-    assert issubclass(overlay_node.OverlayNode, overlay_down.TaskFanOut)
-    assert overlay_node.OverlayNode.put_task is overlay_down.TaskFanOut.put_task
-    with pytest.raises(ValueError, match="report: field 'snapshot' is required"):
-        overlay_msgs.validate_report({"task_id": "1", "interval_end": 5.0, "covered": [],
-                                     "missing": []})
 
 
 def test_first_report_is_not_for_an_interval_that_ended_before_the_install(tree):

@@ -1,0 +1,81 @@
+"""The seams between the agent's modules, as Protocols.
+
+The overlay role (``overlay_node``, ``overlay_down``, ``overlay_legacy``)
+and the bandwidth probe are written against these, not against
+``host_agent.agent.Agent`` itself, so they import no runtime module and unit
+tests can pass small fakes that a type checker holds to the same shape.
+``Monitor`` is what the agent runtime needs from one monitor process
+(``agent.MonitorProcess`` or an in-process fake); the transport and the
+runner are ``measure_model.httpclient.Transport`` and
+``measure_model.runner.Runner``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class LegacySketch(Protocol):
+    """A sketch made by the original messages: its filter and its counters."""
+
+    counters: dict[int, dict]
+
+    @property
+    def filter(self) -> Any:
+        """The capture filter; ``to_dict()`` gives its wire form."""
+        ...
+
+
+class OverlayAgent(Protocol):
+    """What the overlay role needs from the agent runtime."""
+
+    name: str
+
+    def install_task(self, task: dict) -> int:
+        """Start measuring a task (``task["id"]`` names it); idempotent."""
+        ...
+
+    def remove_task(self, task_id: str) -> None:
+        """Stop measuring a task; ``KeyError`` when it is not held."""
+        ...
+
+    def snapshot_task(self, task_id: str, now: float) -> dict:
+        """The cumulative snapshot of a task since it was installed."""
+        ...
+
+
+class LegacyAgent(OverlayAgent, Protocol):
+    """An agent that also holds counters made by the original messages."""
+
+    sketches: Any  # id -> LegacySketch
+
+    def snapshot(self, sid: Any, cid: Any, now: float | None = None) -> dict:
+        """The snapshot of legacy counter ``cid`` of sketch ``sid``."""
+        ...
+
+
+class Monitor(Protocol):
+    """One monitor process (one NFQUEUE queue) as the agent drives it."""
+
+    queue: int
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, None when not running."""
+        ...
+
+    def start(self) -> None:
+        """Start (or restart) the process."""
+        ...
+
+    def alive(self) -> bool:
+        """Whether the process is running."""
+        ...
+
+    def call(self, msg: dict) -> Any:
+        """One IPC request and its reply."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the process."""
+        ...
