@@ -64,8 +64,9 @@ import numpy as np
 
 from host_agent.agent import Agent
 from host_agent.monitor import MonitorCore
-from host_agent.overlay_node import InlineRunner, OverlayNode, merge_snapshots
+from host_agent.overlay_node import OverlayNode, merge_snapshots
 from measure_model.keys import HeaderBatch
+from measure_model.runner import InlineRunner
 from ryu_app.results import MemoryStore, Results
 
 CTL = "http://ctl.sim:8080"
@@ -197,6 +198,11 @@ class Sim:
         return max(1, math.ceil(math.log(self.n * (self.fanout - 1) + 1, self.fanout)))
 
     # transport: put/delete run nested (config), post is queued (reports)
+    def request(self, method: str, url: str, json: Any = None,
+                timeout: float = 5.0) -> tuple[int, Any]:
+        """``measure_model.httpclient.Transport``: dispatch to put/post/delete."""
+        return getattr(self, method.lower())(url, json=json, timeout=timeout)
+
     def put(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
         name = url.split("//")[1].split(".")[0]
         frame = self.frames[-1]
