@@ -1,41 +1,66 @@
-"""Measurement tasks: the model, YAML policies and their validation.
+"""Measurement tasks: the one table of their fields, defaults and bounds.
 
-A *policy* is a YAML document ``{tasks: [...]}``; a REST body is the same
-object as JSON, or a single task object. Both go through one validator
-(``parse_tasks``) in FAUCET's style:
+This module is the only code that knows a task's fields. ``TASK_ROWS`` has
+one :class:`~measure_model.fields.Row` per field: its name, the kinds it
+applies to, its checker (type and bounds, from ``measure_model.fields``),
+its default and its documentation; every limit is a named constant below.
+Everything else is derived from the table:
 
-1. each object is checked against a table of allowed fields (unknown keys
-   are rejected, fields of another kind are rejected),
-2. each field is checked for its type and bounds (``bool`` is not an
-   integer, NaN and infinities are rejected) and defaults are filled in,
-3. semantic checks run across fields (ports need tcp/udp, ``threshold`` and
-   ``threshold_abs`` are exclusive, names are unique in a policy).
+- ``parse_task`` / ``parse_tasks`` (FAUCET style): unknown keys and fields
+  of another kind are refused, each field is checked and defaulted, then
+  the cross-field ``RULES`` run (``threshold`` xor ``threshold_abs``, ports
+  need tcp/udp, ``src != dst``); every error is a ``PolicyError`` naming
+  source, task and field; a policy is all-or-nothing;
+- the wire form ``Task.to_dict()`` (every default filled in), read back
+  with ``Task.from_dict()``: the two round-trip exactly. This is what goes
+  to agents and across the agent/monitor process boundary;
+- sub-schemas of the same rows: the counter body of the agent's
+  ``/agent/v1/sketches`` API (``counter_task``: ``COUNTER_FIELDS``, a
+  ``Task`` of kind heavy_hitters or port_scan) and the controller's
+  ``POST bandwidth`` body (``bandwidth_request``: ``BANDWIDTH_FIELDS``);
+  the agent's own probe limits check with ``field_value``;
+- the JSON schemas of ``ryu_app/openapi.json`` (``task_json_schema``,
+  ``bandwidth_json_schema``), so the documented limits are the enforced ones
+  (``tests/test_openapi.py`` compares them).
 
-Every error is a ``PolicyError`` whose message names the source, the task
-and the field, e.g. ``policy heavy.yaml: task hh-1: key 'srcdst' is not one
-of src, dst, ...``. Validation is all-or-nothing: a caller gets either every
-task of the policy or an error, so a rejected policy changes nothing.
+YAML policies are read in ``measure_model.policy``.
 
-YAML is read with a safe loader subclass that rejects duplicate keys and
-anchors/aliases (no alias bombs), limits the document to 256 KiB and
-resolves scalars like YAML 1.2's core schema (``80:59`` stays a string,
-``yes`` is not a boolean).
-
-``Task.to_dict()`` is what agents receive (every default filled in);
-``Task.from_dict()`` validates it again, so the two round-trip exactly.
+Adding a field: add a ``Row`` to ``TASK_ROWS`` (with ``kinds``), a
+same-named attribute (default ``None``) to :class:`Task`, and, if it is a
+new nested object, its rows and dataclass like ``WINDOW_ROWS``/``Window``;
+a counter setting also goes into ``COUNTER_FIELDS``. Adding a kind: add it
+to ``KINDS`` (and ``MEASURE_KINDS`` if agents count it, with its
+``DEFAULT_KEY``) and to the ``kinds`` of the rows that apply. Then
+regenerate the schemas (``python -m measure_model.openapi_gen``). Nothing
+else validates a task.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-import yaml
+from measure_model.fields import (
+    Choice,
+    FieldError,
+    Integer,
+    ListOf,
+    Nested,
+    Number,
+    Pattern,
+    PortSpec,
+    PowerOfTwo,
+    Prefix,
+    Row,
+    described,
+    type_name,
+)
 
-KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter", "bandwidth")
+# ---------------------------------------------------------------- names and limits
+
+MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter")
+KINDS = (*MEASURE_KINDS, "bandwidth")
 KEYS = ("src", "dst", "src_dst", "sport", "dport", "src_dport", "dst_dport", "proto",
         "five_tuple")
 INCREMENTS = ("pkt", "bytes")
@@ -47,25 +72,26 @@ WINDOW_MODES = ("tumbling", "sliding")
 BW_METHODS = ("slops", "bulk")
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"
 HOST_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-MAX_POLICY_BYTES = 256 * 1024
-MAX_TASKS = 100
-MAX_SCOPE = 1000
 
-MEASURE_FIELDS = ("filter", "key", "increment", "threshold", "threshold_abs", "top_k",
-                  "window", "scan_ports", "report_interval", "sketch", "scope")
-BANDWIDTH_FIELDS = ("src", "dst", "method", "max_duration", "max_bytes")
-TASK_FIELDS = ("name", "kind", *MEASURE_FIELDS, *BANDWIDTH_FIELDS)
-FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
-WINDOW_FIELDS = ("length", "mode")
-SKETCH_FIELDS = ("width", "depth", "seed")
+MAX_POLICY_BYTES = 256 * 1024      # one YAML policy or JSON body
+MAX_POLICY_TASKS = 100             # tasks in one policy or request
+MAX_TASKS = 200                    # tasks the controller holds at once
+MAX_SCOPE = 1000                   # hosts listed in one scope
+DEFAULT_THRESHOLD = 0.05           # heavy_hitters (and agent counters) without a threshold
+MAX_THRESHOLD_ABS = 2 ** 62
+DEFAULT_TOP_K, MAX_TOP_K = 10, 1000
+DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW = 1.0, 0.05, 3600.0
+DEFAULT_SCAN_PORTS, MAX_SCAN_PORTS = 20, 65535
+DEFAULT_REPORT_INTERVAL, MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL = 5.0, 0.5, 3600.0
+DEFAULT_WIDTH, MIN_WIDTH, MAX_WIDTH = 16384, 64, 2 ** 22
+DEFAULT_DEPTH, MAX_DEPTH = 4, 8
+DEFAULT_SEED, MAX_SEED = 1, 2 ** 31 - 1
+BW_DEFAULT_DURATION, BW_MIN_DURATION, BW_MAX_DURATION = 10.0, 1.0, 60.0
+BW_DEFAULT_BYTES, BW_MIN_BYTES, BW_MAX_BYTES = 20_000_000, 100_000, 200_000_000
 
 
 class PolicyError(ValueError):
     """A policy or task body failed validation; the message says where."""
-
-
-class _FieldError(ValueError):
-    """Raised by field checks; wrapped with the source and task names."""
 
 
 # ---------------------------------------------------------------- model
@@ -86,7 +112,7 @@ class Filter:
 class Window:
     """The real-time window: its length in seconds and how it moves."""
 
-    length: float = 1.0
+    length: float = DEFAULT_WINDOW
     mode: str = "tumbling"
 
 
@@ -94,9 +120,9 @@ class Window:
 class SketchSpec:
     """Count-min sketch size; equal specs are required to merge reports."""
 
-    width: int = 16384
-    depth: int = 4
-    seed: int = 1
+    width: int = DEFAULT_WIDTH
+    depth: int = DEFAULT_DEPTH
+    seed: int = DEFAULT_SEED
 
 
 @dataclass(frozen=True)
@@ -125,17 +151,16 @@ class Task:
     def to_dict(self) -> dict[str, Any]:
         """The wire form: every set field, nested objects as dicts."""
         out: dict[str, Any] = {}
-        for name in TASK_FIELDS:
-            value = getattr(self, name)
+        for row in TASK_ROWS:
+            value = getattr(self, row.name)
             if value is None:
                 continue
-            if isinstance(value, Filter):
-                value = {k: v for k, v in value.__dict__.items() if v is not None}
-            elif isinstance(value, Window | SketchSpec):
-                value = dict(value.__dict__)
+            if isinstance(value, Filter | Window | SketchSpec):
+                value = {f.name: getattr(value, f.name) for f in fields(value)
+                         if getattr(value, f.name) is not None}
             elif isinstance(value, tuple):
                 value = list(value)
-            out[name] = value
+            out[row.name] = value
         return out
 
     @classmethod
@@ -147,192 +172,112 @@ class Task:
     def is_global(self) -> bool:
         return self.scope == "global"
 
-
-# ---------------------------------------------------------------- field checks
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _shown(value: int | float) -> str:
-    text = str(value)
-    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+    @property
+    def measures(self) -> bool:
+        """Counted by agents (every kind but bandwidth)."""
+        return self.kind in MEASURE_KINDS
 
 
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _FieldError(f"{name} must be an integer, not {_type_name(value)}")
-    if not lo <= value <= hi:
-        raise _FieldError(f"{name} {_shown(value)} is out of range {lo}..{hi}")
-    return value
+# ---------------------------------------------------------------- the table
 
-
-def _number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _FieldError(f"{name} must be a number, not {_type_name(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _FieldError(f"{name} {value} is not a finite number")
-    if (value <= lo if lo_open else value < lo) or value > hi:  # exact for huge ints too
-        left = "(" if lo_open else "["
-        raise _FieldError(f"{name} {_shown(value)} is out of range {left}{lo:g}, {hi:g}]")
-    return float(value)
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        shown = f"'{value}'" if isinstance(value, str) else repr(value)
-        raise _FieldError(f"{name} {shown} is not one of {', '.join(choices)}")
-    return value
-
-
-def _mapping(name: str, value: Any, allowed: tuple[str, ...]) -> dict:
-    if not isinstance(value, dict):
-        raise _FieldError(f"{name} must be a mapping, not {_type_name(value)}")
-    for key in value:
-        if key not in allowed:
-            raise _FieldError(f"unknown field '{name}.{key}'")
-    return value
-
-
-def _prefix(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _FieldError(f"{name} must be an IPv4 address or prefix, not {_type_name(value)}")
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True)).removesuffix("/32")
-    except ValueError as exc:
-        raise _FieldError(f"{name} '{value}' is not an IPv4 address or prefix ({exc})") from None
-
-
-def _port_spec(name: str, value: Any) -> int | str:
-    if isinstance(value, str):
-        match = re.fullmatch(r"(\d{1,5}):(\d{1,5})", value)
-        if not match:
-            raise _FieldError(f"{name} '{value}' is not a port or a range 'low:high'")
-        low, high = int(match[1]), int(match[2])
-        if not 0 <= low <= high <= 65535:
-            raise _FieldError(f"{name} '{value}' is not a range within 0..65535 with low <= high")
-        return f"{low}:{high}"
-    return _int(name, value, 0, 65535)
-
-
-def _host_ref(name: str, value: Any) -> str:
-    """A host named like ``h5`` or an IPv4 data address."""
-    if not isinstance(value, str) or not re.fullmatch(HOST_PATTERN, value):
-        shown = f"'{value}'" if isinstance(value, str) else repr(value)
-        raise _FieldError(f"{name} {shown} is not a host name or IPv4 address")
-    return value
-
-
-def _filter(value: Any) -> Filter:
-    obj = _mapping("filter", value, FILTER_FIELDS)
-    proto = _choice("filter.proto", obj["proto"], PROTOS) if "proto" in obj else None
-    flt = Filter(
-        interface=_choice("filter.interface", obj.get("interface", "INPUT"), INTERFACES),
-        proto=proto,
-        src=_prefix("filter.src", obj["src"]) if "src" in obj else None,
-        dst=_prefix("filter.dst", obj["dst"]) if "dst" in obj else None,
-        sport=_port_spec("filter.sport", obj["sport"]) if "sport" in obj else None,
-        dport=_port_spec("filter.dport", obj["dport"]) if "dport" in obj else None,
-    )
+def _ports_need_proto(obj: dict[str, Any]) -> None:
     for port in ("sport", "dport"):
-        if getattr(flt, port) is not None and proto not in ("tcp", "udp"):
-            raise _FieldError(f"filter.{port} needs filter.proto tcp or udp")
-    return flt
+        if obj[port] is not None and obj["proto"] not in ("tcp", "udp"):
+            raise FieldError(f"filter.{port} needs filter.proto tcp or udp")
 
 
-def _window(value: Any) -> Window:
-    obj = _mapping("window", value, WINDOW_FIELDS)
-    return Window(length=_number("window.length", obj.get("length", 1.0), 0.05, 3600.0),
-                  mode=_choice("window.mode", obj.get("mode", "tumbling"), WINDOW_MODES))
+def _default_threshold(obj: dict[str, Any]) -> float | None:
+    if obj.get("kind") == "heavy_hitters" and obj.get("threshold_abs") is None:
+        return DEFAULT_THRESHOLD
+    return None
 
 
-def _sketch(value: Any) -> SketchSpec:
-    obj = _mapping("sketch", value, SKETCH_FIELDS)
-    width = _int("sketch.width", obj.get("width", 16384), 64, 2 ** 22)
-    if width & (width - 1):
-        raise _FieldError(f"sketch.width {width} is not a power of two")
-    return SketchSpec(width=width, depth=_int("sketch.depth", obj.get("depth", 4), 1, 8),
-                      seed=_int("sketch.seed", obj.get("seed", 1), 0, 2 ** 31 - 1))
+HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
+FILTER_ROWS = (
+    Row("interface", Choice(INTERFACES), "INPUT", "netfilter chain: packets in or out"),
+    Row("proto", Choice(PROTOS), doc="IP protocol"),
+    Row("src", Prefix(), doc="IPv4 source address or prefix"),
+    Row("dst", Prefix(), doc="IPv4 destination address or prefix"),
+    Row("sport", PortSpec(), doc="source port or 'low:high'; needs proto tcp or udp"),
+    Row("dport", PortSpec(), doc="destination port or 'low:high'; needs proto tcp or udp"),
+)
+WINDOW_ROWS = (
+    Row("length", Number(MIN_WINDOW, MAX_WINDOW), DEFAULT_WINDOW, "seconds"),
+    Row("mode", Choice(WINDOW_MODES), "tumbling",
+        "tumbling: epoch-aligned windows; sliding: the last length seconds"),
+)
+SKETCH_ROWS = (
+    Row("width", PowerOfTwo(MIN_WIDTH, MAX_WIDTH), DEFAULT_WIDTH, "cells per row"),
+    Row("depth", Integer(1, MAX_DEPTH), DEFAULT_DEPTH, "rows"),
+    Row("seed", Integer(0, MAX_SEED), DEFAULT_SEED, "hash seed"),
+)
+FILTER = Nested(FILTER_ROWS, Filter, _ports_need_proto)
+WINDOW = Nested(WINDOW_ROWS, Window)
+SKETCH = Nested(SKETCH_ROWS, SketchSpec)
+
+_ALL = frozenset(KINDS)
+_MEASURE = frozenset(MEASURE_KINDS)
+_BW = frozenset({"bandwidth"})
+
+TASK_ROWS: tuple[Row, ...] = (
+    Row("name", Pattern(NAME_PATTERN, f"does not match {NAME_PATTERN}"), required=True,
+        kinds=_ALL, doc="unique among the controller's tasks and in a policy"),
+    Row("kind", Choice(KINDS), required=True, kinds=_ALL, doc="what the task measures"),
+    Row("filter", FILTER, lambda _: FILTER.check("filter", {}), kinds=_MEASURE,
+        doc="which packets count (all conditions must hold)"),
+    Row("key", Choice(KEYS), lambda obj: DEFAULT_KEY[obj["kind"]], kinds=_MEASURE,
+        doc="key type (default per kind: src, src_dst, src_dport, src)"),
+    Row("increment", Choice(INCREMENTS, (("byte", "bytes"),)), "pkt", kinds=_MEASURE,
+        doc="count packets or IPv4 bytes"),
+    Row("threshold", Number(0.0, 1.0, lo_open=True), _default_threshold, kinds=_MEASURE,
+        doc=f"heavy if >= this fraction of the total (heavy_hitters default "
+            f"{DEFAULT_THRESHOLD}); exclusive with threshold_abs"),
+    Row("threshold_abs", Integer(1, MAX_THRESHOLD_ABS), kinds=_MEASURE,
+        doc="heavy if >= this absolute count (over all hosts in scope)"),
+    Row("top_k", Integer(1, MAX_TOP_K), DEFAULT_TOP_K, kinds=_MEASURE,
+        doc="largest keys reported"),
+    Row("window", WINDOW, lambda _: WINDOW.check("window", {}), kinds=_MEASURE,
+        doc="the real-time window"),
+    Row("scan_ports", Integer(1, MAX_SCAN_PORTS), DEFAULT_SCAN_PORTS,
+        kinds=frozenset({"port_scan"}),
+        doc="a source is a scanner at this many distinct dports in a window"),
+    Row("report_interval", Number(MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL),
+        DEFAULT_REPORT_INTERVAL, kinds=_MEASURE, doc="seconds between overlay reports"),
+    Row("sketch", SKETCH, lambda _: SKETCH.check("sketch", {}), kinds=_MEASURE,
+        doc="count-min sketch size (equal on every host)"),
+    Row("scope", ListOf(HOST, MAX_SCOPE, "global", "host"), "global", kinds=_MEASURE,
+        doc="'global' or the hosts (names or data addresses) that measure"),
+    Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
+    Row("dst", HOST, required=True, kinds=_BW, doc="receiving host"),
+    Row("method", Choice(BW_METHODS), "slops", kinds=_BW,
+        doc="slops: available bandwidth (self-loading trains); bulk: TCP throughput"),
+    Row("max_duration", Number(BW_MIN_DURATION, BW_MAX_DURATION), BW_DEFAULT_DURATION,
+        kinds=_BW, doc="seconds the probe may take"),
+    Row("max_bytes", Integer(BW_MIN_BYTES, BW_MAX_BYTES), BW_DEFAULT_BYTES, kinds=_BW,
+        doc="bytes the probe may send"),
+)
+ROWS = {row.name: row for row in TASK_ROWS}
+TASK_FIELDS = tuple(ROWS)
+COUNTER_FIELDS = ("key", "increment", "threshold", "threshold_abs", "top_k", "window",
+                  "scan_ports", "sketch")
+BANDWIDTH_FIELDS = ("src", "dst", "method", "max_duration", "max_bytes")
 
 
-def _scope(value: Any) -> str | tuple[str, ...]:
-    if value == "global":
-        return "global"
-    if not isinstance(value, list) or not value:
-        raise _FieldError("scope must be 'global' or a non-empty list of hosts")
-    if len(value) > MAX_SCOPE:
-        raise _FieldError(f"scope lists {len(value)} hosts, more than {MAX_SCOPE}")
-    hosts = tuple(_host_ref(f"scope[{i}]", v) for i, v in enumerate(value))
-    if len(set(hosts)) != len(hosts):
-        raise _FieldError("scope lists a host twice")
-    return hosts
+def _exclusive_thresholds(obj: dict[str, Any]) -> None:
+    if obj.get("threshold") is not None and obj.get("threshold_abs") is not None:
+        raise FieldError("threshold and threshold_abs are exclusive: give one of them")
 
 
-def _increment(value: Any) -> str:
-    if value == "byte":
-        return "bytes"
-    return _choice("increment", value, INCREMENTS)
+def _distinct_ends(obj: dict[str, Any]) -> None:
+    if obj.get("src") is not None and obj.get("src") == obj.get("dst"):
+        raise FieldError(f"src and dst are the same host '{obj['src']}'")
 
 
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
-        shown = f"'{value}'" if isinstance(value, str) else _type_name(value)
-        raise _FieldError(f"name {shown} does not match {NAME_PATTERN}")
-    return value
+RULES = (_distinct_ends,)       # on the checked fields
+RAW_RULES = (_exclusive_thresholds,)  # on the given fields, before any check
 
 
-def _measure_task(name: str, kind: str, obj: dict) -> Task:
-    for key in BANDWIDTH_FIELDS:
-        if key in obj:
-            raise _FieldError(f"field '{key}' does not apply to kind {kind}")
-    if "scan_ports" in obj and kind != "port_scan":
-        raise _FieldError(f"field 'scan_ports' does not apply to kind {kind}")
-    threshold = obj.get("threshold")
-    threshold_abs = obj.get("threshold_abs")
-    if threshold is not None and threshold_abs is not None:
-        raise _FieldError("threshold and threshold_abs are exclusive: give one of them")
-    if threshold is not None:
-        threshold = _number("threshold", threshold, 0.0, 1.0, lo_open=True)
-    elif threshold_abs is not None:
-        threshold_abs = _int("threshold_abs", threshold_abs, 1, 2 ** 62)
-    elif kind == "heavy_hitters":
-        threshold = 0.05
-    return Task(
-        name=name, kind=kind,
-        filter=_filter(obj.get("filter", {})),
-        key=_choice("key", obj.get("key", DEFAULT_KEY[kind]), KEYS),
-        increment=_increment(obj.get("increment", "pkt")),
-        threshold=threshold, threshold_abs=threshold_abs,
-        top_k=_int("top_k", obj.get("top_k", 10), 1, 1000),
-        window=_window(obj.get("window", {})),
-        scan_ports=(_int("scan_ports", obj.get("scan_ports", 20), 1, 65535)
-                    if kind == "port_scan" else None),
-        report_interval=_number("report_interval", obj.get("report_interval", 5.0), 0.5, 3600.0),
-        sketch=_sketch(obj.get("sketch", {})),
-        scope=_scope(obj.get("scope", "global")),
-    )
-
-
-def _bandwidth_task(name: str, obj: dict) -> Task:
-    for key in MEASURE_FIELDS:
-        if key in obj:
-            raise _FieldError(f"field '{key}' does not apply to kind bandwidth")
-    for key in ("src", "dst"):
-        if key not in obj:
-            raise _FieldError(f"{key} is required for kind bandwidth")
-    src, dst = _host_ref("src", obj["src"]), _host_ref("dst", obj["dst"])
-    if src == dst:
-        raise _FieldError(f"src and dst are the same host '{src}'")
-    return Task(
-        name=name, kind="bandwidth", src=src, dst=dst,
-        method=_choice("method", obj.get("method", "slops"), BW_METHODS),
-        max_duration=_number("max_duration", obj.get("max_duration", 10.0), 0.0, 60.0,
-                             lo_open=True),
-        max_bytes=_int("max_bytes", obj.get("max_bytes", 20_000_000), 1, 200_000_000),
-    )
-
-
-# ---------------------------------------------------------------- entry points
+# ---------------------------------------------------------------- parsing
 
 def _task_label(obj: Any, index: int) -> str:
     if isinstance(obj, dict) and isinstance(obj.get("name"), str) \
@@ -341,26 +286,45 @@ def _task_label(obj: Any, index: int) -> str:
     return f"#{index + 1}"
 
 
+def _check_task(obj: Any) -> Task:
+    """The table applied to one object; raises FieldError."""
+    if not isinstance(obj, dict):
+        raise FieldError(f"must be a mapping, not {type_name(obj)}")
+    for key in obj:
+        if key not in ROWS:
+            raise FieldError(f"unknown field '{key}'")
+    for name in ("name", "kind"):
+        if name not in obj:
+            raise FieldError(f"{name} is required")
+    values = {"name": ROWS["name"].checker.check("name", obj["name"]),
+              "kind": ROWS["kind"].checker.check("kind", obj["kind"])}
+    kind = values["kind"]
+    for key in obj:
+        if kind not in ROWS[key].kinds:
+            raise FieldError(f"field '{key}' does not apply to kind {kind}")
+    for rule in RAW_RULES:
+        rule(obj)
+    for row in TASK_ROWS:
+        if row.name in values or kind not in row.kinds:
+            continue
+        if row.name in obj:
+            values[row.name] = row.checker.check(row.name, obj[row.name])
+        elif row.required:
+            raise FieldError(f"{row.name} is required for kind {kind}")
+        else:
+            values[row.name] = row.default_for(obj)
+    for rule in RULES:
+        rule(values)
+    return Task(**values)
+
+
 def parse_task(obj: Any, source_name: str, index: int = 0) -> Task:
     """Validate one task object; raise PolicyError naming source, task and field."""
-    label = _task_label(obj, index)
     try:
-        if not isinstance(obj, dict):
-            raise _FieldError(f"must be a mapping, not {_type_name(obj)}")
-        for key in obj:
-            if key not in TASK_FIELDS:
-                raise _FieldError(f"unknown field '{key}'")
-        if "name" not in obj:
-            raise _FieldError("name is required")
-        if "kind" not in obj:
-            raise _FieldError("kind is required")
-        name = _name(obj["name"])
-        kind = _choice("kind", obj["kind"], KINDS)
-        if kind == "bandwidth":
-            return _bandwidth_task(name, obj)
-        return _measure_task(name, kind, obj)
-    except _FieldError as exc:
-        raise PolicyError(f"policy {source_name}: task {label}: {exc}") from None
+        return _check_task(obj)
+    except FieldError as exc:
+        raise PolicyError(f"policy {source_name}: task {_task_label(obj, index)}: "
+                          f"{exc}") from None
 
 
 def parse_tasks(obj: Any, source_name: str) -> list[Task]:
@@ -376,11 +340,11 @@ def parse_tasks(obj: Any, source_name: str) -> list[Task]:
             raise PolicyError(f"{where}: 'tasks' is required")
         items = obj["tasks"]
     else:
-        raise PolicyError(f"{where}: must be a mapping with 'tasks', not {_type_name(obj)}")
+        raise PolicyError(f"{where}: must be a mapping with 'tasks', not {type_name(obj)}")
     if not isinstance(items, list) or not items:
         raise PolicyError(f"{where}: tasks must be a non-empty list")
-    if len(items) > MAX_TASKS:
-        raise PolicyError(f"{where}: {len(items)} tasks, more than {MAX_TASKS}")
+    if len(items) > MAX_POLICY_TASKS:
+        raise PolicyError(f"{where}: {len(items)} tasks, more than {MAX_POLICY_TASKS}")
     tasks: list[Task] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
@@ -393,68 +357,67 @@ def parse_tasks(obj: Any, source_name: str) -> list[Task]:
     return tasks
 
 
-# ---------------------------------------------------------------- YAML
+# ---------------------------------------------------------------- sub-schemas
 
-class _PolicyLoader(yaml.SafeLoader):
-    """Safe loader: no anchors/aliases, no duplicate keys, YAML 1.2-like scalars."""
+def counter_task(body: Any, name: str, filter: Any = None) -> Task:
+    """An agent counter body (``COUNTER_FIELDS``, ``key`` required) as a Task.
 
-    def compose_node(self, parent, index):  # type: ignore[override]
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            line = event.start_mark.line + 1
-            raise yaml.YAMLError(f"anchors and aliases are not allowed (line {line})")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
-        if isinstance(node, yaml.MappingNode):
-            seen: set = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
-                except TypeError:
-                    raise yaml.YAMLError(
-                        f"unhashable mapping key (line {key_node.start_mark.line + 1})") from None
-                if duplicate:
-                    raise yaml.YAMLError(
-                        f"duplicate key '{key}' (line {key_node.start_mark.line + 1})")
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    Kind port_scan with ``scan_ports``, else heavy_hitters (so the threshold
+    is ``DEFAULT_THRESHOLD`` unless one is given). ``filter`` is the
+    sketch's filter in its wire form. Raises FieldError naming the field.
+    """
+    if not isinstance(body, dict):
+        raise FieldError(f"counter must be a mapping, not {type_name(body)}")
+    for key in body:
+        if key not in COUNTER_FIELDS:
+            raise FieldError(f"unknown field '{key}'")
+    if "key" not in body:
+        raise FieldError("key is required")
+    kind = "port_scan" if "scan_ports" in body else "heavy_hitters"
+    obj = {"name": name, "kind": kind, **body}
+    if filter is not None:
+        obj["filter"] = filter
+    return _check_task(obj)
 
 
-_PolicyLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers
-            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-                           "tag:yaml.org,2002:bool")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_PolicyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"))
-_PolicyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
-_PolicyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?[0-9]+[eE][-+]?[0-9]+"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+def counter_view(task: Task) -> dict[str, Any]:
+    """The counter settings of a task's wire form (what the agent API shows)."""
+    wire = task.to_dict()
+    return {k: wire[k] for k in COUNTER_FIELDS if k in wire}
 
 
-def load_policy(text: str | bytes, source_name: str) -> list[Task]:
-    """Parse and validate a YAML policy; raise PolicyError on any problem."""
-    where = f"policy {source_name}"
-    size = len(text.encode() if isinstance(text, str) else text)
-    if size > MAX_POLICY_BYTES:
-        raise PolicyError(f"{where}: {size} bytes is more than the limit of {MAX_POLICY_BYTES}")
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PolicyError(f"{where}: not valid UTF-8") from None
-    try:
-        obj = yaml.load(text, Loader=_PolicyLoader)  # noqa: S506 - safe loader subclass
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise PolicyError(f"{where}: invalid YAML: {detail}") from None
-    return parse_tasks(obj, source_name)
+def bandwidth_request(body: Any) -> dict[str, Any]:
+    """A ``POST bandwidth`` body (``BANDWIDTH_FIELDS``) checked and defaulted."""
+    if not isinstance(body, dict):
+        raise FieldError(f"body must be a mapping, not {type_name(body)}")
+    for key in body:
+        if key not in BANDWIDTH_FIELDS:
+            raise FieldError(f"unknown field '{key}'")
+    for key in ("src", "dst"):
+        if key not in body:
+            raise FieldError(f"{key} is required")
+    task = _check_task({"name": "bandwidth", "kind": "bandwidth", **body})
+    return {k: getattr(task, k) for k in BANDWIDTH_FIELDS}
+
+
+def field_value(name: str, body: dict[str, Any]) -> Any:
+    """``body[name]`` checked by the table's row (its default when absent)."""
+    row = ROWS[name]
+    return row.checker.check(name, body[name]) if name in body else row.default_for(body)
+
+
+# ---------------------------------------------------------------- JSON schemas
+
+def task_json_schema() -> dict[str, Any]:
+    """The OpenAPI schema of one task, from the table."""
+    return {"type": "object", "required": ["name", "kind"], "additionalProperties": False,
+            "description": "A measurement task. Fields apply per kind: "
+                           + "; ".join(f"{r.name}: {', '.join(k for k in KINDS if k in r.kinds)}"
+                                       for r in TASK_ROWS if r.kinds != _ALL),
+            "properties": {row.name: described(row) for row in TASK_ROWS}}
+
+
+def bandwidth_json_schema() -> dict[str, Any]:
+    """The OpenAPI schema of a ``POST bandwidth`` body, from the table."""
+    return {"type": "object", "required": ["src", "dst"], "additionalProperties": False,
+            "properties": {name: described(ROWS[name]) for name in BANDWIDTH_FIELDS}}

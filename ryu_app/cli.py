@@ -28,7 +28,8 @@ import sys
 import time
 from typing import Any
 
-from measure_model.task import PolicyError, load_policy
+from measure_model.policy import load_policy
+from measure_model.task import PolicyError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TOKEN_FILE = "/var/lib/endhost-measure/controller.token"

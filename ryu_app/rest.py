@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import re
 from typing import Any
@@ -43,7 +42,9 @@ from urllib.parse import unquote_to_bytes
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
-from measure_model.task import BW_METHODS, PolicyError, load_policy, parse_tasks
+from measure_model.fields import FieldError
+from measure_model.policy import load_policy
+from measure_model.task import PolicyError, bandwidth_request, parse_tasks
 from ryu_app.registry import RegistryError, UnknownAgent
 from ryu_app.service import ServiceError
 from ryu_app.store import StoreError
@@ -226,34 +227,11 @@ def _since(req) -> int:
 
 
 def _bandwidth_args(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise HttpError(400, "bandwidth: body must be a JSON object")
-    allowed = ("src", "dst", "method", "max_duration", "max_bytes")
-    for key in body:
-        if key not in allowed:
-            raise HttpError(400, f"bandwidth: unknown field '{key}'")
-    out: dict[str, Any] = {}
-    for key in ("src", "dst"):
-        value = body.get(key)
-        if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-            raise HttpError(400, f"bandwidth: field '{key}' must be a host name or IPv4 address")
-        out[key] = value
-    method = body.get("method", "slops")
-    if method not in BW_METHODS:
-        raise HttpError(400, f"bandwidth: field 'method' must be one of {', '.join(BW_METHODS)}")
-    out["method"] = method
-    duration = body.get("max_duration", 10.0)
-    if isinstance(duration, bool) or not isinstance(duration, int | float) \
-            or not (isinstance(duration, int) or math.isfinite(duration)) \
-            or not 0 < duration <= 60:
-        raise HttpError(400, "bandwidth: field 'max_duration' must be a number in (0, 60]")
-    out["max_duration"] = float(duration)
-    max_bytes = body.get("max_bytes", 20_000_000)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) \
-            or not 1 <= max_bytes <= 200_000_000:
-        raise HttpError(400, "bandwidth: field 'max_bytes' must be an integer in 1..200000000")
-    out["max_bytes"] = max_bytes
-    return out
+    """The ``POST bandwidth`` body, checked by the task table's bandwidth rows."""
+    try:
+        return bandwidth_request(body)
+    except FieldError as exc:
+        raise HttpError(400, f"bandwidth: {exc}") from None
 
 
 class MeasureController(ControllerBase):

@@ -36,7 +36,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from measure_model.task import PolicyError, Task, load_policy, parse_tasks
+from measure_model.policy import load_policy
+from measure_model.task import PolicyError, Task, parse_tasks
 
 # ---------------------------------------------------------------- shared: hostile values
 

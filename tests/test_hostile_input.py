@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from measure_model import task as task_model
-from measure_model.task import PolicyError, load_policy, parse_tasks
+from measure_model.policy import load_policy
+from measure_model.task import PolicyError, parse_tasks
 from tests.test_fuzz import (
     BANDWIDTH,
     CANARIES,
@@ -113,8 +114,8 @@ def test_deep_nesting_is_refused_without_recursion_error():
         parse_tasks(_with(MEASURE, ("filter",), nested(5000)), "hostile")
 
 
-@pytest.mark.parametrize("count, ok", [(task_model.MAX_TASKS, True),
-                                       (task_model.MAX_TASKS + 1, False)])
+@pytest.mark.parametrize("count, ok", [(task_model.MAX_POLICY_TASKS, True),
+                                       (task_model.MAX_POLICY_TASKS + 1, False)])
 def test_task_count_is_bounded(count, ok):
     tasks = [{**BANDWIDTH, "name": f"bw-{i}"} for i in range(count)]
     if ok:

@@ -7,13 +7,13 @@ import os
 
 import pytest
 
+from measure_model.policy import load_policy
 from measure_model.task import (
     Filter,
     PolicyError,
     SketchSpec,
     Task,
     Window,
-    load_policy,
     parse_tasks,
 )
 from tests.helpers import ROOT
@@ -143,7 +143,7 @@ MALFORMED = [
     ("tasks: [{name: bw-1, kind: bandwidth, src: h5}]",
      "policy bad.yaml: task bw-1: dst is required for kind bandwidth"),
     ("tasks: [{name: bw-1, kind: bandwidth, src: h5, dst: h6, max_duration: 61}]",
-     "policy bad.yaml: task bw-1: max_duration 61 is out of range (0, 60]"),
+     "policy bad.yaml: task bw-1: max_duration 61 is out of range [1, 60]"),
     ("tasks: [{name: bw-1, kind: bandwidth, src: h5, dst: h6, key: src}]",
      "policy bad.yaml: task bw-1: field 'key' does not apply to kind bandwidth"),
     ("tasks: [{name: hh-1, kind: sketchy}]",

@@ -1,0 +1,303 @@
+"""Field checkers: the value types of the task table, each with its JSON schema.
+
+A checker is a small frozen object with two methods:
+
+- ``check(name, value)`` returns the normalised value or raises
+  :class:`FieldError` whose message names the field (``top_k 0 is out of
+  range 1..1000``); ``bool`` is never a number, NaN and infinities are
+  refused, huge integers are compared exactly (never converted first);
+- ``json_schema()`` returns the OpenAPI 3.0 schema fragment of the same
+  rule (``ryu_app/openapi.json`` is generated from it), so the documented
+  limits are the enforced ones.
+
+Only this module parses a number, an integer, a choice or a pattern for the
+task model; ``measure_model.task`` builds its table from these objects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+JsonSchema = dict[str, Any]
+
+
+class FieldError(ValueError):
+    """A value failed its check; the message names the field."""
+
+
+class Checker(Protocol):
+    """What a row of the task table checks its value with."""
+
+    def check(self, name: str, value: Any) -> Any: ...
+
+    def json_schema(self) -> JsonSchema: ...
+
+
+def type_name(value: Any) -> str:
+    """The JSON-ish name of a value's type, for error messages."""
+    return "null" if value is None else type(value).__name__
+
+
+def shown(value: Any) -> str:
+    """A value for an error message, long numbers cut (``12345...(400 digits)``)."""
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else f"{value[:40]}..."
+        return f"'{text}'"
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
+def is_int(value: Any) -> bool:
+    """An integer that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); returned as float."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+
+    def check(self, name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FieldError(f"{name} must be a number, not {type_name(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FieldError(f"{name} {value} is not a finite number")
+        low_fails = value <= self.lo if self.lo_open else value < self.lo
+        if low_fails or value > self.hi:  # exact for huge ints too
+            left = "(" if self.lo_open else "["
+            raise FieldError(f"{name} {shown(value)} is out of range "
+                             f"{left}{self.lo:g}, {self.hi:g}]")
+        return float(value)
+
+    def json_schema(self) -> JsonSchema:
+        out: JsonSchema = {"type": "number", "minimum": self.lo, "maximum": self.hi}
+        if self.lo_open:
+            out["exclusiveMinimum"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An integer (not a bool) in ``lo..hi``."""
+
+    lo: int
+    hi: int
+
+    def check(self, name: str, value: Any) -> int:
+        if not is_int(value):
+            raise FieldError(f"{name} must be an integer, not {type_name(value)}")
+        if not self.lo <= value <= self.hi:
+            raise FieldError(f"{name} {shown(value)} is out of range {self.lo}..{self.hi}")
+        return int(value)
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "integer", "minimum": self.lo, "maximum": self.hi}
+
+
+@dataclass(frozen=True)
+class PowerOfTwo(Integer):
+    """An integer in ``lo..hi`` that is a power of two (sketch widths)."""
+
+    def check(self, name: str, value: Any) -> int:
+        value = super().check(name, value)
+        if value & (value - 1):
+            raise FieldError(f"{name} {value} is not a power of two")
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        out = super().json_schema()
+        out["enum"] = [1 << i for i in range(self.hi.bit_length())
+                       if self.lo <= 1 << i <= self.hi]
+        return out
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of ``values``; ``aliases`` maps accepted spellings to a value."""
+
+    values: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def check(self, name: str, value: Any) -> str:
+        alias = dict(self.aliases)
+        if isinstance(value, str) and value in alias:
+            return alias[value]
+        if not isinstance(value, str) or value not in self.values:
+            show = f"'{value}'" if isinstance(value, str) else repr(value)
+            raise FieldError(f"{name} {show} is not one of {', '.join(self.values)}")
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "enum": [*self.values, *(a for a, _ in self.aliases)]}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string matching ``regex`` completely; ``what`` says what it should be."""
+
+    regex: str
+    what: str
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(self.regex, value):
+            show = f"'{value}'" if isinstance(value, str) else type_name(value)
+            raise FieldError(f"{name} {show} {self.what}")
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "pattern": f"^{self.regex}$"}
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """An IPv4 address or prefix (host bits zero); ``/32`` is dropped."""
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise FieldError(f"{name} must be an IPv4 address or prefix, "
+                             f"not {type_name(value)}")
+        try:
+            return str(ipaddress.IPv4Network(value, strict=True)).removesuffix("/32")
+        except ValueError as exc:
+            raise FieldError(f"{name} '{value}' is not an IPv4 address or prefix "
+                             f"({exc})") from None
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "maxLength": 18,
+                "pattern": r"^[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?$"}
+
+
+PORT = Integer(0, 65535)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A port number or a range ``"low:high"`` within 0..65535."""
+
+    def check(self, name: str, value: Any) -> int | str:
+        if isinstance(value, str):
+            match = re.fullmatch(r"(\d{1,5}):(\d{1,5})", value)
+            if not match:
+                raise FieldError(f"{name} '{value}' is not a port or a range 'low:high'")
+            low, high = int(match[1]), int(match[2])
+            if not 0 <= low <= high <= 65535:
+                raise FieldError(f"{name} '{value}' is not a range within 0..65535 "
+                                 "with low <= high")
+            return f"{low}:{high}"
+        return PORT.check(name, value)
+
+    def json_schema(self) -> JsonSchema:
+        return {"oneOf": [PORT.json_schema(),
+                          {"type": "string", "pattern": "^[0-9]{1,5}:[0-9]{1,5}$"}]}
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A non-empty list of at most ``max_items`` distinct items, or the word ``word``."""
+
+    item: Checker
+    max_items: int
+    word: str | None = None
+    noun: str = "item"
+
+    def check(self, name: str, value: Any) -> str | tuple[Any, ...]:
+        if self.word is not None and value == self.word:
+            return self.word
+        if not isinstance(value, list) or not value:
+            either = f"'{self.word}' or " if self.word else ""
+            raise FieldError(f"{name} must be {either}a non-empty list of {self.noun}s")
+        if len(value) > self.max_items:
+            raise FieldError(f"{name} lists {len(value)} {self.noun}s, "
+                             f"more than {self.max_items}")
+        items = tuple(self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value))
+        if len(set(items)) != len(items):
+            raise FieldError(f"{name} lists a {self.noun} twice")
+        return items
+
+    def json_schema(self) -> JsonSchema:
+        listed: JsonSchema = {"type": "array", "items": self.item.json_schema(), "minItems": 1,
+                              "maxItems": self.max_items, "uniqueItems": True}
+        if self.word is None:
+            return listed
+        return {"oneOf": [{"type": "string", "enum": [self.word]}, listed]}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One field of a table: its name, checker, default and documentation.
+
+    ``default`` is the value used when the field is absent (``None``: stays
+    unset; a callable is called with the object being parsed, for defaults
+    that depend on other fields). ``required`` fields have no default.
+    ``kinds`` (task table only) lists the task kinds the field applies to.
+    """
+
+    name: str
+    checker: Checker
+    default: Any = None
+    doc: str = ""
+    kinds: frozenset[str] = frozenset()
+    required: bool = False
+
+    def default_for(self, obj: dict[str, Any]) -> Any:
+        return self.default(obj) if callable(self.default) else self.default
+
+
+@dataclass(frozen=True)
+class Nested:
+    """An object of its own rows, built into ``factory(**fields)``.
+
+    Unknown keys are refused (``unknown field 'window.size'``); absent
+    fields take their row's default; ``rule`` runs on the checked fields
+    for checks across them.
+    """
+
+    rows: tuple[Row, ...]
+    factory: Callable[..., Any]
+    rule: Callable[[dict[str, Any]], None] | None = field(default=None)
+
+    def check(self, name: str, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise FieldError(f"{name} must be a mapping, not {type_name(value)}")
+        names = [r.name for r in self.rows]
+        for key in value:
+            if key not in names:
+                raise FieldError(f"unknown field '{name}.{key}'")
+        out: dict[str, Any] = {}
+        for row in self.rows:
+            if row.name in value:
+                out[row.name] = row.checker.check(f"{name}.{row.name}", value[row.name])
+            elif row.required:
+                raise FieldError(f"{name}.{row.name} is required")
+            else:
+                out[row.name] = row.default_for(value)
+        if self.rule is not None:
+            self.rule(out)
+        return self.factory(**out)
+
+    def json_schema(self) -> JsonSchema:
+        out: JsonSchema = {"type": "object", "additionalProperties": False,
+                           "properties": {r.name: described(r) for r in self.rows}}
+        required = [r.name for r in self.rows if r.required]
+        if required:
+            out["required"] = required
+        return out
+
+
+def described(row: Row) -> JsonSchema:
+    """A row's JSON schema with its doc and (plain) default."""
+    out = dict(row.checker.json_schema())
+    if row.doc:
+        out["description"] = row.doc
+    if row.default is not None and not callable(row.default) \
+            and isinstance(row.default, str | int | float):
+        out["default"] = row.default
+    return out
