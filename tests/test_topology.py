@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import networkx as nx
 import pytest
 
@@ -290,3 +292,26 @@ def test_host_addresses_are_computed_from_the_ip_base_like_mininet():
     assert [small.nodeInfo(h)["ip"] for h in ("h1", "h3")] == ["192.0.2.1/24", "192.0.2.3/24"]
     with pytest.raises(ValueError, match="192.0.2.0/30 holds 2 host addresses; host h3"):
         TreeTopo(depth=1, fanout=3, ip_base="192.0.2.0/30")
+
+
+def test_mininet_output_comes_back_after_a_quiet_start():
+    """The launcher starts Mininet at ``warning`` and opens the CLI at ``output``:
+    the CLI's lines (pingall, nodes, h1 echo) must print again."""
+    from mininet.log import lg, output
+
+    from topo.launch import set_mininet_log_level
+
+    handler = lg.handlers[0]
+    try:
+        set_mininet_log_level("warning")
+        output("quiet\n")
+        set_mininet_log_level("output")
+        stream, handler.stream = handler.stream, io.StringIO()
+        try:
+            output("loud\n")
+            printed = handler.stream.getvalue()
+        finally:
+            handler.stream = stream
+        assert printed == "loud\n"
+    finally:
+        set_mininet_log_level("output")

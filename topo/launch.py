@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
 import shlex
 import signal
@@ -45,13 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from measure_model.auth import bearer_header, load_or_create_secret, load_or_create_token
+from measure_model.auth import load_or_create_secret, load_or_create_token
+from ryu_app.client import ControllerClient, read_token
 from topo.procs import LOCK_PATH, mininet_lock, port_open, stop_process, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +62,21 @@ AGENT_PORT = 8000
 
 def log(msg: str) -> None:
     print(f"*** {msg}", flush=True)
+
+
+def set_mininet_log_level(level: str) -> None:
+    """``mininet.log.setLogLevel`` that takes effect at once.
+
+    Mininet's logger is built outside ``logging``'s manager, so the level
+    cache that ``Logger.setLevel`` clears for registered loggers is never
+    cleared for it: once a call ran at ``warning``, ``output()`` (every line
+    the Mininet CLI prints: ``pingall``, ``nodes``, ``h1 echo``) stays silent
+    after ``setLogLevel("output")``. Clearing its cache fixes that.
+    """
+    from mininet.log import lg, setLogLevel
+
+    setLogLevel(level)
+    lg._cache.clear()
 
 
 def tail(path: str, lines: int = 15) -> str:
@@ -178,6 +191,7 @@ class MeasureNetwork:
             self._step("lock", self._acquire_lock)
         self._step("controller", self.start_controller)
         self._step("network", self.start_network)
+        self._step("shells", self.setup_host_shells)
         self._step("mgmt", self.start_mgmt)
         self._step("topology", self.wait_topology)
         self._step("pingall", self.pingall)
@@ -269,42 +283,58 @@ class MeasureNetwork:
                 "MEASURE_TOKEN_FILE": self.token_file(),
                 "MEASURE_CONTROLLER_URL": f"http://{MGMT_IP}:{self.opts.rest_port}"}
 
-    def host_env(self) -> dict[str, str]:
-        """Environment of commands run in hosts: venv first, controller URL and token."""
+    def measure_env(self) -> dict[str, str]:
+        """What a host needs to run ``measure`` and the examples: the venv first on
+        PATH, the controller's management URL and its token file."""
         venv_bin = os.path.dirname(sys.executable)
-        return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        return {"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
                 "MEASURE_URL": f"http://{MGMT_IP}:{self.opts.rest_port}",
                 "MEASURE_TOKEN_FILE": self.token_file()}
+
+    def host_env(self) -> dict[str, str]:
+        """Environment of commands started in hosts (``--run``, agents, tests)."""
+        return {**os.environ, **self.measure_env()}
+
+    def setup_host_shells(self) -> None:
+        """Give every host's interactive shell (the Mininet CLI's ``h1 ...``) the
+        same environment as ``host_env`` and the project root as its directory,
+        so the README's commands (``h1 measure tasks``) work as typed."""
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.measure_env().items())
+        for host in self.net.hosts:
+            host.cmd(f"export {exports}; cd {shlex.quote(ROOT)}")
+
+    def banner(self) -> str:
+        """What to type first, printed before the Mininet CLI opens."""
+        env = self.measure_env()
+        monitored = [h.name for h in self.monitored_hosts()] if self.opts.agents else []
+        return "\n".join([
+            f"ready: agents on {', '.join(monitored) or 'no host'}; logs in {self.run_dir}",
+            f"in every host MEASURE_URL={env['MEASURE_URL']} and "
+            f"MEASURE_TOKEN_FILE={env['MEASURE_TOKEN_FILE']} are set and `measure` is "
+            "on PATH, e.g.:",
+            "  mininet> h1 measure agents",
+            "  mininet> h1 measure apply policies/heavy_hitter.yaml",
+            f"from the root namespace: measure --url {self.rest_url} "
+            f"--token-file {env['MEASURE_TOKEN_FILE']} tasks"])
+
+    def client(self) -> ControllerClient:
+        """The controller's REST client with its bearer token (paths from the server root)."""
+        return ControllerClient(self.rest_url, read_token(self.token_file()),
+                                self.token_file(), prefix="")
 
     def rest(self, path: str, method: str = "GET", body: object = None,
              headers: dict | None = None, data: bytes | None = None) -> tuple[int, object]:
         """Call the controller REST API; returns (status, parsed JSON or text)."""
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **(headers or {})}
-        with open(self.token_file()) as f:
-            headers = {**bearer_header(f.read().strip()), **(headers or {})}
-        req = urllib.request.Request(self.rest_url + path, data=data, method=method,
-                                     headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - local URL
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, raw = err.code, err.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return self.client().request(method, path, body, data=data, headers=headers)
 
     # ------------------------------------------------------------ network
 
     def start_network(self) -> None:
         from mininet.link import Link, TCLink
-        from mininet.log import setLogLevel
         from mininet.net import Mininet
         from mininet.node import OVSSwitch
 
-        setLogLevel("warning")
+        set_mininet_log_level("warning")
         switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13")
         controller = partial(ListeningController, ip="127.0.0.1",
                              port=self.opts.controller_port)
@@ -543,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
                 return net.run_on(host, argv_).returncode
             from mininet.cli import CLI
 
+            for line in net.banner().splitlines():
+                log(line)
+            set_mininet_log_level("output")  # the CLI prints through Mininet's log
             CLI(net.net)
             return 0
     except KeyboardInterrupt:
