@@ -2,8 +2,8 @@
 
 Everything that decides lives elsewhere and never imports Ryu:
 ``topology.Topology`` (the graph), ``forwarding.Forwarding`` (what to
-install and send), and ``service.MeasureService`` (agents, overlay, tasks;
-owned by the controller part). This class only
+install and send), and ``service.MeasureService`` (agents, overlay, tasks,
+results). This class only
 
 - installs the table-miss flows of tables 0 and 1 (everything unmatched
   goes to the controller, unbuffered) when a switch connects,
@@ -14,25 +14,21 @@ owned by the controller part). This class only
   changes (Ryu's LLDP flow and the table-miss flow have cookie 0 and stay),
 - runs a hub thread calling ``service.tick(time.time())`` every second, and
   at once when a REST call queued a push (``service.wake``), and tells the
-  service when the topology changed,
+  service when the topology changed (a failing tick is counted by the
+  service and shown in ``GET /measure/v1/health``),
 - registers the REST API (``rest.register_rest``) on Ryu's WSGI app.
 
 Start it with the project launcher (``python -m ryu_app``), or with
 ``ryu-manager ryu_app/measure_app.py`` where plain Ryu runs; link discovery
 is switched on here as well, since forwarding on loops depends on it.
-
-The service and REST modules are imported defensively: while they are
-missing the app still forwards, and serves ``GET /measure/v1/topology``
-by itself.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
+from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
@@ -52,11 +48,13 @@ from ryu_app.forwarding import (
     PacketOut,
     SourceFlow,
 )
+from ryu_app.rest import register_rest
+from ryu_app.service import MeasureService
+from ryu_app.store import StoreError
 from ryu_app.topology import Topology
 
 DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
 TICK_SECONDS = 1.0
-APP_KEY = "measure_app"
 
 
 def _observe_links() -> None:
@@ -72,19 +70,6 @@ def _observe_links() -> None:
 _observe_links()
 
 
-class TopologyOnlyController(ControllerBase):
-    """``GET /measure/v1/topology`` while the full REST module is absent."""
-
-    def __init__(self, req, link, data, **config):
-        super().__init__(req, link, data, **config)
-        self.app = data[APP_KEY]
-
-    @route("measure", "/measure/v1/topology", methods=["GET"])
-    def topology(self, req, **kwargs):
-        body = json.dumps(self.app.topology.to_dict())
-        return Response(content_type="application/json", charset="utf-8", body=body)
-
-
 class MeasureApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     _CONTEXTS = {"wsgi": WSGIApplication}
@@ -95,19 +80,12 @@ class MeasureApp(app_manager.RyuApp):
         self.forwarding = Forwarding(self.topology)
         self.datapaths: dict[int, object] = {}
         self.service = self._make_service()
-        self._register_rest(kwargs["wsgi"])
-        self._ticker = hub.spawn(self._tick_loop) if self.service is not None else None
+        register_rest(kwargs["wsgi"], self.service)
+        self._ticker = hub.spawn(self._tick_loop)
 
     # ------------------------------------------------------------ wiring
 
-    def _make_service(self):
-        try:
-            from ryu_app.service import MeasureService
-        except ImportError as exc:
-            self.logger.warning("measurement service not available (%s): forwarding only", exc)
-            return None
-        from ryu_app.store import StoreError
-
+    def _make_service(self) -> MeasureService:
         state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
         try:
             return MeasureService(self.topology, state_dir, now=time.time)
@@ -116,35 +94,22 @@ class MeasureApp(app_manager.RyuApp):
             self.logger.error("cannot start: %s", exc)
             raise SystemExit(2) from None
 
-    def _register_rest(self, wsgi) -> None:
-        try:
-            from ryu_app.rest import register_rest
-        except ImportError as exc:
-            self.logger.warning("REST module not available (%s): serving topology only", exc)
-            wsgi.register(TopologyOnlyController, {APP_KEY: self})
-            return
-        register_rest(wsgi, self.service)
-
     def _tick_loop(self) -> None:
-        """``service.tick`` every second, or at once when a REST call queued a push."""
+        """``service.tick`` every second, or at once when a REST call queued a push.
+
+        ``tick`` never raises: it logs, counts and shows a failure in health.
+        """
         wake = hub.Event()
         self.service.wake = wake.set
         while True:
             wake.wait(timeout=TICK_SECONDS)
             wake.clear()
-            try:
-                self.service.tick(time.time())
-            except Exception:
-                self.logger.exception("service tick failed")
+            self.service.tick(time.time())
 
     def _topology_changed(self, flush: bool) -> None:
         if flush:
             self._send(self.forwarding.invalidate_all())
-        if self.service is not None:
-            try:
-                self.service.on_topology_changed()
-            except Exception:
-                self.logger.exception("service.on_topology_changed failed")
+        self.service.on_topology_changed()
 
     # ------------------------------------------------------------ switches
 

@@ -45,8 +45,8 @@ from ryu.app.wsgi import ControllerBase, Response, route
 from measure_model.fields import FieldError
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, bandwidth_request, parse_tasks
+from ryu_app.errors import ServiceError
 from ryu_app.registry import RegistryError, UnknownAgent
-from ryu_app.service import ServiceError
 from ryu_app.store import StoreError
 
 log = logging.getLogger(__name__)

@@ -140,7 +140,7 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture
 def controller(tmp_path):
     """The real REST app and service on a loopback port (fake agents behind it)."""
-    from ryu_app.service import AuthConfig
+    from ryu_app.auth_config import AuthConfig
     from tests.test_rest import Harness
 
     harness = Harness(str(tmp_path / "state"), auth=AuthConfig(token="k" * 40))

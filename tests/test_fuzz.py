@@ -316,8 +316,9 @@ def make_controller_app(state_dir, reads_open: bool = False, clock=None):
     from ryu.app.wsgi import WSGIApplication
 
     from measure_model.auth import Verifier
+    from ryu_app.auth_config import AuthConfig
     from ryu_app.rest import register_rest
-    from ryu_app.service import AuthConfig, MeasureService
+    from ryu_app.service import MeasureService
     from ryu_app.topology import Topology
 
     auth = AuthConfig(token=TOKEN, secret=SECRET, reads_open=reads_open,

@@ -23,8 +23,9 @@ from webob import Request  # noqa: E402
 from host_agent.counter import Counter, CounterSpec  # noqa: E402
 from measure_model.auth import HmacAuth, Verifier  # noqa: E402
 from measure_model.keys import HeaderBatch, parse_key  # noqa: E402
+from ryu_app.auth_config import AuthConfig  # noqa: E402
 from ryu_app.rest import register_rest  # noqa: E402
-from ryu_app.service import AuthConfig, MeasureService  # noqa: E402
+from ryu_app.service import MeasureService  # noqa: E402
 from ryu_app.store import StoreError  # noqa: E402
 from ryu_app.topology import Topology  # noqa: E402
 
@@ -316,14 +317,14 @@ def test_delete_without_a_reachable_root_is_retried_until_a_root_acknowledges(h)
     h.agents.down.update({"h1", "h2"})
     assert h.call("DELETE", "/measure/v1/tasks/1")[0] == 200
     h.tick()
-    assert "1" in h.agents.tasks and h.service._push_deletes == {"1"}
+    assert "1" in h.agents.tasks and h.service.pushes.deletes == {"1"}
     for _ in range(7):  # both stop heartbeating: no live root at all for a while
         h.tick()
-    assert h.service._root_url() is None and h.service._push_deletes == {"1"}
+    assert h.service._root_url() is None and h.service.pushes.deletes == {"1"}
     h.agents.down.clear()
     h.register(1, 2)
     h.tick()
-    assert "1" not in h.agents.tasks and h.service._push_deletes == set()
+    assert "1" not in h.agents.tasks and h.service.pushes.deletes == set()
     assert h.agents.sent("DELETE", "/agent/v1/tasks/1")[-1] == h.service.overlay.root
 
 

@@ -1,0 +1,46 @@
+"""The controller's credentials: which REST calls need a token, which a signature.
+
+``AuthConfig`` is what the REST layer checks (``None`` = that mechanism is
+off); ``auth_from_env`` builds it from the token and secret files
+docs/security.md describes, creating them on first start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from measure_model.auth import Verifier, load_or_create_secret, load_or_create_token
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AuthConfig:
+    """Credentials the REST layer checks (None = that mechanism is off)."""
+
+    token: str | None = None
+    secret: bytes | None = None
+    reads_open: bool = False
+    verifier: Verifier | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None or self.secret is not None
+
+
+def auth_from_env(state_dir: str) -> AuthConfig:
+    """Token and secret files as docs/security.md describes (MEASURE_AUTH=off disables)."""
+    if os.environ.get("MEASURE_AUTH", "on").lower() in ("off", "0", "false", "no"):
+        return AuthConfig()
+    token_path = os.environ.get("MEASURE_TOKEN_FILE", os.path.join(state_dir, "controller.token"))
+    secret_path = os.environ.get("MEASURE_SECRET_FILE", os.path.join(state_dir, "agent.secret"))
+    token, created = load_or_create_token(token_path)
+    if created:
+        log.warning("created the controller token in %s; send 'Authorization: Bearer %s'",
+                    token_path, token)
+    secret, _ = load_or_create_secret(secret_path)
+    reads_open = os.environ.get("MEASURE_READS_OPEN", "").lower() in ("1", "true", "yes")
+    return AuthConfig(token=token, secret=secret, reads_open=reads_open,
+                      verifier=Verifier(secret))
