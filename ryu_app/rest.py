@@ -246,6 +246,11 @@ class MeasureController(ControllerBase):
     def get_topology(self, req, **_kw):
         return json_response(self.service.topology_view())
 
+    @route("measure", PREFIX + "/health", methods=["GET"])
+    @_api()
+    def get_health(self, req, **_kw):
+        return json_response(self.service.health())
+
     @route("measure", PREFIX + "/agents", methods=["GET"])
     @_api()
     def list_agents(self, req, **_kw):

@@ -94,6 +94,7 @@ REQUESTS = [
     ("POST", "/measure/v1/bandwidth", {"src": "h1"}, "application/json"),
     ("DELETE", "/measure/v1/tasks/1", None, None),
     ("DELETE", "/measure/v1/tasks/1", None, None),
+    ("GET", "/measure/v1/health", None, None),
 ]
 
 
