@@ -477,14 +477,18 @@ class Agent:
         body.setdefault("key", DEFAULT_KEY[kind])
         if kind == "port_scan":
             body.setdefault("scan_ports", 20)
-        spec = counter_spec(body, 0.05 if kind == "heavy_hitters" else None)
+        # flow_size ranks every flow: no fraction threshold (a flow small against the
+        # whole network's total is still a flow); the other kinds keep the default
+        default = None if kind == "flow_size" else LEGACY_THRESHOLD
+        spec = counter_spec(body, default)
         filt = capture_filter(task.get("filter", {}))
         with self.lock:
             if task_id in self.tasks:
                 self.remove_task(task_id)
             sketch = self.create_sketch(filt.to_dict(), task_id=task_id)
             try:
-                self.add_counter(sketch.id, {k: v for k, v in spec.items() if v is not None})
+                self.add_counter(sketch.id, {k: v for k, v in spec.items() if v is not None},
+                                 default_threshold=default)
             except AgentError:
                 self.delete_sketch(sketch.id)
                 raise
