@@ -22,13 +22,25 @@ import argparse
 import logging
 import sys
 
+from measure_model.config import (
+    CONFIG_ERROR_EXIT,
+    ConfigError,
+    add_config_arguments,
+    check_secret_file,
+    parse_with_config,
+)
+from measure_model.version import __version__
+
 log = logging.getLogger("host_agent")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The agent's options; also the schema of its config file (measure_model.config)."""
     p = argparse.ArgumentParser(prog="measure-agent",
                                 description="End-host measurement agent (NFQUEUE sketches + "
                                             "HTTP API on port 8000).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_config_arguments(p)
     p.add_argument("--name", required=True,
                    help="agent name, e.g. h2 ([a-z0-9][a-z0-9_.-]{0,19}); tags its iptables rules")
     p.add_argument("--controller", default=None,
@@ -70,11 +82,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="monitors accept packets without counting (benchmark baseline only)")
     p.add_argument("--no-capture", action="store_true",
                    help="do not install iptables rules or start monitors (API only; tests)")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags over the config file; ConfigError names the file, line or field at fault."""
+    args = parse_with_config(build_parser(), argv)
     if not 1 <= args.queues <= 16:
-        p.error("--queues must be within 1..16")
+        raise ConfigError(f"queues {args.queues} is out of range 1..16")
     if not 1 <= args.max_sketches <= 32:
-        p.error("--max-sketches must be within 1..32")
+        raise ConfigError(f"max_sketches {args.max_sketches} is out of range 1..32")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"port {args.port} is out of range 1..65535")
+    if args.secret_file:
+        check_secret_file(args.secret_file)
     return args
 
 
@@ -114,7 +135,7 @@ def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> N
 
     base = args.controller.rstrip("/")
     body = {"name": args.name, "url": agent.advertise, "data_ip": args.data_ip,
-            "mac": _mac_of(args.data_ip)}
+            "mac": _mac_of(args.data_ip), "version": __version__}
     registered, failing, last_logged = False, False, -1e9
     while True:
         try:
@@ -159,7 +180,14 @@ def supervisor(agent, period: float = 0.25) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ConfigError as exc:
+        print(f"measure-agent: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_EXIT
+    if args.check_config:
+        print(f"measure-agent: configuration of agent {args.name} is valid")
+        return 0
     import warnings
 
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -180,9 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.secret_file:
         from measure_model.auth import HmacAuth, Verifier, load_or_create_secret
 
-        if not os.path.exists(args.secret_file):
-            log.error("secret file %s does not exist", args.secret_file)
-            return 2
         secret, _ = load_or_create_secret(args.secret_file)
         verifier, auth = Verifier(secret), HmacAuth(secret)
     try:

@@ -24,15 +24,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from measure_model.task import HOST_PATTERN
+from measure_model.version import __version__, incompatibility
 
 DEFAULT_TIMEOUT = 6.0
 MAX_AGENTS = 4096
-AGENT_FIELDS = ("name", "url", "data_ip", "mac")
+AGENT_FIELDS = ("name", "url", "data_ip", "mac", "version")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}(?:\.\d{1,4})?(?:[.+-][0-9A-Za-z.+-]{1,40})?")
 
 
 class RegistryError(ValueError):
     """A malformed registration (400)."""
+
+
+class IncompatibleAgent(RegistryError):
+    """An agent of a version this controller cannot work with (409)."""
 
 
 class UnknownAgent(KeyError):
@@ -50,12 +56,13 @@ class Agent:
     mac: str | None
     registered_at: float
     last_seen: float
+    version: str | None = None
     up: bool = True
     joins: int = 1
 
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
         out = {"name": self.name, "url": self.url, "data_ip": self.data_ip, "mac": self.mac,
-               "up": self.up, "registered_at": self.registered_at,
+               "version": self.version, "up": self.up, "registered_at": self.registered_at,
                "last_seen": self.last_seen, "joins": self.joins}
         if now is not None:
             out["silent_for"] = round(max(0.0, now - self.last_seen), 3)
@@ -101,7 +108,20 @@ def validate_registration(body: Any) -> dict[str, Any]:
         if mac is None or not _MAC_RE.fullmatch(mac):
             raise RegistryError("agent: field 'mac' must be a MAC address like 00:00:00:00:00:01")
         out["mac"] = mac
+    out["version"] = _check_version(name, body.get("version"))
     return out
+
+
+def _check_version(name: str, version: Any) -> str | None:
+    """The agent's version (None from agents older than version reporting)."""
+    if version is None:
+        return None
+    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
+        raise RegistryError("agent: field 'version' must be a version like 0.2.0")
+    problem = incompatibility(__version__, version, f"agent '{name}'")
+    if problem:
+        raise IncompatibleAgent(f"agent: {problem}")
+    return version
 
 
 class Registry:
@@ -128,6 +148,7 @@ class Registry:
             self.agents[agent.name] = agent
         else:
             agent.url, agent.data_ip, agent.mac = fields["url"], fields["data_ip"], fields["mac"]
+            agent.version = fields["version"]
             agent.registered_at, agent.last_seen, agent.up = now, now, True
             agent.joins += 1
         self.version += 1

@@ -46,7 +46,7 @@ from measure_model.fields import FieldError
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
-from ryu_app.registry import RegistryError, UnknownAgent
+from ryu_app.registry import IncompatibleAgent, RegistryError, UnknownAgent
 from ryu_app.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ def _status_of(exc: Exception) -> tuple[int, str]:
         return exc.status, exc.message
     if isinstance(exc, ServiceError):
         return exc.status, str(exc)
+    if isinstance(exc, IncompatibleAgent):
+        return 409, str(exc)
     if isinstance(exc, PolicyError | RegistryError):
         return 400, str(exc)
     if isinstance(exc, UnknownAgent):

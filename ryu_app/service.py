@@ -214,7 +214,7 @@ class MeasureService:
         self._joined = True
         self.pushes.overlay.add(agent.name)
         return {"name": agent.name, "registered": True, "epoch": self.epoch,
-                "heartbeat_interval": self.registry.timeout / 3}
+                "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
 
     def heartbeat(self, name: str) -> dict[str, Any]:
         if self.registry.heartbeat(name, self.now()):

@@ -80,3 +80,19 @@ def test_maps_agents_to_topology_hosts_by_ip_then_mac():
     assert host_node(c, topo) is None
     assert host_node(a, None) is None
     assert reg.find("10.0.0.1") is a and reg.find("h2") is b and reg.find("h4") is None
+
+
+def test_registration_carries_the_version_and_refuses_an_incompatible_one():
+    from measure_model.version import __version__
+    from ryu_app.registry import IncompatibleAgent
+
+    reg = Registry()
+    assert reg.register({**H1, "version": __version__}, now=1.0).version == __version__
+    assert reg.to_list(now=1.0)[0]["version"] == __version__
+    assert reg.register(H1, now=2.0).version is None  # an agent older than version reporting
+    major = int(__version__.split(".")[0])
+    with pytest.raises(IncompatibleAgent) as err:
+        reg.register({**H1, "version": f"{major + 1}.0.0"}, now=3.0)
+    assert f"{major + 1}.0.0" in str(err.value) and __version__ in str(err.value)
+    with pytest.raises(RegistryError, match="field 'version' must be a version"):
+        reg.register({**H1, "version": "latest"}, now=4.0)
