@@ -33,7 +33,7 @@ _APP_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="measure-controller",
+        prog="measure-controller", allow_abbrev=False,
         description="SDN measurement controller (Ryu app, REST /measure/v1). Options not "
                     "listed here are passed to ryu-manager.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

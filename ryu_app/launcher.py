@@ -6,17 +6,20 @@ compares against the object, so a sentinel is enough. The sentinel must be
 in place before anything imports ``ryu.app.wsgi``, which is why this module
 imports Ryu lazily.
 
-With no arguments the launcher starts the measurement app with
-``--observe-links`` (LLDP link discovery) and its REST API on port 8080.
-Any arguments are passed to ``ryu-manager`` unchanged.
+The launcher starts the measurement app with ``--observe-links`` (LLDP
+link discovery), OpenFlow on 6653 and its REST API on port 8080. Its own
+options and config file (``--config``, ``--check-config``, ``--version``)
+are in ``ryu_app.controller_options``; any other argument is passed to
+``ryu-manager`` unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-DEFAULT_APP = "ryu_app.measure_app"
-DEFAULT_ARGS = ["--observe-links", "--wsapi-port", "8080", DEFAULT_APP]
+from measure_model.config import ConfigError
+from ryu_app.controller_options import config_error_exit, ryu_invocation
 
 
 def patch_eventlet() -> None:
@@ -42,9 +45,14 @@ def patch_eventlet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        args = list(DEFAULT_ARGS)
+    try:
+        args, env, check_only = ryu_invocation(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        return config_error_exit(exc)
+    if check_only:
+        print("measure-controller: configuration is valid")
+        return 0
+    os.environ.update(env)
     patch_eventlet()
     from ryu.cmd import manager
 
