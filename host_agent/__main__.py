@@ -19,6 +19,7 @@ event is one log line on stderr (and ``--log-file``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -254,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", args.listen, args.port, exc)
         return 2
-    if args.state_dir:
+    pid_file = os.path.join(args.state_dir, f"agent-{args.name}.pid") if args.state_dir else None
+    if pid_file:
         os.makedirs(args.state_dir, exist_ok=True)
-        with open(os.path.join(args.state_dir, f"agent-{args.name}.pid"), "w") as f:
+        with open(pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     try:
         agent.start()
@@ -277,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         log.info("agent %s stopping: removing capture rules", args.name)
         agent.stop()
+        if pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_file)
     return 0
 
 
