@@ -98,7 +98,8 @@ def _check_file(path: str) -> None:
             f"run: chmod 600 {path}")
 
 
-def _read_credential(path: str) -> str:
+def read_credential(path: str) -> str:
+    """The credential in ``path``: a regular file, 0600 or stricter, holding a valid value."""
     _check_file(path)
     with open(path, encoding="ascii", errors="replace") as f:
         value = f.read(1024).strip()
@@ -116,7 +117,7 @@ def _load_or_create(path: str) -> tuple[str, bool]:
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
     if os.path.lexists(path):
-        return _read_credential(path), False
+        return read_credential(path), False
     value = secrets.token_urlsafe(32)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -130,7 +131,7 @@ def _load_or_create(path: str) -> tuple[str, bool]:
             # link() never replaces: of two concurrent creators exactly one wins.
             os.link(tmp, path)
         except FileExistsError:
-            return _read_credential(path), False
+            return read_credential(path), False
     finally:
         os.unlink(tmp)
     return value, True

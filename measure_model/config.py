@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
-import stat
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
+from measure_model.auth import CredentialFileError, read_credential
 from measure_model.task import _PolicyLoader
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -135,16 +134,13 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
 
 
 def check_secret_file(path: str, field: str = "secret_file") -> None:
-    """The shared secret must exist, be a regular file and be readable by its owner only."""
+    """The shared secret must exist and pass the credential checks of ``measure_model.auth``."""
     try:
-        st = os.stat(path)
+        read_credential(path)
     except OSError as exc:
         raise ConfigError(f"{field} {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{field} {path}: not a regular file")
-    if st.st_mode & 0o077:
-        raise ConfigError(f"{field} {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others "
-                          "read it; run chmod 600 on it")
+    except CredentialFileError as exc:
+        raise ConfigError(f"{field} {exc}") from None
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

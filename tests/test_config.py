@@ -79,10 +79,13 @@ def test_secret_file_checks(tmp_path):
         check_secret_file(str(secret))
     secret.write_text("x" * 32)
     os.chmod(secret, 0o644)
-    with pytest.raises(ConfigError, match="mode 0644 lets others read it; run chmod 600"):
+    with pytest.raises(ConfigError, match="mode 0644 is readable by others; run: chmod 600"):
         check_secret_file(str(secret))
     os.chmod(secret, 0o600)
     check_secret_file(str(secret))
+    secret.write_text("not a credential\n")
+    with pytest.raises(ConfigError, match="does not hold a valid credential"):
+        check_secret_file(str(secret))
     with pytest.raises(ConfigError, match="not a regular file"):
         check_secret_file(str(tmp_path))
 

@@ -70,7 +70,7 @@ def test_secret_readable_by_others_stops_the_controller_with_status_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ryu_app", "--config", str(cfg)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
-    assert f"secret_file {secret}: mode 0644 lets others read it" in proc.stderr
+    assert f"secret_file {secret}: mode 0644 is readable by others" in proc.stderr
     ok = subprocess.run([sys.executable, "-m", "ryu_app", "--version"], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.startswith("measure-controller ")

@@ -74,7 +74,7 @@ def test_agent_secret_missing_or_readable_by_others(tmp_path):
     assert f"secret_file {creds}/agent.secret: No such file or directory" in proc.stderr
     proc, _, creds = _check_agent(tmp_path, "name: h2\n", secret_mode=0o640)
     assert proc.returncode == CONFIG_ERROR_EXIT
-    assert "mode 0640 lets others read it; run chmod 600 on it" in proc.stderr
+    assert "mode 0640 is readable by others; run: chmod 600" in proc.stderr
     proc, _, _ = _check_agent(tmp_path, "name: h2\n", secret_mode=0o400)
     assert proc.returncode == 0, proc.stderr
     assert "configuration of agent h2 is valid" in proc.stdout
