@@ -431,13 +431,17 @@ class MeasureNetwork:
             log("host_agent has no __main__ yet: no agents started")
             return
         for host in self.monitored_hosts():
-            out = open(os.path.join(self.run_dir, f"agent-{host.name}.out"), "w")  # noqa: SIM115
-            self.agents[host.name] = host.popen(self.agent_command(host), cwd=ROOT,
-                                                stdout=out, stderr=subprocess.STDOUT,
-                                                env=self.host_env())
-            out.close()
+            self.start_agent(host)
         log(f"agents started on {', '.join(self.agents)}")
         self.wait_agents()
+
+    def start_agent(self, host) -> subprocess.Popen:
+        """Start (or start again) the agent of ``host``; its output goes to the run dir."""
+        with open(os.path.join(self.run_dir, f"agent-{host.name}.out"), "a") as out:
+            proc = host.popen(self.agent_command(host), cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT, env=self.host_env())
+        self.agents[host.name] = proc
+        return proc
 
     def wait_agents(self) -> None:
         names = set(self.agents)
