@@ -405,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be within 1..1440")
     period = args.fault_period or min(90.0, max(10.0, args.minutes * 60 / 12))
 
-    from bench.load import _free_port as free_port
     from topo.launch import MeasureNetwork, Options
+    from topo.procs import free_port
 
     opts = Options(topo="tree", depth=2, fanout=3, agents=True, lock=True,
                    controller_port=free_port(), rest_port=free_port(), timeout=120)

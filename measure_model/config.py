@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
 
 from measure_model.auth import CredentialFileError, read_credential
-from measure_model.task import _PolicyLoader
+from measure_model.policy import _PolicyLoader
 
 MAX_CONFIG_BYTES = 64 * 1024
 CONFIG_ERROR_EXIT = 2
@@ -97,7 +97,7 @@ def _value(action: argparse.Action, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"must be true or false, not {type(value).__name__}")
         return value if isinstance(action, argparse._StoreTrueAction) else not value
-    kind = action.type
+    kind: Callable[[Any], Any] | None = action.type  # type: ignore[assignment]
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or (kind is int and not isinstance(value, int)):

@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import ROOT, Netns, run, unique_name, wait_until
+from tests.helpers import ROOT, Netns, run, unique_name
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.netns
 
