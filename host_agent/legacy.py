@@ -18,7 +18,7 @@ Semantics follow the original walk-through (shared/seeds/000_*.txt):
     {"type": "query real time counter", "sketch_id": 1, "counter_key_type": "src_dport"}
         -> JSON object key -> count in the real-time window
     {"type": "query bw", "src": "10.0.0.5", "dst": "10.0.0.6"}
-        -> MBytes/s as plain text (bandwidth.legacy_query_bw)
+        -> MBytes/s as plain text (bandwidth.Prober.legacy_query_bw)
 
 On the overlay root (the walk-through's h2), a new legacy counter is also
 shared with the whole tree as a global task
@@ -44,6 +44,8 @@ from typing import Any
 import webob
 
 from host_agent.agent import Agent, AgentError
+from host_agent.bandwidth import Prober
+from host_agent.bandwidth_error import BandwidthError
 
 SKETCH_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
 COUNTER_FIELDS = ("sketch_id", "counter_key_type", "increment", "threshold", "threshold_abs",
@@ -182,16 +184,12 @@ def query_real_time(agent: Agent, f: dict) -> webob.Response:
     return as_json(window["counts"])
 
 
-def query_bw(agent: Agent, f: dict) -> webob.Response:
+def query_bw(prober: Prober, f: dict) -> webob.Response:
     _only(f, ("src", "dst"))
     src, dst = need(f, "src"), need(f, "dst")
     try:
-        from host_agent import bandwidth
-    except ImportError:
-        raise AgentError(503, "bandwidth probing is not available") from None
-    try:
-        return text(bandwidth.legacy_query_bw(agent, str(src), str(dst)))
-    except bandwidth.BandwidthError as exc:
+        return text(prober.legacy_query_bw(str(src), str(dst)))
+    except BandwidthError as exc:
         raise AgentError(getattr(exc, "status", 400), str(exc)) from None
 
 
@@ -201,16 +199,19 @@ HANDLERS = {
     "query heavy hitters": query_heavy_hitters,
     "query sketch": query_sketch,
     "query real time counter": query_real_time,
-    "query bw": query_bw,
 }
+KINDS = (*HANDLERS, "query bw")
 
 
-def handle_legacy(agent: Agent, req: webob.Request) -> webob.Response:
-    """Answer one legacy message (errors are raised as AgentError)."""
+def handle_legacy(agent: Agent, req: webob.Request, prober: Prober) -> webob.Response:
+    """Answer one legacy message (errors are raised as AgentError); ``query bw``
+    runs a probe from this agent through ``prober``."""
     fields = fields_of(req)
     kind = need(fields, "type")
+    if kind == "query bw":
+        return query_bw(prober, fields)
     handler = HANDLERS.get(kind) if isinstance(kind, str) else None
     if handler is None:
         raise AgentError(400, f"unknown type {kind!r}; expected one of "
-                              f"{', '.join(HANDLERS)}")
+                              f"{', '.join(KINDS)}")
     return handler(agent, fields)
