@@ -176,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import eventlet.wsgi
 
-    from host_agent.agent import Agent, MonitorProcess
+    from host_agent.agent import Agent
     from host_agent.api import AgentApp
     from host_agent.bw_http import bandwidth_api
     from host_agent.capture import Capture
+    from host_agent.monitor_client import MonitorProcess
     from host_agent.overlay_node import OverlayNode
     from measure_model.httpclient import HttpClient
 

@@ -34,8 +34,9 @@ from typing import Any
 
 import webob
 
-from host_agent.agent import Agent, AgentError, MonitorError
+from host_agent.agent import Agent, capture_filter, parse_counter
 from host_agent.bw_http import BandwidthApi, bandwidth_api
+from host_agent.errors import AgentError, MonitorError
 from measure_model.httpclient import HttpClient
 
 log = logging.getLogger("host_agent.api")
@@ -89,7 +90,7 @@ class AgentApp:
         self.bandwidth = bandwidth if bandwidth is not None else bandwidth_api(
             agent.data_ip, HttpClient())
         self.allow_legacy, self.max_body = allow_legacy, max_body
-        self.routes = [
+        self.routes: list[tuple[re.Pattern[str], dict[str, Any]]] = [
             (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/agent/v1/sketches$"), {"GET": self.list_sketches,
                                                    "POST": self.create_sketch}),
@@ -193,17 +194,17 @@ class AgentApp:
         counters = body.get("counters", [])
         if not isinstance(counters, list):
             raise AgentError(400, "counters must be a list of counter objects")
-        from host_agent.agent import counter_spec
-
-        for i, c in enumerate(counters):  # validate all before installing anything
+        filt = capture_filter(body.get("filter", {}))
+        tasks = []
+        for i, c in enumerate(counters):  # parse all before installing anything
             try:
-                counter_spec(c)
+                tasks.append(parse_counter(c, filt))
             except AgentError as exc:
                 raise AgentError(400, f"counters[{i}]: {exc.message}") from None
-        sketch = self.agent.create_sketch(body.get("filter", {}))
+        sketch = self.agent.create_sketch(filt)
         try:
-            for c in counters:
-                self.agent.add_counter(sketch.id, c)
+            for task in tasks:
+                self.agent.add_task_counter(sketch.id, task)
         except AgentError:
             self.agent.delete_sketch(sketch.id)
             raise
@@ -220,7 +221,8 @@ class AgentApp:
         body = json_object(req)
         cid = self.agent.add_counter(sid, body)
         sketch = self.agent.get_sketch(sid)
-        return json_response({"id": cid, "sketch": sketch.id, **sketch.counters[cid]}, 201)
+        return json_response({"id": cid, "sketch": sketch.id, **sketch.counters[cid].describe()},
+                             201)
 
     def get_counter(self, req: webob.Request, sid: str, cid: str) -> webob.Response:
         now = self.agent.clock()

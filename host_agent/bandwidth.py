@@ -108,7 +108,7 @@ def parse_params(body: Any) -> ProbeParams:
     if method not in ("slops", "bulk"):
         raise BandwidthError(400, "field 'method' must be one of slops, bulk")
     return ProbeParams(
-        dst_ip=dst_ip, dst_url=dst_url.rstrip("/"), method=method,
+        dst_ip=str(dst_ip), dst_url=dst_url.rstrip("/"), method=method,
         max_duration=float(_number(body, "max_duration", 10.0, 1.0, MAX_DURATION)),
         max_bytes=_number(body, "max_bytes", 20_000_000, 100_000, MAX_BYTES, integer=True),
         max_rate_mbit=float(_number(body, "max_rate_mbit", MAX_RATE_MBIT, 1.0, MAX_RATE_MBIT)),

@@ -90,6 +90,10 @@ class BandwidthJobs:
     def _probe(self, record: TaskRecord, records: dict[str, TaskRecord]) -> None:
         t = record.task
         try:
+            # a parsed bandwidth task has every one of these (measure_model.task)
+            if (t.src is None or t.dst is None or t.method is None or t.max_duration is None
+                    or t.max_bytes is None):
+                raise BadRequest(f"bandwidth task {record.id} lacks a bandwidth field")
             _, reply = self.request(t.src, t.dst, t.method, t.max_duration, t.max_bytes)
             status, error = "done", None
         except (NotFound, Unavailable) as exc:

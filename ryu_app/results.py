@@ -90,7 +90,7 @@ def validate_report(report: Any) -> dict:
     times, per-host summaries, and the snapshot with ``report.check_snapshot``)."""
     from measure_model.overlay_msgs import validate_report as check
 
-    return check(report)
+    return dict(check(report))
 
 
 def _top_counts(window: Any) -> Any:
@@ -255,5 +255,5 @@ class Results:
     def _aged(result: dict, now: float | None) -> dict:
         now = time.time() if now is None else now
         oldest = result.get("oldest")
-        ref = oldest if isinstance(oldest, int | float) else result.get("interval_end")
+        ref = oldest if isinstance(oldest, int | float) else result["interval_end"]
         return {**result, "age": round(max(0.0, now - float(ref)), 3)}

@@ -23,6 +23,7 @@ from measure_model.auth import (
     load_or_create_token,
     sign_request,
 )
+from measure_model.task import Task
 from tests.test_fuzz import (
     CLOCK,
     REPORT,
@@ -521,7 +522,7 @@ POLICY_YAML = b"tasks:\n  - name: hh-yaml\n    kind: heavy_hitters\n    threshol
 
 def _report() -> dict:
     _, agent, _ = make_agent_app()
-    agent.install_task({"id": "1", "name": "hh-1", "kind": "heavy_hitters"})
+    agent.install_task("1", Task.from_dict({"name": "hh-1", "kind": "heavy_hitters"}))
     return {"task_id": "1", "from": "h2", "snapshot": agent.snapshot_task("1", CLOCK),
             "covered": ["h2"], "missing": [], "interval_end": CLOCK}
 

@@ -130,7 +130,7 @@ class CoreMonitor:
         import json
         import time
 
-        from host_agent.agent import AgentError
+        from host_agent.errors import AgentError
 
         msg = json.loads(json.dumps(msg))
         try:
