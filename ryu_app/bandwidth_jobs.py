@@ -55,8 +55,8 @@ class BandwidthJobs:
             raise Unavailable(f"bandwidth: agent {agent.name} ({role}) is down")
         return agent
 
-    def request(self, src: str, dst: str, method: str = "slops", max_duration: float = 10.0,
-                max_bytes: int = 20_000_000) -> tuple[int, Any]:
+    def request(self, src: str, dst: str, method: str, max_duration: float,
+                max_bytes: int) -> tuple[int, Any]:
         """Ask the source agent to probe towards the destination agent."""
         src_agent, dst_agent = self._end("src", src), self._end("dst", dst)
         if src_agent.name == dst_agent.name:
