@@ -9,11 +9,22 @@ imports Ryu lazily.
 With no arguments the launcher starts the measurement app with
 ``--observe-links`` (LLDP link discovery) and its REST API on port 8080.
 Any arguments are passed to ``ryu-manager`` unchanged.
+
+Start-up and shutdown are quiet and prompt: eventlet is monkey-patched
+first, before anything creates a lock (Ryu patches threads only after its
+logging is set up, hence eventlet's "5 RLock(s) were not greened"), its
+deprecation notice is not shown to operators, and SIGINT/SIGTERM stop the
+controller at once (Ryu's own ``KeyboardInterrupt`` path only works when the
+signal lands in the main green thread: the first Ctrl-C was usually lost in
+the hub and the second ended in a traceback).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import warnings
 
 DEFAULT_APP = "ryu_app.measure_app"
 DEFAULT_ARGS = ["--observe-links", "--wsapi-port", "8080", DEFAULT_APP]
@@ -41,11 +52,30 @@ def patch_eventlet() -> None:
         eventlet.wsgi.server = quiet_server
 
 
+def green_first() -> None:
+    """Monkey-patch everything before any lock exists; hide the deprecation notice."""
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    import eventlet
+
+    eventlet.monkey_patch()
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """Exit at once, status 0: every change is already committed to the SQLite store
+    (tasks are stored before a call answers) and agents keep their tasks."""
+    print(f"measure-controller: stopped ({signal.Signals(signum).name})", file=sys.stderr,
+          flush=True)
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = list(DEFAULT_ARGS)
+    green_first()
     patch_eventlet()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     from ryu.cmd import manager
 
     sys.argv = ["ryu-manager", *args]
