@@ -49,9 +49,9 @@ from host_agent.slops import (
     stream_trend,
     train_capacity_mbit,
 )
+from measure_model.fields import FieldError, Integer, Number
+from measure_model.task import BW_DEFAULT_BYTES, BW_DEFAULT_DURATION, field_value
 
-MAX_DURATION = 60.0
-MAX_BYTES = 200_000_000
 HTTP_TIMEOUT = 5.0
 
 
@@ -64,8 +64,8 @@ class ProbeParams:
     dst_ip: str
     dst_url: str
     method: str = "slops"
-    max_duration: float = 10.0
-    max_bytes: int = 20_000_000
+    max_duration: float = BW_DEFAULT_DURATION
+    max_bytes: int = BW_DEFAULT_BYTES
     max_rate_mbit: float = MAX_RATE_MBIT
     packet_size: int = 1000
     streams: int = 6
@@ -76,16 +76,24 @@ _FIELDS = {"dst_ip", "dst_url", "method", "max_duration", "max_bytes", "max_rate
            "packet_size", "streams", "packets"}
 
 
-def _number(body: dict, name: str, default: float, lo: float, hi: float,
-            integer: bool = False) -> Any:
-    value = body.get(name, default)
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            integer and not isinstance(value, int)):
-        raise BandwidthError(400, f"field '{name}' must be {kind}")
-    if not lo <= value <= hi:
-        raise BandwidthError(400, f"field '{name}' must be between {lo:g} and {hi:g}")
-    return value
+#: the probe's own knobs (not task fields): default and checker
+_PROBE_KNOBS: dict[str, tuple[float, Number | Integer]] = {
+    "max_rate_mbit": (MAX_RATE_MBIT, Number(1.0, MAX_RATE_MBIT)),
+    "packet_size": (1000, Integer(200, 1500)),
+    "streams": (6, Integer(3, 24)),
+    "packets": (80, Integer(20, 500)),
+}
+
+
+def _param(body: dict, name: str) -> Any:
+    """A checked parameter: a task field by the task table, a knob by its checker."""
+    try:
+        if name in _PROBE_KNOBS:
+            default, checker = _PROBE_KNOBS[name]
+            return checker.check(name, body.get(name, default))
+        return field_value(name, body)
+    except FieldError as exc:
+        raise BandwidthError(400, str(exc)) from None
 
 
 def parse_params(body: Any) -> ProbeParams:
@@ -104,17 +112,12 @@ def parse_params(body: Any) -> ProbeParams:
     dst_url = body.get("dst_url", f"http://{dst_ip}:8000")
     if not isinstance(dst_url, str) or not dst_url.startswith(("http://", "https://")):
         raise BandwidthError(400, "field 'dst_url' must be an http:// or https:// URL")
-    method = body.get("method", "slops")
-    if method not in ("slops", "bulk"):
-        raise BandwidthError(400, "field 'method' must be one of slops, bulk")
     return ProbeParams(
-        dst_ip=str(dst_ip), dst_url=dst_url.rstrip("/"), method=method,
-        max_duration=float(_number(body, "max_duration", 10.0, 1.0, MAX_DURATION)),
-        max_bytes=_number(body, "max_bytes", 20_000_000, 100_000, MAX_BYTES, integer=True),
-        max_rate_mbit=float(_number(body, "max_rate_mbit", MAX_RATE_MBIT, 1.0, MAX_RATE_MBIT)),
-        packet_size=_number(body, "packet_size", 1000, 200, 1500, integer=True),
-        streams=_number(body, "streams", 6, 3, 24, integer=True),
-        packets=_number(body, "packets", 80, 20, 500, integer=True))
+        dst_ip=str(dst_ip), dst_url=dst_url.rstrip("/"), method=_param(body, "method"),
+        max_duration=_param(body, "max_duration"), max_bytes=_param(body, "max_bytes"),
+        max_rate_mbit=float(_param(body, "max_rate_mbit")),
+        packet_size=_param(body, "packet_size"), streams=_param(body, "streams"),
+        packets=_param(body, "packets"))
 
 
 def result_json(src: str, dst: str, method: str, estimate: float, lo: float, hi: float,
