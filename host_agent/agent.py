@@ -49,6 +49,7 @@ from functools import reduce
 from typing import Any
 
 from host_agent.capture import MAX_SLOTS, Capture, CaptureFilter, free_slot
+from host_agent.crash_loop import CrashLoop
 from host_agent.errors import AgentError, MonitorError
 from host_agent.protocols import Monitor
 from host_agent.sketches import CounterConfig, Sketch
@@ -103,6 +104,7 @@ class Agent:
         self.started = clock()
         self.counting_since = self.started
         self.restarts = 0
+        self.crash_loop = CrashLoop()
         self.gaps: list[dict] = []
         self.overlay: Any = None
         self.advertise: str | None = None
@@ -340,6 +342,10 @@ class Agent:
             if self._retry_at.get(id(mon), 0) > start:
                 continue
             log.error("monitor on queue %s (pid %s) died; restarting", mon.queue, mon.pid)
+            self.crash_loop.died(start)
+            if self.crash_loop.looping(start):
+                log.error("monitors are crash-looping: %d deaths within %g s",
+                          self.crash_loop.threshold, self.crash_loop.window)
             with self.lock:
                 mon.stop()
                 try:
@@ -395,7 +401,10 @@ class Agent:
                 except (MonitorError, AgentError):
                     info["alive"] = False
             mons.append(info)
-        return {"name": self.name, "status": "ok" if all(m["alive"] for m in mons) else "degraded",
+        looping = self.crash_loop.looping(self.clock())
+        ok = all(m["alive"] for m in mons) and not looping
+        return {"name": self.name, "status": "ok" if ok else "degraded",
+                "monitor": {"restarts": self.restarts, "crash_looping": looping},
                 "uptime": self.clock() - self.started, "sketches": len(self.sketches),
                 "counters": sum(len(s.counters) for s in self.sketches.values()),
                 "tasks": sorted(self.tasks), "memory_bytes": self.memory_used(),
