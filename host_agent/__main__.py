@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
     from host_agent.agent import Agent
+    from host_agent.protocols import Monitor
     from measure_model.httpclient import Transport
 
 log = logging.getLogger("host_agent")
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    monitors = [] if args.no_capture else [
+    monitors: list[Monitor] = [] if args.no_capture else [
         MonitorProcess(args.queue_num + i, args.max_len,
                        extra_args=["--accept-only"] if args.monitor_accept_only else None)
         for i in range(args.queues)]
