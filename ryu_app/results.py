@@ -189,7 +189,9 @@ class Results:
         ids: list[int] = []
         base = {"interval_end": cur["interval_end"]}
         prev_hh = set((prev or {}).get("heavy_hitters") or {})
-        hh = cur.get("heavy_hitters") or {}
+        # a flow-size task lists flows (its heavy_hitters are its largest flows, no
+        # threshold): no flow is an event
+        hh = {} if cur.get("kind") == "flow_size" else cur.get("heavy_hitters") or {}
         new = sorted((k for k in hh if k not in prev_hh), key=lambda k: (-hh[k], k))
         for key in new[:MAX_EVENTS_PER_REPORT]:
             ids.append(self.store.add_event(now, task_id, "heavy_hitter",
