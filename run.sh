@@ -2,7 +2,8 @@
 # The two entry points of the project. Both install what they need first
 # (scripts/install.sh is idempotent) and must run as root.
 #   ./run.sh demo   Mininet tree network + controller + agents answering a task
-#   ./run.sh test   ruff + every test tier (unit, netns, mininet)
+#   ./run.sh test   ruff, the type checker (mypy, modules listed in pyproject.toml),
+#                   then every test tier (unit, netns, mininet)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -16,6 +17,7 @@ case "${1:-}" in
   test)
     shift
     "$ROOT/.venv/bin/ruff" check .
+    "$PY" -m mypy
     exec "$PY" -m pytest "$@"
     ;;
   *)

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.e2e needs root (Mininet)", file=sys.stderr)
         return 2
     reps = args.repeat or (3 if args.quick else 5)
-    from topo.launch import install_signal_handlers
+    from topo.procs import install_signal_handlers
 
     install_signal_handlers()
     try:

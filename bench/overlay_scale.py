@@ -67,6 +67,7 @@ from host_agent.monitor import MonitorCore
 from host_agent.overlay_node import OverlayNode, merge_snapshots
 from measure_model.keys import HeaderBatch
 from measure_model.runner import InlineRunner
+from measure_model.task import Task
 from ryu_app.results import MemoryStore, Results
 
 CTL = "http://ctl.sim:8080"
@@ -236,8 +237,8 @@ class Sim:
     def _timed_install(self, agent: Agent, frame: dict):
         real = type(agent).install_task.__get__(agent)
 
-        def install(task: dict) -> int:
-            sid = real(task)
+        def install(task_id: str, task: Task, candidate_divisor: int = 1) -> int:
+            sid = real(task_id, task, candidate_divisor=candidate_divisor)
             own = cpu() - frame["start"] - frame["nested"]
             self.reached[agent.name] = frame["arrival"] + own
             return sid

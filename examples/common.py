@@ -17,10 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 
 import requests
+
+from ryu_app.client import ApiError, ControllerClient
 
 AGENT_PORT = 8000
 DEFAULT_CONTROLLER = os.environ.get("MEASURE_URL", "http://192.168.100.254:8080")
@@ -62,6 +65,13 @@ def rounds(n: int):
         yield i
 
 
+def own_address(peer: str, port: int = AGENT_PORT) -> str:
+    """This host's address on the way to ``peer`` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((peer, port))
+        return s.getsockname()[0]
+
+
 def show(obj) -> None:
     print(json.dumps(obj, sort_keys=True, indent=4), flush=True)
 
@@ -100,32 +110,23 @@ class Agent:
 
 
 class Controller:
-    """The controller REST API (``/measure/v1``)."""
+    """The controller REST API (``/measure/v1``) through the project's one client
+    (``ryu_app.client.ControllerClient``); a refused call ends the example with
+    the controller's message."""
 
     def __init__(self, url: str, token_file: str | None, timeout: float = 60.0) -> None:
-        self.url = url.rstrip("/") + "/measure/v1"
-        self.timeout = timeout
-        self.headers = {}
-        if token_file:
-            with open(token_file) as f:
-                self.headers["Authorization"] = f"Bearer {f.read().strip()}"
+        self.client = ControllerClient.from_token_file(url, token_file, timeout=timeout)
 
-    def call(self, method: str, path: str, **kw) -> dict | list:
-        reply = requests.request(method, self.url + path, headers={**self.headers,
-                                 **kw.pop("headers", {})}, timeout=self.timeout, **kw)
+    def call(self, method: str, path: str, body: object = None,
+             yaml_text: str | None = None) -> dict | list:
         try:
-            body = reply.json()
-        except ValueError:
-            body = {"error": reply.text}
-        if reply.status_code >= 400:
-            sys.exit(f"{method} {path}: HTTP {reply.status_code}: {body.get('error', body)}")
-        return body
+            return self.client.call(method, path, body, yaml_text=yaml_text)
+        except ApiError as exc:
+            sys.exit(f"{method} {path}: {exc}")
 
     def apply_policy(self, name: str) -> list[dict]:
-        with open(os.path.join(POLICIES, name), "rb") as f:
-            body = f.read()
-        created = self.call("POST", "/tasks", data=body,
-                            headers={"Content-Type": "application/yaml"})
+        with open(os.path.join(POLICIES, name)) as f:
+            created = self.call("POST", "/tasks", yaml_text=f.read())
         for task in created["tasks"]:
             self.wait_installed(task["id"])
         return created["tasks"]
@@ -143,16 +144,15 @@ class Controller:
             time.sleep(0.3)
 
     def delete_task(self, task_id: str) -> None:
-        requests.delete(f"{self.url}/tasks/{task_id}", headers=self.headers, timeout=10)
+        self.client.request("DELETE", f"/tasks/{task_id}", timeout=10)
 
     def result(self, task_id: str) -> dict | None:
-        reply = requests.get(f"{self.url}/tasks/{task_id}/result", headers=self.headers,
-                             timeout=self.timeout)
-        if reply.status_code == 404:
+        status, body = self.client.request("GET", f"/tasks/{task_id}/result")
+        if status == 404:
             return None
-        if reply.status_code >= 400:
-            sys.exit(f"result {task_id}: HTTP {reply.status_code}: {reply.text.strip()}")
-        return reply.json()
+        if status >= 400:
+            sys.exit(f"result {task_id}: HTTP {status}: {body}")
+        return body
 
     def wait_result(self, task_id: str, newer_than: float = 0.0, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout

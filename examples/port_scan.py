@@ -12,7 +12,9 @@ Globally, through the controller's events (applies ``policies/port_scan.yaml``):
     mininet> h6 nc -z 10.0.0.5 8008-8092
 
 Either way it prints ``portscan detected.`` and ``{"10.0.0.6": 85}``: h6
-touched 85 distinct ports of h5 within one window.
+touched 85 distinct ports of h5 within one window. Per host, the sketch
+counts every incoming packet of h5, so the script's own polling of h5's
+agent shows up as ``"10.0.0.1": 1`` (one port, 8000); the script says so.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import argparse
 import collections
 import time
 
-from common import Agent, Controller, add_mode_arguments, rounds, run_mode, show
+from common import (
+    AGENT_PORT,
+    Agent,
+    Controller,
+    add_mode_arguments,
+    own_address,
+    rounds,
+    run_mode,
+    show,
+)
 
 
 def ports_by_source(agent: Agent, sketch_id: int, interval: float) -> dict[str, int]:
@@ -51,7 +62,12 @@ def per_host(args) -> None:
         new_key_num = agent.query(sketch_id, "dport", "real_time_key_num")
         if new_key_num - key_num > args.threshold:
             print("portscan detected.", flush=True)
-            show(ports_by_source(agent, sketch_id, args.interval))
+            ports = ports_by_source(agent, sketch_id, args.interval)
+            show(ports)
+            me = own_address(args.agent)
+            if me in ports:
+                print(f"({me} is this script polling the agent on port {AGENT_PORT}: "
+                      "its own connections, one port, not a scan)", flush=True)
             if args.stop:
                 return
         key_num = new_key_num

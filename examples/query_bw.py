@@ -29,8 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.controller:
         ctl = Controller(args.controller, args.token_file)
-        show(ctl.call("POST", "/bandwidth", json={"src": args.src, "dst": args.dst,
-                                                  "method": args.method}))
+        show(ctl.call("POST", "/bandwidth", {"src": args.src, "dst": args.dst,
+                                             "method": args.method}))
     else:
         agent = Agent(args.agent or "10.0.0.5", timeout=90)
         reply = agent.post(type="query bw", src=agent.url.split("//")[1].split(":")[0],

@@ -22,6 +22,13 @@ import argparse
 import contextlib
 import logging
 import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
+    from host_agent.agent import Agent
+    from host_agent.protocols import Monitor
+    from measure_model.httpclient import Transport
 
 from measure_model.config import (
     CONFIG_ERROR_EXIT,
@@ -127,12 +134,10 @@ def _mac_of(ip: str | None) -> str | None:
     return None
 
 
-def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> None:
+def registrar(args: argparse.Namespace, agent: Agent, http: Transport,
+              interval: float = 2.0) -> None:
     """Register with the controller, then heartbeat; retry forever, never raise."""
-    import time
-
     import eventlet
-    import requests
 
     base = args.controller.rstrip("/")
     body = {"name": args.name, "url": agent.advertise, "data_ip": args.data_ip,
@@ -141,23 +146,25 @@ def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> N
     while True:
         try:
             if not registered:
-                r = requests.post(f"{base}/measure/v1/agents", json=body, auth=auth, timeout=3)
-                if r.status_code >= 300:
-                    raise RuntimeError(f"register: HTTP {r.status_code} {r.text[:200]}")
+                status, reply = http.request("POST", f"{base}/measure/v1/agents", json=body,
+                                             timeout=3)
+                if status >= 300:
+                    raise RuntimeError(f"register: HTTP {status} {str(reply)[:200]}")
                 registered = True
                 log.info("registered with %s as %s", base, args.name)
             else:
-                r = requests.post(f"{base}/measure/v1/agents/{args.name}/heartbeat", json={},
-                                  auth=auth, timeout=3)
-                if r.status_code == 404:
+                status, reply = http.request(
+                    "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat", json={},
+                    timeout=3)
+                if status == 404:
                     registered = False
                     raise RuntimeError("heartbeat: controller does not know us; re-registering")
-                if r.status_code >= 300:
-                    raise RuntimeError(f"heartbeat: HTTP {r.status_code} {r.text[:200]}")
+                if status >= 300:
+                    raise RuntimeError(f"heartbeat: HTTP {status} {str(reply)[:200]}")
             if failing:
                 log.info("controller %s reachable again", base)
             failing = False
-        except Exception as exc:  # noqa: BLE001 - logged (at most every 30 s) and retried
+        except (OSError, RuntimeError) as exc:  # logged (at most every 30 s) and retried
             if not failing or time.monotonic() - last_logged > 30:
                 log.warning("controller %s: %s (retrying every %gs)", base, exc, interval)
                 last_logged = time.monotonic()
@@ -165,9 +172,8 @@ def registrar(args: argparse.Namespace, agent, auth, interval: float = 2.0) -> N
         eventlet.sleep(interval if registered else min(interval, 1.0))
 
 
-def supervisor(agent, period: float = 0.25) -> None:
-    import time
-
+def supervisor(agent: Agent, period: float = 0.25) -> None:
+    """Restart dead monitors and tick the overlay role, forever."""
     import eventlet
 
     while True:
@@ -200,9 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import eventlet.wsgi
 
-    from host_agent.agent import Agent, MonitorProcess
+    from host_agent.agent import Agent
     from host_agent.api import AgentApp
+    from host_agent.bw_http import bandwidth_api
     from host_agent.capture import Capture
+    from host_agent.monitor_client import MonitorProcess
+    from host_agent.overlay_node import OverlayNode
+    from measure_model.httpclient import HttpClient
 
     _setup_logging(args.log_file)
     verifier = auth = None
@@ -217,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    monitors = [] if args.no_capture else [
+    monitors: list[Monitor] = [] if args.no_capture else [
         MonitorProcess(args.queue_num + i, args.max_len,
                        extra_args=["--accept-only"] if args.monitor_accept_only else None)
         for i in range(args.queues)]
@@ -225,23 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
                   data_ip=args.data_ip)
     agent.advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
-    if args.secret_file:
-        try:  # agent-to-agent probe requests are signed like the controller's
-            from host_agent.bandwidth import signer_from_secret
-
-            agent.sign_request = signer_from_secret(secret)
-        except ImportError:
-            log.warning("bandwidth probing not available")
-    if args.secret_file:  # bandwidth probes call the peer agent's signed receive endpoint
-        from host_agent.bandwidth import signer_from_secret
-
-        agent.sign_request = signer_from_secret(secret)
-    try:
-        from host_agent.overlay_node import OverlayNode
-
-        agent.overlay = OverlayNode(agent, auth=auth)
-    except ImportError:
-        log.warning("overlay role not available")
+    # one signed client for every request this agent sends: registration and
+    # heartbeats, overlay reports and task fan-out, bandwidth probe calls
+    http = HttpClient(auth)
+    agent.overlay = OverlayNode(agent, http=http)
+    bandwidth = bandwidth_api(args.data_ip, http)
 
     stopping: list[int] = []
 
@@ -267,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
                  "allowed" if args.allow_legacy else "refused")
         threads = [eventlet.spawn(supervisor, agent)]
         if args.controller:
-            threads.append(eventlet.spawn(registrar, args, agent, auth))
+            threads.append(eventlet.spawn(registrar, args, agent, http))
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
-                                               insecure=args.insecure),
+                                               insecure=args.insecure, bandwidth=bandwidth),
                                       log_output=False, max_size=256, debug=False))
         while not stopping and not threads[-1].dead:
             eventlet.sleep(0.2)
@@ -278,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             thread.kill()
     finally:
         log.info("agent %s stopping: removing capture rules", args.name)
+        bandwidth.sessions.close_all()
         agent.stop()
         if pid_file:
             with contextlib.suppress(OSError):

@@ -1,13 +1,18 @@
 """Agent state: sketches and counters, their capture rules, and the monitor processes.
 
 A *sketch* is a packet filter (one iptables mark rule, see ``capture.py``)
-with any number of *counters* (key type + increment + heavy-hitter, top-k,
-window and sketch-size settings). Sketch ids are ints from 1; counter ids
-are ints from 1 inside their sketch. Legacy clients name a counter by its
-key type (``counter_key_type``): :meth:`Agent.legacy_counter` finds it. A
-controller task (docs/design.md task model) is one sketch with one counter
-(``install_task`` / ``remove_task`` / ``snapshot_task``, used by the overlay
-role).
+with any number of *counters*; the state is in ``sketches.py``. Every
+counter is a parsed ``measure_model.task.Task``: a per-host counter body
+(``add_counter``) is translated by ``measure_model.task.counter_task``, the
+legacy messages by ``measure_model.legacy_msgs``, and a controller task
+(docs/design.md task model) arrives parsed and becomes one sketch with one
+counter (``install_task(task_id, task, candidate_divisor=n)`` /
+``remove_task`` / ``snapshot_task``, used by the overlay role). Nothing in
+the agent checks a task field again; the monitor receives ``Task.to_dict()``
+and reads it back with ``Task.from_dict()``. Sketch ids are ints from 1;
+counter ids are ints from 1 inside their sketch. Legacy clients name a
+counter by its key type (``counter_key_type``): :meth:`Agent.legacy_counter`
+finds it.
 
 The counters live in the monitor processes (one per queue, see
 ``monitor.py``); the agent keeps the configuration, so that it can restart
@@ -34,82 +39,28 @@ of sketch cells (width x depth x 8 bytes per counter per monitor process).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
 from host_agent.capture import MAX_SLOTS, Capture, CaptureFilter, free_slot
+from host_agent.crash_loop import CrashLoop
+from host_agent.errors import AgentError, MonitorError
+from host_agent.protocols import Monitor
+from host_agent.sketches import CounterConfig, Sketch
+from measure_model.fields import FieldError
+from measure_model.report import merge
+from measure_model.snapshot import Snapshot
+from measure_model.task import FILTER, KEYS, Task, counter_task
 
 log = logging.getLogger("host_agent")
 
-KEY_TYPES = ("src", "dst", "src_dst", "sport", "dport", "src_dport", "dst_dport", "proto",
-             "five_tuple")
-INCREMENTS = {"pkt": "pkt", "bytes": "bytes", "byte": "bytes"}
-WINDOW_MODES = ("tumbling", "sliding")
-DEFAULT_KEY = {"heavy_hitters": "src", "flow_size": "src_dst", "port_scan": "src_dport",
-               "counter": "src"}
-COUNTER_FIELDS = ("key", "increment", "threshold", "threshold_abs", "top_k", "window",
-                  "scan_ports", "sketch")
-LEGACY_THRESHOLD = 0.05
 MAX_GAPS = 20
-
-
-class AgentError(Exception):
-    """A request the agent refuses; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-class MonitorError(RuntimeError):
-    """The monitor did not answer (dead, hung) or answered with an error."""
-
-
-# ---------------------------------------------------------------- validation
-
-def _number(name: str, value: Any, lo: float, hi: float, lo_open: bool = False) -> float:
-    """A finite number in range; numeric strings are accepted (form bodies)."""
-    if isinstance(value, bool):
-        raise AgentError(400, f"{name} must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise AgentError(400, f"{name} must be a number, got {value!r}") from None
-    if not isinstance(value, int | float):
-        raise AgentError(400, f"{name} must be a number, got {value!r}")
-    try:
-        value = float(value)
-    except OverflowError:
-        raise AgentError(400, f"{name} is out of range") from None
-    if not math.isfinite(value):
-        raise AgentError(400, f"{name} must be a finite number, got {value!r}")
-    if (value <= lo if lo_open else value < lo) or value > hi:
-        raise AgentError(400, f"{name} {value:g} is out of range "
-                              f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
-    return float(value)
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AgentError(400, f"{name} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise AgentError(400, f"{name} {value} is out of range {lo}..{hi}")
-    return value
 
 
 def _ident(name: str, value: Any) -> int:
@@ -121,153 +72,26 @@ def _ident(name: str, value: Any) -> int:
     raise AgentError(400, f"{name} must be an integer, got {value!r}")
 
 
-def counter_spec(body: dict, default_threshold: float | None = LEGACY_THRESHOLD) -> dict:
-    """Validate a counter body; return the normalised spec the monitor builds from."""
-    if not isinstance(body, dict):
-        raise AgentError(400, "counter must be a JSON object")
-    unknown = sorted(set(body) - set(COUNTER_FIELDS))
-    if unknown:
-        raise AgentError(400, f"unknown field {unknown[0]!r}")
-    if "key" not in body:
-        raise AgentError(400, "missing field 'key'")
-    key = body["key"]
-    if not isinstance(key, str) or key not in KEY_TYPES:
-        raise AgentError(400, f"key {key!r} is not one of {', '.join(KEY_TYPES)}")
-    inc = body.get("increment", "pkt")
-    if not isinstance(inc, str) or inc not in INCREMENTS:
-        raise AgentError(400, f"increment {inc!r} is not one of pkt, bytes")
-    threshold, threshold_abs = body.get("threshold"), body.get("threshold_abs")
-    if threshold is not None and threshold_abs is not None:
-        raise AgentError(400, "threshold and threshold_abs are exclusive: give one of them")
-    if threshold is not None:
-        threshold = _number("threshold", threshold, 0.0, 1.0, lo_open=True)
-    elif threshold_abs is not None:
-        threshold_abs = _int("threshold_abs", threshold_abs, 1, 2 ** 62)
-    else:
-        threshold = default_threshold
-    window = body.get("window", {})
-    if not isinstance(window, dict) or set(window) - {"length", "mode"}:
-        raise AgentError(400, "window must be an object with length and mode")
-    mode = window.get("mode", "tumbling")
-    if mode not in WINDOW_MODES:
-        raise AgentError(400, f"window.mode {mode!r} is not one of tumbling, sliding")
-    sk = body.get("sketch", {})
-    if not isinstance(sk, dict) or set(sk) - {"width", "depth", "seed"}:
-        raise AgentError(400, "sketch must be an object with width, depth and seed")
-    width = _int("sketch.width", sk.get("width", 16384), 64, 2 ** 22)
-    if width & (width - 1):
-        raise AgentError(400, f"sketch.width {width} is not a power of two")
-    scan = body.get("scan_ports")
-    if "top_k" in body and body["top_k"] is None:
-        raise AgentError(400, "top_k must be an integer, got None")
-    return {
-        "key": key, "increment": INCREMENTS[inc],
-        "threshold": threshold, "threshold_abs": threshold_abs,
-        "top_k": _int("top_k", body.get("top_k", 10), 1, 1000),
-        "window": {"length": _number("window.length", window.get("length", 1.0), 0.05, 3600),
-                   "mode": mode},
-        "sketch": {"width": width, "depth": _int("sketch.depth", sk.get("depth", 4), 1, 8),
-                   "seed": _int("sketch.seed", sk.get("seed", 1), 0, 2 ** 31 - 1)},
-        "scan_ports": None if scan is None else _int("scan_ports", scan, 1, 65535),
-    }
-
-
 def capture_filter(body: Any) -> CaptureFilter:
+    """A filter body (task-model ``filter``) as the capture rule's filter; 400 if bad."""
     try:
-        return CaptureFilter.from_dict(body)
-    except ValueError as exc:
+        return CaptureFilter.from_filter(FILTER.check("filter", body))
+    except FieldError as exc:
         raise AgentError(400, str(exc)) from None
 
 
-def spec_bytes(spec: dict) -> int:
-    return spec["sketch"]["width"] * spec["sketch"]["depth"] * 8
-
-
-# ---------------------------------------------------------------- monitor link
-
-class MonitorProcess:
-    """A monitor subprocess and its command socket (see monitor.py for the protocol)."""
-
-    def __init__(self, queue: int, max_len: int = 4096, timeout: float = 10.0,
-                 extra_args: list[str] | None = None) -> None:
-        self.queue, self.max_len, self.timeout = queue, max_len, timeout
-        self.extra = extra_args or []
-        self.proc: subprocess.Popen | None = None
-        self.sock: socket.socket | None = None
-        self.reader: Any = None
-        self.lock = threading.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def start(self) -> None:
-        parent, child = socket.socketpair()
-        cmd = [sys.executable, "-m", "host_agent.monitor", "--queue", str(self.queue),
-               "--fd", str(child.fileno()), "--max-len", str(self.max_len), *self.extra]
-        self.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
-        child.close()
-        parent.settimeout(self.timeout)
-        self.sock, self.reader = parent, parent.makefile("rb")
-        self.call({"op": "ping"})
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def call(self, msg: dict) -> Any:
-        if self.sock is None:
-            raise MonitorError("monitor not started")
-        with self.lock:
-            try:
-                self.sock.sendall(json.dumps(msg).encode() + b"\n")
-                line = self.reader.readline()
-            except OSError as exc:
-                raise MonitorError(f"monitor on queue {self.queue}: {exc}") from None
-        if not line:
-            raise MonitorError(f"monitor on queue {self.queue} is not running")
-        reply = json.loads(line)
-        if not reply.get("ok"):  # the monitor refuses bad input (e.g. a bad key)
-            if reply.get("internal"):
-                raise MonitorError(f"monitor on queue {self.queue}: {reply.get('error')}")
-            raise AgentError(400, reply.get("error", "monitor refused the request"))
-        return reply.get("result")
-
-    def stop(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-# ---------------------------------------------------------------- agent
-
-@dataclass
-class Sketch:
-    id: int
-    slot: int
-    filter: CaptureFilter
-    counters: dict[int, dict] = field(default_factory=dict)
-    task_id: str | None = None
-    created: float = 0.0
-    next_counter: int = 1
-    base: tuple[int, int] = (0, 0)     # rule counters when counting (re)started
-
-    def describe(self) -> dict:
-        return {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,
-                "created": self.created,
-                "counters": [{"id": cid, **spec} for cid, spec in sorted(self.counters.items())]}
+def parse_counter(body: Any, filt: CaptureFilter) -> Task:
+    """A per-host counter body as a Task on a sketch's filter; 400 naming the field."""
+    try:
+        return counter_task(body, "counter", filt.to_dict())
+    except FieldError as exc:
+        raise AgentError(400, str(exc)) from None
 
 
 class Agent:
     """One host's measurement state; see the module docstring."""
 
-    def __init__(self, name: str, monitors: list[Any], capture: Capture | None = None,
+    def __init__(self, name: str, monitors: list[Monitor], capture: Capture | None = None,
                  max_sketches: int = 32, max_counters: int = 128, max_memory_mb: float = 256,
                  clock: Callable[[], float] = time.time, data_ip: str | None = None) -> None:
         self.name, self.monitors, self.capture = name, monitors, capture
@@ -280,6 +104,7 @@ class Agent:
         self.started = clock()
         self.counting_since = self.started
         self.restarts = 0
+        self.crash_loop = CrashLoop()
         self.gaps: list[dict] = []
         self.overlay: Any = None
         self.advertise: str | None = None
@@ -322,15 +147,19 @@ class Agent:
         return sketch
 
     def memory_used(self) -> int:
-        per = sum(spec_bytes(s) for sk in self.sketches.values() for s in sk.counters.values())
+        per = sum(c.cell_bytes for sk in self.sketches.values() for c in sk.counters.values())
         return per * max(1, len(self.monitors))
 
     def create_sketch(self, filter_body: Any, task_id: str | None = None) -> Sketch:
-        filt = capture_filter(filter_body)
+        """A new sketch for a filter body, or an already parsed CaptureFilter."""
+        filt = (filter_body if isinstance(filter_body, CaptureFilter)
+                else capture_filter(filter_body))
         with self.lock:
             if len(self.sketches) >= self.max_sketches:
                 raise AgentError(409, f"limit reached: at most {self.max_sketches} sketches")
             slot = free_slot([s.slot for s in self.sketches.values()])
+            if slot is None:
+                raise AgentError(409, f"limit reached: all {MAX_SLOTS} mark bits are in use")
             sketch = Sketch(self.next_sketch, slot, filt, task_id=task_id, created=self.clock())
             self._broadcast({"op": "add_sketch", "sketch": sketch.id, "slot": slot})
             if self.capture is not None:
@@ -361,25 +190,28 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - the local delete is done
                 log.warning("removing sketch %d from the subtree failed: %s", sketch.id, exc)
 
-    def add_counter(self, sid: Any, body: dict,
-                    default_threshold: float | None = LEGACY_THRESHOLD) -> int:
-        spec = counter_spec(body, default_threshold)
+    def add_counter(self, sid: Any, body: Any) -> int:
+        """Add a per-host counter body (``measure_model.task.counter_task``) to a sketch."""
+        return self.add_task_counter(sid, parse_counter(body, self.get_sketch(sid).filter))
+
+    def add_task_counter(self, sid: Any, task: Task, candidate_divisor: int = 1) -> int:
+        """Add a counter for a parsed task to a sketch (limits checked first)."""
+        config = CounterConfig(task, candidate_divisor)
         with self.lock:
             sketch = self.get_sketch(sid)
             total = sum(len(s.counters) for s in self.sketches.values())
             if total >= self.max_counters:
                 raise AgentError(409, f"limit reached: at most {self.max_counters} counters")
-            need = spec_bytes(spec) * max(1, len(self.monitors))
+            need = config.cell_bytes * max(1, len(self.monitors))
             if self.memory_used() + need > self.max_memory:
                 raise AgentError(409, f"limit reached: sketch memory would exceed "
                                       f"{self.max_memory // 2 ** 20} MB")
             cid = sketch.next_counter
             self._broadcast({"op": "add_counter", "sketch": sketch.id, "counter": cid,
-                             "spec": spec})
-            sketch.counters[cid] = spec
+                             "entry": config.entry()})
+            sketch.counters[cid] = config
             sketch.next_counter += 1
-        log.info("counter %d on sketch %d: %s/%s", cid, sketch.id, spec["key"],
-                 spec["increment"])
+        log.info("counter %d on sketch %d: %s/%s", cid, sketch.id, task.key, task.increment)
         return cid
 
     def get_counter(self, sid: Any, cid: Any) -> tuple[Sketch, int]:
@@ -398,11 +230,11 @@ class Agent:
     def legacy_counter(self, sid: Any, key_type: Any) -> tuple[Sketch, int]:
         """The counter of ``key_type`` on a sketch (legacy messages name counters so)."""
         sketch = self.get_sketch(sid)
-        if not isinstance(key_type, str) or key_type not in KEY_TYPES:
+        if not isinstance(key_type, str) or key_type not in KEYS:
             raise AgentError(400, f"counter_key_type {key_type!r} is not one of "
-                                  f"{', '.join(KEY_TYPES)}")
-        for cid, spec in sorted(sketch.counters.items()):
-            if spec["key"] == key_type:
+                                  f"{', '.join(KEYS)}")
+        for cid, config in sorted(sketch.counters.items()):
+            if config.task.key == key_type:
                 return sketch, cid
         raise AgentError(404, f"no counter of counter_key_type {key_type!r} "
                               f"on sketch {sketch.id}")
@@ -429,9 +261,7 @@ class Agent:
             return snap.get("scan", {})
         return snap.get("top_k", [])
 
-    def _merged_snapshot(self, sid: int, cid: int, now: float) -> dict:
-        from measure_model.report import merge
-
+    def _merged_snapshot(self, sid: int, cid: int, now: float) -> Snapshot:
         snaps = self._broadcast({"op": "query", "sketch": sid, "counter": cid,
                                  "method": "snapshot", "now": now})
         seen = [s.pop("seen", {"packets": 0, "bytes": 0}) for s in snaps]
@@ -463,32 +293,24 @@ class Agent:
         return snap
 
     # ------------------------------------------------------------ tasks (overlay)
-    def install_task(self, task: dict) -> int:
-        """Install a task-model dict (with ``id``) as one sketch + one counter."""
-        if not isinstance(task, dict):
-            raise AgentError(400, "task must be an object")
-        task_id = str(task.get("id") or task.get("name") or "")
-        if not task_id:
-            raise AgentError(400, "task has no id")
-        kind = task.get("kind", "counter")
-        if kind not in DEFAULT_KEY:
-            raise AgentError(400, f"kind {kind!r} is not a measurement task")
-        body = {k: task[k] for k in COUNTER_FIELDS if task.get(k) is not None}
-        body.setdefault("key", DEFAULT_KEY[kind])
-        if kind == "port_scan":
-            body.setdefault("scan_ports", 20)
-        # flow_size ranks every flow: no fraction threshold (a flow small against the
-        # whole network's total is still a flow); the other kinds keep the default
-        default = None if kind == "flow_size" else LEGACY_THRESHOLD
-        spec = counter_spec(body, default)
-        filt = capture_filter(task.get("filter", {}))
+    def install_task(self, task_id: str, task: Task, candidate_divisor: int = 1) -> int:
+        """Install a parsed measurement task as one sketch + one counter.
+
+        ``candidate_divisor`` is the number of agents in the task's scope when
+        the threshold is absolute: each counter then keeps candidates from
+        ``threshold_abs / n`` so that a key heavy in aggregate is found after
+        the merge. Re-installing a task id replaces it.
+        """
+        if not task.measures:
+            raise AgentError(400, f"kind {task.kind!r} is not a measurement task")
+        assert task.filter is not None
+        filt = CaptureFilter.from_filter(task.filter)
         with self.lock:
             if task_id in self.tasks:
                 self.remove_task(task_id)
-            sketch = self.create_sketch(filt.to_dict(), task_id=task_id)
+            sketch = self.create_sketch(filt, task_id=task_id)
             try:
-                self.add_counter(sketch.id, {k: v for k, v in spec.items() if v is not None},
-                                 default_threshold=default)
+                self.add_task_counter(sketch.id, task, candidate_divisor)
             except AgentError:
                 self.delete_sketch(sketch.id)
                 raise
@@ -520,6 +342,10 @@ class Agent:
             if self._retry_at.get(id(mon), 0) > start:
                 continue
             log.error("monitor on queue %s (pid %s) died; restarting", mon.queue, mon.pid)
+            self.crash_loop.died(start)
+            if self.crash_loop.looping(start):
+                log.error("monitors are crash-looping: %d deaths within %g s",
+                          self.crash_loop.threshold, self.crash_loop.window)
             with self.lock:
                 mon.stop()
                 try:
@@ -533,7 +359,8 @@ class Agent:
                 unmeasured = 0 if rules is not None and len(self.monitors) == 1 else None
                 for sketch in self.sketches.values():
                     mon.call({"op": "add_sketch", "sketch": sketch.id, "slot": sketch.slot,
-                              "counters": {str(c): s for c, s in sketch.counters.items()}})
+                              "counters": {str(c): cfg.entry()
+                                           for c, cfg in sketch.counters.items()}})
                     now_rule = (rules or {}).get(sketch.id, (0, 0))
                     if unmeasured is not None:
                         unmeasured += max(0, now_rule[0] - sketch.base[0]
@@ -574,7 +401,10 @@ class Agent:
                 except (MonitorError, AgentError):
                     info["alive"] = False
             mons.append(info)
-        return {"name": self.name, "status": "ok" if all(m["alive"] for m in mons) else "degraded",
+        looping = self.crash_loop.looping(self.clock())
+        ok = all(m["alive"] for m in mons) and not looping
+        return {"name": self.name, "status": "ok" if ok else "degraded",
+                "monitor": {"restarts": self.restarts, "crash_looping": looping},
                 "uptime": self.clock() - self.started, "sketches": len(self.sketches),
                 "counters": sum(len(s.counters) for s in self.sketches.values()),
                 "tasks": sorted(self.tasks), "memory_bytes": self.memory_used(),

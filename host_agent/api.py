@@ -13,7 +13,7 @@ Routes (docs/design.md, "Agent HTTP API"):
     DELETE /agent/v1/sketches/{id}/counters/{cid}
     GET|PUT /agent/v1/overlay, PUT|DELETE /agent/v1/tasks/{id},
     POST   /agent/v1/reports                      overlay role (overlay_node.py)
-    *      /agent/v1/bandwidth[/...]              bandwidth probing (bandwidth.py)
+    *      /agent/v1/bandwidth[/...]              bandwidth probing (bw_http.py)
 
 The boundary does everything once: the body is bounded (64 KiB, 413), the
 request is authenticated (a ``measure_model.auth.Verifier`` checks the HMAC
@@ -34,7 +34,10 @@ from typing import Any
 
 import webob
 
-from host_agent.agent import Agent, AgentError, MonitorError
+from host_agent.agent import Agent, capture_filter, parse_counter
+from host_agent.bw_http import BandwidthApi, bandwidth_api
+from host_agent.errors import AgentError, MonitorError
+from measure_model.httpclient import HttpClient
 
 log = logging.getLogger("host_agent.api")
 
@@ -77,13 +80,17 @@ class AgentApp:
     """WSGI application of one agent."""
 
     def __init__(self, agent: Agent, verifier: Any = None, allow_legacy: bool = False,
-                 max_body: int = MAX_BODY, insecure: bool = False) -> None:
+                 max_body: int = MAX_BODY, insecure: bool = False,
+                 bandwidth: BandwidthApi | None = None) -> None:
         """``verifier`` checks signed requests; without one, state-changing
         ``/agent/v1`` requests are refused (403) unless ``insecure`` is set
-        (``--insecure``: an isolated test network only)."""
+        (``--insecure``: an isolated test network only). ``bandwidth`` serves
+        ``/agent/v1/bandwidth`` (default: unsigned requests to the peer)."""
         self.agent, self.verifier, self.insecure = agent, verifier, insecure
+        self.bandwidth = bandwidth if bandwidth is not None else bandwidth_api(
+            agent.data_ip, HttpClient())
         self.allow_legacy, self.max_body = allow_legacy, max_body
-        self.routes = [
+        self.routes: list[tuple[re.Pattern[str], dict[str, Any]]] = [
             (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/agent/v1/sketches$"), {"GET": self.list_sketches,
                                                    "POST": self.create_sketch}),
@@ -118,14 +125,10 @@ class AgentApp:
                     raise AgentError(403, LEGACY_DISABLED)
                 from host_agent.legacy import handle_legacy
 
-                return handle_legacy(self.agent, req)
+                return handle_legacy(self.agent, req, self.bandwidth.prober)
             self._authenticate(req, path)
-            if path == "/agent/v1/bandwidth" or path.startswith("/agent/v1/bandwidth/"):
-                try:
-                    from host_agent import bandwidth
-                except ImportError:
-                    raise AgentError(503, "bandwidth probing is not available") from None
-                return bandwidth.wsgi_handler(self.agent, req)
+            if BandwidthApi.serves(path):
+                return self.bandwidth.handle(req)
             for pattern, methods in self.routes:
                 match = pattern.match(path)
                 if match:
@@ -191,17 +194,17 @@ class AgentApp:
         counters = body.get("counters", [])
         if not isinstance(counters, list):
             raise AgentError(400, "counters must be a list of counter objects")
-        from host_agent.agent import counter_spec
-
-        for i, c in enumerate(counters):  # validate all before installing anything
+        filt = capture_filter(body.get("filter", {}))
+        tasks = []
+        for i, c in enumerate(counters):  # parse all before installing anything
             try:
-                counter_spec(c)
+                tasks.append(parse_counter(c, filt))
             except AgentError as exc:
                 raise AgentError(400, f"counters[{i}]: {exc.message}") from None
-        sketch = self.agent.create_sketch(body.get("filter", {}))
+        sketch = self.agent.create_sketch(filt)
         try:
-            for c in counters:
-                self.agent.add_counter(sketch.id, c)
+            for task in tasks:
+                self.agent.add_task_counter(sketch.id, task)
         except AgentError:
             self.agent.delete_sketch(sketch.id)
             raise
@@ -218,7 +221,8 @@ class AgentApp:
         body = json_object(req)
         cid = self.agent.add_counter(sid, body)
         sketch = self.agent.get_sketch(sid)
-        return json_response({"id": cid, "sketch": sketch.id, **sketch.counters[cid]}, 201)
+        return json_response({"id": cid, "sketch": sketch.id, **sketch.counters[cid].describe()},
+                             201)
 
     def get_counter(self, req: webob.Request, sid: str, cid: str) -> webob.Response:
         now = self.agent.clock()

@@ -24,12 +24,9 @@ ends, so an agent that dies never leaves a probe socket behind.
 The client side is :class:`Worker`: it waits with ``select.select`` and
 ``os.read`` looked up at call time, which works in a plain process and
 under eventlet's monkey patching alike. The destination agent's receive
-sessions (``open_receive``, ``fetch_receive``, ``close_receive``) are thin
-wrappers over one receiving worker each, capped in number and lifetime.
-
-Command lines for tests and the benchmark: ``serve`` (a minimal HTTP agent
-with only the bandwidth API), ``probe`` (run one probe from this host) and
-``cross`` (bounded constant-rate UDP cross traffic).
+sessions are in :mod:`host_agent.bw_receive`, the source side of a probe in
+:mod:`host_agent.bandwidth`, the command lines for tests and the benchmark
+in :mod:`host_agent.bwcli`.
 """
 
 from __future__ import annotations
@@ -37,16 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import select
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-import weakref
-from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"BWP1"
@@ -381,189 +374,14 @@ class Worker:
         self.close()
 
 
-class BandwidthError(Exception):
-    """A failure with the HTTP status and message to report."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-# ---------------------------------------------------------------- receive sessions (agent side)
-
-@dataclass
-class _Session:
-    worker: Worker
-    port: int
-    expires: float
-
-
-MAX_RECEIVE_SESSIONS = 4
-MAX_RECEIVE_SECONDS = 65.0
-_SESSIONS_LOCK = threading.Lock()
-_SESSIONS: weakref.WeakKeyDictionary[Any, dict[str, _Session]] = weakref.WeakKeyDictionary()
-
-
-def receive_sessions(agent: Any) -> dict[str, _Session]:
-    with _SESSIONS_LOCK:
-        table = _SESSIONS.setdefault(agent, {})
-        for sid, sess in list(table.items()):
-            if sess.expires < time.monotonic():
-                sess.worker.close()
-                del table[sid]
-        return table
-
-
-def open_receive(agent: Any, body: Any) -> dict[str, Any]:
-    """Open a receive session for a probe towards this agent."""
-    if not isinstance(body, dict):
-        raise BandwidthError(400, "body must be a JSON object")
-    method = body.get("method", "slops")
-    if method not in ("slops", "bulk"):
-        raise BandwidthError(400, "field 'method' must be one of slops, bulk")
-    duration = body.get("duration", 12.0)
-    if isinstance(duration, bool) or not isinstance(duration, int | float):
-        raise BandwidthError(400, "field 'duration' must be a number")
-    if not 1 <= duration <= MAX_RECEIVE_SECONDS:
-        raise BandwidthError(400, f"field 'duration' must be between 1 and {MAX_RECEIVE_SECONDS:g}")
-    table = receive_sessions(agent)
-    if len(table) >= MAX_RECEIVE_SESSIONS:
-        raise BandwidthError(503, f"receiver busy: {len(table)} probe sessions open")
-    worker = Worker(lifetime=duration)
-    session = secrets.token_hex(4)
-    try:
-        port = worker.call({"op": "recv_open", "session": int(session, 16),
-                            "proto": "tcp" if method == "bulk" else "udp"}, timeout=3)["port"]
-    except WorkerError as exc:
-        worker.close()
-        raise BandwidthError(500, f"cannot open a receive socket: {exc}") from None
-    table[session] = _Session(worker, port, time.monotonic() + duration)
-    return {"session": session, "port": port, "method": method}
-
-
-def _session(agent: Any, session: str) -> _Session:
-    sess = receive_sessions(agent).get(session)
-    if sess is None:
-        raise BandwidthError(404, f"no receive session {session!r}")
-    return sess
-
-
-def fetch_receive(agent: Any, session: str, streams: str | None) -> dict[str, Any]:
-    """Arrival data of the requested streams (comma-separated ids)."""
-    sess = _session(agent, session)
-    try:
-        ids = [int(s) for s in streams.split(",") if s] if streams else []
-    except ValueError:
-        raise BandwidthError(400, "parameter 'streams' must be comma-separated integers") \
-            from None
-    try:
-        return sess.worker.call({"op": "recv_fetch", "streams": ids}, timeout=3)
-    except WorkerError as exc:
-        raise BandwidthError(500, f"receive session {session} failed: {exc}") from None
-
-
-def close_receive(agent: Any, session: str) -> dict[str, Any]:
-    """Close a receive session and stop its worker."""
-    sess = _session(agent, session)
-    with _SESSIONS_LOCK:
-        _SESSIONS.get(agent, {}).pop(session, None)
-    sess.worker.close()
-    return {"session": session, "closed": True}
-
-
-# ---------------------------------------------------------------- command lines
-
-class StandaloneAgent:
-    """The attributes of the agent that the bandwidth API uses."""
-
-    def __init__(self, data_ip: str, port: int, name: str) -> None:
-        self.data_ip, self.port, self.name = data_ip, port, name
-
-
-def serve(host: str, port: int, data_ip: str, name: str) -> None:
-    """A minimal threaded HTTP agent serving only ``/agent/v1/bandwidth``."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    import webob
-
-    from host_agent import bandwidth
-
-    agent = StandaloneAgent(data_ip, port, name)
-
-    def app(environ, start_response):
-        req = webob.Request(environ)
-        if req.path_info.startswith("/agent/v1/bandwidth"):
-            resp = bandwidth.wsgi_handler(agent, req)
-        else:
-            resp = webob.Response(json={"error": "not found"}, status=404)
-        return resp(environ, start_response)
-
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with make_server(host, port, app, server_class=Server, handler_class=Quiet) as httpd:
-        print(f"listening {host}:{port}", flush=True)
-        httpd.serve_forever()
-
-
 def main(argv: list[str] | None = None) -> int:
+    """``python -m host_agent.bwprobe worker --lifetime S``: the probe I/O child."""
     parser = argparse.ArgumentParser(prog="python -m host_agent.bwprobe")
     sub = parser.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("worker", help="probe I/O child (driven by the agent)")
     w.add_argument("--lifetime", type=float, required=True)
-    s = sub.add_parser("serve", help="standalone bandwidth-only agent (tests, bench)")
-    s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--data-ip", default="127.0.0.1")
-    s.add_argument("--name", default="standalone")
-    p = sub.add_parser("probe", help="run one probe from this host, print JSON")
-    p.add_argument("--src-ip", default="")
-    p.add_argument("--dst-ip", required=True)
-    p.add_argument("--dst-url", default=None)
-    p.add_argument("--method", default="slops")
-    p.add_argument("--max-duration", type=float, default=10.0)
-    p.add_argument("--max-bytes", type=int, default=20_000_000)
-    c = sub.add_parser("cross", help="bounded constant-rate UDP cross traffic")
-    c.add_argument("--dst-ip", required=True)
-    c.add_argument("--port", type=int, default=9)
-    c.add_argument("--rate-mbit", type=float, required=True)
-    c.add_argument("--duration", type=float, required=True)
-    c.add_argument("--size", type=int, default=1000)
     args = parser.parse_args(argv)
-    if args.cmd == "cross":
-        raise_priority()
-        count = int(min(args.duration, 600) * args.rate_mbit * 1e6 / 8 / args.size)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            out = send_stream(sock, (args.dst_ip, args.port), 0, 0, count, args.size,
-                              args.rate_mbit * 1e6)
-        span = (out["last_ns"] - out["first_ns"]) / 1e9
-        out["rate_mbit"] = round((out["sent"] - 1) * args.size * 8 / span / 1e6, 3) if span else 0
-        print(json.dumps(out), flush=True)
-        return 0
-    if args.cmd == "worker":
-        return worker_main(args.lifetime)
-    if args.cmd == "serve":
-        serve(args.host, args.port, args.data_ip, args.name)
-        return 0
-    from host_agent import bandwidth
-
-    body: dict[str, Any] = {"dst_ip": args.dst_ip, "method": args.method,
-                            "max_duration": args.max_duration, "max_bytes": args.max_bytes}
-    if args.dst_url:
-        body["dst_url"] = args.dst_url
-    agent = StandaloneAgent(args.src_ip, 0, "probe-cli")
-    try:
-        result = bandwidth.probe(agent, body)
-    except bandwidth.BandwidthError as exc:
-        print(json.dumps({"error": exc.message, "status": exc.status}))
-        return 1
-    print(json.dumps(result))
-    return 0
+    return worker_main(args.lifetime)
 
 
 if __name__ == "__main__":

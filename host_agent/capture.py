@@ -31,18 +31,18 @@ agent with the same name before anything is installed.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from measure_model.task import Filter
+
 COMMENT_PREFIX = "endhost-measure"
 MAX_SLOTS = 32
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-PROTOS = ("tcp", "udp", "icmp")
 FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
 
 Runner = Callable[[list[str]], str]
@@ -56,26 +56,13 @@ def _run(cmd: list[str]) -> str:
     return res.stdout
 
 
-def _port_range(field: str, value: object) -> str:
-    """Validate a port or ``"low:high"`` range; return iptables' spelling."""
-    if isinstance(value, bool):
-        raise ValueError(f"{field} must be a port or 'low:high', got {value!r}")
-    if isinstance(value, int):
-        parts = [value]
-    elif isinstance(value, str) and re.fullmatch(r"\d{1,5}(:\d{1,5})?", value.strip()):
-        parts = [int(p) for p in value.strip().split(":")]
-    else:
-        raise ValueError(f"{field} must be a port or 'low:high', got {value!r}")
-    if not all(1 <= p <= 65535 for p in parts):
-        raise ValueError(f"{field} ports must be in 1..65535, got {value!r}")
-    if len(parts) == 2 and parts[0] > parts[1]:
-        raise ValueError(f"{field} range {value!r} has low > high")
-    return ":".join(str(p) for p in parts)
-
-
 @dataclass(frozen=True)
 class CaptureFilter:
-    """A validated packet filter: the ``filter`` of the task model."""
+    """The capture rule of a task-model ``filter`` (ports in iptables' spelling).
+
+    Built from a ``measure_model.task.Filter`` that the task table already
+    checked (``from_filter``); nothing here validates it again.
+    """
 
     interface: str = "INPUT"
     proto: str | None = None
@@ -85,48 +72,11 @@ class CaptureFilter:
     dport: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict) -> CaptureFilter:
-        """Check a filter dict; errors name the field (``ValueError``)."""
-        if not isinstance(data, dict):
-            raise ValueError("filter must be an object")
-        unknown = sorted(set(data) - set(FILTER_FIELDS))
-        if unknown:
-            raise ValueError(f"filter: unknown field {unknown[0]!r}")
-        iface = data.get("interface", "INPUT")
-        if not isinstance(iface, str) or iface.upper() not in ("INPUT", "OUTPUT"):
-            raise ValueError(f"interface must be INPUT or OUTPUT, got {iface!r}")
-        proto = data.get("proto")
-        if "proto" not in data:
-            proto = None
-        elif not isinstance(proto, str) or proto.lower() not in PROTOS:
-            raise ValueError(f"proto must be one of tcp, udp, icmp, got {proto!r}")
-        else:
-            proto = proto.lower()
-        addrs = {}
-        for field in ("src", "dst"):
-            if field not in data:
-                addrs[field] = None
-                continue
-            value = data[field]
-            try:
-                if not isinstance(value, str):
-                    raise ValueError(value)
-                net = ipaddress.IPv4Network(value, strict=False)
-            except ValueError:
-                raise ValueError(f"{field} must be an IPv4 address or prefix, "
-                                 f"got {value!r}") from None
-            addrs[field] = str(net.network_address) if net.prefixlen == 32 else str(net)
-        ports = {}
-        for field in ("sport", "dport"):
-            if field not in data:
-                ports[field] = None
-                continue
-            value = data[field]
-            if proto not in ("tcp", "udp"):
-                raise ValueError(f"{field} needs proto tcp or udp")
-            ports[field] = _port_range(field, value)
-        return cls(iface.upper(), proto, addrs["src"], addrs["dst"],
-                   ports["sport"], ports["dport"])
+    def from_filter(cls, flt: Filter) -> CaptureFilter:
+        """The capture rule of a task-model filter (validated by measure_model.task)."""
+        return cls(flt.interface, flt.proto, flt.src, flt.dst,
+                   None if flt.sport is None else str(flt.sport),
+                   None if flt.dport is None else str(flt.dport))
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in FILTER_FIELDS if getattr(self, k) is not None}

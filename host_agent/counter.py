@@ -62,40 +62,32 @@ from typing import Any
 
 import numpy as np
 
-from measure_model.hll import HyperLogLog, check_precision
+from measure_model.hll import HyperLogLog
 from measure_model.keys import (
     HeaderBatch,
-    check_key_type,
     format_key,
     key_ints,
-    normalize_increment,
     parse_key,
     sketch_key_of,
 )
-from measure_model.sketch import CountMinSketch, check_params
+from measure_model.sketch import CountMinSketch
+from measure_model.task import Task
 
-WINDOW_MODES = ("tumbling", "sliding")
+MAX_CANDIDATES = 1000
 SLIDING_BUCKETS = 10
 WINDOW_HLL_PRECISION = 10
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _int_in(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} {value} must be from {low} to {high}")
-    return value
-
-
 @dataclass
 class CounterSpec:
-    """What a counter counts and how; validated on construction (ValueError names the field)."""
+    """What a counter counts and how: the engine's parameters.
+
+    Built from a parsed task with :meth:`from_task` (the task was validated
+    by ``measure_model.task``; nothing here checks it again). The
+    engine-only parameters (candidate set and window sizes, HLL precision,
+    scan bounds) are derived here; benchmarks and unit tests may set them
+    directly.
+    """
 
     key: str = "src"
     increment: str = "pkt"
@@ -108,7 +100,7 @@ class CounterSpec:
     depth: int = 4
     seed: int = 1
     conservative: bool = True
-    max_candidates: int = 1000
+    max_candidates: int = MAX_CANDIDATES
     max_window_keys: int = 10000
     scan: bool = False
     hll_precision: int = 12
@@ -116,38 +108,29 @@ class CounterSpec:
     max_scan_sources: int = 100
     max_scan_list: int = 1024
 
-    def __post_init__(self) -> None:
-        check_key_type(self.key, "key")
-        self.increment = normalize_increment(self.increment)
-        if self.threshold is not None and self.threshold_abs is not None:
-            raise ValueError("threshold and threshold_abs are exclusive")
-        if self.threshold is not None:
-            self.threshold = _number(self.threshold, "threshold")
-            if not 0 < self.threshold <= 1:
-                raise ValueError(f"threshold {self.threshold} must be > 0 and <= 1")
-        if self.threshold_abs is not None:
-            self.threshold_abs = _number(self.threshold_abs, "threshold_abs")
-            if self.threshold_abs <= 0:
-                raise ValueError(f"threshold_abs {self.threshold_abs} must be > 0")
-        _int_in(self.top_k, "top_k", 1, 1000)
-        self.window_length = _number(self.window_length, "window_length")
-        if not 0.05 <= self.window_length <= 3600:
-            raise ValueError(f"window_length {self.window_length} must be from 0.05 to 3600")
-        if self.window_mode not in WINDOW_MODES:
-            raise ValueError(f"window_mode {self.window_mode!r} is not one of tumbling, sliding")
-        check_params(self.width, self.depth, self.seed)
-        if not isinstance(self.conservative, bool):
-            raise ValueError(f"conservative must be true or false, got {self.conservative!r}")
-        _int_in(self.max_candidates, "max_candidates", 1, 100_000)
-        if self.max_candidates < self.top_k:
-            raise ValueError(f"max_candidates {self.max_candidates} must be >= top_k {self.top_k}")
-        _int_in(self.max_window_keys, "max_window_keys", 1, 1_000_000)
-        if not isinstance(self.scan, bool):
-            raise ValueError(f"scan must be true or false, got {self.scan!r}")
-        check_precision(self.hll_precision, "hll_precision")
-        _int_in(self.candidate_divisor, "candidate_divisor", 1, 1_000_000)
-        _int_in(self.max_scan_sources, "max_scan_sources", 1, 100_000)
-        _int_in(self.max_scan_list, "max_scan_list", 1, 65536)
+    @classmethod
+    def from_task(cls, task: Task, candidate_divisor: int = 1) -> CounterSpec:
+        """The counter of a measurement task.
+
+        ``candidate_divisor`` = agents in the task's scope for absolute
+        thresholds (candidates at ``threshold_abs / n``, see the module
+        docstring); scan tracking is on for port_scan tasks.
+        """
+        if not task.measures:
+            raise ValueError(f"kind {task.kind} is not counted by agents")
+        assert task.key and task.increment and task.top_k and task.window and task.sketch
+        return cls(key=task.key, increment=task.increment, threshold=task.threshold,
+                   threshold_abs=task.threshold_abs, top_k=task.top_k,
+                   window_length=task.window.length, window_mode=task.window.mode,
+                   width=task.sketch.width, depth=task.sketch.depth, seed=task.sketch.seed,
+                   max_candidates=max(MAX_CANDIDATES, task.top_k),
+                   scan=task.kind == "port_scan",
+                   candidate_divisor=max(1, int(candidate_divisor)))
+
+    @property
+    def cell_bytes(self) -> int:
+        """Bytes of the sketch cells (what agents budget memory by)."""
+        return self.width * self.depth * 8
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ Semantics follow the original walk-through (shared/seeds/000_*.txt):
     {"type": "query real time counter", "sketch_id": 1, "counter_key_type": "src_dport"}
         -> JSON object key -> count in the real-time window
     {"type": "query bw", "src": "10.0.0.5", "dst": "10.0.0.6"}
-        -> MBytes/s as plain text (bandwidth.legacy_query_bw)
+        -> MBytes/s as plain text (bandwidth.Prober.legacy_query_bw)
 
 On the overlay root (the walk-through's h2), a new legacy counter is also
 shared with the whole tree as a global task
@@ -29,7 +29,9 @@ answers. Elsewhere they answer from the local counter.
 
 JSON objects of string keys and integer values are also valid Python
 literals, so the original clients' ``ast.literal_eval(r.text)`` still works.
-Errors are 4xx with ``{"error": "..."}`` naming the field. Optional extra
+The fields are translated into the task model by
+``measure_model.legacy_msgs`` and checked by its table. Errors are 4xx with
+``{"error": "..."}`` naming the field. Optional extra
 fields: ``src``/``dst``/``sport``/``dport`` on ``config sketch`` and
 ``threshold``/``threshold_abs``/``top_k``/``window_length``/``window_mode``
 on ``config sketch counter``.
@@ -43,11 +45,17 @@ from typing import Any
 
 import webob
 
-from host_agent.agent import Agent, AgentError
+from host_agent.agent import Agent, parse_counter
+from host_agent.bandwidth import Prober
+from host_agent.bandwidth_error import BandwidthError
+from host_agent.errors import AgentError
+from measure_model.legacy_msgs import (
+    COUNTER_FIELDS,
+    SKETCH_FIELDS,
+    legacy_counter_body,
+    legacy_filter,
+)
 
-SKETCH_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
-COUNTER_FIELDS = ("sketch_id", "counter_key_type", "increment", "threshold", "threshold_abs",
-                  "top_k", "window_length", "window_mode")
 REAL_TIME_KEY_NUM = "real_time_key_num"
 log = logging.getLogger("host_agent.legacy")
 
@@ -93,41 +101,27 @@ def _only(fields: dict, allowed: tuple[str, ...]) -> None:
 
 def config_sketch(agent: Agent, f: dict) -> webob.Response:
     _only(f, SKETCH_FIELDS)
-    filt = {k: f[k] for k in SKETCH_FIELDS if f.get(k) not in (None, "")}
-    return text(str(agent.create_sketch(filt).id))
+    return text(str(agent.create_sketch(legacy_filter(f)).id))
 
 
 def config_counter(agent: Agent, f: dict) -> webob.Response:
     _only(f, COUNTER_FIELDS)
     sketch = agent.get_sketch(need(f, "sketch_id"))
     key = need(f, "counter_key_type")
-    inc = f.get("increment", "")
-    body: dict[str, Any] = {"key": key, "increment": "pkt" if inc in ("", None) else inc}
-    for name in ("threshold", "threshold_abs", "top_k"):
-        if f.get(name) not in (None, ""):
-            body[name] = f[name]
-    window = {}
-    if f.get("window_length") not in (None, ""):
-        window["length"] = f["window_length"]
-    if f.get("window_mode") not in (None, ""):
-        window["mode"] = f["window_mode"]
-    if window:
-        body["window"] = window
-    from host_agent.agent import counter_spec
-
     try:
-        spec = counter_spec(body)
+        task = parse_counter(legacy_counter_body(f), sketch.filter)
     except AgentError as exc:
         if exc.message.startswith("key "):
             raise AgentError(400, "counter_key_type" + exc.message[3:]) from None
         raise
     for cid, existing in sorted(sketch.counters.items()):
-        if existing["key"] == key:
-            if existing["increment"] == spec["increment"]:
+        if existing.task.key == key:
+            if existing.task.increment == task.increment:
                 return text(str(cid))
             raise AgentError(409, f"sketch {sketch.id} already has a counter_key_type "
-                                  f"{key!r} counter with increment {existing['increment']!r}")
-    cid = agent.add_counter(sketch.id, body)
+                                  f"{key!r} counter with increment "
+                                  f"{existing.task.increment!r}")
+    cid = agent.add_task_counter(sketch.id, task)
     share = getattr(agent.overlay, "share_legacy_counter", None)
     if share is not None:  # at the overlay root the whole tree counts too
         try:
@@ -182,16 +176,12 @@ def query_real_time(agent: Agent, f: dict) -> webob.Response:
     return as_json(window["counts"])
 
 
-def query_bw(agent: Agent, f: dict) -> webob.Response:
+def query_bw(prober: Prober, f: dict) -> webob.Response:
     _only(f, ("src", "dst"))
     src, dst = need(f, "src"), need(f, "dst")
     try:
-        from host_agent import bandwidth
-    except ImportError:
-        raise AgentError(503, "bandwidth probing is not available") from None
-    try:
-        return text(bandwidth.legacy_query_bw(agent, str(src), str(dst)))
-    except bandwidth.BandwidthError as exc:
+        return text(prober.legacy_query_bw(str(src), str(dst)))
+    except BandwidthError as exc:
         raise AgentError(getattr(exc, "status", 400), str(exc)) from None
 
 
@@ -201,16 +191,19 @@ HANDLERS = {
     "query heavy hitters": query_heavy_hitters,
     "query sketch": query_sketch,
     "query real time counter": query_real_time,
-    "query bw": query_bw,
 }
+KINDS = (*HANDLERS, "query bw")
 
 
-def handle_legacy(agent: Agent, req: webob.Request) -> webob.Response:
-    """Answer one legacy message (errors are raised as AgentError)."""
+def handle_legacy(agent: Agent, req: webob.Request, prober: Prober) -> webob.Response:
+    """Answer one legacy message (errors are raised as AgentError); ``query bw``
+    runs a probe from this agent through ``prober``."""
     fields = fields_of(req)
     kind = need(fields, "type")
+    if kind == "query bw":
+        return query_bw(prober, fields)
     handler = HANDLERS.get(kind) if isinstance(kind, str) else None
     if handler is None:
         raise AgentError(400, f"unknown type {kind!r}; expected one of "
-                              f"{', '.join(HANDLERS)}")
+                              f"{', '.join(KINDS)}")
     return handler(agent, fields)

@@ -13,16 +13,18 @@ for the overlay), because unpickling is code execution if either side is
 ever compromised, and because a line is easy to read in a trace. Requests:
 
     {"op": "ping"}
-    {"op": "add_sketch", "sketch": 1, "slot": 0, "counters": {"1": {spec}}}
+    {"op": "add_sketch", "sketch": 1, "slot": 0, "counters": {"1": {entry}}}
     {"op": "remove_sketch", "sketch": 1}
-    {"op": "add_counter", "sketch": 1, "counter": 2, "spec": {spec}}
+    {"op": "add_counter", "sketch": 1, "counter": 2, "entry": {entry}}
     {"op": "remove_counter", "sketch": 1, "counter": 2}
     {"op": "query", "sketch": 1, "counter": 2, "method": "snapshot", "now": t}
         (method: snapshot | estimate (+ "key") | heavy_hitters | top_k
          | window | scan)
     {"op": "stats"}  -> {"seen": {"1": [pkts, bytes]}, "packets": n, ...}
 
-Replies are ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": msg}``.
+A counter ``entry`` is ``{"task": Task.to_dict(), "candidate_divisor": n}``
+(see ``default_counter_factory``). Replies are ``{"ok": true, "result":
+...}`` or ``{"ok": false, "error": msg}``.
 
 Packet path
 -----------
@@ -102,16 +104,22 @@ def verdict_batch_message(queue: int, last_id: int, verdict: int = _NF_ACCEPT) -
     return header + body
 
 
-def default_counter_factory(spec: dict, now: float) -> Any:
-    """Build the engine's Counter from a counter spec dict (see agent.counter_spec)."""
-    from host_agent.counter import Counter, CounterSpec
+def default_counter_factory(entry: dict, now: float) -> Any:
+    """Build the engine's Counter from a counter entry of the protocol.
 
-    return Counter(CounterSpec(
-        key=spec["key"], increment=spec["increment"], threshold=spec.get("threshold"),
-        threshold_abs=spec.get("threshold_abs"), top_k=spec.get("top_k", 10),
-        window_length=spec["window"]["length"], window_mode=spec["window"]["mode"],
-        width=spec["sketch"]["width"], depth=spec["sketch"]["depth"],
-        seed=spec["sketch"]["seed"], scan=spec.get("scan_ports") is not None), now)
+    ``entry`` is ``{"task": Task.to_dict(), "candidate_divisor": n}``: the
+    task crosses the process boundary in its wire form and is read back
+    with ``Task.from_dict`` (the one validator), then
+    ``CounterSpec.from_task`` derives the engine's parameters.
+    """
+    from host_agent.counter import Counter, CounterSpec
+    from measure_model.task import Task
+
+    task = Task.from_dict(entry["task"], "monitor counter")
+    divisor = entry.get("candidate_divisor", 1)
+    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
+        raise ValueError(f"candidate_divisor {divisor!r} is not a positive integer")
+    return Counter(CounterSpec.from_task(task, candidate_divisor=divisor), now)
 
 
 def default_batch_parser(payloads: list[bytes]) -> Any:
@@ -192,18 +200,19 @@ class MonitorCore:
                     "batches": self.batches, "errors": self.errors, "started": self.started}
         if op == "add_sketch":
             state = SketchState(int(msg["sketch"]), int(msg["slot"]))
-            for cid, spec in (msg.get("counters") or {}).items():
-                state.counters[int(cid)] = self.factory(spec, now)
+            for cid, entry in (msg.get("counters") or {}).items():
+                state.counters[int(cid)] = self.factory(entry, now)
             self.sketches[state.sketch] = state
             return None
         if op == "remove_sketch":
             self.sketches.pop(int(msg["sketch"]), None)
             return None
-        state = self.sketches.get(int(msg.get("sketch", -1)))
-        if state is None:
+        found = self.sketches.get(int(msg.get("sketch", -1)))
+        if found is None:
             raise KeyError(f"unknown sketch {msg.get('sketch')!r}")
+        state = found
         if op == "add_counter":
-            state.counters[int(msg["counter"])] = self.factory(msg["spec"], now)
+            state.counters[int(msg["counter"])] = self.factory(msg["entry"], now)
             return None
         if op == "remove_counter":
             state.counters.pop(int(msg["counter"]), None)
@@ -334,7 +343,7 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                 continue
             if nl in ready:
                 budget.left = BUDGET
-                nfq.run_socket(budget)
+                nfq.run_socket(budget)  # type: ignore[arg-type]  # duck-typed recv()
                 if last_id[0]:  # one verdict message for everything just drained
                     nl.send(verdict_batch_message(queue, last_id[0]))
                     last_id[0] = 0

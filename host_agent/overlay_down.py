@@ -65,7 +65,8 @@ class TaskFanOut:
         ``upward=False`` keeps this node's finalised reports of the task here
         when it is the root (a legacy counter it shares; see ``TaskState``).
         """
-        task, hints = check_task(task_id, task)
+        parsed, hints = check_task(task_id, task)
+        task = parsed.to_dict()
         budget = self._budget(hints)
         agents = self._population(hints)
         interval = task.get("report_interval") or DEFAULT_INTERVAL
@@ -89,12 +90,10 @@ class TaskFanOut:
             if state.installed or not install_local:
                 state.installed = True
                 return {self.name: "ok"}
-            spec = dict(task, id=task_id)
-            if task.get("threshold_abs") is not None and agents > 1:
-                # pigeonhole for absolute thresholds: candidates at threshold / n
-                spec["candidate_divisor"] = agents
+            # pigeonhole for absolute thresholds: candidates at threshold / n
+            divisor = agents if parsed.threshold_abs is not None and agents > 1 else 1
             try:
-                self.agent.install_task(spec)
+                self.agent.install_task(task_id, parsed, candidate_divisor=divisor)
             except Exception as exc:  # noqa: BLE001 - reported per agent
                 return {self.name: f"error: {exc}"}
             state.installed = True

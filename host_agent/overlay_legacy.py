@@ -23,6 +23,7 @@ with what it uses: the agent runtime (its legacy sketches), the node's
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from host_agent.overlay_down import TaskFanOut
 from host_agent.overlay_state import NodeState
@@ -61,18 +62,9 @@ class LegacyRoot:
         with self.state.lock:
             if not self.state.children or not self.state.root:
                 return None
-        sketch = self.agent.sketches[sketch_id]
-        spec = sketch.counters[counter_id]
-        thresholds = {k: spec[k] for k in ("threshold", "threshold_abs")
-                      if spec.get(k) is not None}
-        task = {"name": legacy_task_id(sketch_id, counter_id),
-                "kind": "heavy_hitters" if thresholds else "counter",
-                "filter": sketch.filter.to_dict(), "key": spec["key"],
-                "increment": spec["increment"], "top_k": spec["top_k"],
-                "window": spec["window"], "sketch": spec["sketch"],
-                "report_interval": LEGACY_INTERVAL, **thresholds}
-        if spec.get("scan_ports") is not None:
-            task["scan_ports"] = spec["scan_ports"]
+        counter = self.agent.sketches[sketch_id].counters[counter_id]
+        task = replace(counter.task, name=legacy_task_id(sketch_id, counter_id),
+                       report_interval=LEGACY_INTERVAL).to_dict()
         task_id = legacy_task_id(sketch_id, counter_id)
         with self.state.lock:
             self.state.legacy[task_id] = (sketch_id, counter_id)

@@ -195,7 +195,7 @@ class OverlayNode:
         if unknown:
             raise ValueError(f"overlay: unknown field '{sorted(unknown)[0]}'")
         epoch = body.get("epoch")
-        if not is_count(epoch) or epoch > 2 ** 53:
+        if not isinstance(epoch, int) or not is_count(epoch) or epoch > 2 ** 53:
             raise ValueError("overlay: field 'epoch' must be an integer from 0 to 2^53")
         parent = body.get("parent")
         parent = None if parent is None else parse_peer(parent, "parent")

@@ -12,13 +12,18 @@ runner are ``measure_model.httpclient.Transport`` and
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from measure_model.task import Task
+
+if TYPE_CHECKING:
+    from host_agent.sketches import CounterConfig
 
 
 class LegacySketch(Protocol):
     """A sketch made by the original messages: its filter and its counters."""
 
-    counters: dict[int, dict]
+    counters: dict[int, CounterConfig]
 
     @property
     def filter(self) -> Any:
@@ -31,8 +36,9 @@ class OverlayAgent(Protocol):
 
     name: str
 
-    def install_task(self, task: dict) -> int:
-        """Start measuring a task (``task["id"]`` names it); idempotent."""
+    def install_task(self, task_id: str, task: Task, candidate_divisor: int = 1) -> int:
+        """Start measuring a parsed task under ``task_id`` (replacing it if held);
+        ``candidate_divisor``: agents in scope, for absolute thresholds."""
         ...
 
     def remove_task(self, task_id: str) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from measure_model.task import HOST_PATTERN, KINDS
+from measure_model.report import check_snapshot
+from measure_model.snapshot import Report
+from measure_model.task import HOST_PATTERN, KINDS, Task
 
 OVERLAY_KEY = "_overlay"
 URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]{1,253}(:[0-9]{1,5})?(/[\x21-\x7e]*)?")
@@ -33,7 +35,7 @@ def parse_peer(value: Any, where: str) -> Peer:
     name, url = value.get("name"), value.get("url")
     if not isinstance(name, str) or not HOST_RE.fullmatch(name):
         raise ValueError(f"overlay: {where} field 'name' must be an agent name")
-    if not is_url(url):
+    if not isinstance(url, str) or not is_url(url):
         raise ValueError(f"overlay: {where} field 'url' must be an http(s) URL")
     return Peer(name, url.rstrip("/"))
 
@@ -58,20 +60,23 @@ def check_hints(hints: Any) -> dict | None:
     return hints
 
 
-def check_task(task_id: Any, body: Any) -> tuple[dict, dict | None]:
-    """Validate a forwarded task before anything is stored; returns (task, hints)."""
+def check_task(task_id: Any, body: Any) -> tuple[Task, dict | None]:
+    """Parse a forwarded task once, before anything is stored: (Task, hints).
+
+    The body is ``Task.to_dict()`` plus the reserved ``_overlay`` hints; the
+    task is read with ``Task.from_dict`` (the task table) and travels parsed
+    from here on.
+    """
     if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
         raise ValueError("task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
     if not isinstance(body, dict):
         raise ValueError("task: body must be a JSON object")
-    task = dict(body)
-    hints = check_hints(task.pop(OVERLAY_KEY, None))
-    from measure_model.task import parse_task
-
-    parsed = parse_task(task, f"PUT /agent/v1/tasks/{task_id}")  # PolicyError: ValueError
-    if parsed.kind == "bandwidth":
+    wire = dict(body)
+    hints = check_hints(wire.pop(OVERLAY_KEY, None))
+    task = Task.from_dict(wire, f"PUT /agent/v1/tasks/{task_id}")  # PolicyError: ValueError
+    if not task.measures:
         raise ValueError("task: bandwidth tasks are run by the controller, not the overlay")
-    return parsed.to_dict(), hints
+    return task, hints
 
 
 TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -129,7 +134,7 @@ def _summary(name: Any, value: Any) -> None:
         raise ValueError(f"{where}: 'generated_at' must be a time")
 
 
-def validate_report(body: Any, check: Callable[[dict], Any] | None = None) -> dict:
+def validate_report(body: Any, check: Callable[[Any], Any] | None = None) -> Report:
     """Check an overlay report completely before anything is stored.
 
     Used on receipt by parents (``receive_report``) and by the controller
@@ -167,9 +172,7 @@ def validate_report(body: Any, check: Callable[[dict], Any] | None = None) -> di
                              "when nothing in the subtree measures the task")
         if snap.get("missed", {}) is None:
             snap["missed"] = {}  # an agent without capture rules knows of no misses
-        if check is None:
-            from measure_model.report import check_snapshot as check
-        check(snap)  # ValueError "snapshot: ..."
+        (check or check_snapshot)(snap)  # ValueError "snapshot: ..."
     per_host = body.get("per_host", {})
     if not isinstance(per_host, dict) or len(per_host) > MAX_AGENTS:
         raise ValueError("report: field 'per_host' must map agent names to summaries")
@@ -180,4 +183,4 @@ def validate_report(body: Any, check: Callable[[dict], Any] | None = None) -> di
             isinstance(k, str) and HOST_RE.fullmatch(k) and isinstance(v, str)
             for k, v in errors.items()):
         raise ValueError("report: field 'errors' must map agent names to messages")
-    return body
+    return cast(Report, body)  # checked field by field above

@@ -364,8 +364,8 @@ def merge_all(snaps: list[dict], checked: bool = False) -> dict[str, Any]:
     covered = sorted({h for s in snaps for h in s.get("covered", [])})
     missing = sorted({h for s in snaps for h in s.get("missing", [])} - set(covered))
     times = [s["generated_at"] for s in snaps if s.get("generated_at") is not None]
-    oldest = [s.get("oldest", s.get("generated_at")) for s in snaps]
-    oldest = [t for t in oldest if t is not None]
+    oldest = [t for t in (s.get("oldest", s.get("generated_at")) for s in snaps)
+              if t is not None]
     return {
         "key": key_type, "increment": increment, **totals,
         "sketch": sketch.to_wire(),

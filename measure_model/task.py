@@ -77,7 +77,8 @@ MAX_POLICY_BYTES = 256 * 1024      # one YAML policy or JSON body
 MAX_POLICY_TASKS = 100             # tasks in one policy or request
 MAX_TASKS = 200                    # tasks the controller holds at once
 MAX_SCOPE = 1000                   # hosts listed in one scope
-DEFAULT_THRESHOLD = 0.05           # heavy_hitters (and agent counters) without a threshold
+DEFAULT_THRESHOLD = 0.05           # measurement tasks without threshold_abs ...
+NO_DEFAULT_THRESHOLD = ("flow_size",)  # ... except these kinds
 MAX_THRESHOLD_ABS = 2 ** 62
 DEFAULT_TOP_K, MAX_TOP_K = 10, 1000
 DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW = 1.0, 0.05, 3600.0
@@ -187,9 +188,14 @@ def _ports_need_proto(obj: dict[str, Any]) -> None:
 
 
 def _default_threshold(obj: dict[str, Any]) -> float | None:
-    if obj.get("kind") == "heavy_hitters" and obj.get("threshold_abs") is None:
-        return DEFAULT_THRESHOLD
-    return None
+    """DEFAULT_THRESHOLD unless the task gives threshold_abs or ranks every flow.
+
+    flow_size has no fraction threshold: a flow small against the whole
+    network's total is still a flow, so its result lists the largest flows.
+    """
+    if obj.get("threshold_abs") is not None or obj.get("kind") in NO_DEFAULT_THRESHOLD:
+        return None
+    return DEFAULT_THRESHOLD
 
 
 HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
@@ -230,8 +236,8 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("increment", Choice(INCREMENTS, (("byte", "bytes"),)), "pkt", kinds=_MEASURE,
         doc="count packets or IPv4 bytes"),
     Row("threshold", Number(0.0, 1.0, lo_open=True), _default_threshold, kinds=_MEASURE,
-        doc=f"heavy if >= this fraction of the total (heavy_hitters default "
-            f"{DEFAULT_THRESHOLD}); exclusive with threshold_abs"),
+        doc=f"heavy if >= this fraction of the total (default {DEFAULT_THRESHOLD}, none for "
+            "flow_size or with threshold_abs); exclusive with threshold_abs"),
     Row("threshold_abs", Integer(1, MAX_THRESHOLD_ABS), kinds=_MEASURE,
         doc="heavy if >= this absolute count (over all hosts in scope)"),
     Row("top_k", Integer(1, MAX_TOP_K), DEFAULT_TOP_K, kinds=_MEASURE,
@@ -362,8 +368,8 @@ def parse_tasks(obj: Any, source_name: str) -> list[Task]:
 def counter_task(body: Any, name: str, filter: Any = None) -> Task:
     """An agent counter body (``COUNTER_FIELDS``, ``key`` required) as a Task.
 
-    Kind port_scan with ``scan_ports``, else heavy_hitters (so the threshold
-    is ``DEFAULT_THRESHOLD`` unless one is given). ``filter`` is the
+    Kind port_scan with ``scan_ports``, else heavy_hitters; the threshold is
+    ``DEFAULT_THRESHOLD`` unless one is given, as for every task. ``filter`` is the
     sketch's filter in its wire form. Raises FieldError naming the field.
     """
     if not isinstance(body, dict):

@@ -55,8 +55,8 @@ class BandwidthJobs:
             raise Unavailable(f"bandwidth: agent {agent.name} ({role}) is down")
         return agent
 
-    def request(self, src: str, dst: str, method: str = "slops", max_duration: float = 10.0,
-                max_bytes: int = 20_000_000) -> tuple[int, Any]:
+    def request(self, src: str, dst: str, method: str, max_duration: float,
+                max_bytes: int) -> tuple[int, Any]:
         """Ask the source agent to probe towards the destination agent."""
         src_agent, dst_agent = self._end("src", src), self._end("dst", dst)
         if src_agent.name == dst_agent.name:
@@ -90,6 +90,10 @@ class BandwidthJobs:
     def _probe(self, record: TaskRecord, records: dict[str, TaskRecord]) -> None:
         t = record.task
         try:
+            # a parsed bandwidth task has every one of these (measure_model.task)
+            if (t.src is None or t.dst is None or t.method is None or t.max_duration is None
+                    or t.max_bytes is None):
+                raise BadRequest(f"bandwidth task {record.id} lacks a bandwidth field")
             _, reply = self.request(t.src, t.dst, t.method, t.max_duration, t.max_bytes)
             status, error = "done", None
         except (NotFound, Unavailable) as exc:

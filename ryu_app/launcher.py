@@ -11,12 +11,22 @@ link discovery), OpenFlow on 6653 and its REST API on port 8080. Its own
 options and config file (``--config``, ``--check-config``, ``--version``)
 are in ``ryu_app.controller_options``; any other argument is passed to
 ``ryu-manager`` unchanged.
+
+Start-up and shutdown are quiet and prompt: eventlet is monkey-patched
+first, before anything creates a lock (Ryu patches threads only after its
+logging is set up, hence eventlet's "5 RLock(s) were not greened"), its
+deprecation notice is not shown to operators, and SIGINT/SIGTERM stop the
+controller at once (Ryu's own ``KeyboardInterrupt`` path only works when the
+signal lands in the main green thread: the first Ctrl-C was usually lost in
+the hub and the second ended in a traceback).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import warnings
 
 from measure_model.config import ConfigError
 from ryu_app.controller_options import config_error_exit, ryu_invocation
@@ -44,6 +54,22 @@ def patch_eventlet() -> None:
         eventlet.wsgi.server = quiet_server
 
 
+def green_first() -> None:
+    """Monkey-patch everything before any lock exists; hide the deprecation notice."""
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    import eventlet
+
+    eventlet.monkey_patch()
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    """Exit at once, status 0: every change is already committed to the SQLite store
+    (tasks are stored before a call answers) and agents keep their tasks."""
+    print(f"measure-controller: stopped ({signal.Signals(signum).name})", file=sys.stderr,
+          flush=True)
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args, env, check_only = ryu_invocation(sys.argv[1:] if argv is None else argv)
@@ -53,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         print("measure-controller: configuration is valid")
         return 0
     os.environ.update(env)
+    green_first()
     patch_eventlet()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     from ryu.cmd import manager
 
     sys.argv = ["ryu-manager", *args]

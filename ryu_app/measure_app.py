@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
@@ -78,7 +79,7 @@ class MeasureApp(app_manager.RyuApp):
         super().__init__(*args, **kwargs)
         self.topology = Topology()
         self.forwarding = Forwarding(self.topology)
-        self.datapaths: dict[int, object] = {}
+        self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
         self.service = self._make_service()
         register_rest(kwargs["wsgi"], self.service)
         self._ticker = hub.spawn(self._tick_loop)
@@ -206,7 +207,7 @@ class MeasureApp(app_manager.RyuApp):
                 continue
             ofp, parser = dp.ofproto, dp.ofproto_parser
             if isinstance(d, SourceFlow):
-                fields = {"eth_src": d.eth_src}
+                fields: dict[str, Any] = {"eth_src": d.eth_src}
                 if d.in_port is not None:
                     fields["in_port"] = d.in_port
                 dp.send_msg(parser.OFPFlowMod(

@@ -193,16 +193,16 @@ def build_overlay(graph, agents: dict[str, Any], fanout: int,
         if not scored:
             break  # root unlocated and full: handled with the unlocated agents
         nearest = min(s[0] for s in scored)
-        _, _, best = min(((lvl, d, p) for d, lvl, p in scored if d <= nearest + 1))
-        attach(name, best)
+        parent = min(((lvl, d, p) for d, lvl, p in scored if d <= nearest + 1))[2]
+        attach(name, parent)
         open_located.append(name)
 
     # Everything not yet placed goes breadth-first under the shallowest open slot.
     rest = [n for n in names if n not in tree.parent]
     for name in rest:
-        best = min((p for p in tree.parent if open_slot(p)),
-                   key=lambda p: (tree.levels[p], p))
-        attach(name, best)
+        parent = min((p for p in tree.parent if open_slot(p)),
+                     key=lambda p: (tree.levels[p], p))
+        attach(name, parent)
     for kids in tree.children.values():
         kids.sort()
     tree.depth = max(tree.levels.values())

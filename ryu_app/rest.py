@@ -317,11 +317,11 @@ class MeasureController(ControllerBase):
         host = _query(req, "host")
         if host is not None:
             host = parse_name(host, "host")
-        limit = _query(req, "limit")
-        if limit is None:
+        text = _query(req, "limit")
+        if text is None:
             limit = 50
-        elif re.fullmatch(r"[1-9][0-9]{0,2}|1000", limit):
-            limit = int(limit)
+        elif re.fullmatch(r"[1-9][0-9]{0,2}|1000", text):
+            limit = int(text)
         else:
             raise HttpError(400, "query parameter 'limit' must be an integer from 1 to 1000")
         return json_response(self.service.history(task_id, host, limit))

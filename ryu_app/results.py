@@ -47,8 +47,11 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
+from measure_model.overlay_msgs import validate_report as check_report
+from measure_model.snapshot import Report
+from measure_model.task import DEFAULT_SCAN_PORTS
+
 GLOBAL = "*"
-DEFAULT_SCAN_PORTS = 20
 MAX_EVENTS_PER_REPORT = 100
 WINDOW_KEYS = 100
 HOSTS = "+hosts"  # the store row holding one interval's per-host results
@@ -85,12 +88,10 @@ def _number(report: dict, name: str) -> float:
     return float(value)
 
 
-def validate_report(report: Any) -> dict:
+def validate_report(report: Any) -> Report:
     """The full check of ``measure_model.overlay_msgs.validate_report`` (envelope, names,
     times, per-host summaries, and the snapshot with ``report.check_snapshot``)."""
-    from measure_model.overlay_msgs import validate_report as check
-
-    return check(report)
+    return check_report(report)
 
 
 def _top_counts(window: Any) -> Any:
@@ -140,12 +141,12 @@ class Results:
         self._known: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def ingest(self, report: dict, now: float | None = None) -> list[int]:
+    def ingest(self, body: Any, now: float | None = None) -> list[int]:
         """Record one root report; returns the ids of the events it raised."""
-        report = validate_report(report)
+        report = validate_report(body)
         now = time.time() if now is None else now
         task_id = report["task_id"]
-        snap = report["snapshot"] or {}  # null: nothing in the tree measures the task
+        snap: dict[str, Any] = dict(report["snapshot"] or {})  # null: nothing measures it
         covered = sorted(set(report["covered"]))
         with self._lock:
             known = self._known.get(task_id)
@@ -188,7 +189,9 @@ class Results:
         ids: list[int] = []
         base = {"interval_end": cur["interval_end"]}
         prev_hh = set((prev or {}).get("heavy_hitters") or {})
-        hh = cur.get("heavy_hitters") or {}
+        # a flow-size task lists flows (its heavy_hitters are its largest flows, no
+        # threshold): no flow is an event
+        hh = {} if cur.get("kind") == "flow_size" else cur.get("heavy_hitters") or {}
         new = sorted((k for k in hh if k not in prev_hh), key=lambda k: (-hh[k], k))
         for key in new[:MAX_EVENTS_PER_REPORT]:
             ids.append(self.store.add_event(now, task_id, "heavy_hitter",
@@ -255,5 +258,5 @@ class Results:
     def _aged(result: dict, now: float | None) -> dict:
         now = time.time() if now is None else now
         oldest = result.get("oldest")
-        ref = oldest if isinstance(oldest, int | float) else result.get("interval_end")
+        ref = oldest if isinstance(oldest, int | float) else result["interval_end"]
         return {**result, "age": round(max(0.0, now - float(ref)), 3)}

@@ -55,7 +55,7 @@ import networkx as nx
 
 from measure_model.httpclient import HttpClient, Transport
 from measure_model.runner import Runner, default_runner
-from measure_model.task import Task
+from measure_model.task import MAX_TASKS, Task
 from measure_model.version import __version__
 from ryu_app.auth_config import AuthConfig, auth_from_env
 from ryu_app.bandwidth_jobs import BandwidthJobs
@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONTROLLER_URL = "http://192.168.100.254:8080"
 DEFAULT_FANOUT = 4
-MAX_TASKS = 200
 PARTIAL_RETRY = 10.0
 
 
@@ -310,9 +309,10 @@ class MeasureService:
 
     # ------------------------------------------------------------ bandwidth
 
-    def bandwidth(self, src: str, dst: str, method: str = "slops", max_duration: float = 10.0,
-                  max_bytes: int = 20_000_000) -> tuple[int, Any]:
-        """Ask the source agent to probe towards the destination agent."""
+    def bandwidth(self, src: str, dst: str, method: str, max_duration: float,
+                  max_bytes: int) -> tuple[int, Any]:
+        """Ask the source agent to probe towards the destination agent (the
+        arguments as ``measure_model.task.bandwidth_request`` checked them)."""
         return self.jobs.request(src, dst, method, max_duration, max_bytes)
 
     # ------------------------------------------------------------ health

@@ -210,9 +210,9 @@ class Store:
         with self._tx() as db:
             cur = db.execute("INSERT INTO events (ts, task_id, kind, json) VALUES (?,?,?,?)",
                              (ts, task_id, kind, json.dumps(payload)))
-            event_id = cur.lastrowid
+            event_id = int(cur.lastrowid or 0)
             db.execute("DELETE FROM events WHERE id <= ?", (event_id - self.max_events,))
-        return int(event_id)
+        return event_id
 
     def events(self, since: int = 0, limit: int = 1000) -> list[dict]:
         """Events with id > ``since``, oldest first."""

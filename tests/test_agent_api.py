@@ -14,9 +14,11 @@ import struct
 import pytest
 import webob
 
-from host_agent.agent import Agent, AgentError
+from host_agent.agent import Agent
 from host_agent.api import LEGACY_DISABLED, AgentApp
+from host_agent.errors import AgentError
 from host_agent.monitor import MonitorCore, fail_open_message
+from measure_model.task import Task
 
 pytestmark = pytest.mark.unit
 
@@ -168,15 +170,16 @@ def test_portscan_window_distinct_ports(app, mon, clock):
      "counter, query bw"),
     ({"interface": "INPUT"}, 400, "missing field 'type'"),
     ({"type": "config sketch", "interface": "FORWARD"}, 400,
-     "interface must be INPUT or OUTPUT, got 'FORWARD'"),
+     "filter.interface 'FORWARD' is not one of INPUT, OUTPUT"),
     ({"type": "config sketch", "proto": "sctp"}, 400,
-     "proto must be one of tcp, udp, icmp, got 'sctp'"),
+     "filter.proto 'sctp' is not one of tcp, udp, icmp"),
     ({"type": "config sketch", "src": "10.0.0.300"}, 400,
-     "src must be an IPv4 address or prefix, got '10.0.0.300'"),
+     "filter.src '10.0.0.300' is not an IPv4 address or prefix "
+     "(Octet 300 (> 255) not permitted in '10.0.0.300')"),
     ({"type": "config sketch", "proto": "icmp", "dport": "80"}, 400,
-     "dport needs proto tcp or udp"),
+     "filter.dport needs filter.proto tcp or udp"),
     ({"type": "config sketch", "proto": "tcp", "dport": "80; rm -rf /"}, 400,
-     "dport must be a port or 'low:high', got '80; rm -rf /'"),
+     "filter.dport '80; rm -rf /' is not a port or a range 'low:high'"),
     ({"type": "config sketch counter", "counter_key_type": "src"}, 400,
      "missing field 'sketch_id'"),
     ({"type": "config sketch counter", "sketch_id": "9", "counter_key_type": "src"}, 404,
@@ -189,9 +192,9 @@ def test_portscan_window_distinct_ports(app, mon, clock):
     ({"type": "config sketch counter", "sketch_id": "1", "counter_key_type": "src",
       "increment": "pkts"}, 400, "increment 'pkts' is not one of pkt, bytes"),
     ({"type": "config sketch counter", "sketch_id": "1", "counter_key_type": "src",
-      "threshold": "abc"}, 400, "threshold must be a number, got 'abc'"),
+      "threshold": "abc"}, 400, "threshold must be a number, not str"),
     ({"type": "config sketch counter", "sketch_id": "1", "counter_key_type": "src",
-      "threshold": "nan"}, 400, "threshold must be a finite number, got nan"),
+      "threshold": "nan"}, 400, "threshold nan is not a finite number"),
     ({"type": "query heavy hitters", "sketch_id": "1", "counter_key_type": "dst"}, 404,
      "no counter of counter_key_type 'dst' on sketch 1"),
     ({"type": "query sketch", "sketch_id": "1", "counter_key_type": "src"}, 400,
@@ -264,7 +267,7 @@ def test_v1_errors(app):
         ("POST", "/agent/v1/sketches", {"counters": [{"key": "src", "top_k": 0}]}, 400,
          "counters[0]: top_k 0 is out of range 1..1000"),
         ("POST", "/agent/v1/sketches", {"counters": [{"increment": "pkt"}]}, 400,
-         "counters[0]: missing field 'key'"),
+         "counters[0]: key is required"),
         ("POST", "/agent/v1/sketches/7/counters", {"key": "src"}, 404, "unknown sketch_id 7"),
         ("PATCH", "/agent/v1/sketches", {}, 405,
          "method PATCH not allowed on /agent/v1/sketches; use GET, POST"),
@@ -303,25 +306,40 @@ def test_overlapping_sketches_count_by_mark_bits(agent, mon):
 
 
 def test_tasks_install_snapshot_remove(agent, mon, clock):
-    sid = agent.install_task({"id": "t1", "name": "scan", "kind": "port_scan",
-                              "filter": {"proto": "tcp"}, "window": {"length": 1.0},
-                              "scope": "global", "report_interval": 5})
+    scan = Task.from_dict({"name": "scan", "kind": "port_scan", "filter": {"proto": "tcp"},
+                           "window": {"length": 1.0}, "report_interval": 5})
+    sid = agent.install_task("t1", scan)
     assert agent.tasks == {"t1": sid}
-    assert agent.sketches[sid].counters[1]["key"] == "src_dport"
+    assert agent.sketches[sid].counters[1].task == scan
+    assert agent.sketches[sid].filter.to_dict() == {"interface": "INPUT", "proto": "tcp"}
     mon.feed([ipv4("10.0.0.6", "10.0.0.5", 6, 60, 1234, p) for p in (80, 81, 82)],
              mark=1 << agent.sketches[sid].slot)
     snap = agent.snapshot_task("t1", clock())
     assert snap["scan"]["10.0.0.6"]["ports"] == [80, 81, 82]
     assert snap["scan"]["10.0.0.6"]["dsts"] == ["10.0.0.5"]
     # re-installing the same task id replaces it
-    sid2 = agent.install_task({"id": "t1", "kind": "heavy_hitters"})
+    sid2 = agent.install_task("t1", Task.from_dict({"name": "hh", "kind": "heavy_hitters"}))
     assert sid2 != sid and list(agent.sketches) == [sid2]
+    bw = Task.from_dict({"name": "bw", "kind": "bandwidth", "src": "h1", "dst": "h2"})
     with pytest.raises(AgentError, match="kind 'bandwidth' is not a measurement task"):
-        agent.install_task({"id": "t2", "kind": "bandwidth"})
+        agent.install_task("t2", bw)
     agent.remove_task("t1")
     assert agent.tasks == {} and agent.sketches == {}
     with pytest.raises(KeyError):
         agent.remove_task("t1")
+
+
+def test_install_task_gives_the_counter_its_candidate_divisor(agent, mon, clock):
+    """The divisor reaches the monitor's counter (it was dropped on the way before)."""
+    task = Task.from_dict({"name": "abs", "kind": "heavy_hitters", "threshold_abs": 90})
+    sid = agent.install_task("t1", task, candidate_divisor=3)
+    counter = mon.core.sketches[sid].counters[1]
+    assert (counter.spec.threshold_abs, counter.spec.candidate_divisor) == (90, 3)
+    assert counter.candidate_threshold() == 30
+    mon.feed([ipv4("10.0.0.9", "10.0.0.5")] * 30, mark=1 << agent.sketches[sid].slot)
+    snap = agent.snapshot_task("t1", clock())
+    assert snap["threshold"] == {"absolute": 90, "divisor": 3}
+    assert snap["candidates"] == {"10.0.0.9": 30} and snap["heavy_hitters"] == {}
 
 
 def test_supervisor_restarts_dead_monitor_and_reports_gap(agent, mon, clock):

@@ -23,6 +23,7 @@ from measure_model.auth import (
     load_or_create_token,
     sign_request,
 )
+from measure_model.task import Task
 from tests.test_fuzz import (
     CLOCK,
     REPORT,
@@ -364,7 +365,7 @@ AGENT_MUTATIONS = [
     ("POST", "/agent/v1/bandwidth/receive", {"method": "slops", "duration": 2}, None),
     ("DELETE", "/agent/v1/bandwidth/receive/s-1", None, None),
 ]
-#: ``host_agent.bandwidth.wsgi_handler`` is not table-driven: its mutating routes.
+#: ``host_agent.bw_http.BandwidthApi`` is not table-driven: its mutating routes.
 AGENT_BANDWIDTH_ROUTES = [("POST", r"^/agent/v1/bandwidth$"),
                           ("POST", r"^/agent/v1/bandwidth/receive$"),
                           ("DELETE", r"^/agent/v1/bandwidth/receive/[^/]+$")]
@@ -422,11 +423,11 @@ def test_agent_refuses_unsigned_and_forged_requests_and_changes_nothing(method, 
     app, agent, transport = _ready_agent()
     raw = json.dumps(body).encode() if body is not None else b""
     forgeries, replay = _forgeries(method, path, raw)
-    before = agent_state(agent)
+    before = agent_state(app)
     for name, req, message in forgeries:
         resp = req.get_response(app)
         assert (resp.status_code, resp.json) == (401, {"error": message}), name
-        assert agent_state(agent) == before, f"{name} changed the agent"
+        assert agent_state(app) == before, f"{name} changed the agent"
     assert transport.sent == []
     if ok_status is None:
         return  # bandwidth: a probe would send traffic; the netns tier runs it signed
@@ -434,12 +435,12 @@ def test_agent_refuses_unsigned_and_forged_requests_and_changes_nothing(method, 
     resp = replay.get_response(app)
     assert resp.status_code == ok_status, resp.text
     if method != "GET":
-        assert agent_state(agent) != before
-    after = agent_state(agent)
+        assert agent_state(app) != before
+    after = agent_state(app)
     resp = replay.get_response(app)
     assert (resp.status_code, resp.json) == (401, {"error": "replayed request (nonce already "
                                                             "used)"})
-    assert agent_state(agent) == after
+    assert agent_state(app) == after
 
 
 @pytest.mark.parametrize("path", ["/agent/v1/health", "/agent/v1/sketches",
@@ -469,7 +470,7 @@ def test_legacy_messages_refused_without_opt_in(message, form):
     import webob
 
     app, agent, _ = _ready_agent(allow_legacy=False)
-    before = agent_state(agent)
+    before = agent_state(app)
     if form:
         req = webob.Request.blank("/", POST=message)
     else:
@@ -478,7 +479,7 @@ def test_legacy_messages_refused_without_opt_in(message, form):
     resp = req.get_response(app)
     assert (resp.status_code, resp.json) == (403, {
         "error": "legacy messages are disabled; start the agent with --allow-legacy"})
-    assert agent_state(agent) == before
+    assert agent_state(app) == before
     # a signature does not unlock them either: the opt-in is the agent's flag
     signed_req = signed("POST", "/", json.dumps(message).encode())
     assert signed_req.get_response(app).status_code == 403
@@ -502,12 +503,12 @@ def test_agent_body_limit_checked_before_signature():
     import webob
 
     app, agent, _ = _ready_agent()
-    before = agent_state(agent)
+    before = agent_state(app)
     big = b"{" + b" " * (64 * 1024) + b"}"
     resp = webob.Request.blank("/agent/v1/sketches", method="POST", body=big).get_response(app)
     assert (resp.status_code, resp.json) == (413, {"error": "body too large: more than 65536 "
                                                             "bytes"})
-    assert agent_state(agent) == before
+    assert agent_state(app) == before
 
 
 
@@ -521,7 +522,7 @@ POLICY_YAML = b"tasks:\n  - name: hh-yaml\n    kind: heavy_hitters\n    threshol
 
 def _report() -> dict:
     _, agent, _ = make_agent_app()
-    agent.install_task({"id": "1", "name": "hh-1", "kind": "heavy_hitters"})
+    agent.install_task("1", Task.from_dict({"name": "hh-1", "kind": "heavy_hitters"}))
     return {"task_id": "1", "from": "h2", "snapshot": agent.snapshot_task("1", CLOCK),
             "covered": ["h2"], "missing": [], "interval_end": CLOCK}
 
@@ -664,10 +665,10 @@ def test_agent_without_a_secret_does_not_accept_configuration_from_anyone():
     import webob
 
     app, agent, _ = make_agent_app(secret=None)
-    before = agent_state(agent)
+    before = agent_state(app)
     resp = webob.Request.blank("/agent/v1/sketches", method="POST", body=json.dumps(
         {"filter": {"proto": "icmp"}}).encode(), headers={"Content-Type": "application/json"}
     ).get_response(app)
     assert resp.status_code == 403
     assert "--secret-file" in resp.json["error"]
-    assert agent_state(agent) == before
+    assert agent_state(app) == before

@@ -3,7 +3,7 @@
 A probe source, a cross-traffic source and a destination namespace behind
 a router namespace whose link to the destination gets the same HTB shaping
 Mininet's ``TCLink(bw=10)`` installs (``rate 10Mbit burst 15k``). A
-standalone bandwidth agent (``python -m host_agent.bwprobe serve``) or the
+standalone bandwidth agent (``python -m host_agent.bwcli serve``) or the
 real agent (``python -m host_agent --no-capture``) runs in
 the destination namespace; probes run in the source namespace. Rates are
 IP-level (what the probe counts), so the expected available bandwidth of
@@ -71,14 +71,14 @@ def routed(netns_factory, rate_mbit: float):
 def link(netns_factory):
     """(src, dst, cross src): a 10 Mbit/s bottleneck, bandwidth API on dst:8000."""
     a, x, b = routed(netns_factory, 10)
-    b.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", "8000", "--data-ip", b.ip])
+    b.popen([PY, "-m", "host_agent.bwcli", "serve", "--port", "8000", "--data-ip", b.ip])
     wait_until(lambda: reachable(a, b.ip, 8000), timeout=15, message="bandwidth API on dst")
     return a, b, x
 
 
 def probe(a, b, *args: str, timeout: float = 70) -> tuple[dict, float]:
     start = time.monotonic()
-    out = a.run([PY, "-m", "host_agent.bwprobe", "probe", "--src-ip", a.ip, "--dst-ip", b.ip,
+    out = a.run([PY, "-m", "host_agent.bwcli", "probe", "--src-ip", a.ip, "--dst-ip", b.ip,
                  *args], check=False, timeout=timeout)
     wall = time.monotonic() - start
     assert out.stdout, out.stderr
@@ -87,7 +87,7 @@ def probe(a, b, *args: str, timeout: float = 70) -> tuple[dict, float]:
 
 def cross_traffic(x, b, rate_mbit: float, seconds: float) -> subprocess.Popen:
     """A bounded constant-rate UDP stream from ``x`` to dst through the same HTB."""
-    return x.popen([PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip", b.ip, "--port", "9",
+    return x.popen([PY, "-m", "host_agent.bwcli", "cross", "--dst-ip", b.ip, "--port", "9",
                     "--rate-mbit", str(rate_mbit), "--duration", str(seconds)], text=True)
 
 
@@ -134,7 +134,7 @@ def timed_post(ns, url: str, body: dict) -> tuple[int, dict, float]:
 def src_api(link):
     """The bandwidth API on the source too, so requests time only the probe."""
     a, b, _ = link
-    a.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", "8000", "--data-ip", a.ip])
+    a.popen([PY, "-m", "host_agent.bwcli", "serve", "--port", "8000", "--data-ip", a.ip])
     wait_until(lambda: reachable(a, a.ip, 8000), timeout=15, message="bandwidth API on src")
     return f"http://{a.ip}:8000/agent/v1/bandwidth"
 
@@ -167,7 +167,7 @@ def test_unreachable_and_missing_destination_fail_fast(link):
     assert result == {"error": f"destination agent not running at http://{b.ip}:8009/agent/v1/"
                                "bandwidth/receive (connection refused)", "status": 502}
     start = time.monotonic()
-    out = a.run([PY, "-m", "host_agent.bwprobe", "probe", "--dst-ip", "10.200.0.1",
+    out = a.run([PY, "-m", "host_agent.bwcli", "probe", "--dst-ip", "10.200.0.1",
                  "--max-duration", "3"], check=False)
     reply = json.loads(out.stdout)  # the router answers ICMP unreachable
     assert reply["status"] == 504 and reply["error"].startswith(
@@ -217,4 +217,4 @@ def test_through_the_agent_api_and_the_original_message(agents):
     status, body = curl(a, "-X", "POST", "-d", json.dumps({"dst_ip": b.ip, "max_bytes": 1}),
                         f"{url}/agent/v1/bandwidth")
     assert (status, json.loads(body)) == (
-        400, {"error": "field 'max_bytes' must be between 100000 and 2e+08"})
+        400, {"error": "max_bytes 1 is out of range 100000..200000000"})

@@ -17,7 +17,11 @@ import pytest
 import webob
 
 from host_agent import bandwidth as bw
-from host_agent.bwprobe import StandaloneAgent
+from host_agent import slops
+from host_agent.bandwidth_error import BandwidthError
+from host_agent.bw_http import bandwidth_api
+from host_agent.bw_receive import MAX_RECEIVE_SESSIONS
+from measure_model.httpclient import HttpClient
 
 # ---------------------------------------------------------------- statistics
 
@@ -26,66 +30,66 @@ def test_relative_owds_subtract_first_delay_without_clock_sync():
     # sender and receiver clocks differ by an arbitrary offset: only changes count
     send = [1_000, 2_000, 3_000, 4_000]
     recv = [9_000_000_000 + s + d for s, d in zip(send, [500, 500, 1500, 3500], strict=True)]
-    assert bw.relative_owds(send, recv) == [0.0, 0.0, 1.0, 3.0]
-    assert bw.relative_owds([], []) == []
+    assert slops.relative_owds(send, recv) == [0.0, 0.0, 1.0, 3.0]
+    assert slops.relative_owds([], []) == []
 
 
 def test_group_medians_use_sqrt_n_groups():
-    assert bw.group_medians([1, 2, 3, 4, 5, 6, 7, 8, 9]) == [2, 5, 8]
-    assert len(bw.group_medians(list(range(80)))) == 8
+    assert slops.group_medians([1, 2, 3, 4, 5, 6, 7, 8, 9]) == [2, 5, 8]
+    assert len(slops.group_medians(list(range(80)))) == 8
 
 
 def test_pct_pdt_of_monotonic_series():
-    assert bw.pct_pdt([float(i) for i in range(100)]) == (1.0, 1.0)
-    assert bw.pct_pdt([float(-i) for i in range(100)]) == (0.0, -1.0)
-    assert bw.pct_pdt([5.0] * 100) == (0.0, 0.0)
+    assert slops.pct_pdt([float(i) for i in range(100)]) == (1.0, 1.0)
+    assert slops.pct_pdt([float(-i) for i in range(100)]) == (0.0, -1.0)
+    assert slops.pct_pdt([5.0] * 100) == (0.0, 0.0)
 
 
 def test_pct_pdt_of_zigzag():
     # medians of 3 groups: 1, 3, 2 -> one rise of two steps; net +1 over 3 of travel
-    assert bw.pct_pdt([1, 1, 1, 3, 3, 3, 2, 2, 2]) == (0.5, pytest.approx(1 / 3))
+    assert slops.pct_pdt([1, 1, 1, 3, 3, 3, 2, 2, 2]) == (0.5, pytest.approx(1 / 3))
 
 
 def test_increasing_delays_with_noise_are_increasing():
     rng = random.Random(1)
     owds = [i * 20 + rng.uniform(-60, 60) for i in range(80)]  # 20 us/packet queue growth
-    assert bw.stream_trend(owds) == "I"
+    assert slops.stream_trend(owds) == "I"
 
 
 def test_flat_noisy_delays_are_non_increasing():
     rng = random.Random(2)
     for _ in range(20):
         owds = [rng.uniform(0, 200) for _ in range(80)]
-        assert bw.stream_trend(owds) in ("N", "G")
+        assert slops.stream_trend(owds) in ("N", "G")
     draining = [max(0.0, 3000 - 40 * i) + rng.uniform(0, 50) for i in range(80)]
-    assert bw.stream_trend(draining) == "N"
+    assert slops.stream_trend(draining) == "N"
 
 
 def test_stream_trend_loss_and_short_streams():
-    assert bw.stream_trend([0.0] * 80, loss=0.2) == "I"  # lossy: the rate is too high
-    assert bw.stream_trend([0.0, 1.0, 2.0]) == "G"
+    assert slops.stream_trend([0.0] * 80, loss=0.2) == "I"  # lossy: the rate is too high
+    assert slops.stream_trend([0.0, 1.0, 2.0]) == "G"
 
 
 def test_fleet_verdict_thresholds():
-    assert bw.fleet_verdict(list("IIIIIN")) == "above"
-    assert bw.fleet_verdict(list("IIIINN")) == "above"  # 4 of 6 >= 0.65
-    assert bw.fleet_verdict(list("IIINNN")) == "grey"
-    assert bw.fleet_verdict(list("NNNNGI")) == "below"
-    assert bw.fleet_verdict(list("NNN"), sent=7) == "grey"  # most streams unusable
-    assert bw.fleet_verdict([]) == "grey"
+    assert slops.fleet_verdict(list("IIIIIN")) == "above"
+    assert slops.fleet_verdict(list("IIIINN")) == "above"  # 4 of 6 >= 0.65
+    assert slops.fleet_verdict(list("IIINNN")) == "grey"
+    assert slops.fleet_verdict(list("NNNNGI")) == "below"
+    assert slops.fleet_verdict(list("NNN"), sent=7) == "grey"  # most streams unusable
+    assert slops.fleet_verdict([]) == "grey"
 
 
 def test_train_capacity_uses_second_half():
     # first 5 packets ride a burst (no spacing), then 1000-byte packets every 800 us
     recv = [0] * 5 + [800_000 * i for i in range(1, 6)]
-    assert bw.train_capacity_mbit(recv, 1000) == pytest.approx(10.0)
-    assert bw.train_capacity_mbit([5], 1000) == 0.0
+    assert slops.train_capacity_mbit(recv, 1000) == pytest.approx(10.0)
+    assert slops.train_capacity_mbit([5], 1000) == 0.0
 
 
 def test_sent_rate():
     s = {"sent": 11, "first_ns": 0, "last_ns": 8_000_000}
-    assert bw.sent_rate_mbit(s, 1000) == pytest.approx(10.0)
-    assert bw.sent_rate_mbit({"sent": 1, "first_ns": 5, "last_ns": 5}, 1000) == 0.0
+    assert slops.sent_rate_mbit(s, 1000) == pytest.approx(10.0)
+    assert slops.sent_rate_mbit({"sent": 1, "first_ns": 5, "last_ns": 5}, 1000) == 0.0
 
 
 # ---------------------------------------------------------------- the search
@@ -105,7 +109,7 @@ def oracle(avail: float, grey: float = 0.0):
 @pytest.mark.parametrize("avail,start_hi", [(6.0, 11.0), (10.0, 11.0), (48.0, 55.0),
                                             (3.0, 11.0), (9.0, 6.0)])
 def test_search_converges_around_available_bandwidth(avail, start_hi):
-    search, verdict, rates = bw.RateSearch(hi=start_hi), oracle(avail), []
+    search, verdict, rates = slops.RateSearch(hi=start_hi), oracle(avail), []
     while not search.done():
         rate = search.next_rate()
         rates.append(rate)
@@ -119,14 +123,14 @@ def test_search_converges_around_available_bandwidth(avail, start_hi):
 
 
 def test_search_first_fleet_is_half_the_capacity_bound():
-    search = bw.RateSearch(hi=12.0)
+    search = slops.RateSearch(hi=12.0)
     assert search.next_rate() == 6.0
     search.update(6.0, "below")
     assert (search.lo, search.next_rate()) == (6.0, 9.0)
 
 
 def test_search_with_grey_region_reports_its_middle():
-    search, verdict = bw.RateSearch(hi=12.0), oracle(6.0, grey=0.5)
+    search, verdict = slops.RateSearch(hi=12.0), oracle(6.0, grey=0.5)
     for _ in range(20):
         if search.done():
             break
@@ -140,7 +144,7 @@ def test_search_with_grey_region_reports_its_middle():
 
 
 def test_search_verifies_trusted_upper_bound_before_stopping():
-    search = bw.RateSearch(hi=10.0)
+    search = slops.RateSearch(hi=10.0)
     search.lo = 9.8
     assert not search.done() and search.next_rate() == 10.0
     search.update(10.0, "below")  # the bound was wrong: widen by half
@@ -148,7 +152,7 @@ def test_search_verifies_trusted_upper_bound_before_stopping():
 
 
 def test_search_caps_at_the_senders_limit():
-    search = bw.RateSearch(hi=1000.0)
+    search = slops.RateSearch(hi=1000.0)
     search.update(500.0, "sender_limited")  # a fleet at 500 Mbit/s could not be sent
     assert (search.max_rate, search.hi, search.hi_verified) == (475.0, 475.0, False)
     verdict = oracle(2000.0)
@@ -159,7 +163,7 @@ def test_search_caps_at_the_senders_limit():
 
 
 def test_search_stops_at_max_rate():
-    search = bw.RateSearch(hi=20.0, max_rate=20.0)
+    search = slops.RateSearch(hi=20.0, max_rate=20.0)
     verdict = oracle(1000.0)
     steps = 0
     while not search.done():
@@ -180,20 +184,19 @@ def test_search_stops_at_max_rate():
     ({"dst_ip": "h6"}, "field 'dst_ip' must be an IPv4 address"),
     ({"dst_ip": "10.0.0.6", "dst_url": "ftp://x"},
      "field 'dst_url' must be an http:// or https:// URL"),
-    ({"dst_ip": "10.0.0.6", "method": "iperf"}, "field 'method' must be one of slops, bulk"),
-    ({"dst_ip": "10.0.0.6", "max_duration": 61}, "field 'max_duration' must be between 1 and 60"),
-    ({"dst_ip": "10.0.0.6", "max_duration": "5"}, "field 'max_duration' must be a number"),
+    ({"dst_ip": "10.0.0.6", "method": "iperf"}, "method 'iperf' is not one of slops, bulk"),
+    ({"dst_ip": "10.0.0.6", "max_duration": 61}, "max_duration 61 is out of range [1, 60]"),
+    ({"dst_ip": "10.0.0.6", "max_duration": "5"}, "max_duration must be a number, not str"),
     ({"dst_ip": "10.0.0.6", "max_bytes": 200_000_001},
-     "field 'max_bytes' must be between 100000 and 2e+08"),
-    ({"dst_ip": "10.0.0.6", "max_bytes": 1e6}, "field 'max_bytes' must be an integer"),
+     "max_bytes 200000001 is out of range 100000..200000000"),
+    ({"dst_ip": "10.0.0.6", "max_bytes": 1e6}, "max_bytes must be an integer, not float"),
     ({"dst_ip": "10.0.0.6", "max_rate_mbit": 5000},
-     "field 'max_rate_mbit' must be between 1 and 1000"),
-    ({"dst_ip": "10.0.0.6", "packet_size": 9000}, "field 'packet_size' must be between 200 "
-     "and 1500"),
-    ({"dst_ip": "10.0.0.6", "streams": True}, "field 'streams' must be an integer"),
+     "max_rate_mbit 5000 is out of range [1, 1000]"),
+    ({"dst_ip": "10.0.0.6", "packet_size": 9000}, "packet_size 9000 is out of range 200..1500"),
+    ({"dst_ip": "10.0.0.6", "streams": True}, "streams must be an integer, not bool"),
 ])
 def test_parse_params_errors_name_the_field(body, message):
-    with pytest.raises(bw.BandwidthError) as err:
+    with pytest.raises(BandwidthError) as err:
         bw.parse_params(body)
     assert (err.value.status, err.value.message) == (400, message)
 
@@ -219,16 +222,16 @@ def call(agent, method, path, body=None):
     if body is not None:
         kw["body"] = json.dumps(body).encode()
         kw["content_type"] = "application/json"
-    resp = bw.wsgi_handler(agent, webob.Request.blank(path, **kw))
+    resp = agent.handle(webob.Request.blank(path, **kw))
     return resp.status_int, json.loads(resp.body)
 
 
 @pytest.fixture
 def agent():
-    a = StandaloneAgent("127.0.0.1", 0, "unit")
-    yield a
-    for sid in list(bw.receive_sessions(a)):
-        bw.close_receive(a, sid)
+    """The bandwidth routes of an agent at 127.0.0.1 (``BandwidthApi``)."""
+    api = bandwidth_api("127.0.0.1", HttpClient())
+    yield api
+    api.sessions.close_all()
 
 
 def test_rest_errors(agent):
@@ -242,8 +245,8 @@ def test_rest_errors(agent):
         404, {"error": "no such resource /agent/v1/bandwidth/other"})
     assert call(agent, "POST", "/agent/v1/bandwidth/receive", {"duration": 0}) == (
         400, {"error": "field 'duration' must be between 1 and 65"})
-    resp = bw.wsgi_handler(agent, webob.Request.blank("/agent/v1/bandwidth", method="POST",
-                                                      body=b"{nope"))
+    resp = agent.handle(webob.Request.blank("/agent/v1/bandwidth", method="POST",
+                                            body=b"{nope"))
     assert (resp.status_int, resp.json) == (400, {"error": "body is not valid JSON"})
 
 
@@ -279,7 +282,7 @@ def test_receive_session_records_probe_packets(agent):
 
 
 def test_receiver_session_limit(agent):
-    for _ in range(bw.MAX_RECEIVE_SESSIONS):
+    for _ in range(MAX_RECEIVE_SESSIONS):
         assert call(agent, "POST", "/agent/v1/bandwidth/receive", {"duration": 5})[0] == 200
     assert call(agent, "POST", "/agent/v1/bandwidth/receive", {}) == (
         503, {"error": "receiver busy: 4 probe sessions open"})
@@ -332,14 +335,14 @@ def test_concurrent_probe_on_same_pair_is_409(agent, slow_peer):
     t.start()
     from topo.procs import wait_until
 
-    wait_until(lambda: (id(agent), "127.0.0.1") in bw._BUSY, timeout=5)
+    wait_until(lambda: agent.prober.busy("127.0.0.1"), timeout=5)
     assert call(agent, "POST", "/agent/v1/bandwidth", body) == (
         409, {"error": "a bandwidth probe to 127.0.0.1 is already running"})
     release.set()
     t.join(10)
     assert first == [(502, {"error": f"destination agent http://127.0.0.1:{port}/agent/v1/"
                                      "bandwidth/receive answered 500: released"})]
-    assert (id(agent), "127.0.0.1") not in bw._BUSY
+    assert not agent.prober.busy("127.0.0.1")
 
 
 def test_slow_destination_times_out_within_cap(agent, slow_peer):
@@ -355,15 +358,15 @@ def test_slow_destination_times_out_within_cap(agent, slow_peer):
 
 
 def test_legacy_query_bw_refuses_foreign_src(agent):
-    with pytest.raises(bw.BandwidthError) as err:
-        bw.legacy_query_bw(agent, "10.0.0.9", "10.0.0.6")
+    with pytest.raises(BandwidthError) as err:
+        agent.prober.legacy_query_bw("10.0.0.9", "10.0.0.6")
     assert err.value.status == 400
     assert err.value.message == ("query bw: src 10.0.0.9 is not this agent (127.0.0.1); "
                                  "send the query to the source host's agent")
 
 
-def test_requests_to_the_peer_are_signed_with_the_agents_signer(agent):
-    from measure_model.auth import Verifier
+def test_requests_to_the_peer_are_signed_with_the_agents_signer():
+    from measure_model.auth import HmacAuth, Verifier
 
     secret = b"s" * 32
     seen: list = []
@@ -383,9 +386,9 @@ def test_requests_to_the_peer_are_signed_with_the_agents_signer(agent):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        agent.sign_request = bw.signer_from_secret(secret)
+        signed = bandwidth_api("127.0.0.1", HttpClient(HmacAuth(secret)))
         port = server.server_address[1]
-        status, body = call(agent, "POST", "/agent/v1/bandwidth",
+        status, body = call(signed, "POST", "/agent/v1/bandwidth",
                             {"dst_ip": "127.0.0.1", "dst_url": f"http://127.0.0.1:{port}"})
     finally:
         server.shutdown()
@@ -412,7 +415,7 @@ def test_worker_paces_streams_and_receiver_timestamps_every_packet(agent, rate_m
                              "timeout": 5}, timeout=8)
     assert [s["sent"] for s in reply["streams"]] == [80, 80, 80]
     for s in reply["streams"]:
-        assert 0.95 * rate_mbit <= bw.sent_rate_mbit(s, 1000) <= 1.1 * rate_mbit, s
+        assert 0.95 * rate_mbit <= slops.sent_rate_mbit(s, 1000) <= 1.1 * rate_mbit, s
     from topo.procs import wait_until
 
     def complete():

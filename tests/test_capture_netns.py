@@ -10,39 +10,46 @@ from __future__ import annotations
 
 import pytest
 
+from host_agent.agent import capture_filter
 from host_agent.capture import Capture, CaptureFilter, free_slot
+from host_agent.errors import AgentError
 from tests.helpers import Netns
+
+
+def rule(body: dict) -> CaptureFilter:
+    """The capture rule of a filter body, as the agent builds it."""
+    return capture_filter(body)
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize(("body", "message"), [
-    ({"interface": "FORWARD"}, "interface must be INPUT or OUTPUT, got 'FORWARD'"),
-    ({"proto": "gre"}, "proto must be one of tcp, udp, icmp, got 'gre'"),
-    ({"src": "10.0.0.0/33"}, "src must be an IPv4 address or prefix, got '10.0.0.0/33'"),
-    ({"dst": "$(touch /tmp/x)"}, "dst must be an IPv4 address or prefix, got '$(touch /tmp/x)'"),
-    ({"proto": "udp", "sport": "9:1"}, "sport range '9:1' has low > high"),
-    ({"proto": "udp", "sport": 0}, "sport ports must be in 1..65535, got 0"),
+    ({"interface": "FORWARD"}, "filter.interface 'FORWARD' is not one of INPUT, OUTPUT"),
+    ({"proto": "gre"}, "filter.proto 'gre' is not one of tcp, udp, icmp"),
+    ({"dst": "$(touch /tmp/x)"}, "filter.dst '$(touch /tmp/x)' is not an IPv4 address or "
+     "prefix (Only one '/' permitted in '$(touch /tmp/x)')"),
+    ({"proto": "udp", "sport": "9:1"},
+     "filter.sport '9:1' is not a range within 0..65535 with low <= high"),
     ({"proto": "tcp", "dport": "80\n-j DROP"},
-     "dport must be a port or 'low:high', got '80\\n-j DROP'"),
-    ({"proto": "tcp", "dport": True}, "dport must be a port or 'low:high', got True"),
-    ({"dport": 80}, "dport needs proto tcp or udp"),
-    ({"iface": "eth0"}, "filter: unknown field 'iface'"),
+     "filter.dport '80\n-j DROP' is not a port or a range 'low:high'"),
+    ({"proto": "tcp", "dport": True}, "filter.dport must be an integer, not bool"),
+    ({"dport": 80}, "filter.dport needs filter.proto tcp or udp"),
+    ({"iface": "eth0"}, "unknown field 'filter.iface'"),
 ])
 def test_filter_rejects_bad_fields(body, message):
-    with pytest.raises(ValueError) as exc:
-        CaptureFilter.from_dict(body)
-    assert str(exc.value) == message
+    with pytest.raises(AgentError) as exc:
+        rule(body)
+    assert (exc.value.status, exc.value.message) == (400, message)
 
 
 @pytest.mark.unit
 def test_filter_normalises_and_builds_match_args():
-    f = CaptureFilter.from_dict({"interface": "output", "proto": "TCP", "src": "10.0.0.7/8",
-                                 "dst": "10.0.0.5", "sport": 80, "dport": " 8000:8100 "})
+    f = rule({"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
+              "dst": "10.0.0.5", "sport": 80, "dport": "8000:8100"})
     assert f.to_dict() == {"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
                            "dst": "10.0.0.5", "sport": "80", "dport": "8000:8100"}
     assert f.match_args() == ["-p", "tcp", "-s", "10.0.0.0/8", "-d", "10.0.0.5",
                               "--sport", "80", "--dport", "8000:8100"]
-    assert CaptureFilter.from_dict({}).match_args() == []
+    assert rule({}).match_args() == []
     assert free_slot([0, 1, 3]) == 2 and free_slot(list(range(32))) is None
 
 
@@ -68,10 +75,10 @@ def test_rules_count_overlapping_sketches_and_bypass(ns_pair):
     cap = Capture("h9", queue=3, runner=ns_runner(b))
     cap.setup()
     try:
-        cap.add(1, 0, CaptureFilter.from_dict({"proto": "icmp"}))
-        cap.add(2, 1, CaptureFilter.from_dict({"src": a.ip}))
-        cap.add(3, 2, CaptureFilter.from_dict({"proto": "udp", "dport": 9}))
-        cap.add(4, 3, CaptureFilter.from_dict({"interface": "OUTPUT", "proto": "icmp"}))
+        cap.add(1, 0, rule({"proto": "icmp"}))
+        cap.add(2, 1, rule({"src": a.ip}))
+        cap.add(3, 2, rule({"proto": "udp", "dport": 9}))
+        cap.add(4, 3, rule({"interface": "OUTPUT", "proto": "icmp"}))
         out = a.run(["ping", "-c", "4", "-i", "0.05", "-s", "72", b.ip]).stdout
         assert " 0% packet loss" in out  # nobody bound to queue 3: --queue-bypass
         c = counts(cap)
@@ -94,7 +101,7 @@ def test_excluded_interface_is_not_captured(ns_pair):
     cap = Capture("h9", exclude_interface=b.intf, runner=ns_runner(b))
     cap.setup()
     try:
-        cap.add(1, 0, CaptureFilter.from_dict({"proto": "icmp"}))
+        cap.add(1, 0, rule({"proto": "icmp"}))
         a.run(["ping", "-c", "2", "-i", "0.05", b.ip])
         b.run(["ping", "-c", "1", "127.0.0.1"])  # loopback is still captured
         assert counts(cap)[1] == (2, 168)
@@ -107,7 +114,7 @@ def test_stale_rules_removed_by_name_only(ns_pair):
     _, b = ns_pair
     old = Capture("h9", runner=ns_runner(b))
     old.setup()
-    old.add(5, 4, CaptureFilter.from_dict({"proto": "tcp", "dport": "1:1024"}))
+    old.add(5, 4, rule({"proto": "tcp", "dport": "1:1024"}))
     other = Capture("h10", queue=1, runner=ns_runner(b))
     other.setup()
     try:

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from host_agent.counter import Counter, CounterSpec
+from measure_model.fields import FieldError
 from measure_model.keys import HeaderBatch, format_key, parse_key
+from measure_model.task import Task, counter_task
 from tests.test_keys import PACKETS
 
 pytestmark = pytest.mark.unit
@@ -31,7 +33,7 @@ def test_every_key_type_and_increment_on_parsed_packets():
     parsed = HeaderBatch.from_payloads(PACKETS + PACKETS[:1])
     for key in ("src", "src_dst", "dport", "proto", "five_tuple", "dst_dport"):
         pkt = Counter(CounterSpec(key=key, increment="pkt"), now=0)
-        byte = Counter(CounterSpec(key=key, increment="byte"), now=0)
+        byte = Counter(CounterSpec(key=key, increment="bytes"), now=0)
         pkt.update(parsed, 0.1)
         byte.update(parsed, 0.1)
         assert (pkt.packets, pkt.bytes, pkt.total) == (4, 3136, 4)
@@ -215,25 +217,43 @@ def test_snapshot_shape_is_json():
     assert "sketch" not in c.snapshot(50.5, include_sketch=False)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
+@pytest.mark.parametrize(("body", "message"), [
     ({"key": "srcdst"}, "key 'srcdst' is not one of src, dst, src_dst, sport, dport, "
                         "src_dport, dst_dport, proto, five_tuple"),
-    ({"increment": "packets"}, "increment 'packets' is not one of pkt, bytes"),
-    ({"threshold": 0.1, "threshold_abs": 5}, "threshold and threshold_abs are exclusive"),
-    ({"threshold": 1.5}, "threshold 1.5 must be > 0 and <= 1"),
-    ({"threshold": "0.1"}, "threshold must be a number, got '0.1'"),
-    ({"threshold_abs": 0}, "threshold_abs 0.0 must be > 0"),
-    ({"top_k": 0}, "top_k 0 must be from 1 to 1000"),
-    ({"window_length": 0.01}, "window_length 0.01 must be from 0.05 to 3600"),
-    ({"window_mode": "hopping"}, "window_mode 'hopping' is not one of tumbling, sliding"),
-    ({"width": 1000}, "sketch: width 1000 must be a power of two from 64 to 4194304"),
-    ({"max_candidates": 5, "top_k": 10}, "max_candidates 5 must be >= top_k 10"),
-    ({"hll_precision": 3}, "hll_precision: precision 3 must be from 4 to 16"),
+    ({"key": "src", "increment": "packets"}, "increment 'packets' is not one of pkt, bytes"),
+    ({"key": "src", "threshold": 0.1, "threshold_abs": 5},
+     "threshold and threshold_abs are exclusive: give one of them"),
+    ({"key": "src", "threshold": 1.5}, "threshold 1.5 is out of range (0, 1]"),
+    ({"key": "src", "threshold": "0.1"}, "threshold must be a number, not str"),
+    ({"key": "src", "threshold_abs": 0}, "threshold_abs 0 is out of range 1..4611686018427387904"),
+    ({"key": "src", "top_k": 0}, "top_k 0 is out of range 1..1000"),
+    ({"key": "src", "window": {"length": 0.01}}, "window.length 0.01 is out of range [0.05, 3600]"),
+    ({"key": "src", "window": {"mode": "hopping"}},
+     "window.mode 'hopping' is not one of tumbling, sliding"),
+    ({"key": "src", "sketch": {"width": 1000}}, "sketch.width 1000 is not a power of two"),
+    ({"key": "src", "colour": 1}, "unknown field 'colour'"),
+    ({"increment": "pkt"}, "key is required"),
 ])
-def test_spec_validation_messages(kwargs, message):
-    with pytest.raises(ValueError) as err:
-        CounterSpec(**kwargs)
+def test_counter_bodies_are_checked_by_the_task_table(body, message):
+    """A counter is checked once, by measure_model; CounterSpec only derives."""
+    with pytest.raises(FieldError) as err:
+        counter_task(body, "c")
     assert str(err.value) == message
+
+
+def test_spec_from_task_derives_the_engine_parameters():
+    task = counter_task({"key": "src_dport", "scan_ports": 9, "threshold_abs": 50, "top_k": 7,
+                         "window": {"length": 2.0, "mode": "sliding"},
+                         "sketch": {"width": 1024, "depth": 3, "seed": 5}}, "c")
+    spec = CounterSpec.from_task(task, candidate_divisor=4)
+    assert spec == CounterSpec(key="src_dport", increment="pkt", threshold=None,
+                               threshold_abs=50, top_k=7, window_length=2.0,
+                               window_mode="sliding", width=1024, depth=3, seed=5, scan=True,
+                               candidate_divisor=4)
+    assert CounterSpec.from_task(counter_task({"key": "src"}, "c")).threshold == 0.05
+    with pytest.raises(ValueError, match="kind bandwidth is not counted by agents"):
+        CounterSpec.from_task(Task.from_dict({"name": "b", "kind": "bandwidth", "src": "h1",
+                                              "dst": "h2"}))
 
 
 def test_unparsed_payloads_counted_and_bad_key_query():

@@ -126,6 +126,18 @@ def test_flow_size_per_host_at_the_overlay_root_is_global(network):
     assert "h6 hits h5: 168 bytes" in out
 
 
+def test_flow_size_through_the_controller_lists_every_pair(network):
+    """The README's order: the per-host example at the root ran first (above); the
+    global task still lists all 64 pairs of a pingall, 168 bytes each."""
+    ex = start_example(network, ["examples/flow_size_distribution.py", "--controller",
+                                 "--rounds", "3", "--interval", "3"])
+    ex.wait_for("task id:")
+    assert network.net.pingAll() == 0
+    out = ex.finish()
+    assert json_blocks(out)[-1] == pairs_after_pingall(range(2, 10)), out
+    assert "h6 hits h5: 168 bytes (covered 8 agents, missing [])" in out
+
+
 def test_heavy_hitter_through_the_controller(network):
     ex = start_example(network, ["examples/heavy_hitter.py", "--controller",
                                  "--rounds", "3", "--interval", "3"])
@@ -143,7 +155,11 @@ def test_port_scan_per_host_polling(network):
     network.net.get("h6").cmd("nc -z -w 1 10.0.0.5 8008-8092")
     out = ex.finish(timeout=60)
     assert "portscan detected." in out
-    assert json_blocks(out)[-1]["10.0.0.6"] == 85, out
+    ports = json_blocks(out)[-1]
+    assert ports["10.0.0.6"] == 85, out
+    if "10.0.0.1" in ports:  # h1's own polling of h5's agent, and the script says so
+        assert ports["10.0.0.1"] == 1
+        assert "(10.0.0.1 is this script polling the agent on port 8000" in out
 
 
 def test_port_scan_through_controller_events(network):

@@ -55,7 +55,7 @@ def test_global_flow_size_after_a_pingall_lists_all_64_pairs():
     snaps = []
     for host in HOSTS:
         agent = Agent(f"h{host}", [InProcMonitor()], capture=None, data_ip=f"10.0.0.{host}")
-        agent.install_task({**task.to_dict(), "id": "1"})
+        agent.install_task("1", task)
         pingall_at(agent, "1", host, now=10.0)
         snap = agent.snapshot_task("1", now=10.5)
         snap["missed"] = snap["missed"] or {}  # no capture rules here, as the overlay says

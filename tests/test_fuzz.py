@@ -130,7 +130,7 @@ class CoreMonitor:
         import json
         import time
 
-        from host_agent.agent import AgentError
+        from host_agent.errors import AgentError
 
         msg = json.loads(json.dumps(msg))
         try:
@@ -210,19 +210,18 @@ def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
     return AgentApp(agent, verifier, allow_legacy), agent, transport
 
 
-def agent_state(agent) -> object:
-    """Everything a request could change on an agent (for no-side-effect checks)."""
+def agent_state(app) -> object:
+    """Everything a request could change on an agent app (for no-side-effect checks)."""
     import json
 
-    from host_agent import bandwidth
-
+    agent = app.agent
     return json.dumps({
         "sketches": [s.describe() for _, s in sorted(agent.sketches.items())],
         "tasks": agent.tasks, "next": agent.next_sketch,
         "monitor": sorted(agent.monitors[0].core.sketches),
         "rules": agent.capture.listing() if agent.capture is not None else None,
         "overlay": agent.overlay.overlay(), "stats": agent.overlay.stats,
-        "receive_sessions": sorted(bandwidth._SESSIONS.get(agent, {})),
+        "receive_sessions": sorted(app.bandwidth.sessions.live()),
     }, sort_keys=True, default=repr)
 
 

@@ -294,7 +294,7 @@ def test_agent_refuses_hostile_field(method, path, base, field, canaries):
         return signed(method, path, json.dumps(_set(base, field, value)).encode())
 
     values = _agent_values(path, field)
-    assert sweep(app, lambda: agent_state(agent), request, values) == []
+    assert sweep(app, lambda: agent_state(app), request, values) == []
 
 
 # ------------------------------------------------ legacy messages (agent with --allow-legacy)
@@ -344,7 +344,7 @@ def _legacy_sweep(kind, base, field, form, values):
                                    headers={"Content-Type": "application/json"})
 
     read = kind.startswith("query") and kind != "query bw" and field != "type"
-    return sweep(app, lambda: agent_state(agent), request, values, read=read)
+    return sweep(app, lambda: agent_state(app), request, values, read=read)
 
 
 @pytest.mark.parametrize("kind, base, field, form, values", list(_legacy_cases()))
@@ -387,7 +387,7 @@ def _path_cases(paths):
 def _agent_path_sweep(method, template, values):
     app, agent, _ = ready_agent(allow_legacy=True)
     body = {"PUT": json.dumps(TASK).encode(), "POST": b'{"key": "dst"}'}.get(method, b"")
-    return sweep(app, lambda: agent_state(agent),
+    return sweep(app, lambda: agent_state(app),
                  lambda v: signed(method, template.format(v), body), values,
                  read=method == "GET")
 
@@ -496,12 +496,12 @@ def _chunked(path: str, size: int):
 
 def test_agent_reads_a_chunked_body_only_up_to_its_limit():
     app, agent, _ = ready_agent()
-    before = agent_state(agent)
+    before = agent_state(app)
     req, body = _chunked("/agent/v1/sketches", 8 * 2 ** 20)
     resp = req.get_response(app)
     assert (resp.status_code, resp.json) == (413, {
         "error": "body too large: more than 65536 bytes"})
-    assert body.read_bytes <= 65537 and agent_state(agent) == before
+    assert body.read_bytes <= 65537 and agent_state(app) == before
 
 
 def test_controller_reads_a_chunked_body_only_up_to_its_limit(ready_controller):

@@ -6,8 +6,8 @@ once for the module through ``topo.launch.MeasureNetwork``. The probe runs
 from h5 to h6 (h5 - s3 - h6); cross traffic goes from h4 to h6, so it shares
 only the s3 -> h6 bottleneck with the probe, as a real competing flow does.
 
-- the probe engine alone (``bwprobe probe`` in h5 against a standalone
-  ``bwprobe serve`` in h6): five runs without and five with 4 Mbit/s of
+- the probe engine alone (``bwcli probe`` in h5 against a standalone
+  ``bwcli serve`` in h6): five runs without and five with 4 Mbit/s of
   UDP cross traffic, all inside 15% of 10 and 20% of 6 Mbit/s;
 - the same through the controller (``POST /measure/v1/bandwidth``), the
   original ``query bw`` message to h5's agent, and the ``measure bw`` CLI
@@ -57,19 +57,19 @@ def reachable(net: MeasureNetwork, host: str, ip: str, port: int) -> bool:
 @pytest.fixture(scope="module")
 def serve_h6(net):
     h6 = net.net.get("h6")
-    proc = h6.popen([PY, "-m", "host_agent.bwprobe", "serve", "--port", str(SERVE_PORT),
+    proc = h6.popen([PY, "-m", "host_agent.bwcli", "serve", "--port", str(SERVE_PORT),
                      "--data-ip", h6.IP()], env=net.host_env(), stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: reachable(net, "h5", h6.IP(), SERVE_PORT), timeout=20,
-                   message="bwprobe serve on h6")
+                   message="bwcli serve on h6")
         yield h6
     finally:
         stop_process(proc)
 
 
 def probe(net: MeasureNetwork, h6) -> dict:
-    out = net.run_on("h5", [PY, "-m", "host_agent.bwprobe", "probe", "--src-ip", "10.0.0.5",
+    out = net.run_on("h5", [PY, "-m", "host_agent.bwcli", "probe", "--src-ip", "10.0.0.5",
                             "--dst-ip", h6.IP(), "--dst-url", f"http://{h6.IP()}:{SERVE_PORT}"],
                      timeout=30, capture=True)
     assert out.stdout, out.stderr
@@ -78,7 +78,7 @@ def probe(net: MeasureNetwork, h6) -> dict:
 
 def cross(net: MeasureNetwork, seconds: float) -> subprocess.Popen:
     h4 = net.net.get("h4")
-    return h4.popen([PY, "-m", "host_agent.bwprobe", "cross", "--dst-ip", "10.0.0.6",
+    return h4.popen([PY, "-m", "host_agent.bwcli", "cross", "--dst-ip", "10.0.0.6",
                      "--port", "9", "--rate-mbit", "4", "--duration", str(seconds)],
                     env=net.host_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True)

@@ -460,3 +460,24 @@ def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
     assert ag.get("/agent/v1/sketches").json()[0]["id"] == 1
     r = ag.legacy(type="config sketch", interface="INPUT")
     assert r.status_code == 403  # no --allow-legacy
+
+
+def test_a_monitor_that_keeps_crashing_is_crash_looping_in_health(ns_pair, agent_factory):
+    """Three SIGKILLs of the real monitor within a minute: the real agent restarts it
+    each time and its health says ``crash_looping`` (status degraded); one death
+    alone does not."""
+    _, b = ns_pair
+    ag = agent_factory(b)
+    health = ag.v1("GET", "/health")
+    assert health["monitor"] == {"restarts": 0, "crash_looping": False}
+    assert health["status"] == "ok"
+    for n in range(1, 4):
+        pid = ag.v1("GET", "/health")["monitors"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        health = wait_until(
+            lambda n=n, pid=pid: (h := ag.v1("GET", "/health"))["restarts"] == n
+            and h["monitors"][0]["alive"] and h["monitors"][0]["pid"] != pid and h,
+            timeout=10, message=f"monitor restarted after kill {n}")
+        assert health["monitor"]["crash_looping"] is (n == 3), health["monitor"]
+    assert health["status"] == "degraded"
+    assert "crash-looping" in ag.log()

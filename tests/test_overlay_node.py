@@ -17,6 +17,7 @@ import pytest
 
 from host_agent.overlay_node import NotAChild, OverlayNode, StaleEpoch
 from measure_model.runner import InlineRunner
+from measure_model.task import Task
 
 CTL = "http://ctl.test:8080"
 INTERVAL = 5.0
@@ -37,16 +38,16 @@ class FakeAgent:
 
     def __init__(self, name: str) -> None:
         self.name, self.url = name, f"http://{name}.test:8000"
-        self.tasks: dict[str, dict] = {}
+        self.tasks: dict[str, Task] = {}
         self.installs = 0
         self.packets = 0
         self.fail_install = ""
 
-    def install_task(self, task: dict) -> int:
+    def install_task(self, task_id: str, task: Task, candidate_divisor: int = 1) -> int:
         if self.fail_install:
             raise RuntimeError(self.fail_install)
         self.installs += 1
-        self.tasks[task["id"]] = task
+        self.tasks[task_id] = task
         return self.installs
 
     def remove_task(self, task_id: str) -> None:
@@ -165,9 +166,9 @@ def test_task_reaches_all_13_agents_with_per_agent_status(tree):
 
     reply = tree["h1"].put_task("t1", dict(TASK))
     assert reply == {"agents": {name: "ok" for name in ALL}}
-    wire = parse_task(TASK, "test").to_dict()  # validated, every default filled in
+    parsed = parse_task(TASK, "test")  # validated once, every default filled in
     for name in ALL:
-        assert tree[name].agent.tasks["t1"] == {**wire, "id": "t1"}
+        assert tree[name].agent.tasks["t1"] == parsed
     # timeouts shrink by level so a parent answers before its parent gives up
     timeouts = {url.split("//")[1].split(".")[0]: t for m, url, t in tree.net.calls}
     assert timeouts["h2"] == 4.0 and timeouts["h5"] == pytest.approx(3.2)
@@ -566,16 +567,51 @@ def test_global_result_equals_the_union_stream():
     assert h7["heavy_hitters"] == {"10.9.9.9,10.0.0.7": 1400 * 900}
 
 
-def test_absolute_threshold_asks_for_candidates_at_threshold_over_n(tree):
-    """A key heavy in aggregate but light everywhere needs candidates at T / n."""
-    task = dict(TASK, threshold_abs=13000)
-    tree["h1"].put_task("t1", dict(task, _overlay={"agents": 13}))
-    assert {tree[n].agent.tasks["t1"]["candidate_divisor"] for n in ALL} == {13}
-    tree.tick_all(105.0)  # without a hint the root counts the agents its reports cover
-    tree["h1"].put_task("t2", dict(task, name="t2"))
-    assert {tree[n].agent.tasks["t2"]["candidate_divisor"] for n in ALL} == {13}
-    tree["h1"].put_task("t3", dict(TASK, name="t3"))  # fractions need no divisor
-    assert "candidate_divisor" not in tree["h5"].agent.tasks["t3"]
+def _light_everywhere_heavy_in_sum(tree: Tree, task_id: str, now: float) -> None:
+    """10.7.7.7 sends 100 packets to each of the 13 agents (1,300 in all, 100 on each),
+    beside 30 sources of 1..60 packets per agent."""
+    rnd = random.Random(11)
+    for n in range(1, 14):
+        flows = [(f"10.2.{n}.{k}", f"10.0.0.{n}", 100, rnd.randrange(1, 61)) for k in range(30)]
+        flows.append(("10.7.7.7", f"10.0.0.{n}", 100, 100))
+        feed(tree[f"h{n}"], task_id, flows, now)
+
+
+@pytest.mark.parametrize("hint", [True, False])
+def test_absolute_threshold_finds_a_key_light_on_every_agent(hint):
+    """Real Agents and monitor cores: a global threshold_abs task with T = 1,300.
+
+    The key has 100 packets on each agent (below T everywhere) and 1,300 in the
+    merged result, so it is found only if every counter keeps candidates from
+    T / 13 = 100: the divisor must reach the counters through install_task.
+    Without a hint the root counts the agents its reports covered.
+    """
+    tree = real_tree()
+    task = dict(TASK, threshold_abs=1300)
+    if not hint:
+        warmup = dict(TASK, name="warmup")
+        assert tree["h1"].put_task("w", warmup)["agents"] == {n: "ok" for n in ALL}
+        tree.tick_all(105.0)  # the root learns the 13 agents from the reports
+        tree.net.controller.clear()
+    body = dict(task, _overlay={"agents": 13}) if hint else task
+    assert tree["h1"].put_task("t1", body) == {"agents": {n: "ok" for n in ALL}}
+    for name in ALL:
+        agent = tree[name].agent
+        counter = agent.monitors[0].core.sketches[agent.tasks["t1"]].counters[1]
+        assert (counter.spec.threshold_abs, counter.spec.candidate_divisor) == (1300, 13)
+    now = 109.0 if not hint else 104.0
+    _light_everywhere_heavy_in_sum(tree, "t1", now)
+    tree.tick_all(now + 1.0)
+    rep = next(r for r in tree.net.controller if r["task_id"] == "t1")
+    snap = rep["snapshot"]
+    assert rep["covered"] == ALL and snap["threshold"] == {"absolute": 1300, "divisor": 13}
+    assert snap["heavy_hitters"] == {"10.7.7.7": 1300}
+    assert all("10.7.7.7" not in h["heavy_hitters"] for h in rep["per_host"].values())
+
+
+def test_fractional_threshold_needs_no_divisor(tree):
+    tree["h1"].put_task("t3", dict(TASK, name="t3", _overlay={"agents": 13}))
+    assert tree["h5"].agent.tasks["t3"].threshold == 0.05
 
 
 def test_overlay_scale_bench_runs(tmp_path):

@@ -68,12 +68,12 @@ def test_defaults_per_kind_and_wire_form():
                                    {"name": "c", "kind": "port_scan"},
                                    {"name": "d", "kind": "counter", "threshold_abs": 7}]}, "d")
     assert [t.key for t in tasks] == ["src", "src_dst", "src_dport", "src"]
-    assert [t.threshold for t in tasks] == [0.05, None, None, None]
+    assert [t.threshold for t in tasks] == [0.05, None, 0.05, None]
     assert [t.scan_ports for t in tasks] == [None, None, 20, None]
     assert tasks[2].to_dict() == {
         "name": "c", "kind": "port_scan", "filter": {"interface": "INPUT"}, "key": "src_dport",
-        "increment": "pkt", "top_k": 10, "window": {"length": 1.0, "mode": "tumbling"},
-        "scan_ports": 20, "report_interval": 5.0,
+        "increment": "pkt", "threshold": 0.05, "top_k": 10,
+        "window": {"length": 1.0, "mode": "tumbling"}, "scan_ports": 20, "report_interval": 5.0,
         "sketch": {"width": 16384, "depth": 4, "seed": 1}, "scope": "global"}
     assert tasks[3].to_dict()["threshold_abs"] == 7
 

@@ -98,6 +98,14 @@ def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
     assert results.events(since=4) == []
 
 
+def test_a_flow_size_task_raises_no_heavy_hitter_events(results):
+    flows = {"10.0.0.1": 168, "10.0.0.6": 168}
+    assert results.ingest(report(10.0, hh=flows, kind="flow_size"), now=10.5) == []
+    assert results.ingest(report(15.0, hh={**flows, "10.0.0.7": 84},
+                                 kind="flow_size"), now=15.5) == []
+    assert results.latest("t1")["heavy_hitters"] == flows | {"10.0.0.7": 84}
+
+
 def test_coverage_change_is_an_event(results):
     results.ingest(report(10.0), now=10.5)
     results.ingest(report(15.0, missing=["h3"], covered=["h1", "h2"]), now=15.5)

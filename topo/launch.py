@@ -20,8 +20,12 @@
    monitored host (``python -m host_agent``), all registered at the
    controller, and the overlay built over them.
 
-Then it opens the Mininet CLI (``--cli``) or runs ``--run 'HOST CMD...'``
-in a host and exits with that command's status. Logs go to a run
+Every host's shell gets the venv first on ``PATH``, ``MEASURE_URL`` (the
+controller over the management network), ``MEASURE_TOKEN_FILE`` and the
+project root as its directory, so ``mininet> h1 measure tasks`` works as
+typed. Then it prints a banner saying so and opens the Mininet CLI
+(``--cli``, with Mininet's output level back on) or runs ``--run 'HOST
+CMD...'`` in a host and exits with that command's status. Logs go to a run
 directory, printed at start. ``MeasureNetwork`` is the same thing as a
 context manager for the demo and the tests.
 
@@ -39,7 +43,6 @@ import contextlib
 import importlib.util
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +53,15 @@ from functools import partial
 
 from measure_model.auth import load_or_create_secret, load_or_create_token
 from ryu_app.client import ControllerClient, read_token
-from topo.procs import LOCK_PATH, mininet_lock, port_open, stop_process, wait_until
+from topo.procs import (
+    LOCK_PATH,
+    install_signal_handlers,
+    mininet_lock,
+    port_open,
+    signals_deferred,
+    stop_process,
+    wait_until,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MGMT_BRIDGE = "mgmt0"
@@ -496,33 +507,6 @@ def agent_names(body: object) -> set[str]:
     if isinstance(body, dict):
         return {str(k) for k in body}
     return {a["name"] for a in body if isinstance(a, dict) and "name" in a}
-
-
-@contextlib.contextmanager
-def signals_deferred():
-    """Ignore SIGINT/SIGTERM while cleaning up (main thread only)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-def _raise_on_signal(signum, _frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ``finally`` cleans up."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_on_signal)
 
 
 def build_parser() -> argparse.ArgumentParser:

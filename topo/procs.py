@@ -9,7 +9,10 @@ One copy of the small things every harness of this project needs:
 - ``stop_process``: stop a child and its process group (children are
   started with ``start_new_session=True``), politely first, then firmly;
 - ``mininet_lock``: the machine-wide lock that lets one Mininet network
-  exist at a time (interface and bridge names would clash otherwise).
+  exist at a time (interface and bridge names would clash otherwise);
+- ``install_signal_handlers`` / ``signals_deferred``: SIGTERM and SIGHUP
+  unwind like Ctrl-C so every ``finally`` cleans up, and clean-up itself is
+  not interrupted.
 
 It lives in ``topo`` (a package setuptools installs) so that ``bench/`` and
 ``examples/`` use it without importing ``tests/``. No Mininet import here.
@@ -23,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -121,3 +125,28 @@ def mininet_lock(on_wait: Callable[[], None] | None = None,
             yield round(time.monotonic() - start, 1)
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Ignore SIGINT/SIGTERM while cleaning up (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _raise_on_signal(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ``finally`` cleans up."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_on_signal)

@@ -1,0 +1,60 @@
+"""The agent's configuration state: sketches and the counters on them.
+
+A *sketch* is a packet filter (one capture rule with its mark bit, see
+``capture.py``) carrying counters. Each counter is a parsed
+``measure_model.task.Task`` (plus the ``candidate_divisor`` of absolute
+thresholds), so the one task model describes per-host counters, legacy
+counters and overlay tasks alike. The agent keeps this state so that it can
+re-install everything in a restarted monitor; the counts themselves live
+in the monitor process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from host_agent.capture import CaptureFilter
+from measure_model.task import Task, counter_view
+
+
+@dataclass(frozen=True)
+class CounterConfig:
+    """One counter: its task and the candidate divisor for absolute thresholds."""
+
+    task: Task
+    candidate_divisor: int = 1
+
+    @property
+    def cell_bytes(self) -> int:
+        """Sketch cell memory of this counter in one monitor process."""
+        assert self.task.sketch is not None
+        return self.task.sketch.width * self.task.sketch.depth * 8
+
+    def entry(self) -> dict[str, Any]:
+        """The monitor protocol's counter entry (the task in its wire form)."""
+        return {"task": self.task.to_dict(), "candidate_divisor": self.candidate_divisor}
+
+    def describe(self) -> dict[str, Any]:
+        """The counter settings as the agent API shows them."""
+        return counter_view(self.task)
+
+
+@dataclass
+class Sketch:
+    """A capture filter with its counters (ids from 1 within the sketch)."""
+
+    id: int
+    slot: int
+    filter: CaptureFilter
+    counters: dict[int, CounterConfig] = field(default_factory=dict)
+    task_id: str | None = None
+    created: float = 0.0
+    next_counter: int = 1
+    base: tuple[int, int] = (0, 0)     # rule counters when counting (re)started
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,
+                "created": self.created,
+                "counters": [{"id": cid, **c.describe()}
+                             for cid, c in sorted(self.counters.items())]}

@@ -1,0 +1,305 @@
+"""Text rendering for the ``measure`` CLI: the API's JSON in, lines for people out.
+
+Plain functions, no I/O, so tests check them without a controller. The
+choices a reader sees:
+
+- hosts are named as agents name them (``h5``), next to MACs and IPs;
+- times are local wall-clock times (``14:03:07``), ages in seconds;
+- a result's heading says what the task measures (heavy hitters, flow sizes,
+  port scans, counts) and, when nothing qualifies, why (the threshold);
+- history rows are per interval (what arrived since the previous row), the
+  cumulative total beside it;
+- a task scoped to some hosts counts the agents of its scope only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+KIND_TITLES = {"heavy_hitters": "heavy hitters", "flow_size": "flow sizes",
+               "port_scan": "port scans", "counter": "counts", "bandwidth": "bandwidth"}
+
+
+def render_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Left-aligned columns separated by two spaces; numbers (and gaps among them,
+    shown as '-') right-aligned."""
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r]
+                                           for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    def is_number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    numeric = [any(is_number(r[i]) for r in rows)
+               and all(is_number(r[i]) or r[i] is None for r in rows)
+               for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if numeric[i] else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def clock(ts: Any) -> str:
+    """An epoch time as local ``HH:MM:SS`` ('-' when absent)."""
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def agent_names(agents: list[dict]) -> dict[str, str]:
+    """Agent name by every way a host is referred to: name, data IP, MAC."""
+    names: dict[str, str] = {}
+    for a in agents:
+        for ref in (a.get("name"), a.get("data_ip"), a.get("host"), a.get("mac")):
+            if isinstance(ref, str) and ref:
+                names[ref] = a["name"]
+    return names
+
+
+def in_scope(task: dict, agents: list[dict]) -> set[str] | None:
+    """The agent names a task (a ``GET tasks`` record or the task itself) is scoped
+    to; None for a global task."""
+    scope = (task.get("task") or task).get("scope", "global")
+    if not isinstance(scope, list):
+        return None
+    names = agent_names(agents)
+    return {names.get(ref, ref) for ref in scope}
+
+
+def render_tasks(tasks: list[dict], agents: list[dict] | None = None) -> str:
+    if not tasks:
+        return "no tasks"
+    rows = []
+    for t in tasks:
+        states = t.get("agents") or {}
+        scope = in_scope(t, agents or [])
+        counted = states if scope is None else {n: s for n, s in states.items() if n in scope}
+        total = len(states) if scope is None else len(scope)
+        ok = sum(1 for v in counted.values() if v == "ok")
+        where = "global" if scope is None else ",".join(sorted(scope))
+        rows.append([t["id"], t["name"], t["kind"], t["status"], where,
+                     f"{ok}/{total}" if total and t["kind"] != "bandwidth" else None,
+                     t.get("last_error")])
+    return render_table(["ID", "NAME", "KIND", "STATUS", "SCOPE", "AGENTS OK", "ERROR"], rows)
+
+
+def _threshold_text(result: dict) -> str:
+    threshold = result.get("threshold") or {}
+    unit = "bytes" if result.get("increment") == "bytes" else "packets"
+    total = _number(result.get("total", 0))
+    if "fraction" in threshold:
+        return f">= {threshold['fraction'] * 100:g}% of {total} {unit}"
+    if "absolute" in threshold:
+        return f">= {_number(threshold['absolute'])} {unit}"
+    return f"the largest of {total} {unit}"
+
+
+def _key_table(result: dict, pairs: list[tuple[str, Any]], names: dict[str, str]) -> str:
+    total = result.get("total") or 0
+    key = str(result.get("key", "key"))
+    rows = []
+    for k, v in pairs:
+        hosts = [names.get(part, "") for part in str(k).split(",")]
+        who = " -> ".join(h or "?" for h in hosts) if any(hosts) else None
+        share = f"{100 * v / total:.1f}%" if total else None
+        rows.append([k, who, _number(v), share])
+    return render_table([key.upper(), "HOSTS", "COUNT", "SHARE"], rows)
+
+
+def render_result(result: dict, task: dict | None = None,
+                  agents: list[dict] | None = None) -> str:
+    """A measurement or bandwidth result: a heading for the task's kind, then tables."""
+    task = task or {}
+    kind = result.get("kind") or task.get("kind") or "counter"
+    host = result.get("host", "*")
+    where = "all hosts" if host == "*" else f"host {host}"
+    name = f" ({task['name']})" if task.get("name") else ""
+    lines = [f"task {result.get('task_id')}{name}: {KIND_TITLES.get(kind, kind)}, {where}, "
+             f"interval ending {clock(result.get('interval_end'))} "
+             f"({_number(result.get('age', '-'))} s ago)"]
+    if kind == "bandwidth":
+        lines.append(render_bandwidth(result))
+        return "\n".join(lines)
+    if "covered" in result:
+        missing = result.get("missing") or []
+        covered = result["covered"] or []
+        text = f"covered {len(covered)}" + (f": {', '.join(covered)}" if covered else "")
+        lines.append(text + (f"  missing {len(missing)}: {', '.join(missing)}" if missing else
+                             "  (complete)"))
+    totals = [f"{n} {_number(result[n])}" for n in ("packets", "bytes") if n in result]
+    distinct = result.get("distinct")
+    if isinstance(distinct, dict) and "estimate" in distinct:
+        totals.append(f"distinct keys ~{distinct['estimate']}")
+    if totals:
+        lines.append("  ".join(totals))
+    names = agent_names(agents or [])
+    if kind == "heavy_hitters":
+        hh = sorted((result.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        if hh:
+            lines += [f"heavy hitters ({_threshold_text(result)})", _key_table(result, hh, names)]
+        else:
+            lines.append(f"no heavy hitters: no key reached {_threshold_text(result)[3:]}")
+    elif kind == "port_scan":
+        scanners = result.get("scanners")
+        if scanners is None:  # a per-host summary: {src: distinct ports seen here}
+            scanners = result.get("scan") or {}
+        if scanners:
+            lines.append("port scans (distinct destination ports per source in one window)")
+            lines.append(render_table(["SRC", "HOST", "PORTS"],
+                                      [[s, names.get(s), n] for s, n in sorted(
+                                          scanners.items(), key=lambda kv: (-_len(kv[1]),
+                                                                            kv[0]))]))
+        else:
+            lines.append("no port scan seen in this interval")
+    else:
+        top = [(k, v) for k, v in result.get("top_k") or []]
+        title = "flows, largest first" if kind == "flow_size" else "top keys"
+        if top:
+            lines += [f"{title} ({len(top)})", _key_table(result, top, names)]
+        else:
+            lines.append("no flows counted yet" if kind == "flow_size" else "nothing counted yet")
+    return "\n".join(lines)
+
+
+def _len(value: Any) -> int:
+    return len(value) if isinstance(value, list | dict) else int(value or 0)
+
+
+def render_history(history: dict, kind: str | None = None) -> str:
+    """One line per past result, newest first; COUNTED is what arrived in that interval."""
+    results = history.get("results", [])
+    if not results:
+        return f"task {history.get('task_id')}: no results yet"
+    rows = []
+    for i, r in enumerate(results):
+        total = r.get("total")
+        older = results[i + 1].get("total") if i + 1 < len(results) else None
+        counted = None
+        if isinstance(total, int | float) and isinstance(older, int | float) and total >= older:
+            counted = _number(total - older)
+        if kind == "heavy_hitters":
+            best = sorted((r.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        else:
+            best = [tuple(p) for p in r.get("top_k") or []]
+        missing = r.get("missing")
+        rows.append([clock(r.get("interval_end")),
+                     len(r["covered"]) if isinstance(r.get("covered"), list) else None,
+                     len(missing) if isinstance(missing, list) else None,
+                     counted, _number(total),
+                     f"{best[0][0]} {_number(best[0][1])}" if best else None])
+    top = "TOP HEAVY HITTER" if kind == "heavy_hitters" else "LARGEST"
+    return (f"task {history.get('task_id')}  host {history.get('host', '*')}  "
+            f"(newest first; COUNTED = in that interval)\n"
+            + render_table(["INTERVAL END", "COVERED", "MISSING", "COUNTED", "TOTAL", top],
+                           rows))
+
+
+def render_overlay(overlay: dict) -> str:
+    root = overlay.get("root")
+    if root is None:
+        return f"epoch {overlay.get('epoch', 0)}: no live agents"
+    children = overlay.get("children", {})
+    lines = [f"epoch {overlay.get('epoch')}  depth {overlay.get('depth')}  "
+             f"fanout {overlay.get('fanout')}  agents {len(overlay.get('parent', {}))}"]
+
+    def walk(node: str, prefix: str, last: bool, top: bool) -> None:
+        lines.append(node if top else f"{prefix}{'`-- ' if last else '|-- '}{node}")
+        kids = children.get(node, [])
+        for i, kid in enumerate(kids):
+            walk(kid, "" if top else prefix + ("    " if last else "|   "),
+                 i == len(kids) - 1, False)
+
+    walk(root, "", True, True)
+    if overlay.get("unlocated"):
+        lines.append(f"not located in the topology: {', '.join(overlay['unlocated'])}")
+    return "\n".join(lines)
+
+
+def render_topology(topo: dict, agents: list[dict] | None = None) -> str:
+    names = agent_names(agents or [])
+    out = [render_table(["SWITCH", "PORTS"], [[s["dpid"], ",".join(map(str, s["ports"]))]
+                                              for s in topo.get("switches", [])])]
+    out.append(render_table(["LINK", "PORT", "TO", "PORT"],
+                            [[lk["src"]["dpid"], lk["src"]["port"], lk["dst"]["dpid"],
+                              lk["dst"]["port"]] for lk in topo.get("links", [])]))
+    rows = []
+    for h in topo.get("hosts", []):
+        ips = h.get("ips", [])
+        name = names.get(h["mac"]) or next((names[ip] for ip in ips if ip in names), None)
+        rows.append([name, h["mac"], ",".join(ips), h["dpid"], h["port"]])
+    out.append(render_table(["HOST", "MAC", "IPS", "SWITCH", "PORT"], rows))
+    return "\n\n".join(out)
+
+
+def render_agents(agents: list[dict]) -> str:
+    if not agents:
+        return "no agents"
+    return render_table(["NAME", "UP", "URL", "DATA IP", "MAC", "PARENT"],
+                        [[a["name"], "yes" if a["up"] else "no", a["url"], a.get("data_ip"),
+                          a.get("host") or a.get("mac"), a.get("parent")] for a in agents])
+
+
+def event_text(e: dict) -> str:
+    """One event's detail in words."""
+    kind = e.get("kind")
+    if kind == "heavy_hitter":
+        return f"{e.get('key')} became a heavy hitter with {_number(e.get('value'))}"
+    if kind == "port_scan":
+        dsts = ", ".join(e.get("dsts") or []) or "?"
+        return f"{e.get('src')} touched {e.get('ports')} ports of {dsts}"
+    if kind == "coverage":
+        missing = e.get("missing") or []
+        return (f"{e.get('covered')} agents covered; "
+                + (f"missing {', '.join(missing)}" if missing else "none missing"))
+    detail = {k: v for k, v in e.items() if k not in ("id", "ts", "task_id", "kind")}
+    return json.dumps(detail, sort_keys=True)
+
+
+def render_events(events: list[dict], header: bool = True) -> str:
+    if not events:
+        return "no events" if header else ""
+    table = render_table(["ID", "TIME", "TASK", "KIND", "WHAT"],
+                         [[e["id"], clock(e.get("ts")), e["task_id"], e["kind"], event_text(e)]
+                          for e in events])
+    return table if header else "\n".join(table.splitlines()[1:])
+
+
+BW_NOTES = {
+    "mbit_s": "the estimate",
+    "range_mbit_s": "the search ended between these rates",
+    "capacity_mbit_s": "path capacity from one back-to-back train's dispersion (the "
+                       "search's first upper bound; reads low on a busy or virtual path)",
+    "probe_bytes": "bytes the probe sent",
+}
+
+
+def render_bandwidth(reply: dict) -> str:
+    """A headline (what was measured, the figure) and the body as FIELD/VALUE rows."""
+    lo_hi = reply.get("range_mbit_s")
+    figure = f"{reply.get('mbit_s')} Mbit/s"
+    if reply.get("at_least") and isinstance(lo_hi, list):
+        figure = f">= {lo_hi[0]} Mbit/s (more than the probe may send)"
+    head = (f"{reply.get('label') or reply.get('method', 'bandwidth')} "
+            f"{reply.get('src')} -> {reply.get('dst')}: {figure}")
+    keys = [k for k in ("src", "dst", "method", "mbit_s", "mbytes_s", "range_mbit_s",
+                        "duration_s", "probe_bytes", "streams", "label") if k in reply]
+    keys += sorted(k for k in reply if k not in keys and k != "fleets")
+    rows = []
+    for k in keys:
+        value = reply[k]
+        if isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, int | float) for v in value):
+            value = f"{value[0]} .. {value[1]}"
+        elif isinstance(value, list | dict):
+            value = json.dumps(value, sort_keys=True)
+        rows.append([k, value, BW_NOTES.get(k)])
+    return head + "\n" + render_table(["FIELD", "VALUE", "NOTE"], rows)
