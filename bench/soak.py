@@ -44,6 +44,7 @@ goes to ``bench/results/soak.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,11 +82,16 @@ def soak_tasks() -> list[dict[str, Any]]:
 
 
 def proc_stats(pid: int) -> dict[str, int] | None:
-    """RSS (KiB) and open fds of a live process; None when it is gone."""
+    """RSS (KiB), open fds and how many of them are sockets; None when it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-        return {"pid": pid, "rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+        fds = os.listdir(f"/proc/{pid}/fd")
+        sockets = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        return {"pid": pid, "rss_kib": rss, "fds": len(fds), "sockets": sockets}
     except (OSError, StopIteration):
         return None
 
@@ -101,10 +107,10 @@ def children(pid: int) -> list[int]:
 class Rest(threading.Thread):
     """Background REST clients; errors outside the controller's planned downtime count."""
 
-    def __init__(self, url: str, token: str, task_id: str, deadline: float,
+    def __init__(self, index: int, url: str, token: str, task_id: str, deadline: float,
                  controller_down: threading.Event) -> None:
-        super().__init__(daemon=True, name="soak-rest")
-        self.url, self.task_id, self.deadline = url, task_id, deadline
+        super().__init__(daemon=True, name=f"soak-rest-{index}")
+        self.index, self.url, self.task_id, self.deadline = index, url, task_id, deadline
         self.down = controller_down
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -138,7 +144,8 @@ class Rest(threading.Thread):
                 self.call("GET", path, 200)
                 time.sleep(0.1)
             made = self.call("POST", "/measure/v1/tasks", 201,
-                             {"name": f"soak-churn-{n}", "kind": "counter", "scope": ["h4"],
+                             {"name": f"soak-churn-{self.index}-{n}", "kind": "counter",
+                              "scope": ["h4"],
                               "filter": {"proto": "udp", "dport": 9}})
             if made:
                 self.call("DELETE", f"/measure/v1/tasks/{made['tasks'][0]['id']}", 200)
@@ -179,6 +186,15 @@ class Soak:
         self.tasks = {t["name"]: t["id"] for t in body["tasks"]}
         for tid in self.tasks.values():
             self.seen[tid] = set()
+
+    def wait_first_results(self, timeout: float = 60.0) -> None:
+        """The load starts once every task has a first global result."""
+        deadline = time.monotonic() + timeout
+        for name, tid in self.tasks.items():
+            while self.mn.rest(f"/measure/v1/tasks/{tid}/result")[0] != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"soak: no first result for {name} in {timeout:g} s")
+                time.sleep(0.5)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -294,11 +310,12 @@ class Soak:
         self.start_traffic()
         with open(mn.token_file()) as f:
             token = f.read().strip()
+        self.wait_first_results()
         t0 = time.monotonic()
         deadline = t0 + duration
         first_task = next(iter(self.tasks.values()))
-        clients = [Rest(mn.rest_url, token, first_task, deadline, self.controller_down)
-                   for _ in range(2)]
+        clients = [Rest(i, mn.rest_url, token, first_task, deadline, self.controller_down)
+                   for i in range(2)]
         for c in clients:
             c.start()
         start_stats: dict[str, Any] = {}
@@ -387,10 +404,11 @@ def print_report(result: dict[str, Any]) -> None:
         rows.append([role, a.get("rss_kib", ""), b.get("rss_kib", ""),
                      "restarted" if p.get("restarted") else f"{100 * p['rss_growth']:+.1f}%",
                      a.get("fds", ""), b.get("fds", ""),
-                     "" if p.get("restarted") else f"{100 * p['fd_growth']:+.1f}%"])
+                     "" if p.get("restarted") else f"{100 * p['fd_growth']:+.1f}%",
+                     b.get("sockets", "")])
     print_table("processes after warm-up and at the end (goal: growth <= 10%)",
                 ["process", "RSS KiB", "RSS KiB end", "RSS growth", "fds", "fds end",
-                 "fd growth"], rows)
+                 "fd growth", "sockets end"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between faults (default: a twelfth of the run, 10..90)")
     parser.add_argument("--no-json", action="store_true",
                         help="do not write bench/results/soak.json")
+    parser.add_argument("--json-out", default=None, help="also write the result JSON here")
     args = parser.parse_args(argv)
     if not 1 <= args.minutes <= 24 * 60:
         parser.error("--minutes must be within 1..1440")
@@ -415,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         result = Soak(mn, args.minutes, period).run()
     print_report(result)
     write_json("soak", result, enabled=not args.no_json)
+    if args.json_out:
+        import json
+
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
     lost = sum(r["lost"] or 0 for r in result["results"].values())
     no_result = [n for n, r in result["results"].items() if r["lost"] is None]
     if no_result:
