@@ -96,12 +96,19 @@ def proc_stats(pid: int) -> dict[str, int] | None:
         return None
 
 
-def children(pid: int) -> list[int]:
+def monitors(pid: int) -> list[int]:
+    """The monitor processes among an agent's children (not its passing iptables calls)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+            kids = [int(p) for p in f.read().split()]
     except OSError:
         return []
+    out = []
+    for kid in kids:
+        with contextlib.suppress(OSError), open(f"/proc/{kid}/cmdline", "rb") as f:
+            if b"host_agent.monitor" in f.read():
+                out.append(kid)
+    return out
 
 
 class Rest(threading.Thread):
@@ -164,6 +171,7 @@ class Soak:
         self.tasks: dict[str, str] = {}
         self.first: dict[str, float] = {}
         self.pings: list[subprocess.Popen] = []
+        self.series: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ set-up
 
@@ -243,10 +251,20 @@ class Soak:
         for name, proc in self.mn.agents.items():
             if (s := proc_stats(proc.pid)):
                 out[f"agent {name}"] = s
-            for i, pid in enumerate(children(proc.pid)):
+            for i, pid in enumerate(monitors(proc.pid)):
                 if (s := proc_stats(pid)):
                     out[f"monitor {name}.{i}"] = s
         return out
+
+    def trend(self, at: float) -> None:
+        """Summed RSS and fds of the agents and the controller, every poll (leaks show here)."""
+        stats = self.sample()
+        agents = [v for k, v in stats.items() if k.startswith("agent ")]
+        ctl = stats.get("controller") or {}
+        self.series.append({"t_s": round(at), "agents_rss_kib": sum(a["rss_kib"] for a in agents),
+                            "agents_fds": sum(a["fds"] for a in agents),
+                            "controller_rss_kib": ctl.get("rss_kib"),
+                            "controller_fds": ctl.get("fds"), "db_bytes": self.db_size()})
 
     def db_size(self) -> int:
         path = os.path.join(self.mn.run_dir, "state", "measure.db")
@@ -269,7 +287,7 @@ class Soak:
             self.mn.start_agent(host)
             detail = victim
         elif kind == "kill_monitor":
-            pids = children(self.mn.agents[victim].pid)
+            pids = monitors(self.mn.agents[victim].pid)
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
             detail = f"{victim} monitor pid {pids[0] if pids else None}"
@@ -328,6 +346,7 @@ class Soak:
                     start_stats, start_db = self.sample(), self.db_size()
                 if now >= next_poll:
                     self.poll_history()
+                    self.trend(now - t0)
                     next_poll = now + 30
                 if now >= next_fault and deadline - now > self.period / 2:
                     self.fault(faults_done)
@@ -370,7 +389,7 @@ class Soak:
                      "errors": sum(c.errors for c in clients),
                      "during_controller_restart": sum(c.during_restart for c in clients),
                      "samples": [s for c in clients for s in c.samples][:5]},
-            "results": self.lost(end_wall), "processes": procs,
+            "results": self.lost(end_wall), "processes": procs, "series": self.series,
             "sqlite": {"start_bytes": start_db, "end_bytes": end_db, "rows": rows,
                        "max_rows_per_task_host": per_key, "retention_rows": 100},
         }
@@ -406,6 +425,11 @@ def print_report(result: dict[str, Any]) -> None:
                      a.get("fds", ""), b.get("fds", ""),
                      "" if p.get("restarted") else f"{100 * p['fd_growth']:+.1f}%",
                      b.get("sockets", "")])
+    print_table("trend every 30 s (agents summed)",
+                ["t s", "agents RSS KiB", "agents fds", "controller RSS KiB", "controller fds",
+                 "SQLite bytes"],
+                [[r["t_s"], r["agents_rss_kib"], r["agents_fds"], r["controller_rss_kib"],
+                  r["controller_fds"], r["db_bytes"]] for r in result["series"]])
     print_table("processes after warm-up and at the end (goal: growth <= 10%)",
                 ["process", "RSS KiB", "RSS KiB end", "RSS growth", "fds", "fds end",
                  "fd growth", "sockets end"], rows)
