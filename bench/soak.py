@@ -44,6 +44,7 @@ goes to ``bench/results/soak.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,30 +82,42 @@ def soak_tasks() -> list[dict[str, Any]]:
 
 
 def proc_stats(pid: int) -> dict[str, int] | None:
-    """RSS (KiB) and open fds of a live process; None when it is gone."""
+    """RSS (KiB), open fds and how many of them are sockets; None when it is gone."""
     try:
         with open(f"/proc/{pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-        return {"pid": pid, "rss_kib": rss, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+        fds = os.listdir(f"/proc/{pid}/fd")
+        sockets = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        return {"pid": pid, "rss_kib": rss, "fds": len(fds), "sockets": sockets}
     except (OSError, StopIteration):
         return None
 
 
-def children(pid: int) -> list[int]:
+def monitors(pid: int) -> list[int]:
+    """The monitor processes among an agent's children (not its passing iptables calls)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+            kids = [int(p) for p in f.read().split()]
     except OSError:
         return []
+    out = []
+    for kid in kids:
+        with contextlib.suppress(OSError), open(f"/proc/{kid}/cmdline", "rb") as f:
+            if b"host_agent.monitor" in f.read():
+                out.append(kid)
+    return out
 
 
 class Rest(threading.Thread):
     """Background REST clients; errors outside the controller's planned downtime count."""
 
-    def __init__(self, url: str, token: str, task_id: str, deadline: float,
+    def __init__(self, index: int, url: str, token: str, task_id: str, deadline: float,
                  controller_down: threading.Event) -> None:
-        super().__init__(daemon=True, name="soak-rest")
-        self.url, self.task_id, self.deadline = url, task_id, deadline
+        super().__init__(daemon=True, name=f"soak-rest-{index}")
+        self.index, self.url, self.task_id, self.deadline = index, url, task_id, deadline
         self.down = controller_down
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -138,7 +151,8 @@ class Rest(threading.Thread):
                 self.call("GET", path, 200)
                 time.sleep(0.1)
             made = self.call("POST", "/measure/v1/tasks", 201,
-                             {"name": f"soak-churn-{n}", "kind": "counter", "scope": ["h4"],
+                             {"name": f"soak-churn-{self.index}-{n}", "kind": "counter",
+                              "scope": ["h4"],
                               "filter": {"proto": "udp", "dport": 9}})
             if made:
                 self.call("DELETE", f"/measure/v1/tasks/{made['tasks'][0]['id']}", 200)
@@ -157,6 +171,7 @@ class Soak:
         self.tasks: dict[str, str] = {}
         self.first: dict[str, float] = {}
         self.pings: list[subprocess.Popen] = []
+        self.series: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ set-up
 
@@ -179,6 +194,15 @@ class Soak:
         self.tasks = {t["name"]: t["id"] for t in body["tasks"]}
         for tid in self.tasks.values():
             self.seen[tid] = set()
+
+    def wait_first_results(self, timeout: float = 60.0) -> None:
+        """The load starts once every task has a first global result."""
+        deadline = time.monotonic() + timeout
+        for name, tid in self.tasks.items():
+            while self.mn.rest(f"/measure/v1/tasks/{tid}/result")[0] != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"soak: no first result for {name} in {timeout:g} s")
+                time.sleep(0.5)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -227,10 +251,20 @@ class Soak:
         for name, proc in self.mn.agents.items():
             if (s := proc_stats(proc.pid)):
                 out[f"agent {name}"] = s
-            for i, pid in enumerate(children(proc.pid)):
+            for i, pid in enumerate(monitors(proc.pid)):
                 if (s := proc_stats(pid)):
                     out[f"monitor {name}.{i}"] = s
         return out
+
+    def trend(self, at: float) -> None:
+        """Summed RSS and fds of the agents and the controller, every poll (leaks show here)."""
+        stats = self.sample()
+        agents = [v for k, v in stats.items() if k.startswith("agent ")]
+        ctl = stats.get("controller") or {}
+        self.series.append({"t_s": round(at), "agents_rss_kib": sum(a["rss_kib"] for a in agents),
+                            "agents_fds": sum(a["fds"] for a in agents),
+                            "controller_rss_kib": ctl.get("rss_kib"),
+                            "controller_fds": ctl.get("fds"), "db_bytes": self.db_size()})
 
     def db_size(self) -> int:
         path = os.path.join(self.mn.run_dir, "state", "measure.db")
@@ -253,7 +287,7 @@ class Soak:
             self.mn.start_agent(host)
             detail = victim
         elif kind == "kill_monitor":
-            pids = children(self.mn.agents[victim].pid)
+            pids = monitors(self.mn.agents[victim].pid)
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
             detail = f"{victim} monitor pid {pids[0] if pids else None}"
@@ -294,11 +328,12 @@ class Soak:
         self.start_traffic()
         with open(mn.token_file()) as f:
             token = f.read().strip()
+        self.wait_first_results()
         t0 = time.monotonic()
         deadline = t0 + duration
         first_task = next(iter(self.tasks.values()))
-        clients = [Rest(mn.rest_url, token, first_task, deadline, self.controller_down)
-                   for _ in range(2)]
+        clients = [Rest(i, mn.rest_url, token, first_task, deadline, self.controller_down)
+                   for i in range(2)]
         for c in clients:
             c.start()
         start_stats: dict[str, Any] = {}
@@ -311,6 +346,7 @@ class Soak:
                     start_stats, start_db = self.sample(), self.db_size()
                 if now >= next_poll:
                     self.poll_history()
+                    self.trend(now - t0)
                     next_poll = now + 30
                 if now >= next_fault and deadline - now > self.period / 2:
                     self.fault(faults_done)
@@ -353,7 +389,7 @@ class Soak:
                      "errors": sum(c.errors for c in clients),
                      "during_controller_restart": sum(c.during_restart for c in clients),
                      "samples": [s for c in clients for s in c.samples][:5]},
-            "results": self.lost(end_wall), "processes": procs,
+            "results": self.lost(end_wall), "processes": procs, "series": self.series,
             "sqlite": {"start_bytes": start_db, "end_bytes": end_db, "rows": rows,
                        "max_rows_per_task_host": per_key, "retention_rows": 100},
         }
@@ -387,10 +423,16 @@ def print_report(result: dict[str, Any]) -> None:
         rows.append([role, a.get("rss_kib", ""), b.get("rss_kib", ""),
                      "restarted" if p.get("restarted") else f"{100 * p['rss_growth']:+.1f}%",
                      a.get("fds", ""), b.get("fds", ""),
-                     "" if p.get("restarted") else f"{100 * p['fd_growth']:+.1f}%"])
+                     "" if p.get("restarted") else f"{100 * p['fd_growth']:+.1f}%",
+                     b.get("sockets", "")])
+    print_table("trend every 30 s (agents summed)",
+                ["t s", "agents RSS KiB", "agents fds", "controller RSS KiB", "controller fds",
+                 "SQLite bytes"],
+                [[r["t_s"], r["agents_rss_kib"], r["agents_fds"], r["controller_rss_kib"],
+                  r["controller_fds"], r["db_bytes"]] for r in result["series"]])
     print_table("processes after warm-up and at the end (goal: growth <= 10%)",
                 ["process", "RSS KiB", "RSS KiB end", "RSS growth", "fds", "fds end",
-                 "fd growth"], rows)
+                 "fd growth", "sockets end"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between faults (default: a twelfth of the run, 10..90)")
     parser.add_argument("--no-json", action="store_true",
                         help="do not write bench/results/soak.json")
+    parser.add_argument("--json-out", default=None, help="also write the result JSON here")
     args = parser.parse_args(argv)
     if not 1 <= args.minutes <= 24 * 60:
         parser.error("--minutes must be within 1..1440")
@@ -415,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         result = Soak(mn, args.minutes, period).run()
     print_report(result)
     write_json("soak", result, enabled=not args.no_json)
+    if args.json_out:
+        import json
+
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
     lost = sum(r["lost"] or 0 for r in result["results"].values())
     no_result = [n for n, r in result["results"].items() if r["lost"] is None]
     if no_result:
