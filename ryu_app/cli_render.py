@@ -103,9 +103,10 @@ def _threshold_text(result: dict) -> str:
     return f"the largest of {total} {unit}"
 
 
-def _key_table(result: dict, pairs: list[tuple[str, Any]], names: dict[str, str]) -> str:
+def _key_table(result: dict, pairs: list[tuple[str, Any]], names: dict[str, str],
+               key: str) -> str:
+    """Keys with the hosts they name ('?': an address with no agent), counts, shares."""
     total = result.get("total") or 0
-    key = str(result.get("key", "key"))
     rows = []
     for k, v in pairs:
         hosts = [names.get(part, "") for part in str(k).split(",")]
@@ -142,10 +143,12 @@ def render_result(result: dict, task: dict | None = None,
     if totals:
         lines.append("  ".join(totals))
     names = agent_names(agents or [])
+    key = str(result.get("key") or (task.get("task") or {}).get("key") or "key")
     if kind == "heavy_hitters":
         hh = sorted((result.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
         if hh:
-            lines += [f"heavy hitters ({_threshold_text(result)})", _key_table(result, hh, names)]
+            lines += [f"heavy hitters ({_threshold_text(result)})",
+                      _key_table(result, hh, names, key)]
         else:
             lines.append(f"no heavy hitters: no key reached {_threshold_text(result)[3:]}")
     elif kind == "port_scan":
@@ -164,7 +167,7 @@ def render_result(result: dict, task: dict | None = None,
         top = [(k, v) for k, v in result.get("top_k") or []]
         title = "flows, largest first" if kind == "flow_size" else "top keys"
         if top:
-            lines += [f"{title} ({len(top)})", _key_table(result, top, names)]
+            lines += [f"{title} ({len(top)})", _key_table(result, top, names, key)]
         else:
             lines.append("no flows counted yet" if kind == "flow_size" else "nothing counted yet")
     return "\n".join(lines)
@@ -301,5 +304,5 @@ def render_bandwidth(reply: dict) -> str:
             value = f"{value[0]} .. {value[1]}"
         elif isinstance(value, list | dict):
             value = json.dumps(value, sort_keys=True)
-        rows.append([k, value, BW_NOTES.get(k)])
+        rows.append([k, value, BW_NOTES.get(k, "")])
     return head + "\n" + render_table(["FIELD", "VALUE", "NOTE"], rows)
