@@ -79,7 +79,13 @@ class CaptureFilter:
                    None if flt.dport is None else str(flt.dport))
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in FILTER_FIELDS if getattr(self, k) is not None}
+        """The task-model form again: one port is a number, a range ``"low:high"``."""
+        out: dict[str, str | int] = {}
+        for k in FILTER_FIELDS:
+            value = getattr(self, k)
+            if value is not None:
+                out[k] = int(value) if k in ("sport", "dport") and value.isdigit() else value
+        return out
 
     def match_args(self) -> list[str]:
         """The iptables match arguments of this filter."""

@@ -46,7 +46,8 @@ def test_filter_normalises_and_builds_match_args():
     f = rule({"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
               "dst": "10.0.0.5", "sport": 80, "dport": "8000:8100"})
     assert f.to_dict() == {"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
-                           "dst": "10.0.0.5", "sport": "80", "dport": "8000:8100"}
+                           "dst": "10.0.0.5", "sport": 80, "dport": "8000:8100"}
+    assert rule(f.to_dict()) == f  # the task-model form again (a sketch's filter is re-read)
     assert f.match_args() == ["-p", "tcp", "-s", "10.0.0.0/8", "-d", "10.0.0.5",
                               "--sport", "80", "--dport", "8000:8100"]
     assert rule({}).match_args() == []
