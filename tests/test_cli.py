@@ -285,6 +285,8 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert capsys.readouterr().out.splitlines()[1:] == ["h1", "`-- h5"]
     assert main([*base, "bw", "h1", "h5", "--json"]) == 0
     assert '"mbit_s": 9.6' in capsys.readouterr().out
+    assert main([*base, "bw", "10.0.0.1", "10.0.0.5"]) == 0  # data IPs, as the Mininet CLI sends
+    assert "9.6" in capsys.readouterr().out.splitlines()[0]
     assert main([*base, "history", "1"]) == 0
     assert capsys.readouterr().out == "task 1: no results yet\n"
     from tests.test_rest import _report
