@@ -272,13 +272,6 @@ class Topology:
             self._changed()
         return result
 
-    def move_host(self, mac: str, dpid: int, port: int) -> bool:
-        """Re-attach a known host; True if it moved."""
-        host = self.host_by_mac(mac)
-        if host is None:
-            return False
-        return self.learn_host(host.mac, None, dpid, port) == "moved"
-
     def remove_host(self, mac: str) -> bool:
         host = self.host_by_mac(mac)
         if host is None:
@@ -301,9 +294,6 @@ class Topology:
                 return host
         return None
 
-    def _host(self, ref: str) -> Host | None:
-        return self.host_by_mac(ref) if ":" in ref else self.host_by_ip(ref)
-
     # ------------------------------------------------------------ paths
 
     def _switch_graph(self) -> nx.Graph:
@@ -317,20 +307,6 @@ class Topology:
             return nx.shortest_path(self._switch_graph(), src_dpid, dst_dpid)
         except nx.NetworkXNoPath:
             return None
-
-    def switch_distance(self, src_dpid: int, dst_dpid: int) -> int | None:
-        path = self.shortest_path(src_dpid, dst_dpid)
-        return None if path is None else len(path) - 1
-
-    def host_distance(self, a: str, b: str) -> int | None:
-        """Links between two hosts (given by MAC or IP); 0 for the same host."""
-        ha, hb = self._host(a), self._host(b)
-        if ha is None or hb is None:
-            return None
-        if ha.mac == hb.mac:
-            return 0
-        hops = self.switch_distance(ha.dpid, hb.dpid)
-        return None if hops is None else hops + 2
 
     # ------------------------------------------------------------ flooding
 

@@ -151,7 +151,7 @@ def test_unicast_follows_shortest_path_and_arrives_once(graph):
         sim.send(Packet(MAC1, mac, 1, 1, ETH_TYPE_IPV4))
         assert sim.delivered[mac] == 1
         assert sim.packet_ins - before == 1  # flows installed along the whole path
-        hops = fwd.topology.switch_distance(1, dst)
+        hops = len(fwd.topology.shortest_path(1, dst)) - 1
         switches_with_flow = [d for d, table in sim.tables.items() if mac in table]
         assert len(switches_with_flow) == hops + 1
 
