@@ -392,8 +392,10 @@ class AppTransport:
 
     def __init__(self) -> None:
         self.apps: dict[str, AgentApp] = {}
+        self.urls: list[str] = []  # every URL requested, in order
 
     def _call(self, method: str, url: str, json_body: object) -> tuple[int, object]:
+        self.urls.append(url)
         base, _, path = url.partition("/agent/")
         app = self.apps.get(base)
         if app is None:
@@ -426,8 +428,8 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
     """The walk-through's global usage: legacy messages to the root h2 cover h3 too."""
     net, nodes = overlay_agents(clock, "h2", "h3")
     root, child = nodes["h2"][0], nodes["h3"][0]
-    root.overlay.set_overlay({"epoch": 1, "root": True, "children": [
-        {"name": "h3", "url": "http://h3"}]})
+    root.overlay.set_overlay({"epoch": 1, "root": True, "controller": "http://ctl.test:8080",
+                              "children": [{"name": "h3", "url": "http://h3"}]})
     child.overlay.set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"}})
     app = net.apps["http://h2"]
     sid = int(post_form(app, type="config sketch", interface="INPUT", proto="icmp").text)
@@ -442,6 +444,12 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
                         mark=1 << child.sketches[csid].slot)
     clock.t = (int(clock.t) + 1) + 0.01   # past the 1 s interval end: h3 reports up
     child.overlay.tick(clock.t)
+    root.overlay.tick(clock.t)
+    # the child reported to the root; the root kept the report (the controller
+    # does not know legacy-S-C tasks: it answered 404 every second)
+    assert "http://h2/agent/v1/reports" in net.urls
+    assert not [u for u in net.urls if u.startswith("http://ctl.test")]
+    assert root.overlay.stats["send_errors"] == 0
     r = post_form(app, type="query heavy hitters", sketch_id=str(sid),
                   counter_key_type="src_dst")
     assert r.json == {"10.0.0.6,10.0.0.2": 168, "10.0.0.6,10.0.0.3": 252}
