@@ -30,6 +30,14 @@ class FieldError(ValueError):
     """A value failed its check; the message names the field."""
 
 
+class ConflictError(FieldError):
+    """Fields that are each valid but conflict with each other (``src`` = ``dst``).
+
+    A JSON schema cannot state these rules, so an API answers them 409, not
+    400: the documented schema is exactly what a 400 refuses.
+    """
+
+
 class Checker(Protocol):
     """What a row of the task table checks its value with."""
 
@@ -156,23 +164,25 @@ class Pattern:
         return {"type": "string", "pattern": f"^{self.regex}$"}
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_PORT_RE = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+
+
 @dataclass(frozen=True)
 class Prefix:
-    """An IPv4 address or prefix (host bits zero); ``/32`` is dropped."""
+    """An IPv4 address or prefix ``a.b.c.d/n``; host bits are masked as iptables does
+    (``10.0.0.5/24`` is ``10.0.0.0/24``) and ``/32`` is dropped."""
 
     def check(self, name: str, value: Any) -> str:
-        if not isinstance(value, str):
-            raise FieldError(f"{name} must be an IPv4 address or prefix, "
-                             f"not {type_name(value)}")
-        try:
-            return str(ipaddress.IPv4Network(value, strict=True)).removesuffix("/32")
-        except ValueError as exc:
-            raise FieldError(f"{name} '{value}' is not an IPv4 address or prefix "
-                             f"({exc})") from None
+        if not isinstance(value, str) or not re.fullmatch(
+                rf"{_OCTET}(\.{_OCTET}){{3}}(/([0-9]|[12][0-9]|3[0-2]))?", value):
+            show = f"'{value}'" if isinstance(value, str) else type_name(value)
+            raise FieldError(f"{name} {show} is not an IPv4 address or prefix")
+        return str(ipaddress.IPv4Network(value, strict=False)).removesuffix("/32")
 
     def json_schema(self) -> JsonSchema:
-        return {"type": "string", "maxLength": 18,
-                "pattern": r"^[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?$"}
+        return {"type": "string",
+                "pattern": rf"^{_OCTET}(\.{_OCTET}){{3}}(/([0-9]|[12][0-9]|3[0-2]))?$"}
 
 
 PORT = Integer(0, 65535)
@@ -180,23 +190,21 @@ PORT = Integer(0, 65535)
 
 @dataclass(frozen=True)
 class PortSpec:
-    """A port number or a range ``"low:high"`` within 0..65535."""
+    """A port number or a range ``"a:b"`` of ports 0..65535 (ends in either order)."""
 
     def check(self, name: str, value: Any) -> int | str:
         if isinstance(value, str):
-            match = re.fullmatch(r"(\d{1,5}):(\d{1,5})", value)
+            match = re.fullmatch(rf"{_PORT_RE}:{_PORT_RE}", value)
             if not match:
-                raise FieldError(f"{name} '{value}' is not a port or a range 'low:high'")
-            low, high = int(match[1]), int(match[2])
-            if not 0 <= low <= high <= 65535:
-                raise FieldError(f"{name} '{value}' is not a range within 0..65535 "
-                                 "with low <= high")
+                raise FieldError(f"{name} '{value}' is not a port or a range 'low:high' "
+                                 "of ports 0..65535")
+            low, high = sorted((int(match[1]), int(match[2])))
             return f"{low}:{high}"
         return PORT.check(name, value)
 
     def json_schema(self) -> JsonSchema:
         return {"oneOf": [PORT.json_schema(),
-                          {"type": "string", "pattern": "^[0-9]{1,5}:[0-9]{1,5}$"}]}
+                          {"type": "string", "pattern": f"^{_PORT_RE}:{_PORT_RE}$"}]}
 
 
 @dataclass(frozen=True)
@@ -263,6 +271,7 @@ class Nested:
     rows: tuple[Row, ...]
     factory: Callable[..., Any]
     rule: Callable[[dict[str, Any]], None] | None = field(default=None)
+    rule_schema: JsonSchema | None = None  # the rule as JSON schema, where one can say it
 
     def check(self, name: str, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -289,6 +298,8 @@ class Nested:
         required = [r.name for r in self.rows if r.required]
         if required:
             out["required"] = required
+        if self.rule_schema is not None:
+            out.update(self.rule_schema)
         return out
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from measure_model.fields import (
     Choice,
+    ConflictError,
     FieldError,
     Integer,
     ListOf,
@@ -93,6 +94,11 @@ BW_DEFAULT_BYTES, BW_MIN_BYTES, BW_MAX_BYTES = 20_000_000, 100_000, 200_000_000
 
 class PolicyError(ValueError):
     """A policy or task body failed validation; the message says where."""
+
+
+class PolicyConflict(PolicyError):
+    """Valid fields that conflict with each other or another task of the policy
+    (``src`` = ``dst``, a name used twice): what no JSON schema can refuse (409)."""
 
 
 # ---------------------------------------------------------------- model
@@ -217,7 +223,9 @@ SKETCH_ROWS = (
     Row("depth", Integer(1, MAX_DEPTH), DEFAULT_DEPTH, "rows"),
     Row("seed", Integer(0, MAX_SEED), DEFAULT_SEED, "hash seed"),
 )
-FILTER = Nested(FILTER_ROWS, Filter, _ports_need_proto)
+FILTER = Nested(FILTER_ROWS, Filter, _ports_need_proto, {"anyOf": [
+    {"not": {"anyOf": [{"required": ["sport"]}, {"required": ["dport"]}]}},
+    {"required": ["proto"], "properties": {"proto": {"enum": ["tcp", "udp"]}}}]})
 WINDOW = Nested(WINDOW_ROWS, Window)
 SKETCH = Nested(SKETCH_ROWS, SketchSpec)
 
@@ -276,7 +284,7 @@ def _exclusive_thresholds(obj: dict[str, Any]) -> None:
 
 def _distinct_ends(obj: dict[str, Any]) -> None:
     if obj.get("src") is not None and obj.get("src") == obj.get("dst"):
-        raise FieldError(f"src and dst are the same host '{obj['src']}'")
+        raise ConflictError(f"src and dst are the same host '{obj['src']}'")
 
 
 RULES = (_distinct_ends,)       # on the checked fields
@@ -329,8 +337,8 @@ def parse_task(obj: Any, source_name: str, index: int = 0) -> Task:
     try:
         return _check_task(obj)
     except FieldError as exc:
-        raise PolicyError(f"policy {source_name}: task {_task_label(obj, index)}: "
-                          f"{exc}") from None
+        error = PolicyConflict if isinstance(exc, ConflictError) else PolicyError
+        raise error(f"policy {source_name}: task {_task_label(obj, index)}: {exc}") from None
 
 
 def parse_tasks(obj: Any, source_name: str) -> list[Task]:
@@ -356,8 +364,8 @@ def parse_tasks(obj: Any, source_name: str) -> list[Task]:
     for index, item in enumerate(items):
         task = parse_task(item, source_name, index)
         if task.name in seen:
-            raise PolicyError(f"{where}: task {task.name}: name is used by another task "
-                              "in the policy")
+            raise PolicyConflict(f"{where}: task {task.name}: name is used by another task "
+                                 "in the policy")
         seen.add(task.name)
         tasks.append(task)
     return tasks
@@ -414,13 +422,24 @@ def field_value(name: str, body: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------- JSON schemas
 
+def kind_json_schema(kind: str) -> dict[str, Any]:
+    """The OpenAPI schema of one task kind: exactly its rows, required ones listed."""
+    rows = [row for row in TASK_ROWS if kind in row.kinds]
+    props = {row.name: described(row) for row in rows}
+    props["kind"] = {**props["kind"], "enum": [kind]}
+    out: dict[str, Any] = {"title": kind, "type": "object",
+                           "required": [row.name for row in rows if row.required],
+                           "additionalProperties": False, "properties": props}
+    if kind in MEASURE_KINDS:
+        out["not"] = {"required": ["threshold", "threshold_abs"]}  # exclusive
+    return out
+
+
 def task_json_schema() -> dict[str, Any]:
-    """The OpenAPI schema of one task, from the table."""
-    return {"type": "object", "required": ["name", "kind"], "additionalProperties": False,
-            "description": "A measurement task. Fields apply per kind: "
-                           + "; ".join(f"{r.name}: {', '.join(k for k in KINDS if k in r.kinds)}"
-                                       for r in TASK_ROWS if r.kinds != _ALL),
-            "properties": {row.name: described(row) for row in TASK_ROWS}}
+    """The OpenAPI schema of one task, from the table: one object schema per kind."""
+    return {"description": "A measurement task: the fields of its kind only "
+                           "(threshold and threshold_abs are exclusive).",
+            "oneOf": [kind_json_schema(kind) for kind in KINDS]}
 
 
 def bandwidth_json_schema() -> dict[str, Any]:

@@ -35,17 +35,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
-from measure_model.fields import FieldError
+from measure_model.fields import ConflictError, FieldError
 from measure_model.policy import load_policy
-from measure_model.task import PolicyError, bandwidth_request, parse_tasks
+from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
+from ryu_app.openapi_schemas import OPENAPI_PATH
 from ryu_app.registry import IncompatibleAgent, RegistryError, UnknownAgent
 from ryu_app.store import StoreError
 
@@ -58,7 +58,6 @@ MAX_REPORT_BODY = 16 * 1024 * 1024
 MAX_YAML = 256 * 1024
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
-OPENAPI_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
 _ID_RE = re.compile(r"[1-9][0-9]{0,17}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -89,7 +88,7 @@ def _status_of(exc: Exception) -> tuple[int, str]:
         return exc.status, exc.message
     if isinstance(exc, ServiceError):
         return exc.status, str(exc)
-    if isinstance(exc, IncompatibleAgent):
+    if isinstance(exc, IncompatibleAgent | PolicyConflict):
         return 409, str(exc)
     if isinstance(exc, PolicyError | RegistryError):
         return 400, str(exc)
@@ -233,7 +232,8 @@ def _bandwidth_args(body: Any) -> dict[str, Any]:
     try:
         return bandwidth_request(body)
     except FieldError as exc:
-        raise HttpError(400, f"bandwidth: {exc}") from None
+        status = 409 if isinstance(exc, ConflictError) else 400
+        raise HttpError(status, f"bandwidth: {exc}") from None
 
 
 class MeasureController(ControllerBase):

@@ -11,7 +11,14 @@ from ryu_app.launcher import patch_eventlet
 
 patch_eventlet()
 
-from ryu_app.rest import OPENAPI_PATH, known_routes  # noqa: E402
+from measure_model.task import TASK_FIELDS  # noqa: E402
+from ryu_app.openapi_schemas import (  # noqa: E402
+    OPENAPI_PATH,
+    component_schemas,
+    render,
+    updated,
+)
+from ryu_app.rest import known_routes  # noqa: E402
 from tests.test_rest import POLICY, Harness, _report  # noqa: E402
 
 with open(OPENAPI_PATH) as _f:
@@ -48,6 +55,84 @@ def test_document_structure():
     assert len(ids) == len(set(ids))
     refs = re.findall(r'"\$ref": "#/components/schemas/([A-Za-z]+)"', json.dumps(DOC))
     assert set(refs) <= set(DOC["components"]["schemas"])
+
+
+def test_task_and_bandwidth_schemas_are_generated_from_the_task_table():
+    """``python -m ryu_app.openapi_schemas`` leaves the file unchanged."""
+    with open(OPENAPI_PATH, encoding="utf-8") as f:
+        assert f.read() == render(updated(DOC))
+    for name, schema in component_schemas().items():
+        assert DOC["components"]["schemas"][name] == schema
+
+
+def _numeric_bounds(schema, path=()):
+    """(field path, minimum, exclusive, maximum, integer) of every bounded number."""
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") in ("number", "integer") and "minimum" in schema:
+        yield (path, schema["minimum"], schema.get("exclusiveMinimum", False),
+               schema["maximum"], schema["type"] == "integer")
+    for key, sub in schema.get("properties", {}).items():
+        yield from _numeric_bounds(sub, (*path, key))
+    for sub in schema.get("oneOf", []):
+        yield from _numeric_bounds(sub, path)
+
+
+def _with(obj: dict, path: tuple, value) -> dict:
+    out = json.loads(json.dumps(obj))
+    target = out
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+    return out
+
+
+def test_every_documented_task_bound_is_the_enforced_bound():
+    """Each kind's numeric fields: the documented ends pass, just outside is refused."""
+    from measure_model.task import PolicyError, parse_task
+
+    cases = 0
+    for kind_schema in DOC["components"]["schemas"]["Task"]["oneOf"]:
+        kind = kind_schema["properties"]["kind"]["enum"][0]
+        base = {"name": "t", "kind": kind}
+        if kind == "bandwidth":
+            base.update(src="h1", dst="h2")
+        for path, lo, exclusive, hi, integer in _numeric_bounds(kind_schema):
+            step = 1 if integer else 1e-6
+            name = ".".join(path)
+            for value, ok in ((lo + step if exclusive else lo, True), (hi, True),
+                              (lo if exclusive else lo - step, False), (hi + step, False)):
+                obj = _with(base, path, value)
+                if path[0] == "filter":
+                    obj["filter"]["proto"] = "tcp"  # ports need tcp or udp
+                if path == ("threshold_abs",):
+                    obj.pop("threshold", None)
+                if ok:
+                    parse_task(obj, "doc")
+                else:
+                    with pytest.raises(PolicyError, match=f"task t: {re.escape(name)} "):
+                        parse_task(obj, "doc")
+                cases += 1
+    assert cases > 40
+
+
+def _values_of(obj, key):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == key:
+                yield v
+            yield from _values_of(v, key)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _values_of(v, key)
+
+
+def test_no_openapi_3_1_keywords_in_a_3_0_document():
+    """3.0 spells exclusive bounds as booleans next to minimum/maximum (3.1: numbers)."""
+    assert DOC["openapi"] == "3.0.3"
+    for key in ("exclusiveMinimum", "exclusiveMaximum"):
+        assert all(isinstance(v, bool) for v in _values_of(DOC, key))
+    assert list(_values_of(DOC, "exclusiveMinimum"))  # threshold's (0, 1] is documented
 
 
 def _template(path: str) -> tuple[str, str]:
@@ -136,7 +221,7 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                  max_size=4),
     max_leaves=12)
-TASK_KEYS = list(DOC["components"]["schemas"]["Task"]["properties"])
+TASK_KEYS = list(TASK_FIELDS)
 TASKISH = st.dictionaries(st.sampled_from(TASK_KEYS + ["x"]), JSON_VALUES, max_size=8)
 SEGMENT = st.text(min_size=1, max_size=12).filter(lambda s: "/" not in s and "?" not in s)
 OPERATIONS = sorted((p, m) for p, ms in known_routes().items() for m in ms)

@@ -78,6 +78,16 @@ def test_defaults_per_kind_and_wire_form():
     assert tasks[3].to_dict()["threshold_abs"] == 7
 
 
+def test_prefixes_and_port_ranges_are_normalised_as_iptables_reads_them():
+    """What the documented patterns allow is accepted: host bits are masked, range ends
+    may come in either order."""
+    (t,) = parse_tasks({"name": "a", "kind": "counter",
+                        "filter": {"src": "10.0.0.1/24", "dst": "10.0.0.9/32", "proto": "udp",
+                                   "dport": "90:80", "sport": "7:7"}}, "p")
+    assert (t.filter.src, t.filter.dst, t.filter.dport, t.filter.sport) == (
+        "10.0.0.0/24", "10.0.0.9", "80:90", "7:7")
+
+
 def test_round_trip_and_single_task_body():
     for task in load_policy(FULL, "full.yaml"):
         assert Task.from_dict(task.to_dict()) == task
@@ -122,12 +132,11 @@ MALFORMED = [
      "policy bad.yaml: task hh-1: window.length 0.01 is out of range [0.05, 3600]"),
     ("tasks: [{name: hh-1, kind: counter, window: {mode: hopping}}]",
      "policy bad.yaml: task hh-1: window.mode 'hopping' is not one of tumbling, sliding"),
-    ("tasks: [{name: hh-1, kind: counter, filter: {src: 10.0.0.1/24}}]",
-     "policy bad.yaml: task hh-1: filter.src '10.0.0.1/24' is not an IPv4 address or prefix "
-     "(10.0.0.1/24 has host bits set)"),
-    ("tasks: [{name: hh-1, kind: counter, filter: {proto: tcp, dport: '90:80'}}]",
-     "policy bad.yaml: task hh-1: filter.dport '90:80' is not a range within 0..65535 "
-     "with low <= high"),
+    ("tasks: [{name: hh-1, kind: counter, filter: {src: 10.0.0.1/33}}]",
+     "policy bad.yaml: task hh-1: filter.src '10.0.0.1/33' is not an IPv4 address or prefix"),
+    ("tasks: [{name: hh-1, kind: counter, filter: {proto: tcp, dport: '70000:80'}}]",
+     "policy bad.yaml: task hh-1: filter.dport '70000:80' is not a port or a range "
+     "'low:high' of ports 0..65535"),
     ("tasks: [{name: hh-1, kind: counter, filter: {interface: FORWARD}}]",
      "policy bad.yaml: task hh-1: filter.interface 'FORWARD' is not one of INPUT, OUTPUT"),
     ("tasks: [{name: hh-1, kind: counter, filter: {vlan: 3}}]",

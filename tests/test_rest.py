@@ -88,9 +88,10 @@ class FakeAgents:
 
 
 class Harness:
-    def __init__(self, state_dir: str, auth: AuthConfig | None = None) -> None:
+    def __init__(self, state_dir: str, auth: AuthConfig | None = None,
+                 agents: FakeAgents | None = None) -> None:
         self.clock = 1000.0
-        self.agents = FakeAgents()
+        self.agents = agents if agents is not None else FakeAgents()
         self.state_dir = state_dir
         self.service = MeasureService(tree_topology(), state_dir, now=lambda: self.clock,
                                       http=self.agents, fanout=3,
