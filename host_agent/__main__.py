@@ -134,13 +134,14 @@ def _mac_of(ip: str | None) -> str | None:
     return None
 
 
-def registrar(args: argparse.Namespace, agent: Agent, http: Transport,
+def registrar(args: argparse.Namespace, advertise: str, http: Transport,
               interval: float = 2.0) -> None:
-    """Register with the controller, then heartbeat; retry forever, never raise."""
+    """Register with the controller as reachable at ``advertise``, then heartbeat;
+    retry forever, never raise."""
     import eventlet
 
     base = args.controller.rstrip("/")
-    body = {"name": args.name, "url": agent.advertise, "data_ip": args.data_ip,
+    body = {"name": args.name, "url": advertise, "data_ip": args.data_ip,
             "mac": _mac_of(args.data_ip), "version": __version__}
     registered, failing, last_logged = False, False, -1e9
     while True:
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
                   data_ip=args.data_ip)
-    agent.advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
+    advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls
     http = HttpClient(auth)
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                  "allowed" if args.allow_legacy else "refused")
         threads = [eventlet.spawn(supervisor, agent)]
         if args.controller:
-            threads.append(eventlet.spawn(registrar, args, agent, http))
+            threads.append(eventlet.spawn(registrar, args, advertise, http))
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
                                                insecure=args.insecure, bandwidth=bandwidth),
