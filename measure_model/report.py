@@ -41,7 +41,8 @@ else.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -55,6 +56,7 @@ from measure_model.keys import (
     sketch_key_of,
 )
 from measure_model.sketch import CountMinSketch
+from measure_model.snapshot import Snapshot
 from measure_model.task import HOST_PATTERN
 
 MAX_CANDIDATES = 100_000
@@ -167,7 +169,7 @@ def _distinct_ok(distinct: Any) -> None:
             raise ValueError(f"snapshot: distinct: {exc}") from None
 
 
-def check_snapshot(snap: Any) -> dict[str, Any]:
+def check_snapshot(snap: Any) -> Snapshot:
     """Validate a whole snapshot (every field a merge or a reader uses, the sketch cells
     and HLL registers decoded); return it. ValueError naming the field if malformed."""
     _need(isinstance(snap, dict), "must be an object")
@@ -224,7 +226,7 @@ def check_snapshot(snap: Any) -> dict[str, Any]:
         if snap.get(name) is not None:
             _need(_is_num(snap[name]) and snap[name] >= 0, f"{name} must be a time")
     _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
-    return snap
+    return cast(Snapshot, snap)  # every field checked above
 
 
 # ---------------------------------------------------------------- helpers
@@ -310,7 +312,7 @@ def _merge_scan(snaps: list[dict], max_sources: int, max_list: int) -> dict:
 
 
 # ---------------------------------------------------------------- API
-def merge_all(snaps: list[dict], checked: bool = False) -> dict[str, Any]:
+def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict[str, Any]:
     """Merge snapshots of the same counter from several agents (see module docstring).
 
     ``checked=True``: the caller already ran :func:`check_snapshot` on every
@@ -366,7 +368,7 @@ def merge_all(snaps: list[dict], checked: bool = False) -> dict[str, Any]:
     times = [s["generated_at"] for s in snaps if s.get("generated_at") is not None]
     oldest = [t for t in (s.get("oldest", s.get("generated_at")) for s in snaps)
               if t is not None]
-    return {
+    merged: dict[str, Any] = {
         "key": key_type, "increment": increment, **totals,
         "sketch": sketch.to_wire(),
         "candidates": dict(ranked),
@@ -385,9 +387,10 @@ def merge_all(snaps: list[dict], checked: bool = False) -> dict[str, Any]:
         "generated_at": max(times) if times else None,
         "oldest": min(oldest) if oldest else None,
     }
+    return merged
 
 
-def merge(a: dict, b: dict) -> dict[str, Any]:
+def merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """Merge two snapshots (``merge_all([a, b])``)."""
     return merge_all([a, b])
 

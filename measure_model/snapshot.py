@@ -97,7 +97,7 @@ class Snapshot(TypedDict):
     packets: int
     bytes: int
     total: int
-    sketch: NotRequired[SketchWire]
+    sketch: SketchWire
     candidates: NotRequired[dict[str, int]]
     heavy_hitters: dict[str, int]
     top_k: list[list[Any]]
