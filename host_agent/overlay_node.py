@@ -55,8 +55,10 @@ Parts
     the placement and the up side, and the one object the agent's HTTP API
     talks to. Each part gets its collaborators in its constructor. Requests
     go out through one ``measure_model.httpclient.Transport`` and background
-    work through one ``measure_model.runner.Runner``; the message checks
-    (peers, forwarded tasks, reports) are in ``measure_model.overlay_msgs``.
+    work through one ``measure_model.runner.Runner``; merging the parts of a
+    subtree report and the per-host summaries are ``overlay_merge``; the
+    message checks (peers, forwarded tasks, reports) are in
+    ``measure_model.overlay_msgs``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ from typing import Any
 
 from host_agent.overlay_down import TaskFanOut
 from host_agent.overlay_legacy import LegacyRoot
+from host_agent.overlay_merge import (
+    host_summary,
+    merge_checked_snapshots,
+    merge_parts,
+    merge_snapshots,
+)
 from host_agent.overlay_state import NodeState, Pending, TaskState
 from host_agent.protocols import LegacyAgent
 from measure_model.httpclient import HttpClient, Transport
@@ -373,7 +381,7 @@ class OverlayNode:
         per_host: dict[str, dict] = {}
         if p.own is not None:
             parts.append((self.name, p.own, [self.name]))
-            per_host[self.name] = self.summary(p.own, now)
+            per_host[self.name] = host_summary(p.own, now, self.per_host_top)
         elif self.state.in_scope(state.task):
             missing.append(self.name)
         for name in kids:
@@ -385,7 +393,7 @@ class OverlayNode:
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
             per_host.update(rep.get("per_host", {}))
-        snapshot, errors = self._merge_parts(parts)
+        snapshot, errors = merge_parts(self.merge, parts)
         covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
         for name, _, hosts in parts:
             if name in errors:
@@ -410,27 +418,6 @@ class OverlayNode:
         if repush:
             self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
         return report
-
-    def _merge_parts(self, parts: list[tuple[str, dict, list[str]]]
-                     ) -> tuple[dict | None, dict[str, str]]:
-        """Merge all snapshots; one that cannot merge is left out and named."""
-        snaps = [snap for _, snap, _ in parts if snap]
-        if not snaps:
-            return None, {}
-        try:
-            return self.merge(snaps), {}
-        except ValueError:
-            pass
-        merged, errors = None, {}
-        for name, snap, _ in parts:
-            if not snap:
-                continue
-            try:
-                merged = self.merge([merged, snap] if merged is not None else [snap])
-            except ValueError as exc:
-                errors[name] = str(exc)
-                log.warning("snapshot from %s left out of the merge: %s", name, exc)
-        return merged, errors
 
     def _send_up(self, state: TaskState, report: dict) -> None:
         with self._lock:
@@ -461,20 +448,6 @@ class OverlayNode:
 
     # ------------------------------------------------------------ queries
 
-    def summary(self, snap: dict, now: float) -> dict:
-        """A bounded per-host summary of one agent's snapshot."""
-        top = self.per_host_top
-        hh = sorted((snap.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
-        scan = snap.get("scan") or {}
-        return {"packets": snap.get("packets", 0), "bytes": snap.get("bytes", 0),
-                "total": snap.get("total", 0), "heavy_hitters": dict(hh[:top]),
-                "top_k": [list(x) for x in (snap.get("top_k") or [])[:top]],
-                "distinct": (snap.get("distinct") or {}).get("estimate"),
-                "scan": {src: len(v.get("ports", [])) for src, v in sorted(
-                    scan.items(), key=lambda kv: -len(kv[1].get("ports", [])))[:top]},
-                "missed": snap.get("missed", {}),
-                "generated_at": snap.get("generated_at", now)}
-
     def global_snapshot(self, task_id: str, now: float | None = None) -> dict | None:
         """Own current snapshot merged with each child's latest subtree report."""
         now = self.now() if now is None else now
@@ -497,24 +470,9 @@ class OverlayNode:
                 continue
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
-        merged, errors = self._merge_parts(parts)
+        merged, errors = merge_parts(self.merge, parts)
         covered = {h for name, _, hosts in parts if name not in errors for h in hosts}
         missing.extend(h for name, _, hosts in parts if name in errors for h in hosts)
         if merged is not None:
             merged.update(covered=sorted(covered), missing=sorted(set(missing) - covered))
         return merged
-
-
-def merge_snapshots(snaps: list[dict], checked: bool = False) -> dict | None:
-    """``report.merge_all`` over non-empty snapshots (None when there are none)."""
-    snaps = [s for s in snaps if s]
-    if not snaps:
-        return None
-    from measure_model.report import merge_all
-
-    return merge_all(snaps, checked=checked)
-
-
-def merge_checked_snapshots(snaps: list[dict]) -> dict | None:
-    """``merge_snapshots`` of snapshots already checked (see ``report.merge_all``)."""
-    return merge_snapshots(snaps, checked=True)
