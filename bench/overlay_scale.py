@@ -64,7 +64,8 @@ import numpy as np
 
 from host_agent.agent import Agent
 from host_agent.monitor import MonitorCore
-from host_agent.overlay_node import OverlayNode, merge_snapshots
+from host_agent.overlay_merge import merge_snapshots
+from host_agent.overlay_node import OverlayNode
 from measure_model.keys import HeaderBatch
 from measure_model.runner import InlineRunner
 from measure_model.task import Task
