@@ -81,13 +81,6 @@ class MemoryStore:
         return [e for e in self._events if e["id"] > since][:limit]
 
 
-def _number(report: dict, name: str) -> float:
-    value = report.get(name)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ValueError(f"report: field '{name}' must be a number")
-    return float(value)
-
-
 def validate_report(report: Any) -> Report:
     """The full check of ``measure_model.overlay_msgs.validate_report`` (envelope, names,
     times, per-host summaries, and the snapshot with ``report.check_snapshot``)."""
