@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
     from host_agent.agent import Agent
+    from host_agent.overlay_node import OverlayNode
     from host_agent.protocols import Monitor
     from measure_model.httpclient import Transport
 
@@ -173,15 +174,14 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
         eventlet.sleep(interval if registered else min(interval, 1.0))
 
 
-def supervisor(agent: Agent, period: float = 0.25) -> None:
+def supervisor(agent: Agent, overlay: OverlayNode, period: float = 0.25) -> None:
     """Restart dead monitors and tick the overlay role, forever."""
     import eventlet
 
     while True:
         try:
             agent.tick()
-            if agent.overlay is not None:
-                agent.overlay.tick(time.time())
+            overlay.tick(time.time())
         except Exception:  # noqa: BLE001 - the loop must survive
             log.exception("supervisor")
         eventlet.sleep(period)
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls
     http = HttpClient(auth)
-    agent.overlay = OverlayNode(agent, http=http)
+    overlay = OverlayNode(agent, http=http)
     bandwidth = bandwidth_api(args.data_ip, http)
 
     stopping: list[int] = []
@@ -264,12 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("agent %s listening on %s:%d (queues %d from %d, legacy %s)", args.name,
                  args.listen, args.port, args.queues, args.queue_num,
                  "allowed" if args.allow_legacy else "refused")
-        threads = [eventlet.spawn(supervisor, agent)]
+        threads = [eventlet.spawn(supervisor, agent, overlay)]
         if args.controller:
             threads.append(eventlet.spawn(registrar, args, advertise, http))
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
-                                               insecure=args.insecure, bandwidth=bandwidth),
+                                               insecure=args.insecure, bandwidth=bandwidth,
+                                               overlay=overlay),
                                       log_output=False, max_size=256, debug=False))
         while not stopping and not threads[-1].dead:
             eventlet.sleep(0.2)

@@ -106,7 +106,6 @@ class Agent:
         self.restarts = 0
         self.crash_loop = CrashLoop()
         self.gaps: list[dict] = []
-        self.overlay: Any = None
         self.advertise: str | None = None
         self._retry_at: dict[int, float] = {}
         self._seen: dict[int, int] = {}
@@ -183,12 +182,6 @@ class Agent:
             if sketch.task_id is not None:
                 self.tasks.pop(sketch.task_id, None)
         log.info("sketch %d deleted", sketch.id)
-        unshare = getattr(self.overlay, "unshare_legacy_sketch", None)
-        if unshare is not None and sketch.task_id is None:
-            try:
-                unshare(sketch.id)
-            except Exception as exc:  # noqa: BLE001 - the local delete is done
-                log.warning("removing sketch %d from the subtree failed: %s", sketch.id, exc)
 
     def add_counter(self, sid: Any, body: Any) -> int:
         """Add a per-host counter body (``measure_model.task.counter_task``) to a sketch."""

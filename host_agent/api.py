@@ -37,6 +37,8 @@ import webob
 from host_agent.agent import Agent, capture_filter, parse_counter
 from host_agent.bw_http import BandwidthApi, bandwidth_api
 from host_agent.errors import AgentError, MonitorError
+from host_agent.legacy import LegacyContext, handle_legacy
+from host_agent.overlay_node import OverlayNode
 from measure_model.httpclient import HttpClient
 
 log = logging.getLogger("host_agent.api")
@@ -81,14 +83,18 @@ class AgentApp:
 
     def __init__(self, agent: Agent, verifier: Any = None, allow_legacy: bool = False,
                  max_body: int = MAX_BODY, insecure: bool = False,
-                 bandwidth: BandwidthApi | None = None) -> None:
+                 bandwidth: BandwidthApi | None = None,
+                 overlay: OverlayNode | None = None) -> None:
         """``verifier`` checks signed requests; without one, state-changing
         ``/agent/v1`` requests are refused (403) unless ``insecure`` is set
         (``--insecure``: an isolated test network only). ``bandwidth`` serves
-        ``/agent/v1/bandwidth`` (default: unsigned requests to the peer)."""
+        ``/agent/v1/bandwidth`` (default: unsigned requests to the peer);
+        ``overlay`` is the agent's overlay role (without one, its routes are 503)."""
         self.agent, self.verifier, self.insecure = agent, verifier, insecure
         self.bandwidth = bandwidth if bandwidth is not None else bandwidth_api(
             agent.data_ip, HttpClient())
+        self.overlay = overlay
+        self.legacy = LegacyContext(agent, overlay, self.bandwidth.prober)
         self.allow_legacy, self.max_body = allow_legacy, max_body
         self.routes: list[tuple[re.Pattern[str], dict[str, Any]]] = [
             (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
@@ -123,9 +129,7 @@ class AgentApp:
                     raise AgentError(405, "legacy messages use POST /")
                 if not self.allow_legacy:
                     raise AgentError(403, LEGACY_DISABLED)
-                from host_agent.legacy import handle_legacy
-
-                return handle_legacy(self.agent, req, self.bandwidth.prober)
+                return handle_legacy(self.legacy, req)
             self._authenticate(req, path)
             if BandwidthApi.serves(path):
                 return self.bandwidth.handle(req)
@@ -176,9 +180,9 @@ class AgentApp:
     # ------------------------------------------------------------ v1
     def health(self, req: webob.Request) -> webob.Response:
         out = self.agent.health()
-        if self.agent.overlay is not None:
+        if self.overlay is not None:
             try:
-                out["overlay"] = self.agent.overlay.overlay()
+                out["overlay"] = self.overlay.overlay()
             except Exception:  # noqa: BLE001 - health must answer
                 out["overlay"] = None
         return json_response(out)
@@ -214,7 +218,13 @@ class AgentApp:
         return json_response(self.agent.get_sketch(sid).describe())
 
     def delete_sketch(self, req: webob.Request, sid: str) -> webob.Response:
-        self.agent.delete_sketch(sid)
+        sketch = self.agent.get_sketch(sid)
+        self.agent.delete_sketch(sketch.id)
+        if self.overlay is not None and sketch.task_id is None:
+            try:  # a legacy sketch the root shared: the subtree's copies go too
+                self.overlay.unshare_legacy_sketch(sketch.id)
+            except Exception as exc:  # noqa: BLE001 - the local delete is done
+                log.warning("removing sketch %d from the subtree failed: %s", sketch.id, exc)
         return json_response({"deleted": int(sid)})
 
     def add_counter(self, req: webob.Request, sid: str) -> webob.Response:
@@ -239,10 +249,10 @@ class AgentApp:
         return json_response({"deleted": int(cid), "sketch": int(sid)})
 
     # ------------------------------------------------------------ overlay
-    def _overlay(self) -> Any:
-        if self.agent.overlay is None:
+    def _overlay(self) -> OverlayNode:
+        if self.overlay is None:
             raise AgentError(503, "overlay role is not available on this agent")
-        return self.agent.overlay
+        return self.overlay
 
     def _overlay_call(self, fn: Any, *args: Any) -> webob.Response:
         try:

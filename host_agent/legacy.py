@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import webob
@@ -49,6 +50,7 @@ from host_agent.agent import Agent, parse_counter
 from host_agent.bandwidth import Prober
 from host_agent.bandwidth_error import BandwidthError
 from host_agent.errors import AgentError
+from host_agent.overlay_node import OverlayNode
 from measure_model.legacy_msgs import (
     COUNTER_FIELDS,
     SKETCH_FIELDS,
@@ -99,12 +101,14 @@ def _only(fields: dict, allowed: tuple[str, ...]) -> None:
         raise AgentError(400, f"unknown field {unknown[0]!r}")
 
 
-def config_sketch(agent: Agent, f: dict) -> webob.Response:
+def config_sketch(ctx: LegacyContext, f: dict) -> webob.Response:
+    agent = ctx.agent
     _only(f, SKETCH_FIELDS)
     return text(str(agent.create_sketch(legacy_filter(f)).id))
 
 
-def config_counter(agent: Agent, f: dict) -> webob.Response:
+def config_counter(ctx: LegacyContext, f: dict) -> webob.Response:
+    agent = ctx.agent
     _only(f, COUNTER_FIELDS)
     sketch = agent.get_sketch(need(f, "sketch_id"))
     key = need(f, "counter_key_type")
@@ -122,10 +126,9 @@ def config_counter(agent: Agent, f: dict) -> webob.Response:
                                   f"{key!r} counter with increment "
                                   f"{existing.task.increment!r}")
     cid = agent.add_task_counter(sketch.id, task)
-    share = getattr(agent.overlay, "share_legacy_counter", None)
-    if share is not None:  # at the overlay root the whole tree counts too
+    if ctx.overlay is not None:  # at the overlay root the whole tree counts too
         try:
-            share(sketch.id, cid)
+            ctx.overlay.share_legacy_counter(sketch.id, cid)
         except Exception as exc:  # noqa: BLE001 - the local counter works regardless
             log.warning("sharing legacy counter %d/%d with the subtree failed: %s",
                         sketch.id, cid, exc)
@@ -138,26 +141,29 @@ def _counter(agent: Agent, f: dict, extra: tuple[str, ...] = ()) -> tuple[int, i
     return sketch.id, cid
 
 
-def _global(agent: Agent, sid: int, cid: int) -> dict | None:
+def _global(ctx: LegacyContext, sid: int, cid: int) -> dict | None:
     """The subtree-wide snapshot of a shared legacy counter (None: answer locally)."""
-    fn = getattr(agent.overlay, "legacy_global", None)
-    return fn(sid, cid, agent.clock()) if fn is not None else None
+    if ctx.overlay is None:
+        return None
+    return ctx.overlay.legacy_global(sid, cid, ctx.agent.clock())
 
 
-def query_heavy_hitters(agent: Agent, f: dict) -> webob.Response:
+def query_heavy_hitters(ctx: LegacyContext, f: dict) -> webob.Response:
+    agent = ctx.agent
     sid, cid = _counter(agent, f)
-    snap = _global(agent, sid, cid)
+    snap = _global(ctx, sid, cid)
     if snap is not None:
         return as_json(snap["heavy_hitters"])
     return as_json(agent.query(sid, cid, "heavy_hitters"))
 
 
-def query_sketch(agent: Agent, f: dict) -> webob.Response:
+def query_sketch(ctx: LegacyContext, f: dict) -> webob.Response:
+    agent = ctx.agent
     sid, cid = _counter(agent, f, ("counter_key",))
     key = need(f, "counter_key")
     if not isinstance(key, str):
         raise AgentError(400, f"counter_key must be a string, got {key!r}")
-    snap = _global(agent, sid, cid)
+    snap = _global(ctx, sid, cid)
     if key == REAL_TIME_KEY_NUM:
         window = snap["window"] if snap is not None else agent.query(sid, cid, "window")
         return text(str(int(window["distinct"])))
@@ -169,9 +175,10 @@ def query_sketch(agent: Agent, f: dict) -> webob.Response:
     return text(str(int(agent.query(sid, cid, "estimate", key=key))))
 
 
-def query_real_time(agent: Agent, f: dict) -> webob.Response:
+def query_real_time(ctx: LegacyContext, f: dict) -> webob.Response:
+    agent = ctx.agent
     sid, cid = _counter(agent, f)
-    snap = _global(agent, sid, cid)
+    snap = _global(ctx, sid, cid)
     window = snap["window"] if snap is not None else agent.query(sid, cid, "window")
     return as_json(window["counts"])
 
@@ -195,15 +202,25 @@ HANDLERS = {
 KINDS = (*HANDLERS, "query bw")
 
 
-def handle_legacy(agent: Agent, req: webob.Request, prober: Prober) -> webob.Response:
-    """Answer one legacy message (errors are raised as AgentError); ``query bw``
-    runs a probe from this agent through ``prober``."""
+@dataclass(frozen=True)
+class LegacyContext:
+    """What the original messages act on: the agent, its overlay role (a
+    counter made at the root is shared with the subtree, queries there answer
+    for the tree) and its bandwidth prober (``query bw``)."""
+
+    agent: Agent
+    overlay: OverlayNode | None
+    prober: Prober
+
+
+def handle_legacy(ctx: LegacyContext, req: webob.Request) -> webob.Response:
+    """Answer one legacy message (errors are raised as AgentError)."""
     fields = fields_of(req)
     kind = need(fields, "type")
     if kind == "query bw":
-        return query_bw(prober, fields)
+        return query_bw(ctx.prober, fields)
     handler = HANDLERS.get(kind) if isinstance(kind, str) else None
     if handler is None:
         raise AgentError(400, f"unknown type {kind!r}; expected one of "
                               f"{', '.join(KINDS)}")
-    return handler(agent, fields)
+    return handler(ctx, fields)

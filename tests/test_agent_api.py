@@ -18,6 +18,7 @@ from host_agent.agent import Agent
 from host_agent.api import LEGACY_DISABLED, AgentApp
 from host_agent.errors import AgentError
 from host_agent.monitor import MonitorCore, fail_open_message
+from host_agent.overlay_node import OverlayNode
 from measure_model.task import Task
 
 pytestmark = pytest.mark.unit
@@ -393,6 +394,7 @@ class AppTransport:
     def __init__(self) -> None:
         self.apps: dict[str, AgentApp] = {}
         self.urls: list[str] = []  # every URL requested, in order
+        self.overlays: dict[str, OverlayNode] = {}
 
     def _call(self, method: str, url: str, json_body: object) -> tuple[int, object]:
         self.urls.append(url)
@@ -408,8 +410,8 @@ class AppTransport:
 
 
 def overlay_agents(clock, *names: str):
-    """Agents with overlay roles, wired to each other in process by name."""
-    from host_agent.overlay_node import OverlayNode
+    """Agents with overlay roles, wired to each other in process by name
+    (``net.overlays[name]`` is each agent's ``OverlayNode``)."""
     from measure_model.runner import InlineRunner
 
     net = AppTransport()
@@ -418,8 +420,9 @@ def overlay_agents(clock, *names: str):
         mon = InlineMonitor(clock)
         ag = Agent(name, [mon], clock=clock)
         ag.start()
-        ag.overlay = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
-        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True, insecure=True)
+        node = net.overlays[name] = OverlayNode(ag, http=net, now=clock, runner=InlineRunner())
+        net.apps[f"http://{name}"] = AgentApp(ag, allow_legacy=True, insecure=True,
+                                              overlay=node)
         nodes[name] = (ag, mon)
     return net, nodes
 
@@ -427,10 +430,11 @@ def overlay_agents(clock, *names: str):
 def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
     """The walk-through's global usage: legacy messages to the root h2 cover h3 too."""
     net, nodes = overlay_agents(clock, "h2", "h3")
-    root, child = nodes["h2"][0], nodes["h3"][0]
-    root.overlay.set_overlay({"epoch": 1, "root": True, "controller": "http://ctl.test:8080",
-                              "children": [{"name": "h3", "url": "http://h3"}]})
-    child.overlay.set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"}})
+    child = nodes["h3"][0]
+    net.overlays["h2"].set_overlay({"epoch": 1, "root": True,
+                                    "controller": "http://ctl.test:8080",
+                                    "children": [{"name": "h3", "url": "http://h3"}]})
+    net.overlays["h3"].set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"}})
     app = net.apps["http://h2"]
     sid = int(post_form(app, type="config sketch", interface="INPUT", proto="icmp").text)
     r = post_form(app, type="config sketch counter", sketch_id=str(sid),
@@ -443,13 +447,13 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
     nodes["h3"][1].feed([ipv4("10.0.0.6", "10.0.0.3")] * 3,
                         mark=1 << child.sketches[csid].slot)
     clock.t = (int(clock.t) + 1) + 0.01   # past the 1 s interval end: h3 reports up
-    child.overlay.tick(clock.t)
-    root.overlay.tick(clock.t)
+    net.overlays["h3"].tick(clock.t)
+    net.overlays["h2"].tick(clock.t)
     # the child reported to the root; the root kept the report (the controller
     # does not know legacy-S-C tasks: it answered 404 every second)
     assert "http://h2/agent/v1/reports" in net.urls
     assert not [u for u in net.urls if u.startswith("http://ctl.test")]
-    assert root.overlay.stats["send_errors"] == 0
+    assert net.overlays["h2"].stats["send_errors"] == 0
     r = post_form(app, type="query heavy hitters", sketch_id=str(sid),
                   counter_key_type="src_dst")
     assert r.json == {"10.0.0.6,10.0.0.2": 168, "10.0.0.6,10.0.0.3": 252}
@@ -464,11 +468,11 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
 def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
     """h5 with overlay children still means "packets arriving at h5" (per host)."""
     net, nodes = overlay_agents(clock, "h5", "h6")
-    inner, child = nodes["h5"][0], nodes["h6"][0]
-    inner.overlay.set_overlay({"epoch": 1, "root": False,
-                               "parent": {"name": "h2", "url": "http://h2"},
-                               "children": [{"name": "h6", "url": "http://h6"}]})
-    child.overlay.set_overlay({"epoch": 1, "parent": {"name": "h5", "url": "http://h5"}})
+    child = nodes["h6"][0]
+    net.overlays["h5"].set_overlay({"epoch": 1, "root": False,
+                                    "parent": {"name": "h2", "url": "http://h2"},
+                                    "children": [{"name": "h6", "url": "http://h6"}]})
+    net.overlays["h6"].set_overlay({"epoch": 1, "parent": {"name": "h5", "url": "http://h5"}})
     app = net.apps["http://h5"]
     sid = int(post_form(app, type="config sketch", interface="INPUT", proto="icmp").text)
     assert post_form(app, type="config sketch counter", sketch_id=str(sid),

@@ -205,9 +205,9 @@ def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
         capture = MemoryCapture()
     agent = Agent("fz", [CoreMonitor()], capture=capture, data_ip="10.0.0.9")
     transport = RecordingTransport()
-    agent.overlay = OverlayNode(agent, http=transport, runner=InlineRunner())
+    overlay = OverlayNode(agent, http=transport, runner=InlineRunner())
     verifier = Verifier(secret) if secret else None
-    return AgentApp(agent, verifier, allow_legacy), agent, transport
+    return AgentApp(agent, verifier, allow_legacy, overlay=overlay), agent, transport
 
 
 def agent_state(app) -> object:
@@ -220,7 +220,7 @@ def agent_state(app) -> object:
         "tasks": agent.tasks, "next": agent.next_sketch,
         "monitor": sorted(agent.monitors[0].core.sketches),
         "rules": agent.capture.listing() if agent.capture is not None else None,
-        "overlay": agent.overlay.overlay(), "stats": agent.overlay.stats,
+        "overlay": app.overlay.overlay(), "stats": app.overlay.stats,
         "receive_sessions": sorted(app.bandwidth.sessions.live()),
     }, sort_keys=True, default=repr)
 
