@@ -79,8 +79,9 @@ from host_agent.overlay_merge import (
 )
 from host_agent.overlay_state import NodeState, Pending, TaskState
 from host_agent.protocols import LegacyAgent
+from measure_model.fields import is_count
 from measure_model.httpclient import HttpClient, Transport
-from measure_model.overlay_msgs import Peer, is_count, is_url, parse_peer, validate_report
+from measure_model.overlay_msgs import Peer, is_url, parse_peer, validate_report
 from measure_model.runner import Runner, default_runner
 
 log = logging.getLogger(__name__)

@@ -60,9 +60,23 @@ def shown(value: Any) -> str:
     return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
 
 
+MAX_COUNT = 2 ** 63  # counts are int64 everywhere (sketch cells, totals)
+
+
 def is_int(value: Any) -> bool:
     """An integer that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_count(value: Any) -> bool:
+    """A non-negative integer below ``MAX_COUNT``."""
+    return is_int(value) and 0 <= value < MAX_COUNT
+
+
+def is_number(value: Any, lo: float, hi: float) -> bool:
+    """An int or float (not a bool) in ``[lo, hi]``: compared, never converted,
+    so ``10**400`` is simply out of range."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi
 
 
 @dataclass(frozen=True)

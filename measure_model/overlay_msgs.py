@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from measure_model.fields import is_count, is_number
 from measure_model.report import check_snapshot
 from measure_model.snapshot import Report
 from measure_model.task import HOST_PATTERN, KINDS, Task
@@ -89,13 +90,9 @@ SUMMARY_FIELDS = ("packets", "bytes", "total", "heavy_hitters", "top_k", "distin
                   "missed", "generated_at")
 
 
-def is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
-
-
 def is_time(v: Any) -> bool:
-    """A number from 0 to MAX_TIME (compared, not converted: 10**400 must not raise)."""
-    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_TIME
+    """A number from 0 to MAX_TIME (see ``fields.is_number``)."""
+    return is_number(v, 0, MAX_TIME)
 
 
 def _hosts(value: Any, where: str) -> list[str]:

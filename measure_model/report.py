@@ -46,6 +46,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from measure_model.fields import MAX_COUNT, is_count, is_int, is_number
 from measure_model.hll import HyperLogLog
 from measure_model.keys import (
     INCREMENTS,
@@ -66,7 +67,6 @@ DEFAULT_LIMITS = {"top_k": 10, "max_candidates": 1000, "max_window_keys": 10000,
 
 
 # ---------------------------------------------------------------- validation
-MAX_COUNT = 2 ** 63  # counts are int64 everywhere (sketch cells, totals)
 MAX_NUMBER = 1e15  # times (seconds since 1970), window lengths, thresholds
 MAX_LIMIT = 10_000_000
 SNAPSHOT_FIELDS = frozenset((
@@ -88,18 +88,9 @@ def _known(obj: dict, allowed: frozenset | set, where: str) -> None:
         raise ValueError(f"snapshot: {where}unknown field {unknown[0]!r}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_count(v: Any) -> bool:
-    return _is_int(v) and 0 <= v < MAX_COUNT
-
-
 def _is_num(v: Any) -> bool:
-    """A finite number of sane size (comparisons, not float(): 10**400 must not raise)."""
-    return isinstance(v, int | float) and not isinstance(v, bool) and \
-        -MAX_NUMBER <= v <= MAX_NUMBER
+    """A finite number of sane size (see ``fields.is_number``)."""
+    return is_number(v, -MAX_NUMBER, MAX_NUMBER)
 
 
 def _keys_ok(key_type: str, keys: Any, name: str) -> None:
@@ -126,7 +117,7 @@ def _window_ok(w: Any, name: str, key_type: str, top: bool) -> None:
     _known(w, allowed, f"{name}: ")
     _need(_is_num(w.get("start")) and w["start"] >= 0, f"{name}.start must be a time")
     _count_map(w.get("counts"), f"{name}.counts", key_type)
-    _need(_is_count(w.get("distinct")), f"{name}.distinct must be a non-negative integer")
+    _need(is_count(w.get("distinct")), f"{name}.distinct must be a non-negative integer")
     _need(isinstance(w.get("truncated", False), bool), f"{name}.truncated must be a boolean")
     if top:
         _need(w.get("mode", "tumbling") in ("tumbling", "sliding"),
@@ -148,7 +139,7 @@ def _scan_ok(scan: Any) -> None:
         _known(info, {"ports", "dsts", "truncated"}, f"{where}: ")
         ports, dsts = info.get("ports"), info.get("dsts")
         _need(isinstance(ports, list) and len(ports) <= 65536
-              and all(_is_int(p) and 0 <= p <= 65535 for p in ports),
+              and all(is_int(p) and 0 <= p <= 65535 for p in ports),
               f"{where}.ports must be a list of port numbers")
         _need(isinstance(dsts, list) and len(dsts) <= MAX_CANDIDATES,
               f"{where}.dsts must be a list of addresses")
@@ -160,7 +151,7 @@ def _scan_ok(scan: Any) -> None:
 def _distinct_ok(distinct: Any) -> None:
     _need(isinstance(distinct, dict) and not set(distinct) - {"estimate", "hll", "precision"},
           "distinct must be an object with estimate, hll, precision")
-    _need(_is_count(distinct.get("estimate", 0)),
+    _need(is_count(distinct.get("estimate", 0)),
           "distinct.estimate must be a non-negative integer")
     if "hll" in distinct:
         try:
@@ -179,7 +170,7 @@ def check_snapshot(snap: Any) -> Snapshot:
     _need(snap.get("increment") in INCREMENTS,
           f"increment {snap.get('increment')!r} is not one of pkt, bytes")
     for name in ("packets", "bytes", "total"):
-        _need(_is_count(snap.get(name)), f"{name} must be an integer from 0 to 2**63-1")
+        _need(is_count(snap.get(name)), f"{name} must be an integer from 0 to 2**63-1")
     _need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
     try:
         CountMinSketch.from_wire(snap["sketch"])
@@ -189,7 +180,7 @@ def check_snapshot(snap: Any) -> Snapshot:
     _count_map(snap.get("heavy_hitters", {}), "heavy_hitters", key)
     top = snap.get("top_k", [])
     _need(isinstance(top, list) and len(top) <= MAX_CANDIDATES and all(
-        isinstance(e, list | tuple) and len(e) == 2 and _is_count(e[1]) for e in top),
+        isinstance(e, list | tuple) and len(e) == 2 and is_count(e[1]) for e in top),
         "top_k must be a list of [key, count] pairs")
     _keys_ok(key, [e[0] for e in top], "top_k")
     threshold = snap.get("threshold", {})
@@ -202,11 +193,11 @@ def check_snapshot(snap: Any) -> Snapshot:
     if "absolute" in threshold:
         _need(_is_num(threshold["absolute"]) and threshold["absolute"] > 0,
               "threshold.absolute must be > 0")
-        _need(_is_int(threshold.get("divisor", 1)) and 1 <= threshold.get("divisor", 1)
+        _need(is_int(threshold.get("divisor", 1)) and 1 <= threshold.get("divisor", 1)
               <= MAX_LIMIT, "threshold.divisor must be a positive integer")
     limits = snap.get("limits", {})
     _need(isinstance(limits, dict) and set(limits) <= set(DEFAULT_LIMITS) and all(
-        _is_int(v) and 1 <= v <= MAX_LIMIT for v in limits.values()),
+        is_int(v) and 1 <= v <= MAX_LIMIT for v in limits.values()),
         f"limits must map {', '.join(DEFAULT_LIMITS)} to integers from 1 to {MAX_LIMIT}")
     if snap.get("window") is not None:
         _window_ok(snap["window"], "window", key, top=True)
@@ -214,9 +205,9 @@ def check_snapshot(snap: Any) -> Snapshot:
     _distinct_ok(snap.get("distinct"))
     missed = snap.get("missed", {})
     _need(isinstance(missed, dict) and set(missed) <= {"packets", "bytes"}
-          and all(_is_count(v) for v in missed.values()),
+          and all(is_count(v) for v in missed.values()),
           "missed must map packets and bytes to non-negative integers")
-    _need(_is_count(snap.get("unparsed", 0)), "unparsed must be a non-negative integer")
+    _need(is_count(snap.get("unparsed", 0)), "unparsed must be a non-negative integer")
     for name in ("covered", "missing"):
         hosts = snap.get(name, [])
         _need(isinstance(hosts, list) and len(hosts) <= MAX_CANDIDATES
@@ -382,7 +373,7 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
                      if hll is not None else {"estimate": max(s["distinct"].get("estimate", 0)
                                                               for s in snaps)}),
         "missed": missed or {"packets": 0, "bytes": 0},
-        "unparsed": sum(s.get("unparsed", 0) for s in snaps if _is_int(s.get("unparsed", 0))),
+        "unparsed": sum(s.get("unparsed", 0) for s in snaps if is_int(s.get("unparsed", 0))),
         "covered": covered, "missing": missing,
         "generated_at": max(times) if times else None,
         "oldest": min(oldest) if oldest else None,
