@@ -294,9 +294,8 @@ class Agent:
         ``threshold_abs / n`` so that a key heavy in aggregate is found after
         the merge. Re-installing a task id replaces it.
         """
-        if not task.measures:
+        if not task.measures or task.filter is None:
             raise AgentError(400, f"kind {task.kind!r} is not a measurement task")
-        assert task.filter is not None
         filt = CaptureFilter.from_filter(task.filter)
         with self.lock:
             if task_id in self.tasks:

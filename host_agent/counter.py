@@ -116,14 +116,16 @@ class CounterSpec:
         thresholds (candidates at ``threshold_abs / n``, see the module
         docstring); scan tracking is on for port_scan tasks.
         """
-        if not task.measures:
+        key, increment, top_k, window, sketch = (task.key, task.increment, task.top_k,
+                                                 task.window, task.sketch)
+        if not task.measures or key is None or increment is None or top_k is None \
+                or window is None or sketch is None:  # the table fills these for every kind
             raise ValueError(f"kind {task.kind} is not counted by agents")
-        assert task.key and task.increment and task.top_k and task.window and task.sketch
-        return cls(key=task.key, increment=task.increment, threshold=task.threshold,
-                   threshold_abs=task.threshold_abs, top_k=task.top_k,
-                   window_length=task.window.length, window_mode=task.window.mode,
-                   width=task.sketch.width, depth=task.sketch.depth, seed=task.sketch.seed,
-                   max_candidates=max(MAX_CANDIDATES, task.top_k),
+        return cls(key=key, increment=increment, threshold=task.threshold,
+                   threshold_abs=task.threshold_abs, top_k=top_k,
+                   window_length=window.length, window_mode=window.mode,
+                   width=sketch.width, depth=sketch.depth, seed=sketch.seed,
+                   max_candidates=max(MAX_CANDIDATES, top_k),
                    scan=task.kind == "port_scan",
                    candidate_divisor=max(1, int(candidate_divisor)))
 

@@ -28,8 +28,8 @@ class CounterConfig:
     @property
     def cell_bytes(self) -> int:
         """Sketch cell memory of this counter in one monitor process."""
-        assert self.task.sketch is not None
-        return self.task.sketch.width * self.task.sketch.depth * 8
+        sketch = self.task.sketch
+        return 0 if sketch is None else sketch.width * sketch.depth * 8
 
     def entry(self) -> dict[str, Any]:
         """The monitor protocol's counter entry (the task in its wire form)."""
