@@ -20,10 +20,20 @@ DPIDs from names such as ``c1``/``a1``/``e1``).
 - ``fattree``: the k-ary fat-tree (k=4: 4 core, 8 aggregation, 8 edge
   switches, 16 hosts), full of equal-cost cycles.
 - ``loop``: a ring of ``n`` switches with ``hosts`` hosts each.
+
+For plain ``mn --custom topo/topos.py`` the file also offers what
+``topo.launch`` does by itself: ``--host measure`` (:class:`MeasureHost`:
+transmit checksum offload off on every host interface; TCP hangs through the
+userspace datapath otherwise) and ``--switch ovsu`` (userspace OVS speaking
+OpenFlow 1.3). The README's "Plain Mininet" section has the whole command
+line and how to start agents there.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+from mininet.node import Host, OVSSwitch
 from mininet.topo import Topo
 from mininet.util import ipAdd, netParse
 
@@ -154,3 +164,21 @@ topos = {
     "fattree": FatTreeTopo,
     "loop": LoopTopo,
 }
+
+
+class MeasureHost(Host):
+    """A host whose interfaces have transmit checksum offload off (``ethtool -K
+    <intf> tx off``), so TCP works through the userspace datapath."""
+
+    def config(self, **params):
+        result = super().config(**params)
+        for intf in self.intfList():
+            if intf.name != "lo":
+                out = self.cmd(f"ethtool -K {intf.name} tx off 2>&1 || echo ETHTOOL-FAILED")
+                if "ETHTOOL-FAILED" in out:
+                    raise RuntimeError(f"{self.name}: ethtool -K {intf.name} tx off: {out}")
+        return result
+
+
+hosts = {"measure": MeasureHost}
+switches = {"ovsu": partial(OVSSwitch, datapath="user", protocols="OpenFlow13")}
