@@ -132,9 +132,9 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
         task = client.call("GET", task_path)
         show(result, lambda r: render.render_result(r, task, agents()))
     elif args.command == "history":
-        query = {"limit": args.limit, **({"host": args.host} if args.host else {})}
+        params = {"limit": args.limit, **({"host": args.host} if args.host else {})}
         task = client.call("GET", f"/tasks/{quote(args.id, safe='')}")
-        show(client.call("GET", f"/tasks/{quote(args.id, safe='')}/history?{urlencode(query)}"),
+        show(client.call("GET", f"/tasks/{quote(args.id, safe='')}/history?{urlencode(params)}"),
              lambda h: render.render_history(h, task.get("kind")))
     elif args.command == "topology":
         show(client.call("GET", "/topology"), lambda t: render.render_topology(t, agents()))

@@ -72,7 +72,7 @@ def in_scope(task: dict, agents: list[dict]) -> set[str] | None:
     if not isinstance(scope, list):
         return None
     names = agent_names(agents)
-    return {names.get(ref, ref) for ref in scope}
+    return {names.get(str(ref), str(ref)) for ref in scope}
 
 
 def render_tasks(tasks: list[dict], agents: list[dict] | None = None) -> str:

@@ -104,7 +104,7 @@ class ControllerClient:
         status, data = self.request(method, path, body, yaml_text, timeout=timeout)
         if status < 400:
             return data
-        message = data.get("error") if isinstance(data, dict) else str(data)[:200]
+        message = str(data.get("error") if isinstance(data, dict) else data)[:500]
         if status == 401:
             if self.token is None:
                 message += ("; no token given: pass --token-file or set MEASURE_TOKEN_FILE "
