@@ -24,6 +24,7 @@ import time
 import requests
 
 from ryu_app.client import ApiError, ControllerClient
+from topo.procs import wait_until
 
 AGENT_PORT = 8000
 DEFAULT_CONTROLLER = os.environ.get("MEASURE_URL", "http://192.168.100.254:8080")
@@ -133,15 +134,17 @@ class Controller:
 
     def wait_installed(self, task_id: str, timeout: float = 30.0) -> dict:
         """Wait until the overlay reports the task installed on every agent."""
-        deadline = time.monotonic() + timeout
-        while True:
-            task = self.call("GET", f"/tasks/{task_id}")
-            if task["status"] == "active":
-                return task
-            if time.monotonic() > deadline:
-                sys.exit(f"task {task_id} not installed within {timeout:.0f}s: "
-                         f"{task['status']} {task.get('agents')} {task.get('last_error') or ''}")
-            time.sleep(0.3)
+        last: dict = {}
+
+        def active() -> dict | None:
+            last.update(self.call("GET", f"/tasks/{task_id}"))
+            return dict(last) if last["status"] == "active" else None
+
+        try:
+            return wait_until(active, timeout=timeout, interval=0.3)
+        except TimeoutError:
+            sys.exit(f"task {task_id} not installed within {timeout:.0f}s: {last.get('status')} "
+                     f"{last.get('agents')} {last.get('last_error') or ''}")
 
     def delete_task(self, task_id: str) -> None:
         self.client.request("DELETE", f"/tasks/{task_id}", timeout=10)
@@ -155,14 +158,18 @@ class Controller:
         return body
 
     def wait_result(self, task_id: str, newer_than: float = 0.0, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The first complete result newer than ``newer_than``."""
+        def fresh() -> dict | None:
             res = self.result(task_id)
             if (res and res.get("interval_end", 0) > newer_than and res.get("complete")
                     and "total" in res):
                 return res
-            time.sleep(0.5)
-        sys.exit(f"no result for task {task_id} within {timeout:.0f}s")
+            return None
+
+        try:
+            return wait_until(fresh, timeout=timeout, interval=0.5)
+        except TimeoutError:
+            sys.exit(f"no result for task {task_id} within {timeout:.0f}s")
 
     def follow(self, policy: str, n: int, interval: float):
         """Apply a one-task policy, yield its newer complete results every
