@@ -36,6 +36,7 @@ import functools
 import json
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/measure/v1"
 SERVICE_KEY = "measure_service"
+METRICS_KEY = "measure_metrics"
 MAX_BODY = 1024 * 1024
 MAX_REPORT_BODY = 16 * 1024 * 1024
 MAX_YAML = 256 * 1024
@@ -173,6 +175,15 @@ def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True)
     def wrap(method):
         @functools.wraps(method)
         def handler(self, req, **kwargs):
+            start = time.monotonic()
+            resp = answer(self, req, **kwargs)
+            metrics = getattr(self, "metrics", None)
+            if metrics is not None:
+                metrics.observe_request(req.method, method.__name__, resp.status_int,
+                                        time.monotonic() - start)
+            return resp
+
+        def answer(self, req, **kwargs):
             try:
                 _check_request_text(req)
                 length = req.content_length or 0
@@ -242,6 +253,7 @@ class MeasureController(ControllerBase):
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
         self.service = data[SERVICE_KEY]
+        self.metrics = data.get(METRICS_KEY)
 
     @route("measure", PREFIX + "/topology", methods=["GET"])
     @_api()
@@ -367,6 +379,7 @@ class FallbackController(ControllerBase):
 
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
+        self.metrics = data.get(METRICS_KEY)
 
     # [\s\S], not '.': a path with a newline must get a JSON answer too
     @route("measure_fallback", PREFIX + "{rest:(/[\\s\\S]*)?}")
@@ -381,7 +394,8 @@ class FallbackController(ControllerBase):
         return error_response(404, f"no such endpoint: {req.path_info[:100]}")
 
 
-def register_rest(wsgi, service) -> None:
-    """Register the API on Ryu's WSGIApplication (called by the Ryu app)."""
-    wsgi.register(MeasureController, {SERVICE_KEY: service})
-    wsgi.register(FallbackController, {})
+def register_rest(wsgi, service, metrics=None) -> None:
+    """Register the API on Ryu's WSGIApplication (called by the Ryu app); requests
+    are counted in ``metrics`` (``ryu_app.metrics.Metrics``) when given."""
+    wsgi.register(MeasureController, {SERVICE_KEY: service, METRICS_KEY: metrics})
+    wsgi.register(FallbackController, {METRICS_KEY: metrics})

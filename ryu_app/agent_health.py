@@ -1,0 +1,109 @@
+"""Each agent's health as the controller sees it, for the dashboard and ``/metrics``.
+
+The registry knows whether an agent is up (heartbeats); what its packet
+monitor does (restarts, packets counted, packets missed) only the agent
+knows, in ``GET {url}/agent/v1/health``. ``AgentHealth.view(now)`` asks
+every live agent for it, concurrently (the service's runner: green threads
+under Ryu), through the service's HTTP client, with a
+short timeout, and keeps the answers for ``ttl`` seconds: Prometheus
+scraping every second and a dashboard polling every two seconds cost at
+most one round of requests per ``ttl``. A request never blocks on an agent
+for more than ``timeout``; an agent that does not answer is listed
+``reachable: false`` with the error, and keeps its last known monitor
+figures.
+
+The agent's health carries ``monitor: {restarts, crash_looping, packets,
+missed, ...}`` (docs/design.md, "Health, cost and version"); the agent
+before that section read ``restarts``, ``monitors[].packets`` and the
+unmeasured packets of its monitor ``gaps``, which is what ``monitor_figures``
+reads when the ``monitor`` object is absent.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from measure_model.httpclient import Transport
+from measure_model.runner import Runner
+
+DEFAULT_TTL = 2.0
+DEFAULT_TIMEOUT = 1.0
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def monitor_figures(health: Any) -> dict[str, Any]:
+    """``restarts``, ``packets``, ``missed``, ``crash_looping`` from an agent's health."""
+    if not isinstance(health, dict):
+        return {"restarts": None, "packets": None, "missed": None, "crash_looping": None}
+    mon = health.get("monitor")
+    if isinstance(mon, dict):
+        return {"restarts": _count(mon.get("restarts")), "packets": _count(mon.get("packets")),
+                "missed": _count(mon.get("missed")),
+                "crash_looping": bool(mon.get("crash_looping", False))}
+    monitors = [m for m in health.get("monitors") or [] if isinstance(m, dict)]
+    counts = [_count(m.get("packets")) for m in monitors]
+    gaps = [g for g in health.get("gaps") or [] if isinstance(g, dict)]
+    missed = [_count(g.get("unmeasured_packets_max")) for g in gaps]
+    return {"restarts": _count(health.get("restarts")),
+            "packets": sum(c for c in counts if c is not None) if counts else None,
+            "missed": sum(m for m in missed if m is not None),
+            "crash_looping": health.get("status") == "degraded"}
+
+
+class AgentHealth:
+    """Cached health of every registered agent (see module docstring)."""
+
+    def __init__(self, registry: Any, http: Transport, runner: Runner,
+                 ttl: float = DEFAULT_TTL, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.registry, self.http, self.runner = registry, http, runner
+        self.ttl, self.timeout = ttl, timeout
+        self._known: dict[str, dict[str, Any]] = {}
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def _fetch(self, name_url: tuple[str, str]) -> tuple[str, dict[str, Any]]:
+        name, url = name_url
+        try:
+            status, body = self.http.request("GET", f"{url}/agent/v1/health",
+                                             timeout=self.timeout)
+        except (ConnectionError, OSError) as exc:
+            return name, {"reachable": False, "error": str(exc)[:200]}
+        if status != 200 or not isinstance(body, dict):
+            return name, {"reachable": False, "error": f"health: HTTP {status}"}
+        return name, {"reachable": True, "error": None, **monitor_figures(body)}
+
+    def refresh(self, now: float) -> None:
+        """Ask every live agent now (called by ``view`` once per ``ttl``)."""
+        live = sorted((n, a.url) for n, a in self.registry.agents.items() if a.up)
+        answers = dict(self.runner.map(self._fetch, live))
+        with self._lock:
+            for name, answer in answers.items():
+                known = self._known.setdefault(name, {})
+                known.update(answer, checked_at=now)
+            for name in [n for n in self._known if n not in self.registry.agents]:
+                del self._known[name]
+            self._checked = now
+
+    def view(self, now: float) -> list[dict[str, Any]]:
+        """One row per registered agent: name, up, reachable, monitor figures."""
+        if now - self._checked >= self.ttl:
+            self.refresh(now)
+        rows = []
+        with self._lock:
+            for name, agent in sorted(self.registry.agents.items()):
+                known = self._known.get(name, {})
+                rows.append({"name": name, "up": agent.up, "url": agent.url,
+                             "data_ip": agent.data_ip,
+                             "reachable": known.get("reachable", False) if agent.up else False,
+                             "restarts": known.get("restarts"),
+                             "packets": known.get("packets"), "missed": known.get("missed"),
+                             "crash_looping": known.get("crash_looping"),
+                             "error": known.get("error") if agent.up else "down (no heartbeat)",
+                             "checked_at": known.get("checked_at")})
+        return rows
