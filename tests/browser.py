@@ -42,6 +42,8 @@ def login(driver, base_url: str, token: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{base_url}/dashboard/")
+    driver.execute_script("sessionStorage.clear()")
+    driver.refresh()
     field = wait_until(lambda: visible(driver, "#token"), timeout=15, message="token prompt")
     field.send_keys(token)
     driver.find_element(By.ID, "login-button").click()
