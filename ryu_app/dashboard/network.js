@@ -164,7 +164,8 @@ export function mount(main) {
     const [topo, agents, overlay, health] = await Promise.all([
       api("/measure/v1/topology"), api("/measure/v1/agents"), api("/measure/v1/overlay"),
       api("/dashboard/api/agent-health")]);
-    summary.textContent = `${topo.switches.length} switches, ${topo.links.length / 2} links, ` +
+    const links = new Set(topo.links.map((l) => [l.src.dpid, l.dst.dpid].sort().join("-")));
+    summary.textContent = `${topo.switches.length} switches, ${links.size} links, ` +
       `${topo.hosts.length} hosts, ${agents.agents.filter((a) => a.up).length} of ${agents.agents.length} agents up`;
     document.getElementById("overlay-root").textContent = overlay.root || "none";
     document.getElementById("overlay-detail").textContent =
