@@ -39,6 +39,7 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
+from ryu_app.dashboard import register_dashboard
 from ryu_app.forwarding import (
     DST_TABLE,
     SRC_TABLE,
@@ -50,7 +51,6 @@ from ryu_app.forwarding import (
     PacketOut,
     SourceFlow,
 )
-from ryu_app.dashboard import register_dashboard
 from ryu_app.rest import register_rest
 from ryu_app.service import MeasureService
 from ryu_app.store import StoreError

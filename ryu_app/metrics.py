@@ -40,6 +40,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 MAX_KEYS = 20
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -65,7 +66,7 @@ def _largest(items: Any) -> list[tuple[str, float]]:
     return sorted(good, key=lambda kv: (-kv[1], kv[0]))[:MAX_KEYS]
 
 
-class StateCollector:
+class StateCollector(Collector):
     """Task, agent and overlay state of a ``MeasureService``, read at each scrape."""
 
     def __init__(self, service: Any, health: Any, now: Callable[[], float]) -> None:

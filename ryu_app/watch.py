@@ -72,7 +72,8 @@ class Progress:
 
 
 def watch(fetch: Callable[[], Any], render: Callable[[Any], str], title: str, interval: float,
-          out: TextIO, count: int | None = None, waiting: Callable[[Exception], bool] = None,
+          out: TextIO, count: int | None = None,
+          waiting: Callable[[Exception], bool] | None = None,
           sleep: Callable[[float], None] = time.sleep,
           clock: Callable[[], float] = time.time) -> int:
     """Redraw ``render(fetch())`` every ``interval`` s, ``count`` times (None: until Ctrl-C).

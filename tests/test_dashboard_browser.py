@@ -44,7 +44,7 @@ def call(url: str, token: str | None, method: str, path: str, body=None,
 def ctl(tmp_path_factory):
     """A controller with a token (no switches, no agents) and a browser."""
     from tests.conftest import start_controller
-    from tests.helpers import kill_proc
+    from topo.procs import stop_process
 
     tmp = tmp_path_factory.mktemp("dashboard")
     token_file = tmp / "controller.token"
@@ -56,7 +56,7 @@ def ctl(tmp_path_factory):
         with chrome() as driver:
             yield controller, token, driver
     finally:
-        kill_proc(controller.proc)
+        stop_process(controller.proc)
     assert "Traceback" not in controller.log(), controller.log()
 
 

@@ -24,7 +24,6 @@ shows them). No log may hold a traceback.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import os
@@ -36,10 +35,10 @@ import urllib.request
 import pytest
 
 from tests.browser import chrome, login, screenshot, texts, visible, wait_for
-from tests.helpers import ROOT, free_port, kill_proc, wait_until
 from tests.test_metrics import grafana_metrics
 from tests.test_mininet_overlay import send_pairs
-from topo.launch import LOCK_PATH, MeasureNetwork, Options
+from topo.launch import ROOT, MeasureNetwork, Options
+from topo.procs import free_port, mininet_lock, stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -63,8 +62,7 @@ BAD_YAML = """tasks:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with open(LOCK_PATH, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with mininet_lock():
         run_dir = tmp_path_factory.mktemp("dashboard-net")
         opts = Options(topo="tree", depth=2, fanout=3, lock=False, agents=True,
                        controller_port=free_port(), rest_port=free_port(),
@@ -74,8 +72,7 @@ def net(tmp_path_factory):
             mn.start()
             yield mn
         finally:
-            mn.stop()  # topo.cleanup.cleanup_mininet: only what this network made
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
         for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
                      *glob.glob(f"{run_dir}/agent-h*.out")]:
             with open(path, errors="replace") as f:
@@ -136,7 +133,7 @@ scrape_configs:
         return body["data"]["result"]
 
     def stop(self) -> None:
-        kill_proc(self.proc)
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")

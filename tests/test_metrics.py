@@ -22,11 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
+from measure_model.runner import InlineRunner  # noqa: E402
 from ryu_app.agent_health import AgentHealth, monitor_figures  # noqa: E402
+from ryu_app.auth_config import AuthConfig  # noqa: E402
 from ryu_app.dashboard import register_dashboard  # noqa: E402
 from ryu_app.metrics import MAX_KEYS  # noqa: E402
 from ryu_app.rest import register_rest  # noqa: E402
-from ryu_app.service import AuthConfig  # noqa: E402
 from tests.helpers import ROOT  # noqa: E402
 from tests.test_rest import FakeAgents, Harness  # noqa: E402
 from tests.test_results import report  # noqa: E402
@@ -186,11 +187,16 @@ def test_rest_requests_latencies_and_tick_failures_are_counted(mh):
     # the scrape before this one counted itself once it was answered
     assert value(s, "measure_rest_requests_total", route="prometheus", code="200") == 1
     assert value(before, "measure_tick_failures_total") == 0
-    mh.metrics.tick_done(ok=True)
-    mh.metrics.tick_done(ok=False)
+    assert value(before, "measure_tick_last_success_timestamp_seconds") == mh.clock
+    mh.register(4)  # the overlay changes: the next ticks store a new epoch...
+    mh.service.store.close()  # ...in a closed database, so they fail
+    mh.tick()
+    mh.tick()
     s = mh.scrape()
-    assert value(s, "measure_tick_failures_total") == 1
-    assert value(s, "measure_ticks_total") == 2
+    assert value(s, "measure_tick_failures_total") == 2
+    assert value(s, "measure_tick_consecutive_failures") == 2
+    assert value(s, "measure_health_ok") == 0
+    assert value(s, "measure_tick_last_success_timestamp_seconds") == mh.clock - 2
 
 
 def test_unknown_numeric_fields_of_a_new_kind_are_exported(mh):
@@ -273,8 +279,7 @@ def test_monitor_figures_read_the_contract_shape_and_the_older_one():
 
 def test_agent_health_asks_once_per_ttl_and_keeps_the_last_figures(mh):
     clock = [100.0]
-    health = AgentHealth(mh.service.registry, mh.agents, lambda fn, items: [fn(i) for i in items],
-                         ttl=2.0)
+    health = AgentHealth(mh.service.registry, mh.agents, InlineRunner(), ttl=2.0)
     health.view(clock[0])
     health.view(clock[0] + 1.0)
     asked = [u for m, u, _ in mh.agents.calls if u.endswith("/health")]
@@ -292,7 +297,7 @@ def test_agent_health_asks_once_per_ttl_and_keeps_the_last_figures(mh):
 def grafana_metrics() -> dict[str, set[str]]:
     """Dashboard file -> metric names used in its PromQL expressions."""
     out = {}
-    functions = {"sum", "rate", "increase", "histogram_quantile", "topk"}
+    functions = {"sum", "rate", "increase", "histogram_quantile", "topk", "time"}
     for path in sorted(glob.glob(os.path.join(ROOT, "docs/grafana/*.json"))):
         with open(path) as f:
             board = json.load(f)
@@ -327,7 +332,6 @@ def test_every_metric_named_in_the_grafana_json_has_samples_in_metrics(mh):
                  scan={"10.0.0.6": {"ports": list(range(7)), "dsts": ["10.0.0.2"]}})
     post(mh, rep)
     mh.service.results._latest[(task_id, "*")]["entropy"] = 2.5
-    mh.metrics.tick_done(ok=False)
     s = mh.scrape()
     exported = {name for name, samples in s.items() if samples}
     used = set().union(*grafana_metrics().values())
