@@ -2,15 +2,15 @@
 
 The registry knows whether an agent is up (heartbeats); what its packet
 monitor does (restarts, packets counted, packets missed) only the agent
-knows, in ``GET {url}/agent/v1/health``. ``AgentHealth.view(now)`` asks
-every live agent for it, concurrently (the service's runner: green threads
-under Ryu), through the service's HTTP client, with a
-short timeout, and keeps the answers for ``ttl`` seconds: Prometheus
-scraping every second and a dashboard polling every two seconds cost at
-most one round of requests per ``ttl``. A request never blocks on an agent
-for more than ``timeout``; an agent that does not answer is listed
-``reachable: false`` with the error, and keeps its last known monitor
-figures.
+knows, in ``GET {url}/agent/v1/health``. ``AgentHealth.view(now)``
+answers at once from what it knows, and when that is older than ``ttl``
+seconds starts a refresh in the background: every live agent is asked,
+concurrently (the service's runner: green threads under Ryu), through the
+service's HTTP client, with a short timeout. Prometheus scraping every
+second and a dashboard polling every two seconds cost at most one round of
+requests per ``ttl``, and neither ever waits for an agent. An agent that
+does not answer is listed ``reachable: false`` with the error and keeps its
+last known monitor figures.
 
 The agent's health carries ``monitor: {restarts, crash_looping, packets,
 missed, ...}`` (docs/design.md, "Health, cost and version"); the agent
@@ -65,6 +65,7 @@ class AgentHealth:
         self.ttl, self.timeout = ttl, timeout
         self._known: dict[str, dict[str, Any]] = {}
         self._checked = float("-inf")
+        self._refreshing = False
         self._lock = threading.Lock()
 
     def _fetch(self, name_url: tuple[str, str]) -> tuple[str, dict[str, Any]]:
@@ -79,21 +80,29 @@ class AgentHealth:
         return name, {"reachable": True, "error": None, **monitor_figures(body)}
 
     def refresh(self, now: float) -> None:
-        """Ask every live agent now (called by ``view`` once per ``ttl``)."""
-        live = sorted((n, a.url) for n, a in self.registry.agents.items() if a.up)
-        answers = dict(self.runner.map(self._fetch, live))
-        with self._lock:
-            for name, answer in answers.items():
-                known = self._known.setdefault(name, {})
-                known.update(answer, checked_at=now)
-            for name in [n for n in self._known if n not in self.registry.agents]:
-                del self._known[name]
-            self._checked = now
+        """Ask every live agent now (``view`` starts this once per ``ttl``)."""
+        try:
+            live = sorted((n, a.url) for n, a in self.registry.agents.items() if a.up)
+            answers = dict(self.runner.map(self._fetch, live))
+            with self._lock:
+                for name, answer in answers.items():
+                    known = self._known.setdefault(name, {})
+                    known.update(answer, checked_at=now)
+                for name in [n for n in self._known if n not in self.registry.agents]:
+                    del self._known[name]
+        finally:
+            self._refreshing = False
 
     def view(self, now: float) -> list[dict[str, Any]]:
-        """One row per registered agent: name, up, reachable, monitor figures."""
-        if now - self._checked >= self.ttl:
-            self.refresh(now)
+        """One row per registered agent: name, up, reachable, monitor figures.
+
+        Answers from what is known at once; when that is older than ``ttl`` a
+        refresh is started in the background (the runner's ``submit``), so a
+        scrape never waits for a slow agent.
+        """
+        if now - self._checked >= self.ttl and not self._refreshing:
+            self._checked, self._refreshing = now, True
+            self.runner.submit(lambda: self.refresh(now))
         rows = []
         with self._lock:
             for name, agent in sorted(self.registry.agents.items()):

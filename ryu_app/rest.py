@@ -16,6 +16,8 @@ Every handler is wrapped by ``_api``, the one place that
 - limits the body size (413: 16 MiB for ``POST reports``, whose merged
   root report is about 1 MB at 1000 agents; 1 MiB elsewhere) and the media
   type (415),
+- counts the answered request in ``metrics`` (``ryu_app/metrics.py``: count
+  and latency per handler name, method and status) when one is registered,
 - maps exceptions to a JSON ``{"error": "..."}`` body with the right status
   (400 validation, 401/403 auth, 404 unknown, 409 conflict, 413, 415, 502
   agent error, 503 unavailable); anything unexpected is logged and answered

@@ -16,7 +16,8 @@ interval and the controller's bearer token) for the module.
    that same total; ``up`` is 1.
 3. An invalid YAML shows the API's own error text.
 4. A TCP port scan (``nc -z``) appears in the live events feed.
-5. Every metric the Grafana dashboards query is in Prometheus.
+5. Every metric the Grafana dashboards query is in Prometheus; the agents'
+   monitors counted packets with no restart (Prometheus and the network page).
 
 Screenshots go to the artefacts directory and to ``docs/`` (the README
 shows them). No log may hold a traceback.
@@ -172,7 +173,7 @@ def test_network_page_shows_switches_hosts_agents_and_the_overlay_root(net, brow
     assert sorted(t for t in texts(browser, "#network-graph .host-name")) == sorted(AGENTS)
     assert texts(browser, "#network-summary") == [
         "4 switches, 3 links, 9 hosts, 9 of 9 agents up"]
-    screenshot(browser, "dashboard-network.png", os.path.join(DOCS, "dashboard-network.png"))
+    screenshot(browser, "dashboard-network-start.png")
 
 
 def test_pasted_task_appears_charts_the_exact_total_and_prometheus_has_it(
@@ -264,9 +265,10 @@ def test_events_feed_shows_a_port_scan(net, browser):
     screenshot(browser, "dashboard-events.png", os.path.join(DOCS, "dashboard-events.png"))
 
 
-def test_prometheus_holds_every_metric_of_the_grafana_dashboards(net, prometheus):
+def test_prometheus_holds_every_metric_of_the_grafana_dashboards(net, browser, prometheus):
     """After the tests above (a task with results, a scan): nothing the dashboards
-    query is missing from what Prometheus scraped."""
+    query is missing from what Prometheus scraped, and the agents' monitors have
+    counted packets without a restart, in Prometheus and on the network page."""
     used = set().union(*grafana_metrics().values())
 
     def missing():
@@ -276,3 +278,21 @@ def test_prometheus_holds_every_metric_of_the_grafana_dashboards(net, prometheus
     wait_until(lambda: not missing(), timeout=15, interval=0.5,
                message="every Grafana metric in Prometheus")
     assert float(prometheus.query('measure_agents{state="up"}')[0]["value"][1]) == 9
+
+    def sum_of(metric: str) -> float:
+        return float(prometheus.query(f"sum({metric})")[0]["value"][1])
+
+    wait_until(lambda: sum_of("measure_agent_monitor_packets_seen_total") > 0, timeout=15,
+               interval=0.5, message="monitor packets in Prometheus")
+    assert sum_of("measure_agent_monitor_restarts_total") == 0
+    assert sum_of("measure_agent_reachable") == 9
+    browser.get(f"{net.rest_url}/dashboard/#/network")
+
+    def seen_on_page() -> bool:
+        rows = [r.split() for r in texts(browser, "#agents-table tr.agent.up")]
+        # NAME STATE DATA-IP PARENT RESTARTS SEEN MISSED URL
+        return len(rows) == 9 and all(r[4] == "0" for r in rows) and any(
+            r[5] not in ("0", "-") for r in rows)
+
+    wait_for(browser, seen_on_page, 15, "monitor packets on the network page")
+    screenshot(browser, "dashboard-network.png", os.path.join(DOCS, "dashboard-network.png"))

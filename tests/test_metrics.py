@@ -291,6 +291,30 @@ def test_agent_health_asks_once_per_ttl_and_keeps_the_last_figures(mh):
     assert "ConnectTimeout" in rows["h1"]["error"]
 
 
+class DeferredRunner(InlineRunner):
+    """Background work waits until the test runs it (a slow agent round)."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+
+    def submit(self, fn) -> None:
+        self.pending.append(fn)
+
+
+def test_a_scrape_never_waits_for_the_agents(mh):
+    runner = DeferredRunner()
+    health = AgentHealth(mh.service.registry, mh.agents, runner, ttl=2.0)
+    rows = health.view(100.0)
+    assert [r["reachable"] for r in rows] == [False, False, False]  # not asked yet
+    assert len(runner.pending) == 1
+    health.view(103.0)  # stale, but a round is still running: no second one
+    assert len(runner.pending) == 1
+    runner.pending.pop()()
+    rows = {r["name"]: r for r in health.view(103.5)}
+    assert rows["h1"]["reachable"] is True and rows["h1"]["checked_at"] == 100.0
+    assert len(runner.pending) == 1  # older than the ttl: the next round is started
+
+
 # ---------------------------------------------------------------- grafana
 
 

@@ -97,7 +97,7 @@ export function mount(main, id) {
     if (!latest || result.interval_end >= latest.interval_end) latest = result;
   }
 
-  let started = Date.now();
+  const started = Date.now();
   const stopTask = every(2000, async () => {
     const task = await api(`/measure/v1/tasks/${encodeURIComponent(id)}`);
     const agents = Object.entries(task.agents || {});
@@ -124,5 +124,5 @@ export function mount(main, id) {
     }
     render();
   });
-  return () => { stopTask(); stopResult(); started = 0; };
+  return () => { stopTask(); stopResult(); };
 }
