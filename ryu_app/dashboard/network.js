@@ -70,7 +70,7 @@ function layout(topo) {
   };
   roots.forEach((r) => place(r, 0));
   const depth = Math.max(0, ...[...pos.values()].map((p) => p.y));
-  return { pos, width: Math.max(320, slot * SLOT), height: depth + 70 };
+  return { pos, width: Math.max(320, slot * SLOT), height: depth + 70 + Math.min(140, slot * SLOT / 6) };  // room for the overlay arcs
 }
 
 function healthClass(agent, health) {
