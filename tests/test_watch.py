@@ -33,7 +33,8 @@ def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):  
     assert main([*base, "watch", "1", "--interval", "0.1", "--count", "3"]) == 0
     out = capsys.readouterr().out
     assert out.count("measure watch 1  every 0.1 s  ") == 3
-    assert out.count("10.0.0.1,10.0.0.5    700") == 6  # heavy hitters and top k
+    assert out.count("heavy hitters (>= 50% of 700 bytes)") == 3
+    assert out.count("\n10.0.0.1,10.0.0.5  ") == 3
     assert CLEAR not in out  # not a terminal: frames one after the other
     assert main([*base, "watch", "7", "--count", "1"]) == 1
     assert capsys.readouterr().err == "measure: HTTP 404: unknown task 7\n"
@@ -83,7 +84,7 @@ def test_result_wait_shows_progress_until_the_first_result(controller, capsys): 
     assert "10.0.0.1,10.0.0.5" in captured.out
     assert main([*base, "result", "1", "--wait", "0.5", "--host", "h9"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[-1] == "measure: HTTP 404: no result yet for task 1 for host h9 (pending)"
+    assert err[-1] == "measure: task 1: h9 runs no agent, so it has no result (agents: none)"
     assert "failed after" in err[-2]
 
 
