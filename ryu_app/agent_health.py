@@ -13,10 +13,10 @@ does not answer is listed ``reachable: false`` with the error and keeps its
 last known monitor figures.
 
 The agent's health carries ``monitor: {restarts, crash_looping, packets,
-missed, ...}`` (docs/design.md, "Health, cost and version"); the agent
-before that section read ``restarts``, ``monitors[].packets`` and the
-unmeasured packets of its monitor ``gaps``, which is what ``monitor_figures``
-reads when the ``monitor`` object is absent.
+missed, ...}`` (docs/design.md, "Health, cost and version"); while that
+object holds only some of them, ``monitor_figures`` takes the others from
+the older fields: ``restarts``, ``monitors[].packets`` and the unmeasured
+packets of the monitor ``gaps``.
 """
 
 from __future__ import annotations
@@ -38,22 +38,29 @@ def _count(value: Any) -> int | None:
 
 
 def monitor_figures(health: Any) -> dict[str, Any]:
-    """``restarts``, ``packets``, ``missed``, ``crash_looping`` from an agent's health."""
+    """``restarts``, ``packets``, ``missed``, ``crash_looping`` from an agent's health.
+
+    Each figure comes from the ``monitor`` object when it holds it, else from
+    the older fields (``restarts``, ``monitors[].packets``, the unmeasured
+    packets of ``gaps``, ``status``).
+    """
     if not isinstance(health, dict):
         return {"restarts": None, "packets": None, "missed": None, "crash_looping": None}
-    mon = health.get("monitor")
-    if isinstance(mon, dict):
-        return {"restarts": _count(mon.get("restarts")), "packets": _count(mon.get("packets")),
-                "missed": _count(mon.get("missed")),
-                "crash_looping": bool(mon.get("crash_looping", False))}
+    found = health.get("monitor")
+    mon: dict[str, Any] = found if isinstance(found, dict) else {}
     monitors = [m for m in health.get("monitors") or [] if isinstance(m, dict)]
-    counts = [_count(m.get("packets")) for m in monitors]
+    counts = [c for c in (_count(m.get("packets")) for m in monitors) if c is not None]
     gaps = [g for g in health.get("gaps") or [] if isinstance(g, dict)]
-    missed = [_count(g.get("unmeasured_packets_max")) for g in gaps]
-    return {"restarts": _count(health.get("restarts")),
-            "packets": sum(c for c in counts if c is not None) if counts else None,
-            "missed": sum(m for m in missed if m is not None),
-            "crash_looping": health.get("status") == "degraded"}
+    unmeasured = [u for u in (_count(g.get("unmeasured_packets_max")) for g in gaps)
+                  if u is not None]
+    return {
+        "restarts": _count(mon["restarts"] if "restarts" in mon else health.get("restarts")),
+        "packets": _count(mon["packets"]) if "packets" in mon else (
+            sum(counts) if counts else None),
+        "missed": _count(mon["missed"]) if "missed" in mon else sum(unmeasured),
+        "crash_looping": bool(mon["crash_looping"]) if "crash_looping" in mon
+        else health.get("status") == "degraded",
+    }
 
 
 class AgentHealth:

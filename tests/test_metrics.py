@@ -273,6 +273,9 @@ def test_monitor_figures_read_the_contract_shape_and_the_older_one():
              "gaps": [{"unmeasured_packets_max": 4}, {"unmeasured_packets_max": 3}]}
     assert monitor_figures(older) == {"restarts": 1, "packets": 15, "missed": 7,
                                       "crash_looping": False}
+    today = {**older, "monitor": {"restarts": 3, "crash_looping": True}}  # partly moved
+    assert monitor_figures(today) == {"restarts": 3, "packets": 15, "missed": 7,
+                                      "crash_looping": True}
     assert monitor_figures("garbage")["restarts"] is None
     assert monitor_figures({"monitor": {"restarts": -1, "packets": True}})["restarts"] is None
 
