@@ -45,7 +45,11 @@ accuracy with a merge that is exact where it can be:
   cells**, so an estimate never falls below the truth and its error is at
   most the other keys' mass in its light cells (count-min's
   ``e * light_total / width`` with probability ``1 - e**-depth``). A key
-  that owns a heavy entry with the flag off is exact, merged or not.
+  that owns a heavy entry with the flag off is exact, merged or not. The
+  flag has two bits: ``OWN_FLAG`` (set by an eviction on the host) and
+  ``MERGE_FLAG`` (set by a merge when another part's light cells of the key
+  are non-zero: it may, or may not, have packets there), which the flow
+  count uses (:func:`measure_model.elastic_est.cardinality`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ from measure_model.keys import HeaderBatch, check_key_type
 from measure_model.sketch import MASK64, mix64, splitmix64
 
 LAMBDA = 8
+OWN_FLAG = 1    # the key was rejected here before it got its entry: light holds some
+MERGE_FLAG = 2  # another part's light part may hold some (set by a merge)
 DEFAULT_SLOTS = 8
 DEFAULT_HEAVY_SHARE = 0.25
 DEFAULT_LIGHT_DEPTH = 2
@@ -116,7 +122,7 @@ class ElasticSketch:
         self.hkey = np.zeros((self.buckets, slots), np.uint64)
         self.full = np.zeros((self.buckets, slots, extra), np.uint64)
         self.count = np.zeros((self.buckets, slots), np.int64)
-        self.flag = np.zeros((self.buckets, slots), bool)
+        self.flag = np.zeros((self.buckets, slots), np.uint8)  # OWN_FLAG | MERGE_FLAG
         self.neg = np.zeros(self.buckets, np.int64)
         self.light = np.zeros((light_depth, self.width), LIGHT_DTYPE[increment])
         self.saturated = 0
@@ -200,7 +206,7 @@ class ElasticSketch:
             if self.words > 1:
                 self.full[fb, fs] = full[fi]
             self.count[fb, fs] = counts[fi]
-            self.flag[fb, fs] = False
+            self.flag[fb, fs] = 0
         if free.all():
             return
         lose = rest[~free]
@@ -222,7 +228,7 @@ class ElasticSketch:
             if self.words > 1:
                 self.full[eb, es] = full[challenger]
             self.count[eb, es] = counts[challenger]
-            self.flag[eb, es] = True
+            self.flag[eb, es] = OWN_FLAG
             self.neg[eb] = 0
             to_light[lstarts[evict]] = False
         self._light_add(hkeys[lose[to_light]], counts[lose[to_light]])
@@ -239,7 +245,7 @@ class ElasticSketch:
         match = (self.hkey[b] == hkeys[:, None]) & (self.count[b] > 0)
         hit = match.any(axis=1)
         slot = match.argmax(axis=1)
-        return hit, np.where(hit, self.count[b, slot], 0), self.flag[b, slot] & hit
+        return hit, np.where(hit, self.count[b, slot], 0), (self.flag[b, slot] > 0) & hit
 
     def query(self, hkeys: np.ndarray) -> np.ndarray:
         """Estimates (never below the true count) for a uint64 sketch-key array."""
@@ -254,12 +260,14 @@ class ElasticSketch:
         return hit & ~flag
 
     def entries(self) -> dict[str, np.ndarray]:
-        """Occupied heavy entries: sketch keys, full keys, counts, flags, light estimates."""
+        """Occupied heavy entries: sketch keys, full keys, counts, flags (any bit), flag
+        bits, light estimates (0 where the flag is off)."""
         occ = self.count > 0
         hk = self.hkey[occ]
         full = self.full[occ] if self.words > 1 else hk
-        return {"hkey": hk, "full": full, "count": self.count[occ], "flag": self.flag[occ],
-                "light": np.where(self.flag[occ], self.light_query(hk), 0)}
+        bits = self.flag[occ]
+        return {"hkey": hk, "full": full, "count": self.count[occ], "flag": bits > 0,
+                "bits": bits, "light": np.where(bits > 0, self.light_query(hk), 0)}
 
     def light_total(self) -> int:
         """Packets (or bytes) in one light row: the mass that drives every error bound."""
@@ -275,7 +283,8 @@ class ElasticSketch:
 
     # ------------------------------------------------------------ merge
     def copy(self) -> ElasticSketch:
-        out = ElasticSketch(**self.params())
+        out = ElasticSketch(self.memory, self.key_type, self.increment, self.seed,
+                            self.heavy_share, self.slots, self.light_depth)
         for name in ("hkey", "full", "count", "flag", "neg", "light"):
             getattr(out, name)[...] = getattr(self, name)
         out.saturated = self.saturated
@@ -297,17 +306,18 @@ class ElasticSketch:
             return out
         # other's entries first meet self's light estimate: a key that is not in self's
         # heavy part but may have mass in self's light part gets the flag
-        hk, cnt, flag = e["hkey"], e["count"], e["flag"]
+        hk, cnt, flag = e["hkey"], e["count"], e["bits"]
         hit, _, _ = self.heavy_lookup(hk)
         b = self.bucket_of(hk)
         maybe_light = (self.neg[b] > 0) & (self.light_query(hk) > 0)
-        flag = flag | (~hit & maybe_light)
+        flag = flag | np.where(~hit & maybe_light, MERGE_FLAG, 0).astype(np.uint8)
         # self's entries absent from other may have mass in other's light part
         mine = self.entries()
         ohit, _, _ = other.heavy_lookup(mine["hkey"])
         mb = self.bucket_of(mine["hkey"])
-        mflag = mine["flag"] | (~ohit & (other.neg[mb] > 0)
-                                & (other.light_query(mine["hkey"]) > 0))
+        mflag = mine["bits"] | np.where(~ohit & (other.neg[mb] > 0)
+                                        & (other.light_query(mine["hkey"]) > 0),
+                                        MERGE_FLAG, 0).astype(np.uint8)
         out._rebuild(np.concatenate([mine["hkey"], hk]),
                      np.concatenate([mine["full"], e["full"]]),
                      np.concatenate([mine["count"], cnt]),
@@ -320,8 +330,8 @@ class ElasticSketch:
         per bucket the largest ``slots`` stay, the others' counts go to the light part."""
         uniq, inv = np.unique(hk, return_inverse=True)
         sums = np.bincount(inv, weights=cnt.astype(np.float64)).astype(np.int64)
-        flags = np.zeros(uniq.shape[0], bool)
-        np.logical_or.at(flags, inv, flag)
+        flags = np.zeros(uniq.shape[0], np.uint8)
+        np.bitwise_or.at(flags, inv, flag)
         first = np.zeros(uniq.shape[0], np.int64)
         first[inv[::-1]] = np.arange(inv.shape[0])[::-1]
         fulls = full[first]
@@ -336,7 +346,7 @@ class ElasticSketch:
         keep = rank < self.slots
         self.hkey[...] = 0
         self.count[...] = 0
-        self.flag[...] = False
+        self.flag[...] = 0
         self.full[...] = 0
         kb, ks = b[keep], rank[keep]
         self.hkey[kb, ks] = uniq[keep]
@@ -412,7 +422,9 @@ class ElasticSketch:
         out.hkey[bi, si] = np.frombuffer(chunk[1], "<u8")
         out.full[bi, si] = np.frombuffer(chunk[2], "<u8").reshape(n, extra)
         out.count[bi, si] = counts
-        out.flag[bi, si] = np.frombuffer(chunk[4], "u1") > 0
+        out.flag[bi, si] = np.frombuffer(chunk[4], "u1")
+        if (out.flag > OWN_FLAG | MERGE_FLAG).any():
+            raise ValueError("elastic: flag bits out of range")
         out.neg[...] = np.frombuffer(chunk[5], "<i8")
         out.light[...] = np.frombuffer(chunk[6], out.light.dtype.newbyteorder("<")).reshape(
             out.light.shape)
