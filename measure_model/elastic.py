@@ -17,12 +17,14 @@ and :attr:`ElasticSketch.memory_bytes` is the sum of their ``nbytes``:
   slot (flagged). This is ElasticSketch's software heavy part (8-way
   buckets, lambda 8): elephants end in the heavy part with exact counts
   (flag off) or counts exact since they arrived (flag on).
-* **light part** (the rest): ``depth x width`` small counters (uint16 for
-  packet counts, uint32 for bytes; they saturate at their maximum) updated
-  the plain count-min way: every row cell of a key grows by its count.
-  Unlike ElasticSketch's 8-bit conservative-update light part this one is
-  *linear*: the cell sum of light parts built on parts of a stream equals
-  the light part of the whole stream, which is what makes network-wide
+* **light part** (the rest): ``depth x width`` small counters (8-bit for
+  packet counts as in ElasticSketch, 32-bit for bytes; they saturate at their
+  maximum, which ``saturated`` counts: flows that large belong in the heavy
+  part, and none saturated on the benchmark traces) updated the plain
+  count-min way: every row cell of a key grows by its count. Unlike
+  ElasticSketch's conservative-update light part this one is *linear*: the
+  cell sum of light parts built on parts of a stream equals the light part
+  of the whole stream, which is what makes network-wide
   merges exact. It is MRAC's counter array (SIGMETRICS 2004): its row 0
   gives the flow size distribution by EM (:mod:`measure_model.elastic_est`)
   and every row the number of flows by linear counting.
@@ -42,7 +44,8 @@ accuracy with a merge that is exact where it can be:
   light part* at their cells; ``vote-`` adds. The merged state is not the
   single-stream state, but the invariant every answer rests on holds:
   **every packet of a key is either in its heavy entry or in its light
-  cells**, so an estimate never falls below the truth and its error is at
+  cells**, so an estimate never falls below the truth (while no light cell
+  saturated) and its error is at
   most the other keys' mass in its light cells (count-min's
   ``e * light_total / width`` with probability ``1 - e**-depth``). A key
   that owns a heavy entry with the flag off is exact, merged or not. The
@@ -64,6 +67,7 @@ import numpy as np
 
 from measure_model.keys import HeaderBatch, check_key_type
 from measure_model.sketch import MASK64, mix64, splitmix64
+from measure_model.task import MAX_MEMORY, MIN_MEMORY
 
 LAMBDA = 8
 OWN_FLAG = 1    # the key was rejected here before it got its entry: light holds some
@@ -71,10 +75,8 @@ MERGE_FLAG = 2  # another part's light part may hold some (set by a merge)
 DEFAULT_SLOTS = 8
 DEFAULT_HEAVY_SHARE = 0.25
 DEFAULT_LIGHT_DEPTH = 2
-MIN_MEMORY = 4096
-MAX_MEMORY = 1 << 30
-LIGHT_MAX = {"pkt": np.iinfo(np.uint16).max, "bytes": np.iinfo(np.uint32).max}
-LIGHT_DTYPE = {"pkt": np.uint16, "bytes": np.uint32}
+LIGHT_MAX = {"pkt": np.iinfo(np.uint8).max, "bytes": np.iinfo(np.uint32).max}
+LIGHT_DTYPE = {"pkt": np.uint8, "bytes": np.uint32}
 
 
 def key_words(key_type: str) -> int:
@@ -83,7 +85,7 @@ def key_words(key_type: str) -> int:
     return 1 if len(shape) == 1 else int(shape[1])
 
 
-def _salts(seed: int, n: int) -> list[np.uint64]:
+def hash_salts(seed: int, n: int) -> list[np.uint64]:
     state = (seed * 0x9E6C63D0676A9A99) & MASK64
     out = []
     for _ in range(n):
@@ -92,7 +94,7 @@ def _salts(seed: int, n: int) -> list[np.uint64]:
     return out
 
 
-def _reduce(h: np.ndarray, n: int) -> np.ndarray:
+def reduce_hash(h: np.ndarray, n: int) -> np.ndarray:
     """Map 64-bit hashes to ``[0, n)`` by multiply-high on the top 32 bits."""
     return (((h >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)).astype(np.int64)
 
@@ -126,7 +128,7 @@ class ElasticSketch:
         self.neg = np.zeros(self.buckets, np.int64)
         self.light = np.zeros((light_depth, self.width), LIGHT_DTYPE[increment])
         self.saturated = 0
-        salts = _salts(seed, light_depth + 1)
+        salts = hash_salts(seed, light_depth + 1)
         self._bucket_salt, self._row_salts = salts[0], salts[1:]
         self._offsets = (np.arange(light_depth, dtype=np.int64) * self.width).reshape(-1, 1)
 
@@ -147,11 +149,11 @@ class ElasticSketch:
 
     # ------------------------------------------------------------ hashing
     def bucket_of(self, hkeys: np.ndarray) -> np.ndarray:
-        return _reduce(mix64(hkeys ^ self._bucket_salt), self.buckets)
+        return reduce_hash(mix64(hkeys ^ self._bucket_salt), self.buckets)
 
     def light_index(self, hkeys: np.ndarray) -> np.ndarray:
         """Flat light-cell indices of ``hkeys``, a (depth, n) int64 array."""
-        rows = [_reduce(mix64(hkeys ^ s), self.width) for s in self._row_salts]
+        rows = [reduce_hash(mix64(hkeys ^ s), self.width) for s in self._row_salts]
         return np.stack(rows) + self._offsets
 
     # ------------------------------------------------------------ update

@@ -26,12 +26,15 @@ bit), so merged estimates equal the union stream's; candidates unite.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import zlib
 from typing import Any
 
 import numpy as np
 
-from measure_model.elastic import _reduce, _salts
+from measure_model.elastic import MAX_MEMORY, MIN_MEMORY, hash_salts, reduce_hash
 from measure_model.sketch import mix64
 
 BITS = 256
@@ -54,7 +57,7 @@ class SpreadSketch:
         self.cells = np.zeros((DEPTH, self.width, BITS // 64), np.uint64)
         self.cand = np.zeros(0, np.uint64)
         self.cand_full = np.zeros((0, words) if words > 1 else 0, np.uint64)
-        salts = _salts(seed ^ 0x5A5A, DEPTH + 1)
+        salts = hash_salts(seed ^ 0x5A5A, DEPTH + 1)
         self._pair_salt, self._row_salts = salts[0], salts[1:]
 
     @property
@@ -64,7 +67,7 @@ class SpreadSketch:
         return int(self.cells.nbytes + self.capacity * entry)
 
     def _cells_of(self, keys: np.ndarray) -> list[np.ndarray]:
-        return [_reduce(mix64(keys ^ s), self.width) for s in self._row_salts]
+        return [reduce_hash(mix64(keys ^ s), self.width) for s in self._row_salts]
 
     def update(self, keys: np.ndarray, full: np.ndarray, peers: np.ndarray) -> None:
         """Add (key, peer) pairs (uint64 sketch keys of both; repeats are harmless)."""
@@ -135,4 +138,47 @@ class SpreadSketch:
         ok, of = other.candidates()
         if ok.shape[0]:
             out._add_candidates(ok, of if self.key_words > 1 else ok)
+        return out
+
+    # ------------------------------------------------------------ wire
+    def to_wire(self) -> dict[str, Any]:
+        """JSON-ready dict: parameters, candidates and base64 zlib of the cells."""
+        raw = self.cells.astype("<u8").tobytes() + self.cand.astype("<u8").tobytes() + \
+            np.asarray(self.cand_full, np.uint64).astype("<u8").tobytes()
+        return {**self.params(), "candidates": int(self.cand.shape[0]),
+                "state": base64.b64encode(zlib.compress(raw, 1)).decode("ascii")}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SpreadSketch:
+        """Rebuild from :meth:`to_wire` output; ValueError naming the field if malformed."""
+        names = ("memory", "min_distinct", "divisor", "seed", "words", "candidates", "state")
+        if not isinstance(data, dict) or set(data) != set(names):
+            raise ValueError(f"spread must be an object with fields {', '.join(names)}")
+        for name, lo, hi in (("memory", MIN_MEMORY, MAX_MEMORY), ("min_distinct", 1, 1 << 20),
+                             ("divisor", 1, 1 << 20), ("seed", 0, (1 << 64) - 1),
+                             ("words", 1, 8)):
+            v = data[name]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"spread: {name} must be an integer from {lo} to {hi}")
+        out = cls(data["memory"], data["min_distinct"], data["divisor"], data["seed"],
+                  data["words"])
+        n = data["candidates"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= out.capacity:
+            raise ValueError(f"spread: candidates must be an integer from 0 to {out.capacity}")
+        extra = out.key_words if out.key_words > 1 else 0
+        expected = out.cells.nbytes + 8 * n + 8 * n * extra
+        try:
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(base64.b64decode(str(data["state"]).encode("ascii"),
+                                                       validate=True), expected + 1)
+        except (binascii.Error, UnicodeEncodeError, zlib.error) as exc:
+            raise ValueError(f"spread: state is not base64 zlib data ({exc})") from None
+        if len(raw) != expected or inflater.unconsumed_tail:
+            raise ValueError(f"spread: state holds {len(raw)} bytes, expected {expected}")
+        c = out.cells.nbytes
+        out.cells[...] = np.frombuffer(raw[:c], "<u8").reshape(out.cells.shape)
+        out.cand = np.frombuffer(raw[c:c + 8 * n], "<u8").astype(np.uint64)
+        if extra:
+            out.cand_full = np.frombuffer(raw[c + 8 * n:], "<u8").astype(np.uint64).reshape(
+                n, extra)
         return out
