@@ -27,8 +27,10 @@ size distribution WMRE, cardinality relative error, entropy relative error,
 heavy-changer F1 (change >= 0.01% of an interval's packets), superspreader
 F1 (>= 200 distinct destinations). Then the issue's targets at 512 KB, Zipf
 1.1, each MET / NOT MET. "Merged within 10%": for every target figure
-``|merged - one host| <= 10% of max(one host, the must value)`` (errors; F1 as
-``1 - F1``), so that a 0.1% error turning 0.2% is not called a 100% change.
+``merged - one host <= 10% of max(one host, the must value)`` (errors; F1 as
+``1 - F1``), so that a 0.1% error turning 0.2% is not called a 100% change;
+a second row gives the difference either way (8 merged host counters hold
+8 times the memory before the merge, so some figures come out better).
 """
 
 from __future__ import annotations
@@ -259,15 +261,20 @@ def verdicts(single: dict, merged: dict) -> list[dict[str, Any]]:
         best = v <= goal if lower else v >= goal
         out.append({"figure": name, "value": v, "must": must, "goal": goal, "met": met,
                     "goal_met": best})
-    worst = 0.0
+    worse, either = 0.0, 0.0
     for name, must, *_ in TARGETS:
         a, b = single[name], merged[name]
-        if name.endswith("f1"):
+        if "f1" in name:
             a, b, must = 1 - a, 1 - b, 1 - must  # compare the errors
-        worst = max(worst, abs(b - a) / max(abs(a), must))
-    out.append({"figure": "merged 8 hosts vs 1 host: max |diff| / max(1 host, must)",
-                "value": worst, "must": 0.10, "goal": 0.0, "met": worst <= 0.10,
-                "goal_met": worst == 0.0})
+        scale = max(abs(a), must)
+        worse = max(worse, (b - a) / scale)
+        either = max(either, abs(b - a) / scale)
+    out.append({"figure": "merged 8 hosts worse than 1 host by (max over figures)",
+                "value": worse, "must": 0.10, "goal": 0.0, "met": worse <= 0.10,
+                "goal_met": worse <= 0.0})
+    out.append({"figure": "merged 8 hosts differs from 1 host by (either way)",
+                "value": either, "must": 0.10, "goal": 0.0, "met": either <= 0.10,
+                "goal_met": either == 0.0})
     return out
 
 
