@@ -340,6 +340,22 @@ class MeasureController(ControllerBase):
             raise HttpError(400, "query parameter 'limit' must be an integer from 1 to 1000")
         return json_response(self.service.history(task_id, host, limit))
 
+    @route("measure", PREFIX + "/tasks/{task_id}/history/{interval}", methods=["GET"])
+    @_api()
+    def get_past(self, req, task_id, interval, **_kw):
+        task_id = parse_task_id(task_id)
+        if interval == "latest":
+            end = None
+        elif re.fullmatch(r"[0-9]{1,13}(\.[0-9]{1,6})?", interval):
+            end = float(interval)
+        else:
+            raise HttpError(400, "interval must be 'latest' or an interval end time "
+                                 "(seconds since 1970)")
+        key = _query(req, "key")
+        if key is not None and len(key) > 200:
+            raise HttpError(400, "query parameter 'key' is too long")
+        return json_response(self.service.past(task_id, end, key))
+
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
