@@ -128,8 +128,9 @@ class ElasticSketch:
         self.neg = np.zeros(self.buckets, np.int64)
         self.light = np.zeros((light_depth, self.width), LIGHT_DTYPE[increment])
         self.saturated = 0
-        salts = hash_salts(seed, light_depth + 1)
-        self._bucket_salt, self._row_salts = salts[0], salts[1:]
+        salts = hash_salts(seed, light_depth + 2)
+        self._bucket_salt, self._light_salt = salts[0], salts[1]
+        self._row_mult = np.array([int(x) | 1 for x in salts[2:]], np.uint64).reshape(-1, 1)
         self._offsets = (np.arange(light_depth, dtype=np.int64) * self.width).reshape(-1, 1)
 
     # ------------------------------------------------------------ params
@@ -152,9 +153,11 @@ class ElasticSketch:
         return reduce_hash(mix64(hkeys ^ self._bucket_salt), self.buckets)
 
     def light_index(self, hkeys: np.ndarray) -> np.ndarray:
-        """Flat light-cell indices of ``hkeys``, a (depth, n) int64 array."""
-        rows = [reduce_hash(mix64(hkeys ^ s), self.width) for s in self._row_salts]
-        return np.stack(rows) + self._offsets
+        """Flat light-cell indices of ``hkeys``, a (depth, n) int64 array: one mix of the
+        key, then per row an odd multiplier (multiply-shift) and multiply-high by width."""
+        h = mix64(hkeys ^ self._light_salt).reshape(1, -1) * self._row_mult
+        return ((h >> np.uint64(32)) * np.uint64(self.width) >> np.uint64(32)).astype(
+            np.int64) + self._offsets
 
     # ------------------------------------------------------------ update
     def _light_add(self, hkeys: np.ndarray, counts: np.ndarray) -> None:
