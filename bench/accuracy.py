@@ -177,7 +177,7 @@ def measure_elastic(truth: dict, s1: ElasticSketch, s2: ElasticSketch,
     out["card_re"] = abs(card - keys.shape[0]) / keys.shape[0]
     h = elastic_est.entropy(dist["histogram"], total)
     out["entropy_re"] = abs(h - truth["entropy"]) / truth["entropy"]
-    ch = elastic_est.changers([None, s1, s2], CHANGE * (total - int(s1.count.sum())
+    ch = elastic_est.changers(None, s1, s2, CHANGE * (total - int(s1.count.sum())
                                                         - s1.light_total()))
     out["hc_f1"] = f1({int(c[0]) for c in ch}, truth["changers"])
     cand, _ = ss.candidates()

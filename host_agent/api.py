@@ -155,7 +155,9 @@ class AgentApp:
     def _bound_body(self, req: webob.Request) -> None:
         # a child's report carries its subtree's merged state (an elastic counter's
         # heavy entries and light cells, compressed): the controller's report limit
-        limit = MAX_REPORT_BODY if req.path_info == "/agent/v1/reports" else self.max_body
+        # (the raw WSGI path: decoding is checked later, answered with a 400)
+        raw_path = req.environ.get("PATH_INFO", "")
+        limit = MAX_REPORT_BODY if raw_path == "/agent/v1/reports" else self.max_body
         length = req.content_length
         if length is not None and length > limit:
             raise AgentError(413, f"body too large: more than {limit} bytes")

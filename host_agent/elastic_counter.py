@@ -75,7 +75,7 @@ class ElasticCounter:
         self.packets += n
         self.bytes += nbytes
         self.es.update(uniq, batch.full_keys(self.key)[first], counts)
-        if self.spread is not None:
+        if self.spread is not None and self.side is not None:
             peer = "dst" if self.side == "src" else "src"
             self.spread.update(batch.sketch_keys(self.side), batch.full_keys(self.side),
                                batch.sketch_keys(peer))

@@ -111,7 +111,7 @@ def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> di
         limit = float(threshold.get("absolute", 1))
     bound = es.error_bound(CONFIDENCE)["abs"]
     out = []
-    for full, before, after in elastic_est.changers([s0, s1, es], limit)[:LARGEST]:
+    for full, before, after in elastic_est.changers(s0, s1, es, limit)[:LARGEST]:
         key = format_key(es.key_type, key_ints(es.key_type, np.asarray([full]))[0])
         out.append({"key": key, "before": before, "after": after, "change": after - before,
                     "error": round(2 * bound, 3)})

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import TypedDict
 
 import numpy as np
 
@@ -150,7 +151,15 @@ def em_distribution(row: np.ndarray, rounds: int = EM_ROUNDS) -> dict[int, float
     return out
 
 
-def distribution(es: ElasticSketch, rounds: int = EM_ROUNDS) -> dict[str, object]:
+class Distribution(TypedDict):
+    """A flow size histogram {size: flows}, its number of flows and of heavy entries."""
+
+    histogram: dict[int, float]
+    flows: float
+    heavy_flows: int
+
+
+def distribution(es: ElasticSketch, rounds: int = EM_ROUNDS) -> Distribution:
     """Flow size histogram {size: flows} (EM over the light part + heavy entries)."""
     e = es.entries()
     row = es.light[0].astype(np.int64)
@@ -165,8 +174,8 @@ def distribution(es: ElasticSketch, rounds: int = EM_ROUNDS) -> dict[str, object
     for s in sizes.tolist():
         hist[int(s)] = hist.get(int(s), 0.0) + 1.0
     flows = sum(hist.values())
-    return {"histogram": dict(sorted(hist.items())), "flows": flows,
-            "heavy_flows": int(sizes.shape[0])}
+    return Distribution(histogram=dict(sorted(hist.items())), flows=flows,
+                        heavy_flows=int(sizes.shape[0]))
 
 
 def entropy(hist: dict[int, float], total: int) -> float:
@@ -185,18 +194,17 @@ def wmre(true_hist: dict[int, float], est_hist: dict[int, float]) -> float:
     return num / den if den else 0.0
 
 
-def changers(states: list[ElasticSketch | None],
+def changers(s0: ElasticSketch | None, s1: ElasticSketch, s2: ElasticSketch,
              threshold: float) -> list[tuple[np.ndarray, int, int]]:
     """Keys whose count in the last interval differs from the interval before by >= threshold.
 
-    ``states`` are three cumulative states at consecutive report times
-    ``[s0, s1, s2]`` (``s0`` None: nothing before ``s1``): the intervals are
+    ``s0, s1, s2`` are three cumulative states at consecutive report times
+    (``s0`` None: nothing before ``s1``): the intervals are
     ``s1 - s0`` and ``s2 - s1`` (estimates subtract; the light part is linear).
     Candidates are the heavy entries of every state (ElasticSketch's rule).
     Returns (full key, count in the earlier interval, count in the later one),
     largest change first.
     """
-    s0, s1, s2 = states
     parts = [s.entries() for s in (s0, s1, s2) if s is not None]
     hk = np.concatenate([p["hkey"] for p in parts])
     full = np.concatenate([p["full"] for p in parts])

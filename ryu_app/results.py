@@ -183,7 +183,7 @@ class Results:
             self.store.add_result(task_id, HOSTS, now, per_host)
         return self._events(task_id, previous, result, now)
 
-    def _answers(self, task_id: str, report: dict, snap: dict, now: float) -> dict:
+    def _answers(self, task_id: str, report: Report, snap: dict, now: float) -> dict:
         """The elastic kind's answer (measure_model.answers); the merged state is kept in
         memory for the next interval's changes and in the store for questions about the
         past (``past``)."""

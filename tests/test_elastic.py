@@ -123,14 +123,14 @@ def test_heavy_changers_exact_on_known_intervals():
     feed(es, rng.permutation(first))
     s1 = es.copy()
     feed(es, rng.permutation(second))
-    out = elastic_est.changers([None, s1, es], threshold=100)
+    out = elastic_est.changers(None, s1, es, threshold=100)
     assert [(int(k), b, a) for k, b, a in out] == [(int(flows[7]), 50, 400)]
     # merged over hosts: the same answer
     parts1, parts2 = split(first, 4), split(second, 4)
     m1 = merged(parts1, 64 * 1024)
     m2 = merged([np.concatenate([a, b]) for a, b in zip(parts1, parts2, strict=True)],
                 64 * 1024)
-    out = elastic_est.changers([None, m1, m2], threshold=100)
+    out = elastic_est.changers(None, m1, m2, threshold=100)
     assert [(int(k), b, a) for k, b, a in out] == [(int(flows[7]), 50, 400)]
 
 
