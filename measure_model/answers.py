@@ -14,8 +14,10 @@ how far to trust it:
   exact sizes) plus exact heavy sizes; ``flows`` its sum;
 * ``cardinality``: linear counting's standard error (and ``over_at_most``
   from merge-flagged entries);
-* ``entropy``: from the histogram; ``exact_share`` is the part of the total
-  held by exact entries;
+* ``entropy``: from the histogram of the last report interval (the
+  difference of the last two cumulative states; ``scope``) or, on a task's
+  first report, of everything so far; ``exact_share`` is the part of the
+  total held by exact entries;
 * ``heavy_changers``: counts of the two intervals, each +- ``error.abs``;
 * ``superspreaders`` / ``ddos_victims``: distinct peers with linear
   counting's standard error; merged bitmaps are exact (OR).
@@ -79,16 +81,27 @@ def _flow_size(es: ElasticSketch, top: int) -> dict[str, Any]:
                   "histogram": "EM estimate over the light part; heavy sizes exact"}}}
 
 
-def _entropy(es: ElasticSketch, total: int) -> dict[str, Any]:
+def _entropy_of(es: ElasticSketch, total: int) -> dict[str, Any]:
     h = histogram(es)
     bits = elastic_est.entropy(h["raw"], total)
     e = es.entries()
     exact_mass = int(e["count"][~e["flag"]].sum())
     flows = h["flows"]
-    return {"entropy": {"bits": round(bits, 6),
-                        "normalized": round(bits / math.log2(flows), 6) if flows > 1 else 0.0,
-                        "flows": flows,
-                        "exact_share": round(exact_mass / total, 6) if total else 1.0}}
+    return {"bits": round(bits, 6),
+            "normalized": round(bits / math.log2(flows), 6) if flows > 1 else 0.0,
+            "flows": flows, "total": total,
+            "exact_share": round(exact_mass / total, 6) if total else 1.0}
+
+
+def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dict[str, Any]:
+    """Entropy of the last report interval (of everything so far on the first report)."""
+    since_start = _entropy_of(es, total)
+    if not earlier:
+        return {"entropy": {**since_start, "scope": "since_start"}}
+    part = elastic_est.interval_state(earlier[-1], es)
+    interval_total = int(part.count.sum()) + part.light_total()
+    return {"entropy": {**_entropy_of(part, interval_total), "scope": "interval",
+                        "since_start_bits": since_start["bits"]}}
 
 
 def _cardinality(es: ElasticSketch) -> dict[str, Any]:
@@ -143,7 +156,7 @@ def answer(kind: str, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any
     if kind == "flow_size":
         return _flow_size(es, LARGEST)
     if kind == "entropy":
-        return _entropy(es, int(snap.get("total", 0)))
+        return _entropy(es, int(snap.get("total", 0)), earlier)
     if kind == "cardinality":
         return _cardinality(es)
     if kind == "heavy_changers":

@@ -18,6 +18,9 @@ Design
   probabilities, and re-estimates the sizes from the expected splits.
 * **Entropy** (:func:`entropy`) of the flow size shares, from the
   distribution: ``H = log2 N - (1/N) sum_i n_i i log2 i``.
+* **One interval** (:func:`interval_state`): the difference of two
+  cumulative states, so distribution and entropy can be read per report
+  interval.
 * **Heavy changers** (:func:`changers`): keys whose estimate changed by at
   least a threshold between two states, taken from the heavy entries of both
   (ElasticSketch's rule); each change carries its count-min error bound.
@@ -217,3 +220,31 @@ def changers(s0: ElasticSketch | None, s1: ElasticSketch, s2: ElasticSketch,
     keep = np.flatnonzero(np.abs(delta) >= threshold)
     keep = keep[np.argsort(-np.abs(delta[keep]), kind="stable")]
     return [(full[i], int(before[i]), int(after[i])) for i in keep]
+
+
+def interval_state(prev: ElasticSketch, cur: ElasticSketch) -> ElasticSketch:
+    """The state of the interval between two cumulative states of one counter.
+
+    Light cells subtract (the light part is linear: exact while the same keys
+    stayed in the heavy part); a heavy entry keeps what it gained since
+    ``prev`` (its count there, if it had an entry, is taken off). A key
+    evicted to the light part within the interval brings its earlier heavy
+    count along (an over-count bounded by the evicted mass).
+    """
+    if not prev.compatible(cur):
+        raise ValueError("interval of two elastic states with different parameters")
+    out = cur.copy()
+    diff = cur.light.astype(np.int64) - prev.light.astype(np.int64)
+    out.light[...] = np.maximum(diff, 0).astype(out.light.dtype)
+    occ = out.count > 0
+    hk = out.hkey[occ]
+    hit, before, _ = prev.heavy_lookup(hk)
+    left = out.count[occ] - np.where(hit, before, 0)
+    counts = out.count.copy()
+    counts[occ] = np.maximum(left, 0)
+    gone = occ & (counts == 0)  # no packet since prev: not a flow of the interval
+    out.count[...] = counts
+    out.hkey[gone] = 0
+    out.flag[gone] = 0
+    return out
+

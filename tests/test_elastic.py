@@ -134,6 +134,27 @@ def test_heavy_changers_exact_on_known_intervals():
     assert [(int(k), b, a) for k, b, a in out] == [(int(flows[7]), 50, 400)]
 
 
+def test_interval_state_is_the_second_interval():
+    rng = np.random.default_rng(11)
+    flows = rng.integers(1, 2 ** 63, 50, dtype=np.uint64)
+    first, second = rng.integers(1, 30, 50), rng.integers(0, 30, 50)
+    for hosts in (1, 4):
+        one = rng.permutation(np.repeat(flows, first))
+        two = rng.permutation(np.repeat(flows, second))
+        s1 = merged(split(one, hosts), 64 * 1024)
+        s2 = merged([np.concatenate([a, b]) for a, b in
+                     zip(split(one, hosts), split(two, hosts), strict=True)], 64 * 1024)
+        part = elastic_est.interval_state(s1, s2)
+        assert part.query(flows).tolist() == second.tolist()
+        sizes = second[second > 0]
+        expect = {int(s): float(n) for s, n in zip(*np.unique(sizes, return_counts=True),
+                                                   strict=True)}
+        assert elastic_est.distribution(part)["histogram"] == expect
+        total = int(sizes.sum())
+        h = math.log2(total) - sum(s * math.log2(s) for s in sizes.tolist()) / total
+        assert elastic_est.entropy(expect, total) == pytest.approx(h)
+
+
 def test_distribution_cardinality_entropy_on_a_large_trace():
     stream = zipf(400_000, 60_000, 1.1, seed=7)
     keys, counts = truth(stream)

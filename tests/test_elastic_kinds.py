@@ -109,6 +109,21 @@ def test_cardinality_and_entropy_exact_on_small_traffic():
         assert check(results.latest("k"))
 
 
+def test_entropy_is_per_report_interval():
+    results = Results(MemoryStore())
+    counters = fed("entropy", memory=65536)
+    results.ingest(report("en", "entropy", merged(counters, 2.0), 5.0), now=5.1)
+    assert results.latest("en")["entropy"]["scope"] == "since_start"
+    second = [("h4", "h1", 40), ("h5", "h2", 10), ("h1", "h3", 10)]
+    fed("entropy", flows=second, counters=counters)
+    results.ingest(report("en", "entropy", merged(counters, 7.0), 10.0), now=10.1)
+    got = results.latest("en")["entropy"]
+    total = sum(n for *_, n in second)
+    h = math.log2(total) - sum(n * math.log2(n) for *_, n in second) / total
+    assert got["scope"] == "interval" and got["total"] == total and got["flows"] == 3
+    assert got["bits"] == pytest.approx(h, abs=1e-5)
+
+
 def test_heavy_changers_between_intervals_network_wide():
     results = Results(MemoryStore())
     counters = fed("heavy_changers", memory=65536, threshold_abs=20)
