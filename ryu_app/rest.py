@@ -354,7 +354,12 @@ class MeasureController(ControllerBase):
         key = _query(req, "key")
         if key is not None and len(key) > 200:
             raise HttpError(400, "query parameter 'key' is too long")
-        return json_response(self.service.past(task_id, end, key))
+        since = _query(req, "since")
+        if since is not None:
+            if not re.fullmatch(r"[0-9]{1,13}(\.[0-9]{1,6})?", since):
+                raise HttpError(400, "query parameter 'since' must be an interval end time")
+        return json_response(self.service.past(task_id, end, key,
+                                               float(since) if since is not None else None))
 
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)

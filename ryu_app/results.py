@@ -205,27 +205,37 @@ class Results:
         return out
 
     def past(self, task_id: str, interval_end: float | None = None, key: str | None = None,
-             limit: int = 100) -> dict | None:
+             since: float | None = None, limit: int = 100) -> dict | None:
         """Ask a kept interval (the newest with ``interval_end`` <= the given one; the
         newest if None): one key's size or the task's answer at that time, and the change
-        from the interval before it. None when nothing is kept."""
+        from the interval before it, or from the kept interval at ``since`` (any two
+        intervals). None when nothing is kept there."""
         rows = self.store.results(task_id, STATE, limit=max(2, min(limit, self.history_limit)))
-        i = next((n for n, r in enumerate(rows)
-                  if interval_end is None or r["interval_end"] <= interval_end), None)
-        if i is None:
+
+        def at(end: float | None) -> int | None:
+            return next((n for n, r in enumerate(rows)
+                         if end is None or r["interval_end"] <= end), None)
+
+        i = at(interval_end)
+        j = at(since) if since is not None else (i + 1 if i is not None else None)
+        if i is None or (since is not None and j is None):
             return None
         row = rows[i]
         earlier = [answers.state_of(r) for r in reversed(rows[i + 1:i + 3])]
+        base = answers.state_of(rows[j]) if j is not None and j < len(rows) and j > i \
+            else None
         es = answers.state_of(row)
         out: dict[str, Any] = {"task_id": task_id, "interval_end": row["interval_end"],
                                "kind": row.get("kind")}
         if key is not None:
             out["size"] = answers.size_of(es, key)
-            if earlier:
-                before = answers.size_of(earlier[-1], key)
-                out["size"]["previous"] = before["size"]
-                out["size"]["in_interval"] = out["size"]["size"] - before["size"]
+            if base is not None:
+                before = answers.size_of(base, key)
+                out["size"].update(previous=before["size"], since=rows[j]["interval_end"],
+                                   in_interval=out["size"]["size"] - before["size"])
             return out
+        if since is not None and base is not None:
+            earlier = [base]  # the kind's answer (e.g. heavy_changers) against that interval
         out.update(answers.answer(row.get("kind") or "", row, earlier))
         return out
 

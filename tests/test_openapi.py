@@ -175,6 +175,7 @@ REQUESTS = [
     ("GET", "/measure/v1/tasks/1/history/latest", None, None),
     ("GET", "/measure/v1/tasks/1/history/12.5?key=10.0.0.1", None, None),
     ("GET", "/measure/v1/tasks/1/history/yesterday", None, None),
+    ("GET", "/measure/v1/tasks/1/history/latest?since=noon", None, None),
     ("GET", "/measure/v1/tasks/9/history/latest", None, None),
     ("GET", "/measure/v1/events?since=0", None, None),
     ("GET", "/measure/v1/events?since=x", None, None),
