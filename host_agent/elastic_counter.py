@@ -22,7 +22,7 @@ import numpy as np
 
 from host_agent.counter import aggregate
 from measure_model import elastic_est, elastic_snapshot
-from measure_model.elastic import ElasticSketch
+from measure_model.elastic import ElasticSketch, key_words
 from measure_model.keys import HeaderBatch, parse_key, sketch_key_of
 from measure_model.spread import SpreadSketch
 from measure_model.task import ELASTIC_KINDS, Task
@@ -48,7 +48,7 @@ class ElasticCounter:
             share = int(memory * SPREAD_SHARE)
             # every source with a peer is a candidate: the table keeps the largest
             self.spread = SpreadSketch(share, task.min_distinct, divisor=task.min_distinct,
-                                       seed=seed)
+                                       seed=seed, words=key_words(self.side))
             memory -= share
         self.es = ElasticSketch(memory, self.key, self.increment, seed)
         self.threshold = ({"fraction": task.threshold} if task.threshold is not None
