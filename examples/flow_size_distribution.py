@@ -42,6 +42,9 @@ def through_controller(args) -> None:
     for res in ctl.follow("flow_size_distribution.yaml", args.rounds, args.interval):
         sizes = dict(res.get("top_k") or [])
         show(sizes)
+        dist = res.get("flow_size") or {}
+        print(f"distribution (size: flows): {dist.get('histogram')}, "
+              f"{dist.get('flows')} flows", flush=True)
         print(f"h6 hits h5: {sizes.get(args.key, 0)} bytes "
               f"(covered {len(res['covered'])} agents, missing {res['missing']})",
               flush=True)

@@ -44,6 +44,7 @@ from measure_model.httpclient import HttpClient
 log = logging.getLogger("host_agent.api")
 
 MAX_BODY = 64 * 1024
+MAX_REPORT_BODY = 16 * 1024 * 1024  # as the controller's POST reports
 NO_SECRET = ("this agent has no shared secret: configuration is accepted only from the "
              "controller or the overlay parent, signed (start it with --secret-file; "
              "--insecure only on an isolated test network)")
@@ -152,13 +153,18 @@ class AgentApp:
             return error(500, "internal error")
 
     def _bound_body(self, req: webob.Request) -> None:
+        # a child's report carries its subtree's merged state (an elastic counter's
+        # heavy entries and light cells, compressed): the controller's report limit
+        # (the raw WSGI path: decoding is checked later, answered with a 400)
+        raw_path = req.environ.get("PATH_INFO", "")
+        limit = MAX_REPORT_BODY if raw_path == "/agent/v1/reports" else self.max_body
         length = req.content_length
-        if length is not None and length > self.max_body:
-            raise AgentError(413, f"body too large: more than {self.max_body} bytes")
+        if length is not None and length > limit:
+            raise AgentError(413, f"body too large: more than {limit} bytes")
         if length is None and req.method in ("POST", "PUT", "DELETE", "PATCH"):
-            data = req.body_file_raw.read(self.max_body + 1)
-            if len(data) > self.max_body:
-                raise AgentError(413, f"body too large: more than {self.max_body} bytes")
+            data = req.body_file_raw.read(limit + 1)
+            if len(data) > limit:
+                raise AgentError(413, f"body too large: more than {limit} bytes")
             req.body = data
 
     def _authenticate(self, req: webob.Request, path: str) -> None:

@@ -14,7 +14,8 @@ Semantics follow the original walk-through (shared/seeds/000_*.txt):
     {"type": "query sketch", "sketch_id": 1, "counter_key_type": "src",
      "counter_key": "10.0.0.6"}
         -> the estimate as plain text; with counter_key "real_time_key_num"
-           the number of distinct keys in the real-time window
+           the number of distinct keys in the last window length ("the last
+           second": see ``last_window_keys``)
     {"type": "query real time counter", "sketch_id": 1, "counter_key_type": "src_dport"}
         -> JSON object key -> count in the real-time window
     {"type": "query bw", "src": "10.0.0.5", "dst": "10.0.0.6"}
@@ -166,13 +167,22 @@ def query_sketch(ctx: LegacyContext, f: dict) -> webob.Response:
     snap = _global(ctx, sid, cid)
     if key == REAL_TIME_KEY_NUM:
         window = snap["window"] if snap is not None else agent.query(sid, cid, "window")
-        return text(str(int(window["distinct"])))
+        return text(str(last_window_keys(window)))
     if snap is not None:
         from measure_model.report import estimate
 
         agent.query(sid, cid, "estimate", key=key)  # validates the key (400 if malformed)
         return text(str(int(estimate(snap, key))))
     return text(str(int(agent.query(sid, cid, "estimate", key=key))))
+
+
+def last_window_keys(window: dict) -> int:
+    """Distinct keys of "the last second": a sliding window covers the last length
+    seconds; a tumbling one gives the larger of the current window so far and the
+    previous complete one, so a question asked up to one window length after a burst
+    still counts the whole burst (the window may have rolled over in between)."""
+    previous = window.get("previous") or {}
+    return max(int(window["distinct"]), int(previous.get("distinct", 0)))
 
 
 def query_real_time(ctx: LegacyContext, f: dict) -> webob.Response:

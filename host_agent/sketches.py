@@ -27,7 +27,10 @@ class CounterConfig:
 
     @property
     def cell_bytes(self) -> int:
-        """Sketch cell memory of this counter in one monitor process."""
+        """Sketch memory of this counter in one monitor process (an elastic counter's
+        whole state: its ``memory``)."""
+        if self.task.memory is not None:
+            return self.task.memory
         sketch = self.task.sketch
         return 0 if sketch is None else sketch.width * sketch.depth * 8
 

@@ -46,6 +46,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from measure_model import elastic_snapshot
 from measure_model.fields import MAX_COUNT, is_count, is_int, is_number
 from measure_model.hll import HyperLogLog
 from measure_model.keys import (
@@ -72,7 +73,7 @@ MAX_LIMIT = 10_000_000
 SNAPSHOT_FIELDS = frozenset((
     "key", "increment", "packets", "bytes", "total", "sketch", "candidates", "heavy_hitters",
     "top_k", "threshold", "limits", "window", "scan", "distinct", "missed", "unparsed",
-    "covered", "missing", "generated_at", "oldest", "monitor"))
+    "covered", "missing", "generated_at", "oldest", "monitor", "elastic", "spread"))
 WINDOW_FIELDS = frozenset(("length", "mode", "start", "counts", "distinct", "truncated",
                            "previous"))
 
@@ -171,11 +172,19 @@ def check_snapshot(snap: Any) -> Snapshot:
           f"increment {snap.get('increment')!r} is not one of pkt, bytes")
     for name in ("packets", "bytes", "total"):
         _need(is_count(snap.get(name)), f"{name} must be an integer from 0 to 2**63-1")
-    _need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
-    try:
-        CountMinSketch.from_wire(snap["sketch"])
-    except ValueError as exc:
-        raise ValueError(f"snapshot: {exc}") from None
+    if snap.get("elastic") is not None:  # an elastic counter: measure_model.elastic_snapshot
+        _need("sketch" not in snap, "has both sketch and elastic")
+        try:
+            elastic_snapshot.check(snap)
+        except ValueError as exc:
+            raise ValueError(f"snapshot: {exc}") from None
+    else:
+        _need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
+        _need(snap.get("spread") is None, "spread needs an elastic section")
+        try:
+            CountMinSketch.from_wire(snap["sketch"])
+        except ValueError as exc:
+            raise ValueError(f"snapshot: {exc}") from None
     _count_map(snap.get("candidates", {}), "candidates", key)
     _count_map(snap.get("heavy_hitters", {}), "heavy_hitters", key)
     top = snap.get("top_k", [])
@@ -302,6 +311,27 @@ def _merge_scan(snaps: list[dict], max_sources: int, max_list: int) -> dict:
     return out
 
 
+def _merge_sketches(snaps: list[dict], key_type: str, threshold: dict, total: int,
+                    limits: dict) -> dict[str, Any]:
+    """Count-min cells add; candidates are re-estimated against the merged sketch."""
+    if any("elastic" in s for s in snaps):
+        raise ValueError("snapshot: cannot merge a count-min counter with an elastic one")
+    sketch = CountMinSketch.from_wire(snaps[0]["sketch"])
+    for s in snaps[1:]:
+        sketch = sketch.merge(CountMinSketch.from_wire(s["sketch"]))
+    cand_threshold, hh_threshold = _thresholds(threshold, total)
+    keys: set[str] = set()
+    for s in snaps:
+        keys.update(s.get("candidates", {}))
+    ranked = _ranked(key_type, sketch, keys, cand_threshold, limits["max_candidates"])
+    if hh_threshold is None:
+        heavy = dict(ranked[: limits["top_k"]])
+    else:
+        heavy = {k: v for k, v in ranked if v >= hh_threshold}
+    return {"sketch": sketch.to_wire(), "candidates": dict(ranked), "heavy_hitters": heavy,
+            "top_k": [[k, v] for k, v in ranked[: limits["top_k"]]]}
+
+
 # ---------------------------------------------------------------- API
 def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict[str, Any]:
     """Merge snapshots of the same counter from several agents (see module docstring).
@@ -325,9 +355,6 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
         if s.get("threshold", {}) != first.get("threshold", {}):
             raise ValueError(f"snapshot: cannot merge threshold {first.get('threshold', {})} "
                              f"with {s.get('threshold', {})}")
-    sketch = CountMinSketch.from_wire(first["sketch"])
-    for s in snaps[1:]:
-        sketch = sketch.merge(CountMinSketch.from_wire(s["sketch"]))
     hll = None
     for s in snaps:
         d = s["distinct"]
@@ -341,15 +368,10 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
     limits = {**DEFAULT_LIMITS, **given}
     totals = {name: sum(s[name] for s in snaps) for name in ("packets", "bytes", "total")}
     threshold = first.get("threshold", {})
-    cand_threshold, hh_threshold = _thresholds(threshold, totals["total"])
-    keys: set[str] = set()
-    for s in snaps:
-        keys.update(s.get("candidates", {}))
-    ranked = _ranked(key_type, sketch, keys, cand_threshold, limits["max_candidates"])
-    if hh_threshold is None:
-        heavy = dict(ranked[: limits["top_k"]])
+    if "elastic" in first:
+        state = elastic_snapshot.merge(snaps, threshold, totals["total"], limits["top_k"])
     else:
-        heavy = {k: v for k, v in ranked if v >= hh_threshold}
+        state = _merge_sketches(snaps, key_type, threshold, totals["total"], limits)
     missed: dict[str, int] = {}
     for s in snaps:
         for name, value in s.get("missed", {}).items():
@@ -361,10 +383,7 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
               if t is not None]
     merged: dict[str, Any] = {
         "key": key_type, "increment": increment, **totals,
-        "sketch": sketch.to_wire(),
-        "candidates": dict(ranked),
-        "heavy_hitters": heavy,
-        "top_k": [[k, v] for k, v in ranked[: limits["top_k"]]],
+        **state,
         "threshold": threshold,
         "limits": limits,
         "window": _merge_windows(snaps, limits["max_window_keys"]),

@@ -103,7 +103,7 @@ class Snapshot(TypedDict):
     top_k: list[list[Any]]
     threshold: Threshold
     limits: NotRequired[Limits]
-    window: WindowState
+    window: WindowState | None             # null for elastic counters
     scan: dict[str, ScanEntry]
     distinct: Distinct
     missed: Missed | None
@@ -114,6 +114,10 @@ class Snapshot(TypedDict):
     oldest: float
     monitor: NotRequired[MonitorState]     # the agent's addition
     seen: NotRequired[Missed]              # monitor -> agent only
+    # elastic kinds (host_agent/elastic_counter.py) instead of sketch/candidates;
+    # merge rules in measure_model/elastic_snapshot.py
+    elastic: NotRequired[dict[str, Any]]   # ElasticSketch.to_wire()
+    spread: NotRequired[dict[str, Any]]    # SpreadSketch.to_wire() + "side"
 
 
 class HostSummary(TypedDict, total=False):

@@ -60,13 +60,18 @@ from measure_model.fields import (
 
 # ---------------------------------------------------------------- names and limits
 
-MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter")
+# counted by an elastic counter (host_agent/elastic_counter.py) within ``memory`` bytes
+ELASTIC_KINDS = ("flow_size", "heavy_changers", "entropy", "cardinality", "superspreaders",
+                 "ddos_victims")
+SPREAD_KINDS = ("superspreaders", "ddos_victims")  # distinct peers per source / destination
+MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter", *ELASTIC_KINDS[1:])
 KINDS = (*MEASURE_KINDS, "bandwidth")
 KEYS = ("src", "dst", "src_dst", "sport", "dport", "src_dport", "dst_dport", "proto",
         "five_tuple")
 INCREMENTS = ("pkt", "bytes")
 DEFAULT_KEY = {"heavy_hitters": "src", "flow_size": "src_dst", "port_scan": "src_dport",
-               "counter": "src"}
+               "counter": "src", "heavy_changers": "src_dst", "entropy": "src_dst",
+               "cardinality": "src_dst", "superspreaders": "src_dst", "ddos_victims": "src_dst"}
 INTERFACES = ("INPUT", "OUTPUT")
 PROTOS = ("tcp", "udp", "icmp")
 WINDOW_MODES = ("tumbling", "sliding")
@@ -79,7 +84,8 @@ MAX_POLICY_TASKS = 100             # tasks in one policy or request
 MAX_TASKS = 200                    # tasks the controller holds at once
 MAX_SCOPE = 1000                   # hosts listed in one scope
 DEFAULT_THRESHOLD = 0.05           # measurement tasks without threshold_abs ...
-NO_DEFAULT_THRESHOLD = ("flow_size",)  # ... except these kinds
+NO_DEFAULT_THRESHOLD = ("flow_size", "entropy", "cardinality", "superspreaders",
+                        "ddos_victims")  # ... except these kinds
 MAX_THRESHOLD_ABS = 2 ** 62
 DEFAULT_TOP_K, MAX_TOP_K = 10, 1000
 DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW = 1.0, 0.05, 3600.0
@@ -90,6 +96,9 @@ DEFAULT_DEPTH, MAX_DEPTH = 4, 8
 DEFAULT_SEED, MAX_SEED = 1, 2 ** 31 - 1
 BW_DEFAULT_DURATION, BW_MIN_DURATION, BW_MAX_DURATION = 10.0, 1.0, 60.0
 BW_DEFAULT_BYTES, BW_MIN_BYTES, BW_MAX_BYTES = 20_000_000, 100_000, 200_000_000
+DEFAULT_MEMORY, MIN_MEMORY, MAX_MEMORY = 512 * 1024, 4096, 64 * 1024 * 1024
+DEFAULT_MIN_DISTINCT, MAX_MIN_DISTINCT = 100, 1000  # a 256-bit bitmap reads ~1,400 peers
+DEFAULT_CHANGE_THRESHOLD = 0.001   # heavy_changers: fraction of an interval's total
 
 
 class PolicyError(ValueError):
@@ -149,6 +158,8 @@ class Task:
     report_interval: float | None = None
     sketch: SketchSpec | None = None
     scope: str | tuple[str, ...] | None = None
+    memory: int | None = None
+    min_distinct: int | None = None
     src: str | None = None
     dst: str | None = None
     method: str | None = None
@@ -194,13 +205,16 @@ def _ports_need_proto(obj: dict[str, Any]) -> None:
 
 
 def _default_threshold(obj: dict[str, Any]) -> float | None:
-    """DEFAULT_THRESHOLD unless the task gives threshold_abs or ranks every flow.
+    """DEFAULT_THRESHOLD unless the task gives threshold_abs or ranks every flow;
+    heavy_changers: DEFAULT_CHANGE_THRESHOLD of an interval's total.
 
     flow_size has no fraction threshold: a flow small against the whole
     network's total is still a flow, so its result lists the largest flows.
     """
     if obj.get("threshold_abs") is not None or obj.get("kind") in NO_DEFAULT_THRESHOLD:
         return None
+    if obj.get("kind") == "heavy_changers":
+        return DEFAULT_CHANGE_THRESHOLD
     return DEFAULT_THRESHOLD
 
 
@@ -231,6 +245,7 @@ SKETCH = Nested(SKETCH_ROWS, SketchSpec)
 
 _ALL = frozenset(KINDS)
 _MEASURE = frozenset(MEASURE_KINDS)
+_ELASTIC = frozenset(ELASTIC_KINDS)
 _BW = frozenset({"bandwidth"})
 
 TASK_ROWS: tuple[Row, ...] = (
@@ -261,6 +276,12 @@ TASK_ROWS: tuple[Row, ...] = (
         doc="count-min sketch size (equal on every host)"),
     Row("scope", ListOf(HOST, MAX_SCOPE, "global", "host"), "global", kinds=_MEASURE,
         doc="'global' or the hosts (names or data addresses) that measure"),
+    Row("memory", Integer(MIN_MEMORY, MAX_MEMORY), DEFAULT_MEMORY, kinds=_ELASTIC,
+        doc="total bytes of one counter's state, every byte counted (elastic kinds)"),
+    Row("min_distinct", Integer(2, MAX_MIN_DISTINCT), DEFAULT_MIN_DISTINCT,
+        kinds=frozenset(SPREAD_KINDS),
+        doc="superspreaders: sources with >= this many distinct destinations; "
+            "ddos_victims: destinations with >= this many distinct sources"),
     Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
     Row("dst", HOST, required=True, kinds=_BW, doc="receiving host"),
     Row("method", Choice(BW_METHODS), "slops", kinds=_BW,

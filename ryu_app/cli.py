@@ -10,7 +10,9 @@
     measure delete 1
     measure topology | overlay | agents
     measure events [--since N] [--follow]        # --follow: print new events as they come
-    measure bw h5 h6 [--method bulk]
+    measure bw h5 h6 [--method bulk]             # progress on stderr while it probes
+    measure watch 1 [--interval 2] [--host h5]   # redraw the result like top
+    measure result 1 --wait 30                   # wait (with progress) for a first result
 
 Wherever a host is named, its agent name (``h5``) or its data IP
 (``10.0.0.5``: what the Mininet CLI puts in place of host names) is taken.
@@ -95,6 +97,28 @@ def follow_events(client: ControllerClient, since: int, interval: float,
     return 0
 
 
+def _no_result_yet(exc: Exception) -> bool:
+    return isinstance(exc, ApiError) and str(exc).startswith("HTTP 404: no result yet")
+
+
+def _wait_for_result(client: ControllerClient, path: str, task_id: str,
+                     seconds: float) -> Any:
+    """Poll ``path`` until the task's first result, showing progress on stderr."""
+    from ryu_app.watch import Progress
+
+    deadline = time.monotonic() + seconds
+    with Progress(f"waiting for the first result of task {task_id}", sys.stderr,
+                  expected=seconds) as progress:
+        while True:
+            try:
+                return client.call("GET", path)
+            except ApiError as exc:
+                if not _no_result_yet(exc) or time.monotonic() >= deadline:
+                    raise
+                progress.status = str(exc).removeprefix("HTTP 404: ")
+            time.sleep(0.5)
+
+
 def run(args: argparse.Namespace, out: Any = None) -> int:
     """Execute one parsed command; returns the exit status."""
     out = out if out is not None else sys.stdout
@@ -120,11 +144,25 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     elif args.command == "delete":
         client.call("DELETE", f"/tasks/{quote(args.id, safe='')}")
         print(f"task {args.id} deleted", file=out)
+    elif args.command == "watch":
+        from ryu_app.watch import watch
+
+        task_path = f"/tasks/{quote(args.id, safe='')}"
+        query = f"?host={quote(args.host, safe='')}" if args.host else ""
+        task = client.call("GET", task_path)
+        return watch(lambda: client.call("GET", f"{task_path}/result{query}"),
+                     lambda r: render.render_result(r, task, agents()),
+                     f"measure watch {args.id}", args.interval, out, count=args.count,
+                     waiting=_no_result_yet)
     elif args.command == "result":
         task_path = f"/tasks/{quote(args.id, safe='')}"
         query = f"?host={quote(args.host, safe='')}" if args.host else ""
         try:
-            result = client.call("GET", f"{task_path}/result{query}")
+            if args.wait:
+                result = _wait_for_result(client, f"{task_path}/result{query}", args.id,
+                                          args.wait)
+            else:
+                result = client.call("GET", f"{task_path}/result{query}")
         except ApiError as exc:
             why = _no_agent_message(client, args.id, args.host) \
                 if exc.status == 404 and args.host else None
@@ -149,9 +187,23 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     elif args.command == "bw":
         body = {"src": args.src, "dst": args.dst, "method": args.method,
                 "max_duration": args.max_duration}
-        show(client.call("POST", "/bandwidth", body, timeout=args.max_duration + 20),
-             render.render_bandwidth)
+        from ryu_app.watch import Progress
+
+        with Progress(f"probing the bandwidth {args.src} -> {args.dst} ({args.method})",
+                      sys.stderr, expected=args.max_duration):
+            reply = client.call("POST", "/bandwidth", body, timeout=args.max_duration + 20)
+        show(reply, render.render_bandwidth)
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds in 0.1..3600")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("result", help="latest result of a task")
     p.add_argument("id")
     p.add_argument("--host", help="one host (agent name or data IP)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                   help="wait up to SECONDS for a first result (progress on stderr)")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("watch", help="redraw a task's result every interval (like top)")
+    p.add_argument("id")
+    p.add_argument("--host", help="one host (agent name or data IP)")
+    p.add_argument("--interval", type=_seconds, default=2.0, help="seconds (default 2)")
+    p.add_argument("--count", type=int, default=None, help="stop after COUNT frames")
     p = sub.add_parser("history", help="past results of a task, newest first")
     p.add_argument("id")
     p.add_argument("--host", help="one host (agent name or data IP)")

@@ -16,7 +16,8 @@ results). This class only
   at once when a REST call queued a push (``service.wake``), and tells the
   service when the topology changed (a failing tick is counted by the
   service and shown in ``GET /measure/v1/health``),
-- registers the REST API (``rest.register_rest``) on Ryu's WSGI app.
+- registers the REST API (``rest.register_rest``), the dashboard and
+  ``/metrics`` (``dashboard.register_dashboard``) on Ryu's WSGI app.
 
 Start it with the project launcher (``python -m ryu_app``), or with
 ``ryu-manager ryu_app/measure_app.py`` where plain Ryu runs; link discovery
@@ -38,6 +39,7 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
+from ryu_app.dashboard import register_dashboard
 from ryu_app.forwarding import (
     DST_TABLE,
     SRC_TABLE,
@@ -81,7 +83,8 @@ class MeasureApp(app_manager.RyuApp):
         self.forwarding = Forwarding(self.topology)
         self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
         self.service = self._make_service()
-        register_rest(kwargs["wsgi"], self.service)
+        metrics = register_dashboard(kwargs["wsgi"], self.service)
+        register_rest(kwargs["wsgi"], self.service, metrics)
         self._ticker = hub.spawn(self._tick_loop)
 
     # ------------------------------------------------------------ wiring

@@ -16,6 +16,8 @@ Every handler is wrapped by ``_api``, the one place that
 - limits the body size (413: 16 MiB for ``POST reports``, whose merged
   root report is about 1 MB at 1000 agents; 1 MiB elsewhere) and the media
   type (415),
+- counts the answered request in ``metrics`` (``ryu_app/metrics.py``: count
+  and latency per handler name, method and status) when one is registered,
 - maps exceptions to a JSON ``{"error": "..."}`` body with the right status
   (400 validation, 401/403 auth, 404 unknown, 409 conflict, 413, 415, 502
   agent error, 503 unavailable); anything unexpected is logged and answered
@@ -36,6 +38,7 @@ import functools
 import json
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/measure/v1"
 SERVICE_KEY = "measure_service"
+METRICS_KEY = "measure_metrics"
 MAX_BODY = 1024 * 1024
 MAX_REPORT_BODY = 16 * 1024 * 1024
 MAX_YAML = 256 * 1024
@@ -173,6 +177,15 @@ def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True)
     def wrap(method):
         @functools.wraps(method)
         def handler(self, req, **kwargs):
+            start = time.monotonic()
+            resp = answer(self, req, **kwargs)
+            metrics = getattr(self, "metrics", None)
+            if metrics is not None:
+                metrics.observe_request(req.method, method.__name__, resp.status_int,
+                                        time.monotonic() - start)
+            return resp
+
+        def answer(self, req, **kwargs):
             try:
                 _check_request_text(req)
                 length = req.content_length or 0
@@ -242,6 +255,7 @@ class MeasureController(ControllerBase):
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
         self.service = data[SERVICE_KEY]
+        self.metrics = data.get(METRICS_KEY)
 
     @route("measure", PREFIX + "/topology", methods=["GET"])
     @_api()
@@ -326,6 +340,27 @@ class MeasureController(ControllerBase):
             raise HttpError(400, "query parameter 'limit' must be an integer from 1 to 1000")
         return json_response(self.service.history(task_id, host, limit))
 
+    @route("measure", PREFIX + "/tasks/{task_id}/history/{interval}", methods=["GET"])
+    @_api()
+    def get_past(self, req, task_id, interval, **_kw):
+        task_id = parse_task_id(task_id)
+        if interval == "latest":
+            end = None
+        elif re.fullmatch(r"[0-9]{1,13}(\.[0-9]{1,6})?", interval):
+            end = float(interval)
+        else:
+            raise HttpError(400, "interval must be 'latest' or an interval end time "
+                                 "(seconds since 1970)")
+        key = _query(req, "key")
+        if key is not None and len(key) > 200:
+            raise HttpError(400, "query parameter 'key' is too long")
+        since = _query(req, "since")
+        if since is not None:
+            if not re.fullmatch(r"[0-9]{1,13}(\.[0-9]{1,6})?", since):
+                raise HttpError(400, "query parameter 'since' must be an interval end time")
+        return json_response(self.service.past(task_id, end, key,
+                                               float(since) if since is not None else None))
+
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
@@ -367,6 +402,7 @@ class FallbackController(ControllerBase):
 
     def __init__(self, req, link, data, **config):
         super().__init__(req, link, data, **config)
+        self.metrics = data.get(METRICS_KEY)
 
     # [\s\S], not '.': a path with a newline must get a JSON answer too
     @route("measure_fallback", PREFIX + "{rest:(/[\\s\\S]*)?}")
@@ -381,7 +417,8 @@ class FallbackController(ControllerBase):
         return error_response(404, f"no such endpoint: {req.path_info[:100]}")
 
 
-def register_rest(wsgi, service) -> None:
-    """Register the API on Ryu's WSGIApplication (called by the Ryu app)."""
-    wsgi.register(MeasureController, {SERVICE_KEY: service})
-    wsgi.register(FallbackController, {})
+def register_rest(wsgi, service, metrics=None) -> None:
+    """Register the API on Ryu's WSGIApplication (called by the Ryu app); requests
+    are counted in ``metrics`` (``ryu_app.metrics.Metrics``) when given."""
+    wsgi.register(MeasureController, {SERVICE_KEY: service, METRICS_KEY: metrics})
+    wsgi.register(FallbackController, {METRICS_KEY: metrics})

@@ -47,11 +47,13 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
+from measure_model import answers
 from measure_model.overlay_msgs import validate_report as check_report
 from measure_model.snapshot import Report
-from measure_model.task import DEFAULT_SCAN_PORTS
+from measure_model.task import DEFAULT_SCAN_PORTS, ELASTIC_KINDS
 
 GLOBAL = "*"
+STATE = "+state"  # the store row holding one interval's merged elastic state
 MAX_EVENTS_PER_REPORT = 100
 WINDOW_KEYS = 100
 HOSTS = "+hosts"  # the store row holding one interval's per-host results
@@ -102,9 +104,10 @@ def _top_counts(window: Any) -> Any:
 
 
 def _strip(snapshot: dict) -> dict:
-    """The readable part of a snapshot: no sketch cells, HLL registers or candidates."""
+    """The readable part of a snapshot: no sketch cells, elastic state, HLL registers or
+    candidates."""
     out = {k: v for k, v in snapshot.items()
-           if k not in ("sketch", "covered", "missing", "candidates")}
+           if k not in ("sketch", "covered", "missing", "candidates", "elastic", "spread")}
     if isinstance(out.get("distinct"), dict):
         out["distinct"] = {k: v for k, v in out["distinct"].items() if k != "hll"}
     if "window" in out:
@@ -132,6 +135,7 @@ class Results:
         self.history_limit = history
         self._latest: dict[tuple[str, str], dict] = {}
         self._known: dict[str, set[str]] = {}
+        self._states: dict[str, deque] = {}  # task -> its last two merged elastic states
         self._lock = threading.Lock()
 
     def ingest(self, body: Any, now: float | None = None) -> list[int]:
@@ -162,6 +166,8 @@ class Results:
         }
         scan_ports = report.get("scan_ports") or DEFAULT_SCAN_PORTS
         result["scanners"] = scanners(snap, scan_ports)
+        if snap.get("elastic") is not None:
+            result.update(self._answers(task_id, report, snap, now))
         per_host = {}
         for host, summary in sorted(report.get("per_host", {}).items()):
             per_host[host] = {"task_id": task_id, "host": host,
@@ -177,14 +183,79 @@ class Results:
             self.store.add_result(task_id, HOSTS, now, per_host)
         return self._events(task_id, previous, result, now)
 
+    def _answers(self, task_id: str, report: Report, snap: dict, now: float) -> dict:
+        """The elastic kind's answer (measure_model.answers); the merged state is kept in
+        memory for the next interval's changes and in the store for questions about the
+        past (``past``)."""
+        with self._lock:
+            earlier = self._states.get(task_id)
+        if earlier is None:
+            rows = self.store.results(task_id, STATE, limit=2)
+            earlier = deque((answers.state_of(r) for r in reversed(rows)), maxlen=2)
+        out = answers.answer(report.get("kind") or "", snap, list(earlier))
+        earlier.append(answers.state_of(snap))
+        with self._lock:
+            self._states[task_id] = earlier
+        row = {"interval_end": report["interval_end"], "kind": report.get("kind"),
+               "key": snap["key"], "increment": snap["increment"], "total": snap["total"],
+               "threshold": snap.get("threshold", {}), "elastic": snap["elastic"]}
+        if snap.get("spread") is not None:
+            row["spread"] = snap["spread"]
+        self.store.add_result(task_id, STATE, now, row)
+        return out
+
+    def past(self, task_id: str, interval_end: float | None = None, key: str | None = None,
+             since: float | None = None, limit: int = 100) -> dict | None:
+        """Ask a kept interval (the newest with ``interval_end`` <= the given one; the
+        newest if None): one key's size or the task's answer at that time, and the change
+        from the interval before it, or from the kept interval at ``since`` (any two
+        intervals). None when nothing is kept there."""
+        rows = self.store.results(task_id, STATE, limit=max(2, min(limit, self.history_limit)))
+
+        def at(end: float | None) -> int | None:
+            return next((n for n, r in enumerate(rows)
+                         if end is None or r["interval_end"] <= end), None)
+
+        i = at(interval_end)
+        j = at(since) if since is not None else (i + 1 if i is not None else None)
+        if i is None or (since is not None and j is None):
+            return None
+        row = rows[i]
+        earlier = [answers.state_of(r) for r in reversed(rows[i + 1:i + 3])]
+        base = answers.state_of(rows[j]) if j is not None and j < len(rows) and j > i \
+            else None
+        es = answers.state_of(row)
+        out: dict[str, Any] = {"task_id": task_id, "interval_end": row["interval_end"],
+                               "kind": row.get("kind")}
+        if key is not None:
+            out["size"] = answers.size_of(es, key)
+            if base is not None:
+                before = answers.size_of(base, key)
+                out["size"].update(previous=before["size"], since=rows[j]["interval_end"],
+                                   in_interval=out["size"]["size"] - before["size"])
+            return out
+        if since is not None and base is not None:
+            earlier = [base]  # the kind's answer (e.g. heavy_changers) against that interval
+        out.update(answers.answer(row.get("kind") or "", row, earlier))
+        return out
+
     def _events(self, task_id: str, prev: dict | None, cur: dict, now: float) -> list[int]:
         """Crossings since the task's previous result become events."""
         ids: list[int] = []
         base = {"interval_end": cur["interval_end"]}
+        for change in (cur.get("heavy_changers") or [])[:MAX_EVENTS_PER_REPORT]:
+            ids.append(self.store.add_event(now, task_id, "heavy_changer",
+                                            {**base, **change}))
+        for kind, event in (("superspreaders", "superspreader"),
+                            ("ddos_victims", "ddos_victim")):
+            before = {e["key"] for e in (prev or {}).get(kind) or []}
+            for item in (cur.get(kind) or [])[:MAX_EVENTS_PER_REPORT]:
+                if item["key"] not in before:
+                    ids.append(self.store.add_event(now, task_id, event, {**base, **item}))
         prev_hh = set((prev or {}).get("heavy_hitters") or {})
-        # a flow-size task lists flows (its heavy_hitters are its largest flows, no
-        # threshold): no flow is an event
-        hh = {} if cur.get("kind") == "flow_size" else cur.get("heavy_hitters") or {}
+        # an elastic task (flow_size, ...) answers other questions: its heavy_hitters
+        # (largest flows, or keys over a change threshold) raise no events
+        hh = {} if cur.get("kind") in ELASTIC_KINDS else cur.get("heavy_hitters") or {}
         new = sorted((k for k in hh if k not in prev_hh), key=lambda k: (-hh[k], k))
         for key in new[:MAX_EVENTS_PER_REPORT]:
             ids.append(self.store.add_event(now, task_id, "heavy_hitter",
@@ -240,6 +311,7 @@ class Results:
             for key in [k for k in self._latest if k[0] == task_id]:
                 del self._latest[key]
             self._known.pop(task_id, None)
+            self._states.pop(task_id, None)
 
     def forget_agent(self, name: str) -> None:
         """An agent removed for good is no longer expected (not listed missing)."""

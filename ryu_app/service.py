@@ -192,6 +192,21 @@ class MeasureService:
         rows = self.results.history(task_id, host, limit, now=self.now())
         return {"task_id": task_id, "host": host or GLOBAL, "results": rows}
 
+    def past(self, task_id: str, interval_end: float | None, key: str | None = None,
+             since: float | None = None) -> dict[str, Any]:
+        """Ask a kept interval of an elastic task (``Results.past``): one key's size with
+        its bound, or the task's answer then (histogram, changes, ...)."""
+        record = self._record(task_id)
+        try:
+            out = self.results.past(task_id, interval_end, key, since)
+        except ValueError as exc:
+            raise BadRequest(f"key: {exc}") from None
+        if out is None:
+            when = "" if interval_end is None else f" at or before {interval_end:g}"
+            raise NotFound(f"no kept interval{when} for task {task_id} ({record.status}; "
+                           f"kept for elastic kinds only)")
+        return out
+
     def ingest_report(self, report: Any) -> dict[str, Any]:
         """A root agent's merged report (``POST /measure/v1/reports``)."""
         if isinstance(report, dict) and isinstance(report.get("task_id"), str) \

@@ -159,7 +159,11 @@ def test_portscan_window_distinct_ports(app, mon, clock):
     r = post_form(app, type="query real time counter", sketch_id=str(sid),
                   counter_key_type="src_dport")
     assert len(r.json) == 86 and r.json["10.0.0.6,8008"] == 1
-    clock.t += 1.0  # the next tumbling window is empty
+    clock.t += 1.0  # the next tumbling window: "the last second" still holds the scan
+    r = post_form(app, type="query sketch", sketch_id=str(sid), counter_key_type="dport",
+                  counter_key="real_time_key_num")
+    assert r.text == "86"
+    clock.t += 1.0  # two windows later nothing is left
     r = post_form(app, type="query sketch", sketch_id=str(sid), counter_key_type="dport",
                   counter_key="real_time_key_num")
     assert r.text == "0"

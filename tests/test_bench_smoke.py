@@ -70,15 +70,21 @@ def test_quick_in_process_parts(tmp_path):
             f"engine >= 20x original ({n} counter(s))"] == c["meets_target"]
 
     acc = load(tmp_path, "accuracy")
-    variants = {(r["skew"], r["variant"]) for r in acc["rows"]}
-    for skew in (0.8, 1.1, 1.5):
-        for v in ("CU 64 KB", "CU 512 KB", "CU 8192 KB", "plain 512 KB",
-                  "original rule 512 KB"):
-            assert (skew, v) in variants
+    variants = {(r["skew"], r["memory_kb"], r["variant"]) for r in acc["rows"]}
+    for kb in (128, 512, 2048):
+        for v in ("CM (today)", "elastic 1 host", "elastic 8 hosts"):
+            assert (1.1, kb, v) in variants
     for r in acc["rows"]:
-        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and 0 <= r["f1"] <= 1
-        assert r["are_hh"] >= 0 and r["are_all"] >= 0 and r["heavy"] > 0
-    assert set(acc["target_met_from_kb"]) == {"1.1", "1.5"}
+        assert 0 <= r["hh_f1_low"] <= 1 and 0 <= r["hc_f1"] <= 1 and r["flows"] >= 10_000
+        assert r["are_all"] >= 0 and r["wmre"] >= 0 and r["card_re"] >= 0
+        if r["variant"].startswith("elastic"):
+            assert r["state_bytes"] <= r["memory_kb"] * 1024  # every byte in the budget
+    figures = [t["figure"] for t in acc["targets"]]
+    assert figures[:7] == ["hh_f1_low", "are_all", "are_10", "wmre", "card_re", "entropy_re",
+                           "hc_f1"]
+    for t in acc["targets"]:
+        assert t["met"] == (t["value"] >= t["must"] if t["figure"] in ("hh_f1_low", "hc_f1")
+                            else t["value"] <= t["must"])
 
     ov = load(tmp_path, "overlay_scale")
     assert [r["n"] for r in ov["rows"]] == [10, 100]

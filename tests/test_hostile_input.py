@@ -513,3 +513,14 @@ def test_controller_reads_a_chunked_body_only_up_to_its_limit(ready_controller):
     resp = req.get_response(app)
     assert resp.status_code in (401, 413)
     assert body.read_bytes <= 2 ** 20 + 1 and controller_state(service) == before
+
+
+def test_agent_reads_a_report_body_only_up_to_the_report_limit():
+    """Child reports carry merged elastic state: the controller's 16 MiB, not 64 KiB."""
+    app, agent, _ = ready_agent()
+    before = agent_state(app)
+    req, body = _chunked("/agent/v1/reports", 32 * 2 ** 20)
+    resp = req.get_response(app)
+    assert (resp.status_code, resp.json) == (413, {
+        "error": f"body too large: more than {16 * 2 ** 20} bytes"})
+    assert body.read_bytes <= 16 * 2 ** 20 + 1 and agent_state(app) == before

@@ -1,0 +1,166 @@
+"""Answers of the elastic kinds from a (merged) snapshot, each with its error bound.
+
+``answer(kind, snap, earlier)`` reads the ``elastic`` / ``spread`` sections of
+a snapshot (:mod:`measure_model.elastic_snapshot`) and returns the fields a
+result carries for that kind; ``earlier`` are the task's previous cumulative
+states (oldest first), needed by ``heavy_changers`` only. Every answer says
+how far to trust it:
+
+* per-key sizes: ``exact`` when the key owns a heavy entry with the flag
+  off, otherwise over by at most ``error.abs`` (count-min ``eps *
+  light_total``) with probability ``error.confidence``; never under;
+* ``flow_size``: the histogram is MRAC's EM over the light part (an
+  estimate; ``exact_flows`` of the flows, the unflagged heavy entries, have
+  exact sizes) plus exact heavy sizes; ``flows`` its sum;
+* ``cardinality``: linear counting's standard error (and ``over_at_most``
+  from merge-flagged entries);
+* ``entropy``: from the histogram of the last report interval (the
+  difference of the last two cumulative states; ``scope``) or, on a task's
+  first report, of everything so far; ``exact_share`` is the part of the
+  total held by exact entries;
+* ``heavy_changers``: counts of the two intervals, each +- ``error.abs``;
+* ``superspreaders`` / ``ddos_victims``: distinct peers with linear
+  counting's standard error; merged bitmaps are exact (OR).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from measure_model import elastic_est
+from measure_model.elastic import ElasticSketch
+from measure_model.elastic_snapshot import spread_of
+from measure_model.keys import format_key, key_ints, parse_key, sketch_key_of
+
+CONFIDENCE = 0.95
+LARGEST = 100
+MAX_HISTOGRAM = 2000
+
+
+def state_of(snap: dict) -> ElasticSketch:
+    return ElasticSketch.from_wire(snap["elastic"])
+
+
+def size_of(es: ElasticSketch, key: str) -> dict[str, Any]:
+    """One key's size with its bound (ValueError if the key is malformed)."""
+    hk = np.array([sketch_key_of(es.key_type, parse_key(es.key_type, key))], np.uint64)
+    est = int(es.query(hk)[0])
+    exact = bool(es.exact_mask(hk)[0])
+    bound = es.error_bound(CONFIDENCE)
+    return {"key": key, "size": est, "exact": exact,
+            "error": {"abs": 0 if exact else round(bound["abs"], 3),
+                      "never_under": es.saturated == 0,
+                      "confidence": CONFIDENCE}}
+
+
+def histogram(es: ElasticSketch) -> dict[str, Any]:
+    d = elastic_est.distribution(es)
+    hist = {int(s): round(n, 2) for s, n in d["histogram"].items() if round(n, 2) > 0}
+    if len(hist) > MAX_HISTOGRAM:  # the largest sizes are single flows: keep the smallest
+        hist = dict(sorted(hist.items())[:MAX_HISTOGRAM])
+    return {"histogram": {str(k): v for k, v in sorted(hist.items())},
+            "flows": round(d["flows"], 2), "raw": d["histogram"]}
+
+
+def _flow_size(es: ElasticSketch, top: int) -> dict[str, Any]:
+    h = histogram(es)
+    e = es.entries()
+    sizes = e["count"] + e["light"]
+    order = np.argsort(-sizes, kind="stable")[:top]
+    ints = key_ints(es.key_type, e["full"][order])
+    largest = [[format_key(es.key_type, k), int(sizes[i]), bool(not e["flag"][i])]
+               for k, i in zip(ints, order.tolist(), strict=True)]
+    bound = es.error_bound(CONFIDENCE)
+    return {"flow_size": {
+        "histogram": h["histogram"], "flows": h["flows"], "largest": largest,
+        "exact_flows": int((~e["flag"]).sum()),
+        "error": {"per_key_abs": round(bound["abs"], 3), "confidence": CONFIDENCE,
+                  "histogram": "EM estimate over the light part; heavy sizes exact"}}}
+
+
+def _entropy_of(es: ElasticSketch, total: int) -> dict[str, Any]:
+    h = histogram(es)
+    bits = elastic_est.entropy(h["raw"], total)
+    e = es.entries()
+    exact_mass = int(e["count"][~e["flag"]].sum())
+    flows = h["flows"]
+    return {"bits": round(bits, 6),
+            "normalized": round(bits / math.log2(flows), 6) if flows > 1 else 0.0,
+            "flows": flows, "total": total,
+            "exact_share": round(exact_mass / total, 6) if total else 1.0}
+
+
+def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dict[str, Any]:
+    """Entropy of the last report interval (of everything so far on the first report)."""
+    since_start = _entropy_of(es, total)
+    if not earlier:
+        return {"entropy": {**since_start, "scope": "since_start"}}
+    part = elastic_est.interval_state(earlier[-1], es)
+    interval_total = int(part.count.sum()) + part.light_total()
+    return {"entropy": {**_entropy_of(part, interval_total), "scope": "interval",
+                        "since_start_bits": since_start["bits"]}}
+
+
+def _cardinality(es: ElasticSketch) -> dict[str, Any]:
+    c = elastic_est.cardinality(es)
+    return {"cardinality": {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
+                            "rel_stderr": round(c["rel_stderr"], 6),
+                            "over_at_most": int(c["over_at_most"])}}
+
+
+def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any]:
+    threshold = snap.get("threshold", {})
+    if len(earlier) < 1:
+        return {"heavy_changers": [], "heavy_changers_note": "needs two report intervals"}
+    s1 = earlier[-1]
+    s0 = earlier[-2] if len(earlier) >= 2 else None
+    interval = int(es.count.sum()) + es.light_total() - int(s1.count.sum()) - s1.light_total()
+    if "fraction" in threshold:
+        limit = max(1.0, threshold["fraction"] * interval)
+    else:
+        limit = float(threshold.get("absolute", 1))
+    bound = es.error_bound(CONFIDENCE)["abs"]
+    out = []
+    for full, before, after in elastic_est.changers(s0, s1, es, limit)[:LARGEST]:
+        key = format_key(es.key_type, key_ints(es.key_type, np.asarray([full]))[0])
+        out.append({"key": key, "before": before, "after": after, "change": after - before,
+                    "error": round(2 * bound, 3)})
+    return {"heavy_changers": out, "change_threshold": limit}
+
+
+def _spreaders(snap: dict, kind: str) -> dict[str, Any]:
+    ss, side = spread_of(snap["spread"])
+    cand, full = ss.candidates()
+    est = ss.estimate(cand)
+    keep = np.flatnonzero(est >= ss.min_distinct)
+    keep = keep[np.argsort(-est[keep], kind="stable")][:LARGEST]
+    out = []
+    for i in keep.tolist():
+        n = float(est[i])
+        key = format_key(side, key_ints(side, np.asarray([full[i]]))[0])
+        out.append({"key": key, "distinct": round(n, 1) if math.isfinite(n) else None,
+                    "stderr": round(ss.stderr(n), 2) if math.isfinite(n) else None,
+                    "saturated": not math.isfinite(n)})
+    return {kind: out, "min_distinct": ss.min_distinct,
+            "distinct_readable_up_to": round(ss.saturation)}
+
+
+def answer(kind: str, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any]:
+    """The result fields of an elastic kind (module docstring)."""
+    if snap.get("elastic") is None:
+        return {}
+    es = state_of(snap)
+    if kind == "flow_size":
+        return _flow_size(es, LARGEST)
+    if kind == "entropy":
+        return _entropy(es, int(snap.get("total", 0)), earlier)
+    if kind == "cardinality":
+        return _cardinality(es)
+    if kind == "heavy_changers":
+        return _changers(es, snap, earlier)
+    if kind in ("superspreaders", "ddos_victims") and snap.get("spread") is not None:
+        return _spreaders(snap, kind)
+    return {}

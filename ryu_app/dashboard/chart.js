@@ -1,0 +1,101 @@
+// Small SVG charts: a time-series line chart with a clickable legend and
+// clickable points, and a horizontal bar chart. Labels are SVG text nodes.
+
+import { el, svg, fmtNum, fmtTime } from "./util.js";
+
+const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+
+export function color(i) { return COLORS[i % COLORS.length]; }
+
+function ticks(lo, hi, n) {
+  if (hi <= lo) return [lo];
+  const step = (hi - lo) / n;
+  return Array.from({ length: n + 1 }, (_, i) => lo + i * step);
+}
+
+/**
+ * series: [{name, points: [[x, y], ...]}]; options: {width, height, focus,
+ * marker (an x drawn as a vertical line), onPoint(x), onLegend(name), id}.
+ * Returns a <div class="chart"> holding the SVG and its legend.
+ */
+export function lineChart(series, options = {}) {
+  const width = options.width || 640;
+  const height = options.height || 220;
+  const pad = { left: 64, right: 34, top: 10, bottom: 26 };
+  const all = series.flatMap((s) => s.points);
+  const root = el("div", { class: "chart", id: options.id });
+  if (all.length === 0) {
+    root.append(el("p", { class: "empty", text: options.empty || "no data yet" }));
+    return root;
+  }
+  let x0 = Math.min(...all.map((p) => p[0]));
+  let x1 = Math.max(...all.map((p) => p[0]));
+  if (x0 === x1) { x0 -= 1; x1 += 1; }
+  const y1 = Math.max(1, ...all.map((p) => p[1])) * 1.05;
+  const sx = (x) => pad.left + ((x - x0) / (x1 - x0)) * (width - pad.left - pad.right);
+  const sy = (y) => height - pad.bottom - (y / y1) * (height - pad.top - pad.bottom);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height,
+    class: "line-chart", "data-points": all.length });
+  for (const t of ticks(0, y1, 4)) {
+    chart.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: sy(t), y2: sy(t), class: "grid" }),
+      svg("text", { x: pad.left - 6, y: sy(t) + 4, class: "axis", "text-anchor": "end", text: fmtNum(Math.round(t)) }));
+  }
+  for (const t of ticks(x0, x1, 4)) {
+    chart.append(svg("text", { x: sx(t), y: height - 8, class: "axis", "text-anchor": "middle", text: fmtTime(t) }));
+  }
+  if (typeof options.marker === "number") {
+    chart.append(svg("line", { x1: sx(options.marker), x2: sx(options.marker), y1: pad.top,
+      y2: height - pad.bottom, class: "marker" }));
+  }
+  series.forEach((s, i) => {
+    const dim = options.focus && options.focus !== s.name;
+    const g = svg("g", { class: `series${dim ? " dimmed" : ""}${options.focus === s.name ? " focused" : ""}`,
+      "data-name": s.name, stroke: color(i), fill: color(i) });
+    const pts = [...s.points].sort((a, b) => a[0] - b[0]);
+    if (pts.length > 1) {
+      g.append(svg("polyline", { points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" "), fill: "none" }));
+    }
+    for (const [x, y] of pts) {
+      const dot = svg("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: "point", "data-x": x, "data-y": y },
+        svg("title", { text: `${s.name}: ${fmtNum(y)} at ${fmtTime(x)}` }));
+      if (options.onPoint) dot.addEventListener("click", () => options.onPoint(x));
+      g.append(dot);
+    }
+    chart.append(g);
+  });
+  root.append(chart);
+  if (series.length > 1 || options.onLegend) {
+    const legend = el("ul", { class: "legend" });
+    series.forEach((s, i) => {
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = color(i);  // CSSOM, not a style attribute (CSP)
+      const item = el("li", { class: `legend-item${options.focus === s.name ? " focused" : ""}`,
+        "data-name": s.name, title: "click to focus on this key" }, swatch, s.name);
+      if (options.onLegend) item.addEventListener("click", () => options.onLegend(s.name));
+      legend.append(item);
+    });
+    root.append(legend);
+  }
+  return root;
+}
+
+/** pairs: [[label, value], ...] largest first; a horizontal bar per pair. */
+export function barChart(pairs, options = {}) {
+  const width = options.width || 520;
+  const bar = 18;
+  const labelWidth = 190;
+  const height = pairs.length * (bar + 4) + 4;
+  const max = Math.max(1, ...pairs.map((p) => p[1]));
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "bar-chart" });
+  pairs.forEach(([label, value], i) => {
+    const y = 2 + i * (bar + 4);
+    const w = Math.max(1, (value / max) * (width - labelWidth - 80));
+    chart.append(
+      svg("text", { x: labelWidth - 6, y: y + 13, "text-anchor": "end", class: "label", text: label }),
+      svg("rect", { x: labelWidth, y, width: w, height: bar, class: "bar", fill: color(i) },
+        svg("title", { text: `${label}: ${fmtNum(value)}` })),
+      svg("text", { x: labelWidth + w + 4, y: y + 13, class: "value", text: fmtNum(value) }));
+  });
+  return chart;
+}

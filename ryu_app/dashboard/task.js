@@ -1,0 +1,128 @@
+// Task page: live chart of the totals over time, the top keys over time
+// (click a legend item to focus on one key; the focus is kept in the URL),
+// the current or a past interval's sections (tables and charts) and coverage.
+//
+// The series are built from GET tasks/{id}/history when the page opens and
+// grown from GET tasks/{id}/result every second. A past interval is picked
+// in the history list or by clicking a point of the totals chart (?at=).
+
+import { lineChart } from "./chart.js";
+import { numericPairs, renderCoverage, renderSections } from "./sections.js";
+import { ApiError, api, clear, el, every, fmtNum, fmtTime, hashParams, setHashParam } from "./util.js";
+
+const KEY_FIELDS = ["heavy_hitters", "top_k", "scanners"];
+const MAX_SERIES = 8;
+const MAX_POINTS = 600;
+
+/** The field whose keys are charted over time: a known one, else the first key->number section. */
+export function keyField(result) {
+  for (const name of KEY_FIELDS) if (numericPairs(result[name])) return name;
+  for (const [name, value] of Object.entries(result)) {
+    if (!["per_host", "distinct", "sketch"].includes(name) && numericPairs(value) && !Array.isArray(value)
+      && Object.keys(value).length > 1) return name;
+  }
+  return null;
+}
+
+function keySeries(results, field) {
+  const best = new Map();
+  for (const r of results) {
+    for (const [k, v] of numericPairs(r[field]) || []) best.set(k, Math.max(best.get(k) || 0, v));
+  }
+  const keys = [...best.entries()].sort((a, b) => b[1] - a[1]).slice(0, MAX_SERIES).map(([k]) => k);
+  return keys.map((k) => ({ name: k, points: results.flatMap((r) => {
+    const found = (numericPairs(r[field]) || []).find(([key]) => key === k);
+    return found ? [[r.interval_end, found[1]]] : [];
+  }) }));
+}
+
+export function mount(main, id) {
+  const results = new Map();  // interval_end -> result
+  let latest = null;
+  const head = el("div", { id: "task-head" });
+  const waiting = el("p", { id: "task-waiting", class: "hint" });
+  const picker = el("select", { id: "history" });
+  const totalsBox = el("div", { id: "totals-chart" });
+  const keysBox = el("div", { id: "keys-chart" });
+  const coverageBox = el("div");
+  const sectionsBox = el("div", { id: "sections" });
+  const shownLabel = el("span", { id: "shown-interval" });
+  picker.addEventListener("change", () => { setHashParam("at", picker.value || null); render(); });
+  main.append(head, waiting,
+    el("h2", { text: "Totals over time" }), totalsBox,
+    el("h2", { text: "Top keys over time" }), el("p", { class: "hint", text: "Click a key in the legend to focus on it; click it again to see all." }), keysBox,
+    el("h2", {}, "Interval ", el("label", {}, picker), " ", shownLabel),
+    coverageBox, sectionsBox);
+
+  const sorted = () => [...results.values()].sort((a, b) => a.interval_end - b.interval_end);
+
+  function updatePicker(list) {
+    const wanted = ["", ...list.map((r) => String(r.interval_end)).reverse()];
+    const have = [...picker.options].map((o) => o.value);
+    if (wanted.join() === have.join()) return;
+    const value = hashParams().get("at") || "";
+    picker.replaceChildren(el("option", { value: "", text: "live (latest)" }),
+      ...list.slice().reverse().map((r) => el("option", { value: String(r.interval_end),
+        text: `${fmtTime(r.interval_end)}  total ${fmtNum(r.total ?? "-")}` })));
+    picker.value = wanted.includes(value) ? value : "";
+  }
+
+  function render() {
+    const list = sorted();
+    updatePicker(list);
+    const at = hashParams().get("at");
+    const shown = (at && results.get(Number(at))) || latest;
+    const focus = hashParams().get("focus");
+    const totals = [{ name: "total", points: list.filter((r) => typeof r.total === "number").map((r) => [r.interval_end, r.total]) }];
+    clear(totalsBox).append(lineChart(totals, { id: "totals", marker: at ? Number(at) : undefined,
+      empty: "no result yet", onPoint: (x) => { setHashParam("at", String(x)); render(); } }));
+    const field = latest ? keyField(latest) : null;
+    clear(keysBox).append(field ? lineChart(keySeries(list, field), { id: "keys", focus,
+      empty: `no ${field.replace(/_/g, " ")} yet`,
+      onLegend: (name) => { setHashParam("focus", focus === name ? null : name); render(); } })
+      : el("p", { class: "empty", text: "this task's results have no per-key values" }));
+    shownLabel.textContent = shown ? (shown === latest && !at ? "(live)" : `(past: ${fmtTime(shown.interval_end)})`) : "";
+    clear(coverageBox);
+    clear(sectionsBox);
+    if (shown) {
+      coverageBox.append(renderCoverage(shown));
+      sectionsBox.append(...renderSections(shown));
+    }
+  }
+
+  function add(result) {
+    if (typeof result.interval_end !== "number") return;
+    results.set(result.interval_end, result);
+    while (results.size > MAX_POINTS) results.delete(sorted()[0].interval_end);
+    if (!latest || result.interval_end >= latest.interval_end) latest = result;
+  }
+
+  const started = Date.now();
+  const stopTask = every(2000, async () => {
+    const task = await api(`/measure/v1/tasks/${encodeURIComponent(id)}`);
+    const agents = Object.entries(task.agents || {});
+    clear(head).append(...[
+      el("h1", {}, "Task ", el("span", { id: "task-id", text: task.id }), " ", el("span", { id: "task-name", text: task.name })),
+      el("p", { id: "task-facts", text: `${task.kind}, status ${task.status}, key ${task.task.key ?? "-"}, ` +
+        `increment ${task.task.increment ?? "-"}, report every ${task.task.report_interval ?? "-"} s` }),
+      task.last_error ? el("p", { class: "error", text: task.last_error }) : null,
+      agents.length ? el("p", { class: "hint", text: `agents: ${agents.map(([n, s]) => `${n} ${s}`).join(", ")}` }) : null].filter(Boolean));
+  });
+  let history = false;
+  const stopResult = every(1000, async () => {
+    if (!history) {
+      const past = await api(`/measure/v1/tasks/${encodeURIComponent(id)}/history?limit=1000`);
+      past.results.forEach(add);
+      history = true;
+    }
+    try {
+      add(await api(`/measure/v1/tasks/${encodeURIComponent(id)}/result`));
+      waiting.textContent = "";
+    } catch (exc) {
+      if (!(exc instanceof ApiError) || exc.status !== 404) throw exc;
+      waiting.textContent = `waiting for the first result... ${Math.round((Date.now() - started) / 1000)} s (${exc.message})`;
+    }
+    render();
+  });
+  return () => { stopTask(); stopResult(); };
+}
