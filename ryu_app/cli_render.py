@@ -164,13 +164,28 @@ def render_result(result: dict, task: dict | None = None,
         else:
             lines.append("no port scan seen in this interval")
     else:
-        top = [(k, v) for k, v in result.get("top_k") or []]
+        answer = result.get("flow_size") if kind == "flow_size" else None
+        if isinstance(answer, dict):  # the elastic counter's answer: largest flows, histogram
+            top = [(e[0], e[1]) for e in answer.get("largest") or []]
+            lines.append(_histogram_text(answer, result))
+        else:
+            top = [(k, v) for k, v in result.get("top_k") or []]
         title = "flows, largest first" if kind == "flow_size" else "top keys"
         if top:
             lines += [f"{title} ({len(top)})", _key_table(result, top, names, key)]
         else:
             lines.append("no flows counted yet" if kind == "flow_size" else "nothing counted yet")
     return "\n".join(lines)
+
+
+def _histogram_text(answer: dict, result: dict) -> str:
+    """``~64 flows; by size: 168 bytes x 64`` from a flow-size answer."""
+    unit = "bytes" if result.get("increment") == "bytes" else "packets"
+    hist = answer.get("histogram") or {}
+    ranked = sorted(hist.items(), key=lambda kv: (-float(kv[1]), int(kv[0])))[:5]
+    parts = ", ".join(f"{size} {unit} x {_number(n)}" for size, n in ranked)
+    more = f" (+{len(hist) - 5} sizes)" if len(hist) > 5 else ""
+    return f"~{_number(answer.get('flows', 0))} flows; by size: {parts or '-'}{more}"
 
 
 def _len(value: Any) -> int:
