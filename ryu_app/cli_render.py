@@ -302,12 +302,10 @@ BW_NOTES = {
 
 def render_bandwidth(reply: dict) -> str:
     """A headline (what was measured, the figure) and the body as FIELD/VALUE rows."""
-    lo_hi = reply.get("range_mbit_s")
-    figure = f"{reply.get('mbit_s')} Mbit/s"
-    if reply.get("at_least") and isinstance(lo_hi, list):
-        figure = f">= {lo_hi[0]} Mbit/s (more than the probe may send)"
     head = (f"{reply.get('label') or reply.get('method', 'bandwidth')} "
-            f"{reply.get('src')} -> {reply.get('dst')}: {figure}")
+            f"{reply.get('src')} -> {reply.get('dst')}: {reply.get('mbit_s')} Mbit/s")
+    if reply.get("at_least"):
+        head += "\n(at least: the path takes more than the probe may send)"
     keys = [k for k in ("src", "dst", "method", "mbit_s", "mbytes_s", "range_mbit_s",
                         "duration_s", "probe_bytes", "streams", "label") if k in reply]
     keys += sorted(k for k in reply if k not in keys and k != "fleets")

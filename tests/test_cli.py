@@ -363,8 +363,10 @@ def test_bandwidth_reply_is_a_headline_and_a_table_in_the_order_of_the_result_bo
     assert lines[7].split(None, 2)[:2] == ["range_mbit_s", "9.5"]
     assert "9.5 .. 10.25" in lines[7] and "[" not in render_bandwidth(reply)
     assert "path capacity from one back-to-back train" in lines[-1]
-    capped = render_bandwidth({**reply, "at_least": True, "range_mbit_s": [1000.0, 1000.0]})
-    assert capped.splitlines()[0].endswith(": >= 1000.0 Mbit/s (more than the probe may send)")
+    capped = render_bandwidth({**reply, "at_least": True, "mbit_s": 1000.0,
+                               "range_mbit_s": [1000.0, 1000.0]}).splitlines()
+    assert capped[0].endswith("10.0.0.6: 1000.0 Mbit/s")
+    assert capped[1] == "(at least: the path takes more than the probe may send)"
 
 
 # ---------------------------------------------------------------- Mininet
