@@ -31,6 +31,19 @@ PAUSE = 2.0  # a person's pause before the next command (tasks reach the agents 
 PAUSE_AFTER_BACKGROUND = 3.0
 
 
+# The overlay root is one of the agents on the switch nearest the others (h2, h3, h4 on
+# s2); the launcher keeps whichever became root first, so the README's h2 is the usual
+# but not the only tree. With another root, those two steps are checked without it.
+README_ROOT = "h2"
+TREE_SHAPED = {"h1 measure agents", "h1 measure overlay"}
+
+
+def tree_independent(expected: list[str]) -> list[str]:
+    """The README lines of a tree-shaped step that hold whatever the root is: the
+    header (``measure agents``: PARENT changes) or ``epoch N  depth 2  fanout 4  agents 8``."""
+    return expected[:1]
+
+
 def section(text: str, title: str) -> str:
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
@@ -117,6 +130,8 @@ def test_first_ten_minutes_as_written(tmp_path):
             child.expect(PROMPT, timeout=120)
             lines = [ln.rstrip() for ln in child.before.replace("\r", "").split("\n")[1:]]
             outputs[command] = lines
+            if command in TREE_SHAPED and f"overlay built: root {README_ROOT}," not in banner:
+                expected = tree_independent(expected)
             missing = shown_in_order(expected, lines)
             assert missing is None, (f"`mininet> {command}`: README line {missing!r} not in "
                                      "the output:\n" + "\n".join(lines))
