@@ -166,7 +166,8 @@ def render_result(result: dict, task: dict | None = None,
     else:
         answer = result.get("flow_size") if kind == "flow_size" else None
         if isinstance(answer, dict):  # the elastic counter's answer: largest flows, histogram
-            top = [(e[0], e[1]) for e in answer.get("largest") or []]
+            top = sorted(((e[0], e[1]) for e in answer.get("largest") or []),
+                         key=lambda kv: (-kv[1], _key_order(kv[0])))
             lines.append(_histogram_text(answer, result))
         else:
             top = [(k, v) for k, v in result.get("top_k") or []]
@@ -176,6 +177,11 @@ def render_result(result: dict, task: dict | None = None,
         else:
             lines.append("no flows counted yet" if kind == "flow_size" else "nothing counted yet")
     return "\n".join(lines)
+
+
+def _key_order(key: str) -> tuple:
+    """Keys in address order (``10.0.0.9`` before ``10.0.0.10``) for equal counts."""
+    return tuple(int(p) if p.isdigit() else 0 for p in key.replace(",", ".").split("."))
 
 
 def _histogram_text(answer: dict, result: dict) -> str:

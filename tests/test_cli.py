@@ -140,10 +140,12 @@ def test_render_result_heading_per_kind(utc):
         "no flows counted yet")
     elastic = {**flows, "increment": "bytes", "top_k": [], "flow_size": {
         "histogram": {"84": 2.0, "168": 62.0}, "flows": 64.0,
-        "largest": [["10.0.0.6,10.0.0.5", 168, True], ["10.0.0.1,10.0.0.5", 84, False]]}}
+        "largest": [["10.0.0.6,10.0.0.5", 168, True], ["10.0.0.1,10.0.0.5", 84, False],
+                    ["10.0.0.10,10.0.0.5", 84, False]]}}
     lines = render_result(elastic, {"kind": "flow_size"}, AGENTS).splitlines()
     assert lines[1] == "~64 flows; by size: 168 bytes x 62, 84 bytes x 2"
-    assert lines[2] == "flows, largest first (2)" and "h6 -> h5" in lines[4]
+    assert lines[2] == "flows, largest first (3)" and "h6 -> h5" in lines[4]
+    assert [line.split()[0] for line in lines[5:]] == ["10.0.0.1,10.0.0.5", "10.0.0.10,10.0.0.5"]
     scan = {"task_id": "2", "kind": "port_scan", "age": 0, "total": 9,
             "covered": ["h5"], "missing": [], "scanners": {"10.0.0.6": 85}}
     lines = render_result(scan, None, AGENTS).splitlines()
