@@ -9,7 +9,8 @@ the list into one buffer and reads every field with numpy gathers at the
 per-packet offsets, so its cost per packet is a few array elements, not
 Python code. It honours IHL (options), takes the length from the IPv4
 total-length field (not the copied length), reads ports only for TCP/UDP
-first fragments, and drops (and counts) payloads that are not IPv4 or are
+first fragments (and TCP flags, byte 13 of the TCP header, when the copy
+reaches it: always without IP options), and drops (and counts) payloads that are not IPv4 or are
 shorter than their IP header. A TCP/UDP payload cut before the ports keeps
 ports 0.
 
@@ -43,6 +44,7 @@ INCREMENT_SPELLINGS = {"pkt": "pkt", "bytes": "bytes", "byte": "bytes"}
 IP_HEADER_MAX = 60
 HEADER_COPY_BYTES = IP_HEADER_MAX + 4
 PORT_PROTOS = (6, 17)
+TCP_FLAGS_OFFSET = 13
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 PROTO_NUMBERS = {name: num for num, name in PROTO_NAMES.items()}
 
@@ -72,7 +74,12 @@ class HeaderBatch:
     dport: np.ndarray    # uint16
     length: np.ndarray   # uint32, the IPv4 total length
     dropped: int = 0     # payloads that were not parseable IPv4
+    tcp_flags: np.ndarray | None = None  # uint8, TCP flags (0 for other protocols)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.tcp_flags is None:
+            self.tcp_flags = np.zeros(self.src.shape[0], np.uint8)
 
     def __len__(self) -> int:
         return int(self.src.shape[0])
@@ -84,11 +91,13 @@ class HeaderBatch:
                    dropped)
 
     @classmethod
-    def from_arrays(cls, src, dst, proto, sport, dport, length) -> HeaderBatch:
+    def from_arrays(cls, src, dst, proto, sport, dport, length,
+                    tcp_flags=None) -> HeaderBatch:
         """Build a batch from field arrays (synthetic streams, tests)."""
         return cls(np.asarray(src, np.uint32), np.asarray(dst, np.uint32),
                    np.asarray(proto, np.uint8), np.asarray(sport, np.uint16),
-                   np.asarray(dport, np.uint16), np.asarray(length, np.uint32))
+                   np.asarray(dport, np.uint16), np.asarray(length, np.uint32),
+                   tcp_flags=None if tcp_flags is None else np.asarray(tcp_flags, np.uint8))
 
     @classmethod
     def from_payloads(cls, payloads: list[bytes]) -> HeaderBatch:
@@ -112,6 +121,7 @@ class HeaderBatch:
             hdr = np.ascontiguousarray(mat[:, :24])
             dropped = 0
             l4_present = None
+            flags_at = np.full(n, 20 + TCP_FLAGS_OFFSET)
         else:
             hlen = (b0 & 0x0F).astype(np.int64) * 4
             ok = (lens >= 20) & ((b0 >> 4) == 4) & (hlen >= 20) & (lens >= hlen)
@@ -121,6 +131,7 @@ class HeaderBatch:
             hdr = np.ascontiguousarray(mat[:, :24])
             hdr[:, 20:24] = mat[np.arange(mat.shape[0])[:, None], hlen[:, None] + np.arange(4)]
             l4_present = lens >= hlen + 4
+            flags_at = hlen + TCP_FLAGS_OFFSET
         # one byte-swapping cast each, then native arithmetic
         words = hdr.view(">u4").astype(np.uint32)          # [.., .., .., src, dst, ports]
         halves = hdr[:, :8].view(">u2").astype(np.uint16)  # [.., total length, id, frag]
@@ -129,10 +140,15 @@ class HeaderBatch:
         if l4_present is not None:
             ported &= l4_present
         ports = words[:, 5] * ported
+        # TCP flags: byte 13 of the TCP header, when the copy reaches it
+        flagged = ported & (proto == 6)
+        flagged &= (lens > flags_at) & (flags_at < HEADER_COPY_BYTES)
+        flags = mat[np.arange(mat.shape[0]), np.minimum(flags_at, HEADER_COPY_BYTES - 1)]
         return cls(src=words[:, 3], dst=words[:, 4], proto=proto,
                    sport=(ports >> 16).astype(np.uint16),
                    dport=(ports & 0xFFFF).astype(np.uint16),
-                   length=halves[:, 1].astype(np.uint32), dropped=dropped)
+                   length=halves[:, 1].astype(np.uint32), dropped=dropped,
+                   tcp_flags=flags * flagged.astype(np.uint8))
 
     # ------------------------------------------------------------ keys
     def full_keys(self, key_type: str) -> np.ndarray:

@@ -205,3 +205,20 @@ def test_check_keys_takes_every_formatted_key_and_refuses_like_parse_key(key_typ
         assert got == want, other
         refused += want is not None
     assert refused >= 8
+
+
+def tcp_flagged(sport: int, dport: int, flags: int) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 512, 0, 0)
+
+
+def test_tcp_flags_column():
+    pkts = [ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x12)),        # SYN+ACK
+            ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2) + bytes(40)),          # UDP: 0
+            ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x11), options=bytes(8)),
+            ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x04), frag=5),  # not first
+            ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x01))[:30]]   # cut short
+    batch = HeaderBatch.from_payloads([p[:HEADER_COPY_BYTES] for p in pkts])
+    assert batch.tcp_flags.tolist() == [0x12, 0, 0x11, 0, 0]
+    fast = HeaderBatch.from_payloads([pkts[0][:HEADER_COPY_BYTES].ljust(64, b"\0")] * 3)
+    assert fast.tcp_flags.tolist() == [0x12] * 3
+    assert HeaderBatch.from_arrays([1], [2], [6], [3], [4], [40]).tcp_flags.tolist() == [0]
