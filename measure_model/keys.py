@@ -208,6 +208,19 @@ def key_ints(key_type: str, full: np.ndarray) -> list[int]:
     return [(int(hi) << 40) | int(lo) for hi, lo in full.tolist()]
 
 
+def five_tuple_columns(full: np.ndarray) -> dict[str, np.ndarray]:
+    """The fields of exact ``five_tuple`` keys as columns (flow records, IPFIX export):
+    ``family`` (4), ``src``/``dst`` (uint32), ``proto``, ``sport``, ``dport``."""
+    full = np.asarray(full, dtype=np.uint64).reshape(-1, 2)
+    hi, lo = full[:, 0], full[:, 1]
+    return {"family": np.full(hi.shape[0], 4, np.uint8),
+            "src": (hi >> np.uint64(32)).astype(np.uint32),
+            "dst": (hi & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+            "proto": ((lo >> np.uint64(32)) & np.uint64(0xFF)).astype(np.uint8),
+            "sport": ((lo >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.uint16),
+            "dport": (lo & np.uint64(0xFFFF)).astype(np.uint16)}
+
+
 def full_key_array(key_type: str, values: list[int]) -> np.ndarray:
     """Inverse of :func:`key_ints`: exact-key array from Python ints."""
     if key_type != "five_tuple":
