@@ -23,6 +23,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
@@ -136,9 +137,9 @@ def _mac_of(ip: str | None) -> str | None:
 
 
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
-              interval: float = 2.0) -> None:
-    """Register with the controller as reachable at ``advertise``, then heartbeat;
-    retry forever, never raise."""
+              cost: Callable[[], dict], interval: float = 2.0) -> None:
+    """Register with the controller as reachable at ``advertise``, then heartbeat with
+    the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise."""
     import eventlet
 
     base = args.controller.rstrip("/")
@@ -155,8 +156,13 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                 registered = True
                 log.info("registered with %s as %s", base, args.name)
             else:
+                try:
+                    beat = {"monitor": cost()}
+                except Exception as exc:  # noqa: BLE001 - a heartbeat must still go out
+                    log.warning("monitor cost unavailable: %s", exc)
+                    beat = {}
                 status, reply = http.request(
-                    "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat", json={},
+                    "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat", json=beat,
                     timeout=3)
                 if status == 404:
                     registered = False
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                  "allowed" if args.allow_legacy else "refused")
         threads = [eventlet.spawn(supervisor, agent, overlay)]
         if args.controller:
-            threads.append(eventlet.spawn(registrar, args, advertise, http))
+            threads.append(eventlet.spawn(registrar, args, advertise, http, agent.cost))
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
                                                insecure=args.insecure, bandwidth=bandwidth,

@@ -4,6 +4,7 @@ Routes (docs/design.md, "Agent HTTP API"):
 
     POST   /                                      legacy messages (legacy.py)
     GET    /agent/v1/health
+    GET    /agent/v1/flows/{task}                 active flows of a flows task (?top=&by=)
     GET    /agent/v1/sketches                     list
     POST   /agent/v1/sketches                     {"filter": {...}, "counters": [{...}]}
     GET    /agent/v1/sketches/{id}
@@ -99,6 +100,7 @@ class AgentApp:
         self.allow_legacy, self.max_body = allow_legacy, max_body
         self.routes: list[tuple[re.Pattern[str], dict[str, Any]]] = [
             (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
+            (re.compile(rf"^/agent/v1/flows/{_TASK}$"), {"GET": self.get_flows}),
             (re.compile(r"^/agent/v1/sketches$"), {"GET": self.list_sketches,
                                                    "POST": self.create_sketch}),
             (re.compile(rf"^/agent/v1/sketches/{_ID}$"), {"GET": self.get_sketch,
@@ -192,6 +194,17 @@ class AgentApp:
             except Exception:  # noqa: BLE001 - health must answer
                 out["overlay"] = None
         return json_response(out)
+
+    def get_flows(self, req: webob.Request, task_id: str) -> webob.Response:
+        """This agent's active flows of a flows task (``?top=N&by=bytes|packets``)."""
+        top = req.GET.get("top", "10")
+        if not re.fullmatch(r"[1-9][0-9]{0,2}|1000", top):
+            raise AgentError(400, "query parameter 'top' must be an integer from 1 to 1000")
+        by = req.GET.get("by", "bytes")
+        if by not in ("bytes", "packets"):
+            raise AgentError(400, "query parameter 'by' must be bytes or packets")
+        return json_response({"task": task_id, "by": by,
+                              "flows": self.agent.flows_top(task_id, int(top), by)})
 
     def list_sketches(self, req: webob.Request) -> webob.Response:
         return json_response([s.describe() for _, s in sorted(self.agent.sketches.items())])

@@ -23,6 +23,11 @@ The per-sketch ``MARK`` rule counters say how many packets each sketch
 packets that bypassed measurement (queue full with fail-open, monitor dead
 with ``--queue-bypass``).
 
+A sampled task (``sample`` p < 1) adds ``-m statistic --mode random
+--probability p`` (or ``--mode nth --every 1/p --packet 0``) to its mark
+rule, so unsampled packets never reach the queue and cost the monitor
+nothing; the rule counters then count the sampled packets.
+
 Every rule carries the comment ``endhost-measure:<agent>:<what>``. Rules are
 built as argument lists from validated values only; nothing from a request
 reaches a shell. ``Capture.remove_stale()`` deletes leftovers of a crashed
@@ -37,6 +42,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from measure_model.sampling import nth_every
 from measure_model.task import Filter
 
 COMMENT_PREFIX = "endhost-measure"
@@ -119,7 +125,7 @@ class Capture:
         self.exclude = exclude_interface
         self.run, self.ipt = runner, iptables
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
-        self.rules: dict[int, tuple[CaptureFilter, int]] = {}  # sketch -> (filter, slot)
+        self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
 
     def comment(self, what: object) -> str:
         return f"{COMMENT_PREFIX}:{self.agent}:{what}"
@@ -175,18 +181,20 @@ class Capture:
         self.remove_stale()
 
     # ------------------------------------------------------------ sketches
-    def add(self, sketch: int, slot: int, filt: CaptureFilter) -> None:
-        """Mark packets matching ``filt`` with the sketch's bit."""
+    def add(self, sketch: int, slot: int, filt: CaptureFilter, sample: float = 1.0,
+            sample_mode: str = "random") -> None:
+        """Mark packets matching ``filt`` (a ``sample`` of them) with the sketch's bit."""
         if not 0 <= slot < MAX_SLOTS:
             raise ValueError(f"slot {slot} out of range")
-        self._ipt("-I", self.chains[filt.interface], "2", *filt.match_args(),
+        sampling = sample_args(sample, sample_mode)
+        self._ipt("-I", self.chains[filt.interface], "2", *filt.match_args(), *sampling,
                   "-m", "comment", "--comment", self.comment(sketch),
                   "-j", "MARK", "--or-mark", hex(1 << slot))
-        self.rules[sketch] = (filt, slot)
+        self.rules[sketch] = (filt, slot, sampling)
 
     def remove(self, sketch: int) -> None:
-        filt, slot = self.rules.pop(sketch)
-        self._ipt("-D", self.chains[filt.interface], *filt.match_args(),
+        filt, slot, sampling = self.rules.pop(sketch)
+        self._ipt("-D", self.chains[filt.interface], *filt.match_args(), *sampling,
                   "-m", "comment", "--comment", self.comment(sketch),
                   "-j", "MARK", "--or-mark", hex(1 << slot))
 
@@ -208,6 +216,18 @@ class Capture:
         """The rule lines of this agent (for health and tests)."""
         prefix = self.comment("")
         return [ln for ln in self._save().splitlines() if prefix in ln]
+
+
+def sample_args(sample: float, mode: str) -> list[str]:
+    """iptables ``statistic`` match arguments selecting a ``sample`` of the packets."""
+    if not 0 < sample <= 1:
+        raise ValueError(f"sample {sample} is out of range (0, 1]")
+    if sample == 1:
+        return []
+    if mode == "nth":
+        return ["-m", "statistic", "--mode", "nth", "--every", str(nth_every(sample)),
+                "--packet", "0"]
+    return ["-m", "statistic", "--mode", "random", "--probability", f"{sample:.10f}"]
 
 
 def free_slot(used: Sequence[int]) -> int | None:

@@ -88,7 +88,7 @@ class FlowCache:
         self.octets = np.zeros(0, np.uint64)
         self.flags = np.zeros(0, np.uint16)
         self.stats = {"packets": 0, "bytes": 0, "records": 0, "evicted": 0, "collisions": 0,
-                      "ended": 0, "idle": 0, "active": 0, "forced": 0}
+                      "ended": 0, "idle_timeouts": 0, "active_timeouts": 0, "forced": 0}
 
     def __len__(self) -> int:
         return int(self.mix.shape[0])
@@ -208,8 +208,8 @@ class FlowCache:
         idle = now - self.last >= self.idle_timeout
         active = ~idle & (now - self.first >= self.active_timeout)
         parts = []
-        for mask, reason, name in ((idle, ipfix.END_IDLE, "idle"),
-                                   (active, ipfix.END_ACTIVE, "active")):
+        for mask, reason, name in ((idle, ipfix.END_IDLE, "idle_timeouts"),
+                                   (active, ipfix.END_ACTIVE, "active_timeouts")):
             if mask.any():
                 self.stats[name] += int(mask.sum())
                 parts.append(self._records(np.flatnonzero(mask), reason))
@@ -244,5 +244,5 @@ class FlowCache:
 
     def describe(self) -> dict[str, Any]:
         """Counters for health and results: active flows, memory, evictions, exports."""
-        return {"active": len(self), "max_flows": self.max_flows,
+        return {"flows": len(self), "max_flows": self.max_flows,
                 "memory_bytes": self.memory_bytes, **self.stats}

@@ -221,6 +221,41 @@ class PortSpec:
                           {"type": "string", "pattern": f"^{_PORT_RE}:{_PORT_RE}$"}]}
 
 
+PORT_1_65535 = (r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+                r"|[1-9][0-9]{0,3})")
+HOST_PORT_RE = rf"(\[[0-9A-Fa-f:.]{{2,45}}\]|[A-Za-z0-9_.-]{{1,253}}):({PORT_1_65535})"
+
+
+def parse_host_port(value: Any) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); ValueError otherwise.
+
+    The host is a name or an address literal in ASCII (not resolved here);
+    the port is 1..65535. One regular expression, also the JSON schema's."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string 'host:port'")
+    match = re.fullmatch(HOST_PORT_RE, value, re.ASCII)
+    if match is None:
+        raise ValueError(f"'{value}' is not host:port with a port 1..65535")
+    return match[1].strip("[]"), int(match[2])
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A ``host:port`` string (a name, an IPv4 address or ``[IPv6]``; port 1..65535)."""
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise FieldError(f"{name} must be a string 'host:port', not {type_name(value)}")
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            raise FieldError(f"{name} {exc}") from None
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "pattern": f"^{HOST_PORT_RE}$"}
+
+
 @dataclass(frozen=True)
 class ListOf:
     """A non-empty list of at most ``max_items`` distinct items, or the word ``word``."""

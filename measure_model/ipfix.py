@@ -268,18 +268,3 @@ class MessageBuilder:
             flush()
         return out
 
-
-def parse_collector(value: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); ValueError otherwise."""
-    if not isinstance(value, str):
-        raise ValueError("must be a string 'host:port'")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"'{value}' is not host:port with a port 1..65535")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"'{value}' is not host:port with a port 1..65535")
-        host = host[1:-1]
-    if not host or len(host) > 253 or not all(c.isalnum() or c in ".-:_" for c in host):
-        raise ValueError(f"'{value}' does not name a host")
-    return host, int(port)

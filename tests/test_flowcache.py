@@ -82,7 +82,7 @@ def test_idle_and_active_timeouts_split_a_long_flow_with_exact_sums():
     assert (recs["end_ms"][one] - recs["start_ms"][one] <= 10_000).all()
     two = recs["sport"] == 20
     assert recs["end_reason"][two].tolist() == [ipfix.END_IDLE]
-    assert cache.stats["idle"] == 1 and cache.stats["active"] == 2
+    assert cache.stats["idle_timeouts"] == 1 and cache.stats["active_timeouts"] == 2
 
 
 def test_a_full_cache_evicts_the_least_recent_flows_early_and_loses_no_packet():

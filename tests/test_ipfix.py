@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from measure_model import ipfix
+from measure_model.fields import parse_host_port
 
 pytestmark = pytest.mark.unit
 
@@ -119,9 +120,9 @@ def test_bad_arguments():
         ipfix.MessageBuilder("v5")
     with pytest.raises(ValueError, match="mtu 100 is too small"):
         ipfix.MessageBuilder(mtu=100)
-    assert ipfix.parse_collector("10.0.0.1:4739") == ("10.0.0.1", 4739)
-    assert ipfix.parse_collector("[::1]:2055") == ("::1", 2055)
-    assert ipfix.parse_collector("collector.example:9995") == ("collector.example", 9995)
+    assert parse_host_port("10.0.0.1:4739") == ("10.0.0.1", 4739)
+    assert parse_host_port("[::1]:2055") == ("::1", 2055)
+    assert parse_host_port("collector.example:9995") == ("collector.example", 9995)
     for bad in ("10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", ":80", "a b:80", "[::1:80"):
         with pytest.raises(ValueError):
-            ipfix.parse_collector(bad)
+            parse_host_port(bad)
