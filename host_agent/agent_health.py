@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from measure_model.version import __version__
+
 COST_INTERVAL = 2.0
 
 
@@ -101,7 +103,7 @@ def health(agent: Any, errors: tuple[type[Exception], ...]) -> dict:
                 for e in part["exporters"] if e["errors"]]
     cost = _cost(agent, mons, seen)
     ok = all(m["alive"] for m in mons) and not cost["crash_looping"]
-    return {"name": agent.name, "status": "ok" if ok else "degraded",
+    return {"name": agent.name, "version": __version__, "status": "ok" if ok else "degraded",
             "monitor": cost, "flows": flows, "export_problems": problems,
             "uptime": agent.clock() - agent.started, "sketches": len(agent.sketches),
             "counters": sum(len(s.counters) for s in agent.sketches.values()),
