@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="monitors accept packets without counting (benchmark baseline only)")
     p.add_argument("--no-capture", action="store_true",
                    help="do not install iptables rules or start monitors (API only; tests)")
+    p.add_argument("--capture", choices=("nfqueue", "nflog"), default=None,
+                   help="capture every sketch of this agent this way, whatever its task says "
+                        "(default: each task's 'capture' field; nflog never delays packets)")
+    p.add_argument("--nflog-threshold", type=int, default=64,
+                   help="NFLOG packets the kernel gathers per netlink message (1..1024)")
     return p
 
 
@@ -104,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ConfigError(f"max_sketches {args.max_sketches} is out of range 1..32")
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"port {args.port} is out of range 1..65535")
+    if not 1 <= args.nflog_threshold <= 1024:
+        raise ConfigError(f"nflog_threshold {args.nflog_threshold} is out of range 1..1024")
     if args.secret_file:
         check_secret_file(args.secret_file)
     return args
@@ -230,17 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         verifier, auth = Verifier(secret), HmacAuth(secret)
     try:
         capture = None if args.no_capture else Capture(
-            args.name, args.queue_num, args.queues, args.exclude_interface)
+            args.name, args.queue_num, args.queues, args.exclude_interface,
+            nflog_threshold=args.nflog_threshold)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     monitors: list[Monitor] = [] if args.no_capture else [
         MonitorProcess(args.queue_num + i, args.max_len,
-                       extra_args=["--accept-only"] if args.monitor_accept_only else None)
+                       extra_args=(["--accept-only"] if args.monitor_accept_only else [])
+                       + ["--nflog-threshold", str(args.nflog_threshold)])
         for i in range(args.queues)]
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
-                  data_ip=args.data_ip)
+                  data_ip=args.data_ip, capture_mode=args.capture)
     advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls

@@ -64,7 +64,15 @@ from host_agent.sketches import CounterConfig, Sketch
 from measure_model.fields import FieldError, parse_host_port
 from measure_model.report import merge
 from measure_model.snapshot import Snapshot
-from measure_model.task import FILTER, KEYS, Task, counter_task, flow_counter
+from measure_model.task import (
+    DEFAULT_CAPTURE,
+    FILTER,
+    KEYS,
+    Task,
+    counter_task,
+    field_value,
+    flow_counter,
+)
 
 log = logging.getLogger("host_agent")
 
@@ -84,6 +92,14 @@ def capture_filter(body: Any) -> CaptureFilter:
     """A filter body (task-model ``filter``) as the capture rule's filter; 400 if bad."""
     try:
         return CaptureFilter.from_filter(FILTER.check("filter", body))
+    except FieldError as exc:
+        raise AgentError(400, str(exc)) from None
+
+
+def parse_capture_mode(value: Any) -> str:
+    """A capture mode (the task table's ``capture`` row); 400 naming the field."""
+    try:
+        return field_value("capture", {"capture": value})
     except FieldError as exc:
         raise AgentError(400, str(exc)) from None
 
@@ -118,8 +134,11 @@ class Agent:
 
     def __init__(self, name: str, monitors: list[Monitor], capture: Capture | None = None,
                  max_sketches: int = 32, max_counters: int = 128, max_memory_mb: float = 256,
-                 clock: Callable[[], float] = time.time, data_ip: str | None = None) -> None:
+                 clock: Callable[[], float] = time.time, data_ip: str | None = None,
+                 capture_mode: str | None = None) -> None:
         self.name, self.monitors, self.capture = name, monitors, capture
+        # None: each task's ``capture`` field decides; else every sketch uses this mode
+        self.capture_mode = None if capture_mode is None else parse_capture_mode(capture_mode)
         self.max_sketches = min(max_sketches, MAX_SLOTS)
         self.max_counters, self.max_memory = max_counters, int(max_memory_mb * 2 ** 20)
         self.clock, self.data_ip = clock, data_ip
@@ -176,19 +195,22 @@ class Agent:
         return per * max(1, len(self.monitors))
 
     def create_sketch(self, filter_body: Any, task_id: str | None = None,
-                      sample: float = 1.0, sample_mode: str = "random") -> Sketch:
+                      sample: float = 1.0, sample_mode: str = "random",
+                      capture: Any = DEFAULT_CAPTURE) -> Sketch:
         """A new sketch for a filter body, or an already parsed CaptureFilter; ``sample``
-        < 1 makes its capture rule sample packets (iptables ``statistic``)."""
+        < 1 makes its capture rule sample packets (iptables ``statistic``); captured with
+        ``capture`` (or the agent's own mode when it has one)."""
         filt = (filter_body if isinstance(filter_body, CaptureFilter)
                 else capture_filter(filter_body))
+        mode = self.capture_mode or parse_capture_mode(capture)
         with self.lock:
             if len(self.sketches) >= self.max_sketches:
                 raise AgentError(409, f"limit reached: at most {self.max_sketches} sketches")
-            slot = free_slot([s.slot for s in self.sketches.values()])
+            slot = free_slot([s.slot for s in self.sketches.values()], mode)
             if slot is None:
-                raise AgentError(409, f"limit reached: all {MAX_SLOTS} mark bits are in use")
+                raise AgentError(409, f"limit reached: every {mode} mark bit is in use")
             sketch = Sketch(self.next_sketch, slot, filt, task_id=task_id, created=self.clock(),
-                            sample=sample, sample_mode=sample_mode)
+                            sample=sample, sample_mode=sample_mode, capture=mode)
             self._broadcast({"op": "add_sketch", "sketch": sketch.id, "slot": slot})
             if self.capture is not None:
                 try:
@@ -311,7 +333,8 @@ class Agent:
         snap.setdefault("generated_at", now)
         snap.setdefault("oldest", now)
         snap["monitor"] = {"restarts": self.restarts, "gaps": list(self.gaps),
-                           "counting_since": max(self.counting_since, sketch.created)}
+                           "counting_since": max(self.counting_since, sketch.created),
+                           "capture": sketch.capture}
         return snap
 
     # ------------------------------------------------------------ tasks (overlay)
@@ -331,7 +354,8 @@ class Agent:
             if task_id in self.tasks:
                 self.remove_task(task_id)
             sketch = self.create_sketch(filt, task_id=task_id, sample=task.sample or 1.0,
-                                        sample_mode=task.sample_mode or "random")
+                                        sample_mode=task.sample_mode or "random",
+                                        capture=task.capture or DEFAULT_CAPTURE)
             try:
                 self.add_task_counter(sketch.id, flow_counter(task) if flows else task,
                                       candidate_divisor)

@@ -35,12 +35,13 @@ from typing import Any
 
 import webob
 
-from host_agent.agent import Agent, capture_filter, parse_counter
+from host_agent.agent import Agent, capture_filter, parse_capture_mode, parse_counter
 from host_agent.bw_http import BandwidthApi, bandwidth_api
 from host_agent.errors import AgentError, MonitorError
 from host_agent.legacy import LegacyContext, handle_legacy
 from host_agent.overlay_node import OverlayNode
 from measure_model.httpclient import HttpClient
+from measure_model.task import DEFAULT_CAPTURE
 
 log = logging.getLogger("host_agent.api")
 
@@ -52,7 +53,7 @@ NO_SECRET = ("this agent has no shared secret: configuration is accepted only fr
 LEGACY_DISABLED = "legacy messages are disabled; start the agent with --allow-legacy"
 _ID = r"(\d{1,9})"
 _TASK = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
-SKETCH_BODY_FIELDS = ("filter", "counters")
+SKETCH_BODY_FIELDS = ("filter", "counters", "capture")
 
 
 def json_response(obj: Any, status: int = 200) -> webob.Response:
@@ -218,13 +219,14 @@ class AgentApp:
         if not isinstance(counters, list):
             raise AgentError(400, "counters must be a list of counter objects")
         filt = capture_filter(body.get("filter", {}))
+        mode = parse_capture_mode(body.get("capture", DEFAULT_CAPTURE))
         tasks = []
         for i, c in enumerate(counters):  # parse all before installing anything
             try:
                 tasks.append(parse_counter(c, filt))
             except AgentError as exc:
                 raise AgentError(400, f"counters[{i}]: {exc.message}") from None
-        sketch = self.agent.create_sketch(filt)
+        sketch = self.agent.create_sketch(filt, capture=mode)
         try:
             for task in tasks:
                 self.agent.add_task_counter(sketch.id, task)

@@ -1,4 +1,4 @@
-"""The monitor process: one NFQUEUE packet loop feeding the sketches' counters.
+"""The monitor process: one NFQUEUE + NFLOG packet loop feeding the sketches' counters.
 
 Process model
 -------------
@@ -56,6 +56,12 @@ carries all sketches, overlapping filters count in each). A sketch of a
 ``flows`` task also feeds its flow cache (``flowexport.FlowTask``) with the
 same parsed batch; the loop expires flows and sends records off the packet
 path (``MonitorCore.tick``, every turn, acting twice a second).
+
+Passive capture. The same loop also reads the NFLOG group numbered like the
+queue (``nflog.py``): packets of ``capture: nflog`` sketches arrive there as
+header copies in kernel-made batches, never wait for a verdict, and go into
+the same ``payloads``/``marks`` lists, so both modes share one batch path.
+What the kernel could not deliver (sequence gaps, ENOBUFS) is in ``stats``.
 """
 
 from __future__ import annotations
@@ -140,8 +146,14 @@ def default_batch_parser(payloads: list[bytes]) -> Any:
 
 
 def ip_bytes(payloads: list[bytes]) -> int:
-    """Sum of the IPv4 total-length fields of the copied headers."""
-    return sum((p[2] << 8) | p[3] for p in payloads if len(p) >= 4)
+    """Sum of the IP lengths of the copied headers (IPv4 total length, IPv6 40 + payload)."""
+    total = 0
+    for p in payloads:
+        if len(p) >= 6 and p[0] >> 4 == 6:
+            total += 40 + ((p[4] << 8) | p[5])
+        elif len(p) >= 4:
+            total += (p[2] << 8) | p[3]
+    return total
 
 
 def process_cost() -> tuple[float, int]:
@@ -181,6 +193,7 @@ class MonitorCore:
         self.errors = 0
         self.started = time.time()
         self.queue = 0  # set by run(): flow exports use (queue << 16) | sketch as domain
+        self.nflog: Any = None   # the NflogReader when run() bound one
 
     def ingest(self, payloads: list[bytes], marks: list[int], now: float) -> None:
         """Count one batch: split by mark, parse once per split, update counters."""
@@ -240,7 +253,8 @@ class MonitorCore:
                     "batches": self.batches, "errors": self.errors, "started": self.started,
                     "cpu_seconds": cpu, "rss_bytes": rss,
                     "flows": {str(s): st.flows.describe() for s, st in self.sketches.items()
-                              if st.flows is not None}}
+                              if st.flows is not None},
+                    "nflog": self.nflog.stats() if self.nflog is not None else None}
         if op == "add_sketch":
             state = SketchState(int(msg["sketch"]), int(msg["slot"]))
             for cid, entry in (msg.get("counters") or {}).items():
@@ -345,10 +359,13 @@ class CommandChannel:
 
 def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: bool = False,
         fail_open: bool = True, core: MonitorCore | None = None,
-        batch_verdicts: bool = True, priority: int = -10) -> None:
-    """Bind ``queue`` and serve packets and commands until the agent hangs up."""
+        batch_verdicts: bool = True, priority: int = -10, nflog: bool = True,
+        nflog_threshold: int = 64) -> None:
+    """Bind ``queue`` (and the NFLOG group of the same number) and serve packets and
+    commands until the agent hangs up."""
     from netfilterqueue import COPY_PACKET, NetfilterQueue
 
+    from host_agent.nflog import NflogReader
     from measure_model.keys import HEADER_COPY_BYTES
 
     core = core or MonitorCore()
@@ -391,6 +408,15 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
         nl.send(fail_open_message(queue))
     nl.setblocking(False)
     budget = _Budget(nl)
+    reader = NflogReader(queue, HEADER_COPY_BYTES, nflog_threshold) if nflog else None
+    core.nflog = reader
+    if reader is not None and accept_only:
+        def log_payload(_: bytes) -> None:
+            accepted[0] += 1
+        log_mark: Callable[[int], None] = int
+    else:
+        log_payload, log_mark = add_payload, add_mark
+    watched = [nl, cmd_sock] if reader is None else [nl, reader, cmd_sock]
     chan = CommandChannel(cmd_sock)
     cmd_sock.setblocking(False)
     stop = [False]
@@ -401,7 +427,7 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
         while not stop[0]:
             timeout = FLUSH_S if payloads else 0.5
             try:
-                ready, _, _ = select.select([nl, cmd_sock], [], [], timeout)
+                ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
                 continue
             if nl in ready:
@@ -410,6 +436,8 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                 if last_id[0]:  # one verdict message for everything just drained
                     nl.send(verdict_batch_message(queue, last_id[0]))
                     last_id[0] = 0
+            if reader is not None and reader in ready:
+                reader.drain(log_payload, log_mark)
             mono = time.monotonic()
             if payloads and (len(payloads) >= BATCH or mono - last_flush >= FLUSH_S
                              or cmd_sock in ready):
@@ -451,6 +479,8 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
         except Exception as exc:  # noqa: BLE001 - unbinding matters more
             print(f"monitor: final flow export: {exc!r}", file=sys.stderr, flush=True)
         nfq.unbind()
+        if reader is not None:
+            reader.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -468,11 +498,16 @@ def main(argv: list[str] | None = None) -> int:
                              "per drained burst (benchmark comparison)")
     parser.add_argument("--no-fail-open", action="store_true",
                         help="drop instead of accept when the queue is full")
+    parser.add_argument("--no-nflog", action="store_true",
+                        help="do not bind the NFLOG group numbered like the queue")
+    parser.add_argument("--nflog-threshold", type=int, default=64,
+                        help="NFLOG packets the kernel gathers per message (default 64)")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     try:
         run(args.queue, sock, max_len=args.max_len, accept_only=args.accept_only,
-            fail_open=not args.no_fail_open, batch_verdicts=not args.per_packet_verdicts)
+            fail_open=not args.no_fail_open, batch_verdicts=not args.per_packet_verdicts,
+            nflog=not args.no_nflog, nflog_threshold=args.nflog_threshold)
     except OSError as exc:
         print(f"monitor: queue {args.queue}: {exc}", file=sys.stderr, flush=True)
         return 1

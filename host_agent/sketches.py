@@ -58,10 +58,11 @@ class Sketch:
     sample: float = 1.0                # the capture rule's sampling (1: every packet)
     sample_mode: str = "random"
     flows: dict[str, Any] | None = None  # the monitor's flow-cache entry (kind flows)
+    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py)
 
     def describe(self) -> dict[str, Any]:
         out = {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,
-               "created": self.created,
+               "capture": self.capture, "created": self.created,
                "counters": [{"id": cid, **c.describe()}
                             for cid, c in sorted(self.counters.items())]}
         if self.sample < 1:

@@ -42,6 +42,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from measure_model.fields import (
+    IPV4_PREFIX,
+    IPV6_PREFIX,
     Choice,
     ConflictError,
     FieldError,
@@ -76,7 +78,10 @@ DEFAULT_KEY = {"heavy_hitters": "src", "flow_size": "src_dst", "port_scan": "src
                "cardinality": "src_dst", "superspreaders": "src_dst", "ddos_victims": "src_dst",
                "flows": "five_tuple"}
 INTERFACES = ("INPUT", "OUTPUT")
-PROTOS = ("tcp", "udp", "icmp")
+PROTOS = ("tcp", "udp", "icmp", "icmpv6")
+PROTO_FAMILY = {"icmp": 4, "icmpv6": 6}   # a filter with this proto matches one family
+CAPTURE_MODES = ("nfqueue", "nflog")
+DEFAULT_CAPTURE = "nfqueue"
 WINDOW_MODES = ("tumbling", "sliding")
 BW_METHODS = ("slops", "bulk")
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"
@@ -179,6 +184,7 @@ class Task:
     scope: str | tuple[str, ...] | None = None
     memory: int | None = None
     min_distinct: int | None = None
+    capture: str | None = None
     src: str | None = None
     dst: str | None = None
     method: str | None = None
@@ -235,6 +241,27 @@ def _flows_or(flows: Any, other: Any):
     return lambda obj: flows if obj.get("kind") == "flows" else other
 
 
+def _one_family(obj: dict[str, Any]) -> None:
+    """The addresses of a filter, and an ICMP protocol, are of one address family."""
+    first: tuple[str, int] | None = None
+    if obj["proto"] in PROTO_FAMILY:
+        first = (f"filter.proto {obj['proto']}", PROTO_FAMILY[obj["proto"]])
+    for name in ("src", "dst"):
+        if obj[name] is None:
+            continue
+        version = 6 if ":" in obj[name] else 4
+        if first is None:
+            first = (f"filter.{name} '{obj[name]}'", version)
+        elif first[1] != version:
+            raise FieldError(f"filter.{name} '{obj[name]}' is IPv{version} but {first[0]} "
+                             f"is IPv{first[1]}: one address family per filter")
+
+
+def _filter_rules(obj: dict[str, Any]) -> None:
+    _ports_need_proto(obj)
+    _one_family(obj)
+
+
 def _default_threshold(obj: dict[str, Any]) -> float | None:
     """DEFAULT_THRESHOLD unless the task gives threshold_abs or ranks every flow;
     heavy_changers: DEFAULT_CHANGE_THRESHOLD of an interval's total.
@@ -252,9 +279,10 @@ def _default_threshold(obj: dict[str, Any]) -> float | None:
 HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
 FILTER_ROWS = (
     Row("interface", Choice(INTERFACES), "INPUT", "netfilter chain: packets in or out"),
-    Row("proto", Choice(PROTOS), doc="IP protocol"),
-    Row("src", Prefix(), doc="IPv4 source address or prefix"),
-    Row("dst", Prefix(), doc="IPv4 destination address or prefix"),
+    Row("proto", Choice(PROTOS), doc="IP protocol (icmp is IPv4's, icmpv6 IPv6's)"),
+    Row("src", Prefix(), doc="IPv4 or IPv6 source address or prefix (one family per filter)"),
+    Row("dst", Prefix(),
+        doc="IPv4 or IPv6 destination address or prefix (one family per filter)"),
     Row("sport", PortSpec(), doc="source port or 'low:high'; needs proto tcp or udp"),
     Row("dport", PortSpec(), doc="destination port or 'low:high'; needs proto tcp or udp"),
 )
@@ -272,9 +300,17 @@ EXPORT_ROWS = (
     Row("collector", HostPort(), required=True, doc="collector address 'host:port'"),
     Row("format", Choice(EXPORT_FORMATS), "ipfix", doc="IPFIX (RFC 7011) or NetFlow v9"),
 )
-FILTER = Nested(FILTER_ROWS, Filter, _ports_need_proto, {"anyOf": [
-    {"not": {"anyOf": [{"required": ["sport"]}, {"required": ["dport"]}]}},
-    {"required": ["proto"], "properties": {"proto": {"enum": ["tcp", "udp"]}}}]})
+FILTER = Nested(FILTER_ROWS, Filter, _filter_rules, {"allOf": [
+    {"anyOf": [  # ports need tcp or udp
+        {"not": {"anyOf": [{"required": ["sport"]}, {"required": ["dport"]}]}},
+        {"required": ["proto"], "properties": {"proto": {"enum": ["tcp", "udp"]}}}]},
+    {"anyOf": [  # one address family
+        {"properties": {"src": {"pattern": f"^{IPV4_PREFIX}$"},
+                        "dst": {"pattern": f"^{IPV4_PREFIX}$"},
+                        "proto": {"not": {"enum": ["icmpv6"]}}}},
+        {"properties": {"src": {"pattern": f"^{IPV6_PREFIX}$"},
+                        "dst": {"pattern": f"^{IPV6_PREFIX}$"},
+                        "proto": {"not": {"enum": ["icmp"]}}}}]}]})
 EXPORT = Nested(EXPORT_ROWS, ExportTarget)
 WINDOW = Nested(WINDOW_ROWS, Window)
 SKETCH = Nested(SKETCH_ROWS, SketchSpec)
@@ -295,8 +331,8 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("key", Choice(KEYS), lambda obj: DEFAULT_KEY[obj["kind"]], kinds=_COUNTERS,
         doc="key type (default per kind: src, src_dst, src_dport, src)"),
     Row("increment", Choice(INCREMENTS, (("byte", "bytes"),)), _flows_or("bytes", "pkt"),
-        kinds=_MEASURE, doc="count packets or IPv4 bytes (flows: what ranks active flows, "
-                            "default bytes)"),
+        kinds=_MEASURE, doc="count packets or IP bytes (IPv4 total length, IPv6 40 + payload; "
+                            "flows: what ranks active flows, default bytes)"),
     Row("threshold", Number(0.0, 1.0, lo_open=True), _default_threshold, kinds=_COUNTERS,
         doc=f"heavy if >= this fraction of the total (default {DEFAULT_THRESHOLD}, none for "
             "flow_size or with threshold_abs); exclusive with threshold_abs"),
@@ -336,6 +372,9 @@ TASK_ROWS: tuple[Row, ...] = (
         kinds=_FLOWS, doc="seconds without packets after which a flow is exported"),
     Row("max_flows", Integer(MIN_MAX_FLOWS, MAX_MAX_FLOWS), DEFAULT_MAX_FLOWS, kinds=_FLOWS,
         doc="flows one agent's cache holds; beyond it the least recent are exported early"),
+    Row("capture", Choice(CAPTURE_MODES), DEFAULT_CAPTURE, kinds=_MEASURE,
+        doc="nfqueue: packets wait for the monitor (fail-open); nflog: header copies, "
+            "no added latency, kernel-side losses counted"),
     Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
     Row("dst", HOST, required=True, kinds=_BW, doc="receiving host"),
     Row("method", Choice(BW_METHODS), "slops", kinds=_BW,

@@ -58,7 +58,7 @@ def test_full_example_from_the_design_document():
         key="src", increment="bytes", threshold=0.05, threshold_abs=None, top_k=10,
         window=Window(1.0, "tumbling"), scan_ports=None, report_interval=5.0,
         sketch=SketchSpec(16384, 4, 1), scope=("h2", "h3", "10.0.0.4"),
-        sample=1.0, sample_mode="random")
+        sample=1.0, sample_mode="random", capture="nfqueue")
     assert bw == Task(name="bw-h5-h6", kind="bandwidth", src="h5", dst="h6", method="slops",
                       max_duration=10.0, max_bytes=20_000_000)
 
@@ -76,7 +76,7 @@ def test_defaults_per_kind_and_wire_form():
         "increment": "pkt", "threshold": 0.05, "top_k": 10,
         "window": {"length": 1.0, "mode": "tumbling"}, "scan_ports": 20, "report_interval": 5.0,
         "sketch": {"width": 16384, "depth": 4, "seed": 1}, "scope": "global",
-        "sample": 1.0, "sample_mode": "random"}
+        "sample": 1.0, "sample_mode": "random", "capture": "nfqueue"}
     assert tasks[3].to_dict()["threshold_abs"] == 7
 
 
@@ -135,7 +135,8 @@ MALFORMED = [
     ("tasks: [{name: hh-1, kind: counter, window: {mode: hopping}}]",
      "policy bad.yaml: task hh-1: window.mode 'hopping' is not one of tumbling, sliding"),
     ("tasks: [{name: hh-1, kind: counter, filter: {src: 10.0.0.1/33}}]",
-     "policy bad.yaml: task hh-1: filter.src '10.0.0.1/33' is not an IPv4 address or prefix"),
+     "policy bad.yaml: task hh-1: filter.src '10.0.0.1/33' is not an IPv4 or IPv6 address "
+     "or prefix"),
     ("tasks: [{name: hh-1, kind: counter, filter: {proto: tcp, dport: '70000:80'}}]",
      "policy bad.yaml: task hh-1: filter.dport '70000:80' is not a port or a range "
      "'low:high' of ports 0..65535"),
