@@ -82,7 +82,9 @@ def test_sampled_capture_rule_arguments():
     filt = CaptureFilter.from_filter(Filter(proto="udp"))
     cap.add(3, 2, filt, 0.25, "nth")
     cap.remove(3)
-    added, removed = calls
+    added, added6, removed, removed6 = calls      # proto udp: iptables and ip6tables
+    assert [added[0], added6[0], removed[0], removed6[0]] == ["iptables", "ip6tables"] * 2
+    assert added6[added6.index("-I") + 3:] == added[added.index("-I") + 3:]
     assert added[added.index("-I") + 3:] == [
         "-p", "udp", "-m", "statistic", "--mode", "nth", "--every", "4", "--packet", "0",
         "-m", "comment", "--comment", "endhost-measure:h1:3", "-j", "MARK", "--or-mark", "0x4"]

@@ -232,7 +232,7 @@ def test_flows_kind_and_sampling_fields():
     assert task.to_dict() == {
         "name": "fl", "kind": "flows", "filter": {"interface": "INPUT"}, "increment": "bytes",
         "top_k": 100, "report_interval": 5.0, "scope": "global", "sample": 0.5,
-        "sample_mode": "random",
+        "sample_mode": "random", "capture": "nfqueue",
         "export": [{"collector": "127.0.0.1:9995", "format": "ipfix"},
                    {"collector": "[::1]:4739", "format": "netflow9"}],
         "active_timeout": 60.0, "idle_timeout": 2.0, "max_flows": 65536}
