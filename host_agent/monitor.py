@@ -97,6 +97,10 @@ _NFQA_VERDICT_HDR = 2
 _NF_ACCEPT = 1
 
 
+def _ignore_mark(_: int) -> None:
+    """The accept-only NFLOG path counts packets and does nothing with their marks."""
+
+
 def fail_open_message(queue: int, gso: bool = True) -> bytes:
     """The ``NFQNL_MSG_CONFIG`` message turning on fail-open (and GSO) for ``queue``."""
     flags = _NFQA_CFG_F_FAIL_OPEN | (_NFQA_CFG_F_GSO if gso else 0)
@@ -410,12 +414,12 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
     budget = _Budget(nl)
     reader = NflogReader(queue, HEADER_COPY_BYTES, nflog_threshold) if nflog else None
     core.nflog = reader
+    log_payload: Callable[[bytes], None] = add_payload
+    log_mark: Callable[[int], None] = add_mark
     if reader is not None and accept_only:
-        def log_payload(_: bytes) -> None:
+        def count_only(_: bytes) -> None:
             accepted[0] += 1
-        log_mark: Callable[[int], None] = int
-    else:
-        log_payload, log_mark = add_payload, add_mark
+        log_payload, log_mark = count_only, _ignore_mark
     watched = [nl, cmd_sock] if reader is None else [nl, reader, cmd_sock]
     chan = CommandChannel(cmd_sock)
     cmd_sock.setblocking(False)

@@ -165,6 +165,7 @@ class HeaderBatch:
         """``(k, 2)`` words of the sources (0) or destinations (1), all or ``rows``."""
         if self._v4 is None:
             a = self._src if which == 0 else self._dst
+            assert a is not None  # IPv6 batches always hold (n, 2) address words
             return a if rows is None else a[rows]
         x = self._v4[which] if rows is None else self._v4[which][rows]
         out = np.zeros((x.shape[0], 2), np.uint64)
@@ -298,6 +299,7 @@ class HeaderBatch:
 
     def _v4_full(self, key_type: str, rows: np.ndarray | None) -> np.ndarray:
         """Full keys with addresses straight from the 32-bit IPv4 words (one array)."""
+        assert self._v4 is not None  # only called for all-IPv4 batches
         s, d = self._v4 if rows is None else (self._v4[0][rows], self._v4[1][rows])
         out = np.zeros((s.shape[0], KEY_WIDTH[key_type]), np.uint64)
         mapped = _U(V4_MAPPED)
