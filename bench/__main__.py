@@ -178,6 +178,22 @@ def load_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     return figs, {"no errors under load": t.get("errors") == 0 and bool(t.get("count"))}
 
 
+def sampling_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs: dict[str, Any] = {}
+    ok: dict[str, bool] = {}
+    rows = {(r["kind"], r["sample"]): r for r in d.get("rows", [])}
+    for (kind, p), r in rows.items():
+        figs[f"{kind}_p{p:g}_cpu_s_per_million"] = r["cpu_s_per_million"]
+        figs[f"{kind}_p{p:g}_error_pct"] = round(100 * r["error"] / r["sent"], 2)
+    for kind in ("counter", "flows"):
+        full, tenth = rows.get((kind, 1.0)), rows.get((kind, 0.1))
+        if full and tenth:
+            ok[f"{kind}: sample 0.1 within its stated bound"] = bool(tenth["within_bound"])
+            ok[f"{kind}: sample 0.1 costs less monitor CPU than 1"] = (
+                tenth["cpu_s_per_million"] < full["cpu_s_per_million"])
+    return figs, ok
+
+
 PARTS = [
     Part("engine", "bench.engine",
          "part 1b: sketch engine vs the original per-packet path (scapy + madoka), 1M packets",
@@ -196,12 +212,13 @@ PARTS = [
          json_flag=True, headline=overlay_headline,
          targets=["N=1000: 1 report/interval, complete <= 1 s, config <= 2 s"]),
     Part("monitor", "bench.monitor",
-         "parts 1a + 2: NFQUEUE monitor throughput (accept-only, 1/3 counters, 2 queues) and "
-         "ping RTT added, in namespaces",
-         full=["--rates", "10000,20000,40000,60000,80000,100000", "--duration", "1.5"],
-         quick=["--quick"], budget_s=160, root=True, headline=monitor_headline,
+         "parts 1a + 2: monitor throughput from a sendmmsg sender (C accept-only loop, Python "
+         "accept-only, 1/3 counters, 2 queues, NFLOG) and ping RTT added, in namespaces",
+         full=["--rates", "20000,50000,100000,150000,200000,300000", "--duration", "1.5"],
+         quick=["--quick"], budget_s=420, root=True, headline=monitor_headline,
          targets=["3 counters >= 80% of accept-only", "2 queues >= 1.6x one queue",
-                  "median RTT added <= 100 us"]),
+                  "median RTT added <= 100 us", "nflog: median RTT added <= 20 us",
+                  "nflog: throughput without loss >= NFQUEUE's"]),
     Part("e2e", "bench.e2e",
          "part 5: Mininet tree (depth 2, fanout 3): POST task -> first complete global result",
          full=["--repeat", "5"], quick=["--quick"], budget_s=60, root=True, mininet=True,
@@ -211,6 +228,11 @@ PARTS = [
          "cross traffic", full=["--rates", "10", "--repeat", "1"],
          quick=["--rates", "10", "--repeat", "1"], budget_s=35, root=True,
          headline=bandwidth_headline),
+    Part("sampling", "bench.sampling",
+         "issue 17: monitor CPU per million packets and accuracy of sampled tasks (counter, "
+         "flows) at sample 1, 0.1, 0.01, in namespaces",
+         full=[], quick=["--quick"], budget_s=70, root=True, headline=sampling_headline,
+         targets=["sample 0.1 within its stated bound", "sample 0.1 costs less CPU"]),
     # bench.load takes the Mininet lock itself (it has no --no-lock): the runner waits for
     # the lock to be free, then starts it.
     Part("load", "bench.load",

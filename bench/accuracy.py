@@ -46,7 +46,7 @@ from bench.common import base_parser, print_table, write_json
 from host_agent.counter import Counter, CounterSpec, aggregate
 from measure_model import elastic_est
 from measure_model.elastic import ElasticSketch
-from measure_model.keys import HeaderBatch, parse_key
+from measure_model.keys import HeaderBatch, parse_key, sketch_key_of, sketch_keys_of
 from measure_model.spread import SpreadSketch
 
 BATCH = 256
@@ -114,15 +114,25 @@ def truth_of(one: np.ndarray, two: np.ndarray, spread: tuple[np.ndarray, np.ndar
             "hh": {t: set(keys[counts >= t * total].tolist()) for t in (HH_LOW, HH_HIGH)}}
 
 
+def _full(key_type: str, keys: np.ndarray) -> np.ndarray:
+    """keys.py's full keys of IPv4 ``src << 32 | dst`` values (``src``: addresses); their
+    sketch keys are the values themselves."""
+    z = np.zeros(keys.shape[0], np.uint64)
+    if key_type == "src":
+        return HeaderBatch.from_arrays(keys, z, z, z, z, z).full_keys("src")
+    return HeaderBatch.from_arrays(keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF),
+                                   z, z, z, z).full_keys(key_type)
+
+
 def _feed(es: ElasticSketch, stream: np.ndarray) -> None:
     for i in range(0, stream.shape[0], BATCH):
         uniq, _, counts = aggregate(stream[i:i + BATCH])
-        es.update(uniq, uniq, counts)
+        es.update(uniq, _full("src_dst", uniq), counts)
 
 
 def _feed_spread(ss: SpreadSketch, src: np.ndarray, dst: np.ndarray) -> None:
     for i in range(0, src.shape[0], BATCH):
-        ss.update(src[i:i + BATCH], src[i:i + BATCH], dst[i:i + BATCH])
+        ss.update(src[i:i + BATCH], _full("src", src[i:i + BATCH]), dst[i:i + BATCH])
 
 
 def _merge(parts: list) -> Any:
@@ -166,7 +176,8 @@ def measure_elastic(truth: dict, s1: ElasticSketch, s2: ElasticSketch,
     heavy_est = e["count"] + e["light"]
     out: dict[str, float] = {}
     for t, name in ((HH_LOW, "hh_f1_low"), (HH_HIGH, "hh_f1_high")):
-        out[name] = f1(set(e["full"][heavy_est >= t * total].tolist()), truth["hh"][t])
+        out[name] = f1(set(sketch_keys_of("src_dst", e["full"][heavy_est >= t * total]).tolist()),
+                       truth["hh"][t])
     hh = counts >= HH_LOW * total
     out["hh_are"] = float(rel[hh].mean())
     out["are_all"] = float(rel.mean())
@@ -179,7 +190,8 @@ def measure_elastic(truth: dict, s1: ElasticSketch, s2: ElasticSketch,
     out["entropy_re"] = abs(h - truth["entropy"]) / truth["entropy"]
     ch = elastic_est.changers(None, s1, s2, CHANGE * (total - int(s1.count.sum())
                                                         - s1.light_total()))
-    out["hc_f1"] = f1({int(c[0]) for c in ch}, truth["changers"])
+    out["hc_f1"] = f1({int(sketch_keys_of("src_dst", np.asarray(c[0])[None])[0]) for c in ch},
+                      truth["changers"])
     cand, _ = ss.candidates()
     out["ss_f1"] = f1(set(cand[ss.estimate(cand) >= MIN_DISTINCT].tolist()),
                       truth["spreaders"])
@@ -210,7 +222,9 @@ def measure_cm(one: np.ndarray, two: np.ndarray, truth: dict, memory: int) -> di
     keys, counts, total = truth["keys"], truth["counts"], truth["total"]
     est = counter.sketch.query(keys)
     rel = np.abs(est - counts) / counts
-    cand = {parse_key("src_dst", k): v for k, v in counter.candidates().items()}
+    # an IPv4 key's sketch key is its src << 32 | dst, the truth's key
+    cand = {sketch_key_of("src_dst", parse_key("src_dst", k)): v
+            for k, v in counter.candidates().items()}
     out: dict[str, float] = {}
     for t, name in ((HH_LOW, "hh_f1_low"), (HH_HIGH, "hh_f1_high")):
         out[name] = f1({k for k, v in cand.items() if v >= t * total}, truth["hh"][t])
@@ -222,7 +236,7 @@ def measure_cm(one: np.ndarray, two: np.ndarray, truth: dict, memory: int) -> di
                                                    zip(sizes, n, strict=True)})
     out["card_re"] = abs(counter.distinct() - keys.shape[0]) / keys.shape[0]
     out["entropy_re"] = math.nan
-    firsts = {parse_key("src_dst", k): v for k, v in first.items()}
+    firsts = {sketch_key_of("src_dst", parse_key("src_dst", k)): v for k, v in first.items()}
     half = one.shape[0]
     thr = CHANGE * (total - half)
     reported = {k for k in set(firsts) | set(cand)

@@ -6,7 +6,7 @@ Run::
     .venv/bin/python -m bench.engine --quick    # short run
 
 A recorded stream of 1,000,000 packets (Zipf, skew 1.1, over about 100,000
-five-tuple flows; each packet is the 64-byte header copy the monitor takes,
+five-tuple flows; each packet is the 128-byte header copy the monitor takes,
 built beforehand) is fed to:
 
 * the engine: ``HeaderBatch.from_payloads`` on batches of 256 copies, then

@@ -1,4 +1,4 @@
-"""Monitor throughput and added latency (issue 9, parts 1 and 2), in namespaces.
+"""Monitor throughput and added latency, NFQUEUE and NFLOG, against the kernel path.
 
 Run (root)::
 
@@ -7,30 +7,35 @@ Run (root)::
 
 Two namespaces joined by a veth pair: a sender and a monitored receiver that
 runs the real agent (``python -m host_agent``: iptables mark rules, NFQUEUE
-with fail-open, monitor processes). The sender offers UDP (64-byte payloads,
-from 16 source addresses so that ``--queue-balance`` can spread them) at
-increasing rates for a fixed time each. Fail-open means overload never drops
-traffic: it shows up as packets the sketch rule matched but the monitor did
-not see (the agent's ``missed``). For each rate step::
+with fail-open or NFLOG, monitor processes). The sender is a small C program
+(``bench/c/udp_flood.c``, ``sendmmsg`` batches, built with ``cc``) offering
+UDP (64-byte payloads, from 16 source addresses so that ``--queue-balance``
+can spread them) at increasing rates for a fixed time each, the last step
+("max") as fast as it can. Fail-open means overload never drops traffic: it
+shows up as packets the sketch rule matched but the monitor did not see (the
+agent's ``missed``); with NFLOG nothing waits at all and what the kernel
+could not deliver is the same difference (and the reader's sequence gaps).
+For each rate step::
 
     loss = 1 - (packets the monitors saw) / (packets the sketch rule matched)
 
 and the table gives the highest sent rate with loss 0 and with loss < 1%
-for: an accept-only NFQUEUE loop (``--monitor-accept-only``: the ceiling of
-any Python monitor), the monitor with 1 counter (src), with 3 counters
-(src, src_dst, dport), and 3 counters over 2 queues / 2 processes
-(``--queues 2``). The sender is Python too and shares the 2 cores, so the
-achieved send rate is printed next to the offered one.
+for: the accept-only NFQUEUE loop in C (``bench/c/nfq_accept.c``,
+libnetfilter_queue: what the kernel path allows a user-space reader), the
+accept-only Python loop (``--monitor-accept-only``: the ceiling of any Python
+monitor), the monitor with 1 counter (src), with 3 counters (src, src_dst,
+dport), 3 counters over 2 queues / 2 processes (``--queues 2``), and 3
+counters fed by NFLOG (``capture: nflog``).
 
 Latency: ping RTT (median and p99 over N pings at 5 ms intervals) between
-the namespaces with no monitor, then with the monitor on ICMP (3 counters),
-alternating, in the same run.
+the namespaces with no monitor, the C and Python accept-only loops, the
+monitor with 3 counters on NFQUEUE and on NFLOG, interleaved in one run.
 
 The box has 2 cores shared by the sender, the kernel's packet path, the
 monitor(s) and whatever else runs: the sustained rates are as noisy as the
 load. The monitor's own CPU time per packet (``/proc/<pid>/stat`` over the
-highest loss-free step, at least 20,000 packets) is much steadier, and its ratio to the
-accept-only loop is the capacity ratio a dedicated core would give.
+highest loss-free step, at least 20,000 packets) is much steadier, and its
+ratio to the accept-only loop is the capacity ratio a dedicated core would give.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from typing import Any
 import requests
 
 from bench.common import base_parser, percentile, print_table, spread_text, write_json
+from bench.native import CAcceptLoop, build
 from topo.procs import stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,35 +64,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 SUBNET = "10.83.0"
 SOURCES = 16
 PORT = 5001
-
-SENDER = r"""
-import socket, sys, time
-dst, port, rate, duration, nsrc = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), \
-    float(sys.argv[4]), int(sys.argv[5])
-socks = []
-for i in range(nsrc):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((f"{sys.argv[6]}.{100 + i}", 0))
-    s.connect((dst, port))
-    socks.append(s.send)
-payload = b"p" * 64
-total = int(rate * duration)
-sent = 0
-start = time.perf_counter()
-tick = 0.001
-while sent < total:
-    due = min(total, int((time.perf_counter() - start) * rate) + 1)
-    while sent < due:
-        try:
-            socks[sent % nsrc](payload)
-        except OSError:
-            pass
-        sent += 1
-    if time.perf_counter() - start > duration * 3:
-        break
-    time.sleep(tick)
-print(sent, time.perf_counter() - start)
-"""
+C_QUEUE = 9
 
 SINK = ("import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
         f"s.bind(('0.0.0.0', {PORT})); time.sleep(3600)")
@@ -193,7 +171,7 @@ class Agent:
     def seen(self) -> int:
         return sum(m["packets"] or 0 for m in self.call("GET", "/health")["monitors"])
 
-    def matched(self, sketch: int) -> int:
+    def sketch_rule(self, sketch: int) -> int:
         out = sh(["ip", "netns", "exec", self.net.rcv, "iptables-save", "-c", "-t", "filter"])
         m = re.search(r"^\[(\d+):\d+\] .*\"endhost-measure:bench:" + str(sketch) + '"', out,
                       re.M)
@@ -203,11 +181,32 @@ class Agent:
         stop_process(self.proc)
 
 
-def settle(agent: Agent, timeout: float = 3.0) -> int:
-    """Monitor packet count once it stops growing (the queue has drained)."""
+class AgentTarget:
+    """The agent with one UDP sketch: what a throughput step measures."""
+
+    def __init__(self, net: Namespaces, extra: list[str], counters: list[str],
+                 capture: str) -> None:
+        self.agent = Agent(net, extra)
+        self.sketch = self.agent.call("POST", "/sketches", {
+            "filter": {"proto": "udp", "dport": PORT}, "capture": capture,
+            "counters": [{"key": k} for k in counters]})["id"]
+        self.pids = [m["pid"] for m in self.agent.call("GET", "/health")["monitors"]]
+
+    def seen(self) -> int:
+        return self.agent.seen()
+
+    def matched(self) -> int:
+        return self.agent.sketch_rule(self.sketch)
+
+    def close(self) -> None:
+        self.agent.close()
+
+
+def settle(target: Any, timeout: float = 3.0) -> int:
+    """Packets seen once the count stops growing (the queue has drained)."""
     last, deadline = -1, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = agent.seen()
+        now = target.seen()
         if now == last:
             return now
         last = now
@@ -215,37 +214,40 @@ def settle(agent: Agent, timeout: float = 3.0) -> int:
     return last
 
 
-def throughput(net: Namespaces, extra: list[str], counters: list[str], rates: list[int],
+def throughput(net: Namespaces, start: Callable[[], Any], rates: list[int],
                duration: float) -> list[dict]:
-    agent = Agent(net, extra)
+    """Loss and CPU per paced rate step until the loss passes 5%, then one step as fast
+    as the sender can ("max"), for one target."""
+    target = start()
+    flood = build("udp_flood")
+    steps: list[dict] = []
+
+    def step(rate: int) -> float:
+        seen0, match0 = settle(target), target.matched()
+        cpu0 = sum(cpu_seconds(p) for p in target.pids)
+        out = sh(["ip", "netns", "exec", net.snd, flood, f"{SUBNET}.2", str(PORT), str(rate),
+                  str(duration), str(SOURCES), SUBNET], timeout=duration * 4 + 30)
+        sent, elapsed = out.split()
+        seen = settle(target) - seen0
+        matched = target.matched() - match0
+        cpu = sum(cpu_seconds(p) for p in target.pids) - cpu0
+        loss = 1 - seen / matched if matched else 0.0
+        steps.append({"offered_pps": rate or "max", "sent_pps": round(int(sent) / float(elapsed)),
+                      "matched": matched, "seen": seen, "loss": round(max(0.0, loss), 5),
+                      "cpu_us_per_pkt": round(1e6 * cpu / seen, 2) if seen else None})
+        print(f"  {rate or 'max':>7} pps offered, {steps[-1]['sent_pps']:>7} sent: "
+              f"loss {100 * steps[-1]['loss']:.2f}%, monitor CPU "
+              f"{steps[-1]['cpu_us_per_pkt']} us/pkt", flush=True)
+        return loss
+
     try:
-        sk = agent.call("POST", "/sketches", {
-            "filter": {"proto": "udp", "dport": PORT},
-            "counters": [{"key": k} for k in counters]})
-        pids = [m["pid"] for m in agent.call("GET", "/health")["monitors"]]
-        steps = []
         for rate in rates:
-            seen0, match0 = settle(agent), agent.matched(sk["id"])
-            cpu0 = sum(cpu_seconds(p) for p in pids)
-            out = sh(["ip", "netns", "exec", net.snd, sys.executable, "-c", SENDER,
-                      f"{SUBNET}.2", str(PORT), str(rate), str(duration), str(SOURCES), SUBNET],
-                     timeout=duration * 4 + 30)
-            sent, elapsed = out.split()
-            seen = settle(agent) - seen0
-            matched = agent.matched(sk["id"]) - match0
-            cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-            loss = 1 - seen / matched if matched else 0.0
-            steps.append({"offered_pps": rate, "sent_pps": round(int(sent) / float(elapsed)),
-                          "matched": matched, "seen": seen, "loss": round(max(0.0, loss), 5),
-                          "cpu_us_per_pkt": round(1e6 * cpu / seen, 2) if seen else None})
-            print(f"  {rate:>7} pps offered, {steps[-1]['sent_pps']:>7} sent: "
-                  f"loss {100 * steps[-1]['loss']:.2f}%, monitor CPU "
-                  f"{steps[-1]['cpu_us_per_pkt']} us/pkt", flush=True)
-            if loss > 0.05:
+            if step(rate) > 0.05:
                 break
+        step(0)
         return steps
     finally:
-        agent.close()
+        target.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -275,32 +277,59 @@ def ping_rtts(net: Namespaces, count: int) -> list[float]:
     return [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", out)]
 
 
-LATENCY_MODES = {"off": None, "accept-only": ["--monitor-accept-only"], "3 counters": []}
+LATENCY_MODES = ("off", "C accept-only", "accept-only", "3 counters", "nflog 3 counters")
+
+
+def _latency_target(net: Namespaces, mode: str) -> Any:
+    if mode == "C accept-only":
+        return CAcceptLoop(net.rcv, C_QUEUE, ["-p", "icmp"])
+    agent = Agent(net, ["--monitor-accept-only"] if mode == "accept-only" else [])
+    counters = [] if mode == "accept-only" else ["src", "src_dst", "dport"]
+    agent.call("POST", "/sketches", {"filter": {"proto": "icmp"},
+                                     "capture": "nflog" if mode.startswith("nflog") else "nfqueue",
+                                     "counters": [{"key": k} for k in counters]})
+    return agent
 
 
 def latency(net: Namespaces, count: int, rounds: int) -> dict[str, Any]:
-    """Ping RTTs with no monitor, an accept-only monitor and 3 counters, interleaved."""
+    """Ping RTTs with no monitor and each capture path, interleaved."""
     rtts: dict[str, list[float]] = {mode: [] for mode in LATENCY_MODES}
     for _ in range(rounds):
-        for mode, extra in LATENCY_MODES.items():
-            if extra is None:
+        for mode in LATENCY_MODES:
+            if mode == "off":
                 rtts[mode] += ping_rtts(net, count)
                 continue
-            agent = Agent(net, extra)
+            target = _latency_target(net, mode)
             try:
-                agent.call("POST", "/sketches", {"filter": {"proto": "icmp"}, "counters": [
-                    {"key": k} for k in (["src", "src_dst", "dport"] if not extra else [])]})
                 rtts[mode] += ping_rtts(net, count)
             finally:
-                agent.close()
+                target.close()
     return {mode: {"median_us": percentile(v, 50), "p99_us": percentile(v, 99), "n": len(v)}
             for mode, v in rtts.items()}
+
+
+CONFIGS: list[tuple[str, list[str], list[str], str]] = [
+    # name, agent arguments, counters, capture ("c": the C loop, no agent)
+    ("C accept-only", [], [], "c"),
+    ("accept-only", ["--monitor-accept-only"], [], "nfqueue"),
+    ("1 counter", [], ["src"], "nfqueue"),
+    ("3 counters", [], ["src", "src_dst", "dport"], "nfqueue"),
+    ("3 counters, 2 queues", ["--queues", "2"], ["src", "src_dst", "dport"], "nfqueue"),
+    ("nflog 3 counters", [], ["src", "src_dst", "dport"], "nflog"),
+]
+
+
+def _starter(net: Namespaces, extra: list[str], counters: list[str],
+             capture: str) -> Callable[[], Any]:
+    if capture == "c":
+        return lambda: CAcceptLoop(net.rcv, C_QUEUE, ["-p", "udp", "--dport", str(PORT)])
+    return lambda: AgentTarget(net, extra, counters, capture)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default=None,
-                        help="comma-separated offered rates in packets/s")
+                        help="comma-separated paced rates in packets/s (a 'max' step follows)")
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds per rate step (default 2, 1 with --quick)")
     args = parser.parse_args(argv)
@@ -309,24 +338,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     duration = args.duration or (1.0 if args.quick else 2.0)
     rates = ([int(r) for r in args.rates.split(",")] if args.rates else
-             [10000, 20000, 40000, 60000] if args.quick else
-             [10000, 20000, 30000, 40000, 50000, 60000, 80000])
-    configs = [
-        ("accept-only", ["--monitor-accept-only"], []),
-        ("1 counter", [], ["src"]),
-        ("3 counters", [], ["src", "src_dst", "dport"]),
-        ("3 counters, 2 queues", ["--queues", "2"], ["src", "src_dst", "dport"]),
-    ]
+             [20000, 50000, 100000, 200000] if args.quick else
+             [20000, 50000, 100000, 150000, 200000, 300000, 400000])
     reps = args.repeat or (1 if args.quick else 2)
     net = Namespaces()
-    runs: dict[str, list[list[dict]]] = {name: [] for name, _, _ in configs}
+    runs: dict[str, list[list[dict]]] = {name: [] for name, *_ in CONFIGS}
     results: dict[str, Any] = {"duration_s": duration, "rates": rates, "repeat": reps,
                                "throughput": runs}
     try:
         for rep in range(reps):  # configs interleaved, so load drifts hit all of them
-            for name, extra, counters in configs:
+            for name, extra, counters, capture in CONFIGS:
                 print(f"{name} (run {rep + 1}/{reps}):", flush=True)
-                runs[name].append(throughput(net, extra, counters, rates, duration))
+                runs[name].append(throughput(net, _starter(net, extra, counters, capture),
+                                             rates, duration))
         results["latency"] = latency(net, 100 if args.quick else 400, 1 if args.quick else 2)
     finally:
         net.close()
@@ -337,39 +361,49 @@ def main(argv: list[str] | None = None) -> int:
     def spread(name: str, limit: float) -> str:
         return spread_text([best(steps, limit) for steps in runs[name]])
 
-    base0, base1 = med("accept-only", 0.0), med("accept-only", 0.01)
     def cpu(name: str) -> float | None:
         costs = [c for c in (cpu_cost(steps) for steps in runs[name]) if c]
         return statistics.median(costs) if costs else None
 
+    kernel0, kernel1 = med("C accept-only", 0.0), med("C accept-only", 0.01)
     base_cpu = cpu("accept-only")
-    rows = [[name, spread(name, 0.0), spread(name, 0.01), f"{med(name, 0.0) / base0:.2f}x",
-             f"{med(name, 0.01) / base1:.2f}x", cpu(name) or "-",
+    rows = [[name, spread(name, 0.0), spread(name, 0.01), f"{med(name, 0.0) / kernel0:.2f}x",
+             f"{med(name, 0.01) / kernel1:.2f}x", cpu(name) or "-",
              f"{base_cpu / cpu(name):.2f}x" if base_cpu and cpu(name) else "-"]
-            for name, _, _ in configs]
-    print_table(f"Monitor throughput (UDP 64 B; highest sent rate sustained, pkt/s; median "
-                f"(min..max) of {reps}); monitor CPU per packet (us, all monitor processes)",
-                ["config", "no loss", "< 1% loss", "vs accept-only (0%)",
-                 "vs accept-only (<1%)", "CPU us/pkt", "capacity vs accept-only"], rows)
-    results["cpu_us_per_pkt"] = {name: cpu(name) for name, _, _ in configs}
+            for name, *_ in CONFIGS]
+    print_table(f"Monitor throughput (UDP 64 B from a sendmmsg sender; highest sent rate "
+                f"sustained, pkt/s; median (min..max) of {reps}); CPU per packet (us, all "
+                "monitor processes; the C loop's own process for it)",
+                ["config", "no loss", "< 1% loss", "vs C loop (0%)", "vs C loop (<1%)",
+                 "CPU us/pkt", "capacity vs Python accept-only"], rows)
+    results["cpu_us_per_pkt"] = {name: cpu(name) for name, *_ in CONFIGS}
+    results["max_step"] = {name: [steps[-1] for steps in runs[name]] for name, *_ in CONFIGS}
     lat = results["latency"]
-    added = lat["3 counters"]["median_us"] - lat["off"]["median_us"]
-    print_table("Ping RTT (us): no monitor, accept-only monitor, monitor with 3 counters",
-                ["", "median", "p99", "n", "median added"],
-                [[mode, v["median_us"], v["p99_us"], v["n"],
-                  v["median_us"] - lat["off"]["median_us"]] for mode, v in lat.items()])
-    three, one_q = med("3 counters", 0.01), med("3 counters", 0.01)
-    two_q = med("3 counters, 2 queues", 0.01)
+    off = lat["off"]["median_us"]
+    print_table("Ping RTT (us): no monitor, then each capture path on ICMP",
+                ["", "median", "p99", "n", "median added", "p99 added"],
+                [[mode, v["median_us"], v["p99_us"], v["n"], v["median_us"] - off,
+                  v["p99_us"] - lat["off"]["p99_us"]] for mode, v in lat.items()])
+    added = lat["3 counters"]["median_us"] - off
+    added_nflog = lat["nflog 3 counters"]["median_us"] - off
+    one_q, two_q = med("3 counters", 0.01), med("3 counters, 2 queues", 0.01)
+    nfq0, nflog0 = med("3 counters", 0.0), med("nflog 3 counters", 0.0)
+    base1 = med("accept-only", 0.01)
     targets = {
-        "3 counters >= 80% of accept-only (<1% loss)": three / base1 >= 0.8,
+        "3 counters >= 80% of accept-only (<1% loss)": one_q / base1 >= 0.8,
         "2 queues >= 1.6x one queue (<1% loss)": two_q / one_q >= 1.6,
         "median added latency <= 100 us": added <= 100,
+        "nflog: median added latency <= 20 us": added_nflog <= 20,
+        "nflog: throughput without loss >= NFQUEUE 3 counters": nflog0 >= nfq0,
     }
     for text, ok in targets.items():
         print(f"target {'MET' if ok else 'NOT MET'}: {text}")
     results["targets"] = targets
-    results["ratios"] = {"three_vs_accept": three / base1, "two_queues_vs_one": two_q / one_q,
-                         "added_median_us": added}
+    results["ratios"] = {"three_vs_accept": one_q / base1, "two_queues_vs_one": two_q / one_q,
+                         "added_median_us": added, "nflog_added_median_us": added_nflog,
+                         "nflog_vs_nfqueue_no_loss": nflog0 / nfq0,
+                         "python_accept_vs_c_no_loss": med("accept-only", 0.0) / kernel0,
+                         "monitor_3_vs_c_no_loss": nfq0 / kernel0}
     write_json("monitor", results, enabled=not args.no_json)
     return 0
 

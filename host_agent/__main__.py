@@ -23,6 +23,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="monitors accept packets without counting (benchmark baseline only)")
     p.add_argument("--no-capture", action="store_true",
                    help="do not install iptables rules or start monitors (API only; tests)")
+    p.add_argument("--capture", choices=("nfqueue", "nflog"), default=None,
+                   help="capture every sketch of this agent this way, whatever its task says "
+                        "(default: each task's 'capture' field; nflog never delays packets)")
+    p.add_argument("--nflog-threshold", type=int, default=64,
+                   help="NFLOG packets the kernel gathers per netlink message (1..1024)")
     return p
 
 
@@ -103,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ConfigError(f"max_sketches {args.max_sketches} is out of range 1..32")
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"port {args.port} is out of range 1..65535")
+    if not 1 <= args.nflog_threshold <= 1024:
+        raise ConfigError(f"nflog_threshold {args.nflog_threshold} is out of range 1..1024")
     if args.secret_file:
         check_secret_file(args.secret_file)
     return args
@@ -136,9 +144,9 @@ def _mac_of(ip: str | None) -> str | None:
 
 
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
-              interval: float = 2.0) -> None:
-    """Register with the controller as reachable at ``advertise``, then heartbeat;
-    retry forever, never raise."""
+              cost: Callable[[], dict], interval: float = 2.0) -> None:
+    """Register with the controller as reachable at ``advertise``, then heartbeat with
+    the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise."""
     import eventlet
 
     base = args.controller.rstrip("/")
@@ -155,8 +163,13 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                 registered = True
                 log.info("registered with %s as %s", base, args.name)
             else:
+                try:
+                    beat = {"monitor": cost()}
+                except Exception as exc:  # noqa: BLE001 - a heartbeat must still go out
+                    log.warning("monitor cost unavailable: %s", exc)
+                    beat = {}
                 status, reply = http.request(
-                    "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat", json={},
+                    "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat", json=beat,
                     timeout=3)
                 if status == 404:
                     registered = False
@@ -224,17 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         verifier, auth = Verifier(secret), HmacAuth(secret)
     try:
         capture = None if args.no_capture else Capture(
-            args.name, args.queue_num, args.queues, args.exclude_interface)
+            args.name, args.queue_num, args.queues, args.exclude_interface,
+            nflog_threshold=args.nflog_threshold)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     monitors: list[Monitor] = [] if args.no_capture else [
         MonitorProcess(args.queue_num + i, args.max_len,
-                       extra_args=["--accept-only"] if args.monitor_accept_only else None)
+                       extra_args=(["--accept-only"] if args.monitor_accept_only else [])
+                       + ["--nflog-threshold", str(args.nflog_threshold)])
         for i in range(args.queues)]
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
-                  data_ip=args.data_ip)
+                  data_ip=args.data_ip, capture_mode=args.capture)
     advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls
@@ -266,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                  "allowed" if args.allow_legacy else "refused")
         threads = [eventlet.spawn(supervisor, agent, overlay)]
         if args.controller:
-            threads.append(eventlet.spawn(registrar, args, advertise, http))
+            threads.append(eventlet.spawn(registrar, args, advertise, http, agent.cost))
         threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
                                                insecure=args.insecure, bandwidth=bandwidth,

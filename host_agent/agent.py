@@ -31,6 +31,13 @@ matched since ``counting_since`` minus those the monitor counted: traffic
 accepted by fail-open on a full queue or by ``--queue-bypass`` while no
 monitor was bound. It is ``null`` when the agent runs without capture rules.
 
+A ``flows`` task is one sketch whose capture rule feeds both a five_tuple
+counter (``measure_model.task.flow_counter``: what travels up the overlay)
+and a flow cache in each monitor (``add_flows``: the task in its wire form
+plus the collectors' addresses, resolved here so the monitor never waits
+for DNS). A sampled task's rule carries the iptables ``statistic`` match.
+Health and the monitors' cost are assembled in ``agent_health.py``.
+
 Limits (constructor arguments, ``--max-sketches`` etc.) are checked before
 anything is installed: at most ``max_sketches`` sketches (and at most 32,
 one mark bit each), ``max_counters`` counters in all, and ``max_memory_mb``
@@ -40,23 +47,32 @@ of sketch cells (width x depth x 8 bytes per counter per monitor process).
 from __future__ import annotations
 
 import logging
-import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
+from host_agent import agent_health
 from host_agent.capture import MAX_SLOTS, Capture, CaptureFilter, free_slot
 from host_agent.crash_loop import CrashLoop
 from host_agent.errors import AgentError, MonitorError
 from host_agent.protocols import Monitor
 from host_agent.sketches import CounterConfig, Sketch
-from measure_model.fields import FieldError
+from measure_model.fields import FieldError, parse_host_port
 from measure_model.report import merge
 from measure_model.snapshot import Snapshot
-from measure_model.task import FILTER, KEYS, Task, counter_task
+from measure_model.task import (
+    DEFAULT_CAPTURE,
+    FILTER,
+    KEYS,
+    Task,
+    counter_task,
+    field_value,
+    flow_counter,
+)
 
 log = logging.getLogger("host_agent")
 
@@ -80,6 +96,14 @@ def capture_filter(body: Any) -> CaptureFilter:
         raise AgentError(400, str(exc)) from None
 
 
+def parse_capture_mode(value: Any) -> str:
+    """A capture mode (the task table's ``capture`` row); 400 naming the field."""
+    try:
+        return field_value("capture", {"capture": value})
+    except FieldError as exc:
+        raise AgentError(400, str(exc)) from None
+
+
 def parse_counter(body: Any, filt: CaptureFilter) -> Task:
     """A per-host counter body as a Task on a sketch's filter; 400 naming the field."""
     try:
@@ -88,13 +112,33 @@ def parse_counter(body: Any, filt: CaptureFilter) -> Task:
         raise AgentError(400, str(exc)) from None
 
 
+def resolve_collector(collector: str) -> str | None:
+    """The collector's address, resolved here (the agent's loop, not the monitor's packet
+    loop, waits for DNS); None when the name does not resolve (the monitor reports it)."""
+    host, port = parse_host_port(collector)
+    try:
+        return str(socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0])
+    except OSError as exc:
+        log.warning("collector %s does not resolve: %s", collector, exc)
+        return None
+
+
+def flows_entry(task: Task) -> dict[str, Any]:
+    """The monitor protocol's flow-cache entry of a flows task."""
+    return {"task": task.to_dict(),
+            "addresses": [resolve_collector(t.collector) for t in task.export or ()]}
+
+
 class Agent:
     """One host's measurement state; see the module docstring."""
 
     def __init__(self, name: str, monitors: list[Monitor], capture: Capture | None = None,
                  max_sketches: int = 32, max_counters: int = 128, max_memory_mb: float = 256,
-                 clock: Callable[[], float] = time.time, data_ip: str | None = None) -> None:
+                 clock: Callable[[], float] = time.time, data_ip: str | None = None,
+                 capture_mode: str | None = None) -> None:
         self.name, self.monitors, self.capture = name, monitors, capture
+        # None: each task's ``capture`` field decides; else every sketch uses this mode
+        self.capture_mode = None if capture_mode is None else parse_capture_mode(capture_mode)
         self.max_sketches = min(max_sketches, MAX_SLOTS)
         self.max_counters, self.max_memory = max_counters, int(max_memory_mb * 2 ** 20)
         self.clock, self.data_ip = clock, data_ip
@@ -105,6 +149,7 @@ class Agent:
         self.counting_since = self.started
         self.restarts = 0
         self.crash_loop = CrashLoop()
+        self.cost_meter = agent_health.CostMeter()
         self.gaps: list[dict] = []
         self.advertise: str | None = None
         self._retry_at: dict[int, float] = {}
@@ -149,21 +194,27 @@ class Agent:
         per = sum(c.cell_bytes for sk in self.sketches.values() for c in sk.counters.values())
         return per * max(1, len(self.monitors))
 
-    def create_sketch(self, filter_body: Any, task_id: str | None = None) -> Sketch:
-        """A new sketch for a filter body, or an already parsed CaptureFilter."""
+    def create_sketch(self, filter_body: Any, task_id: str | None = None,
+                      sample: float = 1.0, sample_mode: str = "random",
+                      capture: Any = DEFAULT_CAPTURE) -> Sketch:
+        """A new sketch for a filter body, or an already parsed CaptureFilter; ``sample``
+        < 1 makes its capture rule sample packets (iptables ``statistic``); captured with
+        ``capture`` (or the agent's own mode when it has one)."""
         filt = (filter_body if isinstance(filter_body, CaptureFilter)
                 else capture_filter(filter_body))
+        mode = self.capture_mode or parse_capture_mode(capture)
         with self.lock:
             if len(self.sketches) >= self.max_sketches:
                 raise AgentError(409, f"limit reached: at most {self.max_sketches} sketches")
-            slot = free_slot([s.slot for s in self.sketches.values()])
+            slot = free_slot([s.slot for s in self.sketches.values()], mode)
             if slot is None:
-                raise AgentError(409, f"limit reached: all {MAX_SLOTS} mark bits are in use")
-            sketch = Sketch(self.next_sketch, slot, filt, task_id=task_id, created=self.clock())
+                raise AgentError(409, f"limit reached: every {mode} mark bit is in use")
+            sketch = Sketch(self.next_sketch, slot, filt, task_id=task_id, created=self.clock(),
+                            sample=sample, sample_mode=sample_mode, capture=mode)
             self._broadcast({"op": "add_sketch", "sketch": sketch.id, "slot": slot})
             if self.capture is not None:
                 try:
-                    self.capture.add(sketch.id, slot, filt)
+                    self.capture.add(sketch.id, slot, filt, sample, sample_mode)
                 except RuntimeError as exc:
                     self._broadcast({"op": "remove_sketch", "sketch": sketch.id})
                     raise AgentError(500, f"capture rule failed: {exc}") from None
@@ -282,7 +333,8 @@ class Agent:
         snap.setdefault("generated_at", now)
         snap.setdefault("oldest", now)
         snap["monitor"] = {"restarts": self.restarts, "gaps": list(self.gaps),
-                           "counting_since": max(self.counting_since, sketch.created)}
+                           "counting_since": max(self.counting_since, sketch.created),
+                           "capture": sketch.capture}
         return snap
 
     # ------------------------------------------------------------ tasks (overlay)
@@ -297,17 +349,34 @@ class Agent:
         if not task.measures or task.filter is None:
             raise AgentError(400, f"kind {task.kind!r} is not a measurement task")
         filt = CaptureFilter.from_filter(task.filter)
+        flows = task.kind == "flows"
         with self.lock:
             if task_id in self.tasks:
                 self.remove_task(task_id)
-            sketch = self.create_sketch(filt, task_id=task_id)
+            sketch = self.create_sketch(filt, task_id=task_id, sample=task.sample or 1.0,
+                                        sample_mode=task.sample_mode or "random",
+                                        capture=task.capture or DEFAULT_CAPTURE)
             try:
-                self.add_task_counter(sketch.id, task, candidate_divisor)
-            except AgentError:
+                self.add_task_counter(sketch.id, flow_counter(task) if flows else task,
+                                      candidate_divisor)
+                if flows:
+                    entry = flows_entry(task)
+                    self._broadcast({"op": "add_flows", "sketch": sketch.id, "entry": entry})
+                    sketch.flows = entry
+            except (AgentError, MonitorError):
                 self.delete_sketch(sketch.id)
                 raise
             self.tasks[task_id] = sketch.id
         return sketch.id
+
+    def flows_top(self, task_id: str, n: int = 10, by: str = "bytes") -> list[dict]:
+        """The task's ``n`` largest active flows on this agent (merged over monitors)."""
+        sid = self.tasks.get(task_id)
+        if sid is None or self.sketches[sid].flows is None:
+            raise AgentError(404, f"task {task_id} has no flow cache here")
+        rows = [r for part in self._broadcast({"op": "flows_top", "sketch": sid, "n": n,
+                                               "by": by}) for r in part]
+        return sorted(rows, key=lambda r: r[by], reverse=True)[:n]
 
     def remove_task(self, task_id: str) -> None:
         with self.lock:
@@ -353,6 +422,8 @@ class Agent:
                     mon.call({"op": "add_sketch", "sketch": sketch.id, "slot": sketch.slot,
                               "counters": {str(c): cfg.entry()
                                            for c, cfg in sketch.counters.items()}})
+                    if sketch.flows is not None:
+                        mon.call({"op": "add_flows", "sketch": sketch.id, "entry": sketch.flows})
                     now_rule = (rules or {}).get(sketch.id, (0, 0))
                     if unmeasured is not None:
                         unmeasured += max(0, now_rule[0] - sketch.base[0]
@@ -379,26 +450,10 @@ class Agent:
             return
         self._seen = {int(sid): pk for sid, (pk, _) in seen.items()}
 
+    def cost(self) -> dict:
+        """The monitor cost object (``measure_model/cost.py``) as health reports it."""
+        return self.health()["monitor"]
+
     def health(self) -> dict:
-        mons = []
-        for m in self.monitors:
-            alive = m.alive() if hasattr(m, "alive") else True
-            info = {"queue": getattr(m, "queue", None), "pid": getattr(m, "pid", None),
-                    "alive": alive, "packets": None}
-            if alive:
-                try:
-                    stats = m.call({"op": "stats"})
-                    info.update(packets=stats["packets"], unmatched=stats["unmatched"],
-                                batches=stats["batches"])
-                except (MonitorError, AgentError):
-                    info["alive"] = False
-            mons.append(info)
-        looping = self.crash_loop.looping(self.clock())
-        ok = all(m["alive"] for m in mons) and not looping
-        return {"name": self.name, "status": "ok" if ok else "degraded",
-                "monitor": {"restarts": self.restarts, "crash_looping": looping},
-                "uptime": self.clock() - self.started, "sketches": len(self.sketches),
-                "counters": sum(len(s.counters) for s in self.sketches.values()),
-                "tasks": sorted(self.tasks), "memory_bytes": self.memory_used(),
-                "monitors": mons, "restarts": self.restarts, "gaps": list(self.gaps),
-                "counting_since": self.counting_since, "pid": os.getpid()}
+        """``GET /agent/v1/health``: state, monitors, cost, flow caches (agent_health.py)."""
+        return agent_health.health(self, (MonitorError, AgentError))

@@ -4,6 +4,7 @@ Routes (docs/design.md, "Agent HTTP API"):
 
     POST   /                                      legacy messages (legacy.py)
     GET    /agent/v1/health
+    GET    /agent/v1/flows/{task}                 active flows of a flows task (?top=&by=)
     GET    /agent/v1/sketches                     list
     POST   /agent/v1/sketches                     {"filter": {...}, "counters": [{...}]}
     GET    /agent/v1/sketches/{id}
@@ -34,12 +35,13 @@ from typing import Any
 
 import webob
 
-from host_agent.agent import Agent, capture_filter, parse_counter
+from host_agent.agent import Agent, capture_filter, parse_capture_mode, parse_counter
 from host_agent.bw_http import BandwidthApi, bandwidth_api
 from host_agent.errors import AgentError, MonitorError
 from host_agent.legacy import LegacyContext, handle_legacy
 from host_agent.overlay_node import OverlayNode
 from measure_model.httpclient import HttpClient
+from measure_model.task import DEFAULT_CAPTURE
 
 log = logging.getLogger("host_agent.api")
 
@@ -51,7 +53,7 @@ NO_SECRET = ("this agent has no shared secret: configuration is accepted only fr
 LEGACY_DISABLED = "legacy messages are disabled; start the agent with --allow-legacy"
 _ID = r"(\d{1,9})"
 _TASK = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
-SKETCH_BODY_FIELDS = ("filter", "counters")
+SKETCH_BODY_FIELDS = ("filter", "counters", "capture")
 
 
 def json_response(obj: Any, status: int = 200) -> webob.Response:
@@ -99,6 +101,7 @@ class AgentApp:
         self.allow_legacy, self.max_body = allow_legacy, max_body
         self.routes: list[tuple[re.Pattern[str], dict[str, Any]]] = [
             (re.compile(r"^/agent/v1/health$"), {"GET": self.health}),
+            (re.compile(rf"^/agent/v1/flows/{_TASK}$"), {"GET": self.get_flows}),
             (re.compile(r"^/agent/v1/sketches$"), {"GET": self.list_sketches,
                                                    "POST": self.create_sketch}),
             (re.compile(rf"^/agent/v1/sketches/{_ID}$"), {"GET": self.get_sketch,
@@ -193,6 +196,17 @@ class AgentApp:
                 out["overlay"] = None
         return json_response(out)
 
+    def get_flows(self, req: webob.Request, task_id: str) -> webob.Response:
+        """This agent's active flows of a flows task (``?top=N&by=bytes|packets``)."""
+        top = req.GET.get("top", "10")
+        if not re.fullmatch(r"[1-9][0-9]{0,2}|1000", top):
+            raise AgentError(400, "query parameter 'top' must be an integer from 1 to 1000")
+        by = req.GET.get("by", "bytes")
+        if by not in ("bytes", "packets"):
+            raise AgentError(400, "query parameter 'by' must be bytes or packets")
+        return json_response({"task": task_id, "by": by,
+                              "flows": self.agent.flows_top(task_id, int(top), by)})
+
     def list_sketches(self, req: webob.Request) -> webob.Response:
         return json_response([s.describe() for _, s in sorted(self.agent.sketches.items())])
 
@@ -205,13 +219,14 @@ class AgentApp:
         if not isinstance(counters, list):
             raise AgentError(400, "counters must be a list of counter objects")
         filt = capture_filter(body.get("filter", {}))
+        mode = parse_capture_mode(body.get("capture", DEFAULT_CAPTURE))
         tasks = []
         for i, c in enumerate(counters):  # parse all before installing anything
             try:
                 tasks.append(parse_counter(c, filt))
             except AgentError as exc:
                 raise AgentError(400, f"counters[{i}]: {exc.message}") from None
-        sketch = self.agent.create_sketch(filt)
+        sketch = self.agent.create_sketch(filt, capture=mode)
         try:
             for task in tasks:
                 self.agent.add_task_counter(sketch.id, task)

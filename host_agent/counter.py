@@ -65,8 +65,11 @@ import numpy as np
 from measure_model.hll import HyperLogLog
 from measure_model.keys import (
     HeaderBatch,
+    empty_keys,
     format_key,
     key_ints,
+    key_width,
+    pack_keys,
     parse_key,
     sketch_key_of,
 )
@@ -141,9 +144,9 @@ class CounterSpec:
 class _Bucket:
     """One window bucket: per-key counts and scan pairs, compacted lazily."""
 
-    def __init__(self, index: int, five: bool) -> None:
+    def __init__(self, index: int, key: str) -> None:
         self.index = index
-        self.five = five
+        self.key = key
         self.keys: list[np.ndarray] = []
         self.reps: list[np.ndarray] = []
         self.counts: list[np.ndarray] = []
@@ -151,8 +154,8 @@ class _Bucket:
         self.truncated = False
         self.hll = HyperLogLog(WINDOW_HLL_PRECISION)
         self.hll_done = 0                   # arrays of self.keys already in self.hll
-        self.ports: list[np.ndarray] = []   # src << 16 | dport
-        self.dsts: list[np.ndarray] = []    # src << 32 | dst
+        self.ports: list[np.ndarray] = []   # unique src_dport full keys (rows)
+        self.dsts: list[np.ndarray] = []    # unique src_dst full keys (rows)
         self.pairs_pending = 0
         self.scan_truncated = False
 
@@ -177,7 +180,7 @@ class _Bucket:
             self.hll_done = 1
         if not self.keys:
             empty = np.zeros(0, np.uint64)
-            reps = np.zeros((0, 2), np.uint64) if self.five else empty
+            reps = pack_keys(self.key, empty_keys(self.key))
             return empty, reps, np.zeros(0, np.int64)
         return self.keys[0], self.reps[0], self.counts[0]
 
@@ -190,9 +193,9 @@ class _Bucket:
 
     def compact_pairs(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
         out = []
-        for name in ("ports", "dsts"):
+        for name, key_type in (("ports", "src_dport"), ("dsts", "src_dst")):
             parts = getattr(self, name)
-            arr = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+            arr = _unique_rows(np.concatenate(parts)) if parts else empty_keys(key_type)
             if arr.shape[0] > limit:
                 arr = arr[:limit]
                 self.scan_truncated = True
@@ -244,6 +247,24 @@ def _combine(keys: list[np.ndarray], reps: list[np.ndarray], counts: list[np.nda
     return uniq, reps_u, sums, distinct
 
 
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    """Unique rows of a full-key array, in lexicographic (so per-source) order."""
+    return np.unique(rows, axis=0) if rows.shape[0] > 1 else rows
+
+
+def _by_source(rows: np.ndarray) -> dict[int, tuple[int, int]]:
+    """Per source address (the first two words) of sorted pair rows: (first row, count)."""
+    k = rows.shape[0]
+    if k == 0:
+        return {}
+    flags = np.ones(k, bool)
+    flags[1:] = (rows[1:, :2] != rows[:-1, :2]).any(axis=1)
+    starts = flags.nonzero()[0]
+    counts = np.diff(np.append(starts, k))
+    return dict(zip(key_ints("src", rows[starts, :2]),
+                    zip(starts.tolist(), counts.tolist(), strict=True), strict=True))
+
+
 @dataclass
 class _ScanView:
     """Scan pairs of one window: sorted pair arrays and, per source, (first index, count)."""
@@ -261,7 +282,6 @@ class Counter:
     def __init__(self, spec: CounterSpec, now: float) -> None:
         self.spec = spec
         self.created = float(now)
-        self.five = spec.key == "five_tuple"
         self.sketch = CountMinSketch(spec.width, spec.depth, spec.seed, spec.conservative)
         self.hll = HyperLogLog(spec.hll_precision)
         self.packets = 0
@@ -276,12 +296,12 @@ class Counter:
         self._pruned_at = 0.0
         step = spec.window_length / (SLIDING_BUCKETS if spec.window_mode == "sliding" else 1)
         self._step = step
-        self._buckets: deque[_Bucket] = deque([_Bucket(self._index(now), self.five)])
+        self._buckets: deque[_Bucket] = deque([_Bucket(self._index(now), spec.key)])
         self._previous: _Bucket | None = None
 
     # ------------------------------------------------------------ helpers
     def _empty_reps(self) -> np.ndarray:
-        return np.zeros((0, 2), np.uint64) if self.five else np.zeros(0, np.uint64)
+        return pack_keys(self.spec.key, empty_keys(self.spec.key))
 
     def _index(self, now: float) -> int:
         return math.floor(now / self._step)
@@ -293,10 +313,10 @@ class Counter:
             return
         if self.spec.window_mode == "tumbling":
             self._previous = current if current.index == index - 1 else _Bucket(index - 1,
-                                                                                 self.five)
-            self._buckets = deque([_Bucket(index, self.five)])
+                                                                                 self.spec.key)
+            self._buckets = deque([_Bucket(index, self.spec.key)])
             return
-        self._buckets.append(_Bucket(index, self.five))
+        self._buckets.append(_Bucket(index, self.spec.key))
         while self._buckets[0].index <= index - SLIDING_BUCKETS:
             self._buckets.popleft()
 
@@ -331,7 +351,7 @@ class Counter:
             self.total += nbytes
         self.packets += n
         self.bytes += nbytes
-        reps = batch.full_keys(self.spec.key)[first] if self.five else uniq
+        reps = pack_keys(self.spec.key, batch.full_keys(self.spec.key, first))
         est = self.sketch.update(uniq, counts)
         self._hll_pending.append(uniq)
         self._hll_pending_n += uniq.shape[0]
@@ -340,9 +360,8 @@ class Counter:
         self._update_candidates(uniq, reps, est)
         self._buckets[-1].add(uniq, reps, counts, self.spec.max_window_keys)
         if self.spec.scan:
-            src = batch.src.astype(np.uint64)
-            ports = np.unique((src << np.uint64(16)) | batch.dport.astype(np.uint64))
-            dsts = np.unique((src << np.uint64(32)) | batch.dst.astype(np.uint64))
+            ports = _unique_rows(batch.full_keys("src_dport"))
+            dsts = _unique_rows(batch.full_keys("src_dst"))
             self._buckets[-1].add_pairs(ports, dsts, 10 * self.spec.max_window_keys)
 
     def _flush_hll(self) -> None:
@@ -475,18 +494,9 @@ class Counter:
             ports_parts.append(p)
             dsts_parts.append(d)
             truncated = truncated or b.scan_truncated
-        ports = np.unique(np.concatenate(ports_parts))
-        dsts = np.unique(np.concatenate(dsts_parts))
-        p_src, p_first, p_n = np.unique(ports >> np.uint64(16), return_index=True,
-                                        return_counts=True)
-        d_src, d_first, d_n = np.unique(dsts >> np.uint64(32), return_index=True,
-                                        return_counts=True)
-        return _ScanView(ports, dsts,
-                         dict(zip(p_src.tolist(), zip(p_first.tolist(), p_n.tolist(),
-                                                      strict=True), strict=True)),
-                         dict(zip(d_src.tolist(), zip(d_first.tolist(), d_n.tolist(),
-                                                      strict=True), strict=True)),
-                         truncated)
+        ports = _unique_rows(np.concatenate(ports_parts))
+        dsts = _unique_rows(np.concatenate(dsts_parts))
+        return _ScanView(ports, dsts, _by_source(ports), _by_source(dsts), truncated)
 
     def scan(self, now: float) -> dict[str, dict[str, Any]]:
         """Per source: distinct dports and dsts in one window (``{}`` if scan is off).
@@ -514,10 +524,10 @@ class Counter:
             dv = max(views, key=lambda v: v.dsts_of.get(src, (0, 0))[1])
             i, n = pv.ports_of.get(src, (0, 0))
             j, m = dv.dsts_of.get(src, (0, 0))
-            port_list = (pv.ports[i:i + min(n, cap)] & np.uint64(0xFFFF)).tolist()
-            dst_list = [format_key("dst", int(x))
-                        for x in (dv.dsts[j:j + min(m, cap)] & np.uint64(0xFFFFFFFF)).tolist()]
-            out[format_key("src", int(src))] = {
+            port_list = pv.ports[i:i + min(n, cap), 2].tolist()
+            dst_list = [format_key("dst", x)
+                        for x in key_ints("dst", dv.dsts[j:j + min(m, cap), 2:4])]
+            out[format_key("src", src)] = {
                 "ports": port_list, "dsts": dst_list,
                 "truncated": bool(pv.truncated or dv.truncated or n > cap or m > cap)}
         return out
@@ -568,7 +578,7 @@ class Counter:
     @property
     def memory_bytes(self) -> int:
         """Rough upper bound of the memory this counter can hold."""
-        per_window_key = 8 * (4 if self.five else 3)
+        per_window_key = 8 * (key_width(self.spec.key) + 2)
         buckets = SLIDING_BUCKETS + 1 if self.spec.window_mode == "sliding" else 2
         window = buckets * (5 * self.spec.max_window_keys * per_window_key + 1024)
         scan = buckets * 50 * self.spec.max_window_keys * 8 if self.spec.scan else 0

@@ -1,4 +1,4 @@
-"""The monitor process: one NFQUEUE packet loop feeding the sketches' counters.
+"""The monitor process: one NFQUEUE + NFLOG packet loop feeding the sketches' counters.
 
 Process model
 -------------
@@ -20,7 +20,12 @@ ever compromised, and because a line is easy to read in a trace. Requests:
     {"op": "query", "sketch": 1, "counter": 2, "method": "snapshot", "now": t}
         (method: snapshot | estimate (+ "key") | heavy_hitters | top_k
          | window | scan)
-    {"op": "stats"}  -> {"seen": {"1": [pkts, bytes]}, "packets": n, ...}
+    {"op": "stats"}  -> {"seen": {"1": [pkts, bytes]}, "packets": n, "cpu_seconds": s,
+                         "rss_bytes": n, "flows": {"1": {cache + exporter counters}}, ...}
+    {"op": "add_flows", "sketch": 1, "entry": {"task": Task.to_dict() (kind flows),
+                                                "addresses": [collector address, ...]}}
+    {"op": "remove_flows", "sketch": 1}   (exports every flow still cached)
+    {"op": "flows_top", "sketch": 1, "n": 10, "by": "bytes" | "packets"}
 
 A counter ``entry`` is ``{"task": Task.to_dict(), "candidate_divisor": n}``
 (see ``default_counter_factory``). Replies are ``{"ok": true, "result":
@@ -47,7 +52,16 @@ flushes a batch every ``BATCH`` packets or ``FLUSH_S`` seconds: the
 batch is split by mark value (usually one), parsed once per split with
 ``HeaderBatch.from_payloads`` and given to every counter of every sketch
 whose mark bit is set (see ``capture.py`` for the mark scheme: one queue
-carries all sketches, overlapping filters count in each).
+carries all sketches, overlapping filters count in each). A sketch of a
+``flows`` task also feeds its flow cache (``flowexport.FlowTask``) with the
+same parsed batch; the loop expires flows and sends records off the packet
+path (``MonitorCore.tick``, every turn, acting twice a second).
+
+Passive capture. The same loop also reads the NFLOG group numbered like the
+queue (``nflog.py``): packets of ``capture: nflog`` sketches arrive there as
+header copies in kernel-made batches, never wait for a verdict, and go into
+the same ``payloads``/``marks`` lists, so both modes share one batch path.
+What the kernel could not deliver (sequence gaps, ENOBUFS) is in ``stats``.
 """
 
 from __future__ import annotations
@@ -81,6 +95,10 @@ _NFQA_CFG_F_GSO = 4
 _NFQNL_MSG_VERDICT_BATCH = 3
 _NFQA_VERDICT_HDR = 2
 _NF_ACCEPT = 1
+
+
+def _ignore_mark(_: int) -> None:
+    """The accept-only NFLOG path counts packets and does nothing with their marks."""
 
 
 def fail_open_message(queue: int, gso: bool = True) -> bytes:
@@ -132,18 +150,36 @@ def default_batch_parser(payloads: list[bytes]) -> Any:
 
 
 def ip_bytes(payloads: list[bytes]) -> int:
-    """Sum of the IPv4 total-length fields of the copied headers."""
-    return sum((p[2] << 8) | p[3] for p in payloads if len(p) >= 4)
+    """Sum of the IP lengths of the copied headers (IPv4 total length, IPv6 40 + payload)."""
+    total = 0
+    for p in payloads:
+        if len(p) >= 6 and p[0] >> 4 == 6:
+            total += 40 + ((p[4] << 8) | p[5])
+        elif len(p) >= 4:
+            total += (p[2] << 8) | p[3]
+    return total
+
+
+def process_cost() -> tuple[float, int]:
+    """This process's CPU seconds (user + system) and resident memory in bytes."""
+    times = os.times()
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    return times.user + times.system, rss
 
 
 class SketchState:
-    """One sketch inside the monitor: its mark bit, counters and seen totals."""
+    """One sketch inside the monitor: its mark bit, counters, flow cache and seen totals."""
 
-    __slots__ = ("sketch", "bit", "counters", "packets", "bytes")
+    __slots__ = ("sketch", "bit", "counters", "flows", "packets", "bytes")
 
     def __init__(self, sketch: int, slot: int) -> None:
         self.sketch, self.bit = sketch, 1 << slot
         self.counters: dict[int, Any] = {}
+        self.flows: Any = None
         self.packets = 0
         self.bytes = 0
 
@@ -160,6 +196,8 @@ class MonitorCore:
         self.batches = 0
         self.errors = 0
         self.started = time.time()
+        self.queue = 0  # set by run(): flow exports use (queue << 16) | sketch as domain
+        self.nflog: Any = None   # the NflogReader when run() bound one
 
     def ingest(self, payloads: list[bytes], marks: list[int], now: float) -> None:
         """Count one batch: split by mark, parse once per split, update counters."""
@@ -184,13 +222,28 @@ class MonitorCore:
                     nbytes = ip_bytes(group)
                 state.packets += len(group)
                 state.bytes += nbytes
-                if state.counters:
+                if state.counters or state.flows is not None:
                     if batch is None:
                         batch = self.parse(group)
                     for counter in state.counters.values():
                         counter.update(batch, now)
+                    if state.flows is not None:
+                        state.flows.update(batch, now)
             if not matched:
                 self.unmatched += len(group)
+
+    def tick(self, now: float) -> None:
+        """Per-loop-turn work off the packet path: flow expiry and export."""
+        for state in self.sketches.values():
+            if state.flows is not None:
+                state.flows.tick(now)
+
+    def close(self, now: float) -> None:
+        """Export every cached flow (the monitor is stopping)."""
+        for state in self.sketches.values():
+            if state.flows is not None:
+                state.flows.close(now)
+                state.flows = None
 
     def handle(self, msg: dict, now: float) -> Any:
         """Execute one command; return its result or raise ValueError/KeyError."""
@@ -198,9 +251,14 @@ class MonitorCore:
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "stats":
+            cpu, rss = process_cost()
             return {"seen": {str(s): [st.packets, st.bytes] for s, st in self.sketches.items()},
                     "packets": self.packets, "unmatched": self.unmatched,
-                    "batches": self.batches, "errors": self.errors, "started": self.started}
+                    "batches": self.batches, "errors": self.errors, "started": self.started,
+                    "cpu_seconds": cpu, "rss_bytes": rss,
+                    "flows": {str(s): st.flows.describe() for s, st in self.sketches.items()
+                              if st.flows is not None},
+                    "nflog": self.nflog.stats() if self.nflog is not None else None}
         if op == "add_sketch":
             state = SketchState(int(msg["sketch"]), int(msg["slot"]))
             for cid, entry in (msg.get("counters") or {}).items():
@@ -208,7 +266,9 @@ class MonitorCore:
             self.sketches[state.sketch] = state
             return None
         if op == "remove_sketch":
-            self.sketches.pop(int(msg["sketch"]), None)
+            gone = self.sketches.pop(int(msg["sketch"]), None)
+            if gone is not None and gone.flows is not None:
+                gone.flows.close(now)
             return None
         found = self.sketches.get(int(msg.get("sketch", -1)))
         if found is None:
@@ -220,6 +280,23 @@ class MonitorCore:
         if op == "remove_counter":
             state.counters.pop(int(msg["counter"]), None)
             return None
+        if op == "add_flows":
+            from host_agent.flowexport import FlowTask
+
+            if state.flows is not None:
+                state.flows.close(now)
+            domain = (self.queue << 16) | (state.sketch & 0xFFFF)  # one stream per process
+            state.flows = FlowTask.from_entry(msg["entry"], domain=domain, now=now)
+            return None
+        if op == "remove_flows":
+            if state.flows is not None:
+                state.flows.close(now)
+                state.flows = None
+            return None
+        if op == "flows_top":
+            if state.flows is None:
+                raise KeyError(f"sketch {state.sketch} has no flow cache")
+            return state.flows.cache.top(int(msg.get("n", 10)), msg.get("by", "bytes"))
         if op == "query":
             counter = state.counters.get(int(msg["counter"]))
             if counter is None:
@@ -286,13 +363,17 @@ class CommandChannel:
 
 def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: bool = False,
         fail_open: bool = True, core: MonitorCore | None = None,
-        batch_verdicts: bool = True, priority: int = -10) -> None:
-    """Bind ``queue`` and serve packets and commands until the agent hangs up."""
+        batch_verdicts: bool = True, priority: int = -10, nflog: bool = True,
+        nflog_threshold: int = 64) -> None:
+    """Bind ``queue`` (and the NFLOG group of the same number) and serve packets and
+    commands until the agent hangs up."""
     from netfilterqueue import COPY_PACKET, NetfilterQueue
 
+    from host_agent.nflog import NflogReader
     from measure_model.keys import HEADER_COPY_BYTES
 
     core = core or MonitorCore()
+    core.queue = queue
     if priority:
         try:  # wake up ahead of bulk work: the verdict path waits on this process
             os.setpriority(os.PRIO_PROCESS, 0, priority)
@@ -331,6 +412,15 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
         nl.send(fail_open_message(queue))
     nl.setblocking(False)
     budget = _Budget(nl)
+    reader = NflogReader(queue, HEADER_COPY_BYTES, nflog_threshold) if nflog else None
+    core.nflog = reader
+    log_payload: Callable[[bytes], None] = add_payload
+    log_mark: Callable[[int], None] = add_mark
+    if reader is not None and accept_only:
+        def count_only(_: bytes) -> None:
+            accepted[0] += 1
+        log_payload, log_mark = count_only, _ignore_mark
+    watched = [nl, cmd_sock] if reader is None else [nl, reader, cmd_sock]
     chan = CommandChannel(cmd_sock)
     cmd_sock.setblocking(False)
     stop = [False]
@@ -339,9 +429,9 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
     last_flush = time.monotonic()
     try:
         while not stop[0]:
-            timeout = FLUSH_S if payloads else 1.0
+            timeout = FLUSH_S if payloads else 0.5
             try:
-                ready, _, _ = select.select([nl, cmd_sock], [], [], timeout)
+                ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
                 continue
             if nl in ready:
@@ -350,6 +440,8 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                 if last_id[0]:  # one verdict message for everything just drained
                     nl.send(verdict_batch_message(queue, last_id[0]))
                     last_id[0] = 0
+            if reader is not None and reader in ready:
+                reader.drain(log_payload, log_mark)
             mono = time.monotonic()
             if payloads and (len(payloads) >= BATCH or mono - last_flush >= FLUSH_S
                              or cmd_sock in ready):
@@ -364,6 +456,11 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                 last_flush = mono
             elif not payloads:
                 last_flush = mono
+            try:
+                core.tick(time.time())
+            except Exception as exc:  # noqa: BLE001 - an export problem must not stop counting
+                core.errors += 1
+                print(f"monitor: flow export: {exc!r}", file=sys.stderr, flush=True)
             if cmd_sock in ready:
                 msgs = chan.read()
                 if msgs is None:
@@ -379,7 +476,15 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                     except Exception as exc:  # noqa: BLE001 - keep serving
                         chan.reply({"ok": False, "internal": True, "error": repr(exc)})
     finally:
+        try:  # count what is pending and export every cached flow before leaving
+            if payloads:
+                core.ingest(payloads, marks, time.time())
+            core.close(time.time())
+        except Exception as exc:  # noqa: BLE001 - unbinding matters more
+            print(f"monitor: final flow export: {exc!r}", file=sys.stderr, flush=True)
         nfq.unbind()
+        if reader is not None:
+            reader.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,11 +502,16 @@ def main(argv: list[str] | None = None) -> int:
                              "per drained burst (benchmark comparison)")
     parser.add_argument("--no-fail-open", action="store_true",
                         help="drop instead of accept when the queue is full")
+    parser.add_argument("--no-nflog", action="store_true",
+                        help="do not bind the NFLOG group numbered like the queue")
+    parser.add_argument("--nflog-threshold", type=int, default=64,
+                        help="NFLOG packets the kernel gathers per message (default 64)")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     try:
         run(args.queue, sock, max_len=args.max_len, accept_only=args.accept_only,
-            fail_open=not args.no_fail_open, batch_verdicts=not args.per_packet_verdicts)
+            fail_open=not args.no_fail_open, batch_verdicts=not args.per_packet_verdicts,
+            nflog=not args.no_nflog, nflog_threshold=args.nflog_threshold)
     except OSError as exc:
         print(f"monitor: queue {args.queue}: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -383,6 +383,10 @@ class OverlayNode:
         if p.own is not None:
             parts.append((self.name, p.own, [self.name]))
             per_host[self.name] = host_summary(p.own, now, self.per_host_top)
+            try:
+                per_host[self.name]["monitor"] = self.agent.cost()
+            except Exception as exc:  # noqa: BLE001 - a report goes out without it
+                log.warning("monitor cost unavailable: %s", exc)
         elif self.state.in_scope(state.task):
             missing.append(self.name)
         for name in kids:

@@ -49,6 +49,10 @@ class OverlayAgent(Protocol):
         """The cumulative snapshot of a task since it was installed."""
         ...
 
+    def cost(self) -> dict:
+        """What the monitor costs now (``measure_model/cost.py``)."""
+        ...
+
 
 class LegacyAgent(OverlayAgent, Protocol):
     """An agent that also holds counters made by the original messages."""

@@ -55,9 +55,19 @@ class Sketch:
     created: float = 0.0
     next_counter: int = 1
     base: tuple[int, int] = (0, 0)     # rule counters when counting (re)started
+    sample: float = 1.0                # the capture rule's sampling (1: every packet)
+    sample_mode: str = "random"
+    flows: dict[str, Any] | None = None  # the monitor's flow-cache entry (kind flows)
+    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py)
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,
-                "created": self.created,
-                "counters": [{"id": cid, **c.describe()}
-                             for cid, c in sorted(self.counters.items())]}
+        out = {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,
+               "capture": self.capture, "created": self.created,
+               "counters": [{"id": cid, **c.describe()}
+                            for cid, c in sorted(self.counters.items())]}
+        if self.sample < 1:
+            out["sample"] = {"probability": self.sample, "mode": self.sample_mode}
+        if self.flows is not None:
+            out["flows"] = {"export": self.flows["task"].get("export", []),
+                            "addresses": self.flows["addresses"]}
+        return out

@@ -182,21 +182,33 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _PORT_RE = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 
 
+_H = "[0-9A-Fa-f]{1,4}"
+IPV6_TEXT = ("(" + "|".join([
+    f"({_H}:){{7}}{_H}", f"({_H}:){{1,7}}:", f"({_H}:){{1,6}}:{_H}",
+    f"({_H}:){{1,5}}(:{_H}){{1,2}}", f"({_H}:){{1,4}}(:{_H}){{1,3}}",
+    f"({_H}:){{1,3}}(:{_H}){{1,4}}", f"({_H}:){{1,2}}(:{_H}){{1,5}}",
+    f"{_H}:(:{_H}){{1,6}}", f":((:{_H}){{1,7}}|:)"]) + ")")
+IPV4_PREFIX = rf"{_OCTET}(\.{_OCTET}){{3}}(/([0-9]|[12][0-9]|3[0-2]))?"
+IPV6_PREFIX = rf"{IPV6_TEXT}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
+
+
 @dataclass(frozen=True)
 class Prefix:
-    """An IPv4 address or prefix ``a.b.c.d/n``; host bits are masked as iptables does
-    (``10.0.0.5/24`` is ``10.0.0.0/24``) and ``/32`` is dropped."""
+    """An IPv4 (``a.b.c.d/n``) or IPv6 (hex groups, ``::``, ``/0..128``) address or
+    prefix; host bits are masked as iptables does (``10.0.0.5/24`` is
+    ``10.0.0.0/24``), a full-length prefix (``/32``, ``/128``) is written as the
+    address, IPv6 per RFC 5952. No zone ids, no dotted IPv4 inside IPv6."""
 
     def check(self, name: str, value: Any) -> str:
-        if not isinstance(value, str) or not re.fullmatch(
-                rf"{_OCTET}(\.{_OCTET}){{3}}(/([0-9]|[12][0-9]|3[0-2]))?", value):
+        if isinstance(value, str) and re.fullmatch(IPV6_PREFIX, value):
+            return str(ipaddress.IPv6Network(value, strict=False)).removesuffix("/128")
+        if not isinstance(value, str) or not re.fullmatch(IPV4_PREFIX, value):
             show = f"'{value}'" if isinstance(value, str) else type_name(value)
-            raise FieldError(f"{name} {show} is not an IPv4 address or prefix")
+            raise FieldError(f"{name} {show} is not an IPv4 or IPv6 address or prefix")
         return str(ipaddress.IPv4Network(value, strict=False)).removesuffix("/32")
 
     def json_schema(self) -> JsonSchema:
-        return {"type": "string",
-                "pattern": rf"^{_OCTET}(\.{_OCTET}){{3}}(/([0-9]|[12][0-9]|3[0-2]))?$"}
+        return {"type": "string", "pattern": f"^({IPV4_PREFIX}|{IPV6_PREFIX})$"}
 
 
 PORT = Integer(0, 65535)
@@ -219,6 +231,41 @@ class PortSpec:
     def json_schema(self) -> JsonSchema:
         return {"oneOf": [PORT.json_schema(),
                           {"type": "string", "pattern": f"^{_PORT_RE}:{_PORT_RE}$"}]}
+
+
+PORT_1_65535 = (r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+                r"|[1-9][0-9]{0,3})")
+HOST_PORT_RE = rf"(\[[0-9A-Fa-f:.]{{2,45}}\]|[A-Za-z0-9_.-]{{1,253}}):({PORT_1_65535})"
+
+
+def parse_host_port(value: Any) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); ValueError otherwise.
+
+    The host is a name or an address literal in ASCII (not resolved here);
+    the port is 1..65535. One regular expression, also the JSON schema's."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string 'host:port'")
+    match = re.fullmatch(HOST_PORT_RE, value, re.ASCII)
+    if match is None:
+        raise ValueError(f"'{value}' is not host:port with a port 1..65535")
+    return match[1].strip("[]"), int(match[2])
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A ``host:port`` string (a name, an IPv4 address or ``[IPv6]``; port 1..65535)."""
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise FieldError(f"{name} must be a string 'host:port', not {type_name(value)}")
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            raise FieldError(f"{name} {exc}") from None
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "pattern": f"^{HOST_PORT_RE}$"}
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from measure_model.cost import check_cost
 from measure_model.fields import is_count, is_number
 from measure_model.report import check_snapshot
 from measure_model.snapshot import Report
@@ -87,7 +88,7 @@ MAX_TIME = 1e13  # seconds since 1970: far future, still a plain float
 REPORT_FIELDS = ("task_id", "epoch", "from", "interval_end", "generated_at", "height", "kind",
                  "scan_ports", "snapshot", "covered", "missing", "oldest", "per_host", "errors")
 SUMMARY_FIELDS = ("packets", "bytes", "total", "heavy_hitters", "top_k", "distinct", "scan",
-                  "missed", "generated_at")
+                  "missed", "generated_at", "monitor")
 
 
 def is_time(v: Any) -> bool:
@@ -129,6 +130,8 @@ def _summary(name: Any, value: Any) -> None:
         raise ValueError(f"{where}: 'distinct' must be a non-negative integer")
     if "generated_at" in value and not is_time(value["generated_at"]):
         raise ValueError(f"{where}: 'generated_at' must be a time")
+    if "monitor" in value:
+        check_cost(value["monitor"], f"{where}: 'monitor'")
 
 
 def validate_report(body: Any, check: Callable[[Any], Any] | None = None) -> Report:

@@ -42,9 +42,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from measure_model.fields import (
+    IPV4_PREFIX,
+    IPV6_PREFIX,
     Choice,
     ConflictError,
     FieldError,
+    HostPort,
     Integer,
     ListOf,
     Nested,
@@ -64,16 +67,21 @@ from measure_model.fields import (
 ELASTIC_KINDS = ("flow_size", "heavy_changers", "entropy", "cardinality", "superspreaders",
                  "ddos_victims")
 SPREAD_KINDS = ("superspreaders", "ddos_victims")  # distinct peers per source / destination
-MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter", *ELASTIC_KINDS[1:])
+MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter", *ELASTIC_KINDS[1:],
+                 "flows")
 KINDS = (*MEASURE_KINDS, "bandwidth")
 KEYS = ("src", "dst", "src_dst", "sport", "dport", "src_dport", "dst_dport", "proto",
         "five_tuple")
 INCREMENTS = ("pkt", "bytes")
 DEFAULT_KEY = {"heavy_hitters": "src", "flow_size": "src_dst", "port_scan": "src_dport",
                "counter": "src", "heavy_changers": "src_dst", "entropy": "src_dst",
-               "cardinality": "src_dst", "superspreaders": "src_dst", "ddos_victims": "src_dst"}
+               "cardinality": "src_dst", "superspreaders": "src_dst", "ddos_victims": "src_dst",
+               "flows": "five_tuple"}
 INTERFACES = ("INPUT", "OUTPUT")
-PROTOS = ("tcp", "udp", "icmp")
+PROTOS = ("tcp", "udp", "icmp", "icmpv6")
+PROTO_FAMILY = {"icmp": 4, "icmpv6": 6}   # a filter with this proto matches one family
+CAPTURE_MODES = ("nfqueue", "nflog")
+DEFAULT_CAPTURE = "nfqueue"
 WINDOW_MODES = ("tumbling", "sliding")
 BW_METHODS = ("slops", "bulk")
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"
@@ -99,6 +107,14 @@ BW_DEFAULT_BYTES, BW_MIN_BYTES, BW_MAX_BYTES = 20_000_000, 100_000, 200_000_000
 DEFAULT_MEMORY, MIN_MEMORY, MAX_MEMORY = 512 * 1024, 4096, 64 * 1024 * 1024
 DEFAULT_MIN_DISTINCT, MAX_MIN_DISTINCT = 100, 1000  # a 256-bit bitmap reads ~1,400 peers
 DEFAULT_CHANGE_THRESHOLD = 0.001   # heavy_changers: fraction of an interval's total
+SAMPLE_MODES = ("random", "nth")
+MIN_SAMPLE = 1e-6                  # sample: at least one packet in a million
+EXPORT_FORMATS = ("ipfix", "netflow9")
+MAX_EXPORTS = 4                    # collectors per flows task
+DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT = 60.0, 15.0
+MIN_FLOW_TIMEOUT, MAX_FLOW_TIMEOUT = 1.0, 3600.0
+DEFAULT_MAX_FLOWS, MIN_MAX_FLOWS, MAX_MAX_FLOWS = 65536, 16, 1_048_576
+DEFAULT_FLOW_TOP_K = 100           # largest active flows a flows task reports
 
 
 class PolicyError(ValueError):
@@ -142,6 +158,14 @@ class SketchSpec:
 
 
 @dataclass(frozen=True)
+class ExportTarget:
+    """Where an agent sends a flows task's records: ``host:port`` and the format."""
+
+    collector: str
+    format: str = "ipfix"
+
+
+@dataclass(frozen=True)
 class Task:
     """One validated measurement task (fields of other kinds are None)."""
 
@@ -160,11 +184,18 @@ class Task:
     scope: str | tuple[str, ...] | None = None
     memory: int | None = None
     min_distinct: int | None = None
+    capture: str | None = None
     src: str | None = None
     dst: str | None = None
     method: str | None = None
     max_duration: float | None = None
     max_bytes: int | None = None
+    sample: float | None = None
+    sample_mode: str | None = None
+    export: tuple[ExportTarget, ...] | None = None
+    active_timeout: float | None = None
+    idle_timeout: float | None = None
+    max_flows: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: every set field, nested objects as dicts."""
@@ -177,7 +208,8 @@ class Task:
                 value = {f.name: getattr(value, f.name) for f in fields(value)
                          if getattr(value, f.name) is not None}
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [{f.name: getattr(v, f.name) for f in fields(v)}
+                         if isinstance(v, ExportTarget) else v for v in value]
             out[row.name] = value
         return out
 
@@ -204,6 +236,32 @@ def _ports_need_proto(obj: dict[str, Any]) -> None:
             raise FieldError(f"filter.{port} needs filter.proto tcp or udp")
 
 
+def _flows_or(flows: Any, other: Any):
+    """A default that differs for kind flows."""
+    return lambda obj: flows if obj.get("kind") == "flows" else other
+
+
+def _one_family(obj: dict[str, Any]) -> None:
+    """The addresses of a filter, and an ICMP protocol, are of one address family."""
+    first: tuple[str, int] | None = None
+    if obj["proto"] in PROTO_FAMILY:
+        first = (f"filter.proto {obj['proto']}", PROTO_FAMILY[obj["proto"]])
+    for name in ("src", "dst"):
+        if obj[name] is None:
+            continue
+        version = 6 if ":" in obj[name] else 4
+        if first is None:
+            first = (f"filter.{name} '{obj[name]}'", version)
+        elif first[1] != version:
+            raise FieldError(f"filter.{name} '{obj[name]}' is IPv{version} but {first[0]} "
+                             f"is IPv{first[1]}: one address family per filter")
+
+
+def _filter_rules(obj: dict[str, Any]) -> None:
+    _ports_need_proto(obj)
+    _one_family(obj)
+
+
 def _default_threshold(obj: dict[str, Any]) -> float | None:
     """DEFAULT_THRESHOLD unless the task gives threshold_abs or ranks every flow;
     heavy_changers: DEFAULT_CHANGE_THRESHOLD of an interval's total.
@@ -221,9 +279,10 @@ def _default_threshold(obj: dict[str, Any]) -> float | None:
 HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
 FILTER_ROWS = (
     Row("interface", Choice(INTERFACES), "INPUT", "netfilter chain: packets in or out"),
-    Row("proto", Choice(PROTOS), doc="IP protocol"),
-    Row("src", Prefix(), doc="IPv4 source address or prefix"),
-    Row("dst", Prefix(), doc="IPv4 destination address or prefix"),
+    Row("proto", Choice(PROTOS), doc="IP protocol (icmp is IPv4's, icmpv6 IPv6's)"),
+    Row("src", Prefix(), doc="IPv4 or IPv6 source address or prefix (one family per filter)"),
+    Row("dst", Prefix(),
+        doc="IPv4 or IPv6 destination address or prefix (one family per filter)"),
     Row("sport", PortSpec(), doc="source port or 'low:high'; needs proto tcp or udp"),
     Row("dport", PortSpec(), doc="destination port or 'low:high'; needs proto tcp or udp"),
 )
@@ -237,15 +296,30 @@ SKETCH_ROWS = (
     Row("depth", Integer(1, MAX_DEPTH), DEFAULT_DEPTH, "rows"),
     Row("seed", Integer(0, MAX_SEED), DEFAULT_SEED, "hash seed"),
 )
-FILTER = Nested(FILTER_ROWS, Filter, _ports_need_proto, {"anyOf": [
-    {"not": {"anyOf": [{"required": ["sport"]}, {"required": ["dport"]}]}},
-    {"required": ["proto"], "properties": {"proto": {"enum": ["tcp", "udp"]}}}]})
+EXPORT_ROWS = (
+    Row("collector", HostPort(), required=True, doc="collector address 'host:port'"),
+    Row("format", Choice(EXPORT_FORMATS), "ipfix", doc="IPFIX (RFC 7011) or NetFlow v9"),
+)
+FILTER = Nested(FILTER_ROWS, Filter, _filter_rules, {"allOf": [
+    {"anyOf": [  # ports need tcp or udp
+        {"not": {"anyOf": [{"required": ["sport"]}, {"required": ["dport"]}]}},
+        {"required": ["proto"], "properties": {"proto": {"enum": ["tcp", "udp"]}}}]},
+    {"anyOf": [  # one address family
+        {"properties": {"src": {"pattern": f"^{IPV4_PREFIX}$"},
+                        "dst": {"pattern": f"^{IPV4_PREFIX}$"},
+                        "proto": {"not": {"enum": ["icmpv6"]}}}},
+        {"properties": {"src": {"pattern": f"^{IPV6_PREFIX}$"},
+                        "dst": {"pattern": f"^{IPV6_PREFIX}$"},
+                        "proto": {"not": {"enum": ["icmp"]}}}}]}]})
+EXPORT = Nested(EXPORT_ROWS, ExportTarget)
 WINDOW = Nested(WINDOW_ROWS, Window)
 SKETCH = Nested(SKETCH_ROWS, SketchSpec)
 
 _ALL = frozenset(KINDS)
 _MEASURE = frozenset(MEASURE_KINDS)
 _ELASTIC = frozenset(ELASTIC_KINDS)
+_COUNTERS = _MEASURE - {"flows"}              # kinds whose settings are a counter's
+_FLOWS = frozenset({"flows"})
 _BW = frozenset({"bandwidth"})
 
 TASK_ROWS: tuple[Row, ...] = (
@@ -254,25 +328,27 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("kind", Choice(KINDS), required=True, kinds=_ALL, doc="what the task measures"),
     Row("filter", FILTER, lambda _: FILTER.check("filter", {}), kinds=_MEASURE,
         doc="which packets count (all conditions must hold)"),
-    Row("key", Choice(KEYS), lambda obj: DEFAULT_KEY[obj["kind"]], kinds=_MEASURE,
+    Row("key", Choice(KEYS), lambda obj: DEFAULT_KEY[obj["kind"]], kinds=_COUNTERS,
         doc="key type (default per kind: src, src_dst, src_dport, src)"),
-    Row("increment", Choice(INCREMENTS, (("byte", "bytes"),)), "pkt", kinds=_MEASURE,
-        doc="count packets or IPv4 bytes"),
-    Row("threshold", Number(0.0, 1.0, lo_open=True), _default_threshold, kinds=_MEASURE,
+    Row("increment", Choice(INCREMENTS, (("byte", "bytes"),)), _flows_or("bytes", "pkt"),
+        kinds=_MEASURE, doc="count packets or IP bytes (IPv4 total length, IPv6 40 + payload; "
+                            "flows: what ranks active flows, default bytes)"),
+    Row("threshold", Number(0.0, 1.0, lo_open=True), _default_threshold, kinds=_COUNTERS,
         doc=f"heavy if >= this fraction of the total (default {DEFAULT_THRESHOLD}, none for "
             "flow_size or with threshold_abs); exclusive with threshold_abs"),
-    Row("threshold_abs", Integer(1, MAX_THRESHOLD_ABS), kinds=_MEASURE,
+    Row("threshold_abs", Integer(1, MAX_THRESHOLD_ABS), kinds=_COUNTERS,
         doc="heavy if >= this absolute count (over all hosts in scope)"),
-    Row("top_k", Integer(1, MAX_TOP_K), DEFAULT_TOP_K, kinds=_MEASURE,
-        doc="largest keys reported"),
-    Row("window", WINDOW, lambda _: WINDOW.check("window", {}), kinds=_MEASURE,
+    Row("top_k", Integer(1, MAX_TOP_K), _flows_or(DEFAULT_FLOW_TOP_K, DEFAULT_TOP_K),
+        kinds=_MEASURE, doc=f"largest keys reported (default {DEFAULT_TOP_K}; flows: largest "
+                            f"active flows, default {DEFAULT_FLOW_TOP_K})"),
+    Row("window", WINDOW, lambda _: WINDOW.check("window", {}), kinds=_COUNTERS,
         doc="the real-time window"),
     Row("scan_ports", Integer(1, MAX_SCAN_PORTS), DEFAULT_SCAN_PORTS,
         kinds=frozenset({"port_scan"}),
         doc="a source is a scanner at this many distinct dports in a window"),
     Row("report_interval", Number(MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL),
         DEFAULT_REPORT_INTERVAL, kinds=_MEASURE, doc="seconds between overlay reports"),
-    Row("sketch", SKETCH, lambda _: SKETCH.check("sketch", {}), kinds=_MEASURE,
+    Row("sketch", SKETCH, lambda _: SKETCH.check("sketch", {}), kinds=_COUNTERS,
         doc="count-min sketch size (equal on every host)"),
     Row("scope", ListOf(HOST, MAX_SCOPE, "global", "host"), "global", kinds=_MEASURE,
         doc="'global' or the hosts (names or data addresses) that measure"),
@@ -282,6 +358,23 @@ TASK_ROWS: tuple[Row, ...] = (
         kinds=frozenset(SPREAD_KINDS),
         doc="superspreaders: sources with >= this many distinct destinations; "
             "ddos_victims: destinations with >= this many distinct sources"),
+    Row("sample", Number(MIN_SAMPLE, 1.0), 1.0, kinds=_MEASURE,
+        doc="capture this fraction of the packets (iptables statistic); counts are "
+            "scaled by 1/sample and results state the error bound"),
+    Row("sample_mode", Choice(SAMPLE_MODES), "random", kinds=_MEASURE,
+        doc="random: each packet with probability sample; nth: one in every "
+            "round(1/sample) packets (the rate actually used is 1/that)"),
+    Row("export", ListOf(EXPORT, MAX_EXPORTS, noun="target"), kinds=_FLOWS,
+        doc="collectors every agent sends the flow records to"),
+    Row("active_timeout", Number(MIN_FLOW_TIMEOUT, MAX_FLOW_TIMEOUT), DEFAULT_ACTIVE_TIMEOUT,
+        kinds=_FLOWS, doc="seconds after which a long flow is exported (in parts)"),
+    Row("idle_timeout", Number(MIN_FLOW_TIMEOUT, MAX_FLOW_TIMEOUT), DEFAULT_IDLE_TIMEOUT,
+        kinds=_FLOWS, doc="seconds without packets after which a flow is exported"),
+    Row("max_flows", Integer(MIN_MAX_FLOWS, MAX_MAX_FLOWS), DEFAULT_MAX_FLOWS, kinds=_FLOWS,
+        doc="flows one agent's cache holds; beyond it the least recent are exported early"),
+    Row("capture", Choice(CAPTURE_MODES), DEFAULT_CAPTURE, kinds=_MEASURE,
+        doc="nfqueue: packets wait for the monitor (fail-open); nflog: header copies, "
+            "no added latency, kernel-side losses counted"),
     Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
     Row("dst", HOST, required=True, kinds=_BW, doc="receiving host"),
     Row("method", Choice(BW_METHODS), "slops", kinds=_BW,
@@ -413,6 +506,18 @@ def counter_task(body: Any, name: str, filter: Any = None) -> Task:
     if filter is not None:
         obj["filter"] = filter
     return _check_task(obj)
+
+
+def flow_counter(task: Task) -> Task:
+    """The counter of a flows task: its largest flows by ``increment`` (a count-min
+    counter on five_tuple whose candidates are every flow, ``threshold_abs`` 1, so
+    its ``top_k`` are the largest flows), so the flows travel up the overlay and
+    merge like any counter's keys."""
+    wire = task.to_dict()
+    obj = {name: wire[name] for name in ("filter", "increment", "top_k", "report_interval",
+                                         "scope", "sample", "sample_mode") if name in wire}
+    return _check_task({"name": task.name, "kind": "counter", "key": DEFAULT_KEY["flows"],
+                        "threshold_abs": 1, **obj})
 
 
 def counter_view(task: Task) -> dict[str, Any]:

@@ -174,6 +174,9 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
         task = client.call("GET", f"/tasks/{quote(args.id, safe='')}")
         show(client.call("GET", f"/tasks/{quote(args.id, safe='')}/history?{urlencode(params)}"),
              lambda h: render.render_history(h, task.get("kind")))
+    elif args.command == "flows":
+        query = urlencode({"task": args.task, "top": args.top, "by": args.by})
+        show(client.call("GET", f"/flows?{query}"), render.render_flows)
     elif args.command == "topology":
         show(client.call("GET", "/topology"), lambda t: render.render_topology(t, agents()))
     elif args.command == "overlay":
@@ -227,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="one host (agent name or data IP)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="wait up to SECONDS for a first result (progress on stderr)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("flows", help="largest active flows of a flows task, network-wide")
+    p.add_argument("task", help="task id")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--by", choices=("bytes", "packets"), default="bytes")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("watch", help="redraw a task's result every interval (like top)")
     p.add_argument("id")

@@ -264,12 +264,44 @@ def render_topology(topo: dict, agents: list[dict] | None = None) -> str:
     return "\n\n".join(out)
 
 
+def render_flows(reply: dict) -> str:
+    """Active flows (``GET flows``) as a table: one row per flow, largest first."""
+    by = reply.get("by", "bytes")
+    head = (f"task {reply.get('task_id')}  active flows by {by}  covered "
+            f"{','.join(reply.get('covered') or []) or '-'}")
+    sampled = reply.get("sampled")
+    if sampled:
+        head += (f"  sampled p={sampled['probability']:g} ({sampled['mode']}, "
+                 f"+-{100 * (sampled.get('relative_bound') or 0):.1f}% of packets)")
+    rows = []
+    for row in reply.get("flows", []):
+        parts = row["flow"].split(",")
+        rows.append([*parts, row.get(by)] if len(parts) == 5
+                    else [row["flow"], "", "", "", "", row.get(by)])
+    if not rows:
+        return head + "\nno active flows"
+    return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", by.upper()],
+                                       rows)
+
+
 def render_agents(agents: list[dict]) -> str:
+    """Registered agents with their monitor's cost (CPU share, memory, packets missed)."""
     if not agents:
         return "no agents"
-    return render_table(["NAME", "UP", "URL", "DATA IP", "MAC", "PARENT"],
-                        [[a["name"], "yes" if a["up"] else "no", a["url"], a.get("data_ip"),
-                          a.get("host") or a.get("mac"), a.get("parent")] for a in agents])
+
+    def cost(a: dict, name: str) -> Any:
+        return (a.get("monitor") or {}).get(name)
+
+    rows = []
+    for a in agents:
+        rss = cost(a, "rss_bytes")
+        cpu = cost(a, "cpu_seconds_per_s")
+        rows.append([a["name"], "yes" if a["up"] else "no", a["url"], a.get("data_ip"),
+                     a.get("host") or a.get("mac"), a.get("parent"),
+                     None if cpu is None else f"{100 * cpu:.1f}%",
+                     None if rss is None else round(rss / 1e6, 1), cost(a, "missed")])
+    return render_table(["NAME", "UP", "URL", "DATA IP", "MAC", "PARENT", "MONITOR CPU",
+                         "RSS MB", "MISSED"], rows)
 
 
 def event_text(e: dict) -> str:

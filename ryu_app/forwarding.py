@@ -8,8 +8,11 @@ FAUCET's valve returns messages to ``faucet.py``.
 
 Rules, in order:
 
-1. Control chatter (LLDP, STP, IPv6 multicast) is dropped: Ryu's own LLDP
-   flow handles discovery, and the data network is IPv4.
+1. Control chatter (LLDP, STP, IPv6 multicast but neighbour discovery) is
+   dropped: Ryu's own LLDP flow handles discovery. IPv6 neighbour
+   solicitations (to the solicited-node groups ``33:33:ff:*``) flood like
+   broadcasts (rule 4), so IPv6 hosts find each other; IPv6 unicast then
+   follows the same ``eth_dst`` flows as IPv4.
 2. ARP requests for an address the controller knows are answered by the
    controller itself on the ingress port (proxy ARP), so most ARP never
    floods at all.
@@ -50,7 +53,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from ryu_app.topology import JUNK_DST_PREFIXES, Topology
+from ryu_app.topology import Topology, is_chatter
 
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_IPV4 = 0x0800
@@ -157,7 +160,7 @@ class Forwarding:
     def packet_in(self, pkt: Packet, now: float) -> list[Decision]:
         """Learn from the packet and decide what to do with it."""
         dst = pkt.dst.lower()
-        if pkt.eth_type == ETH_TYPE_LLDP or dst.startswith(JUNK_DST_PREFIXES):
+        if pkt.eth_type == ETH_TYPE_LLDP or is_chatter(dst):
             return []
         if not self.topology.has_switch(pkt.dpid):
             return []

@@ -20,6 +20,7 @@ import os
 import sys
 from typing import Any
 
+from measure_model.cost import cost_json_schema
 from measure_model.overlay_msgs import MAX_AGENTS, MAX_TIME, TASK_ID_RE
 from measure_model.task import (
     HOST_PATTERN,
@@ -50,7 +51,8 @@ def report_schema() -> dict[str, Any]:
         "packets": COUNT, "bytes": COUNT, "total": COUNT, "heavy_hitters": counts,
         "top_k": {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2}},
         "distinct": {**COUNT, "nullable": True}, "scan": counts,
-        "missed": {**counts, "nullable": True}, "generated_at": TIME}}
+        "missed": {**counts, "nullable": True}, "generated_at": TIME,
+        "monitor": cost_json_schema()}}
     return {
         "type": "object", "additionalProperties": False,
         "required": ["task_id", "interval_end", "snapshot", "covered", "missing"],

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from measure_model.cost import check_cost
 from measure_model.task import HOST_PATTERN
 from measure_model.version import __version__, incompatibility
 
@@ -59,11 +60,12 @@ class Agent:
     version: str | None = None
     up: bool = True
     joins: int = 1
+    monitor: dict[str, Any] | None = None   # last reported cost (measure_model/cost.py)
 
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
         out = {"name": self.name, "url": self.url, "data_ip": self.data_ip, "mac": self.mac,
                "version": self.version, "up": self.up, "registered_at": self.registered_at,
-               "last_seen": self.last_seen, "joins": self.joins}
+               "last_seen": self.last_seen, "joins": self.joins, "monitor": self.monitor}
         if now is not None:
             out["silent_for"] = round(max(0.0, now - self.last_seen), 3)
         return out
@@ -124,6 +126,21 @@ def _check_version(name: str, version: Any) -> str | None:
     return version
 
 
+def validate_heartbeat(body: Any) -> dict[str, Any] | None:
+    """The ``monitor`` cost object of a heartbeat body (``{}`` or none: None)."""
+    if body is None or body == {}:
+        return None
+    if not isinstance(body, dict):
+        raise RegistryError("heartbeat: body must be a JSON object")
+    for key in body:
+        if key != "monitor":
+            raise RegistryError(f"heartbeat: unknown field '{key}'")
+    try:
+        return check_cost(body["monitor"], "heartbeat: field 'monitor'")
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
+
+
 class Registry:
     """Registered agents with liveness driven by ``now`` (see module docstring)."""
 
@@ -154,11 +171,15 @@ class Registry:
         self.version += 1
         return agent
 
-    def heartbeat(self, name: str, now: float) -> bool:
-        """Record a heartbeat; True when a down agent came back."""
+    def heartbeat(self, name: str, now: float, body: Any = None) -> bool:
+        """Record a heartbeat (its body may carry ``monitor``: the agent's monitoring
+        cost); True when a down agent came back."""
+        monitor = validate_heartbeat(body)
         agent = self.agents.get(name)
         if agent is None:
             raise UnknownAgent(f"agent '{name}' is not registered")
+        if monitor is not None:
+            agent.monitor = monitor
         agent.last_seen = max(agent.last_seen, now)
         if not agent.up:
             agent.up = True

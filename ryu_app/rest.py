@@ -281,8 +281,10 @@ class MeasureController(ControllerBase):
     @_api(mutating=True)
     def heartbeat(self, req, name, **_kw):
         name = parse_name(name)
-        _read_body(req)
-        return json_response(self.service.heartbeat(name))
+        body = _json_body(req, required=False)  # no body: {}
+        if not isinstance(body, dict):
+            raise HttpError(400, "heartbeat: body must be a JSON object")
+        return json_response(self.service.heartbeat(name, body))
 
     @route("measure", PREFIX + "/overlay", methods=["GET"])
     @_api()
@@ -360,6 +362,21 @@ class MeasureController(ControllerBase):
                 raise HttpError(400, "query parameter 'since' must be an interval end time")
         return json_response(self.service.past(task_id, end, key,
                                                float(since) if since is not None else None))
+
+    @route("measure", PREFIX + "/flows", methods=["GET"])
+    @_api()
+    def get_flows(self, req, **_kw):
+        task_id = _query(req, "task")
+        if task_id is None:
+            raise HttpError(400, "query parameter 'task' is required")
+        task_id = parse_task_id(task_id)
+        top = _query(req, "top") or "10"
+        if not re.fullmatch(r"[1-9][0-9]{0,2}|1000", top):
+            raise HttpError(400, "query parameter 'top' must be an integer from 1 to 1000")
+        by = _query(req, "by") or "bytes"
+        if by not in ("bytes", "packets"):
+            raise HttpError(400, "query parameter 'by' must be bytes or packets")
+        return json_response(self.service.flows(task_id, int(top), by))
 
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)

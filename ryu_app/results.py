@@ -253,9 +253,10 @@ class Results:
                 if item["key"] not in before:
                     ids.append(self.store.add_event(now, task_id, event, {**base, **item}))
         prev_hh = set((prev or {}).get("heavy_hitters") or {})
-        # an elastic task (flow_size, ...) answers other questions: its heavy_hitters
-        # (largest flows, or keys over a change threshold) raise no events
-        hh = {} if cur.get("kind") in ELASTIC_KINDS else cur.get("heavy_hitters") or {}
+        # an elastic task (flow_size, ...) or a flows task answers other questions: its
+        # heavy_hitters (largest flows, or keys over a change threshold) raise no events
+        quiet = cur.get("kind") in ELASTIC_KINDS or cur.get("kind") == "flows"
+        hh = {} if quiet else cur.get("heavy_hitters") or {}
         new = sorted((k for k in hh if k not in prev_hh), key=lambda k: (-hh[k], k))
         for key in new[:MAX_EVENTS_PER_REPORT]:
             ids.append(self.store.add_event(now, task_id, "heavy_hitter",

@@ -55,6 +55,7 @@ import networkx as nx
 
 from measure_model.httpclient import HttpClient, Transport
 from measure_model.runner import Runner, default_runner
+from measure_model.sampling import scale_result
 from measure_model.task import MAX_TASKS, Task
 from measure_model.version import __version__
 from ryu_app.auth_config import AuthConfig, auth_from_env
@@ -180,7 +181,27 @@ class MeasureService:
         if latest is None:
             where = f" for host {host}" if host else ""
             raise NotFound(f"no result yet for task {task_id}{where} ({record.status})")
-        return latest
+        return scale_result(latest, record.task.sample or 1.0, record.task.sample_mode or "random")
+
+    def flows(self, task_id: str, top: int = 10, by: str = "bytes") -> dict[str, Any]:
+        """The largest active flows of a ``flows`` task network-wide (merged up the
+        overlay as the task's five_tuple counter), scaled by 1/sample when sampled."""
+        record = self._record(task_id)
+        task = record.task
+        if task.kind != "flows":
+            raise NotFound(f"task {task_id} is of kind {task.kind}: it has no flows")
+        counted = "packets" if task.increment == "pkt" else "bytes"
+        if by != counted:
+            raise Conflict(f"by: task {task_id} ranks its flows by {counted} "
+                           f"(its increment), not {by}")
+        latest = self.result(task_id)  # already scaled by 1/sample
+        rows = [{"flow": key, counted: value} for key, value in (latest.get("top_k") or [])[:top]]
+        out = {"task_id": task_id, "by": counted, "flows": rows,
+               "interval_end": latest.get("interval_end"), "covered": latest.get("covered"),
+               "missing": latest.get("missing"), "age": latest.get("age")}
+        if "sampled" in latest:
+            out["sampled"] = latest["sampled"]
+        return out
 
     def history(self, task_id: str, host: str | None = None,
                 limit: int = 50) -> dict[str, Any]:
@@ -190,6 +211,8 @@ class MeasureService:
             agent = self.registry.find(host)
             host = agent.name if agent is not None else host
         rows = self.results.history(task_id, host, limit, now=self.now())
+        task = self.tasks[task_id].task
+        rows = [scale_result(r, task.sample or 1.0, task.sample_mode or "random") for r in rows]
         return {"task_id": task_id, "host": host or GLOBAL, "results": rows}
 
     def past(self, task_id: str, interval_end: float | None, key: str | None = None,
@@ -230,8 +253,8 @@ class MeasureService:
         return {"name": agent.name, "registered": True, "epoch": self.epoch,
                 "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
 
-    def heartbeat(self, name: str) -> dict[str, Any]:
-        if self.registry.heartbeat(name, self.now()):
+    def heartbeat(self, name: str, body: Any = None) -> dict[str, Any]:
+        if self.registry.heartbeat(name, self.now(), body):
             self._joined = True
             self.pushes.overlay.add(name)
         return {"name": name, "ok": True, "epoch": self.epoch}

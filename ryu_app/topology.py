@@ -42,8 +42,17 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _DPID_RE = re.compile(r"^[0-9a-fA-F]{1,16}$")
 
 # Destination prefixes of frames that are control chatter, not hosts
-# talking: LLDP/STP (01:80:c2) and IPv6 multicast (33:33).
+# talking: LLDP/STP (01:80:c2) and IPv6 multicast (33:33), except the
+# solicited-node groups (33:33:ff) of IPv6 neighbour discovery: without
+# those, no IPv6 host would find another's MAC address.
 JUNK_DST_PREFIXES = ("01:80:c2:", "33:33:")
+ND_DST_PREFIX = "33:33:ff:"
+
+
+def is_chatter(dst: str) -> bool:
+    """A frame to ``dst`` (a MAC) is control chatter: dropped, its source not learned."""
+    d = dst.lower()
+    return d.startswith(JUNK_DST_PREFIXES) and not d.startswith(ND_DST_PREFIX)
 
 
 def dpid_to_str(dpid: int) -> str:
@@ -241,7 +250,7 @@ class Topology:
         mac = normalize_mac(mac)
         if not self.has_switch(dpid) or not is_unicast_mac(mac):
             return None
-        if dst is not None and dst.lower().startswith(JUNK_DST_PREFIXES):
+        if dst is not None and is_chatter(dst):
             return None
         if self.is_internal_port(dpid, port):
             return None

@@ -59,8 +59,13 @@ class NetnsFactory:
         ns.run(["ip", "link", "set", "lo", "up"])
         return ns
 
-    def pair(self, subnet: str = "10.77.0", offload_off: bool = False) -> tuple[Netns, Netns]:
-        """Two namespaces joined by a veth pair, addressed ``subnet``.1 and .2/24."""
+    def pair(self, subnet: str = "10.77.0", offload_off: bool = False,
+             subnet6: str | None = None) -> tuple[Netns, Netns]:
+        """Two namespaces joined by a veth pair, addressed ``subnet``.1 and .2/24.
+
+        With ``subnet6`` (e.g. ``"fd77::"``) also ``subnet6``1 and 2/64 (no DAD) and
+        permanent neighbour entries, so no neighbour discovery adds packets.
+        """
         a, b = self.netns(), self.netns()
         ia, ib = unique_name("va"), unique_name("vb")
         run(["ip", "link", "add", ia, "type", "veth", "peer", "name", ib])
@@ -74,6 +79,19 @@ class NetnsFactory:
             ns.ip, ns.intf = f"{subnet}.{host}", intf
         wait_until(lambda: a.run(["ping", "-c1", "-W1", b.ip], check=False).returncode == 0,
                    timeout=10, message=f"veth {ia}<->{ib} up")
+        if subnet6 is not None:
+            macs = {}
+            for ns, host in ((a, 1), (b, 2)):
+                ns.run(["ip", "-6", "addr", "add", f"{subnet6}{host}/64", "dev", ns.intf,
+                        "nodad"])
+                ns.ip6 = f"{subnet6}{host}"
+                macs[ns.name] = ns.run(["cat", f"/sys/class/net/{ns.intf}/address"]).stdout.strip()
+            for ns, peer in ((a, b), (b, a)):
+                ns.run(["ip", "-6", "neigh", "replace", peer.ip6, "lladdr", macs[peer.name],
+                        "dev", ns.intf, "nud", "permanent"])
+            wait_until(lambda: a.run(["ping", "-6", "-c1", "-W1", b.ip6],
+                                     check=False).returncode == 0,
+                       timeout=10, message=f"IPv6 over veth {ia}<->{ib}")
         return a, b
 
     def cleanup(self) -> None:

@@ -39,6 +39,7 @@ class Netns:
     name: str
     ip: str = ""
     intf: str = ""
+    ip6: str = ""
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def cmd(self, args: list[str]) -> list[str]:

@@ -177,9 +177,9 @@ def test_portscan_window_distinct_ports(app, mon, clock):
     ({"type": "config sketch", "interface": "FORWARD"}, 400,
      "filter.interface 'FORWARD' is not one of INPUT, OUTPUT"),
     ({"type": "config sketch", "proto": "sctp"}, 400,
-     "filter.proto 'sctp' is not one of tcp, udp, icmp"),
+     "filter.proto 'sctp' is not one of tcp, udp, icmp, icmpv6"),
     ({"type": "config sketch", "src": "10.0.0.300"}, 400,
-     "filter.src '10.0.0.300' is not an IPv4 address or prefix"),
+     "filter.src '10.0.0.300' is not an IPv4 or IPv6 address or prefix"),
     ({"type": "config sketch", "proto": "icmp", "dport": "80"}, 400,
      "filter.dport needs filter.proto tcp or udp"),
     ({"type": "config sketch", "proto": "tcp", "dport": "80; rm -rf /"}, 400,
@@ -485,3 +485,23 @@ def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
     nodes["h5"][1].feed([ipv4("10.0.0.1", "10.0.0.5")] * 2)
     r = post_form(app, type="query heavy hitters", sketch_id=str(sid), counter_key_type="src")
     assert r.json == {"10.0.0.1": 2}
+
+
+def test_original_messages_take_and_show_ipv6_keys(app, mon):
+    from tests.test_keys_ipv6 import ICMP6, ipv6
+
+    r = post_form(app, type="config sketch", interface="INPUT", proto="icmpv6")
+    sid = r.text
+    assert r.status_int == 200
+    r = post_form(app, type="config sketch counter", sketch_id=sid, counter_key_type="src_dst")
+    assert r.status_int == 200
+    mon.feed([ipv6("2001:db8::6", "2001:db8::5", 58, ICMP6)] * 3
+             + [ipv6("fe80::7", "2001:db8::5", 58, ICMP6)])
+    r = post_form(app, type="query heavy hitters", sketch_id=sid, counter_key_type="src_dst")
+    assert r.json == {"2001:db8::6,2001:db8::5": 3, "fe80::7,2001:db8::5": 1}
+    r = post_form(app, type="query sketch", sketch_id=sid, counter_key_type="src_dst",
+                  counter_key="2001:DB8::6,2001:db8:0::5")   # any valid spelling
+    assert (r.status_int, r.text) == (200, "3")
+    r = post_form(app, type="query sketch", sketch_id=sid, counter_key_type="src_dst",
+                  counter_key="2001:db8::6::1,2001:db8::5")
+    assert r.status_int == 400 and "2001:db8::6::1' is not an IPv6 address" in r.json["error"]

@@ -125,9 +125,12 @@ def test_quick_monitor_part(tmp_path):
     summary = run_suite(tmp_path, "monitor", timeout=400)
     assert summary["parts"]["monitor"]["status"] == "ok"
     mon = load(tmp_path, "monitor")
-    assert set(mon["throughput"]) == {"accept-only", "1 counter", "3 counters",
-                                      "3 counters, 2 queues"}
-    for mode in ("off", "3 counters"):
+    assert set(mon["throughput"]) == {"C accept-only", "accept-only", "1 counter", "3 counters",
+                                      "3 counters, 2 queues", "nflog 3 counters"}
+    for name, runs in mon["throughput"].items():   # every config ends with a "max" step
+        assert all(steps[-1]["offered_pps"] == "max" and steps[-1]["matched"] > 0
+                   for steps in runs), name
+    for mode in ("off", "C accept-only", "3 counters", "nflog 3 counters"):
         lat = mon["latency"][mode]
         assert positive(lat["median_us"]) and lat["p99_us"] >= lat["median_us"]
     assert set(summary["parts"]["monitor"]["targets"]) == set(mon["targets"])

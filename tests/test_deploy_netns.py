@@ -258,6 +258,12 @@ def test_deployment_guide_in_namespaces(site, machines, tmp_path):
 
     assert {a["name"]: a["version"] for a in rows} == dict.fromkeys(("h1", "h2", "h3"),
                                                                      __version__)
+    health = requests.get(f"{base}/health", headers=headers, timeout=3).json()
+    assert health["version"] == __version__
+    for name in ("h1", "h2", "h3"):
+        agent_health = requests.get(f"http://{site[name].mgmt_ip}:{AGENT_PORT}/agent/v1/health",
+                                    timeout=3).json()
+        assert (agent_health["name"], agent_health["version"]) == (name, __version__)
     # The controller learns the hosts from their first packets (as with any OpenFlow host).
     h1, h2, h3 = site["h1"], site["h2"], site["h3"]
     for dst in (h2, h3):

@@ -23,10 +23,20 @@ def zipf(n: int, flows: int, skew: float, seed: int) -> np.ndarray:
     return keys[rng.choice(flows, size=n, p=p / p.sum())]
 
 
+def full_of(key_type: str, keys: np.ndarray) -> np.ndarray:
+    """keys.py's full keys of 64-bit values read as IPv4 ``src << 32 | dst`` (whose
+    sketch keys are those values) or, for ``src``, as IPv4 addresses."""
+    z = np.zeros(keys.shape[0], np.uint64)
+    if key_type == "src":
+        return HeaderBatch.from_arrays(keys, z, z, z, z, z).full_keys("src")
+    return HeaderBatch.from_arrays(keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF),
+                                   z, z, z, z).full_keys(key_type)
+
+
 def feed(es: ElasticSketch, stream: np.ndarray, batch: int = 256) -> None:
     for i in range(0, stream.shape[0], batch):
         uniq, _, counts = aggregate(stream[i:i + batch])
-        es.update(uniq, uniq, counts)
+        es.update(uniq, full_of("src_dst", uniq), counts)
 
 
 def split(stream: np.ndarray, hosts: int) -> list[np.ndarray]:
@@ -124,14 +134,16 @@ def test_heavy_changers_exact_on_known_intervals():
     s1 = es.copy()
     feed(es, rng.permutation(second))
     out = elastic_est.changers(None, s1, es, threshold=100)
-    assert [(int(k), b, a) for k, b, a in out] == [(int(flows[7]), 50, 400)]
+    assert [(int(sketch_keys_of("src_dst", np.asarray(k)[None])[0]), b, a)
+            for k, b, a in out] == [(int(flows[7]), 50, 400)]
     # merged over hosts: the same answer
     parts1, parts2 = split(first, 4), split(second, 4)
     m1 = merged(parts1, 64 * 1024)
     m2 = merged([np.concatenate([a, b]) for a, b in zip(parts1, parts2, strict=True)],
                 64 * 1024)
     out = elastic_est.changers(None, m1, m2, threshold=100)
-    assert [(int(k), b, a) for k, b, a in out] == [(int(flows[7]), 50, 400)]
+    assert [(int(sketch_keys_of("src_dst", np.asarray(k)[None])[0]), b, a)
+            for k, b, a in out] == [(int(flows[7]), 50, 400)]
 
 
 def test_interval_state_is_the_second_interval():
@@ -222,13 +234,14 @@ def spread_stream(seed: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
 def test_spread_merge_equals_the_union_stream_and_finds_spreaders():
     src, dst, true = spread_stream(9)
     whole = SpreadSketch(64 * 1024, 100, divisor=8)
-    whole.update(src, src, dst)
+    whole.update(src, full_of("src", src), dst)
     parts = None
     for h in range(8):
         mine = (dst % np.uint64(8)) == h
         ss = SpreadSketch(64 * 1024, 100, divisor=8)
         for i in range(0, int(mine.sum()), 64):
-            ss.update(src[mine][i:i + 64], src[mine][i:i + 64], dst[mine][i:i + 64])
+            ss.update(src[mine][i:i + 64], full_of("src", src[mine][i:i + 64]),
+                      dst[mine][i:i + 64])
         parts = ss if parts is None else parts.merge(ss)
     assert (parts.cells == whole.cells).all()  # exact: OR of bitmaps
     cand, _ = parts.candidates()

@@ -10,6 +10,7 @@ import pytest
 
 from host_agent.elastic_counter import ElasticCounter
 from host_agent.monitor import default_counter_factory
+from measure_model.headers import V4_MAPPED
 from measure_model.keys import HeaderBatch, format_key
 from measure_model.report import check_snapshot, merge_all
 from measure_model.task import PolicyError, parse_task
@@ -173,7 +174,7 @@ def test_superspreaders_with_min_distinct_over_hosts():
     ids = results.ingest({**report("ss", "superspreaders", snap, 5.0), "covered": hosts},
                          now=5.1)
     got = results.latest("ss")["superspreaders"]
-    assert [g["key"] for g in got] == [format_key("src", addr["h1"])]
+    assert [g["key"] for g in got] == [format_key("src", V4_MAPPED | addr["h1"])]
     assert abs(got[0]["distinct"] - 8) <= 1 and got[0]["stderr"] >= 0
     assert [e["kind"] for e in results.events(0) if e["id"] in ids] == ["superspreader"]
 

@@ -240,6 +240,19 @@ def test_control_chatter_is_dropped_and_not_learned():
     assert fwd.topology.version == v
 
 
+def test_ipv6_neighbour_solicitations_flood_and_teach_the_source():
+    fwd, _ = network(nx.path_graph(2))
+    out = fwd.packet_in(Packet("00:00:00:00:00:42", "33:33:ff:00:00:05", 1, 1, 0x86DD), NOW)
+    assert fwd.topology.host_by_mac("00:00:00:00:00:42") is not None
+    floods = [d for d in out if isinstance(d, PacketOut)]
+    assert floods and floods == fwd.flood(
+        Packet("00:00:00:00:00:42", "33:33:ff:00:00:05", 1, 1, 0x86DD), NOW)
+    # other IPv6 multicast (MLD reports, router solicitations) is still chatter
+    assert fwd.packet_in(Packet("00:00:00:00:00:43", "33:33:00:00:00:16", 1, 1,
+                                0x86DD), NOW) == []
+    assert fwd.topology.host_by_mac("00:00:00:00:00:43") is None
+
+
 def test_moved_host_invalidates_its_flows_and_link_change_invalidates_all():
     fwd, _ = network(nx.path_graph(2), hosts_per_switch=2)
     moved = fwd.packet_in(Packet(MAC1, "00:00:00:00:00:03", 2, 2, ETH_TYPE_IPV4), NOW)

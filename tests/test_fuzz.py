@@ -36,6 +36,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from host_agent.capture import sample_args
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, Task, parse_tasks
 
@@ -173,8 +174,10 @@ class MemoryCapture:
     def teardown(self) -> None:
         self.rules.clear()
 
-    def add(self, sketch: int, slot: int, filt) -> None:
+    def add(self, sketch: int, slot: int, filt, sample: float = 1.0,
+            sample_mode: str = "random") -> None:
         filt.match_args()  # what would reach iptables: must build without error
+        sample_args(sample, sample_mode)
         self.rules[sketch] = (filt, slot)
 
     def remove(self, sketch: int) -> None:

@@ -53,24 +53,28 @@ PACKETS = [
 def test_parse_fields_with_options_and_total_length():
     batch = HeaderBatch.from_payloads([p[:HEADER_COPY_BYTES] for p in PACKETS])
     assert len(batch) == 3 and batch.dropped == 0
-    assert [format_key("src", x) for x in batch.src.tolist()] == ["10.0.0.1", "10.0.0.3",
-                                                                  "10.0.0.6"]
-    assert [format_key("dst", x) for x in batch.dst.tolist()] == ["10.0.0.2", "10.0.0.2",
-                                                                  "10.0.0.5"]
+    assert [format_key("src", x) for x in key_ints("src", batch.src)] == ["10.0.0.1", "10.0.0.3",
+                                                                          "10.0.0.6"]
+    assert [format_key("dst", x) for x in key_ints("dst", batch.dst)] == ["10.0.0.2", "10.0.0.2",
+                                                                          "10.0.0.5"]
+    assert batch.family.tolist() == [4, 4, 4]
+    assert batch.tcp_flags.tolist() == [0, 0x02, 0]  # the SYN of tcp()
     assert batch.proto.tolist() == [17, 6, 1]
     assert batch.sport.tolist() == [5001, 40000, 0]
     assert batch.dport.tolist() == [5201, 80, 0]
     assert batch.length.tolist() == [1500, 52, 84]
 
 
-def test_non_ipv4_and_short_payloads_dropped_and_counted():
-    ipv6 = bytes([0x60]) + bytes(39)
+def test_non_ip_and_short_payloads_dropped_and_counted():
+    ipv5 = bytes([0x50]) + bytes(39)
     short = PACKETS[0][:19]
     bad_ihl = bytes([0x44]) + PACKETS[0][1:]
     cut_options = ipv4("10.0.0.9", "10.0.0.2", 6, b"", options=bytes(40))[:30]
-    batch = HeaderBatch.from_payloads([ipv6, PACKETS[2], short, bad_ihl, b"", cut_options])
-    assert len(batch) == 1 and batch.dropped == 5
-    assert format_key("src", int(batch.src[0])) == "10.0.0.6"
+    short6 = bytes([0x60]) + bytes(38)
+    batch = HeaderBatch.from_payloads([ipv5, PACKETS[2], short, bad_ihl, b"", cut_options,
+                                       short6])
+    assert len(batch) == 1 and batch.dropped == 6
+    assert format_key("src", key_ints("src", batch.src)[0]) == "10.0.0.6"
     assert HeaderBatch.from_payloads([]).dropped == 0
 
 
@@ -122,7 +126,10 @@ def test_proto_accepts_names_and_numbers():
     ("dport", "65536", "'65536' is not a port (0..65535)"),
     ("dport", "-1", "'-1' is not a port (0..65535)"),
     ("src_dst", "10.0.0.1", "src_dst key '10.0.0.1' must have 2 comma-separated fields"),
-    ("proto", "gre", "'gre' is not a protocol (icmp, tcp, udp or 0..255)"),
+    ("proto", "gre", "'gre' is not a protocol (icmp, tcp, udp, icmpv6 or 0..255)"),
+    ("src", "2001:db8::1::2", "'2001:db8::1::2' is not an IPv6 address"),
+    ("src", "fe80::1%eth0", "'fe80::1%eth0' is not an IPv6 address"),
+    ("src_dport", "2001:db8::1,65536", "'65536' is not a port (0..65535)"),
     ("five_tuple", "1.2.3.4,5.6.7.8,tcp,1", "five_tuple key '1.2.3.4,5.6.7.8,tcp,1' must have "
                                            "5 comma-separated fields"),
 ])
@@ -169,20 +176,24 @@ def test_dotted_quads_parse_like_ipaddress():
     rng = np.random.default_rng(5)
     for value in [0, 0xFFFFFFFF, *rng.integers(0, 2 ** 32, 2000).tolist()]:
         text = str(ipaddress.IPv4Address(value))
-        assert parse_key("src", text) == value == parse_key("dst", f" {text} ")
+        assert parse_key("src", text) == (0xFFFF << 32 | value) == parse_key("dst", f" {text} ")
 
 
-KEY_BITS = {"src": 32, "dst": 32, "src_dst": 64, "sport": 16, "dport": 16, "src_dport": 48,
-            "dst_dport": 48, "proto": 8, "five_tuple": 104}
+def _random_v4_batch(n: int, seed: int) -> HeaderBatch:
+    rng = np.random.default_rng(seed)
+    edge = np.array([0, 2 ** 32 - 1])
+    src = np.concatenate([edge, rng.integers(0, 2 ** 32, n)])
+    dst = np.concatenate([edge[::-1], rng.integers(0, 2 ** 32, n)])
+    ports = np.concatenate([[0, 65535], rng.integers(0, 65536, n)])
+    proto = np.concatenate([[0, 255], rng.integers(0, 256, n)])
+    return HeaderBatch.from_arrays(src, dst, proto, ports, ports[::-1], np.ones(n + 2))
 
 
-@pytest.mark.parametrize("key_type", sorted(KEY_BITS))
+@pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_check_keys_takes_every_formatted_key_and_refuses_like_parse_key(key_type):
     from measure_model.keys import _CANONICAL, check_keys
 
-    rng = np.random.default_rng(11)
-    values = [0, (1 << KEY_BITS[key_type]) - 1] + [
-        int.from_bytes(rng.bytes(16), "big") >> (128 - KEY_BITS[key_type]) for _ in range(500)]
+    values = key_ints(key_type, _random_v4_batch(500, 11).full_keys(key_type))
     texts = [format_key(key_type, v) for v in values]
     assert all(_CANONICAL[key_type].fullmatch(t) for t in texts)  # the fast path
     check_keys(key_type, texts)
@@ -205,3 +216,20 @@ def test_check_keys_takes_every_formatted_key_and_refuses_like_parse_key(key_typ
         assert got == want, other
         refused += want is not None
     assert refused >= 8
+
+
+def tcp_flagged(sport: int, dport: int, flags: int) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 512, 0, 0)
+
+
+def test_tcp_flags_column():
+    pkts = [ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x12)),        # SYN+ACK
+            ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2) + bytes(40)),          # UDP: 0
+            ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x11), options=bytes(8)),
+            ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x04), frag=5),  # not first
+            ipv4("10.0.0.1", "10.0.0.2", 6, tcp_flagged(1, 2, 0x01))[:30]]   # cut short
+    batch = HeaderBatch.from_payloads([p[:HEADER_COPY_BYTES] for p in pkts])
+    assert batch.tcp_flags.tolist() == [0x12, 0, 0x11, 0, 0]
+    fast = HeaderBatch.from_payloads([pkts[0][:HEADER_COPY_BYTES].ljust(64, b"\0")] * 3)
+    assert fast.tcp_flags.tolist() == [0x12] * 3
+    assert HeaderBatch.from_arrays([1], [2], [6], [3], [4], [40]).tcp_flags.tolist() == [0]

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from measure_model.cost import check_cost
 from tests.helpers import ROOT, Netns
 from topo.procs import stop_process, wait_until
 
@@ -469,7 +470,8 @@ def test_a_monitor_that_keeps_crashing_is_crash_looping_in_health(ns_pair, agent
     _, b = ns_pair
     ag = agent_factory(b)
     health = ag.v1("GET", "/health")
-    assert health["monitor"] == {"restarts": 0, "crash_looping": False}
+    assert (health["monitor"]["restarts"], health["monitor"]["crash_looping"]) == (0, False)
+    assert check_cost(health["monitor"]) and health["monitor"]["cpu_seconds"] > 0
     assert health["status"] == "ok"
     for n in range(1, 4):
         pid = ag.v1("GET", "/health")["monitors"][0]["pid"]

@@ -177,6 +177,9 @@ REQUESTS = [
     ("GET", "/measure/v1/tasks/1/history/yesterday", None, None),
     ("GET", "/measure/v1/tasks/1/history/latest?since=noon", None, None),
     ("GET", "/measure/v1/tasks/9/history/latest", None, None),
+    ("GET", "/measure/v1/flows?task=1", None, None),
+    ("GET", "/measure/v1/flows?task=1&top=0", None, None),
+    ("GET", "/measure/v1/flows?task=9", None, None),
     ("GET", "/measure/v1/events?since=0", None, None),
     ("GET", "/measure/v1/events?since=x", None, None),
     ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2"}, "application/json"),
@@ -243,7 +246,8 @@ def fuzz_harness(tmp_path_factory):
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(op=st.sampled_from(OPERATIONS), segment=SEGMENT,
        body=st.one_of(JSON_VALUES, TASKISH, TASKISH.map(lambda t: {"tasks": [t]})),
-       query=st.dictionaries(st.sampled_from(["host", "since", "limit", "x"]), st.text(max_size=8),
+       query=st.dictionaries(st.sampled_from(["host", "since", "limit", "task", "top", "by", "x"]),
+                             st.text(max_size=8),
                              max_size=2))
 def test_fuzzed_requests_never_fail_with_5xx(fuzz_harness, op, segment, body, query):
     """Random ids, query strings and JSON bodies on every route: a 4xx JSON error at worst."""

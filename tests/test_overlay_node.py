@@ -59,6 +59,9 @@ class FakeAgent:
         return {"packets": self.packets, "generated_at": now,
                 "heavy_hitters": {f"10.0.0.{len(self.name)}": self.packets}}
 
+    def cost(self) -> dict:
+        return {"restarts": 0, "cpu_seconds": 0.5, "packets": self.packets}
+
 
 def add_merge(snaps: list[dict]) -> dict:
     return {"packets": sum(s["packets"] for s in snaps),

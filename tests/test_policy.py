@@ -57,7 +57,8 @@ def test_full_example_from_the_design_document():
                       sport=80, dport="8000:8100"),
         key="src", increment="bytes", threshold=0.05, threshold_abs=None, top_k=10,
         window=Window(1.0, "tumbling"), scan_ports=None, report_interval=5.0,
-        sketch=SketchSpec(16384, 4, 1), scope=("h2", "h3", "10.0.0.4"))
+        sketch=SketchSpec(16384, 4, 1), scope=("h2", "h3", "10.0.0.4"),
+        sample=1.0, sample_mode="random", capture="nfqueue")
     assert bw == Task(name="bw-h5-h6", kind="bandwidth", src="h5", dst="h6", method="slops",
                       max_duration=10.0, max_bytes=20_000_000)
 
@@ -74,7 +75,8 @@ def test_defaults_per_kind_and_wire_form():
         "name": "c", "kind": "port_scan", "filter": {"interface": "INPUT"}, "key": "src_dport",
         "increment": "pkt", "threshold": 0.05, "top_k": 10,
         "window": {"length": 1.0, "mode": "tumbling"}, "scan_ports": 20, "report_interval": 5.0,
-        "sketch": {"width": 16384, "depth": 4, "seed": 1}, "scope": "global"}
+        "sketch": {"width": 16384, "depth": 4, "seed": 1}, "scope": "global",
+        "sample": 1.0, "sample_mode": "random", "capture": "nfqueue"}
     assert tasks[3].to_dict()["threshold_abs"] == 7
 
 
@@ -133,7 +135,8 @@ MALFORMED = [
     ("tasks: [{name: hh-1, kind: counter, window: {mode: hopping}}]",
      "policy bad.yaml: task hh-1: window.mode 'hopping' is not one of tumbling, sliding"),
     ("tasks: [{name: hh-1, kind: counter, filter: {src: 10.0.0.1/33}}]",
-     "policy bad.yaml: task hh-1: filter.src '10.0.0.1/33' is not an IPv4 address or prefix"),
+     "policy bad.yaml: task hh-1: filter.src '10.0.0.1/33' is not an IPv4 or IPv6 address "
+     "or prefix"),
     ("tasks: [{name: hh-1, kind: counter, filter: {proto: tcp, dport: '70000:80'}}]",
      "policy bad.yaml: task hh-1: filter.dport '70000:80' is not a port or a range "
      "'low:high' of ports 0..65535"),
@@ -158,7 +161,7 @@ MALFORMED = [
     ("tasks: [{name: hh-1, kind: sketchy}]",
      "policy bad.yaml: task hh-1: kind 'sketchy' is not one of heavy_hitters, flow_size, "
      "port_scan, counter, heavy_changers, entropy, cardinality, superspreaders, ddos_victims, "
-     "bandwidth"),
+     "flows, bandwidth"),
     ("tasks: [{name: HH_1, kind: counter}]",
      "policy bad.yaml: task #1: name 'HH_1' does not match [a-z0-9][a-z0-9_.-]{0,62}"),
     ("tasks: [{kind: counter}]", "policy bad.yaml: task #1: name is required"),
@@ -212,11 +215,61 @@ def test_every_shipped_policy_is_valid():
     files = sorted(glob.glob(os.path.join(ROOT, "policies", "*.yaml")))
     names = {os.path.basename(f) for f in files}
     assert {"heavy_hitter.yaml", "flow_size_distribution.yaml", "port_scan.yaml",
-            "query_bw.yaml"} <= names
+            "query_bw.yaml", "flows.yaml"} <= names
     kinds = set()
     for path in files:
         with open(path) as f:
             tasks = load_policy(f.read(), os.path.basename(path))
         assert tasks, path
         kinds |= {t.kind for t in tasks}
-    assert {"heavy_hitters", "flow_size", "port_scan", "bandwidth"} <= kinds
+    assert {"heavy_hitters", "flow_size", "port_scan", "bandwidth", "flows"} <= kinds
+
+
+def test_flows_kind_and_sampling_fields():
+    (task,) = parse_tasks({"name": "fl", "kind": "flows", "idle_timeout": 2, "sample": 0.5,
+                           "export": [{"collector": "127.0.0.1:9995"},
+                                      {"collector": "[::1]:4739", "format": "netflow9"}]}, "r")
+    assert task.to_dict() == {
+        "name": "fl", "kind": "flows", "filter": {"interface": "INPUT"}, "increment": "bytes",
+        "top_k": 100, "report_interval": 5.0, "scope": "global", "sample": 0.5,
+        "sample_mode": "random", "capture": "nfqueue",
+        "export": [{"collector": "127.0.0.1:9995", "format": "ipfix"},
+                   {"collector": "[::1]:4739", "format": "netflow9"}],
+        "active_timeout": 60.0, "idle_timeout": 2.0, "max_flows": 65536}
+    assert Task.from_dict(task.to_dict()) == task
+    (nth,) = parse_tasks({"name": "c", "kind": "counter", "sample": 0.01,
+                          "sample_mode": "nth"}, "r")
+    assert nth.sample == 0.01 and nth.sample_mode == "nth"
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"export": [{"collector": "10.0.0.1"}]},
+     "export[0].collector '10.0.0.1' is not host:port with a port 1..65535"),
+    ({"export": [{"collector": "10.0.0.1:99999"}]},
+     "export[0].collector '10.0.0.1:99999' is not host:port with a port 1..65535"),
+    ({"export": [{"collector": "h:1", "format": "v5"}]},
+     "export[0].format 'v5' is not one of ipfix, netflow9"),
+    ({"export": [{"collector": "h:1", "port": 1}]}, "unknown field 'export[0].port'"),
+    ({"export": "h:1"}, "export must be a non-empty list of targets"),
+    ({"export": [{"collector": "a:1"}, {"collector": "a:1"}]},
+     "export lists a target twice"),
+    ({"sample": 0}, "sample 0 is out of range [1e-06, 1]"),
+    ({"sample": 1.5}, "sample 1.5 is out of range [1e-06, 1]"),
+    ({"sample": 1e-7}, "sample 1e-07 is out of range [1e-06, 1]"),
+    ({"idle_timeout": 0.5}, "idle_timeout 0.5 is out of range [1, 3600]"),
+    ({"active_timeout": 4000}, "active_timeout 4000 is out of range [1, 3600]"),
+    ({"max_flows": 2}, "max_flows 2 is out of range 16..1048576"),
+    ({"key": "src"}, "field 'key' does not apply to kind flows"),
+])
+def test_flows_bad_fields_name_the_field(body, message):
+    with pytest.raises(PolicyError) as err:
+        parse_tasks({"name": "fl", "kind": "flows", **body}, "r")
+    assert str(err.value) == f"policy r: task fl: {message}"
+
+
+def test_flow_fields_do_not_apply_to_other_kinds():
+    with pytest.raises(PolicyError, match="field 'idle_timeout' does not apply to kind counter"):
+        parse_tasks({"name": "c", "kind": "counter", "idle_timeout": 3}, "r")
+    with pytest.raises(PolicyError, match="field 'sample' does not apply to kind bandwidth"):
+        parse_tasks({"name": "b", "kind": "bandwidth", "src": "h1", "dst": "h2",
+                     "sample": 0.5}, "r")
