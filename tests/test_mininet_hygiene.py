@@ -23,7 +23,7 @@ import uuid
 import pytest
 
 from tests.helpers import ROOT
-from topo.procs import stop_process
+from topo.procs import stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -48,8 +48,8 @@ def test_a_full_mininet_module_leaves_other_peoples_files_and_processes(tmp_path
             shutil.copy("/bin/sleep", exe)  # process name (comm) = name, as killall sees it
             procs[name] = subprocess.Popen([name, "900"], executable=str(exe),
                                            start_new_session=True)
-        for name, proc in procs.items():
-            assert comm(proc.pid) == name
+        for name, proc in procs.items():  # exec'd: the name killall would match
+            wait_until(lambda p=proc, n=name: comm(p.pid) == n, timeout=5, message=name)
 
         env = {**os.environ, "PYTHONPATH": ROOT}
         child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p",
