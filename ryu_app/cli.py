@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from measure_model.version import __version__
 from ryu_app import cli_render as render
 from ryu_app.client import DEFAULT_URL, ApiError, ControllerClient
 from ryu_app.policy_check import check_policy
@@ -211,6 +212,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="measure", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--url", default=os.environ.get("MEASURE_URL") or DEFAULT_URL,
                         help="controller REST URL (default $MEASURE_URL or %(default)s)")
     parser.add_argument("--token-file", help="file holding the controller bearer token "

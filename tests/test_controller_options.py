@@ -74,3 +74,15 @@ def test_secret_readable_by_others_stops_the_controller_with_status_2(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "ryu_app", "--version"], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.startswith("measure-controller ")
+
+
+@pytest.mark.parametrize("module, prog", [("ryu_app", "measure-controller"),
+                                          ("host_agent", "measure-agent"),
+                                          ("ryu_app.cli", "measure"),
+                                          ("topo.launch", "measure-net")])
+def test_every_command_prints_the_version(module, prog):
+    from measure_model.version import __version__
+
+    out = subprocess.run([sys.executable, "-m", module, "--version"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, f"{prog} {__version__}"), out.stderr

@@ -78,3 +78,13 @@ def test_agent_secret_missing_or_readable_by_others(tmp_path):
     proc, _, _ = _check_agent(tmp_path, "name: h2\n", secret_mode=0o400)
     assert proc.returncode == 0, proc.stderr
     assert "configuration of agent h2 is valid" in proc.stdout
+
+
+@pytest.mark.parametrize("module, config", [("ryu_app", "controller.yaml"),
+                                            ("host_agent", "agent.yaml")])
+def test_shipped_config_files_are_valid(module, config):
+    path = os.path.join(ROOT, "contrib", "config", config)
+    proc = subprocess.run([sys.executable, "-m", module, "--config", path, "--check-config"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid" in proc.stdout

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from measure_model.auth import load_or_create_secret, load_or_create_token
+from measure_model.version import __version__
 from ryu_app.client import ControllerClient, read_token
 from topo.procs import (
     LOCK_PATH,
@@ -511,6 +512,7 @@ def agent_names(body: object) -> set[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="measure-net", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--topo", default="tree", choices=["tree", "linear", "fattree", "loop"])
     p.add_argument("--depth", type=int, default=2, help="tree depth (default 2)")
     p.add_argument("--fanout", type=int, default=3, help="tree fanout (default 3)")
