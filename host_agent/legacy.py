@@ -126,7 +126,9 @@ def config_counter(ctx: LegacyContext, f: dict) -> webob.Response:
             raise AgentError(409, f"sketch {sketch.id} already has a counter_key_type "
                                   f"{key!r} counter with increment "
                                   f"{existing.task.increment!r}")
-    cid = agent.add_task_counter(sketch.id, task)
+    # at the overlay root, the candidate divisor of the subtree's copies (they merge)
+    divisor = ctx.overlay.legacy_divisor(task) if ctx.overlay is not None else 1
+    cid = agent.add_task_counter(sketch.id, task, candidate_divisor=divisor)
     if ctx.overlay is not None:  # at the overlay root the whole tree counts too
         try:
             ctx.overlay.share_legacy_counter(sketch.id, cid)

@@ -34,6 +34,13 @@ from host_agent.protocols import OverlayAgent
 from measure_model.httpclient import Transport
 from measure_model.overlay_msgs import OVERLAY_KEY, TASK_ID_RE, Peer, check_hints, check_task
 from measure_model.runner import Runner
+from measure_model.task import Task
+
+
+def candidate_divisor(task: Task, agents: int) -> int:
+    """The pigeonhole divisor of a task's counters among ``agents``: candidates at
+    ``threshold_abs / agents`` when the threshold is absolute, else 1."""
+    return agents if task.threshold_abs is not None and agents > 1 else 1
 
 
 def _error_text(status: int, body: Any) -> str:
@@ -68,7 +75,7 @@ class TaskFanOut:
         parsed, hints = check_task(task_id, task)
         task = parsed.to_dict()
         budget = self._budget(hints)
-        agents = self._population(hints)
+        agents = self.population(hints)
         interval = task.get("report_interval") or DEFAULT_INTERVAL
         with self.state.lock:
             state = self.state.tasks.get(task_id)
@@ -90,10 +97,9 @@ class TaskFanOut:
             if state.installed or not install_local:
                 state.installed = True
                 return {self.name: "ok"}
-            # pigeonhole for absolute thresholds: candidates at threshold / n
-            divisor = agents if parsed.threshold_abs is not None and agents > 1 else 1
             try:
-                self.agent.install_task(task_id, parsed, candidate_divisor=divisor)
+                self.agent.install_task(task_id, parsed,
+                                        candidate_divisor=candidate_divisor(parsed, agents))
             except Exception as exc:  # noqa: BLE001 - reported per agent
                 return {self.name: f"error: {exc}"}
             state.installed = True
@@ -127,7 +133,7 @@ class TaskFanOut:
 
         return {"agents": self._fan_out("delete", task_id, {}, kids, budget, local)}
 
-    def _population(self, hints: Any) -> int:
+    def population(self, hints: Any = None) -> int:
         """Number of agents in the tree: the sender's hint, else what reports taught us."""
         if isinstance(hints, dict) and isinstance(hints.get("agents"), int) and not isinstance(
                 hints.get("agents"), bool) and hints["agents"] >= 1:

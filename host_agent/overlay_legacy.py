@@ -10,6 +10,14 @@ snapshot with each child's latest subtree report, which the legacy
 answer from (``report.heavy_hitters_of``, ``report.estimate``,
 ``["window"]``).
 
+The root's own counter and the subtree's copies count with one candidate
+divisor (an absolute threshold keeps candidates from ``threshold_abs / n``
+on each of the ``n`` agents): the handler asks ``legacy_divisor(task)``
+before it makes the counter, and ``share_legacy_counter`` hands that
+divisor down as the ``_overlay.agents`` hint. Snapshots with different
+divisors do not merge (``report.merge_all``), so a root counting with
+another divisor than its subtree would answer for itself alone.
+
 The shared counter's reports stay at the root (``put_task(...,
 upward=False)``): the controller never heard of a ``legacy-S-C`` task, so
 sending them there would only earn a 404 every interval.
@@ -25,9 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from host_agent.overlay_down import TaskFanOut
+from host_agent.overlay_down import TaskFanOut, candidate_divisor
 from host_agent.overlay_state import NodeState
 from host_agent.protocols import LegacyAgent
+from measure_model.overlay_msgs import OVERLAY_KEY
+from measure_model.task import Task
 
 LEGACY_INTERVAL = 1.0
 
@@ -52,19 +62,31 @@ class LegacyRoot:
         self.fanout = fanout
         self.global_snapshot = global_snapshot
 
+    def _sharing(self) -> bool:
+        """Whether a legacy counter made here is shared: the root, with children."""
+        with self.state.lock:
+            return bool(self.state.children) and self.state.root
+
+    def legacy_divisor(self, task: Task) -> int:
+        """The candidate divisor a legacy counter for ``task`` made here counts with:
+        its subtree copies' divisor when it will be shared, else 1."""
+        return candidate_divisor(task, self.fanout.population()) if self._sharing() else 1
+
     def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
         """Forward a legacy counter made here to the subtree as a global task.
 
         Called by the legacy ``config sketch counter`` handler; the local
-        counter itself is the task's data here. Returns the per-agent status,
-        or None unless this agent is the overlay root and has children.
+        counter itself is the task's data here, and the subtree counts with
+        its candidate divisor. Returns the per-agent status, or None unless
+        this agent is the overlay root and has children.
         """
-        with self.state.lock:
-            if not self.state.children or not self.state.root:
-                return None
+        if not self._sharing():
+            return None
         counter = self.agent.sketches[sketch_id].counters[counter_id]
         task = replace(counter.task, name=legacy_task_id(sketch_id, counter_id),
                        report_interval=LEGACY_INTERVAL).to_dict()
+        if counter.task.threshold_abs is not None:
+            task[OVERLAY_KEY] = {"agents": counter.candidate_divisor}
         task_id = legacy_task_id(sketch_id, counter_id)
         with self.state.lock:
             self.state.legacy[task_id] = (sketch_id, counter_id)

@@ -83,6 +83,7 @@ from measure_model.fields import is_count
 from measure_model.httpclient import HttpClient, Transport
 from measure_model.overlay_msgs import Peer, is_url, parse_peer, validate_report
 from measure_model.runner import Runner, default_runner
+from measure_model.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,10 @@ class OverlayNode:
     def delete_task(self, task_id: str, body: Any = None) -> dict:
         """``TaskFanOut.delete_task``: remove here and in the subtree."""
         return self.fanout.delete_task(task_id, body)
+
+    def legacy_divisor(self, task: Task) -> int:
+        """``LegacyRoot.legacy_divisor``."""
+        return self.legacy_root.legacy_divisor(task)
 
     def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
         """``LegacyRoot.share_legacy_counter``."""

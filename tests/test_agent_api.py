@@ -469,6 +469,45 @@ def test_legacy_messages_at_overlay_root_answer_for_the_subtree(clock):
     assert child.tasks == {} and child.sketches == {}
 
 
+def test_legacy_absolute_threshold_at_overlay_root_lists_every_pair_of_the_tree(clock):
+    """examples/flow_size_distribution.py at the root (threshold_abs=1): the root and
+    its subtree count with one candidate divisor, so their snapshots merge and the
+    answer lists the pairs seen anywhere, not only the root's own."""
+    net, nodes = overlay_agents(clock, "h2", "h3", "h4")
+    net.overlays["h2"].set_overlay({"epoch": 1, "root": True,
+                                    "controller": "http://ctl.test:8080",
+                                    "children": [{"name": k, "url": f"http://{k}"}
+                                                 for k in ("h3", "h4")]})
+    for kid in ("h3", "h4"):
+        net.overlays[kid].set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"}})
+    app = net.apps["http://h2"]
+    sid = int(post_form(app, type="config sketch", interface="INPUT", proto="icmp").text)
+    assert post_form(app, type="config sketch counter", sketch_id=str(sid),
+                     counter_key_type="src_dst", increment="bytes",
+                     threshold_abs="1").status_int == 200
+    divisors = {nodes["h2"][0].sketches[sid].counters[1].candidate_divisor}
+    expected = {}
+    for n, name in enumerate(("h2", "h3", "h4"), start=2):
+        agent, mon = nodes[name]
+        own = sid if name == "h2" else agent.tasks[f"legacy-{sid}-1"]
+        divisors.add(agent.sketches[own].counters[1].candidate_divisor)
+        for m in (2, 3, 4):  # a pingall: two 84-byte echo packets from each other host
+            if m != n:
+                mon.feed([ipv4(f"10.0.0.{m}", f"10.0.0.{n}")] * 2,
+                         mark=1 << agent.sketches[own].slot)
+                expected[f"10.0.0.{m},10.0.0.{n}"] = 168
+    assert divisors == {3}  # one divisor: the 3 agents of the tree
+    clock.t = (int(clock.t) + 1) + 0.01
+    for name in ("h3", "h4", "h2"):
+        net.overlays[name].tick(clock.t)
+    r = post_form(app, type="query heavy hitters", sketch_id=str(sid),
+                  counter_key_type="src_dst")
+    assert r.json == expected
+    r = post_form(app, type="query sketch", sketch_id=str(sid), counter_key_type="src_dst",
+                  counter_key="10.0.0.2,10.0.0.4")
+    assert r.text == "168"
+
+
 def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
     """h5 with overlay children still means "packets arriving at h5" (per host)."""
     net, nodes = overlay_agents(clock, "h5", "h6")
