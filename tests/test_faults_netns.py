@@ -193,8 +193,8 @@ def test_agent_killed_and_restarted_gets_its_task_back(ns_pair, agents, controll
     (sketch,) = ag.v1("GET", "/sketches")
     assert sketch["task"] == "1" and sketch["filter"] == {"interface": "INPUT", "proto": "icmp"}
     rules_before = _agent_rules(ag)
-    # two hooks, a clear and a queue rule per chain, and the task's mark rule
-    assert len(rules_before) == 7, rules_before
+    # two hooks; a clear, an NFLOG and an NFQUEUE rule per chain; the task's mark rule
+    assert len(rules_before) == 9, rules_before
     assert sum('"endhost-measure:h2:1"' in r for r in rules_before) == 1, rules_before
 
     ag.stop(signal.SIGKILL)  # agent and monitor gone, rules stay behind
