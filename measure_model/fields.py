@@ -373,3 +373,46 @@ def described(row: Row) -> JsonSchema:
             and isinstance(row.default, str | int | float):
         out["default"] = row.default
     return out
+
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4_PREFIX = rf"{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])"
+
+
+@dataclass(frozen=True)
+class HostOrPrefix:
+    """A host name, an IPv4 address, or an IPv4 prefix (``10.0.9.0/24``; host bits
+    may be set: it stands for its network). Kept as written, so distinct entries
+    stay distinct."""
+
+    host: Pattern
+
+    def check(self, name: str, value: Any) -> str:
+        if isinstance(value, str) and "/" in value:
+            if not re.fullmatch(IPV4_PREFIX, value):
+                raise FieldError(f"{name} '{value}' is not an IPv4 prefix a.b.c.d/n")
+            return value
+        return self.host.check(name, value)
+
+    def json_schema(self) -> JsonSchema:
+        return {"anyOf": [self.host.json_schema(),
+                          {"type": "string", "pattern": f"^{IPV4_PREFIX}$"}]}
+
+
+@dataclass(frozen=True)
+class Url:
+    """An ``http://`` or ``https://`` URL of at most ``max_length`` characters."""
+
+    max_length: int
+    #: explicit ASCII classes only, so Python and JSON-schema (ECMA) regexes agree
+    regex: str = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?"
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > self.max_length \
+                or not re.fullmatch(self.regex, value):
+            raise FieldError(f"{name} must be an http:// or https:// URL "
+                             f"of at most {self.max_length} characters")
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "maxLength": self.max_length, "pattern": f"^{self.regex}$"}
