@@ -101,20 +101,28 @@ def test_bad_reactions_name_the_field(entry, message):
         one({"name": "scan", "kind": "port_scan", "on": [entry]})
 
 
-def test_on_and_protect_round_trip_and_later_event_names_are_accepted():
-    task = load_policy(
+def test_on_and_protect_round_trip_and_the_engine_events_are_accepted():
+    tasks = load_policy(
         "protect: [h1, 10.0.9.0/24]\n"
         "tasks:\n"
         "  - name: hh\n    kind: heavy_hitters\n    key: five_tuple\n"
         "    on:\n"
         "      - {event: heavy_hitter, action: mirror, to: h9, duration: 30}\n"
-        "      - {event: heavy_changer, action: notify, url: 'http://10.0.0.1/x'}\n"
-        "      - {event: threshold, above: 1000, action: mark, queue: 2, mode: dry_run}\n",
-        "p.yaml")[0]
-    assert task.protect == ("h1", "10.0.9.0/24")
+        "      - {event: heavy_hitter, action: notify, url: 'http://10.0.0.1/x'}\n"
+        "      - {event: threshold, above: 1000, action: mark, queue: 2, mode: dry_run}\n"
+        "  - name: spread\n    kind: superspreaders\n"
+        "    on: [{event: superspreader, action: block, duration: 30}]\n",
+        "p.yaml")
+    task = tasks[0]
+    assert task.protect == ("h1", "10.0.9.0/24") == tasks[1].protect
     assert [r.action for r in task.on] == ["mirror", "notify", "mark"]
     assert task.on[2].duration == 60 and task.on[2].mode == "dry_run"
-    assert Task.from_dict(json.loads(json.dumps(task.to_dict()))) == task
+    for t in tasks:
+        assert Task.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    with pytest.raises(PolicyError, match="heavy_changer is raised by kind heavy_changers, "
+                                          "not heavy_hitters"):
+        one({"name": "x", "kind": "heavy_hitters",
+             "on": [{"event": "heavy_changer", "action": "notify", "url": "http://a/"}]})
 
 
 def test_network_actions_need_a_key_with_an_address():
