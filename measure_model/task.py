@@ -452,7 +452,7 @@ def reactions_fit_schema(kind: str, schema: dict[str, Any]) -> None:
 
 def with_protect(task: Task, protect: tuple[str, ...]) -> Task:
     """A policy's top-level ``protect:`` list, merged into each measurement task."""
-    if not protect or not task.measures:
+    if not protect or task.kind not in ROWS["protect"].kinds:  # kinds that raise events
         return task
     merged = tuple(dict.fromkeys((*(task.protect or ()), *protect)))
     return Task(**{**{f.name: getattr(task, f.name) for f in fields(task)},
@@ -562,10 +562,10 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("capture", Choice(CAPTURE_MODES), DEFAULT_CAPTURE, kinds=_MEASURE,
         doc="nfqueue: packets wait for the monitor (fail-open); nflog: header copies, "
             "no added latency, kernel-side losses counted"),
-    Row("on", REACTIONS, kinds=_MEASURE,
+    Row("on", REACTIONS, kinds=_COUNTERS,
         doc="reactions: [{event, action, duration, mode, to | mbit | dscp | queue | url, "
             "above}] (see README, Reactions)"),
-    Row("protect", PROTECT, kinds=_MEASURE,
+    Row("protect", PROTECT, kinds=_COUNTERS,
         doc="hosts, addresses or prefixes no reaction may block, limit or mark (a "
             "policy's top-level protect is merged in)"),
     Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
