@@ -375,28 +375,21 @@ def described(row: Row) -> JsonSchema:
     return out
 
 
-_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-IPV4_PREFIX = rf"{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])"
-
-
 @dataclass(frozen=True)
 class HostOrPrefix:
-    """A host name, an IPv4 address, or an IPv4 prefix (``10.0.9.0/24``; host bits
-    may be set: it stands for its network). Kept as written, so distinct entries
-    stay distinct."""
+    """A host name, or an IPv4/IPv6 address or prefix (``10.0.9.0/24``; host bits may
+    be set: it stands for its network). Kept as written, so distinct entries stay
+    distinct."""
 
     host: Pattern
 
     def check(self, name: str, value: Any) -> str:
-        if isinstance(value, str) and "/" in value:
-            if not re.fullmatch(IPV4_PREFIX, value):
-                raise FieldError(f"{name} '{value}' is not an IPv4 prefix a.b.c.d/n")
+        if isinstance(value, str) and re.fullmatch(f"{IPV4_PREFIX}|{IPV6_PREFIX}", value):
             return value
         return self.host.check(name, value)
 
     def json_schema(self) -> JsonSchema:
-        return {"anyOf": [self.host.json_schema(),
-                          {"type": "string", "pattern": f"^{IPV4_PREFIX}$"}]}
+        return {"anyOf": [self.host.json_schema(), Prefix().json_schema()]}
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ EXEMPT_PRIORITY = REACTION_PRIORITY + 10
 REACTION_COOKIE = 0x52454143 << 32  # "REAC" in the upper 32 bits, the action id below
 CONTROL_PORTS = (8000, 8080, 6653)
 ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
 IP_PROTO = {"icmp": 1, "tcp": 6, "udp": 17}
 DEFAULT_MGMT_NET = "192.168.100.0/24"
 #: the address a spread event's single-address key names
@@ -166,15 +167,19 @@ def _port_value(spec: Any) -> int | None:
 
 def flow_match(fields: dict[str, Any], flt: Filter | None) -> dict[str, Any]:
     """An OpenFlow 1.3 match (Ryu ``OFPMatch`` names) for a key's fields and a task filter."""
-    match: dict[str, Any] = {"eth_type": ETH_TYPE_IPV4}
-    if "src" in fields:
-        match["ipv4_src"] = fields["src"]
-    elif flt is not None and flt.src and "/" not in flt.src:
-        match["ipv4_src"] = flt.src
-    if "dst" in fields:
-        match["ipv4_dst"] = fields["dst"]
-    elif flt is not None and flt.dst and "/" not in flt.dst:
-        match["ipv4_dst"] = flt.dst
+    addrs: dict[str, str] = {}
+    for side in ("src", "dst"):
+        given = getattr(flt, side, None) if flt is not None else None
+        if side in fields:
+            addrs[side] = fields[side]
+        elif given and "/" not in given:  # one host of the filter; a prefix has no one match
+            addrs[side] = given
+    v6 = any(":" in a for a in addrs.values())
+    family = "ipv6" if v6 else "ipv4"
+    match: dict[str, Any] = {"eth_type": ETH_TYPE_IPV6 if v6 else ETH_TYPE_IPV4}
+    for side, addr in addrs.items():
+        if (":" in addr) == v6:  # a filter of the other family cannot hold with this key
+            match[f"{family}_{side}"] = addr
     proto = _proto_number(fields.get("proto") or (flt.proto if flt is not None else None))
     if proto is not None:
         match["ip_proto"] = proto

@@ -321,3 +321,11 @@ def test_spread_events_name_the_spreading_source_or_the_victim():
     assert event_fields(task, {"kind": "ddos_victim", "key": "10.0.0.5"}) == {"dst": "10.0.0.5"}
     assert event_fields(task, {"kind": "heavy_changer", "key": "10.0.0.1,10.0.0.2"}) == {
         "src": "10.0.0.1", "dst": "10.0.0.2"}
+
+
+def test_an_ipv6_key_is_matched_as_ipv6():
+    from ryu_app.reactions import flow_match
+
+    assert flow_match({"src": "2001:db8::6"}, None) == {"eth_type": 0x86DD,
+                                                        "ipv6_src": "2001:db8::6"}
+    assert flow_match({"src": "10.0.0.6"}, None) == {"eth_type": 0x0800, "ipv4_src": "10.0.0.6"}
