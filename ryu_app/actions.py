@@ -162,11 +162,11 @@ class ActionManager:
                                  "agent, host or address")
         nets = self._protected(task)
         for i, r in enumerate(task.on or ()):
-            if r.action == "mirror":
-                ip = self._ip_of(r.to or "")
-                if ip is None or self.topology.host_by_ip(ip) is None:
-                    raise UnknownHost(f"task {task.name}: on[{i}].to '{r.to}' is not a known "
-                                     "host with an attachment point")
+            if r.action == "mirror" and self._ip_of(r.to or "") is None:
+                # located or not yet: a tap without an attachment point when the event
+                # comes is refused then (and recorded)
+                raise UnknownHost(f"task {task.name}: on[{i}].to '{r.to}' is not a known "
+                                  "agent, host or address")
             if r.action in NETWORK_ACTIONS and r.action != "mirror" and task.filter is not None:
                 for side in ("src", "dst"):
                     value = getattr(task.filter, side)

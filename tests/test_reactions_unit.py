@@ -279,7 +279,7 @@ def test_service_refuses_unknown_or_protected_hosts_and_stores_nothing(tmp_path,
     mirror = {"name": "m", "kind": "heavy_hitters", "key": "src_dst",
               "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h42", "duration": 5}]}
     for body, message, status in [
-        (mirror, "on[0].to 'h42' is not a known host", 404),
+        (mirror, "on[0].to 'h42' is not a known agent, host or address", 404),
         ({**SCAN, "filter": {"src": "10.0.0.3"}, "protect": ["10.0.0.3"]},
          "targets filter.src 10.0.0.3, a protected host", 409),
         ({**SCAN, "protect": ["h77"]}, "protect host 'h77' is not a known", 404),
