@@ -131,8 +131,11 @@ class ActionManager:
                  post: Callable[[str, bytes, dict], int] | None = None,
                  spawn: Callable[[Callable[[], None]], None] | None = None,
                  protect: tuple[str, ...] = (), max_active: int = DEFAULT_MAX_ACTIVE,
-                 max_new_per_minute: int = DEFAULT_MAX_NEW_PER_MINUTE) -> None:
+                 max_new_per_minute: int = DEFAULT_MAX_NEW_PER_MINUTE,
+                 locate: Callable[[str], Any] | None = None) -> None:
         self.store = store
+        #: ip -> attachment point (``topology.Host``) or None
+        self.locate = locate or topology.host_by_ip
         self.topology = topology
         self.resolve = resolve
         self.now = now
@@ -234,10 +237,10 @@ class ActionManager:
         tap = None
         if reaction.action == "mirror":
             ip = self._ip_of(reaction.to or "")
-            tap = self.topology.host_by_ip(ip) if ip else None
+            tap = self.locate(ip) if ip else None
         try:
             p = plan(task_id, task, index, reaction, event, self.topology,
-                     self._protected(task), tap)
+                     self._protected(task), tap, self.locate)
         except Refused as exc:
             log.info("task %s: %s for event %s refused: %s", task_id, reaction.action,
                      event.get("id"), exc)
@@ -434,7 +437,8 @@ def _post(url: str, body: bytes, headers: dict) -> int:
 def manager_from_env(store: Any, topology: Any, resolve: Callable[[str], str | None],
                      state_dir: str, now: Callable[[], float],
                      spawn: Callable[[Callable[[], None]], None] | None = None,
-                     env: dict[str, str] | None = None) -> ActionManager:
+                     env: dict[str, str] | None = None,
+                     locate: Callable[[str], Any] | None = None) -> ActionManager:
     """The controller's manager: ``MEASURE_PROTECT`` (comma-separated hosts, addresses or
     prefixes; the management network ``MEASURE_MGMT_NET`` and the controller's own address
     are always added), ``MEASURE_MAX_ACTIONS``, ``MEASURE_MAX_ACTIONS_PER_MINUTE``,
@@ -462,7 +466,7 @@ def manager_from_env(store: Any, topology: Any, resolve: Callable[[str], str | N
         return int(text)
 
     return ActionManager(store, topology, resolve, now, secret=secret, spawn=spawn,
-                         protect=tuple(protect),
+                         protect=tuple(protect), locate=locate,
                          max_active=bounded("MEASURE_MAX_ACTIONS", DEFAULT_MAX_ACTIVE),
                          max_new_per_minute=bounded("MEASURE_MAX_ACTIONS_PER_MINUTE",
                                                     DEFAULT_MAX_NEW_PER_MINUTE))

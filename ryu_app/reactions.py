@@ -38,6 +38,7 @@ extends the one action instead of adding another.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,8 +231,13 @@ def _exemptions(dpid: int, base: dict[str, Any]) -> list[FlowSpec]:
 
 
 def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[str, Any],
-         topology: Topology, protected: list, tap: Host | None = None) -> ActionPlan:
-    """Decide what ``reaction`` (``task.on[index]``) does for ``event``; raise ``Refused``."""
+         topology: Topology, protected: list, tap: Host | None = None,
+         locate: Callable[[str], Host | None] | None = None) -> ActionPlan:
+    """Decide what ``reaction`` (``task.on[index]``) does for ``event``; raise ``Refused``.
+
+    ``locate(ip)`` finds a host's attachment point (default ``topology.host_by_ip``; the
+    controller also tries the MAC its agent registered)."""
+    locate = locate or topology.host_by_ip
     try:
         fields = event_fields(task, event)
     except Refused:
@@ -251,10 +257,10 @@ def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[s
             if name == "src" or reaction.action != "mirror":
                 raise Refused(f"{name} {fields[name]} is protected")
     if "src" in fields:
-        host = topology.host_by_ip(fields["src"])
+        host = locate(fields["src"])
         where = "src"
     else:
-        host = topology.host_by_ip(fields.get("dst", ""))
+        host = locate(fields.get("dst", ""))
         where = "dst"
     if host is None:
         raise Refused(f"{where} {fields.get(where)} has no known attachment point")
@@ -278,14 +284,14 @@ def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[s
         flows.append(FlowSpec(host.dpid, ACTION_PRIORITY["mark"], match, actions=(act,),
                               goto=DST_TABLE))
     elif reaction.action == "mirror":
-        flows.append(_mirror_flow(host, match, tap, reaction, topology))
+        flows.append(_mirror_flow(host, match, tap, reaction, topology, locate))
         base.detail["to"] = reaction.to
     base.flows = flows
     return base
 
 
 def _mirror_flow(src: Host, match: dict[str, Any], tap: Host | None, reaction: Reaction,
-                 topology: Topology) -> FlowSpec:
+                 topology: Topology, locate: Callable[[str], Host | None]) -> FlowSpec:
     if tap is None:
         raise Refused(f"tap host {reaction.to} has no known attachment point")
     if tap.dpid == src.dpid:
@@ -293,7 +299,7 @@ def _mirror_flow(src: Host, match: dict[str, Any], tap: Host | None, reaction: R
                         actions=(("output", tap.port),),
                         goto=DST_TABLE)
     dst_ip = match.get("ipv4_dst")
-    dst = topology.host_by_ip(dst_ip) if dst_ip else None
+    dst = locate(dst_ip) if dst_ip else None
     if dst is None:
         raise Refused("a mirror to a tap on another switch needs the flow's destination host "
                       "(a key or filter with one destination)")

@@ -115,7 +115,7 @@ class MeasureService:
         #: set by the Ryu app: wakes its ticker so queued pushes go out now
         self.wake: Callable[[], None] | None = None
         self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
-                                        spawn=self.runner.submit)
+                                        spawn=self.runner.submit, locate=self._locate)
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
 
     def _signer(self) -> Any:
@@ -272,6 +272,13 @@ class MeasureService:
                 raise NotFound(f"unknown action {action_id}")
             raise Conflict(f"action {action_id} has already ended")
         return {"id": action_id, "lifted": True}
+
+    def _locate(self, ip: str) -> Any:
+        """A host's attachment point by IP, else by the MAC its agent registered (a host
+        whose every frame matched existing flows has no IP in the topology)."""
+        host = self.topology.host_by_ip(ip)
+        agent = self.registry.find(ip) if host is None else None
+        return self.topology.host_by_mac(agent.mac) if agent and agent.mac else host
 
     def _data_ip(self, name: str) -> str | None:
         agent = self.registry.find(name)
