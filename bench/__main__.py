@@ -194,6 +194,14 @@ def sampling_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool
     return figs, ok
 
 
+def reactions_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs = {k: round(d[k], 2) for k in (
+        "event_to_flow_ms_median", "event_to_flow_ms_p99", "interval_end_to_flow_ms_median",
+        "interval_end_to_flow_ms_p99", "scan_to_flow_intervals_median",
+        "scan_to_flow_intervals_p99") if isinstance(d.get(k), int | float)}
+    return figs, {"interval end -> flow <= 100 ms (p99)": bool(d.get("meets_target"))}
+
+
 PARTS = [
     Part("engine", "bench.engine",
          "part 1b: sketch engine vs the original per-packet path (scapy + madoka), 1M packets",
@@ -233,6 +241,11 @@ PARTS = [
          "flows) at sample 1, 0.1, 0.01, in namespaces",
          full=[], quick=["--quick"], budget_s=70, root=True, headline=sampling_headline,
          targets=["sample 0.1 within its stated bound", "sample 0.1 costs less CPU"]),
+    Part("reactions", "bench.reactions",
+         "issue 16: port-scan event -> block flow on the scanner's edge switch (Mininet tree)",
+         full=["--repeat", "16"], quick=["--quick"], budget_s=150, root=True, mininet=True,
+         headline=reactions_headline,
+         targets=["interval end -> flow <= 100 ms (p99)"]),
     # bench.load takes the Mininet lock itself (it has no --no-lock): the runner waits for
     # the lock to be free, then starts it.
     Part("load", "bench.load",

@@ -373,3 +373,39 @@ def described(row: Row) -> JsonSchema:
             and isinstance(row.default, str | int | float):
         out["default"] = row.default
     return out
+
+
+@dataclass(frozen=True)
+class HostOrPrefix:
+    """A host name, or an IPv4/IPv6 address or prefix (``10.0.9.0/24``; host bits may
+    be set: it stands for its network). Kept as written, so distinct entries stay
+    distinct."""
+
+    host: Pattern
+
+    def check(self, name: str, value: Any) -> str:
+        if isinstance(value, str) and re.fullmatch(f"{IPV4_PREFIX}|{IPV6_PREFIX}", value):
+            return value
+        return self.host.check(name, value)
+
+    def json_schema(self) -> JsonSchema:
+        return {"anyOf": [self.host.json_schema(), Prefix().json_schema()]}
+
+
+@dataclass(frozen=True)
+class Url:
+    """An ``http://`` or ``https://`` URL of at most ``max_length`` characters."""
+
+    max_length: int
+    #: explicit ASCII classes only, so Python and JSON-schema (ECMA) regexes agree
+    regex: str = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?"
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > self.max_length \
+                or not re.fullmatch(self.regex, value):
+            raise FieldError(f"{name} must be an http:// or https:// URL "
+                             f"of at most {self.max_length} characters")
+        return value
+
+    def json_schema(self) -> JsonSchema:
+        return {"type": "string", "maxLength": self.max_length, "pattern": f"^{self.regex}$"}

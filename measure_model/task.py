@@ -23,6 +23,12 @@ Everything else is derived from the table:
   ``bandwidth_json_schema``), so the documented limits are the enforced ones
   (``tests/test_openapi.py`` compares them).
 
+Reactions (``on:``) are a list of entries with rows of their own
+(``REACTION_ROWS``, then ``_reaction_rule`` for the fields each action
+takes); ``_reactions_fit_the_task`` ties their events to the task's kind
+and key. A policy's top-level ``protect:`` is merged into each of its
+measurement tasks (``with_protect``), so it is stored with them.
+
 YAML policies are read in ``measure_model.policy``.
 
 Adding a field: add a ``Row`` to ``TASK_ROWS`` (with ``kinds``), a
@@ -47,6 +53,7 @@ from measure_model.fields import (
     Choice,
     ConflictError,
     FieldError,
+    HostOrPrefix,
     HostPort,
     Integer,
     ListOf,
@@ -57,6 +64,7 @@ from measure_model.fields import (
     PowerOfTwo,
     Prefix,
     Row,
+    Url,
     described,
     type_name,
 )
@@ -196,6 +204,8 @@ class Task:
     active_timeout: float | None = None
     idle_timeout: float | None = None
     max_flows: int | None = None
+    on: tuple[Reaction, ...] | None = None
+    protect: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: every set field, nested objects as dicts."""
@@ -209,7 +219,8 @@ class Task:
                          if getattr(value, f.name) is not None}
             elif isinstance(value, tuple):
                 value = [{f.name: getattr(v, f.name) for f in fields(v)}
-                         if isinstance(v, ExportTarget) else v for v in value]
+                         if isinstance(v, ExportTarget)
+                         else v.to_dict() if isinstance(v, Reaction) else v for v in value]
             out[row.name] = value
         return out
 
@@ -277,6 +288,178 @@ def _default_threshold(obj: dict[str, Any]) -> float | None:
 
 
 HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
+# ---------------------------------------------------------------- reactions (on:, protect:)
+# What a measurement event makes the controller do: ``ryu_app/reactions.py``
+# plans the OpenFlow side, ``ryu_app/actions.py`` runs it.
+
+EVENTS = ("heavy_hitter", "port_scan", "threshold", "heavy_changer", "superspreader",
+          "ddos_victim")
+#: the task kind whose results raise each event (checked once that kind exists)
+EVENT_KINDS = {"heavy_hitter": "heavy_hitters", "port_scan": "port_scan",
+               "heavy_changer": "heavy_changers", "superspreader": "superspreaders",
+               "ddos_victim": "ddos_victims"}
+ACTIONS = ("mirror", "block", "rate_limit", "mark", "notify")
+NETWORK_ACTIONS = ("mirror", "block", "rate_limit", "mark")
+TIMED_ACTIONS = ("mirror", "block", "rate_limit")  # duration is required
+ACTION_MODES = ("enforce", "dry_run")
+#: the fields each action takes besides event, action, duration, mode (and above)
+ACTION_FIELDS = {"mirror": ("to",), "block": (), "rate_limit": ("mbit",),
+                 "mark": ("dscp", "queue"), "notify": ("url",)}
+ADDRESS_KEYS = ("src", "dst", "src_dst", "src_dport", "dst_dport", "five_tuple")
+MAX_REACTIONS = 8
+MAX_ACTION_DURATION = 65535  # OpenFlow hard_timeout is 16 bits
+DEFAULT_MARK_DURATION = 60
+MAX_MBIT = 100_000.0
+MAX_DSCP = 63
+MAX_QUEUE = 2 ** 32 - 2
+MAX_URL = 2048
+MAX_ABOVE = 2 ** 62
+MAX_PROTECT = 1000
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """One ``on:`` entry: when ``event`` fires, do ``action`` for ``duration`` seconds."""
+
+    event: str
+    action: str
+    duration: int | None = None
+    mode: str = "enforce"
+    to: str | None = None
+    mbit: float | None = None
+    dscp: int | None = None
+    queue: int | None = None
+    url: str | None = None
+    above: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+
+def _reaction_rule(name: str, out: dict[str, Any]) -> None:
+    """Cross-field checks of one ``on:`` entry (fields per action, required ones)."""
+    action, event = out["action"], out["event"]
+    for field_name, value in out.items():
+        if value is None or field_name in ("event", "action", "duration", "mode"):
+            continue
+        if field_name == "above" and event != "threshold":
+            raise FieldError(f"field '{name}.above' does not apply to event {event}")
+        if field_name != "above" and field_name not in ACTION_FIELDS[action]:
+            raise FieldError(f"field '{name}.{field_name}' does not apply to action {action}")
+    if event == "threshold" and out["above"] is None:
+        raise FieldError(f"{name}.above is required for event threshold")
+    if out["duration"] is None:
+        if action in TIMED_ACTIONS:
+            raise FieldError(f"{name}.duration is required for action {action}")
+        if action == "mark":
+            out["duration"] = DEFAULT_MARK_DURATION
+    if action == "mark" and (out["dscp"] is None) == (out["queue"] is None):
+        raise FieldError(f"{name}: action mark needs exactly one of dscp and queue")
+    for needed in {"mirror": "to", "rate_limit": "mbit", "notify": "url"}.items():
+        if action == needed[0] and out[needed[1]] is None:
+            raise FieldError(f"{name}.{needed[1]} is required for action {action}")
+
+
+REACTION_ROWS = (
+    Row("event", Choice(EVENTS), required=True, doc="the event that triggers the action"),
+    Row("action", Choice(ACTIONS), required=True, doc="what the controller does"),
+    Row("duration", Integer(1, MAX_ACTION_DURATION),
+        doc="seconds (OpenFlow hard timeout); required for mirror, block, rate_limit; "
+            f"mark defaults to {DEFAULT_MARK_DURATION}"),
+    Row("mode", Choice(ACTION_MODES), "enforce",
+        doc="dry_run records what would be done and installs nothing"),
+    Row("to", HOST, doc="mirror: the tap host (name or data address)"),
+    Row("mbit", Number(0.0, MAX_MBIT, lo_open=True), doc="rate_limit: Mbit/s (a meter)"),
+    Row("dscp", Integer(0, MAX_DSCP), doc="mark: DSCP value set on the packets"),
+    Row("queue", Integer(0, MAX_QUEUE), doc="mark: output queue id"),
+    Row("url", Url(MAX_URL), doc="notify: webhook URL (HMAC-signed POST of the event)"),
+    Row("above", Integer(1, MAX_ABOVE), doc="threshold: a key's window count at or above"),
+)
+
+
+def _reaction_schema() -> dict[str, Any]:
+    """``_reaction_rule`` as JSON schema: each action's own fields, ``above`` only and
+    always with event threshold (what ``_reactions_fit_the_task`` checks stays prose)."""
+    extra = ("to", "mbit", "dscp", "queue", "url")
+    per_action = []
+    for action, own in ACTION_FIELDS.items():
+        required = [*(["duration"] if action in TIMED_ACTIONS else []),
+                    *([] if action == "mark" else own)]
+        schema: dict[str, Any] = {"properties": {"action": {"enum": [action]}},
+                                  "not": {"anyOf": [{"required": [f]} for f in extra
+                                                    if f not in own]}}
+        if required:
+            schema["required"] = required
+        if action == "mark":
+            schema["oneOf"] = [{"required": ["dscp"]}, {"required": ["queue"]}]
+        per_action.append(schema)
+    above = {"anyOf": [
+        {"properties": {"event": {"enum": ["threshold"]}}, "required": ["above"]},
+        {"properties": {"event": {"enum": [e for e in EVENTS if e != "threshold"]}},
+         "not": {"required": ["above"]}}]}
+    return {"allOf": [{"anyOf": per_action}, above]}
+
+
+@dataclass(frozen=True)
+class ReactionEntry:
+    """One ``on:`` entry: its rows, then ``_reaction_rule`` with the entry's name."""
+
+    nested: Nested
+
+    def check(self, name: str, value: Any) -> Reaction:
+        reaction = self.nested.check(name, value)
+        out = {f.name: getattr(reaction, f.name) for f in fields(reaction)}
+        _reaction_rule(name, out)
+        return Reaction(**out)
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.nested.json_schema()
+
+
+def _reactions_fit_the_task(obj: dict[str, Any]) -> None:
+    """An event must come from the task's kind; a network action needs an address key."""
+    for i, r in enumerate(obj.get("on") or ()):
+        need = EVENT_KINDS.get(r.event)
+        if need is not None and need in KINDS and obj["kind"] != need:
+            raise FieldError(f"on[{i}].event {r.event} is raised by kind {need}, "
+                             f"not {obj['kind']}")
+        if r.action in NETWORK_ACTIONS and r.event != "port_scan" \
+                and obj.get("key") not in ADDRESS_KEYS:
+            raise FieldError(f"on[{i}].action {r.action} needs a key holding an address "
+                             f"({', '.join(ADDRESS_KEYS)}), not {obj.get('key')}")
+
+
+def kind_events(kind: str) -> list[str]:
+    """The events an ``on:`` entry of a task of ``kind`` may name."""
+    return [e for e in EVENTS if EVENT_KINDS.get(e) in (None, kind)
+            or EVENT_KINDS[e] not in KINDS]
+
+
+def reactions_fit_schema(kind: str, schema: dict[str, Any]) -> None:
+    """``_reactions_fit_the_task`` as JSON schema, in a kind's task ``schema``."""
+    on = schema["properties"]["on"]
+    entry = on["items"]
+    schema["properties"]["on"] = {**on, "items": {**entry, "properties": {
+        **entry["properties"], "event": {**entry["properties"]["event"],
+                                         "enum": kind_events(kind)}}}}
+    harmless = {"anyOf": [{"properties": {"action": {"enum": ["notify"]}}},
+                          {"properties": {"event": {"enum": ["port_scan"]}}}]}
+    schema["allOf"] = [{"anyOf": [  # the default keys of every kind hold an address
+        {"not": {"required": ["key"]}}, {"properties": {"key": {"enum": list(ADDRESS_KEYS)}}},
+        {"properties": {"on": {"items": harmless}}}]}]
+
+
+def with_protect(task: Task, protect: tuple[str, ...]) -> Task:
+    """A policy's top-level ``protect:`` list, merged into each measurement task."""
+    if not protect or task.kind not in ROWS["protect"].kinds:  # kinds that raise events
+        return task
+    merged = tuple(dict.fromkeys((*(task.protect or ()), *protect)))
+    return Task(**{**{f.name: getattr(task, f.name) for f in fields(task)},
+                   "protect": merged})
+
+
+
 FILTER_ROWS = (
     Row("interface", Choice(INTERFACES), "INPUT", "netfilter chain: packets in or out"),
     Row("proto", Choice(PROTOS), doc="IP protocol (icmp is IPv4's, icmpv6 IPv6's)"),
@@ -312,6 +495,10 @@ FILTER = Nested(FILTER_ROWS, Filter, _filter_rules, {"allOf": [
                         "dst": {"pattern": f"^{IPV6_PREFIX}$"},
                         "proto": {"not": {"enum": ["icmp"]}}}}]}]})
 EXPORT = Nested(EXPORT_ROWS, ExportTarget)
+PROTECT = ListOf(HostOrPrefix(HOST), MAX_PROTECT, None, "host")
+REACTIONS = ListOf(ReactionEntry(Nested(REACTION_ROWS, Reaction,
+                                         rule_schema=_reaction_schema())),
+                   MAX_REACTIONS, None, "reaction")
 WINDOW = Nested(WINDOW_ROWS, Window)
 SKETCH = Nested(SKETCH_ROWS, SketchSpec)
 
@@ -375,6 +562,12 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("capture", Choice(CAPTURE_MODES), DEFAULT_CAPTURE, kinds=_MEASURE,
         doc="nfqueue: packets wait for the monitor (fail-open); nflog: header copies, "
             "no added latency, kernel-side losses counted"),
+    Row("on", REACTIONS, kinds=_COUNTERS,
+        doc="reactions: [{event, action, duration, mode, to | mbit | dscp | queue | url, "
+            "above}] (see README, Reactions)"),
+    Row("protect", PROTECT, kinds=_COUNTERS,
+        doc="hosts, addresses or prefixes no reaction may block, limit or mark (a "
+            "policy's top-level protect is merged in)"),
     Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
     Row("dst", HOST, required=True, kinds=_BW, doc="receiving host"),
     Row("method", Choice(BW_METHODS), "slops", kinds=_BW,
@@ -401,7 +594,7 @@ def _distinct_ends(obj: dict[str, Any]) -> None:
         raise ConflictError(f"src and dst are the same host '{obj['src']}'")
 
 
-RULES = (_distinct_ends,)       # on the checked fields
+RULES = (_distinct_ends, _reactions_fit_the_task)  # on the checked fields
 RAW_RULES = (_exclusive_thresholds,)  # on the given fields, before any check
 
 
@@ -462,7 +655,7 @@ def parse_tasks(obj: Any, source_name: str) -> list[Task]:
         items: Any = [obj]
     elif isinstance(obj, dict):
         for key in obj:
-            if key != "tasks":
+            if key not in ("tasks", "protect"):
                 raise PolicyError(f"{where}: unknown top-level field '{key}'")
         if "tasks" not in obj:
             raise PolicyError(f"{where}: 'tasks' is required")
@@ -473,10 +666,16 @@ def parse_tasks(obj: Any, source_name: str) -> list[Task]:
         raise PolicyError(f"{where}: tasks must be a non-empty list")
     if len(items) > MAX_POLICY_TASKS:
         raise PolicyError(f"{where}: {len(items)} tasks, more than {MAX_POLICY_TASKS}")
+    protect: tuple[str, ...] = ()
+    if isinstance(obj, dict) and "protect" in obj:
+        try:
+            protect = PROTECT.check("protect", obj["protect"])  # type: ignore[assignment]
+        except FieldError as exc:
+            raise PolicyError(f"{where}: {exc}") from None
     tasks: list[Task] = []
     seen: set[str] = set()
     for index, item in enumerate(items):
-        task = parse_task(item, source_name, index)
+        task = with_protect(parse_task(item, source_name, index), protect)
         if task.name in seen:
             raise PolicyConflict(f"{where}: task {task.name}: name is used by another task "
                                  "in the policy")
@@ -558,6 +757,8 @@ def kind_json_schema(kind: str) -> dict[str, Any]:
                            "additionalProperties": False, "properties": props}
     if kind in MEASURE_KINDS:
         out["not"] = {"required": ["threshold", "threshold_abs"]}  # exclusive
+    if "on" in props:
+        reactions_fit_schema(kind, out)
     return out
 
 

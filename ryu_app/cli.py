@@ -13,6 +13,8 @@
     measure bw h5 h6 [--method bulk]             # progress on stderr while it probes
     measure watch 1 [--interval 2] [--host h5]   # redraw the result like top
     measure result 1 --wait 30                   # wait (with progress) for a first result
+    measure actions [--json]                     # reactions taken: active and past
+    measure lift 3                               # end action 3 now
 
 Wherever a host is named, its agent name (``h5``) or its data IP
 (``10.0.0.5``: what the Mininet CLI puts in place of host names) is taken.
@@ -188,6 +190,11 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
         if args.follow:
             return follow_events(client, args.since, args.interval, out, as_json)
         show(client.call("GET", f"/events?since={args.since}")["events"], render.render_events)
+    elif args.command == "actions":
+        show(client.call("GET", "/actions")["actions"], render.render_actions)
+    elif args.command == "lift":
+        client.call("DELETE", f"/actions/{quote(args.id, safe='')}")
+        print(f"action {args.id} lifted", file=out)
     elif args.command == "bw":
         body = {"src": args.src, "dst": args.dst, "method": args.method,
                 "max_duration": args.max_duration}
@@ -225,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "apply":
             p.add_argument("--json", action="store_true")
     for name, text in (("tasks", "list tasks"), ("topology", "discovered topology"),
-                       ("overlay", "the overlay tree"), ("agents", "registered agents")):
+                       ("overlay", "the overlay tree"), ("agents", "registered agents"),
+                       ("actions", "reactions taken (active and past)")):
         sub.add_parser(name, help=text).add_argument("--json", action="store_true")
     p = sub.add_parser("result", help="latest result of a task")
     p.add_argument("id")
@@ -249,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
     sub.add_parser("delete", help="delete a task").add_argument("id")
+    sub.add_parser("lift", help="end an active action now").add_argument("id")
     p = sub.add_parser("events", help="events (heavy hitters, port scans, coverage)")
     p.add_argument("--since", type=int, default=0, help="only events after this id")
     p.add_argument("--follow", action="store_true",

@@ -312,6 +312,11 @@ def event_text(e: dict) -> str:
     if kind == "port_scan":
         dsts = ", ".join(e.get("dsts") or []) or "?"
         return f"{e.get('src')} touched {e.get('ports')} ports of {dsts}"
+    if kind == "action":
+        what = f"{e.get('action')} {e.get('target')}: {e.get('state')}"
+        if e.get("reason"):
+            what += f" ({e['reason']})"
+        return what + f" [action {e.get('action_id')}, cause event {e.get('cause')}]"
     if kind == "coverage":
         missing = e.get("missing") or []
         return (f"{e.get('covered')} agents covered; "
@@ -327,6 +332,17 @@ def render_events(events: list[dict], header: bool = True) -> str:
                          [[e["id"], clock(e.get("ts")), e["task_id"], e["kind"], event_text(e)]
                           for e in events])
     return table if header else "\n".join(table.splitlines()[1:])
+
+
+def render_actions(actions: list[dict]) -> str:
+    """Reactions taken: one row per action, newest first."""
+    if not actions:
+        return "no actions"
+    rows = [[a["id"], a["task_id"], a["action"], a["mode"], a["status"], a.get("target"),
+             a.get("cause"), a.get("dpid"), json.dumps(a.get("match") or {}, sort_keys=True),
+             clock(a.get("expires"))] for a in actions]
+    return render_table(["ID", "TASK", "ACTION", "MODE", "STATUS", "TARGET", "CAUSE", "SWITCH",
+                         "MATCH", "EXPIRES"], rows)
 
 
 BW_NOTES = {

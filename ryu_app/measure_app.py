@@ -16,6 +16,9 @@ results). This class only
   at once when a REST call queued a push (``service.wake``), and tells the
   service when the topology changed (a failing tick is counted by the
   service and shown in ``GET /measure/v1/health``),
+- sends the reactions' flow-mods and meter-mods (``service.actions.drain()``
+  after every tick, ``service.actions.on_switch`` when a switch connects:
+  ``ryu_app/actions.py`` decides, this only translates),
 - registers the REST API (``rest.register_rest``), the dashboard and
   ``/metrics`` (``dashboard.register_dashboard``) on Ryu's WSGI app.
 
@@ -39,6 +42,7 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
+from ryu_app.actions import Install, MeterAdd, MeterDelete, Op, Remove, op_dpid
 from ryu_app.dashboard import register_dashboard
 from ryu_app.forwarding import (
     DST_TABLE,
@@ -108,7 +112,9 @@ class MeasureApp(app_manager.RyuApp):
         while True:
             wake.wait(timeout=TICK_SECONDS)
             wake.clear()
+            self._send_queued_reactions()  # queued by a report: out before the tick's work
             self.service.tick(time.time())
+            self._send_queued_reactions()  # expiries found by the tick
 
     def _topology_changed(self, flush: bool) -> None:
         if flush:
@@ -129,6 +135,8 @@ class MeasureApp(app_manager.RyuApp):
                                           match=parser.OFPMatch(), instructions=inst))
         # Flows from an earlier run of the controller may be stale.
         self._send([FlowDelete(dp.id, self.forwarding.cookie)])
+        # active reactions, with their remaining time
+        self._send_reactions(self.service.actions.on_switch(dp.id))
 
     @set_ev_cls(topo_event.EventSwitchEnter)
     def _switch_enter(self, ev):
@@ -239,3 +247,53 @@ class MeasureApp(app_manager.RyuApp):
                 dp.send_msg(parser.OFPPacketOut(
                     datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
                     actions=actions, data=frame))
+
+    def _send_queued_reactions(self) -> None:
+        try:
+            self._send_reactions(self.service.actions.drain())
+        except Exception:  # noqa: BLE001 - the ticker must keep running
+            self.logger.exception("sending reaction flow-mods failed")
+
+    def _send_reactions(self, ops: list[Op]) -> None:
+        """Turn reaction operations (``ryu_app.actions``) into flow-mods and meter-mods."""
+        for op in ops:
+            dp = self.datapaths.get(op_dpid(op))
+            if dp is None:
+                continue  # re-installed by on_switch when it connects
+            ofp, parser = dp.ofproto, dp.ofproto_parser
+            if isinstance(op, Install):
+                f = op.flow
+                actions = []
+                for name, *args in f.actions:
+                    if name == "set_field":
+                        actions.append(parser.OFPActionSetField(**{args[0]: args[1]}))
+                    elif name == "output":
+                        actions.append(parser.OFPActionOutput(args[0]))
+                    elif name == "set_queue":
+                        actions.append(parser.OFPActionSetQueue(args[0]))
+                inst = []
+                if f.meter is not None:
+                    inst.append(parser.OFPInstructionMeter(f.meter, ofp.OFPIT_METER))
+                if actions:
+                    inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+                if f.goto is not None:
+                    inst.append(parser.OFPInstructionGotoTable(f.goto))
+                dp.send_msg(parser.OFPFlowMod(
+                    datapath=dp, table_id=f.table, cookie=op.cookie, priority=f.priority,
+                    hard_timeout=op.hard_timeout, match=parser.OFPMatch(**f.match),
+                    instructions=inst))
+            elif isinstance(op, Remove):
+                dp.send_msg(parser.OFPFlowMod(
+                    datapath=dp, cookie=op.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
+                    table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
+                    out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
+            elif isinstance(op, MeterAdd):
+                m = op.meter
+                dp.send_msg(parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=m.meter_id))
+                band = parser.OFPMeterBandDrop(rate=m.kbps, burst_size=m.burst_kb)
+                dp.send_msg(parser.OFPMeterMod(
+                    dp, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_KBPS | ofp.OFPMF_BURST,
+                    meter_id=m.meter_id, bands=[band]))
+            elif isinstance(op, MeterDelete):
+                dp.send_msg(parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE,
+                                               meter_id=op.meter_id))

@@ -21,11 +21,13 @@ import sys
 from typing import Any
 
 from measure_model.cost import cost_json_schema
+from measure_model.fields import described
 from measure_model.overlay_msgs import MAX_AGENTS, MAX_TIME, TASK_ID_RE
 from measure_model.task import (
     HOST_PATTERN,
     KINDS,
     MAX_POLICY_TASKS,
+    ROWS,
     bandwidth_json_schema,
     task_json_schema,
 )
@@ -86,7 +88,8 @@ def component_schemas() -> dict[str, Any]:
             {"type": "object", "required": ["tasks"], "additionalProperties": False,
              "properties": {"tasks": {"type": "array", "minItems": 1,
                                       "maxItems": MAX_POLICY_TASKS,
-                                      "items": {"$ref": "#/components/schemas/Task"}}}}]},
+                                      "items": {"$ref": "#/components/schemas/Task"}},
+                            "protect": described(ROWS["protect"])}}]},
         "BandwidthRequest": bandwidth_json_schema(),
         "Report": report_schema(),
     }

@@ -389,6 +389,18 @@ class MeasureController(ControllerBase):
     def get_events(self, req, **_kw):
         return json_response({"events": self.service.events(_since(req))})
 
+    @route("measure", PREFIX + "/actions", methods=["GET"])
+    @_api()
+    def list_actions(self, req, **_kw):
+        return json_response({"actions": self.service.list_actions()})
+
+    @route("measure", PREFIX + "/actions/{action_id}", methods=["DELETE"])
+    @_api(mutating=True)
+    def delete_action(self, req, action_id, **_kw):
+        if not _ID_RE.fullmatch(action_id or ""):
+            raise HttpError(404, f"unknown action '{action_id[:40]}' (ids are positive integers)")
+        return json_response(self.service.delete_action(int(action_id)))
+
     @route("measure", PREFIX + "/bandwidth", methods=["POST"])
     @_api(mutating=True)
     def post_bandwidth(self, req, **_kw):

@@ -58,6 +58,7 @@ from measure_model.runner import Runner, default_runner
 from measure_model.sampling import scale_result
 from measure_model.task import MAX_TASKS, Task
 from measure_model.version import __version__
+from ryu_app.actions import ProtectedTarget, UnknownHost, manager_from_env
 from ryu_app.auth_config import AuthConfig, auth_from_env
 from ryu_app.bandwidth_jobs import BandwidthJobs
 from ryu_app.errors import BadRequest, Conflict, NotFound
@@ -113,6 +114,9 @@ class MeasureService:
         self._joined = False
         #: set by the Ryu app: wakes its ticker so queued pushes go out now
         self.wake: Callable[[], None] | None = None
+        self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
+                                        spawn=self.runner.submit, locate=self._locate)
+        self.actions.wake = lambda: self.wake() if self.wake is not None else None
 
     def _signer(self) -> Any:
         """The request signer for agents (None without a shared secret)."""
@@ -133,6 +137,13 @@ class MeasureService:
                                f"{names[task.name]}; delete it first")
         if len(self.tasks) + len(tasks) > MAX_TASKS:
             raise Conflict(f"at most {MAX_TASKS} tasks; {len(self.tasks)} exist")
+        for task in tasks:
+            try:
+                self.actions.check_task(task)
+            except UnknownHost as exc:
+                raise NotFound(str(exc)) from None
+            except ProtectedTarget as exc:
+                raise Conflict(str(exc)) from None
         now = self.now()
         try:
             ids = self.store.add_tasks([(t.name, t.to_dict()) for t in tasks], now)
@@ -163,6 +174,7 @@ class MeasureService:
         self.store.delete_task(task_id)
         del self.tasks[task_id]
         self.pushes.forget_task(task_id)
+        self.actions.lift_task(task_id)
         self.results.forget(task_id)
         if record.pushed:
             self.pushes.deletes.add(task_id)
@@ -239,7 +251,38 @@ class MeasureService:
             events = self.results.ingest(report, now=self.now())
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        record = self.tasks[report["task_id"]]
+        if record.task.on:
+            wanted = set(events)
+            raised = [e for e in self.store.events(min(events) - 1,
+                                                   limit=max(events) - min(events) + 1)
+                      if e["id"] in wanted] if events else []
+            events += self.actions.react(record.id, record.task, raised,
+                                         self.results.latest(record.id, now=self.now()))
         return {"accepted": True, "events": events}
+
+    def list_actions(self) -> list[dict[str, Any]]:
+        return self.actions.list_actions()
+
+    def delete_action(self, action_id: int) -> dict[str, Any]:
+        """Lift one live action (``DELETE /measure/v1/actions/{id}``)."""
+        row = self.actions.lift(action_id)
+        if row is None:
+            if self.actions.get(action_id) is None:
+                raise NotFound(f"unknown action {action_id}")
+            raise Conflict(f"action {action_id} has already ended")
+        return {"id": action_id, "lifted": True}
+
+    def _locate(self, ip: str) -> Any:
+        """A host's attachment point by IP, else by the MAC its agent registered (a host
+        whose every frame matched existing flows has no IP in the topology)."""
+        host = self.topology.host_by_ip(ip)
+        agent = self.registry.find(ip) if host is None else None
+        return self.topology.host_by_mac(agent.mac) if agent and agent.mac else host
+
+    def _data_ip(self, name: str) -> str | None:
+        agent = self.registry.find(name)
+        return agent.data_ip if agent is not None else None
 
     def events(self, since: int = 0) -> list[dict[str, Any]]:
         return self.results.events(since)
@@ -393,6 +436,7 @@ class MeasureService:
             self.ticker.ok(now)
 
     def _tick(self, now: float) -> None:
+        self.actions.tick(now)
         gone = self.registry.expire(now)
         if gone:
             log.info("agents down: %s", ", ".join(gone))

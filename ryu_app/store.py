@@ -11,7 +11,9 @@ mode so readers do not block the single writer. Tables:
   (task, host), oldest rows trimmed on insert;
 - ``events`` (id autoincrement, ts, task_id, kind, json), bounded in total;
 - ``meta`` (key, value): e.g. the overlay epoch, which must keep growing
-  across restarts because agents refuse older epochs.
+  across restarts because agents refuse older epochs;
+- ``actions`` (id, task_id, status, json): reactions taken (``ryu_app/actions.py``),
+  kept so active ones are re-installed after a restart; past ones are bounded.
 
 Every SQLite failure becomes a ``StoreError`` naming the file and the cause
 (``store /var/lib/...: file is not a database``); a corrupt or locked file
@@ -56,7 +58,14 @@ CREATE TABLE IF NOT EXISTS events (
     json TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    json TEXT NOT NULL
+);
 """
+MAX_PAST_ACTIONS = 1000
 
 
 class StoreError(RuntimeError):
@@ -234,3 +243,29 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # ------------------------------------------------------------ actions
+
+    def add_action(self, task_id: str, status: str, payload: dict) -> int:
+        """Insert an action row; returns its id (never reused)."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO actions (task_id, status, json) VALUES (?,?,?)",
+                             (task_id, status, json.dumps(payload)))
+        return int(cur.lastrowid or 0)
+
+    def update_action(self, action_id: int, status: str, payload: dict) -> None:
+        """Rewrite an action row; past rows beyond ``MAX_PAST_ACTIONS`` are trimmed."""
+        with self._tx() as db:
+            db.execute("UPDATE actions SET status = ?, json = ? WHERE id = ?",
+                       (status, json.dumps(payload), action_id))
+            past = "status NOT IN ('active', 'dry_run')"
+            db.execute(f"DELETE FROM actions WHERE {past} AND id NOT IN "  # noqa: S608
+                       f"(SELECT id FROM actions WHERE {past} ORDER BY id DESC LIMIT ?)",
+                       (MAX_PAST_ACTIONS,))
+
+    def actions(self, limit: int = MAX_PAST_ACTIONS) -> list[dict]:
+        """Action rows, newest first."""
+        with self._lock, self._errors():
+            rows = self._db.execute("SELECT id, json FROM actions ORDER BY id DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [{**json.loads(r[1]), "id": r[0]} for r in rows]

@@ -23,7 +23,7 @@ from measure_model.auth import (
     load_or_create_token,
     sign_request,
 )
-from measure_model.task import Task
+from measure_model.task import Task, parse_task
 from tests.test_fuzz import (
     CLOCK,
     REPORT,
@@ -536,6 +536,7 @@ CONTROLLER_MUTATIONS = [
     ("DELETE", "/measure/v1/tasks/1", "application/json", None, 200),
     ("POST", "/measure/v1/reports", "application/json", "REPORT", 202),
     ("POST", "/measure/v1/bandwidth", "application/json", {"src": "h2", "dst": "h3"}, 200),
+    ("DELETE", "/measure/v1/actions/1", "application/json", None, 200),
 ]
 CONTROLLER_READS = ["/measure/v1/topology", "/measure/v1/agents", "/measure/v1/overlay",
                     "/measure/v1/tasks", "/measure/v1/tasks/1", "/measure/v1/tasks/1/result",
@@ -551,6 +552,12 @@ def _ready_controller(tmp_path, reads_open=False):
                        ("/measure/v1/tasks", {"name": "hh-1", "kind": "heavy_hitters"})]:
         resp = bearer("POST", path, json.dumps(body).encode()).get_response(app)
         assert resp.status_code == 201, resp.text
+    # action 1: a dry-run block of h3 (attached to switch 1), as task 1's reaction would make
+    service.topology.add_switch(1, [1])
+    service.topology.learn_host("00:00:00:00:00:03", "10.0.0.3", 1, 1)
+    scan = parse_task({"name": "scan", "kind": "port_scan", "on": [
+        {"event": "port_scan", "action": "block", "duration": 60, "mode": "dry_run"}]}, "t")
+    service.actions.react("1", scan, [{"id": 1, "kind": "port_scan", "src": "10.0.0.3"}])
     service.http.sent.clear()
     service.now.t += 1  # a heartbeat now changes last_seen
     return app, service
@@ -605,7 +612,7 @@ def test_controller_mutations_cover_every_state_changing_operation():
         doc = json.load(f)
     ops = [(m.upper(), path) for path, item in doc["paths"].items() for m in item
            if m in ("post", "put", "patch", "delete")]
-    assert len(ops) == 6, ops
+    assert len(ops) == 7, ops
     for method, template in ops:
         pattern = "^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"
         assert any(m == method and re.match(pattern, path)

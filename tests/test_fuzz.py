@@ -343,6 +343,7 @@ def controller_state(service) -> str:
         "agents": service.agents(), "overlay": service.overlay_view(),
         "events": service.events(0), "sent": service.http.sent,
         "results": {t: service.store.results(t, GLOBAL, limit=5) for t in service.tasks},
+        "actions": service.list_actions(),
     }, sort_keys=True, default=repr)
 
 
