@@ -232,24 +232,24 @@ PARTS = [
          full=["--repeat", "5"], quick=["--quick"], budget_s=60, root=True, mininet=True,
          headline=e2e_headline, targets=["<= 2 report intervals"]),
     Part("bandwidth", "bench.bandwidth",
-         "issue 7: available bandwidth, SLoPS probe vs bulk TCP, HTB bottleneck with/without "
+         "available bandwidth, SLoPS probe vs bulk TCP, HTB bottleneck with/without "
          "cross traffic", full=["--rates", "10", "--repeat", "1"],
          quick=["--rates", "10", "--repeat", "1"], budget_s=35, root=True,
          headline=bandwidth_headline),
     Part("sampling", "bench.sampling",
-         "issue 17: monitor CPU per million packets and accuracy of sampled tasks (counter, "
+         "monitor CPU per million packets and accuracy of sampled tasks (counter, "
          "flows) at sample 1, 0.1, 0.01, in namespaces",
          full=[], quick=["--quick"], budget_s=70, root=True, headline=sampling_headline,
          targets=["sample 0.1 within its stated bound", "sample 0.1 costs less CPU"]),
     Part("reactions", "bench.reactions",
-         "issue 16: port-scan event -> block flow on the scanner's edge switch (Mininet tree)",
+         "port-scan event -> block flow on the scanner's edge switch (Mininet tree)",
          full=["--repeat", "16"], quick=["--quick"], budget_s=150, root=True, mininet=True,
          headline=reactions_headline,
          targets=["interval end -> flow <= 100 ms (p99)"]),
     # bench.load takes the Mininet lock itself (it has no --no-lock): the runner waits for
     # the lock to be free, then starts it.
     Part("load", "bench.load",
-         "issue 10: 20 REST clients against the controller with 9 agents (own Mininet tree)",
+         "20 REST clients against the controller with 9 agents (own Mininet tree)",
          full=["--duration", "20"], quick=["--duration", "5"], budget_s=70, optional=True,
          own_lock=True,
          headline=load_headline, targets=["no errors"]),

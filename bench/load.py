@@ -1,4 +1,4 @@
-"""REST load: N concurrent clients, a mix of controller calls, latency p50/p99 (issue 10).
+"""REST load: N concurrent clients, a mix of controller calls, latency p50/p99.
 
 Run as root from the repository root::
 

@@ -1,4 +1,4 @@
-"""Overlay scale benchmark (issue 9, part 4): tree aggregation against a star.
+"""Overlay scale benchmark: tree aggregation against a star.
 
 Run::
 

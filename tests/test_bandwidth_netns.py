@@ -8,7 +8,7 @@ real agent (``python -m host_agent --no-capture``) runs in
 the destination namespace; probes run in the source namespace. Rates are
 IP-level (what the probe counts), so the expected available bandwidth of
 a 10 Mbit/s link (Ethernet frames) is about 9.87 Mbit/s for 1000-byte
-packets; the acceptance bands of issue 7 (15% of 10, 20% of 6) hold either
+packets; the acceptance bands (15% of 10, 20% of 6) hold either
 way.
 """
 

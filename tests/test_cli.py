@@ -375,7 +375,7 @@ def test_bandwidth_reply_is_a_headline_and_a_table_in_the_order_of_the_result_bo
 
 @pytest.mark.mininet
 def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
-    """Issue 5: tree depth 2 fanout 3, agents on all hosts, CLI in a host, restart."""
+    """Tree depth 2 fanout 3, agents on all hosts, CLI in a host, restart."""
     import requests
 
     from measure_model.auth import HmacAuth, load_or_create_secret

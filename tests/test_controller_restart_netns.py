@@ -1,4 +1,4 @@
-"""The controller killed (SIGKILL) and started again on the same state dir (issue 10).
+"""The controller killed (SIGKILL) and started again on the same state dir.
 
 Real processes, real iptables/NFQUEUE and real packets: the controller
 (``python -m ryu_app``) runs in namespace ``a``, one agent in namespace ``b``

@@ -1,4 +1,4 @@
-"""Mininet tier: the REST load benchmark as a test (issue 10, "Load").
+"""Mininet tier: the REST load benchmark as a test.
 
 ``bench.load`` starts its own network (controller, tree depth 2 fanout 3,
 nine agents) under the machine-wide Mininet lock, applies two tasks, waits

@@ -1,4 +1,4 @@
-"""Fault and hostile-request tests against real processes (issue 10).
+"""Fault and hostile-request tests against real processes.
 
 Each test asserts what was *kept* and what was *reported*, not only that
 something still runs:

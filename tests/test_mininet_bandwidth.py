@@ -1,4 +1,4 @@
-"""Mininet tier: available bandwidth on TCLink(bw=10) links (issue 7 acceptance).
+"""Mininet tier: available bandwidth on TCLink(bw=10) links.
 
 One tree network (depth 2, fanout 3, every link ``TCLink(bw=10)``, i.e. HTB
 10 Mbit/s; userspace OVS) with the controller and an agent per host, started
