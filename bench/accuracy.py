@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import base_parser, print_table, write_json
-from host_agent.counter import Counter, CounterSpec, aggregate
+from host_agent.aggregate import aggregate
+from host_agent.counter import Counter, CounterSpec
 from measure_model import elastic_est
 from measure_model.elastic import ElasticSketch
 from measure_model.keys import HeaderBatch, parse_key, sketch_key_of, sketch_keys_of

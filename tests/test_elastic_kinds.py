@@ -70,7 +70,10 @@ def test_task_model_takes_the_new_kinds_and_fields():
         assert task.memory == 512 * 1024 and task.key == "src_dst"
         assert parse_task(task.to_dict(), "x") == task
     assert parse_task({"name": "t", "kind": "superspreaders"}, "x").min_distinct == 100
-    for body, field in (({"kind": "heavy_hitters", "memory": 65536}, "memory"),
+    assert parse_task({"name": "t", "kind": "heavy_hitters"}, "x").memory is None
+    assert parse_task({"name": "t", "kind": "counter", "memory": 65536}, "x").memory == 65536
+    for body, field in (({"kind": "port_scan", "memory": 65536}, "memory"),
+                        ({"kind": "heavy_hitters", "memory": 100}, "memory"),
                         ({"kind": "cardinality", "min_distinct": 5}, "min_distinct"),
                         ({"kind": "entropy", "memory": 100}, "memory"),
                         ({"kind": "superspreaders", "min_distinct": 10 ** 6}, "min_distinct"),
@@ -84,6 +87,29 @@ def test_counter_state_is_within_memory():
         c = default_counter_factory(entry_of(kind, memory=131072), 0.0)
         assert isinstance(c, ElasticCounter)
         assert 0.9 * 131072 <= c.memory_bytes <= 131072
+
+
+def test_heavy_hitters_with_memory_are_elastic_within_budget_and_keep_their_shape():
+    from host_agent.counter import Counter
+
+    plain = default_counter_factory(entry_of("heavy_hitters"), 0.0)
+    assert isinstance(plain, Counter)
+    counters = fed("heavy_hitters", memory=65536, key="src_dst", threshold=0.2)
+    assert all(isinstance(c, ElasticCounter) and c.memory_bytes <= 65536
+               for c in counters.values())
+    # h3 sees 314 of its packets: h4 -> h3 (300) is heavy there
+    assert counters["h3"].heavy_hitters() == {"10.0.0.4,10.0.0.3": 300}
+    snap = merged(counters, 2.0)
+    # network-wide 337 packets: 0.2 of them is 67.4, only the 300-packet flow passes
+    assert snap["total"] == 337 and snap["heavy_hitters"] == {"10.0.0.4,10.0.0.3": 300}
+    assert snap["top_k"][:3] == [["10.0.0.4,10.0.0.3", 300], ["10.0.0.1,10.0.0.3", 12],
+                                 ["10.0.0.4,10.0.0.2", 12]]
+    results = Results(MemoryStore())
+    events = results.ingest(report("hh", "heavy_hitters", snap, 5.0), now=5.1)
+    res = results.latest("hh")
+    assert res["heavy_hitters"] == {"10.0.0.4,10.0.0.3": 300} and res["total"] == 337
+    assert [e["key"] for e in results.events() if e["id"] in events
+            and e["kind"] == "heavy_hitter"] == ["10.0.0.4,10.0.0.3"]
 
 
 def test_flow_size_global_is_the_exact_histogram_and_largest_flows():
