@@ -590,7 +590,7 @@ TASK_ROWS: tuple[Row, ...] = (
 ROWS = {row.name: row for row in TASK_ROWS}
 TASK_FIELDS = tuple(ROWS)
 COUNTER_FIELDS = ("key", "increment", "threshold", "threshold_abs", "top_k", "window",
-                  "scan_ports", "sketch")
+                  "scan_ports", "sketch", "memory")
 BANDWIDTH_FIELDS = ("src", "dst", "method", "max_duration", "max_bytes")
 
 

@@ -212,3 +212,30 @@ def test_elastic_and_count_min_snapshots_do_not_merge():
         merge_all([el, cm.snapshot(1.0)])
     with pytest.raises(ValueError, match="elastic"):
         check_snapshot({**el, "elastic": {**el["elastic"], "state": "x"}})
+
+
+def test_per_host_digest_carries_the_histogram_and_the_spreaders():
+    from host_agent.overlay_merge import host_summary
+    from measure_model.overlay_msgs import validate_report
+
+    h3 = fed("flow_size", memory=65536)["h3"].snapshot(2.0, host="h3")
+    digest = host_summary(h3, 2.0, 10, "flow_size")["answer"]
+    # h3 saw flows of 300, 12 and 2 packets: bins [256, 512), [8, 16), [2, 4)
+    assert digest["histogram_log2"] == {"2": 1.0, "8": 1.0, "256": 1.0}
+    assert digest["flows"] == 3 and digest["exact_flows"] == 3
+    assert digest["largest"][0] == ["10.0.0.4,10.0.0.3", 300, True]
+    ss = default_counter_factory(entry_of("superspreaders", memory=65536, min_distinct=5), 0.0)
+    ss.update(batch([(ADDR["h1"], 0x0A000100 + d, 1) for d in range(6)]
+                    + [(ADDR["h2"], ADDR["h3"], 4)]), 1.0)
+    line = host_summary(ss.snapshot(2.0, host="h1"), 2.0, 10, "superspreaders")
+    assert [x["key"] for x in line["answer"]["superspreaders"]] == ["10.0.0.1"]
+    assert abs(line["answer"]["superspreaders"][0]["distinct"] - 6) <= 1
+    body = {**report("fs", "flow_size", check_snapshot(h3), 5.0), "covered": ["h3"],
+            "per_host": {"h3": host_summary(h3, 2.0, 10, "flow_size")}}
+    results = Results(MemoryStore())
+    results.ingest(body, now=5.1)
+    assert results.latest("fs", host="h3")["answer"]["histogram_log2"]["256"] == 1.0
+    assert "answer" not in host_summary(h3, 2.0, 10, "heavy_hitters")
+    huge = {**body, "per_host": {"h3": {"answer": {"x": "y" * 5000}}}}
+    with pytest.raises(ValueError, match="'answer' must be an object of at most 4096"):
+        validate_report(huge)
