@@ -13,7 +13,8 @@ how far to trust it:
   estimate; ``exact_flows`` of the flows, the unflagged heavy entries, have
   exact sizes) plus exact heavy sizes; ``flows`` its sum;
 * ``cardinality``: linear counting's standard error (and ``over_at_most``
-  from merge-flagged entries);
+  from merge-flagged entries), since the task started and (``interval``) in
+  the last report interval;
 * ``entropy``: from the histogram of the last report interval (the
   difference of the last two cumulative states; ``scope``) or, on a task's
   first report, of everything so far; ``exact_share`` is the part of the
@@ -117,11 +118,20 @@ def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dic
                         "since_start_bits": since_start["bits"]}}
 
 
-def _cardinality(es: ElasticSketch) -> dict[str, Any]:
+def _cardinality(es: ElasticSketch, earlier: list[ElasticSketch] | None = None
+                 ) -> dict[str, Any]:
+    """Distinct keys since the task started and, from the second report on, the keys
+    with packets in the last report interval (``interval``: the same estimator over
+    ``elastic_est.interval_state``)."""
     c = elastic_est.cardinality(es)
-    return {"cardinality": {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
-                            "rel_stderr": round(c["rel_stderr"], 6),
-                            "over_at_most": int(c["over_at_most"])}}
+    out = {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
+           "rel_stderr": round(c["rel_stderr"], 6), "over_at_most": int(c["over_at_most"]),
+           "scope": "since_start"}
+    if earlier:
+        i = elastic_est.cardinality(elastic_est.interval_state(earlier[-1], es))
+        out["interval"] = {"estimate": int(i["estimate"]), "stderr": round(i["stderr"], 3),
+                           "over_at_most": int(i["over_at_most"])}
+    return {"cardinality": out}
 
 
 def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any]:
@@ -171,7 +181,7 @@ def answer(kind: str, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any
     if kind == "entropy":
         return _entropy(es, int(snap.get("total", 0)), earlier)
     if kind == "cardinality":
-        return _cardinality(es)
+        return _cardinality(es, earlier)
     if kind == "heavy_changers":
         return _changers(es, snap, earlier)
     if kind in ("superspreaders", "ddos_victims") and snap.get("spread") is not None:

@@ -151,6 +151,21 @@ def test_entropy_is_per_report_interval():
     assert got["bits"] == pytest.approx(h, abs=1e-5)
 
 
+def test_cardinality_since_start_and_in_the_last_interval():
+    results = Results(MemoryStore())
+    counters = fed("cardinality", memory=65536)
+    results.ingest(report("c", "cardinality", merged(counters, 2.0), 5.0), now=5.1)
+    first = results.latest("c")["cardinality"]
+    assert first["estimate"] == 7 and "interval" not in first
+    # one flow seen before (h4 -> h1) and two new ones
+    fed("cardinality", flows=[("h4", "h1", 40), ("h2", "h1", 10), ("h3", "h2", 1)],
+        counters=counters)
+    results.ingest(report("c", "cardinality", merged(counters, 7.0), 10.0), now=10.1)
+    got = results.latest("c")["cardinality"]
+    assert got["estimate"] == 9 and got["scope"] == "since_start"
+    assert got["interval"]["estimate"] == 3
+
+
 def test_heavy_changers_between_intervals_network_wide():
     results = Results(MemoryStore())
     counters = fed("heavy_changers", memory=65536, threshold_abs=20)
