@@ -297,4 +297,5 @@ def test_memory_bytes_counts_every_array_the_counter_holds():
     # one (src, dst) pair (4 words); candidates: the top 1,000 (key 8, full key 16) once
     # the set outgrew 1,500
     assert c.memory_bytes - empty == 5000 * (32 + 8 + 24 + 32) + 1000 * 24
+    c.update(batch(np.arange(5000, 10000)), 1.5)  # the next window: the previous is kept
     assert c.memory_bytes - empty >= 2 * 5000 * (32 + 56) + 10000 * 8 + 1024
