@@ -29,8 +29,13 @@ F1 (>= 200 distinct destinations). Then the issue's targets at 512 KB, Zipf
 1.1, each MET / NOT MET. "Merged within 10%": for every target figure
 ``merged - one host <= 10% of max(one host, the must value)`` (errors; F1 as
 ``1 - F1``), so that a 0.1% error turning 0.2% is not called a 100% change;
-a second row gives the difference either way (8 merged host counters hold
-8 times the memory before the merge, so some figures come out better).
+a second row gives the difference either way, and a last table the
+difference per figure. The merge is not the single-stream state, and it can
+be the better one: each host sees an eighth of the flows, so its heavy part
+rarely evicts (few flagged entries), and the merge keeps per bucket the 8
+largest of up to 64 entries by their (mostly exact) counts instead of by
+votes, moving only the smaller ones' counts into the light part. Per-flow
+errors of mid-size flows then come out lower merged (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import base_parser, print_table, write_json
-from host_agent.counter import Counter, CounterSpec, aggregate
+from host_agent.aggregate import aggregate
+from host_agent.counter import Counter, CounterSpec
 from measure_model import elastic_est
 from measure_model.elastic import ElasticSketch
 from measure_model.keys import HeaderBatch, parse_key, sketch_key_of, sketch_keys_of
@@ -275,20 +281,29 @@ def verdicts(single: dict, merged: dict) -> list[dict[str, Any]]:
         best = v <= goal if lower else v >= goal
         out.append({"figure": name, "value": v, "must": must, "goal": goal, "met": met,
                     "goal_met": best})
-    worse, either = 0.0, 0.0
+    diffs = merge_differences(single, merged)
+    worse = max(d["worse_by"] for d in diffs)
+    either = max(abs(d["worse_by"]) for d in diffs)
+    widest = max(diffs, key=lambda d: abs(d["worse_by"]))["figure"]
+    out.append({"figure": "merged 8 hosts worse than 1 host by (max over figures)",
+                "value": worse, "must": 0.10, "goal": 0.0, "met": worse <= 0.10,
+                "goal_met": worse <= 0.0})
+    out.append({"figure": f"merged 8 hosts differs from 1 host by (either way; {widest})",
+                "value": either, "must": 0.10, "goal": 0.0, "met": either <= 0.10,
+                "goal_met": either == 0.0})
+    return out
+
+
+def merge_differences(single: dict, merged: dict) -> list[dict[str, Any]]:
+    """Per target figure: one host, merged, and (merged - one host) / max(one host, must)
+    on the errors (``1 - F1`` for F1s): positive = the merged answer is worse."""
+    out = []
     for name, must, *_ in TARGETS:
         a, b = single[name], merged[name]
         if "f1" in name:
             a, b, must = 1 - a, 1 - b, 1 - must  # compare the errors
-        scale = max(abs(a), must)
-        worse = max(worse, (b - a) / scale)
-        either = max(either, abs(b - a) / scale)
-    out.append({"figure": "merged 8 hosts worse than 1 host by (max over figures)",
-                "value": worse, "must": 0.10, "goal": 0.0, "met": worse <= 0.10,
-                "goal_met": worse <= 0.0})
-    out.append({"figure": "merged 8 hosts differs from 1 host by (either way)",
-                "value": either, "must": 0.10, "goal": 0.0, "met": either <= 0.10,
-                "goal_met": either == 0.0})
+        out.append({"figure": name, "one_host": single[name], "merged": merged[name],
+                    "worse_by": (b - a) / max(abs(a), must)})
     return out
 
 
@@ -328,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                 [[c["figure"], f"{c['value']:.4g}", c["must"], c["goal"],
                   "MET" if c["met"] else "NOT MET", "MET" if c["goal_met"] else "not met"]
                  for c in checks])
+    print_table("Merged 8 hosts vs one host at 512 KB, Zipf 1.1 (worse by: of max(one host, "
+                "must); negative = the merge is more accurate)",
+                ["figure", "one host", "merged", "worse by"],
+                [[d["figure"], f"{d['one_host']:.4g}", f"{d['merged']:.4g}",
+                  f"{d['worse_by']:+.3f}"]
+                 for d in merge_differences(checked["elastic 1 host"],
+                                            checked[f"elastic {HOSTS} hosts"])])
     write_json("accuracy", {"packets": packets, "flows": flows, "hosts": HOSTS,
                             "rows": results, "targets": checks}, enabled=not args.no_json)
     return 0

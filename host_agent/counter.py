@@ -1,14 +1,15 @@
-"""Counter state of one measurement counter, updated a packet batch at a time.
+"""Counter state of one count-min measurement counter, updated a packet batch at a time.
 
 Design
 ------
 The monitor parses a batch of copied headers (:class:`HeaderBatch`) and calls
 :meth:`Counter.update` per counter. ``update`` aggregates the batch to its
-unique keys first (``np.unique`` + ``np.bincount``), so everything after that
-costs per *unique key* and is vectorised: the totals, the count-min sketch
-(:mod:`measure_model.sketch`), a HyperLogLog of all keys ever seen, the
-heavy-hitter candidates, the real-time window and the scan state. There is no
-per-packet Python code. All time comes from the ``now`` argument.
+unique keys first (:func:`host_agent.aggregate.batch_counts`), so everything
+after that costs per *unique key* and is vectorised: the totals, the
+count-min sketch (:mod:`measure_model.sketch`), a HyperLogLog of all keys
+ever seen, the heavy-hitter candidates and the real-time window with its
+scan pairs (:mod:`host_agent.windows`). There is no per-packet Python code.
+All time comes from the ``now`` argument.
 
 Heavy hitters. A key is heavy when its estimate is at least the threshold:
 ``fraction * total`` or an absolute count. After each batch, every key of the
@@ -29,46 +30,31 @@ a key is heavy in a sum of counters, it is heavy in at least one of them
 :mod:`measure_model.report`). For absolute thresholds the pigeonhole needs
 ``threshold_abs / n`` on each of ``n`` counters: ``candidate_divisor = n``.
 
-Windows. ``tumbling``: windows ``[k * length, (k + 1) * length)`` aligned to
-the epoch (so hosts' windows line up for merging); a query returns the
-current window so far plus the last complete one (``previous``).
-``sliding``: the window is kept as 10 sub-buckets of ``length / 10``; a
-query covers the current sub-bucket and the 9 before it, i.e. the last
-``length`` seconds to within one sub-bucket. A window keeps per-key counts
-(at most ``max_window_keys``, the largest kept, ``truncated`` set when keys
-were dropped) and its number of distinct keys (exact unless truncated, then
-from a per-bucket HyperLogLog). With ``scan`` on it also keeps the unique
-(src, dport) and (src, dst) pairs, which answer "10.0.0.6 touched 85 ports in
-the last window" in one call (:meth:`scan`).
-
-What a periodic report sees. Reports are taken just after multiples of the
-report interval, which are tumbling-window boundaries too when the interval
-is a multiple of the window length: the current window then holds a few
-milliseconds. So every snapshot carries the last complete window as well:
-``window.previous`` (its own per-key ``counts`` and ``distinct``, merged
-across hosts by window ``start`` in :mod:`measure_model.report`), and
-``scan`` gives, per source, the larger of the current and the previous
-window (see :meth:`scan`). A window that ended more than one window length
-before the snapshot is not reported: with windows shorter than the report
-interval, use a sliding window or a longer window to cover the interval.
+Memory. The task's ``sketch`` sizes only the cells; the candidates, the
+all-time HyperLogLog and the window's keys and scan pairs come on top and
+grow with the traffic (up to ``max_window_keys`` keys per window bucket,
+4x that between compactions). :attr:`Counter.memory_bytes` counts all of it
+as held now, so it is honest but not bounded by a budget. A task that needs
+a hard budget gives ``memory`` and gets :mod:`host_agent.elastic_counter`
+instead (heavy_hitters and counter tasks keep their result shape there;
+port_scan keeps this engine: its answer is per-window scan sets).
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from host_agent.aggregate import batch_counts
+from host_agent.windows import Windows
 from measure_model.hll import HyperLogLog
 from measure_model.keys import (
     HeaderBatch,
     empty_keys,
     format_key,
     key_ints,
-    key_width,
     pack_keys,
     parse_key,
     sketch_key_of,
@@ -77,8 +63,6 @@ from measure_model.sketch import CountMinSketch
 from measure_model.task import Task
 
 MAX_CANDIDATES = 1000
-SLIDING_BUCKETS = 10
-WINDOW_HLL_PRECISION = 10
 
 
 @dataclass
@@ -141,140 +125,6 @@ class CounterSpec:
         return asdict(self)
 
 
-class _Bucket:
-    """One window bucket: per-key counts and scan pairs, compacted lazily."""
-
-    def __init__(self, index: int, key: str) -> None:
-        self.index = index
-        self.key = key
-        self.keys: list[np.ndarray] = []
-        self.reps: list[np.ndarray] = []
-        self.counts: list[np.ndarray] = []
-        self.pending = 0
-        self.truncated = False
-        self.hll = HyperLogLog(WINDOW_HLL_PRECISION)
-        self.hll_done = 0                   # arrays of self.keys already in self.hll
-        self.ports: list[np.ndarray] = []   # unique src_dport full keys (rows)
-        self.dsts: list[np.ndarray] = []    # unique src_dst full keys (rows)
-        self.pairs_pending = 0
-        self.scan_truncated = False
-
-    def add(self, keys: np.ndarray, reps: np.ndarray, counts: np.ndarray, limit: int) -> None:
-        self.keys.append(keys)
-        self.reps.append(reps)
-        self.counts.append(counts)
-        self.pending += keys.shape[0]
-        if self.pending > 4 * limit:
-            self.compact(limit)
-
-    def compact(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sum the pending arrays into one (largest ``limit`` kept); feed the bucket's HLL."""
-        if len(self.keys) > self.hll_done:
-            self.hll.add(np.concatenate(self.keys[self.hll_done:]))
-            self.hll_done = len(self.keys)
-        if len(self.keys) > 1 or (self.keys and self.keys[0].shape[0] > limit):
-            keys, reps, counts, distinct = _combine(self.keys, self.reps, self.counts, limit)
-            self.truncated = self.truncated or distinct > limit
-            self.keys, self.reps, self.counts = [keys], [reps], [counts]
-            self.pending = keys.shape[0]
-            self.hll_done = 1
-        if not self.keys:
-            empty = np.zeros(0, np.uint64)
-            reps = pack_keys(self.key, empty_keys(self.key))
-            return empty, reps, np.zeros(0, np.int64)
-        return self.keys[0], self.reps[0], self.counts[0]
-
-    def add_pairs(self, ports: np.ndarray, dsts: np.ndarray, limit: int) -> None:
-        self.ports.append(ports)
-        self.dsts.append(dsts)
-        self.pairs_pending += ports.shape[0] + dsts.shape[0]
-        if self.pairs_pending > 4 * limit:
-            self.compact_pairs(limit)
-
-    def compact_pairs(self, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        out = []
-        for name, key_type in (("ports", "src_dport"), ("dsts", "src_dst")):
-            parts = getattr(self, name)
-            arr = _unique_rows(np.concatenate(parts)) if parts else empty_keys(key_type)
-            if arr.shape[0] > limit:
-                arr = arr[:limit]
-                self.scan_truncated = True
-            setattr(self, name, [arr])
-            out.append(arr)
-        self.pairs_pending = out[0].shape[0] + out[1].shape[0]
-        return out[0], out[1]
-
-
-def aggregate(keys: np.ndarray, weights: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unique keys, the index of one occurrence of each, and their counts (or weight sums).
-
-    One argsort and a few linear passes: cheaper than ``np.unique`` with
-    ``return_inverse`` on the small arrays of a packet batch.
-    """
-    order = keys.argsort(kind="stable")
-    ordered = keys[order]
-    n = ordered.shape[0]
-    flags = np.empty(n, dtype=bool)
-    flags[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=flags[1:])
-    starts = flags.nonzero()[0]
-    if weights is None:
-        counts = np.empty(starts.shape[0], dtype=np.int64)
-        np.subtract(starts[1:], starts[:-1], out=counts[:-1])
-        counts[-1:] = n - starts[-1:]
-    else:
-        counts = np.add.reduceat(weights[order].astype(np.int64), starts)
-    return ordered[starts], order[starts], counts
-
-
-def _combine(keys: list[np.ndarray], reps: list[np.ndarray], counts: list[np.ndarray],
-             limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Sum counts per key over several arrays, keeping the ``limit`` largest.
-
-    Returns keys, representatives, sums and the number of distinct keys before the cut.
-    """
-    k = np.concatenate(keys)
-    r = np.concatenate(reps)
-    c = np.concatenate(counts)
-    uniq, first, sums = aggregate(k, c)
-    reps_u = r[first]
-    distinct = int(uniq.shape[0])
-    if distinct > limit:
-        top = np.argsort(-sums, kind="stable")[:limit]
-        top.sort()
-        uniq, reps_u, sums = uniq[top], reps_u[top], sums[top]
-    return uniq, reps_u, sums, distinct
-
-
-def _unique_rows(rows: np.ndarray) -> np.ndarray:
-    """Unique rows of a full-key array, in lexicographic (so per-source) order."""
-    return np.unique(rows, axis=0) if rows.shape[0] > 1 else rows
-
-
-def _by_source(rows: np.ndarray) -> dict[int, tuple[int, int]]:
-    """Per source address (the first two words) of sorted pair rows: (first row, count)."""
-    k = rows.shape[0]
-    if k == 0:
-        return {}
-    flags = np.ones(k, bool)
-    flags[1:] = (rows[1:, :2] != rows[:-1, :2]).any(axis=1)
-    starts = flags.nonzero()[0]
-    counts = np.diff(np.append(starts, k))
-    return dict(zip(key_ints("src", rows[starts, :2]),
-                    zip(starts.tolist(), counts.tolist(), strict=True), strict=True))
-
-
-@dataclass
-class _ScanView:
-    """Scan pairs of one window: sorted pair arrays and, per source, (first index, count)."""
-
-    ports: np.ndarray
-    dsts: np.ndarray
-    ports_of: dict[int, tuple[int, int]]
-    dsts_of: dict[int, tuple[int, int]]
-    truncated: bool
-
 
 class Counter:
     """Sketch, heavy hitters, top-k, window and scan state of one counter."""
@@ -294,31 +144,13 @@ class Counter:
         self._cand_keys = np.zeros(0, np.uint64)   # sorted
         self._cand_reps = self._empty_reps()
         self._pruned_at = 0.0
-        step = spec.window_length / (SLIDING_BUCKETS if spec.window_mode == "sliding" else 1)
-        self._step = step
-        self._buckets: deque[_Bucket] = deque([_Bucket(self._index(now), spec.key)])
-        self._previous: _Bucket | None = None
+        self.windows = Windows(spec.key, spec.window_length, spec.window_mode,
+                               spec.max_window_keys, now, spec.scan, spec.max_scan_sources,
+                               spec.max_scan_list)
 
     # ------------------------------------------------------------ helpers
     def _empty_reps(self) -> np.ndarray:
         return pack_keys(self.spec.key, empty_keys(self.spec.key))
-
-    def _index(self, now: float) -> int:
-        return math.floor(now / self._step)
-
-    def _roll(self, now: float) -> None:
-        index = self._index(now)
-        current = self._buckets[-1]
-        if index <= current.index:
-            return
-        if self.spec.window_mode == "tumbling":
-            self._previous = current if current.index == index - 1 else _Bucket(index - 1,
-                                                                                 self.spec.key)
-            self._buckets = deque([_Bucket(index, self.spec.key)])
-            return
-        self._buckets.append(_Bucket(index, self.spec.key))
-        while self._buckets[0].index <= index - SLIDING_BUCKETS:
-            self._buckets.popleft()
 
     def hh_threshold(self) -> float | None:
         if self.spec.threshold is not None:
@@ -335,21 +167,15 @@ class Counter:
     # ------------------------------------------------------------ update
     def update(self, batch: HeaderBatch, now: float) -> None:
         """Count a parsed batch observed at time ``now``."""
-        self._roll(now)
+        self.windows.roll(now)
         self.last_update = float(now)
         self.unparsed += batch.dropped
-        n = len(batch)
-        if n == 0:
+        if len(batch) == 0:
             return
-        keys = batch.sketch_keys(self.spec.key)
-        nbytes = int(batch.length.sum(dtype=np.int64))
-        if self.spec.increment == "pkt":
-            uniq, first, counts = aggregate(keys)
-            self.total += n
-        else:
-            uniq, first, counts = aggregate(keys, batch.length)
-            self.total += nbytes
-        self.packets += n
+        uniq, first, counts, added, nbytes = batch_counts(batch, self.spec.key,
+                                                          self.spec.increment)
+        self.total += added
+        self.packets += len(batch)
         self.bytes += nbytes
         reps = pack_keys(self.spec.key, batch.full_keys(self.spec.key, first))
         est = self.sketch.update(uniq, counts)
@@ -358,11 +184,7 @@ class Counter:
         if self._hll_pending_n > 16384:
             self._flush_hll()
         self._update_candidates(uniq, reps, est)
-        self._buckets[-1].add(uniq, reps, counts, self.spec.max_window_keys)
-        if self.spec.scan:
-            ports = _unique_rows(batch.full_keys("src_dport"))
-            dsts = _unique_rows(batch.full_keys("src_dst"))
-            self._buckets[-1].add_pairs(ports, dsts, 10 * self.spec.max_window_keys)
+        self.windows.add(uniq, reps, counts, batch if self.spec.scan else None)
 
     def _flush_hll(self) -> None:
         if self._hll_pending:
@@ -448,89 +270,13 @@ class Counter:
         self._flush_hll()
         return self.hll.count()
 
-    def _window_of(self, buckets: list[_Bucket], start: float) -> dict[str, Any]:
-        limit = self.spec.max_window_keys
-        parts = [b.compact(limit) for b in buckets]
-        truncated = any(b.truncated for b in buckets)
-        keys, reps, counts, distinct = _combine([p[0] for p in parts], [p[1] for p in parts],
-                                                [p[2] for p in parts], limit)
-        truncated = truncated or distinct > limit
-        if truncated:
-            hll = HyperLogLog(WINDOW_HLL_PRECISION)
-            for b in buckets:
-                hll.update_from(b.hll)
-            distinct = max(hll.count(), distinct)
-        order = np.argsort(-counts, kind="stable")
-        ints = key_ints(self.spec.key, reps[order])
-        return {"start": start,
-                "counts": {format_key(self.spec.key, k): int(v)
-                           for k, v in zip(ints, counts[order].tolist(), strict=True)},
-                "distinct": distinct, "truncated": bool(truncated)}
-
     def window(self, now: float) -> dict[str, Any]:
-        """Per-key counts and distinct keys of the current window (see module docstring)."""
-        self._roll(now)
-        spec = self.spec
-        if spec.window_mode == "sliding":
-            index = self._buckets[-1].index
-            out = self._window_of(list(self._buckets),
-                                  (index - SLIDING_BUCKETS + 1) * self._step)
-            out.update(length=spec.window_length, mode="sliding", previous=None)
-            return out
-        current = self._buckets[-1]
-        out = self._window_of([current], current.index * self._step)
-        out.update(length=spec.window_length, mode="tumbling", previous=None)
-        if self._previous is not None:
-            out["previous"] = self._window_of([self._previous],
-                                              self._previous.index * self._step)
-        return {"length": out.pop("length"), "mode": out.pop("mode"), **out}
-
-    def _scan_view(self, buckets: list[_Bucket]) -> _ScanView:
-        """The unique (src, dport) and (src, dst) pairs of ``buckets``, indexed by source."""
-        limit = 10 * self.spec.max_window_keys
-        ports_parts, dsts_parts, truncated = [], [], False
-        for b in buckets:
-            p, d = b.compact_pairs(limit)
-            ports_parts.append(p)
-            dsts_parts.append(d)
-            truncated = truncated or b.scan_truncated
-        ports = _unique_rows(np.concatenate(ports_parts))
-        dsts = _unique_rows(np.concatenate(dsts_parts))
-        return _ScanView(ports, dsts, _by_source(ports), _by_source(dsts), truncated)
+        """Per-key counts and distinct keys of the current window (:mod:`host_agent.windows`)."""
+        return self.windows.window(now)
 
     def scan(self, now: float) -> dict[str, dict[str, Any]]:
-        """Per source: distinct dports and dsts in one window (``{}`` if scan is off).
-
-        Sliding: the last ``length`` seconds. Tumbling: per source, the larger of
-        the current window so far and the last complete one (``previous``),
-        separately for ports and for dsts; ties go to the complete window. A
-        report taken just after a window boundary thus still sees the scan of
-        the window that just ended, and a count never spans more than one
-        window (a source with 15 ports in each of two windows has 15, not 30).
-        """
-        self._roll(now)
-        if not self.spec.scan:
-            return {}
-        views = [self._scan_view(list(self._buckets))]
-        if self.spec.window_mode == "tumbling" and self._previous is not None:
-            views.insert(0, self._scan_view([self._previous]))  # first wins ties
-        srcs = set().union(*(v.ports_of.keys() | v.dsts_of.keys() for v in views))
-        n_ports = {s: max(v.ports_of.get(s, (0, 0))[1] for v in views) for s in srcs}
-        ranked = sorted(srcs, key=lambda s: (-n_ports[s], s))
-        cap = self.spec.max_scan_list
-        out: dict[str, dict[str, Any]] = {}
-        for src in ranked[: self.spec.max_scan_sources]:
-            pv = max(views, key=lambda v: v.ports_of.get(src, (0, 0))[1])
-            dv = max(views, key=lambda v: v.dsts_of.get(src, (0, 0))[1])
-            i, n = pv.ports_of.get(src, (0, 0))
-            j, m = dv.dsts_of.get(src, (0, 0))
-            port_list = pv.ports[i:i + min(n, cap), 2].tolist()
-            dst_list = [format_key("dst", x)
-                        for x in key_ints("dst", dv.dsts[j:j + min(m, cap), 2:4])]
-            out[format_key("src", src)] = {
-                "ports": port_list, "dsts": dst_list,
-                "truncated": bool(pv.truncated or dv.truncated or n > cap or m > cap)}
-        return out
+        """Per source: distinct dports and dsts in one window (``{}`` if scan is off)."""
+        return self.windows.scan(now)
 
     def threshold_dict(self) -> dict[str, Any]:
         if self.spec.threshold is not None:
@@ -577,10 +323,9 @@ class Counter:
 
     @property
     def memory_bytes(self) -> int:
-        """Rough upper bound of the memory this counter can hold."""
-        per_window_key = 8 * (key_width(self.spec.key) + 2)
-        buckets = SLIDING_BUCKETS + 1 if self.spec.window_mode == "sliding" else 2
-        window = buckets * (5 * self.spec.max_window_keys * per_window_key + 1024)
-        scan = buckets * 50 * self.spec.max_window_keys * 8 if self.spec.scan else 0
-        return (self.sketch.memory_bytes + self.hll.m
-                + self.spec.max_candidates * 2 * per_window_key + window + scan)
+        """Bytes of every array this counter holds now: sketch cells, HyperLogLog (and the
+        keys waiting for it), candidates, window keys and scan pairs (module docstring)."""
+        pending = sum(a.nbytes for a in self._hll_pending)
+        return (self.sketch.memory_bytes + self.hll.registers.nbytes + pending
+                + self._cand_keys.nbytes + self._cand_reps.nbytes
+                + self.windows.memory_bytes)

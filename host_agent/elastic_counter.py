@@ -1,11 +1,14 @@
 """A counter whose whole state is one elastic sketch (+ a spread sketch) within ``memory``.
 
 The engine of the elastic kinds (``flow_size``, ``heavy_changers``,
-``entropy``, ``cardinality``, ``superspreaders``, ``ddos_victims``): the
+``entropy``, ``cardinality``, ``superspreaders``, ``ddos_victims``), and of
+``heavy_hitters`` / ``counter`` tasks that give ``memory`` (their result
+keeps its shape: ``heavy_hitters`` over the threshold and ``top_k`` read
+from the heavy part, ``total``; ``window`` is ``null``): the
 same interface as :class:`host_agent.counter.Counter` (``update``,
 ``snapshot``, ``estimate``, ``heavy_hitters``, ``top_k``, ``window``,
 ``scan``, ``memory_bytes``) so the monitor, agent and overlay treat both
-alike. Per batch it aggregates the keys once (``counter.aggregate``) and
+alike. Per batch it aggregates the keys once (``aggregate.batch_counts``) and
 makes one :meth:`ElasticSketch.update`; spread kinds add the batch's unique
 (spreader, peer) pairs to a :class:`SpreadSketch` that gets a quarter of the
 memory. There is no window, scan set, candidate list or HyperLogLog outside
@@ -20,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from host_agent.counter import aggregate
+from host_agent.aggregate import batch_counts
 from measure_model import elastic_est, elastic_snapshot
 from measure_model.elastic import ElasticSketch, key_words
 from measure_model.keys import HeaderBatch, parse_key, sketch_key_of
 from measure_model.spread import SpreadSketch
-from measure_model.task import ELASTIC_KINDS, Task
+from measure_model.task import ELASTIC_KINDS, MEMORY_OPTIONAL_KINDS, Task
 
 SPREAD_SHARE = 0.25
 SPREAD_SIDE = {"superspreaders": "src", "ddos_victims": "dst"}
@@ -35,8 +38,10 @@ class ElasticCounter:
     """Elastic state of one counter (module docstring), built from its parsed Task."""
 
     def __init__(self, task: Task, now: float) -> None:
-        if task.kind not in ELASTIC_KINDS or task.memory is None or task.key is None:
-            raise ValueError(f"kind {task.kind!r} is not counted by an elastic counter")
+        if task.kind not in ELASTIC_KINDS + MEMORY_OPTIONAL_KINDS or task.memory is None \
+                or task.key is None:
+            raise ValueError(f"kind {task.kind!r} without memory is not counted by an "
+                             "elastic counter")
         self.task = task
         self.key = task.key
         self.increment = task.increment or "pkt"
@@ -64,14 +69,8 @@ class ElasticCounter:
         n = len(batch)
         if n == 0:
             return
-        keys = batch.sketch_keys(self.key)
-        nbytes = int(batch.length.sum(dtype=np.int64))
-        if self.increment == "pkt":
-            uniq, first, counts = aggregate(keys)
-            self.total += n
-        else:
-            uniq, first, counts = aggregate(keys, batch.length)
-            self.total += nbytes
+        uniq, first, counts, added, nbytes = batch_counts(batch, self.key, self.increment)
+        self.total += added
         self.packets += n
         self.bytes += nbytes
         self.es.update(uniq, batch.full_keys(self.key)[first], counts)

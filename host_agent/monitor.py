@@ -132,13 +132,13 @@ def default_counter_factory(entry: dict, now: float) -> Any:
     """
     from host_agent.counter import Counter, CounterSpec
     from host_agent.elastic_counter import ElasticCounter
-    from measure_model.task import ELASTIC_KINDS, Task
+    from measure_model.task import Task
 
     task = Task.from_dict(entry["task"], "monitor counter")
     divisor = entry.get("candidate_divisor", 1)
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
         raise ValueError(f"candidate_divisor {divisor!r} is not a positive integer")
-    if task.kind in ELASTIC_KINDS:  # the whole state within task.memory
+    if task.memory is not None:  # the whole state within task.memory
         return ElasticCounter(task, now)
     return Counter(CounterSpec.from_task(task, candidate_divisor=divisor), now)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from measure_model import answers
 from measure_model.report import merge_all
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,20 @@ def merge_parts(merge: Merge, parts: list[tuple[str, dict, list[str]]]
     return merged, errors
 
 
-def host_summary(snap: dict, now: float, top: int) -> dict:
-    """A bounded per-host summary of one agent's snapshot (``top`` of each list)."""
+def host_summary(snap: dict, now: float, top: int, kind: str | None = None) -> dict:
+    """A bounded per-host summary of one agent's snapshot (``top`` of each list); for an
+    elastic kind also its digest (``answer``: ``measure_model.answers.host_answer``)."""
     hh = sorted((snap.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
     scan = snap.get("scan") or {}
-    return {"packets": snap.get("packets", 0), "bytes": snap.get("bytes", 0),
-            "total": snap.get("total", 0), "heavy_hitters": dict(hh[:top]),
-            "top_k": [list(x) for x in (snap.get("top_k") or [])[:top]],
-            "distinct": (snap.get("distinct") or {}).get("estimate"),
-            "scan": {src: len(v.get("ports", [])) for src, v in sorted(
-                scan.items(), key=lambda kv: -len(kv[1].get("ports", [])))[:top]},
-            "missed": snap.get("missed", {}),
-            "generated_at": snap.get("generated_at", now)}
+    out = {"packets": snap.get("packets", 0), "bytes": snap.get("bytes", 0),
+           "total": snap.get("total", 0), "heavy_hitters": dict(hh[:top]),
+           "top_k": [list(x) for x in (snap.get("top_k") or [])[:top]],
+           "distinct": (snap.get("distinct") or {}).get("estimate"),
+           "scan": {src: len(v.get("ports", [])) for src, v in sorted(
+               scan.items(), key=lambda kv: -len(kv[1].get("ports", [])))[:top]},
+           "missed": snap.get("missed", {}),
+           "generated_at": snap.get("generated_at", now)}
+    answer = answers.host_answer(kind or "", snap, top)
+    if answer:
+        out["answer"] = answer
+    return out

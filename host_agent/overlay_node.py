@@ -387,7 +387,8 @@ class OverlayNode:
         per_host: dict[str, dict] = {}
         if p.own is not None:
             parts.append((self.name, p.own, [self.name]))
-            per_host[self.name] = host_summary(p.own, now, self.per_host_top)
+            per_host[self.name] = host_summary(p.own, now, self.per_host_top,
+                                               state.task.get("kind"))
             try:
                 per_host[self.name]["monitor"] = self.agent.cost()
             except Exception as exc:  # noqa: BLE001 - a report goes out without it

@@ -13,7 +13,8 @@ how far to trust it:
   estimate; ``exact_flows`` of the flows, the unflagged heavy entries, have
   exact sizes) plus exact heavy sizes; ``flows`` its sum;
 * ``cardinality``: linear counting's standard error (and ``over_at_most``
-  from merge-flagged entries);
+  from merge-flagged entries), since the task started and (``interval``) in
+  the last report interval;
 * ``entropy``: from the histogram of the last report interval (the
   difference of the last two cumulative states; ``scope``) or, on a task's
   first report, of everything so far; ``exact_share`` is the part of the
@@ -21,10 +22,21 @@ how far to trust it:
 * ``heavy_changers``: counts of the two intervals, each +- ``error.abs``;
 * ``superspreaders`` / ``ddos_victims``: distinct peers with linear
   counting's standard error; merged bitmaps are exact (OR).
+
+``host_answer(kind, snap, top)`` is the bounded per-host digest an agent
+puts in its report's ``per_host`` line (``answer``; ``?host=`` shows it):
+the flow size histogram in power-of-two bins (``histogram_log2``: lower
+bound of ``[2^i, 2^(i+1))`` -> flows, at most 64 bins) with the ``top``
+largest flows, the flow count, the entropy of everything the host counted
+so far (an agent keeps no earlier state: ``scope`` ``since_start``), or the
+``top`` spreaders. Heavy changers need two intervals of the merged state and
+are answered network-wide only. The digest stays under ``MAX_HOST_ANSWER``
+bytes of JSON, so a report of many agents stays within its body limit.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -36,6 +48,8 @@ from measure_model.elastic_snapshot import spread_of
 from measure_model.keys import format_key, key_ints, parse_key, sketch_key_of
 
 CONFIDENCE = 0.95
+MAX_HOST_ANSWER = 4096  # bytes of JSON of one host's digest (overlay_msgs checks it)
+HOST_ANSWER_KINDS = ("flow_size", "entropy", "cardinality", "superspreaders", "ddos_victims")
 LARGEST = 100
 MAX_HISTOGRAM = 2000
 
@@ -104,11 +118,20 @@ def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dic
                         "since_start_bits": since_start["bits"]}}
 
 
-def _cardinality(es: ElasticSketch) -> dict[str, Any]:
+def _cardinality(es: ElasticSketch, earlier: list[ElasticSketch] | None = None
+                 ) -> dict[str, Any]:
+    """Distinct keys since the task started and, from the second report on, the keys
+    with packets in the last report interval (``interval``: the same estimator over
+    ``elastic_est.interval_state``)."""
     c = elastic_est.cardinality(es)
-    return {"cardinality": {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
-                            "rel_stderr": round(c["rel_stderr"], 6),
-                            "over_at_most": int(c["over_at_most"])}}
+    out = {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
+           "rel_stderr": round(c["rel_stderr"], 6), "over_at_most": int(c["over_at_most"]),
+           "scope": "since_start"}
+    if earlier:
+        i = elastic_est.cardinality(elastic_est.interval_state(earlier[-1], es))
+        out["interval"] = {"estimate": int(i["estimate"]), "stderr": round(i["stderr"], 3),
+                           "over_at_most": int(i["over_at_most"])}
+    return {"cardinality": out}
 
 
 def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any]:
@@ -158,9 +181,53 @@ def answer(kind: str, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any
     if kind == "entropy":
         return _entropy(es, int(snap.get("total", 0)), earlier)
     if kind == "cardinality":
-        return _cardinality(es)
+        return _cardinality(es, earlier)
     if kind == "heavy_changers":
         return _changers(es, snap, earlier)
     if kind in ("superspreaders", "ddos_victims") and snap.get("spread") is not None:
         return _spreaders(snap, kind)
     return {}
+
+
+def _log2_bins(hist: dict[int, float]) -> dict[str, float]:
+    """A size histogram in power-of-two bins: lower bound 2^i -> flows in [2^i, 2^(i+1))."""
+    bins: dict[int, float] = {}
+    for size, n in hist.items():
+        if size >= 1:
+            low = 1 << (int(size).bit_length() - 1)
+            bins[low] = bins.get(low, 0.0) + n
+    return {str(k): round(v, 2) for k, v in sorted(bins.items()) if round(v, 2) > 0}
+
+
+def host_answer(kind: str, snap: dict, top: int) -> dict[str, Any]:
+    """One host's bounded digest of its kind's answer (module docstring); {} for other
+    kinds or a snapshot without elastic state. Lists are shortened until the digest fits
+    in ``MAX_HOST_ANSWER`` bytes of JSON."""
+    if snap.get("elastic") is None or kind not in HOST_ANSWER_KINDS:
+        return {}
+    es = state_of(snap)
+    top = max(0, min(top, 20))
+    while True:
+        out = _host_answer(kind, es, snap, top)
+        if top == 0 or len(json.dumps(out)) <= MAX_HOST_ANSWER:
+            return out
+        top //= 2
+
+
+def _host_answer(kind: str, es: ElasticSketch, snap: dict, top: int) -> dict[str, Any]:
+    if kind == "flow_size":
+        fs = _flow_size(es, top)["flow_size"]
+        return {"histogram_log2": _log2_bins(histogram(es)["raw"]), "flows": fs["flows"],
+                "largest": fs["largest"], "exact_flows": fs["exact_flows"]}
+    if kind == "entropy":
+        e = _entropy_of(es, int(snap.get("total", 0)))
+        return {"bits": e["bits"], "normalized": e["normalized"], "flows": e["flows"],
+                "scope": "since_start"}
+    if kind == "cardinality":
+        c = _cardinality(es)["cardinality"]
+        return {"estimate": c["estimate"], "stderr": c["stderr"]}
+    if snap.get("spread") is None:
+        return {}
+    found = _spreaders(snap, kind)
+    return {kind: [{"key": x["key"], "distinct": x["distinct"]} for x in found[kind][:top]],
+            "min_distinct": found["min_distinct"]}

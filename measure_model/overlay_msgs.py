@@ -10,11 +10,13 @@ errors are ``ValueError`` naming the field. No I/O here.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from measure_model.answers import MAX_HOST_ANSWER
 from measure_model.cost import check_cost
 from measure_model.fields import is_count, is_number
 from measure_model.report import check_snapshot
@@ -88,7 +90,7 @@ MAX_TIME = 1e13  # seconds since 1970: far future, still a plain float
 REPORT_FIELDS = ("task_id", "epoch", "from", "interval_end", "generated_at", "height", "kind",
                  "scan_ports", "snapshot", "covered", "missing", "oldest", "per_host", "errors")
 SUMMARY_FIELDS = ("packets", "bytes", "total", "heavy_hitters", "top_k", "distinct", "scan",
-                  "missed", "generated_at", "monitor")
+                  "missed", "generated_at", "monitor", "answer")
 
 
 def is_time(v: Any) -> bool:
@@ -132,6 +134,10 @@ def _summary(name: Any, value: Any) -> None:
         raise ValueError(f"{where}: 'generated_at' must be a time")
     if "monitor" in value:
         check_cost(value["monitor"], f"{where}: 'monitor'")
+    answer = value.get("answer", {})
+    if not isinstance(answer, dict) or len(json.dumps(answer)) > MAX_HOST_ANSWER:
+        raise ValueError(f"{where}: 'answer' must be an object of at most "
+                         f"{MAX_HOST_ANSWER} bytes of JSON")
 
 
 def validate_report(body: Any, check: Callable[[Any], Any] | None = None) -> Report:

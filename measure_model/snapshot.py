@@ -132,6 +132,7 @@ class HostSummary(TypedDict, total=False):
     scan: dict[str, int]
     missed: dict[str, int] | None
     generated_at: float
+    answer: dict[str, Any]  # an elastic kind's digest (answers.host_answer)
 
 
 Report = TypedDict("Report", {

@@ -75,6 +75,8 @@ from measure_model.fields import (
 ELASTIC_KINDS = ("flow_size", "heavy_changers", "entropy", "cardinality", "superspreaders",
                  "ddos_victims")
 SPREAD_KINDS = ("superspreaders", "ddos_victims")  # distinct peers per source / destination
+# count-min kinds that switch to the elastic counter when the task gives ``memory``
+MEMORY_OPTIONAL_KINDS = ("heavy_hitters", "counter")
 MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter", *ELASTIC_KINDS[1:],
                  "flows")
 KINDS = (*MEASURE_KINDS, "bandwidth")
@@ -285,6 +287,11 @@ def _default_threshold(obj: dict[str, Any]) -> float | None:
     if obj.get("kind") == "heavy_changers":
         return DEFAULT_CHANGE_THRESHOLD
     return DEFAULT_THRESHOLD
+
+
+def _default_memory(obj: dict[str, Any]) -> int | None:
+    """DEFAULT_MEMORY for the elastic kinds; none (the count-min counter) otherwise."""
+    return DEFAULT_MEMORY if obj.get("kind") in ELASTIC_KINDS else None
 
 
 HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
@@ -539,8 +546,11 @@ TASK_ROWS: tuple[Row, ...] = (
         doc="count-min sketch size (equal on every host)"),
     Row("scope", ListOf(HOST, MAX_SCOPE, "global", "host"), "global", kinds=_MEASURE,
         doc="'global' or the hosts (names or data addresses) that measure"),
-    Row("memory", Integer(MIN_MEMORY, MAX_MEMORY), DEFAULT_MEMORY, kinds=_ELASTIC,
-        doc="total bytes of one counter's state, every byte counted (elastic kinds)"),
+    Row("memory", Integer(MIN_MEMORY, MAX_MEMORY), _default_memory,
+        kinds=_ELASTIC | frozenset(MEMORY_OPTIONAL_KINDS),
+        doc=f"total bytes of one counter's state, every byte counted (elastic kinds, "
+            f"default {DEFAULT_MEMORY}); heavy_hitters and counter: given, the counter is "
+            "elastic and holds all its state within it"),
     Row("min_distinct", Integer(2, MAX_MIN_DISTINCT), DEFAULT_MIN_DISTINCT,
         kinds=frozenset(SPREAD_KINDS),
         doc="superspreaders: sources with >= this many distinct destinations; "
@@ -580,7 +590,7 @@ TASK_ROWS: tuple[Row, ...] = (
 ROWS = {row.name: row for row in TASK_ROWS}
 TASK_FIELDS = tuple(ROWS)
 COUNTER_FIELDS = ("key", "increment", "threshold", "threshold_abs", "top_k", "window",
-                  "scan_ports", "sketch")
+                  "scan_ports", "sketch", "memory")
 BANDWIDTH_FIELDS = ("src", "dst", "method", "max_duration", "max_bytes")
 
 

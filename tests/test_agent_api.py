@@ -265,6 +265,25 @@ def test_v1_sketch_lifecycle_and_snapshot(app, mon, agent):
     assert mon.core.sketches == {}
 
 
+def test_v1_counter_with_memory_is_elastic_within_it(app, mon, agent):
+    r = call(app, "POST", "/agent/v1/sketches", {"counters": [
+        {"key": "src", "memory": 65536, "threshold": 0.5}]})
+    assert r.status_int == 201, r.text
+    assert r.json["counters"][0]["memory"] == 65536
+    assert agent.memory_used() == 65536
+    mon.feed([ipv4("10.0.0.1", "10.0.0.2", 17, 200, 999, 5001)] * 3
+             + [ipv4("10.0.0.3", "10.0.0.2", 17, 100, 999, 5002)])
+    snap = call(app, "GET", "/agent/v1/sketches/1/counters/1?key=10.0.0.3").json
+    assert snap["heavy_hitters"] == {"10.0.0.1": 3} and snap["total"] == 4
+    assert snap["estimate"] == {"key": "10.0.0.3", "value": 1}
+    assert "elastic" in snap and "sketch" not in snap and snap["window"] is None
+    counter = next(iter(mon.core.sketches.values())).counters[1]
+    assert counter.memory_bytes <= 65536
+    r = call(app, "POST", "/agent/v1/sketches/1/counters", {"key": "src", "memory": 10})
+    assert (r.status_int, r.json) == (400, {"error": "memory 10 is out of range "
+                                                     "4096..67108864"})
+
+
 def test_v1_errors(app):
     cases = [
         ("POST", "/agent/v1/sketches", {"filter": {}, "colour": 1}, 400, "unknown field 'colour'"),

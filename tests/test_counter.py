@@ -268,7 +268,7 @@ def test_unparsed_payloads_counted_and_bad_key_query():
 
 
 def test_aggregate_matches_exact_counts():
-    from host_agent.counter import aggregate
+    from host_agent.aggregate import aggregate
 
     rng = np.random.default_rng(5)
     keys = rng.integers(0, 50, 1000).astype(np.uint64)
@@ -284,3 +284,18 @@ def test_aggregate_matches_exact_counts():
     assert (keys[first] == uniq).all()
     empty = aggregate(np.zeros(0, np.uint64), np.zeros(0, np.int64))
     assert [a.shape[0] for a in empty] == [0, 0, 0]
+
+
+def test_memory_bytes_counts_every_array_the_counter_holds():
+    spec = CounterSpec(key="src", width=1024, depth=4, scan=True, threshold=None)
+    c = Counter(spec, now=0.0)
+    empty = c.memory_bytes
+    assert empty == 1024 * 4 * 8 + 4096 + 1024  # cells, all-time HLL, the bucket's HLL
+    c.update(batch(np.arange(5000)), 0.1)
+    # 5,000 fresh keys (addresses are 2 words): in the window (key 8, full key 16,
+    # count 8), the all-time HLL's queue (8), one (src, dport) scan pair (3 words) and
+    # one (src, dst) pair (4 words); candidates: the top 1,000 (key 8, full key 16) once
+    # the set outgrew 1,500
+    assert c.memory_bytes - empty == 5000 * (32 + 8 + 24 + 32) + 1000 * 24
+    c.update(batch(np.arange(5000, 10000)), 1.5)  # the next window: the previous is kept
+    assert c.memory_bytes - empty >= 2 * 5000 * (32 + 56) + 10000 * 8 + 1024

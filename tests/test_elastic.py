@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from host_agent.counter import aggregate
+from host_agent.aggregate import aggregate
 from measure_model import elastic_est
 from measure_model.elastic import ElasticSketch
 from measure_model.keys import HeaderBatch, sketch_keys_of

@@ -70,7 +70,10 @@ def test_task_model_takes_the_new_kinds_and_fields():
         assert task.memory == 512 * 1024 and task.key == "src_dst"
         assert parse_task(task.to_dict(), "x") == task
     assert parse_task({"name": "t", "kind": "superspreaders"}, "x").min_distinct == 100
-    for body, field in (({"kind": "heavy_hitters", "memory": 65536}, "memory"),
+    assert parse_task({"name": "t", "kind": "heavy_hitters"}, "x").memory is None
+    assert parse_task({"name": "t", "kind": "counter", "memory": 65536}, "x").memory == 65536
+    for body, field in (({"kind": "port_scan", "memory": 65536}, "memory"),
+                        ({"kind": "heavy_hitters", "memory": 100}, "memory"),
                         ({"kind": "cardinality", "min_distinct": 5}, "min_distinct"),
                         ({"kind": "entropy", "memory": 100}, "memory"),
                         ({"kind": "superspreaders", "min_distinct": 10 ** 6}, "min_distinct"),
@@ -84,6 +87,29 @@ def test_counter_state_is_within_memory():
         c = default_counter_factory(entry_of(kind, memory=131072), 0.0)
         assert isinstance(c, ElasticCounter)
         assert 0.9 * 131072 <= c.memory_bytes <= 131072
+
+
+def test_heavy_hitters_with_memory_are_elastic_within_budget_and_keep_their_shape():
+    from host_agent.counter import Counter
+
+    plain = default_counter_factory(entry_of("heavy_hitters"), 0.0)
+    assert isinstance(plain, Counter)
+    counters = fed("heavy_hitters", memory=65536, key="src_dst", threshold=0.2)
+    assert all(isinstance(c, ElasticCounter) and c.memory_bytes <= 65536
+               for c in counters.values())
+    # h3 sees 314 of its packets: h4 -> h3 (300) is heavy there
+    assert counters["h3"].heavy_hitters() == {"10.0.0.4,10.0.0.3": 300}
+    snap = merged(counters, 2.0)
+    # network-wide 337 packets: 0.2 of them is 67.4, only the 300-packet flow passes
+    assert snap["total"] == 337 and snap["heavy_hitters"] == {"10.0.0.4,10.0.0.3": 300}
+    assert snap["top_k"][:3] == [["10.0.0.4,10.0.0.3", 300], ["10.0.0.1,10.0.0.3", 12],
+                                 ["10.0.0.4,10.0.0.2", 12]]
+    results = Results(MemoryStore())
+    events = results.ingest(report("hh", "heavy_hitters", snap, 5.0), now=5.1)
+    res = results.latest("hh")
+    assert res["heavy_hitters"] == {"10.0.0.4,10.0.0.3": 300} and res["total"] == 337
+    assert [e["key"] for e in results.events() if e["id"] in events
+            and e["kind"] == "heavy_hitter"] == ["10.0.0.4,10.0.0.3"]
 
 
 def test_flow_size_global_is_the_exact_histogram_and_largest_flows():
@@ -123,6 +149,21 @@ def test_entropy_is_per_report_interval():
     h = math.log2(total) - sum(n * math.log2(n) for *_, n in second) / total
     assert got["scope"] == "interval" and got["total"] == total and got["flows"] == 3
     assert got["bits"] == pytest.approx(h, abs=1e-5)
+
+
+def test_cardinality_since_start_and_in_the_last_interval():
+    results = Results(MemoryStore())
+    counters = fed("cardinality", memory=65536)
+    results.ingest(report("c", "cardinality", merged(counters, 2.0), 5.0), now=5.1)
+    first = results.latest("c")["cardinality"]
+    assert first["estimate"] == 7 and "interval" not in first
+    # one flow seen before (h4 -> h1) and two new ones
+    fed("cardinality", flows=[("h4", "h1", 40), ("h2", "h1", 10), ("h3", "h2", 1)],
+        counters=counters)
+    results.ingest(report("c", "cardinality", merged(counters, 7.0), 10.0), now=10.1)
+    got = results.latest("c")["cardinality"]
+    assert got["estimate"] == 9 and got["scope"] == "since_start"
+    assert got["interval"]["estimate"] == 3
 
 
 def test_heavy_changers_between_intervals_network_wide():
@@ -186,3 +227,30 @@ def test_elastic_and_count_min_snapshots_do_not_merge():
         merge_all([el, cm.snapshot(1.0)])
     with pytest.raises(ValueError, match="elastic"):
         check_snapshot({**el, "elastic": {**el["elastic"], "state": "x"}})
+
+
+def test_per_host_digest_carries_the_histogram_and_the_spreaders():
+    from host_agent.overlay_merge import host_summary
+    from measure_model.overlay_msgs import validate_report
+
+    h3 = fed("flow_size", memory=65536)["h3"].snapshot(2.0, host="h3")
+    digest = host_summary(h3, 2.0, 10, "flow_size")["answer"]
+    # h3 saw flows of 300, 12 and 2 packets: bins [256, 512), [8, 16), [2, 4)
+    assert digest["histogram_log2"] == {"2": 1.0, "8": 1.0, "256": 1.0}
+    assert digest["flows"] == 3 and digest["exact_flows"] == 3
+    assert digest["largest"][0] == ["10.0.0.4,10.0.0.3", 300, True]
+    ss = default_counter_factory(entry_of("superspreaders", memory=65536, min_distinct=5), 0.0)
+    ss.update(batch([(ADDR["h1"], 0x0A000100 + d, 1) for d in range(6)]
+                    + [(ADDR["h2"], ADDR["h3"], 4)]), 1.0)
+    line = host_summary(ss.snapshot(2.0, host="h1"), 2.0, 10, "superspreaders")
+    assert [x["key"] for x in line["answer"]["superspreaders"]] == ["10.0.0.1"]
+    assert abs(line["answer"]["superspreaders"][0]["distinct"] - 6) <= 1
+    body = {**report("fs", "flow_size", check_snapshot(h3), 5.0), "covered": ["h3"],
+            "per_host": {"h3": host_summary(h3, 2.0, 10, "flow_size")}}
+    results = Results(MemoryStore())
+    results.ingest(body, now=5.1)
+    assert results.latest("fs", host="h3")["answer"]["histogram_log2"]["256"] == 1.0
+    assert "answer" not in host_summary(h3, 2.0, 10, "heavy_hitters")
+    huge = {**body, "per_host": {"h3": {"answer": {"x": "y" * 5000}}}}
+    with pytest.raises(ValueError, match="'answer' must be an object of at most 4096"):
+        validate_report(huge)

@@ -9,7 +9,8 @@ hosts, overlay built), under the machine-wide Mininet lock.
    the destination hosts (the ground truth is what arrived). The global
    result's histogram is exactly the flows' sizes, with every agent covered;
    the largest flow is listed first, exact; asking the past for one key
-   gives its size.
+   gives its size; ``?host=h5`` gives h5's digest (its flows' histogram in
+   power-of-two bins and its largest flows).
 2. ``heavy_changers`` (threshold 60 packets per interval of 2 s): three
    pairs at 10 packets/s; one of them goes to 100 packets/s half way. The
    heavy_changer events name that pair and nothing else.
@@ -114,6 +115,15 @@ def test_global_flow_size_is_the_exact_histogram(net):  # noqa: F811
     assert status == 200 and past["size"]["size"] == arrived[top] and past["size"]["exact"]
     status, _ = api(net, f"/measure/v1/tasks/{task_id}/history/latest?key=nonsense")
     assert status == 400
+    # ?host= carries that agent's digest: h5 received h1 -> h5 and h8 -> h5
+    at_h5 = {k: n for k, n in arrived.items() if k.endswith("," + ip(net, "h5"))}
+    bins: dict[str, float] = {}
+    for n in at_h5.values():
+        low = str(1 << (n.bit_length() - 1))
+        bins[low] = bins.get(low, 0.0) + 1.0
+    digest = result(net, task_id, "h5")["answer"]
+    assert digest["histogram_log2"] == dict(sorted(bins.items(), key=lambda kv: int(kv[0])))
+    assert sorted(x[1] for x in digest["largest"]) == sorted(at_h5.values())
 
 
 def test_heavy_changers_report_the_changed_flow_only(net):  # noqa: F811

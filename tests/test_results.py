@@ -132,7 +132,7 @@ def test_coverage_change_is_an_event(results):
     ({"task_id": "t1", "interval_end": 5, "snapshot": None, "covered": [], "missing": [],
       "per_host": {"h1": 3}},
      "report: per_host 'h1' must be an object with fields packets, bytes, total, "
-     "heavy_hitters, top_k, distinct, scan, missed, generated_at, monitor"),
+     "heavy_hitters, top_k, distinct, scan, missed, generated_at, monitor, answer"),
     ({"task_id": "t1", "interval_end": 5, "covered": [], "missing": [],
       "snapshot": {"key": "src", "increment": "pkt", "packets": 1, "bytes": 1, "total": 1}},
      "snapshot: has no sketch; it cannot be merged"),
