@@ -18,10 +18,10 @@ from typing import Any, cast
 
 from measure_model.answers import MAX_HOST_ANSWER
 from measure_model.cost import check_cost
-from measure_model.fields import is_count, is_number
+from measure_model.fields import HOST_PATTERN, is_count, is_number
 from measure_model.report import check_snapshot
 from measure_model.snapshot import Report
-from measure_model.task import HOST_PATTERN, KINDS, Task
+from measure_model.task import KINDS, Task
 
 OVERLAY_KEY = "_overlay"
 URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]{1,253}(:[0-9]{1,5})?(/[\x21-\x7e]*)?")

@@ -47,7 +47,7 @@ from typing import Any, cast
 import numpy as np
 
 from measure_model import elastic_snapshot
-from measure_model.fields import MAX_COUNT, is_count, is_int, is_number
+from measure_model.fields import HOST_PATTERN, MAX_COUNT, is_count, is_int, is_number
 from measure_model.hll import HyperLogLog
 from measure_model.keys import (
     INCREMENTS,
@@ -59,7 +59,6 @@ from measure_model.keys import (
 )
 from measure_model.sketch import CountMinSketch
 from measure_model.snapshot import Snapshot
-from measure_model.task import HOST_PATTERN
 
 MAX_CANDIDATES = 100_000
 HOST_RE = re.compile(HOST_PATTERN)

@@ -45,7 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from measure_model.task import NETWORK_ACTIONS, Task
+from measure_model.reaction_rows import NETWORK_ACTIONS
+from measure_model.task import Task
 from ryu_app.reactions import (
     REACTION_COOKIE,
     ActionPlan,

@@ -21,10 +21,9 @@ import sys
 from typing import Any
 
 from measure_model.cost import cost_json_schema
-from measure_model.fields import described
+from measure_model.fields import HOST_PATTERN, described
 from measure_model.overlay_msgs import MAX_AGENTS, MAX_TIME, TASK_ID_RE
 from measure_model.task import (
-    HOST_PATTERN,
     KINDS,
     MAX_POLICY_TASKS,
     ROWS,

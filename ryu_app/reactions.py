@@ -42,7 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from measure_model.task import Filter, Reaction, Task
+from measure_model.reaction_rows import Reaction
+from measure_model.task import Filter, Task
 from ryu_app.forwarding import DST_TABLE, FLOW_PRIORITY, SRC_TABLE
 from ryu_app.topology import Host, Topology
 

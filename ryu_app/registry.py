@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from measure_model.cost import check_cost
-from measure_model.task import HOST_PATTERN
+from measure_model.fields import HOST_PATTERN
 from measure_model.version import __version__, incompatibility
 
 DEFAULT_TIMEOUT = 6.0
