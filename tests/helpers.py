@@ -8,11 +8,15 @@ processes are in ``topo.procs`` (shared with the launcher and bench).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import itertools
 import os
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,3 +59,29 @@ class Netns:
         proc = subprocess.Popen(self.cmd(args), start_new_session=True, **kw)
         self.procs.append(proc)
         return proc
+
+
+@contextlib.contextmanager
+def measure_network(tmp_path_factory: Any, name: str, **options: Any) -> Iterator[Any]:
+    """A module's ``MeasureNetwork`` (tree depth 2 fanout 3 with an agent on every host
+    unless ``options`` say otherwise) under the machine's Mininet lock, stopped at the
+    end; then fails if the controller or an agent logged a traceback."""
+    from topo.launch import MeasureNetwork, Options
+    from topo.procs import free_port, mininet_lock
+
+    with mininet_lock():
+        run_dir = tmp_path_factory.mktemp(name)
+        settings = {"topo": "tree", "depth": 2, "fanout": 3, "agents": True, "timeout": 120,
+                    **options}
+        mn = MeasureNetwork(Options(**settings, lock=False, controller_port=free_port(),
+                                    rest_port=free_port(), run_dir=str(run_dir)))
+        try:
+            mn.start()
+            yield mn
+        finally:
+            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
+        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
+                     *glob.glob(f"{run_dir}/agent-h*.out")]:
+            with open(path, errors="replace") as f:
+                text = f.read()
+            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"

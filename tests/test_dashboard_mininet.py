@@ -25,7 +25,6 @@ shows them). No log may hold a traceback.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -36,10 +35,11 @@ import urllib.request
 import pytest
 
 from tests.browser import chrome, login, screenshot, texts, visible, wait_for
+from tests.helpers import measure_network
 from tests.test_metrics import grafana_metrics
 from tests.test_mininet_overlay import send_pairs
-from topo.launch import ROOT, MeasureNetwork, Options
-from topo.procs import free_port, mininet_lock, stop_process, wait_until
+from topo.launch import ROOT
+from topo.procs import free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -63,22 +63,8 @@ BAD_YAML = """tasks:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with mininet_lock():
-        run_dir = tmp_path_factory.mktemp("dashboard-net")
-        opts = Options(topo="tree", depth=2, fanout=3, lock=False, agents=True,
-                       controller_port=free_port(), rest_port=free_port(),
-                       run_dir=str(run_dir), timeout=120)
-        mn = MeasureNetwork(opts)
-        try:
-            mn.start()
-            yield mn
-        finally:
-            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
-                     *glob.glob(f"{run_dir}/agent-h*.out")]:
-            with open(path, errors="replace") as f:
-                text = f.read()
-            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+    with measure_network(tmp_path_factory, "dashboard-net") as mn:
+        yield mn
 
 
 @pytest.fixture(scope="module")

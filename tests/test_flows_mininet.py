@@ -30,9 +30,10 @@ import sys
 import pytest
 import requests
 
+from tests.helpers import measure_network
 from tests.test_mininet_overlay import AGENTS, PAIRS, RECEIVER, SENDER
-from topo.launch import AGENT_PORT, MGMT_IP, MeasureNetwork, Options
-from topo.procs import free_port, mininet_lock, wait_until
+from topo.launch import AGENT_PORT, MGMT_IP, MeasureNetwork
+from topo.procs import free_port, wait_until
 
 pytestmark = pytest.mark.mininet
 PORT0 = 5600
@@ -40,22 +41,8 @@ PORT0 = 5600
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with mininet_lock():
-        run_dir = tmp_path_factory.mktemp("flows-net")
-        opts = Options(topo="tree", depth=2, fanout=3, lock=False, agents=True,
-                       controller_port=free_port(), rest_port=free_port(),
-                       run_dir=str(run_dir), timeout=120)
-        mn = MeasureNetwork(opts)
-        try:
-            mn.start()
-            yield mn
-        finally:
-            mn.stop()
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
-                     *glob.glob(f"{run_dir}/agent-h*.out")]:
-            with open(path, errors="replace") as f:
-                text = f.read()
-            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+    with measure_network(tmp_path_factory, "flows-net") as mn:
+        yield mn
 
 
 def test_flow_records_collector_and_network_wide_flows(net, tmp_path):

@@ -14,14 +14,14 @@ nflog``.
 
 from __future__ import annotations
 
-import glob
 import subprocess
 import sys
 
 import pytest
 
-from topo.launch import MeasureNetwork, Options
-from topo.procs import free_port, mininet_lock, wait_until
+from tests.helpers import measure_network
+from topo.launch import MeasureNetwork
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -65,25 +65,11 @@ def ip6(host: str) -> str:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with mininet_lock():
-        run_dir = tmp_path_factory.mktemp("dualstack-net")
-        opts = Options(topo="tree", depth=2, fanout=2, lock=False, agents=True,
-                       controller_port=free_port(), rest_port=free_port(),
-                       run_dir=str(run_dir), timeout=120)
-        mn = MeasureNetwork(opts)
-        try:
-            mn.start()
-            for name in AGENTS:
-                host = mn.net.get(name)
-                host.cmd(f"ip -6 addr add {ip6(name)}/64 dev {host.defaultIntf().name} nodad")
-            yield mn
-        finally:
-            mn.stop()
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
-                     *glob.glob(f"{run_dir}/agent-h*.out")]:
-            with open(path, errors="replace") as f:
-                text = f.read()
-            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+    with measure_network(tmp_path_factory, "dualstack-net", fanout=2) as mn:
+        for name in AGENTS:
+            host = mn.net.get(name)
+            host.cmd(f"ip -6 addr add {ip6(name)}/64 dev {host.defaultIntf().name} nodad")
+        yield mn
 
 
 def apply(net: MeasureNetwork, task: dict) -> str:

@@ -21,7 +21,6 @@ Every agent and the controller must not have logged a traceback.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -30,8 +29,9 @@ import sys
 
 import pytest
 
-from topo.launch import ROOT, MeasureNetwork, Options
-from topo.procs import free_port, mininet_lock, wait_until
+from tests.helpers import measure_network
+from topo.launch import ROOT, MeasureNetwork
+from topo.procs import wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -71,22 +71,8 @@ PAIRS = [("h1", "h5", 200, 1000), ("h2", "h9", 100, 500), ("h7", "h3", 300, 1200
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with mininet_lock():
-        run_dir = tmp_path_factory.mktemp("overlay-net")
-        opts = Options(topo="tree", depth=2, fanout=3, lock=False, agents=True,
-                       controller_port=free_port(), rest_port=free_port(),
-                       run_dir=str(run_dir), timeout=120)
-        mn = MeasureNetwork(opts)
-        try:
-            mn.start()
-            yield mn
-        finally:
-            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
-                     *glob.glob(f"{run_dir}/agent-h*.out")]:
-            with open(path, errors="replace") as f:
-                text = f.read()
-            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+    with measure_network(tmp_path_factory, "overlay-net") as mn:
+        yield mn
 
 
 def api(net: MeasureNetwork, path: str, method: str = "GET", body=None):

@@ -29,7 +29,6 @@ Scenarios, in order (each its own task, deleted at its end):
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import hmac
 import json
@@ -43,8 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from topo.launch import MeasureNetwork, Options
-from topo.procs import free_port, mininet_lock, stop_process, wait_until
+from tests.helpers import measure_network
+from topo.procs import stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -58,21 +57,8 @@ REACTION_COOKIE = 0x52454143 << 32
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with mininet_lock():
-        run_dir = tmp_path_factory.mktemp("reactions-net")
-        opts = Options(topo="tree", depth=2, fanout=3, lock=False, agents=True,
-                       controller_port=free_port(), rest_port=free_port(),
-                       run_dir=str(run_dir), timeout=120)
-        mn = MeasureNetwork(opts)
-        try:
-            mn.start()
-            yield mn
-        finally:
-            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.out")]:
-            with open(path, errors="replace") as f:
-                text = f.read()
-            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+    with measure_network(tmp_path_factory, "reactions-net") as mn:
+        yield mn
 
 
 def api(net, path, method="GET", body=None):
