@@ -57,6 +57,7 @@ from ryu_app.topology import Topology, is_chatter
 
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
 ETH_TYPE_LLDP = 0x88CC
 ARP_REQUEST = 1
 ARP_REPLY = 2
@@ -169,7 +170,10 @@ class Forwarding:
         if self.topology.learn_host(pkt.src, ip, pkt.dpid, pkt.in_port, dst) == "moved":
             out += self.invalidate_host(pkt.src)
         src = self.topology.host_by_mac(pkt.src)
-        if src is not None:
+        # A host first seen in an IPv6 neighbour solicitation has no IPv4 address yet: its
+        # source flow would keep its ARP and IPv4 packets from the controller for good, so
+        # it is installed once the address is known.
+        if src is not None and (src.ips or pkt.eth_type != ETH_TYPE_IPV6):
             in_port = pkt.in_port if src.dpid == pkt.dpid else None
             if in_port is None or src.port == in_port:
                 out.append(SourceFlow(pkt.dpid, src.mac, in_port, self.priority,

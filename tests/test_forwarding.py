@@ -247,6 +247,12 @@ def test_ipv6_neighbour_solicitations_flood_and_teach_the_source():
     floods = [d for d in out if isinstance(d, PacketOut)]
     assert floods and floods == fwd.flood(
         Packet("00:00:00:00:00:42", "33:33:ff:00:00:05", 1, 1, 0x86DD), NOW)
+    # no source flow yet: the host's ARP must still reach the controller to teach its IPv4
+    assert not any(isinstance(d, SourceFlow) for d in out)
+    arp = fwd.packet_in(Packet("00:00:00:00:00:42", "ff:ff:ff:ff:ff:ff", 1, 1, ETH_TYPE_ARP,
+                               arp_op=1, arp_spa="10.0.0.42", arp_tpa="10.0.0.9"), NOW)
+    assert fwd.topology.host_by_mac("00:00:00:00:00:42").ips == {"10.0.0.42"}
+    assert SourceFlow(1, "00:00:00:00:00:42", 1) in arp
     # other IPv6 multicast (MLD reports, router solicitations) is still chatter
     assert fwd.packet_in(Packet("00:00:00:00:00:43", "33:33:00:00:00:16", 1, 1,
                                 0x86DD), NOW) == []
