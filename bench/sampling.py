@@ -21,9 +21,39 @@ import sys
 import time
 
 from bench.common import base_parser, print_table, write_json
-from bench.monitor import PORT, SENDER, SOURCES, SUBNET, Agent, Namespaces, cpu_seconds, sh
+from bench.monitor import PORT, SOURCES, SUBNET, Agent, Namespaces, cpu_seconds, sh
 from measure_model import sampling
 from measure_model.task import parse_task
+
+#: a UDP sender paced at a rate (the sampling figures need a known count, not a flood)
+SENDER = r"""
+import socket, sys, time
+dst, port, rate, duration, nsrc = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), \
+    float(sys.argv[4]), int(sys.argv[5])
+socks = []
+for i in range(nsrc):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((f"{sys.argv[6]}.{100 + i}", 0))
+    s.connect((dst, port))
+    socks.append(s.send)
+payload = b"p" * 64
+total = int(rate * duration)
+sent = 0
+start = time.perf_counter()
+tick = 0.001
+while sent < total:
+    due = min(total, int((time.perf_counter() - start) * rate) + 1)
+    while sent < due:
+        try:
+            socks[sent % nsrc](payload)
+        except OSError:
+            pass
+        sent += 1
+    if time.perf_counter() - start > duration * 3:
+        break
+    time.sleep(tick)
+print(sent, time.perf_counter() - start)
+"""
 
 
 def run_one(net: Namespaces, kind: str, p: float, rate: int, duration: float) -> dict:
