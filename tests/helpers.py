@@ -85,3 +85,20 @@ def measure_network(tmp_path_factory: Any, name: str, **options: Any) -> Iterato
             with open(path, errors="replace") as f:
                 text = f.read()
             assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+
+
+def apply_everywhere(net: Any, task: dict, agents: list[str], timeout: float = 30) -> str:
+    """POST one task to the network's controller; its id once every agent holds it."""
+    from topo.procs import wait_until
+
+    status, body = net.rest("/measure/v1/tasks", method="POST", body={"tasks": [task]})
+    assert status == 201, body
+    task_id = body["tasks"][0]["id"]
+
+    def everywhere() -> bool:
+        code, rec = net.rest(f"/measure/v1/tasks/{task_id}")
+        return code == 200 and rec["agents"] == {a: "ok" for a in agents}
+
+    wait_until(everywhere, timeout=timeout,
+               message=f"task {task_id} ok on all {len(agents)} agents")
+    return task_id

@@ -29,7 +29,7 @@ import sys
 
 import pytest
 
-from tests.helpers import measure_network
+from tests.helpers import apply_everywhere, measure_network
 from topo.launch import ROOT, MeasureNetwork
 from topo.procs import wait_until
 
@@ -80,16 +80,7 @@ def api(net: MeasureNetwork, path: str, method: str = "GET", body=None):
 
 
 def apply(net: MeasureNetwork, task: dict) -> str:
-    status, body = api(net, "/measure/v1/tasks", "POST", {"tasks": [task]})
-    assert status == 201, body
-    task_id = body["tasks"][0]["id"]
-
-    def everywhere():
-        code, rec = api(net, f"/measure/v1/tasks/{task_id}")
-        return code == 200 and rec["agents"] == {a: "ok" for a in AGENTS}
-
-    wait_until(everywhere, timeout=30, message=f"task {task_id} ok on all nine agents")
-    return task_id
+    return apply_everywhere(net, task, AGENTS)
 
 
 def result(net: MeasureNetwork, task_id: str, host: str | None = None):

@@ -42,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import measure_network
+from tests.helpers import apply_everywhere, measure_network
 from topo.procs import stop_process, wait_until
 
 pytestmark = pytest.mark.mininet
@@ -66,15 +66,7 @@ def api(net, path, method="GET", body=None):
 
 
 def apply(net, task: dict) -> str:
-    status, body = api(net, "/measure/v1/tasks", "POST", {"tasks": [task]})
-    assert status == 201, body
-    task_id = body["tasks"][0]["id"]
-
-    def everywhere():
-        code, rec = api(net, f"/measure/v1/tasks/{task_id}")
-        return code == 200 and rec["agents"] == {a: "ok" for a in AGENTS}
-
-    wait_until(everywhere, timeout=30, message=f"task {task_id} ok on all nine agents")
+    task_id = apply_everywhere(net, task, AGENTS)
     time.sleep(2 * INTERVAL)  # a first (empty) result, so a crossing is a new event
     return task_id
 
