@@ -41,6 +41,18 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def mininet_parser(description: str, interval: float) -> argparse.ArgumentParser:
+    """``base_parser`` plus what every benchmark on its own Mininet network takes."""
+    parser = base_parser(description)
+    parser.add_argument("--interval", type=float, default=interval,
+                        help=f"report interval of the task, seconds (default {interval:g})")
+    parser.add_argument("--rest-port", type=int, default=8080)
+    parser.add_argument("--controller-port", type=int, default=6653)
+    parser.add_argument("--no-lock", action="store_true",
+                        help="the caller already holds /tmp/endhost-measure-mininet.lock")
+    return parser
+
+
 def repeat(fn: Callable[[], Any], n: int = 3, warmup: int = 0) -> list[float]:
     """Wall-clock seconds of ``n`` calls of ``fn`` (after ``warmup`` untimed calls)."""
     for _ in range(warmup):

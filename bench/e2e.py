@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import base_parser, print_table, spread_text, write_json
+from bench.common import mininet_parser, print_table, spread_text, write_json
 
 TARGET_INTERVALS = 2.0
 PING_PERIOD = 0.05
@@ -168,13 +168,7 @@ def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--interval", type=float, default=2.0,
-                        help="report interval of the task, seconds (default 2)")
-    parser.add_argument("--rest-port", type=int, default=8080)
-    parser.add_argument("--controller-port", type=int, default=6653)
-    parser.add_argument("--no-lock", action="store_true",
-                        help="the caller already holds /tmp/endhost-measure-mininet.lock")
+    parser = mininet_parser(__doc__.splitlines()[0], interval=2.0)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.e2e needs root (Mininet)", file=sys.stderr)

@@ -42,7 +42,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import base_parser, percentile, print_table, write_json
+from bench.common import mininet_parser, percentile, print_table, write_json
 
 TARGET_MS = 100.0
 VICTIM = "h5"
@@ -132,13 +132,7 @@ def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="report interval of the task, seconds (default 1)")
-    parser.add_argument("--rest-port", type=int, default=8080)
-    parser.add_argument("--controller-port", type=int, default=6653)
-    parser.add_argument("--no-lock", action="store_true",
-                        help="the caller already holds /tmp/endhost-measure-mininet.lock")
+    parser = mininet_parser(__doc__.splitlines()[0], interval=1.0)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.reactions needs root (Mininet)", file=sys.stderr)
