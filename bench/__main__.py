@@ -44,7 +44,7 @@ from typing import Any
 
 import bench.common
 from bench.common import format_table, machine_info
-from topo.procs import LOCK_PATH, mininet_lock, stop_process
+from testing.procs import LOCK_PATH, mininet_lock, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,10 +12,10 @@ plus 60 superspreader sources that contact 300..600 distinct destinations
 (one packet each) among 2,000 sources with 1..5 destinations. For 128 KB,
 512 KB and 2 MB **total** per counter it runs:
 
-* ``CM`` - today's engine (``host_agent.counter.Counter``, conservative
+* ``CM`` - today's engine (``host_agent.counters.countmin.Counter``, conservative
   count-min of the same cell memory, HLL, candidates): its candidates,
   window and HLL are *outside* that memory (``state`` column);
-* ``elastic 1 host`` - ``measure_model.elastic.ElasticSketch`` (+
+* ``elastic 1 host`` - ``measure_model.sketch.elastic.ElasticSketch`` (+
   ``spread.SpreadSketch`` for superspreaders, of the same memory);
 * ``elastic 8 hosts`` - the stream split over 8 hosts by destination (each
   flow at one host, a superspreader's destinations on all of them), 8
@@ -48,12 +48,12 @@ from typing import Any
 import numpy as np
 
 from bench.common import base_parser, print_table, write_json
-from host_agent.aggregate import aggregate
-from host_agent.counter import Counter, CounterSpec
-from measure_model import elastic_est
-from measure_model.elastic import ElasticSketch
-from measure_model.keys import HeaderBatch, parse_key, sketch_key_of, sketch_keys_of
-from measure_model.spread import SpreadSketch
+from host_agent.counters.aggregate import aggregate
+from host_agent.counters.countmin import Counter, CounterSpec
+from measure_model.packet.keys import HeaderBatch, parse_key, sketch_key_of, sketch_keys_of
+from measure_model.sketch import estimators as elastic_est
+from measure_model.sketch.elastic import ElasticSketch
+from measure_model.sketch.spread import SpreadSketch
 
 BATCH = 256
 HOSTS = 8

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import base_parser, print_table, spread_text, write_json  # noqa: E402
-from topo.procs import stop_process  # noqa: E402
+from testing.procs import stop_process  # noqa: E402
 
 PY = sys.executable
 RATES = (5, 10, 20, 50)
@@ -83,7 +83,7 @@ class Link:
            "handle", "5:0", "htb", "default", "1")
         sh("ip", "netns", "exec", self.rtr, "tc", "class", "add", "dev", bottleneck, "parent",
            "5:0", "classid", "5:1", "htb", "rate", f"{rate}Mbit", "burst", "15k")
-        self.procs.append(self.popen(self.dst, [PY, "-m", "host_agent.bwcli", "serve",
+        self.procs.append(self.popen(self.dst, [PY, "-m", "host_agent.bandwidth.cli", "serve",
                                                 "--port", "8000", "--data-ip", self.dst_ip]))
         code = f"import socket; socket.create_connection(({self.dst_ip!r}, 8000), 1).close()"
         deadline = time.monotonic() + 15
@@ -98,13 +98,13 @@ class Link:
 
     def probe(self, method: str, max_duration: float = 10) -> tuple[dict, float]:
         start = time.monotonic()
-        out = sh("ip", "netns", "exec", self.src, PY, "-m", "host_agent.bwcli", "probe",
+        out = sh("ip", "netns", "exec", self.src, PY, "-m", "host_agent.bandwidth.cli", "probe",
                  "--src-ip", self.src_ip, "--dst-ip", self.dst_ip, "--method", method,
                  "--max-duration", str(max_duration), check=False, timeout=max_duration + 20)
         return json.loads(out.stdout), time.monotonic() - start
 
     def cross(self, rate: float, seconds: float) -> subprocess.Popen:
-        return self.popen(self.xsrc, [PY, "-m", "host_agent.bwcli", "cross", "--dst-ip",
+        return self.popen(self.xsrc, [PY, "-m", "host_agent.bandwidth.cli", "cross", "--dst-ip",
                                      self.dst_ip, "--rate-mbit", str(rate), "--duration",
                                      str(seconds)])
 

@@ -133,8 +133,8 @@ def start_traffic(net, seconds: float) -> list:
 
 def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
     """Bring up the network, time ``reps`` repetitions, tear everything down."""
+    from testing.procs import stop_process
     from topo.launch import MeasureNetwork, Options
-    from topo.procs import stop_process
 
     t0 = time.monotonic()
     opts = Options(topo="tree", depth=2, fanout=3, **opts_kw)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.e2e needs root (Mininet)", file=sys.stderr)
         return 2
     reps = args.repeat or (3 if args.quick else 5)
-    from topo.procs import install_signal_handlers
+    from testing.procs import install_signal_handlers
 
     install_signal_handlers()
     try:

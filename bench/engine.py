@@ -32,9 +32,9 @@ from collections.abc import Callable
 import numpy as np
 
 from bench.common import base_parser, print_table, repeat, spread_text, summary, write_json
-from host_agent.counter import Counter, CounterSpec
-from host_agent.elastic_counter import ElasticCounter
-from measure_model.keys import HEADER_COPY_BYTES, HeaderBatch
+from host_agent.counters.countmin import Counter, CounterSpec
+from host_agent.counters.elastic import ElasticCounter
+from measure_model.packet.keys import HEADER_COPY_BYTES, HeaderBatch
 from measure_model.task import parse_task
 
 COUNTER_SETS = {1: ["src"], 3: ["src", "src_dst", "dport"]}

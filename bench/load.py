@@ -205,8 +205,8 @@ def _settle(rest, timeout: float = 120.0) -> dict[str, Any]:
 
 
 def _own_network(args, run_load_with):
+    from testing.procs import free_port
     from topo.launch import MeasureNetwork, Options
-    from topo.procs import free_port
 
     opts = Options(topo="tree", depth=2, fanout=3, agents=True, lock=True,
                    controller_port=free_port(), rest_port=free_port(), timeout=120)

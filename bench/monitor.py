@@ -25,7 +25,7 @@ libnetfilter_queue: what the kernel path allows a user-space reader), the
 accept-only Python loop (``--monitor-accept-only``: the ceiling of any Python
 monitor), the monitor with 1 counter (src), with 3 counters (src, src_dst,
 dport), with 3 elastic counters (the same keys, each with ``memory`` 512 KB:
-the in-budget structure of ``host_agent/elastic_counter.py``), 3 counters
+the in-budget structure of ``host_agent/counters/elastic.py``), 3 counters
 over 2 queues / 2 processes (``--queues 2``), and 3 counters fed by NFLOG
 (``capture: nflog``).
 
@@ -59,7 +59,7 @@ import requests
 
 from bench.common import base_parser, percentile, print_table, spread_text, write_json
 from bench.native import CAcceptLoop, build
-from topo.procs import stop_process
+from testing.procs import stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -10,7 +10,7 @@ What runs for real and what is modelled
 ---------------------------------------
 Every simulated agent is the real thing minus packet capture: a real
 ``host_agent.agent.Agent`` whose monitor is an in-process
-``host_agent.monitor.MonitorCore`` (no NFQUEUE; synthetic ``HeaderBatch``es
+``host_agent.monitor.core.MonitorCore`` (no NFQUEUE; synthetic ``HeaderBatch``es
 go straight into its counters), with a real ``OverlayNode`` on top. Snapshots,
 ``report.merge_all`` merges, JSON encoding/decoding of every message and the
 controller's ``Results.ingest`` all run and are timed.
@@ -63,13 +63,13 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 
 from host_agent.agent import Agent
-from host_agent.monitor import MonitorCore
-from host_agent.overlay_merge import merge_snapshots
-from host_agent.overlay_node import OverlayNode
-from measure_model.keys import HeaderBatch
-from measure_model.runner import InlineRunner
+from host_agent.monitor.core import MonitorCore
+from host_agent.overlay.merge import merge_snapshots
+from host_agent.overlay.node import OverlayNode
+from measure_common.runner import InlineRunner
+from measure_model.packet.keys import HeaderBatch
 from measure_model.task import Task
-from ryu_app.results import MemoryStore, Results
+from ryu_app.service.results import MemoryStore, Results
 
 CTL = "http://ctl.sim:8080"
 cpu = time.thread_time
@@ -202,7 +202,7 @@ class Sim:
     # transport: put/delete run nested (config), post is queued (reports)
     def request(self, method: str, url: str, json: Any = None,
                 timeout: float = 5.0) -> tuple[int, Any]:
-        """``measure_model.httpclient.Transport``: dispatch to put/post/delete."""
+        """``measure_common.httpclient.Transport``: dispatch to put/post/delete."""
         return getattr(self, method.lower())(url, json=json, timeout=timeout)
 
     def put(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:

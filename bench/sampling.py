@@ -12,7 +12,7 @@ number of UDP packets at a fixed rate from 16 sources. For each p the table
 gives the monitor's CPU seconds per million *offered* packets
 (``/proc/<pid>/stat`` of the monitor process), the estimated total
 (sampled packets x 1/p), its error against the packets sent and the 99.9%
-bound the result states (``measure_model.sampling``).
+bound the result states (``measure_model.sketch.sampling``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 from bench.common import base_parser, print_table, write_json
 from bench.monitor import PORT, SOURCES, SUBNET, Agent, Namespaces, cpu_seconds, sh
-from measure_model import sampling
+from measure_model.sketch import sampling
 from measure_model.task import parse_task
 
 #: a UDP sender paced at a rate (the sampling figures need a known count, not a flood)

@@ -106,7 +106,7 @@ def monitors(pid: int) -> list[int]:
     out = []
     for kid in kids:
         with contextlib.suppress(OSError), open(f"/proc/{kid}/cmdline", "rb") as f:
-            if b"host_agent.monitor" in f.read():
+            if b"host_agent.monitor.core" in f.read():
                 out.append(kid)
     return out
 
@@ -448,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--minutes must be within 1..1440")
     period = args.fault_period or min(90.0, max(10.0, args.minutes * 60 / 12))
 
+    from testing.procs import free_port
     from topo.launch import MeasureNetwork, Options
-    from topo.procs import free_port
 
     opts = Options(topo="tree", depth=2, fanout=3, agents=True, lock=True,
                    controller_port=free_port(), rest_port=free_port(), timeout=120)

@@ -23,8 +23,8 @@ import time
 
 import requests
 
-from ryu_app.client import ApiError, ControllerClient
-from topo.procs import wait_until
+from measure_cli.client import ApiError, ControllerClient
+from testing.procs import wait_until
 
 AGENT_PORT = 8000
 DEFAULT_CONTROLLER = os.environ.get("MEASURE_URL", "http://192.168.100.254:8080")
@@ -112,7 +112,7 @@ class Agent:
 
 class Controller:
     """The controller REST API (``/measure/v1``) through the project's one client
-    (``ryu_app.client.ControllerClient``); a refused call ends the example with
+    (``measure_cli.client.ControllerClient``); a refused call ends the example with
     the controller's message."""
 
     def __init__(self, url: str, token_file: str | None, timeout: float = 60.0) -> None:

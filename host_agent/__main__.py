@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
     from host_agent.agent import Agent
-    from host_agent.overlay_node import OverlayNode
+    from host_agent.overlay.node import OverlayNode
     from host_agent.protocols import Monitor
-    from measure_model.httpclient import Transport
+    from measure_common.httpclient import Transport
 
-from measure_model.config import (
+from measure_common.config import (
     CONFIG_ERROR_EXIT,
     ConfigError,
     add_config_arguments,
@@ -45,7 +45,7 @@ log = logging.getLogger("host_agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The agent's options; also the schema of its config file (measure_model.config)."""
+    """The agent's options; also the schema of its config file (measure_common.config)."""
     p = argparse.ArgumentParser(prog="measure-agent",
                                 description="End-host measurement agent (NFQUEUE sketches + "
                                             "HTTP API on port 8000).")
@@ -222,16 +222,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from host_agent.agent import Agent
     from host_agent.api import AgentApp
-    from host_agent.bw_http import bandwidth_api
-    from host_agent.capture import Capture
-    from host_agent.monitor_client import MonitorProcess
-    from host_agent.overlay_node import OverlayNode
-    from measure_model.httpclient import HttpClient
+    from host_agent.bandwidth.api import bandwidth_api
+    from host_agent.capture.rules import Capture
+    from host_agent.monitor.client import MonitorProcess
+    from host_agent.overlay.node import OverlayNode
+    from measure_common.httpclient import HttpClient
 
     _setup_logging(args.log_file)
     verifier = auth = None
     if args.secret_file:
-        from measure_model.auth import HmacAuth, Verifier, load_or_create_secret
+        from measure_common.auth import HmacAuth, Verifier, load_or_create_secret
 
         secret, _ = load_or_create_secret(args.secret_file)
         verifier, auth = Verifier(secret), HmacAuth(secret)

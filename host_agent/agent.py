@@ -4,7 +4,7 @@ A *sketch* is a packet filter (one iptables mark rule, see ``capture.py``)
 with any number of *counters*; the state is in ``sketches.py``. Every
 counter is a parsed ``measure_model.task.Task``: a per-host counter body
 (``add_counter``) is translated by ``measure_model.task.counter_task``, the
-legacy messages by ``measure_model.legacy_msgs``, and a controller task
+legacy messages by ``host_agent.legacy.messages``, and a controller task
 (docs/design.md task model) arrives parsed and becomes one sketch with one
 counter (``install_task(task_id, task, candidate_divisor=n)`` /
 ``remove_task`` / ``snapshot_task``, used by the overlay role). Nothing in
@@ -55,15 +55,13 @@ from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
-from host_agent import agent_health
-from host_agent.capture import MAX_SLOTS, Capture, CaptureFilter, free_slot
-from host_agent.crash_loop import CrashLoop
+from host_agent import health as agent_health
+from host_agent.capture.rules import MAX_SLOTS, Capture, CaptureFilter, free_slot
+from host_agent.counters.sketches import CounterConfig, Sketch
 from host_agent.errors import AgentError, MonitorError
+from host_agent.monitor.crash_loop import CrashLoop
 from host_agent.protocols import Monitor
-from host_agent.sketches import CounterConfig, Sketch
 from measure_model.fields import FieldError, parse_host_port
-from measure_model.report import merge
-from measure_model.snapshot import Snapshot
 from measure_model.task import (
     DEFAULT_CAPTURE,
     FILTER,
@@ -73,6 +71,8 @@ from measure_model.task import (
     field_value,
     flow_counter,
 )
+from measure_model.wire.report import merge
+from measure_model.wire.snapshot import Snapshot
 
 log = logging.getLogger("host_agent")
 

@@ -17,7 +17,7 @@ Routes (docs/design.md, "Agent HTTP API"):
     *      /agent/v1/bandwidth[/...]              bandwidth probing (bw_http.py)
 
 The boundary does everything once: the body is bounded (64 KiB, 413), the
-request is authenticated (a ``measure_model.auth.Verifier`` checks the HMAC
+request is authenticated (a ``measure_common.auth.Verifier`` checks the HMAC
 signature of every state-changing ``/agent/v1`` request and of every overlay
 request, when the agent has a secret), JSON is parsed, and every failure
 becomes ``{"error": "..."}`` with a 4xx status naming the field. A 500 says
@@ -36,11 +36,11 @@ from typing import Any
 import webob
 
 from host_agent.agent import Agent, capture_filter, parse_capture_mode, parse_counter
-from host_agent.bw_http import BandwidthApi, bandwidth_api
+from host_agent.bandwidth.api import BandwidthApi, bandwidth_api
 from host_agent.errors import AgentError, MonitorError
-from host_agent.legacy import LegacyContext, handle_legacy
-from host_agent.overlay_node import OverlayNode
-from measure_model.httpclient import HttpClient
+from host_agent.legacy.handler import LegacyContext, handle_legacy
+from host_agent.overlay.node import OverlayNode
+from measure_common.httpclient import HttpClient
 from measure_model.task import DEFAULT_CAPTURE
 
 log = logging.getLogger("host_agent.api")
@@ -179,7 +179,7 @@ class AgentApp:
             if self.insecure:
                 return
             raise AgentError(403, NO_SECRET)
-        from measure_model.auth import AuthError
+        from measure_common.auth import AuthError
 
         try:
             self.verifier.verify_webob(req)

@@ -6,8 +6,8 @@ and the bandwidth probe are written against these, not against
 tests can pass small fakes that a type checker holds to the same shape.
 ``Monitor`` is what the agent runtime needs from one monitor process
 (``agent.MonitorProcess`` or an in-process fake); the transport and the
-runner are ``measure_model.httpclient.Transport`` and
-``measure_model.runner.Runner``.
+runner are ``measure_common.httpclient.Transport`` and
+``measure_common.runner.Runner``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from measure_model.task import Task
 
 if TYPE_CHECKING:
-    from host_agent.sketches import CounterConfig
+    from host_agent.counters.sketches import CounterConfig
 
 
 class LegacySketch(Protocol):

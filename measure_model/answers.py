@@ -1,7 +1,7 @@
 """Answers of the elastic kinds from a (merged) snapshot, each with its error bound.
 
 ``answer(kind, snap, earlier)`` reads the ``elastic`` / ``spread`` sections of
-a snapshot (:mod:`measure_model.elastic_snapshot`) and returns the fields a
+a snapshot (:mod:`measure_model.wire.elastic_snapshot`) and returns the fields a
 result carries for that kind; ``earlier`` are the task's previous cumulative
 states (oldest first), needed by ``heavy_changers`` only. Every answer says
 how far to trust it:
@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from measure_model import elastic_est
-from measure_model.elastic import ElasticSketch
-from measure_model.elastic_snapshot import spread_of
-from measure_model.keys import format_key, key_ints, parse_key, sketch_key_of
+from measure_model.packet.keys import format_key, key_ints, parse_key, sketch_key_of
+from measure_model.sketch import estimators as elastic_est
+from measure_model.sketch.elastic import ElasticSketch
+from measure_model.wire.elastic_snapshot import spread_of
 
 CONFIDENCE = 0.95
 MAX_HOST_ANSWER = 4096  # bytes of JSON of one host's digest (overlay_msgs checks it)

@@ -7,7 +7,7 @@ A checker is a small frozen object with two methods:
   range 1..1000``); ``bool`` is never a number, NaN and infinities are
   refused, huge integers are compared exactly (never converted first);
 - ``json_schema()`` returns the OpenAPI 3.0 schema fragment of the same
-  rule (``ryu_app/openapi.json`` is generated from it), so the documented
+  rule (``ryu_app/rest/openapi.json`` is generated from it), so the documented
   limits are the enforced ones.
 
 Only this module parses a number, an integer, a choice or a pattern for the

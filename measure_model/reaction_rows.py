@@ -1,7 +1,7 @@
 """Reactions: the ``on:`` entries of a task, their rows, defaults and bounds.
 
-What a measurement event makes the controller do (``ryu_app/reactions.py``
-plans the OpenFlow side, ``ryu_app/actions.py`` runs it). An entry is
+What a measurement event makes the controller do (``ryu_app/reactions/plan.py``
+plans the OpenFlow side, ``ryu_app/reactions/actions.py`` runs it). An entry is
 checked against ``REACTION_ROWS`` (through ``measure_model.fields``) and
 then ``_reaction_rule`` (the fields each action takes, the required ones);
 ``measure_model.task`` ties an entry's event to the task's kind and key and

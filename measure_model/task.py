@@ -19,9 +19,9 @@ Everything else is derived from the table:
   ``Task`` of kind heavy_hitters or port_scan) and the controller's
   ``POST bandwidth`` body (``bandwidth_request``: ``BANDWIDTH_FIELDS``);
   the agent's own probe limits check with ``field_value``;
-- the JSON schemas of ``ryu_app/openapi.json`` (``task_json_schema``,
+- the JSON schemas of ``ryu_app/rest/openapi.json`` (``task_json_schema``,
   ``bandwidth_json_schema``), so the documented limits are the enforced ones
-  (``tests/test_openapi.py`` compares them).
+  (``tests/unit/test_openapi.py`` compares them).
 
 Reactions (``on:``) are a list of entries with rows of their own
 (``measure_model.reaction_rows``); ``_reactions_fit_the_task`` ties their
@@ -83,7 +83,7 @@ from measure_model.reaction_rows import (
 
 # ---------------------------------------------------------------- names and limits
 
-# counted by an elastic counter (host_agent/elastic_counter.py) within ``memory`` bytes
+# counted by an elastic counter (host_agent/counters/elastic.py) within ``memory`` bytes
 ELASTIC_KINDS = ("flow_size", "heavy_changers", "entropy", "cardinality", "superspreaders",
                  "ddos_victims")
 SPREAD_KINDS = ("superspreaders", "ddos_victims")  # distinct peers per source / destination

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from measure_model.auth import Verifier, load_or_create_secret, load_or_create_token
+from measure_common.auth import Verifier, load_or_create_secret, load_or_create_token
 
 log = logging.getLogger(__name__)
 

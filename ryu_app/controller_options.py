@@ -4,11 +4,11 @@
 deployment options (ports, listen address, state directory, token and
 secret files, the URL agents are told, the overlay fan-out, open reads) are
 named here once, so that a config file (``--config``, see
-``measure_model.config``) and flags set them alike. They reach the app as
+``measure_common.config``) and flags set them alike. They reach the app as
 ``ryu-manager`` arguments and the ``MEASURE_*`` environment variables that
 ``ryu_app`` reads (docs/design.md); any other argument goes to
 ``ryu-manager`` unchanged, so ``measure-controller --ofp-tcp-listen-port
-6653 --wsapi-port 8080 --observe-links ryu_app.measure_app`` still works.
+6653 --wsapi-port 8080 --observe-links ryu_app.app`` still works.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from measure_model.config import (
+from measure_common.config import (
     CONFIG_ERROR_EXIT,
     ConfigError,
     add_config_arguments,
@@ -27,7 +27,7 @@ from measure_model.config import (
 )
 from measure_model.version import __version__
 
-DEFAULT_APP = "ryu_app.measure_app"
+DEFAULT_APP = "ryu_app.app"
 _APP_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 

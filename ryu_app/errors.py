@@ -1,6 +1,6 @@
 """The errors the controller's service raises, each carrying its HTTP status.
 
-The REST layer (``ryu_app.rest``) turns a ``ServiceError`` into a JSON
+The REST layer (``ryu_app.rest.api``) turns a ``ServiceError`` into a JSON
 error answer with ``status``; everything else the service raises is a bug
 and answers 500.
 """

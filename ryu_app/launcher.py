@@ -28,7 +28,7 @@ import signal
 import sys
 import warnings
 
-from measure_model.config import ConfigError
+from measure_common.config import ConfigError
 from ryu_app.controller_options import config_error_exit, ryu_invocation
 
 

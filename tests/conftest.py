@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import ROOT, Netns, run, unique_name
-from topo import procs
-from topo.procs import free_port, port_open, stop_process, wait_until
+from testing import procs
+from testing.netns import ROOT, Netns, run, unique_name
+from testing.procs import free_port, port_open, stop_process, wait_until
 
 IS_ROOT = os.geteuid() == 0
 
@@ -138,7 +138,7 @@ def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | N
     log_path = str(tmp_path / f"controller-{rest_port}.log")
     cmd = [sys.executable, "-m", "ryu_app", "--ofp-tcp-listen-port", str(of_port),
            "--wsapi-port", str(rest_port)]
-    cmd += args if args is not None else ["--observe-links", "ryu_app.measure_app"]
+    cmd += args if args is not None else ["--observe-links", "ryu_app.app"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, **(env or {})})

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from testing.procs import install_signal_handlers, stop_process, wait_until
 from topo.launch import MeasureNetwork, Options, log
-from topo.procs import install_signal_handlers, stop_process, wait_until
 
 
 class Skipped(Exception):

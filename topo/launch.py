@@ -51,10 +51,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from measure_model.auth import load_or_create_secret, load_or_create_token
+from measure_cli.client import ControllerClient, read_token
+from measure_common.auth import load_or_create_secret, load_or_create_token
 from measure_model.version import __version__
-from ryu_app.client import ControllerClient, read_token
-from topo.procs import (
+from testing.procs import (
     LOCK_PATH,
     install_signal_handlers,
     mininet_lock,
@@ -255,7 +255,7 @@ class MeasureNetwork:
         cmd = [sys.executable, "-m", "ryu_app",
                "--ofp-tcp-listen-port", str(self.opts.controller_port),
                "--wsapi-port", str(self.opts.rest_port),
-               "--observe-links", "ryu_app.measure_app"]
+               "--observe-links", "ryu_app.app"]
         env = {**os.environ, **self.controller_env()}
         log(f"controller: {shlex.join(cmd)} (log {path})")
         with open(path, "w") as out:

@@ -1,0 +1,305 @@
+"""iptables/ip6tables capture rules: which packets reach the monitor, how many bypassed it.
+
+Design
+------
+Several sketches may select the same packet (a global task and a legacy
+sketch on the same ICMP traffic, say). ``NFQUEUE`` is a terminal target, so
+one rule per sketch jumping to the queue would give each packet to the first
+matching sketch only. Instead every agent owns two chains,
+``ehm-<agent>-in`` and ``ehm-<agent>-out``, hooked from ``INPUT`` and
+``OUTPUT`` (skipping the management interface)::
+
+    -A ehm-h2-in -j MARK --and-mark 0x0                       (clear)
+    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x1
+    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x2
+    -A ehm-h2-in -m mark ! --mark 0x0/0xffff -j NFQUEUE --queue-num 0 --queue-bypass
+    -A ehm-h2-in -m mark ! --mark 0x0/0xffff0000 -j NFLOG --nflog-group 0
+                 --nflog-size 128 --nflog-threshold 64
+
+Each sketch owns one bit of the packet mark; the monitor reads the mark of
+every packet it gets and feeds the packet to every sketch whose bit is set.
+One queue (or one ``--queue-balance`` range) then carries all sketches, and
+overlapping filters are counted by each sketch.
+
+Two capture modes share the scheme. NFQUEUE sketches (the default) own bits
+0..15: their packets wait in the kernel for the monitor's verdict (fail-open).
+NFLOG sketches own bits 16..31: their packets get a copy of the first
+``HEADER_COPY_BYTES`` bytes sent to the netlink group of the same number, in
+batches of up to ``threshold`` packets, and go on at once (the kernel never
+waits; what it could not deliver is counted by the reader, ``nflog.py``). The
+NFQUEUE rule comes first and is terminal, so a packet selected by both kinds
+is queued once and the monitor counts it for every sketch of its mark; the
+NFLOG rule only sees packets of NFLOG sketches alone.
+
+Both address families get the same chains, rules and clean-up, in iptables
+and ip6tables: a filter with IPv4 addresses (or ``proto: icmp``) goes to
+iptables only, one with IPv6 addresses (or ``proto: icmpv6``) to ip6tables
+only, any other filter to both.
+The per-sketch ``MARK`` rule counters say how many packets each sketch
+*should* have seen: the agent subtracts what the monitor counted to report
+packets that bypassed measurement (queue full with fail-open, monitor dead
+with ``--queue-bypass``).
+
+A sampled task (``sample`` p < 1) adds ``-m statistic --mode random
+--probability p`` (or ``--mode nth --every 1/p --packet 0``) to its mark
+rule, so unsampled packets never reach the queue and cost the monitor
+nothing; the rule counters then count the sampled packets.
+
+Every rule carries the comment ``endhost-measure:<agent>:<what>``. Rules are
+built as argument lists from validated values only; nothing from a request
+reaches a shell. ``Capture.remove_stale()`` deletes leftovers of a crashed
+agent with the same name before anything is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from measure_model.sketch.sampling import nth_every
+from measure_model.task import PROTO_FAMILY, Filter
+
+COMMENT_PREFIX = "endhost-measure"
+MAX_SLOTS = 32
+AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
+INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
+SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32)}
+MODE_MASKS = {mode: hex(sum(1 << b for b in bits)) for mode, bits in SLOTS.items()}
+TABLES = {4: "iptables", 6: "ip6tables"}
+NFLOG_THRESHOLD = 64
+
+Runner = Callable[[list[str]], str]
+
+
+def _run(cmd: list[str]) -> str:
+    """Run one iptables command (an argument list) and return its stdout."""
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])}... failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+@dataclass(frozen=True)
+class CaptureFilter:
+    """The capture rule of a task-model ``filter`` (ports in iptables' spelling).
+
+    Built from a ``measure_model.task.Filter`` that the task table already
+    checked (``from_filter``); nothing here validates it again.
+    """
+
+    interface: str = "INPUT"
+    proto: str | None = None
+    src: str | None = None
+    dst: str | None = None
+    sport: str | None = None
+    dport: str | None = None
+
+    @classmethod
+    def from_filter(cls, flt: Filter) -> CaptureFilter:
+        """The capture rule of a task-model filter (validated by measure_model.task)."""
+        return cls(flt.interface, flt.proto, flt.src, flt.dst,
+                   None if flt.sport is None else str(flt.sport),
+                   None if flt.dport is None else str(flt.dport))
+
+    def to_dict(self) -> dict:
+        """The task-model form again: one port is a number, a range ``"low:high"``."""
+        out: dict[str, str | int] = {}
+        for k in FILTER_FIELDS:
+            value = getattr(self, k)
+            if value is not None:
+                out[k] = int(value) if k in ("sport", "dport") and value.isdigit() else value
+        return out
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The address families (4, 6) whose packets this filter can match."""
+        for addr in (self.src, self.dst):
+            if addr is not None:
+                return (6 if ":" in addr else 4,)
+        family = PROTO_FAMILY.get(self.proto or "")
+        return (family,) if family else (4, 6)
+
+    def match_args(self, family: int = 4) -> list[str]:
+        """The iptables (``family`` 4) or ip6tables (6) match arguments of this filter."""
+        args: list[str] = []
+        if self.proto:
+            args += ["-p", "ipv6-icmp" if self.proto == "icmpv6" else self.proto]
+        if self.src:
+            args += ["-s", self.src]
+        if self.dst:
+            args += ["-d", self.dst]
+        if self.sport:
+            args += ["--sport", self.sport]
+        if self.dport:
+            args += ["--dport", self.dport]
+        return args
+
+
+class Capture:
+    """The rules of one agent in iptables and ip6tables: hooks, mark rules, queue/log rules."""
+
+    def __init__(self, agent: str, queue: int = 0, queues: int = 1,
+                 exclude_interface: str | None = None, runner: Runner = _run,
+                 iptables: str = "iptables", ip6tables: str | None = "ip6tables",
+                 nflog_threshold: int = NFLOG_THRESHOLD) -> None:
+        if not AGENT_NAME_RE.match(agent):
+            raise ValueError(f"agent name must match {AGENT_NAME_RE.pattern}, got {agent!r}")
+        if exclude_interface is not None and not INTERFACE_RE.match(exclude_interface):
+            raise ValueError(f"bad exclude interface {exclude_interface!r}")
+        if not (0 <= queue and queue + queues - 1 <= 65535 and 1 <= queues <= 64):
+            raise ValueError("queue numbers must be within 0..65535")
+        if not 1 <= nflog_threshold <= 1024:
+            raise ValueError(f"nflog threshold must be within 1..1024, got {nflog_threshold}")
+        self.agent, self.queue, self.queues = agent, queue, queues
+        self.exclude = exclude_interface
+        self.run = runner
+        self.tables = {4: iptables} if ip6tables is None else {4: iptables, 6: ip6tables}
+        self.nflog_threshold = nflog_threshold
+        self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
+        self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
+
+    def comment(self, what: object) -> str:
+        return f"{COMMENT_PREFIX}:{self.agent}:{what}"
+
+    def _ipt(self, family: int, *args: str) -> str:
+        return self.run([self.tables[family], "-w", "5", *args])
+
+    def queue_target(self) -> list[str]:
+        if self.queues == 1:
+            return ["-j", "NFQUEUE", "--queue-num", str(self.queue), "--queue-bypass"]
+        last = self.queue + self.queues - 1
+        return ["-j", "NFQUEUE", "--queue-balance", f"{self.queue}:{last}", "--queue-bypass"]
+
+    def log_target(self) -> list[str]:
+        """NFLOG to the group numbered like the first queue (read by that monitor)."""
+        from measure_model.packet.keys import HEADER_COPY_BYTES
+
+        return ["-j", "NFLOG", "--nflog-group", str(self.queue), "--nflog-size",
+                str(HEADER_COPY_BYTES), "--nflog-threshold", str(self.nflog_threshold)]
+
+    # ------------------------------------------------------------ lifecycle
+    def setup(self) -> None:
+        """Remove stale rules, then create the chains and hook them (both families)."""
+        self.remove_stale()
+        for family in self.tables:
+            for hook, chain in self.chains.items():
+                self._ipt(family, "-N", chain)
+                self._ipt(family, "-A", chain, "-m", "comment", "--comment",
+                          self.comment("clear"), "-j", "MARK", "--and-mark", "0x0")
+                self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
+                          f"0x0/{MODE_MASKS['nfqueue']}", "-m", "comment", "--comment",
+                          self.comment("queue"), *self.queue_target())
+                self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
+                          f"0x0/{MODE_MASKS['nflog']}", "-m", "comment", "--comment",
+                          self.comment("log"), *self.log_target())
+                flag = "-i" if hook == "INPUT" else "-o"
+                skip = ["!", flag, self.exclude] if self.exclude else []
+                self._ipt(family, "-I", hook, "1", *skip, "-m", "comment", "--comment",
+                          self.comment("hook"), "-j", chain)
+
+    def remove_stale(self) -> int:
+        """Delete every rule and chain of this agent name in both tables; return how many."""
+        removed = 0
+        prefix = self.comment("")
+        for family in self.tables:
+            for line in self._save(family).splitlines():
+                if not line.startswith("[") or prefix not in line:
+                    continue
+                args = shlex.split(line.split("]", 1)[1])
+                if len(args) > 2 and args[0] == "-A" and args[1] in ("INPUT", "OUTPUT"):
+                    try:
+                        self._ipt(family, "-D", *args[1:])
+                        removed += 1
+                    except RuntimeError:
+                        pass
+            existing = self._save(family)
+            for chain in self.chains.values():
+                if f":{chain} " in existing:
+                    self._ipt(family, "-F", chain)
+                    self._ipt(family, "-X", chain)
+                    removed += 1
+        self.rules.clear()
+        return removed
+
+    def teardown(self) -> None:
+        self.remove_stale()
+
+    # ------------------------------------------------------------ sketches
+    def add(self, sketch: int, slot: int, filt: CaptureFilter, sample: float = 1.0,
+            sample_mode: str = "random") -> None:
+        """Mark packets matching ``filt`` (a ``sample`` of them) with the sketch's bit, in
+        each address family the filter covers."""
+        if not 0 <= slot < MAX_SLOTS:
+            raise ValueError(f"slot {slot} out of range")
+        sampling = sample_args(sample, sample_mode)
+        done: list[int] = []
+        try:
+            for family in self._families(filt):
+                self._ipt(family, "-I", self.chains[filt.interface], "2",
+                          *self._mark_rule(sketch, slot, filt, family, sampling))
+                done.append(family)
+        except RuntimeError:
+            for family in done:
+                self._ipt(family, "-D", self.chains[filt.interface],
+                          *self._mark_rule(sketch, slot, filt, family, sampling))
+            raise
+        self.rules[sketch] = (filt, slot, sampling)
+
+    def remove(self, sketch: int) -> None:
+        filt, slot, sampling = self.rules.pop(sketch)
+        for family in self._families(filt):
+            self._ipt(family, "-D", self.chains[filt.interface],
+                      *self._mark_rule(sketch, slot, filt, family, sampling))
+
+    def _families(self, filt: CaptureFilter) -> list[int]:
+        return [f for f in filt.families if f in self.tables]
+
+    def _mark_rule(self, sketch: int, slot: int, filt: CaptureFilter, family: int,
+                   sampling: list[str]) -> list[str]:
+        return [*filt.match_args(family), *sampling, "-m", "comment", "--comment",
+                self.comment(sketch), "-j", "MARK", "--or-mark", hex(1 << slot)]
+
+    def _save(self, family: int) -> str:
+        return self.run([f"{self.tables[family]}-save", "-c", "-t", "filter"])
+
+    def counters(self) -> dict[int, tuple[int, int]]:
+        """Packets and bytes each sketch's rules matched (both families summed)."""
+        out: dict[int, tuple[int, int]] = {}
+        for family in self.tables:
+            for line in self._save(family).splitlines():
+                m = re.match(r"^\[(\d+):(\d+)\] -A (\S+) .*--comment \"?"
+                             + re.escape(self.comment("")) + r"(\d+)\"? ", line)
+                if m and m.group(3) in self.chains.values():
+                    pkts, nbytes = out.get(int(m.group(4)), (0, 0))
+                    out[int(m.group(4))] = (pkts + int(m.group(1)), nbytes + int(m.group(2)))
+        return out
+
+    def listing(self) -> list[str]:
+        """The rule lines of this agent, iptables first (for health and tests)."""
+        prefix = self.comment("")
+        return [ln for family in self.tables for ln in self._save(family).splitlines()
+                if prefix in ln]
+
+
+def sample_args(sample: float, mode: str) -> list[str]:
+    """iptables ``statistic`` match arguments selecting a ``sample`` of the packets."""
+    if not 0 < sample <= 1:
+        raise ValueError(f"sample {sample} is out of range (0, 1]")
+    if sample == 1:
+        return []
+    if mode == "nth":
+        return ["-m", "statistic", "--mode", "nth", "--every", str(nth_every(sample)),
+                "--packet", "0"]
+    return ["-m", "statistic", "--mode", "random", "--probability", f"{sample:.10f}"]
+
+
+def free_slot(used: Sequence[int], mode: str = "nfqueue") -> int | None:
+    """The lowest mark bit of ``mode``'s range not in ``used``, or None when all are taken."""
+    for slot in SLOTS[mode]:
+        if slot not in used:
+            return slot
+    return None

@@ -1,0 +1,489 @@
+"""The agent's overlay role: tasks flow down the tree, merged reports flow up.
+
+The controller computes a tree over the live agents and tells each agent its
+place with ``PUT /agent/v1/overlay`` (parent, children, root flag, epoch,
+controller URL). This module is that agent-side role, as plain logic: the
+clock, the HTTP transport and the concurrency are injected, so unit tests
+wire a whole tree in one process with a fake clock.
+
+Down (configuration)
+    ``put_task`` installs a task here and forwards it to every child at
+    once; the reply holds the outcome on every agent of the subtree, with
+    timeouts shrinking down the tree. ``delete_task`` is symmetric; new or
+    silent children get the tasks pushed again. This half is
+    ``TaskFanOut`` in ``host_agent.overlay.down``; the per-task state
+    (``TaskState``, ``Pending``) is in ``host_agent.overlay.state``.
+
+Up (reports)
+    Report intervals are aligned to absolute time: interval ``E`` ends at a
+    multiple of the task's ``report_interval``. At the first ``tick`` after
+    ``E`` a node takes its own snapshot (``agent.snapshot_task``), then waits
+    for its children's subtree reports for ``E``. It sends ONE report up
+    (parent's ``POST /agent/v1/reports``, or at the root the controller's
+    ``POST /measure/v1/reports``) as soon as all children have reported, or
+    at its deadline ``start + wait(height)`` (``start``: when it took its
+    own snapshot, so a node that woke late does not give up on children
+    that are late too), whichever comes first. ``height`` is
+    the node's subtree height, learnt from the children's reports, and
+    ``wait(h) = min(max(h * level_wait, 1.5 * slowest child's last delay),
+    max_wait * interval)``: a parent waits one level longer than its
+    children, so a dead grandchild is reported missing by the child in time
+    for the parent; slow merges stretch the wait; a child that never
+    reported (height unknown) gets the cap; nothing blocks beyond the cap.
+    Snapshots are cumulative since install, so merging (``report.merge_all``:
+    cells add, totals add, candidates re-checked against the merged sketch,
+    HLL max) gives the global state as of ``E``.
+
+Coverage
+    Each report lists ``covered`` agents (whose data is inside) and
+    ``missing`` agents: a child that did not report is missing together with
+    the subtree it last reported, so the controller sees every agent that
+    is not counted. ``oldest`` is the oldest snapshot time inside.
+
+Per-host results
+    Reports carry ``per_host``: for every covered agent a small summary
+    (totals, the top ``per_host_top`` heavy hitters and top-k, distinct
+    estimate, scan sources) so the controller serves ``?host=`` without
+    asking the agents. Each summary is bounded; their number is the number
+    of agents.
+
+Parts
+    The node is composed, not mixed in: ``NodeState`` (``overlay_state``)
+    holds the placement and the tasks under one lock; ``TaskFanOut``
+    (``overlay_down``) is the down side; ``LegacyRoot`` (``overlay_legacy``)
+    shares the original messages' counters with the subtree; this class is
+    the placement and the up side, and the one object the agent's HTTP API
+    talks to. Each part gets its collaborators in its constructor. Requests
+    go out through one ``measure_common.httpclient.Transport`` and background
+    work through one ``measure_common.runner.Runner``; merging the parts of a
+    subtree report and the per-host summaries are ``overlay_merge``; the
+    message checks (peers, forwarded tasks, reports) are in
+    ``measure_model.wire.overlay``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from host_agent.legacy.overlay import LegacyRoot
+from host_agent.overlay.down import TaskFanOut
+from host_agent.overlay.merge import (
+    host_summary,
+    merge_checked_snapshots,
+    merge_parts,
+    merge_snapshots,
+)
+from host_agent.overlay.state import NodeState, Pending, TaskState
+from host_agent.protocols import LegacyAgent
+from measure_common.httpclient import HttpClient, Transport
+from measure_common.runner import Runner, default_runner
+from measure_model.fields import is_count
+from measure_model.task import Task
+from measure_model.wire.overlay import Peer, is_url, parse_peer, validate_report
+
+log = logging.getLogger(__name__)
+
+
+class StaleEpoch(ValueError):
+    """An overlay assignment older than the one the node holds."""
+
+    status = 409
+
+
+class NotAChild(ValueError):
+    """A report from an agent that is not one of this node's children."""
+
+    status = 409
+
+
+class UnknownTask(KeyError):
+    """A report for a task this node does not hold."""
+
+    status = 404
+
+
+# ---------------------------------------------------------------- the node
+
+class OverlayNode:
+    """One agent's place in the overlay tree (see the module docstring)."""
+
+    def __init__(self, agent: LegacyAgent, http: Transport | None = None,
+                 now: Callable[[], float] = time.time, runner: Runner | None = None,
+                 auth: Any = None, forward_budget: float = 4.0, level_wait: float = 0.3,
+                 max_wait: float = 0.5, per_host_top: int = 10, repush_after: int = 3,
+                 merge: Callable[[list[dict]], dict | None] | None = None,
+                 check: Callable[[dict], Any] | None = None) -> None:
+        self.agent = agent
+        # Children's snapshots are checked on receipt (validate_report with
+        # report.check_snapshot) and our own comes from our counters, so the
+        # default merge does not check them again; a custom ``check`` may be
+        # weaker, so then the merge checks.
+        self.merge = merge or (merge_checked_snapshots if check is None else merge_snapshots)
+        self.check = check  # snapshot validation (None: report.check_snapshot)
+        self.http: Transport = http if http is not None else HttpClient(auth)
+        self.now = now
+        self.runner: Runner = runner if runner is not None else default_runner()
+        self.forward_budget = forward_budget
+        self.level_wait = level_wait
+        self.max_wait = max_wait
+        self.per_host_top = per_host_top
+        self.repush_after = repush_after
+        self.state = NodeState.of(agent)
+        self.fanout = TaskFanOut(agent, self.state, self.http, self.runner, now,
+                                 forward_budget)
+        self.legacy_root = LegacyRoot(agent, self.state, self.fanout, self.global_snapshot)
+        self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
+                      "send_errors": 0}
+        self._lock = self.state.lock
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def parent(self) -> Peer | None:
+        return self.state.parent
+
+    @property
+    def children(self) -> list[Peer]:
+        return self.state.children
+
+    @property
+    def root(self) -> bool:
+        return self.state.root
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def controller(self) -> str | None:
+        return self.state.controller
+
+    @property
+    def tasks(self) -> dict[str, TaskState]:
+        return self.state.tasks
+
+    @property
+    def legacy(self) -> dict[str, tuple[int, int]]:
+        return self.state.legacy
+
+    # ------------------------------------------------------------ down and legacy
+
+    def put_task(self, task_id: str, task: dict, install_local: bool = True) -> dict:
+        """``TaskFanOut.put_task``: install here and in the subtree."""
+        return self.fanout.put_task(task_id, task, install_local)
+
+    def delete_task(self, task_id: str, body: Any = None) -> dict:
+        """``TaskFanOut.delete_task``: remove here and in the subtree."""
+        return self.fanout.delete_task(task_id, body)
+
+    def legacy_divisor(self, task: Task) -> int:
+        """``LegacyRoot.legacy_divisor``."""
+        return self.legacy_root.legacy_divisor(task)
+
+    def share_legacy_counter(self, sketch_id: int, counter_id: int) -> dict | None:
+        """``LegacyRoot.share_legacy_counter``."""
+        return self.legacy_root.share_legacy_counter(sketch_id, counter_id)
+
+    def legacy_global(self, sketch_id: int, counter_id: int,
+                      now: float | None = None) -> dict | None:
+        """``LegacyRoot.legacy_global``."""
+        return self.legacy_root.legacy_global(sketch_id, counter_id, now)
+
+    def unshare_legacy_sketch(self, sketch_id: int) -> None:
+        """``LegacyRoot.unshare_legacy_sketch``."""
+        self.legacy_root.unshare_legacy_sketch(sketch_id)
+
+    # ------------------------------------------------------------ overlay
+
+    def set_overlay(self, body: Any) -> dict:
+        """Adopt a placement from the controller; older epochs are refused."""
+        if not isinstance(body, dict):
+            raise ValueError("overlay: body must be a JSON object")
+        unknown = set(body) - {"parent", "children", "root", "epoch", "controller"}
+        if unknown:
+            raise ValueError(f"overlay: unknown field '{sorted(unknown)[0]}'")
+        epoch = body.get("epoch")
+        if not isinstance(epoch, int) or not is_count(epoch) or epoch > 2 ** 53:
+            raise ValueError("overlay: field 'epoch' must be an integer from 0 to 2^53")
+        parent = body.get("parent")
+        parent = None if parent is None else parse_peer(parent, "parent")
+        children = body.get("children", [])
+        if not isinstance(children, list):
+            raise ValueError("overlay: field 'children' must be a list")
+        kids = [parse_peer(c, f"children[{i}]") for i, c in enumerate(children)]
+        if len({k.name for k in kids}) != len(kids):
+            raise ValueError("overlay: field 'children' names a child twice")
+        root = body.get("root", False)
+        if not isinstance(root, bool):
+            raise ValueError("overlay: field 'root' must be a boolean")
+        controller = body.get("controller")
+        if controller is not None and not is_url(controller):
+            raise ValueError("overlay: field 'controller' must be an http(s) URL")
+        with self._lock:
+            if epoch < self.epoch:
+                raise StaleEpoch(f"overlay: stale epoch {epoch} < current {self.epoch}")
+            old = set(self.children)
+            st = self.state
+            st.parent, st.children, st.root, st.epoch = parent, kids, root, epoch
+            if controller is not None:
+                st.controller = controller.rstrip("/")
+            new_kids = [k for k in kids if k not in old]
+            tasks = list(self.tasks.values())
+            names = {k.name for k in kids}
+            for state in self.tasks.values():
+                state.latest_child = {n: r for n, r in state.latest_child.items() if n in names}
+        if new_kids and tasks:
+            self.runner.submit(lambda: self.fanout.push_tasks(new_kids, tasks))
+        return {"epoch": epoch, "parent": parent.name if parent else None,
+                "children": [k.name for k in kids], "root": root}
+
+    def overlay(self) -> dict:
+        """The current placement, for health/debug endpoints."""
+        return {"epoch": self.epoch, "root": self.root,
+                "parent": self.parent.__dict__ if self.parent else None,
+                "children": [k.__dict__ for k in self.children],
+                "controller": self.controller, "tasks": sorted(self.tasks),
+                "height": self.height(), "stats": dict(self.stats)}
+
+    # ------------------------------------------------------------ up
+
+    def receive_report(self, body: Any) -> dict:
+        """Store a child's subtree report; send ours at once if complete."""
+        body = validate_report(body, self.check)
+        end = body["interval_end"]
+        sender = body["from"]
+        now = self.now()
+        with self._lock:
+            if sender not in {k.name for k in self.children}:
+                raise NotAChild(f"report: '{sender}' is not a child of {self.name}")
+            state = self.tasks.get(body["task_id"])
+            if state is None:
+                raise UnknownTask(f"report: unknown task '{body['task_id']}'")
+            self.stats["reports_received"] += 1
+            self.state.delay[sender] = max(0.0, now - float(end))
+            prev = state.latest_child.get(sender)
+            if prev is None or prev["interval_end"] <= end:
+                state.latest_child[sender] = body
+            if end <= state.finalised_upto:
+                self.stats["late_reports"] += 1
+                return {"accepted": True, "late": True}
+            pending = state.pending.setdefault(end, Pending(end))
+            pending.children[sender] = body
+            state.silent.pop(sender, None)
+        self._advance(state, now)
+        return {"accepted": True, "late": False}
+
+    def tick(self, now: float | None = None) -> list[dict]:
+        """Start due intervals and send every report that is ready."""
+        now = self.now() if now is None else now
+        sent: list[dict] = []
+        with self._lock:
+            states = [s for s in self.tasks.values() if s.reporting]
+        for state in states:
+            sent.extend(self._advance(state, now))
+        return sent
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until the next interval end or deadline (for the tick loop)."""
+        best = math.inf
+        with self._lock:
+            for s in self.tasks.values():
+                if not s.reporting:
+                    continue
+                best = min(best, (math.floor(now / s.interval) + 1) * s.interval)
+                for p in s.pending.values():
+                    best = min(best, p.started + self._wait(s))
+        return max(0.0, best - now) if best < math.inf else 1.0
+
+    def height(self) -> int:
+        """Subtree height as learnt from the children's reports."""
+        return self.state.height()
+
+    def _wait(self, state: TaskState) -> float:
+        """How long after an interval end to wait for the children's reports.
+
+        One ``level_wait`` per level below, or longer when the children have
+        been slower than that lately (1.5 x their last delay), or the whole
+        cap while a child has never reported (its subtree height is unknown);
+        never more than ``max_wait`` of the interval.
+        """
+        cap = self.max_wait * state.interval
+        with self._lock:
+            kids = [k.name for k in self.children]
+            if any(k not in self.state.delay for k in kids):
+                return cap
+            slowest = max((self.state.delay[k] for k in kids), default=0.0)
+        return min(max(self.height() * self.level_wait, 1.5 * slowest), cap)
+
+    def _advance(self, state: TaskState, now: float) -> list[dict]:
+        """Take the own snapshot for a new interval; finalise what is ready."""
+        ready: list[Pending] = []
+        with self._lock:
+            if self.tasks.get(state.task_id) is not state:
+                return []
+            end = math.floor(now / state.interval) * state.interval
+            if end > state.last_started:
+                state.last_started = end
+                pending = state.pending.setdefault(end, Pending(end))
+                pending.started = now
+                self._own_snapshot(state, pending, now)
+            kids = {k.name for k in self.children}
+            deadline_wait = self._wait(state)
+            for p_end in sorted(state.pending):
+                p = state.pending[p_end]
+                if p_end > state.last_started:
+                    continue  # a child is ahead of our clock; wait for our tick
+                complete = kids <= set(p.children)
+                if complete or now >= p.started + deadline_wait or p_end < state.last_started:
+                    ready.append(state.pending.pop(p_end))
+                    state.finalised_upto = max(state.finalised_upto, p_end)
+        reports = [self._finalise(state, p, now) for p in ready]
+        for rep in reports:
+            self._send_up(state, rep)
+        return reports
+
+    def _own_snapshot(self, state: TaskState, pending: Pending, now: float) -> None:
+        if not state.installed:
+            pending.own_error = "not installed"
+            return
+        try:
+            pending.own = self._snapshot(state.task_id, now)
+        except Exception as exc:  # noqa: BLE001 - the agent is then listed missing
+            pending.own_error = str(exc)
+            log.warning("snapshot of %s failed: %s", state.task_id, exc)
+
+    def _snapshot(self, task_id: str, now: float) -> dict:
+        """This agent's own snapshot of a task (or of a shared legacy counter)."""
+        if task_id in self.legacy:
+            own = self.agent.snapshot(*self.legacy[task_id], now)
+        else:
+            own = self.agent.snapshot_task(task_id, now)
+        if isinstance(own, dict) and own.get("missed", {}) is None:
+            own["missed"] = {}  # no capture rules: nothing known to be missed
+        return own
+
+    def _finalise(self, state: TaskState, p: Pending, now: float) -> dict:
+        """Merge own + children into one subtree report for interval ``p.end``."""
+        with self._lock:
+            kids = [k.name for k in self.children]
+            for name in kids:
+                if name in p.children:
+                    state.silent.pop(name, None)
+                else:
+                    state.silent[name] = state.silent.get(name, 0) + 1
+            repush = [k for k in self.children
+                      if state.silent.get(k.name, 0) >= self.repush_after]
+            for k in repush:
+                state.silent[k.name] = 0
+            height = self.height()
+        parts: list[tuple[str, dict, list[str]]] = []  # (from, snapshot, its agents)
+        missing: list[str] = []
+        per_host: dict[str, dict] = {}
+        if p.own is not None:
+            parts.append((self.name, p.own, [self.name]))
+            per_host[self.name] = host_summary(p.own, now, self.per_host_top,
+                                               state.task.get("kind"))
+            try:
+                per_host[self.name]["monitor"] = self.agent.cost()
+            except Exception as exc:  # noqa: BLE001 - a report goes out without it
+                log.warning("monitor cost unavailable: %s", exc)
+        elif self.state.in_scope(state.task):
+            missing.append(self.name)
+        for name in kids:
+            rep = p.children.get(name)
+            if rep is None:
+                missing.append(name)
+                missing.extend(self.state.known_subtree(name))
+                continue
+            parts.append((name, rep["snapshot"], list(rep["covered"])))
+            missing.extend(rep["missing"])
+            per_host.update(rep.get("per_host", {}))
+        snapshot, errors = merge_parts(self.merge, parts)
+        covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
+        for name, _, hosts in parts:
+            if name in errors:
+                missing.extend(hosts)
+                for h in hosts:
+                    per_host.pop(h, None)
+        missing = sorted(set(missing) - set(covered))
+        times = [v["generated_at"] for v in per_host.values()
+                 if isinstance(v.get("generated_at"), int | float)]
+        oldest = min(times) if times else None
+        if snapshot is not None:
+            snapshot.update(covered=covered, missing=missing, oldest=oldest, generated_at=now)
+        report = {"task_id": state.task_id, "epoch": self.epoch, "from": self.name,
+                  "interval_end": p.end, "generated_at": now, "height": height,
+                  "kind": state.task.get("kind"), "scan_ports": state.task.get("scan_ports"),
+                  "snapshot": snapshot, "covered": covered, "missing": missing,
+                  "oldest": oldest, "per_host": per_host}
+        if p.own is None and p.own_error and self.state.in_scope(state.task):
+            errors[self.name] = p.own_error
+        if errors:
+            report["errors"] = errors
+        if repush:
+            self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
+        return report
+
+    def _send_up(self, state: TaskState, report: dict) -> None:
+        with self._lock:
+            if self.root and not state.upward:
+                return  # a legacy counter shared by this root: its home is here
+            if self.root and self.controller:
+                url = f"{self.controller}/measure/v1/reports"
+            elif self.parent is not None:
+                url = f"{self.parent.url}/agent/v1/reports"
+            else:
+                return  # not placed in a tree yet: keep the report locally only
+
+        def send() -> None:
+            try:
+                code, body = self.http.request("POST", url, json=report,
+                                               timeout=self.forward_budget)
+                ok = code // 100 == 2
+            except OSError as exc:  # no answer: the next interval tries again
+                ok, body = False, str(exc)
+            with self._lock:
+                self.stats["reports_sent"] += 1
+                if not ok:
+                    self.stats["send_errors"] += 1
+            if not ok:
+                log.warning("report %s to %s failed: %s", report["task_id"], url, body)
+
+        self.runner.submit(send)
+
+    # ------------------------------------------------------------ queries
+
+    def global_snapshot(self, task_id: str, now: float | None = None) -> dict | None:
+        """Own current snapshot merged with each child's latest subtree report."""
+        now = self.now() if now is None else now
+        with self._lock:
+            state = self.tasks.get(task_id)
+            if state is None:
+                return None
+            children = [state.latest_child.get(k.name) for k in self.children]
+            kid_names = [k.name for k in self.children]
+        parts: list[tuple[str, dict, list[str]]] = []
+        missing: list[str] = []
+        if state.installed:
+            try:
+                parts.append((self.name, self._snapshot(task_id, now), [self.name]))
+            except Exception:  # noqa: BLE001 - listed missing
+                missing.append(self.name)
+        for name, rep in zip(kid_names, children, strict=True):
+            if rep is None:
+                missing.append(name)
+                continue
+            parts.append((name, rep["snapshot"], list(rep["covered"])))
+            missing.extend(rep["missing"])
+        merged, errors = merge_parts(self.merge, parts)
+        covered = {h for name, _, hosts in parts if name not in errors for h in hosts}
+        missing.extend(h for name, _, hosts in parts if name in errors for h in hosts)
+        if merged is not None:
+            merged.update(covered=sorted(covered), missing=sorted(set(missing) - covered))
+        return merged

@@ -1,0 +1,92 @@
+"""The one HTTP client of the project's processes (controller and agents).
+
+Every request between our processes goes through ``HttpClient.request``:
+the controller's pushes to agents (overlay placements, tasks, deletions,
+bandwidth requests), an agent's reports to its parent or the controller,
+its registration and heartbeats, and the agent-to-agent calls of a
+bandwidth probe. One client means one place that signs requests (an
+optional ``requests`` auth such as ``measure_common.auth.HmacAuth``), one
+answer shape and one error type:
+
+- ``request(method, url, json=None, timeout=...)`` returns ``(status,
+  body)`` for any HTTP answer, ``body`` being the parsed JSON or, when the
+  answer is not JSON, at most 500 characters of its text;
+- a request that got no answer raises ``Unreachable`` (a ``ConnectionError``)
+  whose ``reason`` says ``refused``, ``timeout`` or ``error``, so callers map
+  it to their own status without knowing ``requests``.
+
+``Transport`` is the Protocol the callers type against; unit tests pass
+in-memory routers with the same ``request`` method. Under eventlet's
+monkey patching the sockets ``requests`` opens are green, so one slow peer
+delays only the green thread talking to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import requests
+
+DEFAULT_TIMEOUT = 5.0
+TEXT_LIMIT = 500
+
+
+class Unreachable(ConnectionError):
+    """No HTTP answer: ``reason`` is ``refused``, ``timeout`` or ``error``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Transport(Protocol):
+    """What every caller of another process needs: one request, one answer."""
+
+    def request(self, method: str, url: str, json: Any = None,
+                timeout: float = DEFAULT_TIMEOUT) -> tuple[int, Any]:
+        """``(status, parsed body)``; raises ``ConnectionError`` without an answer."""
+        ...
+
+
+class HttpClient:
+    """``requests`` behind ``Transport``, with an optional signing ``auth``."""
+
+    def __init__(self, auth: Any = None) -> None:
+        self._session = requests.Session()
+        self._auth = auth
+
+    def request(self, method: str, url: str, json: Any = None,
+                timeout: float = DEFAULT_TIMEOUT) -> tuple[int, Any]:
+        """Send one request; see the module docstring for the answer and errors."""
+        try:
+            resp = self._session.request(method.upper(), url, json=json,
+                                         timeout=max(0.05, timeout), auth=self._auth)
+        except requests.Timeout:
+            raise Unreachable(f"{method.upper()} {url}: timeout after {timeout:g} s",
+                              "timeout") from None
+        except requests.ConnectionError as exc:
+            refused = isinstance(_root_cause(exc), ConnectionRefusedError)
+            reason = "refused" if refused else "error"
+            text = "connection refused" if refused else type(exc).__name__
+            raise Unreachable(f"{method.upper()} {url}: {text}", reason) from None
+        except requests.RequestException as exc:
+            raise Unreachable(f"{method.upper()} {url}: {type(exc).__name__}", "error") from None
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, resp.text[:TEXT_LIMIT]
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception ``requests``/``urllib3`` wrapped (refused or not)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.__context__ or (exc.args[0] if exc.args and isinstance(
+                exc.args[0], BaseException) else None)
+        if inner is None:
+            return exc
+        exc = inner
+    return exc

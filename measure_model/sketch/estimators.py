@@ -1,0 +1,250 @@
+"""Estimators over an elastic counter: flow size distribution, flow count, entropy, changes.
+
+Design
+------
+* **Number of flows** (:func:`cardinality`): linear counting (Whang et al.
+  1990) on every light row, averaged, plus the heavy entries whose flag is
+  off (their packets never reached the light part). A light row of ``w``
+  cells with ``z`` zeros holds ``w ln(w / z)`` flows, standard error
+  ``sqrt(w (e^t - t - 1)) / n`` at load ``t = n / w``. Exact merge: the light
+  part is linear, so the merged zeros are the union stream's zeros.
+* **Flow size distribution** (:func:`distribution`): MRAC's EM (Kumar et al.
+  SIGMETRICS 2004) over light row 0 after the flagged heavy keys' light
+  shares are taken out, plus the heavy entries as flows of known size (the
+  ElasticSketch recipe). EM splits each counter value ``v`` into the ways
+  ``v`` can be a sum of at most ``MAX_PARTS`` flow sizes (at most 2 for
+  ``v > SMALL_V``, one flow for ``v > MAX_V``), weighs each split by the
+  Poisson probability of that many flows in a cell times the current size
+  probabilities, and re-estimates the sizes from the expected splits.
+* **Entropy** (:func:`entropy`) of the flow size shares, from the
+  distribution: ``H = log2 N - (1/N) sum_i n_i i log2 i``.
+* **One interval** (:func:`interval_state`): the difference of two
+  cumulative states, so distribution and entropy can be read per report
+  interval.
+* **Heavy changers** (:func:`changers`): keys whose estimate changed by at
+  least a threshold between two states, taken from the heavy entries of both
+  (ElasticSketch's rule); each change carries its count-min error bound.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import TypedDict
+
+import numpy as np
+
+from measure_model.sketch.elastic import MERGE_FLAG, OWN_FLAG, ElasticSketch
+
+MAX_PARTS = 4
+SMALL_V = 32
+MAX_V = 256
+EM_ROUNDS = 15
+
+
+def _linear_count(row: np.ndarray) -> tuple[float, float]:
+    """(flows, standard error) of one counter row by linear counting."""
+    w = row.shape[0]
+    zeros = int(np.count_nonzero(row == 0))
+    if zeros == 0:
+        zeros = 1  # saturated row: a lower bound
+    n = w * math.log(w / zeros)
+    t = n / w
+    return n, math.sqrt(max(w * (math.exp(t) - t - 1.0), 0.0))
+
+
+def cardinality(es: ElasticSketch) -> dict[str, float]:
+    """Distinct keys: light rows by linear counting plus unflagged heavy entries."""
+    counts = [_linear_count(row) for row in es.light]
+    light = sum(c[0] for c in counts) / len(counts)
+    stderr = math.sqrt(sum(c[1] ** 2 for c in counts)) / len(counts)
+    e = es.entries()
+    exact = int((~e["flag"]).sum())
+    # a flagged entry whose key first came as the evicting challenger has nothing in
+    # the light part; of F own-flagged entries, A have all light cells non-zero, which
+    # a key outside the light part shows with probability rho (non-zero by chance)
+    own = (e["bits"] & OWN_FLAG) > 0
+    flagged = int(own.sum())
+    rho = float(np.prod([(row > 0).mean() for row in es.light]))
+    seen = int((e["light"][own] > 0).sum())
+    inside = min(max((seen - flagged * rho) / (1.0 - rho), 0.0), flagged) if rho < 1 else seen
+    # flagged by a merge only: counted as outside the light part, so the estimate may
+    # be over by at most their number (a key seen on two hosts, light on one of them)
+    merge_only = int((e["bits"] == MERGE_FLAG).sum())
+    est = light + exact + flagged - inside + merge_only
+    return {"estimate": round(est), "stderr": stderr,
+            "rel_stderr": stderr / est if est else 0.0, "heavy_exact": exact,
+            "over_at_most": merge_only}
+
+
+@lru_cache(maxsize=4)
+def _splits(max_v: int, small_v: int, max_parts: int) -> tuple[np.ndarray, ...]:
+    """Every split of each value 1..max_v into <= max_parts (<= 2 above small_v) sizes.
+
+    Returns (value, parts as a zero-padded (P, max_parts) array, number of parts,
+    log of the multiplicity factor prod(m_j!)), sorted by value.
+    """
+    values, parts = [], []
+
+    def rec(rest: int, largest: int, acc: list[int], limit: int, v: int) -> None:
+        if rest == 0:
+            values.append(v)
+            parts.append(acc + [0] * (max_parts - len(acc)))
+            return
+        if len(acc) == limit:
+            return
+        for s in range(min(rest, largest), 0, -1):
+            rec(rest - s, s, acc + [s], limit, v)
+
+    for v in range(1, max_v + 1):
+        rec(v, v, [], max_parts if v <= small_v else min(2, max_parts), v)
+    arr = np.array(parts, np.int64)
+    k = (arr > 0).sum(axis=1)
+    logmult = np.zeros(arr.shape[0])
+    for i, row in enumerate(arr):
+        _, m = np.unique(row[row > 0], return_counts=True)
+        logmult[i] = sum(math.lgamma(x + 1) for x in m)
+    return np.array(values, np.int64), arr, k, logmult
+
+
+def em_distribution(row: np.ndarray, rounds: int = EM_ROUNDS) -> dict[int, float]:
+    """MRAC EM over a counter row: expected number of flows per size."""
+    row = np.asarray(row, np.int64)
+    w = row.shape[0]
+    hist = np.bincount(row)
+    big = {int(v): float(c) for v, c in enumerate(hist) if v > MAX_V and c}
+    small_hist = np.zeros(MAX_V + 1)
+    small_hist[: min(hist.shape[0], MAX_V + 1)] = hist[: MAX_V + 1]
+    small_hist[0] = 0
+    if not small_hist.any():
+        return big
+    values, parts, k, logmult = _splits(MAX_V, SMALL_V, MAX_PARTS)
+    present = small_hist[values] > 0
+    values, parts, k, logmult = values[present], parts[present], k[present], logmult[present]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    cv = small_hist[values]
+    n_flows = max(_linear_count(row)[0], 1.0)
+    phi = small_hist[1:].copy()
+    phi /= phi.sum()
+    flat = parts.reshape(-1)
+    nz = flat > 0
+    for _ in range(rounds):
+        lam = n_flows / w
+        logphi = np.full(MAX_V + 1, -np.inf)
+        with np.errstate(divide="ignore"):
+            logphi[1:] = np.log(phi)
+        logphi[0] = 0.0
+        logp = k * math.log(lam) - logmult + logphi[parts].sum(axis=1)
+        logp = np.where(np.isfinite(logp), logp, -np.inf)
+        peak = np.maximum.reduceat(logp, starts)
+        peak_rep = np.repeat(peak, np.diff(np.r_[starts, values.shape[0]]))
+        p = np.exp(logp - np.where(np.isfinite(peak_rep), peak_rep, 0.0))
+        norm = np.repeat(np.add.reduceat(p, starts), np.diff(np.r_[starts, values.shape[0]]))
+        weight = np.where(norm > 0, cv * p / np.where(norm > 0, norm, 1.0), 0.0)
+        expect = np.bincount(flat[nz], weights=np.repeat(weight, parts.shape[1])[nz],
+                             minlength=MAX_V + 1)
+        n_small = expect[1:].sum()
+        if n_small <= 0:
+            break
+        phi = expect[1:] / n_small
+        n_flows = n_small + sum(big.values())
+    out = {i + 1: float(x) for i, x in enumerate(phi * n_small) if x > 1e-9}
+    for v, c in big.items():
+        out[v] = out.get(v, 0.0) + c
+    return out
+
+
+class Distribution(TypedDict):
+    """A flow size histogram {size: flows}, its number of flows and of heavy entries."""
+
+    histogram: dict[int, float]
+    flows: float
+    heavy_flows: int
+
+
+def distribution(es: ElasticSketch, rounds: int = EM_ROUNDS) -> Distribution:
+    """Flow size histogram {size: flows} (EM over the light part + heavy entries)."""
+    e = es.entries()
+    row = es.light[0].astype(np.int64)
+    flagged = e["flag"]
+    if flagged.any():
+        idx = es.light_index(e["hkey"][flagged])[0]
+        share = np.minimum(e["light"][flagged], row[idx])
+        np.subtract.at(row, idx, share)
+        np.maximum(row, 0, out=row)  # two flagged keys in one cell
+    hist = em_distribution(row, rounds)
+    sizes = e["count"] + e["light"]
+    for s in sizes.tolist():
+        hist[int(s)] = hist.get(int(s), 0.0) + 1.0
+    flows = sum(hist.values())
+    return Distribution(histogram=dict(sorted(hist.items())), flows=flows,
+                        heavy_flows=int(sizes.shape[0]))
+
+
+def entropy(hist: dict[int, float], total: int) -> float:
+    """Entropy (bits) of the flow shares of ``total`` packets from a size histogram."""
+    if total <= 0:
+        return 0.0
+    s = sum(n * i * math.log2(i) for i, n in hist.items() if i > 1)
+    return max(0.0, math.log2(total) - s / total)
+
+
+def wmre(true_hist: dict[int, float], est_hist: dict[int, float]) -> float:
+    """Weighted mean relative error of two histograms (MRAC's measure)."""
+    sizes = set(true_hist) | set(est_hist)
+    num = sum(abs(true_hist.get(i, 0.0) - est_hist.get(i, 0.0)) for i in sizes)
+    den = sum((true_hist.get(i, 0.0) + est_hist.get(i, 0.0)) / 2 for i in sizes)
+    return num / den if den else 0.0
+
+
+def changers(s0: ElasticSketch | None, s1: ElasticSketch, s2: ElasticSketch,
+             threshold: float) -> list[tuple[np.ndarray, int, int]]:
+    """Keys whose count in the last interval differs from the interval before by >= threshold.
+
+    ``s0, s1, s2`` are three cumulative states at consecutive report times
+    (``s0`` None: nothing before ``s1``): the intervals are
+    ``s1 - s0`` and ``s2 - s1`` (estimates subtract; the light part is linear).
+    Candidates are the heavy entries of every state (ElasticSketch's rule).
+    Returns (full key, count in the earlier interval, count in the later one),
+    largest change first.
+    """
+    parts = [s.entries() for s in (s0, s1, s2) if s is not None]
+    hk = np.concatenate([p["hkey"] for p in parts])
+    full = np.concatenate([p["full"] for p in parts])
+    hk, first = np.unique(hk, return_index=True)
+    full = full[first]
+    e1, e2 = s1.query(hk), s2.query(hk)
+    e0 = s0.query(hk) if s0 is not None else np.zeros_like(e1)
+    before, after = e1 - e0, e2 - e1
+    delta = after - before
+    keep = np.flatnonzero(np.abs(delta) >= threshold)
+    keep = keep[np.argsort(-np.abs(delta[keep]), kind="stable")]
+    return [(full[i], int(before[i]), int(after[i])) for i in keep]
+
+
+def interval_state(prev: ElasticSketch, cur: ElasticSketch) -> ElasticSketch:
+    """The state of the interval between two cumulative states of one counter.
+
+    Light cells subtract (the light part is linear: exact while the same keys
+    stayed in the heavy part); a heavy entry keeps what it gained since
+    ``prev`` (its count there, if it had an entry, is taken off). A key
+    evicted to the light part within the interval brings its earlier heavy
+    count along (an over-count bounded by the evicted mass).
+    """
+    if not prev.compatible(cur):
+        raise ValueError("interval of two elastic states with different parameters")
+    out = cur.copy()
+    diff = cur.light.astype(np.int64) - prev.light.astype(np.int64)
+    out.light[...] = np.maximum(diff, 0).astype(out.light.dtype)
+    occ = out.count > 0
+    hk = out.hkey[occ]
+    hit, before, _ = prev.heavy_lookup(hk)
+    left = out.count[occ] - np.where(hit, before, 0)
+    counts = out.count.copy()
+    counts[occ] = np.maximum(left, 0)
+    gone = occ & (counts == 0)  # no packet since prev: not a flow of the interval
+    out.count[...] = counts
+    out.hkey[gone] = 0
+    out.flag[gone] = 0
+    return out
+

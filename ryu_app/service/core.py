@@ -1,0 +1,460 @@
+"""The controller's measurement service: registry + overlay + tasks + results.
+
+``MeasureService`` is plain Python, driven by three kinds of calls:
+
+- requests from the REST layer (apply/delete tasks, agent registration and
+  heartbeats, root reports, bandwidth queries), which change state and
+  return JSON-able dicts, raising ``ServiceError`` subclasses that carry
+  the HTTP status;
+- ``tick(now)`` about once a second from the Ryu app: heartbeat timeouts,
+  overlay recomputation, and (re)sending whatever agents have not
+  acknowledged yet;
+- ``on_topology_changed()`` from the Ryu app, which only sets a flag: the
+  overlay is recomputed at the next tick, so OpenFlow event handlers never
+  wait for HTTP.
+
+Pushing state to agents (``/agent/v1`` of docs/design.md):
+
+- every live agent gets ``PUT {url}/agent/v1/overlay`` with its parent,
+  children, root flag, the overlay ``epoch`` and the controller URL
+  whenever the tree changes (a new epoch, persisted so it keeps growing
+  across controller restarts) or the agent (re)joins;
+- each measurement task goes to the overlay root only, ``PUT
+  {root}/agent/v1/tasks/{id}`` with ``Task.to_dict()``; the root installs
+  it and forwards it down the tree, and its reply ``{"agents": {name:
+  "ok" | "error: ..."}}`` is kept as the task's per-agent status. Tasks go
+  again to the root when the root changes or an agent (re)joins;
+- ``DELETE {root}/agent/v1/tasks/{id}`` removes a task everywhere.
+
+A REST call never waits for agents: a new or deleted task is stored (the
+answer says so), queued (``ryu_app.service.pushes``), and the Ryu app's ticker is
+woken at once (``wake``) to push it; without a ticker (unit tests) a
+deletion is sent before the call returns and a new task at the next
+``tick``. Failed pushes stay queued and are retried at the next tick. HTTP
+goes through one ``measure_common.httpclient.Transport`` (``HttpClient``,
+signed with the shared secret when one is configured) and fan-out through
+one ``measure_common.runner.Runner``. Under Ryu's eventlet hub the sockets
+are green, so a slow agent delays only the green thread that talks to it;
+no lock is held across HTTP.
+
+Bandwidth requests and the bandwidth tasks of a policy are
+``ryu_app.service.bandwidth_jobs``. Failures are loud: ``health()`` (``GET
+/measure/v1/health``) reports the tick loop (``ryu_app.service.health``), agents
+that did not answer and pushes that keep failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import networkx as nx
+
+from measure_common.httpclient import HttpClient, Transport
+from measure_common.runner import Runner, default_runner
+from measure_model.sketch.sampling import scale_result
+from measure_model.task import MAX_TASKS, Task
+from measure_model.version import __version__
+from ryu_app.auth_config import AuthConfig, auth_from_env
+from ryu_app.errors import BadRequest, Conflict, NotFound
+from ryu_app.reactions.actions import ProtectedTarget, UnknownHost, manager_from_env
+from ryu_app.service.bandwidth_jobs import BandwidthJobs
+from ryu_app.service.health import TickerHealth
+from ryu_app.service.overlay import Overlay, build_overlay
+from ryu_app.service.pushes import Pushes
+from ryu_app.service.registry import DEFAULT_TIMEOUT, Registry, host_node
+from ryu_app.service.results import Results
+from ryu_app.service.store import GLOBAL, NameConflict, Store, StoreError
+from ryu_app.service.task_record import TaskRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTROLLER_URL = "http://192.168.100.254:8080"
+DEFAULT_FANOUT = 4
+PARTIAL_RETRY = 10.0
+
+
+class MeasureService:
+    """Agents, overlay, tasks and results of the controller (see module docstring)."""
+
+    def __init__(self, topology: Any, state_dir: str, now: Callable[[], float] = time.time,
+                 http: Transport | None = None, fanout: int = DEFAULT_FANOUT,
+                 heartbeat_timeout: float = DEFAULT_TIMEOUT,
+                 controller_url: str | None = None, auth: AuthConfig | None = None,
+                 runner: Runner | None = None) -> None:
+        self.topology = topology
+        self.now = now
+        self.state_dir = state_dir
+        self.store = Store.in_dir(state_dir)
+        self.registry = Registry(heartbeat_timeout)
+        self.fanout = int(os.environ.get("MEASURE_FANOUT", fanout))
+        self.controller_url = (controller_url or os.environ.get("MEASURE_CONTROLLER_URL")
+                               or DEFAULT_CONTROLLER_URL).rstrip("/")
+        self.auth = auth if auth is not None else auth_from_env(state_dir)
+        self.http: Transport = http if http is not None else HttpClient(self._signer())
+        self.runner = runner if runner is not None else default_runner(
+            inline_without_eventlet=True)
+        self.results = Results(self.store)
+        self.pushes = Pushes(self.http, self.runner, now)
+        self.jobs = BandwidthJobs(self.registry, topology, self.http, self.runner, self.store,
+                                  now)
+        self.ticker = TickerHealth()
+        self.overlay = Overlay(root=None, fanout=self.fanout)
+        self.epoch = int(self.store.get_meta("overlay_epoch", "0") or 0)
+        self.tasks: dict[str, TaskRecord] = {}
+        for row in self.store.tasks():
+            task = Task.from_dict(row["task"], f"stored task {row['id']}")
+            status = row["status"] if task.kind == "bandwidth" else "pending"
+            self.tasks[row["id"]] = TaskRecord(row["id"], task, row["created"], status)
+        self.pushes.tasks = {i for i, r in self.tasks.items() if r.pushed}
+        self._topology_dirty = True
+        self._joined = False
+        #: set by the Ryu app: wakes its ticker so queued pushes go out now
+        self.wake: Callable[[], None] | None = None
+        self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
+                                        spawn=self.runner.submit, locate=self._locate)
+        self.actions.wake = lambda: self.wake() if self.wake is not None else None
+
+    def _signer(self) -> Any:
+        """The request signer for agents (None without a shared secret)."""
+        if self.auth.secret is None:
+            return None
+        from measure_common.auth import HmacAuth
+
+        return HmacAuth(self.auth.secret)
+
+    # ------------------------------------------------------------ tasks
+
+    def apply_tasks(self, tasks: list[Task]) -> list[dict[str, str]]:
+        """Store validated tasks (all or none) and queue them for the root."""
+        names = {r.task.name: i for i, r in self.tasks.items()}
+        for task in tasks:
+            if task.name in names:
+                raise Conflict(f"task name '{task.name}' is already used by task "
+                               f"{names[task.name]}; delete it first")
+        if len(self.tasks) + len(tasks) > MAX_TASKS:
+            raise Conflict(f"at most {MAX_TASKS} tasks; {len(self.tasks)} exist")
+        for task in tasks:
+            try:
+                self.actions.check_task(task)
+            except UnknownHost as exc:
+                raise NotFound(str(exc)) from None
+            except ProtectedTarget as exc:
+                raise Conflict(str(exc)) from None
+        now = self.now()
+        try:
+            ids = self.store.add_tasks([(t.name, t.to_dict()) for t in tasks], now)
+        except NameConflict as exc:
+            raise Conflict(str(exc)) from None
+        for task_id, task in zip(ids, tasks, strict=True):
+            record = self.tasks[task_id] = TaskRecord(task_id, task, now)
+            if record.pushed:
+                self.pushes.tasks.add(task_id)
+        if self.wake is not None:
+            self.wake()
+        return [{"id": i, "name": t.name} for i, t in zip(ids, tasks, strict=True)]
+
+    def _record(self, task_id: str) -> TaskRecord:
+        record = self.tasks.get(task_id)
+        if record is None:
+            raise NotFound(f"unknown task {task_id}")
+        return record
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        return self._record(task_id).to_dict()
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for _, r in sorted(self.tasks.items(), key=lambda kv: int(kv[0]))]
+
+    def delete_task(self, task_id: str) -> dict[str, Any]:
+        record = self._record(task_id)
+        self.store.delete_task(task_id)
+        del self.tasks[task_id]
+        self.pushes.forget_task(task_id)
+        self.actions.lift_task(task_id)
+        self.results.forget(task_id)
+        if record.pushed:
+            self.pushes.deletes.add(task_id)
+            if self.wake is not None:
+                self.wake()  # the ticker tells the root; this call does not wait for agents
+            else:
+                self._send_deletes()
+        return {"id": task_id, "name": record.task.name, "deleted": True}
+
+    def result(self, task_id: str, host: str | None = None) -> dict[str, Any]:
+        record = self._record(task_id)
+        if host is not None:
+            agent = self.registry.find(host)
+            host = agent.name if agent is not None else host
+        latest = self.results.latest(task_id, host, now=self.now())
+        if latest is None:
+            where = f" for host {host}" if host else ""
+            raise NotFound(f"no result yet for task {task_id}{where} ({record.status})")
+        return scale_result(latest, record.task.sample or 1.0, record.task.sample_mode or "random")
+
+    def flows(self, task_id: str, top: int = 10, by: str = "bytes") -> dict[str, Any]:
+        """The largest active flows of a ``flows`` task network-wide (merged up the
+        overlay as the task's five_tuple counter), scaled by 1/sample when sampled."""
+        record = self._record(task_id)
+        task = record.task
+        if task.kind != "flows":
+            raise NotFound(f"task {task_id} is of kind {task.kind}: it has no flows")
+        counted = "packets" if task.increment == "pkt" else "bytes"
+        if by != counted:
+            raise Conflict(f"by: task {task_id} ranks its flows by {counted} "
+                           f"(its increment), not {by}")
+        latest = self.result(task_id)  # already scaled by 1/sample
+        rows = [{"flow": key, counted: value} for key, value in (latest.get("top_k") or [])[:top]]
+        out = {"task_id": task_id, "by": counted, "flows": rows,
+               "interval_end": latest.get("interval_end"), "covered": latest.get("covered"),
+               "missing": latest.get("missing"), "age": latest.get("age")}
+        if "sampled" in latest:
+            out["sampled"] = latest["sampled"]
+        return out
+
+    def history(self, task_id: str, host: str | None = None,
+                limit: int = 50) -> dict[str, Any]:
+        """Up to ``limit`` past results of a task (global or one host's), newest first."""
+        self._record(task_id)
+        if host is not None:
+            agent = self.registry.find(host)
+            host = agent.name if agent is not None else host
+        rows = self.results.history(task_id, host, limit, now=self.now())
+        task = self.tasks[task_id].task
+        rows = [scale_result(r, task.sample or 1.0, task.sample_mode or "random") for r in rows]
+        return {"task_id": task_id, "host": host or GLOBAL, "results": rows}
+
+    def past(self, task_id: str, interval_end: float | None, key: str | None = None,
+             since: float | None = None) -> dict[str, Any]:
+        """Ask a kept interval of an elastic task (``Results.past``): one key's size with
+        its bound, or the task's answer then (histogram, changes, ...)."""
+        record = self._record(task_id)
+        try:
+            out = self.results.past(task_id, interval_end, key, since)
+        except ValueError as exc:
+            raise BadRequest(f"key: {exc}") from None
+        if out is None:
+            when = "" if interval_end is None else f" at or before {interval_end:g}"
+            raise NotFound(f"no kept interval{when} for task {task_id} ({record.status}; "
+                           f"kept for elastic kinds only)")
+        return out
+
+    def ingest_report(self, report: Any) -> dict[str, Any]:
+        """A root agent's merged report (``POST /measure/v1/reports``)."""
+        if isinstance(report, dict) and isinstance(report.get("task_id"), str) \
+                and report["task_id"] not in self.tasks:
+            raise NotFound(f"unknown task {report['task_id']}")
+        try:
+            events = self.results.ingest(report, now=self.now())
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        record = self.tasks[report["task_id"]]
+        if record.task.on:
+            wanted = set(events)
+            raised = [e for e in self.store.events(min(events) - 1,
+                                                   limit=max(events) - min(events) + 1)
+                      if e["id"] in wanted] if events else []
+            events += self.actions.react(record.id, record.task, raised,
+                                         self.results.latest(record.id, now=self.now()))
+        return {"accepted": True, "events": events}
+
+    def list_actions(self) -> list[dict[str, Any]]:
+        return self.actions.list_actions()
+
+    def delete_action(self, action_id: int) -> dict[str, Any]:
+        """Lift one live action (``DELETE /measure/v1/actions/{id}``)."""
+        row = self.actions.lift(action_id)
+        if row is None:
+            if self.actions.get(action_id) is None:
+                raise NotFound(f"unknown action {action_id}")
+            raise Conflict(f"action {action_id} has already ended")
+        return {"id": action_id, "lifted": True}
+
+    def _locate(self, ip: str) -> Any:
+        """A host's attachment point by IP, else by the MAC its agent registered (a host
+        whose every frame matched existing flows has no IP in the topology)."""
+        host = self.topology.host_by_ip(ip)
+        agent = self.registry.find(ip) if host is None else None
+        return self.topology.host_by_mac(agent.mac) if agent and agent.mac else host
+
+    def _data_ip(self, name: str) -> str | None:
+        agent = self.registry.find(name)
+        return agent.data_ip if agent is not None else None
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        return self.results.events(since)
+
+    # ------------------------------------------------------------ agents
+
+    def register_agent(self, body: Any) -> dict[str, Any]:
+        agent = self.registry.register(body, self.now())
+        self._joined = True
+        self.pushes.overlay.add(agent.name)
+        return {"name": agent.name, "registered": True, "epoch": self.epoch,
+                "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
+
+    def heartbeat(self, name: str, body: Any = None) -> dict[str, Any]:
+        if self.registry.heartbeat(name, self.now(), body):
+            self._joined = True
+            self.pushes.overlay.add(name)
+        return {"name": name, "ok": True, "epoch": self.epoch}
+
+    def agents(self) -> list[dict[str, Any]]:
+        now = self.now()
+        out = []
+        for item in self.registry.to_list(now):
+            agent = self.registry.agents[item["name"]]
+            item["host"] = host_node(agent, self.topology)
+            item["parent"] = self.overlay.parent.get(agent.name) if agent.up else None
+            out.append(item)
+        return out
+
+    def overlay_view(self) -> dict[str, Any]:
+        view = self.overlay.to_dict()
+        view["epoch"] = self.epoch
+        view["agents"] = {name: {"url": a.url, "host": host_node(a, self.topology)}
+                          for name, a in self.registry.live().items()}
+        view["unlocated"] = sorted(n for n, a in view["agents"].items() if a["host"] is None)
+        return view
+
+    def topology_view(self) -> dict[str, Any]:
+        if self.topology is None:
+            return {"switches": [], "links": [], "hosts": []}
+        return self.topology.to_dict()
+
+    # ------------------------------------------------------------ overlay
+
+    def on_topology_changed(self) -> None:
+        """Called by the Ryu app after topology events: recompute at the next tick."""
+        self._topology_dirty = True
+
+    def recompute(self) -> bool:
+        """Rebuild the tree; on a change bump the epoch. True if it changed."""
+        live = self.registry.live()
+        located = {n: host_node(a, self.topology) for n, a in live.items()}
+        graph = self.topology.graph if self.topology is not None else None
+        hint = self.overlay.root if self.overlay.root in live else None
+        if graph is None:
+            graph = nx.Graph()
+        tree = build_overlay(graph, located, self.fanout, root_hint=hint)
+        if tree.same_tree(self.overlay):
+            return False
+        old_root = self.overlay.root
+        self.epoch += 1
+        self.store.set_meta("overlay_epoch", str(self.epoch))
+        self.overlay = tree
+        self.pushes.overlay = set(live)
+        if tree.root != old_root:
+            self.pushes.tasks |= {i for i, r in self.tasks.items() if r.pushed}
+        log.info("overlay epoch %d: root %s, depth %d, %d agents", self.epoch, tree.root,
+                 tree.depth, len(live))
+        return True
+
+    def _overlay_body(self, name: str) -> dict[str, Any]:
+        agents = self.registry.agents
+        parent = self.overlay.parent.get(name)
+        return {"parent": None if parent is None else {"name": parent, "url": agents[parent].url},
+                "children": [{"name": c, "url": agents[c].url}
+                             for c in self.overlay.children.get(name, [])],
+                "root": name == self.overlay.root, "epoch": self.epoch,
+                "controller": self.controller_url}
+
+    def _send_overlay(self) -> None:
+        live = self.registry.live()
+        self.pushes.forget_agents(live)
+        urls = {n: a.url for n, a in live.items() if n in self.overlay.parent}
+        newer = self.pushes.send_overlay(urls, self._overlay_body)
+        if newer and max(newer) >= self.epoch:
+            # An agent holds a newer epoch (the controller lost its state dir):
+            # jump past it and send everyone the tree again.
+            self.epoch = max(newer) + 1
+            self.store.set_meta("overlay_epoch", str(self.epoch))
+            self.pushes.overlay = set(live)
+            log.warning("an agent held overlay epoch %d: moved on to epoch %d", max(newer),
+                        self.epoch)
+
+    def _root_url(self) -> str | None:
+        root = self.overlay.root
+        agent = self.registry.agents.get(root) if root else None
+        return agent.url if agent is not None and agent.up else None
+
+    def _send_tasks(self) -> None:
+        self.pushes.send_tasks(self.tasks, self.overlay.root, self._root_url(),
+                               len(self.overlay.parent))
+
+    def _send_deletes(self) -> None:
+        self.pushes.send_deletes(self.overlay.root, self._root_url())
+
+    # ------------------------------------------------------------ bandwidth
+
+    def bandwidth(self, src: str, dst: str, method: str, max_duration: float,
+                  max_bytes: int) -> tuple[int, Any]:
+        """Ask the source agent to probe towards the destination agent (the
+        arguments as ``measure_model.task.bandwidth_request`` checked them)."""
+        return self.jobs.request(src, dst, method, max_duration, max_bytes)
+
+    # ------------------------------------------------------------ health
+
+    def health(self) -> dict[str, Any]:
+        """``GET /measure/v1/health``: the tick loop, unreachable agents, failing pushes.
+
+        ``ok`` is false while any of them is wrong (see docs/design.md,
+        "Health, cost and version").
+        """
+        now = self.now()
+        ticking = self.wake is not None
+        pushes = self.pushes.health()
+        down = sorted(n for n, a in self.registry.agents.items() if not a.up)
+        ok = (self.ticker.healthy(now, ticking) and not pushes["agents_unreachable"]
+              and not pushes["pushes_failing"])
+        return {"ok": ok, "version": __version__,
+                "ticker": self.ticker.to_dict(now, ticking), **pushes, "agents_down": down,
+                "agents": len(self.registry.agents), "tasks": len(self.tasks),
+                "overlay_epoch": self.epoch}
+
+    # ------------------------------------------------------------ clock
+
+    def tick(self, now: float | None = None) -> None:
+        """Timeouts, overlay recomputation and retries (about once a second).
+
+        A failing tick is logged with its traceback, counted in ``ticker``
+        (shown by ``health``) and tried again at the next tick.
+        """
+        now = self.now() if now is None else now
+        try:
+            self._tick(now)
+        except Exception as exc:  # noqa: BLE001 - counted and shown in health, retried
+            if isinstance(exc, StoreError):
+                log.error("tick: %s", exc)
+            else:
+                log.exception("tick failed")
+            self.ticker.failed(now, exc)
+        else:
+            self.ticker.ok(now)
+
+    def _tick(self, now: float) -> None:
+        self.actions.tick(now)
+        gone = self.registry.expire(now)
+        if gone:
+            log.info("agents down: %s", ", ".join(gone))
+        if gone or self._joined or self._topology_dirty:
+            self.recompute()
+            self._topology_dirty = False
+        if self._joined:
+            # A (re)started agent holds no tasks: the root sends them down again
+            # (installing a task an agent already holds is idempotent).
+            self.pushes.tasks |= {i for i, r in self.tasks.items() if r.pushed}
+        self._joined = False
+        if self.pushes.overlay:
+            self._send_overlay()
+        if self.pushes.deletes:
+            self._send_deletes()
+        # A task some agents refused goes to the root again every PARTIAL_RETRY s.
+        self.pushes.tasks |= {i for i, r in self.tasks.items()
+                              if r.status == "partial" and now - r.pushed_at >= PARTIAL_RETRY}
+        if self.pushes.tasks:
+            self._send_tasks()
+        self.jobs.run_next(self.tasks)

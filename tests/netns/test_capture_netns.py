@@ -1,0 +1,187 @@
+"""Capture rules: filter validation (unit) and real iptables in a namespace (netns).
+
+The netns tests drive ``Capture`` with a runner that executes the argument
+list inside the test's namespace; nothing is bound to the queue, so
+``--queue-bypass`` lets every packet through while the per-sketch rule
+counters still count what each sketch matched.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from host_agent.agent import capture_filter
+from host_agent.capture.rules import Capture, CaptureFilter, free_slot
+from host_agent.errors import AgentError
+from testing.netns import Netns
+
+
+def rule(body: dict) -> CaptureFilter:
+    """The capture rule of a filter body, as the agent builds it."""
+    return capture_filter(body)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("body", "message"), [
+    ({"interface": "FORWARD"}, "filter.interface 'FORWARD' is not one of INPUT, OUTPUT"),
+    ({"proto": "gre"}, "filter.proto 'gre' is not one of tcp, udp, icmp, icmpv6"),
+    ({"dst": "$(touch /tmp/x)"},
+     "filter.dst '$(touch /tmp/x)' is not an IPv4 or IPv6 address or prefix"),
+    ({"proto": "udp", "sport": "9:99999"},
+     "filter.sport '9:99999' is not a port or a range 'low:high' of ports 0..65535"),
+    ({"proto": "tcp", "dport": "80\n-j DROP"},
+     "filter.dport '80\n-j DROP' is not a port or a range 'low:high' of ports 0..65535"),
+    ({"proto": "tcp", "dport": True}, "filter.dport must be an integer, not bool"),
+    ({"dport": 80}, "filter.dport needs filter.proto tcp or udp"),
+    ({"iface": "eth0"}, "unknown field 'filter.iface'"),
+])
+def test_filter_rejects_bad_fields(body, message):
+    with pytest.raises(AgentError) as exc:
+        rule(body)
+    assert (exc.value.status, exc.value.message) == (400, message)
+
+
+@pytest.mark.unit
+def test_filter_normalises_and_builds_match_args():
+    f = rule({"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
+              "dst": "10.0.0.5", "sport": 80, "dport": "8000:8100"})
+    assert f.to_dict() == {"interface": "OUTPUT", "proto": "tcp", "src": "10.0.0.0/8",
+                           "dst": "10.0.0.5", "sport": 80, "dport": "8000:8100"}
+    assert rule(f.to_dict()) == f  # the task-model form again (a sketch's filter is re-read)
+    assert f.match_args() == ["-p", "tcp", "-s", "10.0.0.0/8", "-d", "10.0.0.5",
+                              "--sport", "80", "--dport", "8000:8100"]
+    assert rule({}).match_args() == []
+    assert free_slot([0, 1, 3]) == 2 and free_slot(list(range(16))) is None
+    assert free_slot([16], "nflog") == 17 and free_slot(list(range(32)), "nflog") is None
+
+
+@pytest.mark.unit
+def test_capture_rejects_bad_names():
+    with pytest.raises(ValueError, match="agent name must match"):
+        Capture("h2; rm -rf /", runner=lambda cmd: "")
+    with pytest.raises(ValueError, match="bad exclude interface"):
+        Capture("h2", exclude_interface="eth0 -j DROP", runner=lambda cmd: "")
+
+
+def ns_runner(ns: Netns):
+    return lambda cmd: ns.run(cmd).stdout
+
+
+def counts(cap: Capture) -> dict[int, tuple[int, int]]:
+    return cap.counters()
+
+
+@pytest.mark.netns
+def test_rules_count_overlapping_sketches_and_bypass(ns_pair):
+    a, b = ns_pair
+    cap = Capture("h9", queue=3, runner=ns_runner(b))
+    cap.setup()
+    try:
+        cap.add(1, 0, rule({"proto": "icmp"}))
+        cap.add(2, 1, rule({"src": a.ip}))
+        cap.add(3, 2, rule({"proto": "udp", "dport": 9}))
+        cap.add(4, 3, rule({"interface": "OUTPUT", "proto": "icmp"}))
+        out = a.run(["ping", "-c", "4", "-i", "0.05", "-s", "72", b.ip]).stdout
+        assert " 0% packet loss" in out  # nobody bound to queue 3: --queue-bypass
+        c = counts(cap)
+        assert c[1] == (4, 400) and c[3] == (0, 0) and c[4] == (4, 400), (c, out)
+        assert c[2][0] >= 4  # icmp plus any neighbour traffic from a
+        cap.remove(1)
+        assert set(counts(cap)) == {2, 3, 4}
+        rules = "\n".join(cap.listing())
+        assert "--queue-num 3 --queue-bypass" in rules
+        assert '"endhost-measure:h9:hook" -j ehm-h9-in' in rules
+    finally:
+        cap.teardown()
+    assert cap.listing() == []
+    assert "ehm-h9" not in b.run(["iptables-save"]).stdout
+
+
+@pytest.mark.netns
+def test_excluded_interface_is_not_captured(ns_pair):
+    a, b = ns_pair
+    cap = Capture("h9", exclude_interface=b.intf, runner=ns_runner(b))
+    cap.setup()
+    try:
+        cap.add(1, 0, rule({"proto": "icmp"}))
+        a.run(["ping", "-c", "2", "-i", "0.05", b.ip])
+        b.run(["ping", "-c", "1", "127.0.0.1"])  # loopback is still captured
+        assert counts(cap)[1] == (2, 168)
+    finally:
+        cap.teardown()
+
+
+@pytest.mark.netns
+def test_stale_rules_removed_by_name_only(ns_pair):
+    _, b = ns_pair
+    old = Capture("h9", runner=ns_runner(b))
+    old.setup()
+    old.add(5, 4, rule({"proto": "tcp", "dport": "1:1024"}))
+    other = Capture("h10", queue=1, runner=ns_runner(b))
+    other.setup()
+    try:
+        fresh = Capture("h9", runner=ns_runner(b))
+        removed = fresh.remove_stale()
+        assert removed == 8  # INPUT and OUTPUT hooks + two chains, iptables and ip6tables
+        assert old.listing() == [] and len(other.listing()) == 16
+        fresh.setup()
+        assert fresh.counters() == {} and len(fresh.listing()) == 16
+        fresh.teardown()
+    finally:
+        other.teardown()
+        old.remove_stale()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("body", "message"), [
+    ({"src": "2001:db8::/129"},
+     "filter.src '2001:db8::/129' is not an IPv4 or IPv6 address or prefix"),
+    ({"src": "10.0.0.1", "dst": "2001:db8::1"},
+     "filter.dst '2001:db8::1' is IPv6 but filter.src '10.0.0.1' is IPv4: "
+     "one address family per filter"),
+    ({"proto": "icmpv6", "src": "10.0.0.0/8"},
+     "filter.src '10.0.0.0/8' is IPv4 but filter.proto icmpv6 is IPv6: "
+     "one address family per filter"),
+])
+def test_filter_rejects_bad_ipv6_and_mixed_families(body, message):
+    with pytest.raises(AgentError) as exc:
+        capture_filter(body)
+    assert (exc.value.status, exc.value.message) == (400, message)
+
+
+@pytest.mark.unit
+def test_filter_families_and_ip6tables_match_args():
+    f = capture_filter({"proto": "udp", "src": "2001:DB8::7/32", "dst": "fd00::5"})
+    assert f.to_dict() == {"interface": "INPUT", "proto": "udp", "src": "2001:db8::/32",
+                           "dst": "fd00::5"}
+    assert f.families == (6,) and f.match_args(6) == ["-p", "udp", "-s", "2001:db8::/32",
+                                                      "-d", "fd00::5"]
+    assert capture_filter({"proto": "icmpv6"}).match_args(6) == ["-p", "ipv6-icmp"]
+    assert capture_filter({"proto": "icmp"}).families == (4,)
+    assert capture_filter({"proto": "tcp"}).families == (4, 6)
+    assert capture_filter({"dst": "10.0.0.5/32"}).families == (4,)
+
+
+@pytest.mark.netns
+def test_both_tables_get_queue_and_log_rules_and_lose_them_on_teardown(ns_pair):
+    _, b = ns_pair
+    cap = Capture("h9", queue=6, runner=ns_runner(b))
+    cap.setup()
+    try:
+        cap.add(1, 0, capture_filter({"proto": "udp"}))
+        cap.add(2, 16, capture_filter({"src": "fd00::1"}))
+        cap.add(3, 17, capture_filter({"proto": "icmp"}))
+        v4 = b.run(["iptables-save"]).stdout
+        v6 = b.run(["ip6tables-save"]).stdout
+        for text in (v4, v6):
+            assert "-j NFQUEUE --queue-num 6 --queue-bypass" in text
+            assert "--mark 0x0/0xffff " in text and "--mark 0x0/0xffff0000 " in text
+            assert "--nflog-group 6 --nflog-size 128 --nflog-threshold 64" in text
+            assert '"endhost-measure:h9:1" -j MARK --set-xmark 0x1/0x1' in text
+        assert '"endhost-measure:h9:2"' in v6 and '"endhost-measure:h9:2"' not in v4
+        assert '"endhost-measure:h9:3"' in v4 and '"endhost-measure:h9:3"' not in v6
+        cap.remove(2)
+        assert '"endhost-measure:h9:2"' not in b.run(["ip6tables-save"]).stdout
+    finally:
+        cap.teardown()
+    assert "ehm-h9" not in b.run(["iptables-save"]).stdout + b.run(["ip6tables-save"]).stdout

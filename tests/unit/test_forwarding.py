@@ -1,0 +1,363 @@
+"""Unit tests of forwarding decisions (ryu_app.net.forwarding) on generated graphs.
+
+A small simulator replays the decisions: flows are installed into per-switch
+tables and packet-outs are followed hop by hop (each arrival at a switch
+without a matching flow is another packet-in), so loops and duplicates show
+up as counts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+import networkx as nx
+import pytest
+
+from ryu_app.net.forwarding import (
+    ARP_REQUEST,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_LLDP,
+    FLOW_COOKIE,
+    FlowDelete,
+    FlowMod,
+    Forwarding,
+    Packet,
+    PacketOut,
+    SourceFlow,
+    arp_reply,
+)
+from ryu_app.net.topology import Topology
+from tests.unit.test_topology import MAC1, MAC2, build
+
+pytestmark = pytest.mark.unit
+
+BCAST = "ff:ff:ff:ff:ff:ff"
+NOW = 1000.0  # every port was added at 0: long settled
+
+
+class Sim:
+    """Replays decisions on a Topology-shaped network of switches and hosts."""
+
+    def __init__(self, fwd: Forwarding, graph_hosts: dict[str, tuple[int, int]]):
+        self.fwd, self.topo = fwd, fwd.topology
+        self.where = graph_hosts  # mac -> (dpid, port)
+        self.tables: dict[int, dict[str, int]] = {d: {} for d in self.topo.switches()}
+        self.sources: dict[int, set[tuple[str, int | None]]] = {
+            d: set() for d in self.topo.switches()}
+        self.packet_ins = 0
+        self.delivered: Counter[str] = Counter()
+
+    def peer(self, dpid: int, port: int) -> tuple[str, object]:
+        for a, pa, b, pb in self.topo.links():
+            if (a, pa) == (dpid, port):
+                return "switch", (b, pb)
+            if (b, pb) == (dpid, port):
+                return "switch", (a, pa)
+        for mac, loc in self.where.items():
+            if loc == (dpid, port):
+                return "host", mac
+        return "none", None
+
+    def send(self, pkt: Packet, limit: int = 200) -> None:
+        """Inject ``pkt`` at its ingress and follow every copy."""
+        queue = [(pkt.dpid, pkt.in_port)]
+        steps = 0
+        while queue:
+            steps += 1
+            assert steps <= limit, "forwarding loop"
+            dpid, in_port = queue.pop(0)
+            outs: list[int] = []
+            admitted = ({(pkt.src, None), (pkt.src, in_port)} & self.sources[dpid])
+            if admitted and pkt.dst in self.tables[dpid]:
+                outs = [self.tables[dpid][pkt.dst]]
+            else:
+                self.packet_ins += 1
+                here = Packet(pkt.src, pkt.dst, dpid, in_port, pkt.eth_type, pkt.ip_src,
+                              pkt.arp_op, pkt.arp_spa, pkt.arp_tpa)
+                for d in self.fwd.packet_in(here, NOW):
+                    if isinstance(d, SourceFlow):
+                        self.sources[d.dpid].add((d.eth_src, d.in_port))
+                    elif isinstance(d, FlowMod):
+                        self.tables[d.dpid][d.eth_dst] = d.out_port
+                    elif isinstance(d, PacketOut) and d.data is None:
+                        assert d.dpid == dpid
+                        outs = list(d.out_ports)
+            for port in outs:
+                if port == in_port:
+                    continue  # OpenFlow does not send back out of in_port
+                kind, peer = self.peer(dpid, port)
+                if kind == "host":
+                    self.delivered[peer] += 1
+                elif kind == "switch":
+                    queue.append(peer)
+
+
+def network(graph: nx.Graph, hosts_per_switch: int = 1) -> tuple[Forwarding, Sim]:
+    topo = build(nx.convert_node_labels_to_integers(graph), hosts_per_switch)
+    fwd = Forwarding(topo)
+    where = {h.mac: (h.dpid, h.port) for h in topo.hosts()}
+    return fwd, Sim(fwd, where)
+
+
+def test_known_destination_gets_shortest_path_flows_downstream_first():
+    fwd, _ = network(nx.cycle_graph(6))  # ring 1..6, host n on switch n port 1
+    pkt = Packet(MAC1, "00:00:00:00:00:05", 1, 1, ETH_TYPE_IPV4, ip_src="10.0.0.1")
+    decisions = fwd.packet_in(pkt, NOW)
+    topo = fwd.topology
+    p16, p65 = topo.link_port(1, 6), topo.link_port(6, 5)
+    assert decisions == [
+        SourceFlow(1, MAC1, 1, 10, 60, FLOW_COOKIE),
+        SourceFlow(6, MAC1, None, 10, 60, FLOW_COOKIE),
+        SourceFlow(5, MAC1, None, 10, 60, FLOW_COOKIE),
+        FlowMod(5, "00:00:00:00:00:05", 1, 10, 60, FLOW_COOKIE),
+        FlowMod(6, "00:00:00:00:00:05", p65, 10, 60, FLOW_COOKIE),
+        FlowMod(1, "00:00:00:00:00:05", p16, 10, 60, FLOW_COOKIE),
+        PacketOut(1, 1, (p16,)),
+    ]
+
+
+def test_destination_on_same_switch_and_behind_ingress():
+    fwd, _ = network(nx.path_graph(2), hosts_per_switch=2)
+    pkt = Packet(MAC1, MAC2, 1, 1, ETH_TYPE_IPV4)
+    assert fwd.packet_in(pkt, NOW) == [SourceFlow(1, MAC1, 1), FlowMod(1, MAC2, 2),
+                                       PacketOut(1, 1, (2,))]
+    back = Packet("00:00:00:00:00:09", MAC2, 1, 2, ETH_TYPE_IPV4)
+    assert fwd.packet_in(back, NOW) == [SourceFlow(1, "00:00:00:00:00:09", 2)]
+
+
+@pytest.mark.parametrize("graph", [
+    nx.cycle_graph(4), nx.complete_graph(5), nx.grid_2d_graph(3, 3),
+    nx.random_regular_graph(3, 10, seed=3), nx.barbell_graph(3, 2),
+], ids=["ring4", "k5", "grid3x3", "regular3x10", "barbell"])
+def test_broadcast_reaches_every_other_host_exactly_once(graph):
+    fwd, sim = network(graph)
+    n = graph.number_of_nodes()
+    sim.send(Packet(MAC1, BCAST, 1, 1, ETH_TYPE_IPV4, ip_src="10.0.0.1"))
+    expected = {f"00:00:00:00:00:{i:02x}": 1 for i in range(2, n + 1)}
+    assert dict(sim.delivered) == expected
+    assert sim.packet_ins == n  # one packet-in per switch: the tree, no cycle
+
+
+@pytest.mark.parametrize("graph", [nx.cycle_graph(5), nx.grid_2d_graph(3, 3)],
+                         ids=["ring5", "grid3x3"])
+def test_unicast_follows_shortest_path_and_arrives_once(graph):
+    fwd, sim = network(graph)
+    n = graph.number_of_nodes()
+    for dst in range(2, n + 1):
+        mac = f"00:00:00:00:00:{dst:02x}"
+        before = sim.packet_ins
+        sim.send(Packet(MAC1, mac, 1, 1, ETH_TYPE_IPV4))
+        assert sim.delivered[mac] == 1
+        assert sim.packet_ins - before == 1  # flows installed along the whole path
+        hops = len(fwd.topology.shortest_path(1, dst)) - 1
+        switches_with_flow = [d for d, table in sim.tables.items() if mac in table]
+        assert len(switches_with_flow) == hops + 1
+
+
+def test_flood_ports_on_a_ring_use_tree_and_host_ports_only():
+    fwd, _ = network(nx.cycle_graph(4))
+    topo = fwd.topology
+    tree = topo.tree_ports()
+    all_ports = {(d, p) for d in topo.switches() for p in fwd.flood_ports(d, 0, NOW)}
+    internal = {(d, p) for d in topo.switches() for p in topo.ports(d)
+                if topo.is_internal_port(d, p)}
+    assert all_ports & internal == tree
+    assert len(internal - tree) == 2  # exactly one ring link is cut, both ends
+    assert fwd.flood_ports(1, 1, NOW) == sorted(p for d, p in tree if d == 1)
+
+
+def test_flood_copy_on_non_tree_link_is_dropped():
+    fwd, _ = network(nx.cycle_graph(4))
+    topo = fwd.topology
+    (a, pa, b, pb), = [link for link in topo.links() if (link[0], link[1]) not in topo.tree_ports()]
+    out = fwd.packet_in(Packet(MAC1, BCAST, a, pa, ETH_TYPE_IPV4), NOW)
+    assert [d for d in out if isinstance(d, PacketOut)] == []
+
+
+def test_unknown_destination_floods_on_spanning_tree():
+    fwd, _ = network(nx.cycle_graph(4))
+    out = fwd.packet_in(Packet(MAC1, "00:00:00:00:00:77", 1, 1, ETH_TYPE_IPV4), NOW)
+    assert out == [SourceFlow(1, MAC1, 1), PacketOut(1, 1, tuple(fwd.flood_ports(1, 1, NOW)))]
+    assert 1 not in out[1].out_ports
+
+
+def test_new_ports_are_not_flooded_until_settled():
+    fwd, _ = network(nx.path_graph(2))
+    fwd.topology.add_port(1, 9, now=NOW)
+    assert 9 not in fwd.flood_ports(1, 1, NOW + 1.0)
+    assert 9 in fwd.flood_ports(1, 1, NOW + 2.0)
+
+
+def test_proxy_arp_answers_known_ip_on_ingress_port():
+    fwd, _ = network(nx.path_graph(3))
+    req = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                 arp_spa="10.0.0.1", arp_tpa="10.0.0.3")
+    frame = arp_reply(MAC1, "10.0.0.1", "00:00:00:00:00:03", "10.0.0.3")
+    assert fwd.packet_in(req, NOW) == [SourceFlow(1, MAC1, 1), PacketOut(1, 1, (1,), frame)]
+    assert frame[:12] == bytes.fromhex("000000000001" "000000000003")
+    assert frame[12:14] == b"\x08\x06" and len(frame) == 42
+    assert frame[20:22] == b"\x00\x02"  # opcode reply
+    assert frame[28:32] == ipaddress.IPv4Address("10.0.0.3").packed
+    assert frame[38:42] == ipaddress.IPv4Address("10.0.0.1").packed
+
+
+def test_arp_for_unknown_ip_or_gratuitous_floods():
+    fwd, _ = network(nx.path_graph(3))
+    unknown = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                     arp_spa="10.0.0.1", arp_tpa="10.0.0.99")
+    assert fwd.packet_in(unknown, NOW)[1:] == [PacketOut(1, 1, tuple(fwd.flood_ports(1, 1,
+                                                                                 NOW)))]
+    grat = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                  arp_spa="10.0.0.1", arp_tpa="10.0.0.1")
+    assert isinstance(fwd.packet_in(grat, NOW)[1], PacketOut)
+    fwd.proxy_arp = False
+    known = Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                   arp_spa="10.0.0.1", arp_tpa="10.0.0.3")
+    assert fwd.packet_in(known, NOW)[1].data is None
+
+
+def test_arp_teaches_the_sender_ip():
+    fwd, _ = network(nx.path_graph(2))
+    new = "00:00:00:00:00:42"
+    req = Packet(new, BCAST, 2, 7, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                 arp_spa="10.0.0.42", arp_tpa="10.0.0.99")
+    fwd.topology.add_port(2, 7)
+    fwd.packet_in(req, NOW)
+    host = fwd.topology.host_by_ip("10.0.0.42")
+    assert (host.mac, host.dpid, host.port) == (new, 2, 7)
+
+
+def test_control_chatter_is_dropped_and_not_learned():
+    fwd, _ = network(nx.path_graph(2))
+    v = fwd.topology.version
+    assert fwd.packet_in(Packet("00:00:00:00:00:42", "01:80:c2:00:00:0e", 1, 1,
+                                ETH_TYPE_LLDP), NOW) == []
+    assert fwd.packet_in(Packet("00:00:00:00:00:42", "33:33:00:00:00:02", 1, 1,
+                                0x86DD), NOW) == []
+    assert fwd.packet_in(Packet(MAC1, MAC2, 99, 1, ETH_TYPE_IPV4), NOW) == []
+    assert fwd.topology.version == v
+
+
+def test_ipv6_neighbour_solicitations_flood_and_teach_the_source():
+    fwd, _ = network(nx.path_graph(2))
+    out = fwd.packet_in(Packet("00:00:00:00:00:42", "33:33:ff:00:00:05", 1, 1, 0x86DD), NOW)
+    assert fwd.topology.host_by_mac("00:00:00:00:00:42") is not None
+    floods = [d for d in out if isinstance(d, PacketOut)]
+    assert floods and floods == fwd.flood(
+        Packet("00:00:00:00:00:42", "33:33:ff:00:00:05", 1, 1, 0x86DD), NOW)
+    # no source flow yet: the host's ARP must still reach the controller to teach its IPv4
+    assert not any(isinstance(d, SourceFlow) for d in out)
+    arp = fwd.packet_in(Packet("00:00:00:00:00:42", "ff:ff:ff:ff:ff:ff", 1, 1, ETH_TYPE_ARP,
+                               arp_op=1, arp_spa="10.0.0.42", arp_tpa="10.0.0.9"), NOW)
+    assert fwd.topology.host_by_mac("00:00:00:00:00:42").ips == {"10.0.0.42"}
+    assert SourceFlow(1, "00:00:00:00:00:42", 1) in arp
+    # other IPv6 multicast (MLD reports, router solicitations) is still chatter
+    assert fwd.packet_in(Packet("00:00:00:00:00:43", "33:33:00:00:00:16", 1, 1,
+                                0x86DD), NOW) == []
+    assert fwd.topology.host_by_mac("00:00:00:00:00:43") is None
+
+
+def test_moved_host_invalidates_its_flows_and_link_change_invalidates_all():
+    fwd, _ = network(nx.path_graph(2), hosts_per_switch=2)
+    moved = fwd.packet_in(Packet(MAC1, "00:00:00:00:00:03", 2, 2, ETH_TYPE_IPV4), NOW)
+    assert moved[:4] == [FlowDelete(1, FLOW_COOKIE, MAC1, "eth_dst"),
+                         FlowDelete(1, FLOW_COOKIE, MAC1, "eth_src"),
+                         FlowDelete(2, FLOW_COOKIE, MAC1, "eth_dst"),
+                         FlowDelete(2, FLOW_COOKIE, MAC1, "eth_src")]
+    assert moved[4] == SourceFlow(2, MAC1, 2)
+    assert fwd.invalidate_all() == [FlowDelete(1), FlowDelete(2)]
+
+
+def test_every_host_is_learned_even_when_all_its_destinations_have_flows():
+    """A pingall in order: the last host never floods, yet it must be learned."""
+    graph = nx.cycle_graph(4)
+    topo = build(graph)
+    late = "00:00:00:00:00:04"
+    topo.remove_host(late)  # h4 (on switch 4) has not been seen yet
+    fwd = Forwarding(topo)
+    sim = Sim(fwd, {h.mac: (h.dpid, h.port) for h in topo.hosts()} | {late: (4, 1)})
+    known = [f"00:00:00:00:00:{i:02x}" for i in (1, 2, 3)]
+    for src in known:  # everyone else talks first: flows to h1..h3 on every path
+        for dst in known:
+            if src != dst:
+                sim.send(Packet(src, dst, int(src[-1]), 1, ETH_TYPE_IPV4))
+    for dst in known:  # h4 answers by unicast only (it got their MACs from ARP)
+        sim.send(Packet(late, dst, 4, 1, ETH_TYPE_IPV4))
+        assert sim.delivered[dst] >= 1
+    host = topo.host_by_mac(late)
+    assert (host.dpid, host.port) == (4, 1)
+
+
+def test_source_flow_matches_in_port_only_on_the_home_switch():
+    fwd, _ = network(nx.path_graph(2))
+    at_home = fwd.packet_in(Packet(MAC1, MAC2, 1, 1, ETH_TYPE_IPV4), NOW)
+    assert at_home[0] == SourceFlow(1, MAC1, 1)
+    transit = fwd.packet_in(Packet(MAC1, MAC2, 2, fwd.topology.link_port(2, 1),
+                                   ETH_TYPE_IPV4), NOW)
+    assert transit[0] == SourceFlow(2, MAC1, None)
+
+
+def fat_tree(k: int = 4) -> tuple[Forwarding, Sim]:
+    """The k-ary fat-tree of topo/topos.py: dpids cores, aggs, edges; k/2 hosts per edge."""
+    half = k // 2
+    cores = list(range(1, half * half + 1))
+    aggs = [[cores[-1] + pod * half + i + 1 for i in range(half)] for pod in range(k)]
+    edges = [[aggs[-1][-1] + pod * half + i + 1 for i in range(half)] for pod in range(k)]
+    topo = Topology()
+    next_port: dict[int, int] = {}
+
+    def link(a: int, b: int) -> None:
+        for d in (a, b):
+            next_port.setdefault(d, 1)
+        pa, pb = next_port[a], next_port[b]
+        next_port[a] += 1
+        next_port[b] += 1
+        topo.add_link(a, pa, b, pb)
+        topo.add_link(b, pb, a, pa)
+
+    host = 0
+    where: dict[str, tuple[int, int]] = {}
+    for pod in range(k):
+        for i, agg in enumerate(aggs[pod]):
+            for j in range(half):
+                link(cores[i * half + j], agg)
+            for edge in edges[pod]:
+                link(agg, edge)
+        for edge in edges[pod]:
+            for _ in range(half):
+                host += 1
+                port = next_port.setdefault(edge, 1)
+                next_port[edge] += 1
+                topo.add_port(edge, port)
+                mac = f"00:00:00:00:00:{host:02x}"
+                assert topo.learn_host(mac, f"10.0.0.{host}", edge, port) == "new"
+                where[mac] = (edge, port)
+    fwd = Forwarding(topo)
+    return fwd, Sim(fwd, where)
+
+
+def test_fat_tree_two_pingalls_deliver_every_packet_exactly_once():
+    """k=4 fat-tree (20 switches, 16 hosts, many equal-cost paths): each unicast
+    frame of two full pingalls reaches its destination once and nobody else,
+    with flows of the first round reused or overwritten by the second."""
+    fwd, sim = fat_tree(4)
+    assert len(fwd.topology.switches()) == 20 and len(fwd.topology.links()) == 32
+    macs = sorted(sim.where)
+    assert len(macs) == 16
+    for _ in range(2):
+        for src in macs:
+            for dst in macs:
+                if src == dst:
+                    continue
+                for a, b in ((src, dst), (dst, src)):  # echo request, echo reply
+                    sim.delivered.clear()
+                    dpid, port = sim.where[a]
+                    sim.send(Packet(a, b, dpid, port, ETH_TYPE_IPV4))
+                    assert dict(sim.delivered) == {b: 1}, (a, b)
+    for src in macs:  # broadcast (ARP): every other host once, never the sender
+        sim.delivered.clear()
+        dpid, port = sim.where[src]
+        sim.send(Packet(src, BCAST, dpid, port, ETH_TYPE_ARP, arp_op=ARP_REQUEST))
+        assert dict(sim.delivered) == {m: 1 for m in macs if m != src}

@@ -1,0 +1,718 @@
+"""Controller REST API and service, through webob against Ryu's WSGIApplication.
+
+Agents are a fake HTTP client that records what the controller sends
+(the agent side is tested by its own owners); the topology, registry,
+overlay, store and results are the real modules.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from urllib.parse import urlsplit
+
+import pytest
+
+from ryu_app.launcher import patch_eventlet
+
+patch_eventlet()
+
+from ryu.app.wsgi import WSGIApplication  # noqa: E402
+from webob import Request  # noqa: E402
+
+from host_agent.counters.countmin import Counter, CounterSpec  # noqa: E402
+from measure_common.auth import HmacAuth, Verifier  # noqa: E402
+from measure_model.packet.keys import HeaderBatch, parse_key  # noqa: E402
+from ryu_app.auth_config import AuthConfig  # noqa: E402
+from ryu_app.net.topology import Topology  # noqa: E402
+from ryu_app.rest.api import register_rest  # noqa: E402
+from ryu_app.service.core import MeasureService  # noqa: E402
+from ryu_app.service.store import StoreError  # noqa: E402
+
+
+def tree_topology() -> Topology:
+    """Mininet tree depth 2 fanout 3: s1 core; h1..h9 on s2, s3, s4 (10.0.0.i)."""
+    topo = Topology()
+    topo.add_switch(1, [1, 2, 3])
+    for leaf in (2, 3, 4):
+        topo.add_switch(leaf, [1, 2, 3, 4])
+        topo.add_link(1, leaf - 1, leaf, 4)
+        topo.add_link(leaf, 4, 1, leaf - 1)
+    for i in range(1, 10):
+        topo.learn_host(f"00:00:00:00:00:{i:02x}", f"10.0.0.{i}", 2 + (i - 1) // 3,
+                        1 + (i - 1) % 3)
+    return topo
+
+
+class FakeAgents:
+    """Answers the controller's /agent/v1 calls like a healthy overlay would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+        self.down: set[str] = set()
+        self.refusing: set[str] = set()
+        self.overlay: dict[str, dict] = {}
+        self.tasks: dict[str, set[str]] = {}
+        self.bandwidth_reply: tuple[int, object] = (200, {"mbit_s": 9.6, "method": "slops"})
+
+    @staticmethod
+    def name_of(url: str) -> str:
+        return "h" + urlsplit(url).hostname.rsplit(".", 1)[1]
+
+    def request(self, method, url, json=None, timeout=5.0):
+        self.calls.append((method, url, json))
+        name, path = self.name_of(url), urlsplit(url).path
+        if name in self.down:
+            raise ConnectionError(f"{method} {url}: ConnectTimeout")
+        if path == "/agent/v1/overlay":
+            held = self.overlay.get(name, {}).get("epoch", -1)
+            if json["epoch"] < held:
+                return 409, {"error": f"overlay: stale epoch {json['epoch']} < current {held}"}
+            self.overlay[name] = json
+            return 200, {"epoch": json["epoch"]}
+        if path.startswith("/agent/v1/tasks/"):
+            task_id = path.rsplit("/", 1)[1]
+            holders = {n for n in self.overlay if n not in self.down}
+            if method == "PUT":
+                self.tasks[task_id] = holders - self.refusing
+            else:
+                self.tasks.pop(task_id, None)
+            return 200, {"agents": {n: "error: HTTP 507: sketch memory limit" if n in
+                                    self.refusing else "ok" for n in sorted(holders)}}
+        if path == "/agent/v1/bandwidth":
+            return self.bandwidth_reply
+        return 404, {"error": "no such endpoint"}
+
+    def sent(self, method: str, suffix: str) -> list[str]:
+        return [self.name_of(u) for m, u, _ in self.calls if m == method and u.endswith(suffix)]
+
+
+class Harness:
+    def __init__(self, state_dir: str, auth: AuthConfig | None = None,
+                 agents: FakeAgents | None = None) -> None:
+        self.clock = 1000.0
+        self.agents = agents if agents is not None else FakeAgents()
+        self.state_dir = state_dir
+        self.service = MeasureService(tree_topology(), state_dir, now=lambda: self.clock,
+                                      http=self.agents, fanout=3,
+                                      controller_url="http://192.168.100.254:8080",
+                                      auth=auth or AuthConfig())
+        self.wsgi = WSGIApplication()
+        register_rest(self.wsgi, self.service)
+
+    def call(self, method: str, path: str, body=None, content_type="application/json",
+             headers=None):
+        kw = {"method": method, "headers": headers or {}}
+        if body is not None:
+            kw["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
+            kw["content_type"] = content_type
+        resp = Request.blank(path, **kw).get_response(self.wsgi)
+        assert resp.content_type == "application/json", resp.body
+        assert b"Traceback" not in resp.body
+        return resp.status_int, json.loads(resp.body)
+
+    def register(self, *numbers: int) -> None:
+        for i in numbers:
+            status, _ = self.call("POST", "/measure/v1/agents", {
+                "name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                "data_ip": f"10.0.0.{i}", "mac": f"00:00:00:00:00:{i:02x}"})
+            assert status == 201
+
+    def beat(self, *numbers: int) -> None:
+        for i in numbers:
+            assert self.call("POST", f"/measure/v1/agents/h{i}/heartbeat")[0] == 200
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.clock += seconds
+        self.service.tick(self.clock)
+
+
+@pytest.fixture
+def h(tmp_path):
+    return Harness(str(tmp_path / "state"))
+
+
+POLICY = b"""tasks:
+  - {name: hh-icmp, kind: heavy_hitters, filter: {proto: icmp}, key: src_dst, increment: bytes}
+  - {name: scan, kind: port_scan, filter: {proto: tcp}, scope: [h5]}
+"""
+
+
+def test_agents_register_and_get_their_overlay_place(h):
+    h.register(*range(1, 10))
+    h.tick()
+    status, overlay = h.call("GET", "/measure/v1/overlay")
+    assert status == 200
+    assert overlay["root"] == "h1" and overlay["epoch"] == 1 and overlay["unlocated"] == []
+    assert set(overlay["parent"]) == {f"h{i}" for i in range(1, 10)}
+    assert all(len(kids) <= 3 for kids in overlay["children"].values())
+    assert sorted(h.agents.overlay) == sorted(overlay["parent"])
+    assert h.agents.overlay["h1"]["root"] is True and h.agents.overlay["h1"]["parent"] is None
+    h5 = h.agents.overlay["h5"]
+    assert h5 == {"parent": {"name": overlay["parent"]["h5"],
+                             "url": f"http://192.168.100.{overlay['parent']['h5'][1:]}:8000"},
+                  "children": [{"name": c, "url": f"http://192.168.100.{c[1:]}:8000"}
+                               for c in overlay["children"]["h5"]],
+                  "root": False, "epoch": 1, "controller": "http://192.168.100.254:8080"}
+    status, body = h.call("GET", "/measure/v1/agents")
+    assert status == 200 and [a["name"] for a in body["agents"]] == [f"h{i}" for i in range(1, 10)]
+    assert body["agents"][4]["host"] == "00:00:00:00:00:05" and body["agents"][0]["up"] is True
+    status, topo = h.call("GET", "/measure/v1/topology")
+    assert status == 200 and len(topo["switches"]) == 4 and len(topo["hosts"]) == 9
+    assert len(topo["links"]) == 3
+    # Nothing changed: no new epoch, no new pushes.
+    pushes = len(h.agents.calls)
+    h.tick()
+    assert len(h.agents.calls) == pushes and h.service.epoch == 1
+
+
+def test_apply_yaml_policy_pushes_to_root_and_reports_per_agent_status(h):
+    h.register(*range(1, 10))
+    h.tick()
+    status, body = h.call("POST", "/measure/v1/tasks", POLICY, "application/yaml")
+    assert status == 201
+    assert body == {"tasks": [{"id": "1", "name": "hh-icmp"}, {"id": "2", "name": "scan"}]}
+    h.tick()
+    assert h.agents.sent("PUT", "/agent/v1/tasks/1") == ["h1"]  # the root only
+    put = [c for c in h.agents.calls if c[1].endswith("/agent/v1/tasks/1")][0]
+    assert put[2]["key"] == "src_dst" and put[2]["increment"] == "bytes"
+    status, task = h.call("GET", "/measure/v1/tasks/1")
+    assert status == 200 and task["status"] == "active" and task["last_error"] is None
+    assert task["agents"] == {f"h{i}": "ok" for i in range(1, 10)}
+    status, tasks = h.call("GET", "/measure/v1/tasks")
+    assert [t["name"] for t in tasks["tasks"]] == ["hh-icmp", "scan"]
+    status, body = h.call("DELETE", "/measure/v1/tasks/1")
+    assert (status, body) == (200, {"id": "1", "name": "hh-icmp", "deleted": True})
+    assert h.agents.sent("DELETE", "/agent/v1/tasks/1") == ["h1"]
+    assert h.call("GET", "/measure/v1/tasks/1") == (404, {"error": "unknown task 1"})
+
+
+def test_json_bodies_single_task_and_conflicts_change_nothing(h):
+    status, body = h.call("POST", "/measure/v1/tasks", {"name": "c1", "kind": "counter"})
+    assert (status, body) == (201, {"tasks": [{"id": "1", "name": "c1"}]})
+    status, body = h.call("POST", "/measure/v1/tasks",
+                          {"tasks": [{"name": "c2", "kind": "counter"},
+                                     {"name": "c1", "kind": "counter"}]})
+    assert (status, body) == (409, {"error": "task name 'c1' is already used by task 1; "
+                                             "delete it first"})
+    status, body = h.call("POST", "/measure/v1/tasks",
+                          {"tasks": [{"name": "c3", "kind": "counter"},
+                                     {"name": "c4", "kind": "counter", "window": {"len": 1}}]})
+    assert (status, body) == (400, {"error": "policy request: task c4: unknown field "
+                                             "'window.len'"})
+    assert [t["name"] for t in h.call("GET", "/measure/v1/tasks")[1]["tasks"]] == ["c1"]
+    assert [t["name"] for t in h.service.store.tasks()] == ["c1"]
+
+
+@pytest.mark.parametrize("method,path,body,ctype,status,error", [
+    ("POST", "/measure/v1/tasks", b"name: x", "text/plain", 415,
+     "Content-Type must be application/json or application/yaml"),
+    ("POST", "/measure/v1/tasks", b"{", "application/json", 400,
+     "body is not valid JSON: Expecting property name enclosed in double quotes: "
+     "line 1 column 2 (char 1)"),
+    ("POST", "/measure/v1/tasks", b'{"name": "a", "kind": "counter", "top_k": NaN}',
+     "application/json", 400, "body is not valid JSON: NaN is not allowed"),
+    ("POST", "/measure/v1/tasks", b"tasks: [{name: a, kind: counter, key: srcdst}]",
+     "application/yaml", 400, "policy request: task a: key 'srcdst' is not one of src, dst, "
+     "src_dst, sport, dport, src_dport, dst_dport, proto, five_tuple"),
+    ("POST", "/measure/v1/tasks", b"#" * (256 * 1024 + 1), "application/yaml", 413,
+     "body of 262145 bytes is more than the limit of 262144"),
+    ("POST", "/measure/v1/tasks", b" " * (1024 * 1024 + 1), "application/json", 413,
+     "body of 1048577 bytes is more than the limit of 1048576"),
+    ("GET", "/measure/v1/tasks/0", None, None, 404,
+     "unknown task '0' (ids are positive integers)"),
+    ("GET", "/measure/v1/tasks/1%3Brm", None, None, 404,
+     "unknown task '1;rm' (ids are positive integers)"),
+    ("GET", "/measure/v1/tasks/77", None, None, 404, "unknown task 77"),
+    ("DELETE", "/measure/v1/tasks/77", None, None, 404, "unknown task 77"),
+    ("GET", "/measure/v1/tasks/77/result", None, None, 404, "unknown task 77"),
+    ("GET", "/measure/v1/events?since=-1", None, None, 400,
+     "query parameter 'since' must be a non-negative integer"),
+    ("GET", "/measure/v1/events?since=1&since=2", None, None, 400,
+     "query parameter 'since' given more than once"),
+    ("GET", "/measure/v1/nothing/here", None, None, 404,
+     "no such endpoint: /measure/v1/nothing/here"),
+    ("PUT", "/measure/v1/tasks/1", None, None, 405,
+     "method PUT is not allowed here; use DELETE, GET"),
+    ("POST", "/measure/v1/agents/h9/heartbeat", None, None, 404,
+     "agent 'h9' is not registered"),
+    ("POST", "/measure/v1/agents", {"name": "h1", "url": "gopher://x"}, "application/json",
+     400, "agent: field 'url' 'gopher://x' is not of the form http://HOST:PORT"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1"}, "application/json", 400,
+     "bandwidth: dst is required"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2", "max_duration": 1e9},
+     "application/json", 400, "bandwidth: max_duration 1000000000.0 is out of range [1, 60]"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h2", "rate": 1},
+     "application/json", 400, "bandwidth: unknown field 'rate'"),
+    ("POST", "/measure/v1/bandwidth", {"src": "h1", "dst": "h42"}, "application/json", 404,
+     "bandwidth: src 'h1' is not a known agent name or data IP"),
+    ("POST", "/measure/v1/reports", {"task_id": "1"}, "application/json", 404,
+     "unknown task 1"),
+])
+def test_errors_are_json_with_the_right_status(h, method, path, body, ctype, status, error):
+    if ctype is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    assert h.call(method, path, body, ctype) == (status, {"error": error})
+
+
+def _report(task_id: str, covered, missing, end: float, hh: dict) -> dict:
+    """A report whose snapshot is a real counter's: each ``src,dst`` key of ``hh``
+    sent as one packet of that many bytes (no packets when ``hh`` is empty)."""
+    counter = Counter(CounterSpec(key="src_dst", increment="bytes", threshold=0.5), now=end - 1)
+    flows = [k.split(",") + [v] for k, v in hh.items()]
+    counter.update(HeaderBatch.from_arrays(
+        [parse_key("src", s) for s, _, _ in flows], [parse_key("dst", d) for _, d, _ in flows],
+        [6] * len(flows), [1000] * len(flows), [80] * len(flows), [n for _, _, n in flows]),
+        end - 0.5)
+    return {"task_id": task_id, "interval_end": end, "snapshot": counter.snapshot(end),
+            "covered": covered, "missing": missing, "generated_at": end, "oldest": end,
+            "per_host": {"h2": {"total": 600, "heavy_hitters": hh}}}
+
+
+def test_reports_give_results_and_events(h):
+    h.register(1, 2, 3)
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    assert h.call("GET", "/measure/v1/tasks/1/result") == (
+        404, {"error": "no result yet for task 1 (pending)"})
+    status, body = h.call("POST", "/measure/v1/reports",
+                          _report("1", ["h1", "h2"], ["h3"], 1000.0, {"10.0.0.2,10.0.0.5": 900}))
+    assert status == 202 and body["accepted"] is True and len(body["events"]) == 1
+    status, result = h.call("GET", "/measure/v1/tasks/1/result")
+    assert status == 200
+    assert result["covered"] == ["h1", "h2"] and result["missing"] == ["h3"]
+    assert result["heavy_hitters"] == {"10.0.0.2,10.0.0.5": 900} and result["age"] == 0.0
+    status, per_host = h.call("GET", "/measure/v1/tasks/1/result?host=10.0.0.2")
+    assert status == 200 and per_host["host"] == "h2" and per_host["total"] == 600
+    assert h.call("GET", "/measure/v1/tasks/1/result?host=h7") == (
+        404, {"error": "no result yet for task 1 for host h7 (pending)"})
+    status, events = h.call("GET", "/measure/v1/events")
+    assert [(e["id"], e["kind"], e["key"]) for e in events["events"]] == [
+        (1, "heavy_hitter", "10.0.0.2,10.0.0.5")]
+    h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2", "h3"], [], 1005.0, {}))
+    status, events = h.call("GET", "/measure/v1/events?since=1")
+    assert [(e["id"], e["kind"], e["missing"]) for e in events["events"]] == [
+        (2, "coverage", [])]
+    assert h.call("POST", "/measure/v1/reports", {"task_id": "1", "interval_end": "x"}) == (
+        400, {"error": "report: field 'interval_end' must be a time from 0 to 1e+13"})
+
+
+def test_task_goes_to_the_root_with_the_agent_count(h):
+    h.register(1, 2, 3)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters",
+                                         "threshold_abs": 300})
+    h.tick()
+    puts = [(u, body) for m, u, body in h.agents.calls if m == "PUT" and "/tasks/" in u]
+    assert [u for u, _ in puts] == ["http://192.168.100.1:8000/agent/v1/tasks/1"]
+    assert puts[0][1]["_overlay"] == {"agents": 3}
+    assert {k: v for k, v in puts[0][1].items() if k != "_overlay"} == \
+        h.service.tasks["1"].task.to_dict()
+
+
+def test_delete_without_a_reachable_root_is_retried_until_a_root_acknowledges(h):
+    h.register(1, 2)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    assert h.agents.tasks["1"] == {"h1", "h2"}
+    h.agents.down.update({"h1", "h2"})
+    assert h.call("DELETE", "/measure/v1/tasks/1")[0] == 200
+    h.tick()
+    assert "1" in h.agents.tasks and h.service.pushes.deletes == {"1"}
+    for _ in range(7):  # both stop heartbeating: no live root at all for a while
+        h.tick()
+    assert h.service._root_url() is None and h.service.pushes.deletes == {"1"}
+    h.agents.down.clear()
+    h.register(1, 2)
+    h.tick()
+    assert "1" not in h.agents.tasks and h.service.pushes.deletes == set()
+    assert h.agents.sent("DELETE", "/agent/v1/tasks/1")[-1] == h.service.overlay.root
+
+
+def test_history_lists_past_results_newest_first(h):
+    h.register(1, 2, 3)
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    assert h.call("GET", "/measure/v1/tasks/1/history") == (
+        200, {"task_id": "1", "host": "*", "results": []})
+    for i, end in enumerate((1000.0, 1005.0, 1010.0)):
+        h.clock = end
+        assert h.call("POST", "/measure/v1/reports", _report(
+            "1", ["h1", "h2", "h3"], [], end, {"10.0.0.2,10.0.0.5": 900 + i}))[0] == 202
+    status, hist = h.call("GET", "/measure/v1/tasks/1/history")
+    assert status == 200 and (hist["task_id"], hist["host"]) == ("1", "*")
+    assert [(r["interval_end"], r["total"], r["age"]) for r in hist["results"]] == [
+        (1010.0, 902, 0.0), (1005.0, 901, 5.0), (1000.0, 900, 10.0)]
+    status, hist = h.call("GET", "/measure/v1/tasks/1/history?host=10.0.0.2&limit=2")
+    assert (status, hist["host"]) == (200, "h2")
+    assert [(r["host"], r["interval_end"], r["total"]) for r in hist["results"]] == [
+        ("h2", 1010.0, 600), ("h2", 1005.0, 600)]
+    assert h.call("GET", "/measure/v1/tasks/1/history?limit=1001") == (
+        400, {"error": "query parameter 'limit' must be an integer from 1 to 1000"})
+    assert h.call("GET", "/measure/v1/tasks/1/history?limit=x") == (
+        400, {"error": "query parameter 'limit' must be an integer from 1 to 1000"})
+    assert h.call("GET", "/measure/v1/tasks/7/history") == (404, {"error": "unknown task 7"})
+
+
+def test_agent_failure_moves_the_root_and_rejoin_gets_tasks_again(h):
+    h.register(*range(1, 10))
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    h.tick()
+    assert h.service.overlay.root == "h1"
+    # h1 dies: heartbeats from the others only, for longer than the timeout.
+    h.agents.down.add("h1")
+    for _ in range(7):
+        for i in range(2, 10):
+            h.call("POST", f"/measure/v1/agents/h{i}/heartbeat")
+        h.tick()
+    status, overlay = h.call("GET", "/measure/v1/overlay")
+    assert overlay["root"] != "h1" and "h1" not in overlay["parent"]
+    assert set(overlay["parent"]) == {f"h{i}" for i in range(2, 10)}
+    new_root = overlay["root"]
+    assert h.agents.sent("PUT", "/agent/v1/tasks/1")[-1] == new_root
+    assert h.call("GET", "/measure/v1/agents")[1]["agents"][0]["up"] is False
+    # h1 restarts and registers again: it gets its place and the task is re-sent.
+    h.agents.down.discard("h1")
+    before = len(h.agents.sent("PUT", "/agent/v1/tasks/1"))
+    h.register(1)
+    h.tick()
+    assert "h1" in h.service.overlay.parent
+    assert h.agents.overlay["h1"]["epoch"] == h.service.epoch
+    assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == before + 1
+    assert "h1" in h.agents.tasks["1"]
+    assert h.service.overlay.root == new_root  # the root stays where it is
+
+
+def test_unreachable_root_keeps_the_task_pending_until_it_answers(h):
+    h.register(1)
+    h.tick()
+    h.agents.down.add("h1")
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "pending"
+    assert task["last_error"] == ("root h1: PUT http://192.168.100.1:8000/agent/v1/tasks/1: "
+                                  "ConnectTimeout")
+    h.agents.down.clear()
+    h.tick()
+    assert h.call("GET", "/measure/v1/tasks/1")[1]["status"] == "active"
+
+
+def test_partial_install_is_retried_every_ten_seconds(h):
+    h.register(1, 2, 3)
+    h.tick()
+    h.agents.refusing.add("h3")
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "partial" and task["last_error"] == "failed on h3"
+    assert task["agents"]["h3"] == "error: HTTP 507: sketch memory limit"
+    for _ in range(9):
+        h.beat(1, 2, 3)
+        h.tick()
+    assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == 1
+    h.agents.refusing.clear()
+    h.beat(1, 2, 3)
+    h.tick()
+    assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == 2
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "active" and task["agents"]["h3"] == "ok"
+
+
+def test_unreachable_root_costs_one_timeout_per_tick(h):
+    h.register(1)
+    h.tick()
+    h.agents.down.add("h1")
+    h.call("POST", "/measure/v1/tasks", {"tasks": [{"name": "a", "kind": "counter"},
+                                                   {"name": "b", "kind": "counter"}]})
+    before = len(h.agents.calls)
+    h.tick()
+    assert [u for _, u, _ in h.agents.calls[before:]] == [
+        "http://192.168.100.1:8000/agent/v1/tasks/1"]
+
+
+def test_agent_with_a_newer_epoch_moves_the_controller_past_it(h):
+    # e.g. the controller's state directory was lost while agents kept running
+    h.agents.overlay["h1"] = {"epoch": 7}
+    h.register(1, 2)
+    h.tick()
+    assert h.service.epoch == 8
+    h.tick()
+    assert h.agents.overlay["h1"]["epoch"] == 8 and h.agents.overlay["h2"]["epoch"] == 8
+    assert h.service.store.get_meta("overlay_epoch") == "8"
+
+
+def test_store_failure_in_tick_is_logged_not_raised(h, caplog):
+    h.register(1)
+    h.service.store._db.execute("PRAGMA busy_timeout = 50")
+    locker = sqlite3.connect(h.service.store.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        h.tick()  # the overlay epoch cannot be stored
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert f"tick: store {h.service.store.path}: database is locked" in caplog.text
+    h.tick()
+    assert h.service.overlay.root == "h1"
+
+
+def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
+    h.register(1, 2, 3)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", POLICY, "application/yaml")
+    h.tick()
+    epoch = h.service.epoch
+    h.service.store.close()
+    again = Harness(h.state_dir)
+    status, tasks = again.call("GET", "/measure/v1/tasks")
+    assert [(t["id"], t["name"], t["status"]) for t in tasks["tasks"]] == [
+        ("1", "hh-icmp", "pending"), ("2", "scan", "pending")]
+    again.register(1, 2, 3)
+    again.tick()
+    assert again.service.epoch == epoch + 1  # agents refuse older epochs
+    assert again.agents.sent("PUT", "/agent/v1/tasks/1") == ["h1"]
+    assert again.call("GET", "/measure/v1/tasks/2")[1]["status"] == "active"
+
+
+def test_first_report_after_a_restart_is_compared_with_the_stored_result(h):
+    """A restarted controller raises events against the last stored result, whether or
+    not someone read the result first: a heavy hitter from before is not new again."""
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    hh = {"10.0.0.2,10.0.0.5": 900}
+    assert h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2"], ["h3"], 1000.0, hh)
+                  ) == (202, {"accepted": True, "events": [1]})
+    h.service.store.close()
+    again = Harness(h.state_dir)
+    assert again.call("POST", "/measure/v1/reports",
+                      _report("1", ["h1", "h2", "h3"], [], 1005.0, hh)
+                      ) == (202, {"accepted": True, "events": [2]})
+    status, events = again.call("GET", "/measure/v1/events")
+    assert [(e["id"], e["kind"], e["interval_end"]) for e in events["events"]] == [
+        (1, "heavy_hitter", 1000.0), (2, "coverage", 1005.0)]
+    assert events["events"][1]["missing"] == []
+
+
+def test_bandwidth_resolves_hosts_and_calls_the_source_agent(h):
+    h.register(5, 6)
+    status, body = h.call("POST", "/measure/v1/bandwidth",
+                          {"src": "h5", "dst": "10.0.0.6", "max_duration": 5})
+    assert status == 200
+    assert body == {"mbit_s": 9.6, "method": "slops", "src": "h5", "dst": "h6"}
+    method, url, sent = h.agents.calls[-1]
+    assert (method, url) == ("POST", "http://192.168.100.5:8000/agent/v1/bandwidth")
+    assert sent == {"dst_ip": "10.0.0.6", "dst_url": "http://192.168.100.6:8000",
+                    "method": "slops", "max_duration": 5.0, "max_bytes": 20_000_000}
+    h.agents.bandwidth_reply = (409, {"error": "a probe between h5 and h6 is running"})
+    assert h.call("POST", "/measure/v1/bandwidth", {"src": "h5", "dst": "h6"}) == (
+        502, {"error": "bandwidth: agent h5: HTTP 409: a probe between h5 and h6 is running"})
+    h.agents.down.add("h5")
+    assert h.call("POST", "/measure/v1/bandwidth", {"src": "h5", "dst": "h6"}) == (
+        503, {"error": "bandwidth: agent h5 unreachable: POST "
+                       "http://192.168.100.5:8000/agent/v1/bandwidth: ConnectTimeout"})
+    h.clock += 100
+    h.service.tick(h.clock)
+    assert h.call("POST", "/measure/v1/bandwidth", {"src": "h5", "dst": "h6"}) == (
+        503, {"error": "bandwidth: agent h5 (src) is down"})
+
+
+def test_bandwidth_task_in_a_policy_runs_once_and_stores_its_result(h):
+    h.call("POST", "/measure/v1/tasks",
+           {"name": "bw", "kind": "bandwidth", "src": "h5", "dst": "h6"})
+    h.tick()  # agents not registered yet: stays pending
+    task = h.call("GET", "/measure/v1/tasks/1")[1]
+    assert task["status"] == "pending"
+    assert task["last_error"] == "bandwidth: src 'h5' is not a known agent name or data IP"
+    h.register(5, 6)
+    h.tick()
+    assert h.call("GET", "/measure/v1/tasks/1")[1]["status"] == "done"
+    status, result = h.call("GET", "/measure/v1/tasks/1/result")
+    assert status == 200 and result["mbit_s"] == 9.6 and result["src"] == "h5"
+    calls = len(h.agents.calls)
+    h.tick()
+    assert len(h.agents.calls) == calls  # not repeated
+    h.agents.bandwidth_reply = (504, {"error": "probe timed out"})
+    h.call("POST", "/measure/v1/tasks",
+           {"name": "bw2", "kind": "bandwidth", "src": "h6", "dst": "h5", "method": "bulk"})
+    h.tick()
+    task = h.call("GET", "/measure/v1/tasks/2")[1]
+    assert (task["status"], task["last_error"]) == (
+        "failed", "bandwidth: agent h6: HTTP 504: probe timed out")
+    assert h.agents.calls[-1][2]["method"] == "bulk"
+    assert h.service.store.task("2")["status"] == "failed"
+    assert h.call("GET", "/measure/v1/tasks/2/result")[0] == 404
+
+
+def test_authentication_for_people_and_agents(tmp_path):
+    secret = b"s" * 43
+    token = "t" * 43
+    h = Harness(str(tmp_path / "state"),
+                auth=AuthConfig(token=token, secret=secret, verifier=Verifier(secret)))
+    body = {"name": "c", "kind": "counter"}
+    assert h.call("POST", "/measure/v1/tasks", body) == (
+        401, {"error": "missing bearer token (send 'Authorization: Bearer <token>')"})
+    assert h.call("POST", "/measure/v1/tasks", body,
+                  headers={"Authorization": "Bearer nope"}) == (
+        401, {"error": "invalid bearer token"})
+    assert h.call("GET", "/measure/v1/tasks")[0] == 401
+    assert h.service.store.tasks() == []
+    ok = {"Authorization": f"Bearer {token}"}
+    assert h.call("POST", "/measure/v1/tasks", body, headers=ok)[0] == 201
+    assert h.call("GET", "/measure/v1/tasks", headers=ok)[0] == 200
+    # An agent signs its registration with the shared secret.
+    import requests
+
+    reg = {"name": "h1", "url": "http://192.168.100.1:8000", "data_ip": "10.0.0.1"}
+    prepared = requests.Request("POST", "http://c/measure/v1/agents", json=reg).prepare()
+    HmacAuth(secret)(prepared)
+    req = Request.blank("/measure/v1/agents", method="POST", body=prepared.body,
+                        content_type="application/json",
+                        headers={k: v for k, v in prepared.headers.items()
+                                 if k.startswith("X-Measure")})
+    assert req.get_response(h.wsgi).status_int == 201
+    assert req.get_response(h.wsgi).status_int == 401  # replayed
+    h.service.auth.reads_open = True
+    assert h.call("GET", "/measure/v1/agents")[0] == 200
+
+
+def test_store_trouble_is_503_and_unexpected_errors_are_500_without_details(h):
+    h.service.store._db.execute("PRAGMA busy_timeout = 50")
+    locker = sqlite3.connect(h.service.store.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        status, body = h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert (status, body) == (503, {"error": f"store {h.service.store.path}: database is locked"})
+    assert h.call("GET", "/measure/v1/tasks") == (200, {"tasks": []})
+
+    def broken():
+        raise RuntimeError("secret internals")
+
+    h.service.list_tasks = broken
+    assert h.call("GET", "/measure/v1/tasks") == (
+        500, {"error": "internal error (logged by the controller)"})
+
+
+HOSTILE_PATHS = [
+    ("GET", "/measure/v1/tasks/%ff", "request path is not valid UTF-8"),
+    ("GET", "/measure/v1/%ff", "request path is not valid UTF-8"),
+    ("GET", "/measure/v1/agents/%ff/heartbeat", "request path is not valid UTF-8"),
+    ("POST", "/measure/v1/agents/%ff/heartbeat", "request path is not valid UTF-8"),
+    ("GET", "/measure/v1/tasks/1/result?host=%ff", "request query is not valid UTF-8"),
+    ("GET", "/measure/v1/events?since=%ff", "request query is not valid UTF-8"),
+    ("GET", "/measure/v1/events?since=1%0a", "request query contains a control character"),
+    ("GET", "/measure/v1/a%0ab", "request path contains a control character"),
+    ("DELETE", "/measure/v1/tasks/1%0a", "request path contains a control character"),
+    ("GET", "/measure/v1/tasks/1%00", "request path contains a control character"),
+]
+
+
+@pytest.mark.parametrize("secured", [False, True])
+@pytest.mark.parametrize("method,path,error", HOSTILE_PATHS)
+def test_hostile_paths_get_a_json_400_and_change_nothing(tmp_path, method, path, error, secured):
+    token = "t" * 43
+    auth = AuthConfig(token=token, secret=b"s" * 43, verifier=Verifier(b"s" * 43)) \
+        if secured else None
+    h = Harness(str(tmp_path / "state"), auth=auth)
+    ok = {"Authorization": f"Bearer {token}"}
+    assert h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"},
+                  headers=ok)[0] == 201
+    for headers in ({}, ok):
+        assert h.call(method, path, headers=headers) == (400, {"error": error})
+    assert [t["id"] for t in h.call("GET", "/measure/v1/tasks", headers=ok)[1]["tasks"]] == ["1"]
+
+
+def test_report_bodies_may_be_16_mib_other_bodies_1_mib(h):
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    big = _report("1", ["h1"], [], 1000.0, {})
+    big["pad"] = "x" * (2 * 1024 * 1024)
+    assert h.call("POST", "/measure/v1/reports", big) == (
+        400, {"error": "report: unknown field 'pad'"})
+    assert h.call("POST", "/measure/v1/reports", b" " * (16 * 1024 * 1024 + 1)) == (
+        413, {"error": "body of 16777217 bytes is more than the limit of 16777216"})
+    assert h.call("POST", "/measure/v1/agents", b" " * (1024 * 1024 + 1)) == (
+        413, {"error": "body of 1048577 bytes is more than the limit of 1048576"})
+
+
+def test_corrupt_store_stops_the_service_with_a_clear_error(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "measure.db").write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError, match=r"measure\.db: file is not a database$"):
+        Harness(str(state))
+
+
+# ---------------------------------------------------------------- real processes
+
+def test_controller_process_with_real_agents_keeps_tasks_across_restart(controller_factory,
+                                                                        tmp_path):
+    """``python -m ryu_app`` + three API-only agents on loopback, signed both ways."""
+    import os
+    import subprocess
+    import sys
+
+    import requests
+
+    from testing.netns import ROOT
+    from testing.procs import free_port, stop_process, wait_until
+
+    state = tmp_path / "state"
+    port = free_port()
+    env = {"MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}",
+           "MEASURE_FANOUT": "2"}
+    ctl = controller_factory(rest_port=port, env=env)
+    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
+               timeout=10, message="credential files")
+    token = (state / "controller.token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    agents = []
+
+    def get(path):
+        resp = requests.get(f"{ctl.url}/measure/v1{path}", headers=auth, timeout=5)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    try:
+        for i in (1, 2, 3):
+            agent_port = free_port()
+            agents.append(subprocess.Popen(
+                [sys.executable, "-m", "host_agent", "--name", f"a{i}", "--controller", ctl.url,
+                 "--listen", "127.0.0.1", "--port", str(agent_port),
+                 "--advertise", f"http://127.0.0.1:{agent_port}", "--no-capture",
+                 "--secret-file", str(state / "agent.secret"), "--data-ip", f"10.99.0.{i}"],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ}))
+        overlay = wait_until(lambda: (o := get("/overlay")) and len(o["parent"]) == 3 and o,
+                             timeout=20, message="three agents in the overlay")
+        # Not in the topology (no switches here): the first agent seen stays root.
+        root = overlay["root"]
+        assert overlay["children"][root] == sorted({"a1", "a2", "a3"} - {root})
+        with open(os.path.join(ROOT, "policies", "flow_size_distribution.yaml"), "rb") as f:
+            policy = f.read()
+        resp = requests.post(f"{ctl.url}/measure/v1/tasks", data=policy, timeout=5,
+                             headers={"Content-Type": "application/yaml"})
+        assert resp.status_code == 401
+        resp = requests.post(f"{ctl.url}/measure/v1/tasks", data=policy, timeout=5,
+                             headers={**auth, "Content-Type": "application/yaml"})
+        assert resp.status_code == 201 and resp.json() == {
+            "tasks": [{"id": "1", "name": "flow-size-icmp"}]}
+        everyone = {"a1": "ok", "a2": "ok", "a3": "ok"}
+        wait_until(lambda: get("/tasks/1")["agents"] == everyone, timeout=15,
+                   message="task installed on every agent")
+        assert get("/tasks/1")["status"] == "active"
+        epoch = get("/overlay")["epoch"]
+
+        stop_process(ctl.proc)
+        ctl = controller_factory(rest_port=port, env=env)
+        tasks = get("/tasks")["tasks"]
+        assert [(t["id"], t["name"]) for t in tasks] == [("1", "flow-size-icmp")]
+        # Agents notice (heartbeat 404), register again, and get the task from the new root.
+        wait_until(lambda: get("/tasks/1")["agents"] == everyone
+                   and get("/tasks/1")["status"] == "active", timeout=20,
+                   message="task active again after the restart")
+        assert get("/overlay")["epoch"] > epoch
+    finally:
+        for proc in agents:
+            stop_process(proc)

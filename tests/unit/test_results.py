@@ -1,0 +1,194 @@
+"""Unit tests of the controller's Results: latest, per-host, history, events."""
+
+from __future__ import annotations
+
+import pytest
+
+from measure_model.sketch.countmin import CountMinSketch
+from measure_model.sketch.hll import HyperLogLog
+from ryu_app.service.results import MemoryStore, Results
+
+SKETCH = CountMinSketch(64, 2, 1).to_wire()
+HLL = HyperLogLog(12).to_wire()
+
+
+def report(end: float, hh: dict | None = None, scan: dict | None = None,
+           missing: list | None = None, **kw) -> dict:
+    snap = {"key": "src", "increment": "pkt", "packets": 30, "bytes": 3000, "total": 30,
+            "sketch": SKETCH,
+            "heavy_hitters": hh or {}, "top_k": sorted((hh or {}).items()),
+            "distinct": {"estimate": 3, "hll": HLL, "precision": 12},
+            "scan": scan or {}}
+    base = {"task_id": "t1", "epoch": 1, "from": "h1", "interval_end": end,
+            "generated_at": end + 0.2, "snapshot": snap, "covered": ["h1", "h2"],
+            "missing": missing or [], "oldest": end + 0.01, "scan_ports": 5,
+            "per_host": {"h1": {"packets": 10, "bytes": 1000, "total": 10,
+                                "heavy_hitters": {"10.0.0.9": 10}, "generated_at": end + 0.01},
+                         "h2": {"packets": 20, "bytes": 2000, "total": 20,
+                                "heavy_hitters": {}, "generated_at": end + 0.05}}}
+    return {**base, **kw}
+
+
+@pytest.fixture
+def results() -> Results:
+    return Results(MemoryStore(history=3))
+
+
+def test_latest_global_result_has_coverage_and_age_and_no_raw_sketch(results):
+    assert results.latest("t1") is None
+    results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
+    res = results.latest("t1", now=11.01)
+    assert res["host"] == "*" and res["interval_end"] == 10.0
+    assert res["packets"] == 30 and res["heavy_hitters"] == {"10.0.0.9": 12}
+    assert res["covered"] == ["h1", "h2"] and res["missing"] == [] and res["complete"] is True
+    assert res["age"] == 1.0  # since the oldest data inside (10.01)
+    assert res["sketch"] == {"width": 64, "depth": 2, "seed": 1, "conservative": True}
+    assert res["distinct"] == {"estimate": 3, "precision": 12}
+
+
+def test_per_host_result(results):
+    results.ingest(report(10.0), now=10.5)
+    h2 = results.latest("t1", host="h2", now=12.05)
+    assert (h2["host"], h2["packets"], h2["bytes"], h2["age"]) == ("h2", 20, 2000, 2.0)
+    assert results.latest("t1", host="h9") is None
+
+
+def test_history_is_bounded_and_newest_first(results):
+    for k in range(5):
+        results.ingest(report(10.0 + 5 * k), now=10.5 + 5 * k)
+    assert [r["interval_end"] for r in results.history("t1", limit=10)] == [30.0, 25.0, 20.0]
+    assert [r["interval_end"] for r in results.history("t1", host="h1", limit=2)] == [30.0, 25.0]
+
+
+def test_latest_survives_a_restart_through_the_store():
+    store = MemoryStore()
+    Results(store).ingest(report(10.0), now=10.5)
+    again = Results(store)
+    assert again.latest("t1", now=10.51)["interval_end"] == 10.0
+
+
+def test_first_report_after_a_restart_raises_events_against_the_stored_result():
+    store = MemoryStore()
+    assert Results(store).ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5) == [1]
+    again = Results(store)  # nobody read the result before the next report
+    assert again.ingest(report(15.0, hh={"10.0.0.9": 14}, missing=["h3"]), now=15.5) == [2]
+    assert [(e["kind"], e.get("missing")) for e in again.events()] == [
+        ("heavy_hitter", None), ("coverage", ["h3"])]
+
+
+def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
+    ids1 = results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
+    ids2 = results.ingest(report(15.0, hh={"10.0.0.9": 20, "10.0.0.7": 15, "10.0.0.8": 15},
+                                 scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5], "dsts": ["10.0.0.5"]},
+                                       "10.0.0.4": {"ports": [1, 2, 3, 4], "dsts": []}}),
+                          now=15.5)
+    ids3 = results.ingest(report(20.0, hh={"10.0.0.9": 25, "10.0.0.7": 15},
+                                 scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5, 6], "dsts": []}}),
+                          now=20.5)
+    assert ids1 == [1] and ids2 == [2, 3, 4] and ids3 == []
+    events = results.events(since=0)
+    assert [(e["id"], e["kind"]) for e in events] == [
+        (1, "heavy_hitter"), (2, "heavy_hitter"), (3, "heavy_hitter"), (4, "port_scan")]
+    assert events[1] == {"id": 2, "ts": 15.5, "task_id": "t1", "kind": "heavy_hitter",
+                         "interval_end": 15.0, "key": "10.0.0.7", "value": 15}
+    assert events[3] == {"id": 4, "ts": 15.5, "task_id": "t1", "kind": "port_scan",
+                         "interval_end": 15.0, "src": "10.0.0.6", "ports": 5,
+                         "dsts": ["10.0.0.5"]}
+    assert [e["id"] for e in results.events(since=2)] == [3, 4]
+    assert results.events(since=4) == []
+
+
+def test_a_flow_size_task_raises_no_heavy_hitter_events(results):
+    flows = {"10.0.0.1": 168, "10.0.0.6": 168}
+    assert results.ingest(report(10.0, hh=flows, kind="flow_size"), now=10.5) == []
+    assert results.ingest(report(15.0, hh={**flows, "10.0.0.7": 84},
+                                 kind="flow_size"), now=15.5) == []
+    assert results.latest("t1")["heavy_hitters"] == flows | {"10.0.0.7": 84}
+
+
+def test_coverage_change_is_an_event(results):
+    results.ingest(report(10.0), now=10.5)
+    results.ingest(report(15.0, missing=["h3"], covered=["h1", "h2"]), now=15.5)
+    (event,) = results.events()
+    assert event["kind"] == "coverage" and event["missing"] == ["h3"]
+    assert results.latest("t1")["complete"] is False
+
+
+@pytest.mark.parametrize("body, message", [
+    ([], "report: body must be a JSON object"),
+    ({"task_id": ""}, "report: field 'task_id' must be a task id"),
+    ({"task_id": "t1", "interval_end": "5"},
+     "report: field 'interval_end' must be a time from 0 to 1e+13"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": [], "covered": [], "missing": []},
+     "report: field 'snapshot' must be a counter snapshot, or null when nothing in the "
+     "subtree measures the task"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": {}, "covered": [], "missing": []},
+     "report: field 'snapshot' must be a counter snapshot, or null when nothing in the "
+     "subtree measures the task"),
+    ({"task_id": "t1", "interval_end": 10 ** 400, "snapshot": None, "covered": [],
+      "missing": []}, "report: field 'interval_end' must be a time from 0 to 1e+13"),
+    ({"task_id": "t1", "interval_end": 5, "covered": [], "missing": []},
+     "report: field 'snapshot' is required (null: no data in this subtree)"),
+    ({"task_id": "t1", "interval_end": 5, "snapshot": None, "covered": [], "missing": [],
+      "per_host": {"h1": 3}},
+     "report: per_host 'h1' must be an object with fields packets, bytes, total, "
+     "heavy_hitters, top_k, distinct, scan, missed, generated_at, monitor, answer"),
+    ({"task_id": "t1", "interval_end": 5, "covered": [], "missing": [],
+      "snapshot": {"key": "src", "increment": "pkt", "packets": 1, "bytes": 1, "total": 1}},
+     "snapshot: has no sketch; it cannot be merged"),
+])
+def test_bad_reports_are_rejected(results, body, message):
+    with pytest.raises(ValueError) as err:
+        results.ingest(body, now=1.0)
+    assert str(err.value) == message
+    assert results.latest("t1") is None and results.events() == []
+
+
+def test_since_must_be_a_non_negative_integer(results):
+    with pytest.raises(ValueError, match="^events: 'since' must be a non-negative integer$"):
+        results.events(since=-1)
+
+
+def test_with_the_sqlite_store_two_writes_per_report_and_restart(tmp_path):
+    from ryu_app.service.store import Store
+
+    store = Store(str(tmp_path / "measure.db"), history=3)
+    results = Results(store)
+    for k in range(4):
+        results.ingest(report(10.0 + 5 * k, hh={"10.0.0.9": 12} if k >= 2 else {}),
+                       now=10.5 + 5 * k)
+    assert [e["id"] for e in results.events()] == [1]
+    store.close()
+    again = Results(Store(str(tmp_path / "measure.db"), history=3))
+    assert again.latest("t1", now=26.0)["interval_end"] == 25.0
+    h1 = again.latest("t1", host="h1", now=26.0)
+    assert (h1["host"], h1["packets"], h1["interval_end"]) == ("h1", 10, 25.0)
+    assert [r["interval_end"] for r in again.history("t1", host="h2")] == [25.0, 20.0, 15.0]
+    assert again.events(since=0)[0]["key"] == "10.0.0.9"
+
+
+def test_stored_results_drop_raw_sketch_candidates_and_long_windows(results):
+    rep = report(10.0)
+    rep["snapshot"]["candidates"] = {"10.0.0.9": 12}
+    rep["snapshot"]["window"] = {"start": 9.0, "length": 1.0, "distinct": 150,
+                                 "counts": {f"10.0.{i // 256}.{i % 256}": i for i in range(150)}}
+    results.ingest(rep, now=10.5)
+    res = results.latest("t1")
+    assert "candidates" not in res and "hll" not in res["distinct"]
+    assert len(res["window"]["counts"]) == 100 and res["window"]["truncated"] is True
+    assert min(res["window"]["counts"].values()) == 50 and res["window"]["distinct"] == 150
+
+
+def test_an_agent_dropped_from_the_tree_stays_missing_until_back(results):
+    results.ingest(report(10.0, covered=["h1", "h2", "h3"]), now=10.5)
+    results.ingest(report(15.0, covered=["h1", "h2"]), now=15.5)  # h3 left the tree
+    res = results.latest("t1", now=16.0)
+    assert res["missing"] == ["h3"] and res["complete"] is False
+    results.ingest(report(20.0, covered=["h1", "h2", "h3"]), now=20.5)
+    assert results.latest("t1")["missing"] == [] and results.latest("t1")["complete"]
+    assert [(e["kind"], e["missing"]) for e in results.events()] == [
+        ("coverage", ["h3"]), ("coverage", [])]
+    results.ingest(report(25.0, covered=["h1", "h2"]), now=25.5)
+    results.forget_agent("h3")
+    results.ingest(report(30.0, covered=["h1", "h2"]), now=30.5)
+    assert results.latest("t1")["missing"] == []

@@ -1,0 +1,112 @@
+"""``measure watch`` and the CLI's progress lines, over real HTTP to the controller app."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+from measure_cli.cli import main
+from measure_cli.watch import CLEAR, Progress, watch
+from tests.unit.test_cli import POLICY, controller  # noqa: F401 - the fixture
+from tests.unit.test_rest import _report
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):  # noqa: F811
+    harness, url, token = controller
+    base = ["--url", url, "--token-file", token]
+    assert main([*base, "apply", POLICY]) == 0
+    capsys.readouterr()
+    assert main([*base, "watch", "1", "--interval", "0.1", "--count", "2"]) == 0
+    frames = capsys.readouterr().out.split("\n\nmeasure watch 1")
+    assert len(frames) == 2
+    for frame in frames:
+        assert "waiting for the first result: " in frame
+        assert "(HTTP 404: no result yet for task 1 (pending))" in frame
+    harness.clock = 1000.0
+    harness.service.ingest_report(_report("1", ["h1", "h5"], [], 1000.0,
+                                          {"10.0.0.1,10.0.0.5": 700}))
+    assert main([*base, "watch", "1", "--interval", "0.1", "--count", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("measure watch 1  every 0.1 s  ") == 3
+    assert out.count("heavy hitters (>= 50% of 700 bytes)") == 3
+    assert out.count("\n10.0.0.1,10.0.0.5  ") == 3
+    assert CLEAR not in out  # not a terminal: frames one after the other
+    assert main([*base, "watch", "7", "--count", "1"]) == 1
+    assert capsys.readouterr().err == "measure: HTTP 404: unknown task 7\n"
+
+
+def test_watch_on_a_terminal_clears_the_screen_each_frame():
+    results = iter([{"task_id": "3", "total": 1}, {"task_id": "3", "total": 2}])
+    out = Tty()
+    assert watch(lambda: next(results), lambda r: f"total {r['total']}", "measure watch 3", 1.0,
+                 out, count=2, sleep=lambda s: None) == 0
+    frames = out.getvalue().split(CLEAR)
+    assert frames[0] == "" and len(frames) == 3
+    assert frames[1].endswith("\n\ntotal 1\n") and frames[2].endswith("\n\ntotal 2\n")
+
+
+def test_watch_stops_quietly_on_ctrl_c():
+    def fetch():
+        raise KeyboardInterrupt
+
+    out = io.StringIO()
+    assert watch(fetch, str, "t", 1.0, out) == 0
+    assert out.getvalue() == "\n"
+
+
+def test_result_wait_shows_progress_until_the_first_result(controller, capsys):  # noqa: F811
+    harness, url, token = controller
+    base = ["--url", url, "--token-file", token]
+    assert main([*base, "apply", POLICY]) == 0
+    capsys.readouterr()
+
+    def later():
+        harness.clock = 1000.0
+        harness.service.ingest_report(_report("1", ["h1"], [], 1000.0, {"10.0.0.1,10.0.0.5": 9}))
+
+    timer = threading.Timer(1.6, later)
+    timer.start()
+    try:
+        assert main([*base, "result", "1", "--wait", "20"]) == 0
+    finally:
+        timer.cancel()
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines[0] == "waiting for the first result of task 1..."
+    assert lines[1].startswith("waiting for the first result of task 1: 1.")
+    assert lines[1].endswith(" s of about 20 s (no result yet for task 1 (pending))")
+    assert lines[-1].startswith("waiting for the first result of task 1: done after ")
+    assert "10.0.0.1,10.0.0.5" in captured.out
+    assert main([*base, "result", "1", "--wait", "0.5", "--host", "h9"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "measure: task 1: h9 runs no agent, so it has no result (agents: none)"
+    assert "failed after" in err[-2]
+
+
+def test_progress_on_a_terminal_rewrites_one_line():
+    clock = iter([0.0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8])
+    out = Tty()
+    with Progress("probing h1 -> h5", out, expected=10, clock=lambda: next(clock)) as p:
+        p._write(p.line())
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[Kprobing h1 -> h5...")
+    assert "\r\x1b[Kprobing h1 -> h5: 0.3 s of about 10 s" in text
+    assert text.endswith("probing h1 -> h5: done after 0.6 s\n")
+
+
+def test_bw_shows_progress_on_stderr_and_the_table_on_stdout(controller, capsys):  # noqa: F811
+    harness, url, token = controller
+    for i in (1, 5):
+        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                                        "data_ip": f"10.0.0.{i}"})
+    assert main(["--url", url, "--token-file", token, "bw", "h1", "h5", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert '"mbit_s": 9.6' in captured.out and "probing" not in captured.out
+    err = captured.err.splitlines()
+    assert err[0] == "probing the bandwidth h1 -> h5 (slops)..."
+    assert err[-1].startswith("probing the bandwidth h1 -> h5 (slops): done after ")
