@@ -18,6 +18,9 @@ forgotten and re-learned at their real place.
 Flooding uses a spanning tree over the switches: a BFS tree from the
 smallest dpid of each connected component, recomputed lazily after every
 change (``version`` counts changes, so callers can cache per version).
+Unicast follows one BFS tree per destination switch (``dst_tree``), so the
+path of any pair is known exactly; switch links in ``avoided`` (the
+``avoid_link`` reaction) are left out of those trees, never out of flooding.
 Every port also remembers since when it has been known (``port_age``): a
 port that has just appeared may still turn out to be an inter-switch link,
 so forwarding can wait a moment before flooding out of it.
@@ -101,6 +104,10 @@ class Topology:
         self._port_since: dict[tuple[int, int], float] = {}
         self._tree_version = -1
         self._tree_ports: set[tuple[int, int]] = set()
+        self._routes: dict[int, dict[int, int]] = {}
+        self._routes_version = -1
+        #: switch links unicast routing leaves out (``avoid_link``); flooding keeps them
+        self.avoided: set[frozenset[int]] = set()
 
     def _changed(self) -> None:
         self.version += 1
@@ -308,14 +315,69 @@ class Topology:
     def _switch_graph(self) -> nx.Graph:
         return self.graph.subgraph(self.switches())
 
+    def _routing_graph(self) -> nx.Graph:
+        """The switch graph without the avoided links."""
+        graph = self._switch_graph()
+        if not self.avoided:
+            return graph
+        return nx.restricted_view(graph, [], [tuple(e) for e in self.avoided
+                                              if graph.has_edge(*tuple(e))])
+
+    def dst_tree(self, dst_dpid: int) -> dict[int, int]:
+        """Next hop toward ``dst_dpid`` of every switch that reaches it (BFS from it,
+        neighbours in dpid order, avoided links left out). Cached per version."""
+        if self._routes_version != self.version:
+            self._routes, self._routes_version = {}, self.version
+        tree = self._routes.get(dst_dpid)
+        if tree is None:
+            tree = {}
+            if self.has_switch(dst_dpid):
+                tree = {child: parent for parent, child in
+                        nx.bfs_edges(self._routing_graph(), dst_dpid, sort_neighbors=sorted)}
+            self._routes[dst_dpid] = tree
+        return tree
+
     def shortest_path(self, src_dpid: int, dst_dpid: int) -> list[int] | None:
-        """Switches from ``src_dpid`` to ``dst_dpid`` (inclusive), or None."""
+        """Switches from ``src_dpid`` to ``dst_dpid`` (inclusive), or None.
+
+        Every path toward one destination follows that destination's BFS tree
+        (``dst_tree``), so a switch's next hop toward a destination is the same
+        whichever source asked: destination-based flows written for different
+        sources agree and never loop, and the path of any pair can be recomputed
+        exactly (``ryu_app.paths``)."""
         if not (self.has_switch(src_dpid) and self.has_switch(dst_dpid)):
             return None
-        try:
-            return nx.shortest_path(self._switch_graph(), src_dpid, dst_dpid)
-        except nx.NetworkXNoPath:
-            return None
+        tree = self.dst_tree(dst_dpid)
+        path = [src_dpid]
+        while path[-1] != dst_dpid:
+            nxt = tree.get(path[-1])
+            if nxt is None:
+                return None
+            path.append(nxt)
+        return path
+
+    def set_avoided(self, links: set[frozenset[int]]) -> bool:
+        """Route around these switch links (each a frozenset of two dpids). True if
+        that changed anything (callers then drop the forwarding flows)."""
+        links = {frozenset(e) for e in links}
+        if links == self.avoided:
+            return False
+        self.avoided = links
+        self._changed()
+        return True
+
+    def connected_without(self, link: frozenset[int]) -> bool:
+        """True if every switch still reaches every other of its component once ``link``
+        (and the links already avoided) is left out: routing around it isolates nobody."""
+        graph = self._switch_graph()
+        if not graph.has_edge(*tuple(link)):
+            return False
+        rest = nx.restricted_view(graph, [], [tuple(e) for e in self.avoided | {link}
+                                              if graph.has_edge(*tuple(e))])
+        a, b = tuple(link)
+        return nx.has_path(rest, a, b) and all(
+            nx.number_connected_components(rest.subgraph(c)) == 1
+            for c in nx.connected_components(graph))
 
     # ------------------------------------------------------------ flooding
 
