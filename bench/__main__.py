@@ -178,6 +178,17 @@ def load_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     return figs, {"no errors under load": t.get("errors") == 0 and bool(t.get("count"))}
 
 
+def paths_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs: dict[str, Any] = {}
+    for r in d.get("rows", []):
+        n = r["n"]
+        figs[f"n{n}_precision"] = round(r["precision"], 3)
+        figs[f"n{n}_recall_ge_1pct"] = round(r["recall_ge_1pct"], 3)
+        figs[f"n{n}_detect_p95_intervals"] = r["detect_p95_intervals"]
+        figs[f"n{n}_probe_kbit_s_host"] = round(r["probe_bps_busiest_host"] / 1e3, 1)
+    return figs, dict(d.get("targets", {}))
+
+
 def sampling_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     figs: dict[str, Any] = {}
     ok: dict[str, bool] = {}
@@ -248,6 +259,12 @@ PARTS = [
          full=["--repeat", "16"], quick=["--quick"], budget_s=150, root=True, mininet=True,
          headline=reactions_headline,
          targets=["interval end -> flow <= 100 ms (p99)"]),
+    Part("paths", "bench.paths",
+         "path health: localize one lossy link (0.5-20%) from probe pairs over simulated "
+         "fat-trees of 100 and 1,000 hosts", full=[], quick=["--quick"], budget_s=150,
+         headline=paths_headline,
+         targets=["precision >= 0.99", "recall >= 0.95 for loss >= 1%",
+                  "detection within 2 intervals", "probes <= 1% of 1 Gbit/s per host"]),
     # bench.load takes the Mininet lock itself (it has no --no-lock): the runner waits for
     # the lock to be free, then starts it.
     Part("load", "bench.load",

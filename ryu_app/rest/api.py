@@ -378,6 +378,28 @@ class MeasureController(ControllerBase):
             raise HttpError(400, "query parameter 'by' must be bytes or packets")
         return json_response(self.service.flows(task_id, int(top), by))
 
+    @route("measure", PREFIX + "/tasks/{task_id}/paths", methods=["GET"])
+    @_api()
+    def get_paths(self, req, task_id, **_kw):
+        return json_response(self.service.pair_paths(parse_task_id(task_id)))
+
+    @route("measure", PREFIX + "/links", methods=["GET"])
+    @_api()
+    def get_links(self, req, **_kw):
+        return json_response(self.service.links())
+
+    @route("measure", PREFIX + "/diagnose", methods=["GET"])
+    @_api()
+    def get_diagnose(self, req, **_kw):
+        refs = []
+        for name in ("src", "dst"):
+            ref = _query(req, name)
+            if not ref:
+                raise HttpError(400, f"query parameter '{name}' is required (a host name "
+                                     f"or data IP)")
+            refs.append(parse_name(ref, name))
+        return json_response(self.service.diagnose(*refs))
+
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):

@@ -64,6 +64,8 @@ from ryu_app.reactions.actions import ProtectedTarget, UnknownHost, manager_from
 from ryu_app.service.bandwidth_jobs import BandwidthJobs
 from ryu_app.service.health import TickerHealth
 from ryu_app.service.overlay import Overlay, build_overlay
+from ryu_app.service.pathhealth import KIND as PATH_KIND
+from ryu_app.service.pathhealth import TCP_KIND, PathHealth, diagnose, tcp_between
 from ryu_app.service.pushes import Pushes
 from ryu_app.service.registry import DEFAULT_TIMEOUT, Registry, host_node
 from ryu_app.service.results import Results
@@ -117,6 +119,8 @@ class MeasureService:
         self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
                                         spawn=self.runner.submit, locate=self._locate)
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
+        self.pathhealth = PathHealth(topology, self.registry)
+        self.results.localize = self.pathhealth.localize
 
     def _signer(self) -> Any:
         """The request signer for agents (None without a shared secret)."""
@@ -176,6 +180,7 @@ class MeasureService:
         self.pushes.forget_task(task_id)
         self.actions.lift_task(task_id)
         self.results.forget(task_id)
+        self.pathhealth.forget(task_id)
         if record.pushed:
             self.pushes.deletes.add(task_id)
             if self.wake is not None:
@@ -260,6 +265,75 @@ class MeasureService:
             events += self.actions.react(record.id, record.task, raised,
                                          self.results.latest(record.id, now=self.now()))
         return {"accepted": True, "events": events}
+
+    # ------------------------------------------------------------ path health
+
+    def _kind_tasks(self, kind: str) -> list[TaskRecord]:
+        return [r for _, r in sorted(self.tasks.items(), key=lambda kv: int(kv[0]))
+                if r.task.kind == kind]
+
+    def pair_paths(self, task_id: str) -> dict[str, Any]:
+        """Each pair of a path_health task with its figures and path (``measure paths``)."""
+        record = self._record(task_id)
+        if record.task.kind != PATH_KIND:
+            raise NotFound(f"task {task_id} is of kind {record.task.kind}: it has no paths")
+        latest = self.results.latest(task_id, now=self.now())
+        if latest is None:
+            raise NotFound(f"no result yet for task {task_id} ({record.status})")
+        return {"task_id": task_id, "interval_end": latest["interval_end"],
+                "pairs": self.pathhealth.pair_paths(latest),
+                "links": latest.get("links") or []}
+
+    def links(self) -> dict[str, Any]:
+        """Every link's latest estimate over the path_health tasks (``measure links``):
+        per link the task whose estimate is most confident; suspects first."""
+        best: dict[str, dict[str, Any]] = {}
+        for record in self._kind_tasks(PATH_KIND):
+            latest = self.results.latest(record.id, now=self.now())
+            for link in (latest or {}).get("links") or []:
+                name = link.get("name")
+                old = best.get(name)
+                rank = (link.get("suspect"), link.get("pairs", 0) > 0, link.get("confidence"))
+                if old is None or rank > (old.get("suspect"), old.get("pairs", 0) > 0,
+                                          old.get("confidence")):
+                    best[name] = {**link, "task_id": record.id}
+        links = sorted(best.values(), key=lambda x: (not x.get("suspect"),
+                                                     -(x.get("confidence") or 0),
+                                                     -(x.get("loss") or 0), x.get("name")))
+        return {"links": links, "suspects": [x for x in links if x.get("suspect")]}
+
+    def diagnose(self, src: str, dst: str) -> dict[str, Any]:
+        """Is the path from ``src`` to ``dst`` healthy now (``GET diagnose``)."""
+        names = []
+        for field, ref in (("src", src), ("dst", dst)):
+            agent = self.registry.find(ref)
+            if agent is None:
+                raise NotFound(f"diagnose: field '{field}': unknown host {ref!r}")
+            names.append(agent.name)
+        if names[0] == names[1]:
+            raise BadRequest("diagnose: field 'dst' must differ from 'src'")
+        a, b = names
+        tasks = []
+        for record in self._kind_tasks(PATH_KIND):
+            latest = self.results.latest(record.id, now=self.now())
+            history = self.results.history(record.id, limit=30, now=self.now())[1:]
+            tasks.append((record.id, latest, history))
+        tcp = None
+        for record in self._kind_tasks(TCP_KIND):
+            tcp = tcp_between(self.results.latest(record.id, now=self.now()), a, b)
+            if tcp is not None:
+                break
+        avoids = [x for x in self.actions.list_actions()
+                  if x.get("action") == "avoid_link" and x.get("state") == "active"]
+        return diagnose(a, b, self.pathhealth.path(a, b), tasks, tcp, avoids,
+                        self._can_avoid)
+
+    def _can_avoid(self, link: dict[str, Any]) -> bool:
+        if self.topology is None or "host" in link:
+            return False  # a host's access link has no alternative
+        from ryu_app.net.topology import str_to_dpid
+        edge = frozenset({str_to_dpid(link["src_switch"]), str_to_dpid(link["dst_switch"])})
+        return bool(self.topology.connected_without(edge))
 
     def list_actions(self) -> list[dict[str, Any]]:
         return self.actions.list_actions()

@@ -20,7 +20,8 @@ The overlay root posts one merged report per task per report interval
   in the task's previous result, ``port_scan`` when a source reaches
   ``scan_ports`` distinct destination ports in the window (default 20) and
   was below that before, and ``coverage`` when the set of missing agents
-  changes.
+  changes; for a ``path_health`` task, ``link_suspect`` and ``link_cleared``
+  from the ``localize`` hook, which also adds the result's ``links``.
 
 Raw sketch cells, HLL registers and candidates are dropped and window
 counts cut to the largest 100 before storing: results are for reading, and
@@ -137,6 +138,9 @@ class Results:
         self._known: dict[str, set[str]] = {}
         self._states: dict[str, deque] = {}  # task -> its last two merged elastic states
         self._lock = threading.Lock()
+        #: ``(task_id, global result) -> (fields to add, [(event kind, payload)])`` for
+        #: ``path_health`` results (``ryu_app.service.pathhealth.PathHealth.localize``)
+        self.localize: Any = None
 
     def ingest(self, body: Any, now: float | None = None) -> list[int]:
         """Record one root report; returns the ids of the events it raised."""
@@ -168,6 +172,10 @@ class Results:
         result["scanners"] = scanners(snap, scan_ports)
         if snap.get("elastic") is not None:
             result.update(self._answers(task_id, report, snap, now))
+        link_events: list[tuple[str, dict]] = []
+        if self.localize is not None and result.get("kind") == "path_health":
+            extra, link_events = self.localize(task_id, result)
+            result.update(extra)
         per_host = {}
         for host, summary in sorted(report.get("per_host", {}).items()):
             per_host[host] = {"task_id": task_id, "host": host,
@@ -181,7 +189,11 @@ class Results:
         self.store.add_result(task_id, GLOBAL, now, result)
         if per_host:  # one row for all hosts: two writes per report whatever N is
             self.store.add_result(task_id, HOSTS, now, per_host)
-        return self._events(task_id, previous, result, now)
+        ids = self._events(task_id, previous, result, now)
+        for kind, payload in link_events[:MAX_EVENTS_PER_REPORT]:
+            ids.append(self.store.add_event(now, task_id, kind, {
+                "interval_end": result["interval_end"], **payload}))
+        return ids
 
     def _answers(self, task_id: str, report: Report, snap: dict, now: float) -> dict:
         """The elastic kind's answer (measure_model.answers); the merged state is kept in

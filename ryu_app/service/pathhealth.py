@@ -1,0 +1,261 @@
+"""Path health at the controller: localization per ``path_health`` task, the links
+view, each pair's path, and ``diagnose``.
+
+``Results.ingest`` calls ``PathHealth.localize(task_id, result)`` for every
+global ``path_health`` result before storing it. It maps the result's
+``pairs`` (agent names) to the hosts' attachment points (the agent's data IP
+or MAC in the topology), takes each pair's path from the controller's own
+routing (``ryu_app.paths.routes``), feeds the task's
+``ryu_app.paths.localize.Localizer`` and returns the ``links`` list to add to
+the result and the ``link_suspect`` / ``link_cleared`` events
+(``link``, ``name``, ``loss``, ``confidence``, ``pairs``) to store. A pair's
+``sent``/``lost`` are that report interval's counts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import Counter
+from typing import Any
+
+from ryu_app.paths.localize import Localizer
+from ryu_app.paths.routes import (
+    PairPath,
+    PathCache,
+    access_link,
+    hop_links,
+    link_dict,
+    link_name,
+    parse_link,
+    switch_link,
+)
+from ryu_app.paths.select import auto_pairs
+from ryu_app.service.registry import host_node
+
+KIND = "path_health"
+TCP_KIND = "tcp_health"
+BASELINE_RESULTS = 30  # results a pair's baseline loss and RTT are taken over
+
+
+def crossings(path: PairPath) -> Counter:
+    """Each link of a pair's round trip, counted once per direction crossing it."""
+    return Counter(hop_links(path.src, path.dst, list(path.forward), None)
+                   + hop_links(path.dst, path.src, list(path.reverse), None))
+
+
+class PathHealth:
+    """Per-task localizers over the service's topology and registry."""
+
+    def __init__(self, topology: Any, registry: Any) -> None:
+        self.topology = topology
+        self.registry = registry
+        self.cache = PathCache(topology) if topology is not None else None
+        self._localizers: dict[str, Localizer] = {}
+        self._lock = threading.Lock()
+
+    def attach(self) -> dict[str, tuple[int, int]]:
+        """Agent name -> (dpid, port) of its host, for the agents the topology places."""
+        out: dict[str, tuple[int, int]] = {}
+        if self.topology is None:
+            return out
+        for name, agent in self.registry.agents.items():
+            mac = host_node(agent, self.topology)
+            host = self.topology.host_by_mac(mac) if mac else None
+            if host is not None:
+                out[name] = (host.dpid, host.port)
+        return out
+
+    def path(self, src: str, dst: str,
+             attach: dict[str, tuple[int, int]] | None = None) -> PairPath | None:
+        if self.cache is None:
+            return None
+        return self.cache.path(self.attach() if attach is None else attach, src, dst)
+
+    def auto_pairs(self, hosts: list[str]) -> list[tuple[str, str]]:
+        """The pairs of ``peers: auto`` over these agents (the located ones)."""
+        attach = self.attach()
+
+        def links(a: str, b: str) -> Any:
+            p = self.path(a, b, attach)
+            return None if p is None else p.links
+
+        return auto_pairs([h for h in hosts if h in attach], links)
+
+    def localize(self, task_id: str, result: dict[str, Any]
+                 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+        """The ``links`` of one global result, and the events it raises."""
+        pairs = [p for p in result.get("pairs") or [] if isinstance(p, dict)
+                 and isinstance(p.get("src"), str) and isinstance(p.get("dst"), str)]
+        attach = self.attach()
+        paths = {}
+        for row in pairs:
+            p = self.path(row["src"], row["dst"], attach)
+            if p is not None:
+                paths[(row["src"], row["dst"])] = crossings(p)
+        # every link is listed, those no pair crosses with pairs: 0
+        extra = [switch_link(*link) for link in self.topology.links()] + [
+            access_link(name, *at) for name, at in sorted(attach.items())]
+        with self._lock:
+            loc = self._localizers.setdefault(task_id, Localizer())
+            out = loc.update(pairs, paths, extra)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for kind, states in (("link_suspect", out.raised), ("link_cleared", out.cleared)):
+            for s in states:
+                events.append((kind, {"link": link_dict(s.key), "name": link_name(s.key),
+                                      "loss": round(s.loss, 6),
+                                      "confidence": round(s.confidence, 4),
+                                      "pairs": s.pairs}))
+        links = [dict(s.to_dict(), name=link_name(s.key)) for s in out.links]
+        return {"links": links, "located": len(paths), "unlocated": sorted(
+            {f"{r['src']}>{r['dst']}" for r in pairs} - {f"{a}>{b}" for a, b in paths})}, \
+            events
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            self._localizers.pop(task_id, None)
+
+    # ------------------------------------------------------------ views
+
+    def pair_paths(self, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each pair of a result with its figures and its path (``measure paths ID``)."""
+        attach = self.attach()
+        suspects = {link_name_of(link) for link in result.get("links") or []
+                    if link.get("suspect")}
+        out = []
+        for row in result.get("pairs") or []:
+            p = self.path(row.get("src"), row.get("dst"), attach)
+            item = {k: row.get(k) for k in ("src", "dst", "sent", "lost", "loss", "rtt_ms",
+                                             "jitter_ms")}
+            if p is None:
+                item.update(path=None, suspects=[])
+            else:
+                item.update(p.to_dict())
+                item["suspects"] = sorted(link_name(k) for k in p.links
+                                          if link_name(k) in suspects)
+            out.append(item)
+        return out
+
+
+def link_name_of(link: dict[str, Any]) -> str:
+    """The ``name`` of a published link (added by ``localize``), or rebuilt from it."""
+    if isinstance(link.get("name"), str):
+        return link["name"]
+    return link_name(parse_link({k: v for k, v in link.items() if k in (
+        "host", "switch", "port", "src_switch", "src_port", "dst_switch", "dst_port")}))
+
+
+def pair_row(result: dict[str, Any] | None, src: str, dst: str) -> dict[str, Any] | None:
+    for row in (result or {}).get("pairs") or []:
+        if row.get("src") == src and row.get("dst") == dst:
+            return row
+    return None
+
+
+def baseline(history: list[dict[str, Any]], src: str, dst: str) -> dict[str, Any]:
+    """A pair's recent baseline over older results: median loss and median RTT p50."""
+    rows = [r for r in (pair_row(h, src, dst) for h in history) if r]
+    losses = [float(r["loss"]) for r in rows if isinstance(r.get("loss"), int | float)]
+    rtts = [float(r["rtt_ms"]["p50"]) for r in rows
+            if isinstance((r.get("rtt_ms") or {}).get("p50"), int | float)]
+    return {"results": len(rows),
+            "loss": statistics.median(losses) if losses else None,
+            "rtt_p50_ms": statistics.median(rtts) if rtts else None}
+
+
+def tcp_between(result: dict[str, Any] | None, a: str, b: str) -> dict[str, Any] | None:
+    """Retransmissions between hosts ``a`` and ``b`` in a ``tcp_health`` result: its
+    ``pairs`` rows (a list of ``{src, dst, ...}`` or a map keyed ``"src>dst"``), both
+    directions added."""
+    pairs = ((result or {}).get("tcp") or {}).get("pairs", (result or {}).get("tcp_pairs"))
+    if isinstance(pairs, dict):
+        rows = [dict(v, src=k.split(">", 1)[0], dst=k.split(">", 1)[-1])
+                for k, v in pairs.items() if isinstance(v, dict)]
+    else:
+        rows = [r for r in pairs or [] if isinstance(r, dict)]
+    found = [r for r in rows if {r.get("src"), r.get("dst")} == {a, b}]
+    if not found:
+        return None
+    total = sum(int(r.get("retrans") or r.get("retransmits") or 0) for r in found)
+    return {"retrans": total, "rows": found}
+
+
+def diagnose(src: str, dst: str, path: PairPath | None,
+             tasks: list[tuple[str, dict | None, list[dict]]], tcp: dict | None,
+             avoids: list[dict[str, Any]], can_avoid: Any) -> dict[str, Any]:
+    """Is the path ``src`` -> ``dst`` healthy now? ``tasks``: each path_health task's
+    id, latest global result and older results (newest first); ``tcp``: a tcp_health
+    result; ``avoids``: live avoid_link actions; ``can_avoid(link dict)``: whether
+    routing around a link isolates nobody."""
+    out: dict[str, Any] = {"src": src, "dst": dst, "path": path.to_dict() if path else None}
+    lines: list[str] = []
+    on_path = {link_name(k) for k in path.links} if path else set()
+    measured = None
+    for task_id, latest, history in tasks:
+        row = pair_row(latest, src, dst) or pair_row(latest, dst, src)
+        if row is not None:
+            a, b = row["src"], row["dst"]
+            measured = (task_id, latest, row, baseline(history, a, b))
+            break
+    suspects = []
+    if measured is not None:
+        task_id, latest, row, base = measured
+        for link in (latest or {}).get("links") or []:
+            if link.get("suspect") and link_name_of(link) in on_path:
+                suspects.append(link)
+        loss = row.get("loss")
+        rtt = (row.get("rtt_ms") or {}).get("p50")
+        out.update(task_id=task_id, loss=loss, rtt_ms=row.get("rtt_ms"), baseline=base,
+                   sent=row.get("sent"), lost=row.get("lost"))
+        lines.append(f"path {row['src']} -> {row['dst']} (task {task_id}): loss "
+                     f"{_pct(loss)} (baseline {_pct(base['loss'])}), RTT p50 {_ms(rtt)} "
+                     f"(baseline {_ms(base['rtt_p50_ms'])})")
+    else:
+        lines.append(f"no path_health task measures {src} <-> {dst}: start one with "
+                     f"peers: [{dst}] on {src}")
+    if path is not None:
+        hops = " ".join(f"s{int(h.dpid):x}:{h.in_port}>{h.out_port}" for h in path.forward)
+        lines.append(f"route: {src} {hops} {dst}")
+    out["suspects"] = suspects
+    for link in suspects:
+        lines.append(f"suspect link {link_name_of(link)}: loss {_pct(link.get('loss'))}, "
+                     f"confidence {link.get('confidence', 0):.2f}")
+    out["tcp"] = tcp
+    if tcp is not None:
+        lines.append(f"TCP between {src} and {dst}: {tcp['retrans']} retransmitted segments")
+    live = [a for a in avoids if (a.get("target") or {}).get("name") in on_path
+            or (a.get("target") or {}).get("name") in {link_name_of(s) for s in suspects}]
+    out["avoid_link"] = {"active": live, "possible": {
+        link_name_of(s): bool(can_avoid(s)) for s in suspects}}
+    for a in live:
+        lines.append(f"avoid_link action {a.get('id')} is active on "
+                     f"{(a.get('target') or {}).get('name')} until {a.get('expires')}")
+    for name, ok in out["avoid_link"]["possible"].items():
+        if not any((a.get("target") or {}).get("name") == name for a in live):
+            lines.append(f"avoid_link on {name}: "
+                         + ("possible (an alternative path exists)" if ok
+                            else "not possible (no alternative path)"))
+    degraded = bool(suspects) or (measured is not None and _worse(measured[2], measured[3]))
+    out["healthy"] = None if measured is None else not degraded
+    if measured is not None and not degraded:
+        lines.append("the path is clean: not the network, look at the hosts")
+    elif measured is not None and not suspects:
+        lines.append("the path is worse than its baseline but no link is a suspect yet")
+    out["lines"] = lines
+    return out
+
+
+def _worse(row: dict[str, Any], base: dict[str, Any]) -> bool:
+    loss = row.get("loss") or 0.0
+    if loss > max(0.01, 2 * (base["loss"] or 0.0)):
+        return True
+    rtt, brtt = (row.get("rtt_ms") or {}).get("p50"), base["rtt_p50_ms"]
+    return bool(rtt and brtt and rtt > 2 * brtt + 1.0)
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if not isinstance(v, int | float) else f"{100 * v:.2f}%"
+
+
+def _ms(v: Any) -> str:
+    return "n/a" if not isinstance(v, int | float) else f"{v:.2f} ms"

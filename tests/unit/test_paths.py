@@ -1,0 +1,210 @@
+"""Unit tests of path health at the controller (ryu_app.paths): pair paths, the
+pairs of peers: auto, and localization, on topologies built in memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bench.paths import fat_tree
+from ryu_app.net.topology import Topology
+from ryu_app.paths.localize import Localizer
+from ryu_app.paths.routes import (
+    PathCache,
+    access_link,
+    hop_links,
+    link_dict,
+    link_name,
+    pair_path,
+    parse_link,
+    switch_link,
+)
+from ryu_app.paths.select import auto_pairs, coverage_of
+
+pytestmark = pytest.mark.unit
+
+
+def square() -> tuple[Topology, dict[str, tuple[int, int]]]:
+    """Switches 1-2-3-4-1 in a ring; host hN on port 1 of switch N."""
+    topo = Topology()
+    for a, b in ((1, 2), (2, 3), (3, 4), (4, 1)):
+        topo.add_link(a, 10 + b, b, 10 + a)
+        topo.add_link(b, 10 + a, a, 10 + b)
+    return topo, {f"h{n}": (n, 1) for n in range(1, 5)}
+
+
+def counted(topo: Topology, attach: dict, pair: tuple[str, str]) -> Counter:
+    p = pair_path(topo, attach, *pair)
+    assert p is not None
+    return Counter(hop_links(p.src, p.dst, list(p.forward), topo)
+                   + hop_links(p.dst, p.src, list(p.reverse), topo))
+
+
+# ------------------------------------------------------------------ routes
+
+def test_pair_path_is_switch_by_switch_and_port_by_port() -> None:
+    topo, attach = square()
+    p = pair_path(topo, attach, "h1", "h2")
+    assert p is not None
+    assert [h.to_dict() for h in p.forward] == [
+        {"switch": "0000000000000001", "in_port": 1, "out_port": 12},
+        {"switch": "0000000000000002", "in_port": 11, "out_port": 1}]
+    assert p.links == {access_link("h1", 1, 1), switch_link(1, 12, 2, 11),
+                       access_link("h2", 2, 1)}
+
+
+def test_paths_toward_one_destination_share_their_next_hops() -> None:
+    topo, attach = fat_tree(4, 16)
+    for dst in (102, 303, 403):  # edge switches of pods 1, 3, 4
+        tree = topo.dst_tree(dst)
+        for src in topo.switches():
+            path = topo.shortest_path(src, dst)
+            assert path is not None
+            # every switch on the way continues exactly as its own path would
+            for i, here in enumerate(path[:-1]):
+                assert topo.shortest_path(here, dst) == path[i:]
+                assert tree[here] == path[i + 1]
+
+
+def test_avoided_link_is_routed_around_and_a_bridge_cannot_be_avoided() -> None:
+    topo, attach = square()
+    assert topo.shortest_path(1, 2) == [1, 2]
+    assert topo.connected_without(frozenset({1, 2}))
+    assert topo.set_avoided({frozenset({1, 2})})
+    assert topo.shortest_path(1, 2) == [1, 4, 3, 2]
+    assert switch_link(1, 12, 2, 11) not in pair_path(topo, attach, "h1", "h2").links
+    # with 1-2 avoided, 2-3 is now the only way to 2: avoiding it too would cut 2 off
+    assert not topo.connected_without(frozenset({2, 3}))
+    assert not topo.set_avoided({frozenset({1, 2})})  # no change
+    assert topo.set_avoided(set())
+    assert topo.shortest_path(1, 2) == [1, 2]
+
+
+def test_unlocated_host_has_no_path_and_cache_follows_topology_version() -> None:
+    topo, attach = square()
+    assert pair_path(topo, attach, "h1", "h9") is None
+    cache = PathCache(topo)
+    first = cache.path(attach, "h1", "h2")
+    assert cache.path(attach, "h1", "h2") is first
+    topo.set_avoided({frozenset({1, 2})})
+    assert cache.path(attach, "h1", "h2") != first
+
+
+def test_link_forms_round_trip_and_bad_link_names_the_field() -> None:
+    for key in (switch_link(2, 3, 1, 4), access_link("h1", 10, 2)):
+        assert parse_link(link_dict(key)) == key
+        assert parse_link(link_name(key)) == key
+    assert switch_link(2, 3, 1, 4) == ("switch", 1, 4, 2, 3)
+    assert link_name(switch_link(0x1a, 3, 1, 4)) == "s1:4-s1a:3"
+    with pytest.raises(ValueError, match="field 'src_port'"):
+        parse_link({"src_switch": "1", "src_port": "x", "dst_switch": "2", "dst_port": 1})
+    with pytest.raises(ValueError, match="dpid"):
+        parse_link({"host": "h1", "switch": "zz", "port": 1})
+    with pytest.raises(ValueError, match="not a link name"):
+        parse_link("s1:2")
+
+
+# ------------------------------------------------------------------ select
+
+def test_auto_pairs_cover_every_used_link_twice_with_linear_growth() -> None:
+    topo, attach = fat_tree(4, 16)
+    cache = PathCache(topo)
+
+    def links(a: str, b: str) -> frozenset:
+        return cache.path(attach, a, b).links
+
+    pairs = auto_pairs(attach, links, per_host=2)
+    assert pairs == auto_pairs(attach, links, per_host=2)  # deterministic
+    assert len(pairs) <= 2 * 16 + 16
+    assert all(a != b for a, b in pairs)
+    cover = coverage_of(pairs, links)
+    every = coverage_of([(a, b) for a in attach for b in attach if a != b], links)
+    assert set(cover) == set(every)  # every link some pair can cross is crossed ...
+    assert min(cover.values()) >= 2  # ... by two pairs at least
+    assert auto_pairs(["h1"], links) == []
+
+
+# ------------------------------------------------------------------ localize
+
+def feed(loc: Localizer, paths: dict, lossy: dict, sent: int = 50,
+         rtt: dict | None = None):
+    rows = [{"src": a, "dst": b, "sent": sent, "lost": lossy.get((a, b), 0),
+             "rtt_ms": {"p50": (rtt or {}).get((a, b), 1.0)}} for a, b in paths]
+    return loc.update(rows, paths)
+
+
+def fat_tree_pairs() -> tuple[dict, Topology, dict]:
+    topo, attach = fat_tree(4, 16)
+    cache = PathCache(topo)
+    pairs = auto_pairs(attach, lambda a, b: cache.path(attach, a, b).links)
+    return {p: counted(topo, attach, p) for p in pairs}, topo, attach
+
+
+def test_one_lossy_link_is_the_only_suspect_and_is_raised_once() -> None:
+    paths, _, _ = fat_tree_pairs()
+    bad = next(link for link in sorted({k for c in paths.values() for k in c}, key=repr)
+               if link[0] == "switch")
+    crossing = [p for p, c in paths.items() if bad in c]
+    loc = Localizer()
+    first = feed(loc, paths, dict.fromkeys(crossing, 5))
+    assert [s.key for s in first.suspects()] == [bad]
+    assert [s.key for s in first.raised] == [bad]
+    top = first.links[0].to_dict()
+    assert top["suspect"] and top["pairs"] == len(crossing) and top["confidence"] > 0.9
+    assert 0.03 < top["loss"] < 0.2
+    second = feed(loc, paths, dict.fromkeys(crossing, 5))
+    assert [s.key for s in second.suspects()] == [bad] and second.raised == []
+    # clean again: the window still holds one lossy interval, then it clears once
+    feed(loc, paths, {})
+    cleared = feed(loc, paths, {})
+    assert [s.key for s in cleared.cleared] == [bad] and cleared.suspects() == []
+    assert feed(loc, paths, {}).cleared == []
+
+
+def test_clean_pairs_bound_every_other_link_to_zero() -> None:
+    paths, _, _ = fat_tree_pairs()
+    out = feed(Localizer(), paths, {})
+    assert out.suspects() == [] and out.raised == []
+    assert all(s.loss == 0.0 and s.confidence == 0.0 for s in out.links)
+
+
+def test_access_link_fault_is_attributed_to_the_access_link() -> None:
+    paths, _, _ = fat_tree_pairs()
+    bad = access_link("h5", *fat_tree(4, 16)[1]["h5"])
+    crossing = [p for p, c in paths.items() if bad in c]
+    out = None
+    loc = Localizer()
+    for _ in range(2):
+        out = feed(loc, paths, dict.fromkeys(crossing, 5))
+    assert out is not None and [s.key for s in out.suspects()] == [bad]
+
+
+def test_links_the_pairs_cannot_tell_apart_are_not_named() -> None:
+    a, b = switch_link(1, 1, 2, 1), switch_link(2, 2, 3, 1)
+    paths = {("h1", "h2"): {a: 1, b: 1}, ("h3", "h4"): {a: 1, b: 1}}
+    out = feed(Localizer(), paths, {("h1", "h2"): 10, ("h3", "h4"): 10})
+    assert out.suspects() == []
+    assert {s.key for s in out.links} == {a, b}
+    assert all(0.3 < s.confidence < 0.6 for s in out.links)
+
+
+def test_a_suspect_nobody_crosses_any_more_keeps_its_state() -> None:
+    a, c = switch_link(1, 1, 2, 1), switch_link(1, 2, 3, 1)
+    loc = Localizer()
+    paths = {("h1", "h2"): {a: 2}, ("h3", "h4"): {a: 2}, ("h1", "h3"): {c: 2}}
+    feed(loc, paths, {("h1", "h2"): 10, ("h3", "h4"): 10})
+    moved = {("h1", "h2"): {c: 2}, ("h3", "h4"): {c: 2}, ("h1", "h3"): {c: 2}}
+    out = feed(loc, moved, {})
+    assert out.cleared == [] and [s.key for s in out.suspects()] == [a]
+    assert next(s for s in out.links if s.key == a).pairs == 0
+
+
+def test_added_latency_is_the_smallest_rise_over_each_pairs_own_baseline() -> None:
+    a, b = switch_link(1, 1, 2, 1), switch_link(2, 2, 3, 1)
+    paths = {("h1", "h2"): {a: 1, b: 1}, ("h1", "h3"): {a: 1}}
+    loc = Localizer()
+    feed(loc, paths, {}, rtt={("h1", "h2"): 1.0, ("h1", "h3"): 0.5})
+    out = feed(loc, paths, {}, rtt={("h1", "h2"): 6.0, ("h1", "h3"): 0.5})
+    lat = {s.key: s.latency_ms for s in out.links}
+    assert lat == {a: 0.0, b: 5.0}
