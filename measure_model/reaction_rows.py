@@ -29,18 +29,20 @@ HOST = Pattern(HOST_PATTERN, "is not a host name or IPv4 address")
 
 
 EVENTS = ("heavy_hitter", "port_scan", "threshold", "heavy_changer", "superspreader",
-          "ddos_victim")
+          "ddos_victim", "link_suspect")
 #: the task kind whose results raise each event (checked once that kind exists)
 EVENT_KINDS = {"heavy_hitter": "heavy_hitters", "port_scan": "port_scan",
                "heavy_changer": "heavy_changers", "superspreader": "superspreaders",
-               "ddos_victim": "ddos_victims"}
-ACTIONS = ("mirror", "block", "rate_limit", "mark", "notify")
+               "ddos_victim": "ddos_victims", "link_suspect": "path_health"}
+ACTIONS = ("mirror", "block", "rate_limit", "mark", "notify", "avoid_link")
+#: the actions a link event takes (a link is no flow to block or mark)
+LINK_ACTIONS = ("avoid_link", "notify")
 NETWORK_ACTIONS = ("mirror", "block", "rate_limit", "mark")
-TIMED_ACTIONS = ("mirror", "block", "rate_limit")  # duration is required
+TIMED_ACTIONS = ("mirror", "block", "rate_limit", "avoid_link")  # duration is required
 ACTION_MODES = ("enforce", "dry_run")
 #: the fields each action takes besides event, action, duration, mode (and above)
 ACTION_FIELDS = {"mirror": ("to",), "block": (), "rate_limit": ("mbit",),
-                 "mark": ("dscp", "queue"), "notify": ("url",)}
+                 "mark": ("dscp", "queue"), "notify": ("url",), "avoid_link": ()}
 ADDRESS_KEYS = ("src", "dst", "src_dst", "src_dport", "dst_dport", "five_tuple")
 MAX_REACTIONS = 8
 MAX_ACTION_DURATION = 65535  # OpenFlow hard_timeout is 16 bits
@@ -83,6 +85,11 @@ def _reaction_rule(name: str, out: dict[str, Any]) -> None:
             raise FieldError(f"field '{name}.above' does not apply to event {event}")
         if field_name != "above" and field_name not in ACTION_FIELDS[action]:
             raise FieldError(f"field '{name}.{field_name}' does not apply to action {action}")
+    if action == "avoid_link" and event != "link_suspect":
+        raise FieldError(f"field '{name}.action' avoid_link goes with event link_suspect only")
+    if event == "link_suspect" and action not in LINK_ACTIONS:
+        raise FieldError(f"field '{name}.action' {action} does not apply to event "
+                         f"link_suspect (avoid_link or notify)")
     if event == "threshold" and out["above"] is None:
         raise FieldError(f"{name}.above is required for event threshold")
     if out["duration"] is None:
@@ -99,9 +106,12 @@ def _reaction_rule(name: str, out: dict[str, Any]) -> None:
 
 REACTION_ROWS = (
     Row("event", Choice(EVENTS), required=True, doc="the event that triggers the action"),
-    Row("action", Choice(ACTIONS), required=True, doc="what the controller does"),
+    Row("action", Choice(ACTIONS), required=True,
+        doc="what the controller does (avoid_link: route around the suspect link; only "
+            "with event link_suspect, which takes avoid_link or notify)"),
     Row("duration", Integer(1, MAX_ACTION_DURATION),
-        doc="seconds (OpenFlow hard timeout); required for mirror, block, rate_limit; "
+        doc="seconds (OpenFlow hard timeout); required for mirror, block, rate_limit, "
+            "avoid_link; "
             f"mark defaults to {DEFAULT_MARK_DURATION}"),
     Row("mode", Choice(ACTION_MODES), "enforce",
         doc="dry_run records what would be done and installs nothing"),
@@ -134,7 +144,12 @@ def _reaction_schema() -> dict[str, Any]:
         {"properties": {"event": {"enum": ["threshold"]}}, "required": ["above"]},
         {"properties": {"event": {"enum": [e for e in EVENTS if e != "threshold"]}},
          "not": {"required": ["above"]}}]}
-    return {"allOf": [{"anyOf": per_action}, above]}
+    link = {"anyOf": [
+        {"properties": {"event": {"enum": ["link_suspect"]},
+                        "action": {"enum": list(LINK_ACTIONS)}}},
+        {"properties": {"event": {"enum": [e for e in EVENTS if e != "link_suspect"]},
+                        "action": {"enum": [a for a in ACTIONS if a != "avoid_link"]}}}]}
+    return {"allOf": [{"anyOf": per_action}, above, link]}
 
 
 @dataclass(frozen=True)

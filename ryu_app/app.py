@@ -46,7 +46,7 @@ from ryu.topology import event as topo_event
 from ryu_app import ofmsg
 from ryu_app.net.forwarding import Decision, FlowDelete, Forwarding, Packet
 from ryu_app.net.topology import Topology
-from ryu_app.reactions.actions import Op, op_dpid
+from ryu_app.reactions.actions import Op, Reroute, op_dpid
 from ryu_app.rest.api import register_rest
 from ryu_app.rest.dashboard import register_dashboard
 from ryu_app.service.core import MeasureService
@@ -215,6 +215,11 @@ class MeasureApp(app_manager.RyuApp):
     def _send_reactions(self, ops: list[Op]) -> None:
         """Send the flow-mods and meter-mods of reaction operations (built by ``ofmsg``)."""
         for op in ops:
+            if isinstance(op, Reroute):
+                if self.topology.set_avoided(set(op.links)):
+                    self.logger.info("routing around %d link(s)", len(op.links))
+                    self._send(self.forwarding.invalidate_all())
+                continue
             dp = self.datapaths.get(op_dpid(op))
             if dp is None:
                 continue  # re-installed by on_switch when it connects

@@ -366,18 +366,17 @@ class Topology:
         self._changed()
         return True
 
-    def connected_without(self, link: frozenset[int]) -> bool:
-        """True if every switch still reaches every other of its component once ``link``
-        (and the links already avoided) is left out: routing around it isolates nobody."""
+    def connected_without(self, links: set[frozenset[int]] | frozenset) -> bool:
+        """True if every switch still reaches every other switch of its component with
+        ``links`` (switch pairs) left out: routing around them isolates nobody. False
+        too when one of them is not a link."""
         graph = self._switch_graph()
-        if not graph.has_edge(*tuple(link)):
+        edges = [tuple(e) for e in links]
+        if not all(len(e) == 2 and graph.has_edge(*e) for e in edges):
             return False
-        rest = nx.restricted_view(graph, [], [tuple(e) for e in self.avoided | {link}
-                                              if graph.has_edge(*tuple(e))])
-        a, b = tuple(link)
-        return nx.has_path(rest, a, b) and all(
-            nx.number_connected_components(rest.subgraph(c)) == 1
-            for c in nx.connected_components(graph))
+        rest = nx.restricted_view(graph, [], edges)
+        return all(nx.number_connected_components(rest.subgraph(c)) == 1
+                   for c in nx.connected_components(graph))
 
     # ------------------------------------------------------------ flooding
 

@@ -106,7 +106,16 @@ class MeterDelete:
     meter_id: int
 
 
-Op = Install | Remove | MeterAdd | MeterDelete
+@dataclass(frozen=True)
+class Reroute:
+    """Route unicast around ``links`` (switch pairs: the live ``avoid_link`` actions'); the
+    shim sets them on the topology and, when that changed anything, drops the forwarding
+    flows so traffic re-learns its paths."""
+
+    links: frozenset
+
+
+Op = Install | Remove | MeterAdd | MeterDelete | Reroute
 
 
 def op_dpid(op: Op) -> int:
@@ -115,6 +124,8 @@ def op_dpid(op: Op) -> int:
         return op.flow.dpid
     if isinstance(op, MeterAdd):
         return op.meter.dpid
+    if isinstance(op, Reroute):
+        return -1  # every switch
     return op.dpid
 
 
@@ -154,6 +165,8 @@ class ActionManager:
         self.wake: Callable[[], None] | None = None
         self.live: dict[int, dict[str, Any]] = {
             row["id"]: row for row in store.actions() if row.get("status") in LIVE}
+        if self.avoided_links():  # after a restart: route around them again
+            self._ops.append(Reroute(self.avoided_links()))
 
     # ------------------------------------------------------------ validation
 
@@ -234,14 +247,14 @@ class ActionManager:
              now: float) -> list[int]:
         reaction = (task.on or ())[index]
         stub = {"action": reaction.action, "cause": event.get("id"), "mode": reaction.mode,
-                "target": event.get("src") or event.get("key")}
+                "target": event.get("src") or event.get("key") or event.get("name")}
         tap = None
         if reaction.action == "mirror":
             ip = self._ip_of(reaction.to or "")
             tap = self.locate(ip) if ip else None
         try:
             p = plan(task_id, task, index, reaction, event, self.topology,
-                     self._protected(task), tap, self.locate)
+                     self._protected(task), tap, self.locate, self.avoided_links())
         except Refused as exc:
             log.info("task %s: %s for event %s refused: %s", task_id, reaction.action,
                      event.get("id"), exc)
@@ -314,6 +327,13 @@ class ActionManager:
 
     def _install(self, row: dict[str, Any], now: float) -> None:
         self._ops += self._ops_for(row, now)
+        if row["action"] == "avoid_link":
+            self._ops.append(Reroute(self.avoided_links()))
+
+    def avoided_links(self) -> frozenset:
+        """The switch links (frozensets of two dpids) live avoid_link actions avoid."""
+        return frozenset(frozenset(r["avoid"]) for r in self.live.values()
+                         if r["action"] == "avoid_link" and r["status"] == "active")
 
     def _uninstall(self, row: dict[str, Any]) -> None:
         dpids = sorted({int(f["dpid"]) for f in row["flows"]})
@@ -350,11 +370,14 @@ class ActionManager:
             self.wake()
 
     def _end(self, row: dict[str, Any], status: str, now: float, **extra: Any) -> int:
-        if row["status"] == "active":
+        was_active = row["status"] == "active"
+        if was_active:
             self._uninstall(row)
         row["status"] = status
         row["ended"] = now
         self.live.pop(row["id"], None)
+        if was_active and row["action"] == "avoid_link":  # the paths come back
+            self._ops.append(Reroute(self.avoided_links()))
         self.store.update_action(row["id"], status, row)
         return self._record(now, row["task_id"], status, row, **extra)
 

@@ -19,6 +19,11 @@ action:
 - ``block``: no instructions (drop);
 - ``rate_limit``: OpenFlow 1.3 meter (kbps, drop band), then table 1;
 - ``mark``: ``set_field ip_dscp`` or ``set_queue``, then table 1;
+- ``avoid_link`` (on ``link_suspect``): no flow of its own. The plan names the
+  switch link; while the action lives, unicast routing leaves it out
+  (``Topology.avoided``) and the forwarding flows are dropped so traffic
+  re-learns the paths around it. A host's access link, or a link whose
+  absence would cut the switches apart, is refused.
 - ``mirror``: a copy to the tap host. On the tap's own switch the copy
   leaves by the tap's port; elsewhere the copy's ``eth_dst`` is set to the
   tap's MAC and sent towards the tap's switch (the forwarding tables carry
@@ -46,6 +51,7 @@ from measure_model.reaction_rows import Reaction
 from measure_model.task import Filter, Task
 from ryu_app.net.forwarding import DST_TABLE, FLOW_PRIORITY, SRC_TABLE
 from ryu_app.net.topology import Host, Topology
+from ryu_app.paths.routes import ACCESS_LINK, link_dict, link_name, parse_link
 
 REACTION_PRIORITY = FLOW_PRIORITY + 1000
 #: one priority per action, so two actions on the same match never replace each other's
@@ -276,13 +282,44 @@ def _exemptions(dpid: int, base: dict[str, Any]) -> list[FlowSpec]:
     return flows
 
 
+def plan_avoid(task_id: str, index: int, reaction: Reaction, event: dict[str, Any],
+               topology: Topology, avoided: frozenset = frozenset()) -> ActionPlan:
+    """``avoid_link`` for a ``link_suspect`` event: route unicast around the event's switch
+    link. Refused for a host's access link and wherever leaving the link out (with the
+    links ``avoided`` already) would cut any switch off: it never isolates a host."""
+    try:
+        key = parse_link(event.get("link"))
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    name = link_name(key)
+    if key[0] == ACCESS_LINK:
+        raise Refused(f"{name} is host {key[1]}'s access link: there is no other path, "
+                      "avoiding it would isolate the host")
+    edge = frozenset({key[1], key[3]})
+    if topology.link_port(key[1], key[3]) != key[2] or \
+            topology.link_port(key[3], key[1]) != key[4]:
+        raise Refused(f"{name} is not a link of the topology")
+    if not topology.connected_without(set(avoided) | {edge}):
+        raise Refused(f"no alternative path around {name}: avoiding it would cut switches "
+                      "(and their hosts) off")
+    p = ActionPlan(ident=f"{task_id}/{index}/avoid_link/{name}", task_id=task_id,
+                   action="avoid_link", mode=reaction.mode, target=name,
+                   duration=reaction.duration)
+    p.detail.update(link=link_dict(key), avoid=sorted(edge))
+    return p
+
+
 def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[str, Any],
          topology: Topology, protected: list, tap: Host | None = None,
-         locate: Callable[[str], Host | None] | None = None) -> ActionPlan:
+         locate: Callable[[str], Host | None] | None = None,
+         avoided: frozenset = frozenset()) -> ActionPlan:
     """Decide what ``reaction`` (``task.on[index]``) does for ``event``; raise ``Refused``.
 
     ``locate(ip)`` finds a host's attachment point (default ``topology.host_by_ip``; the
-    controller also tries the MAC its agent registered)."""
+    controller also tries the MAC its agent registered); ``avoided``: the switch links
+    live ``avoid_link`` actions already route around."""
+    if reaction.action == "avoid_link":
+        return plan_avoid(task_id, index, reaction, event, topology, avoided)
     locate = locate or topology.host_by_ip
     try:
         fields = event_fields(task, event)
@@ -290,7 +327,8 @@ def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[s
         if reaction.action != "notify":
             raise
         fields = {}
-    target = fields.get("src") or fields.get("dst") or str(event.get("key", ""))
+    target = fields.get("src") or fields.get("dst") or str(event.get("key")
+                                                           or event.get("name") or "")
     where = ",".join(f"{k}={v}" for k, v in sorted(fields.items()))
     ident = f"{task_id}/{index}/{event.get('kind')}/{where}"
     base = ActionPlan(ident=ident, task_id=task_id, action=reaction.action, mode=reaction.mode,

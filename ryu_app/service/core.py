@@ -333,7 +333,7 @@ class MeasureService:
             return False  # a host's access link has no alternative
         from ryu_app.net.topology import str_to_dpid
         edge = frozenset({str_to_dpid(link["src_switch"]), str_to_dpid(link["dst_switch"])})
-        return bool(self.topology.connected_without(edge))
+        return bool(self.topology.connected_without(self.actions.avoided_links() | {edge}))
 
     def list_actions(self) -> list[dict[str, Any]]:
         return self.actions.list_actions()
