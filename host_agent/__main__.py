@@ -39,6 +39,7 @@ from measure_common.config import (
     check_secret_file,
     parse_with_config,
 )
+from measure_model.task import PROBE_PORT
 from measure_model.version import __version__
 
 log = logging.getLogger("host_agent")
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: each task's 'capture' field; nflog never delays packets)")
     p.add_argument("--nflog-threshold", type=int, default=64,
                    help="NFLOG packets the kernel gathers per netlink message (1..1024)")
+    p.add_argument("--probe-port", type=int, default=PROBE_PORT,
+                   help=f"UDP port of path_health probes and their echoes on the data address "
+                        f"(default {PROBE_PORT}; 0: no probe process until a task needs one)")
     return p
 
 
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     from host_agent.capture.rules import Capture
     from host_agent.monitor.client import MonitorProcess
     from host_agent.overlay.node import OverlayNode
+    from host_agent.probes import ProbeMesh
     from measure_common.httpclient import HttpClient
 
     _setup_logging(args.log_file)
@@ -247,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
                        extra_args=(["--accept-only"] if args.monitor_accept_only else [])
                        + ["--nflog-threshold", str(args.nflog_threshold)])
         for i in range(args.queues)]
+    probes = ProbeMesh(args.name, bind=args.data_ip or "0.0.0.0", port=args.probe_port,
+                       local=[args.data_ip] if args.data_ip else None) \
+        if args.probe_port else None
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
-                  data_ip=args.data_ip, capture_mode=args.capture)
+                  data_ip=args.data_ip, capture_mode=args.capture, probes=probes)
     advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls

@@ -31,6 +31,10 @@ matched since ``counting_since`` minus those the monitor counted: traffic
 accepted by fail-open on a full queue or by ``--queue-bypass`` while no
 monitor was bound. It is ``null`` when the agent runs without capture rules.
 
+A ``path_health`` or ``tcp_health`` task has no capture rule and no
+counter: the agent's probe process (``host_agent.probes``) serves it, and
+its snapshot is the task's ``paths`` or ``tcp`` section.
+
 A ``flows`` task is one sketch whose capture rule feeds both a five_tuple
 counter (``measure_model.task.flow_counter``: what travels up the overlay)
 and a flow cache in each monitor (``add_flows``: the task in its wire form
@@ -60,6 +64,7 @@ from host_agent.capture.rules import MAX_SLOTS, Capture, CaptureFilter, free_slo
 from host_agent.counters.sketches import CounterConfig, Sketch
 from host_agent.errors import AgentError, MonitorError
 from host_agent.monitor.crash_loop import CrashLoop
+from host_agent.probes import ProbeMesh
 from host_agent.protocols import Monitor
 from measure_model.fields import FieldError, parse_host_port
 from measure_model.task import (
@@ -135,8 +140,11 @@ class Agent:
     def __init__(self, name: str, monitors: list[Monitor], capture: Capture | None = None,
                  max_sketches: int = 32, max_counters: int = 128, max_memory_mb: float = 256,
                  clock: Callable[[], float] = time.time, data_ip: str | None = None,
-                 capture_mode: str | None = None) -> None:
+                 capture_mode: str | None = None, probes: ProbeMesh | None = None) -> None:
         self.name, self.monitors, self.capture = name, monitors, capture
+        # the probe process of path_health / tcp_health tasks (None: started on first use)
+        self.probes = probes
+        self.health_tasks: dict[str, Task] = {}
         # None: each task's ``capture`` field decides; else every sketch uses this mode
         self.capture_mode = None if capture_mode is None else parse_capture_mode(capture_mode)
         self.max_sketches = min(max_sketches, MAX_SLOTS)
@@ -167,6 +175,8 @@ class Agent:
         for mon in self.monitors:
             if hasattr(mon, "start"):
                 mon.start()
+        if self.probes is not None:
+            self.probes.start()  # echoes peers' probes from the start
         self.counting_since = self.clock()
 
     def stop(self) -> None:
@@ -178,6 +188,8 @@ class Agent:
         for mon in self.monitors:
             if hasattr(mon, "stop"):
                 mon.stop()
+        if self.probes is not None:
+            self.probes.stop()
 
     def _broadcast(self, msg: dict) -> list[Any]:
         return [mon.call(msg) for mon in self.monitors]
@@ -346,6 +358,8 @@ class Agent:
         ``threshold_abs / n`` so that a key heavy in aggregate is found after
         the merge. Re-installing a task id replaces it.
         """
+        if task.measures and not task.captures:
+            return self._install_health(task_id, task)
         if not task.measures or task.filter is None:
             raise AgentError(400, f"kind {task.kind!r} is not a measurement task")
         filt = CaptureFilter.from_filter(task.filter)
@@ -378,13 +392,35 @@ class Agent:
                                                "by": by}) for r in part]
         return sorted(rows, key=lambda r: r[by], reverse=True)[:n]
 
+    def _install_health(self, task_id: str, task: Task) -> int:
+        """A path_health or tcp_health task: no capture rule, the probe process serves it."""
+        if self.probes is None:
+            self.probes = ProbeMesh(self.name, local=[self.data_ip] if self.data_ip else None)
+        with self.lock:
+            if task_id in self.tasks:
+                self.remove_task(task_id)
+            try:
+                self.probes.install(task_id, task)
+            except Exception as exc:  # noqa: BLE001 - the probe process failed: a 500
+                raise AgentError(500, f"probe process: {exc}") from None
+            self.health_tasks[task_id] = task
+        return 0
+
     def remove_task(self, task_id: str) -> None:
         with self.lock:
+            if task_id in self.health_tasks:
+                del self.health_tasks[task_id]
+                if self.probes is not None:
+                    self.probes.remove(task_id)
+                return
             if task_id not in self.tasks:
                 raise KeyError(task_id)
             self.delete_sketch(self.tasks[task_id])
 
     def snapshot_task(self, task_id: str, now: float) -> dict:
+        health = self.health_tasks.get(task_id)
+        if health is not None and self.probes is not None:
+            return self.probes.snapshot(task_id, health, now)
         sid = self.tasks.get(task_id)
         if sid is None:
             raise KeyError(task_id)

@@ -194,6 +194,7 @@ IPV6_TEXT = ("(" + "|".join([
     f"{_H}:(:{_H}){{1,6}}", f":((:{_H}){{1,7}}|:)"]) + ")")
 IPV4_PREFIX = rf"{_OCTET}(\.{_OCTET}){{3}}(/([0-9]|[12][0-9]|3[0-2]))?"
 IPV6_PREFIX = rf"{IPV6_TEXT}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
+IP_ADDRESS = rf"{_OCTET}(\.{_OCTET}){{3}}|{IPV6_TEXT}"  # one IPv4 or IPv6 address
 
 
 @dataclass(frozen=True)
@@ -274,18 +275,23 @@ class HostPort:
 
 @dataclass(frozen=True)
 class ListOf:
-    """A non-empty list of at most ``max_items`` distinct items, or the word ``word``."""
+    """A non-empty list of at most ``max_items`` distinct items, or the word ``word``
+    (or one of the words, when ``word`` is a tuple)."""
 
     item: Checker
     max_items: int
-    word: str | None = None
+    word: str | tuple[str, ...] | None = None
     noun: str = "item"
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        return (self.word,) if isinstance(self.word, str) else self.word or ()
+
     def check(self, name: str, value: Any) -> str | tuple[Any, ...]:
-        if self.word is not None and value == self.word:
-            return self.word
+        if isinstance(value, str) and value in self.words:
+            return value
         if not isinstance(value, list) or not value:
-            either = f"'{self.word}' or " if self.word else ""
+            either = "".join(f"'{w}' or " for w in self.words)
             raise FieldError(f"{name} must be {either}a non-empty list of {self.noun}s")
         if len(value) > self.max_items:
             raise FieldError(f"{name} lists {len(value)} {self.noun}s, "
@@ -298,9 +304,9 @@ class ListOf:
     def json_schema(self) -> JsonSchema:
         listed: JsonSchema = {"type": "array", "items": self.item.json_schema(), "minItems": 1,
                               "maxItems": self.max_items, "uniqueItems": True}
-        if self.word is None:
+        if not self.words:
             return listed
-        return {"oneOf": [{"type": "string", "enum": [self.word]}, listed]}
+        return {"oneOf": [{"type": "string", "enum": list(self.words)}, listed]}
 
 
 @dataclass(frozen=True)

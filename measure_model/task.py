@@ -47,6 +47,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from measure_model.fields import (
+    IP_ADDRESS,
     IPV4_PREFIX,
     IPV6_PREFIX,
     NAME_PATTERN,
@@ -91,7 +92,9 @@ SPREAD_KINDS = ("superspreaders", "ddos_victims")  # distinct peers per source /
 MEMORY_OPTIONAL_KINDS = ("heavy_hitters", "counter")
 MEASURE_KINDS = ("heavy_hitters", "flow_size", "port_scan", "counter", *ELASTIC_KINDS[1:],
                  "flows")
-KINDS = (*MEASURE_KINDS, "bandwidth")
+# run by every agent outside the capture path: probes between hosts, the kernel's TCP state
+HEALTH_KINDS = ("path_health", "tcp_health")
+KINDS = (*MEASURE_KINDS, *HEALTH_KINDS, "bandwidth")
 KEYS = ("src", "dst", "src_dst", "sport", "dport", "src_dport", "dst_dport", "proto",
         "five_tuple")
 INCREMENTS = ("pkt", "bytes")
@@ -135,6 +138,14 @@ DEFAULT_ACTIVE_TIMEOUT, DEFAULT_IDLE_TIMEOUT = 60.0, 15.0
 MIN_FLOW_TIMEOUT, MAX_FLOW_TIMEOUT = 1.0, 3600.0
 DEFAULT_MAX_FLOWS, MIN_MAX_FLOWS, MAX_MAX_FLOWS = 65536, 16, 1_048_576
 DEFAULT_FLOW_TOP_K = 100           # largest active flows a flows task reports
+PEER_WORDS = ("all", "auto")       # path_health peers: every other host, or a covering set
+MAX_PEERS = 1000                   # hosts listed in one peers list
+DEFAULT_PROBE_RATE, MIN_PROBE_RATE, MAX_PROBE_RATE = 10.0, 1.0, 100.0  # per pair, 1/s
+DEFAULT_PROBE_PAYLOAD, MIN_PROBE_PAYLOAD, MAX_PROBE_PAYLOAD = 64, 16, 1400  # UDP bytes
+MAX_DSCP = 63
+MAX_PROBE_TARGETS = 20_000         # resolved (src, dst) pairs one task carries
+PROBE_PORT = 8001                  # UDP, on every agent's data address
+DEFAULT_TCP_TOP = 10               # tcp_health: top flows and host pairs by retransmissions
 
 
 class PolicyError(ValueError):
@@ -186,6 +197,16 @@ class ExportTarget:
 
 
 @dataclass(frozen=True)
+class ProbeTarget:
+    """One probed pair of a path_health task: ``src`` probes ``dst`` at ``address``
+    (``dst``'s data address), resolved by the controller from ``peers``."""
+
+    src: str
+    dst: str
+    address: str
+
+
+@dataclass(frozen=True)
 class Task:
     """One validated measurement task (fields of other kinds are None)."""
 
@@ -218,6 +239,11 @@ class Task:
     max_flows: int | None = None
     on: tuple[Reaction, ...] | None = None
     protect: tuple[str, ...] | None = None
+    peers: str | tuple[str, ...] | None = None
+    probe_rate: float | None = None
+    probe_payload: int | None = None
+    dscp: int | None = None
+    probe_targets: tuple[ProbeTarget, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: every set field, nested objects as dicts."""
@@ -231,7 +257,7 @@ class Task:
                          if getattr(value, f.name) is not None}
             elif isinstance(value, tuple):
                 value = [{f.name: getattr(v, f.name) for f in fields(v)}
-                         if isinstance(v, ExportTarget)
+                         if isinstance(v, ExportTarget | ProbeTarget)
                          else v.to_dict() if isinstance(v, Reaction) else v for v in value]
             out[row.name] = value
         return out
@@ -247,7 +273,12 @@ class Task:
 
     @property
     def measures(self) -> bool:
-        """Counted by agents (every kind but bandwidth)."""
+        """Run by agents and merged up the overlay (every kind but bandwidth)."""
+        return self.kind in MEASURE_KINDS or self.kind in HEALTH_KINDS
+
+    @property
+    def captures(self) -> bool:
+        """Counted from captured packets (a capture rule and a counter at each agent)."""
         return self.kind in MEASURE_KINDS
 
 
@@ -382,6 +413,14 @@ FILTER = Nested(FILTER_ROWS, Filter, _filter_rules, {"allOf": [
                         "dst": {"pattern": f"^{IPV6_PREFIX}$"},
                         "proto": {"not": {"enum": ["icmp"]}}}}]}]})
 EXPORT = Nested(EXPORT_ROWS, ExportTarget)
+PROBE_TARGET_ROWS = (
+    Row("src", HOST, required=True, doc="the probing host (agent name)"),
+    Row("dst", HOST, required=True, doc="the probed host (agent name)"),
+    Row("address", Pattern(IP_ADDRESS, "is not an IPv4 or IPv6 address"), required=True,
+        doc="dst's data address"),
+)
+PROBE_TARGETS = ListOf(Nested(PROBE_TARGET_ROWS, ProbeTarget), MAX_PROBE_TARGETS,
+                       noun="target")
 PROTECT = ListOf(HostOrPrefix(HOST), MAX_PROTECT, None, "host")
 REACTIONS = ListOf(ReactionEntry(Nested(REACTION_ROWS, Reaction,
                                          rule_schema=_reaction_schema())),
@@ -395,6 +434,9 @@ _ELASTIC = frozenset(ELASTIC_KINDS)
 _COUNTERS = _MEASURE - {"flows"}              # kinds whose settings are a counter's
 _FLOWS = frozenset({"flows"})
 _BW = frozenset({"bandwidth"})
+_PATHS = frozenset({"path_health"})
+_TCP = frozenset({"tcp_health"})
+_HEALTH = _PATHS | _TCP
 
 TASK_ROWS: tuple[Row, ...] = (
     Row("name", Pattern(NAME_PATTERN, f"does not match {NAME_PATTERN}"), required=True,
@@ -413,18 +455,20 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("threshold_abs", Integer(1, MAX_THRESHOLD_ABS), kinds=_COUNTERS,
         doc="heavy if >= this absolute count (over all hosts in scope)"),
     Row("top_k", Integer(1, MAX_TOP_K), _flows_or(DEFAULT_FLOW_TOP_K, DEFAULT_TOP_K),
-        kinds=_MEASURE, doc=f"largest keys reported (default {DEFAULT_TOP_K}; flows: largest "
-                            f"active flows, default {DEFAULT_FLOW_TOP_K})"),
+        kinds=_MEASURE | _TCP,
+        doc=f"largest keys reported (default {DEFAULT_TOP_K}; flows: largest active flows, "
+            f"default {DEFAULT_FLOW_TOP_K}; tcp_health: top flows and host pairs by "
+            "retransmissions)"),
     Row("window", WINDOW, lambda _: WINDOW.check("window", {}), kinds=_COUNTERS,
         doc="the real-time window"),
     Row("scan_ports", Integer(1, MAX_SCAN_PORTS), DEFAULT_SCAN_PORTS,
         kinds=frozenset({"port_scan"}),
         doc="a source is a scanner at this many distinct dports in a window"),
     Row("report_interval", Number(MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL),
-        DEFAULT_REPORT_INTERVAL, kinds=_MEASURE, doc="seconds between overlay reports"),
+        DEFAULT_REPORT_INTERVAL, kinds=_MEASURE | _HEALTH, doc="seconds between overlay reports"),
     Row("sketch", SKETCH, lambda _: SKETCH.check("sketch", {}), kinds=_COUNTERS,
         doc="count-min sketch size (equal on every host)"),
-    Row("scope", ListOf(HOST, MAX_SCOPE, "global", "host"), "global", kinds=_MEASURE,
+    Row("scope", ListOf(HOST, MAX_SCOPE, "global", "host"), "global", kinds=_MEASURE | _TCP,
         doc="'global' or the hosts (names or data addresses) that measure"),
     Row("memory", Integer(MIN_MEMORY, MAX_MEMORY), _default_memory,
         kinds=_ELASTIC | frozenset(MEMORY_OPTIONAL_KINDS),
@@ -458,6 +502,19 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("protect", PROTECT, kinds=_COUNTERS,
         doc="hosts, addresses or prefixes no reaction may block, limit or mark (a "
             "policy's top-level protect is merged in)"),
+    Row("peers", ListOf(HOST, MAX_PEERS, PEER_WORDS, "host"), "all", kinds=_PATHS,
+        doc="who probes whom: 'all' (every pair of hosts), 'auto' (a set of pairs that "
+            "crosses every link at least twice, chosen by the controller from its paths) "
+            "or the hosts (names) probing each other"),
+    Row("probe_rate", Number(MIN_PROBE_RATE, MAX_PROBE_RATE), DEFAULT_PROBE_RATE,
+        kinds=_PATHS, doc="probes per second per pair"),
+    Row("probe_payload", Integer(MIN_PROBE_PAYLOAD, MAX_PROBE_PAYLOAD), DEFAULT_PROBE_PAYLOAD,
+        kinds=_PATHS, doc="UDP payload bytes of each probe (and of its echo)"),
+    Row("dscp", Integer(0, MAX_DSCP), kinds=_PATHS,
+        doc="DSCP of the probes and their echoes (default: none, best effort)"),
+    Row("probe_targets", PROBE_TARGETS, kinds=_PATHS,
+        doc="the probed pairs with the probed host's data address: filled in by the "
+            "controller from peers before the task goes to agents (given here, replaced)"),
     Row("src", HOST, required=True, kinds=_BW, doc="sending host"),
     Row("dst", HOST, required=True, kinds=_BW, doc="receiving host"),
     Row("method", Choice(BW_METHODS), "slops", kinds=_BW,

@@ -321,9 +321,11 @@ def worker_main(lifetime: float) -> int:
 class Worker:
     """A probe worker child process spoken to over line-delimited JSON."""
 
-    def __init__(self, lifetime: float) -> None:
-        cmd = [sys.executable, "-m", "host_agent.bandwidth.worker", "worker",
-               "--lifetime", f"{lifetime:.3f}"]
+    def __init__(self, lifetime: float, cmd: list[str] | None = None) -> None:
+        """The bandwidth probe child; ``cmd``: another child speaking the same protocol
+        (the path probe process, ``host_agent.probes.worker``)."""
+        cmd = cmd or [sys.executable, "-m", "host_agent.bandwidth.worker", "worker",
+                      "--lifetime", f"{lifetime:.3f}"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, close_fds=True)
         self._buf = b""

@@ -9,6 +9,7 @@ matching sketch only. Instead every agent owns two chains,
 ``ehm-<agent>-in`` and ``ehm-<agent>-out``, hooked from ``INPUT`` and
 ``OUTPUT`` (skipping the management interface)::
 
+    -A ehm-h2-in -p udp -m multiport --ports 8001 -j RETURN  (path probes)
     -A ehm-h2-in -j MARK --and-mark 0x0                       (clear)
     -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x1
     -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x2
@@ -45,6 +46,11 @@ A sampled task (``sample`` p < 1) adds ``-m statistic --mode random
 rule, so unsampled packets never reach the queue and cost the monitor
 nothing; the rule counters then count the sampled packets.
 
+Path health probes and their echoes (UDP port 8001 at both ends, see
+``host_agent.probes``) leave the chain before anything else: they are never
+marked, queued or logged, so an RTT never includes the monitor's NFQUEUE
+delay and no task ever counts a probe.
+
 Every rule carries the comment ``endhost-measure:<agent>:<what>``. Rules are
 built as argument lists from validated values only; nothing from a request
 reaches a shell. ``Capture.remove_stale()`` deletes leftovers of a crashed
@@ -60,7 +66,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from measure_model.sketch.sampling import nth_every
-from measure_model.task import PROTO_FAMILY, Filter
+from measure_model.task import PROBE_PORT, PROTO_FAMILY, Filter
 
 COMMENT_PREFIX = "endhost-measure"
 MAX_SLOTS = 32
@@ -145,7 +151,8 @@ class Capture:
     def __init__(self, agent: str, queue: int = 0, queues: int = 1,
                  exclude_interface: str | None = None, runner: Runner = _run,
                  iptables: str = "iptables", ip6tables: str | None = "ip6tables",
-                 nflog_threshold: int = NFLOG_THRESHOLD) -> None:
+                 nflog_threshold: int = NFLOG_THRESHOLD,
+                 probe_port: int | None = PROBE_PORT) -> None:
         if not AGENT_NAME_RE.match(agent):
             raise ValueError(f"agent name must match {AGENT_NAME_RE.pattern}, got {agent!r}")
         if exclude_interface is not None and not INTERFACE_RE.match(exclude_interface):
@@ -159,6 +166,9 @@ class Capture:
         self.run = runner
         self.tables = {4: iptables} if ip6tables is None else {4: iptables, 6: ip6tables}
         self.nflog_threshold = nflog_threshold
+        self.probe_port = probe_port
+        # first rule a sketch's mark rule goes before: after the probe exemption and clear
+        self.first_mark = 3 if probe_port else 2
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
         self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
 
@@ -188,6 +198,10 @@ class Capture:
         for family in self.tables:
             for hook, chain in self.chains.items():
                 self._ipt(family, "-N", chain)
+                if self.probe_port:
+                    self._ipt(family, "-A", chain, "-p", "udp", "-m", "multiport", "--ports",
+                              str(self.probe_port), "-m", "comment", "--comment",
+                              self.comment("probes"), "-j", "RETURN")
                 self._ipt(family, "-A", chain, "-m", "comment", "--comment",
                           self.comment("clear"), "-j", "MARK", "--and-mark", "0x0")
                 self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
@@ -239,7 +253,7 @@ class Capture:
         done: list[int] = []
         try:
             for family in self._families(filt):
-                self._ipt(family, "-I", self.chains[filt.interface], "2",
+                self._ipt(family, "-I", self.chains[filt.interface], str(self.first_mark),
                           *self._mark_rule(sketch, slot, filt, family, sampling))
                 done.append(family)
         except RuntimeError:

@@ -57,7 +57,7 @@ from measure_model.packet.keys import (
 )
 from measure_model.sketch.countmin import CountMinSketch
 from measure_model.sketch.hll import HyperLogLog
-from measure_model.wire import elastic_snapshot
+from measure_model.wire import elastic_snapshot, paths
 from measure_model.wire.snapshot import Snapshot
 
 MAX_CANDIDATES = 100_000
@@ -164,6 +164,8 @@ def check_snapshot(snap: Any) -> Snapshot:
     """Validate a whole snapshot (every field a merge or a reader uses, the sketch cells
     and HLL registers decoded); return it. ValueError naming the field if malformed."""
     _need(isinstance(snap, dict), "must be an object")
+    if paths.is_health(snap):  # path_health / tcp_health: measure_model.wire.paths
+        return cast(Snapshot, paths.check_health_snapshot(snap))
     _known(snap, SNAPSHOT_FIELDS, "")
     key = snap.get("key")
     _need(key in KEY_TYPES, f"key {key!r} is not one of {', '.join(KEY_TYPES)}")
@@ -346,6 +348,10 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
         for s in snaps:
             check_snapshot(s)
     first = snaps[0]
+    if any(paths.is_health(s) for s in snaps):
+        if not all(paths.is_health(s) for s in snaps):
+            raise ValueError("snapshot: cannot merge a health snapshot with a counter's")
+        return paths.merge_health(snaps)
     key_type, increment = first["key"], first["increment"]
     for s in snaps[1:]:
         if (s["key"], s["increment"]) != (key_type, increment):

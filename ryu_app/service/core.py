@@ -55,8 +55,9 @@ import networkx as nx
 
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
+from measure_model import pairs
 from measure_model.sketch.sampling import scale_result
-from measure_model.task import MAX_TASKS, Task
+from measure_model.task import MAX_PROBE_TARGETS, MAX_TASKS, Task
 from measure_model.version import __version__
 from ryu_app.auth_config import AuthConfig, auth_from_env
 from ryu_app.errors import BadRequest, Conflict, NotFound
@@ -77,6 +78,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTROLLER_URL = "http://192.168.100.254:8080"
 DEFAULT_FANOUT = 4
 PARTIAL_RETRY = 10.0
+DEFAULT_PROBE_BUDGET_BPS = 10_000_000  # probe bits/s one host may send: 1% of 1 Gbit/s
 
 
 class MeasureService:
@@ -101,6 +103,9 @@ class MeasureService:
             inline_without_eventlet=True)
         self.results = Results(self.store)
         self.pushes = Pushes(self.http, self.runner, now)
+        self.pushes.task_body = self._task_body
+        self.probe_budget_bps = float(os.environ.get("MEASURE_PROBE_BUDGET_BPS",
+                                                     DEFAULT_PROBE_BUDGET_BPS))
         self.jobs = BandwidthJobs(self.registry, topology, self.http, self.runner, self.store,
                                   now)
         self.ticker = TickerHealth()
@@ -148,6 +153,8 @@ class MeasureService:
                 raise NotFound(str(exc)) from None
             except ProtectedTarget as exc:
                 raise Conflict(str(exc)) from None
+            if task.kind == "path_health":
+                self._check_probes(task)
         now = self.now()
         try:
             ids = self.store.add_tasks([(t.name, t.to_dict()) for t in tasks], now)
@@ -160,6 +167,68 @@ class MeasureService:
         if self.wake is not None:
             self.wake()
         return [{"id": i, "name": t.name} for i, t in zip(ids, tasks, strict=True)]
+
+    # ------------------------------------------------------------ path health
+
+    def _probe_hosts(self) -> dict[str, str]:
+        """Live agents with a data address: name -> data address."""
+        return {n: a.data_ip for n, a in self.registry.live().items() if a.data_ip}
+
+    def _links_of(self, a: str, b: str) -> list[Any]:
+        """The links of the controller's path between two agents' hosts, both access
+        links included; [] when either host is not located."""
+        ends = [self._locate(ip) for ip in (self._data_ip(a), self._data_ip(b)) if ip]
+        if len(ends) != 2 or None in ends:
+            return []
+        path = self.topology.shortest_path(ends[0].dpid, ends[1].dpid) or []
+        inner = [tuple(sorted(hop)) for hop in zip(path, path[1:], strict=False)]
+        return [("access", a), *inner, ("access", b)]
+
+    def _probe_pairs(self, task: Task, hosts: dict[str, str]) -> list[tuple[str, str]]:
+        peers = task.peers or "all"
+        if isinstance(peers, tuple):
+            wanted = [self.registry.find(h) for h in peers]
+            peers = tuple(a.name for a in wanted if a is not None and a.name in hosts)
+        return pairs.resolve_peers(peers, hosts, self._links_of)
+
+    def _check_probes(self, task: Task) -> None:
+        """404 for a peer that is not a known agent; 400 when the probes of the task
+        would exceed the per-host probe budget or the target limit."""
+        if isinstance(task.peers, tuple):
+            for name in task.peers:
+                agent = self.registry.find(name)
+                if agent is None:
+                    raise NotFound(f"task {task.name}: peers host '{name}' is not a known "
+                                   "agent")
+                if not agent.data_ip:
+                    raise NotFound(f"task {task.name}: peers host '{name}' has no data "
+                                   "address")
+        hosts = self._probe_hosts()
+        chosen = self._probe_pairs(task, hosts)
+        if len(chosen) > MAX_PROBE_TARGETS:
+            raise BadRequest(f"task {task.name}: peers gives {len(chosen)} probed pairs, "
+                             f"more than {MAX_PROBE_TARGETS}")
+        load = pairs.probe_load_bps(chosen, task.probe_rate or 10.0, task.probe_payload or 64)
+        worst = max(load.values(), default=0.0)
+        if worst > self.probe_budget_bps:
+            raise BadRequest(
+                f"task {task.name}: peers {task.peers if isinstance(task.peers, str) else 'list'}"
+                f" over {len(hosts)} hosts at probe_rate {task.probe_rate:g} needs "
+                f"{worst / 1e6:.2f} Mbit/s of probes on a host, more than the probe budget "
+                f"of {self.probe_budget_bps / 1e6:.2f} Mbit/s (MEASURE_PROBE_BUDGET_BPS)")
+
+    def _task_body(self, task: Task) -> dict[str, Any]:
+        """The task as the root gets it: a path_health task with its probed pairs resolved
+        over the live agents (``probe_targets``), at every push."""
+        body = task.to_dict()
+        if task.kind == "path_health":
+            hosts = self._probe_hosts()
+            chosen = self._probe_pairs(task, hosts)[:MAX_PROBE_TARGETS]
+            body["probe_targets"] = [{"src": a, "dst": b, "address": hosts[b]}
+                                     for a, b in chosen]
+            if not body["probe_targets"]:
+                body.pop("probe_targets")
+        return body
 
     def _record(self, task_id: str) -> TaskRecord:
         record = self.tasks.get(task_id)

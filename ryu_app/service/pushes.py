@@ -45,6 +45,9 @@ class Pushes:
     """The three push queues and their failure counts (see the module docstring)."""
 
     def __init__(self, http: Transport, runner: Runner, now: Callable[[], float]) -> None:
+        #: a task's body for the root (the service fills in what it resolves, such as
+        #: a path_health task's probe_targets)
+        self.task_body: Callable[[Any], dict[str, Any]] = lambda task: task.to_dict()
         self.http = http
         self.runner = runner
         self.now = now
@@ -141,7 +144,7 @@ class Pushes:
                 continue
             # the agent count from the first interval on (absolute thresholds are
             # split over it); the root strips the reserved field before installing
-            body = {**record.task.to_dict(), "_overlay": {"agents": max(1, agents)}}
+            body = {**self.task_body(record.task), "_overlay": {"agents": max(1, agents)}}
             try:
                 status, reply = self.http.request(
                     "PUT", f"{root_url}/agent/v1/tasks/{task_id}", json=body,

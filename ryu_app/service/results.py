@@ -23,6 +23,11 @@ The overlay root posts one merged report per task per report interval
   changes; for a ``path_health`` task, ``link_suspect`` and ``link_cleared``
   from the ``localize`` hook, which also adds the result's ``links``.
 
+A path_health or tcp_health report answers from its ``paths`` / ``tcp`` section
+(``measure_model.wire.paths.health_result``): ``pairs`` and ``probe_cost``, or
+``tcp`` (top flows and host pairs by retransmissions); each per-host result
+holds that host's rows of the merged answer.
+
 Raw sketch cells, HLL registers and candidates are dropped and window
 counts cut to the largest 100 before storing: results are for reading, and
 a 16384 x 4 sketch would make every history row half a megabyte. The
@@ -50,6 +55,7 @@ from typing import Any
 
 from measure_model import answers
 from measure_model.task import DEFAULT_SCAN_PORTS, ELASTIC_KINDS
+from measure_model.wire import paths
 from measure_model.wire.overlay import validate_report as check_report
 from measure_model.wire.snapshot import Report
 
@@ -108,7 +114,8 @@ def _strip(snapshot: dict) -> dict:
     """The readable part of a snapshot: no sketch cells, elastic state, HLL registers or
     candidates."""
     out = {k: v for k, v in snapshot.items()
-           if k not in ("sketch", "covered", "missing", "candidates", "elastic", "spread")}
+           if k not in ("sketch", "covered", "missing", "candidates", "elastic", "spread",
+                        "paths", "probes", "tcp")}
     if isinstance(out.get("distinct"), dict):
         out["distinct"] = {k: v for k, v in out["distinct"].items() if k != "hll"}
     if "window" in out:
@@ -172,6 +179,9 @@ class Results:
         result["scanners"] = scanners(snap, scan_ports)
         if snap.get("elastic") is not None:
             result.update(self._answers(task_id, report, snap, now))
+        health = paths.is_health(snap)  # path_health / tcp_health: pairs, probe cost, tcp
+        if health:
+            result.update(paths.health_result(snap))
         link_events: list[tuple[str, dict]] = []
         if self.localize is not None and result.get("kind") == "path_health":
             extra, link_events = self.localize(task_id, result)
@@ -181,6 +191,8 @@ class Results:
             per_host[host] = {"task_id": task_id, "host": host,
                               "interval_end": report["interval_end"], "received_at": now,
                               "oldest": summary.get("generated_at"), **summary}
+            if health:  # the host's own rows of the merged answer
+                per_host[host].update(paths.health_result(snap, host))
         with self._lock:
             previous = self._latest.get((task_id, GLOBAL))
             self._latest[(task_id, GLOBAL)] = result

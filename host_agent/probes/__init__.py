@@ -1,0 +1,106 @@
+"""Path health probes: the agent's side (``ProbeMesh``) of the probe process.
+
+The probe process (``host_agent.probes.worker``) sends and echoes the probes
+and reads the kernel's TCP state; the per-pair bookkeeping is in
+``host_agent.probes.session``. ``ProbeMesh`` starts the process on first
+use (and again if it died), hands it each path_health task's pairs for this
+host, and turns its answers into the snapshot sections of
+``measure_model.wire.paths``. Every agent runs the process from its start
+when given a probe port, so it echoes its peers' probes before it holds a
+task of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+from host_agent.bandwidth.worker import Worker, WorkerError
+from measure_model.task import PROBE_PORT, Task
+from measure_model.wire.paths import pair_key
+
+log = logging.getLogger(__name__)
+
+LOSS_TIMEOUT = 1.0  # seconds: a probe unanswered this long after it was sent is lost
+CALL_TIMEOUT = 5.0
+
+
+class ProbeMesh:
+    """This agent's probe process and the path_health / tcp_health tasks it serves."""
+
+    def __init__(self, name: str, bind: str = "0.0.0.0", port: int = PROBE_PORT,
+                 local: list[str] | None = None, prefix: list[str] | None = None) -> None:
+        self.name, self.bind, self.port = name, bind, port
+        self.prefix = prefix or []  # e.g. ``ip netns exec NAME`` (tests)
+        self.local = local  # this host's data addresses (TCP flows on them only)
+        self.worker: Worker | None = None
+        self.tasks: dict[str, dict[str, Any]] = {}   # path_health task id -> set request
+        self.lock = threading.RLock()
+
+    def _cmd(self) -> list[str]:
+        return [*self.prefix, sys.executable, "-m", "host_agent.probes.worker", "--bind", self.bind,
+                "--port", str(self.port)]
+
+    def start(self) -> None:
+        with self.lock:
+            if self.worker is not None and self.worker.proc.poll() is None:
+                return
+            if self.worker is not None:
+                log.error("probe process died (exit %s); restarting", self.worker.proc.poll())
+                self.worker.close()
+            self.worker = Worker(0.0, self._cmd())
+            self.worker.call({"op": "ping"}, CALL_TIMEOUT)
+            for task_id, req in self.tasks.items():
+                self.worker.call(req, CALL_TIMEOUT)
+                log.info("probe task %s re-installed", task_id)
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.worker is not None:
+                self.worker.close()
+                self.worker = None
+
+    def call(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.start()
+            assert self.worker is not None
+            try:
+                return self.worker.call(req, CALL_TIMEOUT)
+            except WorkerError:
+                if self.worker.proc.poll() is None:
+                    raise
+                self.start()  # it died under us: once more on a fresh process
+                return self.worker.call(req, CALL_TIMEOUT)
+
+    # ------------------------------------------------------------ tasks
+    def install(self, task_id: str, task: Task) -> None:
+        """Probe this host's pairs of a path_health task (tcp_health needs nothing)."""
+        if task.kind != "path_health":
+            return
+        targets = [{"dst": t.dst, "address": t.address} for t in task.probe_targets or ()
+                   if t.src == self.name]
+        req = {"op": "set", "task": task_id, "rate": task.probe_rate,
+               "payload": task.probe_payload, "dscp": task.dscp, "targets": targets}
+        with self.lock:
+            self.tasks[task_id] = req
+            self.call(req)
+
+    def remove(self, task_id: str) -> None:
+        with self.lock:
+            if self.tasks.pop(task_id, None) is not None:
+                self.call({"op": "remove", "task": task_id})
+
+    def snapshot(self, task_id: str, task: Task, now: float) -> dict[str, Any]:
+        """The task's snapshot: ``paths`` + ``probes`` (the probes sent before ``now``
+        minus the loss timeout), or ``tcp``."""
+        if task.kind == "tcp_health":
+            tcp = self.call({"op": "tcp", "host": self.name, "top": task.top_k or 10,
+                             "local": self.local})
+            return {"tcp": tcp, "covered": [self.name], "missing": [],
+                    "generated_at": now, "oldest": now}
+        got = self.call({"op": "snapshot", "task": task_id, "cut": now - LOSS_TIMEOUT})
+        paths = {pair_key(self.name, dst): entry for dst, entry in got["paths"].items()}
+        return {"paths": paths, "probes": {self.name: got["cost"]}, "covered": [self.name],
+                "missing": [], "generated_at": now, "oldest": now}
