@@ -8,15 +8,17 @@ Run::
 
 It builds the controller's own ``Topology`` of a k-ary fat-tree (k = 8 for
 100 hosts, 16 for 1,000; hosts on the first edge ports), chooses the probe
-pairs of ``peers: auto`` with ``ryu_app.paths.select.auto_pairs`` and their
-paths with ``ryu_app.paths.routes`` (the code the controller runs), then per
+pairs of ``peers: auto`` with ``measure_model.pairs.cover_pairs`` over the
+paths of ``ryu_app.paths.routes`` (the code the controller runs), then per
 trial puts one random loss rate from 0.5% to 20% on one random link crossed
 by some pair (both directions, like the fault injector) and feeds
-``ryu_app.paths.localize.Localizer`` one report interval at a time. A probe
-crossing the link c times (forward and/or echo) is lost with probability
-1 - (1 - r)^c; each pair's lost count per interval is drawn from that
-binomial at ``--rate`` probes/s over ``--interval`` s (plus ``--background``
-loss on every pair). Clean trials (no fault) count false positives too.
+``ryu_app.paths.localize`` one report interval at a time, as the controller
+does with a result's ``pairs``. Per pair and interval, the probes lost on the
+way out (``lost_fwd``) are drawn from Binomial(sent, r) when the forward path
+crosses the link, those lost on the way back from Binomial(sent - lost_fwd,
+r) when the reverse path does (plus ``--background`` loss each way), with
+sent = ``--rate`` x ``--interval``. Clean trials (no fault) count false
+positives too.
 
 Figures per N: detection time (intervals until the faulty link is the top
 suspect), precision (suspects that were the faulty link, over every suspect
@@ -38,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import base_parser, print_table, write_json
+from measure_model.pairs import AUTO_MIN_COVER, cover_pairs, probe_load_bps
 from ryu_app.net.topology import Topology
-from ryu_app.paths.localize import Localizer
+from ryu_app.paths.localize import Localizer, observations
 from ryu_app.paths.routes import PathCache, link_name
-from ryu_app.paths.select import PER_HOST, auto_pairs
 
 RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 WIRE_OVERHEAD = 8 + 20 + 14 + 4 + 20  # UDP, IPv4, Ethernet, FCS, preamble + gap
@@ -75,20 +77,21 @@ def run_size(n: int, trials: int, args: Any, rng: random.Random,
     topo, attach = fat_tree(k, n)
     cache = PathCache(topo)
     t0 = time.perf_counter()
-    pairs = auto_pairs(attach, lambda a, b: (p.links if (p := cache.path(attach, a, b))
-                                             else None), per_host=args.per_host)
+    pairs = cover_pairs(attach, lambda a, b: sorted(cache.path(attach, a, b).links,
+                                                    key=repr), min_cover=args.cover)
     select_s = time.perf_counter() - t0
     paths = {pair: cache.path(attach, *pair) for pair in pairs}
-    link_sets = {pair: p.links for pair, p in paths.items() if p is not None}
-    crossings = {pair: Counter(_dir_links(p)) for pair, p in paths.items() if p is not None}
-    coverage = Counter(link for s in link_sets.values() for link in s)
+    directions = {pair: (set(p.fwd_links), set(p.rev_links)) for pair, p in paths.items()}
+    coverage = Counter(link for p in paths.values() for link in p.links)
     covered = sorted(coverage, key=repr)
     per_host = Counter()
     for a, b in pairs:
         per_host[a] += 1
         per_host[b] += 1
+    # on the wire: probes sent plus echoes returned, with Ethernet framing and gaps
     frame_bits = (args.payload + WIRE_OVERHEAD) * 8
     busiest_bps = max(per_host.values()) * args.rate * frame_bits
+    ip_bps = max(probe_load_bps(pairs, args.rate, args.payload).values())
     sent = int(round(args.rate * args.interval))
     rows, detect, named = [], [], Counter()
     assess_s: list[float] = []
@@ -99,13 +102,16 @@ def run_size(n: int, trials: int, args: Any, rng: random.Random,
         found_at = None
         for interval in range(1, args.intervals + 1):
             report = []
-            for pair, links in crossings.items():
-                c = links.get(fault, 0) if fault is not None else 0
-                p = 1 - (1 - rate) ** c * (1 - args.background)
-                lost = int(nprng.binomial(sent, p)) if p > 0 else 0
-                report.append({"src": pair[0], "dst": pair[1], "sent": sent, "lost": lost})
+            for pair, (fwd, rev) in directions.items():
+                pf = 1 - (1 - (rate if fault in fwd else 0.0)) * (1 - args.background)
+                pr = 1 - (1 - (rate if fault in rev else 0.0)) * (1 - args.background)
+                lost_fwd = int(nprng.binomial(sent, pf)) if pf > 0 else 0
+                lost_rev = int(nprng.binomial(sent - lost_fwd, pr)) if pr > 0 else 0
+                report.append({"src": pair[0], "dst": pair[1], "sent": sent,
+                               "lost": lost_fwd + lost_rev, "lost_fwd": lost_fwd})
             t1 = time.perf_counter()
-            out = loc.update(report, crossings)
+            rows_, links_ = observations(report, paths)
+            out = loc.update(rows_, links_)
             assess_s.append(time.perf_counter() - t1)
             suspects = out.suspects()
             for s in suspects:
@@ -136,17 +142,11 @@ def run_size(n: int, trials: int, args: Any, rng: random.Random,
         "detect_p95_intervals": (float(np.percentile(times, 95)) if times else None),
         "detect_max_intervals": max(times) if times else None,
         "probe_bps_busiest_host": round(busiest_bps),
+        "probe_ip_bps_busiest_host": round(ip_bps),
         "probe_share_of_1g": busiest_bps / LINK_BPS,
         "pairs_per_host_max": max(per_host.values()),
         "trials": rows,
     }
-
-
-def _dir_links(p: Any) -> list:
-    """Each link once per direction the round trip crosses it."""
-    from ryu_app.paths.routes import hop_links
-    return hop_links(p.src, p.dst, list(p.forward), None) + hop_links(
-        p.dst, p.src, list(p.reverse), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="report interval, s")
     parser.add_argument("--rate", type=float, default=10.0, help="probes/s per pair")
     parser.add_argument("--payload", type=int, default=64, help="probe payload, bytes")
-    parser.add_argument("--per-host", type=int, default=PER_HOST,
-                        help=f"pairs each host starts (default {PER_HOST})")
+    parser.add_argument("--cover", type=int, default=AUTO_MIN_COVER,
+                        help="pairs crossing each link at least (default: peers: auto's, "
+                             f"{AUTO_MIN_COVER})")
     parser.add_argument("--background", type=float, default=0.0,
                         help="loss of every pair without a fault (default 0)")
     parser.add_argument("--seed", type=int, default=1)

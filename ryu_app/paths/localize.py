@@ -1,10 +1,16 @@
 """Which link drops the probes: per-link loss and added latency from pair results.
 
-Input per report interval: each pair's ``sent`` and ``lost`` probes in that
-interval and its RTT median, plus the links its round trip crosses
-(``ryu_app.paths.routes``). The last ``window`` intervals of every pair are
-summed (a pair whose path changed starts again: its old counts came over other
-links).
+Input per report interval: observations, each with ``sent`` and ``lost``
+probes in that interval and an RTT median, and the links it crosses
+(``ryu_app.paths.routes``). ``observations`` makes them from a result's
+``pairs``: a probe's loss is known per direction (``lost_fwd`` on the way to
+the peer, ``lost_rev`` on the way back, from the reflector's echoed count),
+so each pair gives two observations, the forward path's links with ``sent``
+and ``lost_fwd``, the reverse path's with the probes that reached the peer
+and ``lost_rev``; without that split, one round-trip observation that
+crosses a link once per direction using it. The last ``window`` intervals
+of every observation are summed (one whose path changed starts again: its
+old counts came over other links).
 
 **Method: greedy maximum-likelihood single-link explanations.** With the
 pairs' counts ``(S_p, L_p)``, the hypothesis "link l alone loses, at rate
@@ -66,7 +72,38 @@ MIN_LOSS = 0.003
 MAX_SUSPECTS = 8
 BASELINE = 30         # intervals of RTT medians a pair's baseline is the lowest of
 
-Pair = tuple[str, str]
+Pair = tuple[str, ...]  # (src, dst) or (src, dst, direction)
+
+
+def observations(rows: Iterable[dict[str, Any]], paths: Mapping[tuple[str, str], Any]
+                 ) -> tuple[list[dict[str, Any]], dict[Pair, Any]]:
+    """A result's ``pairs`` rows and their ``PairPath``s (by (src, dst); a pair without
+    one is skipped) -> the localizer's rows and paths (see the module docstring)."""
+    out: list[dict[str, Any]] = []
+    links: dict[Pair, Any] = {}
+    for row in rows:
+        path = paths.get((row.get("src"), row.get("dst")))
+        if path is None:
+            continue
+        src, dst = path.src, path.dst
+        fwd, rev = path.fwd_links, path.rev_links
+        sent = max(0, int(row.get("sent") or 0))
+        lost = min(sent, max(0, int(row.get("lost") or 0)))
+        if isinstance(row.get("lost_fwd"), int):
+            lost_fwd = min(lost, max(0, row["lost_fwd"]))
+            for key, n, lo, hop in (((src, dst, "fwd"), sent, lost_fwd, fwd),
+                                    ((src, dst, "rev"), sent - lost_fwd, lost - lost_fwd,
+                                     rev)):
+                out.append({"key": key, "sent": n, "lost": lo, "rtt_ms": row.get("rtt_ms")})
+                links[key] = hop  # a path crosses a link once
+        else:
+            key = (src, dst)
+            out.append({"key": key, "sent": sent, "lost": lost, "rtt_ms": row.get("rtt_ms")})
+            counts: dict[LinkKey, int] = {}
+            for link in (*fwd, *rev):
+                counts[link] = counts.get(link, 0) + 1
+            links[key] = counts
+    return out, links
 
 
 @dataclass
@@ -135,24 +172,27 @@ class Localizer:
         self._counts: dict[Pair, deque] = {}
         self._rtts: dict[Pair, deque] = {}
         self._paths: dict[Pair, dict[LinkKey, int]] = {}
+        self._given: dict[Pair, Any] = {}  # each observation's links as given
         self.active: dict[LinkKey, LinkState] = {}
 
     def update(self, pairs: Iterable[dict[str, Any]],
                paths: Mapping[Pair, Mapping[LinkKey, int] | Iterable[LinkKey]],
                links: Iterable[LinkKey] = ()) -> Assessment:
-        """Take one interval's pair results (``src``, ``dst``, ``sent``, ``lost``,
-        optional ``rtt_ms.p50``) and each pair's links, with how many times its round
-        trip crosses each (a set: once); ``links`` adds links no pair crosses (listed
-        with ``pairs: 0``)."""
+        """Take one interval's observations (``key``, or ``src`` and ``dst``; ``sent``,
+        ``lost``, optional ``rtt_ms.p50``) and each one's links, with how many times it
+        crosses each (a set: once); ``links`` adds links none crosses (listed with
+        ``pairs: 0``)."""
         added: dict[Pair, float] = {}
         for row in pairs:
-            pair = (row["src"], row["dst"])
+            pair = tuple(row["key"]) if "key" in row else (row["src"], row["dst"])
             given = paths.get(pair)
             if given is None:
                 continue
-            path = dict(given) if isinstance(given, Mapping) else dict.fromkeys(given, 1)
-            if self._paths.get(pair) != path:  # new or moved: its old counts are elsewhere
-                self._paths[pair] = path
+            old = self._given.get(pair)
+            if old is not given and old != given:  # new or moved: its counts are elsewhere
+                self._given[pair] = given
+                self._paths[pair] = (dict(given) if isinstance(given, Mapping)
+                                     else dict.fromkeys(given, 1))
                 self._counts[pair] = deque(maxlen=self.window)
                 self._rtts[pair] = deque(maxlen=self.baseline)
             sent = max(0, int(row.get("sent") or 0))
@@ -165,7 +205,7 @@ class Localizer:
                     added[pair] = max(0.0, float(p50) - min(rtts))
                 rtts.append(float(p50))
         for pair in [p for p in self._paths if p not in paths]:
-            del self._paths[pair], self._counts[pair], self._rtts[pair]
+            del self._paths[pair], self._counts[pair], self._rtts[pair], self._given[pair]
         return self._assess(added, links)
 
     def _assess(self, added: dict[Pair, float], extra: Iterable[LinkKey]) -> Assessment:
@@ -179,14 +219,17 @@ class Localizer:
         states = {k: LinkState(k) for k in extra}
         for link, plist in crossing.items():
             state = states.setdefault(link, LinkState(link))
-            state.pairs = len(plist)
+            state.pairs = len({p[:2] for p in plist})  # pairs, not directions
             state.loss = min(totals[p][1] / totals[p][0] for p in plist)
             state.latency_ms = min((added.get(p, 0.0) for p in plist), default=0.0)
         explained: set[Pair] = set()
         suspects: dict[LinkKey, LinkState] = {}
+        # only a link some lossy observation crosses can explain anything
+        lossy = {link: plist for link, plist in crossing.items()
+                 if any(totals[p][1] for p in plist)}
         for _ in range(self.max_suspects):
             gains, rates = {}, {}
-            for link, plist in crossing.items():
+            for link, plist in lossy.items():
                 if link in suspects:
                     continue
                 q, g = _gain([(*totals[p], self._paths[p][link]) for p in plist
@@ -209,6 +252,10 @@ class Localizer:
             suspects[best] = state
             # its pairs are explained: a further suspect needs evidence of its own
             explained.update(crossing[best])
+            lossy = {link: [p for p in plist if p not in explained]
+                     for link, plist in lossy.items()}
+            lossy = {link: plist for link, plist in lossy.items()
+                     if any(totals[p][1] for p in plist)}
         out = Assessment(sorted(states.values(), key=_rank))
         for link, old in list(self.active.items()):
             if link in suspects:

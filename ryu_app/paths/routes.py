@@ -127,8 +127,7 @@ def hops(topology: Any, src: tuple[int, int], dst: tuple[int, int]) -> list[Hop]
     return out
 
 
-def hop_links(src_host: str, dst_host: str, path: list[Hop],
-              topology: Any) -> list[LinkKey]:
+def hop_links(src_host: str, dst_host: str, path: list[Hop]) -> list[LinkKey]:
     """The links of one direction's path, access links included, in order."""
     first, last = path[0], path[-1]
     links = [access_link(src_host, first.dpid, first.in_port)]
@@ -147,6 +146,8 @@ class PairPath:
     forward: tuple[Hop, ...]
     reverse: tuple[Hop, ...]
     links: frozenset[LinkKey]
+    fwd_links: tuple[LinkKey, ...] = ()  # the forward path's links, in order
+    rev_links: tuple[LinkKey, ...] = ()  # the reverse path's
 
     def to_dict(self) -> dict[str, Any]:
         return {"src": self.src, "dst": self.dst,
@@ -169,9 +170,9 @@ def pair_path(topology: Any, attach: dict[str, tuple[int, int]], src: str,
     rev = hops(topology, attach[dst], attach[src])
     if fwd is None or rev is None:
         return None
-    links = frozenset(hop_links(src, dst, fwd, topology)) | frozenset(
-        hop_links(dst, src, rev, topology))
-    return PairPath(src, dst, tuple(fwd), tuple(rev), links)
+    there, back = tuple(hop_links(src, dst, fwd)), tuple(hop_links(dst, src, rev))
+    return PairPath(src, dst, tuple(fwd), tuple(rev), frozenset(there) | frozenset(back),
+                    there, back)
 
 
 class PathCache:

@@ -175,14 +175,9 @@ class MeasureService:
         return {n: a.data_ip for n, a in self.registry.live().items() if a.data_ip}
 
     def _links_of(self, a: str, b: str) -> list[Any]:
-        """The links of the controller's path between two agents' hosts, both access
-        links included; [] when either host is not located."""
-        ends = [self._locate(ip) for ip in (self._data_ip(a), self._data_ip(b)) if ip]
-        if len(ends) != 2 or None in ends:
-            return []
-        path = self.topology.shortest_path(ends[0].dpid, ends[1].dpid) or []
-        inner = [tuple(sorted(hop)) for hop in zip(path, path[1:], strict=False)]
-        return [("access", a), *inner, ("access", b)]
+        """The links of the controller's path between two agents' hosts, both directions
+        and both access links included; [] when either host is not located."""
+        return self.pathhealth.links_of(a, b)
 
     def _probe_pairs(self, task: Task, hosts: dict[str, str]) -> list[tuple[str, str]]:
         peers = task.peers or "all"
@@ -388,8 +383,9 @@ class MeasureService:
             history = self.results.history(record.id, limit=30, now=self.now())[1:]
             tasks.append((record.id, latest, history))
         tcp = None
+        addrs = {self._data_ip(a), self._data_ip(b)}
         for record in self._kind_tasks(TCP_KIND):
-            tcp = tcp_between(self.results.latest(record.id, now=self.now()), a, b)
+            tcp = tcp_between(self.results.latest(record.id, now=self.now()), addrs)
             if tcp is not None:
                 break
         avoids = [x for x in self.actions.list_actions()

@@ -16,32 +16,23 @@ from __future__ import annotations
 
 import statistics
 import threading
-from collections import Counter
 from typing import Any
 
-from ryu_app.paths.localize import Localizer
+from ryu_app.paths.localize import Localizer, observations
 from ryu_app.paths.routes import (
     PairPath,
     PathCache,
     access_link,
-    hop_links,
     link_dict,
     link_name,
     parse_link,
     switch_link,
 )
-from ryu_app.paths.select import auto_pairs
 from ryu_app.service.registry import host_node
 
 KIND = "path_health"
 TCP_KIND = "tcp_health"
 BASELINE_RESULTS = 30  # results a pair's baseline loss and RTT are taken over
-
-
-def crossings(path: PairPath) -> Counter:
-    """Each link of a pair's round trip, counted once per direction crossing it."""
-    return Counter(hop_links(path.src, path.dst, list(path.forward), None)
-                   + hop_links(path.dst, path.src, list(path.reverse), None))
 
 
 class PathHealth:
@@ -72,15 +63,11 @@ class PathHealth:
             return None
         return self.cache.path(self.attach() if attach is None else attach, src, dst)
 
-    def auto_pairs(self, hosts: list[str]) -> list[tuple[str, str]]:
-        """The pairs of ``peers: auto`` over these agents (the located ones)."""
-        attach = self.attach()
-
-        def links(a: str, b: str) -> Any:
-            p = self.path(a, b, attach)
-            return None if p is None else p.links
-
-        return auto_pairs([h for h in hosts if h in attach], links)
+    def links_of(self, a: str, b: str) -> list[Any]:
+        """The links of the pair's round trip (both access links and both directions'
+        switch links, with their ports); [] when either host is not located."""
+        p = self.path(a, b)
+        return [] if p is None else sorted(p.links, key=repr)
 
     def localize(self, task_id: str, result: dict[str, Any]
                  ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
@@ -92,13 +79,14 @@ class PathHealth:
         for row in pairs:
             p = self.path(row["src"], row["dst"], attach)
             if p is not None:
-                paths[(row["src"], row["dst"])] = crossings(p)
+                paths[(row["src"], row["dst"])] = p
+        rows, links = observations(pairs, paths)
         # every link is listed, those no pair crosses with pairs: 0
         extra = [switch_link(*link) for link in self.topology.links()] + [
             access_link(name, *at) for name, at in sorted(attach.items())]
         with self._lock:
             loc = self._localizers.setdefault(task_id, Localizer())
-            out = loc.update(pairs, paths, extra)
+            out = loc.update(rows, links, extra)
         events: list[tuple[str, dict[str, Any]]] = []
         for kind, states in (("link_suspect", out.raised), ("link_cleared", out.cleared)):
             for s in states:
@@ -163,21 +151,16 @@ def baseline(history: list[dict[str, Any]], src: str, dst: str) -> dict[str, Any
             "rtt_p50_ms": statistics.median(rtts) if rtts else None}
 
 
-def tcp_between(result: dict[str, Any] | None, a: str, b: str) -> dict[str, Any] | None:
-    """Retransmissions between hosts ``a`` and ``b`` in a ``tcp_health`` result: its
-    ``pairs`` rows (a list of ``{src, dst, ...}`` or a map keyed ``"src>dst"``), both
-    directions added."""
-    pairs = ((result or {}).get("tcp") or {}).get("pairs", (result or {}).get("tcp_pairs"))
-    if isinstance(pairs, dict):
-        rows = [dict(v, src=k.split(">", 1)[0], dst=k.split(">", 1)[-1])
-                for k, v in pairs.items() if isinstance(v, dict)]
-    else:
-        rows = [r for r in pairs or [] if isinstance(r, dict)]
-    found = [r for r in rows if {r.get("src"), r.get("dst")} == {a, b}]
-    if not found:
+def tcp_between(result: dict[str, Any] | None, addrs: set[str]) -> dict[str, Any] | None:
+    """Retransmissions between two hosts (``addrs``: their data addresses) in a
+    ``tcp_health`` result: its ``tcp.top_pairs`` rows between them, both directions
+    added (counters over the sockets' lives)."""
+    rows = [r for r in ((result or {}).get("tcp") or {}).get("top_pairs") or []
+            if isinstance(r, dict) and {r.get("src"), r.get("dst")} == addrs]
+    if not rows:
         return None
-    total = sum(int(r.get("retrans") or r.get("retransmits") or 0) for r in found)
-    return {"retrans": total, "rows": found}
+    return {"retrans": sum(int(r.get("retrans") or 0) for r in rows),
+            "lost": sum(int(r.get("lost") or 0) for r in rows), "rows": rows}
 
 
 def diagnose(src: str, dst: str, path: PairPath | None,

@@ -9,7 +9,7 @@ import pytest
 
 from bench.paths import fat_tree
 from ryu_app.net.topology import Topology
-from ryu_app.paths.localize import Localizer
+from ryu_app.paths.localize import Localizer, observations
 from ryu_app.paths.routes import (
     PathCache,
     access_link,
@@ -20,7 +20,7 @@ from ryu_app.paths.routes import (
     parse_link,
     switch_link,
 )
-from ryu_app.paths.select import auto_pairs, coverage_of
+from measure_model.pairs import cover_pairs
 
 pytestmark = pytest.mark.unit
 
@@ -37,8 +37,8 @@ def square() -> tuple[Topology, dict[str, tuple[int, int]]]:
 def counted(topo: Topology, attach: dict, pair: tuple[str, str]) -> Counter:
     p = pair_path(topo, attach, *pair)
     assert p is not None
-    return Counter(hop_links(p.src, p.dst, list(p.forward), topo)
-                   + hop_links(p.dst, p.src, list(p.reverse), topo))
+    assert p.fwd_links == tuple(hop_links(p.src, p.dst, list(p.forward)))
+    return Counter(p.fwd_links + p.rev_links)
 
 
 # ------------------------------------------------------------------ routes
@@ -108,22 +108,19 @@ def test_link_forms_round_trip_and_bad_link_names_the_field() -> None:
 
 # ------------------------------------------------------------------ select
 
-def test_auto_pairs_cover_every_used_link_twice_with_linear_growth() -> None:
+def test_auto_pairs_over_the_controller_paths_cover_every_link() -> None:
     topo, attach = fat_tree(4, 16)
     cache = PathCache(topo)
 
-    def links(a: str, b: str) -> frozenset:
-        return cache.path(attach, a, b).links
+    def links(a: str, b: str) -> list:
+        return sorted(cache.path(attach, a, b).links, key=repr)
 
-    pairs = auto_pairs(attach, links, per_host=2)
-    assert pairs == auto_pairs(attach, links, per_host=2)  # deterministic
-    assert len(pairs) <= 2 * 16 + 16
-    assert all(a != b for a, b in pairs)
-    cover = coverage_of(pairs, links)
-    every = coverage_of([(a, b) for a in attach for b in attach if a != b], links)
-    assert set(cover) == set(every)  # every link some pair can cross is crossed ...
+    pairs = cover_pairs(attach, links, min_cover=2)
+    cover = Counter(link for p in pairs for link in links(*p))
+    every = {link for a in attach for b in attach if a != b for link in links(a, b)}
+    assert set(cover) == every  # every link some pair can cross is crossed ...
     assert min(cover.values()) >= 2  # ... by two pairs at least
-    assert auto_pairs(["h1"], links) == []
+    assert len(pairs) < 16 * 15 / 2 / 2  # far fewer than all pairs
 
 
 # ------------------------------------------------------------------ localize
@@ -138,7 +135,8 @@ def feed(loc: Localizer, paths: dict, lossy: dict, sent: int = 50,
 def fat_tree_pairs() -> tuple[dict, Topology, dict]:
     topo, attach = fat_tree(4, 16)
     cache = PathCache(topo)
-    pairs = auto_pairs(attach, lambda a, b: cache.path(attach, a, b).links)
+    pairs = cover_pairs(attach, lambda a, b: sorted(cache.path(attach, a, b).links, key=repr),
+                        min_cover=4)
     return {p: counted(topo, attach, p) for p in pairs}, topo, attach
 
 
@@ -209,3 +207,25 @@ def test_added_latency_is_the_smallest_rise_over_each_pairs_own_baseline() -> No
     out = feed(loc, paths, {}, rtt={("h1", "h2"): 6.0, ("h1", "h3"): 0.5})
     lat = {s.key: s.latency_ms for s in out.links}
     assert lat == {a: 0.0, b: 5.0}
+
+
+def test_loss_split_by_direction_names_the_link_of_that_direction() -> None:
+    """With lost_fwd, each direction is an observation of its own path's links, and the
+    rate is per crossing, not per round trip."""
+    topo, attach = fat_tree(4, 16)
+    cache = PathCache(topo)
+    pairs = cover_pairs(attach, lambda a, b: sorted(cache.path(attach, a, b).links, key=repr),
+                        min_cover=4)
+    paths = {p: cache.path(attach, *p) for p in pairs}
+    bad = next(k for p in paths.values() for k in p.rev_links if k[0] == "switch")
+    loc, out = Localizer(), None
+    for _ in range(2):
+        # 3 lost each way the pair's path crosses it (a fault in both directions)
+        rows = [{"src": a, "dst": b, "sent": 50, "lost_fwd": 3 * int(bad in p.fwd_links),
+                 "lost": 3 * (int(bad in p.fwd_links) + int(bad in p.rev_links))}
+                for (a, b), p in paths.items()]
+        obs, links = observations(rows, paths)
+        assert len(obs) == 2 * len(rows)
+        out = loc.update(obs, links)
+    assert out is not None and [s.key for s in out.suspects()] == [bad]
+    assert abs(out.suspects()[0].loss - 0.06) < 0.01  # per crossing, not per round trip
