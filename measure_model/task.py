@@ -496,7 +496,7 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("capture", Choice(CAPTURE_MODES), DEFAULT_CAPTURE, kinds=_MEASURE,
         doc="nfqueue: packets wait for the monitor (fail-open); nflog: header copies, "
             "no added latency, kernel-side losses counted"),
-    Row("on", REACTIONS, kinds=_COUNTERS,
+    Row("on", REACTIONS, kinds=_COUNTERS | _PATHS,
         doc="reactions: [{event, action, duration, mode, to | mbit | dscp | queue | url, "
             "above}] (see README, Reactions)"),
     Row("protect", PROTECT, kinds=_COUNTERS,

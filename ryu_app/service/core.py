@@ -381,7 +381,8 @@ class MeasureService:
         for record in self._kind_tasks(PATH_KIND):
             latest = self.results.latest(record.id, now=self.now())
             history = self.results.history(record.id, limit=30, now=self.now())[1:]
-            tasks.append((record.id, latest, history))
+            tasks.append((record.id, latest, history,
+                          self.pathhealth.measured.get(record.id, {})))
         tcp = None
         addrs = {self._data_ip(a), self._data_ip(b)}
         for record in self._kind_tasks(TCP_KIND):
@@ -389,7 +390,7 @@ class MeasureService:
             if tcp is not None:
                 break
         avoids = [x for x in self.actions.list_actions()
-                  if x.get("action") == "avoid_link" and x.get("state") == "active"]
+                  if x.get("action") == "avoid_link" and x.get("status") == "active"]
         return diagnose(a, b, self.pathhealth.path(a, b), tasks, tcp, avoids,
                         self._can_avoid)
 

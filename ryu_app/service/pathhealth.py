@@ -14,7 +14,6 @@ the result and the ``link_suspect`` / ``link_cleared`` events
 
 from __future__ import annotations
 
-import statistics
 import threading
 from typing import Any
 
@@ -43,6 +42,8 @@ class PathHealth:
         self.registry = registry
         self.cache = PathCache(topology) if topology is not None else None
         self._localizers: dict[str, Localizer] = {}
+        #: per task, the path each pair of its latest result was measured over
+        self.measured: dict[str, dict[tuple[str, str], PairPath]] = {}
         self._lock = threading.Lock()
 
     def attach(self) -> dict[str, tuple[int, int]]:
@@ -87,6 +88,7 @@ class PathHealth:
         with self._lock:
             loc = self._localizers.setdefault(task_id, Localizer())
             out = loc.update(rows, links, extra)
+            self.measured[task_id] = paths
         events: list[tuple[str, dict[str, Any]]] = []
         for kind, states in (("link_suspect", out.raised), ("link_cleared", out.cleared)):
             for s in states:
@@ -102,6 +104,7 @@ class PathHealth:
     def forget(self, task_id: str) -> None:
         with self._lock:
             self._localizers.pop(task_id, None)
+            self.measured.pop(task_id, None)
 
     # ------------------------------------------------------------ views
 
@@ -141,14 +144,15 @@ def pair_row(result: dict[str, Any] | None, src: str, dst: str) -> dict[str, Any
 
 
 def baseline(history: list[dict[str, Any]], src: str, dst: str) -> dict[str, Any]:
-    """A pair's recent baseline over older results: median loss and median RTT p50."""
+    """A pair's recent baseline over older results: its lowest loss and lowest RTT
+    median of them (the path at its recent best; a median would take in the fault
+    itself once it lasts half the history)."""
     rows = [r for r in (pair_row(h, src, dst) for h in history) if r]
     losses = [float(r["loss"]) for r in rows if isinstance(r.get("loss"), int | float)]
     rtts = [float(r["rtt_ms"]["p50"]) for r in rows
             if isinstance((r.get("rtt_ms") or {}).get("p50"), int | float)]
-    return {"results": len(rows),
-            "loss": statistics.median(losses) if losses else None,
-            "rtt_p50_ms": statistics.median(rtts) if rtts else None}
+    return {"results": len(rows), "loss": min(losses) if losses else None,
+            "rtt_p50_ms": min(rtts) if rtts else None}
 
 
 def tcp_between(result: dict[str, Any] | None, addrs: set[str]) -> dict[str, Any] | None:
@@ -164,21 +168,24 @@ def tcp_between(result: dict[str, Any] | None, addrs: set[str]) -> dict[str, Any
 
 
 def diagnose(src: str, dst: str, path: PairPath | None,
-             tasks: list[tuple[str, dict | None, list[dict]]], tcp: dict | None,
+             tasks: list[tuple[str, dict | None, list[dict], dict]], tcp: dict | None,
              avoids: list[dict[str, Any]], can_avoid: Any) -> dict[str, Any]:
     """Is the path ``src`` -> ``dst`` healthy now? ``tasks``: each path_health task's
-    id, latest global result and older results (newest first); ``tcp``: a tcp_health
-    result; ``avoids``: live avoid_link actions; ``can_avoid(link dict)``: whether
-    routing around a link isolates nobody."""
+    id, latest global result, older results (newest first) and the paths its latest
+    pairs were measured over; ``tcp``: a tcp_health result; ``avoids``: live
+    avoid_link actions; ``can_avoid(link dict)``: whether routing around a link
+    isolates nobody."""
     out: dict[str, Any] = {"src": src, "dst": dst, "path": path.to_dict() if path else None}
     lines: list[str] = []
     on_path = {link_name(k) for k in path.links} if path else set()
     measured = None
-    for task_id, latest, history in tasks:
+    for task_id, latest, history, over in tasks:
         row = pair_row(latest, src, dst) or pair_row(latest, dst, src)
         if row is not None:
             a, b = row["src"], row["dst"]
             measured = (task_id, latest, row, baseline(history, a, b))
+            if (a, b) in over:  # the suspect may be on the path it was measured over
+                on_path |= {link_name(k) for k in over[(a, b)].links}
             break
     suspects = []
     if measured is not None:
@@ -206,15 +213,15 @@ def diagnose(src: str, dst: str, path: PairPath | None,
     out["tcp"] = tcp
     if tcp is not None:
         lines.append(f"TCP between {src} and {dst}: {tcp['retrans']} retransmitted segments")
-    live = [a for a in avoids if (a.get("target") or {}).get("name") in on_path
-            or (a.get("target") or {}).get("name") in {link_name_of(s) for s in suspects}]
+    named = {link_name_of(s) for s in suspects}
+    live = [a for a in avoids if a.get("target") in on_path | named]
     out["avoid_link"] = {"active": live, "possible": {
         link_name_of(s): bool(can_avoid(s)) for s in suspects}}
     for a in live:
-        lines.append(f"avoid_link action {a.get('id')} is active on "
-                     f"{(a.get('target') or {}).get('name')} until {a.get('expires')}")
+        lines.append(f"avoid_link action {a.get('id')} routes around {a.get('target')} "
+                     f"until {a.get('expires')}")
     for name, ok in out["avoid_link"]["possible"].items():
-        if not any((a.get("target") or {}).get("name") == name for a in live):
+        if not any(a.get("target") == name for a in live):
             lines.append(f"avoid_link on {name}: "
                          + ("possible (an alternative path exists)" if ok
                             else "not possible (no alternative path)"))

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from bench.paths import fat_tree
+from measure_model.pairs import cover_pairs
 from ryu_app.net.topology import Topology
 from ryu_app.paths.localize import Localizer, observations
 from ryu_app.paths.routes import (
@@ -20,7 +21,6 @@ from ryu_app.paths.routes import (
     parse_link,
     switch_link,
 )
-from measure_model.pairs import cover_pairs
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,183 @@
+"""Path health through the controller service and REST: path_health reports become
+links and link events, avoid_link re-routes (and refuses), diagnose and the views.
+
+Real service, store, topology, task model, reactions and forwarding (through
+the fake OpenFlow tables of ``testing.fakeoftable``); only the agents' HTTP
+and the clock are fakes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from host_agent.probes.session import PairSession
+from ryu_app.net.forwarding import ETH_TYPE_IPV4, Forwarding, Packet
+from ryu_app.net.topology import Topology
+from ryu_app.reactions.actions import Reroute
+from testing.fakeoftable import FakeNetwork
+from tests.unit.test_rest import FakeAgents, Harness
+
+pytestmark = pytest.mark.unit
+
+MS = 1_000_000
+MAC = {i: f"00:00:00:00:00:{i:02x}" for i in range(1, 6)}
+
+
+def ring_and_tail() -> Topology:
+    """s1-s2-s3-s4-s1 ring plus s5 hanging off s1 (a bridge); hN on port 1 of sN.
+    Link ports: s_a port 10+b faces s_b."""
+    topo = Topology()
+    for a, b in ((1, 2), (2, 3), (3, 4), (4, 1), (1, 5)):
+        topo.add_link(a, 10 + b, b, 10 + a)
+        topo.add_link(b, 10 + a, a, 10 + b)
+    for i in range(1, 6):
+        topo.add_port(i, 1)
+        topo.learn_host(MAC[i], f"10.0.0.{i}", i, 1)
+    return topo
+
+
+class PathHarness(Harness):
+    def __init__(self, state_dir: str) -> None:
+        super().__init__(state_dir, agents=FakeAgents())
+        self.service.topology = self.service.actions.topology = ring_and_tail()
+        self.service.pathhealth.topology = self.service.topology
+        self.service.pathhealth.cache.topology = self.service.topology
+        self.register(1, 2, 3, 4, 5)
+        self.tick()
+
+    def report(self, task_id: str, lossy: set[tuple[str, str]], lost: int = 5,
+               sent: int = 50) -> dict:
+        """One interval: every pair sent ``sent`` probes; lossy pairs lost ``lost`` on the
+        way back."""
+        paths = {}
+        t0 = int(self.clock * 1e9)
+        for a in range(1, 6):
+            for b in range(1, 6):
+                if a == b:
+                    continue
+                s = PairSession(f"h{b}", f"10.0.0.{b}")
+                for i in range(sent):
+                    seq = s.sent(t0 + i * 10 * MS)
+                    if ((f"h{a}", f"h{b}") not in lossy) or i >= lost:
+                        s.answer(seq, t0 + i * 10 * MS + MS, 0, seq + 1)
+                paths[f"h{a}>h{b}"] = s.close(t0 + sent * 10 * MS + 1)
+        hosts = [f"h{i}" for i in range(1, 6)]
+        body = {"task_id": task_id, "epoch": self.service.epoch, "from": "h1",
+                "interval_end": self.clock, "kind": "path_health", "generated_at": self.clock,
+                "snapshot": {"paths": paths, "probes": {}, "covered": hosts},
+                "covered": hosts, "missing": [], "oldest": self.clock}
+        status, out = self.call("POST", "/measure/v1/reports", body)
+        assert status == 202, out
+        self.tick(5.0)
+        return out
+
+
+def crossing(h: PathHarness, a: int, b: int) -> set[tuple[str, str]]:
+    """The pairs whose round trip crosses the switch link s_a - s_b."""
+    ph = h.service.pathhealth
+    out = set()
+    for x in range(1, 6):
+        for y in range(1, 6):
+            p = ph.path(f"h{x}", f"h{y}") if x != y else None
+            if p is not None and any(k[0] == "switch" and {k[1], k[3]} == {a, b}
+                                     for k in p.links):
+                out.add((f"h{x}", f"h{y}"))
+    return out
+
+
+def post_task(h: PathHarness, mode: str = "enforce") -> str:
+    status, body = h.call("POST", "/measure/v1/tasks", {"tasks": [{
+        "name": "mesh", "kind": "path_health", "peers": "all", "report_interval": 5,
+        "on": [{"event": "link_suspect", "action": "avoid_link", "duration": 30,
+                "mode": mode}]}]})
+    assert status == 201, body
+    return body["tasks"][0]["id"]
+
+
+def events(h: PathHarness, kind: str) -> list[dict]:
+    return [e for e in h.call("GET", "/measure/v1/events?since=0")[1]["events"]
+            if e["kind"] == kind]
+
+
+@pytest.fixture
+def h(tmp_path):
+    return PathHarness(str(tmp_path / "state"))
+
+
+def test_lossy_link_is_named_rerouted_around_and_restored(h):
+    task_id = post_task(h)
+    bad = crossing(h, 1, 2)
+    assert ("h1", "h2") in bad and ("h3", "h4") not in bad
+    h.report(task_id, set())
+    h.report(task_id, bad)
+    h.report(task_id, bad)
+    raised = events(h, "link_suspect")
+    assert [e["name"] for e in raised] == ["s1:12-s2:11"]
+    assert raised[0]["link"] == {"src_switch": "0000000000000001", "src_port": 12,
+                                 "dst_switch": "0000000000000002", "dst_port": 11}
+    links = h.call("GET", "/measure/v1/links")[1]
+    assert [x["name"] for x in links["suspects"]] == ["s1:12-s2:11"]
+    assert links["links"][0]["confidence"] > 0.9
+    # the reaction: routed around, recorded with its duration
+    taken = [e for e in events(h, "action") if e["state"] == "taken"]
+    assert taken and taken[0]["action"] == "avoid_link" and taken[0]["target"] == "s1:12-s2:11"
+    ops = h.service.actions.drain()
+    assert Reroute(frozenset({frozenset({1, 2})})) in ops
+    topo = h.service.topology
+    assert topo.set_avoided(set(ops[-1].links))
+    fwd = Forwarding(topo)
+    sim = FakeNetwork(fwd, {MAC[i]: (i, 1) for i in range(1, 6)}, now=1000.0)
+    sim.send(Packet(MAC[1], MAC[2], 1, 1, ETH_TYPE_IPV4, ip_src="10.0.0.1"))
+    assert dict(sim.delivered) == {MAC[2]: 1}
+    assert not any(f.instructions and any(getattr(a, "port", None) == 12
+                                          for i in f.instructions for a in i.actions)
+                   for f in sim.switches[1].flows(table=1))
+    assert topo.shortest_path(1, 2) == [1, 4, 3, 2]
+    diag = h.call("GET", "/measure/v1/diagnose?src=h1&dst=h2")[1]
+    assert diag["healthy"] is False
+    assert any("avoid_link action" in line for line in diag["lines"]), diag["lines"]
+    # the action ends: the paths come back
+    action_id = taken[0]["action_id"]
+    h.clock += 31
+    h.service.tick(h.clock)
+    assert Reroute(frozenset()) in h.service.actions.drain()
+    assert h.service.actions.get(action_id)["status"] == "expired"
+
+
+def test_dry_run_changes_no_route_and_bridge_and_access_links_are_refused(h):
+    task_id = post_task(h, mode="dry_run")
+    for _ in range(2):
+        h.report(task_id, crossing(h, 1, 2))
+    acts = h.call("GET", "/measure/v1/actions")[1]["actions"]
+    assert [a["status"] for a in acts] == ["dry_run"]
+    assert h.service.actions.drain() == [] and h.service.topology.avoided == set()
+    # s1-s5 is the only way to h5: never avoided
+    from ryu_app.paths.routes import access_link, link_dict, switch_link
+    task = h.service.tasks[task_id].task
+    enforce = type(task.on[0])(event="link_suspect", action="avoid_link", duration=30)
+    task = type(task)(**{**task.__dict__, "on": (enforce,)})
+    for key, why in ((switch_link(1, 15, 5, 11), "no alternative path"),
+                     (access_link("h3", 3, 1), "access link")):
+        ids = h.service.actions.react(task_id, task, [{
+            "id": 99, "kind": "link_suspect", "link": link_dict(key), "name": "x"}])
+        refused = [e for e in h.service.store.events(min(ids) - 1) if e["id"] in ids]
+        assert refused[0]["state"] == "refused" and why in refused[0]["reason"]
+    assert h.service.actions.drain() == []
+
+
+def test_clean_path_says_look_at_the_hosts_and_bad_input_names_the_field(h):
+    task_id = post_task(h)
+    h.report(task_id, set())
+    h.report(task_id, set())
+    diag = h.call("GET", "/measure/v1/diagnose?src=h3&dst=10.0.0.4")[1]
+    assert diag["healthy"] is True and diag["suspects"] == []
+    assert diag["lines"][-1] == "the path is clean: not the network, look at the hosts"
+    assert diag["path"]["forward"][0] == {"switch": "0000000000000003", "in_port": 1,
+                                          "out_port": 14}
+    status, body = h.call("GET", f"/measure/v1/tasks/{task_id}/paths")
+    assert status == 200 and len(body["pairs"]) == 20
+    assert all(p["forward"] for p in body["pairs"])
+    assert h.call("GET", "/measure/v1/diagnose?src=h3&dst=h77") == (
+        404, {"error": "diagnose: field 'dst': unknown host 'h77'"})
+    assert h.call("GET", "/measure/v1/diagnose?src=h3")[0] == 400
+    assert h.call("GET", "/measure/v1/diagnose?src=h3&dst=h3")[0] == 400
