@@ -15,6 +15,9 @@
     measure result 1 --wait 30                   # wait (with progress) for a first result
     measure actions [--json]                     # reactions taken: active and past
     measure lift 3                               # end action 3 now
+    measure paths 4                              # a path_health task's pairs and routes
+    measure links                                # every link's loss estimate, suspects first
+    measure diagnose h1 h6                       # is the path healthy now, and if not where
 
 Wherever a host is named, its agent name (``h5``) or its data IP
 (``10.0.0.5``: what the Mininet CLI puts in place of host names) is taken.
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from measure_cli import render
+from measure_cli import render, render_paths
 from measure_cli.client import DEFAULT_URL, ApiError, ControllerClient
 from measure_cli.policy_check import check_policy
 from measure_model.version import __version__
@@ -195,6 +198,14 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     elif args.command == "lift":
         client.call("DELETE", f"/actions/{quote(args.id, safe='')}")
         print(f"action {args.id} lifted", file=out)
+    elif args.command == "paths":
+        show(client.call("GET", f"/tasks/{quote(args.id, safe='')}/paths"),
+             render_paths.render_paths)
+    elif args.command == "links":
+        show(client.call("GET", "/links"), render_paths.render_links)
+    elif args.command == "diagnose":
+        query = urlencode({"src": args.src, "dst": args.dst})
+        show(client.call("GET", f"/diagnose?{query}"), render_paths.render_diagnose)
     elif args.command == "bw":
         body = {"src": args.src, "dst": args.dst, "method": args.method,
                 "max_duration": args.max_duration}
@@ -265,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between polls with --follow (default 1)")
     p.add_argument("--json", action="store_true", help="JSON (one event per line with --follow)")
+    p = sub.add_parser("paths", help="a path_health task's pairs: loss, RTT, route")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    sub.add_parser("links", help="every link's estimated loss and latency, suspects "
+                                 "first").add_argument("--json", action="store_true")
+    p = sub.add_parser("diagnose", help="is the path from SRC to DST healthy now")
+    p.add_argument("src", help="agent name or data IP")
+    p.add_argument("dst", help="agent name or data IP")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("bw", help="available bandwidth from SRC to DST")
     p.add_argument("src", help="agent name or data IP")
     p.add_argument("dst", help="agent name or data IP")

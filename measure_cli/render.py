@@ -317,6 +317,10 @@ def event_text(e: dict) -> str:
         if e.get("reason"):
             what += f" ({e['reason']})"
         return what + f" [action {e.get('action_id')}, cause event {e.get('cause')}]"
+    if kind in ("link_suspect", "link_cleared"):
+        what = "is a suspect" if kind == "link_suspect" else "is clear again"
+        return (f"link {e.get('name')} {what}: loss {100 * (e.get('loss') or 0):.2f}%, "
+                f"confidence {e.get('confidence') or 0:.2f}")
     if kind == "coverage":
         missing = e.get("missing") or []
         return (f"{e.get('covered')} agents covered; "

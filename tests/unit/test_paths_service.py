@@ -181,3 +181,41 @@ def test_clean_path_says_look_at_the_hosts_and_bad_input_names_the_field(h):
         404, {"error": "diagnose: field 'dst': unknown host 'h77'"})
     assert h.call("GET", "/measure/v1/diagnose?src=h3")[0] == 400
     assert h.call("GET", "/measure/v1/diagnose?src=h3&dst=h3")[0] == 400
+
+
+def test_cli_paths_links_and_diagnose_over_http(h, capsys):
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from measure_cli.cli import main
+    from tests.unit.test_cli import _Quiet
+
+    task_id = post_task(h, mode="dry_run")
+    for _ in range(2):
+        h.report(task_id, crossing(h, 1, 2))
+    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        capsys.readouterr()
+        assert main(["--url", url, "links"]) == 0
+        links_out = capsys.readouterr().out
+        first = links_out.splitlines()[1].split()
+        assert first[:2] == ["s1:12-s2:11", "SUSPECT"], links_out
+        assert main(["--url", url, "diagnose", "h1", "h2"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith("h1 -> h2: UNHEALTHY\n")
+        assert "suspect link s1:12-s2:11" in text
+        assert "avoid_link on s1:12-s2:11: possible" in text
+        assert main(["--url", url, "paths", task_id]) == 0
+        table = capsys.readouterr().out
+        assert "s1:1>12 s2:11>1" in table and table.startswith(f"task {task_id}  pairs 20")
+        assert main(["--url", url, "events"]) == 0
+        assert "link s1:12-s2:11 is a suspect" in capsys.readouterr().out
+        assert main(["--url", url, "diagnose", "h1", "h9"]) == 1
+        assert "field 'dst': unknown host 'h9'" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
