@@ -2,7 +2,8 @@
 
 Two kinds of figures, kept apart:
 
-- **state read at scrape time** by ``StateCollector`` (a ``prometheus_client``
+- **state read at scrape time** by ``StateCollector`` (path health's families:
+  ``ryu_app/rest/metrics_paths.py``) (a ``prometheus_client``
   custom collector): tasks and their latest global results, agents, the
   overlay. Nothing is copied into gauges between scrapes, so a deleted task
   or a forgotten agent disappears from the next scrape, and the figures are
@@ -42,6 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ryu_app.rest.metrics_paths import path_metrics
+
 MAX_KEYS = 20
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: result fields with their own metric or that are not measurements
@@ -50,6 +53,7 @@ KNOWN_FIELDS = frozenset({
     "heavy_hitters", "top_k", "scanners", "scan", "distinct", "covered", "missing",
     "complete", "oldest", "age", "interval_end", "received_at", "generated_at", "epoch",
     "threshold", "threshold_abs", "window", "sketch", "report_interval", "scan_ports",
+    "located",  # path_health: pairs placed on the topology (their figures: metrics_paths)
 })
 TASK_LABELS = ["task_id", "task"]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -81,6 +85,7 @@ class StateCollector(Collector):
         yield from self._agents(now)
         yield from self._overlay()
         yield from self._health()
+        yield from path_metrics(self.service, now)
 
     def _tasks(self, now: float) -> Iterator[Metric]:
         def gauge(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:

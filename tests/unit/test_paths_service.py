@@ -219,3 +219,32 @@ def test_cli_paths_links_and_diagnose_over_http(h, capsys):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_metrics_per_pair_and_per_link_and_the_grafana_board(h):
+    from prometheus_client.parser import text_string_to_metric_families
+    from ryu.app.wsgi import WSGIApplication
+    from webob import Request
+
+    from ryu_app.rest.dashboard import register_dashboard
+    from tests.unit.test_metrics import grafana_metrics
+
+    task_id = post_task(h, mode="dry_run")
+    for _ in range(2):
+        h.report(task_id, crossing(h, 1, 2))
+    wsgi = WSGIApplication()
+    register_dashboard(wsgi, h.service)
+    body = Request.blank("/metrics").get_response(wsgi).body.decode()
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+    assert len(samples["measure_path_loss_ratio"]) == 20
+    lossy = {(lab["src"], lab["dst"]): v for lab, v in samples["measure_path_loss_ratio"]}
+    assert lossy[("h1", "h2")] == pytest.approx(0.1) and lossy[("h3", "h4")] == 0
+    assert {lab["quantile"] for lab, _ in samples["measure_path_rtt_seconds"]} == {
+        "0.5", "0.9", "0.99", "1"}
+    suspect = {lab["link"]: v for lab, v in samples["measure_link_suspect"]}
+    assert suspect["s1:12-s2:11"] == 1 and sum(suspect.values()) == 1
+    used = grafana_metrics()["path-health.json"]
+    assert used and used - {n for n, v in samples.items() if v} == set()
