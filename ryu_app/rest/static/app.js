@@ -1,8 +1,9 @@
 // The dashboard's entry point: asks for the token once (kept in
-// sessionStorage), then routes #/network, #/tasks, #/task/ID, #/events.
+// sessionStorage), then routes #/network, #/tasks, #/task/ID, #/events, #/paths.
 
 import * as events from "./events.js";
 import * as network from "./network.js";
+import * as paths from "./paths.js";
 import * as task from "./task.js";
 import * as tasks from "./tasks.js";
 import { api, setAuthFailureHandler, showStatus, token } from "./util.js";
@@ -24,6 +25,9 @@ function route() {
   } else if (parts[0] === "tasks") {
     document.getElementById("nav-tasks").classList.add("active");
     unmount = tasks.mount(main);
+  } else if (parts[0] === "paths") {
+    document.getElementById("nav-paths").classList.add("active");
+    unmount = paths.mount(main);
   } else if (parts[0] === "events") {
     document.getElementById("nav-events").classList.add("active");
     unmount = events.mount(main);
