@@ -81,8 +81,9 @@ def observations(rows: Iterable[dict[str, Any]], paths: Mapping[tuple[str, str],
     one is skipped) -> the localizer's rows and paths (see the module docstring)."""
     out: list[dict[str, Any]] = []
     links: dict[Pair, Any] = {}
+    key: Pair
     for row in rows:
-        path = paths.get((row.get("src"), row.get("dst")))
+        path = paths.get((str(row.get("src")), str(row.get("dst"))))
         if path is None:
             continue
         src, dst = path.src, path.dst
@@ -91,9 +92,10 @@ def observations(rows: Iterable[dict[str, Any]], paths: Mapping[tuple[str, str],
         lost = min(sent, max(0, int(row.get("lost") or 0)))
         if isinstance(row.get("lost_fwd"), int):
             lost_fwd = min(lost, max(0, row["lost_fwd"]))
-            for key, n, lo, hop in (((src, dst, "fwd"), sent, lost_fwd, fwd),
-                                    ((src, dst, "rev"), sent - lost_fwd, lost - lost_fwd,
-                                     rev)):
+            directions: tuple[tuple[Pair, int, int, tuple], ...] = (
+                ((src, dst, "fwd"), sent, lost_fwd, fwd),
+                ((src, dst, "rev"), sent - lost_fwd, lost - lost_fwd, rev))
+            for key, n, lo, hop in directions:
                 out.append({"key": key, "sent": n, "lost": lo, "rtt_ms": row.get("rtt_ms")})
                 links[key] = hop  # a path crosses a link once
         else:

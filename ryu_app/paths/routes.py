@@ -66,11 +66,11 @@ def parse_link(body: Any) -> LinkKey:
         if "host" in body:
             if not isinstance(body["host"], str) or not body["host"]:
                 raise ValueError("link: field 'host' must be a host name")
-            return access_link(body["host"], str_to_dpid(body.get("switch")),
+            return access_link(body["host"], str_to_dpid(str(body.get("switch"))),
                                _port(body.get("port"), "port"))
-        return switch_link(str_to_dpid(body.get("src_switch")),
+        return switch_link(str_to_dpid(str(body.get("src_switch"))),
                            _port(body.get("src_port"), "src_port"),
-                           str_to_dpid(body.get("dst_switch")),
+                           str_to_dpid(str(body.get("dst_switch"))),
                            _port(body.get("dst_port"), "dst_port"))
     except ValueError as exc:
         msg = str(exc)

@@ -56,7 +56,7 @@ def path_metrics(service: Any, now: float) -> Iterator[Metric]:
                 loss.add_metric(labels, r["loss"])
             for field, q in QUANTILES:
                 value = (r.get("rtt_ms") or {}).get(field)
-                if _num(value):
+                if isinstance(value, int | float):
                     rtt.add_metric(labels + [q], value / 1e3)
             if _num(r.get("jitter_ms")):
                 jitter.add_metric(labels, r["jitter_ms"] / 1e3)

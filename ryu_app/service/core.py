@@ -384,7 +384,7 @@ class MeasureService:
             tasks.append((record.id, latest, history,
                           self.pathhealth.measured.get(record.id, {})))
         tcp = None
-        addrs = {self._data_ip(a), self._data_ip(b)}
+        addrs = {ip for ip in (self._data_ip(a), self._data_ip(b)) if ip}
         for record in self._kind_tasks(TCP_KIND):
             tcp = tcp_between(self.results.latest(record.id, now=self.now()), addrs)
             if tcp is not None:

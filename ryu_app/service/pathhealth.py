@@ -96,8 +96,8 @@ class PathHealth:
                                       "loss": round(s.loss, 6),
                                       "confidence": round(s.confidence, 4),
                                       "pairs": s.pairs}))
-        links = [dict(s.to_dict(), name=link_name(s.key)) for s in out.links]
-        return {"links": links, "located": len(paths), "unlocated": sorted(
+        published = [dict(s.to_dict(), name=link_name(s.key)) for s in out.links]
+        return {"links": published, "located": len(paths), "unlocated": sorted(
             {f"{r['src']}>{r['dst']}" for r in pairs} - {f"{a}>{b}" for a, b in paths})}, \
             events
 
