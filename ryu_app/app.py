@@ -50,7 +50,7 @@ from ryu_app.reactions.actions import Op, op_dpid
 from ryu_app.rest.api import register_rest
 from ryu_app.rest.dashboard import register_dashboard
 from ryu_app.service.core import MeasureService
-from ryu_app.service.store import StoreError
+from ryu_app.service.store import PgStore, StoreError
 
 DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
 TICK_SECONDS = 1.0
@@ -87,8 +87,18 @@ class MeasureApp(app_manager.RyuApp):
 
     def _make_service(self) -> MeasureService:
         state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
+        store_url = os.environ.get("MEASURE_STORE_URL")
         try:
-            return MeasureService(self.topology, state_dir, now=time.time)
+            store = PgStore(store_url) if store_url else None
+            if store is not None and not store.try_lead():
+                # cold standby: the leader holds the lock; it is the server that frees it
+                # when the leader's process dies, and then this one resumes from the
+                # shared state (tasks, actions with their remaining time, history)
+                self.logger.info("standby: waiting for the leader's lock on %s", store.path)
+                while not store.try_lead():
+                    hub.sleep(1.0)
+                self.logger.info("leader now, on %s", store.path)
+            return MeasureService(self.topology, state_dir, now=time.time, store=store)
         except StoreError as exc:
             # a corrupt or locked database: one clear line, no reset, exit 2
             self.logger.error("cannot start: %s", exc)
