@@ -78,6 +78,7 @@ class MeasureApp(app_manager.RyuApp):
         self.topology = Topology()
         self.forwarding = Forwarding(self.topology)
         self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
+        self.role_generation: int | None = None  # set when leading on a shared store
         self.service = self._make_service()
         metrics = register_dashboard(kwargs["wsgi"], self.service)
         register_rest(kwargs["wsgi"], self.service, metrics)
@@ -98,6 +99,9 @@ class MeasureApp(app_manager.RyuApp):
                 while not store.try_lead():
                     hub.sleep(1.0)
                 self.logger.info("leader now, on %s", store.path)
+            if store is not None:
+                self.role_generation = int(store.get_meta("leader_generation", "0") or 0) + 1
+                store.set_meta("leader_generation", str(self.role_generation))
             return MeasureService(self.topology, state_dir, now=time.time, store=store)
         except StoreError as exc:
             # a corrupt or locked database: one clear line, no reset, exit 2
@@ -129,6 +133,8 @@ class MeasureApp(app_manager.RyuApp):
     def _switch_features(self, ev):
         dp = ev.msg.datapath
         self.datapaths[dp.id] = dp
+        if self.role_generation is not None:  # controllers share a store: claim the switch
+            dp.send_msg(ofmsg.role_master(dp, self.role_generation))
         for msg in ofmsg.table_miss(dp):
             dp.send_msg(msg)
         # Flows from an earlier run of the controller may be stale.

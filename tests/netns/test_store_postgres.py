@@ -126,6 +126,20 @@ def test_a_standby_controller_takes_over_the_shared_state_when_the_leader_dies(
                                  timeout=10).json()["events"]
 
     rest_port, of_port = free_port(), free_port()
+    standby_url = f"http://127.0.0.1:{rest_port}"
+    agent_port = free_port()
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "host_agent", "--name", "q1", "--controller",
+         f"{leader.url},{standby_url}", "--listen", "127.0.0.1", "--port", str(agent_port),
+         "--advertise", f"http://127.0.0.1:{agent_port}", "--no-capture", "--secret-file",
+         str(state / "agent.secret"), "--data-ip", "10.97.0.1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env={**os.environ})
+
+    def agents_at(url: str) -> list[str]:
+        got = requests.get(f"{url}/measure/v1/agents", headers=auth, timeout=10).json()
+        return [a["name"] for a in got["agents"]]
+
     log_path = tmp_path / "standby.log"
     with open(log_path, "w") as log:
         standby = subprocess.Popen(
@@ -134,6 +148,8 @@ def test_a_standby_controller_takes_over_the_shared_state_when_the_leader_dies(
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, **env})
     try:
+        wait_until(lambda: agents_at(leader.url) == ["q1"], timeout=30,
+                   message="the agent registered with the leader")
         wait_until(lambda: "standby: waiting for the leader's lock" in log_path.read_text(),
                    timeout=30, message="the second controller waiting as standby")
         time.sleep(2.0)
@@ -151,8 +167,11 @@ def test_a_standby_controller_takes_over_the_shared_state_when_the_leader_dies(
         events = requests.get(f"{api}/events", headers=auth, timeout=10).json()["events"]
         assert events[:len(events_before)] == events_before  # nothing lost
         assert "leader now" in log_path.read_text()
+        wait_until(lambda: agents_at(standby_url) == ["q1"], timeout=30,
+                   message="the agent registered with the new leader")
         print(f"standby serving {took:.1f} s after the leader's SIGKILL")
         assert took < 15.0, f"take-over took {took:.1f} s"
     finally:
+        stop_process(agent)
         stop_process(standby)
     assert "Traceback" not in log_path.read_text()
