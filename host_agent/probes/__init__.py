@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Any
 
-from host_agent.bandwidth.worker import Worker, WorkerError
+from host_agent.bandwidth.worker import PipeWorker, WorkerError
 from measure_model.task import PROBE_PORT, Task
 from measure_model.wire.paths import pair_key
 
@@ -35,7 +35,7 @@ class ProbeMesh:
         self.name, self.bind, self.port = name, bind, port
         self.prefix = prefix or []  # e.g. ``ip netns exec NAME`` (tests)
         self.local = local  # this host's data addresses (TCP flows on them only)
-        self.worker: Worker | None = None
+        self.worker: PipeWorker | None = None
         self.tasks: dict[str, dict[str, Any]] = {}   # path_health task id -> set request
         self.lock = threading.RLock()
 
@@ -50,7 +50,7 @@ class ProbeMesh:
             if self.worker is not None:
                 log.error("probe process died (exit %s); restarting", self.worker.proc.poll())
                 self.worker.close()
-            self.worker = Worker(0.0, self._cmd())
+            self.worker = PipeWorker(self._cmd())
             self.worker.call({"op": "ping"}, CALL_TIMEOUT)
             for task_id, req in self.tasks.items():
                 self.worker.call(req, CALL_TIMEOUT)
