@@ -114,3 +114,44 @@ def Capture_filter(body: dict):  # noqa: N802 - reads like the class it builds
     from host_agent.agent import capture_filter
 
     return capture_filter(body)
+
+
+def _iperf_retrans(na: Netns, nb: Netns, seconds: float) -> dict:
+    """Run an iperf3 TCP transfer a -> b and read a's TCP health while it runs."""
+    server = nb.popen(["iperf3", "-s", "-1", "-B", nb.ip, "-p", "5299"])
+    a = mesh(na, "ha")
+    try:
+        a.start()  # the probe process reads sock_diag: up before the transfer starts
+        time.sleep(0.5)
+        client = na.popen(["iperf3", "-c", nb.ip, "-p", "5299", "-t", str(seconds),
+                           "-b", "50M"])
+        task = parse_task({"name": "t", "kind": "tcp_health", "top_k": 5}, "t")
+        try:
+            time.sleep(seconds - 1.5)
+            snap = a.snapshot("tcp", task, time.time())
+        finally:
+            a.stop()
+            client.wait(seconds + 10)
+        check_snapshot(snap)
+        return snap
+    finally:
+        a.stop()
+        if server.poll() is None:
+            server.kill()
+        server.wait(5)
+
+
+def test_tcp_health_shows_retransmissions_only_across_loss(netns_factory):
+    na, nb = netns_factory.pair(subnet="10.78.0", offload_off=True)
+    clean = _iperf_retrans(na, nb, 4.0)
+    flows = [f for f in clean["tcp"]["flows"] if f["dport"] == 5299]
+    assert flows and max(f["retrans"] for f in flows) == 0, clean
+    assert all(f["rtt_ms"] > 0 and f["min_rtt_ms"] > 0 for f in flows)
+    with random_loss(nb.intf, 0.05, ns=nb):  # b's egress drops ACKs; a's data too below
+        with random_loss(na.intf, 0.0, ns=na) as fwd:
+            fwd.set(0.05)
+            lossy = _iperf_retrans(na, nb, 4.0)
+    flows = [f for f in lossy["tcp"]["flows"] if f["dport"] == 5299]
+    assert flows and max(f["retrans"] for f in flows) > 0, lossy
+    pair = lossy["tcp"]["pairs"][f"{na.ip},{nb.ip}"]
+    assert pair["retrans"] >= max(f["retrans"] for f in flows) and pair["host"] == "ha"
