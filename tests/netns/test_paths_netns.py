@@ -18,6 +18,7 @@ from measure_model.wire.paths import pair_rows
 from measure_model.wire.report import check_snapshot
 from testing.faults import random_loss
 from testing.netns import Netns
+from testing.procs import wait_until
 
 pytestmark = pytest.mark.netns
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -119,23 +120,26 @@ def Capture_filter(body: dict):  # noqa: N802 - reads like the class it builds
 
 
 def _iperf_retrans(na: Netns, nb: Netns, seconds: float) -> dict:
-    """Run an iperf3 TCP transfer a -> b and read a's TCP health while it runs."""
+    """Run an iperf3 TCP transfer a -> b; a's TCP health last read while it ran."""
     server = nb.popen(["iperf3", "-s", "-1", "-B", nb.ip, "-p", "5299"])
     a = mesh(na, "ha")
+    task = parse_task({"name": "t", "kind": "tcp_health", "top_k": 5}, "t")
     try:
         a.start()  # the probe process reads sock_diag: up before the transfer starts
-        time.sleep(0.5)
+        wait_until(lambda: ":5299" in nb.run(["ss", "-ltn"]).stdout, timeout=10,
+                   message="iperf3 server listening")
         client = na.popen(["iperf3", "-c", nb.ip, "-p", "5299", "-t", str(seconds),
                            "-b", "50M"])
-        task = parse_task({"name": "t", "kind": "tcp_health", "top_k": 5}, "t")
-        try:
-            time.sleep(seconds - 1.5)
+        last = None
+        while client.poll() is None:
             snap = a.snapshot("tcp", task, time.time())
-        finally:
-            a.stop()
-            client.wait(seconds + 10)
-        check_snapshot(snap)
-        return snap
+            if any(f["dport"] == 5299 for f in snap["tcp"]["flows"]):
+                last = snap
+            time.sleep(0.5)
+        assert client.returncode == 0, client.stderr.read() if client.stderr else ""
+        assert last is not None, "the transfer never showed in sock_diag"
+        check_snapshot(last)
+        return last
     finally:
         a.stop()
         if server.poll() is None:
