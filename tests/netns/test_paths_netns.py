@@ -60,7 +60,8 @@ def test_probes_measure_rtt_and_no_loss(ns_pair):
         ping = na.run(["ping", "-c", "40", "-i", "0.05", nb.ip]).stdout
         median = statistics.median(float(t) for t in re.findall(r"time=([\d.]+) ms", ping))
         print(f"probe p50 {row['rtt_ms']['p50']} ms, ping median {median} ms")
-        assert abs(row["rtt_ms"]["p50"] - median) <= 0.2 * median
+        # within 20%, or 10 us (a Python send call) at veth's ~35 us
+        assert abs(row["rtt_ms"]["p50"] - median) <= max(0.2 * median, 0.010)
     finally:
         a.stop()
         b.stop()
@@ -150,14 +151,19 @@ def _iperf_retrans(na: Netns, nb: Netns, seconds: float) -> dict:
 def test_tcp_health_shows_retransmissions_only_across_loss(netns_factory):
     na, nb = netns_factory.pair(subnet="10.78.0", offload_off=True)
     clean = _iperf_retrans(na, nb, 4.0)
-    flows = [f for f in clean["tcp"]["flows"] if f["dport"] == 5299]
-    assert flows and max(f["retrans"] for f in flows) == 0, clean
-    assert all(f["rtt_ms"] > 0 and f["min_rtt_ms"] > 0 for f in flows)
+    data = _data_flow(clean)  # iperf3's control connection may see a tail loss probe
+    assert data["retrans"] == 0 and data["rtt_ms"] > 0 and data["min_rtt_ms"] > 0, clean
     with random_loss(nb.intf, 0.05, ns=nb):  # b's egress drops ACKs; a's data too below
         with random_loss(na.intf, 0.0, ns=na) as fwd:
             fwd.set(0.05)
             lossy = _iperf_retrans(na, nb, 4.0)
-    flows = [f for f in lossy["tcp"]["flows"] if f["dport"] == 5299]
-    assert flows and max(f["retrans"] for f in flows) > 0, lossy
+    data = _data_flow(lossy)
+    assert data["retrans"] > 0, lossy
     pair = lossy["tcp"]["pairs"][f"{na.ip},{nb.ip}"]
-    assert pair["retrans"] >= max(f["retrans"] for f in flows) and pair["host"] == "ha"
+    assert pair["retrans"] >= data["retrans"] and pair["host"] == "ha"
+
+
+def _data_flow(snap: dict) -> dict:
+    """iperf3's data connection: the one to its port that carried the most bytes."""
+    return max((f for f in snap["tcp"]["flows"] if f["dport"] == 5299),
+               key=lambda f: f["bytes_acked"])
