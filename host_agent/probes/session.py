@@ -44,15 +44,11 @@ class PairSession:
     fwd_lost_reported: int = 0
 
     def sent(self, now_ns: int) -> int:
-        """Record a probe sent now; its sequence number."""
+        """Record that the probe numbered ``next_seq`` went out at ``now_ns``; its number."""
         seq = self.next_seq
         self.next_seq += 1
         self.pending[seq] = now_ns
         return seq
-
-    def unsent(self, seq: int) -> None:
-        """The send failed (full buffer, no route): the probe never existed."""
-        self.pending.pop(seq, None)
 
     def answer(self, seq: int, rx_ns: int, dwell_ns: int, received: int) -> float | None:
         """An echo of ``seq`` arrived at ``rx_ns`` after ``dwell_ns`` at the reflector,

@@ -166,14 +166,14 @@ class Prober:
     def _send_probe(self, tp: TaskProbes, pair: PairSession) -> None:
         buf = bytearray(max(tp.payload, HEADER.size))
         self._set_tos(tp.tos)
-        t1 = time.time_ns()
-        seq = pair.sent(t1)
-        HEADER.pack_into(buf, 0, MAGIC, PROBE, tp.slot, seq & 0xFFFFFFFF, 0, 0)
+        HEADER.pack_into(buf, 0, MAGIC, PROBE, tp.slot, pair.next_seq & 0xFFFFFFFF, 0, 0)
+        addr = (pair.address, self.port)
+        t1 = time.time_ns()  # as late as possible: the RTT starts at the send call
         try:
-            self.sock.sendto(buf, (pair.address, self.port))
+            self.sock.sendto(buf, addr)
         except OSError:
-            pair.unsent(seq)
-            return
+            return  # not sent: the sequence number is used by the next probe
+        pair.sent(t1)
         self.packets += 1
         self.bytes += len(buf) + IP_UDP
 
@@ -216,7 +216,7 @@ class Prober:
         count = self.received[key] = self.received.get(key, 0) + 1
         buf = bytearray(data)
         self._set_tos(tos)
-        dwell = min(0xFFFFFFFF, max(0, time.time_ns() - rx_ns))
+        dwell = min(0xFFFFFFFF, max(0, time.time_ns() - rx_ns))  # t3 - t2
         HEADER.pack_into(buf, 0, MAGIC, ECHO, slot, seq, dwell, count & 0xFFFFFFFF)
         try:
             self.sock.sendto(buf, addr)

@@ -23,6 +23,8 @@ INET_DIAG_INFO = 2
 # established and the closing states that still carry data
 STATES = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 8)  # ESTABLISHED FIN_WAIT1/2 CLOSE_WAIT
 MAX_PAIRS = 10_000
+TCP_INFO = ("tcpi_total_retrans", "tcpi_lost", "tcpi_rtt", "tcpi_min_rtt",
+            "tcpi_delivery_rate", "tcpi_bytes_acked")
 
 
 def read_connections(families: tuple[int, ...] = (AF_INET, AF_INET6)) -> list[dict[str, Any]]:
@@ -38,9 +40,10 @@ def read_connections(families: tuple[int, ...] = (AF_INET, AF_INET6)) -> list[di
                 info = msg.get_attr("INET_DIAG_INFO")
                 if not isinstance(info, dict):
                     continue
-                out.append({"src": msg["idiag_src"], "dst": msg["idiag_dst"],
-                            "sport": msg["idiag_sport"], "dport": msg["idiag_dport"],
-                            **info})
+                conn = {"src": msg["idiag_src"], "dst": msg["idiag_dst"],
+                        "sport": msg["idiag_sport"], "dport": msg["idiag_dport"]}
+                conn.update((name, info.get(name, 0)) for name in TCP_INFO)
+                out.append(conn)
     return out
 
 

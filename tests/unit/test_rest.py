@@ -716,3 +716,80 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
     finally:
         for proc in agents:
             stop_process(proc)
+
+
+# ---------------------------------------------------------------- path health
+
+def test_path_health_peers_are_checked_and_nothing_is_stored(h):
+    h.register(1, 2, 3)
+    assert h.call("POST", "/measure/v1/tasks", {
+        "name": "mesh", "kind": "path_health", "peers": ["h1", "h7"]}) == (
+        404, {"error": "task mesh: peers host 'h7' is not a known agent"})
+    status, body = h.call("POST", "/measure/v1/tasks", {
+        "name": "mesh", "kind": "path_health", "probe_rate": 1000})
+    assert status == 400 and "probe_rate" in body["error"]
+    h.service.probe_budget_bps = 20_000  # 2 pairs per host at 10/s of 106 bytes: 16,960
+    status, body = h.call("POST", "/measure/v1/tasks", {
+        "name": "mesh", "kind": "path_health", "peers": "all", "probe_rate": 20})
+    assert status == 400 and body["error"].startswith("task mesh: peers all over 3 hosts")
+    assert "probe budget" in body["error"]
+    assert h.call("GET", "/measure/v1/tasks") == (200, {"tasks": []})
+
+
+def test_path_health_goes_out_with_its_pairs_resolved(h):
+    h.register(1, 2, 3, 4, 5, 6, 7, 8, 9)
+    h.tick()
+    assert h.call("POST", "/measure/v1/tasks", {"name": "all", "kind": "path_health"})[0] == 201
+    assert h.call("POST", "/measure/v1/tasks", {"name": "few", "kind": "path_health",
+                                                "peers": ["h1", "10.0.0.5"]})[0] == 201
+    assert h.call("POST", "/measure/v1/tasks", {"name": "auto", "kind": "path_health",
+                                                "peers": "auto"})[0] == 201
+    h.tick()
+    bodies = {body["name"]: body for m, u, body in h.agents.calls
+              if m == "PUT" and "/tasks/" in u}
+    every = bodies["all"]["probe_targets"]
+    assert len(every) == 9 * 8 // 2
+    assert {"src": "h1", "dst": "h2", "address": "10.0.0.2"} in every
+    assert bodies["few"]["probe_targets"] == [{"src": "h1", "dst": "h5", "address": "10.0.0.5"}]
+    auto = bodies["auto"]["probe_targets"]
+    assert len(auto) < len(every)
+    crossed: dict = {}
+    for t in auto:  # every access link and every switch link of the tree, twice
+        for link in h.service._links_of(t["src"], t["dst"]):
+            crossed[link] = crossed.get(link, 0) + 1
+    assert len(crossed) == 9 + 3 and min(crossed.values()) >= 2
+
+
+def test_path_health_report_gives_pairs_and_each_hosts_rows(h):
+    from host_agent.probes.session import PairSession
+    h.register(1, 2, 3)
+    h.call("POST", "/measure/v1/tasks", {"name": "mesh", "kind": "path_health"})
+
+    def entry(rtts, lost):
+        s = PairSession("x", "10.0.0.9")
+        for i, rtt in enumerate(rtts):
+            seq = s.sent(10 ** 18 + i)
+            if i not in lost:
+                s.answer(seq, 10 ** 18 + i + int(rtt * 1e6), 0, seq + 1)
+        return s.close(2 * 10 ** 18)
+
+    cost = {"packets_per_s": 40.0, "bytes_per_s": 3680.0, "cpu_seconds_per_s": 0.002}
+    snap = {"paths": {"h1>h2": entry([1.0] * 10, {3}), "h3>h1": entry([2.0] * 10, set())},
+            "probes": {"h1": cost, "h3": cost}, "covered": ["h1", "h2", "h3"],
+            "missing": [], "generated_at": 1000.0, "oldest": 1000.0}
+    report = {"task_id": "1", "interval_end": 1000.0, "kind": "path_health",
+              "snapshot": snap, "covered": ["h1", "h2", "h3"], "missing": [],
+              "generated_at": 1000.0, "oldest": 1000.0,
+              "per_host": {n: {"generated_at": 1000.0} for n in ("h1", "h2", "h3")}}
+    assert h.call("POST", "/measure/v1/reports", report)[0] == 202
+    status, result = h.call("GET", "/measure/v1/tasks/1/result")
+    assert status == 200 and "paths" not in result
+    rows = {(r["src"], r["dst"]): r for r in result["pairs"]}
+    assert rows[("h1", "h2")]["loss"] == 0.1 and rows[("h3", "h1")]["loss"] == 0.0
+    assert rows[("h1", "h2")]["rtt_ms"]["p50"] == pytest.approx(1.0, rel=0.02)
+    assert result["probe_cost"]["max"]["bytes_per_s"] == 3680.0
+    status, mine = h.call("GET", "/measure/v1/tasks/1/result?host=h2")
+    assert status == 200 and [(r["src"], r["dst"]) for r in mine["pairs"]] == [("h1", "h2")]
+    bad = {**report, "snapshot": {**snap, "paths": {"h1>h2": {"sent": 1, "lost": 5}}}}
+    status, body = h.call("POST", "/measure/v1/reports", bad)
+    assert status == 400 and "lost <= sent" in body["error"]

@@ -1,0 +1,207 @@
+"""Mininet tier: path_health and tcp_health on real OVS + Ryu, an agent on every host.
+
+One network for the module (tree depth 2 fanout 3: s1 core; h1-h3 on s2, h4-h6 on
+s3, h7-h9 on s4), under the machine-wide Mininet lock.
+
+1. No fault: ``peers: all`` at 10 probes/s gives all 36 pairs with loss 0 (at
+   most one probe lost per pair) and RTT quantiles; a pair's median RTT agrees
+   with ping's average within 20%.
+2. One lossy link: random loss by the eBPF injector (``testing.faults``) on both
+   directions of s1-s2, 5% then 20%. A probe measures the round trip, so a pair
+   crossing the link loses q = 1 - (1 - p)^2. In the first full interval after
+   the injection, every crossing pair's loss is within its binomial bounds
+   (99.9% per pair, 18 pairs; the pooled loss of all of them within 99%) and
+   every other pair lost nothing (at most one probe).
+3. TCP health: an iperf3 transfer h1 -> h4 across the lossy link shows
+   retransmissions for that flow, one h2 -> h3 (same switch) none; the TCP
+   min RTT of the clean flow is printed next to ping's.
+
+Probe figures are printed for the record. Every agent and the controller must
+not have logged a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import sys
+import time
+
+import pytest
+
+from testing.faults import random_loss
+from testing.netns import apply_everywhere, measure_network
+from testing.procs import wait_until
+
+pytestmark = pytest.mark.mininet
+
+AGENTS = [f"h{n}" for n in range(1, 10)]
+LEFT = {"h1", "h2", "h3"}  # below s2
+INTERVAL = 5.0
+ECHO_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7777))
+while True:
+    data, addr = s.recvfrom(2048)
+    s.sendto(data, addr)
+"""
+ECHO_CLIENT = """
+import socket, statistics, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+rtts = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    s.sendto(bytes(64), (sys.argv[1], 7777))
+    try:
+        s.recv(2048)
+        rtts.append((time.perf_counter() - t) * 1000)
+    except socket.timeout:
+        pass
+    time.sleep(0.1)
+print(statistics.median(rtts))
+"""
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    with measure_network(tmp_path_factory, "paths-net") as mn:
+        yield mn
+
+
+def result(net, task_id: str, host: str | None = None):
+    query = f"?host={host}" if host else ""
+    status, body = net.rest(f"/measure/v1/tasks/{task_id}/result{query}")
+    return body if status == 200 else None
+
+
+def next_result(net, task_id: str, after: float, timeout: float = 4 * INTERVAL) -> dict:
+    """The first result whose interval ends ``INTERVAL`` + 1 s after ``after`` (all of
+    its probes were sent after ``after``) holding every pair."""
+    def fresh():
+        res = result(net, task_id)
+        if res and res["interval_end"] >= after + INTERVAL + 1.0 and len(res["pairs"]) == 36:
+            return res
+        return None
+
+    return wait_until(fresh, timeout=timeout, interval=0.5,
+                      message=f"a path_health result for an interval after {after}")
+
+
+def ping_median(net, src: str, dst: str, count: int = 20) -> float:
+    """The median of ``count`` pings, 0.1 s apart."""
+    out = net.run_on(src, ["ping", "-c", str(count), "-i", "0.1", net.net.get(dst).IP()],
+                     timeout=count * 0.1 + 20, capture=True).stdout
+    return statistics.median(float(t) for t in re.findall(r"time=([\d.]+) ms", out))
+
+
+def switch_link_intfs(net, a: str, b: str) -> list[str]:
+    link = net.net.linksBetween(net.net.get(a), net.net.get(b))[0]
+    return [link.intf1.name, link.intf2.name]
+
+
+def crossing(row: dict) -> bool:
+    return (row["src"] in LEFT) != (row["dst"] in LEFT)
+
+
+def test_no_fault_then_one_lossy_link(net):
+    task_id = apply_everywhere(net, {"name": "mesh", "kind": "path_health", "peers": "all",
+                                     "probe_rate": 10, "report_interval": INTERVAL},
+                               AGENTS)
+    res = next_result(net, task_id, time.time())
+    assert res["covered"] == AGENTS and res["kind"] == "path_health"
+    for row in res["pairs"]:
+        assert row["sent"] >= 0.8 * 10 * INTERVAL and row["lost"] <= 1, row
+        q = row["rtt_ms"]
+        assert 0 < q["p50"] <= q["p90"] <= q["p99"] <= q["max"] * 1.01, row
+    cost = res["probe_cost"]["max"]
+    print(f"\nprobe cost per host (max): {cost}")
+    # a plain UDP echo over two intervals while the probes run (the first interval
+    # whose probes were all sent within that time is compared with it: the machine is
+    # shared, and RTTs through userspace OVS move with its load), and ping after it
+    server = net.net.get("h4").popen([sys.executable, "-c", ECHO_SERVER])
+    try:
+        time.sleep(0.5)
+        start = time.time()
+        out = net.run_on("h1", [sys.executable, "-c", ECHO_CLIENT, net.net.get("h4").IP(),
+                                str(int(2 * INTERVAL / 0.1))], timeout=60, capture=True)
+        echo = float(out.stdout.split()[-1])
+    finally:
+        server.kill()
+        server.wait(5)
+    res = next_result(net, task_id, start)
+    ping = ping_median(net, "h1", "h4", count=50)
+    row = next(r for r in res["pairs"] if {r["src"], r["dst"]} == {"h1", "h4"})
+    print(f"h1-h4 probe RTT p50 {row['rtt_ms']['p50']} ms, p99 {row['rtt_ms']['p99']} ms; "
+          f"UDP echo median {echo:.3f} ms (same seconds); ping median {ping} ms (after)")
+    assert abs(row["rtt_ms"]["p50"] - echo) <= 0.2 * echo
+    mine = result(net, task_id, "h4")
+    assert mine["pairs"] and all("h4" in (r["src"], r["dst"]) for r in mine["pairs"])
+
+    status, _ = net.rest(f"/measure/v1/tasks/{task_id}", method="DELETE")
+    assert status == 200
+    task_id = apply_everywhere(net, {"name": "mesh-fast", "kind": "path_health",
+                                     "peers": "all", "probe_rate": 50,
+                                     "report_interval": INTERVAL}, AGENTS)
+    intfs = switch_link_intfs(net, "s1", "s2")
+    for p in (0.05, 0.20):
+        with random_loss(intfs[0], p) as one, random_loss(intfs[1], p):
+            start = time.time()
+            res = next_result(net, task_id, start)
+            del one
+        q = 1 - (1 - p) ** 2
+        cross = [r for r in res["pairs"] if crossing(r)]
+        assert len(cross) == 18
+        sent = sum(r["sent"] for r in cross)
+        lost = sum(r["lost"] for r in cross)
+        print(f"p={p}: crossing pairs lost {lost}/{sent} = {lost / sent:.4f} "
+              f"(expected {q:.4f}); forward {sum(r['lost_fwd'] for r in cross)}")
+        assert abs(lost - sent * q) <= 2.576 * math.sqrt(sent * q * (1 - q))
+        for r in cross:
+            n = r["sent"]
+            assert abs(r["lost"] - n * q) <= 3.29 * math.sqrt(n * q * (1 - q)) + 1, r
+        for r in res["pairs"]:
+            if not crossing(r):
+                assert r["lost"] <= 1, r
+
+
+def iperf_flow(net, task_id: str, src: str, dst: str, port: int) -> dict:
+    server = net.net.get(dst).popen(["iperf3", "-s", "-1", "-p", str(port)])
+    try:
+        time.sleep(0.5)
+        client = net.net.get(src).popen(["iperf3", "-c", net.net.get(dst).IP(), "-p",
+                                         str(port), "-t", str(2 * INTERVAL + 2), "-b", "20M"])
+        start = time.time()
+
+        def flow():
+            res = result(net, task_id)
+            if not res or res["interval_end"] < start + INTERVAL:
+                return None
+            return next((f for f in res["tcp"]["top_flows"] if f["dport"] == port
+                         and f["host"] == src), None)
+
+        found = wait_until(flow, timeout=4 * INTERVAL, interval=0.5,
+                           message=f"the iperf3 flow {src}->{dst} in tcp_health")
+        client.wait(4 * INTERVAL)
+        return found
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(5)
+
+
+def test_tcp_health_sees_retransmissions_across_the_lossy_link(net):
+    task_id = apply_everywhere(net, {"name": "tcp", "kind": "tcp_health", "top_k": 20,
+                                     "report_interval": INTERVAL}, AGENTS)
+    clean = iperf_flow(net, task_id, "h2", "h3", 5301)
+    assert clean["retrans"] == 0, clean
+    ping = ping_median(net, "h2", "h3")
+    print(f"\nclean h2->h3: TCP min RTT {clean['min_rtt_ms']} ms, srtt {clean['rtt_ms']} ms, "
+          f"ping median {ping} ms")
+    intfs = switch_link_intfs(net, "s1", "s2")
+    with random_loss(intfs[0], 0.05), random_loss(intfs[1], 0.05):
+        lossy = iperf_flow(net, task_id, "h1", "h4", 5302)
+    print(f"lossy h1->h4: {lossy}")
+    assert lossy["retrans"] > 0, lossy
