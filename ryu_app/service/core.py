@@ -184,7 +184,7 @@ class MeasureService:
         if isinstance(peers, tuple):
             wanted = [self.registry.find(h) for h in peers]
             peers = tuple(a.name for a in wanted if a is not None and a.name in hosts)
-        return pairs.resolve_peers(peers, hosts, self._links_of)
+        return pairs.resolve_peers(peers, hosts, self.pathhealth.links_function())
 
     def _check_probes(self, task: Task) -> None:
         """404 for a peer that is not a known agent; 400 when the probes of the task

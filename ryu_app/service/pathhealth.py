@@ -64,11 +64,18 @@ class PathHealth:
             return None
         return self.cache.path(self.attach() if attach is None else attach, src, dst)
 
-    def links_of(self, a: str, b: str) -> list[Any]:
+    def links_of(self, a: str, b: str,
+                 attach: dict[str, tuple[int, int]] | None = None) -> list[Any]:
         """The links of the pair's round trip (both access links and both directions'
         switch links, with their ports); [] when either host is not located."""
-        p = self.path(a, b)
+        p = self.path(a, b, attach)
         return [] if p is None else sorted(p.links, key=repr)
+
+    def links_function(self) -> Any:
+        """``links_of`` over the hosts' places as they are now (looked up once: a pair
+        choice asks for thousands of paths)."""
+        attach = self.attach()
+        return lambda a, b: self.links_of(a, b, attach)
 
     def localize(self, task_id: str, result: dict[str, Any]
                  ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
