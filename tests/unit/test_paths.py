@@ -229,3 +229,19 @@ def test_loss_split_by_direction_names_the_link_of_that_direction() -> None:
         out = loc.update(obs, links)
     assert out is not None and [s.key for s in out.suspects()] == [bad]
     assert abs(out.suspects()[0].loss - 0.06) < 0.01  # per crossing, not per round trip
+
+
+def test_bench_paths_runs_the_real_code_and_prints_its_verdicts(capsys) -> None:
+    from bench.__main__ import paths_headline
+    from bench.paths import main
+
+    assert main(["--sizes", "100", "--trials", "6", "--clean", "2", "--intervals", "2",
+                 "--no-json"]) == 0
+    out = capsys.readouterr().out
+    assert "MET: precision >= 0.99" in out and "NOT MET: precision" not in out
+    assert "probes <= 1% of 1 Gbit/s per host at N = 1,000" not in out  # no N = 1,000 run
+    figures, ok = paths_headline({"rows": [{"n": 100, "precision": 1.0, "recall_ge_1pct": 1.0,
+                                            "detect_p95_intervals": 1.0,
+                                            "probe_bps_busiest_host": 72800}],
+                                  "targets": {"precision >= 0.99": True}})
+    assert figures["n100_probe_kbit_s_host"] == 72.8 and ok == {"precision >= 0.99": True}
