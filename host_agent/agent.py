@@ -187,7 +187,10 @@ class Agent:
             if hasattr(mon, "start"):
                 mon.start()
         if self.probes is not None:
-            self.probes.start()  # echoes peers' probes from the start
+            try:
+                self.probes.start()  # echoes peers' probes from the start
+            except Exception as exc:  # noqa: BLE001 - tried again when a task needs it
+                log.error("probe process did not start: %s", exc)
         self.counting_since = self.clock()
 
     def stop(self) -> None:

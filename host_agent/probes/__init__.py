@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LOSS_TIMEOUT = 1.0  # seconds: a probe unanswered this long after it was sent is lost
 CALL_TIMEOUT = 5.0
+START_TIMEOUT = 30.0  # a loaded host takes seconds to start a Python process
 
 
 class ProbeMesh:
@@ -51,7 +52,12 @@ class ProbeMesh:
                 log.error("probe process died (exit %s); restarting", self.worker.proc.poll())
                 self.worker.close()
             self.worker = PipeWorker(self._cmd())
-            self.worker.call({"op": "ping"}, CALL_TIMEOUT)
+            try:
+                self.worker.call({"op": "ping"}, START_TIMEOUT)  # imports, binds the port
+            except WorkerError:
+                self.worker.close()
+                self.worker = None
+                raise
             for task_id, req in self.tasks.items():
                 self.worker.call(req, CALL_TIMEOUT)
                 log.info("probe task %s re-installed", task_id)
@@ -65,7 +71,8 @@ class ProbeMesh:
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.start()
-            assert self.worker is not None
+            if self.worker is None:
+                raise WorkerError("probe process not running")
             try:
                 return self.worker.call(req, CALL_TIMEOUT)
             except WorkerError:

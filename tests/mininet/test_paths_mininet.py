@@ -39,6 +39,8 @@ pytestmark = pytest.mark.mininet
 AGENTS = [f"h{n}" for n in range(1, 10)]
 LEFT = {"h1", "h2", "h3"}  # below s2
 INTERVAL = 5.0
+
+
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     with measure_network(tmp_path_factory, "paths-net") as mn:
