@@ -165,7 +165,7 @@ class Distribution(TypedDict):
 def distribution(es: ElasticSketch, rounds: int = EM_ROUNDS) -> Distribution:
     """Flow size histogram {size: flows} (EM over the light part + heavy entries)."""
     e = es.entries()
-    row = es.light[0].astype(np.int64)
+    row = es.light_row(0)
     flagged = e["flag"]
     if flagged.any():
         idx = es.light_index(e["hkey"][flagged])[0]
@@ -226,25 +226,31 @@ def interval_state(prev: ElasticSketch, cur: ElasticSketch) -> ElasticSketch:
     """The state of the interval between two cumulative states of one counter.
 
     Light cells subtract (the light part is linear: exact while the same keys
-    stayed in the heavy part); a heavy entry keeps what it gained since
-    ``prev`` (its count there, if it had an entry, is taken off). A key
-    evicted to the light part within the interval brings its earlier heavy
-    count along (an over-count bounded by the evicted mass).
+    stayed in the heavy part; maximal cells are read with their overflow
+    words); a heavy entry keeps what it gained since ``prev`` (its count
+    there, if it had an entry, is taken off). A key evicted to the light part
+    within the interval brings its earlier heavy count along (an over-count
+    bounded by the evicted mass).
     """
     if not prev.compatible(cur):
         raise ValueError("interval of two elastic states with different parameters")
     out = cur.copy()
-    diff = cur.light.astype(np.int64) - prev.light.astype(np.int64)
-    out.light[...] = np.maximum(diff, 0).astype(out.light.dtype)
-    occ = out.count > 0
-    hk = out.hkey[occ]
-    hit, before, _ = prev.heavy_lookup(hk)
-    left = out.count[occ] - np.where(hit, before, 0)
-    counts = out.count.copy()
-    counts[occ] = np.maximum(left, 0)
-    gone = occ & (counts == 0)  # no packet since prev: not a flow of the interval
-    out.count[...] = counts
-    out.hkey[gone] = 0
-    out.flag[gone] = 0
+    out.ov[...] = 0
+    for r in range(cur.light_depth):
+        diff = np.maximum(cur.light_row(r) - prev.light_row(r), 0)
+        out.light[r] = np.minimum(diff, cur.cell_max).astype(out.light.dtype)
+        over = np.flatnonzero(diff > cur.cell_max)
+        np.add.at(out.ov[r], over % cur.ov_width,
+                  (diff[over] - cur.cell_max).astype(np.uint64))
+    for table in out.tables:
+        occ = table.count > 0
+        hk = table.slot_hkeys()[occ]
+        hit, before, _ = prev.heavy_lookup(hk)
+        left = np.maximum(table.count[occ].astype(np.int64) - np.where(hit, before, 0), 0)
+        counts = table.count.copy()
+        counts[occ] = left
+        gone = occ & (counts == 0)  # no packet since prev: not a flow of the interval
+        table.count[...] = counts
+        table.flag[gone] = 0
+    out._slot_hk = None
     return out
-
