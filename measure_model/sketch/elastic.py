@@ -105,6 +105,15 @@ def compiled() -> bool:
     return _C is not None
 
 
+def ensure_compiled() -> bool:
+    """Build the compiled path in place if this checkout has not (tests), then load it."""
+    global _C
+    if _C is None:
+        elastic_c.build()
+        _C = elastic_c.load()
+    return _C is not None
+
+
 class HeavyTable:
     """``buckets x slots`` exact-key entries of one address family (module docstring)."""
 
@@ -202,6 +211,7 @@ class ElasticSketch:
         self._row_mult = np.array([int(x) | 1 for x in salts[2:]], np.uint64).reshape(-1, 1)
         self._offsets = (np.arange(light_depth, dtype=np.int64) * self.width).reshape(-1, 1)
         self._slot_hk: list[np.ndarray] | None = None
+        self._c: tuple[Any, Any, Any, Any] | None = None
 
     # ------------------------------------------------------------ params
     def params(self) -> dict[str, Any]:
@@ -275,26 +285,37 @@ class ElasticSketch:
         else:
             elastic_update.apply(self, hkeys, lanes, tab, w)
 
+    def _c_state(self) -> tuple[Any, Any, Any, Any]:
+        """The C structs pointing at this sketch's arrays (built once: arrays never move)."""
+        if self._c is None:
+            assert _C is not None
+            ffi = _C.ffi
+            tables = ffi.new("es_table[]", len(self.tables))
+            for i, t in enumerate(self.tables):
+                tables[i].keys = ffi.cast("uint32_t *", ffi.from_buffer(t.keys))
+                tables[i].count = ffi.cast("void *", ffi.from_buffer(t.count))
+                tables[i].flag = ffi.cast("uint8_t *", ffi.from_buffer(t.flag))
+                tables[i].neg = ffi.cast("void *", ffi.from_buffer(t.neg))
+                tables[i].buckets, tables[i].slots = t.buckets, t.slots
+                tables[i].lanes, tables[i].family = t.lanes, t.family
+                tables[i].salt = int(t.salt)
+            light = ffi.new("es_light *")
+            light.cells = ffi.cast("void *", ffi.from_buffer(self.light))
+            light.ov = ffi.cast("uint64_t *", ffi.from_buffer(self.ov))
+            light.width, light.ov_width = self.width, self.ov_width
+            light.depth = self.light_depth
+            light.salt, light.cell_max = int(self._light_salt), self.cell_max
+            mult = np.ascontiguousarray(self._row_mult.reshape(-1))
+            light.mult = ffi.cast("uint64_t *", ffi.from_buffer(mult))
+            fn = _C.lib.es_update_pkt if self.increment == "pkt" else _C.lib.es_update_bytes
+            self._c = (tables, light, mult, fn)
+        return self._c
+
     def _update_c(self, hkeys: np.ndarray, lanes: np.ndarray, tab: np.ndarray,
                   w: np.ndarray) -> None:
         assert _C is not None
-        ffi, lib = _C.ffi, _C.lib
-        tables = ffi.new("es_table[]", len(self.tables))
-        for i, t in enumerate(self.tables):
-            tables[i].keys = ffi.cast("uint32_t *", ffi.from_buffer(t.keys))
-            tables[i].count = ffi.cast("void *", ffi.from_buffer(t.count))
-            tables[i].flag = ffi.cast("uint8_t *", ffi.from_buffer(t.flag))
-            tables[i].neg = ffi.cast("void *", ffi.from_buffer(t.neg))
-            tables[i].buckets, tables[i].slots = t.buckets, t.slots
-            tables[i].lanes, tables[i].family, tables[i].salt = t.lanes, t.family, int(t.salt)
-        light = ffi.new("es_light *")
-        light.cells = ffi.cast("void *", ffi.from_buffer(self.light))
-        light.ov = ffi.cast("uint64_t *", ffi.from_buffer(self.ov))
-        light.width, light.ov_width, light.depth = self.width, self.ov_width, self.light_depth
-        light.salt, light.cell_max = int(self._light_salt), self.cell_max
-        mult = np.ascontiguousarray(self._row_mult.reshape(-1))
-        light.mult = ffi.cast("uint64_t *", ffi.from_buffer(mult))
-        fn = lib.es_update_pkt if self.increment == "pkt" else lib.es_update_bytes
+        ffi = _C.ffi
+        tables, light, _, fn = self._c_state()
         tab = np.ascontiguousarray(tab, np.int8)
         self.clamped |= fn(hkeys.shape[0], ffi.cast("uint64_t *", ffi.from_buffer(hkeys)),
                            ffi.cast("uint32_t *", ffi.from_buffer(lanes)), lanes.shape[1],
