@@ -204,8 +204,11 @@ class MeasureService:
     def _partial_result(self, task_id: str, record: Any, host: str | None,
                         key: str) -> dict[str, Any]:
         task = record.task
+        if task.memory is None:
+            raise BadRequest(f"key: task {task_id} has no memory (not an elastic counter): "
+                             "only elastic five_tuple and src_dst tasks answer a coarser key")
         try:
-            partial_keys.check_key(task.key if task.memory is not None else None, key)
+            partial_keys.check_key(task.key, key)
         except ValueError as exc:
             raise BadRequest(str(exc) if str(exc).startswith("key") else f"key: {exc}"
                              ) from None
