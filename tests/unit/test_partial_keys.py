@@ -141,3 +141,39 @@ def test_rest_result_with_key(tmp_path):
     assert status == 400 and body["error"].startswith("key: task 2 has no memory")
     status, body = s.call("GET", "/measure/v1/tasks/3/result?key=dst")
     assert status == 400 and body["error"].startswith("key: a task keyed by src answers")
+
+
+def test_cli_result_with_key_over_http(tmp_path, capsys):
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from measure_cli.cli import main
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    s = Service(str(tmp_path / "state"))
+    s.call("POST", "/measure/v1/tasks", {"name": "ft", "kind": "flow_size",
+                                         "key": "five_tuple", "memory": 65536})
+    snap = counter("five_tuple").snapshot(999.0, host="h1")
+    s.call("POST", "/measure/v1/reports", {
+        "task_id": "1", "interval_end": 999.0, "kind": "flow_size", "snapshot": snap,
+        "covered": ["h1"], "missing": [], "generated_at": 999.0, "oldest": 999.0})
+    server = make_server("127.0.0.1", 0, s.wsgi, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert main(["--url", url, "result", "1", "--key", "src"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[3].startswith("by src, from the five_tuple task's heavy entries")
+        assert out[4].split() == ["SRC", "SIZE", "LOWER", "UPPER", "EXACT"]
+        assert out[5].split() == ["10.0.0.1", "95", "95", "95", "yes"]
+        assert main(["--url", url, "result", "1", "--key", "sport,dport"]) == 1
+        assert capsys.readouterr().err.startswith("measure: HTTP 400: key 'sport,dport' is "
+                                                  "not one of")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
