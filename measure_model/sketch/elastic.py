@@ -57,8 +57,13 @@ import numpy as np
 from measure_model.packet.keys import check_key_type, sketch_keys_of
 from measure_model.sketch import elastic_c, elastic_update
 from measure_model.sketch.countmin import MASK64, mix64, splitmix64
-from measure_model.sketch.elastic_slots import (full_of_lanes, has_family, is_v4,
-                                                lanes_from_full, lanes_of)
+from measure_model.sketch.elastic_slots import (
+    full_of_lanes,
+    has_family,
+    is_v4,
+    lanes_from_full,
+    lanes_of,
+)
 from measure_model.task import MAX_MEMORY, MIN_MEMORY
 
 LAMBDA = 8

@@ -19,8 +19,7 @@ import numpy as np
 
 from measure_model.sketch import elastic_update
 from measure_model.sketch.countmin import MASK64
-from measure_model.sketch.elastic import (FAMILIES, MERGE_FLAG, OWN_FLAG, ElasticSketch,
-                                          HeavyTable)
+from measure_model.sketch.elastic import FAMILIES, MERGE_FLAG, OWN_FLAG, ElasticSketch, HeavyTable
 from measure_model.sketch.elastic_slots import lanes_from_full
 
 

@@ -207,7 +207,8 @@ def test_wire_round_trip_and_malformed_state():
     assert (back.light == es.light).all() and (back.ov == es.ov).all()
     wire = es.to_wire()
     for bad, message in (({**wire, "state": "!!"}, "base64"),
-                         ({**wire, "entries": [wire["entries"][0] - 1, *wire["entries"][1:]]}, "bytes"),
+                         ({**wire, "entries": [wire["entries"][0] - 1,
+                                               *wire["entries"][1:]]}, "bytes"),
                          ({**wire, "entries": 3}, "entries"),
                          ({**wire, "slots": True}, "slots"),
                          ({**wire, "extra": 1}, "unknown field"),
