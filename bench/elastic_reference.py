@@ -7,8 +7,9 @@ reference's own ``ElasticSketch.cpp`` reads them, so it does not compile
 otherwise; nothing else is changed), builds
 ``ElasticSketch<BUCKET_NUM, TOT_MEM>`` with a quarter of the memory in the
 heavy part as in its demo (64-byte buckets of 7 entries + the vote counter),
-inserts every 4-byte key of the trace (timed), and prints per-flow estimates of the queried keys, the heavy hitters, the flow size distribution
-(its EM), the cardinality and the entropy. Built once per memory size with
+inserts every 4-byte key of the trace (timed), and prints per-flow estimates
+of the queried keys, the heavy hitters, the flow size distribution (its EM),
+the cardinality and the entropy. Built once per memory size with
 ``g++ -O2 -march=native`` into a cache directory keyed by the sources' hash.
 """
 
