@@ -66,6 +66,10 @@ static inline uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 static inline uint64_t reduce(uint64_t h, uint64_t n) { return ((h >> 32) * n) >> 32; }
+static inline int key_eq(const uint32_t *a, const uint32_t *b, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) if (a[i] != b[i]) return 0;
+    return 1;
+}
 
 /* kind: 0 value (ports, proto), 1 one address, 2 src_dst, 3 address + port, 4 five_tuple */
 static uint64_t hkey_of(int kind, uint32_t family, const uint32_t *l) {
@@ -125,7 +129,7 @@ int NAME(uint64_t n, const uint64_t *hk, const uint32_t *lanes, uint32_t stride,
         int match = -1, empty = -1;                                                  \
         for (uint32_t s = 0; s < S; s++) {                                           \
             if (cnt[s] == 0) { if (empty < 0) empty = (int)s; continue; }            \
-            if (memcmp(keys + s * nl, key, 4 * nl) == 0) { match = (int)s; break; }  \
+            if (key_eq(keys + s * nl, key, nl)) { match = (int)s; break; }           \
         }                                                                            \
         if (match >= 0) {                                                            \
             uint64_t v = (uint64_t)cnt[match] + wt;                                  \
