@@ -169,7 +169,7 @@ UPDATE(es_update_bytes, uint64_t, light_add_u32)
 
 def build(tmpdir: str | None = None) -> str:
     """Compile the module in place (next to this file); returns the library's path."""
-    import cffi
+    import cffi  # type: ignore[import-untyped]
 
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
