@@ -183,9 +183,10 @@ def test_task_page_answers_a_coarser_key(ctl):
     driver.get(f"{controller.url}/dashboard/#/task/{task_id}")
     wait_for(driver, lambda: visible(driver, "#key-select"), 15, "the key selector")
     Select(driver.find_element("id", "key-select")).select_by_value("src")
-    rows = "#partial-table tbody tr"
-    wait_for(driver, lambda: len(driver.find_elements("css selector", rows)) == 5, 15,
-             "five sources")
-    assert texts(driver, rows)[0] == "10.0.0.1 95 95 95 yes"
+    script = ("return [...document.querySelectorAll('#partial-table tbody tr')]"
+              ".map(r => [...r.cells].map(c => c.textContent).join(' '))")  # one read: the
+    # table is redrawn every second, so elements found earlier may be gone
+    wait_for(driver, lambda: len(driver.execute_script(script)) == 5, 15, "five sources")
+    assert driver.execute_script(script)[0] == "10.0.0.1 95 95 95 yes"
     assert "key=src" in driver.current_url
     screenshot(driver, "dashboard-task-by-key.png")
