@@ -12,8 +12,9 @@ engine runs with ``key: src`` and ``family: 4``, so its heavy slots are
 4-byte keys too), each with at least 100,000 flows (``--quick``: fewer
 packets, so fewer distinct flows):
 
-* ``zipf1.0``, ``zipf1.1``, ``zipf1.3``: 2,000,000 packets drawn by Zipf
-  from 200,000 (1.0, 1.1) or 1,000,000 (1.3) flows;
+* ``zipf1.0``, ``zipf1.1``: 2,000,000 packets drawn by Zipf from 300,000 /
+  200,000 flows (about 203k / 124k of them present); ``zipf1.3``: 4,000,000
+  packets from 4,000,000 flows (about 130k present);
 * ``elephants+mice``: 100,000 flows, 5% of them elephants carrying 80% of
   the packets (Pareto sizes), the others lognormal mice.
 
@@ -76,12 +77,17 @@ def elephants_mice(flows: int, packets: int, seed: int) -> np.ndarray:
 
 
 def traces(quick: bool) -> dict[str, np.ndarray]:
-    packets = 400_000 if quick else 2_000_000
-    flows = 100_000 if quick else 200_000
-    return {"zipf1.0": zipf_trace(packets, flows, 1.0, 10),
-            "zipf1.1": zipf_trace(packets, flows, 1.1, 11),
-            "zipf1.3": zipf_trace(packets, 5 * flows, 1.3, 13),
-            "elephants+mice": elephants_mice(100_000 if not quick else 50_000, packets, 14)}
+    """The four traces; sizes give at least 100,000 distinct flows each (``--quick``:
+    400,000 packets, fewer flows)."""
+    if quick:
+        return {"zipf1.0": zipf_trace(400_000, 100_000, 1.0, 10),
+                "zipf1.1": zipf_trace(400_000, 100_000, 1.1, 11),
+                "zipf1.3": zipf_trace(400_000, 500_000, 1.3, 13),
+                "elephants+mice": elephants_mice(50_000, 400_000, 14)}
+    return {"zipf1.0": zipf_trace(2_000_000, 300_000, 1.0, 10),     # ~203k flows
+            "zipf1.1": zipf_trace(2_000_000, 200_000, 1.1, 11),     # ~124k flows
+            "zipf1.3": zipf_trace(4_000_000, 4_000_000, 1.3, 13),   # ~130k flows
+            "elephants+mice": elephants_mice(100_000, 2_000_000, 14)}
 
 
 def truth_of(stream: np.ndarray) -> dict[str, Any]:
