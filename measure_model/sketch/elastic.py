@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from measure_model.packet.keys import check_key_type, sketch_keys_of
-from measure_model.sketch import elastic_c, elastic_update
+from measure_model.sketch import elastic_c, elastic_merge, elastic_update
 from measure_model.sketch.countmin import MASK64, mix64, splitmix64
 from measure_model.sketch.elastic_slots import (
     full_of_lanes,
@@ -171,6 +171,7 @@ class ElasticSketch:
     """Heavy + light state of one counter within ``memory`` bytes (module docstring)."""
 
     LAMBDA = LAMBDA
+    OWN_FLAG, MERGE_FLAG, FAMILIES = OWN_FLAG, MERGE_FLAG, FAMILIES
 
     def __init__(self, memory: int, key_type: str, increment: str = "pkt", seed: int = 1,
                  heavy_share: float = DEFAULT_HEAVY_SHARE, slots: int = DEFAULT_SLOTS,
@@ -427,15 +428,12 @@ class ElasticSketch:
 
     def merge(self, other: ElasticSketch) -> ElasticSketch:
         """Both sides' state in one (module docstring: exact light part, bounded heavy)."""
-        from measure_model.sketch.elastic_merge import merge
-        return merge(self, other)
+        return elastic_merge.merge(self, other)
 
     def to_wire(self) -> dict[str, Any]:
-        from measure_model.sketch.elastic_merge import to_wire
-        return to_wire(self)
+        return elastic_merge.to_wire(self)
 
     @classmethod
     def from_wire(cls, data: Any) -> ElasticSketch:
         """Rebuild from :meth:`to_wire` output; ValueError naming the field if malformed."""
-        from measure_model.sketch.elastic_merge import from_wire
-        return from_wire(data)
+        return elastic_merge.from_wire(cls, data)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from measure_model.sketch import elastic_update
 from measure_model.sketch.countmin import MASK64
-from measure_model.sketch.elastic import FAMILIES, MERGE_FLAG, OWN_FLAG, ElasticSketch, HeavyTable
 from measure_model.sketch.elastic_slots import lanes_from_full
+
+if TYPE_CHECKING:  # the class calls this module: it is passed in, never imported
+    from measure_model.sketch.elastic import ElasticSketch, HeavyTable
 
 
 def merge(a: ElasticSketch, b: ElasticSketch) -> ElasticSketch:
@@ -57,7 +59,7 @@ def _maybe_light(other: ElasticSketch, t: int, hk: np.ndarray) -> np.ndarray:
     hit, _, _ = table.lookup(hk, table.slot_hkeys())
     b = table.bucket_of(hk)
     maybe = ~hit & (table.neg[b] > 0) & (other.light_query(hk) > 0)
-    return np.where(maybe, MERGE_FLAG, 0).astype(np.uint8)
+    return np.where(maybe, other.MERGE_FLAG, 0).astype(np.uint8)
 
 
 def _rebuild(es: ElasticSketch, table: HeavyTable, full: np.ndarray, hk: np.ndarray,
@@ -117,7 +119,7 @@ def _int_field(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def from_wire(data: Any) -> ElasticSketch:
+def from_wire(cls: type[ElasticSketch], data: Any) -> ElasticSketch:
     """Rebuild from :func:`to_wire` output; ValueError naming the field if malformed."""
     if not isinstance(data, dict):
         raise ValueError("elastic must be an object")
@@ -133,10 +135,10 @@ def from_wire(data: Any) -> ElasticSketch:
     slots = _int_field("slots", data["slots"], 1, 64)
     depth = _int_field("light_depth", data["light_depth"], 1, 8)
     seed = _int_field("seed", data["seed"], 0, MASK64)
-    if data["family"] not in FAMILIES or isinstance(data["family"], bool):
+    if data["family"] not in cls.FAMILIES or isinstance(data["family"], bool):
         raise ValueError("elastic: family must be 0, 4 or 6")
-    out = ElasticSketch(data["memory"], data["key"], data["increment"], seed, share, slots,
-                        depth, data["family"])
+    out = cls(data["memory"], data["key"], data["increment"], seed, share, slots, depth,
+              data["family"])
     _int_field("saturated", data["saturated"], 0, 2 ** 62)
     out.clamped = _int_field("clamped", data["clamped"], 0, 1)
     entries = data["entries"]
@@ -175,7 +177,7 @@ def from_wire(data: Any) -> ElasticSketch:
         t.count[bi, si] = cnt
         t.flag[bi, si] = np.frombuffer(flags, "u1")
         t.neg[...] = np.frombuffer(neg, ctype)
-        if (t.flag > OWN_FLAG | MERGE_FLAG).any():
+        if (t.flag > cls.OWN_FLAG | cls.MERGE_FLAG).any():
             raise ValueError("elastic: flag bits out of range")
     out.light[...] = np.frombuffer(chunk[-2], out.light.dtype.newbyteorder("<")).reshape(
         out.light.shape)
