@@ -29,7 +29,7 @@ from types import ModuleType
 MODULE = "measure_model.sketch._elastic_cffi"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-CDEF = """
+STRUCTS = """
 typedef struct {
     uint32_t *keys; void *count; uint8_t *flag; void *neg;
     uint64_t buckets; uint32_t slots; uint32_t lanes; uint32_t family; uint64_t salt;
@@ -38,6 +38,9 @@ typedef struct {
     void *cells; uint64_t *ov; uint64_t width; uint64_t ov_width; uint32_t depth;
     uint64_t salt; const uint64_t *mult; uint64_t cell_max;
 } es_light;
+"""
+
+CDEF = STRUCTS + """
 int es_update_pkt(uint64_t n, const uint64_t *hk, const uint32_t *lanes, uint32_t stride,
                   const int8_t *tab, const uint64_t *w, es_table *T, es_light *L,
                   uint64_t lambda_, uint64_t cmax, int kind);
@@ -49,15 +52,7 @@ int es_update_bytes(uint64_t n, const uint64_t *hk, const uint32_t *lanes, uint3
 SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
-
-typedef struct {
-    uint32_t *keys; void *count; uint8_t *flag; void *neg;
-    uint64_t buckets; uint32_t slots; uint32_t lanes; uint32_t family; uint64_t salt;
-} es_table;
-typedef struct {
-    void *cells; uint64_t *ov; uint64_t width; uint64_t ov_width; uint32_t depth;
-    uint64_t salt; const uint64_t *mult; uint64_t cell_max;
-} es_light;
+""" + STRUCTS + r"""
 
 static inline uint64_t mix64(uint64_t z) {
     z += 0x9E3779B97F4A7C15ULL;
