@@ -161,7 +161,7 @@ MALFORMED = [
     ("tasks: [{name: hh-1, kind: sketchy}]",
      "policy bad.yaml: task hh-1: kind 'sketchy' is not one of heavy_hitters, flow_size, "
      "port_scan, counter, heavy_changers, entropy, cardinality, superspreaders, ddos_victims, "
-     "flows, bandwidth"),
+     "flows, path_health, tcp_health, bandwidth"),
     ("tasks: [{name: HH_1, kind: counter}]",
      "policy bad.yaml: task #1: name 'HH_1' does not match [a-z0-9][a-z0-9_.-]{0,62}"),
     ("tasks: [{kind: counter}]", "policy bad.yaml: task #1: name is required"),
