@@ -118,8 +118,10 @@ class ServerChannel:
 class ChildProcess:
     """A child ``python -m module args... --fd N`` and the agent's end of its socket."""
 
-    def __init__(self, module: str, args: list[str], name: str, timeout: float = 10.0) -> None:
+    def __init__(self, module: str, args: list[str], name: str, timeout: float = 10.0,
+                 prefix: list[str] | None = None) -> None:
         self.module, self.args, self.name, self.timeout = module, args, name, timeout
+        self.prefix = prefix or []  # e.g. ``ip netns exec NAME`` (exec keeps the fd)
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.buf = b""
@@ -131,7 +133,8 @@ class ChildProcess:
 
     def start(self) -> None:
         parent, child = socket.socketpair()
-        cmd = [sys.executable, "-m", self.module, *self.args, "--fd", str(child.fileno())]
+        cmd = [*self.prefix, sys.executable, "-m", self.module, *self.args,
+               "--fd", str(child.fileno())]
         self.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
         child.close()
         self.sock, self.buf = parent, b""

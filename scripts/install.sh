@@ -18,7 +18,7 @@ APT_PACKAGES=(
   openvswitch-switch mininet libnetfilter-queue-dev iptables iproute2
   iputils-ping ethtool iperf iperf3 netcat-openbsd tcpdump hping3 sqlite3
   build-essential python3-dev python3-venv procps psmisc nfdump
-  chromium chromium-driver prometheus clang llvm libbpf-dev bpftool postgresql
+  chromium chromium-driver prometheus postgresql clang llvm libbpf-dev bpftool
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -52,6 +52,19 @@ else
   "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
   "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
   echo "$stamp_src" > "$stamp_file"
+fi
+
+# The elastic engine's compiled update (cffi, in place next to its sources;
+# the numpy path is the fallback when it is missing). Rebuilt when its source changes.
+elastic_src=$(sha256sum "$ROOT/measure_model/sketch/elastic_c.py" | cut -d' ' -f1)
+elastic_stamp=$ROOT/measure_model/sketch/.elastic-build-stamp
+if ls "$ROOT"/measure_model/sketch/_elastic_cffi*.so >/dev/null 2>&1 \
+    && [ -f "$elastic_stamp" ] && [ "$(cat "$elastic_stamp")" = "$elastic_src" ]; then
+  log "elastic: compiled update up to date"
+else
+  log "elastic: building the compiled update"
+  (cd "$ROOT" && "$VENV/bin/python" -m measure_model.sketch.elastic_c >/dev/null)
+  echo "$elastic_src" > "$elastic_stamp"
 fi
 
 # Open vSwitch, userspace datapath only (no kernel module on these machines).

@@ -32,12 +32,10 @@ in :mod:`host_agent.bandwidth.cli`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import socket
 import struct
-import subprocess
 import sys
 import time
 from typing import Any
@@ -346,56 +344,6 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class PipeWorker:
-    """A child speaking line-delimited JSON on its stdin/stdout, started from ``cmd``
-    (the path probe process, ``host_agent.probes.worker``); same ``call``/``close`` as
-    :class:`Worker`."""
-
-    def __init__(self, cmd: list[str]) -> None:
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, close_fds=True)
-        self._buf = b""
-
-    def call(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Send one request; wait at most ``timeout`` s for its reply."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            os.write(self.proc.stdin.fileno(), (json.dumps(req) + "\n").encode())
-        except OSError as exc:
-            raise WorkerError(f"probe worker gone: {exc}") from None
-        fd = self.proc.stdout.fileno()
-        end = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = end - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise WorkerError(f"probe worker did not answer {req.get('op')} "
-                                  f"within {timeout:.1f} s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise WorkerError("probe worker exited")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise WorkerError(reply["error"])
-        return reply
-
-    def close(self) -> None:
-        """Stop the child at once (it holds no state worth a clean exit)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
-            pass
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                f.close()
 
 
 def main(argv: list[str] | None = None) -> int:

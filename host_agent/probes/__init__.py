@@ -1,6 +1,7 @@
 """Path health probes: the agent's side (``ProbeMesh``) of the probe process.
 
-The probe process (``host_agent.probes.worker``) sends and echoes the probes
+The probe process (``host_agent.probes.worker``, a ``host_agent.ipc`` child) sends
+and echoes the probes
 and reads the kernel's TCP state; the per-pair bookkeeping is in
 ``host_agent.probes.session``. ``ProbeMesh`` starts the process on first
 use (and again if it died), hands it each path_health task's pairs for this
@@ -13,11 +14,10 @@ task of its own.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from typing import Any
 
-from host_agent.bandwidth.worker import PipeWorker, WorkerError
+from host_agent.ipc import ChildGone, ChildProcess, Refused
 from measure_model.task import PROBE_PORT, Task
 from measure_model.wire.paths import pair_key
 
@@ -36,50 +36,54 @@ class ProbeMesh:
         self.name, self.bind, self.port = name, bind, port
         self.prefix = prefix or []  # e.g. ``ip netns exec NAME`` (tests)
         self.local = local  # this host's data addresses (TCP flows on them only)
-        self.worker: PipeWorker | None = None
+        self.worker: ChildProcess | None = None
         self.tasks: dict[str, dict[str, Any]] = {}   # path_health task id -> set request
         self.lock = threading.RLock()
 
-    def _cmd(self) -> list[str]:
-        return [*self.prefix, sys.executable, "-m", "host_agent.probes.worker", "--bind", self.bind,
-                "--port", str(self.port)]
-
     def start(self) -> None:
         with self.lock:
-            if self.worker is not None and self.worker.proc.poll() is None:
+            if self.worker is not None and self.worker.alive():
                 return
             if self.worker is not None:
-                log.error("probe process died (exit %s); restarting", self.worker.proc.poll())
-                self.worker.close()
-            self.worker = PipeWorker(self._cmd())
+                log.error("probe process died (exit %s); restarting",
+                          self.worker.proc.poll() if self.worker.proc else None)
+                self.worker.stop(grace=1.0)
+            self.worker = ChildProcess("host_agent.probes.worker",
+                                       ["--bind", self.bind, "--port", str(self.port)],
+                                       name="probe process", timeout=CALL_TIMEOUT,
+                                       prefix=self.prefix)
+            self.worker.start()
             try:
                 self.worker.call({"op": "ping"}, START_TIMEOUT)  # imports, binds the port
-            except WorkerError:
-                self.worker.close()
+            except (ChildGone, Refused):
+                self.worker.stop(grace=1.0)
                 self.worker = None
                 raise
             for task_id, req in self.tasks.items():
-                self.worker.call(req, CALL_TIMEOUT)
+                self.worker.call(req)
                 log.info("probe task %s re-installed", task_id)
 
     def stop(self) -> None:
         with self.lock:
             if self.worker is not None:
-                self.worker.close()
+                self.worker.stop(grace=2.0)
                 self.worker = None
 
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self.start()
             if self.worker is None:
-                raise WorkerError("probe process not running")
+                raise ChildGone("probe process not running")
             try:
-                return self.worker.call(req, CALL_TIMEOUT)
-            except WorkerError:
-                if self.worker.proc.poll() is None:
+                reply: dict[str, Any] = self.worker.call(req)
+                return reply
+            except ChildGone:
+                if self.worker is not None and self.worker.alive():
                     raise
                 self.start()  # it died under us: once more on a fresh process
-                return self.worker.call(req, CALL_TIMEOUT)
+                assert self.worker is not None
+                reply = self.worker.call(req)
+                return reply
 
     # ------------------------------------------------------------ tasks
     def install(self, task_id: str, task: Task) -> None:

@@ -9,8 +9,8 @@ data address, ``select`` on it and on the agent's command pipe, and a send
 schedule. Arrival times are the kernel's (``SO_TIMESTAMPNS``), and each echo
 carries the reflector's dwell time (its send time minus the probe's kernel
 arrival time), which is subtracted: RTT = (t4 - t1) - (t3 - t2). The agent
-speaks to it in line-delimited JSON on stdin/stdout
-(``host_agent.bandwidth.worker.Worker``); it exits when stdin closes.
+speaks to it over ``host_agent.ipc`` (``ChildProcess``); it exits when the
+agent hangs up.
 
 Packets (16 bytes, network order, padded with zeros to ``probe_payload``):
 ``magic u8 = 0xA7, type u8 (1 probe, 2 echo), slot u16, seq u32, dwell_ns u32,
@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
-import os
 import random
 import select
 import socket
@@ -42,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from host_agent.ipc import ServerChannel
 from host_agent.probes.session import PairSession
 from measure_model.task import PROBE_PORT
 
@@ -247,42 +246,31 @@ def handle(prober: Prober, req: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown op {op!r}")
 
 
-def worker_main(bind: str, port: int) -> int:
-    """Serve commands on stdin and probes on the socket until stdin closes."""
+def worker_main(bind: str, port: int, fd: int) -> int:
+    """Serve the agent's requests (``host_agent.ipc``) and the probes until hang-up."""
     prober = Prober(bind, port)
-    stdin = sys.stdin.buffer
-    pending = b""
+    chan = ServerChannel.from_fd(fd)
     while True:
         wait = prober.send_due()
-        ready, _, _ = select.select([prober.sock, stdin], [], [], wait)
+        ready, _, _ = select.select([prober.sock, chan], [], [], wait)
         if prober.sock in ready:
             prober.readable()
-        if stdin not in ready:
+        if chan not in ready:
             continue
-        data = os.read(stdin.fileno(), 65536)
-        if not data:
+        msgs = chan.read()
+        if msgs is None or any(m.get("op") == "exit" for m in msgs):
             return 0
-        pending += data
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            try:
-                req = json.loads(line)
-                if req.get("op") == "exit":
-                    return 0
-                reply = handle(prober, req)
-            except Exception as exc:  # noqa: BLE001 - reported to the agent, never fatal
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            sys.stdout.write(json.dumps(reply) + "\n")
-            sys.stdout.flush()
+        chan.serve(msgs, lambda req: handle(prober, req))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m host_agent.probes.worker --bind ADDR --port 8001``."""
+    """``python -m host_agent.probes.worker --bind ADDR --port 8001 --fd N``."""
     parser = argparse.ArgumentParser(prog="python -m host_agent.probes.worker")
     parser.add_argument("--bind", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=PROBE_PORT)
+    parser.add_argument("--fd", type=int, required=True, help="the agent's socket")
     args = parser.parse_args(argv)
-    return worker_main(args.bind, args.port)
+    return worker_main(args.bind, args.port, args.fd)
 
 
 if __name__ == "__main__":
