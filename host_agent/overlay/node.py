@@ -81,6 +81,7 @@ from host_agent.overlay.state import NodeState, Pending, TaskState
 from host_agent.protocols import LegacyAgent
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
+from measure_model import interval
 from measure_model.fields import is_count
 from measure_model.task import Task
 from measure_model.wire.overlay import Peer, is_url, parse_peer, validate_report
@@ -353,10 +354,17 @@ class OverlayNode:
             pending.own_error = "not installed"
             return
         try:
-            pending.own = self._snapshot(state.task_id, now)
+            own = self._snapshot(state.task_id, now)
         except Exception as exc:  # noqa: BLE001 - the agent is then listed missing
             pending.own_error = str(exc)
             log.warning("snapshot of %s failed: %s", state.task_id, exc)
+            return
+        if isinstance(own, dict) and "key" in own and state.task_id not in self.legacy:
+            try:  # the interval's own figures, against this agent's previous snapshot
+                own["interval"], state.mark = interval.section(state.mark, own, now)
+            except (ValueError, KeyError) as exc:
+                log.warning("interval of %s not computed: %s", state.task_id, exc)
+        pending.own = own
 
     def _snapshot(self, task_id: str, now: float) -> dict:
         """This agent's own snapshot of a task (or of a shared legacy counter)."""

@@ -46,6 +46,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from measure_model import interval
 from measure_model.fields import HOST_PATTERN, MAX_COUNT, is_count, is_int, is_number
 from measure_model.packet.keys import (
     INCREMENTS,
@@ -72,7 +73,8 @@ MAX_LIMIT = 10_000_000
 SNAPSHOT_FIELDS = frozenset((
     "key", "increment", "packets", "bytes", "total", "sketch", "candidates", "heavy_hitters",
     "top_k", "threshold", "limits", "window", "scan", "distinct", "missed", "unparsed",
-    "covered", "missing", "generated_at", "oldest", "monitor", "elastic", "spread"))
+    "covered", "missing", "generated_at", "oldest", "monitor", "elastic", "spread",
+    "interval"))
 WINDOW_FIELDS = frozenset(("length", "mode", "start", "counts", "distinct", "truncated",
                            "previous"))
 
@@ -225,6 +227,8 @@ def check_snapshot(snap: Any) -> Snapshot:
         if snap.get(name) is not None:
             _need(_is_num(snap[name]) and snap[name] >= 0, f"{name} must be a time")
     _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
+    if snap.get("interval") is not None:
+        interval.check(snap["interval"], key)
     return cast(Snapshot, snap)  # every field checked above
 
 
@@ -396,6 +400,9 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
         "generated_at": max(times) if times else None,
         "oldest": min(oldest) if oldest else None,
     }
+    section = interval.merge([s.get("interval") for s in snaps])
+    if section is not None:
+        merged["interval"] = section
     return merged
 
 

@@ -118,6 +118,7 @@ class Snapshot(TypedDict):
     # merge rules in measure_model/wire/elastic_snapshot.py
     elastic: NotRequired[dict[str, Any]]   # ElasticSketch.to_wire()
     spread: NotRequired[dict[str, Any]]    # SpreadSketch.to_wire() + "side"
+    interval: NotRequired[dict[str, Any]]  # measure_model.interval.section, merged up
 
 
 class HostSummary(TypedDict, total=False):

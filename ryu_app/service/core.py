@@ -50,6 +50,7 @@ import os
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import networkx as nx
 
@@ -98,6 +99,7 @@ class MeasureService:
         self.runner = runner if runner is not None else default_runner(
             inline_without_eventlet=True)
         self.results = Results(self.store)
+        self.results.reason_of = self._missing_reason
         self.pushes = Pushes(self.http, self.runner, now)
         self.jobs = BandwidthJobs(self.registry, topology, self.http, self.runner, self.store,
                                   now)
@@ -138,6 +140,10 @@ class MeasureService:
         if len(self.tasks) + len(tasks) > MAX_TASKS:
             raise Conflict(f"at most {MAX_TASKS} tasks; {len(self.tasks)} exist")
         for task in tasks:
+            unknown = [h for h in self._scope_refs(task) if self._scope_agent(h) is None]
+            if unknown:
+                raise NotFound(f"task {task.name}: scope host '{unknown[0]}' is not a known "
+                               "agent (name, data address or URL host)")
             try:
                 self.actions.check_task(task)
             except UnknownHost as exc:
@@ -248,7 +254,10 @@ class MeasureService:
                 and report["task_id"] not in self.tasks:
             raise NotFound(f"unknown task {report['task_id']}")
         try:
-            events = self.results.ingest(report, now=self.now())
+            record = self.tasks[report["task_id"]] if isinstance(report, dict) \
+                and report.get("task_id") in self.tasks else None
+            expected = self.expected_agents(record.task) if record is not None else None
+            events = self.results.ingest(report, now=self.now(), expected=expected)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         record = self.tasks[report["task_id"]]
@@ -279,6 +288,39 @@ class MeasureService:
         host = self.topology.host_by_ip(ip)
         agent = self.registry.find(ip) if host is None else None
         return self.topology.host_by_mac(agent.mac) if agent and agent.mac else host
+
+    @staticmethod
+    def _scope_refs(task: Task) -> tuple[str, ...]:
+        scope = task.scope
+        return scope if isinstance(scope, tuple) else ()
+
+    def _scope_agent(self, ref: str) -> str | None:
+        """The agent a scope entry names (name, data IP or URL host), or None."""
+        agent = self.registry.find(ref)
+        if agent is not None:
+            return agent.name
+        for agent in self.registry.agents.values():
+            if urlsplit(agent.url).hostname == ref:
+                return agent.name
+        return None
+
+    def expected_agents(self, task: Task) -> set[str] | None:
+        """The agents a task's result should cover (None: every agent)."""
+        refs = self._scope_refs(task)
+        if not refs:
+            return None
+        return {name for name in map(self._scope_agent, refs) if name is not None}
+
+    def _missing_reason(self, name: str) -> str:
+        """Why an agent is missing from a report: ``unreachable`` (no heartbeat),
+        ``crashed`` (its monitor is crash-looping) or ``late`` (up, but its report did
+        not reach its parent in time)."""
+        agent = self.registry.agents.get(name)
+        if agent is None or not agent.up:
+            return "unreachable"
+        if (agent.monitor or {}).get("crash_looping"):
+            return "crashed"
+        return "late"
 
     def _data_ip(self, name: str) -> str | None:
         agent = self.registry.find(name)

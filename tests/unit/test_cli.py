@@ -268,14 +268,19 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert capsys.readouterr().err.endswith(
         f"; the token from {stale} does not match this controller's ({url}): pass "
         "--token-file or set MEASURE_TOKEN_FILE to its controller.token\n")
+    assert main([*base, "apply", POLICY]) == 1  # its scope, h5, is not known yet
+    assert capsys.readouterr().err == (
+        "measure: HTTP 404: task hh-icmp-h5: scope host 'h5' is not a known agent (name, "
+        "data address or URL host)\n")
+    assert main([*base, "tasks"]) == 0 and "hh-icmp" not in capsys.readouterr().out
+    for i in (1, 5):  # agents register with a signature; here straight to the service
+        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                                        "data_ip": f"10.0.0.{i}"})
     assert main([*base, "apply", POLICY]) == 0
     assert capsys.readouterr().out == "task 1: hh-icmp-h5\n"
     assert main([*base, "apply", POLICY]) == 1
     assert capsys.readouterr().err == ("measure: HTTP 409: task name 'hh-icmp-h5' is already "
                                        "used by task 1; delete it first\n")
-    for i in (1, 5):  # agents register with a signature; here straight to the service
-        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
-                                        "data_ip": f"10.0.0.{i}"})
     harness.tick()
     assert main([*base, "tasks"]) == 0
     assert capsys.readouterr().out == (

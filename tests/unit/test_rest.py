@@ -288,10 +288,13 @@ def test_reports_give_results_and_events(h):
     status, events = h.call("GET", "/measure/v1/events")
     assert [(e["id"], e["kind"], e["key"]) for e in events["events"]] == [
         (1, "heavy_hitter", "10.0.0.2,10.0.0.5")]
-    h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2", "h3"], [], 1005.0, {}))
+    h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2"], ["h3"], 1005.0, {}))
+    for end in (1010.0, 1015.0):  # missing twice in a row, then back: one start, one end
+        h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2", "h3"], [], end, {}))
     status, events = h.call("GET", "/measure/v1/events?since=1")
-    assert [(e["id"], e["kind"], e["missing"]) for e in events["events"]] == [
-        (2, "coverage", [])]
+    assert [(e["id"], e["kind"], e["state"], e["missing"]) for e in events["events"]] == [
+        (2, "coverage", "start", ["h3"]), (3, "coverage", "end", [])]
+    assert events["events"][0]["reasons"] == {"h3": "late"}
     assert h.call("POST", "/measure/v1/reports", {"task_id": "1", "interval_end": "x"}) == (
         400, {"error": "report: field 'interval_end' must be a time from 0 to 1e+13"})
 
@@ -458,7 +461,7 @@ def test_store_failure_in_tick_is_logged_not_raised(h, caplog):
 
 
 def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
-    h.register(1, 2, 3)
+    h.register(1, 2, 3, 5)
     h.tick()
     h.call("POST", "/measure/v1/tasks", POLICY, "application/yaml")
     h.tick()
@@ -468,7 +471,7 @@ def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
     status, tasks = again.call("GET", "/measure/v1/tasks")
     assert [(t["id"], t["name"], t["status"]) for t in tasks["tasks"]] == [
         ("1", "hh-icmp", "pending"), ("2", "scan", "pending")]
-    again.register(1, 2, 3)
+    again.register(1, 2, 3, 5)
     again.tick()
     assert again.service.epoch == epoch + 1  # agents refuse older epochs
     assert again.agents.sent("PUT", "/agent/v1/tasks/1") == ["h1"]
@@ -486,11 +489,10 @@ def test_first_report_after_a_restart_is_compared_with_the_stored_result(h):
     again = Harness(h.state_dir)
     assert again.call("POST", "/measure/v1/reports",
                       _report("1", ["h1", "h2", "h3"], [], 1005.0, hh)
-                      ) == (202, {"accepted": True, "events": [2]})
+                      ) == (202, {"accepted": True, "events": []})
     status, events = again.call("GET", "/measure/v1/events")
     assert [(e["id"], e["kind"], e["interval_end"]) for e in events["events"]] == [
-        (1, "heavy_hitter", 1000.0), (2, "coverage", 1005.0)]
-    assert events["events"][1]["missing"] == []
+        (1, "heavy_hitter", 1000.0)]
 
 
 def test_bandwidth_resolves_hosts_and_calls_the_source_agent(h):
