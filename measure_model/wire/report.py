@@ -56,7 +56,9 @@ from measure_model.packet.keys import (
     parse_key,
     sketch_key_of,
 )
+from measure_model.sketch import estimators
 from measure_model.sketch.countmin import CountMinSketch
+from measure_model.sketch.elastic import ElasticSketch
 from measure_model.sketch.hll import HyperLogLog
 from measure_model.wire import elastic_snapshot
 from measure_model.wire.snapshot import Snapshot
@@ -391,9 +393,7 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
         "limits": limits,
         "window": _merge_windows(snaps, limits["max_window_keys"]),
         "scan": _merge_scan(snaps, limits["max_scan_sources"], limits["max_scan_list"]),
-        "distinct": ({"estimate": hll.count(), "hll": hll.to_wire(), "precision": hll.precision}
-                     if hll is not None else {"estimate": max(s["distinct"].get("estimate", 0)
-                                                              for s in snaps)}),
+        "distinct": _merged_distinct(hll, state, snaps),
         "missed": missed or {"packets": 0, "bytes": 0},
         "unparsed": sum(s.get("unparsed", 0) for s in snaps if is_int(s.get("unparsed", 0))),
         "covered": covered, "missing": missing,
@@ -404,6 +404,18 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
     if section is not None:
         merged["interval"] = section
     return merged
+
+
+def _merged_distinct(hll: HyperLogLog | None, state: dict[str, Any],
+                     snaps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Distinct keys of the union: the merged HLL, or for an elastic counter the linear
+    counting estimate of the merged state (never one part's count)."""
+    if hll is not None:
+        return {"estimate": hll.count(), "hll": hll.to_wire(), "precision": hll.precision}
+    if state.get("elastic") is not None:
+        card = estimators.cardinality(ElasticSketch.from_wire(state["elastic"]))
+        return {"estimate": int(card["estimate"])}
+    return {"estimate": max(s["distinct"].get("estimate", 0) for s in snaps)}
 
 
 def merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

@@ -254,9 +254,9 @@ class MeasureService:
                 and report["task_id"] not in self.tasks:
             raise NotFound(f"unknown task {report['task_id']}")
         try:
-            record = self.tasks[report["task_id"]] if isinstance(report, dict) \
-                and report.get("task_id") in self.tasks else None
-            expected = self.expected_agents(record.task) if record is not None else None
+            known = self.tasks.get(report["task_id"]) if isinstance(report, dict) \
+                and isinstance(report.get("task_id"), str) else None
+            expected = self.expected_agents(known.task) if known is not None else None
             events = self.results.ingest(report, now=self.now(), expected=expected)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None

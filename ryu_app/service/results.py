@@ -182,10 +182,11 @@ class Results:
         section = snap.get("interval")
         if section is not None:
             top_k = int((snap.get("limits") or {}).get("top_k", 10))
+            # heavy_hitters stays the cumulative answer (since the task started); what is
+            # heavy now, and raises events, is judged on the interval
             result["rate"] = interval.rate(section, top_k)
-            result["heavy_hitters_since_start"] = result.get("heavy_hitters", {})
-            result["heavy_hitters"] = interval.heavy(section, snap.get("threshold") or {},
-                                                     top_k)
+            result["rate"]["heavy_hitters"] = interval.heavy(
+                section, snap.get("threshold") or {}, top_k)
         scan_ports = report.get("scan_ports") or DEFAULT_SCAN_PORTS
         result["scanners"] = scanners(snap, scan_ports)
         if snap.get("elastic") is not None:
@@ -287,10 +288,12 @@ class Results:
         # an elastic task (flow_size, ...) or a flows task answers other questions: its
         # heavy_hitters (largest flows, or keys over a change threshold) raise no events
         quiet = cur.get("kind") in ELASTIC_KINDS or cur.get("kind") == "flows"
-        hh = {} if quiet else cur.get("heavy_hitters") or {}
         if cur.get("rate") is not None:  # judged on the interval: once per episode
-            new = self._episodes_started(task_id, hh, cur["complete"])
-        else:
+            hh = {} if quiet else cur["rate"]["heavy_hitters"]
+            before = ((prev or {}).get("rate") or {}).get("heavy_hitters") or {}
+            new = self._episodes_started(task_id, hh, cur["complete"], before)
+        else:  # an agent that sends no interval figures: the cumulative answer
+            hh = {} if quiet else cur.get("heavy_hitters") or {}
             prev_hh = set((prev or {}).get("heavy_hitters") or {})
             new = [k for k in hh if k not in prev_hh]
         new = sorted(new, key=lambda k: (-hh[k], k))
@@ -309,13 +312,14 @@ class Results:
         ids.extend(self._coverage(task_id, cur, now, base))
         return ids
 
-    def _episodes_started(self, task_id: str, heavy: dict[str, int],
-                          complete: bool) -> list[str]:
+    def _episodes_started(self, task_id: str, heavy: dict[str, int], complete: bool,
+                          before: dict[str, int]) -> list[str]:
         """Keys whose heavy episode starts with this interval. An episode ends after
         ``EPISODE_END`` intervals below the threshold; an incomplete interval (an agent
-        missing) neither starts the count nor ends an episode."""
+        missing) neither starts the count nor ends an episode. After a restart the
+        episodes go on from the stored result's heavy keys (``before``)."""
         with self._lock:
-            episodes = self._episodes.setdefault(task_id, {})
+            episodes = self._episodes.setdefault(task_id, dict.fromkeys(before, 0))
             new = [k for k in heavy if k not in episodes]
             for key in list(episodes):
                 if key in heavy:

@@ -144,8 +144,11 @@ def test_render_result_heading_per_kind(utc):
                     ["10.0.0.10,10.0.0.5", 84, False]]}}
     lines = render_result(elastic, {"kind": "flow_size"}, AGENTS).splitlines()
     assert lines[1] == "~64 flows; by size: 168 bytes x 62, 84 bytes x 2"
-    assert lines[2] == "flows, largest first (3)" and "h6 -> h5" in lines[4]
-    assert [line.split()[0] for line in lines[5:]] == ["10.0.0.1,10.0.0.5", "10.0.0.10,10.0.0.5"]
+    assert lines[2:5] == ["flow sizes (bytes, power-of-two bins: flows of at least that size)",
+                          " >= 64 |#                              2",
+                          ">= 128 |############################## 62"]
+    assert lines[5] == "flows, largest first (3)" and "h6 -> h5" in lines[7]
+    assert [line.split()[0] for line in lines[8:]] == ["10.0.0.1,10.0.0.5", "10.0.0.10,10.0.0.5"]
     scan = {"task_id": "2", "kind": "port_scan", "age": 0, "total": 9,
             "covered": ["h5"], "missing": [], "scanners": {"10.0.0.6": 85}}
     lines = render_result(scan, None, AGENTS).splitlines()
@@ -434,3 +437,15 @@ def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
         assert shown.stdout.splitlines()[1] == f"covered 9: {', '.join(hosts)}  (complete)"
     with open(tmp_path / "run" / "controller.log") as f:
         assert "Traceback" not in f.read()
+
+
+def test_a_closed_pipe_ends_the_command_without_a_traceback():
+    import subprocess
+    import sys as _sys
+
+    policy = os.path.join(os.path.dirname(POLICY), "flows.yaml")
+    proc = subprocess.Popen([_sys.executable, "-m", "measure_cli", "check", policy],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and err == ""
