@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from measure_model.fields import is_count, is_number
-from measure_model.packet.keys import check_keys, parse_key, sketch_key_of
+from measure_model.packet.keys import check_keys, parsed_keys
 from measure_model.sketch.countmin import CountMinSketch
 from measure_model.sketch.elastic import ElasticSketch
 from measure_model.wire.elastic_snapshot import ranked
@@ -82,7 +82,7 @@ def _listed(snap: dict, state: CountMinSketch | ElasticSketch | None
         pairs = list((snap.get("candidates") or snap.get("heavy_hitters") or {}).items())
         pairs += [(k, v) for k, v in snap.get("top_k") or [] if k not in dict(pairs)]
     names = [k for k, _ in pairs]
-    hk = np.array([sketch_key_of(key_type, parse_key(key_type, k)) for k in names], np.uint64)
+    hk = parsed_keys(key_type, names)[1]
     if state is not None and names:
         est = np.asarray(state.query(hk), np.int64)
     else:

@@ -403,14 +403,23 @@ class OverlayNode:
                 log.warning("monitor cost unavailable: %s", exc)
         elif self.state.in_scope(state.task):
             missing.append(self.name)
+        carried: dict[str, float] = {}
         for name in kids:
             rep = p.children.get(name)
             if rep is None:
                 missing.append(name)
                 missing.extend(self.state.known_subtree(name))
+                last = state.latest_child.get(name)
+                if last is not None and last.get("snapshot"):
+                    # its last state is carried (cumulative figures do not dip) but not
+                    # its last interval's figures, and its agents stay missing
+                    snap = {k: v for k, v in last["snapshot"].items() if k != "interval"}
+                    parts.append((name, snap, []))
+                    carried.update(dict.fromkeys(last["covered"], last["interval_end"]))
                 continue
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
+            carried.update(rep.get("carried") or {})
             per_host.update(rep.get("per_host", {}))
         snapshot, errors = merge_parts(self.merge, parts)
         covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
@@ -434,6 +443,9 @@ class OverlayNode:
             errors[self.name] = p.own_error
         if errors:
             report["errors"] = errors
+        carried = {h: t for h, t in carried.items() if h in missing}
+        if carried:
+            report["carried"] = carried
         if repush:
             self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
         return report

@@ -44,8 +44,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import numpy as np
-
 from measure_model import interval
 from measure_model.fields import HOST_PATTERN, MAX_COUNT, is_count, is_int, is_number
 from measure_model.packet.keys import (
@@ -54,7 +52,7 @@ from measure_model.packet.keys import (
     check_keys,
     format_key,
     parse_key,
-    sketch_key_of,
+    parsed_keys,
 )
 from measure_model.sketch import estimators
 from measure_model.sketch.countmin import CountMinSketch
@@ -236,8 +234,7 @@ def check_snapshot(snap: Any) -> Snapshot:
 
 # ---------------------------------------------------------------- helpers
 def _estimates(key_type: str, sketch: CountMinSketch, keys: list[str]) -> list[int]:
-    values = [sketch_key_of(key_type, parse_key(key_type, k)) for k in keys]
-    return sketch.query(np.array(values, dtype=np.uint64)).tolist()
+    return sketch.query(parsed_keys(key_type, keys)[1]).tolist()
 
 
 def _thresholds(threshold: dict, total: int) -> tuple[float | None, float | None]:
@@ -254,11 +251,12 @@ def _ranked(key_type: str, sketch: CountMinSketch, keys: set[str],
             threshold: float | None, limit: int) -> list[tuple[str, int]]:
     """Keys re-estimated, filtered by threshold, largest first (ties by key), at most limit."""
     ordered = sorted(keys)
-    est = _estimates(key_type, sketch, ordered)
-    pairs = [(k, int(v)) for k, v in zip(ordered, est, strict=True)
+    exact, hashed = parsed_keys(key_type, ordered)
+    est = sketch.query(hashed).tolist()
+    pairs = [(k, int(v), x) for k, v, x in zip(ordered, est, exact, strict=True)
              if threshold is None or v >= threshold]
-    pairs.sort(key=lambda p: (-p[1], parse_key(key_type, p[0])))
-    return pairs[:limit]
+    pairs.sort(key=lambda p: (-p[1], p[2]))
+    return [(k, v) for k, v, _ in pairs[:limit]]
 
 
 def _merge_windows(snaps: list[dict], limit: int) -> dict | None:

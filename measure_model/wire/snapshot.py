@@ -151,5 +151,7 @@ Report = TypedDict("Report", {
     "oldest": NotRequired[float | None],
     "per_host": NotRequired[dict[str, HostSummary]],
     "errors": NotRequired[dict[str, str]],
+    # a missing child's subtree: the interval end of its last state, merged in
+    "carried": NotRequired[dict[str, float]],
 })
 """A subtree report (``POST /agent/v1/reports``, ``POST /measure/v1/reports``)."""
