@@ -277,7 +277,9 @@ class OverlayNode:
             pending = state.pending.setdefault(end, Pending(end))
             pending.children[sender] = body
             state.silent.pop(sender, None)
-        self._advance(state, now)
+        # merging and sending up is background work: the child's request is answered now,
+        # so a busy parent does not make its children's reports time out
+        self.runner.submit(lambda: self._advance(state, self.now()))
         return {"accepted": True, "late": False}
 
     def tick(self, now: float | None = None) -> list[dict]:
