@@ -135,3 +135,13 @@ export function setHashParam(name, value) {
   const query = params.toString();
   history.replaceState(null, "", query ? `${route}?${query}` : route);
 }
+
+/** A number with an SI prefix and its unit: fmtSI(2050000, "bit/s") -> "2.05 Mbit/s". */
+export function fmtSI(value, unit = "") {
+  if (typeof value !== "number" || !Number.isFinite(value)) return "-";
+  const steps = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
+  const [factor, prefix] = steps.find(([f]) => Math.abs(value) >= f) || [1, ""];
+  const n = value / factor;
+  const text = Math.abs(n) >= 100 || Number.isInteger(n) ? String(Math.round(n)) : n.toPrecision(3).replace(/\.?0+$/, "");
+  return `${text} ${prefix}${unit}`.trim();
+}
