@@ -66,6 +66,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,9 @@ class OverlayNode:
         self.legacy_root = LegacyRoot(agent, self.state, self.fanout, self.global_snapshot)
         self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
                       "send_errors": 0}
+        # seconds between a child's report and this node's deadline for it (negative:
+        # never, a late report is counted in stats["late_reports"]), the last 1000
+        self.margins: deque[float] = deque(maxlen=1000)
         self._lock = self.state.lock
 
     @property
@@ -250,7 +254,16 @@ class OverlayNode:
                 "parent": self.parent.__dict__ if self.parent else None,
                 "children": [k.__dict__ for k in self.children],
                 "controller": self.controller, "tasks": sorted(self.tasks),
-                "height": self.height(), "stats": dict(self.stats)}
+                "height": self.height(), "stats": dict(self.stats),
+                "deadline_margin_s": self.margin_summary()}
+
+    def margin_summary(self) -> dict:
+        """Minimum, 5th percentile and median of the recent deadline margins."""
+        values = sorted(self.margins)
+        if not values:
+            return {"reports": 0}
+        return {"reports": len(values), "min": values[0],
+                "p5": values[len(values) // 20], "p50": values[len(values) // 2]}
 
     # ------------------------------------------------------------ up
 
@@ -275,6 +288,8 @@ class OverlayNode:
                 self.stats["late_reports"] += 1
                 return {"accepted": True, "late": True}
             pending = state.pending.setdefault(end, Pending(end))
+            if math.isfinite(pending.started):  # how long before our deadline it came
+                self.margins.append(round(pending.started + self._wait(state) - now, 4))
             pending.children[sender] = body
             state.silent.pop(sender, None)
         # merging and sending up is background work: the child's request is answered now,
@@ -290,6 +305,7 @@ class OverlayNode:
             states = [s for s in self.tasks.values() if s.reporting]
         for state in states:
             sent.extend(self._advance(state, now))
+            time.sleep(0)  # under eventlet: let children's reports in between two tasks
         return sent
 
     def next_wakeup(self, now: float) -> float:
@@ -466,7 +482,8 @@ class OverlayNode:
         def send() -> None:
             try:
                 code, body = self.http.request("POST", url, json=report,
-                                               timeout=self.forward_budget)
+                                               timeout=max(self.forward_budget,
+                                                           state.interval))
                 ok = code // 100 == 2
             except OSError as exc:  # no answer: the next interval tries again
                 ok, body = False, str(exc)

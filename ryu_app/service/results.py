@@ -144,6 +144,7 @@ class Results:
         self._episodes: dict[str, dict[str, int]] = {}
         # task -> agent -> consecutive reports it was missing from (coverage debounce)
         self._absent: dict[str, dict[str, int]] = {}
+        self._episode: dict[str, dict] = {}  # task -> its open coverage episode
         self._lock = threading.Lock()
         # why an agent is missing ("late", "unreachable", "crashed"); the service knows
         self.reason_of: Callable[[str], str] = lambda _name: "late"
@@ -334,26 +335,39 @@ class Results:
 
     def _coverage(self, task_id: str, cur: dict, now: float, base: dict) -> list[int]:
         """One ``coverage`` event when agents start missing (``state: start``, each with
-        its reason) and one when every agent is back (``state: end``). An agent counts as
-        missing after ``COVERAGE_AFTER`` reports in a row without it, so one late report
-        raises nothing."""
+        its reason) and one when every agent is back (``state: end``). Both ways take
+        ``COVERAGE_AFTER`` reports in a row: an agent counts as missing after that many
+        reports without it, and the episode ends after that many complete reports, so a
+        late report or an agent catching up after a restart raises nothing more."""
         with self._lock:
             absent = self._absent.setdefault(task_id, {})
-            was = {h for h, n in absent.items() if n >= COVERAGE_AFTER}
             for host in [h for h in absent if h not in cur["missing"]]:
                 del absent[host]
             for host in cur["missing"]:
                 absent[host] = absent.get(host, 0) + 1
-            now_missing = sorted(h for h, n in absent.items() if n >= COVERAGE_AFTER)
-        if now_missing and not was:
-            reasons = {h: self.reason_of(h) for h in now_missing}
+            missing = sorted(h for h, n in absent.items() if n >= COVERAGE_AFTER)
+            episode = self._episode.get(task_id)
+            if episode is None and missing:
+                self._episode[task_id] = {"hosts": set(missing), "clean": 0}
+                start = True
+            else:
+                start = False
+                if episode is not None:
+                    episode["hosts"].update(missing)
+                    episode["clean"] = 0 if cur["missing"] else episode["clean"] + 1
+                    if episode["clean"] >= COVERAGE_AFTER:
+                        del self._episode[task_id]
+                    else:
+                        episode = None
+        if start:
+            reasons = {h: self.reason_of(h) for h in missing}
             return [self.store.add_event(now, task_id, "coverage", {
                 **base, "state": "start", "covered": len(cur["covered"]),
-                "missing": now_missing, "reasons": reasons})]
-        if was and not now_missing:
+                "missing": missing, "reasons": reasons})]
+        if episode is not None:
             return [self.store.add_event(now, task_id, "coverage", {
                 **base, "state": "end", "covered": len(cur["covered"]), "missing": [],
-                "returned": sorted(was)})]
+                "returned": sorted(episode["hosts"])})]
         return []
 
     def latest(self, task_id: str, host: str | None = None,
@@ -398,6 +412,7 @@ class Results:
             self._states.pop(task_id, None)
             self._episodes.pop(task_id, None)
             self._absent.pop(task_id, None)
+            self._episode.pop(task_id, None)
 
     def forget_agent(self, name: str) -> None:
         """An agent removed for good is no longer expected (not listed missing)."""

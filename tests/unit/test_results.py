@@ -129,7 +129,7 @@ def test_coverage_events_start_after_two_reports_and_end_once(results):
     assert (start["kind"], start["state"], start["missing"], start["reasons"]) == (
         "coverage", "start", ["h3"], {"h3": "unreachable"})
     assert (end["state"], end["missing"], end["returned"], end["interval_end"]) == (
-        "end", [], ["h3", "h4"], 40.0)
+        "end", [], ["h3", "h4"], 45.0)  # after two complete reports
 
 
 def test_one_late_report_at_a_time_raises_no_coverage_event(results):
