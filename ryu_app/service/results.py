@@ -291,8 +291,8 @@ class Results:
         quiet = cur.get("kind") in ELASTIC_KINDS or cur.get("kind") == "flows"
         if cur.get("rate") is not None:  # judged on the interval: once per episode
             hh = {} if quiet else cur["rate"]["heavy_hitters"]
-            before = ((prev or {}).get("rate") or {}).get("heavy_hitters") or {}
-            new = self._episodes_started(task_id, hh, cur["complete"], before)
+            was_heavy = ((prev or {}).get("rate") or {}).get("heavy_hitters") or {}
+            new = self._episodes_started(task_id, hh, cur["complete"], was_heavy)
         else:  # an agent that sends no interval figures: the cumulative answer
             hh = {} if quiet else cur.get("heavy_hitters") or {}
             prev_hh = set((prev or {}).get("heavy_hitters") or {})
