@@ -179,7 +179,7 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
              lambda h: render.render_history(h, task.get("kind")))
     elif args.command == "flows":
         query = urlencode({"task": args.task, "top": args.top, "by": args.by})
-        show(client.call("GET", f"/flows?{query}"), render.render_flows)
+        show(client.call("GET", f"/flows?{query}"), lambda f: render.render_flows(f, agents()))
     elif args.command == "topology":
         show(client.call("GET", "/topology"), lambda t: render.render_topology(t, agents()))
     elif args.command == "overlay":

@@ -271,8 +271,10 @@ def render_topology(topo: dict, agents: list[dict] | None = None) -> str:
     return "\n\n".join(out)
 
 
-def render_flows(reply: dict) -> str:
-    """Active flows (``GET flows``) as a table: one row per flow, largest first."""
+def render_flows(reply: dict, agents: list[dict] | None = None) -> str:
+    """Active flows (``GET flows``) as a table: one row per flow, largest first, with the
+    hosts' agent names and the flow's rate in the last interval ('-': not listed)."""
+    names = agent_names(agents or [])
     by = reply.get("by", "bytes")
     head = (f"task {reply.get('task_id')}  active flows by {by}  covered "
             f"{','.join(reply.get('covered') or []) or '-'}")
@@ -283,12 +285,16 @@ def render_flows(reply: dict) -> str:
     rows = []
     for row in reply.get("flows", []):
         parts = row["flow"].split(",")
-        rows.append([*parts, row.get(by)] if len(parts) == 5
-                    else [row["flow"], "", "", "", "", row.get(by)])
+        if len(parts) != 5:
+            parts = [row["flow"], "", "", "", ""]
+        hosts = views.hosts_of(f"{parts[0]},{parts[1]}", names)
+        now = views.bitrate(row["bps"]) if row.get("bps") is not None else \
+            views.pktrate(row["pps"]) if row.get("pps") is not None else None
+        rows.append([*parts, hosts, row.get(by), now])
     if not rows:
         return head + "\nno active flows"
-    return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", by.upper()],
-                                       rows)
+    return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", "HOSTS",
+                                        f"{by.upper()} (SINCE START)", "NOW"], rows)
 
 
 def render_agents(agents: list[dict]) -> str:

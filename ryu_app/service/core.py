@@ -213,7 +213,10 @@ class MeasureService:
             raise Conflict(f"by: task {task_id} ranks its flows by {counted} "
                            f"(its increment), not {by}")
         latest = self.result(task_id)  # already scaled by 1/sample
-        rows = [{"flow": key, counted: value} for key, value in (latest.get("top_k") or [])[:top]]
+        now = (latest.get("rate") or {}).get("keys") or {}
+        rows = [{"flow": key, counted: value,
+                 **({n: now[key][n] for n in ("pps", "bps")} if key in now else {})}
+                for key, value in (latest.get("top_k") or [])[:top]]
         out = {"task_id": task_id, "by": counted, "flows": rows,
                "interval_end": latest.get("interval_end"), "covered": latest.get("covered"),
                "missing": latest.get("missing"), "age": latest.get("age")}
