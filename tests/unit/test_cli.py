@@ -449,3 +449,76 @@ def test_a_closed_pipe_ends_the_command_without_a_traceback():
     proc.stdout.close()  # the reader is gone before the first line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and err == ""
+
+
+def _results_of(kind: str, fields: dict) -> dict:
+    """The controller's global result of a task of ``kind`` after three intervals of a
+    real counter's traffic (h1 to a growing set of hosts), with interval figures."""
+    import json as _json
+
+    import numpy as np
+
+    from host_agent.counters.countmin import Counter, CounterSpec
+    from host_agent.counters.elastic import ElasticCounter
+    from measure_model import interval
+    from measure_model.packet.keys import HeaderBatch
+    from measure_model.task import Task
+    from ryu_app.service.results import MemoryStore, Results
+
+    task = Task.from_dict({"name": kind, "kind": kind, **fields})
+    counter = ElasticCounter(task, 0.0) if task.memory else \
+        Counter(CounterSpec.from_task(task), 0.0)
+    results, mark = Results(MemoryStore()), None
+    for i, end in enumerate((5.0, 10.0, 15.0)):
+        n = 100 + 400 * i
+        src = np.r_[np.full(n, 1), np.full(50, 2)]
+        dst = np.r_[np.arange(n) % (3 + 2 * i) + 5, np.full(50, 9)]
+        counter.update(HeaderBatch.from_arrays(
+            0x0A000000 + src, 0x0A000000 + dst, np.full(src.shape[0], 17),
+            np.full(src.shape[0], 1000), np.arange(src.shape[0]) % 40 + 80,
+            np.full(src.shape[0], 500)), end - 1)
+        snap = _json.loads(_json.dumps(counter.snapshot(end)))
+        snap["monitor"] = {"counting_since": 0.0}
+        snap["interval"], mark = interval.section(mark, snap, end)
+        del snap["monitor"]
+        results.ingest({"task_id": "7", "interval_end": end, "snapshot": snap, "kind": kind,
+                        "covered": ["h1", "h5"], "missing": [], "generated_at": end,
+                        "oldest": end}, now=end)
+    return results.latest("7", now=15.5)
+
+
+@pytest.mark.parametrize("kind, fields, expected", [
+    ("heavy_hitters", {"key": "src_dst", "increment": "bytes"},
+     [r"^now: \d[\d.]* [kM]?bit/s, \d[\d.]* k?pkt/s \(last 5 s interval\)",
+      r"^heavy now \(>= 5% of \d+ bytes in the last interval\)",
+      r"^SRC_DST\s+HOSTS\s+COUNT\s+SHARE\s+NOW$",
+      r"^10\.0\.0\.1,10\.0\.0\.5\s+h1 -> h5\s+\d+\s+[\d.]+%\s+[\d.]+ [kM]?bit/s$",
+      r"^heavy hitters since the task started"]),
+    ("counter", {"key": "src", "increment": "pkt"},
+     [r"^now: ", r"^top keys \(2\)", r"^10\.0\.0\.1\s+h1\s+\d+\s+[\d.]+%\s+[\d.]+ k?pkt/s$"]),
+    ("flow_size", {"key": "src_dst", "increment": "bytes", "memory": 65536},
+     [r"^~\d+ flows; by size: ", r"^flow sizes \(bytes, power-of-two bins",
+      r"^\s*>= \d+ \|#+\s+\d", r"^flows, largest first"]),
+    ("entropy", {"key": "src_dst", "memory": 65536},
+     [r"^entropy [\d.]+ bits \(normalized [\d.]+, 0\.\.1\) over ~\d+ keys in the last "
+      r"interval; exact share \d+%; since start [\d.]+ bits$"]),
+    ("cardinality", {"key": "src_dst", "memory": 65536},
+     [r"^distinct src_dst keys since start: ~8 \(\+- [\d.]+ std\. error",
+      r"^in the last interval: ~\d+ \(\+- [\d.]+\)$"]),
+    ("heavy_changers", {"key": "src_dst", "memory": 65536, "threshold": 0.1},
+     [r"^heavy changers \(change >= [\d.]+ between the last two intervals\)",
+      r"^SRC_DST\s+HOSTS\s+BEFORE\s+AFTER\s+CHANGE\s+\+-$",
+      r"^10\.0\.0\.1,10\.0\.0\.\d+\s+h1 -> \S+\s+\d+\s+\d+\s+[+-]\d+"]),
+    ("superspreaders", {"key": "src_dst", "memory": 65536, "min_distinct": 3},
+     [r"^sources reaching at least 3 distinct peers, since the task started$",
+      r"^KEY\s+HOST\s+DISTINCT\s+\+-$", r"^10\.0\.0\.1\s+h1\s+[\d.]+\s+[\d.]+$"]),
+])
+def test_measure_result_prints_each_kinds_answer(kind, fields, expected):
+    import re
+
+    agents = [{"name": f"h{n}", "data_ip": f"10.0.0.{n}"} for n in (1, 2, 5)]
+    text = render_result(_results_of(kind, fields), {"kind": kind, "name": kind}, agents)
+    lines = text.splitlines()
+    for pattern in expected:
+        assert any(re.search(pattern, line) for line in lines), (pattern, text)
+    assert "{" not in text  # an answer in words and tables, never JSON
