@@ -199,7 +199,9 @@ def test_json_bodies_single_task_and_conflicts_change_nothing(h):
                           {"tasks": [{"name": "c3", "kind": "counter"},
                                      {"name": "c4", "kind": "counter", "window": {"len": 1}}]})
     assert (status, body) == (400, {"error": "policy request: task c4: unknown field "
-                                             "'window.len'"})
+                                             "'window.len'",
+                                    "errors": ["policy request: task c4: unknown field "
+                                               "'window.len' (did you mean 'window.length'?)"]})
     assert [t["name"] for t in h.call("GET", "/measure/v1/tasks")[1]["tasks"]] == ["c1"]
     assert [t["name"] for t in h.service.store.tasks()] == ["c1"]
 
@@ -718,3 +720,28 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
     finally:
         for proc in agents:
             stop_process(proc)
+
+
+def test_a_policy_with_several_errors_lists_every_one_with_did_you_mean(h):
+    yaml = ("tasks:\n  - {name: a, kind: counter, threshhold: 0.1}\n"
+            "  - {name: b, kind: heavy_hitters, key: srcdst}\n")
+    status, body = h.call("POST", "/measure/v1/tasks", yaml.encode(), "application/yaml")
+    assert status == 400
+    assert body["error"].startswith("policy request: task a: unknown field 'threshhold'")
+    assert body["errors"][0] == ("policy request: task a: unknown field 'threshhold' "
+                                 "(did you mean 'threshold'?)")
+    assert len(body["errors"]) == 2 and "task b: key 'srcdst'" in body["errors"][1]
+    assert h.call("GET", "/measure/v1/tasks")[1]["tasks"] == []
+
+
+def test_a_misspelt_scope_host_is_a_404_naming_scope_and_stores_nothing(h):
+    h.register(5)
+    status, body = h.call("POST", "/measure/v1/tasks",
+                          {"name": "hh", "kind": "heavy_hitters", "scope": ["h55"]})
+    assert (status, body) == (404, {"error": "task hh: scope host 'h55' is not a known agent "
+                                             "(name, data address or URL host)"})
+    assert h.call("GET", "/measure/v1/tasks")[1]["tasks"] == [] and h.service.store.tasks() == []
+    for ref in ("h5", "10.0.0.5", "192.168.100.5"):
+        status, body = h.call("POST", "/measure/v1/tasks",
+                              {"name": f"hh-{ref}", "kind": "heavy_hitters", "scope": [ref]})
+        assert status == 201, body

@@ -37,9 +37,10 @@ export const token = {
 
 /** Raised for an HTTP error; .status and .message (the API's "error" text). */
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, details = null) {
     super(message);
     this.status = status;
+    this.details = details;  // every error, when the API lists them ("errors")
   }
 }
 
@@ -72,7 +73,8 @@ export async function api(path, { method = "GET", json, yaml } = {}) {
     const message = data && typeof data === "object" && "error" in data
       ? String(data.error) : `HTTP ${resp.status}`;
     if (resp.status === 401 || resp.status === 403) onAuthFailure(message);
-    throw new ApiError(resp.status, message);
+    const details = data && typeof data === "object" && Array.isArray(data.errors) ? data.errors.map(String) : null;
+    throw new ApiError(resp.status, message, details);
   }
   return data;
 }
