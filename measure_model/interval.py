@@ -77,7 +77,7 @@ def _listed(snap: dict, state: CountMinSketch | ElasticSketch | None
     """The snapshot's listed keys: names, sketch keys and cumulative estimates now."""
     key_type = snap["key"]
     if isinstance(state, ElasticSketch):
-        pairs = ranked(state, None, 10 * MAX_KEYS)
+        pairs = ranked(state, None, 2 * MAX_KEYS)  # the largest entries: bounded work
     else:
         pairs = list((snap.get("candidates") or snap.get("heavy_hitters") or {}).items())
         pairs += [(k, v) for k, v in snap.get("top_k") or [] if k not in dict(pairs)]
