@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controller", default=None,
                    help="controller base URL, e.g. http://192.168.100.254:8080; "
                         "omit for a standalone agent (no registration)")
-    p.add_argument("--listen", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)")
+    p.add_argument("--listen", default=None,
+                   help="HTTP listen address (default: the host of --advertise, else the local "
+                        "address that reaches --controller, else 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--advertise", default=None,
                    help="URL the controller and overlay peers use to reach this agent "
@@ -143,6 +147,42 @@ def _mac_of(ip: str | None) -> str | None:
     return None
 
 
+def _url_host(url: str | None) -> str | None:
+    return urllib.parse.urlsplit(url).hostname if url else None
+
+
+def default_listen(advertise: str | None, controller: str | None) -> str:
+    """The management address: the host of ``advertise``, else the local address
+    this host uses to reach the controller, else every address."""
+    host = _url_host(advertise)
+    if host:
+        return host
+    target = _url_host(controller)
+    if target:
+        try:
+            family = socket.AF_INET6 if ":" in target else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((target, 9))  # no packet is sent: only the route is looked up
+                return str(s.getsockname()[0])
+        except OSError:
+            pass
+    return "0.0.0.0"
+
+
+def control_sources(controller: str | None, overlay: OverlayNode) -> Callable[[str], bool]:
+    """Whether a source address is control traffic for this agent: the controller
+    and the agent's current overlay parent and children."""
+    ctl = _url_host(controller)
+
+    def trusted(ip: str) -> bool:
+        if ip == ctl:
+            return True
+        peers = [overlay.parent, *overlay.children]
+        return any(p is not None and _url_host(p.url) == ip for p in peers)
+
+    return trusted
+
+
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
               cost: Callable[[], dict], interval: float = 2.0) -> None:
     """Register with the controller as reachable at ``advertise``, then heartbeat with
@@ -218,8 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import signal
 
-    import eventlet.wsgi
-
     from host_agent.agent import Agent
     from host_agent.api import AgentApp
     from host_agent.bandwidth.api import bandwidth_api
@@ -227,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from host_agent.monitor.client import MonitorProcess
     from host_agent.overlay.node import OverlayNode
     from measure_common.httpclient import HttpClient
+    from measure_common.serverguard import AGENT_LIMITS, Guard, guarded_server
 
     _setup_logging(args.log_file)
     verifier = auth = None
@@ -250,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
                   data_ip=args.data_ip, capture_mode=args.capture)
-    advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
+    listen = args.listen or default_listen(args.advertise, args.controller)
+    args.listen = listen
+    wildcard = listen in ("0.0.0.0", "::")
+    advertise = args.advertise or \
+        f"http://{(args.data_ip or listen) if wildcard else listen}:{args.port}"
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls
     http = HttpClient(auth)
@@ -282,11 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         threads = [eventlet.spawn(supervisor, agent, overlay)]
         if args.controller:
             threads.append(eventlet.spawn(registrar, args, advertise, http, agent.cost))
-        threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
+        guard = Guard(AGENT_LIMITS, trusted=control_sources(args.controller, overlay))
+        threads.append(eventlet.spawn(guarded_server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
                                                insecure=args.insecure, bandwidth=bandwidth,
                                                overlay=overlay),
-                                      log_output=False, max_size=256, debug=False))
+                                      guard, log_output=False))
         while not stopping and not threads[-1].dead:
             eventlet.sleep(0.2)
         for thread in threads:

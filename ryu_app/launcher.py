@@ -33,25 +33,24 @@ from ryu_app.controller_options import config_error_exit, ryu_invocation
 
 
 def patch_eventlet() -> None:
-    """Give eventlet.wsgi the ALREADY_HANDLED name Ryu expects, and make its
-    server default to ``debug=False`` (Ryu starts it with eventlet's default,
+    """Give eventlet.wsgi the ALREADY_HANDLED name Ryu expects, and route Ryu's
+    server through the connection guard (``measure_common.serverguard``:
+    deadlines, per-source caps, a bounded pool with slots kept for agents and
+    the loopback) with ``debug=False`` (Ryu starts it with eventlet's default,
     ``debug=True``, which sends a Python traceback to the client when a
     handler raises)."""
-    import functools
-
     import eventlet.wsgi
+
+    from measure_common.serverguard import CONTROLLER_GUARD, guarded_server
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
-    server = eventlet.wsgi.server
-    if not getattr(server, "_measure_no_debug", False):
-        @functools.wraps(server)
-        def quiet_server(*args, **kwargs):
-            kwargs.setdefault("debug", False)
-            return server(*args, **kwargs)
+    if not getattr(eventlet.wsgi.server, "_measure_guarded", False):
+        def server(sock, site, log=None, **kwargs):
+            guarded_server(sock, site, CONTROLLER_GUARD, log=log, **kwargs)
 
-        quiet_server._measure_no_debug = True
-        eventlet.wsgi.server = quiet_server
+        server._measure_guarded = True  # type: ignore[attr-defined]
+        eventlet.wsgi.server = server
 
 
 def green_first() -> None:
