@@ -78,7 +78,7 @@ class MeasureApp(app_manager.RyuApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.topology = Topology()
-        self.forwarding = Forwarding(self.topology)
+        self.forwarding = Forwarding(self.topology, source_guard=True)
         self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
         self.service = self._make_service()
         self._agent_ips: tuple[int, set] = (-1, set())
