@@ -291,6 +291,9 @@ class MeasureService:
 
     def register_agent(self, body: Any) -> dict[str, Any]:
         agent = self.registry.register(body, self.now())
+        if agent.mac and agent.data_ip:
+            # the agent's registration is what moves a pinned IP at once (source guard)
+            self.topology.bind_ip(agent.mac, agent.data_ip, self.now())
         self._joined = True
         self.pushes.overlay.add(agent.name)
         return {"name": agent.name, "registered": True, "epoch": self.epoch,
