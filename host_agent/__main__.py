@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         capture = None if args.no_capture else Capture(
             args.name, args.queue_num, args.queues, args.exclude_interface,
-            nflog_threshold=args.nflog_threshold)
+            nflog_threshold=args.nflog_threshold, own_ip=args.data_ip)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
