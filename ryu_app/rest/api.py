@@ -44,6 +44,7 @@ from urllib.parse import unquote_to_bytes
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
+from measure_common import jsonlimits
 from measure_model.fields import ConflictError, FieldError
 from measure_model.policy import load_policy
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
@@ -161,8 +162,8 @@ def _json_body(req, required: bool = True, limit: int = MAX_BODY) -> Any:
     if req.content_type not in JSON_TYPES:
         raise HttpError(415, "Content-Type must be application/json")
     try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        return jsonlimits.loads(data, parse_constant=_reject_constant)
+    except ValueError as exc:
         raise HttpError(400, f"body is not valid JSON: {exc}") from None
 
 
