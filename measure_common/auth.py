@@ -92,6 +92,11 @@ def _check_file(path: str) -> None:
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise CredentialFileError(f"{path}: not a regular file")
+    if st.st_uid not in (os.geteuid(), 0):
+        # another user's file: they could read (or have planted) the credential
+        raise CredentialFileError(
+            f"{path}: owned by uid {st.st_uid}, not by this process's uid {os.geteuid()}; "
+            f"run: chown {os.geteuid()} {path}")
     if st.st_mode & 0o077:
         raise CredentialFileError(
             f"{path}: mode {stat.S_IMODE(st.st_mode):04o} is readable by others; "

@@ -89,6 +89,26 @@ def test_world_readable_file_refused_not_replaced(tmp_path):
     assert path.read_text() == "A" * 43 + "\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_another_users_credential_file_is_refused(tmp_path):
+    path = tmp_path / "t"
+    path.write_text("A" * 43 + "\n")
+    os.chmod(path, 0o600)
+    os.chown(path, 54321, -1)
+    with pytest.raises(CredentialFileError, match=r"owned by uid 54321, not by this process"):
+        load_or_create_token(str(path))
+    os.chown(path, 0, -1)  # root's own file is fine
+    assert load_or_create_token(str(path)) == ("A" * 43, False)
+
+
+def test_created_token_is_not_logged(tmp_path, caplog):
+    from ryu_app.auth_config import auth_from_env
+
+    with caplog.at_level("WARNING"):
+        cfg = auth_from_env(str(tmp_path / "state"))
+    assert cfg.token and "controller.token" in caplog.text and cfg.token not in caplog.text
+
+
 @pytest.mark.parametrize("content", ["", "short", "x" * 40 + " y", "é" * 40])
 def test_corrupt_file_refused_not_replaced(tmp_path, content):
     path = tmp_path / "t"
