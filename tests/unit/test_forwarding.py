@@ -381,3 +381,16 @@ def test_spoofed_sources_are_dropped_and_counted_and_do_not_move_the_ip():
                                                 arp_tpa="10.0.0.2"), NOW)
                 if isinstance(d, PacketOut)]
     assert reply.data == arp_reply(MAC1, "10.0.0.1", MAC2, "10.0.0.2")
+
+
+def test_a_new_leader_claims_master_and_an_older_claim_is_stale():
+    from ryu.ofproto import ofproto_v1_3 as ofp
+
+    from ryu_app import ofmsg
+    from testing.fakeoftable import FakeOFTable
+
+    sw, dp = FakeOFTable(1), ofmsg.offline_datapath(1)
+    sw.apply([ofmsg.role_master(dp, 2)])
+    assert (sw.role, sw.generation) == (ofp.OFPCR_ROLE_MASTER, 2)
+    with pytest.raises(ValueError, match="stale role request"):
+        sw.apply([ofmsg.role_master(dp, 1)])
