@@ -159,7 +159,7 @@ def default_listen(advertise: str | None, controller: str | None) -> str:
     host = _url_host(advertise)
     if host:
         return host
-    target = _url_host(controller)
+    target = _url_host(controller_urls(controller)[0]) if controller else None
     if target:
         try:
             family = socket.AF_INET6 if ":" in target else socket.AF_INET
@@ -172,12 +172,12 @@ def default_listen(advertise: str | None, controller: str | None) -> str:
 
 
 def control_sources(controller: str | None, overlay: OverlayNode) -> Callable[[str], bool]:
-    """Whether a source address is control traffic for this agent: the controller
-    and the agent's current overlay parent and children."""
-    ctl = _url_host(controller)
+    """Whether a source address is control traffic for this agent: its controllers
+    and its current overlay parent and children."""
+    controllers = {_url_host(u) for u in controller_urls(controller)} if controller else set()
 
     def trusted(ip: str) -> bool:
-        if ip == ctl:
+        if ip in controllers:
             return True
         peers = [overlay.parent, *overlay.children]
         return any(p is not None and _url_host(p.url) == ip for p in peers)

@@ -15,9 +15,9 @@ the cost per packet is a few array elements, not Python code.
   (44), destination options (60) and AH (51), one vectorised step per header
   for the rows still on an extension header, for as many headers as fit in
   the copy (the smallest is 8 bytes: up to 11 in a 128-byte copy; an
-  arbitrary step bound let a seventh header hide the ports). Ports and TCP flags only for first fragments (fragment
-  offset 0). A chain cut by the copy keeps the last next-header value read
-  as ``proto`` and ports 0.
+  arbitrary step bound let a seventh header hide the ports). Ports and TCP
+  flags only for first fragments (fragment offset 0). A chain cut by the
+  copy keeps the last next-header value read as ``proto`` and ports 0.
 * Anything else, or a copy shorter than its IP header, is dropped and
   counted. A TCP/UDP payload cut before the ports keeps ports 0, one cut
   before the flags keeps the flags 0.

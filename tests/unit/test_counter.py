@@ -313,7 +313,8 @@ def test_memory_bytes_counts_every_array_the_counter_holds():
     # one (src, dst) pair (4 words) in a scan bucket (with its HLL); candidates: the top
     # 1,000 (key 8, full key 16) once the set outgrew 1,500
     assert c.memory_bytes - empty == 5000 * (32 + 8 + 24 + 32) + 1000 * 24 + 1024
-    c.update(batch(np.arange(5000, 10000), sport=40000), 1.5)  # the next window: the previous is kept
+    # the next window: the previous is kept
+    c.update(batch(np.arange(5000, 10000), sport=40000), 1.5)
     assert c.memory_bytes - empty >= 2 * 5000 * (32 + 56) + 10000 * 8 + 1024
 
 
