@@ -130,6 +130,10 @@ def _raw_path(req) -> str:
     return repr(req.environ.get("PATH_INFO", ""))[:200]
 
 
+#: what a request signed with the agents' secret may call (all POST)
+AGENT_ROUTES = re.compile(r"/measure/v1/(agents|agents/[A-Za-z0-9_.-]+/heartbeat|reports)")
+
+
 def _authorize(req, service, mutating: bool) -> None:
     """The one place where REST authentication is checked."""
     auth = getattr(service, "auth", None)
@@ -138,11 +142,18 @@ def _authorize(req, service, mutating: bool) -> None:
     from measure_common.auth import BEARER_CHALLENGE, AuthError, check_request
 
     try:
-        check_request(req.method, req.path_qs, req.body, req.headers, token=auth.token,
-                      verifier=auth.verifier)
+        # the body is read only once the headers passed (a bearer token needs none)
+        how = check_request(req.method, req.path_qs, lambda: req.body, req.headers,
+                            token=auth.token, verifier=auth.verifier)
     except AuthError as exc:
         headers = {"WWW-Authenticate": BEARER_CHALLENGE} if exc.status == 401 else None
         raise HttpError(exc.status, exc.message, headers) from None
+    if how == "signature" and not (req.method == "POST" and AGENT_ROUTES.fullmatch(req.path)):
+        # the agents' secret means "an agent": register, heartbeat and report, nothing else
+        log.warning("REST %s %s: refused a signed (agent) request; it needs the operator "
+                    "token", req.method, _raw_path(req))
+        raise HttpError(403, "a signed (agent) request may only register, heartbeat or "
+                             "report; this call needs the operator token")
 
 
 def _read_body(req, limit: int = MAX_BODY) -> bytes:

@@ -699,3 +699,47 @@ def test_agent_without_a_secret_does_not_accept_configuration_from_anyone():
     assert resp.status_code == 403
     assert "--secret-file" in resp.json["error"]
     assert agent_state(app) == before
+
+
+# ---------------------------------------------------------------- one key, one meaning
+
+def test_a_request_signed_with_the_agents_secret_cannot_use_operator_routes(tmp_path, caplog):
+    app, service = _ready_controller(tmp_path)
+    before = sorted(service.tasks)
+    for method, path, body in [("POST", "/measure/v1/tasks", json.dumps(TASK).encode()),
+                               ("DELETE", "/measure/v1/tasks/1", b""),
+                               ("DELETE", "/measure/v1/actions/1", b""),
+                               ("GET", "/measure/v1/tasks", b"")]:
+        resp = signed(method, path, body, secret=APP_SECRET).get_response(app)
+        assert resp.status_code == 403 and "operator token" in resp.json["error"], (path,
+                                                                                    resp.text)
+    assert sorted(service.tasks) == before
+    assert "refused a signed (agent) request" in caplog.text
+    # the agent's own calls still work with it
+    beat = signed("POST", "/measure/v1/agents/h2/heartbeat", b"{}",
+                  secret=APP_SECRET).get_response(app)
+    assert beat.status_code == 200, beat.text
+    # and the operator's token does everything
+    assert bearer("DELETE", "/measure/v1/tasks/1").get_response(app).status_code == 200
+
+
+def test_the_body_is_read_only_after_the_headers_pass():
+    reads = []
+
+    def body() -> bytes:
+        reads.append(1)
+        return b"{}"
+
+    verifier = Verifier(SECRET, now=lambda: 1_000_000.0)
+    stale = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0 - 3600)
+    with pytest.raises(AuthError, match="stale request timestamp"):
+        verifier.verify("POST", "/x", body, stale)
+    with pytest.raises(AuthError, match="missing X-Measure-Timestamp"):
+        verifier.verify("POST", "/x", body, {})
+    with pytest.raises(AuthError, match="invalid bearer token"):
+        check_request("POST", "/x", body, {"Authorization": "Bearer " + "x" * 43},
+                      token="y" * 43, verifier=verifier)
+    assert reads == []
+    fresh = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0)
+    verifier.verify("POST", "/x", body, fresh)
+    assert reads == [1]
