@@ -148,6 +148,7 @@ def _authorize(req, service, mutating: bool) -> None:
     except AuthError as exc:
         headers = {"WWW-Authenticate": BEARER_CHALLENGE} if exc.status == 401 else None
         raise HttpError(exc.status, exc.message, headers) from None
+    req.environ["measure.auth"] = how
     if how == "signature" and not (req.method == "POST" and AGENT_ROUTES.fullmatch(req.path)):
         # the agents' secret means "an agent": register, heartbeat and report, nothing else
         log.warning("REST %s %s: refused a signed (agent) request; it needs the operator "
@@ -393,8 +394,11 @@ class MeasureController(ControllerBase):
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
-        return json_response(self.service.ingest_report(_json_body(req, limit=MAX_REPORT_BODY)),
-                             status=202)
+        body = _json_body(req, limit=MAX_REPORT_BODY)
+        if req.environ.get("measure.auth") == "signature":
+            # an agent's report counts only from the current root (an operator may post any)
+            self.service.check_root_report(body)
+        return json_response(self.service.ingest_report(body), status=202)
 
     @route("measure", PREFIX + "/events", methods=["GET"])
     @_api()

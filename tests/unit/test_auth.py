@@ -743,3 +743,48 @@ def test_the_body_is_read_only_after_the_headers_pass():
     fresh = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0)
     verifier.verify("POST", "/x", body, fresh)
     assert reads == [1]
+
+
+def test_an_agents_report_counts_only_from_the_current_root_at_its_epoch(tmp_path, caplog):
+    from tests.unit.test_fuzz import signed
+
+    app, service = _ready_controller(tmp_path)
+    service.recompute()
+    root, epoch = service.overlay.root, service.epoch
+    leaf = next(n for n in ("h2", "h3") if n != root)
+
+    def post(sender: str, at: int) -> int:
+        body = {**_report(), "from": sender, "epoch": at}
+        return signed("POST", "/measure/v1/reports", json.dumps(body).encode(),
+                      secret=APP_SECRET).get_response(app).status_code
+
+    assert post(leaf, epoch) == 409  # a leaf made root by a replayed placement
+    assert post(root, epoch + 1) == 409  # an epoch the controller never gave out
+    assert "report for task 1 refused" in caplog.text and leaf in caplog.text
+    assert service.results.latest("1", now=service.now()) is None
+    assert post(root, epoch) == 202
+    # the operator's token may post any report (tools, tests, a manual replay)
+    body = {**_report(), "from": leaf, "epoch": 0}
+    assert bearer("POST", "/measure/v1/reports", json.dumps(body).encode()) \
+        .get_response(app).status_code == 202
+
+
+def test_a_placement_replayed_to_another_agent_is_refused(caplog):
+    """The controller's placement names its receiver (``to``, signed with the body): the
+    same signed placement sent to another agent is a 409, and so is a second, different
+    placement at the epoch an agent already holds."""
+    app, _agent, _ = make_agent_app()  # agent "fz"
+    mine = {"epoch": 3, "parent": None, "root": False, "children": [], "to": "fz"}
+    other = {**mine, "root": True, "to": "h5"}  # recorded on its way to h5
+    resp = signed("PUT", "/agent/v1/overlay", json.dumps(other).encode()).get_response(app)
+    assert resp.status_code == 409 and "addressed to 'h5'" in resp.json["error"]
+    assert "refused a placement addressed to 'h5'" in caplog.text
+    ok = signed("PUT", "/agent/v1/overlay", json.dumps(mine).encode()).get_response(app)
+    assert ok.status_code == 200, ok.text
+    again = signed("PUT", "/agent/v1/overlay", json.dumps(mine).encode()).get_response(app)
+    assert again.status_code == 200  # the same placement again (a re-push) is fine
+    forged = {**mine, "root": True, "to": None}
+    resp = signed("PUT", "/agent/v1/overlay", json.dumps(forged).encode()).get_response(app)
+    assert resp.status_code == 409 and "already holds another placement" in resp.json["error"]
+    status = signed("GET", "/agent/v1/overlay").get_response(app).json
+    assert status["root"] is False and status["epoch"] == 3
