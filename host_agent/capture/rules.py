@@ -59,6 +59,7 @@ agent with the same name before anything is installed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 import subprocess
@@ -145,6 +146,14 @@ class CaptureFilter:
         return args
 
 
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Capture:
     """The rules of one agent in iptables and ip6tables: hooks, mark rules, queue/log rules."""
 
@@ -152,7 +161,7 @@ class Capture:
                  exclude_interface: str | None = None, runner: Runner = _run,
                  iptables: str = "iptables", ip6tables: str | None = "ip6tables",
                  nflog_threshold: int = NFLOG_THRESHOLD,
-                 probe_port: int | None = PROBE_PORT) -> None:
+                 probe_port: int | None = PROBE_PORT, own_ip: str | None = None) -> None:
         if not AGENT_NAME_RE.match(agent):
             raise ValueError(f"agent name must match {AGENT_NAME_RE.pattern}, got {agent!r}")
         if exclude_interface is not None and not INTERFACE_RE.match(exclude_interface):
@@ -167,8 +176,8 @@ class Capture:
         self.tables = {4: iptables} if ip6tables is None else {4: iptables, 6: ip6tables}
         self.nflog_threshold = nflog_threshold
         self.probe_port = probe_port
-        # first rule a sketch's mark rule goes before: after the probe exemption and clear
-        self.first_mark = 3 if probe_port else 2
+        # this host's IPv4 data address (an IPv6 one or none: no foreign-source rule)
+        self.own_ip = own_ip if own_ip and _is_ipv4(own_ip) else None
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
         self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
 
@@ -204,6 +213,12 @@ class Capture:
                               self.comment("probes"), "-j", "RETURN")
                 self._ipt(family, "-A", chain, "-m", "comment", "--comment",
                           self.comment("clear"), "-j", "MARK", "--and-mark", "0x0")
+                if family == 4 and hook == "OUTPUT" and self.own_ip:
+                    # a packet this host sends with another host's source address is
+                    # spoofed (the controller's source guard drops it): never counted
+                    self._ipt(family, "-A", chain, "!", "-o", "lo", "!", "-s", self.own_ip,
+                              "-m", "comment", "--comment", self.comment("foreign-src"),
+                              "-j", "RETURN")
                 self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
                           f"0x0/{MODE_MASKS['nfqueue']}", "-m", "comment", "--comment",
                           self.comment("queue"), *self.queue_target())
@@ -253,7 +268,8 @@ class Capture:
         done: list[int] = []
         try:
             for family in self._families(filt):
-                self._ipt(family, "-I", self.chains[filt.interface], str(self.first_mark),
+                self._ipt(family, "-I", self.chains[filt.interface],
+                          self._mark_position(family, filt.interface),
                           *self._mark_rule(sketch, slot, filt, family, sampling))
                 done.append(family)
         except RuntimeError:
@@ -262,6 +278,13 @@ class Capture:
                           *self._mark_rule(sketch, slot, filt, family, sampling))
             raise
         self.rules[sketch] = (filt, slot, sampling)
+
+    def _mark_position(self, family: int, hook: str) -> str:
+        """Where mark rules go: after the probe exemption, the clear rule and the
+        foreign-source rule (those present)."""
+        after = 1 + (1 if self.probe_port else 0) + (
+            1 if family == 4 and hook == "OUTPUT" and self.own_ip else 0)
+        return str(after + 1)
 
     def remove(self, sketch: int) -> None:
         filt, slot, sampling = self.rules.pop(sketch)
