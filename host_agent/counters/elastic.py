@@ -72,7 +72,7 @@ class ElasticCounter:
             return
         uniq, first, counts, added, nbytes = batch_counts(batch, self.key, self.increment)
         self.total += added
-        self.packets += n
+        self.packets += batch.packets
         self.bytes += nbytes
         self.es.update(uniq, batch.full_keys(self.key)[first], counts)
         if self.spread is not None and self.side is not None:

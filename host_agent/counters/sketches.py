@@ -58,7 +58,16 @@ class Sketch:
     sample: float = 1.0                # the capture rule's sampling (1: every packet)
     sample_mode: str = "random"
     flows: dict[str, Any] | None = None  # the monitor's flow-cache entry (kind flows)
-    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py)
+    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py) | ebpf (ebpf.py)
+
+    def add_message(self, first: bool = True) -> dict[str, Any]:
+        """The monitor's ``add_sketch`` request; an ebpf sketch's filter and sampling go
+        to the first monitor only (it alone loads the eBPF capture)."""
+        msg: dict[str, Any] = {"op": "add_sketch", "sketch": self.id, "slot": self.slot}
+        if self.capture == "ebpf" and first:
+            msg["ebpf"] = {"filter": self.filter.to_dict(), "sample": self.sample,
+                           "sample_mode": self.sample_mode}
+        return msg
 
     def describe(self) -> dict[str, Any]:
         out = {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,
