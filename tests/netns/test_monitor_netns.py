@@ -151,14 +151,15 @@ def capture_args(mode: str) -> list[str]:
     return ["--allow-legacy", "--capture", mode]
 
 
-def truth_rule(ns: Netns, *match: str, chain: str = "INPUT") -> Callable[[], tuple[int, int]]:
-    """A target-less iptables rule counting ``match`` (ground truth without capture rules);
-    returns a reader of its packets and bytes."""
-    tag = f"truth-{len(match)}-{abs(hash(match)) % 10 ** 8}"
-    ns.run(["iptables", "-I", chain, "1", *match, "-m", "comment", "--comment", tag])
+def truth_rule(ns: Netns, *match: str, chain: str = "INPUT",
+               table: str = "iptables") -> Callable[[], tuple[int, int]]:
+    """A target-less iptables (or ip6tables) rule counting ``match``: ground truth where
+    there is no capture rule; returns a reader of its packets and bytes."""
+    tag = f"truth-{table}-{abs(hash(match)) % 10 ** 8}"
+    ns.run([table, "-I", chain, "1", *match, "-m", "comment", "--comment", tag])
 
     def read() -> tuple[int, int]:
-        for line in ns.run(["iptables-save", "-c", "-t", "filter"]).stdout.splitlines():
+        for line in ns.run([f"{table}-save", "-c", "-t", "filter"]).stdout.splitlines():
             if tag in line:
                 pkts, nbytes = line[1:line.index("]")].split(":")
                 return int(pkts), int(nbytes)
