@@ -23,12 +23,12 @@ from testing.netns import Netns
 from testing.procs import wait_until
 from tests.netns.test_monitor_netns import (
     AgentProc,
+    agent_factory,  # noqa: F401 - a fixture
     capture_args,
     ping_counts,
     snapshot_when,
     truth_rule,
 )
-from tests.netns.test_monitor_netns import agent_factory  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.netns
 
@@ -101,8 +101,8 @@ def test_programs_always_accept_and_payloads_arrive_unchanged(ns_pair, agent_fac
     assert program["packets"] >= 400 + 100 and program["records"] >= 400
 
 
-def test_sigkill_under_traffic_loses_no_ping_and_restart_removes_stale(ns_pair,  # noqa: F811
-                                                                       agent_factory):
+def test_sigkill_under_traffic_no_ping_lost_restart_removes_stale(
+        ns_pair, agent_factory):  # noqa: F811
     a, b = ns_pair
     ag = agent_factory(b, extra=capture_args("ebpf"))
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "icmp"},
@@ -132,8 +132,8 @@ def test_sigkill_under_traffic_loses_no_ping_and_restart_removes_stale(ns_pair, 
     assert filters(b, "ingress") == [] and filters(b, "egress") == []
 
 
-def test_no_ebpf_here_is_400_naming_capture_and_nfqueue_keeps_working(ns_pair,  # noqa: F811
-                                                                      agent_factory):
+def test_no_ebpf_here_is_400_naming_capture_and_nfqueue_keeps_working(
+        ns_pair, agent_factory):  # noqa: F811
     a, b = ns_pair
     ag = agent_factory(b, extra=["--data-interface", "nosuch0"])
     r = ag.request("POST", "/agent/v1/sketches", json={

@@ -30,8 +30,11 @@ import pytest
 
 from measure_model.task import parse_task
 from testing.procs import free_port, wait_until
-from tests.netns.test_monitor_netns import CAPTURES, capture_args
-from tests.netns.test_monitor_netns import agent_factory  # noqa: F401 - fixture
+from tests.netns.test_monitor_netns import (
+    CAPTURES,
+    agent_factory,  # noqa: F401 - fixture
+    capture_args,
+)
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(shutil.which("nfcapd") is None, reason="nfdump not installed")]

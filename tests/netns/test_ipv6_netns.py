@@ -61,11 +61,11 @@ def counted(ag: AgentProc, sketch: int, mode: str, truth: dict,
     return truth[table]() if mode == "ebpf" else rule6(ag, sketch, table)
 
 
-def agent_for(agents, ns, mode: str) -> AgentProc:
+def agent_for(factory, ns, mode: str) -> AgentProc:
     """An agent; for eBPF its object is built first (tasks still name their capture)."""
     if mode == "ebpf":
         capture_args(mode)
-    return agents(ns)
+    return factory(ns)
 
 
 @pytest.fixture
