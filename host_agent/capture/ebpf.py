@@ -46,7 +46,9 @@ drains the old buffer with one ``BPF_MAP_LOOKUP_AND_DELETE_BATCH``: no
 packet is lost between reads, and the buffer is empty again before its next
 turn. The monitor calls it once per report interval, or more often when a
 counter needs time resolution (windows: a quarter of the window; flows:
-1 s for their timeouts).
+1 s for their timeouts), and before answering a query; while reads find a
+buffer more than half full it halves the period (down to 5 ms), so a burst
+of new keys is read before the buffer overflows.
 
 Loading: the object is built from source by :func:`build` (``clang -O2 -g
 -target bpf`` against a ``vmlinux.h`` dumped from the kernel's BTF; there are

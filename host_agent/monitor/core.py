@@ -217,7 +217,7 @@ class SketchState:
     """
 
     __slots__ = ("sketch", "bit", "slot", "counters", "flows", "packets", "bytes", "ebpf",
-                 "tasks", "missed", "next_poll")
+                 "tasks", "missed", "next_poll", "hurry")
 
     def __init__(self, sketch: int, slot: int, ebpf: dict | None = None) -> None:
         self.sketch, self.bit, self.slot = sketch, 1 << slot, slot
@@ -229,6 +229,7 @@ class SketchState:
         self.tasks: dict[int, Any] = {}   # counter id (0: the flow cache) -> Task
         self.missed = [0, 0]
         self.next_poll = 0.0
+        self.hurry = 1.0   # eBPF read period divisor: doubles while reads find buffers half full
 
 
 class MonitorCore:
@@ -308,8 +309,11 @@ class MonitorCore:
 
     def poll_ebpf(self, state: SketchState, now: float) -> None:
         """Read an eBPF sketch's retired buffer into its counters (see ebpf.py)."""
-        state.next_poll = now + ebpf_period(state.tasks.values())
-        self._ingest_records(state, self.ebpf.drain(state.slot - EBPF_FIRST_SLOT), now)
+        drained = self.ebpf.drain(state.slot - EBPF_FIRST_SLOT)
+        full = drained.keys.shape[0] * 2 > self.ebpf.slots[state.slot - EBPF_FIRST_SLOT].entries
+        state.hurry = min(256.0, state.hurry * 2) if full else max(1.0, state.hurry / 2)
+        state.next_poll = now + max(0.005, ebpf_period(state.tasks.values()) / state.hurry)
+        self._ingest_records(state, drained, now)
 
     def _ingest_records(self, state: SketchState, drained: Any, now: float) -> None:
         if drained is None:
