@@ -142,3 +142,31 @@ def test_records_give_the_flow_cache_the_same_flows():
     other.update(records(pkts), 5.0)
     assert one.top(1000) == other.top(1000)
     assert one.stats == other.stats
+
+
+def test_add_sketch_carries_the_ebpf_part_to_the_first_monitor_only():
+    from host_agent.capture.rules import CaptureFilter
+    from host_agent.counters.sketches import Sketch
+    from host_agent.monitor import commands as cmds
+
+    sketch = Sketch(3, 32, CaptureFilter(proto="udp", dport="7000:7010"), sample=0.5,
+                    sample_mode="nth", capture="ebpf")
+    first = sketch.add_command(first=True)
+    assert first.ebpf == {"filter": {"interface": "INPUT", "proto": "udp", "dport": "7000:7010"},
+                          "sample": 0.5, "sample_mode": "nth"}
+    assert cmds.from_wire(cmds.to_wire(first)) == first
+    assert sketch.add_command(first=False).ebpf is None
+    with pytest.raises(ValueError, match="ebpf: expected dict"):
+        cmds.from_wire({**cmds.to_wire(first), "ebpf": "yes"})
+
+
+def test_a_monitor_without_ebpf_refuses_naming_capture():
+    from host_agent.monitor import commands as cmds
+    from host_agent.monitor.core import MonitorCore
+
+    core = MonitorCore()
+    core.ebpf_error = "libbpf is not installed"
+    with pytest.raises(ValueError, match="^capture: ebpf is not available on this host: "
+                                         "libbpf is not installed$"):
+        core.execute(cmds.AddSketch(1, 32, {}, {"filter": {}}), 0.0)
+    assert core.sketches == {}
