@@ -34,7 +34,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -182,7 +184,7 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
              lambda h: render.render_history(h, task.get("kind")))
     elif args.command == "flows":
         query = urlencode({"task": args.task, "top": args.top, "by": args.by})
-        show(client.call("GET", f"/flows?{query}"), render.render_flows)
+        show(client.call("GET", f"/flows?{query}"), lambda f: render.render_flows(f, agents()))
     elif args.command == "topology":
         show(client.call("GET", "/topology"), lambda t: render.render_topology(t, agents()))
     elif args.command == "overlay":
@@ -279,10 +281,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: unwind as KeyboardInterrupt (``--follow`` and ``watch`` end cleanly), and
+    exit 130 after at most ``INTERRUPT_GRACE`` seconds whatever the main thread is
+    blocked in (a slow answer, a busy machine, a non-daemon thread at shutdown)."""
+    timer = threading.Timer(INTERRUPT_GRACE, os._exit, (130,))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+INTERRUPT_GRACE = 1.0
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except ApiError as exc:
         print(f"measure: {exc}", file=sys.stderr)
         return 2 if exc.status is None else 1
@@ -291,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (``measure history 1 | head``): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is quiet
+        return 141
 
 
 if __name__ == "__main__":

@@ -270,7 +270,9 @@ def test_missing_subtree_is_listed_and_does_not_block_beyond_timeout(tree):
     assert rep["missing"] == ["h10", "h11", "h3", "h8", "h9"]
     lost = {3, 8, 9, 10, 11}
     assert rep["covered"] == sorted(f"h{n}" for n in range(1, 14) if n not in lost)
-    assert rep["snapshot"]["packets"] == sum(n for n in range(1, 14) if n not in lost)
+    # the lost agents' last states (of 105.0) are carried, marked, outside the interval
+    assert rep["carried"] == {f"h{n}": 105.0 for n in lost}
+    assert rep["snapshot"]["packets"] == sum(range(1, 14))
 
 
 def test_wait_is_capped_by_half_the_interval(tree):
@@ -682,7 +684,7 @@ def test_port_scan_spread_over_hosts_is_found_globally():
         ports = np.arange(1000 + 10 * i, 1010 + 10 * i)
         counter.update(HeaderBatch.from_arrays(
             np.full(10, ip("10.0.0.66")), np.full(10, ip(agent.data_ip)), np.full(10, 6),
-            np.full(10, 40000), ports, np.full(10, 40)), 104.5)
+            np.full(10, 40000), ports, np.full(10, 40), tcp_flags=np.full(10, 0x02)), 104.5)
     tree.tick_all(105.0)
     (rep,) = tree.net.controller
     assert sorted(rep["snapshot"]["scan"]["10.0.0.66"]["ports"]) == list(range(1000, 1030))
