@@ -124,6 +124,16 @@ def monitor_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]
     return figs, dict(d.get("targets", {}))
 
 
+def ebpf_accuracy_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    figs: dict[str, Any] = {"counted": d.get("counted"), "missed": d.get("missed")}
+    for side in ("python", "ebpf"):
+        for name, value in d.get(side, {}).items():
+            figs[f"{side}_{name}"] = round(value, 5)
+    ok = {f"{name} within 10% of the Python engine's": met
+          for name, met in d.get("within_10pct", {}).items()}
+    return figs, ok
+
+
 def accuracy_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     figs: dict[str, Any] = {}
     for r in d.get("rows", []):
@@ -254,14 +264,21 @@ PARTS = [
          targets=["N=1000: 1 report/interval, complete <= 1 s, config <= 2 s"]),
     Part("monitor", "bench.monitor",
          "parts 1a + 2: monitor throughput from a sendmmsg sender (C accept-only loop, Python "
-         "accept-only, 1/3 counters, 3 elastic counters, 2 queues, NFLOG) and ping RTT added, "
-         "in namespaces",
+         "accept-only, 1/3 counters, 3 elastic counters, 2 queues, NFLOG, eBPF) and ping RTT "
+         "added, in namespaces",
          full=["--rates", "20000,50000,100000,150000,200000,300000", "--duration", "1.5"],
          quick=["--quick"], budget_s=420, root=True, headline=monitor_headline,
          targets=["3 counters >= 80% of accept-only", "3 elastic counters >= 0.85x "
                   "accept-only capacity", "2 queues >= 1.6x one queue",
                   "median RTT added <= 100 us", "nflog: median RTT added <= 20 us",
-                  "nflog: throughput without loss >= NFQUEUE's"]),
+                  "nflog: throughput without loss >= NFQUEUE's",
+                  "ebpf: no-loss rate >= 10x NFLOG or the sender's ceiling",
+                  "ebpf: median RTT added <= 5 us", "goal: ebpf >= 2 M pkt/s per core"]),
+    Part("ebpf_accuracy", "bench.ebpf_accuracy",
+         "eBPF capture: elastic 512 KB answers from the kernel's records of a Zipf trace "
+         "replayed through a veth vs the Python engine's", full=[], quick=["--quick"],
+         budget_s=120, root=True, headline=ebpf_accuracy_headline,
+         targets=["every figure within 10% of the Python engine's"]),
     Part("e2e", "bench.e2e",
          "part 5: Mininet tree (depth 2, fanout 3): POST task -> first complete global result",
          full=["--repeat", "5"], quick=["--quick"], budget_s=60, root=True, mininet=True,

@@ -26,12 +26,22 @@ accept-only Python loop (``--monitor-accept-only``: the ceiling of any Python
 monitor), the monitor with 1 counter (src), with 3 counters (src, src_dst,
 dport), with 3 elastic counters (the same keys, each with ``memory`` 512 KB:
 the in-budget structure of ``host_agent/counters/elastic.py``), 3 counters
-over 2 queues / 2 processes (``--queues 2``), and 3 counters fed by NFLOG
-(``capture: nflog``).
+over 2 queues / 2 processes (``--queues 2``), 3 counters fed by NFLOG
+(``capture: nflog``), and 3 counters counted in the kernel (``capture:
+ebpf``: tc programs, ``host_agent/capture/ebpf.py``; the monitor reads their
+maps). For eBPF there is no sketch rule: the loss is measured against a
+target-less iptables rule counting the same packets, and its CPU per packet
+is the programs' own run time (``BPF_ENABLE_STATS``: ``run_time_ns /
+run_cnt``, both directions) plus the monitor's reads. The last ("max") step
+runs :data:`SENDERS` senders at once, so the sender's ceiling is as high
+as this box allows; the eBPF row also gives the program's own packet count
+against the senders' (``program_vs_sent``) and its packets per second per
+core (``1e9 / ns per packet``).
 
 Latency: ping RTT (median and p99 over N pings at 5 ms intervals) between
 the namespaces with no monitor, the C and Python accept-only loops, the
-monitor with 3 counters on NFQUEUE and on NFLOG, interleaved in one run.
+monitor with 3 counters on NFQUEUE, on NFLOG and on eBPF, interleaved in one
+run.
 
 The box has 2 cores shared by the sender, the kernel's packet path, the
 monitor(s) and whatever else runs: the sustained rates are as noisy as the
@@ -67,6 +77,8 @@ SUBNET = "10.83.0"
 SOURCES = 16
 PORT = 5001
 C_QUEUE = 9
+SENDERS = 2
+EBPF_RATES = [600000, 1000000, 1500000]  # paced steps beyond the Python paths' reach
 
 SINK = ("import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
         f"s.bind(('0.0.0.0', {PORT})); time.sleep(3600)")
@@ -153,7 +165,7 @@ class Agent:
         self.net = net
         self.proc = net.popen(net.rcv, [sys.executable, "-m", "host_agent", "--name", "bench",
                                         "--listen", "127.0.0.1", "--port", "8000", "--insecure",
-                                        *extra])
+                                        "--data-ip", f"{SUBNET}.2", *extra])
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -188,20 +200,66 @@ class AgentTarget:
 
     def __init__(self, net: Namespaces, extra: list[str], counters: list[dict],
                  capture: str) -> None:
+        self.net, self.capture = net, capture
+        if capture == "ebpf":  # no sketch rule: a target-less rule counts the truth
+            sh(["ip", "netns", "exec", net.rcv, "iptables", "-I", "INPUT", "1", "-p", "udp",
+                "--dport", str(PORT), "-m", "comment", "--comment", "bench-truth"])
         self.agent = Agent(net, extra)
         self.sketch = self.agent.call("POST", "/sketches", {
             "filter": {"proto": "udp", "dport": PORT}, "capture": capture,
             "counters": counters})["id"]
-        self.pids = [m["pid"] for m in self.agent.call("GET", "/health")["monitors"]]
+        health = self.agent.call("GET", "/health")["monitors"]
+        self.pids = [m["pid"] for m in health]
+        self.progs = list((health[0].get("ebpf") or {}).get("attached", {}).values())
 
     def seen(self) -> int:
+        if self.capture == "ebpf":
+            return int(self.agent.call("GET", f"/sketches/{self.sketch}/counters/1")["packets"])
         return self.agent.seen()
 
     def matched(self) -> int:
+        if self.capture == "ebpf":
+            out = sh(["ip", "netns", "exec", self.net.rcv, "iptables-save", "-c", "-t",
+                      "filter"])
+            m = re.search(r"^\[(\d+):\d+\] .*bench-truth", out, re.M)
+            return int(m.group(1)) if m else 0
         return self.agent.sketch_rule(self.sketch)
+
+    def kernel(self) -> tuple[float, int]:
+        """The eBPF programs' run time (s) and packets (their own count), both directions."""
+        return program_stats(self.progs)
 
     def close(self) -> None:
         self.agent.close()
+        if self.capture == "ebpf":
+            sh(["ip", "netns", "exec", self.net.rcv, "iptables", "-D", "INPUT", "-p", "udp",
+                "--dport", str(PORT), "-m", "comment", "--comment", "bench-truth"],
+               check=False)
+
+
+def program_stats(prog_ids: list[int]) -> tuple[float, int]:
+    """Run time (seconds) and run count of BPF programs (0 while stats are off)."""
+    import json
+
+    run_ns = runs = 0
+    for prog in prog_ids:
+        info = json.loads(sh(["bpftool", "-j", "prog", "show", "id", str(prog)], check=False)
+                          or "{}")
+        run_ns += int(info.get("run_time_ns", 0))
+        runs += int(info.get("run_cnt", 0))
+    return run_ns / 1e9, runs
+
+
+def enable_bpf_stats() -> int | None:
+    """Turn on BPF run-time statistics while the returned fd is open (BPF_ENABLE_STATS)."""
+    try:
+        from host_agent.capture.ebpf import libbpf
+
+        lib = libbpf()
+        fd = lib.bpf_enable_stats(0)  # BPF_STATS_RUN_TIME
+        return fd if fd >= 0 else None
+    except Exception:  # noqa: BLE001 - the eBPF rows then report no kernel CPU
+        return None
 
 
 def settle(target: Any, timeout: float = 3.0) -> int:
@@ -224,22 +282,41 @@ def throughput(net: Namespaces, start: Callable[[], Any], rates: list[int],
     flood = build("udp_flood")
     steps: list[dict] = []
 
+    kernel = getattr(target, "kernel", None) if getattr(target, "progs", None) else None
+
     def step(rate: int) -> float:
         seen0, match0 = settle(target), target.matched()
         cpu0 = sum(cpu_seconds(p) for p in target.pids)
-        out = sh(["ip", "netns", "exec", net.snd, flood, f"{SUBNET}.2", str(PORT), str(rate),
-                  str(duration), str(SOURCES), SUBNET], timeout=duration * 4 + 30)
-        sent, elapsed = out.split()
+        k0 = kernel() if kernel else (0.0, 0)
+        senders = [subprocess.Popen(
+            ["ip", "netns", "exec", net.snd, flood, f"{SUBNET}.2", str(PORT), str(rate),
+             str(duration), str(SOURCES), SUBNET], stdout=subprocess.PIPE, text=True)
+            for _ in range(1 if rate else SENDERS)]
+        outs = [p.communicate(timeout=duration * 4 + 30)[0].split() for p in senders]
+        sent = sum(int(o[0]) for o in outs)
+        elapsed = max(float(o[1]) for o in outs)
         seen = settle(target) - seen0
         matched = target.matched() - match0
         cpu = sum(cpu_seconds(p) for p in target.pids) - cpu0
+        k1 = kernel() if kernel else (0.0, 0)
+        cpu += k1[0] - k0[0]
         loss = 1 - seen / matched if matched else 0.0
-        steps.append({"offered_pps": rate or "max", "sent_pps": round(int(sent) / float(elapsed)),
+        steps.append({"offered_pps": rate or "max", "senders": len(senders),
+                      "sent_pps": round(sent / elapsed),
                       "matched": matched, "seen": seen, "loss": round(max(0.0, loss), 5),
-                      "cpu_us_per_pkt": round(1e6 * cpu / seen, 2) if seen else None})
+                      "cpu_us_per_pkt": round(1e6 * cpu / seen, 3) if seen else None})
+        if kernel and k1[1] > k0[1]:
+            runs = k1[1] - k0[1]
+            ns = 1e9 * (k1[0] - k0[0]) / runs
+            steps[-1].update(program_runs=runs, program_vs_sent=round(runs / sent, 4),
+                             program_ns_per_pkt=round(ns, 1),
+                             program_mpps_per_core=round(1e3 / ns, 2) if ns else None)
         print(f"  {rate or 'max':>7} pps offered, {steps[-1]['sent_pps']:>7} sent: "
               f"loss {100 * steps[-1]['loss']:.2f}%, monitor CPU "
-              f"{steps[-1]['cpu_us_per_pkt']} us/pkt", flush=True)
+              f"{steps[-1]['cpu_us_per_pkt']} us/pkt"
+              + (f"; program {steps[-1]['program_ns_per_pkt']} ns/pkt, counted "
+                 f"{steps[-1]['program_vs_sent']} of sent" if "program_runs" in steps[-1]
+                 else ""), flush=True)
         return loss
 
     try:
@@ -279,7 +356,8 @@ def ping_rtts(net: Namespaces, count: int) -> list[float]:
     return [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", out)]
 
 
-LATENCY_MODES = ("off", "C accept-only", "accept-only", "3 counters", "nflog 3 counters")
+LATENCY_MODES = ("off", "C accept-only", "accept-only", "3 counters", "nflog 3 counters",
+                 "ebpf 3 counters")
 
 
 def _latency_target(net: Namespaces, mode: str) -> Any:
@@ -288,7 +366,9 @@ def _latency_target(net: Namespaces, mode: str) -> Any:
     agent = Agent(net, ["--monitor-accept-only"] if mode == "accept-only" else [])
     counters = [] if mode == "accept-only" else ["src", "src_dst", "dport"]
     agent.call("POST", "/sketches", {"filter": {"proto": "icmp"},
-                                     "capture": "nflog" if mode.startswith("nflog") else "nfqueue",
+                                     "capture": mode.split()[0] if mode.startswith(("nflog",
+                                                                                   "ebpf"))
+                                     else "nfqueue",
                                      "counters": [{"key": k} for k in counters]})
     return agent
 
@@ -321,6 +401,7 @@ CONFIGS: list[tuple[str, list[str], list[dict], str]] = [
     ("3 elastic counters", [], [{**c, "memory": ELASTIC_MEMORY} for c in THREE], "nfqueue"),
     ("3 counters, 2 queues", ["--queues", "2"], THREE, "nfqueue"),
     ("nflog 3 counters", [], THREE, "nflog"),
+    ("ebpf 3 counters", [], THREE, "ebpf"),
 ]
 
 
@@ -335,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default=None,
                         help="comma-separated paced rates in packets/s (a 'max' step follows)")
+    parser.add_argument("--only", default=None,
+                        help="semicolon-separated config names to run (default: all)")
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds per rate step (default 2, 1 with --quick)")
     args = parser.parse_args(argv)
@@ -346,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
              [20000, 50000, 100000, 200000] if args.quick else
              [20000, 50000, 100000, 150000, 200000, 300000, 400000])
     reps = args.repeat or (1 if args.quick else 2)
+    if any(capture == "ebpf" for *_, capture in CONFIGS):
+        from host_agent.capture.ebpf import ensure_object
+
+        ensure_object()
+    stats_fd = enable_bpf_stats()
     net = Namespaces()
     runs: dict[str, list[list[dict]]] = {name: [] for name, *_ in CONFIGS}
     results: dict[str, Any] = {"duration_s": duration, "rates": rates, "repeat": reps,
@@ -353,14 +441,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rep in range(reps):  # configs interleaved, so load drifts hit all of them
             for name, extra, counters, capture in CONFIGS:
+                if args.only and name not in args.only.split(";"):
+                    continue
                 print(f"{name} (run {rep + 1}/{reps}):", flush=True)
+                steps = rates + (EBPF_RATES if capture == "ebpf" else [])
                 runs[name].append(throughput(net, _starter(net, extra, counters, capture),
-                                             rates, duration))
+                                             steps, duration))
         results["latency"] = latency(net, 100 if args.quick else 400, 1 if args.quick else 2)
     finally:
         net.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
 
     def med(name: str, limit: float) -> float:
+        if not runs[name]:  # not run (--only)
+            return 1
         return statistics.median(best(steps, limit) for steps in runs[name]) or 1
 
     def spread(name: str, limit: float) -> str:
@@ -375,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[name, spread(name, 0.0), spread(name, 0.01), f"{med(name, 0.0) / kernel0:.2f}x",
              f"{med(name, 0.01) / kernel1:.2f}x", cpu(name) or "-",
              f"{base_cpu / cpu(name):.2f}x" if base_cpu and cpu(name) else "-"]
-            for name, *_ in CONFIGS]
+            for name, *_ in CONFIGS if runs[name]]
     print_table(f"Monitor throughput (UDP 64 B from a sendmmsg sender; highest sent rate "
                 f"sustained, pkt/s; median (min..max) of {reps}); CPU per packet (us, all "
                 "monitor processes; the C loop's own process for it)",
@@ -396,7 +491,22 @@ def main(argv: list[str] | None = None) -> int:
     base1 = med("accept-only", 0.01)
     elastic_cpu = cpu("3 elastic counters")
     elastic_capacity = base_cpu / elastic_cpu if base_cpu and elastic_cpu else 0.0
+    ebpf0 = med("ebpf 3 counters", 0.0)
+    added_ebpf = lat["ebpf 3 counters"]["median_us"] - off
+    ceiling = max((s["sent_pps"] for steps in runs["ebpf 3 counters"] for s in steps),
+                  default=0)
+    kernel_steps = [s for steps in runs["ebpf 3 counters"] for s in steps
+                    if s.get("program_mpps_per_core")]
+    per_core = statistics.median(s["program_mpps_per_core"] for s in kernel_steps) \
+        if kernel_steps else 0.0
+    print(f"ebpf: no-loss {ebpf0:.0f} pkt/s = {ebpf0 / nflog0:.1f}x NFLOG; sender ceiling "
+          f"{ceiling} pkt/s ({SENDERS} senders); program {per_core} M pkt/s per core; "
+          f"added median RTT {added_ebpf:.1f} us")
     targets = {
+        "ebpf: no-loss rate >= 10x NFLOG, or the sender's ceiling":
+            ebpf0 >= 10 * nflog0 or ebpf0 >= 0.95 * ceiling,
+        "ebpf: added median latency <= 5 us": added_ebpf <= 5,
+        "goal: ebpf program >= 2 M pkt/s per core": per_core >= 2,
         "3 counters >= 80% of accept-only (<1% loss)": one_q / base1 >= 0.8,
         "3 elastic counters >= 0.85x accept-only capacity (CPU per packet)":
             elastic_capacity >= 0.85,
@@ -413,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
                          "elastic_capacity_vs_accept": elastic_capacity,
                          "added_median_us": added, "nflog_added_median_us": added_nflog,
                          "nflog_vs_nfqueue_no_loss": nflog0 / nfq0,
+                         "ebpf_vs_nflog_no_loss": ebpf0 / nflog0,
+                         "ebpf_no_loss_pps": ebpf0, "sender_ceiling_pps": ceiling,
+                         "ebpf_added_median_us": added_ebpf,
+                         "ebpf_program_mpps_per_core": per_core,
                          "python_accept_vs_c_no_loss": med("accept-only", 0.0) / kernel0,
                          "monitor_3_vs_c_no_loss": nfq0 / kernel0}
     write_json("monitor", results, enabled=not args.no_json)

@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="monitors accept packets without counting (benchmark baseline only)")
     p.add_argument("--no-capture", action="store_true",
                    help="do not install iptables rules or start monitors (API only; tests)")
-    p.add_argument("--capture", choices=("nfqueue", "nflog"), default=None,
+    p.add_argument("--data-interface", default=None,
+                   help="interface the eBPF capture attaches to (default: the one holding "
+                        "--data-ip)")
+    p.add_argument("--capture", choices=("nfqueue", "nflog", "ebpf"), default=None,
                    help="capture every sketch of this agent this way, whatever its task says "
                         "(default: each task's 'capture' field; nflog never delays packets)")
     p.add_argument("--nflog-threshold", type=int, default=64,
@@ -306,10 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    ebpf_iface = args.data_interface
+    if ebpf_iface is None and args.data_ip and not args.no_capture:
+        from host_agent.capture.ebpf import data_interface
+
+        ebpf_iface = data_interface(args.data_ip)
     monitors: list[Monitor] = [] if args.no_capture else [
         MonitorProcess(args.queue_num + i, args.max_len,
                        extra_args=(["--accept-only"] if args.monitor_accept_only else [])
-                       + ["--nflog-threshold", str(args.nflog_threshold)])
+                       + ["--nflog-threshold", str(args.nflog_threshold)]
+                       + (["--ebpf-interface", ebpf_iface] if ebpf_iface and i == 0 else []))
         for i in range(args.queues)]
     probes = ProbeMesh(args.name, bind=args.data_ip or "0.0.0.0", port=args.probe_port,
                        local=[args.data_ip] if args.data_ip else None) \

@@ -66,7 +66,6 @@ from host_agent.errors import AgentError, MonitorError
 from host_agent.monitor.commands import (
     AddCounter,
     AddFlows,
-    AddSketch,
     Command,
     FlowsTop,
     Query,
@@ -237,8 +236,16 @@ class Agent:
                 raise AgentError(409, f"limit reached: every {mode} mark bit is in use")
             sketch = Sketch(self.next_sketch, slot, filt, task_id=task_id, created=self.clock(),
                             sample=sample, sample_mode=sample_mode, capture=mode)
-            self._broadcast(AddSketch(sketch.id, slot))
-            if self.capture is not None:
+            done = []
+            try:
+                for i, mon in enumerate(self.monitors):
+                    mon.call(sketch.add_command(first=i == 0))
+                    done.append(mon)
+            except AgentError:
+                for mon in done:
+                    mon.call(RemoveSketch(sketch.id))
+                raise
+            if self.capture is not None and mode != "ebpf":
                 try:
                     self.capture.add(sketch.id, slot, filt, sample, sample_mode)
                 except RuntimeError as exc:
@@ -252,7 +259,7 @@ class Agent:
     def delete_sketch(self, sid: Any) -> None:
         with self.lock:
             sketch = self.get_sketch(sid)
-            if self.capture is not None:
+            if self.capture is not None and sketch.capture != "ebpf":
                 self.capture.remove(sketch.id)
             self._broadcast(RemoveSketch(sketch.id))
             del self.sketches[sketch.id]
@@ -333,7 +340,10 @@ class Agent:
     def _merged_snapshot(self, sid: int, cid: int, now: float) -> Snapshot:
         snaps = self._broadcast(Query(sid, cid, "snapshot", now=now))
         seen = [s.pop("seen", {"packets": 0, "bytes": 0}) for s in snaps]
+        kernel = [k for s in snaps if (k := s.pop("ebpf_missed", None)) is not None]
         out = reduce(merge, snaps)
+        if kernel:  # only the first monitor reads the eBPF capture
+            out["ebpf_missed"] = kernel[0]
         out["seen"] = {"packets": sum(s["packets"] for s in seen),
                        "bytes": sum(s["bytes"] for s in seen)}
         return out
@@ -351,6 +361,9 @@ class Agent:
                               "bytes": max(0, by - sketch.base[1] - seen["bytes"])}
         else:
             snap["missed"] = None
+        kernel_missed = snap.pop("ebpf_missed", None)
+        if sketch.capture == "ebpf":  # records that found the kernel's buffer full
+            snap["missed"] = kernel_missed
         if not snap.get("covered"):
             snap["covered"] = [self.name]
         snap.setdefault("missing", [])
@@ -466,8 +479,9 @@ class Agent:
                 rules = self.capture.counters() if self.capture is not None else None
                 unmeasured = 0 if rules is not None and len(self.monitors) == 1 else None
                 for sketch in self.sketches.values():
-                    mon.call(AddSketch(sketch.id, sketch.slot,
-                                       {str(c): cfg.entry() for c, cfg in sketch.counters.items()}))
+                    mon.call(sketch.add_command(
+                        first=mon is self.monitors[0],
+                        counters={str(c): cfg.entry() for c, cfg in sketch.counters.items()}))
                     if sketch.flows is not None:
                         mon.call(AddFlows(sketch.id, sketch.flows))
                     now_rule = (rules or {}).get(sketch.id, (0, 0))

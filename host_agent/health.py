@@ -62,7 +62,8 @@ def _monitor_stats(agent: Any, errors: tuple[type[Exception], ...]
                 stats = m.call(Stats())
                 info.update(packets=stats["packets"], unmatched=stats["unmatched"],
                             batches=stats["batches"], cpu_seconds=stats.get("cpu_seconds"),
-                            rss_bytes=stats.get("rss_bytes"), nflog=stats.get("nflog"))
+                            rss_bytes=stats.get("rss_bytes"), nflog=stats.get("nflog"),
+                            ebpf=stats.get("ebpf"))
                 for sid, (pk, _) in stats["seen"].items():
                     seen[int(sid)] = seen.get(int(sid), 0) + pk
                 for sid, desc in (stats.get("flows") or {}).items():

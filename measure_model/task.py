@@ -105,7 +105,7 @@ DEFAULT_KEY = {"heavy_hitters": "src", "flow_size": "src_dst", "port_scan": "src
 INTERFACES = ("INPUT", "OUTPUT")
 PROTOS = ("tcp", "udp", "icmp", "icmpv6")
 PROTO_FAMILY = {"icmp": 4, "icmpv6": 6}   # a filter with this proto matches one family
-CAPTURE_MODES = ("nfqueue", "nflog")
+CAPTURE_MODES = ("nfqueue", "nflog", "ebpf")
 DEFAULT_CAPTURE = "nfqueue"
 WINDOW_MODES = ("tumbling", "sliding")
 BW_METHODS = ("slops", "bulk")
@@ -495,7 +495,8 @@ TASK_ROWS: tuple[Row, ...] = (
         doc="flows one agent's cache holds; beyond it the least recent are exported early"),
     Row("capture", Choice(CAPTURE_MODES), DEFAULT_CAPTURE, kinds=_MEASURE,
         doc="nfqueue: packets wait for the monitor (fail-open); nflog: header copies, "
-            "no added latency, kernel-side losses counted"),
+            "no added latency, kernel-side losses counted; ebpf: tc programs count in "
+            "the kernel at millions of packets per second, read once per interval"),
     Row("on", REACTIONS, kinds=_COUNTERS | _PATHS,
         doc="reactions: [{event, action, duration, mode, to | mbit | dscp | queue | url, "
             "above}] (see README, Reactions)"),

@@ -3,6 +3,8 @@
 #   - apt packages (only the missing ones)
 #   - a virtualenv in .venv with the project installed (skipped when the
 #     requirement files and pyproject are unchanged since the last install)
+#   - the eBPF capture object (clang -O2 -target bpf) built from source when it is
+#     missing or stale (a kernel without BTF/BPF only loses capture: ebpf)
 #   - Open vSwitch started with the userspace datapath (no kernel module)
 # Works without a pip wheel cache (PIP_NO_CACHE_DIR is honoured).
 set -euo pipefail
@@ -18,7 +20,8 @@ APT_PACKAGES=(
   openvswitch-switch mininet libnetfilter-queue-dev iptables iproute2
   iputils-ping ethtool iperf iperf3 netcat-openbsd tcpdump hping3 sqlite3
   build-essential python3-dev python3-venv procps psmisc nfdump
-  chromium chromium-driver prometheus postgresql clang llvm libbpf-dev bpftool
+  chromium chromium-driver prometheus postgresql
+  clang llvm libbpf-dev libbpf1 bpftool
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -52,6 +55,15 @@ else
   "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
   "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
   echo "$stamp_src" > "$stamp_file"
+fi
+
+# The eBPF capture's object: never committed, built here from its source.
+if (cd "$ROOT" && "$VENV/bin/python" -m host_agent.capture.ebpf check >/dev/null 2>&1); then
+  log "ebpf: object up to date"
+elif (cd "$ROOT" && "$VENV/bin/python" -m host_agent.capture.ebpf build); then
+  log "ebpf: object built"
+else
+  log "ebpf: build failed; capture: ebpf will be refused (nfqueue and nflog still work)"
 fi
 
 # The elastic engine's compiled update (cffi, in place next to its sources;

@@ -74,8 +74,10 @@ MAX_SLOTS = 32
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
-SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32)}
-MODE_MASKS = {mode: hex(sum(1 << b for b in bits)) for mode, bits in SLOTS.items()}
+# ebpf sketches have no iptables rule: their slots (32..47, bits no mark has) index
+# the eBPF program's configuration rows (capture/ebpf.py)
+SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32), "ebpf": range(32, 48)}
+MODE_MASKS = {mode: hex(sum(1 << b for b in SLOTS[mode])) for mode in ("nfqueue", "nflog")}
 TABLES = {4: "iptables", 6: "ip6tables"}
 NFLOG_THRESHOLD = 64
 

@@ -55,7 +55,7 @@ def batch_counts(batch: HeaderBatch, key: str, increment: str) -> BatchCounts:
     keys = batch.sketch_keys(key)
     nbytes = int(batch.length.sum(dtype=np.int64))
     if increment == "pkt":
-        uniq, first, counts = aggregate(keys)
-        return BatchCounts(uniq, first, counts, len(batch), nbytes)
+        uniq, first, counts = aggregate(keys, batch.weight)
+        return BatchCounts(uniq, first, counts, batch.packets, nbytes)
     uniq, first, counts = aggregate(keys, batch.length)
     return BatchCounts(uniq, first, counts, nbytes, nbytes)

@@ -177,7 +177,7 @@ class Counter:
         uniq, first, counts, added, nbytes = batch_counts(batch, self.spec.key,
                                                           self.spec.increment)
         self.total += added
-        self.packets += len(batch)
+        self.packets += batch.packets
         self.bytes += nbytes
         reps = pack_keys(self.spec.key, batch.full_keys(self.spec.key, first))
         est = self.sketch.update(uniq, counts)

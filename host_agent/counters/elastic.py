@@ -86,10 +86,14 @@ class ElasticCounter:
         if n == 0:
             return
         nbytes = int(batch.length.sum(dtype=np.int64))
-        self.total += n if self.increment == "pkt" else nbytes
-        self.packets += n
+        packets = batch.packets  # rows, or the weights of the eBPF capture's records
+        self.total += packets if self.increment == "pkt" else nbytes
+        self.packets += packets
         self.bytes += nbytes
-        weights = np.ones(n, np.uint64) if self.increment == "pkt" else batch.length
+        if self.increment == "pkt":
+            weights = np.ones(n, np.uint64) if batch.weight is None else batch.weight
+        else:
+            weights = batch.length
         self.es.update(batch.sketch_keys(self.key), batch.full_keys(self.key), weights)
         if self.spread is not None and self.side is not None:
             peer = "dst" if self.side == "src" else "src"

@@ -58,7 +58,19 @@ class Sketch:
     sample: float = 1.0                # the capture rule's sampling (1: every packet)
     sample_mode: str = "random"
     flows: dict[str, Any] | None = None  # the monitor's flow-cache entry (kind flows)
-    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py)
+    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py) | ebpf (ebpf.py)
+
+    def add_command(self, first: bool = True, counters: dict[str, dict[str, Any]] | None = None
+                    ) -> Any:
+        """The monitor's ``AddSketch``; an ebpf sketch's filter and sampling go to the
+        first monitor only (it alone loads the eBPF capture)."""
+        from host_agent.monitor.commands import AddSketch
+
+        ebpf = None
+        if self.capture == "ebpf" and first:
+            ebpf = {"filter": self.filter.to_dict(), "sample": self.sample,
+                    "sample_mode": self.sample_mode}
+        return AddSketch(self.id, self.slot, counters or {}, ebpf)
 
     def describe(self) -> dict[str, Any]:
         out = {"id": self.id, "filter": self.filter.to_dict(), "task": self.task_id,

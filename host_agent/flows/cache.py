@@ -104,11 +104,13 @@ class FlowCache:
         n = len(batch)
         if n == 0:
             return empty_records()
-        self.stats["packets"] += n
+        weight = batch.weight if batch.weight is not None else np.ones(n, np.uint64)
+        self.stats["packets"] += int(weight.sum(dtype=np.uint64))
         self.stats["bytes"] += int(batch.length.sum(dtype=np.int64))
         out: list[dict[str, np.ndarray]] = []
         self._update(batch.sketch_keys(KEY), batch.full_keys(KEY),
-                     batch.length.astype(np.uint64), batch.tcp_flags.astype(np.uint16), now, out)
+                     batch.length.astype(np.uint64), batch.tcp_flags.astype(np.uint16), now, out,
+                     weight.astype(np.uint64))
         done = np.flatnonzero((self.flags & (FIN | RST)) != 0)
         if done.size:
             self.stats["ended"] += int(done.size)
@@ -122,7 +124,8 @@ class FlowCache:
         return concat_records(out)
 
     def _update(self, mix: np.ndarray, full: np.ndarray, length: np.ndarray,
-                flags: np.ndarray, now: float, out: list[dict[str, np.ndarray]]) -> None:
+                flags: np.ndarray, now: float, out: list[dict[str, np.ndarray]],
+                weight: np.ndarray) -> None:
         if not len(self) and self.keys.shape[1:] != full.shape[1:]:
             self.keys = np.zeros((0, *full.shape[1:]), np.uint64)
         order = np.argsort(mix, kind="stable")
@@ -138,11 +141,13 @@ class FlowCache:
             rest = order[~same]
             self.stats["collisions"] += 1
             keep = order[same]
-            self._update(mix[keep], full[keep], length[keep], flags[keep], now, out)
-            self._update(mix[rest], full[rest], length[rest], flags[rest], now, out)
+            self._update(mix[keep], full[keep], length[keep], flags[keep], now, out,
+                         weight[keep])
+            self._update(mix[rest], full[rest], length[rest], flags[rest], now, out,
+                         weight[rest])
             return
         uniq = ms[starts]
-        pk = np.diff(np.r_[starts, ms.shape[0]]).astype(np.uint64)
+        pk = np.add.reduceat(weight[order], starts)
         by = np.add.reduceat(length[order], starts)
         fl = np.bitwise_or.reduceat(flags[order], starts)
         pos = np.searchsorted(self.mix, uniq)

@@ -37,10 +37,14 @@ class Stats:
 
 @dataclass(frozen=True)
 class AddSketch:
+    """``ebpf``: ``{"filter": Filter dict, "sample": p, "sample_mode": m}`` for a sketch
+    counted by the eBPF capture (slots 32..47; only the first monitor gets it)."""
+
     op: ClassVar[str] = "add_sketch"
     sketch: int
     slot: int
     counters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ebpf: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ def _int(v: Any) -> bool:
 def _check(name: str, value: Any, kind: str) -> Any:
     ok = {"int": _int(value),
           "dict": isinstance(value, dict),
+          "dict?": value is None or isinstance(value, dict),
           "str": isinstance(value, str),
           "float?": value is None or (isinstance(value, int | float)
                                       and not isinstance(value, bool)),
@@ -127,7 +132,8 @@ def _check(name: str, value: Any, kind: str) -> Any:
 
 
 _KINDS = {"sketch": "int", "slot": "int", "counter": "int", "n": "int", "counters": "dict",
-          "entry": "dict", "method": "str", "by": "str", "now": "float?", "key": "str?"}
+          "entry": "dict", "ebpf": "dict?", "method": "str", "by": "str", "now": "float?",
+          "key": "str?"}
 
 
 def from_wire(msg: dict[str, Any]) -> Command:

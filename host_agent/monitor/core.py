@@ -125,6 +125,44 @@ def default_counter_factory(entry: dict, now: float) -> Counter:
     return Counter(CounterSpec.from_task(task, candidate_divisor=divisor), now)
 
 
+EBPF_FIRST_SLOT = 32
+
+
+def entry_task(entry: dict) -> Any:
+    """The Task of a counter or flow-cache entry of the protocol."""
+    from measure_model.task import Task
+
+    return Task.from_dict(entry["task"], "monitor counter")
+
+
+def ebpf_memory(task: Any) -> int:
+    """Kernel bytes an eBPF sketch's buffers may take for one of its tasks: the task's
+    ``memory``, else its sketch cells (width x depth x 8), else the default memory."""
+    from measure_model.task import DEFAULT_MEMORY
+
+    if task is None:
+        return DEFAULT_MEMORY
+    if task.memory:
+        return int(task.memory)
+    if task.sketch is not None:
+        return int(task.sketch.width * task.sketch.depth * 8)
+    return DEFAULT_MEMORY
+
+
+def ebpf_period(tasks: Any) -> float:
+    """Seconds between reads of an eBPF sketch: its shortest report interval, a quarter of
+    a window (so window counts land within a quarter window of their packets), 1 s for a
+    flow cache (timeouts); the agent's queries read too."""
+    period = 5.0
+    for task in tasks:
+        period = min(period, task.report_interval or 5.0)
+        if task.kind == "flows":
+            period = min(period, 1.0)
+        elif task.memory is None:  # a count-min counter's real-time window
+            period = min(period, (task.window.length if task.window else 1.0) / 4)
+    return max(0.05, period)
+
+
 def default_batch_parser(payloads: list[bytes]) -> Any:
     from measure_model.packet.keys import HeaderBatch
 
@@ -154,16 +192,26 @@ def process_cost() -> tuple[float, int]:
 
 
 class SketchState:
-    """One sketch inside the monitor: its mark bit, counters, flow cache and seen totals."""
+    """One sketch inside the monitor: its mark bit, counters, flow cache and seen totals.
 
-    __slots__ = ("sketch", "bit", "counters", "flows", "packets", "bytes")
+    An eBPF sketch (``ebpf`` set: its filter and sampling) has no mark bit any
+    packet carries (slots 32..47); its records come from the kernel's maps.
+    """
 
-    def __init__(self, sketch: int, slot: int) -> None:
-        self.sketch, self.bit = sketch, 1 << slot
+    __slots__ = ("sketch", "bit", "slot", "counters", "flows", "packets", "bytes", "ebpf",
+                 "tasks", "missed", "next_poll", "hurry")
+
+    def __init__(self, sketch: int, slot: int, ebpf: dict | None = None) -> None:
+        self.sketch, self.bit, self.slot = sketch, 1 << slot, slot
         self.counters: dict[int, Counter] = {}
         self.flows: Any = None
         self.packets = 0
         self.bytes = 0
+        self.ebpf = ebpf
+        self.tasks: dict[int, Any] = {}   # counter id (0: the flow cache) -> Task
+        self.missed = [0, 0]
+        self.next_poll = 0.0
+        self.hurry = 1.0   # eBPF read period divisor: doubles while reads find buffers half full
 
 
 class MonitorCore:
@@ -181,6 +229,9 @@ class MonitorCore:
         self.started = time.time()
         self.queue = 0  # set by run(): flow exports use (queue << 16) | sketch as domain
         self.nflog: Any = None   # the NflogReader when run() bound one
+        self.ebpf: Any = None    # the EbpfCapture when run() loaded one
+        self.ebpf_error = "this monitor has no eBPF capture (no data interface given)"
+        self.ebpf_records = 0
 
     def ingest(self, payloads: list[bytes], marks: list[int], now: float) -> None:
         """Count one batch: split by mark, parse once per split, update counters."""
@@ -215,11 +266,73 @@ class MonitorCore:
             if not matched:
                 self.unmatched += len(group)
 
+    def ebpf_stats(self) -> dict[str, Any]:
+        """The eBPF capture's state: loaded or why not, program ids, the program's counts."""
+        if self.ebpf is None:
+            return {"available": False, "error": self.ebpf_error}
+        return {"available": True, "interface": self.ebpf.interface,
+                "attached": self.ebpf.prog_ids() if self.ebpf.attached else {},
+                "program": self.ebpf.stats(), "records": self.ebpf_records,
+                "slots": sorted(s - EBPF_FIRST_SLOT for s in
+                                (st.slot for st in self.sketches.values() if st.ebpf))}
+
     def tick(self, now: float) -> None:
-        """Per-loop-turn work off the packet path: flow expiry and export."""
+        """Per-loop-turn work off the packet path: eBPF reads when due, flow expiry and
+        export."""
         for state in self.sketches.values():
+            if state.ebpf is not None and now >= state.next_poll:
+                self.poll_ebpf(state, now)
             if state.flows is not None:
                 state.flows.tick(now)
+
+    def next_poll(self) -> float | None:
+        """When the next eBPF read is due (None without eBPF sketches)."""
+        return min((s.next_poll for s in self.sketches.values() if s.ebpf is not None),
+                   default=None)
+
+    def poll_ebpf(self, state: SketchState, now: float) -> None:
+        """Read an eBPF sketch's retired buffer into its counters (see ebpf.py)."""
+        drained = self.ebpf.drain(state.slot - EBPF_FIRST_SLOT)
+        full = drained.keys.shape[0] * 2 > self.ebpf.slots[state.slot - EBPF_FIRST_SLOT].entries
+        state.hurry = min(256.0, state.hurry * 2) if full else max(1.0, state.hurry / 2)
+        state.next_poll = now + max(0.005, ebpf_period(state.tasks.values()) / state.hurry)
+        self._ingest_records(state, drained, now)
+
+    def _ingest_records(self, state: SketchState, drained: Any, now: float) -> None:
+        if drained is None:
+            return
+        state.missed[0] += drained.missed[0]
+        state.missed[1] += drained.missed[1]
+        if not drained.keys.shape[0]:
+            return
+        batch = drained.batch()
+        state.packets += batch.packets
+        state.bytes += int(drained.nbytes.sum(dtype="uint64"))
+        self.ebpf_records += int(drained.keys.shape[0])
+        for counter in state.counters.values():
+            counter.update(batch, now)
+        if state.flows is not None:
+            state.flows.update(batch, now)
+
+    def _configure_ebpf(self, state: SketchState, now: float) -> None:
+        """Write an eBPF sketch's filter, key fields and buffer size into the kernel."""
+        from host_agent.capture import ebpf
+
+        if self.ebpf is None:
+            raise ValueError(f"capture: ebpf is not available on this host: {self.ebpf_error}")
+        info = state.ebpf or {}
+        fields = 0
+        memory = 0
+        for task in state.tasks.values():
+            fields |= ebpf.key_fields(task.kind, task.key or "five_tuple")
+            memory += ebpf_memory(task)
+        cfg = ebpf.slot_config(info.get("filter") or {}, fields, info.get("sample", 1.0),
+                               info.get("sample_mode", "random"))
+        if not self.ebpf.attached:
+            self.ebpf.attach()
+        leftover = self.ebpf.configure(state.slot - EBPF_FIRST_SLOT, cfg,
+                                       memory or ebpf_memory(None))
+        self._ingest_records(state, leftover, now)
 
     def close(self, now: float) -> None:
         """Export every cached flow (the monitor is stopping)."""
@@ -239,13 +352,20 @@ class MonitorCore:
         if isinstance(cmd, cmds.Stats):
             return self.stats()
         if isinstance(cmd, cmds.AddSketch):
-            new = SketchState(cmd.sketch, cmd.slot)
+            new = SketchState(cmd.sketch, cmd.slot, cmd.ebpf)
             for cid, entry in cmd.counters.items():
                 new.counters[int(cid)] = self.factory(entry, now)
+                new.tasks[int(cid)] = entry_task(entry)
+            if new.ebpf is not None:
+                if not EBPF_FIRST_SLOT <= new.slot < EBPF_FIRST_SLOT + 16:
+                    raise ValueError(f"capture: ebpf slot {new.slot} out of range")
+                self._configure_ebpf(new, now)
             self.sketches[new.sketch] = new
             return None
         if isinstance(cmd, cmds.RemoveSketch):
             gone = self.sketches.pop(cmd.sketch, None)
+            if gone is not None and gone.ebpf is not None and self.ebpf is not None:
+                self.ebpf.remove(gone.slot - EBPF_FIRST_SLOT)
             if gone is not None and gone.flows is not None:
                 gone.flows.close(now)
             return None
@@ -254,10 +374,18 @@ class MonitorCore:
             raise KeyError(f"unknown sketch {cmd.sketch!r}")
         if isinstance(cmd, cmds.AddCounter):
             state.counters[cmd.counter] = self.factory(cmd.entry, now)
+            if state.ebpf is not None:
+                state.tasks[cmd.counter] = entry_task(cmd.entry)
+                self._configure_ebpf(state, now)
         elif isinstance(cmd, cmds.RemoveCounter):
             state.counters.pop(cmd.counter, None)
+            if state.ebpf is not None and state.tasks.pop(cmd.counter, None):
+                self._configure_ebpf(state, now)
         elif isinstance(cmd, cmds.AddFlows):
             self._add_flows(state, cmd.entry, now)
+            if state.ebpf is not None:
+                state.tasks[0] = entry_task(cmd.entry)
+                self._configure_ebpf(state, now)
         elif isinstance(cmd, cmds.RemoveFlows):
             if state.flows is not None:
                 state.flows.close(now)
@@ -278,7 +406,8 @@ class MonitorCore:
                 "cpu_seconds": cpu, "rss_bytes": rss,
                 "flows": {str(s): st.flows.describe() for s, st in self.sketches.items()
                           if st.flows is not None},
-                "nflog": self.nflog.stats() if self.nflog is not None else None}
+                "nflog": self.nflog.stats() if self.nflog is not None else None,
+                "ebpf": self.ebpf_stats()}
 
     def _add_flows(self, state: SketchState, entry: dict[str, Any], now: float) -> None:
         from host_agent.flows.export import FlowTask
@@ -293,9 +422,13 @@ class MonitorCore:
         if counter is None:
             raise KeyError(f"unknown counter {cmd.counter!r}")
         when = now if cmd.now is None else cmd.now
+        if state.ebpf is not None and self.ebpf is not None:
+            self.poll_ebpf(state, now)  # the answer includes every packet until now
         if cmd.method == "snapshot":
             snap = counter.snapshot(when)
             snap["seen"] = {"packets": state.packets, "bytes": state.bytes}
+            if state.ebpf is not None:
+                snap["ebpf_missed"] = {"packets": state.missed[0], "bytes": state.missed[1]}
             return snap
         if cmd.method == "estimate":
             if cmd.key is None:
@@ -328,9 +461,10 @@ class _Budget:
 def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: bool = False,
         fail_open: bool = True, core: MonitorCore | None = None,
         batch_verdicts: bool = True, priority: int = -10, nflog: bool = True,
-        nflog_threshold: int = 64) -> None:
-    """Bind ``queue`` (and the NFLOG group of the same number) and serve packets and
-    commands until the agent hangs up."""
+        nflog_threshold: int = 64, ebpf_interface: str | None = None) -> None:
+    """Bind ``queue`` (and the NFLOG group of the same number), load the eBPF capture on
+    ``ebpf_interface`` (removing a crashed monitor's programs; attached once an eBPF
+    sketch arrives) and serve packets and commands until the agent hangs up."""
     from netfilterqueue import COPY_PACKET, NetfilterQueue
 
     from host_agent.capture.nflog import NflogReader
@@ -338,6 +472,8 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
 
     core = core or MonitorCore()
     core.queue = queue
+    if ebpf_interface:
+        load_ebpf(core, ebpf_interface)
     if priority:
         try:  # wake up ahead of bulk work: the verdict path waits on this process
             os.setpriority(os.PRIO_PROCESS, 0, priority)
@@ -393,6 +529,9 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
     try:
         while not stop[0]:
             timeout = FLUSH_S if payloads else 0.5
+            due = core.next_poll()
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - time.time()))
             try:
                 ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
@@ -441,6 +580,24 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
         nfq.unbind()
         if reader is not None:
             reader.close()
+        if core.ebpf is not None:
+            core.ebpf.close()
+
+
+def load_ebpf(core: MonitorCore, interface: str) -> None:
+    """Load the eBPF programs for ``interface`` into ``core`` and detach stale ones; on
+    failure keep the reason (eBPF sketches are then refused naming ``capture``)."""
+    from host_agent.capture.ebpf import EbpfCapture, EbpfError
+
+    try:
+        core.ebpf = EbpfCapture(interface)
+        removed = core.ebpf.remove_stale()
+        if removed:
+            print(f"monitor: removed {removed} stale eBPF programs from {interface}",
+                  file=sys.stderr, flush=True)
+    except (EbpfError, OSError) as exc:
+        core.ebpf, core.ebpf_error = None, str(exc)
+        print(f"monitor: eBPF capture unavailable: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,12 +619,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not bind the NFLOG group numbered like the queue")
     parser.add_argument("--nflog-threshold", type=int, default=64,
                         help="NFLOG packets the kernel gathers per message (default 64)")
+    parser.add_argument("--ebpf-interface", default=None,
+                        help="the data interface for capture: ebpf (tc programs attached "
+                             "once an eBPF sketch is added)")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     try:
         run(args.queue, sock, max_len=args.max_len, accept_only=args.accept_only,
             fail_open=not args.no_fail_open, batch_verdicts=not args.per_packet_verdicts,
-            nflog=not args.no_nflog, nflog_threshold=args.nflog_threshold)
+            nflog=not args.no_nflog, nflog_threshold=args.nflog_threshold,
+            ebpf_interface=args.ebpf_interface)
     except OSError as exc:
         print(f"monitor: queue {args.queue}: {exc}", file=sys.stderr, flush=True)
         return 1

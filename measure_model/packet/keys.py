@@ -141,7 +141,10 @@ class HeaderBatch:
     header), ``sport``/``dport`` uint16, ``length`` uint32 (the IPv4 total
     length, or 40 + the IPv6 payload length), ``family`` uint8 (4 or 6),
     ``tcp_flags`` uint8 (the TCP flags byte, 0 for other protocols or later
-    fragments), ``dropped`` the payloads that were neither IPv4 nor IPv6. A
+    fragments), ``dropped`` the payloads that were neither IPv4 nor IPv6,
+    ``weight`` None (one packet per row) or the packets of each row when the
+    rows are records already counted elsewhere (the eBPF capture: ``length``
+    is then each row's byte sum and ``tcp_flags`` their OR). A
     batch parsed from IPv4-only copies without options builds ``src``,
     ``dst``, ``family`` and ``tcp_flags`` only when asked: its sketch keys
     come from the 32-bit addresses directly.
@@ -159,9 +162,17 @@ class HeaderBatch:
         self._v4 = v4              # 32-bit (src, dst) as uint64 when every packet is IPv4
         self._flags_at = flags_at  # (copies, column, mask) the TCP flags are read from
         self._cache: dict = {}
+        self.weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.proto.shape[0])
+
+    @property
+    def packets(self) -> int:
+        """Packets in the batch: its rows, or the sum of their weights."""
+        if self.weight is None:
+            return len(self)
+        return int(self.weight.sum(dtype=np.uint64))
 
     def _addr(self, which: int, rows: np.ndarray | None = None) -> np.ndarray:
         """``(k, 2)`` words of the sources (0) or destinations (1), all or ``rows``."""
@@ -230,6 +241,17 @@ class HeaderBatch:
                    np.asarray(length, np.uint32), 0,
                    None if family is None else np.asarray(family, np.uint8),
                    None if tcp_flags is None else np.asarray(tcp_flags, np.uint8))
+
+    @classmethod
+    def from_records(cls, src, dst, proto, sport, dport, nbytes, packets, family,
+                     tcp_flags) -> HeaderBatch:
+        """Rows that each stand for ``packets`` packets of ``nbytes`` bytes in all
+        (``src``/``dst`` as ``(n, 2)`` address words)."""
+        batch = cls.from_arrays(src, dst, proto, sport, dport,
+                                np.asarray(nbytes, np.uint64), family, tcp_flags)
+        batch.length = np.asarray(nbytes, np.uint64)
+        batch.weight = np.asarray(packets, np.uint64)
+        return batch
 
     @classmethod
     def from_payloads(cls, payloads: list[bytes]) -> HeaderBatch:

@@ -9,7 +9,7 @@ task on UDP (both address families, so rules in iptables and ip6tables on
 every host) must report, merged over all four agents, exactly the bytes the
 receivers got: IPv4 datagrams count payload + 28 bytes, IPv6 payload + 48,
 keys print as dotted quads and RFC 5952 text. The same with ``capture:
-nflog``.
+nflog`` and ``capture: ebpf`` (tc programs on every host's data interface).
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ def ip6(host: str) -> str:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
+    from host_agent.capture.ebpf import ensure_object
+
+    ensure_object()  # the agents' monitors load it when they start
     with measure_network(tmp_path_factory, "dualstack-net", fanout=2) as mn:
         for name in AGENTS:
             host = mn.net.get(name)
@@ -109,12 +112,12 @@ def send_flows(net: MeasureNetwork, base_port: int) -> dict[str, int]:
     return exact
 
 
-@pytest.mark.parametrize("capture", ["nfqueue", "nflog"])
+@pytest.mark.parametrize("capture", ["nfqueue", "nflog", "ebpf"])
 def test_global_task_counts_ipv4_and_ipv6_exactly(net, capture):
     task_id = apply(net, {"name": f"dual-{capture}", "kind": "heavy_hitters",
                           "key": "src_dst", "increment": "bytes", "filter": {"proto": "udp"},
                           "threshold": 0.01, "report_interval": 1, "capture": capture})
-    exact = send_flows(net, 5700 if capture == "nfqueue" else 5800)
+    exact = send_flows(net, {"nfqueue": 5700, "nflog": 5800, "ebpf": 5900}[capture])
     total = sum(exact.values())
 
     def complete():

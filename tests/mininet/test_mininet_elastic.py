@@ -19,6 +19,8 @@ hosts, overlay built), under the machine-wide Mininet lock.
 4. Partial keys: one ``five_tuple`` ``flow_size`` task answers ``?key=src``
    and ``?key=dport`` with the exact per-source and per-port totals of the
    flows that arrived (several flows per source and per port).
+
+1 to 3 run with ``capture: nfqueue`` and ``capture: ebpf`` (ports 50 higher).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ from tests.mininet.test_mininet_overlay import (  # noqa: F401 - net is the modu
 from topo.launch import MeasureNetwork
 
 pytestmark = pytest.mark.mininet
+CAPTURES = ["nfqueue", "ebpf"]
+OFFSET = {"nfqueue": 0, "ebpf": 50}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ebpf_object():
+    """The eBPF object, before the network's agents start (their monitors load it)."""
+    from host_agent.capture.ebpf import ensure_object
+
+    ensure_object()
+
 
 PACED = """
 import socket, sys, time
@@ -93,11 +106,12 @@ def send_counted(mn: MeasureNetwork, flows, base_port: int) -> dict[str, int]:
     return arrived
 
 
-def test_global_flow_size_is_the_exact_histogram(net):  # noqa: F811
-    task_id = apply(net, {"name": "fs-udp", "kind": "flow_size", "key": "src_dst",
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_global_flow_size_is_the_exact_histogram(net, capture):  # noqa: F811
+    task_id = apply(net, {"name": f"fs-udp-{capture}", "kind": "flow_size", "key": "src_dst",
                           "filter": {"proto": "udp", "dport": "5700:5799"},
-                          "memory": 65536, "report_interval": 1})
-    arrived = send_counted(net, FLOWS, 5700)
+                          "memory": 65536, "report_interval": 1, "capture": capture})
+    arrived = send_counted(net, FLOWS, 5700 + OFFSET[capture])
     expect: dict[str, float] = {}
     for n in arrived.values():
         expect[str(n)] = expect.get(str(n), 0.0) + 1.0
@@ -129,16 +143,20 @@ def test_global_flow_size_is_the_exact_histogram(net):  # noqa: F811
     assert sorted(x[1] for x in digest["largest"]) == sorted(at_h5.values())
 
 
-def test_heavy_changers_report_the_changed_flow_only(net):  # noqa: F811
-    task_id = apply(net, {"name": "hc-udp", "kind": "heavy_changers", "key": "src_dst",
-                          "filter": {"proto": "udp", "dport": "5800:5899"},
-                          "threshold_abs": 60, "memory": 65536, "report_interval": 2})
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_heavy_changers_report_the_changed_flow_only(net, capture):  # noqa: F811
+    low = 5800 + OFFSET[capture]
+    task_id = apply(net, {"name": f"hc-udp-{capture}", "kind": "heavy_changers",
+                          "key": "src_dst",
+                          "filter": {"proto": "udp", "dport": f"{low}:{low + 49}"},
+                          "threshold_abs": 60, "memory": 65536, "report_interval": 2,
+                          "capture": capture})
     status, before = api(net, "/measure/v1/events?since=0")
     since = max([e["id"] for e in before["events"]], default=0) if status == 200 else 0
     py = sys.executable
     pairs = [("h1", "h4", ["10/12"]), ("h2", "h8", ["10/6", "100/6"]),
              ("h3", "h7", ["10/12"])]
-    procs = [net.net.get(src).popen([py, "-c", PACED, ip(net, dst), str(5800 + i), *plan],
+    procs = [net.net.get(src).popen([py, "-c", PACED, ip(net, dst), str(low + i), *plan],
                                     env=net.host_env())
              for i, (src, dst, plan) in enumerate(pairs)]
     for proc in procs:
@@ -158,13 +176,17 @@ def test_heavy_changers_report_the_changed_flow_only(net):  # noqa: F811
     assert rise["after"] - rise["before"] >= 60
 
 
-def test_superspreaders_min_distinct_5(net):  # noqa: F811
-    task_id = apply(net, {"name": "ss-udp", "kind": "superspreaders", "key": "src_dst",
-                          "filter": {"proto": "udp", "dport": "5900:5999"},
-                          "min_distinct": 5, "memory": 65536, "report_interval": 1})
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_superspreaders_min_distinct_5(net, capture):  # noqa: F811
+    low = 5900 + OFFSET[capture]
+    task_id = apply(net, {"name": f"ss-udp-{capture}", "kind": "superspreaders",
+                          "key": "src_dst",
+                          "filter": {"proto": "udp", "dport": f"{low}:{low + 49}"},
+                          "min_distinct": 5, "memory": 65536, "report_interval": 1,
+                          "capture": capture})
     flows = [("h1", d, 3) for d in AGENTS if d != "h1"] + [
         ("h2", "h3", 3), ("h2", "h4", 3), ("h3", "h5", 3), ("h3", "h6", 3)]
-    send_counted(net, flows, 5900)
+    send_counted(net, flows, low)
 
     def reported():
         res = result(net, task_id)

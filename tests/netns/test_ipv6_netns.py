@@ -14,7 +14,14 @@ import sys
 import pytest
 
 from testing.procs import wait_until
-from tests.netns.test_monitor_netns import TCP_CLIENT, TCP_SERVER, AgentProc, snapshot_when
+from tests.netns.test_monitor_netns import (
+    TCP_CLIENT,
+    TCP_SERVER,
+    AgentProc,
+    capture_args,
+    snapshot_when,
+    truth_rule,
+)
 from tests.netns.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.netns
@@ -48,19 +55,33 @@ def rule6(ag: AgentProc, sketch: int, table: str = "ip6tables") -> tuple[int, in
     return pkts, nbytes
 
 
+def counted(ag: AgentProc, sketch: int, mode: str, truth: dict,
+            table: str = "ip6tables") -> tuple[int, int]:
+    """The sketch's mark-rule counters, or for eBPF (no capture rule) the ground truth's."""
+    return truth[table]() if mode == "ebpf" else rule6(ag, sketch, table)
+
+
+def agent_for(factory, ns, mode: str) -> AgentProc:
+    """An agent; for eBPF its object is built first (tasks still name their capture)."""
+    if mode == "ebpf":
+        capture_args(mode)
+    return factory(ns)
+
+
 @pytest.fixture
 def pair6(netns_factory):
     return netns_factory.pair(subnet="10.78.0", subnet6="fd78::")
 
 
-@pytest.fixture(params=["nfqueue", "nflog"])
+@pytest.fixture(params=["nfqueue", "nflog", "ebpf"])
 def mode(request) -> str:
     return request.param
 
 
 def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F811
     a, b = pair6
-    ag = agents(b)
+    ag = agent_for(agents, b, mode)
+    truth = {"ip6tables": truth_rule(b, "-p", "ipv6-icmp", "-s", a.ip6, table="ip6tables")}
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "icmpv6", "src": a.ip6},
                                      "capture": mode,
                                      "counters": [{"key": "src", "increment": "pkt"},
@@ -75,7 +96,7 @@ def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F81
     assert snap["monitor"]["capture"] == mode
     by = ag.v1("GET", f"/sketches/{sk['id']}/counters/2")
     assert by["heavy_hitters"] == {f"{a.ip6},{b.ip6}": 20 * 148}
-    assert rule6(ag, sk["id"]) == (20, 20 * 148)
+    assert counted(ag, sk["id"], mode, truth) == (20, 20 * 148)
     assert rule6(ag, sk["id"], "iptables") == (0, 0)   # an IPv6 filter: ip6tables only
     nflog = ag.v1("GET", "/health")["monitors"][0]["nflog"]
     assert nflog["lost"] == 0 and nflog["packets"] == (20 if mode == "nflog" else 0)
@@ -83,7 +104,9 @@ def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F81
 
 def test_udp6_datagrams_of_known_sizes(pair6, agents, mode):  # noqa: F811
     a, b = pair6
-    ag = agents(b)
+    ag = agent_for(agents, b, mode)
+    truth = {"ip6tables": truth_rule(b, "-p", "udp", "-s", a.ip6, "--dport", "7001:7003",
+                                     table="ip6tables")}
     sk = ag.v1("POST", "/sketches", {
         "filter": {"proto": "udp", "src": a.ip6, "dport": "7001:7003"}, "capture": mode,
         "counters": [{"key": "dport", "increment": "pkt", "threshold": 0.3},
@@ -102,12 +125,13 @@ def test_udp6_datagrams_of_known_sizes(pair6, agents, mode):  # noqa: F811
     assert (by["bytes"], by["total"], by["estimate"]["value"]) == (expected, expected, 45 * 1048)
     top = ag.v1("GET", f"/sketches/{sk['id']}/counters/2")["top_k"]
     assert top[0] == [f"{a.ip6},7003", 45 * 1048]
-    assert rule6(ag, sk["id"]) == (100, expected)
+    assert counted(ag, sk["id"], mode, truth) == (100, expected)
 
 
 def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
     a, b = pair6
-    ag = agents(b)
+    ag = agent_for(agents, b, mode)
+    truth = {"ip6tables": truth_rule(b, "-p", "tcp", "--dport", "5202", table="ip6tables")}
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "tcp", "dport": 5202},
                                      "capture": mode,
                                      "counters": [{"key": "five_tuple", "increment": "bytes"}]})
@@ -117,7 +141,7 @@ def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
     out = a.run([sys.executable, "-c", TCP_CLIENT, b.ip6, "5202", "300000"]).stdout
     assert out.strip() == "300000"
     server.wait(10)
-    pkts, nbytes = rule6(ag, sk["id"])
+    pkts, nbytes = counted(ag, sk["id"], mode, truth)
     snap = snapshot_when(ag, sk["id"], 1, pkts)
     assert (snap["packets"], snap["bytes"]) == (pkts, nbytes)
     assert snap["missed"] == {"packets": 0, "bytes": 0}
@@ -128,7 +152,9 @@ def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
 
 def test_one_task_counts_ipv4_and_ipv6_together(pair6, agents, mode):  # noqa: F811
     a, b = pair6
-    ag = agents(b)
+    ag = agent_for(agents, b, mode)
+    truth = {"ip6tables": truth_rule(b, "-p", "udp", "--dport", "7100", table="ip6tables"),
+             "iptables": truth_rule(b, "-p", "udp", "--dport", "7100")}
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 7100},
                                      "capture": mode,
                                      "counters": [{"key": "src", "increment": "bytes",
@@ -139,8 +165,8 @@ def test_one_task_counts_ipv4_and_ipv6_together(pair6, agents, mode):  # noqa: F
     assert (snap["packets"], snap["bytes"]) == (50, 30 * 248 + 20 * 228)
     assert snap["heavy_hitters"] == {a.ip6: 30 * 248, a.ip: 20 * 228}
     assert snap["missed"] == {"packets": 0, "bytes": 0}
-    assert rule6(ag, sk["id"]) == (30, 30 * 248)
-    assert rule6(ag, sk["id"], "iptables") == (20, 20 * 228)
+    assert counted(ag, sk["id"], mode, truth) == (30, 30 * 248)
+    assert counted(ag, sk["id"], mode, truth, "iptables") == (20, 20 * 228)
 
 
 def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agents):  # noqa: F811

@@ -137,6 +137,46 @@ def agent_factory(netns_factory, tmp_path):
         assert "Traceback" not in ag.log(), ag.log()
 
 
+CAPTURES = ["nfqueue", "ebpf"]
+
+
+def capture_args(mode: str) -> list[str]:
+    """Agent arguments capturing every sketch with ``mode`` (the eBPF object is built on
+    demand)."""
+    if mode == "nfqueue":
+        return ["--allow-legacy"]
+    from host_agent.capture.ebpf import ensure_object
+
+    ensure_object()
+    return ["--allow-legacy", "--capture", mode]
+
+
+def truth_rule(ns: Netns, *match: str, chain: str = "INPUT",
+               table: str = "iptables") -> Callable[[], tuple[int, int]]:
+    """A target-less iptables (or ip6tables) rule counting ``match``: ground truth where
+    there is no capture rule; returns a reader of its packets and bytes."""
+    tag = f"truth-{table}-{abs(hash(match)) % 10 ** 8}"
+    ns.run([table, "-I", chain, "1", *match, "-m", "comment", "--comment", tag])
+
+    def read() -> tuple[int, int]:
+        for line in ns.run([f"{table}-save", "-c", "-t", "filter"]).stdout.splitlines():
+            if tag in line:
+                pkts, nbytes = line[1:line.index("]")].split(":")
+                return int(pkts), int(nbytes)
+        raise AssertionError(f"no rule {tag}")
+    return read
+
+
+def sketch_counts(ag: AgentProc, sketch: int, mode: str,
+                  truth: Callable[[], tuple[int, int]] | None = None) -> tuple[int, int]:
+    """What the capture should have seen: the sketch's rule counters, or for eBPF (no
+    capture rule) the ground-truth rule's."""
+    if mode == "ebpf":
+        assert truth is not None
+        return truth()
+    return rule_counters(ag, sketch)
+
+
 def rule_counters(ag: AgentProc, sketch: int) -> tuple[int, int]:
     tag = f'"endhost-measure:{ag.name}:{sketch}"'
     for line in ag.rules().splitlines():
@@ -181,9 +221,11 @@ def snapshot_when(ag: AgentProc, sid: int, cid: int, packets: int) -> dict:
 
 # ---------------------------------------------------------------- tests
 
-def test_ping_exact_packets_and_bytes(ns_pair, agent_factory):
+@pytest.mark.parametrize("mode", CAPTURES)
+def test_ping_exact_packets_and_bytes(ns_pair, agent_factory, mode):
     a, b = ns_pair
-    ag = agent_factory(b)
+    ag = agent_factory(b, extra=capture_args(mode))
+    truth = truth_rule(b, "-p", "icmp")
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "icmp"},
                                      "counters": [{"key": "src", "increment": "pkt"},
                                                   {"key": "src", "increment": "bytes"}]})
@@ -193,14 +235,17 @@ def test_ping_exact_packets_and_bytes(ns_pair, agent_factory):
     assert (snap["packets"], snap["bytes"], snap["total"]) == (20, 20 * 128, 20)
     assert snap["heavy_hitters"] == {a.ip: 20}
     assert snap["missed"] == {"packets": 0, "bytes": 0}
+    assert snap["monitor"]["capture"] == mode
     by = ag.v1("GET", f"/sketches/{sk['id']}/counters/2?key={a.ip}")
     assert (by["total"], by["estimate"]["value"]) == (2560, 2560)
-    assert rule_counters(ag, sk["id"]) == (20, 2560)
+    assert sketch_counts(ag, sk["id"], mode, truth) == (20, 2560)
 
 
-def test_udp_datagrams_of_known_sizes_and_heavy_hitters(ns_pair, agent_factory):
+@pytest.mark.parametrize("mode", CAPTURES)
+def test_udp_datagrams_of_known_sizes_and_heavy_hitters(ns_pair, agent_factory, mode):
     a, b = ns_pair
-    ag = agent_factory(b)
+    ag = agent_factory(b, extra=capture_args(mode))
+    truth = truth_rule(b, "-p", "udp", "-s", a.ip, "--dport", "7001:7003")
     sk = ag.v1("POST", "/sketches", {
         "filter": {"proto": "udp", "src": a.ip, "dport": "7001:7003"},
         "counters": [{"key": "dport", "increment": "pkt", "threshold": 0.3},
@@ -216,7 +261,7 @@ def test_udp_datagrams_of_known_sizes_and_heavy_hitters(ns_pair, agent_factory):
     expected = 25 * (128 + 328) + 5 * 78 + 45 * 1028
     by = ag.v1("GET", f"/sketches/{sk['id']}/counters/2?key={a.ip},7003")
     assert (by["bytes"], by["total"], by["estimate"]["value"]) == (expected, expected, 45 * 1028)
-    assert rule_counters(ag, sk["id"]) == (100, expected)
+    assert sketch_counts(ag, sk["id"], mode, truth) == (100, expected)
 
 
 TCP_SERVER = """
@@ -239,9 +284,11 @@ print(c.recv(100).decode())
 """
 
 
-def test_tcp_counts_equal_rule_counters(ns_pair, agent_factory):
+@pytest.mark.parametrize("mode", CAPTURES)
+def test_tcp_counts_equal_rule_counters(ns_pair, agent_factory, mode):
     a, b = ns_pair
-    ag = agent_factory(b)
+    ag = agent_factory(b, extra=capture_args(mode))
+    truth = truth_rule(b, "-p", "tcp", "--dport", "5201")
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "tcp", "dport": 5201},
                                      "counters": [{"key": "five_tuple", "increment": "bytes"}]})
     server = b.popen([sys.executable, "-c", TCP_SERVER, "5201"])
@@ -249,7 +296,7 @@ def test_tcp_counts_equal_rule_counters(ns_pair, agent_factory):
     out = a.run([sys.executable, "-c", TCP_CLIENT, b.ip, "5201", "300000"]).stdout
     assert out.strip() == "300000"
     server.wait(10)
-    pkts, nbytes = rule_counters(ag, sk["id"])
+    pkts, nbytes = sketch_counts(ag, sk["id"], mode, truth)
     snap = snapshot_when(ag, sk["id"], 1, pkts)
     assert (snap["packets"], snap["bytes"]) == (pkts, nbytes)
     assert snap["missed"] == {"packets": 0, "bytes": 0}
@@ -258,9 +305,10 @@ def test_tcp_counts_equal_rule_counters(ns_pair, agent_factory):
     assert key.startswith(f"{a.ip},{b.ip},tcp,") and key.endswith(",5201") and value == nbytes
 
 
-def test_nc_port_scan_window_distinct_ports(ns_pair, agent_factory):
+@pytest.mark.parametrize("mode", CAPTURES)
+def test_nc_port_scan_window_distinct_ports(ns_pair, agent_factory, mode):
     a, b = ns_pair
-    ag = agent_factory(b)
+    ag = agent_factory(b, extra=capture_args(mode))
     sk = ag.v1("POST", "/sketches", {
         "filter": {"proto": "tcp", "dport": "8008:8092"},
         "counters": [{"key": "dport", "window": {"length": 60, "mode": "sliding"}},

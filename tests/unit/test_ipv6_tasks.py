@@ -44,8 +44,8 @@ def test_ipv6_prefixes_are_normalised_and_capture_defaults_to_nfqueue():
     ({"filter": {"proto": "icmp", "src": "2001:db8::1"}},
      "filter.src '2001:db8::1' is IPv6 but filter.proto icmp is IPv4: "
      "one address family per filter"),
-    ({"capture": "pcap"}, "capture 'pcap' is not one of nfqueue, nflog"),
-    ({"capture": None}, "capture None is not one of nfqueue, nflog"),
+    ({"capture": "pcap"}, "capture 'pcap' is not one of nfqueue, nflog, ebpf"),
+    ({"capture": None}, "capture None is not one of nfqueue, nflog, ebpf"),
 ])
 def test_bad_ipv6_filters_and_capture_modes_name_the_field(fields, message):
     with pytest.raises(PolicyError) as err:
@@ -57,7 +57,7 @@ def test_bad_ipv6_filters_and_capture_modes_name_the_field(fields, message):
     ({"filter": {"src": "10.0.0.1", "dst": "2001:db8::1"}},
      "filter.dst '2001:db8::1' is IPv6 but filter.src '10.0.0.1' is IPv4"),
     ({"filter": {"src": "2001:db8::/200"}}, "filter.src '2001:db8::/200' is not"),
-    ({"capture": "mirror"}, "capture 'mirror' is not one of nfqueue, nflog"),
+    ({"capture": "mirror"}, "capture 'mirror' is not one of nfqueue, nflog, ebpf"),
 ])
 def test_rest_refuses_and_stores_nothing(h, fields, error):  # noqa: F811
     h.register(1, 2)
@@ -85,7 +85,7 @@ def test_agent_takes_the_capture_mode_per_task_per_sketch_and_per_agent():
     with pytest.raises(AgentError) as err:
         agent.create_sketch({}, capture="tap")
     assert (err.value.status, err.value.message) == (
-        400, "capture 'tap' is not one of nfqueue, nflog")
+        400, "capture 'tap' is not one of nfqueue, nflog, ebpf")
     with pytest.raises(AgentError) as err:
         agent.create_sketch({"src": "10.0.0.1", "dst": "::1"})
     assert err.value.status == 400 and "one address family per filter" in err.value.message
