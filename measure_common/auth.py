@@ -56,11 +56,6 @@ NONCE_HEADER = "X-Measure-Nonce"
 SIGNATURE_HEADER = "X-Measure-Signature"
 SIGNED_HEADERS = (TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
 
-#: Default locations; the controller and agent take flags to override them.
-DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
-DEFAULT_TOKEN_PATH = os.path.join(DEFAULT_STATE_DIR, "controller.token")
-DEFAULT_SECRET_PATH = os.path.join(DEFAULT_STATE_DIR, "agent.secret")
-
 #: A WWW-Authenticate value for 401 replies of the controller.
 BEARER_CHALLENGE = 'Bearer realm="measure"'
 

@@ -4,6 +4,10 @@ A config file is a YAML mapping whose keys are the command's long options
 with ``-`` written as ``_`` (``data_ip: 10.0.0.2`` is ``--data-ip
 10.0.0.2``). The command's own ``argparse`` parser is the schema: there is
 no second table of option names, types or defaults to drift from the flags.
+The controller's options that reach the Ryu app as ``MEASURE_*`` variables
+are themselves built from the rows of ``measure_common.settings``
+(``OPTIONS``: key, type, default, bound and help), so a config-file key,
+its flag and its variable are one row.
 A value is checked against the option it sets (flags are booleans; numbers
 are YAML numbers, never strings; choices must match), then becomes that
 option's default, so a flag on the command line still overrides the file.

@@ -29,7 +29,6 @@ is switched on here as well, since forwarding on loops depends on it.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -42,6 +41,7 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
+from measure_common.settings import get_setting
 from ryu_app.net.forwarding import (
     DST_TABLE,
     SRC_TABLE,
@@ -60,7 +60,6 @@ from ryu_app.rest.dashboard import register_dashboard
 from ryu_app.service.core import MeasureService
 from ryu_app.service.store import StoreError
 
-DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
 TICK_SECONDS = 1.0
 
 
@@ -94,7 +93,7 @@ class MeasureApp(app_manager.RyuApp):
     # ------------------------------------------------------------ wiring
 
     def _make_service(self) -> MeasureService:
-        state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
+        state_dir = get_setting("MEASURE_STATE_DIR")
         try:
             return MeasureService(self.topology, state_dir, now=time.time)
         except StoreError as exc:

@@ -25,6 +25,7 @@ from measure_common.config import (
     check_secret_file,
     parse_known_with_config,
 )
+from measure_common.settings import OPTIONS
 from measure_model.version import __version__
 
 DEFAULT_APP = "ryu_app.app"
@@ -43,20 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-listen", default="0.0.0.0",
                    help="REST listen address (default 0.0.0.0)")
     p.add_argument("--rest-port", type=int, default=8080, help="REST port (default 8080)")
-    p.add_argument("--state-dir", default=None,
-                   help="SQLite store, token and secret (default /var/lib/endhost-measure)")
-    p.add_argument("--token-file", default=None,
-                   help="REST bearer token file (default STATE_DIR/controller.token; created "
-                        "0600 on first start)")
-    p.add_argument("--secret-file", default=None,
-                   help="HMAC secret shared with the agents (default STATE_DIR/agent.secret; "
-                        "created 0600 on first start; must not be readable by others)")
-    p.add_argument("--controller-url", default=None,
-                   help="URL agents are told to report to (default http://192.168.100.254:8080)")
-    p.add_argument("--fanout", type=int, default=None,
-                   help="most children per agent in the overlay tree (default 4)")
-    p.add_argument("--reads-open", action="store_true",
-                   help="answer GET requests without a token (mutations still need one)")
+    for option, row in OPTIONS.items():  # the settings table's rows that have a flag
+        flag = "--" + option.replace("_", "-")
+        if row.kind == "bool":
+            p.add_argument(flag, action="store_true", help=f"{row.doc} (env {row.name})")
+        else:
+            p.add_argument(flag, type=int if row.kind == "int" else str, default=None,
+                           help=f"{row.doc} (default {row.describe_default()}; "
+                                f"env {row.name})")
     p.add_argument("--log-file", default=None, help="also write the log to this file")
     return p
 
@@ -66,8 +61,10 @@ def _check(args: argparse.Namespace) -> None:
         port = getattr(args, name)
         if not 1 <= port <= 65535:
             raise ConfigError(f"{name.replace('_', '-')} {port} is out of range 1..65535")
-    if args.fanout is not None and not 1 <= args.fanout <= 64:
-        raise ConfigError(f"fanout {args.fanout} is out of range 1..64")
+    for name, row in OPTIONS.items():
+        value = getattr(args, name)
+        if row.bound and value is not None and not row.bound[0] <= value <= row.bound[1]:
+            raise ConfigError(f"{name} {value} is out of range {row.bound[0]}..{row.bound[1]}")
     if args.secret_file and os.path.exists(args.secret_file):
         check_secret_file(args.secret_file)
     if args.state_dir and os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
@@ -82,15 +79,13 @@ def ryu_invocation(argv: Sequence[str]) -> tuple[list[str], dict[str, str], bool
     args, rest = parse_known_with_config(build_parser(), list(argv))
     _check(args)
     env: dict[str, str] = {}
-    for name, var in (("state_dir", "MEASURE_STATE_DIR"), ("token_file", "MEASURE_TOKEN_FILE"),
-                      ("secret_file", "MEASURE_SECRET_FILE"),
-                      ("controller_url", "MEASURE_CONTROLLER_URL")):
-        if getattr(args, name):
-            env[var] = str(getattr(args, name))
-    if args.fanout is not None:
-        env["MEASURE_FANOUT"] = str(args.fanout)
-    if args.reads_open:
-        env["MEASURE_READS_OPEN"] = "1"
+    for name, row in OPTIONS.items():
+        value = getattr(args, name)
+        if row.kind == "bool":
+            if value:
+                env[row.name] = "1"
+        elif value is not None and value != "":
+            env[row.name] = str(value)
     ryu = list(rest)
     if "--ofp-tcp-listen-port" not in ryu:
         ryu += ["--ofp-tcp-listen-port", str(args.openflow_port)]

@@ -11,11 +11,12 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from measure_common.settings import get_setting
 from testing.procs import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTEFACTS = os.environ.get("MEASURE_TEST_ARTEFACTS", "/tmp/endhost-measure-artefacts")
+ARTEFACTS: str = get_setting("MEASURE_TEST_ARTEFACTS")
 
 
 @contextmanager

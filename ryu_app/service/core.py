@@ -46,7 +46,6 @@ that did not answer and pushes that keep failing.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +54,7 @@ import networkx as nx
 
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
+from measure_common.settings import get_setting
 from measure_model.sketch.sampling import scale_result
 from measure_model.task import MAX_TASKS, Task
 from measure_model.version import __version__
@@ -72,8 +72,6 @@ from ryu_app.service.task_record import TaskRecord
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTROLLER_URL = "http://192.168.100.254:8080"
-DEFAULT_FANOUT = 4
 PARTIAL_RETRY = 10.0
 
 
@@ -81,7 +79,7 @@ class MeasureService:
     """Agents, overlay, tasks and results of the controller (see module docstring)."""
 
     def __init__(self, topology: Any, state_dir: str, now: Callable[[], float] = time.time,
-                 http: Transport | None = None, fanout: int = DEFAULT_FANOUT,
+                 http: Transport | None = None, fanout: int | None = None,
                  heartbeat_timeout: float = DEFAULT_TIMEOUT,
                  controller_url: str | None = None, auth: AuthConfig | None = None,
                  runner: Runner | None = None) -> None:
@@ -90,9 +88,10 @@ class MeasureService:
         self.state_dir = state_dir
         self.store = Store.in_dir(state_dir)
         self.registry = Registry(heartbeat_timeout)
-        self.fanout = int(os.environ.get("MEASURE_FANOUT", fanout))
-        self.controller_url = (controller_url or os.environ.get("MEASURE_CONTROLLER_URL")
-                               or DEFAULT_CONTROLLER_URL).rstrip("/")
+        # a given argument wins; the environment only fills what was not given
+        self.fanout = fanout if fanout is not None else get_setting("MEASURE_FANOUT")
+        self.controller_url = (controller_url
+                               or get_setting("MEASURE_CONTROLLER_URL")).rstrip("/")
         self.auth = auth if auth is not None else auth_from_env(state_dir)
         self.http: Transport = http if http is not None else HttpClient(self._signer())
         self.runner = runner if runner is not None else default_runner(
@@ -115,7 +114,8 @@ class MeasureService:
         #: set by the Ryu app: wakes its ticker so queued pushes go out now
         self.wake: Callable[[], None] | None = None
         self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
-                                        spawn=self.runner.submit, locate=self._locate)
+                                        spawn=self.runner.submit, locate=self._locate,
+                                        controller_url=self.controller_url)
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
 
     def _signer(self) -> Any:

@@ -1,0 +1,220 @@
+"""Every ``MEASURE_*`` environment variable and controller config-file key, in one table.
+
+Modelled on FAUCET's ``DEFAULTS`` plus ``get_setting``: each :class:`Setting`
+row names the variable, its type, default, bound and meaning, and (when
+``measure-controller`` has a flag and config-file key for it) the option
+that sets it. Nothing else in the tree reads ``os.environ``: code asks
+:func:`get_setting`, and code that starts a child process builds the child's
+environment with :func:`child_env`.
+
+A value that is configured (a constructor argument, a command-line option,
+a config-file key) always wins: callers ask for the setting only when they
+were given nothing (``fanout if fanout is not None else
+get_setting("MEASURE_FANOUT")``). A bad value raises :class:`SettingError`
+naming the variable, never a bare ``ValueError`` from ``int()``.
+
+Fixed facts the settings' defaults are made of (the state directory, the
+names of the files in it, the management network and the controller's
+address on it) are defined here once as well.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Where the controller keeps its SQLite store, token and secrets.
+DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
+TOKEN_FILE_NAME = "controller.token"
+SECRET_FILE_NAME = "agent.secret"
+WEBHOOK_SECRET_FILE_NAME = "webhook.secret"
+#: The management network of measure-net (agents, controller and CLI talk over it).
+MGMT_NET = ipaddress.IPv4Network("192.168.100.0/24")
+#: The controller's address on the management network.
+MGMT_CONTROLLER_IP = str(MGMT_NET[254])
+REST_PORT = 8080
+DEFAULT_CONTROLLER_URL = f"http://{MGMT_CONTROLLER_IP}:{REST_PORT}"
+#: The ``measure`` CLI's default URL (a controller on the same machine).
+DEFAULT_CLI_URL = f"http://127.0.0.1:{REST_PORT}"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class SettingError(ValueError):
+    """A ``MEASURE_*`` variable holds a value its row does not accept."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row: ``kind`` is ``str``, ``int``, ``bool``, ``list`` (comma-separated),
+    ``network`` (an address or prefix) or ``path``. A ``path`` row with a ``state_file``
+    defaults to that file in the state directory."""
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    bound: tuple[int, int] | None = None
+    option: str | None = None  # measure-controller flag / config-file key that sets it
+    state_file: str | None = None
+
+    def parse(self, text: str) -> Any:
+        """``text`` (the variable's value) as this row's type, or SettingError."""
+        if self.kind == "int":
+            lo, hi = self.bound or (0, 2**31 - 1)
+            value = text.strip()
+            if not value.isdigit() or not lo <= int(value) <= hi:
+                raise SettingError(f"{self.name}={text!r} is not an integer from {lo} to {hi}")
+            return int(value)
+        if self.kind == "bool":
+            low = text.strip().lower()
+            if low not in _TRUE + _FALSE:
+                raise SettingError(f"{self.name}={text!r} is not one of "
+                                   f"{', '.join(_TRUE + _FALSE)}")
+            return low in _TRUE
+        if self.kind == "list":
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if self.kind == "network":
+            try:
+                return str(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise SettingError(f"{self.name}={text!r} is not an address or prefix") from None
+        if not text:
+            raise SettingError(f"{self.name} is set but empty")
+        return text
+
+    def describe_default(self) -> str:
+        """The default as docs show it."""
+        if self.state_file:
+            return f"STATE_DIR/{self.state_file}"
+        if self.kind == "bool":
+            return "on" if self.default else "off"
+        if self.default is None or self.default == ():
+            return "(none)"
+        return str(self.default)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # controller (measure-controller sets these from its flags or config file)
+    Setting("MEASURE_STATE_DIR", "path", DEFAULT_STATE_DIR,
+            "controller's SQLite store, token and secrets", option="state_dir"),
+    Setting("MEASURE_TOKEN_FILE", "path", None,
+            "REST bearer token file (created 0600 on first start); the CLI reads it too",
+            option="token_file", state_file=TOKEN_FILE_NAME),
+    Setting("MEASURE_SECRET_FILE", "path", None,
+            "HMAC secret shared with the agents (created 0600 on first start)",
+            option="secret_file", state_file=SECRET_FILE_NAME),
+    Setting("MEASURE_CONTROLLER_URL", "str", DEFAULT_CONTROLLER_URL,
+            "URL agents are told to report to", option="controller_url"),
+    Setting("MEASURE_FANOUT", "int", 4, "most children per agent in the overlay tree",
+            bound=(1, 64), option="fanout"),
+    Setting("MEASURE_READS_OPEN", "bool", False,
+            "answer GET requests without a token (mutations still need one)",
+            option="reads_open"),
+    Setting("MEASURE_AUTH", "bool", True,
+            "off: no token and no signatures at all (tests and benchmarks only)"),
+    # reactions
+    Setting("MEASURE_PROTECT", "list", (),
+            "hosts, addresses or prefixes no reaction may block (the management network "
+            "and the controller are always protected)"),
+    Setting("MEASURE_MGMT_NET", "network", str(MGMT_NET),
+            "the management network, always protected from reactions"),
+    Setting("MEASURE_MAX_ACTIONS", "int", 100, "most reactions active at once",
+            bound=(1, 100_000)),
+    Setting("MEASURE_MAX_ACTIONS_PER_MINUTE", "int", 30, "most new reactions per minute",
+            bound=(1, 100_000)),
+    Setting("MEASURE_WEBHOOK_SECRET_FILE", "path", None,
+            "HMAC secret that signs webhook calls (created 0600 on first start)",
+            state_file=WEBHOOK_SECRET_FILE_NAME),
+    # the measure CLI and the examples
+    Setting("MEASURE_URL", "str", DEFAULT_CLI_URL, "controller REST URL of the measure CLI"),
+    Setting("MEASURE_TOKEN", "str", None,
+            "the bearer token itself, when no token file is given or set"),
+    # tests
+    Setting("MEASURE_TEST_ARTEFACTS", "path", "/tmp/endhost-measure-artefacts",
+            "where browser tests leave screenshots and page sources"),
+)
+
+ROWS: dict[str, Setting] = {row.name: row for row in SETTINGS}
+#: FAUCET's DEFAULTS: the default of every row.
+DEFAULTS: dict[str, Any] = {row.name: row.default for row in SETTINGS}
+#: measure-controller option (config-file key) -> the row it sets.
+OPTIONS: dict[str, Setting] = {row.option: row for row in SETTINGS if row.option}
+
+
+def _row(name: str) -> Setting:
+    try:
+        return ROWS[name]
+    except KeyError:
+        raise KeyError(f"{name} is not a row of measure_common.settings") from None
+
+
+def is_set(name: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the variable is given (non-empty) in ``env`` (default: this process)."""
+    _row(name)
+    return bool((os.environ if env is None else env).get(name))
+
+
+def given_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """The parsed value of ``name`` when the variable is set, else None (no default)."""
+    return get_setting(name, env) if is_set(name, env) else None
+
+
+def get_setting(name: str, env: Mapping[str, str] | None = None,
+                state_dir: str | None = None) -> Any:
+    """The value of ``name`` from ``env`` (default: this process's environment), else its
+    default; a ``path`` row with a state file defaults to that file in ``state_dir`` (else
+    in ``MEASURE_STATE_DIR``). An empty variable counts as unset."""
+    row = _row(name)
+    text = (os.environ if env is None else env).get(name)
+    if text:
+        return row.parse(text)
+    if row.state_file:
+        base = state_dir if state_dir is not None else get_setting("MEASURE_STATE_DIR", env)
+        return os.path.join(base, row.state_file)
+    return row.default
+
+
+def child_env(values: Mapping[str, str] | None = None,
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ``base`` (default: this process's) with
+    ``values`` on top. ``MEASURE_*`` names in ``values`` must be rows of the table."""
+    extra = dict(values or {})
+    for name in extra:
+        if name.startswith("MEASURE_"):
+            _row(name)
+    return {**(os.environ if base is None else base), **extra}
+
+
+def search_path(first: str, env: Mapping[str, str] | None = None) -> str:
+    """``PATH`` (of ``env``, default this process's) with ``first`` in front."""
+    rest = (os.environ if env is None else env).get("PATH", "")
+    return f"{first}:{rest}" if rest else first
+
+
+def export(values: Mapping[str, str]) -> None:
+    """Set rows of the table in this process's environment, for code it then loads (the
+    controller launcher hands its options to the Ryu app this way)."""
+    for name in values:
+        _row(name)
+    os.environ.update(values)
+
+
+def table_markdown() -> str:
+    """The table as docs/deploy.md lists it."""
+    lines = ["| variable | type | default | bound | controller option | meaning |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in SETTINGS:
+        bound = f"{row.bound[0]}..{row.bound[1]}" if row.bound else ""
+        option = f"`--{row.option.replace('_', '-')}` / `{row.option}`" if row.option else ""
+        lines.append(f"| `{row.name}` | {row.kind} | `{row.describe_default()}` | {bound} "
+                     f"| {option} | {row.doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table_markdown())
