@@ -195,7 +195,7 @@ def supervisor(agent: Agent, overlay: OverlayNode, period: float = 0.25) -> None
         try:
             agent.tick()
             overlay.tick(time.time())
-        except Exception:  # noqa: BLE001 - the loop must survive
+        except Exception:  # broad: the loop must survive (logged with its traceback)
             log.exception("supervisor")
         eventlet.sleep(period)
 

@@ -151,7 +151,7 @@ class AgentApp:
         except MonitorError as exc:
             log.error("monitor unavailable: %s", exc)
             return error(503, f"monitor unavailable: {exc}")
-        except Exception:  # noqa: BLE001 - never a traceback on the wire
+        except Exception:  # broad: never a traceback on the wire (logged with its traceback)
             log.exception("internal error on %s %r", req.method, req.environ.get("PATH_INFO"))
             return error(500, "internal error")
 
@@ -192,7 +192,8 @@ class AgentApp:
         if self.overlay is not None:
             try:
                 out["overlay"] = self.overlay.overlay()
-            except Exception:  # noqa: BLE001 - health must answer
+            except Exception as exc:  # noqa: BLE001 - health must answer whatever failed
+                log.warning("health: the overlay state is unavailable: %r", exc)
                 out["overlay"] = None
         return json_response(out)
 

@@ -250,7 +250,7 @@ class MeasureApp(app_manager.RyuApp):
     def _send_queued_reactions(self) -> None:
         try:
             self._send_reactions(self.service.actions.drain())
-        except Exception:  # noqa: BLE001 - the ticker must keep running
+        except Exception:  # broad: the ticker must keep running (logged with its traceback)
             self.logger.exception("sending reaction flow-mods failed")
 
     def _send_reactions(self, ops: list[Op]) -> None:

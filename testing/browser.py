@@ -78,8 +78,8 @@ def wait_for(driver, predicate: Callable[[], object], timeout: float, message: s
 def console(driver) -> list[dict]:
     try:
         return driver.get_log("browser")
-    except Exception:  # noqa: BLE001 - only for failure messages
-        return []
+    except Exception as exc:  # noqa: BLE001 - only for failure messages, which must still come
+        return [{"level": "UNKNOWN", "message": f"browser console unavailable: {exc!r}"}]
 
 
 def screenshot(driver, name: str, also: str | None = None) -> str:

@@ -308,6 +308,7 @@ def worker_main(lifetime: float) -> int:
                 else:
                     raise WorkerError(f"unknown op {op!r}")
             except Exception as exc:  # noqa: BLE001 - reported to the agent, never fatal
+                print(f"bandwidth worker: {op}: {exc!r}", file=sys.stderr, flush=True)
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             sys.stdout.write(json.dumps(reply) + "\n")
             sys.stdout.flush()

@@ -473,7 +473,9 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                         chan.reply({"ok": True, "result": result})
                     except (KeyError, ValueError, TypeError) as exc:
                         chan.reply({"ok": False, "error": str(exc).strip("'\"")})
-                    except Exception as exc:  # noqa: BLE001 - keep serving
+                    except Exception as exc:  # noqa: BLE001 - a bad command must not stop counting
+                        print(f"monitor: command {msg.get('op')!r} failed: {exc!r}",
+                              file=sys.stderr, flush=True)
                         chan.reply({"ok": False, "internal": True, "error": repr(exc)})
     finally:
         try:  # count what is pending and export every cached flow before leaving

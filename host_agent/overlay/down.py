@@ -25,6 +25,7 @@ has been silent on it for a few intervals.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,8 @@ from measure_common.httpclient import Transport
 from measure_common.runner import Runner
 from measure_model.task import Task
 from measure_model.wire.overlay import OVERLAY_KEY, TASK_ID_RE, Peer, check_hints, check_task
+
+log = logging.getLogger(__name__)
 
 
 def candidate_divisor(task: Task, agents: int) -> int:
@@ -100,7 +103,8 @@ class TaskFanOut:
             try:
                 self.agent.install_task(task_id, parsed,
                                         candidate_divisor=candidate_divisor(parsed, agents))
-            except Exception as exc:  # noqa: BLE001 - reported per agent
+            except Exception as exc:  # noqa: BLE001 - reported per agent, the fan-out goes on
+                log.warning("installing %s here failed: %r", task_id, exc)
                 return {self.name: f"error: {exc}"}
             state.installed = True
             return {self.name: "ok"}
@@ -127,7 +131,8 @@ class TaskFanOut:
                 self.agent.remove_task(task_id)
             except KeyError:
                 return {self.name: "ok"}  # nothing to remove
-            except Exception as exc:  # noqa: BLE001 - reported per agent
+            except Exception as exc:  # noqa: BLE001 - reported per agent, the fan-out goes on
+                log.warning("removing %s here failed: %r", task_id, exc)
                 return {self.name: f"error: {exc}"}
             return {self.name: "ok"}
 

@@ -204,7 +204,7 @@ def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True)
                                                         | StoreError):
                         log.exception("REST %s %s failed", req.method, _raw_path(req))
                     return error_response(status, message, getattr(exc, "headers", None))
-                except Exception:  # noqa: BLE001 - last resort, still JSON
+                except Exception:  # broad: last resort, still JSON (logged with its traceback)
                     log.exception("REST error handling failed")
                     return error_response(500, "internal error (logged by the controller)")
         return handler

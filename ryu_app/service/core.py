@@ -426,7 +426,7 @@ class MeasureService:
         now = self.now() if now is None else now
         try:
             self._tick(now)
-        except Exception as exc:  # noqa: BLE001 - counted and shown in health, retried
+        except Exception as exc:  # broad: counted and shown in health, retried
             if isinstance(exc, StoreError):
                 log.error("tick: %s", exc)
             else:
