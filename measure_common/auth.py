@@ -150,11 +150,6 @@ def load_or_create_secret(path: str) -> tuple[bytes, bool]:
 
 # ---------------------------------------------------------------- bearer
 
-def bearer_header(token: str) -> dict[str, str]:
-    """The header a client sends: ``{"Authorization": "Bearer <token>"}``."""
-    return {"Authorization": f"Bearer {token}"}
-
-
 def check_bearer(authorization_header: str | None, token: str) -> None:
     """Accept ``Bearer <token>`` (scheme case-insensitive) or raise AuthError(401)."""
     if not authorization_header:

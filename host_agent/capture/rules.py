@@ -69,7 +69,6 @@ INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
 SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32)}
 MODE_MASKS = {mode: hex(sum(1 << b for b in bits)) for mode, bits in SLOTS.items()}
-TABLES = {4: "iptables", 6: "ip6tables"}
 NFLOG_THRESHOLD = 64
 
 Runner = Callable[[list[str]], str]

@@ -82,7 +82,6 @@ from typing import Any
 BATCH = 4096
 FLUSH_S = 0.02
 BUDGET = 512
-QUERY_METHODS = ("snapshot", "estimate", "heavy_hitters", "top_k", "window", "scan")
 
 # nfnetlink constants for the fail-open message (linux/netfilter/nfnetlink_queue.h)
 _NFNL_SUBSYS_QUEUE = 3
