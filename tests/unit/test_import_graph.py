@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ryu_app", "host_agent", "measure_model", "measure_common", "measure_cli", "topo", "testing")
+PACKAGES = ("ryu_app", "host_agent", "measure_model", "measure_common", "measure_cli", "topo",
+            "testing")
 
 pytestmark = pytest.mark.unit
 

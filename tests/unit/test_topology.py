@@ -8,37 +8,9 @@ import networkx as nx
 import pytest
 
 from ryu_app.net.topology import Topology, dpid_to_str, str_to_dpid
+from testing.topologies import MAC1, MAC2, MAC3, build
 
 pytestmark = pytest.mark.unit
-
-MAC1, MAC2, MAC3 = "00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:00:03"
-
-
-def build(graph: nx.Graph, hosts_per_switch: int = 1) -> Topology:
-    """A Topology from a networkx graph of switches (nodes 0..n-1 -> dpid 1..n).
-
-    Port numbers: hosts use 1..hosts_per_switch, links use the next ones.
-    Each link is reported in both directions, as LLDP does.
-    """
-    topo = Topology()
-    next_port = {}
-    for node in graph.nodes:
-        topo.add_switch(node + 1, list(range(1, hosts_per_switch + 1)))
-        next_port[node] = hosts_per_switch + 1
-    for a, b in graph.edges:
-        pa, pb = next_port[a], next_port[b]
-        next_port[a] += 1
-        next_port[b] += 1
-        topo.add_link(a + 1, pa, b + 1, pb)
-        topo.add_link(b + 1, pb, a + 1, pa)
-    host = 0
-    for node in graph.nodes:
-        for port in range(1, hosts_per_switch + 1):
-            host += 1
-            mac = f"00:00:00:00:00:{host:02x}"
-            assert topo.learn_host(mac, f"10.0.0.{host}", node + 1, port) == "new"
-    return topo
-
 
 def test_dpid_strings_are_16_hex_digits_and_parsed_once():
     assert dpid_to_str(1) == "0000000000000001"
