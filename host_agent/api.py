@@ -42,6 +42,7 @@ from host_agent.legacy.handler import LegacyContext, handle_legacy
 from host_agent.overlay.node import OverlayNode
 from measure_common.httpclient import HttpClient
 from measure_model.task import DEFAULT_CAPTURE
+from measure_model.wire.overlay import TASK_ID_PATTERN
 
 log = logging.getLogger("host_agent.api")
 
@@ -52,7 +53,7 @@ NO_SECRET = ("this agent has no shared secret: configuration is accepted only fr
              "--insecure only on an isolated test network)")
 LEGACY_DISABLED = "legacy messages are disabled; start the agent with --allow-legacy"
 _ID = r"(\d{1,9})"
-_TASK = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
+_TASK = f"({TASK_ID_PATTERN})"
 SKETCH_BODY_FIELDS = ("filter", "counters", "capture")
 
 

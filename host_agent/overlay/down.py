@@ -35,7 +35,14 @@ from host_agent.protocols import OverlayAgent
 from measure_common.httpclient import Transport
 from measure_common.runner import Runner
 from measure_model.task import Task
-from measure_model.wire.overlay import OVERLAY_KEY, TASK_ID_RE, Peer, check_hints, check_task
+from measure_model.wire.overlay import (
+    OVERLAY_KEY,
+    TASK_ID_PATTERN,
+    TASK_ID_RE,
+    Peer,
+    check_hints,
+    check_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +122,7 @@ class TaskFanOut:
     def delete_task(self, task_id: str, body: Any = None) -> dict:
         """Remove here and in the subtree at once; per-agent outcome."""
         if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
-            raise ValueError("task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+            raise ValueError(f"task: id must match {TASK_ID_PATTERN}")
         if body is not None and (not isinstance(body, dict) or set(body) - {OVERLAY_KEY}):
             raise ValueError(f"task: a DELETE body may only hold '{OVERLAY_KEY}'")
         hints = check_hints(body.get(OVERLAY_KEY) if body else None)

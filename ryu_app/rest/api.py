@@ -44,7 +44,7 @@ from urllib.parse import unquote_to_bytes
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
-from measure_model.fields import ConflictError, FieldError
+from measure_model.fields import HOST_PATTERN, ConflictError, FieldError
 from measure_model.policy import load_policy
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
@@ -63,7 +63,7 @@ MAX_YAML = 256 * 1024
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
 _ID_RE = re.compile(r"[1-9][0-9]{0,17}")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_NAME_RE = re.compile(HOST_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
