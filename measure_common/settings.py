@@ -50,17 +50,22 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One row: ``kind`` is ``str``, ``int``, ``bool``, ``list`` (comma-separated),
-    ``network`` (an address or prefix) or ``path``. A ``path`` row with a ``state_file``
-    defaults to that file in the state directory."""
+    """One row: an environment variable (``name``), a config-file key of a command
+    (``option`` for ``commands``), or both (the controller hands its options to the Ryu
+    app as variables). ``kind`` is ``str``, ``int``, ``float``, ``bool``, ``list``
+    (comma-separated), ``network`` (an address or prefix) or ``path``. A ``path`` row
+    with a ``state_file`` defaults to that file in the state directory."""
 
-    name: str
+    name: str | None
     kind: str
     default: Any
     doc: str
     bound: tuple[int, int] | None = None
-    option: str | None = None  # measure-controller flag / config-file key that sets it
+    option: str | None = None  # the command's flag (with - for _) and config-file key
     state_file: str | None = None
+    commands: tuple[str, ...] = ()
+    choices: tuple[str, ...] | None = None
+    required: bool = False
 
     def parse(self, text: str) -> Any:
         """``text`` (the variable's value) as this row's type, or SettingError."""
@@ -98,26 +103,41 @@ class Setting:
         return str(self.default)
 
 
+def _ctl(name: str | None, kind: str, default: Any, doc: str, option: str,
+         **kw: Any) -> Setting:
+    return Setting(name, kind, default, doc, option=option, commands=("controller",), **kw)
+
+
+def _agent(option: str, kind: str, default: Any, doc: str, **kw: Any) -> Setting:
+    return Setting(None, kind, default, doc, option=option, commands=("agent",), **kw)
+
+
+PORT = (1, 65535)
+
 SETTINGS: tuple[Setting, ...] = (
-    # controller (measure-controller sets these from its flags or config file)
-    Setting("MEASURE_STATE_DIR", "path", DEFAULT_STATE_DIR,
-            "controller's SQLite store, token and secrets", option="state_dir"),
-    Setting("MEASURE_TOKEN_FILE", "path", None,
-            "REST bearer token file (created 0600 on first start); the CLI reads it too",
-            option="token_file", state_file=TOKEN_FILE_NAME),
-    Setting("MEASURE_SECRET_FILE", "path", None,
-            "HMAC secret shared with the agents (created 0600 on first start)",
-            option="secret_file", state_file=SECRET_FILE_NAME),
-    Setting("MEASURE_CONTROLLER_URL", "str", DEFAULT_CONTROLLER_URL,
-            "URL agents are told to report to", option="controller_url"),
-    Setting("MEASURE_FANOUT", "int", 4, "most children per agent in the overlay tree",
-            bound=(1, 64), option="fanout"),
-    Setting("MEASURE_READS_OPEN", "bool", False,
-            "answer GET requests without a token (mutations still need one)",
-            option="reads_open"),
+    # controller: variables that its flags and config-file keys set for the Ryu app
+    _ctl("MEASURE_STATE_DIR", "path", DEFAULT_STATE_DIR,
+         "controller's SQLite store, token and secrets", "state_dir"),
+    _ctl("MEASURE_TOKEN_FILE", "path", None,
+         "REST bearer token file (created 0600 on first start); the CLI reads it too",
+         "token_file", state_file=TOKEN_FILE_NAME),
+    _ctl("MEASURE_SECRET_FILE", "path", None,
+         "HMAC secret shared with the agents (created 0600 on first start; must not be "
+         "readable by others)", "secret_file", state_file=SECRET_FILE_NAME),
+    _ctl("MEASURE_CONTROLLER_URL", "str", DEFAULT_CONTROLLER_URL,
+         "URL agents are told to report to", "controller_url"),
+    _ctl("MEASURE_FANOUT", "int", 4, "most children per agent in the overlay tree", "fanout",
+         bound=(1, 64)),
+    _ctl("MEASURE_READS_OPEN", "bool", False,
+         "answer GET requests without a token (mutations still need one)", "reads_open"),
+    # controller: options of measure-controller only (ryu-manager arguments)
+    _ctl(None, "int", 6653, "OpenFlow listen port", "openflow_port", bound=PORT),
+    _ctl(None, "str", "0.0.0.0", "REST listen address", "rest_listen"),
+    _ctl(None, "int", REST_PORT, "REST port", "rest_port", bound=PORT),
+    _ctl(None, "path", None, "also write the log to this file", "log_file"),
+    # controller: variables only
     Setting("MEASURE_AUTH", "bool", True,
             "off: no token and no signatures at all (tests and benchmarks only)"),
-    # reactions
     Setting("MEASURE_PROTECT", "list", (),
             "hosts, addresses or prefixes no reaction may block (the management network "
             "and the controller are always protected)"),
@@ -130,6 +150,47 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEASURE_WEBHOOK_SECRET_FILE", "path", None,
             "HMAC secret that signs webhook calls (created 0600 on first start)",
             state_file=WEBHOOK_SECRET_FILE_NAME),
+    # measure-agent: its flags and config-file keys
+    _agent("name", "str", None, "agent name, e.g. h2; tags its iptables rules", required=True),
+    _agent("controller", "str", None, "controller base URL, e.g. "
+           f"{DEFAULT_CONTROLLER_URL}; none for a standalone agent (no registration)"),
+    _agent("listen", "str", "0.0.0.0", "HTTP listen address"),
+    _agent("port", "int", 8000, "HTTP port", bound=PORT),
+    _agent("advertise", "str", None, "URL the controller and overlay peers use to reach "
+           "this agent (default http://<data-ip or listen>:<port>)"),
+    _agent("data_ip", "str", None,
+           "this host's data-network address (registered with the controller)"),
+    _agent("exclude_interface", "str", None,
+           "interface never captured (the management interface, e.g. h2-mgmt)"),
+    _agent("secret_file", "path", None, "shared HMAC secret with the controller (mode "
+           "0600); when given, every state-changing /agent/v1 request must be signed"),
+    _agent("insecure", "bool", False, "without secret_file, accept unsigned /agent/v1 "
+           "configuration from anyone (refused with 403 otherwise); only on an isolated "
+           "test network"),
+    _agent("allow_legacy", "bool", False, "accept the original unauthenticated messages on "
+           "POST / (refused with 403 otherwise); only on an isolated test network"),
+    _agent("queues", "int", 1, "NFQUEUE queues, one monitor process each (--queue-balance)",
+           bound=(1, 16)),
+    _agent("queue_num", "int", 0, "first NFQUEUE number", bound=(0, 65535)),
+    _agent("max_len", "int", 4096, "kernel queue length per queue; beyond it fail-open "
+           "accepts packets unmeasured (counted as missed)", bound=(1, 2**31 - 1)),
+    _agent("max_sketches", "int", 32, "most sketches at once (one packet-mark bit each)",
+           bound=(1, 32)),
+    _agent("max_counters", "int", 128, "most counters in all", bound=(1, 100_000)),
+    _agent("max_memory_mb", "float", 256.0,
+           "most sketch memory (width x depth x 8 bytes per counter per queue)"),
+    _agent("log_file", "path", None, "also append log lines to this file"),
+    _agent("state_dir", "path", None, "directory for the agent's pid file (created if "
+           "missing)"),
+    _agent("monitor_accept_only", "bool", False,
+           "monitors accept packets without counting (benchmark baseline only)"),
+    _agent("no_capture", "bool", False,
+           "do not install iptables rules or start monitors (API only; tests)"),
+    _agent("capture", "str", None, "capture every sketch of this agent this way, whatever "
+           "its task says (default: each task's 'capture' field; nflog never delays "
+           "packets)", choices=("nfqueue", "nflog")),
+    _agent("nflog_threshold", "int", 64,
+           "NFLOG packets the kernel gathers per netlink message", bound=(1, 1024)),
     # the measure CLI and the examples
     Setting("MEASURE_URL", "str", DEFAULT_CLI_URL, "controller REST URL of the measure CLI"),
     Setting("MEASURE_TOKEN", "str", None,
@@ -139,11 +200,19 @@ SETTINGS: tuple[Setting, ...] = (
             "where browser tests leave screenshots and page sources"),
 )
 
-ROWS: dict[str, Setting] = {row.name: row for row in SETTINGS}
-#: FAUCET's DEFAULTS: the default of every row.
-DEFAULTS: dict[str, Any] = {row.name: row.default for row in SETTINGS}
+#: variable name -> its row
+ROWS: dict[str, Setting] = {row.name: row for row in SETTINGS if row.name}
+#: FAUCET's DEFAULTS: the default of every variable.
+DEFAULTS: dict[str, Any] = {row.name: row.default for row in SETTINGS if row.name}
+
+
+def options(command: str) -> dict[str, Setting]:
+    """``command``'s config-file keys (its long options with _ for -) -> their rows."""
+    return {row.option: row for row in SETTINGS if row.option and command in row.commands}
+
+
 #: measure-controller option (config-file key) -> the row it sets.
-OPTIONS: dict[str, Setting] = {row.option: row for row in SETTINGS if row.option}
+OPTIONS: dict[str, Setting] = options("controller")
 
 
 def _row(name: str) -> Setting:
@@ -205,15 +274,30 @@ def export(values: Mapping[str, str]) -> None:
 
 
 def table_markdown() -> str:
-    """The table as docs/deploy.md lists it."""
+    """The variables, then each command's config-file keys, as docs/deploy.md lists them."""
     lines = ["| variable | type | default | bound | controller option | meaning |",
              "| --- | --- | --- | --- | --- | --- |"]
     for row in SETTINGS:
-        bound = f"{row.bound[0]}..{row.bound[1]}" if row.bound else ""
-        option = f"`--{row.option.replace('_', '-')}` / `{row.option}`" if row.option else ""
-        lines.append(f"| `{row.name}` | {row.kind} | `{row.describe_default()}` | {bound} "
-                     f"| {option} | {row.doc} |")
+        if row.name is None:
+            continue
+        option = f"`{row.option}`" if row.option else ""
+        lines.append(f"| `{row.name}` | {row.kind} | `{row.describe_default()}` "
+                     f"| {_bound(row)} | {option} | {row.doc} |")
+    for command in ("controller", "agent"):
+        lines += ["", f"Config-file keys of `measure-{command}` (flags: `--` and the key with "
+                      "`-` for `_`):", "",
+                  "| key | type | default | bound | variable | meaning |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for key, row in options(command).items():
+            default = "required" if row.required else f"`{row.describe_default()}`"
+            kind = " or ".join(row.choices) if row.choices else row.kind
+            lines.append(f"| `{key}` | {kind} | {default} | {_bound(row)} "
+                         f"| {f'`{row.name}`' if row.name else ''} | {row.doc} |")
     return "\n".join(lines)
+
+
+def _bound(row: Setting) -> str:
+    return f"{row.bound[0]}..{row.bound[1]}" if row.bound else ""
 
 
 if __name__ == "__main__":

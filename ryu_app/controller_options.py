@@ -22,6 +22,8 @@ from measure_common.config import (
     CONFIG_ERROR_EXIT,
     ConfigError,
     add_config_arguments,
+    add_options,
+    check_bounds,
     check_secret_file,
     parse_known_with_config,
 )
@@ -39,32 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "listed here are passed to ryu-manager.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_config_arguments(p)
-    p.add_argument("--openflow-port", type=int, default=6653,
-                   help="OpenFlow listen port (default 6653)")
-    p.add_argument("--rest-listen", default="0.0.0.0",
-                   help="REST listen address (default 0.0.0.0)")
-    p.add_argument("--rest-port", type=int, default=8080, help="REST port (default 8080)")
-    for option, row in OPTIONS.items():  # the settings table's rows that have a flag
-        flag = "--" + option.replace("_", "-")
-        if row.kind == "bool":
-            p.add_argument(flag, action="store_true", help=f"{row.doc} (env {row.name})")
-        else:
-            p.add_argument(flag, type=int if row.kind == "int" else str, default=None,
-                           help=f"{row.doc} (default {row.describe_default()}; "
-                                f"env {row.name})")
-    p.add_argument("--log-file", default=None, help="also write the log to this file")
+    add_options(p, "controller")  # every key is a row of measure_common.settings
     return p
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("openflow_port", "rest_port"):
-        port = getattr(args, name)
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"{name.replace('_', '-')} {port} is out of range 1..65535")
-    for name, row in OPTIONS.items():
-        value = getattr(args, name)
-        if row.bound and value is not None and not row.bound[0] <= value <= row.bound[1]:
-            raise ConfigError(f"{name} {value} is out of range {row.bound[0]}..{row.bound[1]}")
+    check_bounds(args, "controller")
     if args.secret_file and os.path.exists(args.secret_file):
         check_secret_file(args.secret_file)
     if args.state_dir and os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
@@ -81,6 +63,8 @@ def ryu_invocation(argv: Sequence[str]) -> tuple[list[str], dict[str, str], bool
     env: dict[str, str] = {}
     for name, row in OPTIONS.items():
         value = getattr(args, name)
+        if row.name is None:
+            continue  # a ryu-manager argument, below
         if row.kind == "bool":
             if value:
                 env[row.name] = "1"

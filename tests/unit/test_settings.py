@@ -111,3 +111,20 @@ def test_deploy_guide_lists_the_table_as_generated():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "docs", "deploy.md")) as f:
         assert settings.table_markdown() in f.read()
+
+
+def test_every_agent_option_is_a_row_and_bounds_are_checked(tmp_path):
+    from host_agent.__main__ import build_parser as agent_parser
+    from host_agent.__main__ import parse_args
+    from measure_common.config import ConfigError
+
+    flags = {s for a in agent_parser()._actions for s in a.option_strings}
+    keys = settings.options("agent")
+    assert {f"--{k.replace('_', '-')}" for k in keys} <= flags
+    assert len(flags - {"-h", "--help", "--version", "--config", "--check-config"}) == len(keys)
+    args = parse_args(["--name", "h1"])
+    assert (args.port, args.queues, args.nflog_threshold) == (8000, 1, 64)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("name: h1\nqueues: 17\n")
+    with pytest.raises(ConfigError, match=r"^queues 17 is out of range 1\.\.16$"):
+        parse_args(["--config", str(cfg)])
