@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from measure_model.task import CAPTURE_MODES
+
 #: Where the controller keeps its SQLite store, token and secrets.
 DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
 TOKEN_FILE_NAME = "controller.token"
@@ -188,7 +190,7 @@ SETTINGS: tuple[Setting, ...] = (
            "do not install iptables rules or start monitors (API only; tests)"),
     _agent("capture", "str", None, "capture every sketch of this agent this way, whatever "
            "its task says (default: each task's 'capture' field; nflog never delays "
-           "packets)", choices=("nfqueue", "nflog")),
+           "packets)", choices=CAPTURE_MODES),
     _agent("nflog_threshold", "int", 64,
            "NFLOG packets the kernel gathers per netlink message", bound=(1, 1024)),
     # the measure CLI and the examples
