@@ -63,13 +63,13 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 
 from host_agent.agent import Agent
-from host_agent.monitor.core import MonitorCore
 from host_agent.overlay.merge import merge_snapshots
 from host_agent.overlay.node import OverlayNode
 from measure_common.runner import InlineRunner
 from measure_model.packet.keys import HeaderBatch
 from measure_model.task import Task
 from ryu_app.service.results import MemoryStore, Results
+from testing.monitors import InlineMonitor
 
 CTL = "http://ctl.sim:8080"
 cpu = time.thread_time
@@ -123,18 +123,9 @@ def measure_latency(samples: int = 15) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- simulated agents
 
-class InProcMonitor:
-    """The real monitor core, called in process instead of over a socket."""
-
-    def __init__(self) -> None:
-        self.core = MonitorCore()
-
-    def call(self, msg: dict) -> Any:
-        return self.core.handle(msg, float(msg.get("now", 0.0)))
-
-
 def make_agent(i: int) -> Agent:
-    agent = Agent(f"a{i}", [InProcMonitor()], capture=None, data_ip=f"10.{i >> 8}.{i & 255}.1")
+    agent = Agent(f"a{i}", [InlineMonitor(clock=None)], capture=None,
+                  data_ip=f"10.{i >> 8}.{i & 255}.1")
     agent.url = f"http://a{i}.sim:8000"
     return agent
 

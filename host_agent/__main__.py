@@ -96,10 +96,17 @@ def _mac_of(ip: str | None) -> str | None:
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
               cost: Callable[[], dict], interval: float = 2.0) -> None:
     """Register with the controller as reachable at ``advertise``, then heartbeat with
-    the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise."""
+    the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise.
+
+    With several controller URLs (a leader and standbys on one shared store),
+    a controller that fails is left for the next one, where the agent
+    registers again; only the leader answers (a standby's ports stay closed).
+    """
     import eventlet
 
-    base = args.controller.rstrip("/")
+    bases = controller_urls(args.controller)
+    current = 0
+    base = bases[current]
     body = {"name": args.name, "url": advertise, "data_ip": args.data_ip,
             "mac": _mac_of(args.data_ip), "version": __version__}
     registered, failing, last_logged = False, False, -1e9
@@ -134,7 +141,18 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                 log.warning("controller %s: %s (retrying every %gs)", base, exc, interval)
                 last_logged = time.monotonic()
             failing = True
+            if len(bases) > 1 and isinstance(exc, OSError):  # unreachable: try the next one
+                current = (current + 1) % len(bases)
+                base, registered = bases[current], False
         eventlet.sleep(interval if registered else min(interval, 1.0))
+
+
+def controller_urls(value: str) -> list[str]:
+    """The controller base URLs of ``--controller`` (comma-separated), in order."""
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("--controller names no URL")
+    return urls
 
 
 def supervisor(agent: Agent, overlay: OverlayNode, period: float = 0.25) -> None:

@@ -126,6 +126,9 @@ SETTINGS: tuple[Setting, ...] = (
     _ctl("MEASURE_SECRET_FILE", "path", None,
          "HMAC secret shared with the agents (created 0600 on first start; must not be "
          "readable by others)", "secret_file", state_file=SECRET_FILE_NAME),
+    _ctl("MEASURE_STORE_URL", "str", None,
+         "keep the state in PostgreSQL (postgresql://user@host/db) instead of STATE_DIR's "
+         "SQLite file; controllers sharing it elect one leader", "store"),
     _ctl("MEASURE_CONTROLLER_URL", "str", DEFAULT_CONTROLLER_URL,
          "URL agents are told to report to", "controller_url"),
     _ctl("MEASURE_FANOUT", "int", 4, "most children per agent in the overlay tree", "fanout",
@@ -155,7 +158,9 @@ SETTINGS: tuple[Setting, ...] = (
     # measure-agent: its flags and config-file keys
     _agent("name", "str", None, "agent name, e.g. h2; tags its iptables rules", required=True),
     _agent("controller", "str", None, "controller base URL, e.g. "
-           f"{DEFAULT_CONTROLLER_URL}; none for a standalone agent (no registration)"),
+           f"{DEFAULT_CONTROLLER_URL}, or several separated by commas (a leader and its "
+           "standbys: the agent registers with the first that answers and moves on when it "
+           "stops answering); none for a standalone agent (no registration)"),
     _agent("listen", "str", "0.0.0.0", "HTTP listen address"),
     _agent("port", "int", 8000, "HTTP port", bound=PORT),
     _agent("advertise", "str", None, "URL the controller and overlay peers use to reach "

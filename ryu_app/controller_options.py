@@ -49,6 +49,8 @@ def _check(args: argparse.Namespace) -> None:
     check_bounds(args, "controller")
     if args.secret_file and os.path.exists(args.secret_file):
         check_secret_file(args.secret_file)
+    if args.store and not args.store.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"store {args.store!r}: only postgresql:// URLs are supported")
     if args.state_dir and os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
         raise ConfigError(f"state_dir {args.state_dir}: not a directory")
 

@@ -46,6 +46,7 @@ that did not answer and pushes that keep failing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -82,11 +83,11 @@ class MeasureService:
                  http: Transport | None = None, fanout: int | None = None,
                  heartbeat_timeout: float = DEFAULT_TIMEOUT,
                  controller_url: str | None = None, auth: AuthConfig | None = None,
-                 runner: Runner | None = None) -> None:
+                 runner: Runner | None = None, store: Store | None = None) -> None:
         self.topology = topology
         self.now = now
         self.state_dir = state_dir
-        self.store = Store.in_dir(state_dir)
+        self.store = store if store is not None else Store.in_dir(state_dir)
         self.registry = Registry(heartbeat_timeout)
         # a given argument wins; the environment only fills what was not given
         self.fanout = fanout if fanout is not None else get_setting("MEASURE_FANOUT")
@@ -436,6 +437,12 @@ class MeasureService:
             self.ticker.ok(now)
 
     def _tick(self, now: float) -> None:
+        if not self.store.try_lead():
+            # another controller took the shared store: two leaders would fight over the
+            # agents and the switches, so this one stops (its supervisor restarts it as
+            # the standby)
+            log.critical("lost the leader's lock on %s: exiting", self.store.path)
+            os._exit(3)
         self.actions.tick(now)
         gone = self.registry.expire(now)
         if gone:

@@ -17,9 +17,10 @@ import webob
 from host_agent.agent import Agent
 from host_agent.api import LEGACY_DISABLED, AgentApp
 from host_agent.errors import AgentError
-from host_agent.monitor.core import MonitorCore, fail_open_message
+from host_agent.monitor.core import fail_open_message
 from host_agent.overlay.node import OverlayNode
 from measure_model.task import Task
+from testing.monitors import InlineMonitor
 
 pytestmark = pytest.mark.unit
 
@@ -38,37 +39,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-class InlineMonitor:
-    """In-process stand-in for MonitorProcess (same JSON protocol, no NFQUEUE)."""
-
-    def __init__(self, clock: Clock, queue: int = 0) -> None:
-        self.clock, self.queue, self.pid = clock, queue, None
-        self.core = MonitorCore()
-        self.dead = False
-        self.starts = 0
-
-    def start(self) -> None:
-        self.core = MonitorCore()
-        self.dead = False
-        self.starts += 1
-
-    def stop(self) -> None:
-        pass
-
-    def alive(self) -> bool:
-        return not self.dead
-
-    def call(self, msg: dict) -> object:
-        try:
-            result = self.core.handle(json.loads(json.dumps(msg)), self.clock())
-        except (KeyError, ValueError) as exc:
-            raise AgentError(400, str(exc).strip("'\"")) from None
-        return json.loads(json.dumps(result))
-
-    def feed(self, packets: list[bytes], mark: int = 1) -> None:
-        self.core.ingest(packets, [mark] * len(packets), self.clock())
 
 
 @pytest.fixture

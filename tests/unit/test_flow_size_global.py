@@ -18,22 +18,11 @@ from host_agent.agent import Agent
 from measure_model.packet.keys import HeaderBatch
 from measure_model.task import parse_task
 from measure_model.wire import report
+from testing.monitors import InlineMonitor
 
 pytestmark = pytest.mark.unit
 
 HOSTS = range(2, 10)  # h1 is the operator, as with measure-net --no-agent-on h1
-
-
-class InProcMonitor:
-    """The real monitor core, called in process instead of over its socket."""
-
-    def __init__(self) -> None:
-        from host_agent.monitor.core import MonitorCore
-
-        self.core = MonitorCore()
-
-    def call(self, msg: dict):
-        return self.core.handle(msg, float(msg.get("now", 0.0)))
 
 
 def pingall_at(agent: Agent, task_id: str, host: int, now: float) -> None:
@@ -54,7 +43,8 @@ def test_global_flow_size_after_a_pingall_lists_all_64_pairs():
                        "filter": {"interface": "INPUT", "proto": "icmp"}}, "policy")
     snaps = []
     for host in HOSTS:
-        agent = Agent(f"h{host}", [InProcMonitor()], capture=None, data_ip=f"10.0.0.{host}")
+        agent = Agent(f"h{host}", [InlineMonitor(clock=None)], capture=None,
+                      data_ip=f"10.0.0.{host}")
         agent.install_task("1", task)
         pingall_at(agent, "1", host, now=10.0)
         snap = agent.snapshot_task("1", now=10.5)

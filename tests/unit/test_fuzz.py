@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from host_agent.capture.rules import sample_args
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, Task, parse_tasks
+from testing.monitors import InlineMonitor
 
 # ---------------------------------------------------------------- shared: hostile values
 
@@ -108,39 +109,6 @@ BANDWIDTH = {"name": "bw-1", "kind": "bandwidth", "src": "h5", "dst": "h6", "met
 SECRET = b"hostile-input-test-secret-0123456789abcdef"
 
 
-class CoreMonitor:
-    """The real monitor core (``MonitorCore``) behind the monitor's JSON line protocol.
-
-    Same contract as ``agent.MonitorProcess.call``: messages and replies are
-    JSON-serialised, KeyError/ValueError/TypeError become the monitor's
-    ``{"ok": false}`` reply (AgentError 400). Any other exception escapes, as
-    it would kill the real monitor process.
-    """
-
-    queue, pid = 0, None
-
-    def __init__(self) -> None:
-        from host_agent.monitor.core import MonitorCore
-
-        self.core = MonitorCore()
-
-    def alive(self) -> bool:
-        return True
-
-    def call(self, msg: dict) -> object:
-        import json
-        import time
-
-        from host_agent.errors import AgentError
-
-        msg = json.loads(json.dumps(msg))
-        try:
-            result = self.core.handle(msg, time.time())
-        except (KeyError, ValueError, TypeError) as exc:
-            raise AgentError(400, str(exc).strip("'\"")) from None
-        return json.loads(json.dumps(result))
-
-
 class RecordingTransport:
     """Overlay transport that records outgoing requests and answers 503."""
 
@@ -206,7 +174,7 @@ def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
 
     if capture == "memory":
         capture = MemoryCapture()
-    agent = Agent("fz", [CoreMonitor()], capture=capture, data_ip="10.0.0.9")
+    agent = Agent("fz", [InlineMonitor()], capture=capture, data_ip="10.0.0.9")
     transport = RecordingTransport()
     overlay = OverlayNode(agent, http=transport, runner=InlineRunner())
     verifier = Verifier(secret) if secret else None

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from host_agent.agent import Agent, AgentError
-from host_agent.monitor.core import MonitorCore
 from measure_model.task import PolicyError, parse_task
+from testing.monitors import InlineMonitor
 from tests.unit.test_rest import h  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.unit
@@ -76,18 +76,8 @@ def test_rest_stores_ipv6_tasks_with_their_capture_mode(h):  # noqa: F811
     assert stored["task"]["filter"]["dst"] == "2001:db8::5" and stored["task"]["capture"] == "nflog"
 
 
-class FakeMonitor:
-    """The real MonitorCore behind the monitor's call() interface (no NFQUEUE)."""
-
-    def __init__(self) -> None:
-        self.core = MonitorCore()
-
-    def call(self, msg: dict):
-        return self.core.handle(msg, 0.0)
-
-
 def test_agent_takes_the_capture_mode_per_task_per_sketch_and_per_agent():
-    agent = Agent("h1", [FakeMonitor()])
+    agent = Agent("h1", [InlineMonitor(clock=lambda: 0.0)])
     sid = agent.install_task("2", parse_task(task(capture="nflog"), "x"))
     assert agent.sketches[sid].capture == "nflog" and agent.sketches[sid].slot == 16
     sid = agent.install_task("3", parse_task(task(), "x"))
@@ -100,6 +90,6 @@ def test_agent_takes_the_capture_mode_per_task_per_sketch_and_per_agent():
         agent.create_sketch({"src": "10.0.0.1", "dst": "::1"})
     assert err.value.status == 400 and "one address family per filter" in err.value.message
     assert sorted(agent.sketches) == [1, 2]
-    forced = Agent("h2", [FakeMonitor()], capture_mode="nflog")
+    forced = Agent("h2", [InlineMonitor(clock=lambda: 0.0)], capture_mode="nflog")
     assert forced.create_sketch({}).capture == "nflog"
     assert forced.sketches[forced.install_task("1", parse_task(task(), "x"))].capture == "nflog"

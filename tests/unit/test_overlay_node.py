@@ -18,6 +18,7 @@ import pytest
 from host_agent.overlay.node import NotAChild, OverlayNode, StaleEpoch
 from measure_common.runner import InlineRunner
 from measure_model.task import Task
+from testing.monitors import InlineMonitor
 
 CTL = "http://ctl.test:8080"
 INTERVAL = 5.0
@@ -473,24 +474,12 @@ def test_slow_children_stretch_the_wait(tree):
 
 # ---------------------------------------------------------------- real counters and merge
 
-class InProcMonitor:
-    """The real monitor core, called in process instead of over its socket."""
-
-    def __init__(self) -> None:
-        from host_agent.monitor.core import MonitorCore
-
-        self.core = MonitorCore()
-
-    def call(self, msg: dict):
-        return self.core.handle(msg, float(msg.get("now", 0.0)))
-
-
 def real_tree() -> Tree:
     """The same 1+3+9 tree over real Agents (no capture) and report.merge_all."""
     from host_agent.agent import Agent
 
     def agent(name: str) -> Agent:
-        real = Agent(name, [InProcMonitor()], capture=None, data_ip=f"10.0.0.{name[1:]}")
+        real = Agent(name, [InlineMonitor(clock=None)], capture=None, data_ip=f"10.0.0.{name[1:]}")
         real.url = f"http://{name}.test:8000"  # what FakeNet routes by
         return real
 
