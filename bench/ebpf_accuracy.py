@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import base_parser, print_table, write_json
+from measure_common.settings import child_env
 
 MEMORY = 512 * 1024
 SKEW = 1.1
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_file = f"/tmp/ebpf-acc-{os.getpid()}-trace.npy"
     np.save(trace_file, srcs)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root}
+    env = child_env({"PYTHONPATH": root})
     try:
         iface = subprocess.run(["ip", "-n", net.rcv, "-o", "link", "show", "type", "veth"],
                                capture_output=True, text=True, check=True).stdout.split()[1]

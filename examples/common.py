@@ -24,10 +24,11 @@ import time
 import requests
 
 from measure_cli.client import ApiError, ControllerClient
+from measure_common.settings import DEFAULT_CONTROLLER_URL, given_setting
 from testing.procs import wait_until
 
 AGENT_PORT = 8000
-DEFAULT_CONTROLLER = os.environ.get("MEASURE_URL", "http://192.168.100.254:8080")
+DEFAULT_CONTROLLER = given_setting("MEASURE_URL") or DEFAULT_CONTROLLER_URL
 HERE = os.path.dirname(os.path.abspath(__file__))
 POLICIES = os.path.join(os.path.dirname(HERE), "policies")
 
@@ -40,7 +41,7 @@ def add_mode_arguments(parser: argparse.ArgumentParser, agent_default: str) -> N
     mode.add_argument("--controller", metavar="URL", nargs="?", const=DEFAULT_CONTROLLER,
                       default=None, help=f"global mode through the controller REST API "
                                          f"(default URL {DEFAULT_CONTROLLER})")
-    parser.add_argument("--token-file", default=os.environ.get("MEASURE_TOKEN_FILE"),
+    parser.add_argument("--token-file", default=given_setting("MEASURE_TOKEN_FILE"),
                         help="controller bearer token file (env MEASURE_TOKEN_FILE)")
     parser.add_argument("--rounds", type=int, default=0,
                         help="stop after this many polls (default 0: forever)")

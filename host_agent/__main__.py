@@ -38,10 +38,11 @@ from measure_common.config import (
     CONFIG_ERROR_EXIT,
     ConfigError,
     add_config_arguments,
+    add_options,
+    check_bounds,
     check_secret_file,
     parse_with_config,
 )
-from measure_model.task import PROBE_PORT
 from measure_model.version import __version__
 
 log = logging.getLogger("host_agent")
@@ -54,76 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                                             "HTTP API on port 8000).")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_config_arguments(p)
-    p.add_argument("--name", required=True,
-                   help="agent name, e.g. h2 ([a-z0-9][a-z0-9_.-]{0,19}); tags its iptables rules")
-    p.add_argument("--controller", default=None,
-                   help="controller base URL, e.g. http://192.168.100.254:8080, or several "
-                        "separated by commas (a leader and its standbys: the agent registers "
-                        "with the first that answers and moves on when it stops answering); "
-                        "omit for a standalone agent (no registration)")
-    p.add_argument("--listen", default=None,
-                   help="HTTP listen address (default: the host of --advertise, else the local "
-                        "address that reaches --controller, else 0.0.0.0)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--advertise", default=None,
-                   help="URL the controller and overlay peers use to reach this agent "
-                        "(default http://<data-ip or listen>:<port>)")
-    p.add_argument("--data-ip", default=None,
-                   help="this host's data-network address (registered with the controller)")
-    p.add_argument("--exclude-interface", default=None,
-                   help="interface never captured (the management interface, e.g. h2-mgmt)")
-    p.add_argument("--secret-file", default=None,
-                   help="shared HMAC secret with the controller (mode 0600); when given, every "
-                        "state-changing /agent/v1 request must be signed")
-    p.add_argument("--insecure", action="store_true",
-                   help="without --secret-file, accept unsigned /agent/v1 configuration from "
-                        "anyone (refused with 403 otherwise); only on an isolated test network")
-    p.add_argument("--allow-legacy", action="store_true",
-                   help="accept the original unauthenticated messages on POST / "
-                        "(refused with 403 otherwise); only on an isolated test network")
-    p.add_argument("--queues", type=int, default=1,
-                   help="NFQUEUE queues, one monitor process each (--queue-balance); default 1")
-    p.add_argument("--queue-num", type=int, default=0, help="first NFQUEUE number (default 0)")
-    p.add_argument("--max-len", type=int, default=4096,
-                   help="kernel queue length per queue; beyond it fail-open accepts packets "
-                        "unmeasured (counted as missed)")
-    p.add_argument("--max-sketches", type=int, default=32,
-                   help="most sketches at once (at most 32: one packet-mark bit each)")
-    p.add_argument("--max-counters", type=int, default=128, help="most counters in all")
-    p.add_argument("--max-memory-mb", type=float, default=256,
-                   help="most sketch memory (width x depth x 8 bytes per counter per queue)")
-    p.add_argument("--log-file", default=None, help="also append log lines to this file")
-    p.add_argument("--state-dir", default=None,
-                   help="directory for the agent's pid file (created if missing)")
-    p.add_argument("--monitor-accept-only", action="store_true",
-                   help="monitors accept packets without counting (benchmark baseline only)")
-    p.add_argument("--no-capture", action="store_true",
-                   help="do not install iptables rules or start monitors (API only; tests)")
-    p.add_argument("--data-interface", default=None,
-                   help="interface the eBPF capture attaches to (default: the one holding "
-                        "--data-ip)")
-    p.add_argument("--capture", choices=("nfqueue", "nflog", "ebpf"), default=None,
-                   help="capture every sketch of this agent this way, whatever its task says "
-                        "(default: each task's 'capture' field; nflog never delays packets)")
-    p.add_argument("--nflog-threshold", type=int, default=64,
-                   help="NFLOG packets the kernel gathers per netlink message (1..1024)")
-    p.add_argument("--probe-port", type=int, default=PROBE_PORT,
-                   help=f"UDP port of path_health probes and their echoes on the data address "
-                        f"(default {PROBE_PORT}; 0: no probe process until a task needs one)")
+    add_options(p, "agent")  # every key is a row of measure_common.settings
     return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags over the config file; ConfigError names the file, line or field at fault."""
     args = parse_with_config(build_parser(), argv)
-    if not 1 <= args.queues <= 16:
-        raise ConfigError(f"queues {args.queues} is out of range 1..16")
-    if not 1 <= args.max_sketches <= 32:
-        raise ConfigError(f"max_sketches {args.max_sketches} is out of range 1..32")
-    if not 1 <= args.port <= 65535:
-        raise ConfigError(f"port {args.port} is out of range 1..65535")
-    if not 1 <= args.nflog_threshold <= 1024:
-        raise ConfigError(f"nflog_threshold {args.nflog_threshold} is out of range 1..1024")
+    check_bounds(args, "agent")
     if args.secret_file:
         check_secret_file(args.secret_file)
     return args
@@ -262,7 +201,7 @@ def supervisor(agent: Agent, overlay: OverlayNode, period: float = 0.25) -> None
         try:
             agent.tick()
             overlay.tick(time.time())
-        except Exception:  # noqa: BLE001 - the loop must survive
+        except Exception:  # broad: the loop must survive (logged with its traceback)
             log.exception("supervisor")
         eventlet.sleep(period)
 

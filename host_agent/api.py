@@ -43,6 +43,7 @@ from host_agent.overlay.node import OverlayNode
 from measure_common import jsonlimits
 from measure_common.httpclient import HttpClient
 from measure_model.task import DEFAULT_CAPTURE
+from measure_model.wire.overlay import TASK_ID_PATTERN
 
 log = logging.getLogger("host_agent.api")
 
@@ -53,7 +54,7 @@ NO_SECRET = ("this agent has no shared secret: configuration is accepted only fr
              "--insecure only on an isolated test network)")
 LEGACY_DISABLED = "legacy messages are disabled; start the agent with --allow-legacy"
 _ID = r"(\d{1,9})"
-_TASK = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
+_TASK = f"({TASK_ID_PATTERN})"
 SKETCH_BODY_FIELDS = ("filter", "counters", "capture")
 
 
@@ -152,7 +153,7 @@ class AgentApp:
         except MonitorError as exc:
             log.error("monitor unavailable: %s", exc)
             return error(503, f"monitor unavailable: {exc}")
-        except Exception:  # noqa: BLE001 - never a traceback on the wire
+        except Exception:  # broad: never a traceback on the wire (logged with its traceback)
             log.exception("internal error on %s %r", req.method, req.environ.get("PATH_INFO"))
             return error(500, "internal error")
 
@@ -193,7 +194,8 @@ class AgentApp:
         if self.overlay is not None:
             try:
                 out["overlay"] = self.overlay.overlay()
-            except Exception:  # noqa: BLE001 - health must answer
+            except Exception as exc:  # noqa: BLE001 - health must answer whatever failed
+                log.warning("health: the overlay state is unavailable: %r", exc)
                 out["overlay"] = None
         return json_response(out)
 

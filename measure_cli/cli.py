@@ -46,8 +46,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from measure_cli import render, render_paths
-from measure_cli.client import DEFAULT_URL, ApiError, ControllerClient
+from measure_cli.client import ApiError, ControllerClient
 from measure_cli.policy_check import check_policy
+from measure_common.settings import get_setting
 from measure_model.version import __version__
 
 MAX_POLICY_READ = 256 * 1024 + 1
@@ -236,7 +237,7 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="measure", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--url", default=os.environ.get("MEASURE_URL") or DEFAULT_URL,
+    parser.add_argument("--url", default=get_setting("MEASURE_URL"),
                         help="controller REST URL (default $MEASURE_URL or %(default)s)")
     parser.add_argument("--token-file", help="file holding the controller bearer token "
                         "(default $MEASURE_TOKEN_FILE)")

@@ -19,9 +19,16 @@ from typing import Any
 
 import requests
 
+from measure_common.settings import (
+    DEFAULT_STATE_DIR,
+    DEFAULTS,
+    TOKEN_FILE_NAME,
+    given_setting,
+)
+
 API_PREFIX = "/measure/v1"
-DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_TOKEN_FILE = "/var/lib/endhost-measure/controller.token"
+DEFAULT_URL: str = DEFAULTS["MEASURE_URL"]
+DEFAULT_TOKEN_FILE = os.path.join(DEFAULT_STATE_DIR, TOKEN_FILE_NAME)
 
 
 class ApiError(Exception):
@@ -44,11 +51,12 @@ def read_token(path: str) -> str:
 def resolve_token(token_file: str | None = None) -> tuple[str | None, str | None]:
     """(token, where it came from): ``token_file``, else ``$MEASURE_TOKEN_FILE``,
     else ``$MEASURE_TOKEN``, else the controller's default token file when readable."""
-    path = token_file or os.environ.get("MEASURE_TOKEN_FILE")
+    path = token_file or given_setting("MEASURE_TOKEN_FILE")
     if path:
         return read_token(path), path
-    if os.environ.get("MEASURE_TOKEN"):
-        return os.environ["MEASURE_TOKEN"].strip(), "$MEASURE_TOKEN"
+    token = given_setting("MEASURE_TOKEN")
+    if token:
+        return token.strip(), "$MEASURE_TOKEN"
     if os.access(DEFAULT_TOKEN_FILE, os.R_OK):
         return read_token(DEFAULT_TOKEN_FILE), f"{DEFAULT_TOKEN_FILE} (the default)"
     return None, None

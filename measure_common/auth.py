@@ -56,11 +56,6 @@ NONCE_HEADER = "X-Measure-Nonce"
 SIGNATURE_HEADER = "X-Measure-Signature"
 SIGNED_HEADERS = (TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
 
-#: Default locations; the controller and agent take flags to override them.
-DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
-DEFAULT_TOKEN_PATH = os.path.join(DEFAULT_STATE_DIR, "controller.token")
-DEFAULT_SECRET_PATH = os.path.join(DEFAULT_STATE_DIR, "agent.secret")
-
 #: A WWW-Authenticate value for 401 replies of the controller.
 BEARER_CHALLENGE = 'Bearer realm="measure"'
 
@@ -159,11 +154,6 @@ def load_or_create_secret(path: str) -> tuple[bytes, bool]:
 
 
 # ---------------------------------------------------------------- bearer
-
-def bearer_header(token: str) -> dict[str, str]:
-    """The header a client sends: ``{"Authorization": "Bearer <token>"}``."""
-    return {"Authorization": f"Bearer {token}"}
-
 
 def check_bearer(authorization_header: str | None, token: str) -> None:
     """Accept ``Bearer <token>`` (scheme case-insensitive) or raise AuthError(401)."""

@@ -4,6 +4,11 @@ A config file is a YAML mapping whose keys are the command's long options
 with ``-`` written as ``_`` (``data_ip: 10.0.0.2`` is ``--data-ip
 10.0.0.2``). The command's own ``argparse`` parser is the schema: there is
 no second table of option names, types or defaults to drift from the flags.
+Every key of both commands is a row of ``measure_common.settings`` (its
+type, default, bound, choices and doc; the controller's keys that reach the
+Ryu app also name their ``MEASURE_*`` variable): :func:`add_options` builds
+the flags from those rows and :func:`check_bounds` checks their bounds, so
+a config-file key, its flag and its variable are one row.
 A value is checked against the option it sets (flags are booleans; numbers
 are YAML numbers, never strings; choices must match), then becomes that
 option's default, so a flag on the command line still overrides the file.
@@ -33,6 +38,7 @@ from typing import Any
 import yaml
 
 from measure_common.auth import CredentialFileError, read_credential
+from measure_common.settings import options
 from measure_model.policy import _PolicyLoader
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -141,6 +147,40 @@ def check_secret_file(path: str, field: str = "secret_file") -> None:
         raise ConfigError(f"{field} {path}: {exc.strerror}") from None
     except CredentialFileError as exc:
         raise ConfigError(f"{field} {exc}") from None
+
+
+_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float}
+
+
+def add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """A flag for each config-file key of ``command`` in the settings table. A key that
+    also sets a variable has no parser default: given or not is then known, and the
+    variable's own default applies when it is not given."""
+    for key, row in options(command).items():
+        flag = "--" + key.replace("_", "-")
+        if row.kind == "bool":
+            parser.add_argument(flag, action="store_true",
+                                help=row.doc + (f" (env {row.name})" if row.name else ""))
+            continue
+        notes = ["required" if row.required else
+                 f"default {row.describe_default()}" if row.describe_default() != "(none)"
+                 else "",
+                 f"{row.bound[0]}..{row.bound[1]}" if row.bound else "",
+                 f"env {row.name}" if row.name else ""]
+        shown = ", ".join(n for n in notes if n)
+        parser.add_argument(flag, type=_TYPES.get(row.kind, str), choices=row.choices,
+                            required=row.required,
+                            default=None if row.name else row.default,
+                            help=f"{row.doc} ({shown})" if shown else row.doc)
+
+
+def check_bounds(args: argparse.Namespace, command: str) -> None:
+    """ConfigError naming the key when a value of ``command``'s options is out of its
+    row's bound."""
+    for key, row in options(command).items():
+        value = getattr(args, key, None)
+        if row.bound and value is not None and not row.bound[0] <= value <= row.bound[1]:
+            raise ConfigError(f"{key} {value} is out of range {row.bound[0]}..{row.bound[1]}")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

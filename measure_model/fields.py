@@ -10,6 +10,12 @@ A checker is a small frozen object with two methods:
   rule (``ryu_app/rest/openapi.json`` is generated from it), so the documented
   limits are the enforced ones.
 
+Rules across the fields of one object are objects too (:class:`Rule`):
+``check(name, obj)`` raises the error and ``schema()`` says the same rule in
+JSON schema, both from the rule's own data (:class:`Exclusive`,
+:class:`NeedsValue`, :class:`OneFamily`), so the schema of a cross-field
+rule is never written by hand beside its check.
+
 Only this module parses a number, an integer, a choice or a pattern for the
 task model; ``measure_model.task`` builds its table from these objects.
 """
@@ -20,7 +26,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 JsonSchema = dict[str, Any]
@@ -29,6 +35,7 @@ JsonSchema = dict[str, Any]
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"   # task names
 HOST_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # host names (or IPv4 data addresses)
+MAC_PATTERN = r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}"  # lower-case, colon-separated
 
 class FieldError(ValueError):
     """A value failed its check; the message names the field."""
@@ -48,6 +55,110 @@ class Checker(Protocol):
     def check(self, name: str, value: Any) -> Any: ...
 
     def json_schema(self) -> JsonSchema: ...
+
+
+class Rule(Protocol):
+    """A check across the fields of one object, and the same rule as JSON schema."""
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        """Raise FieldError naming the fields (``name``: the object's path, may be empty)."""
+        ...
+
+    def schema(self) -> JsonSchema | None:
+        """The rule as a JSON schema that the object must also match (None: a JSON
+        schema cannot say it, and the check raises ConflictError, answered 409)."""
+        ...
+
+
+def _path(name: str, field_name: str) -> str:
+    return f"{name}.{field_name}" if name else field_name
+
+
+@dataclass(frozen=True)
+class Exclusive:
+    """At most one of ``names`` is given (not None)."""
+
+    names: tuple[str, ...]
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        given = [n for n in self.names if obj.get(n) is not None]
+        if len(given) > 1:
+            listed = " and ".join(_path(name, n) for n in self.names)
+            raise FieldError(f"{listed} are exclusive: give one of them")
+
+    def schema(self) -> JsonSchema:
+        return {"not": {"required": list(self.names)}}
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """Fields ``a`` and ``b``, when given, differ (each a ``what``); a ConflictError,
+    since a JSON schema cannot compare two fields."""
+
+    a: str
+    b: str
+    what: str
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        if obj.get(self.a) is not None and obj.get(self.a) == obj.get(self.b):
+            raise ConflictError(f"{_path(name, self.a)} and {_path(name, self.b)} are the "
+                                f"same {self.what} '{obj[self.a]}'")
+
+    def schema(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class NeedsValue:
+    """Any of ``names`` given needs the field ``needs`` to be one of ``values``."""
+
+    names: tuple[str, ...]
+    needs: str
+    values: tuple[str, ...]
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        for n in self.names:
+            if obj.get(n) is not None and obj.get(self.needs) not in self.values:
+                raise FieldError(f"{_path(name, n)} needs {_path(name, self.needs)} "
+                                 f"{' or '.join(self.values)}")
+
+    def schema(self) -> JsonSchema:
+        return {"anyOf": [
+            {"not": {"anyOf": [{"required": [n]} for n in self.names]}},
+            {"required": [self.needs], "properties": {self.needs: {"enum": list(self.values)}}}]}
+
+
+@dataclass(frozen=True)
+class OneFamily:
+    """The addresses ``names`` and a family-bound protocol (``proto_family``: protocol ->
+    IP version) of one object are of one address family."""
+
+    names: tuple[str, ...]
+    proto: str
+    proto_family: tuple[tuple[str, int], ...]
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        family = dict(self.proto_family)
+        first: tuple[str, int] | None = None
+        if obj.get(self.proto) in family:
+            first = (f"{_path(name, self.proto)} {obj[self.proto]}", family[obj[self.proto]])
+        for n in self.names:
+            if obj.get(n) is None:
+                continue
+            version = 6 if ":" in obj[n] else 4
+            if first is None:
+                first = (f"{_path(name, n)} '{obj[n]}'", version)
+            elif first[1] != version:
+                raise FieldError(f"{_path(name, n)} '{obj[n]}' is IPv{version} but {first[0]} "
+                                 f"is IPv{first[1]}: one address family per {name or 'object'}")
+
+    def schema(self) -> JsonSchema:
+        patterns = {4: IPV4_PREFIX, 6: IPV6_PREFIX}
+        return {"anyOf": [
+            {"properties": {**{n: {"pattern": f"^{patterns[v]}$"} for n in self.names},
+                            self.proto: {"not": {"enum": [p for p, f in self.proto_family
+                                                          if f != v]}}}}
+            for v in (4, 6)]}
 
 
 def type_name(value: Any) -> str:
@@ -335,14 +446,13 @@ class Nested:
     """An object of its own rows, built into ``factory(**fields)``.
 
     Unknown keys are refused (``unknown field 'window.size'``); absent
-    fields take their row's default; ``rule`` runs on the checked fields
-    for checks across them.
+    fields take their row's default; ``rules`` run on the checked fields
+    for checks across them, and their schemas join the object's (``allOf``).
     """
 
     rows: tuple[Row, ...]
     factory: Callable[..., Any]
-    rule: Callable[[dict[str, Any]], None] | None = field(default=None)
-    rule_schema: JsonSchema | None = None  # the rule as JSON schema, where one can say it
+    rules: tuple[Rule, ...] = ()
 
     def check(self, name: str, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -359,8 +469,8 @@ class Nested:
                 raise FieldError(f"{name}.{row.name} is required")
             else:
                 out[row.name] = row.default_for(value)
-        if self.rule is not None:
-            self.rule(out)
+        for rule in self.rules:
+            rule.check(name, out)
         return self.factory(**out)
 
     def json_schema(self) -> JsonSchema:
@@ -369,8 +479,13 @@ class Nested:
         required = [r.name for r in self.rows if r.required]
         if required:
             out["required"] = required
-        if self.rule_schema is not None:
-            out.update(self.rule_schema)
+        parts: list[JsonSchema] = []
+        for rule in self.rules:
+            schema = rule.schema()
+            if schema is not None:
+                parts += schema["allOf"] if list(schema) == ["allOf"] else [schema]
+        if parts:
+            out["allOf"] = parts
         return out
 
 

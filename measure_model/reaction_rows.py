@@ -126,7 +126,8 @@ REACTION_ROWS = (
 
 def _reaction_schema() -> dict[str, Any]:
     """``_reaction_rule`` as JSON schema: each action's own fields, ``above`` only and
-    always with event threshold (what ``_reactions_fit_the_task`` checks stays prose)."""
+    always with event threshold (``measure_model.task.ReactionsFitTheTask`` ties events to
+    the task's kind and key)."""
     extra = ("to", "mbit", "dscp", "queue", "url")
     per_action = []
     for action, own in ACTION_FIELDS.items():
@@ -153,16 +154,16 @@ def _reaction_schema() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ReactionEntry:
-    """One ``on:`` entry: its rows, then ``_reaction_rule`` with the entry's name."""
+class ReactionRule:
+    """The fields each action takes and needs (``ACTION_FIELDS``, ``TIMED_ACTIONS``):
+    the check and its JSON schema, from the same tables."""
 
-    nested: Nested
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        _reaction_rule(name, obj)
 
-    def check(self, name: str, value: Any) -> Reaction:
-        reaction = self.nested.check(name, value)
-        out = {f.name: getattr(reaction, f.name) for f in fields(reaction)}
-        _reaction_rule(name, out)
-        return Reaction(**out)
+    def schema(self) -> dict[str, Any]:
+        return _reaction_schema()
 
-    def json_schema(self) -> dict[str, Any]:
-        return self.nested.json_schema()
+
+#: one ``on:`` entry: its rows, then the reaction rule
+REACTION = Nested(REACTION_ROWS, Reaction, rules=(ReactionRule(),))

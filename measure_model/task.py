@@ -24,7 +24,7 @@ Everything else is derived from the table:
   (``tests/unit/test_openapi.py`` compares them).
 
 Reactions (``on:``) are a list of entries with rows of their own
-(``measure_model.reaction_rows``); ``_reactions_fit_the_task`` ties their
+(``measure_model.reaction_rows``); ``ReactionsFitTheTask`` ties their
 events to the task's kind and key. A policy's top-level ``protect:`` is merged into each of its
 measurement tasks (``with_protect``), so it is stored with them.
 
@@ -36,7 +36,7 @@ new nested object, its rows and dataclass like ``WINDOW_ROWS``/``Window``;
 a counter setting also goes into ``COUNTER_FIELDS``. Adding a kind: add it
 to ``KINDS`` (and ``MEASURE_KINDS`` if agents count it, with its
 ``DEFAULT_KEY``) and to the ``kinds`` of the rows that apply. Then
-regenerate the schemas (``python -m measure_model.openapi_gen``). Nothing
+regenerate the schemas (``python -m ryu_app.rest.openapi_schemas``). Nothing
 else validates a task.
 """
 
@@ -48,18 +48,20 @@ from typing import Any
 
 from measure_model.fields import (
     IP_ADDRESS,
-    IPV4_PREFIX,
-    IPV6_PREFIX,
     NAME_PATTERN,
     Choice,
     ConflictError,
+    Distinct,
+    Exclusive,
     FieldError,
     HostOrPrefix,
     HostPort,
     Integer,
     ListOf,
+    NeedsValue,
     Nested,
     Number,
+    OneFamily,
     Pattern,
     PortSpec,
     PowerOfTwo,
@@ -69,6 +71,7 @@ from measure_model.fields import (
     type_name,
 )
 from measure_model.reaction_rows import (
+    ACTIONS,
     ADDRESS_KEYS,
     EVENT_KINDS,
     EVENTS,
@@ -76,10 +79,8 @@ from measure_model.reaction_rows import (
     MAX_PROTECT,
     MAX_REACTIONS,
     NETWORK_ACTIONS,
-    REACTION_ROWS,
+    REACTION,
     Reaction,
-    ReactionEntry,
-    _reaction_schema,
 )
 
 # ---------------------------------------------------------------- names and limits
@@ -105,9 +106,11 @@ DEFAULT_KEY = {"heavy_hitters": "src", "flow_size": "src_dst", "port_scan": "src
 INTERFACES = ("INPUT", "OUTPUT")
 PROTOS = ("tcp", "udp", "icmp", "icmpv6")
 PROTO_FAMILY = {"icmp": 4, "icmpv6": 6}   # a filter with this proto matches one family
+PORT_PROTOS = ("tcp", "udp")               # protocols with ports
 CAPTURE_MODES = ("nfqueue", "nflog", "ebpf")
 DEFAULT_CAPTURE = "nfqueue"
 WINDOW_MODES = ("tumbling", "sliding")
+DEFAULT_WINDOW_MODE = "tumbling"
 BW_METHODS = ("slops", "bulk")
 
 MAX_POLICY_BYTES = 256 * 1024      # one YAML policy or JSON body
@@ -125,12 +128,14 @@ DEFAULT_REPORT_INTERVAL, MIN_REPORT_INTERVAL, MAX_REPORT_INTERVAL = 5.0, 0.5, 36
 DEFAULT_WIDTH, MIN_WIDTH, MAX_WIDTH = 16384, 64, 2 ** 22
 DEFAULT_DEPTH, MAX_DEPTH = 4, 8
 DEFAULT_SEED, MAX_SEED = 1, 2 ** 31 - 1
+CELL_BYTES = 8                     # one int64 count-min cell
 BW_DEFAULT_DURATION, BW_MIN_DURATION, BW_MAX_DURATION = 10.0, 1.0, 60.0
 BW_DEFAULT_BYTES, BW_MIN_BYTES, BW_MAX_BYTES = 20_000_000, 100_000, 200_000_000
 DEFAULT_MEMORY, MIN_MEMORY, MAX_MEMORY = 512 * 1024, 4096, 64 * 1024 * 1024
 DEFAULT_MIN_DISTINCT, MAX_MIN_DISTINCT = 100, 1000  # a 256-bit bitmap reads ~1,400 peers
 DEFAULT_CHANGE_THRESHOLD = 0.001   # heavy_changers: fraction of an interval's total
 SAMPLE_MODES = ("random", "nth")
+DEFAULT_SAMPLE_MODE = "random"
 MIN_SAMPLE = 1e-6                  # sample: at least one packet in a million
 EXPORT_FORMATS = ("ipfix", "netflow9")
 MAX_EXPORTS = 4                    # collectors per flows task
@@ -186,6 +191,11 @@ class SketchSpec:
     width: int = DEFAULT_WIDTH
     depth: int = DEFAULT_DEPTH
     seed: int = DEFAULT_SEED
+
+    @property
+    def cell_bytes(self) -> int:
+        """Bytes of the sketch cells (int64 each): what agents budget memory by."""
+        return self.width * self.depth * CELL_BYTES
 
 
 @dataclass(frozen=True)
@@ -284,36 +294,9 @@ class Task:
 
 # ---------------------------------------------------------------- the table
 
-def _ports_need_proto(obj: dict[str, Any]) -> None:
-    for port in ("sport", "dport"):
-        if obj[port] is not None and obj["proto"] not in ("tcp", "udp"):
-            raise FieldError(f"filter.{port} needs filter.proto tcp or udp")
-
-
 def _flows_or(flows: Any, other: Any):
     """A default that differs for kind flows."""
     return lambda obj: flows if obj.get("kind") == "flows" else other
-
-
-def _one_family(obj: dict[str, Any]) -> None:
-    """The addresses of a filter, and an ICMP protocol, are of one address family."""
-    first: tuple[str, int] | None = None
-    if obj["proto"] in PROTO_FAMILY:
-        first = (f"filter.proto {obj['proto']}", PROTO_FAMILY[obj["proto"]])
-    for name in ("src", "dst"):
-        if obj[name] is None:
-            continue
-        version = 6 if ":" in obj[name] else 4
-        if first is None:
-            first = (f"filter.{name} '{obj[name]}'", version)
-        elif first[1] != version:
-            raise FieldError(f"filter.{name} '{obj[name]}' is IPv{version} but {first[0]} "
-                             f"is IPv{first[1]}: one address family per filter")
-
-
-def _filter_rules(obj: dict[str, Any]) -> None:
-    _ports_need_proto(obj)
-    _one_family(obj)
 
 
 def _default_threshold(obj: dict[str, Any]) -> float | None:
@@ -335,37 +318,65 @@ def _default_memory(obj: dict[str, Any]) -> int | None:
     return DEFAULT_MEMORY if obj.get("kind") in ELASTIC_KINDS else None
 
 
-def _reactions_fit_the_task(obj: dict[str, Any]) -> None:
-    """An event must come from the task's kind; a network action needs an address key."""
-    for i, r in enumerate(obj.get("on") or ()):
-        need = EVENT_KINDS.get(r.event)
-        if need is not None and need in KINDS and obj["kind"] != need:
-            raise FieldError(f"on[{i}].event {r.event} is raised by kind {need}, "
-                             f"not {obj['kind']}")
-        if r.action in NETWORK_ACTIONS and r.event != "port_scan" \
-                and obj.get("key") not in ADDRESS_KEYS:
-            raise FieldError(f"on[{i}].action {r.action} needs a key holding an address "
-                             f"({', '.join(ADDRESS_KEYS)}), not {obj.get('key')}")
-
-
 def kind_events(kind: str) -> list[str]:
     """The events an ``on:`` entry of a task of ``kind`` may name."""
     return [e for e in EVENTS if EVENT_KINDS.get(e) in (None, kind)
             or EVENT_KINDS[e] not in KINDS]
 
 
-def reactions_fit_schema(kind: str, schema: dict[str, Any]) -> None:
-    """``_reactions_fit_the_task`` as JSON schema, in a kind's task ``schema``."""
-    on = schema["properties"]["on"]
-    entry = on["items"]
-    schema["properties"]["on"] = {**on, "items": {**entry, "properties": {
-        **entry["properties"], "event": {**entry["properties"]["event"],
-                                         "enum": kind_events(kind)}}}}
-    harmless = {"anyOf": [{"properties": {"action": {"enum": ["notify"]}}},
-                          {"properties": {"event": {"enum": ["port_scan"]}}}]}
-    schema["allOf"] = [{"anyOf": [  # the default keys of every kind hold an address
-        {"not": {"required": ["key"]}}, {"properties": {"key": {"enum": list(ADDRESS_KEYS)}}},
-        {"properties": {"on": {"items": harmless}}}]}]
+@dataclass(frozen=True)
+class ReactionsFitTheTask:
+    """An ``on:`` event must come from the task's kind; a network action needs a key
+    holding an address (``ADDRESS_KEYS``) unless its event names addresses itself
+    (``exempt_events``). A task-level rule: its schema depends on the kind."""
+
+    exempt_events: tuple[str, ...] = ("port_scan",)
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        for i, r in enumerate(obj.get("on") or ()):
+            need = EVENT_KINDS.get(r.event)
+            if need is not None and need in KINDS and obj["kind"] != need:
+                raise FieldError(f"on[{i}].event {r.event} is raised by kind {need}, "
+                                 f"not {obj['kind']}")
+            if r.action in NETWORK_ACTIONS and r.event not in self.exempt_events \
+                    and obj.get("key") not in ADDRESS_KEYS:
+                raise FieldError(f"on[{i}].action {r.action} needs a key holding an address "
+                                 f"({', '.join(ADDRESS_KEYS)}), not {obj.get('key')}")
+
+    def apply_schema(self, kind: str, schema: dict[str, Any]) -> None:
+        """The rule in a kind's task ``schema``: the events it may name, and the key rule."""
+        if "on" not in schema["properties"]:
+            return
+        on = schema["properties"]["on"]
+        entry = on["items"]
+        schema["properties"]["on"] = {**on, "items": {**entry, "properties": {
+            **entry["properties"], "event": {**entry["properties"]["event"],
+                                             "enum": kind_events(kind)}}}}
+        harmless = {"anyOf": [
+            {"properties": {"action": {"enum": [a for a in ACTIONS
+                                                if a not in NETWORK_ACTIONS]}}},
+            {"properties": {"event": {"enum": list(self.exempt_events)}}}]}
+        schema["allOf"] = [{"anyOf": [  # the default keys of every kind hold an address
+            {"not": {"required": ["key"]}},
+            {"properties": {"key": {"enum": list(ADDRESS_KEYS)}}},
+            {"properties": {"on": {"items": harmless}}}]}]
+
+
+@dataclass(frozen=True)
+class KindRule:
+    """A plain :class:`~measure_model.fields.Rule` at task level: its schema joins the
+    schema of every kind that has all of its ``fields``."""
+
+    rule: Exclusive | Distinct
+    fields: tuple[str, ...]
+
+    def check(self, name: str, obj: dict[str, Any]) -> None:
+        self.rule.check(name, obj)
+
+    def apply_schema(self, kind: str, schema: dict[str, Any]) -> None:
+        part = self.rule.schema()
+        if part is not None and all(f in schema["properties"] for f in self.fields):
+            schema.update(part)
 
 
 def with_protect(task: Task, protect: tuple[str, ...]) -> Task:
@@ -389,7 +400,7 @@ FILTER_ROWS = (
 )
 WINDOW_ROWS = (
     Row("length", Number(MIN_WINDOW, MAX_WINDOW), DEFAULT_WINDOW, "seconds"),
-    Row("mode", Choice(WINDOW_MODES), "tumbling",
+    Row("mode", Choice(WINDOW_MODES), DEFAULT_WINDOW_MODE,
         "tumbling: epoch-aligned windows; sliding: the last length seconds"),
 )
 SKETCH_ROWS = (
@@ -401,17 +412,9 @@ EXPORT_ROWS = (
     Row("collector", HostPort(), required=True, doc="collector address 'host:port'"),
     Row("format", Choice(EXPORT_FORMATS), "ipfix", doc="IPFIX (RFC 7011) or NetFlow v9"),
 )
-FILTER = Nested(FILTER_ROWS, Filter, _filter_rules, {"allOf": [
-    {"anyOf": [  # ports need tcp or udp
-        {"not": {"anyOf": [{"required": ["sport"]}, {"required": ["dport"]}]}},
-        {"required": ["proto"], "properties": {"proto": {"enum": ["tcp", "udp"]}}}]},
-    {"anyOf": [  # one address family
-        {"properties": {"src": {"pattern": f"^{IPV4_PREFIX}$"},
-                        "dst": {"pattern": f"^{IPV4_PREFIX}$"},
-                        "proto": {"not": {"enum": ["icmpv6"]}}}},
-        {"properties": {"src": {"pattern": f"^{IPV6_PREFIX}$"},
-                        "dst": {"pattern": f"^{IPV6_PREFIX}$"},
-                        "proto": {"not": {"enum": ["icmp"]}}}}]}]})
+FILTER = Nested(FILTER_ROWS, Filter, rules=(
+    NeedsValue(("sport", "dport"), "proto", PORT_PROTOS),
+    OneFamily(("src", "dst"), "proto", tuple(PROTO_FAMILY.items()))))
 EXPORT = Nested(EXPORT_ROWS, ExportTarget)
 PROBE_TARGET_ROWS = (
     Row("src", HOST, required=True, doc="the probing host (agent name)"),
@@ -422,9 +425,7 @@ PROBE_TARGET_ROWS = (
 PROBE_TARGETS = ListOf(Nested(PROBE_TARGET_ROWS, ProbeTarget), MAX_PROBE_TARGETS,
                        noun="target")
 PROTECT = ListOf(HostOrPrefix(HOST), MAX_PROTECT, None, "host")
-REACTIONS = ListOf(ReactionEntry(Nested(REACTION_ROWS, Reaction,
-                                         rule_schema=_reaction_schema())),
-                   MAX_REACTIONS, None, "reaction")
+REACTIONS = ListOf(REACTION, MAX_REACTIONS, None, "reaction")
 WINDOW = Nested(WINDOW_ROWS, Window)
 SKETCH = Nested(SKETCH_ROWS, SketchSpec)
 
@@ -482,7 +483,7 @@ TASK_ROWS: tuple[Row, ...] = (
     Row("sample", Number(MIN_SAMPLE, 1.0), 1.0, kinds=_MEASURE,
         doc="capture this fraction of the packets (iptables statistic); counts are "
             "scaled by 1/sample and results state the error bound"),
-    Row("sample_mode", Choice(SAMPLE_MODES), "random", kinds=_MEASURE,
+    Row("sample_mode", Choice(SAMPLE_MODES), DEFAULT_SAMPLE_MODE, kinds=_MEASURE,
         doc="random: each packet with probability sample; nth: one in every "
             "round(1/sample) packets (the rate actually used is 1/that)"),
     Row("export", ListOf(EXPORT, MAX_EXPORTS, noun="target"), kinds=_FLOWS,
@@ -532,18 +533,11 @@ COUNTER_FIELDS = ("key", "increment", "threshold", "threshold_abs", "top_k", "wi
 BANDWIDTH_FIELDS = ("src", "dst", "method", "max_duration", "max_bytes")
 
 
-def _exclusive_thresholds(obj: dict[str, Any]) -> None:
-    if obj.get("threshold") is not None and obj.get("threshold_abs") is not None:
-        raise FieldError("threshold and threshold_abs are exclusive: give one of them")
-
-
-def _distinct_ends(obj: dict[str, Any]) -> None:
-    if obj.get("src") is not None and obj.get("src") == obj.get("dst"):
-        raise ConflictError(f"src and dst are the same host '{obj['src']}'")
-
-
-RULES = (_distinct_ends, _reactions_fit_the_task)  # on the checked fields
-RAW_RULES = (_exclusive_thresholds,)  # on the given fields, before any check
+# cross-field rules of a task: each checks and gives its JSON schema (where one can say it)
+RULES = (KindRule(Distinct("src", "dst", "host"), ("src", "dst")),  # on the checked fields
+         ReactionsFitTheTask())
+RAW_RULES = (KindRule(Exclusive(("threshold", "threshold_abs")),  # on the given fields
+                      ("threshold", "threshold_abs")),)
 
 
 # ---------------------------------------------------------------- parsing
@@ -571,8 +565,8 @@ def _check_task(obj: Any) -> Task:
     for key in obj:
         if kind not in ROWS[key].kinds:
             raise FieldError(f"field '{key}' does not apply to kind {kind}")
-    for rule in RAW_RULES:
-        rule(obj)
+    for raw in RAW_RULES:
+        raw.check("", obj)
     for row in TASK_ROWS:
         if row.name in values or kind not in row.kinds:
             continue
@@ -583,7 +577,7 @@ def _check_task(obj: Any) -> Task:
         else:
             values[row.name] = row.default_for(obj)
     for rule in RULES:
-        rule(values)
+        rule.check("", values)
     return Task(**values)
 
 
@@ -703,10 +697,8 @@ def kind_json_schema(kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {"title": kind, "type": "object",
                            "required": [row.name for row in rows if row.required],
                            "additionalProperties": False, "properties": props}
-    if kind in MEASURE_KINDS:
-        out["not"] = {"required": ["threshold", "threshold_abs"]}  # exclusive
-    if "on" in props:
-        reactions_fit_schema(kind, out)
+    for rule in (*RAW_RULES, *RULES):
+        rule.apply_schema(kind, out)
     return out
 
 

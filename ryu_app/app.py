@@ -30,7 +30,6 @@ is switched on here as well, since forwarding on loops depends on it.
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.parse
 from typing import Any
@@ -45,6 +44,7 @@ from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
 from measure_common.serverguard import CONTROLLER_GUARD
+from measure_common.settings import get_setting
 from ryu_app import ofmsg
 from ryu_app.net.forwarding import Decision, FlowDelete, Forwarding, Packet
 from ryu_app.net.topology import Topology
@@ -54,7 +54,6 @@ from ryu_app.rest.dashboard import register_dashboard
 from ryu_app.service.core import MeasureService
 from ryu_app.service.store import PgStore, StoreError
 
-DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
 TICK_SECONDS = 1.0
 
 
@@ -91,8 +90,8 @@ class MeasureApp(app_manager.RyuApp):
     # ------------------------------------------------------------ wiring
 
     def _make_service(self) -> MeasureService:
-        state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
-        store_url = os.environ.get("MEASURE_STORE_URL")
+        state_dir = get_setting("MEASURE_STATE_DIR")
+        store_url = get_setting("MEASURE_STORE_URL")
         try:
             store = PgStore(store_url) if store_url else None
             if store is not None and not store.try_lead():
@@ -241,7 +240,7 @@ class MeasureApp(app_manager.RyuApp):
     def _send_queued_reactions(self) -> None:
         try:
             self._send_reactions(self.service.actions.drain())
-        except Exception:  # noqa: BLE001 - the ticker must keep running
+        except Exception:  # broad: the ticker must keep running (logged with its traceback)
             self.logger.exception("sending reaction flow-mods failed")
 
     def _send_reactions(self, ops: list[Op]) -> None:

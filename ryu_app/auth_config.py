@@ -8,10 +8,10 @@ docs/security.md describes, creating them on first start.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from measure_common.auth import Verifier, load_or_create_secret, load_or_create_token
+from measure_common.settings import get_setting
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,16 @@ class AuthConfig:
 
 def auth_from_env(state_dir: str) -> AuthConfig:
     """Token and secret files as docs/security.md describes (MEASURE_AUTH=off disables)."""
-    if os.environ.get("MEASURE_AUTH", "on").lower() in ("off", "0", "false", "no"):
+    if not get_setting("MEASURE_AUTH"):
         return AuthConfig()
-    token_path = os.environ.get("MEASURE_TOKEN_FILE", os.path.join(state_dir, "controller.token"))
-    secret_path = os.environ.get("MEASURE_SECRET_FILE", os.path.join(state_dir, "agent.secret"))
+    token_path = get_setting("MEASURE_TOKEN_FILE", state_dir=state_dir)
+    secret_path = get_setting("MEASURE_SECRET_FILE", state_dir=state_dir)
     token, created = load_or_create_token(token_path)
     if created:
         # the token itself never goes to the log (logs are read by more people than 0600 files)
         log.warning("created the controller token in %s (mode 0600); send 'Authorization: "
                     "Bearer <the file's content>'", token_path)
     secret, _ = load_or_create_secret(secret_path)
-    reads_open = os.environ.get("MEASURE_READS_OPEN", "").lower() in ("1", "true", "yes")
+    reads_open = get_setting("MEASURE_READS_OPEN")
     return AuthConfig(token=token, secret=secret, reads_open=reads_open,
                       verifier=Verifier(secret))

@@ -22,9 +22,12 @@ from measure_common.config import (
     CONFIG_ERROR_EXIT,
     ConfigError,
     add_config_arguments,
+    add_options,
+    check_bounds,
     check_secret_file,
     parse_known_with_config,
 )
+from measure_common.settings import OPTIONS
 from measure_model.version import __version__
 
 DEFAULT_APP = "ryu_app.app"
@@ -38,43 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "listed here are passed to ryu-manager.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_config_arguments(p)
-    p.add_argument("--openflow-port", type=int, default=6653,
-                   help="OpenFlow listen port (default 6653)")
-    p.add_argument("--openflow-listen", default=None,
-                   help="OpenFlow listen address (default: every address; give the address "
-                        "the switches reach, e.g. 127.0.0.1 for Mininet). TLS: Ryu's "
-                        "--ctl-privkey, --ctl-cert, --ca-certs and --ofp-ssl-listen-port")
-    p.add_argument("--rest-listen", default="0.0.0.0",
-                   help="REST listen address (default 0.0.0.0)")
-    p.add_argument("--rest-port", type=int, default=8080, help="REST port (default 8080)")
-    p.add_argument("--state-dir", default=None,
-                   help="SQLite store, token and secret (default /var/lib/endhost-measure)")
-    p.add_argument("--store", default=None, metavar="URL",
-                   help="keep the state in PostgreSQL (postgresql://user@host/db) instead of "
-                        "STATE_DIR's SQLite file; controllers sharing it elect one leader")
-    p.add_argument("--token-file", default=None,
-                   help="REST bearer token file (default STATE_DIR/controller.token; created "
-                        "0600 on first start)")
-    p.add_argument("--secret-file", default=None,
-                   help="HMAC secret shared with the agents (default STATE_DIR/agent.secret; "
-                        "created 0600 on first start; must not be readable by others)")
-    p.add_argument("--controller-url", default=None,
-                   help="URL agents are told to report to (default http://192.168.100.254:8080)")
-    p.add_argument("--fanout", type=int, default=None,
-                   help="most children per agent in the overlay tree (default 4)")
-    p.add_argument("--reads-open", action="store_true",
-                   help="answer GET requests without a token (mutations still need one)")
-    p.add_argument("--log-file", default=None, help="also write the log to this file")
+    add_options(p, "controller")  # every key is a row of measure_common.settings
     return p
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("openflow_port", "rest_port"):
-        port = getattr(args, name)
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"{name.replace('_', '-')} {port} is out of range 1..65535")
-    if args.fanout is not None and not 1 <= args.fanout <= 64:
-        raise ConfigError(f"fanout {args.fanout} is out of range 1..64")
+    check_bounds(args, "controller")
     if args.secret_file and os.path.exists(args.secret_file):
         check_secret_file(args.secret_file)
     if args.store and not args.store.startswith(("postgresql://", "postgres://")):
@@ -91,16 +63,15 @@ def ryu_invocation(argv: Sequence[str]) -> tuple[list[str], dict[str, str], bool
     args, rest = parse_known_with_config(build_parser(), list(argv))
     _check(args)
     env: dict[str, str] = {}
-    for name, var in (("state_dir", "MEASURE_STATE_DIR"), ("token_file", "MEASURE_TOKEN_FILE"),
-                      ("secret_file", "MEASURE_SECRET_FILE"),
-                      ("controller_url", "MEASURE_CONTROLLER_URL"),
-                      ("store", "MEASURE_STORE_URL")):
-        if getattr(args, name):
-            env[var] = str(getattr(args, name))
-    if args.fanout is not None:
-        env["MEASURE_FANOUT"] = str(args.fanout)
-    if args.reads_open:
-        env["MEASURE_READS_OPEN"] = "1"
+    for name, row in OPTIONS.items():
+        value = getattr(args, name)
+        if row.name is None:
+            continue  # a ryu-manager argument, below
+        if row.kind == "bool":
+            if value:
+                env[row.name] = "1"
+        elif value is not None and value != "":
+            env[row.name] = str(value)
     ryu = list(rest)
     if "--ofp-tcp-listen-port" not in ryu:
         ryu += ["--ofp-tcp-listen-port", str(args.openflow_port)]

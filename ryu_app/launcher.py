@@ -29,6 +29,7 @@ import sys
 import warnings
 
 from measure_common.config import ConfigError
+from measure_common.settings import export
 from ryu_app.controller_options import config_error_exit, ryu_invocation
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if check_only:
         print("measure-controller: configuration is valid")
         return 0
-    os.environ.update(env)
+    export(env)
     green_first()
     patch_eventlet()
     patch_ryu_tls()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent installer for a fresh Debian 12 machine (run as root).
 #   - apt packages (only the missing ones)
-#   - a virtualenv in .venv with the project installed (skipped when the
-#     requirement files and pyproject are unchanged since the last install)
+#   - a virtualenv in .venv with the project installed (scripts/venv.sh:
+#     skipped when the requirement files and pyproject are unchanged)
 #   - the eBPF capture object (clang -O2 -target bpf) built from source when it is
 #     missing or stale (a kernel without BTF/BPF only loses capture: ebpf)
 #   - Open vSwitch started with the userspace datapath (no kernel module)
@@ -41,21 +41,8 @@ else
   log "apt: all ${#APT_PACKAGES[@]} packages present"
 fi
 
-# The virtualenv: rebuilt only when what it is built from changes.
-stamp_src=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" \
-  "$ROOT/constraints.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
-stamp_file=$VENV/.measure-install-stamp
-if [ -x "$VENV/bin/python" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp_src" ]; then
-  log "venv: $VENV up to date"
-else
-  log "venv: creating/updating $VENV"
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  export PIP_CONSTRAINT=$ROOT/constraints.txt
-  export PIP_DISABLE_PIP_VERSION_CHECK=1
-  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
-  "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
-  echo "$stamp_src" > "$stamp_file"
-fi
+# The virtualenv (scripts/venv.sh needs neither root nor apt).
+MEASURE_VENV=$VENV MEASURE_PYTHON=$PY "$ROOT/scripts/venv.sh"
 
 # The eBPF capture's object: never committed, built here from its source.
 if (cd "$ROOT" && "$VENV/bin/python" -m host_agent.capture.ebpf check >/dev/null 2>&1); then

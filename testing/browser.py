@@ -11,11 +11,12 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from measure_common.settings import get_setting
 from testing.procs import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTEFACTS = os.environ.get("MEASURE_TEST_ARTEFACTS", "/tmp/endhost-measure-artefacts")
+ARTEFACTS: str = get_setting("MEASURE_TEST_ARTEFACTS")
 
 
 @contextmanager
@@ -77,8 +78,8 @@ def wait_for(driver, predicate: Callable[[], object], timeout: float, message: s
 def console(driver) -> list[dict]:
     try:
         return driver.get_log("browser")
-    except Exception:  # noqa: BLE001 - only for failure messages
-        return []
+    except Exception as exc:  # noqa: BLE001 - only for failure messages, which must still come
+        return [{"level": "UNKNOWN", "message": f"browser console unavailable: {exc!r}"}]
 
 
 def screenshot(driver, name: str, also: str | None = None) -> str:

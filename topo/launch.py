@@ -53,6 +53,14 @@ from functools import partial
 
 from measure_cli.client import ControllerClient, read_token
 from measure_common.auth import load_or_create_secret, load_or_create_token
+from measure_common.settings import (
+    MGMT_CONTROLLER_IP,
+    MGMT_NET,
+    SECRET_FILE_NAME,
+    TOKEN_FILE_NAME,
+    child_env,
+    search_path,
+)
 from measure_model.version import __version__
 from testing.procs import (
     LOCK_PATH,
@@ -66,8 +74,7 @@ from testing.procs import (
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MGMT_BRIDGE = "mgmt0"
-MGMT_NET = "192.168.100"
-MGMT_IP = f"{MGMT_NET}.254"
+MGMT_IP = MGMT_CONTROLLER_IP
 MGMT_HOSTS = 253  # .1 .. .253 of the /24; .254 is the root namespace
 AGENT_PORT = 8000
 
@@ -257,7 +264,7 @@ class MeasureNetwork:
                "--ofp-listen-host", "127.0.0.1",  # the switches' address; hosts cannot reach it
                "--wsapi-port", str(self.opts.rest_port),
                "--observe-links", "ryu_app.app"]
-        env = {**os.environ, **self.controller_env()}
+        env = child_env(self.controller_env())
         log(f"controller: {shlex.join(cmd)} (log {path})")
         with open(path, "w") as out:
             self.controller = subprocess.Popen(cmd, cwd=ROOT, stdout=out,
@@ -279,13 +286,13 @@ class MeasureNetwork:
 
     def secret_file(self) -> str:
         """The agents' shared HMAC secret (created here, given to both sides)."""
-        path = os.path.join(self.run_dir, "agent.secret")
+        path = os.path.join(self.run_dir, SECRET_FILE_NAME)
         load_or_create_secret(path)
         return path
 
     def token_file(self) -> str:
         """The controller's bearer token for people and scripts."""
-        path = os.path.join(self.run_dir, "controller.token")
+        path = os.path.join(self.run_dir, TOKEN_FILE_NAME)
         load_or_create_token(path)
         return path
 
@@ -300,13 +307,13 @@ class MeasureNetwork:
         """What a host needs to run ``measure`` and the examples: the venv first on
         PATH, the controller's management URL and its token file."""
         venv_bin = os.path.dirname(sys.executable)
-        return {"PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        return {"PATH": search_path(venv_bin),
                 "MEASURE_URL": f"http://{MGMT_IP}:{self.opts.rest_port}",
                 "MEASURE_TOKEN_FILE": self.token_file()}
 
     def host_env(self) -> dict[str, str]:
         """Environment of commands started in hosts (``--run``, agents, tests)."""
-        return {**os.environ, **self.measure_env()}
+        return child_env(self.measure_env())
 
     def setup_host_shells(self) -> None:
         """Give every host's interactive shell (the Mininet CLI's ``h1 ...``) the
@@ -371,15 +378,16 @@ class MeasureNetwork:
         """Host ``hN``'s management address, 192.168.100.N."""
         n = self.host_index(name)
         if not 1 <= n <= MGMT_HOSTS:
-            raise ValueError(f"{name}: the management network {MGMT_NET}.0/24 has room "
+            raise ValueError(f"{name}: the management network {MGMT_NET} has room "
                              f"for h1..h{MGMT_HOSTS} only")
-        return f"{MGMT_NET}.{n}"
+        return str(MGMT_NET[n])
 
     def start_mgmt(self) -> None:
         if run(["ip", "link", "show", MGMT_BRIDGE]).returncode == 0:
             run(["ip", "link", "del", MGMT_BRIDGE])  # left over by a killed run
         run(["ip", "link", "add", MGMT_BRIDGE, "type", "bridge"], check=True)
-        run(["ip", "addr", "add", f"{MGMT_IP}/24", "dev", MGMT_BRIDGE], check=True)
+        run(["ip", "addr", "add", f"{MGMT_IP}/{MGMT_NET.prefixlen}", "dev", MGMT_BRIDGE],
+            check=True)
         run(["ip", "link", "set", MGMT_BRIDGE, "up"], check=True)
         for host in self.net.hosts:
             outer, inner = f"mg-{host.name}", f"{host.name}-mgmt"

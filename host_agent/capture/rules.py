@@ -78,7 +78,6 @@ FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
 # the eBPF program's configuration rows (capture/ebpf.py)
 SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32), "ebpf": range(32, 48)}
 MODE_MASKS = {mode: hex(sum(1 << b for b in SLOTS[mode])) for mode in ("nfqueue", "nflog")}
-TABLES = {4: "iptables", 6: "ip6tables"}
 NFLOG_THRESHOLD = 64
 
 Runner = Callable[[list[str]], str]

@@ -60,9 +60,19 @@ from measure_model.packet.keys import (
 )
 from measure_model.sketch.countmin import CountMinSketch
 from measure_model.sketch.hll import HyperLogLog
-from measure_model.task import Task
+from measure_model.task import (
+    DEFAULT_DEPTH,
+    DEFAULT_SEED,
+    DEFAULT_TOP_K,
+    DEFAULT_WIDTH,
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_MODE,
+    SketchSpec,
+    Task,
+)
+from measure_model.wire.report import DEFAULT_LIMITS
 
-MAX_CANDIDATES = 1000
+MAX_CANDIDATES: int = DEFAULT_LIMITS["max_candidates"]
 
 
 @dataclass
@@ -80,20 +90,20 @@ class CounterSpec:
     increment: str = "pkt"
     threshold: float | None = None       # fraction of the total, 0 < x <= 1
     threshold_abs: float | None = None   # absolute count (exclusive with threshold)
-    top_k: int = 10
-    window_length: float = 1.0
-    window_mode: str = "tumbling"
-    width: int = 16384
-    depth: int = 4
-    seed: int = 1
+    top_k: int = DEFAULT_TOP_K
+    window_length: float = DEFAULT_WINDOW
+    window_mode: str = DEFAULT_WINDOW_MODE
+    width: int = DEFAULT_WIDTH
+    depth: int = DEFAULT_DEPTH
+    seed: int = DEFAULT_SEED
     conservative: bool = True
     max_candidates: int = MAX_CANDIDATES
-    max_window_keys: int = 10000
+    max_window_keys: int = DEFAULT_LIMITS["max_window_keys"]
     scan: bool = False
     hll_precision: int = 12
     candidate_divisor: int = 1
-    max_scan_sources: int = 100
-    max_scan_list: int = 1024
+    max_scan_sources: int = DEFAULT_LIMITS["max_scan_sources"]
+    max_scan_list: int = DEFAULT_LIMITS["max_scan_list"]
     scan_horizon: float = 0.0  # seconds a scan stays listed after its window (report interval)
 
     @classmethod
@@ -121,7 +131,7 @@ class CounterSpec:
     @property
     def cell_bytes(self) -> int:
         """Bytes of the sketch cells (what agents budget memory by)."""
-        return self.width * self.depth * 8
+        return SketchSpec(self.width, self.depth, self.seed).cell_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host_agent.capture.rules import CaptureFilter
-from measure_model.task import Task, counter_view
+from measure_model.task import DEFAULT_CAPTURE, DEFAULT_SAMPLE_MODE, Task, counter_view
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,7 @@ class CounterConfig:
         whole state: its ``memory``)."""
         if self.task.memory is not None:
             return self.task.memory
-        sketch = self.task.sketch
-        return 0 if sketch is None else sketch.width * sketch.depth * 8
+        return 0 if self.task.sketch is None else self.task.sketch.cell_bytes
 
     def entry(self) -> dict[str, Any]:
         """The monitor protocol's counter entry (the task in its wire form)."""
@@ -56,9 +55,9 @@ class Sketch:
     next_counter: int = 1
     base: tuple[int, int] = (0, 0)     # rule counters when counting (re)started
     sample: float = 1.0                # the capture rule's sampling (1: every packet)
-    sample_mode: str = "random"
+    sample_mode: str = DEFAULT_SAMPLE_MODE
     flows: dict[str, Any] | None = None  # the monitor's flow-cache entry (kind flows)
-    capture: str = "nfqueue"           # nfqueue | nflog (see capture.py) | ebpf (ebpf.py)
+    capture: str = DEFAULT_CAPTURE     # one of CAPTURE_MODES (see host_agent/capture/)
 
     def add_command(self, first: bool = True, counters: dict[str, dict[str, Any]] | None = None
                     ) -> Any:

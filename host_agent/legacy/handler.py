@@ -1,6 +1,6 @@
 """The original per-host messages on ``POST /`` (form-encoded or JSON).
 
-Semantics follow the original walk-through (shared/seeds/000_*.txt):
+Semantics follow the original prototype's walk-through (README.md, "Agent API"):
 
     {"type": "config sketch", "interface": "INPUT", "proto": "icmp"}
         -> the new sketch id as plain text ("1")

@@ -1,6 +1,6 @@
 """The original per-host messages translated into the task model.
 
-The original clients (shared/seeds/000_*.txt) send form fields, so every
+The original clients (README.md, "Agent API") send form fields, so every
 value is a string: ``sketch_id=1&counter_key_type=src&threshold=0.1``.
 These functions turn a ``config sketch`` message into a task-model
 ``filter`` body and a ``config sketch counter`` message into a counter body

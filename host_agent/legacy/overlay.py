@@ -7,7 +7,7 @@ subtree installs, while here the legacy counter itself is the data.
 ``legacy_global(sketch_id, counter_id)`` then merges this node's current
 snapshot with each child's latest subtree report, which the legacy
 ``query heavy hitters`` / ``query sketch`` / ``query real time counter``
-answer from (``report.heavy_hitters_of``, ``report.estimate``,
+answer from (the merged ``["heavy_hitters"]``, ``report.estimate``,
 ``["window"]``).
 
 The root's own counter and the subtree's copies count with one candidate

@@ -25,6 +25,7 @@ has been silent on it for a few intervals.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,16 @@ from host_agent.protocols import OverlayAgent
 from measure_common.httpclient import Transport
 from measure_common.runner import Runner
 from measure_model.task import Task
-from measure_model.wire.overlay import OVERLAY_KEY, TASK_ID_RE, Peer, check_hints, check_task
+from measure_model.wire.overlay import (
+    OVERLAY_KEY,
+    TASK_ID_PATTERN,
+    TASK_ID_RE,
+    Peer,
+    check_hints,
+    check_task,
+)
+
+log = logging.getLogger(__name__)
 
 
 def candidate_divisor(task: Task, agents: int) -> int:
@@ -99,7 +109,8 @@ class TaskFanOut:
             try:
                 self.agent.install_task(task_id, parsed,
                                         candidate_divisor=candidate_divisor(parsed, agents))
-            except Exception as exc:  # noqa: BLE001 - reported per agent
+            except Exception as exc:  # noqa: BLE001 - reported per agent, the fan-out goes on
+                log.warning("installing %s here failed: %r", task_id, exc)
                 return {self.name: f"error: {exc}"}
             state.installed = True
             return {self.name: "ok"}
@@ -110,7 +121,7 @@ class TaskFanOut:
     def delete_task(self, task_id: str, body: Any = None) -> dict:
         """Remove here and in the subtree at once; per-agent outcome."""
         if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
-            raise ValueError("task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+            raise ValueError(f"task: id must match {TASK_ID_PATTERN}")
         if body is not None and (not isinstance(body, dict) or set(body) - {OVERLAY_KEY}):
             raise ValueError(f"task: a DELETE body may only hold '{OVERLAY_KEY}'")
         hints = check_hints(body.get(OVERLAY_KEY) if body else None)
@@ -126,7 +137,8 @@ class TaskFanOut:
                 self.agent.remove_task(task_id)
             except KeyError:
                 return {self.name: "ok"}  # nothing to remove
-            except Exception as exc:  # noqa: BLE001 - reported per agent
+            except Exception as exc:  # noqa: BLE001 - reported per agent, the fan-out goes on
+                log.warning("removing %s here failed: %r", task_id, exc)
                 return {self.name: f"error: {exc}"}
             return {self.name: "ok"}
 

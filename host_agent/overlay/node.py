@@ -522,7 +522,8 @@ class OverlayNode:
         if state.installed:
             try:
                 parts.append((self.name, self._snapshot(task_id, now), [self.name]))
-            except Exception:  # noqa: BLE001 - listed missing
+            except Exception as exc:  # noqa: BLE001 - one snapshot must not stop the merge
+                log.warning("snapshot of %s for the subtree failed: %r", task_id, exc)
                 missing.append(self.name)
         for name, rep in zip(kid_names, children, strict=True):
             if rep is None:

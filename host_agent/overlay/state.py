@@ -17,10 +17,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from measure_model.task import Task
+from measure_model.task import DEFAULT_REPORT_INTERVAL, Task
 from measure_model.wire.overlay import Peer
 
-DEFAULT_INTERVAL = 5.0
+DEFAULT_INTERVAL = DEFAULT_REPORT_INTERVAL  # the task table's report_interval default
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Key types, increments, the key layout, and the batch of parsed headers.
+"""Key types (the task table's), the key layout, and the batch of parsed headers.
 
 Design
 ------
@@ -52,15 +52,12 @@ import numpy as np
 from measure_model.packet import headers
 from measure_model.packet.headers import V4_MAPPED
 from measure_model.sketch.countmin import MASK64, mix64, splitmix64
+from measure_model.task import KEYS
 
-KEY_TYPES: tuple[str, ...] = ("src", "dst", "src_dst", "sport", "dport", "src_dport",
-                              "dst_dport", "proto", "five_tuple")
+KEY_TYPES: tuple[str, ...] = KEYS  # the task table's key types (measure_model.task)
 KEY_WIDTH: dict[str, int] = {"src": 2, "dst": 2, "src_dst": 4, "sport": 1, "dport": 1,
                              "src_dport": 3, "dst_dport": 3, "proto": 1, "five_tuple": 5}
-INCREMENTS: tuple[str, ...] = ("pkt", "bytes")
-INCREMENT_SPELLINGS = {"pkt": "pkt", "bytes": "bytes", "byte": "bytes"}
 HEADER_COPY_BYTES = 128   # IPv6 + a few extension headers + the TCP flags
-PORT_PROTOS = (6, 17)
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 PROTO_NUMBERS = {name: num for num, name in PROTO_NAMES.items()}
 MASK32 = 0xFFFFFFFF
@@ -85,13 +82,6 @@ def check_key_type(value: Any, name: str = "key") -> str:
     if not isinstance(value, str) or value not in KEY_TYPES:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(KEY_TYPES)}")
     return value
-
-
-def normalize_increment(value: Any, name: str = "increment") -> str:
-    """``pkt`` or ``bytes`` (``byte`` is accepted as ``bytes``); ValueError otherwise."""
-    if not isinstance(value, str) or value not in INCREMENT_SPELLINGS:
-        raise ValueError(f"{name} {value!r} is not one of pkt, bytes")
-    return INCREMENT_SPELLINGS[value]
 
 
 def key_width(key_type: str) -> int:

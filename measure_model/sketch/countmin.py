@@ -46,10 +46,18 @@ from typing import Any
 
 import numpy as np
 
+# the bounds are the task table's, so a sketch takes exactly what a task may ask for
+from measure_model.task import (
+    DEFAULT_DEPTH,
+    DEFAULT_SEED,
+    DEFAULT_WIDTH,
+    MAX_DEPTH,
+    MAX_SEED,
+    MAX_WIDTH,
+    MIN_WIDTH,
+)
+
 MASK64 = (1 << 64) - 1
-MIN_WIDTH = 64
-MAX_WIDTH = 1 << 22
-MAX_DEPTH = 8
 
 
 def splitmix64(x: int) -> int:
@@ -94,14 +102,15 @@ def check_params(width: Any, depth: Any, seed: Any, where: str = "sketch") -> No
         raise ValueError(f"{where}: depth {depth} must be from 1 to {MAX_DEPTH}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"{where}: seed must be an integer, got {seed!r}")
-    if not 0 <= seed <= MASK64:
-        raise ValueError(f"{where}: seed {seed} must be from 0 to 2**64-1")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{where}: seed {seed} must be from 0 to {MAX_SEED}")
 
 
 class CountMinSketch:
     """Count-min sketch over uint64 keys; see the module docstring."""
 
-    def __init__(self, width: int = 16384, depth: int = 4, seed: int = 1,
+    def __init__(self, width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH,
+                 seed: int = DEFAULT_SEED,
                  conservative: bool = True) -> None:
         check_params(width, depth, seed)
         self.width = width

@@ -72,7 +72,7 @@ def check_task(task_id: Any, body: Any) -> tuple[Task, dict | None]:
     from here on.
     """
     if not isinstance(task_id, str) or not TASK_ID_RE.fullmatch(task_id):
-        raise ValueError("task: id must match [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+        raise ValueError(f"task: id must match {TASK_ID_PATTERN}")
     if not isinstance(body, dict):
         raise ValueError("task: body must be a JSON object")
     wire = dict(body)
@@ -83,7 +83,8 @@ def check_task(task_id: Any, body: Any) -> tuple[Task, dict | None]:
     return task, hints
 
 
-TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+TASK_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"  # controller ids and legacy-S-C
+TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 HOST_RE = re.compile(HOST_PATTERN)
 MAX_AGENTS = 100_000
 MAX_TIME = 1e13  # seconds since 1970: far future, still a plain float

@@ -47,10 +47,8 @@ from typing import Any, cast
 from measure_model import interval
 from measure_model.fields import HOST_PATTERN, MAX_COUNT, is_count, is_int, is_number
 from measure_model.packet.keys import (
-    INCREMENTS,
     KEY_TYPES,
     check_keys,
-    format_key,
     parse_key,
     parsed_keys,
 )
@@ -58,12 +56,13 @@ from measure_model.sketch import estimators
 from measure_model.sketch.countmin import CountMinSketch
 from measure_model.sketch.elastic import ElasticSketch
 from measure_model.sketch.hll import HyperLogLog
+from measure_model.task import DEFAULT_TOP_K, INCREMENTS
 from measure_model.wire import elastic_snapshot, paths
 from measure_model.wire.snapshot import Snapshot
 
 MAX_CANDIDATES = 100_000
 HOST_RE = re.compile(HOST_PATTERN)
-DEFAULT_LIMITS = {"top_k": 10, "max_candidates": 1000, "max_window_keys": 10000,
+DEFAULT_LIMITS = {"top_k": DEFAULT_TOP_K, "max_candidates": 1000, "max_window_keys": 10000,
                   "max_scan_sources": 100, "max_scan_list": 1024}
 
 
@@ -445,7 +444,3 @@ def heavy_hitters_of(snapshot: dict) -> dict[str, int]:
                      hh_threshold, limits["max_candidates"])
     return dict(ranked if hh_threshold is not None else ranked[: limits["top_k"]])
 
-
-def format_keys(key_type: str, values: list[int]) -> list[str]:
-    """String forms of exact keys (convenience for callers building snapshots)."""
-    return [format_key(key_type, v) for v in values]

@@ -38,10 +38,12 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+from measure_model.fields import MAC_PATTERN
+
 SWITCH = "switch"
 HOST = "host"
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC_RE = re.compile(MAC_PATTERN)
 _DPID_RE = re.compile(r"^[0-9a-fA-F]{1,16}$")
 
 # Destination prefixes of frames that are control chatter, not hosts
@@ -72,7 +74,7 @@ def str_to_dpid(text: str) -> int:
 
 def normalize_mac(mac: str) -> str:
     mac = mac.lower()
-    if not _MAC_RE.match(mac):
+    if not _MAC_RE.fullmatch(mac):
         raise ValueError(f"mac {mac!r} is not six colon-separated hex bytes")
     return mac
 

@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from measure_common.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from measure_common.settings import DEFAULTS, get_setting
 from measure_model.reaction_rows import NETWORK_ACTIONS
 from measure_model.task import Task
 from ryu_app.reactions.plan import (
@@ -62,11 +64,9 @@ from ryu_app.reactions.plan import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_ACTIVE = 100
-DEFAULT_MAX_NEW_PER_MINUTE = 30
+DEFAULT_MAX_ACTIVE: int = DEFAULTS["MEASURE_MAX_ACTIONS"]
+DEFAULT_MAX_NEW_PER_MINUTE: int = DEFAULTS["MEASURE_MAX_ACTIONS_PER_MINUTE"]
 WEBHOOK_TIMEOUT = 5.0
-SIGNATURE_HEADER = "X-Measure-Signature"
-TIMESTAMP_HEADER = "X-Measure-Timestamp"
 LIVE = ("active", "dry_run")
 
 
@@ -462,35 +462,24 @@ def manager_from_env(store: Any, topology: Any, resolve: Callable[[str], str | N
                      state_dir: str, now: Callable[[], float],
                      spawn: Callable[[Callable[[], None]], None] | None = None,
                      env: dict[str, str] | None = None,
-                     locate: Callable[[str], Any] | None = None) -> ActionManager:
+                     locate: Callable[[str], Any] | None = None,
+                     controller_url: str | None = None) -> ActionManager:
     """The controller's manager: ``MEASURE_PROTECT`` (comma-separated hosts, addresses or
     prefixes; the management network ``MEASURE_MGMT_NET`` and the controller's own address
-    are always added), ``MEASURE_MAX_ACTIONS``, ``MEASURE_MAX_ACTIONS_PER_MINUTE``,
+    are always added, ``controller_url`` defaulting to ``MEASURE_CONTROLLER_URL``),
+    ``MEASURE_MAX_ACTIONS``, ``MEASURE_MAX_ACTIONS_PER_MINUTE``,
     ``MEASURE_WEBHOOK_SECRET_FILE``."""
-    import os
     from urllib.parse import urlparse
 
     from measure_common.auth import load_or_create_secret
-    from ryu_app.reactions.plan import DEFAULT_MGMT_NET
-
-    env = dict(os.environ if env is None else env)
-    protect = [p.strip() for p in env.get("MEASURE_PROTECT", "").split(",") if p.strip()]
-    protect.append(env.get("MEASURE_MGMT_NET", DEFAULT_MGMT_NET))
-    controller = urlparse(env.get("MEASURE_CONTROLLER_URL", "")).hostname
+    protect = [*get_setting("MEASURE_PROTECT", env), get_setting("MEASURE_MGMT_NET", env)]
+    controller = urlparse(controller_url or get_setting("MEASURE_CONTROLLER_URL", env)).hostname
     if controller:
         protect.append(controller)
-    secret_path = env.get("MEASURE_WEBHOOK_SECRET_FILE",
-                          os.path.join(state_dir, "webhook.secret"))
-    secret, _ = load_or_create_secret(secret_path)
-
-    def bounded(name: str, default: int) -> int:
-        text = env.get(name, str(default))
-        if not text.isdigit() or not 1 <= int(text) <= 100_000:
-            raise ValueError(f"{name}={text!r} is not an integer from 1 to 100000")
-        return int(text)
+    secret, _ = load_or_create_secret(
+        get_setting("MEASURE_WEBHOOK_SECRET_FILE", env, state_dir=state_dir))
 
     return ActionManager(store, topology, resolve, now, secret=secret, spawn=spawn,
                          protect=tuple(protect), locate=locate,
-                         max_active=bounded("MEASURE_MAX_ACTIONS", DEFAULT_MAX_ACTIVE),
-                         max_new_per_minute=bounded("MEASURE_MAX_ACTIONS_PER_MINUTE",
-                                                    DEFAULT_MAX_NEW_PER_MINUTE))
+                         max_active=get_setting("MEASURE_MAX_ACTIONS", env),
+                         max_new_per_minute=get_setting("MEASURE_MAX_ACTIONS_PER_MINUTE", env))

@@ -64,7 +64,6 @@ CONTROL_PORTS = (8000, 8080, 6653)
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_IPV6 = 0x86DD
 IP_PROTO = {"icmp": 1, "tcp": 6, "udp": 17}
-DEFAULT_MGMT_NET = "192.168.100.0/24"
 #: the address a spread event's single-address key names
 SPREAD_SIDE = {"superspreader": "src", "ddos_victim": "dst"}
 METER_BURST_SECONDS = 1.0

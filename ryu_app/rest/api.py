@@ -45,7 +45,7 @@ from urllib.parse import unquote_to_bytes
 from ryu.app.wsgi import ControllerBase, Response, route
 
 from measure_common import jsonlimits
-from measure_model.fields import ConflictError, FieldError
+from measure_model.fields import HOST_PATTERN, ConflictError, FieldError
 from measure_model.policy import load_policy
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
@@ -64,7 +64,7 @@ MAX_YAML = 256 * 1024
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
 _ID_RE = re.compile(r"[1-9][0-9]{0,17}")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_NAME_RE = re.compile(HOST_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -217,7 +217,7 @@ def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True)
                                                         | StoreError):
                         log.exception("REST %s %s failed", req.method, _raw_path(req))
                     return error_response(status, message, getattr(exc, "headers", None))
-                except Exception:  # noqa: BLE001 - last resort, still JSON
+                except Exception:  # broad: last resort, still JSON (logged with its traceback)
                     log.exception("REST error handling failed")
                     return error_response(500, "internal error (logged by the controller)")
         return handler

@@ -56,6 +56,7 @@ import networkx as nx
 
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
+from measure_common.settings import get_setting
 from measure_model import pairs, partial_keys
 from measure_model.sketch.sampling import scale_result
 from measure_model.task import MAX_PROBE_TARGETS, MAX_TASKS, Task
@@ -76,17 +77,14 @@ from ryu_app.service.task_record import TaskRecord
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTROLLER_URL = "http://192.168.100.254:8080"
-DEFAULT_FANOUT = 4
 PARTIAL_RETRY = 10.0
-DEFAULT_PROBE_BUDGET_BPS = 10_000_000  # probe bits/s one host may send: 1% of 1 Gbit/s
 
 
 class MeasureService:
     """Agents, overlay, tasks and results of the controller (see module docstring)."""
 
     def __init__(self, topology: Any, state_dir: str, now: Callable[[], float] = time.time,
-                 http: Transport | None = None, fanout: int = DEFAULT_FANOUT,
+                 http: Transport | None = None, fanout: int | None = None,
                  heartbeat_timeout: float = DEFAULT_TIMEOUT,
                  controller_url: str | None = None, auth: AuthConfig | None = None,
                  runner: Runner | None = None, store: Store | None = None) -> None:
@@ -95,9 +93,10 @@ class MeasureService:
         self.state_dir = state_dir
         self.store = store if store is not None else Store.in_dir(state_dir)
         self.registry = Registry(heartbeat_timeout)
-        self.fanout = int(os.environ.get("MEASURE_FANOUT", fanout))
-        self.controller_url = (controller_url or os.environ.get("MEASURE_CONTROLLER_URL")
-                               or DEFAULT_CONTROLLER_URL).rstrip("/")
+        # a given argument wins; the environment only fills what was not given
+        self.fanout = fanout if fanout is not None else get_setting("MEASURE_FANOUT")
+        self.controller_url = (controller_url
+                               or get_setting("MEASURE_CONTROLLER_URL")).rstrip("/")
         self.auth = auth if auth is not None else auth_from_env(state_dir)
         self.http: Transport = http if http is not None else HttpClient(self._signer())
         self.runner = runner if runner is not None else default_runner(
@@ -106,8 +105,7 @@ class MeasureService:
         self.results.reason_of = self._missing_reason
         self.pushes = Pushes(self.http, self.runner, now)
         self.pushes.task_body = self._task_body
-        self.probe_budget_bps = float(os.environ.get("MEASURE_PROBE_BUDGET_BPS",
-                                                     DEFAULT_PROBE_BUDGET_BPS))
+        self.probe_budget_bps = float(get_setting("MEASURE_PROBE_BUDGET_BPS"))
         self.jobs = BandwidthJobs(self.registry, topology, self.http, self.runner, self.store,
                                   now)
         self.ticker = TickerHealth()
@@ -125,7 +123,8 @@ class MeasureService:
         #: set by the Ryu app: wakes its ticker so queued pushes go out now
         self.wake: Callable[[], None] | None = None
         self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
-                                        spawn=self.runner.submit, locate=self._locate)
+                                        spawn=self.runner.submit, locate=self._locate,
+                                        controller_url=self.controller_url)
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
         self.pathhealth = PathHealth(topology, self.registry)
         self.results.localize = self.pathhealth.localize
@@ -670,7 +669,7 @@ class MeasureService:
         now = self.now() if now is None else now
         try:
             self._tick(now)
-        except Exception as exc:  # noqa: BLE001 - counted and shown in health, retried
+        except Exception as exc:  # broad: counted and shown in health, retried
             if isinstance(exc, StoreError):
                 log.error("tick: %s", exc)
             else:

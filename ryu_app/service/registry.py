@@ -24,13 +24,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from measure_model.cost import check_cost
-from measure_model.fields import HOST_PATTERN
+from measure_model.fields import HOST_PATTERN, MAC_PATTERN
 from measure_model.version import __version__, incompatibility
 
 DEFAULT_TIMEOUT = 6.0
 MAX_AGENTS = 4096
 AGENT_FIELDS = ("name", "url", "data_ip", "mac", "version")
-_MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_MAC_RE = re.compile(MAC_PATTERN)
 _VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}(?:\.\d{1,4})?(?:[.+-][0-9A-Za-z.+-]{1,40})?")
 
 

@@ -148,7 +148,6 @@ def test_concurrent_creation_yields_one_token(tmp_path):
 def test_bearer_accepts_exact_token():
     check_bearer("Bearer abc", "abc")
     check_bearer("bearer abc", "abc")
-    assert auth.bearer_header("abc") == {"Authorization": "Bearer abc"}
 
 
 @pytest.mark.parametrize("header, message", [

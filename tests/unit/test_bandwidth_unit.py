@@ -401,6 +401,7 @@ def test_requests_to_the_peer_are_signed_with_the_agents_signer():
     Verifier(secret).verify("POST", path, sent, headers)  # raises AuthError if not
 
 
+@pytest.mark.netns  # needs root: the pacing is promised under SCHED_FIFO (raise_priority)
 @pytest.mark.parametrize("rate_mbit", [20.0, 150.0])
 def test_worker_paces_streams_and_receiver_timestamps_every_packet(agent, rate_mbit):
     from host_agent.bandwidth.worker import Worker

@@ -50,7 +50,7 @@ def test_config_file_sets_environment_and_ports_and_flags_override(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("rest_prot: 1\n", "line 1: field 'rest_prot': unknown field (did you mean 'rest_port'?)"),
-    ("rest_port: 70000\n", "rest-port 70000 is out of range 1..65535"),
+    ("rest_port: 70000\n", "rest_port 70000 is out of range 1..65535"),
     ("fanout: 0\n", "fanout 0 is out of range 1..64"),
     ("reads_open: 'yes'\n", "line 1: field 'reads_open': must be true or false, not str"),
 ])
