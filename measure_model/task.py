@@ -43,6 +43,7 @@ else validates a task.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -259,7 +260,7 @@ def _ports_need_proto(obj: dict[str, Any]) -> None:
             raise FieldError(f"filter.{port} needs filter.proto tcp or udp")
 
 
-def _flows_or(flows: Any, other: Any):
+def _flows_or(flows: Any, other: Any) -> Callable[[dict[str, Any]], Any]:
     """A default that differs for kind flows."""
     return lambda obj: flows if obj.get("kind") == "flows" else other
 

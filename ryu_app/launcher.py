@@ -50,7 +50,7 @@ def patch_eventlet() -> None:
             kwargs.setdefault("debug", False)
             return server(*args, **kwargs)
 
-        quiet_server._measure_no_debug = True
+        quiet_server.__dict__["_measure_no_debug"] = True  # a marker: patched once
         eventlet.wsgi.server = quiet_server
 
 

@@ -46,6 +46,7 @@ import struct
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from measure_model.packet import headers
 from measure_model.packet.headers import V4_MAPPED
@@ -212,8 +213,9 @@ class HeaderBatch:
                    np.zeros(0, np.uint8), np.zeros(0, np.uint8))
 
     @classmethod
-    def from_arrays(cls, src, dst, proto, sport, dport, length, family=None,
-                    tcp_flags=None) -> HeaderBatch:
+    def from_arrays(cls, src: ArrayLike, dst: ArrayLike, proto: ArrayLike, sport: ArrayLike,
+                    dport: ArrayLike, length: ArrayLike, family: ArrayLike | None = None,
+                    tcp_flags: ArrayLike | None = None) -> HeaderBatch:
         """Build a batch from field arrays (synthetic streams, tests).
 
         ``src``/``dst`` are ``(n, 2)`` address words, or 32-bit IPv4 addresses.

@@ -26,15 +26,14 @@ import time
 
 import pytest
 
-from testing.procs import wait_until
-from tests.mininet.test_mininet_overlay import (  # noqa: F401 - net is the module's fixture
+from testing.overlaynet import (
     AGENTS,
     RECEIVER,
     api,
     apply,
-    net,
     result,
 )
+from testing.procs import wait_until
 from topo.launch import MeasureNetwork
 
 pytestmark = pytest.mark.mininet
@@ -90,7 +89,7 @@ def send_counted(mn: MeasureNetwork, flows, base_port: int) -> dict[str, int]:
     return arrived
 
 
-def test_global_flow_size_is_the_exact_histogram(net):  # noqa: F811
+def test_global_flow_size_is_the_exact_histogram(net):
     task_id = apply(net, {"name": "fs-udp", "kind": "flow_size", "key": "src_dst",
                           "filter": {"proto": "udp", "dport": "5700:5799"},
                           "memory": 65536, "report_interval": 1})
@@ -109,7 +108,7 @@ def test_global_flow_size_is_the_exact_histogram(net):  # noqa: F811
     fs = res["flow_size"]
     assert fs["histogram"] == dict(sorted(expect.items(), key=lambda kv: int(kv[0])))
     assert fs["flows"] == len(FLOWS) and fs["exact_flows"] == len(FLOWS)
-    top = max(arrived, key=arrived.get)
+    top = max(arrived, key=lambda key: arrived[key])
     assert fs["largest"][0] == [top, arrived[top], True]
     status, past = api(net, f"/measure/v1/tasks/{task_id}/history/latest?key={top}")
     assert status == 200 and past["size"]["size"] == arrived[top] and past["size"]["exact"]
@@ -126,7 +125,7 @@ def test_global_flow_size_is_the_exact_histogram(net):  # noqa: F811
     assert sorted(x[1] for x in digest["largest"]) == sorted(at_h5.values())
 
 
-def test_heavy_changers_report_the_changed_flow_only(net):  # noqa: F811
+def test_heavy_changers_report_the_changed_flow_only(net):
     task_id = apply(net, {"name": "hc-udp", "kind": "heavy_changers", "key": "src_dst",
                           "filter": {"proto": "udp", "dport": "5800:5899"},
                           "threshold_abs": 60, "memory": 65536, "report_interval": 2})
@@ -155,7 +154,7 @@ def test_heavy_changers_report_the_changed_flow_only(net):  # noqa: F811
     assert rise["after"] - rise["before"] >= 60
 
 
-def test_superspreaders_min_distinct_5(net):  # noqa: F811
+def test_superspreaders_min_distinct_5(net):
     task_id = apply(net, {"name": "ss-udp", "kind": "superspreaders", "key": "src_dst",
                           "filter": {"proto": "udp", "dport": "5900:5999"},
                           "min_distinct": 5, "memory": 65536, "report_interval": 1})

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from testing.browser import chrome, login, screenshot, texts, visible, wait_for
-from tests.unit.test_rest import _report
+from testing.harness import hh_report
 
 pytestmark = pytest.mark.netns
 
@@ -43,8 +43,8 @@ def call(url: str, token: str | None, method: str, path: str, body=None,
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory):
     """A controller with a token (no switches, no agents) and a browser."""
+    from testing.controllers import start_controller
     from testing.procs import stop_process
-    from tests.conftest import start_controller
 
     tmp = tmp_path_factory.mktemp("dashboard")
     token_file = tmp / "controller.token"
@@ -128,7 +128,7 @@ def test_task_page_charts_focus_and_past_intervals(ctl):
     for i, end in enumerate(ends):
         hh = {"10.0.0.1,10.0.0.5": 700 + 100 * i, "10.0.0.2,10.0.0.9": 900 - 100 * i}
         assert call(controller.url, token, "POST", "/measure/v1/reports",
-                    _report(task_id, ["h1", "h5"], [], end, hh))[0] == 202
+                    hh_report(task_id, ["h1", "h5"], [], end, hh))[0] == 202
     login(driver, controller.url, token)
     driver.get(f"{controller.url}/dashboard/#/task/{task_id}")
     points = "#totals-chart circle.point"

@@ -13,9 +13,8 @@ import sys
 
 import pytest
 
+from testing.agentproc import TCP_CLIENT, TCP_SERVER, AgentProc, snapshot_when
 from testing.procs import wait_until
-from tests.netns.test_monitor_netns import TCP_CLIENT, TCP_SERVER, AgentProc, snapshot_when
-from tests.netns.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.netns
 
@@ -58,9 +57,9 @@ def mode(request) -> str:
     return request.param
 
 
-def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F811
+def test_ping6_exact_totals_and_heavy_hitters(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "icmpv6", "src": a.ip6},
                                      "capture": mode,
                                      "counters": [{"key": "src", "increment": "pkt"},
@@ -81,9 +80,9 @@ def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F81
     assert nflog["lost"] == 0 and nflog["packets"] == (20 if mode == "nflog" else 0)
 
 
-def test_udp6_datagrams_of_known_sizes(pair6, agents, mode):  # noqa: F811
+def test_udp6_datagrams_of_known_sizes(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {
         "filter": {"proto": "udp", "src": a.ip6, "dport": "7001:7003"}, "capture": mode,
         "counters": [{"key": "dport", "increment": "pkt", "threshold": 0.3},
@@ -105,9 +104,9 @@ def test_udp6_datagrams_of_known_sizes(pair6, agents, mode):  # noqa: F811
     assert rule6(ag, sk["id"]) == (100, expected)
 
 
-def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
+def test_tcp6_counts_equal_rule_counters(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "tcp", "dport": 5202},
                                      "capture": mode,
                                      "counters": [{"key": "five_tuple", "increment": "bytes"}]})
@@ -126,9 +125,9 @@ def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
     assert key.startswith(f"{a.ip6},{b.ip6},tcp,") and key.endswith(",5202") and value == nbytes
 
 
-def test_one_task_counts_ipv4_and_ipv6_together(pair6, agents, mode):  # noqa: F811
+def test_one_task_counts_ipv4_and_ipv6_together(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 7100},
                                      "capture": mode,
                                      "counters": [{"key": "src", "increment": "bytes",
@@ -143,9 +142,9 @@ def test_one_task_counts_ipv4_and_ipv6_together(pair6, agents, mode):  # noqa: F
     assert rule6(ag, sk["id"], "iptables") == (20, 20 * 228)
 
 
-def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agents):  # noqa: F811
+def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agent_factory):
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     ag.v1("POST", "/sketches", {"filter": {"proto": "udp"}, "counters": [{"key": "src"}]})
     ag.v1("POST", "/sketches", {"filter": {"src": a.ip6}, "capture": "nflog"})
     ag.stop(signal.SIGKILL)
@@ -154,7 +153,7 @@ def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agent
     assert "NFLOG" in stale and "NFQUEUE" in stale
     # fail-open: nothing listens on the queue or the log group, traffic still flows
     assert " 0% packet loss" in a.run(["ping", "-6", "-c", "3", "-i", "0.05", b.ip6]).stdout
-    ag2 = agents(b)
+    ag2 = agent_factory(b)
     for table in ("ip6tables-save", "iptables-save"):
         rules = b.run([table]).stdout
         assert ":h2:1" not in rules and ":h2:2" not in rules, table
@@ -165,14 +164,14 @@ def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agent
         assert "endhost-measure" not in b.run([table]).stdout
 
 
-def test_nflog_never_holds_traffic_and_counts_what_it_missed(pair6, agents):  # noqa: F811
+def test_nflog_never_holds_traffic_and_counts_what_it_missed(pair6, agent_factory):
     """A stopped monitor: under NFQUEUE the queue would fill and packets wait;
     under NFLOG traffic flows untouched, the kernel drops copies once the
     socket buffer is full, and the agent reports exactly how many it missed."""
     import os
 
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 7200},
                                      "capture": "nflog",
                                      "counters": [{"key": "src", "increment": "pkt"}]})

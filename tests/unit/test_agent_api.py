@@ -546,7 +546,7 @@ def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
 
 
 def test_original_messages_take_and_show_ipv6_keys(app, mon):
-    from tests.unit.test_keys_ipv6 import ICMP6, ipv6
+    from testing.packets import ICMP6, ipv6
 
     r = post_form(app, type="config sketch", interface="INPUT", proto="icmpv6")
     sid = r.text
