@@ -9,7 +9,8 @@ results). This class only
   goes to the controller, unbuffered) when a switch connects,
 - feeds ``ryu.topology`` events (switches, ports, links; they need
   ``--observe-links``) and packet-ins into the topology and forwarding,
-  and turns the returned decisions into OpenFlow 1.3 messages,
+  and sends the OpenFlow 1.3 messages that ``ofmsg`` builds from the
+  returned decisions,
 - deletes its own flows by cookie on every switch when a switch or link
   changes (Ryu's LLDP flow and the table-miss flow have cookie 0 and stay),
 - runs a hub thread calling ``service.tick(time.time())`` every second, and
@@ -18,7 +19,7 @@ results). This class only
   service and shown in ``GET /measure/v1/health``),
 - sends the reactions' flow-mods and meter-mods (``service.actions.drain()``
   after every tick, ``service.actions.on_switch`` when a switch connects:
-  ``ryu_app/reactions/actions.py`` decides, this only translates),
+  ``ryu_app/reactions/actions.py`` decides, ``ofmsg`` builds, this only sends),
 - registers the REST API (``rest.register_rest``), the dashboard and
   ``/metrics`` (``dashboard.register_dashboard``) on Ryu's WSGI app.
 
@@ -42,19 +43,10 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
-from ryu_app.net.forwarding import (
-    DST_TABLE,
-    SRC_TABLE,
-    Decision,
-    FlowDelete,
-    FlowMod,
-    Forwarding,
-    Packet,
-    PacketOut,
-    SourceFlow,
-)
+from ryu_app import ofmsg
+from ryu_app.net.forwarding import Decision, FlowDelete, Forwarding, Packet
 from ryu_app.net.topology import Topology
-from ryu_app.reactions.actions import Install, MeterAdd, MeterDelete, Op, Remove, op_dpid
+from ryu_app.reactions.actions import Op, op_dpid
 from ryu_app.rest.api import register_rest
 from ryu_app.rest.dashboard import register_dashboard
 from ryu_app.service.core import MeasureService
@@ -126,13 +118,9 @@ class MeasureApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _switch_features(self, ev):
         dp = ev.msg.datapath
-        ofp, parser = dp.ofproto, dp.ofproto_parser
         self.datapaths[dp.id] = dp
-        actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
-        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
-        for table in (SRC_TABLE, DST_TABLE):
-            dp.send_msg(parser.OFPFlowMod(datapath=dp, table_id=table, priority=0,
-                                          match=parser.OFPMatch(), instructions=inst))
+        for msg in ofmsg.table_miss(dp):
+            dp.send_msg(msg)
         # Flows from an earlier run of the controller may be stale.
         self._send([FlowDelete(dp.id, self.forwarding.cookie)])
         # active reactions, with their remaining time
@@ -211,42 +199,12 @@ class MeasureApp(app_manager.RyuApp):
             self._topology_changed(flush=False)
 
     def _send(self, decisions: list[Decision], data: bytes | None = None) -> None:
-        """Turn forwarding decisions into OpenFlow 1.3 messages."""
+        """Send the OpenFlow messages of forwarding decisions (built by ``ofmsg``)."""
         for d in decisions:
             dp = self.datapaths.get(d.dpid)
-            if dp is None:
-                continue
-            ofp, parser = dp.ofproto, dp.ofproto_parser
-            if isinstance(d, SourceFlow):
-                fields: dict[str, Any] = {"eth_src": d.eth_src}
-                if d.in_port is not None:
-                    fields["in_port"] = d.in_port
-                dp.send_msg(parser.OFPFlowMod(
-                    datapath=dp, table_id=SRC_TABLE, cookie=d.cookie, priority=d.priority,
-                    idle_timeout=d.idle_timeout, match=parser.OFPMatch(**fields),
-                    instructions=[parser.OFPInstructionGotoTable(DST_TABLE)]))
-            elif isinstance(d, FlowMod):
-                actions = [parser.OFPActionOutput(d.out_port)]
-                inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
-                dp.send_msg(parser.OFPFlowMod(
-                    datapath=dp, table_id=DST_TABLE, cookie=d.cookie, priority=d.priority,
-                    idle_timeout=d.idle_timeout, match=parser.OFPMatch(eth_dst=d.eth_dst),
-                    instructions=inst))
-            elif isinstance(d, FlowDelete):
-                match = parser.OFPMatch(**{d.field: d.mac}) if d.mac else parser.OFPMatch()
-                dp.send_msg(parser.OFPFlowMod(
-                    datapath=dp, cookie=d.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
-                    table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
-                    out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match))
-            elif isinstance(d, PacketOut):
-                frame = d.data if d.data is not None else data
-                if frame is None:
-                    continue
-                in_port = d.in_port if d.data is None else ofp.OFPP_CONTROLLER
-                actions = [parser.OFPActionOutput(p) for p in d.out_ports]
-                dp.send_msg(parser.OFPPacketOut(
-                    datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                    actions=actions, data=frame))
+            if dp is not None:
+                for msg in ofmsg.forwarding(dp, d, data):
+                    dp.send_msg(msg)
 
     def _send_queued_reactions(self) -> None:
         try:
@@ -255,45 +213,10 @@ class MeasureApp(app_manager.RyuApp):
             self.logger.exception("sending reaction flow-mods failed")
 
     def _send_reactions(self, ops: list[Op]) -> None:
-        """Turn reaction operations (``reactions.actions``) into flow-mods and meter-mods."""
+        """Send the flow-mods and meter-mods of reaction operations (built by ``ofmsg``)."""
         for op in ops:
             dp = self.datapaths.get(op_dpid(op))
             if dp is None:
                 continue  # re-installed by on_switch when it connects
-            ofp, parser = dp.ofproto, dp.ofproto_parser
-            if isinstance(op, Install):
-                f = op.flow
-                actions = []
-                for name, *args in f.actions:
-                    if name == "set_field":
-                        actions.append(parser.OFPActionSetField(**{args[0]: args[1]}))
-                    elif name == "output":
-                        actions.append(parser.OFPActionOutput(args[0]))
-                    elif name == "set_queue":
-                        actions.append(parser.OFPActionSetQueue(args[0]))
-                inst = []
-                if f.meter is not None:
-                    inst.append(parser.OFPInstructionMeter(f.meter, ofp.OFPIT_METER))
-                if actions:
-                    inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
-                if f.goto is not None:
-                    inst.append(parser.OFPInstructionGotoTable(f.goto))
-                dp.send_msg(parser.OFPFlowMod(
-                    datapath=dp, table_id=f.table, cookie=op.cookie, priority=f.priority,
-                    hard_timeout=op.hard_timeout, match=parser.OFPMatch(**f.match),
-                    instructions=inst))
-            elif isinstance(op, Remove):
-                dp.send_msg(parser.OFPFlowMod(
-                    datapath=dp, cookie=op.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF,
-                    table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY,
-                    out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
-            elif isinstance(op, MeterAdd):
-                m = op.meter
-                dp.send_msg(parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=m.meter_id))
-                band = parser.OFPMeterBandDrop(rate=m.kbps, burst_size=m.burst_kb)
-                dp.send_msg(parser.OFPMeterMod(
-                    dp, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_KBPS | ofp.OFPMF_BURST,
-                    meter_id=m.meter_id, bands=[band]))
-            elif isinstance(op, MeterDelete):
-                dp.send_msg(parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE,
-                                               meter_id=op.meter_id))
+            for msg in ofmsg.reaction(dp, op):
+                dp.send_msg(msg)

@@ -1,8 +1,8 @@
-"""Controller ``Topology`` objects built without a network, for forwarding and REST tests.
+"""Controller topologies built without a network, for unit tests of the plain modules.
 
-``tree_topology`` is Mininet's tree (depth 2, fanout 3) as the controller
-learns it; ``graph_topology`` turns any networkx graph of switches into one,
-with links reported both ways as LLDP does.
+``build`` turns any networkx graph of switches into one, with links
+reported both ways as LLDP does; ``tree_topology`` is Mininet's tree
+(depth 2, fanout 3) as the controller learns it.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from ryu_app.net.topology import Topology
 MAC1, MAC2, MAC3 = "00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:00:03"
 
 
-def graph_topology(graph: nx.Graph, hosts_per_switch: int = 1) -> Topology:
+def build(graph: nx.Graph, hosts_per_switch: int = 1) -> Topology:
     """A Topology from a networkx graph of switches (nodes 0..n-1 -> dpid 1..n).
 
     Port numbers: hosts use 1..hosts_per_switch, links use the next ones.
-    Each link is reported in both directions, as LLDP does.
+    Each link is reported in both directions, as LLDP does. Host ``k`` (from
+    1) has MAC ``00:00:00:00:00:kk`` and IP ``10.0.0.k``.
     """
     topo = Topology()
     next_port = {}
@@ -36,7 +37,8 @@ def graph_topology(graph: nx.Graph, hosts_per_switch: int = 1) -> Topology:
         for port in range(1, hosts_per_switch + 1):
             host += 1
             mac = f"00:00:00:00:00:{host:02x}"
-            assert topo.learn_host(mac, f"10.0.0.{host}", node + 1, port) == "new"
+            if topo.learn_host(mac, f"10.0.0.{host}", node + 1, port) != "new":
+                raise ValueError(f"host {mac} learned twice")
     return topo
 
 

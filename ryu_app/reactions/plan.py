@@ -69,29 +69,74 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class Output:
+    """Send the frame out of ``port``."""
+
+    port: int
+
+
+@dataclass(frozen=True)
+class SetField:
+    """Rewrite one header field (``ip_dscp``, ``eth_dst``, ...)."""
+
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class SetQueue:
+    """Put the frame on egress queue ``queue``."""
+
+    queue: int
+
+
+FlowAction = Output | SetField | SetQueue
+
+
+def action_to_json(a: FlowAction) -> list[Any]:
+    """The stored form of an action: ``["output", port]``, ``["set_field", f, v]``,
+    ``["set_queue", q]`` (the form the actions table has always held)."""
+    if isinstance(a, Output):
+        return ["output", a.port]
+    if isinstance(a, SetField):
+        return ["set_field", a.field, a.value]
+    return ["set_queue", a.queue]
+
+
+def action_from_json(obj: list[Any]) -> FlowAction:
+    name, *args = obj
+    if name == "output":
+        return Output(int(args[0]))
+    if name == "set_field":
+        return SetField(str(args[0]), args[1])
+    if name == "set_queue":
+        return SetQueue(int(args[0]))
+    raise ValueError(f"unknown flow action {name!r}")
+
+
+@dataclass(frozen=True)
 class FlowSpec:
-    """One flow in table 0. ``actions`` are ``(name, *args)``: ``("set_field", f, v)``,
-    ``("output", port)``, ``("set_queue", q)``; ``meter`` and ``goto`` add instructions;
-    no actions and no goto means drop."""
+    """One flow in table 0: ``actions`` are applied, ``meter`` and ``goto`` add
+    instructions; no actions and no goto means drop. ``ryu_app.ofmsg`` builds it."""
 
     dpid: int
     priority: int
     match: dict[str, Any]
-    actions: tuple[tuple, ...] = ()
+    actions: tuple[FlowAction, ...] = ()
     meter: int | None = None
     goto: int | None = None
     table: int = SRC_TABLE
 
     def to_dict(self) -> dict[str, Any]:
         return {"dpid": self.dpid, "priority": self.priority, "match": dict(self.match),
-                "actions": [list(a) for a in self.actions], "meter": self.meter,
+                "actions": [action_to_json(a) for a in self.actions], "meter": self.meter,
                 "goto": self.goto, "table": self.table}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> FlowSpec:
         return cls(dpid=int(obj["dpid"]), priority=int(obj["priority"]), match=dict(obj["match"]),
-                   actions=tuple(tuple(a) for a in obj["actions"]), meter=obj["meter"],
-                   goto=obj["goto"], table=int(obj["table"]))
+                   actions=tuple(action_from_json(a) for a in obj["actions"]),
+                   meter=obj["meter"], goto=obj["goto"], table=int(obj["table"]))
 
 
 @dataclass(frozen=True)
@@ -280,8 +325,12 @@ def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[s
         flows += _exemptions(host.dpid, match)
         base.mbit = reaction.mbit
     elif reaction.action == "mark":
-        act = (("set_field", "ip_dscp", reaction.dscp) if reaction.dscp is not None
-               else ("set_queue", reaction.queue))
+        if reaction.dscp is not None:
+            act: FlowAction = SetField("ip_dscp", reaction.dscp)
+        elif reaction.queue is not None:
+            act = SetQueue(reaction.queue)
+        else:  # the task model refuses a mark with neither
+            raise Refused("mark needs dscp or queue")
         flows.append(FlowSpec(host.dpid, ACTION_PRIORITY["mark"], match, actions=(act,),
                               goto=DST_TABLE))
     elif reaction.action == "mirror":
@@ -297,7 +346,7 @@ def _mirror_flow(src: Host, match: dict[str, Any], tap: Host | None, reaction: R
         raise Refused(f"tap host {reaction.to} has no known attachment point")
     if tap.dpid == src.dpid:
         return FlowSpec(src.dpid, ACTION_PRIORITY["mirror"], match,
-                        actions=(("output", tap.port),),
+                        actions=(Output(tap.port),),
                         goto=DST_TABLE)
     dst_ip = match.get("ipv4_dst")
     dst = locate(dst_ip) if dst_ip else None
@@ -308,8 +357,7 @@ def _mirror_flow(src: Host, match: dict[str, Any], tap: Host | None, reaction: R
     port = topology.link_port(src.dpid, path[1]) if path and len(path) > 1 else None
     if port is None:
         raise Refused(f"no path from switch {src.dpid} to the tap's switch {tap.dpid}")
-    actions = (("set_field", "eth_dst", tap.mac), ("output", port),
-               ("set_field", "eth_dst", dst.mac))
+    actions = (SetField("eth_dst", tap.mac), Output(port), SetField("eth_dst", dst.mac))
     return FlowSpec(src.dpid, ACTION_PRIORITY["mirror"], match, actions=actions,
                     goto=DST_TABLE)
 

@@ -1,16 +1,14 @@
 """Unit tests of forwarding decisions (ryu_app.net.forwarding) on generated graphs.
 
-A small simulator replays the decisions: flows are installed into per-switch
-tables and packet-outs are followed hop by hop (each arrival at a switch
-without a matching flow is another packet-in), so loops and duplicates show
-up as counts.
+``testing.fakeoftable.FakeNetwork`` replays the decisions as the real
+OpenFlow messages of ``ryu_app.ofmsg`` on fake switch tables, and follows
+every copy of a frame hop by hop (each table miss is another packet-in), so
+loops and duplicates show up as counts.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
-from typing import Any
 
 import networkx as nx
 import pytest
@@ -31,8 +29,8 @@ from ryu_app.net.forwarding import (
 )
 from ryu_app.net.topology import Topology
 from testing.checks import some
-from testing.topologies import MAC1, MAC2
-from testing.topologies import graph_topology as build
+from testing.fakeoftable import FakeNetwork
+from testing.topologies import MAC1, MAC2, build
 
 pytestmark = pytest.mark.unit
 
@@ -40,69 +38,11 @@ BCAST = "ff:ff:ff:ff:ff:ff"
 NOW = 1000.0  # every port was added at 0: long settled
 
 
-class Sim:
-    """Replays decisions on a Topology-shaped network of switches and hosts."""
-
-    def __init__(self, fwd: Forwarding, graph_hosts: dict[str, tuple[int, int]]):
-        self.fwd, self.topo = fwd, fwd.topology
-        self.where = graph_hosts  # mac -> (dpid, port)
-        self.tables: dict[int, dict[str, int]] = {d: {} for d in self.topo.switches()}
-        self.sources: dict[int, set[tuple[str, int | None]]] = {
-            d: set() for d in self.topo.switches()}
-        self.packet_ins = 0
-        self.delivered: Counter[str] = Counter()
-
-    def peer(self, dpid: int, port: int) -> tuple[str, Any]:
-        """("switch", (dpid, port)) or ("host", mac) at the far end of a port."""
-        for a, pa, b, pb in self.topo.links():
-            if (a, pa) == (dpid, port):
-                return "switch", (b, pb)
-            if (b, pb) == (dpid, port):
-                return "switch", (a, pa)
-        for mac, loc in self.where.items():
-            if loc == (dpid, port):
-                return "host", mac
-        return "none", None
-
-    def send(self, pkt: Packet, limit: int = 200) -> None:
-        """Inject ``pkt`` at its ingress and follow every copy."""
-        queue = [(pkt.dpid, pkt.in_port)]
-        steps = 0
-        while queue:
-            steps += 1
-            assert steps <= limit, "forwarding loop"
-            dpid, in_port = queue.pop(0)
-            outs: list[int] = []
-            admitted = ({(pkt.src, None), (pkt.src, in_port)} & self.sources[dpid])
-            if admitted and pkt.dst in self.tables[dpid]:
-                outs = [self.tables[dpid][pkt.dst]]
-            else:
-                self.packet_ins += 1
-                here = Packet(pkt.src, pkt.dst, dpid, in_port, pkt.eth_type, pkt.ip_src,
-                              pkt.arp_op, pkt.arp_spa, pkt.arp_tpa)
-                for d in self.fwd.packet_in(here, NOW):
-                    if isinstance(d, SourceFlow):
-                        self.sources[d.dpid].add((d.eth_src, d.in_port))
-                    elif isinstance(d, FlowMod):
-                        self.tables[d.dpid][d.eth_dst] = d.out_port
-                    elif isinstance(d, PacketOut) and d.data is None:
-                        assert d.dpid == dpid
-                        outs = list(d.out_ports)
-            for port in outs:
-                if port == in_port:
-                    continue  # OpenFlow does not send back out of in_port
-                kind, peer = self.peer(dpid, port)
-                if kind == "host":
-                    self.delivered[peer] += 1
-                elif kind == "switch":
-                    queue.append(peer)
-
-
-def network(graph: nx.Graph, hosts_per_switch: int = 1) -> tuple[Forwarding, Sim]:
+def network(graph: nx.Graph, hosts_per_switch: int = 1) -> tuple[Forwarding, FakeNetwork]:
     topo = build(nx.convert_node_labels_to_integers(graph), hosts_per_switch)
     fwd = Forwarding(topo)
     where = {h.mac: (h.dpid, h.port) for h in topo.hosts()}
-    return fwd, Sim(fwd, where)
+    return fwd, FakeNetwork(fwd, where, now=NOW)
 
 
 def test_known_destination_gets_shortest_path_flows_downstream_first():
@@ -156,8 +96,7 @@ def test_unicast_follows_shortest_path_and_arrives_once(graph):
         assert sim.delivered[mac] == 1
         assert sim.packet_ins - before == 1  # flows installed along the whole path
         hops = len(some(fwd.topology.shortest_path(1, dst))) - 1
-        switches_with_flow = [d for d, table in sim.tables.items() if mac in table]
-        assert len(switches_with_flow) == hops + 1
+        assert len(sim.flows_to(mac)) == hops + 1
 
 
 def test_flood_ports_on_a_ring_use_tree_and_host_ports_only():
@@ -282,7 +221,8 @@ def test_every_host_is_learned_even_when_all_its_destinations_have_flows():
     late = "00:00:00:00:00:04"
     topo.remove_host(late)  # h4 (on switch 4) has not been seen yet
     fwd = Forwarding(topo)
-    sim = Sim(fwd, {h.mac: (h.dpid, h.port) for h in topo.hosts()} | {late: (4, 1)})
+    sim = FakeNetwork(fwd, {h.mac: (h.dpid, h.port) for h in topo.hosts()} | {late: (4, 1)},
+                      now=NOW)
     known = [f"00:00:00:00:00:{i:02x}" for i in (1, 2, 3)]
     for src in known:  # everyone else talks first: flows to h1..h3 on every path
         for dst in known:
@@ -304,7 +244,7 @@ def test_source_flow_matches_in_port_only_on_the_home_switch():
     assert transit[0] == SourceFlow(2, MAC1, None)
 
 
-def fat_tree(k: int = 4) -> tuple[Forwarding, Sim]:
+def fat_tree(k: int = 4) -> tuple[Forwarding, FakeNetwork]:
     """The k-ary fat-tree of topo/topos.py: dpids cores, aggs, edges; k/2 hosts per edge."""
     half = k // 2
     cores = list(range(1, half * half + 1))
@@ -340,7 +280,7 @@ def fat_tree(k: int = 4) -> tuple[Forwarding, Sim]:
                 assert topo.learn_host(mac, f"10.0.0.{host}", edge, port) == "new"
                 where[mac] = (edge, port)
     fwd = Forwarding(topo)
-    return fwd, Sim(fwd, where)
+    return fwd, FakeNetwork(fwd, where, now=NOW)
 
 
 def test_fat_tree_two_pingalls_deliver_every_packet_exactly_once():
@@ -349,7 +289,7 @@ def test_fat_tree_two_pingalls_deliver_every_packet_exactly_once():
     with flows of the first round reused or overwritten by the second."""
     fwd, sim = fat_tree(4)
     assert len(fwd.topology.switches()) == 20 and len(fwd.topology.links()) == 32
-    macs = sorted(sim.where)
+    macs = sorted(sim.hosts)
     assert len(macs) == 16
     for _ in range(2):
         for src in macs:
@@ -358,11 +298,24 @@ def test_fat_tree_two_pingalls_deliver_every_packet_exactly_once():
                     continue
                 for a, b in ((src, dst), (dst, src)):  # echo request, echo reply
                     sim.delivered.clear()
-                    dpid, port = sim.where[a]
+                    dpid, port = sim.hosts[a]
                     sim.send(Packet(a, b, dpid, port, ETH_TYPE_IPV4))
                     assert dict(sim.delivered) == {b: 1}, (a, b)
     for src in macs:  # broadcast (ARP): every other host once, never the sender
         sim.delivered.clear()
-        dpid, port = sim.where[src]
+        dpid, port = sim.hosts[src]
         sim.send(Packet(src, BCAST, dpid, port, ETH_TYPE_ARP, arp_op=ARP_REQUEST))
         assert dict(sim.delivered) == {m: 1 for m in macs if m != src}
+
+
+def test_invalidating_a_host_deletes_only_the_flows_to_it_and_all_flows_on_a_change():
+    fwd, sim = network(nx.path_graph(3))
+    for dst in ("00:00:00:00:00:02", "00:00:00:00:00:03"):
+        sim.send(Packet(MAC1, dst, 1, 1, ETH_TYPE_IPV4))
+    assert sim.flows_to("00:00:00:00:00:03") == [1, 2, 3]
+    sim.apply(fwd.invalidate_host("00:00:00:00:00:03"))
+    assert sim.flows_to("00:00:00:00:00:03") == []
+    assert sim.flows_to("00:00:00:00:00:02") == [1, 2]
+    sim.apply(fwd.invalidate_all())
+    assert all(sw.flows(cookie=FLOW_COOKIE) == [] for sw in sim.switches.values())
+    assert all(len(sw.flows(cookie=0)) == 2 for sw in sim.switches.values())  # table-miss stays

@@ -18,13 +18,22 @@ import pytest
 
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, Task, parse_tasks
+from ryu_app import ofmsg
 from ryu_app.errors import ServiceError
 from ryu_app.net.topology import Topology
-from ryu_app.reactions.actions import ActionManager, Install, MeterAdd, MeterDelete, Remove
-from ryu_app.reactions.plan import ACTION_PRIORITY, REACTION_COOKIE, Refused, plan
+from ryu_app.reactions.actions import (
+    ActionManager,
+    Install,
+    MeterAdd,
+    MeterDelete,
+    Remove,
+    op_dpid,
+)
+from ryu_app.reactions.plan import ACTION_PRIORITY, REACTION_COOKIE, Output, Refused, SetField, plan
 from ryu_app.service.core import MeasureService
 from ryu_app.service.store import Store
 from testing.checks import some
+from testing.fakeoftable import FakeOFTable
 
 MAC = {n: f"00:00:00:00:00:{n:02x}" for n in range(1, 10)}
 
@@ -47,7 +56,7 @@ def one(task: dict, **policy) -> Task:
 
 
 SCAN: dict[str, Any] = {"name": "scan", "kind": "port_scan",
-                        "on": [{"event": "port_scan", "action": "block", "duration": 10}]}
+        "on": [{"event": "port_scan", "action": "block", "duration": 10}]}
 SCAN_EVENT = {"id": 7, "kind": "port_scan", "src": "10.0.0.6", "ports": 40}
 
 
@@ -77,8 +86,8 @@ def manager(tmp_path):
 
     names = {f"h{n}": f"10.0.0.{n}" for n in range(1, 10)}
     m = RecordedManager(Store(str(tmp_path / "m.db")), topology(), names.get, clock,
-                        secret=b"s3cret", post=post, protect=("192.168.100.0/24", "h1"),
-                        max_active=3, max_new_per_minute=4)
+                      secret=b"s3cret", post=post, protect=("192.168.100.0/24", "h1"),
+                      max_active=3, max_new_per_minute=4)
     m.clock, m.posts = clock, posts
     return m
 
@@ -167,11 +176,10 @@ def test_mirror_to_a_tap_on_another_switch_rewrites_and_restores_eth_dst():
     assert flow.dpid == 2 and flow.match == {
         "in_port": 2, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1",
         "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 80}
-    assert flow.actions == (("set_field", "eth_dst", MAC[9]), ("output", 4),
-                            ("set_field", "eth_dst", MAC[1]))
+    assert flow.actions == (SetField("eth_dst", MAC[9]), Output(4), SetField("eth_dst", MAC[1]))
     assert flow.goto == 1
     same = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.3"))
-    assert same.flows[0].actions == (("output", 3),)
+    assert same.flows[0].actions == (Output(3),)
 
 
 def test_protected_or_unknown_targets_are_refused():
@@ -287,9 +295,8 @@ def test_service_refuses_unknown_or_protected_hosts_and_stores_nothing(tmp_path,
     service = MeasureService(topology(), str(tmp_path), now=Clock())
     service.register_agent({"name": "h9", "url": "http://192.168.100.9:8000",
                             "data_ip": "10.0.0.9"})
-    mirror: dict[str, Any] = {
-        "name": "m", "kind": "heavy_hitters", "key": "src_dst",
-        "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h42", "duration": 5}]}
+    mirror: dict[str, Any] = {"name": "m", "kind": "heavy_hitters", "key": "src_dst",
+              "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h42", "duration": 5}]}
     for body, message, status in [
         (mirror, "on[0].to 'h42' is not a known agent, host or address", 404),
         ({**SCAN, "filter": {"src": "10.0.0.3"}, "protect": ["10.0.0.3"]},
@@ -341,3 +348,69 @@ def test_an_ipv6_key_is_matched_as_ipv6():
     assert flow_match({"src": "2001:db8::6"}, None) == {"eth_type": 0x86DD,
                                                         "ipv6_src": "2001:db8::6"}
     assert flow_match({"src": "10.0.0.6"}, None) == {"eth_type": 0x0800, "ipv4_src": "10.0.0.6"}
+
+
+# ---------------------------------------------------------------- on a fake switch
+
+def _edge_switch(manager, dpid: int) -> FakeOFTable:
+    """Switch ``dpid`` with the table-miss flows and every queued reaction message applied."""
+    sw = FakeOFTable(dpid)
+    dp = ofmsg.offline_datapath(dpid)
+    sw.apply(ofmsg.table_miss(dp))
+    for op in manager.drain():
+        if op_dpid(op) == dpid:
+            sw.apply(ofmsg.reaction(dp, op))
+    return sw
+
+
+def test_block_on_a_fake_switch_drops_the_scanner_but_not_its_control_traffic(manager):
+    manager.react("1", one(SCAN), [SCAN_EVENT])
+    sw = _edge_switch(manager, 3)
+    scan = {"in_port": 3, "eth_src": MAC[6], "eth_dst": MAC[5], "eth_type": 0x0800,
+            "ipv4_src": "10.0.0.6", "ipv4_dst": "10.0.0.5", "ip_proto": 6, "tcp_dst": 22}
+    assert sw.lookup(scan).dropped
+    agent = {**scan, "tcp_dst": 8000}  # its agent's API: on to the forwarding tables
+    assert sw.lookup(agent).ports == ["controller"] and sw.lookup(agent).tables == [0, 1]
+    neighbour = {**scan, "in_port": 2, "eth_src": MAC[5], "ipv4_src": "10.0.0.5"}
+    assert sw.lookup(neighbour).ports == ["controller"]  # h5 is untouched
+    (action,) = manager.list_actions()
+    manager.lift(action["id"])
+    for op in manager.drain():
+        sw.apply(ofmsg.reaction(ofmsg.offline_datapath(3), op))
+    assert sw.flows(cookie=REACTION_COOKIE | action["id"]) == []
+    assert not sw.lookup(scan).dropped
+
+
+def test_rate_limit_on_a_fake_switch_meters_then_forwards_and_a_reinstall_replaces_the_meter(
+        manager):
+    task = one({"name": "rl", "kind": "heavy_hitters", "key": "src",
+                "on": [{"event": "heavy_hitter", "action": "rate_limit", "mbit": 5,
+                        "duration": 20}]})
+    manager.react("1", task, [{"id": 3, "kind": "heavy_hitter", "key": "10.0.0.4"}])
+    sw = _edge_switch(manager, 3)
+    fate = sw.lookup({"in_port": 1, "eth_src": MAC[4], "eth_dst": MAC[5], "eth_type": 0x0800,
+                      "ipv4_src": "10.0.0.4", "ipv4_dst": "10.0.0.5", "ip_proto": 17})
+    (meter_id,) = fate.meters
+    assert sw.meters[meter_id].bands[0].rate == 5000 and fate.tables == [0, 1]
+    # after a controller restart the same meter is added again: delete-then-add, no error
+    for op in manager.on_switch(3):
+        sw.apply(ofmsg.reaction(ofmsg.offline_datapath(3), op))
+    assert list(sw.meters) == [meter_id]
+
+
+def test_mirror_on_a_fake_switch_copies_to_the_tap_and_delivers_the_original():
+    task = one({"name": "m", "kind": "heavy_hitters", "key": "five_tuple",
+                "filter": {"proto": "tcp", "dport": 80},
+                "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h9", "duration": 9}]})
+    topo = topology()
+    event = {"id": 1, "kind": "heavy_hitter", "key": "10.0.0.2,10.0.0.1,tcp,40000,80"}
+    p = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
+    sw, dp = FakeOFTable(2), ofmsg.offline_datapath(2)
+    sw.apply(ofmsg.table_miss(dp))
+    sw.apply(ofmsg.reaction(dp, Install(p.flows[0], REACTION_COOKIE | 1, 9)))
+    fate = sw.lookup({"in_port": 2, "eth_src": MAC[2], "eth_dst": MAC[1], "eth_type": 0x0800,
+                      "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1", "ip_proto": 6,
+                      "tcp_src": 40000, "tcp_dst": 80})
+    (port, copy), (ctl, original) = fate.outputs
+    assert (port, copy["eth_dst"]) == (4, MAC[9])  # towards the tap, addressed to it
+    assert (ctl, original["eth_dst"]) == ("controller", MAC[1])  # then forwarded as before

@@ -9,8 +9,7 @@ import pytest
 
 from ryu_app.net.topology import Topology, dpid_to_str, str_to_dpid
 from testing.checks import some
-from testing.topologies import MAC1, MAC2, MAC3
-from testing.topologies import graph_topology as build
+from testing.topologies import MAC1, MAC2, MAC3, build
 
 pytestmark = pytest.mark.unit
 
