@@ -14,11 +14,14 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from host_agent.capture.rules import CaptureFilter, sample_args
 from host_agent.protocols import CaptureRules
 from measure_model.task import Task, parse_task
+from testing.clock import Clock
 from testing.inproc import InProcMonitor
 
 SECRET = b"hostile-input-test-secret-0123456789abcdef"
@@ -30,17 +33,19 @@ class CoreMonitor(InProcMonitor):
     Same contract as ``agent.MonitorProcess.call``: messages and replies are
     JSON-serialised, KeyError/ValueError/TypeError become the monitor's
     ``{"ok": false}`` reply (AgentError 400). Any other exception escapes, as
-    it would kill the real monitor process.
+    it would kill the real monitor process. ``now`` is the core's clock.
     """
 
-    def call(self, msg: dict) -> Any:
-        import time
+    def __init__(self, now: Callable[[], float] = time.time, queue: int = 0) -> None:
+        super().__init__()
+        self.now, self.queue = now, queue
 
+    def call(self, msg: dict) -> Any:
         from host_agent.errors import AgentError
 
         msg = json.loads(json.dumps(msg))
         try:
-            result = self.core.handle(msg, time.time())
+            result = self.core.handle(msg, self.now())
         except (KeyError, ValueError, TypeError) as exc:
             raise AgentError(400, str(exc).strip("'\"")) from None
         return json.loads(json.dumps(result))
@@ -198,16 +203,6 @@ class RecordingHttp:
         if "/agent/v1/tasks/" in url:
             return 200, {"agents": {"h2": "ok"}}
         return 200, {}
-
-
-class Clock:
-    """A settable clock (``clock.t``)."""
-
-    def __init__(self, t: float = CLOCK) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_controller_app(state_dir, reads_open: bool = False, clock=None):

@@ -20,6 +20,8 @@ from host_agent.errors import AgentError
 from host_agent.monitor.core import MonitorCore, fail_open_message
 from host_agent.overlay.node import OverlayNode
 from measure_model.task import Task
+from testing.apps import CoreMonitor
+from testing.clock import Clock
 
 pytestmark = pytest.mark.unit
 
@@ -32,20 +34,12 @@ def ipv4(src: str, dst: str, proto: int = 1, length: int = 84, sport: int = 0,
     return head + struct.pack("!HH", sport, dport)
 
 
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.25) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class InlineMonitor:
-    """In-process stand-in for MonitorProcess (same JSON protocol, no NFQUEUE)."""
+class InlineMonitor(CoreMonitor):
+    """The monitor core in process on the test's clock, with a restart counter and a
+    way to feed it packets (no NFQUEUE)."""
 
     def __init__(self, clock: Clock, queue: int = 0) -> None:
-        self.clock, self.queue, self.pid = clock, queue, None
-        self.core = MonitorCore()
+        super().__init__(clock, queue)
         self.dead = False
         self.starts = 0
 
@@ -54,26 +48,16 @@ class InlineMonitor:
         self.dead = False
         self.starts += 1
 
-    def stop(self) -> None:
-        pass
-
     def alive(self) -> bool:
         return not self.dead
 
-    def call(self, msg: dict) -> object:
-        try:
-            result = self.core.handle(json.loads(json.dumps(msg)), self.clock())
-        except (KeyError, ValueError) as exc:
-            raise AgentError(400, str(exc).strip("'\"")) from None
-        return json.loads(json.dumps(result))
-
     def feed(self, packets: list[bytes], mark: int = 1) -> None:
-        self.core.ingest(packets, [mark] * len(packets), self.clock())
+        self.core.ingest(packets, [mark] * len(packets), self.now())
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_700_000_000.25)
 
 
 @pytest.fixture

@@ -38,18 +38,11 @@ from testing.apps import (
 )
 from testing.apps import SECRET as APP_SECRET
 from testing.apps import ready_agent as _ready_agent
+from testing.clock import Clock
 
 pytestmark = pytest.mark.unit
 
 SECRET = b"s" * 43
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # ---------------------------------------------------------------- files

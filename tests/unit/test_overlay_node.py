@@ -21,20 +21,13 @@ from host_agent.overlay.node import NotAChild, OverlayNode, StaleEpoch
 from measure_common.runner import InlineRunner
 from measure_model.task import Task
 from testing.checks import some
+from testing.clock import Clock
 from testing.inproc import InProcAgent
 
 CTL = "http://ctl.test:8080"
 INTERVAL = 5.0
 TASK = {"name": "hh", "kind": "heavy_hitters", "key": "src", "increment": "pkt",
         "report_interval": INTERVAL, "scope": "global"}
-
-
-class Clock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeAgent:

@@ -20,7 +20,6 @@ from measure_model.policy import load_policy
 from measure_model.task import PolicyError, Task, parse_tasks
 from ryu_app import ofmsg
 from ryu_app.errors import ServiceError
-from ryu_app.net.topology import Topology
 from ryu_app.reactions.actions import (
     ActionManager,
     Install,
@@ -33,22 +32,11 @@ from ryu_app.reactions.plan import ACTION_PRIORITY, REACTION_COOKIE, Output, Ref
 from ryu_app.service.core import MeasureService
 from ryu_app.service.store import Store
 from testing.checks import some
+from testing.clock import Clock
 from testing.fakeoftable import FakeOFTable
+from testing.topologies import tree_topology as topology
 
 MAC = {n: f"00:00:00:00:00:{n:02x}" for n in range(1, 10)}
-
-
-def topology() -> Topology:
-    """s1 core; s2: h1 h2 h3 (ports 1-3, uplink 4); s3: h4-h6; s4: h7-h9."""
-    topo = Topology()
-    topo.add_switch(1, [1, 2, 3])
-    for edge in (2, 3, 4):
-        topo.add_switch(edge, [1, 2, 3, 4])
-        topo.add_link(1, edge - 1, edge, 4)
-        topo.add_link(edge, 4, 1, edge - 1)
-    for n in range(1, 10):
-        topo.learn_host(MAC[n], f"10.0.0.{n}", 2 + (n - 1) // 3, 1 + (n - 1) % 3)
-    return topo
 
 
 def one(task: dict, **policy) -> Task:
@@ -60,14 +48,6 @@ SCAN: dict[str, Any] = {"name": "scan", "kind": "port_scan",
 SCAN_EVENT = {"id": 7, "kind": "port_scan", "src": "10.0.0.6", "ports": 40}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class RecordedManager(ActionManager):
     """An ActionManager that keeps its clock and what it posted, for the tests."""
 
@@ -77,7 +57,7 @@ class RecordedManager(ActionManager):
 
 @pytest.fixture
 def manager(tmp_path):
-    clock = Clock()
+    clock = Clock(1000.0)
     posts: list = []
 
     def post(url, body, headers):
@@ -292,7 +272,7 @@ def test_service_refuses_unknown_or_protected_hosts_and_stores_nothing(tmp_path,
     """Schema-valid tasks naming hosts the controller does not know (404) or acting on a
     protected host (409); malformed ones are the task table's 400s above."""
     monkeypatch.setenv("MEASURE_AUTH", "off")
-    service = MeasureService(topology(), str(tmp_path), now=Clock())
+    service = MeasureService(topology(), str(tmp_path), now=Clock(1000.0))
     service.register_agent({"name": "h9", "url": "http://192.168.100.9:8000",
                             "data_ip": "10.0.0.9"})
     mirror: dict[str, Any] = {"name": "m", "kind": "heavy_hitters", "key": "src_dst",
