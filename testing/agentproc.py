@@ -171,3 +171,19 @@ c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
 c.sendall(b"y" * int(sys.argv[3])); c.shutdown(socket.SHUT_WR)
 print(c.recv(100).decode())
 """
+
+
+def tcp_transfer(client: Netns, server: Netns, dst: str, port: int, nbytes: int,
+                 ipv6: bool = False) -> None:
+    """``nbytes`` over one TCP connection from ``client`` to ``dst``:``port`` (a
+    one-shot server in ``server``); asserts the server received all of them."""
+    script = TCP_SERVER
+    if ipv6:
+        script = (script.replace('"0.0.0.0"', '"::"')
+                  .replace("socket.socket()", "socket.socket(socket.AF_INET6)"))
+    proc = server.popen([sys.executable, "-c", script, str(port)])
+    wait_until(lambda: str(port) in server.run(["ss", "-ltn"]).stdout, timeout=10,
+               message="server")
+    out = client.run([sys.executable, "-c", TCP_CLIENT, dst, str(port), str(nbytes)]).stdout
+    assert out.strip() == str(nbytes)
+    proc.wait(10)

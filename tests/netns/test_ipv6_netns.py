@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from testing.agentproc import TCP_CLIENT, TCP_SERVER, AgentProc, snapshot_when
+from testing.agentproc import AgentProc, snapshot_when, tcp_transfer
 from testing.procs import wait_until
 
 pytestmark = pytest.mark.netns
@@ -110,12 +110,7 @@ def test_tcp6_counts_equal_rule_counters(pair6, agent_factory, mode):
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "tcp", "dport": 5202},
                                      "capture": mode,
                                      "counters": [{"key": "five_tuple", "increment": "bytes"}]})
-    server = b.popen([sys.executable, "-c", TCP_SERVER.replace('"0.0.0.0"', '"::"')
-                      .replace("socket.socket()", "socket.socket(socket.AF_INET6)"), "5202"])
-    wait_until(lambda: "5202" in b.run(["ss", "-ltn"]).stdout, timeout=10, message="server")
-    out = a.run([sys.executable, "-c", TCP_CLIENT, b.ip6, "5202", "300000"]).stdout
-    assert out.strip() == "300000"
-    server.wait(10)
+    tcp_transfer(a, b, b.ip6, 5202, 300000, ipv6=True)
     pkts, nbytes = rule6(ag, sk["id"])
     snap = snapshot_when(ag, sk["id"], 1, pkts)
     assert (snap["packets"], snap["bytes"]) == (pkts, nbytes)

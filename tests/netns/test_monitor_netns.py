@@ -17,12 +17,11 @@ import pytest
 
 from measure_model.cost import check_cost
 from testing.agentproc import (
-    TCP_CLIENT,
-    TCP_SERVER,
     ping_counts,
     rule_counters,
     send_udp,
     snapshot_when,
+    tcp_transfer,
 )
 from testing.netns import ROOT
 from testing.procs import wait_until
@@ -75,11 +74,7 @@ def test_tcp_counts_equal_rule_counters(ns_pair, agent_factory):
     ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "tcp", "dport": 5201},
                                      "counters": [{"key": "five_tuple", "increment": "bytes"}]})
-    server = b.popen([sys.executable, "-c", TCP_SERVER, "5201"])
-    wait_until(lambda: "5201" in b.run(["ss", "-ltn"]).stdout, timeout=10, message="server")
-    out = a.run([sys.executable, "-c", TCP_CLIENT, b.ip, "5201", "300000"]).stdout
-    assert out.strip() == "300000"
-    server.wait(10)
+    tcp_transfer(a, b, b.ip, 5201, 300000)
     pkts, nbytes = rule_counters(ag, sk["id"])
     snap = snapshot_when(ag, sk["id"], 1, pkts)
     assert (snap["packets"], snap["bytes"]) == (pkts, nbytes)
