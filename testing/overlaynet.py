@@ -1,21 +1,69 @@
 """The Mininet overlay network of the Mininet tests: its agents, traffic and results.
 
-``net`` is a running ``topo.launch.MeasureNetwork`` (tree depth 2 fanout 3,
-an agent on each of h1..h9). ``send_pairs`` sends paced UDP between fixed
+``measure_network`` runs a module's ``topo.launch.MeasureNetwork`` under the
+machine's Mininet lock (``net`` below: tree depth 2 fanout 3, an agent on
+each of h1..h9) and ``apply_everywhere`` posts a task and waits until
+every agent holds it. ``send_pairs`` sends paced UDP between fixed
 pairs and returns the exact bytes that arrived (the ground truth a result
 is checked against); ``kill`` / ``restart`` stop and start one agent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
-from testing.netns import apply_everywhere
-from testing.procs import wait_until
-from topo.launch import ROOT, MeasureNetwork
+import pytest
+
+from testing.procs import free_port, mininet_lock, wait_until
+from topo.launch import ROOT, MeasureNetwork, Options
+
+
+@contextlib.contextmanager
+def measure_network(tmp_path_factory: pytest.TempPathFactory, name: str,
+                    **options: Any) -> Iterator[MeasureNetwork]:
+    """A module's ``MeasureNetwork`` (tree depth 2 fanout 3 with an agent on every host
+    unless ``options`` say otherwise) under the machine's Mininet lock, stopped at the
+    end; then fails if the controller or an agent logged a traceback."""
+    with mininet_lock():
+        run_dir = tmp_path_factory.mktemp(name)
+        settings = {"topo": "tree", "depth": 2, "fanout": 3, "agents": True, "timeout": 120,
+                    **options}
+        mn = MeasureNetwork(Options(**settings, lock=False, controller_port=free_port(),
+                                    rest_port=free_port(), run_dir=str(run_dir)))
+        try:
+            mn.start()
+            yield mn
+        finally:
+            mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
+        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
+                     *glob.glob(f"{run_dir}/agent-h*.out")]:
+            with open(path, errors="replace") as f:
+                text = f.read()
+            assert "Traceback" not in text, f"{path} logged a traceback:\n{text[-4000:]}"
+
+
+def apply_everywhere(net: MeasureNetwork, task: dict, agents: list[str],
+                     timeout: float = 30) -> str:
+    """POST one task to the network's controller; its id once every agent holds it."""
+    status, body = net.rest("/measure/v1/tasks", method="POST", body={"tasks": [task]})
+    assert status == 201, body
+    task_id = body["tasks"][0]["id"]
+
+    def everywhere() -> bool:
+        code, rec = net.rest(f"/measure/v1/tasks/{task_id}")
+        return code == 200 and rec["agents"] == {a: "ok" for a in agents}
+
+    wait_until(everywhere, timeout=timeout,
+               message=f"task {task_id} ok on all {len(agents)} agents")
+    return task_id
+
 
 AGENTS = [f"h{n}" for n in range(1, 10)]
 

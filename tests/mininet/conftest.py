@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testing.netns import measure_network
+from testing.overlaynet import measure_network
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,7 @@ import pytest
 
 from testing.browser import chrome, login, screenshot, texts, visible, wait_for
 from testing.grafana import grafana_metrics
-from testing.netns import measure_network
-from testing.overlaynet import send_pairs
+from testing.overlaynet import measure_network, send_pairs
 from testing.procs import free_port, stop_process, wait_until
 from topo.launch import ROOT
 

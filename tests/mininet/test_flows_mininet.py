@@ -30,8 +30,7 @@ import sys
 import pytest
 import requests
 
-from testing.netns import measure_network
-from testing.overlaynet import AGENTS, PAIRS, RECEIVER, SENDER
+from testing.overlaynet import AGENTS, PAIRS, RECEIVER, SENDER, measure_network
 from testing.procs import free_port, wait_until
 from topo.launch import AGENT_PORT, MGMT_IP, MeasureNetwork, mgmt_ip
 
