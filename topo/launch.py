@@ -222,12 +222,14 @@ class MgmtNetwork:
     def __init__(self, hosts: list[MeasureHost]) -> None:
         self.bridge = LinuxBridge(MGMT_BRIDGE, inNamespace=False)
         self.root = Node("mg-root", inNamespace=False)
+        # fast=False: Mininet first deletes root-namespace interfaces of these names
+        # (what a killed run left), then makes the pair and moves each end
         self.links = [Link(self.root, self.bridge, intfName1="mg-root",
-                           intfName2=f"{MGMT_BRIDGE}-root")]
+                           intfName2=f"{MGMT_BRIDGE}-root", fast=False)]
         self.root.setIP(MGMT_IP, prefixLen=24, intf="mg-root")
         for host in hosts:
             self.links.append(Link(host, self.bridge, intfName1=f"{host.name}-mgmt",
-                                   intfName2=f"{MGMT_BRIDGE}-{host.name}"))
+                                   intfName2=f"{MGMT_BRIDGE}-{host.name}", fast=False))
             host.setIP(mgmt_ip(host.name), prefixLen=24, intf=f"{host.name}-mgmt")
         self.bridge.start([])  # enslaves every mgmt0-* interface
 
