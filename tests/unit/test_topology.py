@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import networkx as nx
@@ -241,6 +242,11 @@ def test_launcher_helpers():
     assert len(make_topo(opts).switches()) == 5
     with pytest.raises(ValueError, match="unknown topology 'ring'"):
         make_topo(Options(topo="ring"))
+    # one table: no flag means the dataclass default, and every field has its flag
+    assert options_from_args(build_parser().parse_args([])) == Options()
+    assert make_topo(Options(topo="fattree", k=2)).hosts() == ["h1", "h2"]
+    flags = {a.dest for a in build_parser()._actions}
+    assert {f.name for f in dataclasses.fields(Options)} <= flags
 
 
 def test_host_addresses_are_computed_from_the_ip_base_like_mininet():
