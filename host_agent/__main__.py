@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True,
                    help="agent name, e.g. h2 ([a-z0-9][a-z0-9_.-]{0,19}); tags its iptables rules")
     p.add_argument("--controller", default=None,
-                   help="controller base URL, e.g. http://192.168.100.254:8080; "
+                   help="controller base URL, e.g. http://192.168.100.254:8080, or several "
+                        "separated by commas (a leader and its standbys: the agent registers "
+                        "with the first that answers and moves on when it stops answering); "
                         "omit for a standalone agent (no registration)")
     p.add_argument("--listen", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -146,10 +148,17 @@ def _mac_of(ip: str | None) -> str | None:
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
               cost: Callable[[], dict], interval: float = 2.0) -> None:
     """Register with the controller as reachable at ``advertise``, then heartbeat with
-    the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise."""
+    the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise.
+
+    With several controller URLs (a leader and standbys on one shared store),
+    a controller that fails is left for the next one, where the agent
+    registers again; only the leader answers (a standby's ports stay closed).
+    """
     import eventlet
 
-    base = args.controller.rstrip("/")
+    bases = controller_urls(args.controller)
+    current = 0
+    base = bases[current]
     body = {"name": args.name, "url": advertise, "data_ip": args.data_ip,
             "mac": _mac_of(args.data_ip), "version": __version__}
     registered, failing, last_logged = False, False, -1e9
@@ -184,7 +193,18 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                 log.warning("controller %s: %s (retrying every %gs)", base, exc, interval)
                 last_logged = time.monotonic()
             failing = True
+            if len(bases) > 1 and isinstance(exc, OSError):  # unreachable: try the next one
+                current = (current + 1) % len(bases)
+                base, registered = bases[current], False
         eventlet.sleep(interval if registered else min(interval, 1.0))
+
+
+def controller_urls(value: str) -> list[str]:
+    """The controller base URLs of ``--controller`` (comma-separated), in order."""
+    urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("--controller names no URL")
+    return urls
 
 
 def supervisor(agent: Agent, overlay: OverlayNode, period: float = 0.25) -> None:

@@ -59,6 +59,17 @@ from host_agent import health as agent_health
 from host_agent.capture.rules import MAX_SLOTS, CaptureFilter, free_slot
 from host_agent.counters.sketches import CounterConfig, Sketch
 from host_agent.errors import AgentError, MonitorError
+from host_agent.monitor.commands import (
+    AddCounter,
+    AddFlows,
+    AddSketch,
+    Command,
+    FlowsTop,
+    Query,
+    RemoveCounter,
+    RemoveSketch,
+    Stats,
+)
 from host_agent.monitor.crash_loop import CrashLoop
 from host_agent.protocols import CaptureRules, Monitor
 from measure_model.fields import FieldError, parse_host_port
@@ -179,8 +190,8 @@ class Agent:
             if hasattr(mon, "stop"):
                 mon.stop()
 
-    def _broadcast(self, msg: dict) -> list[Any]:
-        return [mon.call(msg) for mon in self.monitors]
+    def _broadcast(self, cmd: Command) -> list[Any]:
+        return [mon.call(cmd) for mon in self.monitors]
 
     # ------------------------------------------------------------ sketches
     def get_sketch(self, sid: Any) -> Sketch:
@@ -211,12 +222,12 @@ class Agent:
                 raise AgentError(409, f"limit reached: every {mode} mark bit is in use")
             sketch = Sketch(self.next_sketch, slot, filt, task_id=task_id, created=self.clock(),
                             sample=sample, sample_mode=sample_mode, capture=mode)
-            self._broadcast({"op": "add_sketch", "sketch": sketch.id, "slot": slot})
+            self._broadcast(AddSketch(sketch.id, slot))
             if self.capture is not None:
                 try:
                     self.capture.add(sketch.id, slot, filt, sample, sample_mode)
                 except RuntimeError as exc:
-                    self._broadcast({"op": "remove_sketch", "sketch": sketch.id})
+                    self._broadcast(RemoveSketch(sketch.id))
                     raise AgentError(500, f"capture rule failed: {exc}") from None
             self.sketches[sketch.id] = sketch
             self.next_sketch += 1
@@ -228,7 +239,7 @@ class Agent:
             sketch = self.get_sketch(sid)
             if self.capture is not None:
                 self.capture.remove(sketch.id)
-            self._broadcast({"op": "remove_sketch", "sketch": sketch.id})
+            self._broadcast(RemoveSketch(sketch.id))
             del self.sketches[sketch.id]
             if sketch.task_id is not None:
                 self.tasks.pop(sketch.task_id, None)
@@ -251,8 +262,7 @@ class Agent:
                 raise AgentError(409, f"limit reached: sketch memory would exceed "
                                       f"{self.max_memory // 2 ** 20} MB")
             cid = sketch.next_counter
-            self._broadcast({"op": "add_counter", "sketch": sketch.id, "counter": cid,
-                             "entry": config.entry()})
+            self._broadcast(AddCounter(sketch.id, cid, config.entry()))
             sketch.counters[cid] = config
             sketch.next_counter += 1
         log.info("counter %d on sketch %d: %s/%s", cid, sketch.id, task.key, task.increment)
@@ -268,7 +278,7 @@ class Agent:
     def delete_counter(self, sid: Any, cid: Any) -> None:
         with self.lock:
             sketch, cid = self.get_counter(sid, cid)
-            self._broadcast({"op": "remove_counter", "sketch": sketch.id, "counter": cid})
+            self._broadcast(RemoveCounter(sketch.id, cid))
             del sketch.counters[cid]
 
     def legacy_counter(self, sid: Any, key_type: Any) -> tuple[Sketch, int]:
@@ -284,12 +294,12 @@ class Agent:
                               f"on sketch {sketch.id}")
 
     # ------------------------------------------------------------ queries
-    def query(self, sid: Any, cid: Any, method: str, **kw: Any) -> Any:
+    def query(self, sid: Any, cid: Any, method: str, now: float | None = None,
+              key: str | None = None) -> Any:
         """One query on a counter, combined over the monitor processes."""
         sketch, cid = self.get_counter(sid, cid)
-        now = kw.pop("now", None) or self.clock()
-        msg = {"op": "query", "sketch": sketch.id, "counter": cid, "method": method,
-               "now": now, **kw}
+        now = now or self.clock()
+        msg = Query(sketch.id, cid, method, now=now, key=key)
         if len(self.monitors) == 1:
             return self.monitors[0].call(msg)
         if method == "estimate":
@@ -306,8 +316,7 @@ class Agent:
         return snap.get("top_k", [])
 
     def _merged_snapshot(self, sid: int, cid: int, now: float) -> Snapshot:
-        snaps = self._broadcast({"op": "query", "sketch": sid, "counter": cid,
-                                 "method": "snapshot", "now": now})
+        snaps = self._broadcast(Query(sid, cid, "snapshot", now=now))
         seen = [s.pop("seen", {"packets": 0, "bytes": 0}) for s in snaps]
         out = reduce(merge, snaps)
         out["seen"] = {"packets": sum(s["packets"] for s in seen),
@@ -361,7 +370,7 @@ class Agent:
                                       candidate_divisor)
                 if flows:
                     entry = flows_entry(task)
-                    self._broadcast({"op": "add_flows", "sketch": sketch.id, "entry": entry})
+                    self._broadcast(AddFlows(sketch.id, entry))
                     sketch.flows = entry
             except (AgentError, MonitorError):
                 self.delete_sketch(sketch.id)
@@ -374,8 +383,7 @@ class Agent:
         sid = self.tasks.get(task_id)
         if sid is None or self.sketches[sid].flows is None:
             raise AgentError(404, f"task {task_id} has no flow cache here")
-        rows = [r for part in self._broadcast({"op": "flows_top", "sketch": sid, "n": n,
-                                               "by": by}) for r in part]
+        rows = [r for part in self._broadcast(FlowsTop(sid, n, by)) for r in part]
         return sorted(rows, key=lambda r: r[by], reverse=True)[:n]
 
     def remove_task(self, task_id: str) -> None:
@@ -419,11 +427,10 @@ class Agent:
                 rules = self.capture.counters() if self.capture is not None else None
                 unmeasured = 0 if rules is not None and len(self.monitors) == 1 else None
                 for sketch in self.sketches.values():
-                    mon.call({"op": "add_sketch", "sketch": sketch.id, "slot": sketch.slot,
-                              "counters": {str(c): cfg.entry()
-                                           for c, cfg in sketch.counters.items()}})
+                    mon.call(AddSketch(sketch.id, sketch.slot,
+                                       {str(c): cfg.entry() for c, cfg in sketch.counters.items()}))
                     if sketch.flows is not None:
-                        mon.call({"op": "add_flows", "sketch": sketch.id, "entry": sketch.flows})
+                        mon.call(AddFlows(sketch.id, sketch.flows))
                     now_rule = (rules or {}).get(sketch.id, (0, 0))
                     if unmeasured is not None:
                         unmeasured += max(0, now_rule[0] - sketch.base[0]
@@ -445,7 +452,7 @@ class Agent:
         if hasattr(mon, "alive") and not mon.alive():
             return
         try:
-            seen = mon.call({"op": "stats"})["seen"]
+            seen = mon.call(Stats())["seen"]
         except (MonitorError, AgentError):
             return
         self._seen = {int(sid): pk for sid, (pk, _) in seen.items()}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from host_agent.monitor.commands import Stats
 from measure_model.version import __version__
 
 COST_INTERVAL = 2.0
@@ -58,7 +59,7 @@ def _monitor_stats(agent: Any, errors: tuple[type[Exception], ...]
                 "alive": alive, "packets": None}
         if alive:
             try:
-                stats = m.call({"op": "stats"})
+                stats = m.call(Stats())
                 info.update(packets=stats["packets"], unmatched=stats["unmatched"],
                             batches=stats["batches"], cpu_seconds=stats.get("cpu_seconds"),
                             rss_bytes=stats.get("rss_bytes"), nflog=stats.get("nflog"))

@@ -21,6 +21,7 @@ from measure_model.task import Task
 if TYPE_CHECKING:
     from host_agent.capture.rules import CaptureFilter
     from host_agent.counters.sketches import CounterConfig
+    from host_agent.monitor.commands import Command
 
 
 class LegacySketch(Protocol):
@@ -85,8 +86,8 @@ class Monitor(Protocol):
         """Whether the process is running."""
         ...
 
-    def call(self, msg: dict) -> Any:
-        """One IPC request and its reply."""
+    def call(self, cmd: Command) -> Any:
+        """One command (``host_agent.monitor.commands``) and its reply."""
         ...
 
     def stop(self) -> None:

@@ -50,7 +50,7 @@ from ryu_app.reactions.actions import Op, op_dpid
 from ryu_app.rest.api import register_rest
 from ryu_app.rest.dashboard import register_dashboard
 from ryu_app.service.core import MeasureService
-from ryu_app.service.store import StoreError
+from ryu_app.service.store import PgStore, StoreError
 
 DEFAULT_STATE_DIR = "/var/lib/endhost-measure"
 TICK_SECONDS = 1.0
@@ -78,6 +78,7 @@ class MeasureApp(app_manager.RyuApp):
         self.topology = Topology()
         self.forwarding = Forwarding(self.topology)
         self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
+        self.role_generation: int | None = None  # set when leading on a shared store
         self.service = self._make_service()
         metrics = register_dashboard(kwargs["wsgi"], self.service)
         register_rest(kwargs["wsgi"], self.service, metrics)
@@ -87,8 +88,21 @@ class MeasureApp(app_manager.RyuApp):
 
     def _make_service(self) -> MeasureService:
         state_dir = os.environ.get("MEASURE_STATE_DIR", DEFAULT_STATE_DIR)
+        store_url = os.environ.get("MEASURE_STORE_URL")
         try:
-            return MeasureService(self.topology, state_dir, now=time.time)
+            store = PgStore(store_url) if store_url else None
+            if store is not None and not store.try_lead():
+                # cold standby: the leader holds the lock; it is the server that frees it
+                # when the leader's process dies, and then this one resumes from the
+                # shared state (tasks, actions with their remaining time, history)
+                self.logger.info("standby: waiting for the leader's lock on %s", store.path)
+                while not store.try_lead():
+                    hub.sleep(1.0)
+                self.logger.info("leader now, on %s", store.path)
+            if store is not None:
+                self.role_generation = int(store.get_meta("leader_generation", "0") or 0) + 1
+                store.set_meta("leader_generation", str(self.role_generation))
+            return MeasureService(self.topology, state_dir, now=time.time, store=store)
         except StoreError as exc:
             # a corrupt or locked database: one clear line, no reset, exit 2
             self.logger.error("cannot start: %s", exc)
@@ -119,6 +133,8 @@ class MeasureApp(app_manager.RyuApp):
     def _switch_features(self, ev):
         dp = ev.msg.datapath
         self.datapaths[dp.id] = dp
+        if self.role_generation is not None:  # controllers share a store: claim the switch
+            dp.send_msg(ofmsg.role_master(dp, self.role_generation))
         for msg in ofmsg.table_miss(dp):
             dp.send_msg(msg)
         # Flows from an earlier run of the controller may be stale.

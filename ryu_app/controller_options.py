@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-port", type=int, default=8080, help="REST port (default 8080)")
     p.add_argument("--state-dir", default=None,
                    help="SQLite store, token and secret (default /var/lib/endhost-measure)")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="keep the state in PostgreSQL (postgresql://user@host/db) instead of "
+                        "STATE_DIR's SQLite file; controllers sharing it elect one leader")
     p.add_argument("--token-file", default=None,
                    help="REST bearer token file (default STATE_DIR/controller.token; created "
                         "0600 on first start)")
@@ -70,6 +73,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"fanout {args.fanout} is out of range 1..64")
     if args.secret_file and os.path.exists(args.secret_file):
         check_secret_file(args.secret_file)
+    if args.store and not args.store.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"store {args.store!r}: only postgresql:// URLs are supported")
     if args.state_dir and os.path.exists(args.state_dir) and not os.path.isdir(args.state_dir):
         raise ConfigError(f"state_dir {args.state_dir}: not a directory")
 
@@ -84,7 +89,8 @@ def ryu_invocation(argv: Sequence[str]) -> tuple[list[str], dict[str, str], bool
     env: dict[str, str] = {}
     for name, var in (("state_dir", "MEASURE_STATE_DIR"), ("token_file", "MEASURE_TOKEN_FILE"),
                       ("secret_file", "MEASURE_SECRET_FILE"),
-                      ("controller_url", "MEASURE_CONTROLLER_URL")):
+                      ("controller_url", "MEASURE_CONTROLLER_URL"),
+                      ("store", "MEASURE_STORE_URL")):
         if getattr(args, name):
             env[var] = str(getattr(args, name))
     if args.fanout is not None:

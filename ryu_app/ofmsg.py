@@ -67,6 +67,14 @@ def table_miss(dp: Datapath) -> list[Any]:
             for table in (SRC_TABLE, DST_TABLE)]
 
 
+def role_master(dp: Datapath, generation: int) -> Any:
+    """Claim the MASTER role (OpenFlow 1.3 role request): the switch makes every other
+    controller SLAVE. ``generation`` grows with each leadership, so a switch refuses a
+    stale claim from an earlier leader (OFPRRFC_STALE)."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPRoleRequest(dp, ofp.OFPCR_ROLE_MASTER, generation)
+
+
 def delete_by_cookie(dp: Datapath, cookie: int, match: dict[str, Any] | None = None) -> Any:
     """Delete, in every table, the flows with exactly ``cookie`` (and ``match`` if given)."""
     ofp, parser = dp.ofproto, dp.ofproto_parser

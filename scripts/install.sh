@@ -18,7 +18,7 @@ APT_PACKAGES=(
   openvswitch-switch mininet libnetfilter-queue-dev iptables iproute2
   iputils-ping ethtool iperf iperf3 netcat-openbsd tcpdump hping3 sqlite3
   build-essential python3-dev python3-venv procps psmisc nfdump
-  chromium chromium-driver prometheus bridge-utils
+  chromium chromium-driver prometheus postgresql bridge-utils
 )
 
 if [ "$(id -u)" != 0 ]; then

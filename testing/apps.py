@@ -1,7 +1,7 @@
 """The agent and controller WSGI apps in process, for security, fuzz and fault tests.
 
 - ``make_agent_app``: a real ``Agent`` with the real ``MonitorCore`` behind
-  the monitor's JSON protocol (``CoreMonitor``), capture rules kept in memory
+  the monitor's channel (``testing.monitors.InlineMonitor``), capture rules kept in memory
   (``MemoryCapture``), and the real ``OverlayNode`` with a recording transport.
 - ``make_controller_app``: Ryu's ``WSGIApplication`` with the project's REST
   over a real ``MeasureService`` and SQLite store, agent HTTP recorded.
@@ -14,41 +14,15 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 from host_agent.capture.rules import CaptureFilter, sample_args
 from host_agent.protocols import CaptureRules
 from measure_model.task import Task, parse_task
 from testing.clock import Clock
-from testing.inproc import InProcMonitor
+from testing.monitors import InlineMonitor
 
 SECRET = b"hostile-input-test-secret-0123456789abcdef"
-
-
-class CoreMonitor(InProcMonitor):
-    """The real monitor core (``MonitorCore``) behind the monitor's JSON line protocol.
-
-    Same contract as ``agent.MonitorProcess.call``: messages and replies are
-    JSON-serialised, KeyError/ValueError/TypeError become the monitor's
-    ``{"ok": false}`` reply (AgentError 400). Any other exception escapes, as
-    it would kill the real monitor process. ``now`` is the core's clock.
-    """
-
-    def __init__(self, now: Callable[[], float] = time.time, queue: int = 0) -> None:
-        super().__init__()
-        self.now, self.queue = now, queue
-
-    def call(self, msg: dict) -> Any:
-        from host_agent.errors import AgentError
-
-        msg = json.loads(json.dumps(msg))
-        try:
-            result = self.core.handle(msg, self.now())
-        except (KeyError, ValueError, TypeError) as exc:
-            raise AgentError(400, str(exc).strip("'\"")) from None
-        return json.loads(json.dumps(result))
 
 
 class RecordingTransport:
@@ -116,7 +90,7 @@ def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
 
     rules = MemoryCapture() if capture == "memory" else capture
     assert not isinstance(rules, str), f"capture: 'memory', None or rules, not {rules!r}"
-    agent = Agent("fz", [CoreMonitor()], capture=rules, data_ip="10.0.0.9")
+    agent = Agent("fz", [InlineMonitor()], capture=rules, data_ip="10.0.0.9")
     transport = RecordingTransport()
     overlay = OverlayNode(agent, http=transport, runner=InlineRunner())
     verifier = Verifier(secret) if secret else None

@@ -90,6 +90,8 @@ class FakeOFTable:
         self.tables: list[list[Flow]] = [[] for _ in range(n_tables)]
         self.meters: dict[int, Any] = {}
         self.packet_outs: list[Any] = []
+        self.role: int | None = None
+        self.generation: int | None = None
 
     # ------------------------------------------------------------ messages
 
@@ -107,6 +109,11 @@ class FakeOFTable:
                     self.meters[msg.meter_id] = msg
             elif isinstance(msg, parser.OFPPacketOut):
                 self.packet_outs.append(msg)
+            elif isinstance(msg, parser.OFPRoleRequest):
+                if self.generation is not None and msg.generation_id < self.generation:
+                    raise ValueError(f"stale role request: generation {msg.generation_id} "
+                                     f"< {self.generation} (OFPRRFC_STALE)")
+                self.role, self.generation = msg.role, msg.generation_id
             else:
                 raise TypeError(f"fake table cannot apply {type(msg).__name__}")
 

@@ -1,8 +1,7 @@
 """Real agents without NFQUEUE: the monitor core called in process.
 
-``InProcMonitor`` is the real ``MonitorCore`` behind the agent's monitor
-interface (``host_agent.protocols.Monitor``), with no process and no socket;
-``InProcAgent`` is a real ``Agent`` over one of them and no capture rules,
+``InProcAgent`` is a real ``Agent`` over one ``testing.monitors.InlineMonitor``
+(the real ``MonitorCore`` behind the real channel's wire form) and no capture rules,
 with the URL an overlay test routes by and direct access to a task's
 counter, so a test feeds packets straight into it.
 """
@@ -12,36 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from host_agent.agent import Agent
-from host_agent.monitor.core import MonitorCore
-
-
-class InProcMonitor:
-    """The real monitor core, called in process instead of over its socket."""
-
-    queue, pid = 0, None
-
-    def __init__(self) -> None:
-        self.core = MonitorCore()
-
-    def start(self) -> None:
-        pass
-
-    def alive(self) -> bool:
-        return True
-
-    def call(self, msg: dict) -> Any:
-        return self.core.handle(msg, float(msg.get("now", 0.0)))
-
-    def stop(self) -> None:
-        pass
+from testing.monitors import InlineMonitor
 
 
 class InProcAgent(Agent):
-    """A real ``Agent`` over one ``InProcMonitor`` and no capture rules."""
+    """A real ``Agent`` over one ``InlineMonitor`` (whose time is each query's ``now``)
+    and no capture rules."""
 
     def __init__(self, name: str, data_ip: str | None = None, url: str | None = None,
                  **kw: Any) -> None:
-        self.monitor = InProcMonitor()
+        self.monitor = InlineMonitor(clock=None)
         super().__init__(name, [self.monitor], capture=None, data_ip=data_ip, **kw)
         self.url = url or f"http://{name}.test:8000"
 

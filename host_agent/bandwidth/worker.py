@@ -4,7 +4,8 @@ Precise pacing and timestamping do not mix with eventlet's green
 scheduling (the agent process is monkey-patched) nor with a GIL shared with
 busy request handlers. So every probe socket lives in a separate OS process,
 ``python -m host_agent.bandwidth.worker worker``, which the agent drives over
-line-delimited JSON on stdin/stdout (one request line, one reply line):
+its one child channel (:mod:`host_agent.ipc`: a JSON line per request, one
+reply line each):
 
 - ``recv_open`` binds a UDP (SLoPS) or TCP (bulk) socket and returns its
   port. Arrivals are timestamped by the kernel (``SO_TIMESTAMPNS``), so the
@@ -18,13 +19,12 @@ line-delimited JSON on stdin/stdout (one request line, one reply line):
 - ``bulk_send`` pushes TCP data for a bounded time and byte count.
 
 Probe packets carry ``MAGIC, session, stream, seq, send_ns``; the receiver
-drops anything else. The worker exits when stdin closes or its lifetime
-ends, so an agent that dies never leaves a probe socket behind.
+drops anything else. The worker exits when the agent hangs up or its
+lifetime ends, so an agent that dies never leaves a probe socket behind.
 
-The client side is :class:`Worker`: it waits with ``select.select`` and
-``os.read`` looked up at call time, which works in a plain process and
-under eventlet's monkey patching alike. The destination agent's receive
-sessions are in :mod:`host_agent.bandwidth.receive`, the source side of a probe in
+The client side is :class:`Worker`, a :class:`host_agent.ipc.ChildProcess`.
+The destination agent's receive sessions are in :mod:`host_agent.bandwidth.receive`,
+the source side of a probe in
 :mod:`host_agent.bandwidth.estimate`, the command lines for tests and the benchmark
 in :mod:`host_agent.bandwidth.cli`.
 """
@@ -32,15 +32,15 @@ in :mod:`host_agent.bandwidth.cli`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import socket
 import struct
-import subprocess
 import sys
 import time
 from typing import Any
+
+from host_agent.ipc import ChildGone, ChildProcess, Refused, ServerChannel
 
 MAGIC = b"BWP1"
 HEADER = struct.Struct("!4sIIIQ")  # magic, session, stream, seq, send_ns
@@ -263,109 +263,81 @@ def raise_priority(realtime: bool = True) -> str:
         return "normal"
 
 
-def worker_main(lifetime: float) -> int:
-    """Serve JSON requests on stdin until EOF, ``exit`` or the lifetime ends.
+def worker_main(lifetime: float, fd: int) -> int:
+    """Serve requests on the inherited socket until hang-up, ``exit`` or the lifetime ends.
 
     Only senders raise their priority: receivers rely on kernel timestamps.
     """
     end = time.monotonic() + lifetime
-    receiver: Receiver | None = None
-    priority = ""
-    stdin = sys.stdin.buffer
-    pending = b""
-    while time.monotonic() < end:
-        fds: list[Any] = [stdin] + (receiver.fds() if receiver else [])
-        ready, _, _ = select.select(fds, [], [], min(0.2, max(0.0, end - time.monotonic())))
-        for sock in ready:
-            if sock is not stdin and receiver is not None:
-                receiver.readable(sock)
-        if stdin not in ready:
-            continue
-        data = os.read(stdin.fileno(), 65536)
-        if not data:
-            break
-        pending += data
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            req = json.loads(line)
-            op = req.get("op")
-            try:
-                if op == "exit":
-                    return 0
-                if op == "recv_open":
-                    receiver = Receiver(int(req["session"]), req.get("proto", "udp"),
-                                        req.get("bind", "0.0.0.0"))
-                    reply: dict[str, Any] = {"port": receiver.port}
-                elif op == "recv_fetch":
-                    if receiver is None:
-                        raise WorkerError("no receive socket open")
-                    reply = receiver.fetch(req.get("streams"))
-                elif op == "send_fleet":
-                    priority = priority or raise_priority()
-                    reply = {**send_fleet(req), "priority": priority}
-                elif op == "bulk_send":
-                    reply = bulk_send(req)
-                else:
-                    raise WorkerError(f"unknown op {op!r}")
-            except Exception as exc:  # noqa: BLE001 - reported to the agent, never fatal
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            sys.stdout.write(json.dumps(reply) + "\n")
-            sys.stdout.flush()
-    if receiver is not None:
-        receiver.close()
+    state: dict[str, Any] = {"receiver": None, "priority": ""}
+    chan = ServerChannel.from_fd(fd)
+
+    def handle(req: dict[str, Any]) -> Any:
+        op = req.get("op")
+        receiver: Receiver | None = state["receiver"]
+        if op == "exit":
+            raise SystemExit(0)
+        if op == "recv_open":
+            state["receiver"] = Receiver(int(req["session"]), req.get("proto", "udp"),
+                                         req.get("bind", "0.0.0.0"))
+            return {"port": state["receiver"].port}
+        if op == "recv_fetch":
+            if receiver is None:
+                raise ValueError("no receive socket open")
+            return receiver.fetch(req.get("streams"))
+        if op == "send_fleet":
+            state["priority"] = state["priority"] or raise_priority()
+            return {**send_fleet(req), "priority": state["priority"]}
+        if op == "bulk_send":
+            return bulk_send(req)
+        raise ValueError(f"unknown op {op!r}")
+
+    try:
+        while time.monotonic() < end:
+            receiver = state["receiver"]
+            fds: list[Any] = [chan] + (receiver.fds() if receiver else [])
+            ready, _, _ = select.select(fds, [], [],
+                                        min(0.2, max(0.0, end - time.monotonic())))
+            for sock in ready:
+                if sock is not chan and receiver is not None:
+                    receiver.readable(sock)
+            if chan not in ready:
+                continue
+            msgs = chan.read()
+            if msgs is None:
+                break
+            chan.serve(msgs, handle)
+    except SystemExit:
+        pass
+    finally:
+        if state["receiver"] is not None:
+            state["receiver"].close()
+        chan.close()
     return 0
 
 
 # ---------------------------------------------------------------- client side
 
 class Worker:
-    """A probe worker child process spoken to over line-delimited JSON."""
+    """A probe worker child process (:class:`host_agent.ipc.ChildProcess`)."""
 
     def __init__(self, lifetime: float) -> None:
-        cmd = [sys.executable, "-m", "host_agent.bandwidth.worker", "worker",
-               "--lifetime", f"{lifetime:.3f}"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, close_fds=True)
-        self._buf = b""
+        self.child = ChildProcess("host_agent.bandwidth.worker",
+                                  ["worker", "--lifetime", f"{lifetime:.3f}"],
+                                  name="probe worker")
+        self.child.start()
 
     def call(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request; wait at most ``timeout`` s for its reply."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
-            os.write(self.proc.stdin.fileno(), (json.dumps(req) + "\n").encode())
-        except OSError as exc:
-            raise WorkerError(f"probe worker gone: {exc}") from None
-        fd = self.proc.stdout.fileno()
-        end = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = end - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise WorkerError(f"probe worker did not answer {req.get('op')} "
-                                  f"within {timeout:.1f} s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise WorkerError("probe worker exited")
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        reply = json.loads(line)
-        if "error" in reply:
-            raise WorkerError(reply["error"])
+            reply: dict[str, Any] = self.child.call(req, timeout)
+        except (ChildGone, Refused) as exc:
+            raise WorkerError(str(exc)) from None
         return reply
 
     def close(self) -> None:
         """Stop the child at once (it holds no state worth a clean exit)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
-            pass
-        for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
-                f.close()
+        self.child.stop(grace=2.0)
 
     def __enter__(self) -> Worker:
         return self
@@ -380,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("worker", help="probe I/O child (driven by the agent)")
     w.add_argument("--lifetime", type=float, required=True)
+    w.add_argument("--fd", type=int, required=True, help="inherited socket carrying requests")
     args = parser.parse_args(argv)
-    return worker_main(args.lifetime)
+    return worker_main(args.lifetime, args.fd)
 
 
 if __name__ == "__main__":

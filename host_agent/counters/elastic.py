@@ -94,10 +94,12 @@ class ElasticCounter:
     def top_k(self) -> list[list[Any]]:
         return self._sections()["top_k"]
 
-    def window(self, now: float) -> None:
-        return None
+    def window(self, now: float) -> dict[str, Any]:
+        """An elastic counter keeps no real-time window (the count-min counter does)."""
+        return {}
 
     def scan(self, now: float) -> dict[str, Any]:
+        """An elastic counter tracks no scans."""
         return {}
 
     def snapshot(self, now: float, include_sketch: bool = True,

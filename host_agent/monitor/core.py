@@ -6,30 +6,10 @@ The agent (HTTP on eventlet) and the monitor are separate processes, so the
 per-packet loop never shares a GIL with HTTP handling. The agent starts the
 monitor with ``subprocess`` (fork+exec of ``python -m host_agent.monitor``,
 so nothing eventlet-patched is inherited) and hands it one end of a Unix
-``socketpair`` (``--fd``). Over it runs a tiny protocol: one JSON object per
-line, one reply line per request, strictly request/response. JSON rather
-than pickle because a reply is plain data (snapshots are already JSON-shaped
-for the overlay), because unpickling is code execution if either side is
-ever compromised, and because a line is easy to read in a trace. Requests:
-
-    {"op": "ping"}
-    {"op": "add_sketch", "sketch": 1, "slot": 0, "counters": {"1": {entry}}}
-    {"op": "remove_sketch", "sketch": 1}
-    {"op": "add_counter", "sketch": 1, "counter": 2, "entry": {entry}}
-    {"op": "remove_counter", "sketch": 1, "counter": 2}
-    {"op": "query", "sketch": 1, "counter": 2, "method": "snapshot", "now": t}
-        (method: snapshot | estimate (+ "key") | heavy_hitters | top_k
-         | window | scan)
-    {"op": "stats"}  -> {"seen": {"1": [pkts, bytes]}, "packets": n, "cpu_seconds": s,
-                         "rss_bytes": n, "flows": {"1": {cache + exporter counters}}, ...}
-    {"op": "add_flows", "sketch": 1, "entry": {"task": Task.to_dict() (kind flows),
-                                                "addresses": [collector address, ...]}}
-    {"op": "remove_flows", "sketch": 1}   (exports every flow still cached)
-    {"op": "flows_top", "sketch": 1, "n": 10, "by": "bytes" | "packets"}
-
-A counter ``entry`` is ``{"task": Task.to_dict(), "candidate_divisor": n}``
-(see ``default_counter_factory``). Replies are ``{"ok": true, "result":
-...}`` or ``{"ok": false, "error": msg}``.
+``socketpair`` (``--fd``). Over it runs the agent's one child channel
+(:mod:`host_agent.ipc`: a JSON line per request, a reply line each), whose
+requests are the dataclasses of :mod:`host_agent.monitor.commands` (add and
+remove sketches, counters and flow caches, query a counter, stats).
 
 Packet path
 -----------
@@ -68,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import select
 import signal
@@ -79,10 +58,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from host_agent.counters.protocol import Counter
+from host_agent.ipc import ServerChannel
+from host_agent.monitor import commands as cmds
+
 BATCH = 4096
 FLUSH_S = 0.02
 BUDGET = 512
-QUERY_METHODS = ("snapshot", "estimate", "heavy_hitters", "top_k", "window", "scan")
 
 # nfnetlink constants for the fail-open message (linux/netfilter/nfnetlink_queue.h)
 _NFNL_SUBSYS_QUEUE = 3
@@ -122,7 +104,7 @@ def verdict_batch_message(queue: int, last_id: int, verdict: int = _NF_ACCEPT) -
     return header + body
 
 
-def default_counter_factory(entry: dict, now: float) -> Any:
+def default_counter_factory(entry: dict, now: float) -> Counter:
     """Build the engine's Counter from a counter entry of the protocol.
 
     ``entry`` is ``{"task": Task.to_dict(), "candidate_divisor": n}``: the
@@ -178,7 +160,7 @@ class SketchState:
 
     def __init__(self, sketch: int, slot: int) -> None:
         self.sketch, self.bit = sketch, 1 << slot
-        self.counters: dict[int, Any] = {}
+        self.counters: dict[int, Counter] = {}
         self.flows: Any = None
         self.packets = 0
         self.bytes = 0
@@ -187,7 +169,8 @@ class SketchState:
 class MonitorCore:
     """Sketch state and command handling, independent of NFQUEUE (unit-testable)."""
 
-    def __init__(self, counter_factory: Callable[[dict, float], Any] = default_counter_factory,
+    def __init__(self,
+                 counter_factory: Callable[[dict, float], Counter] = default_counter_factory,
                  batch_parser: Callable[[list[bytes]], Any] = default_batch_parser) -> None:
         self.factory, self.parse = counter_factory, batch_parser
         self.sketches: dict[int, SketchState] = {}
@@ -245,76 +228,86 @@ class MonitorCore:
                 state.flows.close(now)
                 state.flows = None
 
-    def handle(self, msg: dict, now: float) -> Any:
+    def handle(self, msg: dict[str, Any], now: float) -> Any:
+        """Execute one request line; return its result or raise ValueError/KeyError."""
+        return self.execute(cmds.from_wire(msg), now)
+
+    def execute(self, cmd: cmds.Command, now: float) -> Any:
         """Execute one command; return its result or raise ValueError/KeyError."""
-        op = msg.get("op")
-        if op == "ping":
+        if isinstance(cmd, cmds.Ping):
             return {"pid": os.getpid()}
-        if op == "stats":
-            cpu, rss = process_cost()
-            return {"seen": {str(s): [st.packets, st.bytes] for s, st in self.sketches.items()},
-                    "packets": self.packets, "unmatched": self.unmatched,
-                    "batches": self.batches, "errors": self.errors, "started": self.started,
-                    "cpu_seconds": cpu, "rss_bytes": rss,
-                    "flows": {str(s): st.flows.describe() for s, st in self.sketches.items()
-                              if st.flows is not None},
-                    "nflog": self.nflog.stats() if self.nflog is not None else None}
-        if op == "add_sketch":
-            state = SketchState(int(msg["sketch"]), int(msg["slot"]))
-            for cid, entry in (msg.get("counters") or {}).items():
-                state.counters[int(cid)] = self.factory(entry, now)
-            self.sketches[state.sketch] = state
+        if isinstance(cmd, cmds.Stats):
+            return self.stats()
+        if isinstance(cmd, cmds.AddSketch):
+            new = SketchState(cmd.sketch, cmd.slot)
+            for cid, entry in cmd.counters.items():
+                new.counters[int(cid)] = self.factory(entry, now)
+            self.sketches[new.sketch] = new
             return None
-        if op == "remove_sketch":
-            gone = self.sketches.pop(int(msg["sketch"]), None)
+        if isinstance(cmd, cmds.RemoveSketch):
+            gone = self.sketches.pop(cmd.sketch, None)
             if gone is not None and gone.flows is not None:
                 gone.flows.close(now)
             return None
-        found = self.sketches.get(int(msg.get("sketch", -1)))
-        if found is None:
-            raise KeyError(f"unknown sketch {msg.get('sketch')!r}")
-        state = found
-        if op == "add_counter":
-            state.counters[int(msg["counter"])] = self.factory(msg["entry"], now)
-            return None
-        if op == "remove_counter":
-            state.counters.pop(int(msg["counter"]), None)
-            return None
-        if op == "add_flows":
-            from host_agent.flows.export import FlowTask
-
-            if state.flows is not None:
-                state.flows.close(now)
-            domain = (self.queue << 16) | (state.sketch & 0xFFFF)  # one stream per process
-            state.flows = FlowTask.from_entry(msg["entry"], domain=domain, now=now)
-            return None
-        if op == "remove_flows":
+        state = self.sketches.get(cmd.sketch)
+        if state is None:
+            raise KeyError(f"unknown sketch {cmd.sketch!r}")
+        if isinstance(cmd, cmds.AddCounter):
+            state.counters[cmd.counter] = self.factory(cmd.entry, now)
+        elif isinstance(cmd, cmds.RemoveCounter):
+            state.counters.pop(cmd.counter, None)
+        elif isinstance(cmd, cmds.AddFlows):
+            self._add_flows(state, cmd.entry, now)
+        elif isinstance(cmd, cmds.RemoveFlows):
             if state.flows is not None:
                 state.flows.close(now)
                 state.flows = None
-            return None
-        if op == "flows_top":
+        elif isinstance(cmd, cmds.FlowsTop):
             if state.flows is None:
                 raise KeyError(f"sketch {state.sketch} has no flow cache")
-            return state.flows.cache.top(int(msg.get("n", 10)), msg.get("by", "bytes"))
-        if op == "query":
-            counter = state.counters.get(int(msg["counter"]))
-            if counter is None:
-                raise KeyError(f"unknown counter {msg.get('counter')!r}")
-            method = msg.get("method")
-            when = float(msg.get("now", now))
-            if method == "snapshot":
-                snap = counter.snapshot(when)
-                snap["seen"] = {"packets": state.packets, "bytes": state.bytes}
-                return snap
-            if method == "estimate":
-                return counter.estimate(msg["key"])
-            if method in ("window", "scan"):
-                return getattr(counter, method)(when)
-            if method in ("heavy_hitters", "top_k"):
-                return getattr(counter, method)()
-            raise ValueError(f"unknown query method {method!r}")
-        raise ValueError(f"unknown op {op!r}")
+            return state.flows.cache.top(cmd.n, cmd.by)
+        elif isinstance(cmd, cmds.Query):
+            return self._query(state, cmd, now)
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        cpu, rss = process_cost()
+        return {"seen": {str(s): [st.packets, st.bytes] for s, st in self.sketches.items()},
+                "packets": self.packets, "unmatched": self.unmatched,
+                "batches": self.batches, "errors": self.errors, "started": self.started,
+                "cpu_seconds": cpu, "rss_bytes": rss,
+                "flows": {str(s): st.flows.describe() for s, st in self.sketches.items()
+                          if st.flows is not None},
+                "nflog": self.nflog.stats() if self.nflog is not None else None}
+
+    def _add_flows(self, state: SketchState, entry: dict[str, Any], now: float) -> None:
+        from host_agent.flows.export import FlowTask
+
+        if state.flows is not None:
+            state.flows.close(now)
+        domain = (self.queue << 16) | (state.sketch & 0xFFFF)  # one stream per process
+        state.flows = FlowTask.from_entry(entry, domain=domain, now=now)
+
+    def _query(self, state: SketchState, cmd: cmds.Query, now: float) -> Any:
+        counter = state.counters.get(cmd.counter)
+        if counter is None:
+            raise KeyError(f"unknown counter {cmd.counter!r}")
+        when = now if cmd.now is None else cmd.now
+        if cmd.method == "snapshot":
+            snap = counter.snapshot(when)
+            snap["seen"] = {"packets": state.packets, "bytes": state.bytes}
+            return snap
+        if cmd.method == "estimate":
+            if cmd.key is None:
+                raise ValueError("estimate needs a key")
+            return counter.estimate(cmd.key)
+        if cmd.method == "window":
+            return counter.window(when)
+        if cmd.method == "scan":
+            return counter.scan(when)
+        if cmd.method == "heavy_hitters":
+            return counter.heavy_hitters()
+        return counter.top_k()
 
 
 class _Budget:
@@ -330,35 +323,6 @@ class _Budget:
             raise BlockingIOError(errno.EAGAIN, "budget spent")
         self.left -= 1
         return self.sock.recv(size)
-
-
-class CommandChannel:
-    """Line-delimited JSON over the agent's socket (non-blocking reads)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-
-    def read(self) -> list[dict] | None:
-        """Complete messages available now; None when the agent hung up."""
-        try:
-            data = self.sock.recv(1 << 20)
-        except BlockingIOError:
-            return []
-        if not data:
-            return None
-        self.buf += data
-        lines = self.buf.split(b"\n")
-        self.buf = lines.pop()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def reply(self, obj: dict) -> None:
-        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-        self.sock.setblocking(True)
-        try:
-            self.sock.sendall(data)
-        finally:
-            self.sock.setblocking(False)
 
 
 def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: bool = False,
@@ -420,9 +384,8 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
         def count_only(_: bytes) -> None:
             accepted[0] += 1
         log_payload, log_mark = count_only, _ignore_mark
-    watched = [nl, cmd_sock] if reader is None else [nl, reader, cmd_sock]
-    chan = CommandChannel(cmd_sock)
-    cmd_sock.setblocking(False)
+    chan = ServerChannel(cmd_sock)
+    watched = [nl, chan] if reader is None else [nl, reader, chan]
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -444,7 +407,7 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                 reader.drain(log_payload, log_mark)
             mono = time.monotonic()
             if payloads and (len(payloads) >= BATCH or mono - last_flush >= FLUSH_S
-                             or cmd_sock in ready):
+                             or chan in ready):
                 try:
                     core.ingest(payloads, marks, time.time())
                 except Exception as exc:  # noqa: BLE001 - lose a batch, not the counters
@@ -461,20 +424,13 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
             except Exception as exc:  # noqa: BLE001 - an export problem must not stop counting
                 core.errors += 1
                 print(f"monitor: flow export: {exc!r}", file=sys.stderr, flush=True)
-            if cmd_sock in ready:
+            if chan in ready:
                 msgs = chan.read()
                 if msgs is None:
                     break
-                for msg in msgs:
-                    try:
-                        if msg.get("op") == "stats":
-                            core.packets = max(core.packets, accepted[0])
-                        result = core.handle(msg, time.time())
-                        chan.reply({"ok": True, "result": result})
-                    except (KeyError, ValueError, TypeError) as exc:
-                        chan.reply({"ok": False, "error": str(exc).strip("'\"")})
-                    except Exception as exc:  # noqa: BLE001 - keep serving
-                        chan.reply({"ok": False, "internal": True, "error": repr(exc)})
+                if accepted[0]:  # accept-only modes count in the callback
+                    core.packets = max(core.packets, accepted[0])
+                chan.serve(msgs, lambda msg: core.handle(msg, time.time()))
     finally:
         try:  # count what is pending and export every cached flow before leaving
             if payloads:

@@ -73,18 +73,17 @@ class TaskFanOut:
         when it is the root (a legacy counter it shares; see ``TaskState``).
         """
         parsed, hints = check_task(task_id, task)
-        task = parsed.to_dict()
         budget = self._budget(hints)
         agents = self.population(hints)
-        interval = task.get("report_interval") or DEFAULT_INTERVAL
+        interval = parsed.report_interval or DEFAULT_INTERVAL
         with self.state.lock:
             state = self.state.tasks.get(task_id)
-            if state is None or state.task != task:
+            if state is None or state.task != parsed:
                 # the first report is for the interval the task was installed
                 # in, not for one that ended before the task existed
                 started = math.floor(self.now() / interval) * interval
-                state = TaskState(task_id, task, installed=False, interval=float(interval),
-                                  reporting=task.get("kind") != "bandwidth",
+                state = TaskState(task_id, parsed, installed=False, interval=float(interval),
+                                  reporting=parsed.kind != "bandwidth",
                                   last_started=started)
                 self.state.tasks[task_id] = state
             state.agents = agents
@@ -92,7 +91,7 @@ class TaskFanOut:
             kids = list(self.state.children)
 
         def local() -> dict[str, str]:
-            if not self.state.in_scope(task):
+            if not self.state.in_scope(parsed):
                 return {self.name: "ok"}  # holds nothing, still forwards and merges
             if state.installed or not install_local:
                 state.installed = True
@@ -105,7 +104,7 @@ class TaskFanOut:
             state.installed = True
             return {self.name: "ok"}
 
-        return {"agents": self._fan_out("put", task_id, task, kids, budget, local,
+        return {"agents": self._fan_out("put", task_id, parsed.to_dict(), kids, budget, local,
                                         agents=agents)}
 
     def delete_task(self, task_id: str, body: Any = None) -> dict:
@@ -191,5 +190,5 @@ class TaskFanOut:
         """Send every one of ``tasks`` to ``kids`` (new or silent children)."""
         for state in tasks:
             # already on the runner: no nested map, which could starve a small pool
-            self._fan_out("put", state.task_id, state.task, kids, self.forward_budget,
+            self._fan_out("put", state.task_id, state.task.to_dict(), kids, self.forward_budget,
                           sequential=True, agents=state.agents)

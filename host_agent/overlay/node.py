@@ -388,7 +388,7 @@ class OverlayNode:
         if p.own is not None:
             parts.append((self.name, p.own, [self.name]))
             per_host[self.name] = host_summary(p.own, now, self.per_host_top,
-                                               state.task.get("kind"))
+                                               state.task.kind)
             try:
                 per_host[self.name]["monitor"] = self.agent.cost()
             except Exception as exc:  # noqa: BLE001 - a report goes out without it
@@ -419,7 +419,7 @@ class OverlayNode:
             snapshot.update(covered=covered, missing=missing, oldest=oldest, generated_at=now)
         report = {"task_id": state.task_id, "epoch": self.epoch, "from": self.name,
                   "interval_end": p.end, "generated_at": now, "height": height,
-                  "kind": state.task.get("kind"), "scan_ports": state.task.get("scan_ports"),
+                  "kind": state.task.kind, "scan_ports": state.task.scan_ports,
                   "snapshot": snapshot, "covered": covered, "missing": missing,
                   "oldest": oldest, "per_host": per_host}
         if p.own is None and p.own_error and self.state.in_scope(state.task):

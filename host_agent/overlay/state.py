@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from measure_model.task import Task
 from measure_model.wire.overlay import Peer
 
 DEFAULT_INTERVAL = 5.0
@@ -44,7 +45,7 @@ class TaskState:
     """
 
     task_id: str
-    task: dict
+    task: Task
     installed: bool
     interval: float
     reporting: bool
@@ -84,12 +85,11 @@ class NodeState:
         with self.lock:
             return [k.name for k in self.children]
 
-    def in_scope(self, task: dict) -> bool:
+    def in_scope(self, task: Task) -> bool:
         """Whether this agent measures ``task`` (else it only forwards and merges)."""
-        scope = task.get("scope", "global")
-        if scope == "global" or not isinstance(scope, list):
-            return True
-        return bool(self.idents & set(scope))
+        if task.scope is None or isinstance(task.scope, str):
+            return True  # "global", or a kind that has no scope (bandwidth)
+        return bool(self.idents & set(task.scope))
 
     def known_subtree(self, child: str) -> list[str]:
         """Agents below ``child`` as its last report (of any task) said."""

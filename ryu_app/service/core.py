@@ -84,11 +84,11 @@ class MeasureService:
                  http: Transport | None = None, fanout: int = DEFAULT_FANOUT,
                  heartbeat_timeout: float = DEFAULT_TIMEOUT,
                  controller_url: str | None = None, auth: AuthConfig | None = None,
-                 runner: Runner | None = None) -> None:
+                 runner: Runner | None = None, store: Store | None = None) -> None:
         self.topology = topology
         self.now = now
         self.state_dir = state_dir
-        self.store = Store.in_dir(state_dir)
+        self.store = store if store is not None else Store.in_dir(state_dir)
         self.registry = Registry(heartbeat_timeout)
         self.fanout = int(os.environ.get("MEASURE_FANOUT", fanout))
         self.controller_url = (controller_url or os.environ.get("MEASURE_CONTROLLER_URL")
@@ -436,6 +436,12 @@ class MeasureService:
             self.ticker.ok(now)
 
     def _tick(self, now: float) -> None:
+        if not self.store.try_lead():
+            # another controller took the shared store: two leaders would fight over the
+            # agents and the switches, so this one stops (its supervisor restarts it as
+            # the standby)
+            log.critical("lost the leader's lock on %s: exiting", self.store.path)
+            os._exit(3)
         self.actions.tick(now)
         gone = self.registry.expire(now)
         if gone:

@@ -17,11 +17,11 @@ import webob
 from host_agent.agent import Agent
 from host_agent.api import LEGACY_DISABLED, AgentApp
 from host_agent.errors import AgentError
-from host_agent.monitor.core import MonitorCore, fail_open_message
+from host_agent.monitor.core import fail_open_message
 from host_agent.overlay.node import OverlayNode
 from measure_model.task import Task
-from testing.apps import CoreMonitor
 from testing.clock import Clock
+from testing.monitors import InlineMonitor
 
 pytestmark = pytest.mark.unit
 
@@ -32,27 +32,6 @@ def ipv4(src: str, dst: str, proto: int = 1, length: int = 84, sport: int = 0,
     head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 0, 0, 64, proto, 0,
                        socket.inet_aton(src), socket.inet_aton(dst))
     return head + struct.pack("!HH", sport, dport)
-
-
-class InlineMonitor(CoreMonitor):
-    """The monitor core in process on the test's clock, with a restart counter and a
-    way to feed it packets (no NFQUEUE)."""
-
-    def __init__(self, clock: Clock, queue: int = 0) -> None:
-        super().__init__(clock, queue)
-        self.dead = False
-        self.starts = 0
-
-    def start(self) -> None:
-        self.core = MonitorCore()
-        self.dead = False
-        self.starts += 1
-
-    def alive(self) -> bool:
-        return not self.dead
-
-    def feed(self, packets: list[bytes], mark: int = 1) -> None:
-        self.core.ingest(packets, [mark] * len(packets), self.now())
 
 
 @pytest.fixture

@@ -299,3 +299,16 @@ def test_memory_bytes_counts_every_array_the_counter_holds():
     assert c.memory_bytes - empty == 5000 * (32 + 8 + 24 + 32) + 1000 * 24
     c.update(batch(np.arange(5000, 10000)), 1.5)  # the next window: the previous is kept
     assert c.memory_bytes - empty >= 2 * 5000 * (32 + 56) + 10000 * 8 + 1024
+
+
+def test_both_engines_are_the_monitors_counter():
+    from host_agent.counters.protocol import Counter as CounterProtocol
+    from host_agent.monitor.core import default_counter_factory
+    from measure_model.task import Task
+
+    for extra in ({}, {"memory": 65536}):
+        task = Task.from_dict({"name": "c", "kind": "heavy_hitters", **extra}, "t")
+        counter = default_counter_factory({"task": task.to_dict()}, 0.0)
+        assert isinstance(counter, CounterProtocol)
+        assert counter.window(0.0) == {} or "counts" in counter.window(0.0)
+        assert counter.scan(0.0) == {}

@@ -319,3 +319,16 @@ def test_invalidating_a_host_deletes_only_the_flows_to_it_and_all_flows_on_a_cha
     sim.apply(fwd.invalidate_all())
     assert all(sw.flows(cookie=FLOW_COOKIE) == [] for sw in sim.switches.values())
     assert all(len(sw.flows(cookie=0)) == 2 for sw in sim.switches.values())  # table-miss stays
+
+
+def test_a_new_leader_claims_master_and_an_older_claim_is_stale():
+    from ryu.ofproto import ofproto_v1_3 as ofp
+
+    from ryu_app import ofmsg
+    from testing.fakeoftable import FakeOFTable
+
+    sw, dp = FakeOFTable(1), ofmsg.offline_datapath(1)
+    sw.apply([ofmsg.role_master(dp, 2)])
+    assert (sw.role, sw.generation) == (ofp.OFPCR_ROLE_MASTER, 2)
+    with pytest.raises(ValueError, match="stale role request"):
+        sw.apply([ofmsg.role_master(dp, 1)])

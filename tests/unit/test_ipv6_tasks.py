@@ -9,7 +9,7 @@ import pytest
 from host_agent.agent import Agent, AgentError
 from measure_model.task import PolicyError, parse_task
 from testing.checks import some
-from testing.inproc import InProcMonitor
+from testing.monitors import InlineMonitor
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +79,7 @@ def test_rest_stores_ipv6_tasks_with_their_capture_mode(h):
 
 
 def test_agent_takes_the_capture_mode_per_task_per_sketch_and_per_agent():
-    agent = Agent("h1", [InProcMonitor()])
+    agent = Agent("h1", [InlineMonitor(clock=lambda: 0.0)])
     sid = agent.install_task("2", parse_task(task(capture="nflog"), "x"))
     assert agent.sketches[sid].capture == "nflog" and agent.sketches[sid].slot == 16
     sid = agent.install_task("3", parse_task(task(), "x"))
@@ -92,6 +92,6 @@ def test_agent_takes_the_capture_mode_per_task_per_sketch_and_per_agent():
         agent.create_sketch({"src": "10.0.0.1", "dst": "::1"})
     assert err.value.status == 400 and "one address family per filter" in err.value.message
     assert sorted(agent.sketches) == [1, 2]
-    forced = Agent("h2", [InProcMonitor()], capture_mode="nflog")
+    forced = Agent("h2", [InlineMonitor(clock=lambda: 0.0)], capture_mode="nflog")
     assert forced.create_sketch({}).capture == "nflog"
     assert forced.sketches[forced.install_task("1", parse_task(task(), "x"))].capture == "nflog"
