@@ -6,6 +6,7 @@
     measure apply policies/heavy_hitter.yaml     # POST the policy -> task ids
     measure tasks                                # table of tasks and their status
     measure result 1 [--host h5] [--json]        # latest result as a table
+    measure result 1 --key src                   # a five_tuple task's answer by source
     measure history 1 [--host h5] [--limit 10]   # past results, one row per interval
     measure delete 1
     measure topology | overlay | agents
@@ -159,7 +160,9 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
                      waiting=_no_result_yet)
     elif args.command == "result":
         task_path = f"/tasks/{quote(args.id, safe='')}"
-        query = f"?host={quote(args.host, safe='')}" if args.host else ""
+        params = {**({"host": args.host} if args.host else {}),
+                  **({"key": args.key} if args.key else {})}
+        query = f"?{urlencode(params)}" if params else ""
         try:
             if args.wait:
                 result = _wait_for_result(client, f"{task_path}/result{query}", args.id,
@@ -238,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("result", help="latest result of a task")
     p.add_argument("id")
     p.add_argument("--host", help="one host (agent name or data IP)")
+    p.add_argument("--key", help="a coarser key of an elastic five_tuple or src_dst task "
+                                 "(src, dst, dport, ...)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                    help="wait up to SECONDS for a first result (progress on stderr)")
     p.add_argument("--json", action="store_true")

@@ -144,6 +144,9 @@ def render_result(result: dict, task: dict | None = None,
         lines.append("  ".join(totals))
     names = agent_names(agents or [])
     key = str(result.get("key") or (task.get("task") or {}).get("key") or "key")
+    if isinstance(result.get("partial"), dict):
+        lines.append(_partial_text(result["partial"], key))
+        return "\n".join(lines)
     if kind == "heavy_hitters":
         hh = sorted((result.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
         if hh:
@@ -177,6 +180,18 @@ def render_result(result: dict, task: dict | None = None,
         else:
             lines.append("no flows counted yet" if kind == "flow_size" else "nothing counted yet")
     return "\n".join(lines)
+
+
+def _partial_text(partial: dict, key: str) -> str:
+    """A coarser key's answer (``?key=``): sizes with their bounds."""
+    rows = [[r.get("key"), _number(r.get("size")), _number(r.get("lower")),
+             _number(r.get("upper")), "yes" if r.get("exact") else "no"]
+            for r in partial.get("keys") or []]
+    head = (f"by {key}, from the {partial.get('of')} task's heavy entries (truth in "
+            f"[lower, upper]; {_number(partial.get('light_total', 0))} in the light part)")
+    if not rows:
+        return head + "\nnothing counted yet"
+    return head + "\n" + render_table([key.upper(), "SIZE", "LOWER", "UPPER", "EXACT"], rows)
 
 
 def _key_order(key: str) -> tuple:

@@ -66,7 +66,7 @@ def size_of(es: ElasticSketch, key: str) -> dict[str, Any]:
     bound = es.error_bound(CONFIDENCE)
     return {"key": key, "size": est, "exact": exact,
             "error": {"abs": 0 if exact else round(bound["abs"], 3),
-                      "never_under": es.saturated == 0,
+                      "never_under": es.never_under(),
                       "confidence": CONFIDENCE}}
 
 
@@ -113,7 +113,7 @@ def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dic
     if not earlier:
         return {"entropy": {**since_start, "scope": "since_start"}}
     part = elastic_est.interval_state(earlier[-1], es)
-    interval_total = int(part.count.sum()) + part.light_total()
+    interval_total = part.heavy_total() + part.light_total()
     return {"entropy": {**_entropy_of(part, interval_total), "scope": "interval",
                         "since_start_bits": since_start["bits"]}}
 
@@ -140,7 +140,7 @@ def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> di
         return {"heavy_changers": [], "heavy_changers_note": "needs two report intervals"}
     s1 = earlier[-1]
     s0 = earlier[-2] if len(earlier) >= 2 else None
-    interval = int(es.count.sum()) + es.light_total() - int(s1.count.sum()) - s1.light_total()
+    interval = es.heavy_total() + es.light_total() - s1.heavy_total() - s1.light_total()
     if "fraction" in threshold:
         limit = max(1.0, threshold["fraction"] * interval)
     else:

@@ -54,6 +54,19 @@ else
   echo "$stamp_src" > "$stamp_file"
 fi
 
+# The elastic engine's compiled update (cffi, in place next to its sources;
+# the numpy path is the fallback when it is missing). Rebuilt when its source changes.
+elastic_src=$(sha256sum "$ROOT/measure_model/sketch/elastic_c.py" | cut -d' ' -f1)
+elastic_stamp=$ROOT/measure_model/sketch/.elastic-build-stamp
+if ls "$ROOT"/measure_model/sketch/_elastic_cffi*.so >/dev/null 2>&1 \
+    && [ -f "$elastic_stamp" ] && [ "$(cat "$elastic_stamp")" = "$elastic_src" ]; then
+  log "elastic: compiled update up to date"
+else
+  log "elastic: building the compiled update"
+  (cd "$ROOT" && "$VENV/bin/python" -m measure_model.sketch.elastic_c >/dev/null)
+  echo "$elastic_src" > "$elastic_stamp"
+fi
+
 # Open vSwitch, userspace datapath only (no kernel module on these machines).
 if ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   log "ovs: running"

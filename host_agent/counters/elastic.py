@@ -9,7 +9,9 @@ same interface as :class:`host_agent.counters.countmin.Counter` (``update``,
 ``snapshot``, ``estimate``, ``heavy_hitters``, ``top_k``, ``window``,
 ``scan``, ``memory_bytes``) so the monitor, agent and overlay treat both
 alike. Per batch it aggregates the keys once (``aggregate.batch_counts``) and
-makes one :meth:`ElasticSketch.update`; spread kinds add the batch's unique
+makes one :meth:`ElasticSketch.update` with every packet in order (the state is the
+per-packet state whatever the batch size); the task's filter decides the
+address family of the heavy part (``family_of``); spread kinds add the batch's unique
 (spreader, peer) pairs to a :class:`SpreadSketch` that gets a quarter of the
 memory. There is no window, scan set, candidate list or HyperLogLog outside
 the two structures: ``memory_bytes`` is their arrays' bytes and never more
@@ -23,16 +25,28 @@ from typing import Any
 
 import numpy as np
 
-from host_agent.counters.aggregate import batch_counts
 from measure_model.packet.keys import HeaderBatch, parse_key, sketch_key_of
 from measure_model.sketch import estimators as elastic_est
 from measure_model.sketch.elastic import ElasticSketch, key_words
 from measure_model.sketch.spread import SpreadSketch
-from measure_model.task import ELASTIC_KINDS, MEMORY_OPTIONAL_KINDS, Task
+from measure_model.task import ELASTIC_KINDS, MEMORY_OPTIONAL_KINDS, PROTO_FAMILY, Task
 from measure_model.wire import elastic_snapshot
 
 SPREAD_SHARE = 0.25
 SPREAD_SIDE = {"superspreaders": "src", "ddos_victims": "dst"}
+
+
+def family_of(task: Task) -> int:
+    """The address family a task's filter allows (4 or 6), 0 if both (two heavy tables)."""
+    f = task.filter
+    if f is None:
+        return 0
+    if f.proto in PROTO_FAMILY:
+        return PROTO_FAMILY[f.proto]
+    for addr in (f.src, f.dst):
+        if addr is not None:
+            return 6 if ":" in addr else 4
+    return 0
 
 
 class ElasticCounter:
@@ -56,7 +70,8 @@ class ElasticCounter:
             self.spread = SpreadSketch(share, task.min_distinct, divisor=task.min_distinct,
                                        seed=seed, words=key_words(self.side))
             memory -= share
-        self.es = ElasticSketch(memory, self.key, self.increment, seed)
+        self.es = ElasticSketch(memory, self.key, self.increment, seed,
+                                family=family_of(task))
         self.threshold = ({"fraction": task.threshold} if task.threshold is not None
                           else {"absolute": task.threshold_abs, "divisor": 1}
                           if task.threshold_abs is not None else {})
@@ -70,11 +85,12 @@ class ElasticCounter:
         n = len(batch)
         if n == 0:
             return
-        uniq, first, counts, added, nbytes = batch_counts(batch, self.key, self.increment)
-        self.total += added
+        nbytes = int(batch.length.sum(dtype=np.int64))
+        self.total += n if self.increment == "pkt" else nbytes
         self.packets += n
         self.bytes += nbytes
-        self.es.update(uniq, batch.full_keys(self.key)[first], counts)
+        weights = np.ones(n, np.uint64) if self.increment == "pkt" else batch.length
+        self.es.update(batch.sketch_keys(self.key), batch.full_keys(self.key), weights)
         if self.spread is not None and self.side is not None:
             peer = "dst" if self.side == "src" else "src"
             self.spread.update(batch.sketch_keys(self.side), batch.full_keys(self.side),

@@ -324,7 +324,7 @@ class MeasureController(ControllerBase):
         host = _query(req, "host")
         if host is not None:
             host = parse_name(host, "host")
-        return json_response(self.service.result(task_id, host))
+        return json_response(self.service.result(task_id, host, _query(req, "key")))
 
     @route("measure", PREFIX + "/tasks/{task_id}/history", methods=["GET"])
     @_api()

@@ -55,6 +55,7 @@ import networkx as nx
 
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
+from measure_model import partial_keys
 from measure_model.sketch.sampling import scale_result
 from measure_model.task import MAX_TASKS, Task
 from measure_model.version import __version__
@@ -184,8 +185,13 @@ class MeasureService:
                 self._send_deletes()
         return {"id": task_id, "name": record.task.name, "deleted": True}
 
-    def result(self, task_id: str, host: str | None = None) -> dict[str, Any]:
+    def result(self, task_id: str, host: str | None = None,
+               key: str | None = None) -> dict[str, Any]:
+        """The latest result; with ``key``, a five_tuple / src_dst elastic task's answer
+        for that coarser key (``measure_model.partial_keys``) in place of its own."""
         record = self._record(task_id)
+        if key is not None:
+            return self._partial_result(task_id, record, host, key)
         if host is not None:
             agent = self.registry.find(host)
             host = agent.name if agent is not None else host
@@ -194,6 +200,37 @@ class MeasureService:
             where = f" for host {host}" if host else ""
             raise NotFound(f"no result yet for task {task_id}{where} ({record.status})")
         return scale_result(latest, record.task.sample or 1.0, record.task.sample_mode or "random")
+
+    def _partial_result(self, task_id: str, record: Any, host: str | None,
+                        key: str) -> dict[str, Any]:
+        task = record.task
+        if task.memory is None:
+            raise BadRequest(f"key: task {task_id} has no memory (not an elastic counter): "
+                             "only elastic five_tuple and src_dst tasks answer a coarser key")
+        try:
+            partial_keys.check_key(task.key, key)
+        except ValueError as exc:
+            raise BadRequest(str(exc) if str(exc).startswith("key") else f"key: {exc}"
+                             ) from None
+        if host is not None:
+            raise BadRequest("key: a coarser key is answered network-wide only (no host)")
+        latest = self.result(task_id)
+        state = self.results.latest_state(task_id)
+        if state is None:
+            raise NotFound(f"no elastic state yet for task {task_id} ({record.status})")
+        threshold = None
+        if task.threshold is not None:
+            threshold = task.threshold * float(latest.get("total") or 0)
+        elif task.threshold_abs is not None:
+            threshold = float(task.threshold_abs)
+        out = partial_keys.answer(state, key, threshold, task.top_k or 10)
+        fraction = task.sample or 1.0
+        if fraction < 1.0:  # sampled: scale the sizes like every other count
+            out["top_k"] = [[k, round(v / fraction)] for k, v in out["top_k"]]
+            out["heavy_hitters"] = {k: round(v / fraction)
+                                    for k, v in out["heavy_hitters"].items()}
+        return {**{k: v for k, v in latest.items() if k not in ("top_k", "heavy_hitters")},
+                **out}
 
     def flows(self, task_id: str, top: int = 10, by: str = "bytes") -> dict[str, Any]:
         """The largest active flows of a ``flows`` task network-wide (merged up the

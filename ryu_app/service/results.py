@@ -288,6 +288,15 @@ class Results:
                 self._latest[key] = result
         return self._aged(result, now)
 
+    def latest_state(self, task_id: str) -> Any:
+        """The newest merged elastic state of a task (an ElasticSketch), None if none."""
+        with self._lock:
+            earlier = self._states.get(task_id)
+        if earlier:
+            return earlier[-1]
+        rows = self.store.results(task_id, STATE, limit=1)
+        return answers.state_of(rows[0]) if rows else None
+
     def _rows(self, task_id: str, host: str | None, limit: int) -> list[dict]:
         if host is None or host == GLOBAL:
             return self.store.results(task_id, GLOBAL, limit=limit)

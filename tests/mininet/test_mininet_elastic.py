@@ -16,6 +16,9 @@ hosts, overlay built), under the machine-wide Mininet lock.
    heavy_changer events name that pair and nothing else.
 3. ``superspreaders`` with ``min_distinct: 5``: h1 sends to all 8 other
    hosts, h2 and h3 to two each; only h1 is reported.
+4. Partial keys: one ``five_tuple`` ``flow_size`` task answers ``?key=src``
+   and ``?key=dport`` with the exact per-source and per-port totals of the
+   flows that arrived (several flows per source and per port).
 """
 
 from __future__ import annotations
@@ -171,3 +174,35 @@ def test_superspreaders_min_distinct_5(net):
     assert [s["key"] for s in res["superspreaders"]] == [ip(net, "h1")]
     assert abs(res["superspreaders"][0]["distinct"] - 8) <= 1
     assert res["min_distinct"] == 5
+
+
+def test_five_tuple_task_answers_sources_and_ports(net):  # noqa: F811
+    task_id = apply(net, {"name": "ft-udp", "kind": "flow_size", "key": "five_tuple",
+                          "filter": {"proto": "udp", "dport": "5900:5999"},
+                          "memory": 65536, "report_interval": 1})
+    first = [("h1", "h5", 40), ("h2", "h6", 25), ("h3", "h7", 10)]
+    second = [("h1", "h8", 20), ("h4", "h9", 15)]
+    by_src: dict[str, int] = {}
+    by_port: dict[str, int] = {}
+    for flows in (first, second):  # the second round reuses the first's ports
+        arrived = send_counted(net, flows, 5900)
+        for i, (src, dst, _) in enumerate(flows):
+            n = arrived[f"{ip(net, src)},{ip(net, dst)}"]
+            by_src[ip(net, src)] = by_src.get(ip(net, src), 0) + n
+            by_port[str(5900 + i)] = by_port.get(str(5900 + i), 0) + n
+    total = sum(by_src.values())
+
+    def complete():
+        res = result(net, task_id)
+        return res if res and res["covered"] == AGENTS and res["total"] == total else None
+
+    wait_until(complete, timeout=30, interval=0.5, message="a complete five_tuple result")
+    for key, expect in (("src", by_src), ("dport", by_port)):
+        status, res = api(net, f"/measure/v1/tasks/{task_id}/result?key={key}")
+        assert status == 200, res
+        assert {k: v for k, v in res["top_k"]} == expect
+        assert [v for _, v in res["top_k"]] == sorted(expect.values(), reverse=True)
+        assert {r["key"]: r["size"] for r in res["partial"]["keys"]} == expect
+        assert all(r["exact"] for r in res["partial"]["keys"])
+    status, res = api(net, f"/measure/v1/tasks/{task_id}/result?key=five_tuple")
+    assert status == 400 and res["error"].startswith("key 'five_tuple'")

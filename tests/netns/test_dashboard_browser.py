@@ -161,3 +161,32 @@ def test_task_page_charts_focus_and_past_intervals(ctl):
                                            "tbody tr") == ["10.0.0.1,10.0.0.5 1,100"], 5,
              "the clicked interval's heavy hitters")
     assert os.path.exists(screenshot(driver, "dashboard-task-clicked.png"))
+
+
+def test_task_page_answers_a_coarser_key(ctl):
+    """An elastic five_tuple task's page offers 'by key': src shows per-source sizes."""
+    from selenium.webdriver.support.ui import Select
+
+    from tests.unit.test_partial_keys import counter
+
+    controller, token, driver = ctl
+    status, body = call(controller.url, token, "POST", "/measure/v1/tasks", {"tasks": [
+        {"name": "ft-view", "kind": "flow_size", "key": "five_tuple", "memory": 65536}]})
+    assert status == 201
+    task_id = body["tasks"][0]["id"]
+    end = time.time()
+    report = {"task_id": task_id, "interval_end": end, "kind": "flow_size",
+              "snapshot": counter("five_tuple").snapshot(end, host="h1"), "covered": ["h1"],
+              "missing": [], "generated_at": end, "oldest": end}
+    assert call(controller.url, token, "POST", "/measure/v1/reports", report)[0] == 202
+    login(driver, controller.url, token)
+    driver.get(f"{controller.url}/dashboard/#/task/{task_id}")
+    wait_for(driver, lambda: visible(driver, "#key-select"), 15, "the key selector")
+    Select(driver.find_element("id", "key-select")).select_by_value("src")
+    script = ("return [...document.querySelectorAll('#partial-table tbody tr')]"
+              ".map(r => [...r.cells].map(c => c.textContent).join(' '))")  # one read: the
+    # table is redrawn every second, so elements found earlier may be gone
+    wait_for(driver, lambda: len(driver.execute_script(script)) == 5, 15, "five sources")
+    assert driver.execute_script(script)[0] == "10.0.0.1 95 95 95 yes"
+    assert "key=src" in driver.current_url
+    screenshot(driver, "dashboard-task-by-key.png")

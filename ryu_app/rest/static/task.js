@@ -5,10 +5,15 @@
 // The series are built from GET tasks/{id}/history when the page opens and
 // grown from GET tasks/{id}/result every second. A past interval is picked
 // in the history list or by clicking a point of the totals chart (?at=).
+// An elastic five_tuple or src_dst task also offers "by key" (?key=): the
+// same state answered for a coarser key (GET tasks/{id}/result?key=).
 
 import { lineChart } from "./chart.js";
 import { numericPairs, renderCoverage, renderSections } from "./sections.js";
-import { ApiError, api, clear, el, every, fmtNum, fmtTime, hashParams, setHashParam } from "./util.js";
+import { ApiError, api, clear, el, every, fmtNum, fmtTime, hashParams, setHashParam, table } from "./util.js";
+
+const COARSER = { five_tuple: ["src", "dst", "src_dst", "sport", "dport", "proto", "src_dport", "dst_dport"],
+  src_dst: ["src", "dst"] };
 
 const KEY_FIELDS = ["heavy_hitters", "top_k", "scanners"];
 const MAX_SERIES = 8;
@@ -47,8 +52,12 @@ export function mount(main, id) {
   const coverageBox = el("div");
   const sectionsBox = el("div", { id: "sections" });
   const shownLabel = el("span", { id: "shown-interval" });
+  const keySelect = el("select", { id: "key-select" });
+  const partialBox = el("div", { id: "partial" });
+  keySelect.addEventListener("change", () => { setHashParam("key", keySelect.value || null); clear(partialBox); });
   picker.addEventListener("change", () => { setHashParam("at", picker.value || null); render(); });
   main.append(head, waiting,
+    partialBox,
     el("h2", { text: "Totals over time" }), totalsBox,
     el("h2", { text: "Top keys over time" }), el("p", { class: "hint", text: "Click a key in the legend to focus on it; click it again to see all." }), keysBox,
     el("h2", {}, "Interval ", el("label", {}, picker), " ", shownLabel),
@@ -107,6 +116,28 @@ export function mount(main, id) {
         `increment ${task.task.increment ?? "-"}, report every ${task.task.report_interval ?? "-"} s` }),
       task.last_error ? el("p", { class: "error", text: task.last_error }) : null,
       agents.length ? el("p", { class: "hint", text: `agents: ${agents.map(([n, s]) => `${n} ${s}`).join(", ")}` }) : null].filter(Boolean));
+    const coarser = task.task.memory ? COARSER[task.task.key] || [] : [];
+    if (coarser.length && keySelect.options.length === 0) {
+      keySelect.append(el("option", { value: "", text: `${task.task.key} (the task's key)` }),
+        ...coarser.map((k) => el("option", { value: k, text: k })));
+      keySelect.value = coarser.includes(hashParams().get("key")) ? hashParams().get("key") : "";
+    }
+    if (coarser.length) head.append(el("p", {}, el("label", {}, "by key ", keySelect)));
+  });
+  const stopPartial = every(1000, async () => {
+    const key = keySelect.value;
+    if (!key) return;
+    try {
+      const r = await api(`/measure/v1/tasks/${encodeURIComponent(id)}/result?key=${encodeURIComponent(key)}`);
+      const p = r.partial || { keys: [] };
+      clear(partialBox).append(el("h2", { text: `By ${key} (from the ${p.of} task's heavy entries)` }),
+        el("p", { class: "hint", text: `truth in [lower, upper]; ${fmtNum(p.light_total)} in the light part` }),
+        table([key, "size", "lower", "upper", "exact"], p.keys.map((row) =>
+          [row.key, fmtNum(row.size), fmtNum(row.lower), fmtNum(row.upper), row.exact ? "yes" : "no"]),
+        { id: "partial-table" }));
+    } catch (exc) {
+      if (!(exc instanceof ApiError) || exc.status !== 404) throw exc;
+    }
   });
   let history = false;
   const stopResult = every(1000, async () => {
@@ -124,5 +155,5 @@ export function mount(main, id) {
     }
     render();
   });
-  return () => { stopTask(); stopResult(); };
+  return () => { stopTask(); stopResult(); stopPartial(); };
 }
