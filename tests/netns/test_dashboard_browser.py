@@ -167,7 +167,7 @@ def test_task_page_answers_a_coarser_key(ctl):
     """An elastic five_tuple task's page offers 'by key': src shows per-source sizes."""
     from selenium.webdriver.support.ui import Select
 
-    from tests.unit.test_partial_keys import counter
+    from testing.flows import elastic_counter
 
     controller, token, driver = ctl
     status, body = call(controller.url, token, "POST", "/measure/v1/tasks", {"tasks": [
@@ -176,7 +176,7 @@ def test_task_page_answers_a_coarser_key(ctl):
     task_id = body["tasks"][0]["id"]
     end = time.time()
     report = {"task_id": task_id, "interval_end": end, "kind": "flow_size",
-              "snapshot": counter("five_tuple").snapshot(end, host="h1"), "covered": ["h1"],
+              "snapshot": elastic_counter("five_tuple").snapshot(end, host="h1"), "covered": ["h1"],
               "missing": [], "generated_at": end, "oldest": end}
     assert call(controller.url, token, "POST", "/measure/v1/reports", report)[0] == 202
     login(driver, controller.url, token)
