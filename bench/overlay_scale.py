@@ -35,6 +35,9 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
 - ``result_s``: from the interval end to the controller holding the global
   result (second interval; the first warms up); ``missing``: agents that
   result lacks because a parent's deadline passed first (0 = complete).
+- ``margin_s``: the smallest deadline margin of the measured interval: how
+  long before its parent's deadline the latest child report arrived (the
+  node's ``deadline_margin_s``; negative would be a report left out).
 - ``ctl_msgs`` / ``ctl_bytes``: messages and bytes the controller handles
   per report interval; ``ctl_cpu_s`` its CPU for them.
 - The star baseline: the controller polls every agent's snapshot
@@ -322,10 +325,14 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
             feed(agent, "t1", rng, end - 1.0)
         sim.ctl_msgs.clear()
         sim.ctl_cpu = 0.0
+        for node in sim.nodes.values():
+            node.margins.clear()
         result_s, missing = sim.run_interval(end)
         if k == 1:
+            margins = [m for node in sim.nodes.values() for m in node.margins]
             out.update(result_s=result_s, missing=missing, ctl_msgs=len(sim.ctl_msgs),
-                       ctl_bytes=sum(b for _, b in sim.ctl_msgs), ctl_cpu_s=sim.ctl_cpu)
+                       ctl_bytes=sum(b for _, b in sim.ctl_msgs), ctl_cpu_s=sim.ctl_cpu,
+                       margin_s=min(margins) if margins else float("nan"))
     wall_reports = time.perf_counter() - t0
     res = sim.results.latest("t1", now=INTERVAL * 101 + 1)
     assert res is not None, "no result at the controller"
@@ -393,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  N={n}: {reps} run(s), {sum(r['wall_s'] for r in runs):.1f} s wall",
               file=sys.stderr)
     head = (f"{'N':>5} {'levels':>6} | {'config s':>8} {'result s':>8} {'missing':>7} "
+            f"{'margin s':>8} "
             f"{'ctl msg':>7} "
             f"{'ctl KB':>8} {'ctl cpu s':>9} | {'star cfg s':>10} {'star res s':>10} "
             f"{'star msg':>8} {'star KB':>8} {'star cpu s':>10}")
@@ -400,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(head))
     for r in rows:
         print(f"{r['n']:>5} {r['depth']:>6} | {r['config_s']:>8.3f} {r['result_s']:>8.3f} "
-              f"{r['missing']:>7} "
+              f"{r['missing']:>7} {r['margin_s']:>8.3f} "
               f"{r['ctl_msgs']:>7} {r['ctl_bytes'] / 1024:>8.1f} {r['ctl_cpu_s']:>9.4f} | "
               f"{r['star_config_s']:>10.3f} {r['star_result_s']:>10.3f} "
               f"{r['star_ctl_msgs']:>8} {r['star_ctl_bytes'] / 1024:>8.1f} "

@@ -182,7 +182,7 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
              lambda h: render.render_history(h, task.get("kind")))
     elif args.command == "flows":
         query = urlencode({"task": args.task, "top": args.top, "by": args.by})
-        show(client.call("GET", f"/flows?{query}"), render.render_flows)
+        show(client.call("GET", f"/flows?{query}"), lambda f: render.render_flows(f, agents()))
     elif args.command == "topology":
         show(client.call("GET", "/topology"), lambda t: render.render_topology(t, agents()))
     elif args.command == "overlay":
@@ -282,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
     except ApiError as exc:
         print(f"measure: {exc}", file=sys.stderr)
         return 2 if exc.status is None else 1
@@ -291,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (``measure history 1 | head``): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is quiet
+        return 141
 
 
 if __name__ == "__main__":

@@ -18,28 +18,13 @@ import json
 import time
 from typing import Any
 
+from measure_cli import views
+from measure_cli.table import render_table
+
+__all__ = ["render_table"]  # re-exported: callers import it from here
+
 KIND_TITLES = {"heavy_hitters": "heavy hitters", "flow_size": "flow sizes",
                "port_scan": "port scans", "counter": "counts", "bandwidth": "bandwidth"}
-
-
-def render_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """Left-aligned columns separated by two spaces; numbers (and gaps among them,
-    shown as '-') right-aligned."""
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r]
-                                           for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    def is_number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-
-    numeric = [any(is_number(r[i]) for r in rows)
-               and all(is_number(r[i]) or r[i] is None for r in rows)
-               for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        parts = [c.rjust(w) if numeric[i] else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
 
 
 def clock(ts: Any) -> str:
@@ -92,10 +77,13 @@ def render_tasks(tasks: list[dict], agents: list[dict] | None = None) -> str:
     return render_table(["ID", "NAME", "KIND", "STATUS", "SCOPE", "AGENTS OK", "ERROR"], rows)
 
 
-def _threshold_text(result: dict) -> str:
+def _threshold_text(result: dict, rate: dict | None = None) -> str:
+    """The threshold against the total since start, or against an interval's (``rate``)."""
     threshold = result.get("threshold") or {}
     unit = "bytes" if result.get("increment") == "bytes" else "packets"
     total = _number(result.get("total", 0))
+    if rate is not None:
+        total = _number(rate.get("bytes" if unit == "bytes" else "packets", 0))
     if "fraction" in threshold:
         return f">= {threshold['fraction'] * 100:g}% of {total} {unit}"
     if "absolute" in threshold:
@@ -105,7 +93,10 @@ def _threshold_text(result: dict) -> str:
 
 def _key_table(result: dict, pairs: list[tuple[str, Any]], names: dict[str, str],
                key: str) -> str:
-    """Keys with the hosts they name ('?': an address with no agent), counts, shares."""
+    """Keys with the hosts they name ('?': an address with no agent), counts, shares (and
+    the rate in the last interval when the result has one)."""
+    if isinstance(result.get("rate"), dict):
+        return views.keys_table(result, pairs, names, key)
     total = result.get("total") or 0
     rows = []
     for k, v in pairs:
@@ -142,18 +133,33 @@ def render_result(result: dict, task: dict | None = None,
         totals.append(f"distinct keys ~{distinct['estimate']}")
     if totals:
         lines.append("  ".join(totals))
+    now = views.rate_line(result) if isinstance(result.get("rate"), dict) else None
+    if now:
+        lines.append(now)
     names = agent_names(agents or [])
     key = str(result.get("key") or (task.get("task") or {}).get("key") or "key")
     if isinstance(result.get("partial"), dict):
         lines.append(_partial_text(result["partial"], key))
         return "\n".join(lines)
     if kind == "heavy_hitters":
+        rate = result.get("rate")
+        if isinstance(rate, dict):
+            heavy_now = sorted((rate.get("heavy_hitters") or {}).items(),
+                               key=lambda kv: (-kv[1], kv[0]))
+            if heavy_now:
+                lines += [f"heavy now ({_threshold_text(result, rate)} in the last interval)",
+                          _key_table(result, heavy_now, names, key)]
+            else:
+                lines.append(f"nothing heavy now: no key reached "
+                             f"{_threshold_text(result, rate)[3:]} in the last interval")
         hh = sorted((result.get("heavy_hitters") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        since = " since the task started" if isinstance(rate, dict) else ""
         if hh:
-            lines += [f"heavy hitters ({_threshold_text(result)})",
+            lines += [f"heavy hitters{since} ({_threshold_text(result)})",
                       _key_table(result, hh, names, key)]
         else:
-            lines.append(f"no heavy hitters: no key reached {_threshold_text(result)[3:]}")
+            lines.append(f"no heavy hitters{since}: no key reached "
+                         f"{_threshold_text(result)[3:]}")
     elif kind == "port_scan":
         scanners = result.get("scanners")
         if scanners is None:  # a per-host summary: {src: distinct ports seen here}
@@ -174,6 +180,7 @@ def render_result(result: dict, task: dict | None = None,
             lines.append(_histogram_text(answer, result))
         else:
             top = [(k, v) for k, v in result.get("top_k") or []]
+        lines += views.VIEWS.get(kind, lambda *_: [])(result, names, key)
         title = "flows, largest first" if kind == "flow_size" else "top keys"
         if top:
             lines += [f"{title} ({len(top)})", _key_table(result, top, names, key)]
@@ -279,8 +286,10 @@ def render_topology(topo: dict, agents: list[dict] | None = None) -> str:
     return "\n\n".join(out)
 
 
-def render_flows(reply: dict) -> str:
-    """Active flows (``GET flows``) as a table: one row per flow, largest first."""
+def render_flows(reply: dict, agents: list[dict] | None = None) -> str:
+    """Active flows (``GET flows``) as a table: one row per flow, largest first, with the
+    hosts' agent names and the flow's rate in the last interval ('-': not listed)."""
+    names = agent_names(agents or [])
     by = reply.get("by", "bytes")
     head = (f"task {reply.get('task_id')}  active flows by {by}  covered "
             f"{','.join(reply.get('covered') or []) or '-'}")
@@ -291,12 +300,16 @@ def render_flows(reply: dict) -> str:
     rows = []
     for row in reply.get("flows", []):
         parts = row["flow"].split(",")
-        rows.append([*parts, row.get(by)] if len(parts) == 5
-                    else [row["flow"], "", "", "", "", row.get(by)])
+        if len(parts) != 5:
+            parts = [row["flow"], "", "", "", ""]
+        hosts = views.hosts_of(f"{parts[0]},{parts[1]}", names)
+        now = views.bitrate(row["bps"]) if row.get("bps") is not None else \
+            views.pktrate(row["pps"]) if row.get("pps") is not None else None
+        rows.append([*parts, hosts, row.get(by), now])
     if not rows:
         return head + "\nno active flows"
-    return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", by.upper()],
-                                       rows)
+    return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", "HOSTS",
+                                        f"{by.upper()} (SINCE START)", "NOW"], rows)
 
 
 def render_agents(agents: list[dict]) -> str:

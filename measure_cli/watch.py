@@ -15,6 +15,7 @@ stays clean).
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -71,17 +72,38 @@ class Progress:
             self.stream.flush()
 
 
+def fit(frame: str, columns: int, rows: int) -> str:
+    """A frame cut to ``columns`` x ``rows``: a long line ends in '>' and the lines that do
+    not fit (the smallest rows of largest-first tables) become one last line saying how
+    many were left out. The cursor's line stays free."""
+    columns, rows = max(20, columns), max(3, rows)
+    lines = [line if len(line) <= columns else line[:columns - 1] + ">"
+             for line in frame.rstrip("\n").split("\n")]
+    if len(lines) > rows - 1:
+        left = len(lines) - (rows - 2)
+        lines = lines[:rows - 2] + [
+            f"... {left} more lines (a larger terminal shows them)"[:columns]]
+    return "\n".join(lines) + "\n"
+
+
 def watch(fetch: Callable[[], Any], render: Callable[[Any], str], title: str, interval: float,
           out: TextIO, count: int | None = None,
           waiting: Callable[[Exception], bool] | None = None,
           sleep: Callable[[float], None] = time.sleep,
-          clock: Callable[[], float] = time.time) -> int:
+          clock: Callable[[], float] = time.time,
+          size: Callable[[], tuple[int, int]] | None = None) -> int:
     """Redraw ``render(fetch())`` every ``interval`` s, ``count`` times (None: until Ctrl-C).
 
     An exception for which ``waiting(exc)`` is true (no result yet) draws a
-    "waiting" frame; any other propagates.
+    "waiting" frame; any other propagates. On a terminal (or with ``size``:
+    columns, rows) each frame is cut to fit (``fit``); the size is read again
+    for every frame, so resizing the window works.
     """
     tty = bool(getattr(out, "isatty", lambda: False)())
+    if size is None and tty:
+        def size() -> tuple[int, int]:
+            columns, rows = shutil.get_terminal_size()
+            return columns, rows
     started = clock()
     frames = 0
     try:
@@ -94,6 +116,8 @@ def watch(fetch: Callable[[], Any], render: Callable[[Any], str], title: str, in
                 body = f"waiting for the first result: {clock() - started:.0f} s ({exc})"
             stamp = time.strftime("%H:%M:%S", time.localtime(clock()))
             frame = f"{title}  every {interval:g} s  {stamp}\n\n{body}\n"
+            if size is not None:
+                frame = fit(frame, *size())
             out.write(CLEAR + frame if tty else ("\n" if frames else "") + frame)
             out.flush()
             frames += 1

@@ -6,9 +6,13 @@ in a log file a test can read, and are stopped by ``stop_process``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from typing import Any
 
 import requests
 
@@ -89,3 +93,18 @@ class ControllerInNetns:
     def stop(self) -> None:
         stop_process(self.proc)
         self.log_file.close()
+
+
+def rest_call(url: str, token: str | None, method: str, path: str, body: Any = None,
+              ctype: str = "application/json") -> tuple[int, Any]:
+    """One raw HTTP call to a controller (urllib, no client library): (status, JSON)."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": ctype}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local URL
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

@@ -251,10 +251,15 @@ def _run_slops(peer: PeerClient, params: ProbeParams, budget: _Budget, recv: dic
         fleets.append({"rate_mbit": round(rate, 3), "verdict": verdict,
                        "trends": "".join(trends)})
         search.update(rate, verdict)
-    return {"estimate": search.estimate(), "lo": search.lo, "hi": search.hi,
-            "streams": next_id - 1, "capacity_mbit_s": round(capacity, 3),
-            "at_least": search.lo >= search.max_rate,  # more than we may probe at
-            "fleets": fleets, "converged": search.done()}
+    out = {"estimate": search.estimate(), "lo": search.lo, "hi": search.hi,
+           "streams": next_id - 1, "capacity_mbit_s": round(capacity, 3),
+           "at_least": search.lo >= search.max_rate,  # more than we may probe at
+           "fleets": fleets, "converged": search.done()}
+    if search.lo > capacity:  # one figure must not silently contradict another
+        out["capacity_note"] = ("the search found more available than the dispersion "
+                                "capacity: that train read low (a busy or virtual path); "
+                                "the estimate and its range are the answer")
+    return out
 
 
 def _run_bulk(peer: PeerClient, params: ProbeParams, budget: _Budget, recv: dict,

@@ -66,6 +66,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ from host_agent.overlay.state import NodeState, Pending, TaskState
 from host_agent.protocols import LegacyAgent
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
+from measure_model import interval
 from measure_model.fields import is_count
 from measure_model.task import Task
 from measure_model.wire.overlay import Peer, is_url, parse_peer, validate_report
@@ -138,6 +140,9 @@ class OverlayNode:
         self.legacy_root = LegacyRoot(agent, self.state, self.fanout, self.global_snapshot)
         self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
                       "send_errors": 0}
+        # seconds between a child's report and this node's deadline for it (negative:
+        # never, a late report is counted in stats["late_reports"]), the last 1000
+        self.margins: deque[float] = deque(maxlen=1000)
         self._lock = self.state.lock
 
     @property
@@ -249,7 +254,16 @@ class OverlayNode:
                 "parent": self.parent.__dict__ if self.parent else None,
                 "children": [k.__dict__ for k in self.children],
                 "controller": self.controller, "tasks": sorted(self.tasks),
-                "height": self.height(), "stats": dict(self.stats)}
+                "height": self.height(), "stats": dict(self.stats),
+                "deadline_margin_s": self.margin_summary()}
+
+    def margin_summary(self) -> dict:
+        """Minimum, 5th percentile and median of the recent deadline margins."""
+        values = sorted(self.margins)
+        if not values:
+            return {"reports": 0}
+        return {"reports": len(values), "min": values[0],
+                "p5": values[len(values) // 20], "p50": values[len(values) // 2]}
 
     # ------------------------------------------------------------ up
 
@@ -274,9 +288,13 @@ class OverlayNode:
                 self.stats["late_reports"] += 1
                 return {"accepted": True, "late": True}
             pending = state.pending.setdefault(end, Pending(end))
+            if math.isfinite(pending.started):  # how long before our deadline it came
+                self.margins.append(round(pending.started + self._wait(state) - now, 4))
             pending.children[sender] = body
             state.silent.pop(sender, None)
-        self._advance(state, now)
+        # merging and sending up is background work: the child's request is answered now,
+        # so a busy parent does not make its children's reports time out
+        self.runner.submit(lambda: self._advance(state, self.now()))
         return {"accepted": True, "late": False}
 
     def tick(self, now: float | None = None) -> list[dict]:
@@ -287,6 +305,7 @@ class OverlayNode:
             states = [s for s in self.tasks.values() if s.reporting]
         for state in states:
             sent.extend(self._advance(state, now))
+            time.sleep(0)  # under eventlet: let children's reports in between two tasks
         return sent
 
     def next_wakeup(self, now: float) -> float:
@@ -353,10 +372,17 @@ class OverlayNode:
             pending.own_error = "not installed"
             return
         try:
-            pending.own = self._snapshot(state.task_id, now)
+            own = self._snapshot(state.task_id, now)
         except Exception as exc:  # noqa: BLE001 - the agent is then listed missing
             pending.own_error = str(exc)
             log.warning("snapshot of %s failed: %s", state.task_id, exc)
+            return
+        if isinstance(own, dict) and "key" in own and state.task_id not in self.legacy:
+            try:  # the interval's own figures, against this agent's previous snapshot
+                own["interval"], state.mark = interval.section(state.mark, own, now)
+            except (ValueError, KeyError) as exc:
+                log.warning("interval of %s not computed: %s", state.task_id, exc)
+        pending.own = own
 
     def _snapshot(self, task_id: str, now: float) -> dict:
         """This agent's own snapshot of a task (or of a shared legacy counter)."""
@@ -395,14 +421,23 @@ class OverlayNode:
                 log.warning("monitor cost unavailable: %s", exc)
         elif self.state.in_scope(state.task):
             missing.append(self.name)
+        carried: dict[str, float] = {}
         for name in kids:
             rep = p.children.get(name)
             if rep is None:
                 missing.append(name)
                 missing.extend(self.state.known_subtree(name))
+                last = state.latest_child.get(name)
+                if last is not None and last.get("snapshot"):
+                    # its last state is carried (cumulative figures do not dip) but not
+                    # its last interval's figures, and its agents stay missing
+                    snap = {k: v for k, v in last["snapshot"].items() if k != "interval"}
+                    parts.append((name, snap, []))
+                    carried.update(dict.fromkeys(last["covered"], last["interval_end"]))
                 continue
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
+            carried.update(rep.get("carried") or {})
             per_host.update(rep.get("per_host", {}))
         snapshot, errors = merge_parts(self.merge, parts)
         covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
@@ -426,6 +461,9 @@ class OverlayNode:
             errors[self.name] = p.own_error
         if errors:
             report["errors"] = errors
+        carried = {h: t for h, t in carried.items() if h in missing}
+        if carried:
+            report["carried"] = carried
         if repush:
             self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
         return report
@@ -444,7 +482,8 @@ class OverlayNode:
         def send() -> None:
             try:
                 code, body = self.http.request("POST", url, json=report,
-                                               timeout=self.forward_budget)
+                                               timeout=max(self.forward_budget,
+                                                           state.interval))
                 ok = code // 100 == 2
             except OSError as exc:  # no answer: the next interval tries again
                 ok, body = False, str(exc)

@@ -56,6 +56,7 @@ class TaskState:
     silent: dict[str, int] = field(default_factory=dict)
     agents: int = 0  # number of agents in the tree, as told with the task
     upward: bool = True
+    mark: Any = None  # measure_model.interval.Mark of the last own snapshot
 
 
 @dataclass

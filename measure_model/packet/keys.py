@@ -39,10 +39,12 @@ its functions.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -469,6 +471,7 @@ def _proto_str(v: int) -> str:
     return PROTO_NAMES.get(v, str(v))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same keys are formatted every interval
 def format_key(key_type: str, value: int) -> str:
     """String form (docs/design.md) of an exact key."""
     if key_type in ("src", "dst"):
@@ -551,6 +554,21 @@ def parse_key(key_type: str, text: Any) -> int:
     return ((parse_address(parts[0]) << 168) | (parse_address(parts[1]) << 40)
             | (_parse_proto(parts[2]) << 32) | (_parse_port(parts[3]) << 16)
             | _parse_port(parts[4]))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sketch_key_of_text(key_type: str, text: str) -> tuple[int, int]:
+    value = parse_key(key_type, text)
+    return value, sketch_key_of(key_type, value)
+
+
+def parsed_keys(key_type: str, texts: Iterable[str]) -> tuple[list[int], np.ndarray]:
+    """Exact keys and their sketch keys (uint64) for string keys, remembered: the same
+    keys come back every interval from every child, and parsing them one by one in
+    Python was most of a merge's time (ValueError as ``parse_key``)."""
+    pairs = [_sketch_key_of_text(key_type, t) if isinstance(t, str) else (parse_key(
+        key_type, t), 0) for t in texts]
+    return [v for v, _ in pairs], np.array([h for _, h in pairs], dtype=np.uint64)
 
 
 # Canonical IPv4 string forms (what format_key writes), matched by one regex per

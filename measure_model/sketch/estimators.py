@@ -221,7 +221,9 @@ def changers(s0: ElasticSketch | None, s1: ElasticSketch, s2: ElasticSketch,
     full = full[first]
     e1, e2 = s1.query(hk), s2.query(hk)
     e0 = s0.query(hk) if s0 is not None else np.zeros_like(e1)
-    before, after = e1 - e0, e2 - e1
+    # each agent's estimates never fall; a merged state's can (an entry evicted to the
+    # light part): an interval's count is never below 0
+    before, after = np.maximum(e1 - e0, 0), np.maximum(e2 - e1, 0)
     delta = after - before
     keep = np.flatnonzero(np.abs(delta) >= threshold)
     keep = keep[np.argsort(-np.abs(delta[keep]), kind="stable")]

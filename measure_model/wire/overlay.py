@@ -88,7 +88,8 @@ HOST_RE = re.compile(HOST_PATTERN)
 MAX_AGENTS = 100_000
 MAX_TIME = 1e13  # seconds since 1970: far future, still a plain float
 REPORT_FIELDS = ("task_id", "epoch", "from", "interval_end", "generated_at", "height", "kind",
-                 "scan_ports", "snapshot", "covered", "missing", "oldest", "per_host", "errors")
+                 "scan_ports", "snapshot", "covered", "missing", "oldest", "per_host", "errors",
+                 "carried")
 SUMMARY_FIELDS = ("packets", "bytes", "total", "heavy_hitters", "top_k", "distinct", "scan",
                   "missed", "generated_at", "monitor", "answer")
 
@@ -189,4 +190,10 @@ def validate_report(body: Any, check: Callable[[Any], Any] | None = None) -> Rep
             isinstance(k, str) and HOST_RE.fullmatch(k) and isinstance(v, str)
             for k, v in errors.items()):
         raise ValueError("report: field 'errors' must map agent names to messages")
+    carried = body.get("carried", {})
+    if not isinstance(carried, dict) or len(carried) > MAX_AGENTS or not all(
+            isinstance(k, str) and HOST_RE.fullmatch(k) and is_number(v, 0, 1e13)
+            for k, v in carried.items()):
+        raise ValueError("report: field 'carried' must map agent names to the interval end "
+                         "of the state carried for them")
     return cast(Report, body)  # checked field by field above

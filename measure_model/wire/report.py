@@ -44,8 +44,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import numpy as np
-
+from measure_model import interval
 from measure_model.fields import HOST_PATTERN, MAX_COUNT, is_count, is_int, is_number
 from measure_model.packet.keys import (
     INCREMENTS,
@@ -53,9 +52,11 @@ from measure_model.packet.keys import (
     check_keys,
     format_key,
     parse_key,
-    sketch_key_of,
+    parsed_keys,
 )
+from measure_model.sketch import estimators
 from measure_model.sketch.countmin import CountMinSketch
+from measure_model.sketch.elastic import ElasticSketch
 from measure_model.sketch.hll import HyperLogLog
 from measure_model.wire import elastic_snapshot
 from measure_model.wire.snapshot import Snapshot
@@ -72,7 +73,8 @@ MAX_LIMIT = 10_000_000
 SNAPSHOT_FIELDS = frozenset((
     "key", "increment", "packets", "bytes", "total", "sketch", "candidates", "heavy_hitters",
     "top_k", "threshold", "limits", "window", "scan", "distinct", "missed", "unparsed",
-    "covered", "missing", "generated_at", "oldest", "monitor", "elastic", "spread"))
+    "covered", "missing", "generated_at", "oldest", "monitor", "elastic", "spread",
+    "interval"))
 WINDOW_FIELDS = frozenset(("length", "mode", "start", "counts", "distinct", "truncated",
                            "previous"))
 
@@ -225,13 +227,14 @@ def check_snapshot(snap: Any) -> Snapshot:
         if snap.get(name) is not None:
             _need(_is_num(snap[name]) and snap[name] >= 0, f"{name} must be a time")
     _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
+    if snap.get("interval") is not None:
+        interval.check(snap["interval"], key)
     return cast(Snapshot, snap)  # every field checked above
 
 
 # ---------------------------------------------------------------- helpers
 def _estimates(key_type: str, sketch: CountMinSketch, keys: list[str]) -> list[int]:
-    values = [sketch_key_of(key_type, parse_key(key_type, k)) for k in keys]
-    return sketch.query(np.array(values, dtype=np.uint64)).tolist()
+    return sketch.query(parsed_keys(key_type, keys)[1]).tolist()
 
 
 def _thresholds(threshold: dict, total: int) -> tuple[float | None, float | None]:
@@ -248,11 +251,12 @@ def _ranked(key_type: str, sketch: CountMinSketch, keys: set[str],
             threshold: float | None, limit: int) -> list[tuple[str, int]]:
     """Keys re-estimated, filtered by threshold, largest first (ties by key), at most limit."""
     ordered = sorted(keys)
-    est = _estimates(key_type, sketch, ordered)
-    pairs = [(k, int(v)) for k, v in zip(ordered, est, strict=True)
+    exact, hashed = parsed_keys(key_type, ordered)
+    est = sketch.query(hashed).tolist()
+    pairs = [(k, int(v), x) for k, v, x in zip(ordered, est, exact, strict=True)
              if threshold is None or v >= threshold]
-    pairs.sort(key=lambda p: (-p[1], parse_key(key_type, p[0])))
-    return pairs[:limit]
+    pairs.sort(key=lambda p: (-p[1], p[2]))
+    return [(k, v) for k, v, _ in pairs[:limit]]
 
 
 def _merge_windows(snaps: list[dict], limit: int) -> dict | None:
@@ -387,16 +391,29 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
         "limits": limits,
         "window": _merge_windows(snaps, limits["max_window_keys"]),
         "scan": _merge_scan(snaps, limits["max_scan_sources"], limits["max_scan_list"]),
-        "distinct": ({"estimate": hll.count(), "hll": hll.to_wire(), "precision": hll.precision}
-                     if hll is not None else {"estimate": max(s["distinct"].get("estimate", 0)
-                                                              for s in snaps)}),
+        "distinct": _merged_distinct(hll, state, snaps),
         "missed": missed or {"packets": 0, "bytes": 0},
         "unparsed": sum(s.get("unparsed", 0) for s in snaps if is_int(s.get("unparsed", 0))),
         "covered": covered, "missing": missing,
         "generated_at": max(times) if times else None,
         "oldest": min(oldest) if oldest else None,
     }
+    section = interval.merge([s.get("interval") for s in snaps])
+    if section is not None:
+        merged["interval"] = section
     return merged
+
+
+def _merged_distinct(hll: HyperLogLog | None, state: dict[str, Any],
+                     snaps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Distinct keys of the union: the merged HLL, or for an elastic counter the linear
+    counting estimate of the merged state (never one part's count)."""
+    if hll is not None:
+        return {"estimate": hll.count(), "hll": hll.to_wire(), "precision": hll.precision}
+    if state.get("elastic") is not None:
+        card = estimators.cardinality(ElasticSketch.from_wire(state["elastic"]))
+        return {"estimate": int(card["estimate"])}
+    return {"estimate": max(s["distinct"].get("estimate", 0) for s in snaps)}
 
 
 def merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

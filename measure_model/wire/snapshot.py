@@ -118,6 +118,7 @@ class Snapshot(TypedDict):
     # merge rules in measure_model/wire/elastic_snapshot.py
     elastic: NotRequired[dict[str, Any]]   # ElasticSketch.to_wire()
     spread: NotRequired[dict[str, Any]]    # SpreadSketch.to_wire() + "side"
+    interval: NotRequired[dict[str, Any]]  # measure_model.interval.section, merged up
 
 
 class HostSummary(TypedDict, total=False):
@@ -150,5 +151,7 @@ Report = TypedDict("Report", {
     "oldest": NotRequired[float | None],
     "per_host": NotRequired[dict[str, HostSummary]],
     "errors": NotRequired[dict[str, str]],
+    # a missing child's subtree: the interval end of its last state, merged in
+    "carried": NotRequired[dict[str, float]],
 })
 """A subtree report (``POST /agent/v1/reports``, ``POST /measure/v1/reports``)."""

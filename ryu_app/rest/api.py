@@ -295,11 +295,23 @@ class MeasureController(ControllerBase):
     @_api(mutating=True)
     def create_tasks(self, req, **_kw):
         if req.content_type in YAML_TYPES:
-            tasks = load_policy(_read_body(req, MAX_YAML), "request")
+            data = _read_body(req, MAX_YAML)
         elif req.content_type in JSON_TYPES:
-            tasks = parse_tasks(_json_body(req), "request")
+            data = json.dumps(_json_body(req)).encode()
         else:
             raise HttpError(415, "Content-Type must be application/json or application/yaml")
+        try:
+            tasks = load_policy(data, "request") if req.content_type in YAML_TYPES \
+                else parse_tasks(json.loads(data), "request")
+        except PolicyError as exc:
+            # "error" is the first problem; "errors" every one, with "did you mean"
+            from measure_cli.policy_check import check_policy
+
+            every = check_policy(data, "request").errors if not isinstance(
+                exc, PolicyConflict) else []
+            if len(every) > 1 or (every and every[0] != str(exc)):
+                return json_response({"error": str(exc), "errors": every}, status=400)
+            raise
         return json_response({"tasks": self.service.apply_tasks(tasks)}, status=201)
 
     @route("measure", PREFIX + "/tasks", methods=["GET"])

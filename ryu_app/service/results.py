@@ -45,9 +45,10 @@ import itertools
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from typing import Any
 
-from measure_model import answers
+from measure_model import answers, interval
 from measure_model.task import DEFAULT_SCAN_PORTS, ELASTIC_KINDS
 from measure_model.wire.overlay import validate_report as check_report
 from measure_model.wire.snapshot import Report
@@ -57,6 +58,8 @@ STATE = "+state"  # the store row holding one interval's merged elastic state
 MAX_EVENTS_PER_REPORT = 100
 WINDOW_KEYS = 100
 HOSTS = "+hosts"  # the store row holding one interval's per-host results
+EPISODE_END = 2  # intervals below the threshold that end a key's heavy episode
+COVERAGE_AFTER = 2  # reports in a row without an agent before it counts as missing
 
 
 class MemoryStore:
@@ -107,7 +110,8 @@ def _strip(snapshot: dict) -> dict:
     """The readable part of a snapshot: no sketch cells, elastic state, HLL registers or
     candidates."""
     out = {k: v for k, v in snapshot.items()
-           if k not in ("sketch", "covered", "missing", "candidates", "elastic", "spread")}
+           if k not in ("sketch", "covered", "missing", "candidates", "elastic", "spread",
+                        "interval")}
     if isinstance(out.get("distinct"), dict):
         out["distinct"] = {k: v for k, v in out["distinct"].items() if k != "hll"}
     if "window" in out:
@@ -136,10 +140,19 @@ class Results:
         self._latest: dict[tuple[str, str], dict] = {}
         self._known: dict[str, set[str]] = {}
         self._states: dict[str, deque] = {}  # task -> its last two merged elastic states
+        # task -> key -> intervals it has been below the threshold in its heavy episode
+        self._episodes: dict[str, dict[str, int]] = {}
+        # task -> agent -> consecutive reports it was missing from (coverage debounce)
+        self._absent: dict[str, dict[str, int]] = {}
+        self._episode: dict[str, dict] = {}  # task -> its open coverage episode
         self._lock = threading.Lock()
+        # why an agent is missing ("late", "unreachable", "crashed"); the service knows
+        self.reason_of: Callable[[str], str] = lambda _name: "late"
 
-    def ingest(self, body: Any, now: float | None = None) -> list[int]:
-        """Record one root report; returns the ids of the events it raised."""
+    def ingest(self, body: Any, now: float | None = None,
+               expected: set[str] | None = None) -> list[int]:
+        """Record one root report; returns the ids of the events it raised. ``expected``:
+        the agents of the task's scope (None: every agent seen is expected)."""
         report = validate_report(body)
         now = time.time() if now is None else now
         task_id = report["task_id"]
@@ -154,7 +167,10 @@ class Results:
                 if rows:  # and the result new events are compared with (after a restart)
                     self._latest.setdefault((task_id, GLOBAL), rows[0])
             known.update(covered, report["missing"])
-            # an agent dropped from the tree (dead, being re-parented) is still missing
+            # an agent dropped from the tree (dead, being re-parented) is still missing;
+            # an agent out of the task's scope is never expected
+            if expected is not None:
+                known.intersection_update(expected | set(covered))
             missing = sorted(known - set(covered))
         oldest = report.get("oldest")
         result = {
@@ -164,6 +180,14 @@ class Results:
             "complete": not missing, "epoch": report.get("epoch"),
             "kind": report.get("kind"), **_strip(snap),
         }
+        section = snap.get("interval")
+        if section is not None:
+            top_k = int((snap.get("limits") or {}).get("top_k", 10))
+            # heavy_hitters stays the cumulative answer (since the task started); what is
+            # heavy now, and raises events, is judged on the interval
+            result["rate"] = interval.rate(section, top_k)
+            result["rate"]["heavy_hitters"] = interval.heavy(
+                section, snap.get("threshold") or {}, top_k)
         scan_ports = report.get("scan_ports") or DEFAULT_SCAN_PORTS
         result["scanners"] = scanners(snap, scan_ports)
         if snap.get("elastic") is not None:
@@ -186,19 +210,29 @@ class Results:
     def _answers(self, task_id: str, report: Report, snap: dict, now: float) -> dict:
         """The elastic kind's answer (measure_model.answers); the merged state is kept in
         memory for the next interval's changes and in the store for questions about the
-        past (``past``)."""
+        past (``past``). A difference of two merged states is taken only between states
+        of the same agents: one that covers fewer agents would make counts negative, so
+        the answers then say ``coverage_changed`` and start again from this state."""
+        covered = sorted(report["covered"])
         with self._lock:
             earlier = self._states.get(task_id)
         if earlier is None:
             rows = self.store.results(task_id, STATE, limit=2)
-            earlier = deque((answers.state_of(r) for r in reversed(rows)), maxlen=2)
-        out = answers.answer(report.get("kind") or "", snap, list(earlier))
-        earlier.append(answers.state_of(snap))
+            earlier = deque(((r.get("covered"), answers.state_of(r)) for r in reversed(rows)),
+                            maxlen=2)
+        same = [es for cov, es in earlier if cov is None or cov == covered]
+        if len(same) < len(earlier):
+            same = [es for cov, es in list(earlier)[-1:] if cov is None or cov == covered]
+        out = answers.answer(report.get("kind") or "", snap, same)
+        if len(same) < len(earlier):
+            out["coverage_changed"] = True
+        earlier.append((covered, answers.state_of(snap)))
         with self._lock:
             self._states[task_id] = earlier
         row = {"interval_end": report["interval_end"], "kind": report.get("kind"),
                "key": snap["key"], "increment": snap["increment"], "total": snap["total"],
-               "threshold": snap.get("threshold", {}), "elastic": snap["elastic"]}
+               "threshold": snap.get("threshold", {}), "elastic": snap["elastic"],
+               "covered": covered}
         if snap.get("spread") is not None:
             row["spread"] = snap["spread"]
         self.store.add_result(task_id, STATE, now, row)
@@ -252,15 +286,23 @@ class Results:
             for item in (cur.get(kind) or [])[:MAX_EVENTS_PER_REPORT]:
                 if item["key"] not in before:
                     ids.append(self.store.add_event(now, task_id, event, {**base, **item}))
-        prev_hh = set((prev or {}).get("heavy_hitters") or {})
         # an elastic task (flow_size, ...) or a flows task answers other questions: its
         # heavy_hitters (largest flows, or keys over a change threshold) raise no events
         quiet = cur.get("kind") in ELASTIC_KINDS or cur.get("kind") == "flows"
-        hh = {} if quiet else cur.get("heavy_hitters") or {}
-        new = sorted((k for k in hh if k not in prev_hh), key=lambda k: (-hh[k], k))
+        if cur.get("rate") is not None:  # judged on the interval: once per episode
+            hh = {} if quiet else cur["rate"]["heavy_hitters"]
+            was_heavy = ((prev or {}).get("rate") or {}).get("heavy_hitters") or {}
+            new = self._episodes_started(task_id, hh, cur["complete"], was_heavy)
+        else:  # an agent that sends no interval figures: the cumulative answer
+            hh = {} if quiet else cur.get("heavy_hitters") or {}
+            prev_hh = set((prev or {}).get("heavy_hitters") or {})
+            new = [k for k in hh if k not in prev_hh]
+        new = sorted(new, key=lambda k: (-hh[k], k))
+        keys = (cur.get("rate") or {}).get("keys") or {}
         for key in new[:MAX_EVENTS_PER_REPORT]:
+            extra = {n: keys[key][n] for n in ("pps", "bps") if key in keys}
             ids.append(self.store.add_event(now, task_id, "heavy_hitter",
-                                            {**base, "key": key, "value": hh[key]}))
+                                            {**base, "key": key, "value": hh[key], **extra}))
         prev_scan = set((prev or {}).get("scanners") or {})
         for src, ports in sorted(cur["scanners"].items()):
             if src not in prev_scan:
@@ -268,10 +310,65 @@ class Results:
                 ids.append(self.store.add_event(now, task_id, "port_scan", {
                     **base, "src": src, "ports": ports,
                     "dsts": list(info.get("dsts", []))[:20]}))
-        if prev is not None and prev["missing"] != cur["missing"]:
-            ids.append(self.store.add_event(now, task_id, "coverage", {
-                **base, "covered": len(cur["covered"]), "missing": cur["missing"]}))
+        ids.extend(self._coverage(task_id, cur, now, base))
         return ids
+
+    def _episodes_started(self, task_id: str, heavy: dict[str, int], complete: bool,
+                          before: dict[str, int]) -> list[str]:
+        """Keys whose heavy episode starts with this interval. An episode ends after
+        ``EPISODE_END`` intervals below the threshold; an incomplete interval (an agent
+        missing) neither starts the count nor ends an episode. After a restart the
+        episodes go on from the stored result's heavy keys (``before``)."""
+        with self._lock:
+            episodes = self._episodes.setdefault(task_id, dict.fromkeys(before, 0))
+            new = [k for k in heavy if k not in episodes]
+            for key in list(episodes):
+                if key in heavy:
+                    episodes[key] = 0
+                elif complete:
+                    episodes[key] += 1
+                    if episodes[key] >= EPISODE_END:
+                        del episodes[key]
+            for key in new:
+                episodes[key] = 0
+        return new
+
+    def _coverage(self, task_id: str, cur: dict, now: float, base: dict) -> list[int]:
+        """One ``coverage`` event when agents start missing (``state: start``, each with
+        its reason) and one when every agent is back (``state: end``). Both ways take
+        ``COVERAGE_AFTER`` reports in a row: an agent counts as missing after that many
+        reports without it, and the episode ends after that many complete reports, so a
+        late report or an agent catching up after a restart raises nothing more."""
+        with self._lock:
+            absent = self._absent.setdefault(task_id, {})
+            for host in [h for h in absent if h not in cur["missing"]]:
+                del absent[host]
+            for host in cur["missing"]:
+                absent[host] = absent.get(host, 0) + 1
+            missing = sorted(h for h, n in absent.items() if n >= COVERAGE_AFTER)
+            episode = self._episode.get(task_id)
+            if episode is None and missing:
+                self._episode[task_id] = {"hosts": set(missing), "clean": 0}
+                start = True
+            else:
+                start = False
+                if episode is not None:
+                    episode["hosts"].update(missing)
+                    episode["clean"] = 0 if cur["missing"] else episode["clean"] + 1
+                    if episode["clean"] >= COVERAGE_AFTER:
+                        del self._episode[task_id]
+                    else:
+                        episode = None
+        if start:
+            reasons = {h: self.reason_of(h) for h in missing}
+            return [self.store.add_event(now, task_id, "coverage", {
+                **base, "state": "start", "covered": len(cur["covered"]),
+                "missing": missing, "reasons": reasons})]
+        if episode is not None:
+            return [self.store.add_event(now, task_id, "coverage", {
+                **base, "state": "end", "covered": len(cur["covered"]), "missing": [],
+                "returned": sorted(episode["hosts"])})]
+        return []
 
     def latest(self, task_id: str, host: str | None = None,
                now: float | None = None) -> dict | None:
@@ -322,6 +419,9 @@ class Results:
                 del self._latest[key]
             self._known.pop(task_id, None)
             self._states.pop(task_id, None)
+            self._episodes.pop(task_id, None)
+            self._absent.pop(task_id, None)
+            self._episode.pop(task_id, None)
 
     def forget_agent(self, name: str) -> None:
         """An agent removed for good is no longer expected (not listed missing)."""

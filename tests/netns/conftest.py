@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from testing.agentproc import AgentProc
+from testing.browser import chrome
 from testing.controllers import ControllerInNetns
 from testing.netns import Netns, run, unique_name
 from testing.procs import wait_until
@@ -67,3 +68,23 @@ def three_hosts(netns_factory):
     wait_until(lambda: h6.run(["ping", "-c1", "-W1", "10.79.0.2"], check=False).returncode == 0,
                timeout=10, message="h6 link up")
     return h1, h5, h6
+
+
+@pytest.fixture(scope="module")
+def ctl(tmp_path_factory):
+    """A controller with a token (no switches, no agents) and a browser, per module."""
+    from testing.controllers import start_controller
+    from testing.procs import stop_process
+
+    tmp = tmp_path_factory.mktemp("dashboard")
+    token_file = tmp / "controller.token"
+    env = {"MEASURE_STATE_DIR": str(tmp / "state"), "MEASURE_TOKEN_FILE": str(token_file),
+           "MEASURE_SECRET_FILE": str(tmp / "agent.secret")}
+    controller = start_controller(tmp, env={**env, "MEASURE_READS_OPEN": "0"})
+    try:
+        token = token_file.read_text().strip()
+        with chrome() as driver:
+            yield controller, token, driver
+    finally:
+        stop_process(controller.proc)
+    assert "Traceback" not in controller.log(), controller.log()

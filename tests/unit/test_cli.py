@@ -142,8 +142,11 @@ def test_render_result_heading_per_kind(utc):
                     ["10.0.0.10,10.0.0.5", 84, False]]}}
     lines = render_result(elastic, {"kind": "flow_size"}, AGENTS).splitlines()
     assert lines[1] == "~64 flows; by size: 168 bytes x 62, 84 bytes x 2"
-    assert lines[2] == "flows, largest first (3)" and "h6 -> h5" in lines[4]
-    assert [line.split()[0] for line in lines[5:]] == ["10.0.0.1,10.0.0.5", "10.0.0.10,10.0.0.5"]
+    assert lines[2:5] == ["flow sizes (bytes, power-of-two bins: flows of at least that size)",
+                          " >= 64 |#                              2",
+                          ">= 128 |############################## 62"]
+    assert lines[5] == "flows, largest first (3)" and "h6 -> h5" in lines[7]
+    assert [line.split()[0] for line in lines[8:]] == ["10.0.0.1,10.0.0.5", "10.0.0.10,10.0.0.5"]
     scan = {"task_id": "2", "kind": "port_scan", "age": 0, "total": 9,
             "covered": ["h5"], "missing": [], "scanners": {"10.0.0.6": 85}}
     lines = render_result(scan, None, AGENTS).splitlines()
@@ -242,14 +245,19 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert capsys.readouterr().err.endswith(
         f"; the token from {stale} does not match this controller's ({url}): pass "
         "--token-file or set MEASURE_TOKEN_FILE to its controller.token\n")
+    assert main([*base, "apply", POLICY]) == 1  # its scope, h5, is not known yet
+    assert capsys.readouterr().err == (
+        "measure: HTTP 404: task hh-icmp-h5: scope host 'h5' is not a known agent (name, "
+        "data address or URL host)\n")
+    assert main([*base, "tasks"]) == 0 and "hh-icmp" not in capsys.readouterr().out
+    for i in (1, 5):  # agents register with a signature; here straight to the service
+        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                                        "data_ip": f"10.0.0.{i}"})
     assert main([*base, "apply", POLICY]) == 0
     assert capsys.readouterr().out == "task 1: hh-icmp-h5\n"
     assert main([*base, "apply", POLICY]) == 1
     assert capsys.readouterr().err == ("measure: HTTP 409: task name 'hh-icmp-h5' is already "
                                        "used by task 1; delete it first\n")
-    for i in (1, 5):  # agents register with a signature; here straight to the service
-        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
-                                        "data_ip": f"10.0.0.{i}"})
     harness.tick()
     assert main([*base, "tasks"]) == 0
     assert capsys.readouterr().out == (
@@ -403,3 +411,88 @@ def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
         assert shown.stdout.splitlines()[1] == f"covered 9: {', '.join(hosts)}  (complete)"
     with open(tmp_path / "run" / "controller.log") as f:
         assert "Traceback" not in f.read()
+
+
+def test_a_closed_pipe_ends_the_command_without_a_traceback():
+    import subprocess
+    import sys as _sys
+
+    policy = os.path.join(os.path.dirname(POLICY), "flows.yaml")
+    proc = subprocess.Popen([_sys.executable, "-m", "measure_cli", "check", policy],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    some(proc.stdout).close()  # the reader is gone before the first line
+    err = some(proc.stderr).read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and err == ""
+
+
+def _results_of(kind: str, fields: dict) -> dict:
+    """The controller's global result of a task of ``kind`` after three intervals of a
+    real counter's traffic (h1 to a growing set of hosts), with interval figures."""
+    import json as _json
+
+    import numpy as np
+
+    from host_agent.counters.countmin import Counter, CounterSpec
+    from host_agent.counters.elastic import ElasticCounter
+    from measure_model import interval
+    from measure_model.packet.keys import HeaderBatch
+    from measure_model.task import Task
+    from ryu_app.service.results import MemoryStore, Results
+
+    task = Task.from_dict({"name": kind, "kind": kind, **fields})
+    counter = ElasticCounter(task, 0.0) if task.memory else \
+        Counter(CounterSpec.from_task(task), 0.0)
+    results, mark = Results(MemoryStore()), None
+    for i, end in enumerate((5.0, 10.0, 15.0)):
+        n = 100 + 400 * i
+        src = np.r_[np.full(n, 1), np.full(50, 2)]
+        dst = np.r_[np.arange(n) % (3 + 2 * i) + 5, np.full(50, 9)]
+        counter.update(HeaderBatch.from_arrays(
+            0x0A000000 + src, 0x0A000000 + dst, np.full(src.shape[0], 17),
+            np.full(src.shape[0], 1000), np.arange(src.shape[0]) % 40 + 80,
+            np.full(src.shape[0], 500)), end - 1)
+        snap = _json.loads(_json.dumps(counter.snapshot(end)))
+        snap["monitor"] = {"counting_since": 0.0}
+        snap["interval"], mark = interval.section(mark, snap, end)
+        del snap["monitor"]
+        results.ingest({"task_id": "7", "interval_end": end, "snapshot": snap, "kind": kind,
+                        "covered": ["h1", "h5"], "missing": [], "generated_at": end,
+                        "oldest": end}, now=end)
+    return some(results.latest("7", now=15.5))
+
+
+@pytest.mark.parametrize("kind, fields, expected", [
+    ("heavy_hitters", {"key": "src_dst", "increment": "bytes"},
+     [r"^now: \d[\d.]* [kM]?bit/s, \d[\d.]* k?pkt/s \(last 5 s interval\)",
+      r"^heavy now \(>= 5% of \d+ bytes in the last interval\)",
+      r"^SRC_DST\s+HOSTS\s+COUNT\s+SHARE\s+NOW$",
+      r"^10\.0\.0\.1,10\.0\.0\.5\s+h1 -> h5\s+\d+\s+[\d.]+%\s+[\d.]+ [kM]?bit/s$",
+      r"^heavy hitters since the task started"]),
+    ("counter", {"key": "src", "increment": "pkt"},
+     [r"^now: ", r"^top keys \(2\)", r"^10\.0\.0\.1\s+h1\s+\d+\s+[\d.]+%\s+[\d.]+ k?pkt/s$"]),
+    ("flow_size", {"key": "src_dst", "increment": "bytes", "memory": 65536},
+     [r"^~\d+ flows; by size: ", r"^flow sizes \(bytes, power-of-two bins",
+      r"^\s*>= \d+ \|#+\s+\d", r"^flows, largest first"]),
+    ("entropy", {"key": "src_dst", "memory": 65536},
+     [r"^entropy [\d.]+ bits \(normalized [\d.]+, 0\.\.1\) over ~\d+ keys in the last "
+      r"interval; exact share \d+%; since start [\d.]+ bits$"]),
+    ("cardinality", {"key": "src_dst", "memory": 65536},
+     [r"^distinct src_dst keys since start: ~8 \(\+- [\d.]+ std\. error",
+      r"^in the last interval: ~\d+ \(\+- [\d.]+\)$"]),
+    ("heavy_changers", {"key": "src_dst", "memory": 65536, "threshold": 0.1},
+     [r"^heavy changers \(change >= [\d.]+ between the last two intervals\)",
+      r"^SRC_DST\s+HOSTS\s+BEFORE\s+AFTER\s+CHANGE\s+\+-$",
+      r"^10\.0\.0\.1,10\.0\.0\.\d+\s+h1 -> \S+\s+\d+\s+\d+\s+[+-]\d+"]),
+    ("superspreaders", {"key": "src_dst", "memory": 65536, "min_distinct": 3},
+     [r"^sources reaching at least 3 distinct peers, since the task started$",
+      r"^KEY\s+HOST\s+DISTINCT\s+\+-$", r"^10\.0\.0\.1\s+h1\s+[\d.]+\s+[\d.]+$"]),
+])
+def test_measure_result_prints_each_kinds_answer(kind, fields, expected):
+    import re
+
+    agents = [{"name": f"h{n}", "data_ip": f"10.0.0.{n}"} for n in (1, 2, 5)]
+    text = render_result(_results_of(kind, fields), {"kind": kind, "name": kind}, agents)
+    lines = text.splitlines()
+    for pattern in expected:
+        assert any(re.search(pattern, line) for line in lines), (pattern, text)
+    assert "{" not in text  # an answer in words and tables, never JSON

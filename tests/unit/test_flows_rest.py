@@ -108,14 +108,16 @@ def test_cli_renders_flows_as_a_table():
     from measure_cli.render import render_flows
 
     text = render_flows({"task_id": "3", "by": "bytes", "covered": ["h1", "h2"],
-                         "flows": [{"flow": A, "bytes": 9000}, {"flow": B, "bytes": 200}],
+                         "flows": [{"flow": A, "bytes": 9000, "bps": 2_050_000.0, "pps": 250.0},
+                                   {"flow": B, "bytes": 200}],
                          "sampled": {"probability": 0.1, "mode": "random",
-                                     "relative_bound": 0.05}})
+                                     "relative_bound": 0.05}},
+                        [{"name": "h1", "data_ip": "10.0.0.1"}])
     assert text.splitlines() == [
         "task 3  active flows by bytes  covered h1,h2  sampled p=0.1 (random, +-5.0% of packets)",
-        "SRC       DST       PROTO  SPORT  DPORT  BYTES",
-        "10.0.0.1  10.0.0.2  tcp    40000  80      9000",
-        "10.0.0.2  10.0.0.1  tcp    80     40000    200"]
+        "SRC       DST       PROTO  SPORT  DPORT  HOSTS    BYTES (SINCE START)  NOW",
+        "10.0.0.1  10.0.0.2  tcp    40000  80     h1 -> ?                 9000  2.05 Mbit/s",
+        "10.0.0.2  10.0.0.1  tcp    80     40000  ? -> h1                  200  -"]
     assert render_flows({"task_id": "3", "flows": []}).endswith("no active flows")
 
 

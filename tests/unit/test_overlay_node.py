@@ -273,7 +273,9 @@ def test_missing_subtree_is_listed_and_does_not_block_beyond_timeout(tree):
     assert rep["missing"] == ["h10", "h11", "h3", "h8", "h9"]
     lost = {3, 8, 9, 10, 11}
     assert rep["covered"] == sorted(f"h{n}" for n in range(1, 14) if n not in lost)
-    assert rep["snapshot"]["packets"] == sum(n for n in range(1, 14) if n not in lost)
+    # the lost agents' last states (of 105.0) are carried, marked, outside the interval
+    assert rep["carried"] == {f"h{n}": 105.0 for n in lost}
+    assert rep["snapshot"]["packets"] == sum(range(1, 14))
 
 
 def test_wait_is_capped_by_half_the_interval(tree):

@@ -275,3 +275,17 @@ def test_merge_all_skips_the_check_only_when_told_the_snapshots_were_checked(mon
     assert report.merge_all(snaps) == expected and calls == snaps
     with pytest.raises(ValueError, match="cannot merge src/pkt with dst/pkt"):
         report.merge_all([snaps[0], {**snaps[1], "key": "dst"}], checked=True)
+
+
+def test_elastic_distinct_keys_are_the_union_not_one_parts_count():
+    from host_agent.counters.elastic import ElasticCounter
+    from measure_model.task import Task
+
+    task = Task.from_dict({"name": "c", "kind": "cardinality", "key": "src"})
+    parts = []
+    for first in (0, 100):  # 100 sources on each agent, none in common
+        c = ElasticCounter(task, now=0.0)
+        c.update(batch(np.arange(first, first + 100)), 1.0)
+        parts.append(json.loads(json.dumps(c.snapshot(2.0))))
+    assert all(95 <= p["distinct"]["estimate"] <= 105 for p in parts)
+    assert 190 <= report.merge_all(parts)["distinct"]["estimate"] <= 210

@@ -85,7 +85,9 @@ def test_json_bodies_single_task_and_conflicts_change_nothing(h):
                           {"tasks": [{"name": "c3", "kind": "counter"},
                                      {"name": "c4", "kind": "counter", "window": {"len": 1}}]})
     assert (status, body) == (400, {"error": "policy request: task c4: unknown field "
-                                             "'window.len'"})
+                                             "'window.len'",
+                                    "errors": ["policy request: task c4: unknown field "
+                                               "'window.len' (did you mean 'window.length'?)"]})
     assert [t["name"] for t in h.call("GET", "/measure/v1/tasks")[1]["tasks"]] == ["c1"]
     assert [t["name"] for t in h.service.store.tasks()] == ["c1"]
 
@@ -160,10 +162,13 @@ def test_reports_give_results_and_events(h):
     status, events = h.call("GET", "/measure/v1/events")
     assert [(e["id"], e["kind"], e["key"]) for e in events["events"]] == [
         (1, "heavy_hitter", "10.0.0.2,10.0.0.5")]
-    h.call("POST", "/measure/v1/reports", hh_report("1", ["h1", "h2", "h3"], [], 1005.0, {}))
+    h.call("POST", "/measure/v1/reports", hh_report("1", ["h1", "h2"], ["h3"], 1005.0, {}))
+    for end in (1010.0, 1015.0):  # missing twice in a row, then back: one start, one end
+        h.call("POST", "/measure/v1/reports", hh_report("1", ["h1", "h2", "h3"], [], end, {}))
     status, events = h.call("GET", "/measure/v1/events?since=1")
-    assert [(e["id"], e["kind"], e["missing"]) for e in events["events"]] == [
-        (2, "coverage", [])]
+    assert [(e["id"], e["kind"], e["state"], e["missing"]) for e in events["events"]] == [
+        (2, "coverage", "start", ["h3"]), (3, "coverage", "end", [])]
+    assert events["events"][0]["reasons"] == {"h3": "late"}
     assert h.call("POST", "/measure/v1/reports", {"task_id": "1", "interval_end": "x"}) == (
         400, {"error": "report: field 'interval_end' must be a time from 0 to 1e+13"})
 
@@ -330,7 +335,7 @@ def test_store_failure_in_tick_is_logged_not_raised(h, caplog):
 
 
 def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
-    h.register(1, 2, 3)
+    h.register(1, 2, 3, 5)
     h.tick()
     h.call("POST", "/measure/v1/tasks", POLICY, "application/yaml")
     h.tick()
@@ -340,7 +345,7 @@ def test_tasks_and_epoch_survive_a_controller_restart(h, tmp_path):
     status, tasks = again.call("GET", "/measure/v1/tasks")
     assert [(t["id"], t["name"], t["status"]) for t in tasks["tasks"]] == [
         ("1", "hh-icmp", "pending"), ("2", "scan", "pending")]
-    again.register(1, 2, 3)
+    again.register(1, 2, 3, 5)
     again.tick()
     assert again.service.epoch == epoch + 1  # agents refuse older epochs
     assert again.agents.sent("PUT", "/agent/v1/tasks/1") == ["h1"]
@@ -358,11 +363,10 @@ def test_first_report_after_a_restart_is_compared_with_the_stored_result(h):
     again = Harness(h.state_dir)
     assert again.call("POST", "/measure/v1/reports",
                       hh_report("1", ["h1", "h2", "h3"], [], 1005.0, hh)
-                      ) == (202, {"accepted": True, "events": [2]})
+                      ) == (202, {"accepted": True, "events": []})
     status, events = again.call("GET", "/measure/v1/events")
     assert [(e["id"], e["kind"], e["interval_end"]) for e in events["events"]] == [
-        (1, "heavy_hitter", 1000.0), (2, "coverage", 1005.0)]
-    assert events["events"][1]["missing"] == []
+        (1, "heavy_hitter", 1000.0)]
 
 
 def test_bandwidth_resolves_hosts_and_calls_the_source_agent(h):
@@ -588,3 +592,28 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
     finally:
         for proc in agents:
             stop_process(proc)
+
+
+def test_a_policy_with_several_errors_lists_every_one_with_did_you_mean(h):
+    yaml = ("tasks:\n  - {name: a, kind: counter, threshhold: 0.1}\n"
+            "  - {name: b, kind: heavy_hitters, key: srcdst}\n")
+    status, body = h.call("POST", "/measure/v1/tasks", yaml.encode(), "application/yaml")
+    assert status == 400
+    assert body["error"].startswith("policy request: task a: unknown field 'threshhold'")
+    assert body["errors"][0] == ("policy request: task a: unknown field 'threshhold' "
+                                 "(did you mean 'threshold'?)")
+    assert len(body["errors"]) == 2 and "task b: key 'srcdst'" in body["errors"][1]
+    assert h.call("GET", "/measure/v1/tasks")[1]["tasks"] == []
+
+
+def test_a_misspelt_scope_host_is_a_404_naming_scope_and_stores_nothing(h):
+    h.register(5)
+    status, body = h.call("POST", "/measure/v1/tasks",
+                          {"name": "hh", "kind": "heavy_hitters", "scope": ["h55"]})
+    assert (status, body) == (404, {"error": "task hh: scope host 'h55' is not a known agent "
+                                             "(name, data address or URL host)"})
+    assert h.call("GET", "/measure/v1/tasks")[1]["tasks"] == [] and h.service.store.tasks() == []
+    for ref in ("h5", "10.0.0.5", "192.168.100.5"):
+        status, body = h.call("POST", "/measure/v1/tasks",
+                              {"name": f"hh-{ref}", "kind": "heavy_hitters", "scope": [ref]})
+        assert status == 201, body

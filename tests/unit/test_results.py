@@ -51,9 +51,10 @@ def test_first_report_after_a_restart_raises_events_against_the_stored_result():
     store = MemoryStore()
     assert Results(store).ingest(sample_report(10.0, hh={"10.0.0.9": 12}), now=10.5) == [1]
     again = Results(store)  # nobody read the result before the next report
-    assert again.ingest(sample_report(15.0, hh={"10.0.0.9": 14}, missing=["h3"]), now=15.5) == [2]
-    assert [(e["kind"], e.get("missing")) for e in again.events()] == [
-        ("heavy_hitter", None), ("coverage", ["h3"])]
+    assert again.ingest(sample_report(15.0, hh={"10.0.0.9": 14}), now=15.5) == []
+    assert again.ingest(sample_report(20.0, hh={"10.0.0.9": 14, "10.0.0.8": 9}), now=20.5) == [2]
+    assert [(e["kind"], e.get("key")) for e in again.events()] == [
+        ("heavy_hitter", "10.0.0.9"), ("heavy_hitter", "10.0.0.8")]
 
 
 def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
@@ -86,12 +87,45 @@ def test_a_flow_size_task_raises_no_heavy_hitter_events(results):
     assert results.latest("t1")["heavy_hitters"] == flows | {"10.0.0.7": 84}
 
 
-def test_coverage_change_is_an_event(results):
-    results.ingest(sample_report(10.0), now=10.5)
-    results.ingest(sample_report(15.0, missing=["h3"], covered=["h1", "h2"]), now=15.5)
-    (event,) = results.events()
-    assert event["kind"] == "coverage" and event["missing"] == ["h3"]
-    assert results.latest("t1")["complete"] is False
+ALL = ["h1", "h2", "h3", "h4"]
+
+
+def gone(*hosts: str) -> dict:
+    """The coverage fields of a report with ``hosts`` missing."""
+    return {"missing": list(hosts), "covered": [h for h in ALL if h not in hosts]}
+
+
+def test_coverage_events_start_after_two_reports_and_end_once(results):
+    results.reason_of = lambda name: {"h3": "unreachable"}.get(name, "late")
+    results.ingest(sample_report(10.0, **gone()), now=10.5)
+    results.ingest(sample_report(15.0, **gone("h3")), now=15.5)
+    assert results.events() == []  # one late report raises nothing
+    assert results.latest("t1")["complete"] is False  # but the result says it
+    for k in range(2, 6):
+        results.ingest(sample_report(10.0 + 5 * k, **gone(*["h3", "h4"][:k - 1])), now=10.5 + 5 * k)
+    for k in range(6, 8):
+        results.ingest(sample_report(10.0 + 5 * k, **gone()), now=10.5 + 5 * k)
+    start, end = results.events()
+    assert (start["kind"], start["state"], start["missing"], start["reasons"]) == (
+        "coverage", "start", ["h3"], {"h3": "unreachable"})
+    assert (end["state"], end["missing"], end["returned"], end["interval_end"]) == (
+        "end", [], ["h3", "h4"], 45.0)  # after two complete reports
+
+
+def test_one_late_report_at_a_time_raises_no_coverage_event(results):
+    for k in range(8):
+        late = [f"h{3 + k % 4 // 2}"] if k % 2 else []
+        results.ingest(sample_report(10.0 + 5 * k, **gone(*late)), now=10.5 + 5 * k)
+    assert results.events() == []
+
+
+def test_scope_limits_the_expected_agents(results):
+    results.ingest(sample_report(10.0, covered=["h5"], missing=["h8", "h9"]), now=10.5,
+                   expected={"h5"})
+    results.ingest(sample_report(15.0, covered=["h5"], missing=["h3"]), now=15.5, expected={"h5"})
+    res = results.latest("t1")
+    assert res["missing"] == [] and res["complete"] is True
+    assert results.events() == []
 
 
 @pytest.mark.parametrize("body, message", [
@@ -166,8 +200,7 @@ def test_an_agent_dropped_from_the_tree_stays_missing_until_back(results):
     assert res["missing"] == ["h3"] and res["complete"] is False
     results.ingest(sample_report(20.0, covered=["h1", "h2", "h3"]), now=20.5)
     assert results.latest("t1")["missing"] == [] and results.latest("t1")["complete"]
-    assert [(e["kind"], e["missing"]) for e in results.events()] == [
-        ("coverage", ["h3"]), ("coverage", [])]
+    assert results.events() == []  # missing from one report only
     results.ingest(sample_report(25.0, covered=["h1", "h2"]), now=25.5)
     results.forget_agent("h3")
     results.ingest(sample_report(30.0, covered=["h1", "h2"]), now=30.5)

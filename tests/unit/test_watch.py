@@ -5,10 +5,18 @@ from __future__ import annotations
 import io
 import threading
 
+import pytest
+
 from measure_cli.cli import main
 from measure_cli.watch import CLEAR, Progress, watch
 from testing.harness import POLICY_FILE as POLICY
 from testing.harness import hh_report
+
+
+def register(harness, *numbers: int) -> None:
+    for i in numbers:
+        harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
+                                        "data_ip": f"10.0.0.{i}"})
 
 
 class Tty(io.StringIO):
@@ -19,6 +27,7 @@ class Tty(io.StringIO):
 def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):
     harness, url, token = controller
     base = ["--url", url, "--token-file", token]
+    register(harness, 1, 5)  # the policy's scope names h5
     assert main([*base, "apply", POLICY]) == 0
     capsys.readouterr()
     assert main([*base, "watch", "1", "--interval", "0.1", "--count", "2"]) == 0
@@ -62,6 +71,7 @@ def test_watch_stops_quietly_on_ctrl_c():
 def test_result_wait_shows_progress_until_the_first_result(controller, capsys):
     harness, url, token = controller
     base = ["--url", url, "--token-file", token]
+    register(harness, 1, 5)  # the policy's scope names h5
     assert main([*base, "apply", POLICY]) == 0
     capsys.readouterr()
 
@@ -84,7 +94,7 @@ def test_result_wait_shows_progress_until_the_first_result(controller, capsys):
     assert "10.0.0.1,10.0.0.5" in captured.out
     assert main([*base, "result", "1", "--wait", "0.5", "--host", "h9"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[-1] == "measure: task 1: h9 runs no agent, so it has no result (agents: none)"
+    assert err[-1] == "measure: task 1: h9 runs no agent, so it has no result (agents: h1, h5)"
     assert "failed after" in err[-2]
 
 
@@ -110,3 +120,26 @@ def test_bw_shows_progress_on_stderr_and_the_table_on_stdout(controller, capsys)
     err = captured.err.splitlines()
     assert err[0] == "probing the bandwidth h1 -> h5 (slops)..."
     assert err[-1].startswith("probing the bandwidth h1 -> h5 (slops): done after ")
+
+
+@pytest.mark.parametrize("columns, rows", [(80, 24), (200, 50)])
+def test_watch_fits_the_terminal(columns, rows):
+    from measure_cli.render import render_result
+
+    flows = [[f"10.0.{i // 250}.{i % 250 + 1},10.0.0.5", 10_000 - i, True] for i in range(64)]
+    result = {"task_id": "4", "host": "*", "kind": "flow_size", "age": 0.4,
+              "interval_end": 3600.0, "key": "src_dst", "increment": "bytes",
+              "packets": 640, "bytes": 600_000, "total": 600_000,
+              "covered": [f"h{n}" for n in range(1, 10)], "missing": [],
+              "rate": {"seconds": 5.0, "packets": 64, "bytes": 64_000, "pps": 12.8,
+                       "bps": 102_400.0, "keys": {}},
+              "flow_size": {"histogram": {str(10_000 - i): 1.0 for i in range(64)},
+                            "flows": 64.0, "largest": flows}}
+    out = Tty()
+    watch(lambda: result, lambda r: render_result(r, {"kind": "flow_size"}), "measure watch 4",
+          2.0, out, count=1, sleep=lambda s: None, size=lambda: (columns, rows))
+    frame = out.getvalue().split(CLEAR)[1]
+    lines = frame.rstrip("\n").split("\n")
+    assert len(lines) <= rows - 1 and max(map(len, lines)) <= columns
+    assert lines[-1].startswith("... ") and "more lines" in lines[-1]
+    assert "10.0.0.1,10.0.0.5" in frame  # the largest flow stays on screen

@@ -1,7 +1,12 @@
 // Small SVG charts: a time-series line chart with a clickable legend and
-// clickable points, and a horizontal bar chart. Labels are SVG text nodes.
+// clickable points, and a horizontal bar chart. Labels are SVG text nodes,
+// written with SI prefixes and the chart's unit, and the margins are sized from
+// the longest label, so every label lies inside the SVG. The SVG scales to the
+// page's width (viewBox, width 100%).
 
-import { el, svg, fmtNum, fmtTime } from "./util.js";
+import { el, svg, fmtNum, fmtSI, fmtTime } from "./util.js";
+
+const CHAR = 6.5;  // px per character of an 11px label (a safe upper bound)
 
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -20,9 +25,10 @@ function ticks(lo, hi, n) {
  * Returns a <div class="chart"> holding the SVG and its legend.
  */
 export function lineChart(series, options = {}) {
-  const width = options.width || 640;
-  const height = options.height || 220;
-  const pad = { left: 64, right: 34, top: 10, bottom: 26 };
+  const width = options.width || 900;
+  const height = options.height || 240;
+  const unit = options.unit || "";
+  const label = (v) => fmtSI(v, unit);
   const all = series.flatMap((s) => s.points);
   const root = el("div", { class: "chart", id: options.id });
   if (all.length === 0) {
@@ -33,13 +39,18 @@ export function lineChart(series, options = {}) {
   let x1 = Math.max(...all.map((p) => p[0]));
   if (x0 === x1) { x0 -= 1; x1 += 1; }
   const y1 = Math.max(1, ...all.map((p) => p[1])) * 1.05;
+  const longest = Math.max(...ticks(0, y1, 4).map((t) => label(t).length));
+  const pad = { left: Math.ceil(longest * CHAR) + 12, right: 40, top: 22, bottom: 26 };
   const sx = (x) => pad.left + ((x - x0) / (x1 - x0)) * (width - pad.left - pad.right);
   const sy = (y) => height - pad.bottom - (y / y1) * (height - pad.top - pad.bottom);
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height,
-    class: "line-chart", "data-points": all.length });
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%",
+    class: "line-chart", "data-points": all.length, "data-unit": unit });
+  if (options.axisTitle) {
+    chart.append(svg("text", { x: 4, y: 12, class: "axis axis-title", text: options.axisTitle }));
+  }
   for (const t of ticks(0, y1, 4)) {
     chart.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: sy(t), y2: sy(t), class: "grid" }),
-      svg("text", { x: pad.left - 6, y: sy(t) + 4, class: "axis", "text-anchor": "end", text: fmtNum(Math.round(t)) }));
+      svg("text", { x: pad.left - 6, y: sy(t) + 4, class: "axis", "text-anchor": "end", text: label(t) }));
   }
   for (const t of ticks(x0, x1, 4)) {
     chart.append(svg("text", { x: sx(t), y: height - 8, class: "axis", "text-anchor": "middle", text: fmtTime(t) }));
@@ -56,9 +67,11 @@ export function lineChart(series, options = {}) {
     if (pts.length > 1) {
       g.append(svg("polyline", { points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" "), fill: "none" }));
     }
+    const partial = new Set(s.partial || []);
     for (const [x, y] of pts) {
-      const dot = svg("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: "point", "data-x": x, "data-y": y },
-        svg("title", { text: `${s.name}: ${fmtNum(y)} at ${fmtTime(x)}` }));
+      const part = partial.has(x);
+      const dot = svg("circle", { cx: sx(x), cy: sy(y), r: 3.5, class: part ? "point partial" : "point", "data-x": x, "data-y": y },
+        svg("title", { text: `${s.name}: ${label(y)} at ${fmtTime(x)}${part ? " (partial: agents missing)" : ""}` }));
       if (options.onPoint) dot.addEventListener("click", () => options.onPoint(x));
       g.append(dot);
     }
@@ -82,20 +95,24 @@ export function lineChart(series, options = {}) {
 
 /** pairs: [[label, value], ...] largest first; a horizontal bar per pair. */
 export function barChart(pairs, options = {}) {
-  const width = options.width || 520;
+  const width = options.width || 640;
   const bar = 18;
-  const labelWidth = 190;
+  const unit = options.unit || "";
+  const valueText = (v) => (unit ? fmtSI(v, unit) : fmtNum(v));
+  const labelWidth = Math.ceil(Math.max(4, ...pairs.map(([l]) => String(l).length)) * CHAR) + 10;
+  const valueWidth = Math.ceil(Math.max(4, ...pairs.map(([, v]) => valueText(v).length)) * CHAR) + 10;
   const height = pairs.length * (bar + 4) + 4;
   const max = Math.max(1, ...pairs.map((p) => p[1]));
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "bar-chart" });
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", class: "bar-chart",
+    "data-unit": unit });
   pairs.forEach(([label, value], i) => {
     const y = 2 + i * (bar + 4);
-    const w = Math.max(1, (value / max) * (width - labelWidth - 80));
+    const w = Math.max(1, (value / max) * (width - labelWidth - valueWidth));
     chart.append(
       svg("text", { x: labelWidth - 6, y: y + 13, "text-anchor": "end", class: "label", text: label }),
       svg("rect", { x: labelWidth, y, width: w, height: bar, class: "bar", fill: color(i) },
-        svg("title", { text: `${label}: ${fmtNum(value)}` })),
-      svg("text", { x: labelWidth + w + 4, y: y + 13, class: "value", text: fmtNum(value) }));
+        svg("title", { text: `${label}: ${valueText(value)}` })),
+      svg("text", { x: labelWidth + w + 4, y: y + 13, class: "value", text: valueText(value) }));
   });
   return chart;
 }

@@ -10,10 +10,12 @@
 // Fields about time and coverage are shown by the page itself (META).
 
 import { barChart } from "./chart.js";
-import { el, fmtNum, fmtTime, table } from "./util.js";
+import { el, fmtNum, fmtSI, fmtTime, table } from "./util.js";
 
+// "limits" are the engine's internal settings, not measured data: never shown as data.
 export const META = new Set(["task_id", "host", "kind", "covered", "missing", "complete",
-  "oldest", "age", "interval_end", "received_at", "generated_at", "epoch", "per_host"]);
+  "oldest", "age", "interval_end", "received_at", "generated_at", "epoch", "per_host",
+  "limits", "carried", "coverage_changed"]);
 const TITLES = { heavy_hitters: "Heavy hitters", top_k: "Top k", scanners: "Port scans (source: ports)",
   scan: "Scan details", distinct: "Distinct keys", window: "Window", sketch: "Sketch" };
 const MAX_ROWS = 50;
@@ -45,11 +47,11 @@ function text(value) {
   return JSON.stringify(value);
 }
 
-function pairsSection(name, pairs, keyName) {
+function pairsSection(name, pairs, keyName, heading = null) {
   const sorted = [...pairs].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
   const shown = sorted.slice(0, MAX_ROWS);
   return el("section", { class: "result-section", "data-field": name },
-    el("h3", { text: `${title(name)} (${pairs.length})` }),
+    el("h3", { text: heading || `${title(name)} (${pairs.length})` }),
     el("div", { class: "pair-view" },
       table([String(keyName || "key").toUpperCase(), "VALUE"], shown.map(([k, v]) => ({ attrs: { "data-key": k }, cells: [k, v] })),
         { class: "pairs" }),
@@ -65,12 +67,112 @@ function objectSection(name, value) {
       rows.slice(0, MAX_ROWS).map(([k, v]) => [k, ...columns.map((c) => text(v[c]))])));
 }
 
+const section = (name, heading, ...body) => el("section", { class: "result-section", "data-field": name },
+  el("h3", { text: heading }), ...body);
+const unitOf = (result) => (result.increment === "bytes" ? "B" : "pkt");
+
+/** The last interval's rates: the answer to "what is happening now". */
+function rateView(result) {
+  const rate = result.rate;
+  const out = [section("rate", `Now: last ${fmtNum(rate.seconds)} s interval${result.complete === false ? " (partial: agents missing)" : ""}`,
+    el("dl", { class: "facts" }, [["bit rate", fmtSI(rate.bps, "bit/s")], ["packet rate", fmtSI(rate.pps, "pkt/s")],
+      ["bytes", fmtSI(rate.bytes, "B")], ["packets", fmtSI(rate.packets, "pkt")]]
+      .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])))];
+  const keys = Object.entries(rate.keys || {});
+  if (keys.length) {
+    const heavy = rate.heavy_hitters || {};
+    const by = keys.some(([, v]) => v.bps !== null) ? "bps" : "pps";
+    const unit = by === "bps" ? "bit/s" : "pkt/s";
+    out.push(section("rate.keys", `Keys now (${keys.length}), by ${unit}`,
+      el("div", { class: "pair-view" },
+        table([String(result.key || "key").toUpperCase(), "RATE", "HEAVY NOW"],
+          keys.map(([k, v]) => ({ attrs: { "data-key": k }, cells: [k, fmtSI(v[by], unit), k in heavy ? "yes" : ""] })),
+          { class: "pairs" }),
+        barChart(keys.slice(0, 15).map(([k, v]) => [k, v[by] || 0]), { unit }))));
+  }
+  return out;
+}
+
+function log2Bins(histogram) {
+  const bins = new Map();
+  for (const [size, n] of Object.entries(histogram || {})) {
+    const s = Number(size);
+    const low = s >= 1 ? 2 ** Math.floor(Math.log2(s)) : 0;
+    bins.set(low, (bins.get(low) || 0) + n);
+  }
+  return [...bins.entries()].sort((a, b) => a[0] - b[0]);
+}
+
+// One view per kind: fields it draws (skipped by the generic rendering) and a function
+// returning its sections. A kind added later adds one row here.
+export const VIEWS = {
+  flow_size: { fields: ["flow_size"], render: (r) => {
+    const a = r.flow_size;
+    const unit = unitOf(r);
+    const bins = log2Bins(a.histogram).map(([low, n]) => [`>= ${fmtSI(low, unit)}`, n]);
+    return [section("flow_size", `Flow sizes: ~${fmtNum(a.flows)} flows since the start (power-of-two bins; flows)`,
+      bins.length ? barChart(bins) : el("p", { class: "empty", text: "no flows yet" })),
+    section("flow_size.largest", `Largest flows (${(a.largest || []).length})`,
+      table([String(r.key || "key").toUpperCase(), `SIZE (${unit})`, "EXACT", "RATE NOW"],
+        (a.largest || []).slice(0, MAX_ROWS).map(([k, n, exact]) => ({ attrs: { "data-key": k },
+          cells: [k, n, exact ? "yes" : `+- ${fmtNum(a.error?.per_key_abs ?? 0)}`,
+            r.rate?.keys?.[k] ? fmtSI(r.rate.keys[k].bps ?? r.rate.keys[k].pps, r.rate.keys[k].bps !== null ? "bit/s" : "pkt/s") : "-"] }))))];
+  } },
+  entropy: { fields: ["entropy"], render: (r) => [section("entropy", "Entropy",
+    el("dl", { class: "facts" }, [["bits", fmtNum(r.entropy.bits)], ["normalized (0..1)", fmtNum(r.entropy.normalized)],
+      ["keys", `~${fmtNum(r.entropy.flows)}`], ["over", r.entropy.scope === "interval" ? "the last interval" : "everything so far"],
+      ["since start", r.entropy.since_start_bits === undefined ? "-" : `${fmtNum(r.entropy.since_start_bits)} bits`],
+      ["exact share", `${fmtNum(100 * (r.entropy.exact_share || 0))}%`]]
+      .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])))] },
+  cardinality: { fields: ["cardinality"], render: (r) => {
+    const c = r.cardinality;
+    const rows = [["since the start", `~${fmtNum(c.estimate)} +- ${fmtNum(c.stderr)}`]];
+    if (c.interval) rows.push(["last interval", `~${fmtNum(c.interval.estimate)} +- ${fmtNum(c.interval.stderr)}`]);
+    return [section("cardinality", `Distinct ${r.key || ""} keys`, table(["OVER", "ESTIMATE (1 std. error)"], rows))];
+  } },
+  heavy_changers: { fields: ["heavy_changers", "change_threshold", "heavy_changers_note"], render: (r) => {
+    const list = r.heavy_changers || [];
+    const note = r.coverage_changed ? "the agents covered changed: no change computed across it" : r.heavy_changers_note;
+    return [section("heavy_changers", `Heavy changers (change >= ${fmtNum(r.change_threshold ?? "-")} between the last two intervals)`,
+      list.length ? table([String(r.key || "key").toUpperCase(), "BEFORE", "AFTER", "CHANGE", "+-"],
+        list.map((c) => ({ attrs: { "data-key": c.key }, cells: [c.key, c.before, c.after, c.change, c.error] })))
+        : el("p", { class: "empty", text: note || "no heavy changer" }))];
+  } },
+};
+for (const kind of ["superspreaders", "ddos_victims"]) {
+  VIEWS[kind] = { fields: [kind, "min_distinct", "distinct_readable_up_to"], render: (r) => {
+    const list = r[kind] || [];
+    return [section(kind, `${kind === "superspreaders" ? "Sources" : "Destinations"} with at least ${fmtNum(r.min_distinct)} distinct peers`,
+      list.length ? table(["KEY", "DISTINCT", "+-"], list.map((x) => ({ attrs: { "data-key": x.key },
+        cells: [x.key, x.saturated ? "saturated" : x.distinct, x.stderr] })))
+        : el("p", { class: "empty", text: "none" }))];
+  } };
+}
+
+/** The real-time window: its per-key counts as a table and bars, its facts in words. */
+function windowView(result) {
+  const w = result.window;
+  const pairs = Object.entries(w.counts || {});
+  const head = `Current window: ${w.mode || "tumbling"}, ${fmtNum(w.length ?? "-")} s from ${fmtTime(w.start)}, ` +
+    `${fmtNum(w.distinct ?? 0)} distinct keys${w.truncated ? " (largest kept)" : ""}`;
+  return pairs.length ? pairsSection("window", pairs, result.key, head)
+    : section("window", head, el("p", { class: "empty", text: "nothing counted in this window yet" }));
+}
+
 /** The sections of one result, as DOM nodes. */
 export function renderSections(result) {
   const facts = [];
   const sections = [];
+  const view = VIEWS[result.kind];
+  const drawn = new Set(view ? view.fields.filter((f) => f in result) : []);
+  if (result.rate && typeof result.rate === "object") sections.push(...rateView(result));
+  if (view && drawn.size) sections.push(...view.render(result));
   for (const [name, value] of Object.entries(result)) {
-    if (META.has(name)) continue;
+    if (META.has(name) || drawn.has(name) || name === "rate") continue;
+    if (name === "window" && value && typeof value === "object") {
+      sections.push(windowView(result));
+      continue;
+    }
     const pairs = numericPairs(value);
     if (isScalar(value)) {
       facts.push([name, text(value)]);

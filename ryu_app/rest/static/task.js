@@ -29,6 +29,18 @@ export function keyField(result) {
   return null;
 }
 
+/** Per-key rates of the last interval (bit/s, else pkt/s) as series, largest first. */
+function rateKeySeries(results) {
+  const best = new Map();
+  const value = (v) => (v.bps !== null && v.bps !== undefined ? v.bps : v.pps || 0);
+  for (const r of results) {
+    for (const [k, v] of Object.entries(r.rate?.keys || {})) best.set(k, Math.max(best.get(k) || 0, value(v)));
+  }
+  const keys = [...best.entries()].sort((a, b) => b[1] - a[1]).slice(0, MAX_SERIES).map(([k]) => k);
+  return keys.map((k) => ({ name: k, partial: results.filter((r) => r.complete === false).map((r) => r.interval_end),
+    points: results.filter((r) => r.rate).map((r) => [r.interval_end, r.rate.keys?.[k] ? value(r.rate.keys[k]) : 0]) }));
+}
+
 function keySeries(results, field) {
   const best = new Map();
   for (const r of results) {
@@ -56,10 +68,13 @@ export function mount(main, id) {
   const partialBox = el("div", { id: "partial" });
   keySelect.addEventListener("change", () => { setHashParam("key", keySelect.value || null); clear(partialBox); });
   picker.addEventListener("change", () => { setHashParam("at", picker.value || null); render(); });
+  const rateBox = el("div", { id: "rate-chart" });
   main.append(head, waiting,
     partialBox,
-    el("h2", { text: "Totals over time" }), totalsBox,
+    el("h2", { text: "Rate over time (each interval's own traffic)" }),
+    el("p", { class: "hint", text: "Hollow points: partial intervals (agents missing), not drops." }), rateBox,
     el("h2", { text: "Top keys over time" }), el("p", { class: "hint", text: "Click a key in the legend to focus on it; click it again to see all." }), keysBox,
+    el("h2", { text: "Cumulative total since the task started" }), totalsBox,
     el("h2", {}, "Interval ", el("label", {}, picker), " ", shownLabel),
     coverageBox, sectionsBox);
 
@@ -82,11 +97,21 @@ export function mount(main, id) {
     const at = hashParams().get("at");
     const shown = (at && results.get(Number(at))) || latest;
     const focus = hashParams().get("focus");
-    const totals = [{ name: "total", points: list.filter((r) => typeof r.total === "number").map((r) => [r.interval_end, r.total]) }];
-    clear(totalsBox).append(lineChart(totals, { id: "totals", marker: at ? Number(at) : undefined,
-      empty: "no result yet", onPoint: (x) => { setHashParam("at", String(x)); render(); } }));
+    const partial = list.filter((r) => r.complete === false).map((r) => r.interval_end);
+    const withRate = list.filter((r) => r.rate);
+    const onPoint = (x) => { setHashParam("at", String(x)); render(); };
+    clear(rateBox).append(lineChart([{ name: "bit rate", partial, points: withRate.map((r) => [r.interval_end, r.rate.bps]) }],
+      { id: "rate", unit: "bit/s", axisTitle: "bit/s", marker: at ? Number(at) : undefined, empty: "no rate yet", onPoint }));
+    const unit = latest?.increment === "bytes" ? "B" : "pkt";
+    const totals = [{ name: "total", partial, points: list.filter((r) => typeof r.total === "number").map((r) => [r.interval_end, r.total]) }];
+    clear(totalsBox).append(lineChart(totals, { id: "totals", unit, axisTitle: `${unit === "B" ? "bytes" : "packets"} since the start`,
+      marker: at ? Number(at) : undefined, empty: "no result yet", onPoint }));
     const field = latest ? keyField(latest) : null;
-    clear(keysBox).append(field ? lineChart(keySeries(list, field), { id: "keys", focus,
+    const byRate = withRate.some((r) => Object.keys(r.rate.keys || {}).length);
+    const keyUnit = withRate.some((r) => Object.values(r.rate.keys || {}).some((v) => v.bps !== null)) ? "bit/s" : "pkt/s";
+    clear(keysBox).append(byRate ? lineChart(rateKeySeries(withRate), { id: "keys", focus, unit: keyUnit, axisTitle: keyUnit,
+      onLegend: (name) => { setHashParam("focus", focus === name ? null : name); render(); } })
+      : field ? lineChart(keySeries(list, field), { id: "keys", focus, unit, axisTitle: `${unit} since the start`,
       empty: `no ${field.replace(/_/g, " ")} yet`,
       onLegend: (name) => { setHashParam("focus", focus === name ? null : name); render(); } })
       : el("p", { class: "empty", text: "this task's results have no per-key values" }));

@@ -50,7 +50,9 @@ export function mount(main) {
       const body = await api("/measure/v1/tasks", { method: "POST", yaml: editor.value });
       ok.textContent = `created ${body.tasks.map((t) => `task ${t.id} (${t.name})`).join(", ")}`;
     } catch (exc) {
-      error.textContent = exc.message;  // exactly the API's "error" text
+      // exactly the API's text: every error when it lists them, else its "error"
+      error.textContent = exc.details && exc.details.length > 1
+        ? `${exc.details.length} errors:\n${exc.details.join("\n")}` : (exc.details?.[0] ?? exc.message);
     }
     refresh();
   });

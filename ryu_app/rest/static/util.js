@@ -37,9 +37,10 @@ export const token = {
 
 /** Raised for an HTTP error; .status and .message (the API's "error" text). */
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, details = null) {
     super(message);
     this.status = status;
+    this.details = details;  // every error, when the API lists them ("errors")
   }
 }
 
@@ -72,7 +73,8 @@ export async function api(path, { method = "GET", json, yaml } = {}) {
     const message = data && typeof data === "object" && "error" in data
       ? String(data.error) : `HTTP ${resp.status}`;
     if (resp.status === 401 || resp.status === 403) onAuthFailure(message);
-    throw new ApiError(resp.status, message);
+    const details = data && typeof data === "object" && Array.isArray(data.errors) ? data.errors.map(String) : null;
+    throw new ApiError(resp.status, message, details);
   }
   return data;
 }
@@ -134,4 +136,14 @@ export function setHashParam(name, value) {
   else params.set(name, value);
   const query = params.toString();
   history.replaceState(null, "", query ? `${route}?${query}` : route);
+}
+
+/** A number with an SI prefix and its unit: fmtSI(2050000, "bit/s") -> "2.05 Mbit/s". */
+export function fmtSI(value, unit = "") {
+  if (typeof value !== "number" || !Number.isFinite(value)) return "-";
+  const steps = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
+  const [factor, prefix] = steps.find(([f]) => Math.abs(value) >= f) || [1, ""];
+  const n = value / factor;
+  const text = Math.abs(n) >= 100 || Number.isInteger(n) ? String(Math.round(n)) : n.toPrecision(3).replace(/\.?0+$/, "");
+  return `${text} ${prefix}${unit}`.trim();
 }
