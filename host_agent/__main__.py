@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "separated by commas (a leader and its standbys: the agent registers "
                         "with the first that answers and moves on when it stops answering); "
                         "omit for a standalone agent (no registration)")
-    p.add_argument("--listen", default="0.0.0.0", help="HTTP listen address (default 0.0.0.0)")
+    p.add_argument("--listen", default=None,
+                   help="HTTP listen address (default: the host of --advertise, else the local "
+                        "address that reaches --controller, else 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--advertise", default=None,
                    help="URL the controller and overlay peers use to reach this agent "
@@ -143,6 +147,42 @@ def _mac_of(ip: str | None) -> str | None:
             except OSError:
                 return None
     return None
+
+
+def _url_host(url: str | None) -> str | None:
+    return urllib.parse.urlsplit(url).hostname if url else None
+
+
+def default_listen(advertise: str | None, controller: str | None) -> str:
+    """The management address: the host of ``advertise``, else the local address
+    this host uses to reach the controller, else every address."""
+    host = _url_host(advertise)
+    if host:
+        return host
+    target = _url_host(controller_urls(controller)[0]) if controller else None
+    if target:
+        try:
+            family = socket.AF_INET6 if ":" in target else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((target, 9))  # no packet is sent: only the route is looked up
+                return str(s.getsockname()[0])
+        except OSError:
+            pass
+    return "0.0.0.0"
+
+
+def control_sources(controller: str | None, overlay: OverlayNode) -> Callable[[str], bool]:
+    """Whether a source address is control traffic for this agent: its controllers
+    and its current overlay parent and children."""
+    controllers = {_url_host(u) for u in controller_urls(controller)} if controller else set()
+
+    def trusted(ip: str) -> bool:
+        if ip in controllers:
+            return True
+        peers = [overlay.parent, *overlay.children]
+        return any(p is not None and _url_host(p.url) == ip for p in peers)
+
+    return trusted
 
 
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
@@ -238,8 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
     import signal
 
-    import eventlet.wsgi
-
     from host_agent.agent import Agent
     from host_agent.api import AgentApp
     from host_agent.bandwidth.api import bandwidth_api
@@ -247,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     from host_agent.monitor.client import MonitorProcess
     from host_agent.overlay.node import OverlayNode
     from measure_common.httpclient import HttpClient
+    from measure_common.serverguard import AGENT_LIMITS, Guard, guarded_server
 
     _setup_logging(args.log_file)
     verifier = auth = None
@@ -258,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         capture = None if args.no_capture else Capture(
             args.name, args.queue_num, args.queues, args.exclude_interface,
-            nflog_threshold=args.nflog_threshold)
+            nflog_threshold=args.nflog_threshold, own_ip=args.data_ip)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -270,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(args.name, monitors, capture, max_sketches=args.max_sketches,
                   max_counters=args.max_counters, max_memory_mb=args.max_memory_mb,
                   data_ip=args.data_ip, capture_mode=args.capture)
-    advertise = args.advertise or f"http://{args.data_ip or args.listen}:{args.port}"
+    listen = args.listen or default_listen(args.advertise, args.controller)
+    args.listen = listen
+    wildcard = listen in ("0.0.0.0", "::")
+    advertise = args.advertise or \
+        f"http://{(args.data_ip or listen) if wildcard else listen}:{args.port}"
     # one signed client for every request this agent sends: registration and
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls
     http = HttpClient(auth)
@@ -302,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         threads = [eventlet.spawn(supervisor, agent, overlay)]
         if args.controller:
             threads.append(eventlet.spawn(registrar, args, advertise, http, agent.cost))
-        threads.append(eventlet.spawn(eventlet.wsgi.server, sock,
+        guard = Guard(AGENT_LIMITS, trusted=control_sources(args.controller, overlay))
+        threads.append(eventlet.spawn(guarded_server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,
                                                insecure=args.insecure, bandwidth=bandwidth,
                                                overlay=overlay),
-                                      log_output=False, max_size=256, debug=False))
+                                      guard, log_output=False))
         while not stopping and not threads[-1].dead:
             eventlet.sleep(0.2)
         for thread in threads:

@@ -40,6 +40,7 @@ from host_agent.bandwidth.api import BandwidthApi, bandwidth_api
 from host_agent.errors import AgentError, MonitorError
 from host_agent.legacy.handler import LegacyContext, handle_legacy
 from host_agent.overlay.node import OverlayNode
+from measure_common import jsonlimits
 from measure_common.httpclient import HttpClient
 from measure_model.task import DEFAULT_CAPTURE
 
@@ -69,7 +70,7 @@ def parse_json(req: webob.Request) -> Any:
     if not req.body:
         raise AgentError(400, "body must be a JSON object")
     try:
-        return json.loads(req.body)
+        return jsonlimits.loads(req.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AgentError(400, f"malformed JSON body: {exc}") from None
 

@@ -34,7 +34,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -279,7 +281,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: unwind as KeyboardInterrupt (``--follow`` and ``watch`` end cleanly), and
+    exit 130 after at most ``INTERRUPT_GRACE`` seconds whatever the main thread is
+    blocked in (a slow answer, a busy machine, a non-daemon thread at shutdown)."""
+    timer = threading.Timer(INTERRUPT_GRACE, os._exit, (130,))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+INTERRUPT_GRACE = 1.0
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = run(args)

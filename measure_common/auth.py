@@ -92,6 +92,11 @@ def _check_file(path: str) -> None:
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise CredentialFileError(f"{path}: not a regular file")
+    if st.st_uid not in (os.geteuid(), 0):
+        # another user's file: they could read (or have planted) the credential
+        raise CredentialFileError(
+            f"{path}: owned by uid {st.st_uid}, not by this process's uid {os.geteuid()}; "
+            f"run: chown {os.geteuid()} {path}")
     if st.st_mode & 0o077:
         raise CredentialFileError(
             f"{path}: mode {stat.S_IMODE(st.st_mode):04o} is readable by others; "
@@ -221,9 +226,12 @@ class Verifier:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def verify(self, method: str, path_qs: str, body: bytes,
+    def verify(self, method: str, path_qs: str, body: bytes | Callable[[], bytes],
                headers: Mapping[str, str]) -> None:
-        """Return if the request is authentic and fresh, else raise AuthError."""
+        """Return if the request is authentic and fresh, else raise AuthError.
+
+        ``body`` may be a callable: it is called (the body read) only once the
+        headers are well-formed and the timestamp is fresh."""
         values = {}
         for name in SIGNED_HEADERS:
             value = _header(headers, name)
@@ -237,15 +245,17 @@ class Verifier:
             raise AuthError(401, f"bad {NONCE_HEADER} header")
         if not _SIG_RE.fullmatch(sig):
             raise AuthError(401, f"bad {SIGNATURE_HEADER} header")
-        expected = _signature(self.secret, _canonical(method, path_qs, timestamp, nonce,
-                                                      body or b""))
-        if not hmac.compare_digest(expected, sig):
-            raise AuthError(401, "bad request signature")
         now = self.now()
         ts = int(timestamp)
+        # headers first: a request that cannot be fresh is refused before its body is read
         if abs(now - ts) > self.max_skew:
             raise AuthError(401, f"stale request timestamp (more than {self.max_skew:g}s "
                                  f"from the receiver's clock)")
+        data = body() if callable(body) else body
+        expected = _signature(self.secret, _canonical(method, path_qs, timestamp, nonce,
+                                                      data or b""))
+        if not hmac.compare_digest(expected, sig):
+            raise AuthError(401, "bad request signature")
         with self._lock:
             self._prune(now)
             if nonce in self._seen:
@@ -263,7 +273,7 @@ class Verifier:
 
     def verify_webob(self, request: Any) -> None:
         """Verify a ``webob.Request`` (reads its body; callers limit its size first)."""
-        self.verify(request.method, request.path_qs, request.body, request.headers)
+        self.verify(request.method, request.path_qs, lambda: request.body, request.headers)
 
 
 class HmacAuth:
@@ -285,8 +295,9 @@ class HmacAuth:
         return request
 
 
-def check_request(method: str, path_qs: str, body: bytes, headers: Mapping[str, str],
-                  token: str | None = None, verifier: Verifier | None = None) -> str:
+def check_request(method: str, path_qs: str, body: bytes | Callable[[], bytes],
+                  headers: Mapping[str, str], token: str | None = None,
+                  verifier: Verifier | None = None) -> str:
     """Accept a bearer token or a signature, whichever the request carries.
 
     For the controller, which serves people (token) and agents (shared

@@ -26,9 +26,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import requests
+import requests.adapters
 
 DEFAULT_TIMEOUT = 5.0
 TEXT_LIMIT = 500
+#: peers (scheme, host, port) whose keep-alive connections are kept; the least recently
+#: used peer's are closed past this (the controller talks to every agent)
+POOL_PEERS = 64
+#: idle keep-alive connections kept per peer (more concurrent calls open and close theirs)
+POOL_PER_PEER = 8
 
 
 class Unreachable(ConnectionError):
@@ -53,6 +59,12 @@ class HttpClient:
 
     def __init__(self, auth: Any = None) -> None:
         self._session = requests.Session()
+        # bounded pools that reuse connections: at most POOL_PEERS x POOL_PER_PEER idle
+        # sockets whatever the number of peers and of concurrent calls (never blocking)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=POOL_PEERS,
+                                                pool_maxsize=POOL_PER_PEER, pool_block=False)
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, adapter)
         self._auth = auth
 
     def request(self, method: str, url: str, json: Any = None,

@@ -17,6 +17,8 @@ import yaml
 
 from measure_model.task import MAX_POLICY_BYTES, PolicyError, Task, parse_tasks
 
+MAX_NESTING = 32  # YAML and JSON documents nest at most this deep (a deeper one is a 400)
+
 
 class _PolicyLoader(yaml.SafeLoader):
     """Safe loader: no anchors/aliases, no duplicate keys, YAML 1.2-like scalars."""
@@ -26,7 +28,15 @@ class _PolicyLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             line = event.start_mark.line + 1
             raise yaml.YAMLError(f"anchors and aliases are not allowed (line {line})")
-        return super().compose_node(parent, index)
+        depth = getattr(self, "_measure_depth", 0) + 1
+        if depth > MAX_NESTING:
+            line = event.start_mark.line + 1
+            raise yaml.YAMLError(f"nested more than {MAX_NESTING} levels deep (line {line})")
+        self._measure_depth = depth
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._measure_depth = depth - 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 from typing import Any
 
 from ryu.app.wsgi import WSGIApplication
@@ -43,6 +44,7 @@ from ryu.lib.packet import arp, ethernet, ipv4, packet
 from ryu.ofproto import ofproto_v1_3
 from ryu.topology import event as topo_event
 
+from measure_common.serverguard import CONTROLLER_GUARD
 from ryu_app import ofmsg
 from ryu_app.net.forwarding import Decision, FlowDelete, Forwarding, Packet
 from ryu_app.net.topology import Topology
@@ -76,12 +78,14 @@ class MeasureApp(app_manager.RyuApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.topology = Topology()
-        self.forwarding = Forwarding(self.topology)
+        self.forwarding = Forwarding(self.topology, source_guard=True)
         self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
         self.role_generation: int | None = None  # set when leading on a shared store
         self.service = self._make_service()
+        self._agent_ips: tuple[int, set] = (-1, set())
         metrics = register_dashboard(kwargs["wsgi"], self.service)
         register_rest(kwargs["wsgi"], self.service, metrics)
+        CONTROLLER_GUARD.trusted = self._agent_source
         self._ticker = hub.spawn(self._tick_loop)
 
     # ------------------------------------------------------------ wiring
@@ -107,6 +111,18 @@ class MeasureApp(app_manager.RyuApp):
             # a corrupt or locked database: one clear line, no reset, exit 2
             self.logger.error("cannot start: %s", exc)
             raise SystemExit(2) from None
+
+    def _agent_source(self, ip: str) -> bool:
+        """Whether ``ip`` is a registered agent's address (its URL's host or data
+        IP): agents keep the REST slots held back for control traffic."""
+        registry = self.service.registry
+        if self._agent_ips[0] != registry.version:
+            ips = set()
+            for agent in registry.agents.values():
+                ips.add(urllib.parse.urlsplit(agent.url).hostname)
+                ips.add(agent.data_ip)
+            self._agent_ips = (registry.version, ips)
+        return ip in self._agent_ips[1]
 
     def _tick_loop(self) -> None:
         """``service.tick`` every second, or at once when a REST call queued a push.

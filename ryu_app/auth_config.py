@@ -38,8 +38,9 @@ def auth_from_env(state_dir: str) -> AuthConfig:
     secret_path = os.environ.get("MEASURE_SECRET_FILE", os.path.join(state_dir, "agent.secret"))
     token, created = load_or_create_token(token_path)
     if created:
-        log.warning("created the controller token in %s; send 'Authorization: Bearer %s'",
-                    token_path, token)
+        # the token itself never goes to the log (logs are read by more people than 0600 files)
+        log.warning("created the controller token in %s (mode 0600); send 'Authorization: "
+                    "Bearer <the file's content>'", token_path)
     secret, _ = load_or_create_secret(secret_path)
     reads_open = os.environ.get("MEASURE_READS_OPEN", "").lower() in ("1", "true", "yes")
     return AuthConfig(token=token, secret=secret, reads_open=reads_open,

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.add_argument("--openflow-port", type=int, default=6653,
                    help="OpenFlow listen port (default 6653)")
+    p.add_argument("--openflow-listen", default=None,
+                   help="OpenFlow listen address (default: every address; give the address "
+                        "the switches reach, e.g. 127.0.0.1 for Mininet). TLS: Ryu's "
+                        "--ctl-privkey, --ctl-cert, --ca-certs and --ofp-ssl-listen-port")
     p.add_argument("--rest-listen", default="0.0.0.0",
                    help="REST listen address (default 0.0.0.0)")
     p.add_argument("--rest-port", type=int, default=8080, help="REST port (default 8080)")
@@ -100,6 +104,8 @@ def ryu_invocation(argv: Sequence[str]) -> tuple[list[str], dict[str, str], bool
     ryu = list(rest)
     if "--ofp-tcp-listen-port" not in ryu:
         ryu += ["--ofp-tcp-listen-port", str(args.openflow_port)]
+    if args.openflow_listen and "--ofp-listen-host" not in ryu:
+        ryu += ["--ofp-listen-host", args.openflow_listen]
     if "--wsapi-port" not in ryu:
         ryu += ["--wsapi-port", str(args.rest_port)]
     if "--wsapi-host" not in ryu:

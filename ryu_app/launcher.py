@@ -33,25 +33,73 @@ from ryu_app.controller_options import config_error_exit, ryu_invocation
 
 
 def patch_eventlet() -> None:
-    """Give eventlet.wsgi the ALREADY_HANDLED name Ryu expects, and make its
-    server default to ``debug=False`` (Ryu starts it with eventlet's default,
+    """Give eventlet.wsgi the ALREADY_HANDLED name Ryu expects, and route Ryu's
+    server through the connection guard (``measure_common.serverguard``:
+    deadlines, per-source caps, a bounded pool with slots kept for agents and
+    the loopback) with ``debug=False`` (Ryu starts it with eventlet's default,
     ``debug=True``, which sends a Python traceback to the client when a
     handler raises)."""
-    import functools
-
     import eventlet.wsgi
+
+    from measure_common.serverguard import CONTROLLER_GUARD, guarded_server
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
-    server = eventlet.wsgi.server
-    if not getattr(server, "_measure_no_debug", False):
-        @functools.wraps(server)
-        def quiet_server(*args, **kwargs):
-            kwargs.setdefault("debug", False)
-            return server(*args, **kwargs)
+    if not getattr(eventlet.wsgi.server, "_measure_guarded", False):
+        def server(sock, site, log=None, **kwargs):
+            guarded_server(sock, site, CONTROLLER_GUARD, log=log, **kwargs)
 
-        quiet_server.__dict__["_measure_no_debug"] = True  # a marker: patched once
-        eventlet.wsgi.server = quiet_server
+        server._measure_guarded = True  # type: ignore[attr-defined]
+        eventlet.wsgi.server = server
+
+
+def patch_ryu_tls() -> None:
+    """Make Ryu's OpenFlow TLS server build its TLS context once.
+
+    Ryu 4.34's ``hub.StreamServer`` pops the key, certificate and CA out of its
+    arguments while wrapping the *first* connection, so every later switch got
+    a bare ``ssl.wrap_socket`` without a certificate and failed its handshake;
+    a failed handshake also raised out of the connection's green thread. Here
+    the context (TLS 1.2 or newer, the client certificate required when a CA
+    is given) is made once, and a failed handshake closes that connection
+    only. Must run before ``ryu.controller.controller`` is imported.
+    """
+    import ssl
+
+    from ryu.lib import hub
+
+    base = hub.StreamServer
+    if getattr(base, "_measure_tls", False):
+        return
+
+    class StreamServer(base):  # type: ignore[misc,valid-type]
+        _measure_tls = True
+
+        def __init__(self, listen_info, handle=None, backlog=None, spawn="default",
+                     **ssl_args):
+            super().__init__(listen_info, handle, backlog, spawn)
+            if not ssl_args:
+                return
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(ssl_args["certfile"], ssl_args["keyfile"])
+            if ssl_args.get("ca_certs"):
+                ctx.load_verify_locations(ssl_args["ca_certs"])
+                ctx.verify_mode = ssl_args.get("cert_reqs", ssl.CERT_REQUIRED)
+
+            def wrap_and_handle(sock, addr):
+                try:
+                    tls = ctx.wrap_socket(sock, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    print(f"measure-controller: OpenFlow TLS handshake from {addr} failed: "
+                          f"{exc}", file=sys.stderr, flush=True)
+                    sock.close()
+                    return
+                handle(tls, addr)
+
+            self.handle = wrap_and_handle
+
+    hub.StreamServer = StreamServer
 
 
 def green_first() -> None:
@@ -81,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     green_first()
     patch_eventlet()
+    patch_ryu_tls()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
     from ryu.cmd import manager

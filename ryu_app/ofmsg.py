@@ -23,12 +23,15 @@ from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from ryu_app.net.forwarding import (
     DST_TABLE,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
     SRC_TABLE,
     Decision,
     FlowDelete,
     FlowMod,
     PacketOut,
     SourceFlow,
+    SourceGuard,
 )
 from ryu_app.reactions.actions import Install, MeterAdd, MeterDelete, Op, Remove
 from ryu_app.reactions.plan import FlowAction, Output, SetField, SetQueue
@@ -95,6 +98,8 @@ def forwarding(dp: Datapath, d: Decision, data: bytes | None = None) -> list[Any
             datapath=dp, table_id=SRC_TABLE, cookie=d.cookie, priority=d.priority,
             idle_timeout=d.idle_timeout, match=parser.OFPMatch(**fields),
             instructions=[parser.OFPInstructionGotoTable(DST_TABLE)])]
+    if isinstance(d, SourceGuard):
+        return source_guard(dp, d)
     if isinstance(d, FlowMod):
         actions = [parser.OFPActionOutput(d.out_port)]
         return [parser.OFPFlowMod(
@@ -112,6 +117,29 @@ def forwarding(dp: Datapath, d: Decision, data: bytes | None = None) -> list[Any
             datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
             actions=[parser.OFPActionOutput(p) for p in d.out_ports], data=frame)]
     raise TypeError(f"not a forwarding decision: {d!r}")
+
+
+def source_guard(dp: Datapath, d: SourceGuard) -> list[Any]:
+    """Table 0 on the host's own port: IPv4/ARP with a bound source address go on
+    (priority + 2), any other IPv4/ARP from that MAC and port is dropped
+    (priority + 1: no instructions; the flow's counters count the drops); the
+    host's plain ``SourceFlow`` (``priority``) admits everything else."""
+    parser = dp.ofproto_parser
+    on = {"in_port": d.in_port, "eth_src": d.eth_src}
+    msgs = []
+    for ip in d.ips:
+        for fields in ({"eth_type": ETH_TYPE_IPV4, "ipv4_src": ip},
+                       {"eth_type": ETH_TYPE_ARP, "arp_spa": ip}):
+            msgs.append(parser.OFPFlowMod(
+                datapath=dp, table_id=SRC_TABLE, cookie=d.cookie, priority=d.priority + 2,
+                idle_timeout=d.idle_timeout, match=parser.OFPMatch(**on, **fields),
+                instructions=[parser.OFPInstructionGotoTable(DST_TABLE)]))
+    for eth_type in (ETH_TYPE_IPV4, ETH_TYPE_ARP):
+        msgs.append(parser.OFPFlowMod(
+            datapath=dp, table_id=SRC_TABLE, cookie=d.cookie, priority=d.priority + 1,
+            idle_timeout=d.idle_timeout, match=parser.OFPMatch(**on, eth_type=eth_type),
+            instructions=[]))
+    return msgs
 
 
 def _action(dp: Datapath, a: FlowAction) -> Any:

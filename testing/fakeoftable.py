@@ -30,7 +30,7 @@ from ryu_app.net.forwarding import Forwarding, Packet
 
 KNOWN_FIELDS = {"in_port", "eth_src", "eth_dst", "eth_type", "ipv4_src", "ipv4_dst",
                 "ipv6_src", "ipv6_dst", "ip_proto", "tcp_src", "tcp_dst", "udp_src",
-                "udp_dst", "ip_dscp"}
+                "udp_dst", "ip_dscp", "arp_spa"}
 CONTROLLER = "controller"
 
 
@@ -65,7 +65,7 @@ class Fate:
 def _value_matches(name: str, want: Any, have: Any) -> bool:
     if have is None:
         return False
-    if name.startswith(("ipv4_", "ipv6_")):
+    if name.startswith(("ipv4_", "ipv6_", "arp_spa")):
         if isinstance(want, tuple):
             net = ipaddress.ip_network(f"{want[0]}/{want[1]}", strict=False)
             return ipaddress.ip_address(have) in net

@@ -343,6 +343,7 @@ class MeasureNetwork:
         path = os.path.join(self.run_dir, "controller.log")
         cmd = [sys.executable, "-m", "ryu_app",
                "--ofp-tcp-listen-port", str(self.opts.controller_port),
+               "--ofp-listen-host", "127.0.0.1",  # the switches' address; hosts cannot reach it
                "--wsapi-port", str(self.opts.rest_port),
                "--observe-links", "ryu_app.app"]
         env = {**os.environ, **self.controller_env()}

@@ -9,7 +9,6 @@ the caller's (``host_agent.api.AgentApp`` checks the signature first).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import webob
@@ -18,6 +17,7 @@ from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.estimate import Prober
 from host_agent.bandwidth.peer import PeerClient
 from host_agent.bandwidth.receive import ReceiveSessions
+from measure_common import jsonlimits
 from measure_common.httpclient import Transport
 
 PREFIX = "/agent/v1/bandwidth"
@@ -25,8 +25,8 @@ PREFIX = "/agent/v1/bandwidth"
 
 def _json_body(req: webob.Request) -> Any:
     try:
-        return json.loads(req.body or b"{}")
-    except ValueError:
+        return jsonlimits.loads(req.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
         raise BandwidthError(400, "body is not valid JSON") from None
 
 

@@ -53,6 +53,7 @@ agent with the same name before anything is installed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 import subprocess
@@ -139,13 +140,21 @@ class CaptureFilter:
         return args
 
 
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Capture:
     """The rules of one agent in iptables and ip6tables: hooks, mark rules, queue/log rules."""
 
     def __init__(self, agent: str, queue: int = 0, queues: int = 1,
                  exclude_interface: str | None = None, runner: Runner = _run,
                  iptables: str = "iptables", ip6tables: str | None = "ip6tables",
-                 nflog_threshold: int = NFLOG_THRESHOLD) -> None:
+                 nflog_threshold: int = NFLOG_THRESHOLD, own_ip: str | None = None) -> None:
         if not AGENT_NAME_RE.match(agent):
             raise ValueError(f"agent name must match {AGENT_NAME_RE.pattern}, got {agent!r}")
         if exclude_interface is not None and not INTERFACE_RE.match(exclude_interface):
@@ -159,6 +168,8 @@ class Capture:
         self.run = runner
         self.tables = {4: iptables} if ip6tables is None else {4: iptables, 6: ip6tables}
         self.nflog_threshold = nflog_threshold
+        # this host's IPv4 data address (an IPv6 one or none: no foreign-source rule)
+        self.own_ip = own_ip if own_ip and _is_ipv4(own_ip) else None
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
         self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
 
@@ -190,6 +201,12 @@ class Capture:
                 self._ipt(family, "-N", chain)
                 self._ipt(family, "-A", chain, "-m", "comment", "--comment",
                           self.comment("clear"), "-j", "MARK", "--and-mark", "0x0")
+                if family == 4 and hook == "OUTPUT" and self.own_ip:
+                    # a packet this host sends with another host's source address is
+                    # spoofed (the controller's source guard drops it): never counted
+                    self._ipt(family, "-A", chain, "!", "-o", "lo", "!", "-s", self.own_ip,
+                              "-m", "comment", "--comment", self.comment("foreign-src"),
+                              "-j", "RETURN")
                 self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
                           f"0x0/{MODE_MASKS['nfqueue']}", "-m", "comment", "--comment",
                           self.comment("queue"), *self.queue_target())
@@ -239,7 +256,8 @@ class Capture:
         done: list[int] = []
         try:
             for family in self._families(filt):
-                self._ipt(family, "-I", self.chains[filt.interface], "2",
+                self._ipt(family, "-I", self.chains[filt.interface],
+                          self._mark_position(family, filt.interface),
                           *self._mark_rule(sketch, slot, filt, family, sampling))
                 done.append(family)
         except RuntimeError:
@@ -248,6 +266,10 @@ class Capture:
                           *self._mark_rule(sketch, slot, filt, family, sampling))
             raise
         self.rules[sketch] = (filt, slot, sampling)
+
+    def _mark_position(self, family: int, hook: str) -> str:
+        """Where mark rules go: after the clear rule (and the foreign-source rule)."""
+        return "3" if family == 4 and hook == "OUTPUT" and self.own_ip else "2"
 
     def remove(self, sketch: int) -> None:
         filt, slot, sampling = self.rules.pop(sketch)

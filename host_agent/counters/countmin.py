@@ -94,6 +94,7 @@ class CounterSpec:
     candidate_divisor: int = 1
     max_scan_sources: int = 100
     max_scan_list: int = 1024
+    scan_horizon: float = 0.0  # seconds a scan stays listed after its window (report interval)
 
     @classmethod
     def from_task(cls, task: Task, candidate_divisor: int = 1) -> CounterSpec:
@@ -114,6 +115,7 @@ class CounterSpec:
                    width=sketch.width, depth=sketch.depth, seed=sketch.seed,
                    max_candidates=max(MAX_CANDIDATES, top_k),
                    scan=task.kind == "port_scan",
+                   scan_horizon=float(task.report_interval or 0.0),
                    candidate_divisor=max(1, int(candidate_divisor)))
 
     @property
@@ -146,7 +148,7 @@ class Counter:
         self._pruned_at = 0.0
         self.windows = Windows(spec.key, spec.window_length, spec.window_mode,
                                spec.max_window_keys, now, spec.scan, spec.max_scan_sources,
-                               spec.max_scan_list)
+                               spec.max_scan_list, spec.scan_horizon)
 
     # ------------------------------------------------------------ helpers
     def _empty_reps(self) -> np.ndarray:

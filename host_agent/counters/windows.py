@@ -42,7 +42,14 @@ from typing import Any
 import numpy as np
 
 from host_agent.counters.aggregate import aggregate
-from measure_model.packet.keys import HeaderBatch, empty_keys, format_key, key_ints, pack_keys
+from measure_model.packet.keys import (
+    HeaderBatch,
+    empty_keys,
+    format_key,
+    key_ints,
+    pack_keys,
+    probe_rows,
+)
 from measure_model.sketch.hll import HyperLogLog
 
 SLIDING_BUCKETS = 10
@@ -175,19 +182,33 @@ class Windows:
 
     def __init__(self, key: str, length: float, mode: str, max_window_keys: int, now: float,
                  scan: bool = False, max_scan_sources: int = 100,
-                 max_scan_list: int = 1024) -> None:
+                 max_scan_list: int = 1024, scan_horizon: float = 0.0) -> None:
         self.key, self.length, self.mode = key, length, mode
         self.max_window_keys, self.scan_on = max_window_keys, scan
         self.max_scan_sources, self.max_scan_list = max_scan_sources, max_scan_list
         self._step = length / (SLIDING_BUCKETS if mode == "sliding" else 1)
         self._buckets: deque[_Bucket] = deque([_Bucket(self._index(now), key)])
         self._previous: _Bucket | None = None
+        # scan pairs live in their own sub-buckets (see scan()): half a window
+        # for tumbling windows, the sliding sub-bucket for sliding ones
+        self._scan_n = SLIDING_BUCKETS if mode == "sliding" else 2
+        self._scan_step = length / self._scan_n
+        self._scan_keep = self._scan_n + math.ceil(max(scan_horizon, length) / self._scan_step)
+        self._scan_buckets: deque[_Bucket] = deque()
+        self._now = now
+
+    def _scan_roll(self, now: float) -> int:
+        index = math.floor(now / self._scan_step)
+        while self._scan_buckets and self._scan_buckets[0].index <= index - self._scan_keep:
+            self._scan_buckets.popleft()
+        return index
 
     def _index(self, now: float) -> int:
         return math.floor(now / self._step)
 
     def roll(self, now: float) -> None:
         """Move the window to ``now`` (a new bucket when a boundary passed)."""
+        self._now = max(self._now, now)
         index = self._index(now)
         current = self._buckets[-1]
         if index <= current.index:
@@ -203,18 +224,28 @@ class Windows:
 
     def add(self, uniq: np.ndarray, reps: np.ndarray, counts: np.ndarray,
             batch: HeaderBatch | None = None) -> None:
-        """Count a batch's unique keys (and, with scan on, its packets' pairs) now."""
+        """Count a batch's unique keys (and, with scan on, its probes' pairs) now.
+
+        Only probes make scan pairs (``probe_rows``: a TCP SYN without ACK, a
+        UDP datagram that is not a service's reply); replies never do.
+        """
         self._buckets[-1].add(uniq, reps, counts, self.max_window_keys)
         if self.scan_on and batch is not None:
-            ports = _unique_rows(batch.full_keys("src_dport"))
-            dsts = _unique_rows(batch.full_keys("src_dst"))
-            self._buckets[-1].add_pairs(ports, dsts, 10 * self.max_window_keys)
+            rows = probe_rows(batch)
+            if rows.shape[0] == 0:
+                return
+            ports = _unique_rows(batch.full_keys("src_dport", rows))
+            dsts = _unique_rows(batch.full_keys("src_dst", rows))
+            index = self._scan_roll(self._now)
+            if not self._scan_buckets or self._scan_buckets[-1].index < index:
+                self._scan_buckets.append(_Bucket(index, self.key))
+            self._scan_buckets[-1].add_pairs(ports, dsts, 10 * self.max_window_keys)
 
     @property
     def memory_bytes(self) -> int:
         """Bytes of every array the window holds now (keys, counts, pairs, HLLs)."""
         buckets = list(self._buckets) + ([self._previous] if self._previous else [])
-        return sum(b.memory_bytes for b in buckets)
+        return sum(b.memory_bytes for b in buckets + list(self._scan_buckets))
 
     def _window_of(self, buckets: list[_Bucket], start: float) -> dict[str, Any]:
         limit = self.max_window_keys
@@ -266,21 +297,30 @@ class Windows:
         return _ScanView(ports, dsts, _by_source(ports), _by_source(dsts), truncated)
 
     def scan(self, now: float) -> dict[str, dict[str, Any]]:
-        """Per source: distinct dports and dsts in one window (``{}`` if scan is off).
+        """Per source: distinct dports and dsts in one window length (``{}`` if scan is off).
 
-        Sliding: the last ``length`` seconds. Tumbling: per source, the larger of
-        the current window so far and the last complete one (``previous``),
-        separately for ports and for dsts; ties go to the complete window. A
-        report taken just after a window boundary thus still sees the scan of
-        the window that just ended, and a count never spans more than one
-        window (a source with 15 ports in each of two windows has 15, not 30).
+        The rule: a source's count is the largest of any span of one window
+        length that ended within the last ``scan_horizon`` (the report
+        interval) plus one window, the spans starting at every half window
+        (tumbling) or sliding sub-bucket (sliding). So a scan that lasts at
+        most half a window is counted whole even when it straddles a window
+        boundary, a report taken late still sees it, and a count never spans
+        more than one window length (a source with 15 ports in each of two
+        windows has 15, not 30). Ports and dsts are maximised separately;
+        ties go to the older span.
         """
         self.roll(now)
         if not self.scan_on:
             return {}
-        views = [self._scan_view(list(self._buckets))]
-        if self.mode == "tumbling" and self._previous is not None:
-            views.insert(0, self._scan_view([self._previous]))  # first wins ties
+        index = self._scan_roll(now)
+        by_index = {b.index: b for b in self._scan_buckets}
+        views = []
+        for start in range(index - self._scan_keep + 1, index + 1):
+            span = [by_index[i] for i in range(start, start + self._scan_n) if i in by_index]
+            if span:
+                views.append(self._scan_view(span))
+        if not views:
+            return {}
         srcs = set().union(*(v.ports_of.keys() | v.dsts_of.keys() for v in views))
         n_ports = {s: max(v.ports_of.get(s, (0, 0))[1] for v in views) for s in srcs}
         ranked = sorted(srcs, key=lambda s: (-n_ports[s], s))

@@ -58,6 +58,7 @@ from host_agent.legacy.messages import (
     legacy_filter,
 )
 from host_agent.overlay.node import OverlayNode
+from measure_common import jsonlimits
 
 REAL_TIME_KEY_NUM = "real_time_key_num"
 log = logging.getLogger("host_agent.legacy.handler")
@@ -77,7 +78,7 @@ def fields_of(req: webob.Request) -> dict[str, Any]:
     ctype = (req.content_type or "").lower()
     if ctype == "application/json" or (not ctype and req.body[:1] in (b"{", b"[")):
         try:
-            body = json.loads(req.body)
+            body = jsonlimits.loads(req.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise AgentError(400, f"malformed JSON body: {exc}") from None
         if not isinstance(body, dict):

@@ -210,7 +210,7 @@ class OverlayNode:
         """Adopt a placement from the controller; older epochs are refused."""
         if not isinstance(body, dict):
             raise ValueError("overlay: body must be a JSON object")
-        unknown = set(body) - {"parent", "children", "root", "epoch", "controller"}
+        unknown = set(body) - {"parent", "children", "root", "epoch", "controller", "to"}
         if unknown:
             raise ValueError(f"overlay: unknown field '{sorted(unknown)[0]}'")
         epoch = body.get("epoch")
@@ -230,9 +230,19 @@ class OverlayNode:
         controller = body.get("controller")
         if controller is not None and not is_url(controller):
             raise ValueError("overlay: field 'controller' must be an http(s) URL")
+        to = body.get("to")
+        if to is not None and to != self.name:
+            # a placement made for another agent (a replay): never adopted
+            log.warning("overlay: refused a placement addressed to %r (this agent is %s)",
+                        to, self.name)
+            raise StaleEpoch(f"overlay: placement is addressed to {to!r}, not to {self.name}")
         with self._lock:
             if epoch < self.epoch:
                 raise StaleEpoch(f"overlay: stale epoch {epoch} < current {self.epoch}")
+            if epoch == self.epoch and epoch > 0 and (
+                    parent, kids, root) != (self.parent, list(self.children), self.root):
+                log.warning("overlay: refused a second, different placement at epoch %d", epoch)
+                raise StaleEpoch(f"overlay: epoch {epoch} already holds another placement")
             old = set(self.children)
             st = self.state
             st.parent, st.children, st.root, st.epoch = parent, kids, root, epoch

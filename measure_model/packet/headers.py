@@ -13,10 +13,11 @@ the cost per packet is a few array elements, not Python code.
 * IPv6 (:func:`any_ip`): the length is 40 + the payload length; the
   next-header chain is walked through hop-by-hop (0), routing (43), fragment
   (44), destination options (60) and AH (51), one vectorised step per header
-  for the rows still on an extension header (:data:`MAX_EXTENSION_HEADERS`
-  steps at most). Ports and TCP flags only for first fragments (fragment
-  offset 0). A chain cut by the copy keeps the last next-header value read
-  as ``proto`` and ports 0.
+  for the rows still on an extension header, for as many headers as fit in
+  the copy (the smallest is 8 bytes: up to 11 in a 128-byte copy; an
+  arbitrary step bound let a seventh header hide the ports). Ports and TCP
+  flags only for first fragments (fragment offset 0). A chain cut by the
+  copy keeps the last next-header value read as ``proto`` and ports 0.
 * Anything else, or a copy shorter than its IP header, is dropped and
   counted. A TCP/UDP payload cut before the ports keeps ports 0, one cut
   before the flags keeps the flags 0.
@@ -34,7 +35,6 @@ import numpy as np
 V4_MAPPED = 0xFFFF << 32
 IPV6_HEADER = 40
 EXTENSION_HEADERS = (0, 43, 44, 51, 60)   # hop-by-hop, routing, fragment, AH, dest. options
-MAX_EXTENSION_HEADERS = 6
 _U = np.uint64
 
 
@@ -124,7 +124,7 @@ def walk_extensions(mat: np.ndarray, lens: np.ndarray
     off = np.full(k, IPV6_HEADER, np.int64)
     first = np.ones(k, bool)
     ext_ids = np.array(EXTENSION_HEADERS)
-    for _ in range(MAX_EXTENSION_HEADERS):
+    for _ in range(max(1, (mat.shape[1] - IPV6_HEADER) // 8 + 1)):  # all that fit
         on = np.isin(nh, ext_ids) & (off + 8 <= lens)
         if not on.any():
             break

@@ -333,6 +333,26 @@ class HeaderBatch:
         return cached
 
 
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+SERVICE_PORTS = 1024  # below: a service's port (a UDP datagram from one to a client is a reply)
+
+
+def probe_rows(batch: HeaderBatch) -> np.ndarray:
+    """Rows of ``batch`` that are connection attempts (what port_scan counts).
+
+    The rule: a TCP segment with SYN set and neither ACK nor RST (an opening
+    SYN; never the SYN-ACK or RST a target answers with), or a UDP datagram
+    unless it goes from a service port (below 1024) to a client port (1024 and
+    up), which is how a service answers. Later fragments (no ports or flags),
+    ICMP and other protocols are never probes.
+    """
+    proto = batch.proto
+    flags = batch.tcp_flags
+    tcp = (proto == 6) & ((flags & TCP_SYN) != 0) & ((flags & (TCP_ACK | TCP_RST)) == 0)
+    udp = (proto == 17) & ~((batch.sport < SERVICE_PORTS) & (batch.dport >= SERVICE_PORTS))
+    return np.flatnonzero(tcp | udp)
+
+
 def _is_v4(addr: np.ndarray) -> np.ndarray:
     """Rows of ``(n, 2)`` address words that are IPv4-mapped."""
     return (addr[:, 0] == 0) & ((addr[:, 1] >> _U(32)) == _U(0xFFFF))

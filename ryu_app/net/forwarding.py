@@ -52,6 +52,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from ryu_app.net.topology import Topology, is_chatter
 
@@ -129,7 +130,23 @@ class PacketOut:
     data: bytes | None = None
 
 
-Decision = SourceFlow | FlowMod | FlowDelete | PacketOut
+@dataclass(frozen=True)
+class SourceGuard:
+    """IP source guard in table 0 on a host's own switch and port: IPv4 from
+    ``eth_src`` on ``in_port`` goes on only with a source in ``ips`` (ARP only
+    with a sender address in ``ips``); any other IPv4 or ARP from there is
+    dropped by the switch (the flow's packet counter counts it)."""
+
+    dpid: int
+    eth_src: str
+    in_port: int
+    ips: tuple[str, ...]
+    priority: int = FLOW_PRIORITY
+    idle_timeout: int = IDLE_TIMEOUT
+    cookie: int = FLOW_COOKIE
+
+
+Decision = SourceFlow | SourceGuard | FlowMod | FlowDelete | PacketOut
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -150,8 +167,11 @@ class Forwarding:
 
     def __init__(self, topology: Topology, proxy_arp: bool = True,
                  settle: float = SETTLE_SECONDS, idle_timeout: int = IDLE_TIMEOUT,
-                 priority: int = FLOW_PRIORITY, cookie: int = FLOW_COOKIE) -> None:
+                 priority: int = FLOW_PRIORITY, cookie: int = FLOW_COOKIE,
+                 source_guard: bool = False) -> None:
         self.topology = topology
+        self.source_guard = source_guard
+        self.spoofed: dict[tuple[int, int], int] = {}  # (dpid, port) -> packets dropped here
         self.proxy_arp = proxy_arp
         self.settle = settle
         self.idle_timeout = idle_timeout
@@ -167,7 +187,7 @@ class Forwarding:
             return []
         out: list[Decision] = []
         ip = pkt.arp_spa if pkt.eth_type == ETH_TYPE_ARP else pkt.ip_src
-        if self.topology.learn_host(pkt.src, ip, pkt.dpid, pkt.in_port, dst) == "moved":
+        if self.topology.learn_host(pkt.src, ip, pkt.dpid, pkt.in_port, dst, now) == "moved":
             out += self.invalidate_host(pkt.src)
         src = self.topology.host_by_mac(pkt.src)
         # A host first seen in an IPv6 neighbour solicitation has no IPv4 address yet: its
@@ -178,6 +198,14 @@ class Forwarding:
             if in_port is None or src.port == in_port:
                 out.append(SourceFlow(pkt.dpid, src.mac, in_port, self.priority,
                                       self.idle_timeout, self.cookie))
+                v4 = tuple(sorted(i for i in src.ips if ipaddress.ip_address(i).version == 4))
+                if in_port is not None and v4 and self.source_guard:
+                    out.append(SourceGuard(pkt.dpid, src.mac, in_port, v4, self.priority,
+                                           self.idle_timeout, self.cookie))
+        if self._spoofed(pkt, src, ip):
+            self.spoofed[(pkt.dpid, pkt.in_port)] = \
+                self.spoofed.get((pkt.dpid, pkt.in_port), 0) + 1
+            return out  # learned what could be learned; the packet itself goes nowhere
         if pkt.eth_type == ETH_TYPE_ARP and pkt.arp_op == ARP_REQUEST and self.proxy_arp:
             reply = self._proxy_arp(pkt)
             if reply is not None:
@@ -186,6 +214,17 @@ class Forwarding:
         if host is not None:
             return out + self._unicast(pkt, host.dpid, host.port, dst)
         return out + self.flood(pkt, now)
+
+    def _spoofed(self, pkt: Packet, src: Any, ip: str | None) -> bool:
+        """An IPv4 or ARP packet, from a host's own port, whose source address that
+        host does not own (``0.0.0.0``, as DHCP and ARP probes send, passes)."""
+        if not self.source_guard or pkt.eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_ARP):
+            return False
+        if ip in (None, "", "0.0.0.0"):
+            return False
+        if src is None:  # not learnable here (inter-switch port, multicast source)
+            return False
+        return src.dpid == pkt.dpid and src.port == pkt.in_port and ip not in src.ips
 
     def _proxy_arp(self, pkt: Packet) -> PacketOut | None:
         if not pkt.arp_spa or not pkt.arp_tpa or pkt.arp_spa == pkt.arp_tpa:

@@ -92,6 +92,10 @@ class Host:
                 "dpid": dpid_to_str(self.dpid), "port": self.port}
 
 
+IP_CONFIRM_SECONDS = 10.0   # a claim on another host's IP must persist this long
+IP_MOVE_INTERVAL = 60.0     # and an IP changes owner at most once in this many seconds
+
+
 class Topology:
     """Switches, links and hosts, with paths and a flooding tree."""
 
@@ -101,6 +105,11 @@ class Topology:
         self._port_since: dict[tuple[int, int], float] = {}
         self._tree_version = -1
         self._tree_ports: set[tuple[int, int]] = set()
+        # IP ownership is pinned: (ip -> (claimant mac, first claim time)) of
+        # refused claims, the time each IP last changed owner, refusals counted
+        self._claims: dict[str, tuple[str, float]] = {}
+        self._ip_moved_at: dict[str, float] = {}
+        self.ip_conflicts = 0
 
     def _changed(self) -> None:
         self.version += 1
@@ -239,7 +248,7 @@ class Topology:
     # ------------------------------------------------------------ hosts
 
     def learn_host(self, mac: str, ip: str | None, dpid: int, port: int,
-                   dst: str | None = None) -> str | None:
+                   dst: str | None = None, now: float = 0.0) -> str | None:
         """Record that ``mac`` (with ``ip``) sits behind ``dpid``/``port``.
 
         Returns ``"new"``, ``"moved"``, ``"ip"`` (a new address of a known
@@ -256,11 +265,8 @@ class Topology:
             return None
         if ip in (None, "", "0.0.0.0"):
             ip = None
-        if ip is not None:
-            # An IP belongs to one host: take it away from a previous owner.
-            for other in self.hosts():
-                if other.mac != mac and ip in other.ips:
-                    other.ips.discard(ip)
+        if ip is not None and not self._may_take(ip, mac, now):
+            ip = None  # pinned to another host: learned without it (the guard drops it)
         old = self.host_by_mac(mac)
         if old is None:
             self.graph.add_node(mac, kind=HOST, host=Host(mac, dpid, port,
@@ -280,6 +286,48 @@ class Topology:
         if result:
             self._changed()
         return result
+
+    def _may_take(self, ip: str, mac: str, now: float) -> bool:
+        """Whether ``mac`` may own ``ip`` now; moves it from its owner when confirmed.
+
+        A confirmed claim: the same MAC claimed the IP at least
+        ``IP_CONFIRM_SECONDS`` ago and claims it still, and the IP has not
+        changed owner in the last ``IP_MOVE_INTERVAL`` seconds.
+        """
+        owner = self.host_by_ip(ip)
+        if owner is None or owner.mac == mac:
+            self._claims.pop(ip, None)
+            return True
+        first = self._claims.get(ip)
+        if first is None or first[0] != mac:
+            self._claims[ip] = (mac, now)
+            self.ip_conflicts += 1
+            return False
+        if now - first[1] < IP_CONFIRM_SECONDS or \
+                now - self._ip_moved_at.get(ip, -IP_MOVE_INTERVAL) < IP_MOVE_INTERVAL:
+            self.ip_conflicts += 1
+            return False
+        owner.ips.discard(ip)
+        self._claims.pop(ip, None)
+        self._ip_moved_at[ip] = now
+        return True
+
+    def bind_ip(self, mac: str, ip: str, now: float = 0.0) -> bool:
+        """An agent registered ``ip`` for ``mac``: the host (if known) owns it at once.
+
+        True when the binding changed anything."""
+        mac = normalize_mac(mac)
+        host = self.host_by_mac(mac)
+        if host is None or ip in host.ips:
+            return False
+        for other in self.hosts():
+            if other.mac != mac:
+                other.ips.discard(ip)
+        host.ips.add(ip)
+        self._claims.pop(ip, None)
+        self._ip_moved_at[ip] = now
+        self._changed()
+        return True
 
     def remove_host(self, mac: str) -> bool:
         host = self.host_by_mac(mac)

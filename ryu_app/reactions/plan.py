@@ -28,9 +28,9 @@ action:
 
 Safety, decided here: a target inside a protected network (the management
 network, the controller's address, ``protect:`` of the policy or
-``MEASURE_PROTECT``) is refused; ``block`` and ``rate_limit`` get a pair of
-exemption flows one priority higher so the agent's and controller's control
-ports (TCP 8000, 8080, 6653) keep flowing. Every plan has an ``ident``:
+``MEASURE_PROTECT``) is refused; ``block`` and ``rate_limit`` get exemption
+flows one priority higher so the agent's and controller's control ports (TCP
+8000, 8080, 6653) keep flowing, towards the protected networks only. Every plan has an ``ident``:
 the same task, reaction and target give the same ident, so a repeated event
 extends the one action instead of adding another.
 """
@@ -263,16 +263,25 @@ def is_protected(ip: str, networks: list) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
-def _exemptions(dpid: int, base: dict[str, Any]) -> list[FlowSpec]:
-    """Flows that keep control traffic of a blocked/limited host going (to table 1)."""
+def _exemptions(dpid: int, base: dict[str, Any], control: list) -> list[FlowSpec]:
+    """Flows that keep control traffic of a blocked/limited host going (to table 1):
+    TCP to or from a control port, and only towards ``control`` (the protected
+    networks: the management network, the controller, ``protect:`` entries), so a
+    blocked host cannot reach anything else through a control port number."""
+    if any(k.startswith(("tcp_", "udp_")) for k in base) or base.get("ip_proto") not in (
+            None, 6):
+        return []  # a flow-specific match never covers control ports to begin with
+    v6 = base.get("eth_type") == ETH_TYPE_IPV6
+    field_name = "ipv6_dst" if v6 else "ipv4_dst"
+    nets = [n for n in control if n.version == (6 if v6 else 4)]
     flows = []
-    for port in CONTROL_PORTS:
-        for side in ("tcp_dst", "tcp_src"):
-            match = {**base, "ip_proto": 6, side: port}
-            if any(k.startswith(("tcp_", "udp_")) for k in base) or base.get("ip_proto") not in (
-                    None, 6):
-                continue  # a flow-specific match never covers control ports to begin with
-            flows.append(FlowSpec(dpid, EXEMPT_PRIORITY, match, goto=DST_TABLE))
+    for net in nets:
+        dst = str(net.network_address) if net.prefixlen == net.max_prefixlen else \
+            (str(net.network_address), str(net.netmask))
+        for port in CONTROL_PORTS:
+            for side in ("tcp_dst", "tcp_src"):
+                match = {**base, "ip_proto": 6, side: port, field_name: dst}
+                flows.append(FlowSpec(dpid, EXEMPT_PRIORITY, match, goto=DST_TABLE))
     return flows
 
 
@@ -318,11 +327,11 @@ def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[s
     flows: list[FlowSpec] = []
     if reaction.action == "block":
         flows.append(FlowSpec(host.dpid, ACTION_PRIORITY["block"], match))
-        flows += _exemptions(host.dpid, match)
+        flows += _exemptions(host.dpid, match, protected)
     elif reaction.action == "rate_limit":
         flows.append(FlowSpec(host.dpid, ACTION_PRIORITY["rate_limit"], match, meter=0,
                               goto=DST_TABLE))
-        flows += _exemptions(host.dpid, match)
+        flows += _exemptions(host.dpid, match, protected)
         base.mbit = reaction.mbit
     elif reaction.action == "mark":
         if reaction.dscp is not None:

@@ -44,6 +44,7 @@ from urllib.parse import unquote_to_bytes
 
 from ryu.app.wsgi import ControllerBase, Response, route
 
+from measure_common import jsonlimits
 from measure_model.fields import ConflictError, FieldError
 from measure_model.policy import load_policy
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
@@ -129,6 +130,10 @@ def _raw_path(req) -> str:
     return repr(req.environ.get("PATH_INFO", ""))[:200]
 
 
+#: what a request signed with the agents' secret may call (all POST)
+AGENT_ROUTES = re.compile(r"/measure/v1/(agents|agents/[A-Za-z0-9_.-]+/heartbeat|reports)")
+
+
 def _authorize(req, service, mutating: bool) -> None:
     """The one place where REST authentication is checked."""
     auth = getattr(service, "auth", None)
@@ -137,11 +142,19 @@ def _authorize(req, service, mutating: bool) -> None:
     from measure_common.auth import BEARER_CHALLENGE, AuthError, check_request
 
     try:
-        check_request(req.method, req.path_qs, req.body, req.headers, token=auth.token,
-                      verifier=auth.verifier)
+        # the body is read only once the headers passed (a bearer token needs none)
+        how = check_request(req.method, req.path_qs, lambda: req.body, req.headers,
+                            token=auth.token, verifier=auth.verifier)
     except AuthError as exc:
         headers = {"WWW-Authenticate": BEARER_CHALLENGE} if exc.status == 401 else None
         raise HttpError(exc.status, exc.message, headers) from None
+    req.environ["measure.auth"] = how
+    if how == "signature" and not (req.method == "POST" and AGENT_ROUTES.fullmatch(req.path)):
+        # the agents' secret means "an agent": register, heartbeat and report, nothing else
+        log.warning("REST %s %s: refused a signed (agent) request; it needs the operator "
+                    "token", req.method, _raw_path(req))
+        raise HttpError(403, "a signed (agent) request may only register, heartbeat or "
+                             "report; this call needs the operator token")
 
 
 def _read_body(req, limit: int = MAX_BODY) -> bytes:
@@ -161,8 +174,8 @@ def _json_body(req, required: bool = True, limit: int = MAX_BODY) -> Any:
     if req.content_type not in JSON_TYPES:
         raise HttpError(415, "Content-Type must be application/json")
     try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        return jsonlimits.loads(data, parse_constant=_reject_constant)
+    except ValueError as exc:
         raise HttpError(400, f"body is not valid JSON: {exc}") from None
 
 
@@ -393,8 +406,11 @@ class MeasureController(ControllerBase):
     @route("measure", PREFIX + "/reports", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
-        return json_response(self.service.ingest_report(_json_body(req, limit=MAX_REPORT_BODY)),
-                             status=202)
+        body = _json_body(req, limit=MAX_REPORT_BODY)
+        if req.environ.get("measure.auth") == "signature":
+            # an agent's report counts only from the current root (an operator may post any)
+            self.service.check_root_report(body)
+        return json_response(self.service.ingest_report(body), status=202)
 
     @route("measure", PREFIX + "/events", methods=["GET"])
     @_api()

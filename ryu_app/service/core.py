@@ -107,6 +107,7 @@ class MeasureService:
         self.ticker = TickerHealth()
         self.overlay = Overlay(root=None, fanout=self.fanout)
         self.epoch = int(self.store.get_meta("overlay_epoch", "0") or 0)
+        self._root_since = self.epoch  # the epoch at which the current root became root
         self.tasks: dict[str, TaskRecord] = {}
         for row in self.store.tasks():
             task = Task.from_dict(row["task"], f"stored task {row['id']}")
@@ -288,6 +289,23 @@ class MeasureService:
                            f"kept for elastic kinds only)")
         return out
 
+    def check_root_report(self, report: Any) -> None:
+        """Refuse (409, logged) a report an agent sends unless it comes ``from`` the
+        current root at an epoch of that root's tenure (a replayed placement must not
+        make a leaf's reports the global result)."""
+        if not isinstance(report, dict):
+            return  # ingest_report answers the 400
+        sender, epoch = report.get("from"), report.get("epoch")
+        root = self.overlay.root
+        ok = (root is not None and sender == root and isinstance(epoch, int)
+              and not isinstance(epoch, bool) and self._root_since <= epoch <= self.epoch)
+        if not ok:
+            log.warning("report for task %s refused: from %r at epoch %r; the root is %r "
+                        "since epoch %d (now %d)", report.get("task_id"), sender, epoch, root,
+                        self._root_since, self.epoch)
+            raise Conflict(f"report from {sender!r} at epoch {epoch!r} refused: the overlay "
+                           f"root is {root!r} (epochs {self._root_since}..{self.epoch})")
+
     def ingest_report(self, report: Any) -> dict[str, Any]:
         """A root agent's merged report (``POST /measure/v1/reports``)."""
         if isinstance(report, dict) and isinstance(report.get("task_id"), str) \
@@ -373,6 +391,9 @@ class MeasureService:
 
     def register_agent(self, body: Any) -> dict[str, Any]:
         agent = self.registry.register(body, self.now())
+        if agent.mac and agent.data_ip:
+            # the agent's registration is what moves a pinned IP at once (source guard)
+            self.topology.bind_ip(agent.mac, agent.data_ip, self.now())
         self._joined = True
         self.pushes.overlay.add(agent.name)
         return {"name": agent.name, "registered": True, "epoch": self.epoch,
@@ -430,6 +451,7 @@ class MeasureService:
         self.overlay = tree
         self.pushes.overlay = set(live)
         if tree.root != old_root:
+            self._root_since = self.epoch
             self.pushes.tasks |= {i for i, r in self.tasks.items() if r.pushed}
         log.info("overlay epoch %d: root %s, depth %d, %d agents", self.epoch, tree.root,
                  tree.depth, len(live))
@@ -442,7 +464,8 @@ class MeasureService:
                 "children": [{"name": c, "url": agents[c].url}
                              for c in self.overlay.children.get(name, [])],
                 "root": name == self.overlay.root, "epoch": self.epoch,
-                "controller": self.controller_url}
+                "controller": self.controller_url,
+                "to": name}  # signed with the body: a replay to another agent is refused
 
     def _send_overlay(self) -> None:
         live = self.registry.live()

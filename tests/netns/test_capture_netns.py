@@ -185,3 +185,22 @@ def test_both_tables_get_queue_and_log_rules_and_lose_them_on_teardown(ns_pair):
     finally:
         cap.teardown()
     assert "ehm-h9" not in b.run(["iptables-save"]).stdout + b.run(["ip6tables-save"]).stdout
+
+
+@pytest.mark.netns
+def test_packets_sent_with_a_foreign_source_are_not_counted(ns_pair):
+    """A host that sends with a source other than its data address (a spoofed
+    scan) is not counted by its own agent: only its own address's packets are."""
+    a, b = ns_pair
+    b.run(["ip", "addr", "add", "10.77.0.9/24", "dev", b.intf])
+    cap = Capture("h9", runner=ns_runner(b), own_ip=b.ip)
+    cap.setup()
+    try:
+        cap.add(1, 0, rule({"interface": "OUTPUT", "proto": "icmp"}))
+        b.run(["ping", "-c", "3", "-i", "0.05", "-I", "10.77.0.9", a.ip])  # foreign source
+        assert counts(cap)[1] == (0, 0)
+        b.run(["ping", "-c", "2", "-i", "0.05", a.ip])  # its own address
+        assert counts(cap)[1] == (2, 168)
+        assert '"endhost-measure:h9:foreign-src" -j RETURN' in "\n".join(cap.listing())
+    finally:
+        cap.teardown()

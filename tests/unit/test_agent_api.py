@@ -27,11 +27,13 @@ pytestmark = pytest.mark.unit
 
 
 def ipv4(src: str, dst: str, proto: int = 1, length: int = 84, sport: int = 0,
-         dport: int = 0) -> bytes:
-    """The first 24 bytes of an IPv4 packet (20-byte header + 4 bytes of ports)."""
+         dport: int = 0, tcp_flags: int | None = None) -> bytes:
+    """The first 24 bytes of an IPv4 packet (20-byte header + 4 bytes of ports), and
+    the TCP header up to its flags when ``tcp_flags`` is given."""
     head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 0, 0, 64, proto, 0,
                        socket.inet_aton(src), socket.inet_aton(dst))
-    return head + struct.pack("!HH", sport, dport)
+    tcp = b"" if tcp_flags is None else struct.pack("!IIBB", 0, 0, 0x50, tcp_flags)
+    return head + struct.pack("!HH", sport, dport) + tcp
 
 
 @pytest.fixture
@@ -299,7 +301,7 @@ def test_tasks_install_snapshot_remove(agent, mon, clock):
     assert agent.tasks == {"t1": sid}
     assert agent.sketches[sid].counters[1].task == scan
     assert agent.sketches[sid].filter.to_dict() == {"interface": "INPUT", "proto": "tcp"}
-    mon.feed([ipv4("10.0.0.6", "10.0.0.5", 6, 60, 1234, p) for p in (80, 81, 82)],
+    mon.feed([ipv4("10.0.0.6", "10.0.0.5", 6, 60, 1234, p, tcp_flags=0x02) for p in (80, 81, 82)],
              mark=1 << agent.sketches[sid].slot)
     snap = agent.snapshot_task("t1", clock())
     assert snap["scan"]["10.0.0.6"]["ports"] == [80, 81, 82]

@@ -82,6 +82,26 @@ def test_world_readable_file_refused_not_replaced(tmp_path):
     assert path.read_text() == "A" * 43 + "\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_another_users_credential_file_is_refused(tmp_path):
+    path = tmp_path / "t"
+    path.write_text("A" * 43 + "\n")
+    os.chmod(path, 0o600)
+    os.chown(path, 54321, -1)
+    with pytest.raises(CredentialFileError, match=r"owned by uid 54321, not by this process"):
+        load_or_create_token(str(path))
+    os.chown(path, 0, -1)  # root's own file is fine
+    assert load_or_create_token(str(path)) == ("A" * 43, False)
+
+
+def test_created_token_is_not_logged(tmp_path, caplog):
+    from ryu_app.auth_config import auth_from_env
+
+    with caplog.at_level("WARNING"):
+        cfg = auth_from_env(str(tmp_path / "state"))
+    assert cfg.token and "controller.token" in caplog.text and cfg.token not in caplog.text
+
+
 @pytest.mark.parametrize("content", ["", "short", "x" * 40 + " y", "é" * 40])
 def test_corrupt_file_refused_not_replaced(tmp_path, content):
     path = tmp_path / "t"
@@ -643,3 +663,91 @@ def test_agent_without_a_secret_does_not_accept_configuration_from_anyone():
     assert resp.status_code == 403
     assert "--secret-file" in resp.json["error"]
     assert agent_state(app) == before
+
+
+# ---------------------------------------------------------------- one key, one meaning
+
+def test_a_request_signed_with_the_agents_secret_cannot_use_operator_routes(tmp_path, caplog):
+    app, service = ready_controller(tmp_path)
+    before = sorted(service.tasks)
+    for method, path, body in [("POST", "/measure/v1/tasks", json.dumps(TASK).encode()),
+                               ("DELETE", "/measure/v1/tasks/1", b""),
+                               ("DELETE", "/measure/v1/actions/1", b""),
+                               ("GET", "/measure/v1/tasks", b"")]:
+        resp = signed(method, path, body, secret=APP_SECRET).get_response(app)
+        assert resp.status_code == 403 and "operator token" in resp.json["error"], (path,
+                                                                                    resp.text)
+    assert sorted(service.tasks) == before
+    assert "refused a signed (agent) request" in caplog.text
+    # the agent's own calls still work with it
+    beat = signed("POST", "/measure/v1/agents/h2/heartbeat", b"{}",
+                  secret=APP_SECRET).get_response(app)
+    assert beat.status_code == 200, beat.text
+    # and the operator's token does everything
+    assert bearer("DELETE", "/measure/v1/tasks/1").get_response(app).status_code == 200
+
+
+def test_the_body_is_read_only_after_the_headers_pass():
+    reads = []
+
+    def body() -> bytes:
+        reads.append(1)
+        return b"{}"
+
+    verifier = Verifier(SECRET, now=lambda: 1_000_000.0)
+    stale = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0 - 3600)
+    with pytest.raises(AuthError, match="stale request timestamp"):
+        verifier.verify("POST", "/x", body, stale)
+    with pytest.raises(AuthError, match="missing X-Measure-Timestamp"):
+        verifier.verify("POST", "/x", body, {})
+    with pytest.raises(AuthError, match="invalid bearer token"):
+        check_request("POST", "/x", body, {"Authorization": "Bearer " + "x" * 43},
+                      token="y" * 43, verifier=verifier)
+    assert reads == []
+    fresh = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0)
+    verifier.verify("POST", "/x", body, fresh)
+    assert reads == [1]
+
+
+def test_an_agents_report_counts_only_from_the_current_root_at_its_epoch(tmp_path, caplog):
+    app, service = ready_controller(tmp_path)
+    service.recompute()
+    root, epoch = service.overlay.root, service.epoch
+    leaf = next(n for n in ("h2", "h3") if n != root)
+
+    def post(sender: str, at: int) -> int:
+        body = {**task_report(), "from": sender, "epoch": at}
+        return signed("POST", "/measure/v1/reports", json.dumps(body).encode(),
+                      secret=APP_SECRET).get_response(app).status_code
+
+    assert post(leaf, epoch) == 409  # a leaf made root by a replayed placement
+    assert post(root, epoch + 1) == 409  # an epoch the controller never gave out
+    assert "report for task 1 refused" in caplog.text and leaf in caplog.text
+    assert service.results.latest("1", now=service.now()) is None
+    assert post(root, epoch) == 202
+    # the operator's token may post any report (tools, tests, a manual replay)
+    body = {**task_report(), "from": leaf, "epoch": 0}
+    assert bearer("POST", "/measure/v1/reports", json.dumps(body).encode()) \
+        .get_response(app).status_code == 202
+
+
+def test_a_placement_replayed_to_another_agent_is_refused(caplog):
+    """The controller's placement names its receiver (``to``, signed with the body): the
+    same signed placement sent to another agent is a 409, and so is a second, different
+    placement at the epoch an agent already holds."""
+    app, _agent, _ = make_agent_app()  # agent "fz"
+    mine: dict[str, Any] = {"epoch": 3, "parent": None, "root": False, "children": [],
+                            "to": "fz"}
+    other = {**mine, "root": True, "to": "h5"}  # recorded on its way to h5
+    resp = signed("PUT", "/agent/v1/overlay", json.dumps(other).encode()).get_response(app)
+    assert resp.status_code == 409 and "addressed to 'h5'" in resp.json["error"]
+    assert "refused a placement addressed to 'h5'" in caplog.text
+    ok = signed("PUT", "/agent/v1/overlay", json.dumps(mine).encode()).get_response(app)
+    assert ok.status_code == 200, ok.text
+    again = signed("PUT", "/agent/v1/overlay", json.dumps(mine).encode()).get_response(app)
+    assert again.status_code == 200  # the same placement again (a re-push) is fine
+    forged = {**mine, "root": True, "to": None}
+    resp = signed("PUT", "/agent/v1/overlay", json.dumps(forged).encode()).get_response(app)
+    assert resp.status_code == 409 and "already holds another placement" in resp.json["error"]
+    status = signed("GET", "/agent/v1/overlay").get_response(app).json
+    assert status["root"] is False and status["epoch"] == 3

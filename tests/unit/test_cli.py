@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -22,6 +23,7 @@ from measure_cli.render import (
 from testing.checks import some
 from testing.harness import POLICY_FILE as POLICY
 from testing.netns import ROOT
+from testing.procs import wait_until
 
 
 def test_check_valid_policy(capsys):
@@ -313,19 +315,30 @@ def test_events_follow_prints_new_events_until_ctrl_c(controller):
     proc = subprocess.Popen([sys.executable, "-m", "measure_cli.cli", "events", "--follow",
                              "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(some(proc.stdout)), daemon=True)
     try:
+        reader.start()
         for end, key in ((1000.0, "10.0.0.1,10.0.0.5"), (1005.0, "10.0.0.2,10.0.0.5")):
-            time.sleep(1.0)
+            time.sleep(0.5)
             harness.clock = end
             harness.service.ingest_report(hh_report("1", ["h1"], [], end, {key: 700}))
-        time.sleep(1.5)
+        # interrupt once both events are printed (a busy machine may take seconds to
+        # start the CLI: a Ctrl-C during its imports would test nothing of --follow)
+        wait_until(lambda: len(lines) >= 3, timeout=60, message="both events printed")
+        time.sleep(0.5)  # a few more polls: nothing is printed twice
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        sent = time.monotonic()
+        proc.wait(timeout=10)
+        took = time.monotonic() - sent
+        reader.join(5)
+        err = some(proc.stderr).read()
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and err == "", err
-    lines = out.splitlines()
+    assert took < 2.0  # at once, even under load
+    lines = [line.rstrip("\n") for line in lines]
     assert lines[0].split() == ["ID", "TIME", "TASK", "KIND", "WHAT"]
     assert "10.0.0.1,10.0.0.5 became a heavy hitter with 700" in lines[1]
     assert "10.0.0.2,10.0.0.5 became a heavy hitter with 700" in lines[2]

@@ -20,14 +20,16 @@ pytestmark = pytest.mark.unit
 IP = 0x0A000000  # 10.0.0.0
 
 
-def batch(src, dst=5, proto=17, sport=1000, dport=2000, length=100) -> HeaderBatch:
+def batch(src, dst=5, proto=17, sport=1000, dport=2000, length=100,
+          flags=0x02) -> HeaderBatch:
+    """Synthetic packets; TCP ones are opening SYNs unless ``flags`` says otherwise."""
     n = len(src)
 
     def col(v):
         return np.broadcast_to(np.asarray(v), (n,))
 
     return HeaderBatch.from_arrays(IP + np.asarray(src), IP + col(dst), col(proto), col(sport),
-                                   col(dport), col(length))
+                                   col(dport), col(length), tcp_flags=col(flags))
 
 
 def test_every_key_type_and_increment_on_parsed_packets():
@@ -165,41 +167,55 @@ def test_port_scan_is_one_query():
     c = Counter(CounterSpec(key="src_dport", scan=True, window_length=1.0), now=0)
     ports = np.arange(8008, 8093)  # nc -z 10.0.0.5 8008-8092: 85 ports
     c.update(batch(np.full(85, 6), dst=5, proto=6, dport=ports), 0.3)
-    c.update(batch([1, 1], dst=5, proto=1, dport=0), 0.4)
+    c.update(batch([1, 1], dst=5, proto=1, dport=0), 0.4)  # ICMP is never a probe
     c.update(batch([6], dst=7, proto=6, dport=8008), 0.5)
+    c.update(batch([2, 2], dst=5, proto=17, sport=40000, dport=[53, 161]), 0.5)  # UDP probes
     s = c.scan(0.6)
-    assert list(s) == ["10.0.0.6", "10.0.0.1"]
+    assert list(s) == ["10.0.0.6", "10.0.0.2"]
     assert s["10.0.0.6"]["ports"] == list(range(8008, 8093))
     assert s["10.0.0.6"]["dsts"] == ["10.0.0.5", "10.0.0.7"]
-    assert s["10.0.0.1"] == {"ports": [0], "dsts": ["10.0.0.5"], "truncated": False}
+    assert s["10.0.0.2"] == {"ports": [53, 161], "dsts": ["10.0.0.5"], "truncated": False}
     assert c.scan(1.1) == s  # the window that just ended is still reported
-    assert c.scan(2.1) == {}
+    assert c.scan(2.6) == {}
     assert Counter(CounterSpec(), now=0).scan(0) == {}
 
 
-def test_report_just_after_a_window_boundary_sees_the_scan_of_the_window_that_ended():
+def test_replies_are_never_probes_so_the_target_is_not_a_scanner():
+    """h1 sends 45 SYNs to closed ports of h5; h5 answers each with RST+ACK (and
+    an open one with SYN+ACK); a DNS server answers clients' ephemeral ports."""
     c = Counter(CounterSpec(key="src_dport", scan=True, window_length=1.0), now=0)
-    c.update(batch(np.full(30, 6), dst=5, proto=6, dport=np.arange(100, 130)), 4.5)
-    c.update(batch(np.full(10, 7), dst=5, proto=6, dport=np.arange(100, 110)), 4.6)
-    c.update(batch(np.full(3, 8), dst=np.arange(1, 4), proto=6, dport=22), 4.7)
-    c.update(batch(np.full(12, 7), dst=9, proto=6, dport=np.arange(200, 212)), 5.01)
-    c.update(batch(np.full(2, 8), dst=np.arange(4, 6), proto=6, dport=np.array([23, 24])), 5.01)
-    snap = c.snapshot(5.02)  # a report at interval_end 5.0 + 20 ms
-    assert snap["scan"] == {
-        "10.0.0.6": {"ports": list(range(100, 130)), "dsts": ["10.0.0.5"], "truncated": False},
-        # larger of the two windows, never their union (12, not 22)
-        "10.0.0.7": {"ports": list(range(200, 212)), "dsts": ["10.0.0.5"], "truncated": False},
-        # ports from the current window (2 > 1), dsts from the previous (3 > 2)
-        "10.0.0.8": {"ports": [23, 24], "dsts": ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
-                     "truncated": False}}
-    window = snap["window"]
-    assert (window["start"], window["distinct"], window["previous"]["start"],
-            window["previous"]["distinct"]) == (5.0, 14, 4.0, 41)
-    assert window["previous"]["counts"]["10.0.0.6,129"] == 1
-    assert c.snapshot(6.02)["scan"] == {
-        "10.0.0.7": {"ports": list(range(200, 212)), "dsts": ["10.0.0.9"], "truncated": False},
-        "10.0.0.8": {"ports": [23, 24], "dsts": ["10.0.0.4", "10.0.0.5"], "truncated": False}}
-    assert c.snapshot(7.02)["scan"] == {}
+    eph = np.arange(40000, 40045)
+    c.update(batch(np.full(45, 1), dst=5, proto=6, sport=eph, dport=np.arange(1, 46)), 0.1)
+    c.update(batch(np.full(44, 5), dst=1, proto=6, sport=np.arange(1, 45), dport=eph[:44],
+                   flags=0x14), 0.1)  # RST+ACK
+    c.update(batch([5], dst=1, proto=6, sport=45, dport=eph[44], flags=0x12), 0.1)  # SYN+ACK
+    c.update(batch([5, 5], dst=1, proto=6, sport=3, dport=[40100, 40101], flags=0x04), 0.1)
+    c.update(batch(np.full(30, 9), dst=4, proto=17, sport=53, dport=np.arange(50000, 50030)),
+             0.2)  # DNS answers
+    s = c.scan(0.3)
+    assert list(s) == ["10.0.0.1"] and len(s["10.0.0.1"]["ports"]) == 45
+
+
+def test_a_scan_straddling_a_window_boundary_is_counted_whole():
+    c = Counter(CounterSpec(key="src_dport", scan=True, window_length=1.0), now=0)
+    c.update(batch(np.full(13, 6), dst=5, proto=6, dport=np.arange(100, 113)), 4.95)
+    c.update(batch(np.full(12, 6), dst=5, proto=6, dport=np.arange(113, 125)), 5.05)
+    for now in (5.06, 5.6, 6.4):  # any report until one window after the scan has ended
+        assert c.scan(now)["10.0.0.6"]["ports"] == list(range(100, 125)), now
+    assert c.scan(7.1) == {}
+    # a count never spans more than one window length: 15 ports in each of two
+    # windows, 1 s apart, are 15, not 30
+    c.update(batch(np.full(15, 7), dst=5, proto=6, dport=np.arange(200, 215)), 10.1)
+    c.update(batch(np.full(15, 7), dst=5, proto=6, dport=np.arange(300, 315)), 11.2)
+    assert len(c.scan(11.3)["10.0.0.7"]["ports"]) == 15
+
+
+def test_a_late_report_still_sees_the_scan_within_the_report_interval():
+    c = Counter(CounterSpec(key="src_dport", scan=True, window_length=1.0, scan_horizon=5.0),
+                now=0)
+    c.update(batch(np.full(25, 6), dst=5, proto=6, dport=np.arange(100, 125)), 0.2)
+    assert len(c.scan(5.5)["10.0.0.6"]["ports"]) == 25  # 5 s report interval, taken late
+    assert c.scan(8.0) == {}
 
 
 def test_snapshot_shape_is_json():
@@ -251,7 +267,7 @@ def test_spec_from_task_derives_the_engine_parameters():
     assert spec == CounterSpec(key="src_dport", increment="pkt", threshold=None,
                                threshold_abs=50, top_k=7, window_length=2.0,
                                window_mode="sliding", width=1024, depth=3, seed=5, scan=True,
-                               candidate_divisor=4)
+                               candidate_divisor=4, scan_horizon=5.0)  # the report interval
     assert CounterSpec.from_task(counter_task({"key": "src"}, "c")).threshold == 0.05
     with pytest.raises(ValueError, match="kind bandwidth is not counted by agents"):
         CounterSpec.from_task(Task.from_dict({"name": "b", "kind": "bandwidth", "src": "h1",
@@ -291,13 +307,14 @@ def test_memory_bytes_counts_every_array_the_counter_holds():
     c = Counter(spec, now=0.0)
     empty = c.memory_bytes
     assert empty == 1024 * 4 * 8 + 4096 + 1024  # cells, all-time HLL, the bucket's HLL
-    c.update(batch(np.arange(5000)), 0.1)
+    c.update(batch(np.arange(5000), sport=40000), 0.1)  # UDP probes
     # 5,000 fresh keys (addresses are 2 words): in the window (key 8, full key 16,
     # count 8), the all-time HLL's queue (8), one (src, dport) scan pair (3 words) and
-    # one (src, dst) pair (4 words); candidates: the top 1,000 (key 8, full key 16) once
-    # the set outgrew 1,500
-    assert c.memory_bytes - empty == 5000 * (32 + 8 + 24 + 32) + 1000 * 24
-    c.update(batch(np.arange(5000, 10000)), 1.5)  # the next window: the previous is kept
+    # one (src, dst) pair (4 words) in a scan bucket (with its HLL); candidates: the top
+    # 1,000 (key 8, full key 16) once the set outgrew 1,500
+    assert c.memory_bytes - empty == 5000 * (32 + 8 + 24 + 32) + 1000 * 24 + 1024
+    # the next window: the previous is kept
+    c.update(batch(np.arange(5000, 10000), sport=40000), 1.5)
     assert c.memory_bytes - empty >= 2 * 5000 * (32 + 56) + 10000 * 8 + 1024
 
 

@@ -321,6 +321,70 @@ def test_invalidating_a_host_deletes_only_the_flows_to_it_and_all_flows_on_a_cha
     assert all(len(sw.flows(cookie=0)) == 2 for sw in sim.switches.values())  # table-miss stays
 
 
+# ---------------------------------------------------------------- IP source guard
+
+def test_source_guard_keeps_every_packet_of_pingalls_with_true_sources():
+    """Guard on, k=4 fat-tree: ARP and IPv4 with the hosts' own addresses are
+    all delivered once; the guard flows sit on each host's own port only."""
+    fwd, sim = fat_tree(4)
+    fwd.source_guard = True
+    macs = sorted(sim.hosts)
+    ip = {m: next(iter(some(fwd.topology.host_by_mac(m)).ips)) for m in macs}
+    for src in macs:
+        sim.delivered.clear()
+        dpid, port = sim.hosts[src]
+        sim.send(Packet(src, BCAST, dpid, port, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                        arp_spa=ip[src], arp_tpa="10.0.0.250"))
+        assert dict(sim.delivered) == {m: 1 for m in macs if m != src}
+    for _ in range(2):
+        for a in macs:
+            for b in macs:
+                if a != b:
+                    sim.delivered.clear()
+                    dpid, port = sim.hosts[a]
+                    sim.send(Packet(a, b, dpid, port, ETH_TYPE_IPV4, ip_src=ip[a]))
+                    assert dict(sim.delivered) == {b: 1}, (a, b)
+    assert fwd.spoofed == {}
+    dpid, port = sim.hosts[macs[0]]
+    guard = [f for f in sim.switches[dpid].flows(table=0) if f.match.get("eth_src") == macs[0]
+             and f.match.get("in_port") == port and "eth_type" in f.match]
+    assert sorted((f.priority, f.match.get("ipv4_src") or f.match.get("arp_spa") or "drop")
+                  for f in guard) == [(11, "drop"), (11, "drop"), (12, ip[macs[0]]),
+                                      (12, ip[macs[0]])]
+
+
+def test_spoofed_sources_are_dropped_and_counted_and_do_not_move_the_ip():
+    fwd, sim = network(nx.path_graph(3))  # h1 on s1, h2 on s2, h3 on s3 (port 1 each)
+    fwd.source_guard = True
+    mac3 = "00:00:00:00:00:03"
+    sim.send(Packet(mac3, MAC1, 3, 1, ETH_TYPE_IPV4, ip_src="10.0.0.3"))  # h3's own address
+    assert dict(sim.delivered) == {MAC1: 1}
+    sim.delivered.clear()
+    ins = sim.packet_ins
+    for _ in range(40):  # h3 scans h1 as 10.0.0.2: dropped by h3's switch, no packet-in
+        sim.send(Packet(mac3, MAC1, 3, 1, ETH_TYPE_IPV4, ip_src="10.0.0.2"))
+    assert dict(sim.delivered) == {} and sim.packet_ins == ins
+    fate = sim.switches[3].lookup({"in_port": 1, "eth_src": mac3, "eth_dst": MAC1,
+                                   "eth_type": ETH_TYPE_IPV4, "ipv4_src": "10.0.0.2"})
+    assert fate.dropped and fate.flows[-1].priority == 11  # the drop flow counts them
+    # before its guard flows exist (a new switch table), the controller drops and counts
+    sim.apply(fwd.invalidate_all())
+    sim.send(Packet(mac3, MAC1, 3, 1, ETH_TYPE_IPV4, ip_src="10.0.0.2"))
+    assert dict(sim.delivered) == {} and fwd.spoofed == {(3, 1): 1}
+    # a forged ARP (h3 says 10.0.0.2 is at its MAC) does not move 10.0.0.2
+    sim.apply(fwd.invalidate_all())
+    decisions = fwd.packet_in(Packet(mac3, BCAST, 3, 1, ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                                     arp_spa="10.0.0.2", arp_tpa="10.0.0.1"), NOW)
+    assert not any(isinstance(d, PacketOut) for d in decisions)
+    assert some(fwd.topology.host_by_ip("10.0.0.2")).mac == MAC2 and fwd.spoofed[(3, 1)] == 2
+    # and proxy ARP keeps answering h2's MAC for 10.0.0.2
+    (reply,) = [d for d in fwd.packet_in(Packet(MAC1, BCAST, 1, 1, ETH_TYPE_ARP,
+                                                arp_op=ARP_REQUEST, arp_spa="10.0.0.1",
+                                                arp_tpa="10.0.0.2"), NOW)
+                if isinstance(d, PacketOut)]
+    assert reply.data == arp_reply(MAC1, "10.0.0.1", MAC2, "10.0.0.2")
+
+
 def test_a_new_leader_claims_master_and_an_older_claim_is_stale():
     from ryu.ofproto import ofproto_v1_3 as ofp
 

@@ -16,7 +16,7 @@ def test_launcher_patches_eventlet_before_ryu_wsgi_import():
     launcher.patch_eventlet()
     launcher.patch_eventlet()  # idempotent
     assert hasattr(eventlet.wsgi, "ALREADY_HANDLED")
-    assert eventlet.wsgi.server._measure_no_debug
+    assert eventlet.wsgi.server._measure_guarded
     import ryu.app.wsgi  # noqa: F401 - fails without the patch
 
 

@@ -527,3 +527,32 @@ def test_agent_reads_a_report_body_only_up_to_the_report_limit():
     assert (resp.status_code, resp.json) == (413, {
         "error": f"body too large: more than {16 * 2 ** 20} bytes"})
     assert body.read_bytes <= 16 * 2 ** 20 + 1 and agent_state(app) == before
+
+
+# ------------------------------------------------ deep documents (400, never 500)
+
+DEEP_JSON = [b"[" * 20_000 + b"]" * 20_000,      # past the parser's own recursion limit
+             b'{"a":' * 500 + b"1" + b"}" * 500]     # parses, but deeper than any body we use
+DEEP_YAML = ("- " * 5000 + "1\n").encode(), ("a:\n" + "".join(
+    "  " * i + "b:\n" for i in range(1, 200)) + "  " * 200 + "c: 1\n").encode()
+
+
+@pytest.mark.parametrize("body", DEEP_JSON, ids=["parser-limit", "500-objects"])
+def test_deep_json_is_a_400_at_the_controller_and_the_agent(ready_controller, body):
+    app, _service, _report = ready_controller
+    for path in ("/measure/v1/tasks", "/measure/v1/reports"):
+        resp = bearer("POST", path, body).get_response(app)
+        assert resp.status_int == 400 and "nested more than" in resp.json["error"], resp.text
+    agent_app, _agent, _ = ready_agent()
+    resp = signed("PUT", "/agent/v1/tasks/t-9", body).get_response(agent_app)
+    assert resp.status_int == 400 and "nested more than" in resp.text, resp.text
+
+
+@pytest.mark.parametrize("body", DEEP_YAML, ids=["sequence", "mapping"])
+def test_deep_yaml_is_a_400(ready_controller, body):
+    app, _service, _report = ready_controller
+    resp = bearer("POST", "/measure/v1/tasks", body, content_type="application/yaml") \
+        .get_response(app)
+    assert resp.status_int == 400 and "levels deep" in resp.json["error"], resp.text
+    with pytest.raises(PolicyError, match="nested more than 32 levels deep"):
+        load_policy(body, "deep")

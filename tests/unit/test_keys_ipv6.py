@@ -72,6 +72,16 @@ def test_extension_header_chain_to_the_ports():
     assert format_key("proto", int(batch.proto[3])) == "icmpv6"
 
 
+def test_seven_and_more_extension_headers_do_not_hide_the_ports():
+    """Nine 8-byte destination-options headers (as many as fit before the TCP
+    flags in a 128-byte copy) and then a SYN: the ports and flags are read."""
+    for count in (7, 9):
+        chain = b"".join(ext(DSTOPTS) for _ in range(count - 1)) + ext(6)
+        batch = parse(ipv6(A, B, DSTOPTS, chain + tcp(40000, 22)))
+        assert (batch.proto.tolist(), batch.dport.tolist(), batch.tcp_flags.tolist()) == \
+            ([6], [22], [0x02]), count
+
+
 def test_ports_only_for_first_fragments_and_cut_chains():
     batch = parse(
         ipv6(A, B, FRAGMENT, frag(17, offset=0, more=True) + udp(1, 2)),   # first fragment

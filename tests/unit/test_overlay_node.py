@@ -680,7 +680,7 @@ def test_port_scan_spread_over_hosts_is_found_globally():
         ports = np.arange(1000 + 10 * i, 1010 + 10 * i)
         counter.update(HeaderBatch.from_arrays(
             np.full(10, ip("10.0.0.66")), np.full(10, ip(agent.data_ip)), np.full(10, 6),
-            np.full(10, 40000), ports, np.full(10, 40)), 104.5)
+            np.full(10, 40000), ports, np.full(10, 40), tcp_flags=np.full(10, 0x02)), 104.5)
     tree.tick_all(105.0)
     (rep,) = tree.net.controller
     assert sorted(rep["snapshot"]["scan"]["10.0.0.66"]["ports"]) == list(range(1000, 1030))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from typing import Any
@@ -134,14 +135,20 @@ def test_network_actions_need_a_key_with_an_address():
 
 def test_block_of_a_scanner_drops_its_ipv4_at_its_edge_port_and_exempts_control_ports():
     task = one(SCAN)
-    p = plan("1", task, 0, some(task.on)[0], SCAN_EVENT, topology(), [])
+    control = [ipaddress.ip_network("192.168.100.0/24"), ipaddress.ip_network("10.0.0.254"),
+               ipaddress.ip_network("2001:db8::/64")]
+    p = plan("1", task, 0, some(task.on)[0], SCAN_EVENT, topology(), control)
     assert (p.dpid, p.target) == (3, "10.0.0.6")
     assert p.match == {"in_port": 3, "eth_type": 0x0800, "ipv4_src": "10.0.0.6"}
     drop = p.flows[0]
     assert drop.priority == ACTION_PRIORITY["block"] and drop.actions == () and drop.goto is None
-    exempt = {(f.match.get("tcp_dst"), f.match.get("tcp_src")) for f in p.flows[1:]}
-    assert exempt == {(8000, None), (None, 8000), (8080, None), (None, 8080), (6653, None),
-                      (None, 6653)}
+    # control ports stay open only towards the protected (IPv4) networks
+    exempt = {(f.match.get("tcp_dst"), f.match.get("tcp_src"), str(f.match["ipv4_dst"]))
+              for f in p.flows[1:]}
+    assert exempt == {(dst, src, net) for dst, src in
+                      ((8000, None), (None, 8000), (8080, None), (None, 8080), (6653, None),
+                       (None, 6653))
+                      for net in ("('192.168.100.0', '255.255.255.0')", "10.0.0.254")}
     assert all(f.priority > drop.priority and f.goto == 1 for f in p.flows[1:])
 
 
@@ -177,7 +184,8 @@ def test_same_event_twice_extends_one_action_and_reinstalls_with_the_new_timeout
     task = one(SCAN)
     manager.react("1", task, [SCAN_EVENT])
     first = manager.drain()
-    assert [type(o) for o in first] == [Install] * 7
+    # the drop and 6 exemptions towards each of the 2 protected networks
+    assert [type(o) for o in first] == [Install] * 13
     assert first[0].cookie == REACTION_COOKIE | 1 and first[0].hard_timeout == 10
     manager.clock.t += 4
     manager.react("1", task, [{**SCAN_EVENT, "id": 8}])
@@ -349,8 +357,12 @@ def test_block_on_a_fake_switch_drops_the_scanner_but_not_its_control_traffic(ma
     scan = {"in_port": 3, "eth_src": MAC[6], "eth_dst": MAC[5], "eth_type": 0x0800,
             "ipv4_src": "10.0.0.6", "ipv4_dst": "10.0.0.5", "ip_proto": 6, "tcp_dst": 22}
     assert sw.lookup(scan).dropped
-    agent = {**scan, "tcp_dst": 8000}  # its agent's API: on to the forwarding tables
-    assert sw.lookup(agent).ports == ["controller"] and sw.lookup(agent).tables == [0, 1]
+    # control traffic to a protected address (h1, the management network) goes on
+    for dst in ("10.0.0.1", "192.168.100.254"):
+        agent = {**scan, "ipv4_dst": dst, "tcp_dst": 8000}
+        assert sw.lookup(agent).ports == ["controller"] and sw.lookup(agent).tables == [0, 1]
+    # but a control port number on any other host is no way around the block
+    assert sw.lookup({**scan, "tcp_dst": 8080}).dropped
     neighbour = {**scan, "in_port": 2, "eth_src": MAC[5], "ipv4_src": "10.0.0.5"}
     assert sw.lookup(neighbour).ports == ["controller"]  # h5 is untouched
     (action,) = manager.list_actions()

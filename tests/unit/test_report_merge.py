@@ -22,14 +22,14 @@ pytestmark = pytest.mark.unit
 IP = 0x0A000000
 
 
-def batch(src, dst=5, dport=80, length=100) -> HeaderBatch:
+def batch(src, dst=5, dport=80, length=100, sport=1000) -> HeaderBatch:
     src = np.asarray(src)
     n = src.shape[0]
 
     def col(v):
         return np.broadcast_to(np.asarray(v), (n,))
 
-    return HeaderBatch.from_arrays(IP + src, IP + col(dst), col(17), col(1000), col(dport),
+    return HeaderBatch.from_arrays(IP + src, IP + col(dst), col(17), col(sport), col(dport),
                                    col(length))
 
 
@@ -146,7 +146,8 @@ def test_scan_union_is_bounded_with_flag():
     snaps = []
     for h in range(3):
         c = Counter(spec, now=0)
-        c.update(batch(np.full(40, 6), dport=np.arange(1000 + 40 * h, 1040 + 40 * h)), 0.1)
+        c.update(batch(np.full(40, 6), dport=np.arange(1000 + 40 * h, 1040 + 40 * h),
+                       sport=40000), 0.1)
         snaps.append(c.snapshot(0.2))
     merged = report.merge_all(snaps)
     assert merged["scan"]["10.0.0.6"]["ports"] == list(range(1000, 1050))

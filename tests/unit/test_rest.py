@@ -39,7 +39,8 @@ def test_agents_register_and_get_their_overlay_place(h):
                              "url": f"http://192.168.100.{overlay['parent']['h5'][1:]}:8000"},
                   "children": [{"name": c, "url": f"http://192.168.100.{c[1:]}:8000"}
                                for c in overlay["children"]["h5"]],
-                  "root": False, "epoch": 1, "controller": "http://192.168.100.254:8080"}
+                  "root": False, "epoch": 1, "controller": "http://192.168.100.254:8080",
+                  "to": "h5"}
     status, body = h.call("GET", "/measure/v1/agents")
     assert status == 200 and [a["name"] for a in body["agents"]] == [f"h{i}" for i in range(1, 10)]
     assert body["agents"][4]["host"] == "00:00:00:00:00:05" and body["agents"][0]["up"] is True

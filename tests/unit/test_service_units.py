@@ -30,6 +30,18 @@ def test_units_verify(tmp_path):
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_units_score_at_most_2_5_in_systemd_analyze_security(tmp_path):
+    import re
+
+    for unit in sorted(UNITS.glob("*.service")):
+        out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
+        assert found, (unit.name, out.stdout[-500:], out.stderr)
+        assert float(found.group(1)) <= 2.5, (unit.name, found.group(1))
+
+
 def test_units_do_not_restart_on_a_configuration_error():
     for unit in (AGENT, CONTROLLER):
         assert unit["Restart"] == ["on-failure"]

@@ -81,11 +81,28 @@ def test_host_moves_and_ip_changes_owner():
     assert topo.learn_host(MAC1, None, 2, 5) == "moved"
     assert (some(topo.host_by_mac(MAC1)).dpid, some(topo.host_by_mac(MAC1)).port) == (2, 5)
     assert topo.learn_host(MAC1, None, 2, 5) is None
-    assert topo.learn_host(MAC3, "10.0.0.1", 1, 1) == "new"
+    # IP ownership is pinned: one packet claiming another host's IP does not move it
+    assert topo.learn_host(MAC3, "10.0.0.1", 1, 1, now=100.0) == "new"
+    assert some(topo.host_by_ip("10.0.0.1")).mac == MAC1
+    assert some(topo.host_by_mac(MAC3)).ips == set()
+    assert topo.learn_host(MAC3, "10.0.0.1", 1, 1, now=105.0) is None  # not confirmed yet
+    assert topo.ip_conflicts == 2
+    # a claim that persists for IP_CONFIRM_SECONDS moves it, once per IP_MOVE_INTERVAL
+    assert topo.learn_host(MAC3, "10.0.0.1", 1, 1, now=110.0) == "ip"
     assert some(topo.host_by_ip("10.0.0.1")).mac == MAC3
     assert some(topo.host_by_mac(MAC1)).ips == set()
-    assert topo.remove_host(MAC3) is True
+    for now in (111.0, 125.0):  # the old owner claims it back: too soon after a move
+        topo.learn_host(MAC1, "10.0.0.1", 2, 5, now=now)
+    assert some(topo.host_by_ip("10.0.0.1")).mac == MAC3
+    # an agent's registration binds at once
+    assert topo.bind_ip(MAC1, "10.0.0.1", now=126.0) is True
+    assert some(topo.host_by_ip("10.0.0.1")).mac == MAC1
+    assert some(topo.host_by_mac(MAC3)).ips == set()
+    assert topo.bind_ip(MAC1, "10.0.0.1") is False
+    assert topo.remove_host(MAC1) is True
     assert topo.host_by_ip("10.0.0.1") is None
+    # the owner gone (port down, host removed): the next claim takes it at once
+    assert topo.learn_host(MAC3, "10.0.0.1", 1, 1, now=127.0) == "ip"
 
 
 def test_link_found_late_forgets_hosts_mislearned_on_its_ports():
