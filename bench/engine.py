@@ -31,6 +31,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stream: {packets:,} packets over {flows:,} flows built in "
           f"{time.perf_counter() - t0:.1f} s; {reps} repetition(s)", flush=True)
 
-    rows, results = [], {}
+    rows: list[list[str]] = []
+    results: dict[str, Any] = {}
     parse_t = repeat(parse_run(payloads), reps)
     parse_rate = [packets / t for t in parse_t]
     rows.append(["engine: parse only", "-", spread_text(parse_rate), "", ""])

@@ -467,9 +467,12 @@ def main(argv: list[str] | None = None) -> int:
 
     kernel0, kernel1 = med("C accept-only", 0.0), med("C accept-only", 0.01)
     base_cpu = cpu("accept-only")
+    def cpu_ratio(name: str) -> str:
+        cost = cpu(name)
+        return f"{base_cpu / cost:.2f}x" if base_cpu and cost else "-"
+
     rows = [[name, spread(name, 0.0), spread(name, 0.01), f"{med(name, 0.0) / kernel0:.2f}x",
-             f"{med(name, 0.01) / kernel1:.2f}x", cpu(name) or "-",
-             f"{base_cpu / cpu(name):.2f}x" if base_cpu and cpu(name) else "-"]
+             f"{med(name, 0.01) / kernel1:.2f}x", cpu(name) or "-", cpu_ratio(name)]
             for name, *_ in CONFIGS if runs[name]]
     print_table(f"Monitor throughput (UDP 64 B from a sendmmsg sender; highest sent rate "
                 f"sustained, pkt/s; median (min..max) of {reps}); CPU per packet (us, all "

@@ -60,19 +60,19 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
 
-from host_agent.agent import Agent
 from host_agent.overlay.merge import merge_snapshots
 from host_agent.overlay.node import OverlayNode
 from measure_common.runner import InlineRunner
 from measure_model.packet.keys import HeaderBatch
 from measure_model.task import Task
 from ryu_app.service.results import MemoryStore, Results
-from testing.monitors import InlineMonitor
+from testing.inproc import InProcAgent
 
 CTL = "http://ctl.sim:8080"
 cpu = time.thread_time
@@ -126,21 +126,30 @@ def measure_latency(samples: int = 15) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- simulated agents
 
-def make_agent(i: int) -> Agent:
-    agent = Agent(f"a{i}", [InlineMonitor(clock=None)], capture=None,
-                  data_ip=f"10.{i >> 8}.{i & 255}.1")
-    agent.url = f"http://a{i}.sim:8000"
-    return agent
+class SimAgent(InProcAgent):
+    """An agent with its in-process monitor core, its simulated URL, and a hook
+    that times each task installation (``on_install``)."""
+
+    def __init__(self, i: int) -> None:
+        super().__init__(f"a{i}", data_ip=f"10.{i >> 8}.{i & 255}.1", url=f"http://a{i}.sim:8000")
+        self.on_install: Callable[[], None] | None = None
+
+    def install_task(self, task_id: str, task: Task, candidate_divisor: int = 1) -> int:
+        sid = super().install_task(task_id, task, candidate_divisor=candidate_divisor)
+        if self.on_install is not None:
+            self.on_install()
+        return sid
 
 
-def feed(agent: Agent, task_id: str, rng: np.random.Generator, now: float,
+def feed(agent: SimAgent, task_id: str, rng: np.random.Generator, now: float,
          packets: int = 400, flows: int = 200) -> None:
     """Synthetic Zipf traffic into the agent's counter, bypassing NFQUEUE."""
     sid = agent.tasks[task_id]
-    counter = agent.monitors[0].core.sketches[sid].counters[1]
+    counter = agent.sketch_counter(sid)
     ranks = np.minimum(rng.zipf(1.2, packets), flows)
     src = (10 << 24) + ranks.astype(np.uint64)
-    dst = np.full(packets, int.from_bytes(bytes(int(x) for x in agent.data_ip.split(".")), "big"))
+    data_ip = agent.data_ip or "0.0.0.0"
+    dst = np.full(packets, int.from_bytes(bytes(int(x) for x in data_ip.split(".")), "big"))
     counter.update(HeaderBatch.from_arrays(src, dst, np.full(packets, 17), np.full(packets, 5001),
                                            np.full(packets, 5201), rng.integers(64, 1500, packets)),
                    now)
@@ -164,18 +173,19 @@ class Sim:
         self.ctl_cpu = 0.0
         self.results = Results(MemoryStore())
         self.nodes: dict[str, OverlayNode] = {}
-        self.agents: list[Agent] = []
+        self.agents: list[SimAgent] = []
+        self.by_name: dict[str, SimAgent] = {}
         self.frames: list[dict] = []
         self.reached: dict[str, float] = {}
         for i in range(n):
-            agent = make_agent(i)
+            agent = SimAgent(i)
             self.agents.append(agent)
             self.clock[agent.name] = 0.0
             self.busy[agent.name] = 0.0
             node = OverlayNode(agent, http=self, now=self._now_of(agent.name),
                                runner=InlineRunner(), forward_budget=30.0)
-            agent.overlay = node
             self.nodes[agent.name] = node
+            self.by_name[agent.name] = agent
         for i, agent in enumerate(self.agents):
             kids = [self.agents[c] for c in range(fanout * i + 1, min(n, fanout * i + fanout + 1))]
             parent = self.agents[(i - 1) // fanout] if i else None
@@ -215,12 +225,13 @@ class Sim:
                  "done": arrival}
         self.frames.append(frame)
         node = self.nodes[name]
-        node.agent.install_task = self._timed_install(node.agent, frame)
+        agent = self.by_name[name]
+        agent.on_install = self._timed_install(agent, frame)
         try:
             reply = node.put_task(task_id, _loads(body))
         finally:
             self.frames.pop()
-            del node.agent.install_task
+            agent.on_install = None
         own = cpu() - frame["start"] - frame["nested"]
         reply_bytes = len(_json_bytes(reply))
         frame["done"] = max(frame["done"], arrival + own) + self.latency(reply_bytes)
@@ -229,15 +240,11 @@ class Sim:
         self.last_done = frame["done"]
         return reply
 
-    def _timed_install(self, agent: Agent, frame: dict):
-        real = type(agent).install_task.__get__(agent)
-
-        def install(task_id: str, task: Task, candidate_divisor: int = 1) -> int:
-            sid = real(task_id, task, candidate_divisor=candidate_divisor)
+    def _timed_install(self, agent: SimAgent, frame: dict) -> Callable[[], None]:
+        def installed() -> None:
             own = cpu() - frame["start"] - frame["nested"]
             self.reached[agent.name] = frame["arrival"] + own
-            return sid
-        return install
+        return installed
 
     def post(self, url: str, json: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
         self.outbox.append((self.current, url, _json_bytes(json)))
@@ -250,7 +257,7 @@ class Sim:
         self.seq += 1
         heapq.heappush(self.events, (t, self.seq, name, kind, payload))
 
-    def run_interval(self, end: float) -> float:
+    def run_interval(self, end: float) -> tuple[float, int]:
         """Tick everyone after ``end``; returns when the controller got the result."""
         for name in self.nodes:
             self.schedule(end + self.rng.random() * self.jitter, name, "tick")
@@ -328,8 +335,9 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
                        margin_s=min(margins) if margins else float("nan"))
     wall_reports = time.perf_counter() - t0
     res = sim.results.latest("t1", now=INTERVAL * 101 + 1)
+    assert res is not None, "no result at the controller"
     if not res["missing"]:  # a complete result counts every packet exactly
-        exact_pk = sum(a.monitors[0].core.sketches[a.tasks["t1"]].counters[1].packets
+        exact_pk = sum(a.counter("t1").packets
                        for a in sim.agents)
         assert len(res["covered"]) == n and res["packets"] == exact_pk
     out.update(star(sim, lat, star_concurrency, len(body)))
@@ -350,7 +358,7 @@ def star(sim: Sim, lat: tuple[float, float], conc: int, task_bytes: int) -> dict
     t0 = cpu()
     merged = merge_snapshots([_loads(b) for b in bodies])
     merge_cpu = cpu() - t0
-    assert merged["packets"] > 0
+    assert merged is not None and merged["packets"] > 0
     rounds = math.ceil(len(bodies) / conc)
     avg = statistics.mean(len(b) for b in bodies)
     net = rounds * (sim.latency(int(avg)) + max(agent_cpu))

@@ -43,7 +43,7 @@ from bench.common import base_parser, print_table, write_json
 from measure_model.pairs import AUTO_MIN_COVER, cover_pairs, probe_load_bps
 from ryu_app.net.topology import Topology
 from ryu_app.paths.localize import Localizer, observations
-from ryu_app.paths.routes import PathCache, link_name
+from ryu_app.paths.routes import PairPath, PathCache, link_name
 
 RATES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 WIRE_OVERHEAD = 8 + 20 + 14 + 4 + 20  # UDP, IPv4, Ethernet, FCS, preamble + gap
@@ -76,15 +76,21 @@ def run_size(n: int, trials: int, args: Any, rng: random.Random,
     k = 8 if n <= 128 else 16
     topo, attach = fat_tree(k, n)
     cache = PathCache(topo)
+
+    def path(a: str, b: str) -> PairPath:
+        found = cache.path(attach, a, b)
+        if found is None:
+            raise RuntimeError(f"no path between {a} and {b} in the simulated fat-tree")
+        return found
     t0 = time.perf_counter()
-    pairs = cover_pairs(attach, lambda a, b: sorted(cache.path(attach, a, b).links,
+    pairs = cover_pairs(attach, lambda a, b: sorted(path(a, b).links,
                                                     key=repr), min_cover=args.cover)
     select_s = time.perf_counter() - t0
-    paths = {pair: cache.path(attach, *pair) for pair in pairs}
+    paths = {pair: path(*pair) for pair in pairs}
     directions = {pair: (set(p.fwd_links), set(p.rev_links)) for pair, p in paths.items()}
     coverage = Counter(link for p in paths.values() for link in p.links)
     covered = sorted(coverage, key=repr)
-    per_host = Counter()
+    per_host: Counter[str] = Counter()
     for a, b in pairs:
         per_host[a] += 1
         per_host[b] += 1
@@ -93,7 +99,9 @@ def run_size(n: int, trials: int, args: Any, rng: random.Random,
     busiest_bps = max(per_host.values()) * args.rate * frame_bits
     ip_bps = max(probe_load_bps(pairs, args.rate, args.payload).values())
     sent = int(round(args.rate * args.interval))
-    rows, detect, named = [], [], Counter()
+    rows: list[Any] = []
+    detect: list[Any] = []
+    named: Counter[Any] = Counter()
     assess_s: list[float] = []
     for trial in range(trials + args.clean):
         fault = rng.choice(covered) if trial < trials else None

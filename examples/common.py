@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import time
+from typing import Any
 
 import requests
 
@@ -120,7 +121,7 @@ class Controller:
         self.client = ControllerClient.from_token_file(url, token_file, timeout=timeout)
 
     def call(self, method: str, path: str, body: object = None,
-             yaml_text: str | None = None) -> dict | list:
+             yaml_text: str | None = None) -> Any:
         try:
             return self.client.call(method, path, body, yaml_text=yaml_text)
         except ApiError as exc:

@@ -60,7 +60,7 @@ from functools import reduce
 from typing import Any
 
 from host_agent import health as agent_health
-from host_agent.capture.rules import MAX_SLOTS, Capture, CaptureFilter, free_slot
+from host_agent.capture.rules import MAX_SLOTS, CaptureFilter, free_slot
 from host_agent.counters.sketches import CounterConfig, Sketch
 from host_agent.errors import AgentError, MonitorError
 from host_agent.monitor.commands import (
@@ -75,7 +75,7 @@ from host_agent.monitor.commands import (
 )
 from host_agent.monitor.crash_loop import CrashLoop
 from host_agent.probes import ProbeMesh
-from host_agent.protocols import Monitor
+from host_agent.protocols import CaptureRules, Monitor
 from measure_model.fields import FieldError, parse_host_port
 from measure_model.task import (
     DEFAULT_CAPTURE,
@@ -147,7 +147,7 @@ def flows_entry(task: Task) -> dict[str, Any]:
 class Agent:
     """One host's measurement state; see the module docstring."""
 
-    def __init__(self, name: str, monitors: list[Monitor], capture: Capture | None = None,
+    def __init__(self, name: str, monitors: list[Monitor], capture: CaptureRules | None = None,
                  max_sketches: int = 32, max_counters: int = 128, max_memory_mb: float = 256,
                  clock: Callable[[], float] = time.time, data_ip: str | None = None,
                  capture_mode: str | None = None, probes: ProbeMesh | None = None) -> None:

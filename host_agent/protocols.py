@@ -5,7 +5,9 @@ and the bandwidth probe are written against these, not against
 ``host_agent.agent.Agent`` itself, so they import no runtime module and unit
 tests can pass small fakes that a type checker holds to the same shape.
 ``Monitor`` is what the agent runtime needs from one monitor process
-(``agent.MonitorProcess`` or an in-process fake); the transport and the
+(``agent.MonitorProcess`` or an in-process fake), ``CaptureRules`` what it
+needs from its capture rules (``capture.rules.Capture`` or an in-memory
+fake); the transport and the
 runner are ``measure_common.httpclient.Transport`` and
 ``measure_common.runner.Runner``.
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from measure_model.task import Task
 
 if TYPE_CHECKING:
+    from host_agent.capture.rules import CaptureFilter
     from host_agent.counters.sketches import CounterConfig
     from host_agent.monitor.commands import Command
 
@@ -89,4 +92,37 @@ class Monitor(Protocol):
 
     def stop(self) -> None:
         """Stop the process."""
+        ...
+
+
+class CaptureRules(Protocol):
+    """The capture rules of one agent, as the agent runtime drives them."""
+
+    def remove_stale(self) -> int:
+        """Remove rules and chains a previous run left; how many were removed."""
+        ...
+
+    def setup(self) -> None:
+        """Create the agent's chains."""
+        ...
+
+    def teardown(self) -> None:
+        """Remove every rule and chain of the agent."""
+        ...
+
+    def add(self, sketch: int, slot: int, filt: CaptureFilter, sample: float = 1.0,
+            sample_mode: str = "random") -> None:
+        """Capture packets matching ``filt`` (a ``sample`` of them) for ``sketch``."""
+        ...
+
+    def remove(self, sketch: int) -> None:
+        """Stop capturing for ``sketch``."""
+        ...
+
+    def counters(self) -> dict[int, tuple[int, int]]:
+        """Packets and bytes each sketch's rule matched."""
+        ...
+
+    def listing(self) -> list[str]:
+        """The rules, one line each (for status and tests)."""
         ...

@@ -11,6 +11,7 @@ boolean). An empty document is an empty policy and refused like one.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import yaml
 
@@ -22,7 +23,7 @@ MAX_NESTING = 32  # YAML and JSON documents nest at most this deep (a deeper one
 class _PolicyLoader(yaml.SafeLoader):
     """Safe loader: no anchors/aliases, no duplicate keys, YAML 1.2-like scalars."""
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             line = event.start_mark.line + 1
@@ -37,7 +38,7 @@ class _PolicyLoader(yaml.SafeLoader):
         finally:
             self._measure_depth = depth - 1
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             seen: set = set()
             for key_node, _ in node.value:

@@ -43,6 +43,7 @@ else validates a task.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -294,7 +295,7 @@ class Task:
 
 # ---------------------------------------------------------------- the table
 
-def _flows_or(flows: Any, other: Any):
+def _flows_or(flows: Any, other: Any) -> Callable[[dict[str, Any]], Any]:
     """A default that differs for kind flows."""
     return lambda obj: flows if obj.get("kind") == "flows" else other
 

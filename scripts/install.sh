@@ -20,7 +20,7 @@ APT_PACKAGES=(
   openvswitch-switch mininet libnetfilter-queue-dev iptables iproute2
   iputils-ping ethtool iperf iperf3 netcat-openbsd tcpdump hping3 sqlite3
   build-essential python3-dev python3-venv procps psmisc nfdump
-  chromium chromium-driver prometheus postgresql
+  chromium chromium-driver prometheus postgresql bridge-utils
   clang llvm libbpf-dev libbpf1 bpftool
 )
 

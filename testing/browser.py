@@ -10,9 +10,16 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 from measure_common.settings import get_setting
 from testing.procs import wait_until
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
+    from selenium.webdriver.remote.webelement import WebElement
+
+T = TypeVar("T")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -20,7 +27,7 @@ ARTEFACTS: str = get_setting("MEASURE_TEST_ARTEFACTS")
 
 
 @contextmanager
-def chrome(width: int = 1400, height: int = 1000) -> Iterator[object]:
+def chrome(width: int = 1400, height: int = 1000) -> Iterator[WebDriver]:
     """A headless Chromium session; quit afterwards, pass or fail."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -38,7 +45,7 @@ def chrome(width: int = 1400, height: int = 1000) -> Iterator[object]:
         driver.quit()
 
 
-def login(driver, base_url: str, token: str) -> None:
+def login(driver: WebDriver, base_url: str, token: str) -> None:
     """Open the dashboard and give it the token once."""
     from selenium.webdriver.common.by import By
 
@@ -52,7 +59,7 @@ def login(driver, base_url: str, token: str) -> None:
                timeout=15, message="token accepted")
 
 
-def visible(driver, css: str):
+def visible(driver: WebDriver, css: str) -> WebElement | None:
     """The first element matching ``css`` if it is displayed, else None."""
     from selenium.webdriver.common.by import By
 
@@ -60,13 +67,14 @@ def visible(driver, css: str):
     return found[0] if found and found[0].is_displayed() else None
 
 
-def texts(driver, css: str) -> list[str]:
+def texts(driver: WebDriver, css: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
 
 
-def wait_for(driver, predicate: Callable[[], object], timeout: float, message: str) -> object:
+def wait_for(driver: WebDriver, predicate: Callable[..., T | None], timeout: float,
+             message: str) -> T:
     """``wait_until`` that adds the browser's console log to the failure."""
     try:
         return wait_until(predicate, timeout=timeout, interval=0.25, message=message)
@@ -75,14 +83,14 @@ def wait_for(driver, predicate: Callable[[], object], timeout: float, message: s
                              ) from None
 
 
-def console(driver) -> list[dict]:
+def console(driver: WebDriver) -> list[dict]:
     try:
         return driver.get_log("browser")
     except Exception as exc:  # noqa: BLE001 - only for failure messages, which must still come
         return [{"level": "UNKNOWN", "message": f"browser console unavailable: {exc!r}"}]
 
 
-def screenshot(driver, name: str, also: str | None = None) -> str:
+def screenshot(driver: WebDriver, name: str, also: str | None = None) -> str:
     """Save a PNG under the artefacts directory (and at ``also``, e.g. docs/)."""
     os.makedirs(ARTEFACTS, exist_ok=True)
     path = os.path.join(ARTEFACTS, name)

@@ -29,6 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 LOCK_PATH = "/tmp/endhost-measure-mininet.lock"
 
@@ -49,9 +50,15 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-               interval: float = 0.05, message: str = "") -> object:
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[..., T | None], timeout: float = 10.0,
+               interval: float = 0.05, message: str = "") -> T:
     """Poll ``predicate`` until it returns a truthy value; return that value.
+
+    ``predicate`` is called without arguments (typed ``...`` so that a lambda
+    may bind loop variables as defaults).
 
     Exceptions raised by the predicate count as "not yet". On timeout raise
     ``TimeoutError`` carrying ``message`` and the last exception seen.

@@ -1,4 +1,9 @@
-"""Controller topologies built from graphs, for unit tests of the plain modules."""
+"""Controller topologies built without a network, for unit tests of the plain modules.
+
+``build`` turns any networkx graph of switches into one, with links
+reported both ways as LLDP does; ``tree_topology`` is Mininet's tree
+(depth 2, fanout 3) as the controller learns it.
+"""
 
 from __future__ import annotations
 
@@ -34,4 +39,18 @@ def build(graph: nx.Graph, hosts_per_switch: int = 1) -> Topology:
             mac = f"00:00:00:00:00:{host:02x}"
             if topo.learn_host(mac, f"10.0.0.{host}", node + 1, port) != "new":
                 raise ValueError(f"host {mac} learned twice")
+    return topo
+
+
+def tree_topology() -> Topology:
+    """Mininet tree depth 2 fanout 3: s1 core; h1..h9 on s2, s3, s4 (10.0.0.i)."""
+    topo = Topology()
+    topo.add_switch(1, [1, 2, 3])
+    for leaf in (2, 3, 4):
+        topo.add_switch(leaf, [1, 2, 3, 4])
+        topo.add_link(1, leaf - 1, leaf, 4)
+        topo.add_link(leaf, 4, 1, leaf - 1)
+    for i in range(1, 10):
+        topo.learn_host(f"00:00:00:00:00:{i:02x}", f"10.0.0.{i}", 2 + (i - 1) // 3,
+                        1 + (i - 1) % 3)
     return topo

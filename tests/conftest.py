@@ -11,15 +11,14 @@ Tests in the root tiers are skipped only when not running as root; in CI
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from testing import procs
-from testing.netns import ROOT, Netns, run, unique_name
-from testing.procs import free_port, port_open, stop_process, wait_until
+from testing.controllers import ControllerProcess, start_controller
+from testing.netns import Netns, run, unique_name
+from testing.procs import stop_process, wait_until
 
 IS_ROOT = os.geteuid() == 0
 
@@ -119,38 +118,6 @@ def ns_pair(netns_factory: NetnsFactory) -> tuple[Netns, Netns]:
 
 
 # ---------------------------------------------------------------- controller
-
-class ControllerProcess:
-    def __init__(self, proc: subprocess.Popen, rest_port: int, of_port: int, log_path: str):
-        self.proc, self.rest_port, self.of_port, self.log_path = proc, rest_port, of_port, log_path
-        self.url = f"http://127.0.0.1:{rest_port}"
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-
-def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | None = None,
-                     of_port: int | None = None, env: dict | None = None) -> ControllerProcess:
-    """Start the project's controller launcher and wait until both ports listen."""
-    rest_port = rest_port or free_port()
-    of_port = of_port or free_port()
-    log_path = str(tmp_path / f"controller-{rest_port}.log")
-    cmd = [sys.executable, "-m", "ryu_app", "--ofp-tcp-listen-port", str(of_port),
-           "--wsapi-port", str(rest_port)]
-    cmd += args if args is not None else ["--observe-links", "ryu_app.app"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, **(env or {})})
-    ctl = ControllerProcess(proc, rest_port, of_port, log_path)
-    try:
-        wait_until(lambda: port_open("127.0.0.1", rest_port) and port_open("127.0.0.1", of_port),
-                   timeout=30, message="controller ports")
-    except TimeoutError:
-        stop_process(proc)
-        raise AssertionError(f"controller did not start:\n{ctl.log()}") from None
-    return ctl
-
 
 @pytest.fixture
 def controller_factory(tmp_path):

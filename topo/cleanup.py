@@ -9,7 +9,8 @@ tests, benchmarks and a demo may run side by side, so this removes only:
   ``mininet:``); processes started in hosts are the starter's to stop;
 - the OVS bridges Mininet created (``s<N>`` names, or the names given);
 - leftover ``<node>-eth<N>`` links in the root namespace;
-- the management bridge ``mgmt0`` and its ``mg-*`` veths.
+- the management bridge ``mgmt0``, its ``mgmt0-*`` ports and the root
+  namespace's ``mg-*`` end.
 
 It takes argument lists only and never raises: it is called on failure paths.
 """
@@ -65,6 +66,6 @@ def cleanup_mininet(bridges: list[str] | None = None, mgmt_bridge: str = "mgmt0"
         if len(parts) < 2:
             continue
         name = parts[1].rstrip(":").split("@")[0]
-        if NODE_LINK.match(name) or name.startswith("mg-"):
+        if NODE_LINK.match(name) or name.startswith(("mg-", f"{mgmt_bridge}-")):
             _run(["ip", "link", "del", name])
     _run(["ip", "link", "del", mgmt_bridge])

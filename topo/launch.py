@@ -5,16 +5,17 @@
 1. the controller: the project's launcher (``python -m ryu_app``) as a
    subprocess, with OpenFlow on ``--controller-port`` and REST on
    ``--rest-port``; both ports must listen before any switch starts;
-2. the data network: a ``topo.topos`` topology with ``OVSSwitch``
-   (userspace datapath, OpenFlow 1.3) under that remote controller, and
-   transmit checksum offload turned off on every host data interface
-   (TCP hangs through the userspace datapath otherwise);
-3. the out-of-band management network: a Linux bridge ``mgmt0`` in the
-   root namespace holding 192.168.100.254/24, and per host a veth whose
-   namespace end ``<host>-mgmt`` carries 192.168.100.<n>/24. It is not an
-   OpenFlow switch, so the controller never sees it, and agents exclude
-   that interface from capture: control and report traffic is neither
-   measured nor disturbed by the data plane;
+2. the data network: a ``topo.topos`` topology with its ``ovsu`` switch
+   (userspace OVS, OpenFlow 1.3) under that remote controller, and its
+   ``MeasureHost`` hosts (transmit checksum offload off on every data
+   interface: TCP hangs through the userspace datapath otherwise);
+3. the out-of-band management network (``MgmtNetwork``), built from
+   Mininet's own nodes: a ``LinuxBridge`` ``mgmt0`` in the root namespace,
+   a root-namespace ``Node`` linked to it holding 192.168.100.254/24, and
+   per host a link whose host end ``<host>-mgmt`` carries
+   192.168.100.<n>/24. It is not an OpenFlow switch, so the controller
+   never sees it, and agents exclude that interface from capture: control
+   and report traffic is neither measured nor disturbed by the data plane;
 4. readiness: the controller sees every switch and link (LLDP), one
    pingall at 0% loss (so it also knows every host), then one agent per
    monitored host (``python -m host_agent``), all registered at the
@@ -27,7 +28,8 @@ typed. Then it prints a banner saying so and opens the Mininet CLI
 (``--cli``, with Mininet's output level back on) or runs ``--run 'HOST
 CMD...'`` in a host and exits with that command's status. Logs go to a run
 directory, printed at start. ``MeasureNetwork`` is the same thing as a
-context manager for the demo and the tests.
+context manager for the demo and the tests. Every option is spelled once,
+as a field of ``Options``: the command line is generated from it.
 
 Clean-up runs on every exit path (normal, exception, SIGINT, SIGTERM):
 agents, Mininet (``net.stop`` and ``topo.cleanup.cleanup_mininet``), the
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -50,6 +52,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
+
+from mininet.link import Link, TCLink
+from mininet.net import Mininet
+from mininet.node import Node, RemoteController
+from mininet.nodelib import LinuxBridge
 
 from measure_cli.client import ControllerClient, read_token
 from measure_common.auth import load_or_create_secret, load_or_create_token
@@ -71,6 +79,7 @@ from testing.procs import (
     stop_process,
     wait_until,
 )
+from topo.topos import MeasureHost, MeasureTopo, switches, topos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MGMT_BRIDGE = "mgmt0"
@@ -107,67 +116,139 @@ def tail(path: str, lines: int = 15) -> str:
         return f"({exc})"
 
 
-def run(cmd: list[str], check: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
+# ---------------------------------------------------------------- options
+
+def option(default: Any, doc: str, *, topo: dict[str, str] | None = None,
+           **argparse_kw: Any) -> Any:
+    """One option: its default, its help, and (``topo``) the topology parameter it
+    sets, per topology. ``build_parser`` makes ``--name`` from the field name
+    (``--no-name`` for an option that is on by default)."""
+    meta = {"help": doc, "topo": topo or {}, "argparse": argparse_kw}
+    if isinstance(default, list):
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Options:
-    """What to launch; the command line maps onto this one to one."""
+    """What to launch; each field is one command-line option."""
 
-    topo: str = "tree"
-    depth: int = 2
-    fanout: int = 3
-    k: int = 4
-    n: int = 4
-    bw: float | None = None
-    controller_port: int = 6653
-    rest_port: int = 8080
-    agents: bool = True
-    no_agent_on: list[str] = field(default_factory=list)
-    allow_legacy: bool = False
-    run_dir: str | None = None
-    lock: bool = True
-    timeout: float = 90.0
+    topo: str = option("tree", "topology", choices=list(topos))
+    depth: int = option(2, "tree depth", topo={"tree": "depth"})
+    fanout: int = option(3, "tree fanout", topo={"tree": "fanout"})
+    k: int = option(4, "fat-tree k", topo={"fattree": "k"})
+    n: int = option(4, "switches of linear/loop", topo={"linear": "k", "loop": "n"})
+    bw: float | None = option(None, "link rate limit in Mbit/s")
+    controller_port: int = option(6653, "the controller's OpenFlow port")
+    rest_port: int = option(8080, "the controller's REST port")
+    agents: bool = option(True, "start no agents")
+    no_agent_on: list[str] = option([], "leave HOST unmonitored (the original left h1 as "
+                                    "the operator)", metavar="HOST")
+    allow_legacy: bool = option(False, "agents accept the original unauthenticated "
+                                "messages on POST /")
+    run_dir: str | None = option(None, "logs and state (default: a new temp dir)")
+    lock: bool = option(True, f"the caller already holds {LOCK_PATH}")
+    timeout: float = option(90.0, "readiness timeout, seconds")
 
 
-def make_topo(opts: Options):
-    from topo.topos import topos
+OPTION_TYPES = {"int": int, "float": float, "float | None": float}
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="measure-net", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for f in dataclasses.fields(Options):
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["help"],
+                              **f.metadata["argparse"]}
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            kw["action"] = "store_false" if f.default else "store_true"
+            flag = "--no-" + flag[2:] if f.default else flag
+        elif f.type == "list[str]":
+            kw["action"] = "append"
+        else:
+            kw["type"] = OPTION_TYPES.get(str(f.type), str)
+            kw["default"] = f.default
+            if f.default is not None:
+                kw["help"] += " (default %(default)s)"
+        p.add_argument(flag, **kw)
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--cli", action="store_true", help="open the Mininet CLI (default)")
+    action.add_argument("--run", metavar="'HOST CMD...'",
+                        help="run CMD in HOST, exit with its status")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)}
+    return Options(**{k: v for k, v in given.items() if v is not None})
+
+
+def make_topo(opts: Options) -> MeasureTopo:
     if opts.topo not in topos:
         raise ValueError(f"unknown topology {opts.topo!r}; choose from {', '.join(topos)}")
-    cls = topos[opts.topo]
-    params = {"tree": {"depth": opts.depth, "fanout": opts.fanout},
-              "linear": {"k": opts.n}, "fattree": {"k": opts.k},
-              "loop": {"n": opts.n}}[opts.topo]
-    return cls(bw=opts.bw, **params)
+    params = {f.metadata["topo"][opts.topo]: getattr(opts, f.name)
+              for f in dataclasses.fields(Options) if opts.topo in f.metadata["topo"]}
+    return topos[opts.topo](bw=opts.bw, **params)
 
 
-def agents_available() -> bool:
-    return importlib.util.find_spec("host_agent.__main__") is not None
+class ListeningController(RemoteController):
+    """A remote controller already known to listen (``start_controller`` waited).
+
+    Mininet's own check runs ``telnet`` against the OpenFlow port and decodes
+    the reply as UTF-8; Ryu's binary OpenFlow hello then raises
+    ``UnicodeDecodeError`` now and then.
+    """
+
+    def checkListening(self) -> None:  # noqa: N802 - Mininet's name
+        if not port_open(self.ip, self.port):
+            raise RuntimeError(f"controller {self.ip}:{self.port} is not listening")
 
 
-def _remote_controller_class():
-    from mininet.node import RemoteController
+# ---------------------------------------------------------------- management network
 
-    class _Listening(RemoteController):
-        """A remote controller already known to listen (``start_controller`` waited).
-
-        Mininet's own check runs ``telnet`` against the OpenFlow port and
-        decodes the reply as UTF-8; Ryu's binary OpenFlow hello then raises
-        ``UnicodeDecodeError`` now and then.
-        """
-
-        def checkListening(self) -> None:
-            if not port_open(self.ip, self.port):
-                raise RuntimeError(f"controller {self.ip}:{self.port} is not listening")
-
-    return _Listening
+def mgmt_ip(name: str) -> str:
+    """Host ``hN``'s management address, 192.168.100.N."""
+    n = int(name.lstrip("h"))
+    if not 1 <= n <= MGMT_HOSTS:
+        raise ValueError(f"{name}: the management network {MGMT_NET} has room "
+                         f"for h1..h{MGMT_HOSTS} only")
+    return str(MGMT_NET[n])
 
 
-def ListeningController(*args, **kw):  # noqa: N802 - used as a Mininet node class
-    return _remote_controller_class()(*args, **kw)
+class MgmtNetwork:
+    """The out-of-band management network, from Mininet's own nodes.
 
+    A ``LinuxBridge`` in the root namespace, a root-namespace ``Node`` linked
+    to it holding ``MGMT_IP`` (Mininet's ``connectToRootNS`` pattern), and a
+    link per host whose host end ``<host>-mgmt`` holds ``mgmt_ip(host)``.
+    Not part of the ``Mininet`` object: the controller, ``pingall`` and the
+    switch list never see it.
+    """
+
+    def __init__(self, hosts: list[MeasureHost]) -> None:
+        self.bridge = LinuxBridge(MGMT_BRIDGE, inNamespace=False)
+        self.root = Node("mg-root", inNamespace=False)
+        # fast=False: Mininet first deletes root-namespace interfaces of these names
+        # (what a killed run left), then makes the pair and moves each end
+        self.links = [Link(self.root, self.bridge, intfName1="mg-root",
+                           intfName2=f"{MGMT_BRIDGE}-root", fast=False)]
+        self.root.setIP(MGMT_IP, prefixLen=24, intf="mg-root")
+        for host in hosts:
+            self.links.append(Link(host, self.bridge, intfName1=f"{host.name}-mgmt",
+                                   intfName2=f"{MGMT_BRIDGE}-{host.name}", fast=False))
+            host.setIP(mgmt_ip(host.name), prefixLen=24, intf=f"{host.name}-mgmt")
+        self.bridge.start([])  # enslaves every mgmt0-* interface
+
+    def stop(self) -> None:
+        for link in self.links:
+            link.stop()
+        self.bridge.stop()
+        self.bridge.terminate()
+        self.root.terminate()
+
+
+# ---------------------------------------------------------------- the network
 
 class MeasureNetwork:
     """A running measured network; ``with MeasureNetwork(opts) as mn: ...``."""
@@ -178,13 +259,20 @@ class MeasureNetwork:
         self.run_dir = opts.run_dir or tempfile.mkdtemp(prefix="measure-run-")
         os.makedirs(self.run_dir, exist_ok=True)
         self.rest_url = f"http://127.0.0.1:{opts.rest_port}"
-        self.net = None
+        self._net: Mininet | None = None
+        self.mgmt: MgmtNetwork | None = None
         self.controller: subprocess.Popen | None = None
         self.agents: dict[str, subprocess.Popen] = {}
-        self.mgmt_links: list[str] = []
         self._lock: contextlib.AbstractContextManager | None = None
         self.timings: dict[str, float] = {}
         self.ping_losses: list[float] = []
+
+    @property
+    def net(self) -> Mininet:
+        """The running Mininet network (its hosts, switches, ``get``)."""
+        if self._net is None:
+            raise RuntimeError("the Mininet network is not running")
+        return self._net
 
     # ------------------------------------------------------------ lifecycle
 
@@ -196,7 +284,7 @@ class MeasureNetwork:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def _step(self, name: str, fn: Callable[[], object]) -> None:
@@ -226,20 +314,21 @@ class MeasureNetwork:
         for name, proc in list(self.agents.items()):
             stop_process(proc)
             self.agents.pop(name)
-        if self.net is not None:
+        if self.mgmt is not None:
             try:
-                self.net.stop()
+                self.mgmt.stop()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning up
+                log(f"stopping {MGMT_BRIDGE} failed: {exc!r}")
+            self.mgmt = None
+        if self._net is not None:
+            try:
+                self._net.stop()
             except Exception as exc:  # noqa: BLE001 - keep cleaning up
                 log(f"net.stop failed: {exc!r}")
-            self.net = None
+            self._net = None
             from topo.cleanup import cleanup_mininet
 
             cleanup_mininet()
-        for link in self.mgmt_links:
-            run(["ip", "link", "del", link])
-        self.mgmt_links = []
-        if run(["ip", "link", "show", MGMT_BRIDGE]).returncode == 0:
-            run(["ip", "link", "del", MGMT_BRIDGE])
         if self.controller is not None:
             stop_process(self.controller)
             self.controller = None
@@ -267,22 +356,21 @@ class MeasureNetwork:
         env = child_env(self.controller_env())
         log(f"controller: {shlex.join(cmd)} (log {path})")
         with open(path, "w") as out:
-            self.controller = subprocess.Popen(cmd, cwd=ROOT, stdout=out,
-                                               stderr=subprocess.STDOUT, env=env,
-                                               start_new_session=True)
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+        self.controller = proc
 
         def up() -> bool:
-            if self.controller.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"controller exited; {path} ends with:\n{tail(path)}")
             return (port_open("127.0.0.1", self.opts.controller_port)
                     and port_open("127.0.0.1", self.opts.rest_port))
 
-        deadline = time.monotonic() + 30
-        while not up():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"controller ports did not open; {path} ends with:\n"
-                                   f"{tail(path)}")
-            time.sleep(0.1)
+        try:
+            wait_until(up, timeout=30, interval=0.1, message="the controller's ports to open")
+        except TimeoutError:
+            raise TimeoutError(f"controller ports did not open; {path} ends with:\n"
+                               f"{tail(path)}") from None
 
     def secret_file(self) -> str:
         """The agents' shared HMAC secret (created here, given to both sides)."""
@@ -343,80 +431,42 @@ class MeasureNetwork:
                                 self.token_file(), prefix="")
 
     def rest(self, path: str, method: str = "GET", body: object = None,
-             headers: dict | None = None, data: bytes | None = None) -> tuple[int, object]:
+             headers: dict[str, str] | None = None,
+             data: bytes | None = None) -> tuple[int, Any]:
         """Call the controller REST API; returns (status, parsed JSON or text)."""
         return self.client().request(method, path, body, data=data, headers=headers)
 
     # ------------------------------------------------------------ network
 
     def start_network(self) -> None:
-        from mininet.link import Link, TCLink
-        from mininet.net import Mininet
-        from mininet.node import OVSSwitch
-
         set_mininet_log_level("warning")
-        switch = partial(OVSSwitch, datapath="user", protocols="OpenFlow13")
         controller = partial(ListeningController, ip="127.0.0.1",
                              port=self.opts.controller_port)
-        self.net = Mininet(topo=self.topo, switch=switch, controller=controller,
-                           link=TCLink if self.opts.bw else Link, autoSetMacs=False,
-                           build=False)
-        self.net.build()
-        self.net.start()
-        for host in self.net.hosts:
-            for intf in host.intfList():
-                if intf.name != "lo":
-                    _, err, code = host.pexec(["ethtool", "-K", intf.name, "tx", "off"])
-                    if code:
-                        raise RuntimeError(f"ethtool on {intf.name}: {err.strip()}")
+        self._net = Mininet(topo=self.topo, switch=switches["ovsu"], host=MeasureHost,
+                            controller=controller, link=TCLink if self.opts.bw else Link,
+                            autoSetMacs=False, build=False)
+        self._net.build()
+        self._net.start()
         log(f"network up: {len(self.net.switches)} switches, {len(self.net.hosts)} hosts")
 
-    def host_index(self, name: str) -> int:
-        return int(name.lstrip("h"))
-
-    def mgmt_ip(self, name: str) -> str:
-        """Host ``hN``'s management address, 192.168.100.N."""
-        n = self.host_index(name)
-        if not 1 <= n <= MGMT_HOSTS:
-            raise ValueError(f"{name}: the management network {MGMT_NET} has room "
-                             f"for h1..h{MGMT_HOSTS} only")
-        return str(MGMT_NET[n])
-
     def start_mgmt(self) -> None:
-        if run(["ip", "link", "show", MGMT_BRIDGE]).returncode == 0:
-            run(["ip", "link", "del", MGMT_BRIDGE])  # left over by a killed run
-        run(["ip", "link", "add", MGMT_BRIDGE, "type", "bridge"], check=True)
-        run(["ip", "addr", "add", f"{MGMT_IP}/{MGMT_NET.prefixlen}", "dev", MGMT_BRIDGE],
-            check=True)
-        run(["ip", "link", "set", MGMT_BRIDGE, "up"], check=True)
-        for host in self.net.hosts:
-            outer, inner = f"mg-{host.name}", f"{host.name}-mgmt"
-            run(["ip", "link", "del", outer])
-            run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner,
-                 "netns", str(host.pid)], check=True)
-            self.mgmt_links.append(outer)
-            run(["ip", "link", "set", outer, "master", MGMT_BRIDGE, "up"], check=True)
-            for cmd in (["ip", "addr", "add", f"{self.mgmt_ip(host.name)}/24", "dev", inner],
-                        ["ip", "link", "set", inner, "up"]):
-                _, err, code = host.pexec(cmd)
-                if code:
-                    raise RuntimeError(f"{host.name}: {shlex.join(cmd)}: {err.strip()}")
+        self.mgmt = MgmtNetwork(self.net.hosts)
         first = self.net.hosts[0]
         wait_until(lambda: first.pexec(["ping", "-c1", "-W1", MGMT_IP])[2] == 0, timeout=15,
                    interval=0.2, message=f"{first.name} to reach {MGMT_IP} over {MGMT_BRIDGE}")
 
     def wait_topology(self) -> None:
-        switches = len(self.topo.switches())
+        switch_count = len(self.topo.switches())
         links = self.topo.switch_links()
 
         def complete() -> bool:
             status, body = self.rest("/measure/v1/topology")
-            return (status == 200 and len(body["switches"]) == switches
+            return (status == 200 and len(body["switches"]) == switch_count
                     and len(body["links"]) == links)
 
         wait_until(complete, timeout=self.opts.timeout, interval=0.2,
-                   message=f"the controller to see {switches} switches and {links} links")
-        log(f"controller sees {switches} switches and {links} links")
+                   message=f"the controller to see {switch_count} switches and {links} links")
+        log(f"controller sees {switch_count} switches and {links} links")
 
     def pingall(self, attempts: int = 3) -> float:
         """pingall until 0% loss (the first may lose pings to ARP); fail after ``attempts``."""
@@ -431,14 +481,14 @@ class MeasureNetwork:
 
     # ------------------------------------------------------------ agents
 
-    def monitored_hosts(self) -> list:
+    def monitored_hosts(self) -> list[MeasureHost]:
         return [h for h in self.net.hosts if h.name not in self.opts.no_agent_on]
 
-    def agent_command(self, host) -> list[str]:
+    def agent_command(self, host: MeasureHost) -> list[str]:
         cmd = [sys.executable, "-m", "host_agent", "--name", host.name,
                "--controller", f"http://{MGMT_IP}:{self.opts.rest_port}",
                "--listen", "0.0.0.0", "--port", str(AGENT_PORT),
-               "--advertise", f"http://{self.mgmt_ip(host.name)}:{AGENT_PORT}",
+               "--advertise", f"http://{mgmt_ip(host.name)}:{AGENT_PORT}",
                "--data-ip", host.IP(), "--exclude-interface", f"{host.name}-mgmt",
                "--secret-file", self.secret_file(),
                "--log-file", os.path.join(self.run_dir, f"agent-{host.name}.log"),
@@ -448,15 +498,12 @@ class MeasureNetwork:
         return cmd
 
     def start_agents(self) -> None:
-        if not agents_available():
-            log("host_agent has no __main__ yet: no agents started")
-            return
         for host in self.monitored_hosts():
             self.start_agent(host)
         log(f"agents started on {', '.join(self.agents)}")
         self.wait_agents()
 
-    def start_agent(self, host) -> subprocess.Popen:
+    def start_agent(self, host: MeasureHost) -> subprocess.Popen:
         """Start (or start again) the agent of ``host``; its output goes to the run dir."""
         with open(os.path.join(self.run_dir, f"agent-{host.name}.out"), "a") as out:
             proc = host.popen(self.agent_command(host), cwd=ROOT, stdout=out,
@@ -466,10 +513,6 @@ class MeasureNetwork:
 
     def wait_agents(self) -> None:
         names = set(self.agents)
-        status, _ = self.rest("/measure/v1/agents")
-        if status == 404:
-            log("controller has no agent registry yet: not waiting for registration")
-            return
 
         def registered() -> bool:
             for name, proc in self.agents.items():
@@ -485,13 +528,12 @@ class MeasureNetwork:
 
         def overlay_built() -> bool:
             status, body = self.rest("/measure/v1/overlay")
-            return (status == 200 and bool(body.get("root"))
-                    and names <= set(body.get("parent", {})))
+            return status == 200 and bool(body["root"]) and names <= set(body["parent"])
 
         wait_until(overlay_built, timeout=self.opts.timeout, interval=0.2,
                    message="the overlay over all agents")
         _, body = self.rest("/measure/v1/overlay")
-        log(f"overlay built: root {body['root']}, depth {body.get('depth')}")
+        log(f"overlay built: root {body['root']}, depth {body['depth']}")
 
     # ------------------------------------------------------------ commands
 
@@ -499,9 +541,9 @@ class MeasureNetwork:
                capture: bool = False) -> subprocess.CompletedProcess:
         """Run ``argv`` in a host (from the project root, venv first on PATH)."""
         host = self.net.get(host_name)
-        kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} if capture else {
-            "stdout": None, "stderr": None}
-        proc = host.popen(argv, cwd=ROOT, env=self.host_env(), text=capture, **kw)
+        pipe = subprocess.PIPE if capture else None
+        proc = host.popen(argv, cwd=ROOT, env=self.host_env(), text=capture, stdout=pipe,
+                          stderr=pipe)
         try:
             out, err = proc.communicate(timeout=timeout)
         except BaseException:  # timeout, Ctrl-C, SIGTERM: never leave it running
@@ -510,48 +552,9 @@ class MeasureNetwork:
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def agent_names(body: object) -> set[str]:
-    """Names in a ``GET /measure/v1/agents`` body (list, or dict with 'agents')."""
-    if isinstance(body, dict):
-        body = body.get("agents", body)
-    if isinstance(body, dict):
-        return {str(k) for k in body}
-    return {a["name"] for a in body if isinstance(a, dict) and "name" in a}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="measure-net", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--topo", default="tree", choices=["tree", "linear", "fattree", "loop"])
-    p.add_argument("--depth", type=int, default=2, help="tree depth (default 2)")
-    p.add_argument("--fanout", type=int, default=3, help="tree fanout (default 3)")
-    p.add_argument("--k", type=int, default=4, help="fat-tree k (default 4)")
-    p.add_argument("--n", type=int, default=4, help="switches of linear/loop (default 4)")
-    p.add_argument("--bw", type=float, default=None, help="link rate limit in Mbit/s")
-    p.add_argument("--controller-port", type=int, default=6653)
-    p.add_argument("--rest-port", type=int, default=8080)
-    p.add_argument("--no-agents", action="store_true", help="start no agents")
-    p.add_argument("--no-agent-on", action="append", default=[], metavar="HOST",
-                   help="leave HOST unmonitored (the original left h1 as the operator)")
-    p.add_argument("--allow-legacy", action="store_true",
-                   help="agents accept the original unauthenticated messages on POST /")
-    p.add_argument("--run-dir", default=None, help="logs and state (default: a new temp dir)")
-    p.add_argument("--no-lock", action="store_true",
-                   help="the caller already holds " + LOCK_PATH)
-    p.add_argument("--timeout", type=float, default=90.0, help="readiness timeout, seconds")
-    action = p.add_mutually_exclusive_group()
-    action.add_argument("--cli", action="store_true", help="open the Mininet CLI (default)")
-    action.add_argument("--run", metavar="'HOST CMD...'",
-                        help="run CMD in HOST, exit with its status")
-    return p
-
-
-def options_from_args(args: argparse.Namespace) -> Options:
-    return Options(topo=args.topo, depth=args.depth, fanout=args.fanout, k=args.k, n=args.n,
-                   bw=args.bw, controller_port=args.controller_port,
-                   rest_port=args.rest_port, agents=not args.no_agents,
-                   no_agent_on=args.no_agent_on, allow_legacy=args.allow_legacy,
-                   run_dir=args.run_dir, lock=not args.no_lock, timeout=args.timeout)
+def agent_names(body: dict[str, Any]) -> set[str]:
+    """Names in a ``GET /measure/v1/agents`` body."""
+    return {agent["name"] for agent in body["agents"]}
 
 
 def main(argv: list[str] | None = None) -> int:

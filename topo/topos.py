@@ -32,6 +32,7 @@ line and how to start agents there.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from mininet.node import Host, OVSSwitch
 from mininet.topo import Topo
@@ -43,7 +44,7 @@ DEFAULT_IP_BASE = "10.0.0.0/8"
 class MeasureTopo(Topo):
     """Shared helpers: numbered hosts/switches with fixed addresses."""
 
-    def build(self, bw: float | None = None, **_):
+    def build(self, *args: Any, **params: Any) -> None:
         raise NotImplementedError
 
     def _setup(self, bw: float | None, ip_base: str = DEFAULT_IP_BASE) -> None:
@@ -85,7 +86,7 @@ class TreeTopo(MeasureTopo):
     """Tree of ``depth`` levels of switches; ``fanout`` children each."""
 
     def build(self, depth: int = 2, fanout: int = 3, bw: float | None = None,
-              ip_base: str = DEFAULT_IP_BASE, **_):
+              ip_base: str = DEFAULT_IP_BASE, **_params: Any) -> None:
         self._setup(bw, ip_base)
         self._add_tree(int(depth), int(fanout))
 
@@ -102,7 +103,7 @@ class LinearTopo(MeasureTopo):
     """``k`` switches in a chain with ``n`` hosts each."""
 
     def build(self, k: int = 4, n: int = 1, bw: float | None = None,
-              ip_base: str = DEFAULT_IP_BASE, **_):
+              ip_base: str = DEFAULT_IP_BASE, **_params: Any) -> None:
         self._setup(bw, ip_base)
         last = None
         for _ in range(int(k)):
@@ -118,7 +119,7 @@ class FatTreeTopo(MeasureTopo):
     """k-ary fat-tree: (k/2)^2 core, k pods of k/2 aggregation + k/2 edge."""
 
     def build(self, k: int = 4, bw: float | None = None, ip_base: str = DEFAULT_IP_BASE,
-              **_):
+              **_params: Any) -> None:
         k = int(k)
         if k < 2 or k % 2:
             raise ValueError(f"fattree k must be even and >= 2, got {k}")
@@ -145,7 +146,7 @@ class LoopTopo(MeasureTopo):
     """A ring of ``n`` switches, ``hosts`` hosts on each: one cycle."""
 
     def build(self, n: int = 4, hosts: int = 2, bw: float | None = None,
-              ip_base: str = DEFAULT_IP_BASE, **_):
+              ip_base: str = DEFAULT_IP_BASE, **_params: Any) -> None:
         n = int(n)
         if n < 3:
             raise ValueError(f"loop needs at least 3 switches, got {n}")
@@ -170,7 +171,7 @@ class MeasureHost(Host):
     """A host whose interfaces have transmit checksum offload off (``ethtool -K
     <intf> tx off``), so TCP works through the userspace datapath."""
 
-    def config(self, **params):
+    def config(self, **params: Any) -> dict[str, Any]:
         result = super().config(**params)
         for intf in self.intfList():
             if intf.name != "lo":

@@ -48,6 +48,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from measure_model.packet import headers
 from measure_model.packet.headers import V4_MAPPED
@@ -215,8 +216,9 @@ class HeaderBatch:
                    np.zeros(0, np.uint8), np.zeros(0, np.uint8))
 
     @classmethod
-    def from_arrays(cls, src, dst, proto, sport, dport, length, family=None,
-                    tcp_flags=None) -> HeaderBatch:
+    def from_arrays(cls, src: ArrayLike, dst: ArrayLike, proto: ArrayLike, sport: ArrayLike,
+                    dport: ArrayLike, length: ArrayLike, family: ArrayLike | None = None,
+                    tcp_flags: ArrayLike | None = None) -> HeaderBatch:
         """Build a batch from field arrays (synthetic streams, tests).
 
         ``src``/``dst`` are ``(n, 2)`` address words, or 32-bit IPv4 addresses.
@@ -233,8 +235,10 @@ class HeaderBatch:
                    None if tcp_flags is None else np.asarray(tcp_flags, np.uint8))
 
     @classmethod
-    def from_records(cls, src, dst, proto, sport, dport, nbytes, packets, family,
-                     tcp_flags) -> HeaderBatch:
+    def from_records(cls, src: np.ndarray, dst: np.ndarray, proto: np.ndarray,
+                     sport: np.ndarray, dport: np.ndarray, nbytes: np.ndarray,
+                     packets: np.ndarray, family: np.ndarray,
+                     tcp_flags: np.ndarray) -> HeaderBatch:
         """Rows that each stand for ``packets`` packets of ``nbytes`` bytes in all
         (``src``/``dst`` as ``(n, 2)`` address words)."""
         batch = cls.from_arrays(src, dst, proto, sport, dport,

@@ -35,10 +35,9 @@ import urllib.request
 import pytest
 
 from testing.browser import chrome, login, screenshot, texts, visible, wait_for
-from testing.netns import measure_network
+from testing.grafana import grafana_metrics
+from testing.overlaynet import measure_network, send_pairs
 from testing.procs import free_port, stop_process, wait_until
-from tests.mininet.test_mininet_overlay import send_pairs
-from tests.unit.test_metrics import grafana_metrics
 from topo.launch import ROOT
 
 pytestmark = pytest.mark.mininet

@@ -4,6 +4,7 @@ One network (tree depth 2 fanout 3, h1 the operator without an agent, the
 original messages allowed) serves every example: each example runs in h1
 in the background exactly as its docstring says, the test drives the
 traffic the docstring names, and the example's printed output is checked.
+The heavy-hitter and port-scan tests run again on a fat-tree (k=4, 16 hosts).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 
 import pytest
 
+from testing.checks import some
 from testing.netns import ROOT
 from testing.procs import stop_process, wait_until
 
@@ -30,16 +32,37 @@ def launch(tmp_path_factory, **topo):
                    run_dir=str(tmp_path_factory.mktemp("examples-run")), **topo)
     with MeasureNetwork(opts) as mn:
         yield mn
-    for name in os.listdir(opts.run_dir):
+    for name in os.listdir(mn.run_dir):
         if name.startswith(("agent-", "controller")) and name.endswith((".log", ".out")):
-            with open(os.path.join(opts.run_dir, name), errors="replace") as f:
+            with open(os.path.join(mn.run_dir, name), errors="replace") as f:
                 text = f.read()
             assert "Traceback" not in text, f"{name} logged a traceback:\n{text[-3000:]}"
 
 
+TOPOLOGIES = {"tree": {"topo": "tree", "depth": 2, "fanout": 3},
+              "fattree": {"topo": "fattree", "k": 4}}
+#: The tests that also run on a fat-tree (k=4, 16 hosts): many equal-cost paths
+#: and loops prove forwarding and the topology-following overlay on more than a tree.
+ON_FATTREE = {"test_heavy_hitter_per_host_after_pingall",
+              "test_heavy_hitter_through_the_controller",
+              "test_port_scan_per_host_polling",
+              "test_port_scan_through_controller_events"}
+
+
+def pytest_generate_tests(metafunc):
+    """Every test runs on the tree; those in ``ON_FATTREE`` on the fat-tree too.
+
+    The parameter is module-scoped, so pytest starts each network once and
+    runs all of its tests together.
+    """
+    if "network" in metafunc.fixturenames:
+        names = ["tree", "fattree"] if metafunc.function.__name__ in ON_FATTREE else ["tree"]
+        metafunc.parametrize("topology", names, scope="module")
+
+
 @pytest.fixture(scope="module")
-def network(tmp_path_factory):
-    yield from launch(tmp_path_factory, topo="tree", depth=2, fanout=3)
+def network(tmp_path_factory, topology):
+    yield from launch(tmp_path_factory, **TOPOLOGIES[topology])
 
 
 def start_example(mn, args: list[str]) -> Example:
@@ -59,7 +82,7 @@ class Example:
         self.reader.start()
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
+        for line in some(self.proc.stdout):
             self.lines.append(line)
 
     @property

@@ -30,10 +30,9 @@ import sys
 import pytest
 import requests
 
-from testing.netns import measure_network
+from testing.overlaynet import AGENTS, PAIRS, RECEIVER, SENDER, measure_network
 from testing.procs import free_port, wait_until
-from tests.mininet.test_mininet_overlay import AGENTS, PAIRS, RECEIVER, SENDER
-from topo.launch import AGENT_PORT, MGMT_IP, MeasureNetwork
+from topo.launch import AGENT_PORT, MGMT_IP, MeasureNetwork, mgmt_ip
 
 pytestmark = pytest.mark.mininet
 PORT0 = 5600
@@ -114,7 +113,7 @@ def ip(net: MeasureNetwork, host: str) -> str:
 
 def cache_empty(net: MeasureNetwork, agent: str) -> bool:
     """The agent's flow caches hold nothing and every record reached the collector."""
-    url = f"http://{net.mgmt_ip(agent)}:{AGENT_PORT}/agent/v1/health"
+    url = f"http://{mgmt_ip(agent)}:{AGENT_PORT}/agent/v1/health"
     health = requests.get(url, timeout=5).json()
     caches = [c for parts in health["flows"].values() for c in parts]
     return bool(caches) and all(c["flows"] == 0 and not health["export_problems"]

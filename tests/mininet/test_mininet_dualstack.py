@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from testing.netns import measure_network
+from testing.overlaynet import measure_network
 from testing.procs import wait_until
 from topo.launch import MeasureNetwork
 

@@ -31,15 +31,14 @@ import time
 
 import pytest
 
-from testing.procs import wait_until
-from tests.mininet.test_mininet_overlay import (  # noqa: F401 - net is the module's fixture
+from testing.overlaynet import (
     AGENTS,
     RECEIVER,
     api,
     apply,
-    net,
     result,
 )
+from testing.procs import wait_until
 from topo.launch import MeasureNetwork
 
 pytestmark = pytest.mark.mininet
@@ -107,7 +106,7 @@ def send_counted(mn: MeasureNetwork, flows, base_port: int) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
-def test_global_flow_size_is_the_exact_histogram(net, capture):  # noqa: F811
+def test_global_flow_size_is_the_exact_histogram(net, capture):
     task_id = apply(net, {"name": f"fs-udp-{capture}", "kind": "flow_size", "key": "src_dst",
                           "filter": {"proto": "udp", "dport": "5700:5799"},
                           "memory": 65536, "report_interval": 1, "capture": capture})
@@ -126,7 +125,7 @@ def test_global_flow_size_is_the_exact_histogram(net, capture):  # noqa: F811
     fs = res["flow_size"]
     assert fs["histogram"] == dict(sorted(expect.items(), key=lambda kv: int(kv[0])))
     assert fs["flows"] == len(FLOWS) and fs["exact_flows"] == len(FLOWS)
-    top = max(arrived, key=arrived.get)
+    top = max(arrived, key=lambda key: arrived[key])
     assert fs["largest"][0] == [top, arrived[top], True]
     status, past = api(net, f"/measure/v1/tasks/{task_id}/history/latest?key={top}")
     assert status == 200 and past["size"]["size"] == arrived[top] and past["size"]["exact"]
@@ -144,7 +143,7 @@ def test_global_flow_size_is_the_exact_histogram(net, capture):  # noqa: F811
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
-def test_heavy_changers_report_the_changed_flow_only(net, capture):  # noqa: F811
+def test_heavy_changers_report_the_changed_flow_only(net, capture):
     low = 5800 + OFFSET[capture]
     task_id = apply(net, {"name": f"hc-udp-{capture}", "kind": "heavy_changers",
                           "key": "src_dst",
@@ -177,7 +176,7 @@ def test_heavy_changers_report_the_changed_flow_only(net, capture):  # noqa: F81
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
-def test_superspreaders_min_distinct_5(net, capture):  # noqa: F811
+def test_superspreaders_min_distinct_5(net, capture):
     low = 5900 + OFFSET[capture]
     task_id = apply(net, {"name": f"ss-udp-{capture}", "kind": "superspreaders",
                           "key": "src_dst",

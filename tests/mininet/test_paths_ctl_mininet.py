@@ -22,7 +22,7 @@ import time
 import pytest
 
 from testing.faults import random_loss
-from testing.netns import apply_everywhere, measure_network
+from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import wait_until
 
 pytestmark = pytest.mark.mininet

@@ -42,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from testing.netns import apply_everywhere, measure_network
+from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import stop_process, wait_until
 
 pytestmark = pytest.mark.mininet

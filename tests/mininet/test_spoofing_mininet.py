@@ -25,7 +25,7 @@ import time
 import pytest
 
 from testing.attacks import connect_scan, syn_scan
-from testing.netns import apply_everywhere, measure_network
+from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import wait_until
 
 pytestmark = pytest.mark.mininet
@@ -64,7 +64,9 @@ def _guard_drops(net, switch: str, mac: str) -> int:
     total = 0
     for line in out.splitlines():
         if "priority=11" in line and "nw_src" not in line:
-            total += int(re.search(r"n_packets=(\d+)", line).group(1))
+            found = re.search(r"n_packets=(\d+)", line)
+            assert found, line
+            total += int(found.group(1))
     return total
 
 

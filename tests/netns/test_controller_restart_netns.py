@@ -29,14 +29,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from requests.auth import AuthBase
 
 from measure_common.auth import HmacAuth, load_or_create_secret
+from testing.agentproc import AgentProc, ping_counts, snapshot_when
+from testing.controllers import ControllerInNetns
 from testing.procs import wait_until
-from tests.netns.test_faults_netns import ControllerInNetns
-from tests.netns.test_faults_netns import controller_in as controllers  # noqa: F401 - a fixture
-from tests.netns.test_monitor_netns import AgentProc, ping_counts, snapshot_when
-from tests.netns.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.netns
 
@@ -61,7 +58,7 @@ def _no_age(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "age"} for row in rows]
 
 
-def _overlay_stats(ag: AgentProc, auth: AuthBase) -> dict:
+def _overlay_stats(ag: AgentProc, auth: HmacAuth) -> dict:
     resp = ag.request("GET", "/agent/v1/overlay", auth=auth)
     assert resp.status_code == 200, resp.text
     return resp.json()
@@ -92,14 +89,15 @@ def _check_cumulative(rows: list[dict]) -> None:
     assert all(r["bytes"] == r["packets"] * PING_BYTES for r in rows), rows
 
 
-def test_controller_killed_and_restarted_keeps_history_and_counts(ns_pair, agents,  # noqa: F811
-                                                                  controllers):  # noqa: F811
+def test_controller_killed_and_restarted_keeps_history_and_counts(ns_pair, agent_factory,
+                                                                  controller_in):
     a, b = ns_pair
-    ctl = controllers(a)
+    ctl = controller_in(a)
     secret_file = ctl.state_dir / "agent.secret"
     signed = HmacAuth(load_or_create_secret(str(secret_file))[0])
-    ag = agents(b, extra=["--controller", ctl.url, "--advertise", f"http://{b.ip}:8000",
-                          "--secret-file", str(secret_file)], client_ns=a)
+    ag = agent_factory(b, extra=["--controller", ctl.url, "--advertise",
+                                 f"http://{b.ip}:8000", "--secret-file", str(secret_file)],
+                       client_ns=a)
     resp = ctl.request("POST", "/measure/v1/tasks", json=TASK)
     assert (resp.status_code, resp.json()) == (201, {"tasks": [{"id": "1", "name": TASK["name"]}]})
     task_before = wait_until(lambda: (t := _ok(ctl.get("/measure/v1/tasks/1")))
@@ -144,7 +142,7 @@ def test_controller_killed_and_restarted_keeps_history_and_counts(ns_pair, agent
     assert ag.v1("GET", "/health")["tasks"] == ["1"]
 
     # ---- the controller again, on the same state dir
-    ctl2 = controllers(a)
+    ctl2 = controller_in(a)
     task_after = _ok(ctl2.get("/measure/v1/tasks/1"))
     assert (task_after["id"], task_after["name"], task_after["kind"], task_after["task"],
             task_after["created"]) == ("1", TASK["name"], "counter", task_before["task"],

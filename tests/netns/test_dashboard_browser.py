@@ -9,55 +9,19 @@ controller process and a browser.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from testing.browser import chrome, login, screenshot, texts, visible, wait_for
-from tests.unit.test_rest import _report
+from testing.browser import login, screenshot, texts, visible, wait_for
+from testing.controllers import rest_call
+from testing.harness import hh_report
 
 pytestmark = pytest.mark.netns
 
 EVIL_KEY = "<script>window.pwned=1</script>"
 EVIL_NAME = '<img src=x onerror="window.pwned=2">'
-
-
-def call(url: str, token: str | None, method: str, path: str, body=None,
-         ctype: str = "application/json"):
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {"Content-Type": ctype}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local URL
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-@pytest.fixture(scope="module")
-def ctl(tmp_path_factory):
-    """A controller with a token (no switches, no agents) and a browser."""
-    from testing.procs import stop_process
-    from tests.conftest import start_controller
-
-    tmp = tmp_path_factory.mktemp("dashboard")
-    token_file = tmp / "controller.token"
-    env = {"MEASURE_STATE_DIR": str(tmp / "state"), "MEASURE_TOKEN_FILE": str(token_file),
-           "MEASURE_SECRET_FILE": str(tmp / "agent.secret")}
-    controller = start_controller(tmp, env={**env, "MEASURE_READS_OPEN": "0"})
-    try:
-        token = token_file.read_text().strip()
-        with chrome() as driver:
-            yield controller, token, driver
-    finally:
-        stop_process(controller.proc)
-    assert "Traceback" not in controller.log(), controller.log()
 
 
 def test_the_token_is_asked_once_and_a_wrong_one_is_refused(ctl):
@@ -69,7 +33,7 @@ def test_the_token_is_asked_once_and_a_wrong_one_is_refused(ctl):
     assert texts(driver, "#main") == [""]
     field.send_keys("not-the-token")
     driver.find_element("id", "login-button").click()
-    _, refusal = call(controller.url, "not-the-token", "GET", "/measure/v1/tasks")
+    _, refusal = rest_call(controller.url, "not-the-token", "GET", "/measure/v1/tasks")
     wait_for(driver, lambda: texts(driver, "#login-error") == [f"refused: {refusal['error']}"],
              10, "the API's refusal shown")
     assert driver.execute_script("return sessionStorage.getItem('measure.token')") is None
@@ -87,7 +51,7 @@ def test_the_token_is_asked_once_and_a_wrong_one_is_refused(ctl):
 
 def test_hostile_agent_url_and_policy_text_are_shown_as_text(ctl):
     controller, token, driver = ctl
-    status, _ = call(controller.url, token, "POST", "/measure/v1/agents",
+    status, _ = rest_call(controller.url, token, "POST", "/measure/v1/agents",
                      {"name": "evil", "url": "http://<script>:1", "data_ip": "10.9.9.9"})
     assert status == 201
     login(driver, controller.url, token)
@@ -95,7 +59,7 @@ def test_hostile_agent_url_and_policy_text_are_shown_as_text(ctl):
     wait_for(driver, lambda: "http://<script>:1" in texts(driver, "#agents-table td"), 10,
              "the agent's URL in the table")
     yaml = f'tasks:\n  - name: bad\n    kind: heavy_hitters\n    key: "{EVIL_KEY}"\n'
-    api_status, api_error = call(controller.url, token, "POST", "/measure/v1/tasks",
+    api_status, api_error = rest_call(controller.url, token, "POST", "/measure/v1/tasks",
                                  yaml.encode(), "application/yaml")
     assert api_status == 400 and EVIL_KEY in api_error["error"]
     driver.get(f"{controller.url}/dashboard/#/tasks")
@@ -106,7 +70,7 @@ def test_hostile_agent_url_and_policy_text_are_shown_as_text(ctl):
         editor.send_keys(text)
         driver.find_element("id", "create").click()
         if expected is None:
-            expected = call(controller.url, token, "POST", "/measure/v1/tasks", text.encode(),
+            expected = rest_call(controller.url, token, "POST", "/measure/v1/tasks", text.encode(),
                             "application/yaml")[1]["error"]
             assert EVIL_NAME in expected
         wait_for(driver, lambda e=expected: texts(driver, "#create-error") == [e], 10,
@@ -119,7 +83,7 @@ def test_hostile_agent_url_and_policy_text_are_shown_as_text(ctl):
 
 def test_task_page_charts_focus_and_past_intervals(ctl):
     controller, token, driver = ctl
-    status, body = call(controller.url, token, "POST", "/measure/v1/tasks", {"tasks": [
+    status, body = rest_call(controller.url, token, "POST", "/measure/v1/tasks", {"tasks": [
         {"name": "hh-view", "kind": "heavy_hitters", "key": "src_dst", "increment": "bytes"}]})
     assert status == 201
     task_id = body["tasks"][0]["id"]
@@ -127,8 +91,8 @@ def test_task_page_charts_focus_and_past_intervals(ctl):
     ends = [now - 5 + i for i in range(5)]
     for i, end in enumerate(ends):
         hh = {"10.0.0.1,10.0.0.5": 700 + 100 * i, "10.0.0.2,10.0.0.9": 900 - 100 * i}
-        assert call(controller.url, token, "POST", "/measure/v1/reports",
-                    _report(task_id, ["h1", "h5"], [], end, hh))[0] == 202
+        assert rest_call(controller.url, token, "POST", "/measure/v1/reports",
+                    hh_report(task_id, ["h1", "h5"], [], end, hh))[0] == 202
     login(driver, controller.url, token)
     driver.get(f"{controller.url}/dashboard/#/task/{task_id}")
     points = "#totals-chart circle.point"
@@ -167,18 +131,18 @@ def test_task_page_answers_a_coarser_key(ctl):
     """An elastic five_tuple task's page offers 'by key': src shows per-source sizes."""
     from selenium.webdriver.support.ui import Select
 
-    from tests.unit.test_partial_keys import counter
+    from testing.flows import elastic_counter
 
     controller, token, driver = ctl
-    status, body = call(controller.url, token, "POST", "/measure/v1/tasks", {"tasks": [
+    status, body = rest_call(controller.url, token, "POST", "/measure/v1/tasks", {"tasks": [
         {"name": "ft-view", "kind": "flow_size", "key": "five_tuple", "memory": 65536}]})
     assert status == 201
     task_id = body["tasks"][0]["id"]
     end = time.time()
     report = {"task_id": task_id, "interval_end": end, "kind": "flow_size",
-              "snapshot": counter("five_tuple").snapshot(end, host="h1"), "covered": ["h1"],
+              "snapshot": elastic_counter("five_tuple").snapshot(end, host="h1"), "covered": ["h1"],
               "missing": [], "generated_at": end, "oldest": end}
-    assert call(controller.url, token, "POST", "/measure/v1/reports", report)[0] == 202
+    assert rest_call(controller.url, token, "POST", "/measure/v1/reports", report)[0] == 202
     login(driver, controller.url, token)
     driver.get(f"{controller.url}/dashboard/#/task/{task_id}")
     wait_for(driver, lambda: visible(driver, "#key-select"), 15, "the key selector")

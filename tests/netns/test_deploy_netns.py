@@ -22,48 +22,27 @@ file left behind outside the state directory.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from testing.netns import ROOT, Netns, run, unique_name
 from testing.procs import wait_until
+from testing.units import UNITS, parse_unit, unit_command
 
 pytestmark = pytest.mark.netns
 
-UNITS = Path(ROOT) / "contrib" / "systemd"
 MGMT_NET, DATA_NET = "192.168.213", "10.213.0"
 CONTROLLER_IP = f"{MGMT_NET}.1"
 REST_PORT, OF_PORT, AGENT_PORT = 8080, 6653, 8000
 PINGS = 12
 NOBODY = 65534
-
-
-def parse_unit(path: Path) -> dict[str, list[str]]:
-    """``Key=value`` lines of a unit file (every value of a repeated key, in order)."""
-    out: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "[")) and "=" in line:
-            key, value = line.split("=", 1)
-            out.setdefault(key, []).append(value)
-    return out
-
-
-def unit_command(unit: dict[str, list[str]], key: str, dirs: dict[str, str]) -> list[str]:
-    """An ``Exec*=`` line as argv, with the venv and systemd's directories substituted."""
-    (line,) = unit[key]
-    line = line.replace("/opt/endhost-measure/.venv/bin/", os.path.dirname(sys.executable) + "/")
-    for var, path in dirs.items():
-        line = line.replace(f"${{{var}}}", path)
-    return shlex.split(line)
 
 
 def bounding_set(unit: dict[str, list[str]]) -> str:
@@ -81,6 +60,7 @@ class Host:
         self.tmp.mkdir(mode=0o1777)
         os.chmod(self.tmp, 0o1777)
         self.procs: list[subprocess.Popen] = []
+        self.mgmt_if = self.mgmt_ip = self.data_ip = ""  # set when the site is wired
         run(["ip", "netns", "add", self.ns.name])
         self.ns.run(["ip", "link", "set", "lo", "up"])
         self.ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
@@ -273,8 +253,8 @@ def test_deployment_guide_in_namespaces(site, machines, tmp_path):
     wait_until(lambda: requests.get(f"{base}/overlay", headers=headers, timeout=3)
                .json().get("root"), timeout=30, interval=0.5, message="overlay built")
 
-    task = {"name": "deploy-icmp", "kind": "counter", "filter": {"proto": "icmp"},
-            "report_interval": 1}
+    task: dict[str, Any] = {"name": "deploy-icmp", "kind": "counter",
+                            "filter": {"proto": "icmp"}, "report_interval": 1}
     resp = requests.post(f"{base}/tasks", json=task, headers=headers, timeout=5)
     assert resp.status_code == 201, resp.text
     tid = resp.json()["tasks"][0]["id"]

@@ -19,16 +19,9 @@ import sys
 
 import pytest
 
+from testing.agentproc import AgentProc, capture_args, ping_counts, snapshot_when, truth_rule
 from testing.netns import Netns
 from testing.procs import wait_until
-from tests.netns.test_monitor_netns import (
-    AgentProc,
-    agent_factory,  # noqa: F401 - a fixture
-    capture_args,
-    ping_counts,
-    snapshot_when,
-    truth_rule,
-)
 
 pytestmark = pytest.mark.netns
 

@@ -35,20 +35,13 @@ import sqlite3
 import sys
 
 import pytest
-import requests
 
 from measure_common.auth import HmacAuth
+from testing.agentproc import AgentProc, rule_counters, snapshot_when
+from testing.apps import bearer, controller_state, make_controller_app
+from testing.hostile import CANARIES, SHELL_STRINGS
 from testing.netns import ROOT, run
 from testing.procs import free_port, stop_process, wait_until
-from tests.netns.test_monitor_netns import AgentProc, in_netns, rule_counters, snapshot_when
-from tests.netns.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
-from tests.unit.test_fuzz import (
-    CANARIES,
-    SHELL_STRINGS,
-    bearer,
-    controller_state,
-    make_controller_app,
-)
 
 # ---------------------------------------------------------------- SQLite faults
 
@@ -110,66 +103,6 @@ def test_corrupt_database_error_is_one_clear_line(corrupt_state):
 
 # ---------------------------------------------------------------- agent killed and restarted
 
-class ControllerInNetns:
-    """The controller process inside a namespace (so agents in others can reach it)."""
-
-    def __init__(self, ns, state_dir, log_path) -> None:
-        self.ns, self.state_dir = ns, state_dir
-        self.url = f"http://{ns.ip}:8080"
-        self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.log_path = log_path
-        env = {**os.environ, "MEASURE_STATE_DIR": str(state_dir),
-               "MEASURE_CONTROLLER_URL": self.url}
-        self.proc = ns.popen([sys.executable, "-m", "ryu_app", "--ofp-tcp-listen-port", "6653",
-                              "--wsapi-port", "8080", "ryu_app.app"],
-                             stdout=self.log_file, stderr=self.log_file, cwd=ROOT, env=env)
-        try:
-            wait_until(lambda: (state_dir / "controller.token").exists()
-                       and self.get("/measure/v1/tasks").status_code == 200,
-                       timeout=40, interval=0.2, message="controller REST")
-        except TimeoutError:
-            self.stop()
-            raise AssertionError(f"controller did not start:\n{self.log()}") from None
-
-    @property
-    def token(self) -> str:
-        return (self.state_dir / "controller.token").read_text().strip()
-
-    def request(self, method, path, **kw):
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return in_netns(self.ns, lambda: requests.request(method, self.url + path,
-                                                          headers=headers, timeout=10, **kw))
-
-    def get(self, path):
-        return self.request("GET", path)
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.log_file.close()
-
-
-@pytest.fixture
-def controller_in(tmp_path):
-    """Start controllers in a namespace, all on one state dir (a second start is a
-    restart), each with its own log file; stopped and checked for tracebacks after."""
-    started = []
-
-    def start(ns):
-        log = str(tmp_path / f"controller-{len(started)}.log")
-        ctl = ControllerInNetns(ns, tmp_path / "state", log)
-        started.append(ctl)
-        return ctl
-
-    yield start
-    for ctl in started:
-        ctl.stop()
-    for ctl in started:
-        assert "Traceback" not in ctl.log(), ctl.log()
-
 
 def _agent_rules(ag: AgentProc) -> list[str]:
     return sorted(line.split("] ", 1)[1] for line in ag.rules().splitlines()
@@ -177,13 +110,13 @@ def _agent_rules(ag: AgentProc) -> list[str]:
 
 
 @pytest.mark.netns
-def test_agent_killed_and_restarted_gets_its_task_back(ns_pair, agents, controller_in):  # noqa: F811
+def test_agent_killed_and_restarted_gets_its_task_back(ns_pair, agent_factory, controller_in):
     a, b = ns_pair
     ctl = controller_in(a)
     secret = str(ctl.state_dir / "agent.secret")
     args = ["--controller", ctl.url, "--advertise", f"http://{b.ip}:8000",
             "--secret-file", secret]
-    ag = agents(b, extra=args, client_ns=a)
+    ag = agent_factory(b, extra=args, client_ns=a)
     resp = ctl.request("POST", "/measure/v1/tasks", json={
         "name": "icmp-count", "kind": "counter", "filter": {"proto": "icmp"},
         "report_interval": 1})
@@ -202,7 +135,7 @@ def test_agent_killed_and_restarted_gets_its_task_back(ns_pair, agents, controll
     out = a.run(["ping", "-c", "10", "-i", "0.02", "-q", b.ip]).stdout
     assert " 0% packet loss" in out, out  # --queue-bypass: nobody bound, traffic flows
 
-    ag2 = agents(b, extra=args, client_ns=a)
+    ag2 = agent_factory(b, extra=args, client_ns=a)
     wait_until(lambda: ag2.v1("GET", "/health")["tasks"] == ["1"], timeout=30,
                message="task restored on the new agent")
     assert _agent_rules(ag2) == rules_before  # stale rules removed, the same set installed
@@ -223,14 +156,14 @@ def test_agent_killed_and_restarted_gets_its_task_back(ns_pair, agents, controll
 # ---------------------------------------------------------------- hostile requests, real agent
 
 @pytest.fixture
-def guarded_agent(ns_pair, agents, tmp_path):  # noqa: F811
+def guarded_agent(ns_pair, agent_factory, tmp_path):
     """An agent in b with a shared secret (no legacy opt-in), attacked from a."""
     a, b = ns_pair
     secret_file = tmp_path / "agent.secret"
     from measure_common.auth import load_or_create_secret
 
     secret, _ = load_or_create_secret(str(secret_file))
-    ag = agents(b, extra=["--secret-file", str(secret_file)], client_ns=a)
+    ag = agent_factory(b, extra=["--secret-file", str(secret_file)], client_ns=a)
     for path in CANARIES:
         assert not os.path.lexists(path), f"{path} exists before the test"
     yield a, b, ag, secret
@@ -308,9 +241,9 @@ def _udp_delivered(ns) -> int:
 
 
 @pytest.mark.netns
-def test_udp_flood_into_a_tiny_queue_fails_open_and_reports_missed(ns_pair, agents):  # noqa: F811
+def test_udp_flood_into_a_tiny_queue_fails_open_and_reports_missed(ns_pair, agent_factory):
     a, b = ns_pair
-    ag = agents(b, extra=["--allow-legacy", "--max-len", "4"])
+    ag = agent_factory(b, extra=["--allow-legacy", "--max-len", "4"])
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 9},
                                      "counters": [{"key": "src"}]})
     delivered0 = _udp_delivered(b)
@@ -351,7 +284,7 @@ def _raw_get(port: int, path: str, headers: dict) -> tuple[int, str]:
 
 @pytest.mark.unit
 def test_real_controller_answers_hostile_paths_with_json_errors(tmp_path):
-    from tests.conftest import start_controller
+    from testing.controllers import start_controller
 
     ctl = start_controller(tmp_path, env={"MEASURE_STATE_DIR": str(tmp_path)})
     try:

@@ -29,12 +29,8 @@ import time
 import pytest
 
 from measure_model.task import parse_task
+from testing.agentproc import CAPTURES, capture_args
 from testing.procs import free_port, wait_until
-from tests.netns.test_monitor_netns import (
-    CAPTURES,
-    agent_factory,  # noqa: F401 - fixture
-    capture_args,
-)
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(shutil.which("nfcapd") is None, reason="nfdump not installed")]
@@ -97,7 +93,7 @@ def collected(outdir) -> list[dict]:
     """Every record nfcapd wrote under ``outdir``, read back with ``nfdump -o json``."""
     files = glob.glob(str(outdir / "nfcapd.*"))
     assert files, f"nfcapd wrote nothing in {outdir}"
-    records = []
+    records: list[dict] = []
     for path in files:
         out = subprocess.run(["nfdump", "-r", path, "-o", "json"], capture_output=True,
                              text=True, check=True, env={**os.environ, "TZ": "UTC"}).stdout
@@ -111,8 +107,7 @@ def stamp(text: str) -> float:
 
 
 @pytest.mark.parametrize("mode", CAPTURES)
-def test_flow_records_reach_nfcapd_exactly(netns_factory, agent_factory, tmp_path,  # noqa: F811
-                                           mode):
+def test_flow_records_reach_nfcapd_exactly(netns_factory, agent_factory, tmp_path, mode):
     snd, rcv = netns_factory.pair(offload_off=True)
     port, port9, dead = free_port(), free_port(), free_port()
     collectors = {}
@@ -186,9 +181,9 @@ def test_flow_records_reach_nfcapd_exactly(netns_factory, agent_factory, tmp_pat
         acc[0] += rec["in_packets"]
         acc[1] += rec["in_bytes"]
         by_flow.setdefault(key, []).append(rec)
-        first, last, received = stamp(rec["first"]), stamp(rec["last"]), stamp(rec["received"])
-        assert t0 - 0.05 <= first <= last <= t1 + 0.05
-        assert received - last <= 2 + 1.0  # idle timeout + one expiry pass
+        start, end, received = stamp(rec["first"]), stamp(rec["last"]), stamp(rec["received"])
+        assert t0 - 0.05 <= start <= end <= t1 + 0.05
+        assert received - end <= 2 + 1.0  # idle timeout + one expiry pass
     assert {k: tuple(v) for k, v in sums.items()} == {k: truth[k] for k in flows}
     tcp = by_flow[("tcp", 40001, 7000)]
     assert "F" in tcp[0]["tcp_flags"] and "S" in tcp[0]["tcp_flags"]
@@ -200,10 +195,9 @@ def test_flow_records_reach_nfcapd_exactly(netns_factory, agent_factory, tmp_pat
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
-def test_sampled_capture_counts_within_the_stated_bound(netns_factory, agent_factory,  # noqa: F811
-                                                        capture):
+def test_sampled_capture_counts_within_the_stated_bound(netns_factory, agent_factory, capture):
     from measure_model.sketch.sampling import describe
-    from tests.netns.test_monitor_netns import send_udp
+    from testing.agentproc import send_udp
 
     snd, rcv = netns_factory.pair()
     ag = agent_factory(rcv, "h2", capture_args(capture))
@@ -239,8 +233,8 @@ def test_sampled_capture_counts_within_the_stated_bound(netns_factory, agent_fac
 
 
 @pytest.mark.parametrize("mode", CAPTURES)
-def test_agent_lists_its_active_flows(netns_factory, agent_factory, mode):  # noqa: F811
-    from tests.netns.test_monitor_netns import send_udp
+def test_agent_lists_its_active_flows(netns_factory, agent_factory, mode):
+    from testing.agentproc import send_udp
 
     snd, rcv = netns_factory.pair()
     ag = agent_factory(rcv, "h2", capture_args(mode))

@@ -13,16 +13,8 @@ import sys
 
 import pytest
 
+from testing.agentproc import AgentProc, capture_args, snapshot_when, tcp_transfer, truth_rule
 from testing.procs import wait_until
-from tests.netns.test_monitor_netns import (
-    TCP_CLIENT,
-    TCP_SERVER,
-    AgentProc,
-    capture_args,
-    snapshot_when,
-    truth_rule,
-)
-from tests.netns.test_monitor_netns import agent_factory as agents  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.netns
 
@@ -78,9 +70,9 @@ def mode(request) -> str:
     return request.param
 
 
-def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F811
+def test_ping6_exact_totals_and_heavy_hitters(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agent_for(agents, b, mode)
+    ag = agent_for(agent_factory, b, mode)
     truth = {"ip6tables": truth_rule(b, "-p", "ipv6-icmp", "-s", a.ip6, table="ip6tables")}
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "icmpv6", "src": a.ip6},
                                      "capture": mode,
@@ -102,9 +94,9 @@ def test_ping6_exact_totals_and_heavy_hitters(pair6, agents, mode):  # noqa: F81
     assert nflog["lost"] == 0 and nflog["packets"] == (20 if mode == "nflog" else 0)
 
 
-def test_udp6_datagrams_of_known_sizes(pair6, agents, mode):  # noqa: F811
+def test_udp6_datagrams_of_known_sizes(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agent_for(agents, b, mode)
+    ag = agent_for(agent_factory, b, mode)
     truth = {"ip6tables": truth_rule(b, "-p", "udp", "-s", a.ip6, "--dport", "7001:7003",
                                      table="ip6tables")}
     sk = ag.v1("POST", "/sketches", {
@@ -128,19 +120,14 @@ def test_udp6_datagrams_of_known_sizes(pair6, agents, mode):  # noqa: F811
     assert counted(ag, sk["id"], mode, truth) == (100, expected)
 
 
-def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
+def test_tcp6_counts_equal_rule_counters(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agent_for(agents, b, mode)
+    ag = agent_for(agent_factory, b, mode)
     truth = {"ip6tables": truth_rule(b, "-p", "tcp", "--dport", "5202", table="ip6tables")}
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "tcp", "dport": 5202},
                                      "capture": mode,
                                      "counters": [{"key": "five_tuple", "increment": "bytes"}]})
-    server = b.popen([sys.executable, "-c", TCP_SERVER.replace('"0.0.0.0"', '"::"')
-                      .replace("socket.socket()", "socket.socket(socket.AF_INET6)"), "5202"])
-    wait_until(lambda: "5202" in b.run(["ss", "-ltn"]).stdout, timeout=10, message="server")
-    out = a.run([sys.executable, "-c", TCP_CLIENT, b.ip6, "5202", "300000"]).stdout
-    assert out.strip() == "300000"
-    server.wait(10)
+    tcp_transfer(a, b, b.ip6, 5202, 300000, ipv6=True)
     pkts, nbytes = counted(ag, sk["id"], mode, truth)
     snap = snapshot_when(ag, sk["id"], 1, pkts)
     assert (snap["packets"], snap["bytes"]) == (pkts, nbytes)
@@ -150,9 +137,9 @@ def test_tcp6_counts_equal_rule_counters(pair6, agents, mode):  # noqa: F811
     assert key.startswith(f"{a.ip6},{b.ip6},tcp,") and key.endswith(",5202") and value == nbytes
 
 
-def test_one_task_counts_ipv4_and_ipv6_together(pair6, agents, mode):  # noqa: F811
+def test_one_task_counts_ipv4_and_ipv6_together(pair6, agent_factory, mode):
     a, b = pair6
-    ag = agent_for(agents, b, mode)
+    ag = agent_for(agent_factory, b, mode)
     truth = {"ip6tables": truth_rule(b, "-p", "udp", "--dport", "7100", table="ip6tables"),
              "iptables": truth_rule(b, "-p", "udp", "--dport", "7100")}
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 7100},
@@ -169,9 +156,9 @@ def test_one_task_counts_ipv4_and_ipv6_together(pair6, agents, mode):  # noqa: F
     assert counted(ag, sk["id"], mode, truth, "iptables") == (20, 20 * 228)
 
 
-def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agents):  # noqa: F811
+def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agent_factory):
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     ag.v1("POST", "/sketches", {"filter": {"proto": "udp"}, "counters": [{"key": "src"}]})
     ag.v1("POST", "/sketches", {"filter": {"src": a.ip6}, "capture": "nflog"})
     ag.stop(signal.SIGKILL)
@@ -180,7 +167,7 @@ def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agent
     assert "NFLOG" in stale and "NFQUEUE" in stale
     # fail-open: nothing listens on the queue or the log group, traffic still flows
     assert " 0% packet loss" in a.run(["ping", "-6", "-c", "3", "-i", "0.05", b.ip6]).stdout
-    ag2 = agents(b)
+    ag2 = agent_factory(b)
     for table in ("ip6tables-save", "iptables-save"):
         rules = b.run([table]).stdout
         assert ":h2:1" not in rules and ":h2:2" not in rules, table
@@ -191,14 +178,14 @@ def test_agent_sigkill_then_new_agent_removes_stale_ip6tables_rules(pair6, agent
         assert "endhost-measure" not in b.run([table]).stdout
 
 
-def test_nflog_never_holds_traffic_and_counts_what_it_missed(pair6, agents):  # noqa: F811
+def test_nflog_never_holds_traffic_and_counts_what_it_missed(pair6, agent_factory):
     """A stopped monitor: under NFQUEUE the queue would fill and packets wait;
     under NFLOG traffic flows untouched, the kernel drops copies once the
     socket buffer is full, and the agent reports exactly how many it missed."""
     import os
 
     a, b = pair6
-    ag = agents(b)
+    ag = agent_factory(b)
     sk = ag.v1("POST", "/sketches", {"filter": {"proto": "udp", "dport": 7200},
                                      "capture": "nflog",
                                      "counters": [{"key": "src", "increment": "pkt"}]})

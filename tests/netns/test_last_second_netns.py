@@ -15,8 +15,6 @@ import time
 import pytest
 
 from testing.procs import wait_until
-from tests.netns.test_legacy_flow_netns import three_hosts  # noqa: F401 - fixture
-from tests.netns.test_monitor_netns import agent_factory  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.netns
 
@@ -24,8 +22,8 @@ DELAYS = (0.05, 0.3, 0.6, 0.9)
 PORTS = 60
 
 
-def test_real_time_key_num_counts_the_whole_scan_for_one_window(three_hosts,  # noqa: F811
-                                                                  agent_factory):  # noqa: F811
+def test_real_time_key_num_counts_the_whole_scan_for_one_window(three_hosts,
+                                                                  agent_factory):
     h1, h5, h6 = three_hosts
     agent = agent_factory(h5, "h5", client_ns=h1)
     sketch_id = int(agent.legacy(type="config sketch", interface="INPUT", proto="tcp").text)

@@ -15,38 +15,19 @@ import ast
 import collections
 import re
 import time
+from typing import Any
 
 import pytest
 
-from testing.netns import run, unique_name
 from testing.procs import wait_until
-from tests.netns.test_monitor_netns import agent_factory  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.netns
 
 
-@pytest.fixture
-def three_hosts(netns_factory):
-    """h1 -- h5 (10.77.0.1/.2) and h6 -- h5 (10.79.0.1/.2): h5 is the monitored host."""
-    h1, h5 = netns_factory.pair("10.77.0")
-    h6 = netns_factory.netns()
-    i6, i5 = unique_name("vc"), unique_name("vd")
-    run(["ip", "link", "add", i6, "type", "veth", "peer", "name", i5])
-    netns_factory.links.append(i6)
-    for ns, intf, addr in ((h6, i6, "10.79.0.1"), (h5, i5, "10.79.0.2")):
-        run(["ip", "link", "set", intf, "netns", ns.name])
-        ns.run(["ip", "addr", "add", f"{addr}/24", "dev", intf])
-        ns.run(["ip", "link", "set", intf, "up"])
-    h6.ip = "10.79.0.1"
-    wait_until(lambda: h6.run(["ping", "-c1", "-W1", "10.79.0.2"], check=False).returncode == 0,
-               timeout=10, message="h6 link up")
-    return h1, h5, h6
-
-
-def test_heavy_hitter_example(three_hosts, agent_factory):  # noqa: F811
+def test_heavy_hitter_example(three_hosts, agent_factory):
     h1, h5, h6 = three_hosts
     agent = agent_factory(h5, "h5", client_ns=h1)
-    data = {"type": "config sketch", "interface": "INPUT", "proto": "icmp"}
+    data: dict[str, Any] = {"type": "config sketch", "interface": "INPUT", "proto": "icmp"}
     r = agent.legacy(**data)
     sketch_id = int(r.text)
     data = {"type": "config sketch counter", "sketch_id": sketch_id,
@@ -67,7 +48,7 @@ def test_heavy_hitter_example(three_hosts, agent_factory):  # noqa: F811
     assert "h6 hits: " + r.text + "times" == "h6 hits: 2times"
 
 
-def test_flow_size_distribution_example(three_hosts, agent_factory):  # noqa: F811
+def test_flow_size_distribution_example(three_hosts, agent_factory):
     h1, h5, h6 = three_hosts
     agent = agent_factory(h5, "h5", client_ns=h1)
     sketch_id = int(agent.legacy(type="config sketch", interface="INPUT", proto="icmp").text)
@@ -86,7 +67,7 @@ def test_flow_size_distribution_example(three_hosts, agent_factory):  # noqa: F8
     assert "h6 hits h5: " + r.text + "times" == "h6 hits h5: 252times"
 
 
-def test_portscan_example(three_hosts, agent_factory):  # noqa: F811
+def test_portscan_example(three_hosts, agent_factory):
     h1, h5, h6 = three_hosts
     agent = agent_factory(h5, "h5", client_ns=h1)
     sketch_id = int(agent.legacy(type="config sketch", interface="INPUT").text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,13 +25,13 @@ from measure_model import interval
 from measure_model.packet.keys import HeaderBatch
 from measure_model.task import Task
 from testing.browser import login, screenshot, wait_for
-from tests.netns.test_dashboard_browser import call, ctl  # noqa: F401 - the fixture
+from testing.controllers import rest_call
 
 pytestmark = pytest.mark.netns
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
 IP = 0x0A000000
-KINDS = {
+KINDS: dict[str, dict[str, Any]] = {
     "heavy_hitters": {"key": "src_dst", "increment": "bytes"},
     "flow_size": {"key": "src_dst", "increment": "bytes", "memory": 65536},
     "entropy": {"key": "src_dst", "memory": 65536},
@@ -89,14 +90,14 @@ def test_rates_units_and_a_view_per_kind(ctl):  # noqa: F811
     ends = [float(int(time.time()) - 30 + 5 * i) for i in range(5)]
     ids = {}
     for kind, fields in KINDS.items():
-        body = {"name": f"view-{kind}", "kind": kind, **fields}
-        status, created = call(controller.url, token, "POST", "/measure/v1/tasks",
+        body: dict[str, Any] = {"name": f"view-{kind}", "kind": kind, **fields}
+        status, created = rest_call(controller.url, token, "POST", "/measure/v1/tasks",
                                {"tasks": [body]})
         assert status == 201, created
         ids[kind] = created["tasks"][0]["id"]
         task = Task.from_dict(body)
         for rep in reports(task, ids[kind], ends):
-            status, reply = call(controller.url, token, "POST", "/measure/v1/reports", rep)
+            status, reply = rest_call(controller.url, token, "POST", "/measure/v1/reports", rep)
             assert status == 202, reply
     login(driver, controller.url, token)
     for kind, task_id in ids.items():

@@ -11,8 +11,8 @@ from wsgiref.simple_server import make_server
 import pytest
 
 from testing.browser import chrome, screenshot, texts, wait_for
+from testing.harness import QuietHandler
 from testing.netns import ROOT
-from tests.unit.test_cli import _Quiet
 from tests.unit.test_paths_service import PathHarness, crossing, post_task
 
 pytestmark = pytest.mark.netns
@@ -31,7 +31,7 @@ def test_suspects_matrix_and_loss_coloured_links(tmp_path):
     task_id = post_task(h, mode="dry_run")
     for _ in range(2):
         h.report(task_id, crossing(h, 1, 2))
-    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=_Quiet)
+    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -20,6 +20,7 @@ from host_agent.errors import AgentError
 from host_agent.monitor.core import fail_open_message
 from host_agent.overlay.node import OverlayNode
 from measure_model.task import Task
+from testing.clock import Clock
 from testing.monitors import InlineMonitor
 
 pytestmark = pytest.mark.unit
@@ -35,17 +36,9 @@ def ipv4(src: str, dst: str, proto: int = 1, length: int = 84, sport: int = 0,
     return head + struct.pack("!HH", sport, dport) + tcp
 
 
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.25) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_700_000_000.25)
 
 
 @pytest.fixture
@@ -518,7 +511,7 @@ def test_legacy_messages_at_an_inner_agent_answer_for_that_host_only(clock):
 
 
 def test_original_messages_take_and_show_ipv6_keys(app, mon):
-    from tests.unit.test_keys_ipv6 import ICMP6, ipv6
+    from testing.packets import ICMP6, ipv6
 
     r = post_form(app, type="config sketch", interface="INPUT", proto="icmpv6")
     sid = r.text

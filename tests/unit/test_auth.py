@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import threading
+from typing import Any
 
 import pytest
 import requests
@@ -23,9 +24,7 @@ from measure_common.auth import (
     load_or_create_token,
     sign_request,
 )
-from measure_model.task import Task, parse_task
-from tests.unit.test_fuzz import (
-    CLOCK,
+from testing.apps import (
     REPORT,
     TASK,
     TOKEN,
@@ -33,23 +32,17 @@ from tests.unit.test_fuzz import (
     bearer,
     controller_state,
     make_agent_app,
-    make_controller_app,
+    ready_controller,
     signed,
+    task_report,
 )
-from tests.unit.test_fuzz import SECRET as APP_SECRET
-from tests.unit.test_fuzz import ready_agent as _ready_agent
+from testing.apps import SECRET as APP_SECRET
+from testing.apps import ready_agent as _ready_agent
+from testing.clock import Clock
 
 pytestmark = pytest.mark.unit
 
 SECRET = b"s" * 43
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # ---------------------------------------------------------------- files
@@ -202,7 +195,7 @@ def test_nonces_differ():
 def test_any_change_breaks_the_signature(change):
     clock = Clock()
     headers = _signed(clock)
-    args = {"method": "POST", "path": "/agent/v1/sketches", "body": b'{"a":1}'}
+    args: dict[str, Any] = {"method": "POST", "path": "/agent/v1/sketches", "body": b'{"a":1}'}
     secret = SECRET
     if change == "method":
         args["method"] = "PUT"
@@ -368,7 +361,7 @@ def test_check_request_accepts_either_credential():
 # ---------------------------------------------------------------- agent API (in process)
 
 
-AGENT_MUTATIONS = [
+AGENT_MUTATIONS: list[tuple[str, str, Any, int | None]] = [
     ("POST", "/agent/v1/sketches", {"filter": {"proto": "icmp"}, "counters": [{"key": "src"}]},
      201),
     ("DELETE", "/agent/v1/sketches/1", None, 200),
@@ -530,20 +523,12 @@ def test_agent_body_limit_checked_before_signature():
     assert agent_state(app) == before
 
 
-
 # ---------------------------------------------------------------- controller REST (in process)
 
 
 REGISTRATION = {"name": "h4", "url": "http://192.168.100.4:8000", "data_ip": "10.0.0.4",
                 "mac": "00:00:00:00:00:04"}
 POLICY_YAML = b"tasks:\n  - name: hh-yaml\n    kind: heavy_hitters\n    threshold: 0.1\n"
-
-
-def _report() -> dict:
-    _, agent, _ = make_agent_app()
-    agent.install_task("1", Task.from_dict({"name": "hh-1", "kind": "heavy_hitters"}))
-    return {"task_id": "1", "from": "h2", "snapshot": agent.snapshot_task("1", CLOCK),
-            "covered": ["h2"], "missing": [], "interval_end": CLOCK}
 
 
 CONTROLLER_MUTATIONS = [
@@ -560,26 +545,6 @@ CONTROLLER_MUTATIONS = [
 CONTROLLER_READS = ["/measure/v1/topology", "/measure/v1/agents", "/measure/v1/overlay",
                     "/measure/v1/tasks", "/measure/v1/tasks/1", "/measure/v1/tasks/1/result",
                     "/measure/v1/events", "/measure/v1/openapi.json"]
-
-
-def _ready_controller(tmp_path, reads_open=False):
-    """A controller with agents h2, h3 registered and task 1 (hh-1) applied."""
-    app, service = make_controller_app(tmp_path, reads_open=reads_open)
-    regs = [{"name": f"h{i}", "url": f"http://192.168.100.{i}:8000", "data_ip": f"10.0.0.{i}",
-             "mac": f"00:00:00:00:00:0{i}"} for i in (2, 3)]
-    for path, body in [("/measure/v1/agents", regs[0]), ("/measure/v1/agents", regs[1]),
-                       ("/measure/v1/tasks", {"name": "hh-1", "kind": "heavy_hitters"})]:
-        resp = bearer("POST", path, json.dumps(body).encode()).get_response(app)
-        assert resp.status_code == 201, resp.text
-    # action 1: a dry-run block of h3 (attached to switch 1), as task 1's reaction would make
-    service.topology.add_switch(1, [1])
-    service.topology.learn_host("00:00:00:00:00:03", "10.0.0.3", 1, 1)
-    scan = parse_task({"name": "scan", "kind": "port_scan", "on": [
-        {"event": "port_scan", "action": "block", "duration": 60, "mode": "dry_run"}]}, "t")
-    service.actions.react("1", scan, [{"id": 1, "kind": "port_scan", "src": "10.0.0.3"}])
-    service.http.sent.clear()
-    service.now.t += 1  # a heartbeat now changes last_seen
-    return app, service
 
 
 def _controller_forgeries(method, path, body, ctype):
@@ -643,9 +608,9 @@ def test_controller_mutations_cover_every_state_changing_operation():
                               CONTROLLER_MUTATIONS])
 def test_controller_refuses_bad_credentials_and_changes_nothing(tmp_path, method, path, ctype,
                                                                body, ok_status):
-    app, service = _ready_controller(tmp_path, reads_open=True)
+    app, service = ready_controller(tmp_path, reads_open=True)
     if body == "REPORT":
-        body = _report()
+        body = task_report()
     raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None
                                                  else b"")
     before = controller_state(service)
@@ -661,9 +626,8 @@ def test_controller_refuses_bad_credentials_and_changes_nothing(tmp_path, method
 
 
 def test_controller_accepts_agent_signature_once(tmp_path):
-    from tests.unit.test_fuzz import signed
 
-    app, service = _ready_controller(tmp_path)
+    app, service = ready_controller(tmp_path)
     req = signed("POST", "/measure/v1/agents", json.dumps(REGISTRATION).encode())
     assert req.get_response(app).status_code == 201
     assert [a["name"] for a in service.agents()] == ["h2", "h3", "h4"]
@@ -678,12 +642,12 @@ def test_controller_accepts_agent_signature_once(tmp_path):
 def test_controller_reads_need_the_token_unless_open(tmp_path, path):
     import webob
 
-    app, _ = _ready_controller(tmp_path)
+    app, _ = ready_controller(tmp_path)
     resp = webob.Request.blank(path).get_response(app)
     assert (resp.status_code, resp.json) == (401, {
         "error": "missing bearer token (send 'Authorization: Bearer <token>')"})
     assert bearer("GET", path).get_response(app).status_code in (200, 404)  # 404: no result
-    open_app, _ = _ready_controller(tmp_path / "open", reads_open=True)
+    open_app, _ = ready_controller(tmp_path / "open", reads_open=True)
     assert webob.Request.blank(path).get_response(open_app).status_code in (200, 404)
 
 
@@ -703,7 +667,7 @@ def test_agent_without_a_secret_does_not_accept_configuration_from_anyone():
 # ---------------------------------------------------------------- one key, one meaning
 
 def test_a_request_signed_with_the_agents_secret_cannot_use_operator_routes(tmp_path, caplog):
-    app, service = _ready_controller(tmp_path)
+    app, service = ready_controller(tmp_path)
     before = sorted(service.tasks)
     for method, path, body in [("POST", "/measure/v1/tasks", json.dumps(TASK).encode()),
                                ("DELETE", "/measure/v1/tasks/1", b""),
@@ -745,15 +709,13 @@ def test_the_body_is_read_only_after_the_headers_pass():
 
 
 def test_an_agents_report_counts_only_from_the_current_root_at_its_epoch(tmp_path, caplog):
-    from tests.unit.test_fuzz import signed
-
-    app, service = _ready_controller(tmp_path)
+    app, service = ready_controller(tmp_path)
     service.recompute()
     root, epoch = service.overlay.root, service.epoch
     leaf = next(n for n in ("h2", "h3") if n != root)
 
     def post(sender: str, at: int) -> int:
-        body = {**_report(), "from": sender, "epoch": at}
+        body = {**task_report(), "from": sender, "epoch": at}
         return signed("POST", "/measure/v1/reports", json.dumps(body).encode(),
                       secret=APP_SECRET).get_response(app).status_code
 
@@ -763,7 +725,7 @@ def test_an_agents_report_counts_only_from_the_current_root_at_its_epoch(tmp_pat
     assert service.results.latest("1", now=service.now()) is None
     assert post(root, epoch) == 202
     # the operator's token may post any report (tools, tests, a manual replay)
-    body = {**_report(), "from": leaf, "epoch": 0}
+    body = {**task_report(), "from": leaf, "epoch": 0}
     assert bearer("POST", "/measure/v1/reports", json.dumps(body).encode()) \
         .get_response(app).status_code == 202
 
@@ -773,7 +735,8 @@ def test_a_placement_replayed_to_another_agent_is_refused(caplog):
     same signed placement sent to another agent is a 409, and so is a second, different
     placement at the epoch an agent already holds."""
     app, _agent, _ = make_agent_app()  # agent "fz"
-    mine = {"epoch": 3, "parent": None, "root": False, "children": [], "to": "fz"}
+    mine: dict[str, Any] = {"epoch": 3, "parent": None, "root": False, "children": [],
+                            "to": "fz"}
     other = {**mine, "root": True, "to": "h5"}  # recorded on its way to h5
     resp = signed("PUT", "/agent/v1/overlay", json.dumps(other).encode()).get_response(app)
     assert resp.status_code == 409 and "addressed to 'h5'" in resp.json["error"]

@@ -23,7 +23,7 @@ from host_agent.agent import Agent
 from host_agent.api import AgentApp
 from host_agent.bandwidth.api import bandwidth_api
 from ryu_app.rest.openapi_schemas import OPENAPI_PATH
-from tests.unit.test_rest import FakeAgents, Harness
+from testing.harness import FakeAgents, Harness
 
 pytestmark = pytest.mark.unit
 

@@ -47,7 +47,8 @@ def test_pct_pdt_of_monotonic_series():
 
 def test_pct_pdt_of_zigzag():
     # medians of 3 groups: 1, 3, 2 -> one rise of two steps; net +1 over 3 of travel
-    assert slops.pct_pdt([1, 1, 1, 3, 3, 3, 2, 2, 2]) == (0.5, pytest.approx(1 / 3))
+    pct, pdt = slops.pct_pdt([1, 1, 1, 3, 3, 3, 2, 2, 2])
+    assert pct == 0.5 and pdt == pytest.approx(1 / 3)
 
 
 def test_increasing_delays_with_noise_are_increasing():

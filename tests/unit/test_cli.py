@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
@@ -21,10 +20,10 @@ from measure_cli.render import (
     render_tasks,
     render_topology,
 )
+from testing.checks import some
+from testing.harness import POLICY_FILE as POLICY
 from testing.netns import ROOT
 from testing.procs import wait_until
-
-POLICY = os.path.join(ROOT, "policies", "heavy_hitter.yaml")
 
 
 def test_check_valid_policy(capsys):
@@ -175,14 +174,15 @@ def test_render_history_rows_are_per_interval(utc):
 
 
 def test_render_tasks_counts_the_agents_of_the_scope():
-    tasks = [{"id": "1", "name": "hh", "kind": "heavy_hitters", "status": "partial",
-              "scope": "global", "agents": {"h2": "ok", "h5": "error: timeout"},
-              "last_error": "failed on h5"},
-             {"id": "2", "name": "scan", "kind": "port_scan", "status": "active",
-              "task": {"scope": ["10.0.0.5"]}, "agents": {"h2": "ok", "h5": "ok", "h6": "ok"},
-              "last_error": None},
-             {"id": "3", "name": "bw", "kind": "bandwidth", "status": "pending", "agents": {},
-              "last_error": None}]
+    tasks: list[dict] = [
+        {"id": "1", "name": "hh", "kind": "heavy_hitters", "status": "partial",
+         "scope": "global", "agents": {"h2": "ok", "h5": "error: timeout"},
+         "last_error": "failed on h5"},
+        {"id": "2", "name": "scan", "kind": "port_scan", "status": "active",
+         "task": {"scope": ["10.0.0.5"]}, "agents": {"h2": "ok", "h5": "ok", "h6": "ok"},
+         "last_error": None},
+        {"id": "3", "name": "bw", "kind": "bandwidth", "status": "pending", "agents": {},
+         "last_error": None}]
     assert render_tasks(tasks, AGENTS) == (
         "ID  NAME  KIND           STATUS   SCOPE   AGENTS OK  ERROR\n"
         "1   hh    heavy_hitters  partial  global  1/2        failed on h5\n"
@@ -230,31 +230,6 @@ def test_render_events_in_words_with_local_times(utc):
         " 1  01:00:00  2     port_scan  10.0.0.6 touched 85 ports of 10.0.0.5\n"
         " 2  01:00:01  1     coverage   7 agents covered; missing h3")
     assert render_events(events[1:], header=False).startswith(" 2  01:00:01")
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def controller(tmp_path):
-    """The real REST app and service on a loopback port (fake agents behind it)."""
-    from ryu_app.auth_config import AuthConfig
-    from tests.unit.test_rest import Harness
-
-    harness = Harness(str(tmp_path / "state"), auth=AuthConfig(token="k" * 40))
-    server = make_server("127.0.0.1", 0, harness.wsgi, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    token = tmp_path / "token"
-    token.write_text("k" * 40 + "\n")
-    try:
-        yield harness, f"http://127.0.0.1:{server.server_port}", str(token)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_apply_tasks_result_over_http(controller, capsys):
@@ -306,11 +281,11 @@ def test_apply_tasks_result_over_http(controller, capsys):
     assert "9.6" in capsys.readouterr().out.splitlines()[0]
     assert main([*base, "history", "1"]) == 0
     assert capsys.readouterr().out == "task 1: no results yet\n"
-    from tests.unit.test_rest import _report
+    from testing.harness import hh_report
 
     for end, hh in ((1000.0, {"10.0.0.1,10.0.0.5": 700}), (1005.0, {})):
         harness.clock = end
-        assert harness.service.ingest_report(_report("1", ["h1", "h5"], [], end, hh))
+        assert harness.service.ingest_report(hh_report("1", ["h1", "h5"], [], end, hh))
     assert main([*base, "history", "1", "--limit", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["INTERVAL", "END", "COVERED", "MISSING", "COUNTED", "TOTAL",
@@ -330,7 +305,7 @@ def test_events_follow_prints_new_events_until_ctrl_c(controller):
     import signal
     import time
 
-    from tests.unit.test_rest import _report
+    from testing.harness import hh_report
 
     harness, url, token = controller
     from measure_model.task import parse_task
@@ -341,13 +316,13 @@ def test_events_follow_prints_new_events_until_ctrl_c(controller):
                              "--interval", "0.2"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader = threading.Thread(target=lambda: lines.extend(some(proc.stdout)), daemon=True)
     try:
         reader.start()
         for end, key in ((1000.0, "10.0.0.1,10.0.0.5"), (1005.0, "10.0.0.2,10.0.0.5")):
             time.sleep(0.5)
             harness.clock = end
-            harness.service.ingest_report(_report("1", ["h1"], [], end, {key: 700}))
+            harness.service.ingest_report(hh_report("1", ["h1"], [], end, {key: 700}))
         # interrupt once both events are printed (a busy machine may take seconds to
         # start the CLI: a Ctrl-C during its imports would test nothing of --follow)
         wait_until(lambda: len(lines) >= 3, timeout=60, message="both events printed")
@@ -357,7 +332,7 @@ def test_events_follow_prints_new_events_until_ctrl_c(controller):
         proc.wait(timeout=10)
         took = time.monotonic() - sent
         reader.join(5)
-        err = proc.stderr.read()
+        err = some(proc.stderr).read()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -433,7 +408,7 @@ def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
             assert resp.status_code == 200 and resp.json()["tasks"] == ["1"], (i, resp.text)
 
         epoch = net.rest("/measure/v1/overlay")[1]["epoch"]
-        stop_process(net.controller)
+        stop_process(some(net.controller))
         net.start_controller()
         status, body = net.rest("/measure/v1/tasks")
         assert [(t["id"], t["name"]) for t in body["tasks"]] == [("1", "flow-size-icmp")]
@@ -458,8 +433,8 @@ def test_a_closed_pipe_ends_the_command_without_a_traceback():
     policy = os.path.join(os.path.dirname(POLICY), "flows.yaml")
     proc = subprocess.Popen([_sys.executable, "-m", "measure_cli", "check", policy],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdout.close()  # the reader is gone before the first line
-    err = proc.stderr.read().decode()
+    some(proc.stdout).close()  # the reader is gone before the first line
+    err = some(proc.stderr).read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and err == ""
 
 
@@ -496,7 +471,7 @@ def _results_of(kind: str, fields: dict) -> dict:
         results.ingest({"task_id": "7", "interval_end": end, "snapshot": snap, "kind": kind,
                         "covered": ["h1", "h5"], "missing": [], "generated_at": end,
                         "oldest": end}, now=end)
-    return results.latest("7", now=15.5)
+    return some(results.latest("7", now=15.5))
 
 
 @pytest.mark.parametrize("kind, fields, expected", [

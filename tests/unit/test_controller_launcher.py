@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from testing.checks import some
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_for_port
 
@@ -32,7 +33,7 @@ def test_first_signal_stops_the_controller_without_a_traceback(tmp_path, sig):
         code = proc.wait(5)  # one signal is enough
     finally:
         stop_process(proc)
-    out = proc.stdout.read()
+    out = some(proc.stdout).read()
     assert code == 0, out
     assert out.splitlines()[-1] == f"measure-controller: stopped ({sig.name})"
     for noise in ("Traceback", "RLock(s) were not greened", "Eventlet is deprecated",

@@ -78,7 +78,11 @@ def test_sampled_capture_rule_arguments():
     with pytest.raises(ValueError, match=r"sample 0 is out of range"):
         sample_args(0, "random")
     calls: list[list[str]] = []
-    cap = Capture("h1", runner=lambda cmd: calls.append(cmd) or "")
+    def runner(cmd: list[str]) -> str:
+        calls.append(cmd)
+        return ""
+
+    cap = Capture("h1", runner=runner)
     filt = CaptureFilter.from_filter(Filter(proto="udp"))
     cap.add(3, 2, filt, 0.25, "nth")
     cap.remove(3)

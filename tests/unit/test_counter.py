@@ -13,7 +13,7 @@ from measure_model.fields import FieldError
 from measure_model.packet.headers import V4_MAPPED
 from measure_model.packet.keys import HeaderBatch, format_key, parse_key
 from measure_model.task import Task, counter_task
-from tests.unit.test_keys import PACKETS
+from testing.packets import PACKETS
 
 pytestmark = pytest.mark.unit
 
@@ -291,7 +291,7 @@ def test_aggregate_matches_exact_counts():
     weights = rng.integers(40, 1500, 1000)
     uniq, first, counts = aggregate(keys)
     _, _, sums = aggregate(keys, weights)
-    exact_n, exact_w = Exact(keys.tolist()), Exact()
+    exact_n, exact_w = Exact(keys.tolist()), Exact[int]()
     for k, w in zip(keys.tolist(), weights.tolist(), strict=True):
         exact_w[k] += w
     assert uniq.tolist() == sorted(exact_n)

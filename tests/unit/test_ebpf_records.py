@@ -17,6 +17,7 @@ from host_agent.flows.cache import FlowCache
 from host_agent.monitor.core import ebpf_memory, ebpf_period
 from measure_model.packet.keys import HeaderBatch
 from measure_model.task import parse_task
+from testing.checks import some
 
 pytestmark = pytest.mark.unit
 
@@ -142,8 +143,9 @@ def test_records_count_exactly_what_their_packets_count(body):
     if task.memory is not None:
         from measure_model.packet.keys import format_key, key_ints
 
-        full = pkts.full_keys(task.key)
-        values, counts = np.unique(key_ints(task.key, full), return_counts=True)
+        key = some(task.key)
+        full = pkts.full_keys(key)
+        values, counts = np.unique(np.asarray(key_ints(key, full)), return_counts=True)
         weights = counts if task.increment == "pkt" else None
         if weights is not None:
             for value, count in zip(values.tolist(), weights.tolist(), strict=True):

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ from measure_model.packet.headers import V4_MAPPED
 from measure_model.packet.keys import HeaderBatch, format_key
 from measure_model.task import PolicyError, parse_task
 from measure_model.wire.report import check_snapshot, merge_all
+from measure_model.wire.snapshot import Snapshot
 from ryu_app.service.results import MemoryStore, Results
+from testing.checks import some
 
 pytestmark = pytest.mark.unit
 
@@ -36,13 +40,13 @@ def batch(pairs: list[tuple[int, int, int]]) -> HeaderBatch:
                                    np.full(n, 5201), np.full(n, 100))
 
 
-def report(task_id: str, kind: str, snap: dict, end: float) -> dict:
+def report(task_id: str, kind: str, snap: Mapping[str, Any], end: float) -> dict:
     return {"task_id": task_id, "epoch": 1, "from": "h1", "interval_end": end, "kind": kind,
             "generated_at": end, "snapshot": snap, "covered": HOSTS, "missing": [],
             "oldest": end}
 
 
-def merged(counters: dict[str, ElasticCounter], now: float) -> dict:
+def merged(counters: dict[str, ElasticCounter], now: float) -> Snapshot:
     snaps = [check_snapshot(c.snapshot(now, host=h)) for h, c in counters.items()]
     return check_snapshot(merge_all(snaps))
 
@@ -106,7 +110,7 @@ def test_heavy_hitters_with_memory_are_elastic_within_budget_and_keep_their_shap
                                  ["10.0.0.4,10.0.0.2", 12]]
     results = Results(MemoryStore())
     events = results.ingest(report("hh", "heavy_hitters", snap, 5.0), now=5.1)
-    res = results.latest("hh")
+    res = some(results.latest("hh"))
     assert res["heavy_hitters"] == {"10.0.0.4,10.0.0.3": 300} and res["total"] == 337
     assert [e["key"] for e in results.events() if e["id"] in events
             and e["kind"] == "heavy_hitter"] == ["10.0.0.4,10.0.0.3"]
@@ -117,12 +121,12 @@ def test_flow_size_global_is_the_exact_histogram_and_largest_flows():
     snap = merged(counters, 2.0)
     results = Results(MemoryStore())
     results.ingest(report("fs", "flow_size", snap, 5.0), now=5.1)
-    res = results.latest("fs")["flow_size"]
+    res = some(results.latest("fs"))["flow_size"]
     assert res["histogram"] == {"1": 1.0, "2": 1.0, "5": 2.0, "12": 2.0, "300": 1.0}
     assert res["flows"] == 7 and res["exact_flows"] == 7
     assert res["largest"][0] == ["10.0.0.4,10.0.0.3", 300, True]
     assert res["error"]["confidence"] == 0.95
-    assert "elastic" not in results.latest("fs")
+    assert "elastic" not in some(results.latest("fs"))
 
 
 def test_cardinality_and_entropy_exact_on_small_traffic():
@@ -133,18 +137,18 @@ def test_cardinality_and_entropy_exact_on_small_traffic():
         snap = merged(fed(kind, memory=65536), 2.0)
         results = Results(MemoryStore())
         results.ingest(report("k", kind, snap, 5.0), now=5.1)
-        assert check(results.latest("k"))
+        assert check(some(results.latest("k")))
 
 
 def test_entropy_is_per_report_interval():
     results = Results(MemoryStore())
     counters = fed("entropy", memory=65536)
     results.ingest(report("en", "entropy", merged(counters, 2.0), 5.0), now=5.1)
-    assert results.latest("en")["entropy"]["scope"] == "since_start"
+    assert some(results.latest("en"))["entropy"]["scope"] == "since_start"
     second = [("h4", "h1", 40), ("h5", "h2", 10), ("h1", "h3", 10)]
     fed("entropy", flows=second, counters=counters)
     results.ingest(report("en", "entropy", merged(counters, 7.0), 10.0), now=10.1)
-    got = results.latest("en")["entropy"]
+    got = some(results.latest("en"))["entropy"]
     total = sum(n for *_, n in second)
     h = math.log2(total) - sum(n * math.log2(n) for *_, n in second) / total
     assert got["scope"] == "interval" and got["total"] == total and got["flows"] == 3
@@ -155,13 +159,13 @@ def test_cardinality_since_start_and_in_the_last_interval():
     results = Results(MemoryStore())
     counters = fed("cardinality", memory=65536)
     results.ingest(report("c", "cardinality", merged(counters, 2.0), 5.0), now=5.1)
-    first = results.latest("c")["cardinality"]
+    first = some(results.latest("c"))["cardinality"]
     assert first["estimate"] == 7 and "interval" not in first
     # one flow seen before (h4 -> h1) and two new ones
     fed("cardinality", flows=[("h4", "h1", 40), ("h2", "h1", 10), ("h3", "h2", 1)],
         counters=counters)
     results.ingest(report("c", "cardinality", merged(counters, 7.0), 10.0), now=10.1)
-    got = results.latest("c")["cardinality"]
+    got = some(results.latest("c"))["cardinality"]
     assert got["estimate"] == 9 and got["scope"] == "since_start"
     assert got["interval"]["estimate"] == 3
 
@@ -170,27 +174,27 @@ def test_heavy_changers_between_intervals_network_wide():
     results = Results(MemoryStore())
     counters = fed("heavy_changers", memory=65536, threshold_abs=20)
     results.ingest(report("hc", "heavy_changers", merged(counters, 2.0), 5.0), now=5.1)
-    assert results.latest("hc")["heavy_changers"] == []
+    assert some(results.latest("hc"))["heavy_changers"] == []
     fed("heavy_changers", counters=counters)  # same rates in interval 2
     results.ingest(report("hc", "heavy_changers", merged(counters, 7.0), 10.0), now=10.1)
-    assert results.latest("hc")["heavy_changers"] == []
+    assert some(results.latest("hc"))["heavy_changers"] == []
     changed = [(s, d, 80 if (s, d) == ("h4", "h2") else n) for s, d, n in FLOWS]
     fed("heavy_changers", flows=changed, counters=counters)
     ids = results.ingest(report("hc", "heavy_changers", merged(counters, 12.0), 15.0),
                          now=15.1)
-    got = results.latest("hc")["heavy_changers"]
+    got = some(results.latest("hc"))["heavy_changers"]
     assert [(c["key"], c["before"], c["after"]) for c in got] == [("10.0.0.4,10.0.0.2", 12, 80)]
     events = results.events(0)
     assert [(e["kind"], e["key"]) for e in events if e["id"] in ids] == [
         ("heavy_changer", "10.0.0.4,10.0.0.2")]
     # ask the past: a key and a histogram of the second interval
-    past = results.past("hc", 10.0, key="10.0.0.4,10.0.0.2")
+    past = some(results.past("hc", 10.0, key="10.0.0.4,10.0.0.2"))
     assert past["interval_end"] == 10.0
     assert (past["size"]["size"], past["size"]["in_interval"], past["size"]["exact"]) == \
         (24, 12, True)
     assert results.past("hc", 1.0) is None
     # any two intervals: the first against the third
-    span = results.past("hc", 15.0, key="10.0.0.4,10.0.0.2", since=5.0)["size"]
+    span = some(results.past("hc", 15.0, key="10.0.0.4,10.0.0.2", since=5.0))["size"]
     assert (span["size"], span["previous"], span["in_interval"], span["since"]) == \
         (104, 12, 92, 5.0)
     assert results.past("hc", 15.0, key="10.0.0.4,10.0.0.2", since=1.0) is None
@@ -214,7 +218,7 @@ def test_superspreaders_with_min_distinct_over_hosts():
     results = Results(MemoryStore())
     ids = results.ingest({**report("ss", "superspreaders", snap, 5.0), "covered": hosts},
                          now=5.1)
-    got = results.latest("ss")["superspreaders"]
+    got = some(results.latest("ss"))["superspreaders"]
     assert [g["key"] for g in got] == [format_key("src", V4_MAPPED | addr["h1"])]
     assert abs(got[0]["distinct"] - 8) <= 1 and got[0]["stderr"] >= 0
     assert [e["kind"] for e in results.events(0) if e["id"] in ids] == ["superspreader"]
@@ -249,7 +253,7 @@ def test_per_host_digest_carries_the_histogram_and_the_spreaders():
             "per_host": {"h3": host_summary(h3, 2.0, 10, "flow_size")}}
     results = Results(MemoryStore())
     results.ingest(body, now=5.1)
-    assert results.latest("fs", host="h3")["answer"]["histogram_log2"]["256"] == 1.0
+    assert some(results.latest("fs", host="h3"))["answer"]["histogram_log2"]["256"] == 1.0
     assert "answer" not in host_summary(h3, 2.0, 10, "heavy_hitters")
     huge = {**body, "per_host": {"h3": {"answer": {"x": "y" * 5000}}}}
     with pytest.raises(ValueError, match="'answer' must be an object of at most 4096"):

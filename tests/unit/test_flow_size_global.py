@@ -14,18 +14,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host_agent.agent import Agent
 from measure_model.packet.keys import HeaderBatch
 from measure_model.task import parse_task
 from measure_model.wire import report
-from testing.monitors import InlineMonitor
+from testing.inproc import InProcAgent
 
 pytestmark = pytest.mark.unit
 
 HOSTS = range(2, 10)  # h1 is the operator, as with measure-net --no-agent-on h1
 
 
-def pingall_at(agent: Agent, task_id: str, host: int, now: float) -> None:
+def pingall_at(agent: InProcAgent, task_id: str, host: int, now: float) -> None:
     """What one pingall delivers to ``host``'s INPUT chain: from every other host an
     echo request and the reply to its own ping, 84 bytes each."""
     others = [n for n in range(1, 10) if n != host]
@@ -33,8 +32,7 @@ def pingall_at(agent: Agent, task_id: str, host: int, now: float) -> None:
     n = len(src)
     batch = HeaderBatch.from_arrays(src, np.full(n, 0x0A000000 + host), np.full(n, 1),
                                     np.zeros(n, int), np.zeros(n, int), np.full(n, 84))
-    sid = agent.tasks[task_id]
-    agent.monitors[0].core.sketches[sid].counters[1].update(batch, now)
+    agent.counter(task_id).update(batch, now)
 
 
 def test_global_flow_size_after_a_pingall_lists_all_64_pairs():
@@ -43,8 +41,7 @@ def test_global_flow_size_after_a_pingall_lists_all_64_pairs():
                        "filter": {"interface": "INPUT", "proto": "icmp"}}, "policy")
     snaps = []
     for host in HOSTS:
-        agent = Agent(f"h{host}", [InlineMonitor(clock=None)], capture=None,
-                      data_ip=f"10.0.0.{host}")
+        agent = InProcAgent(f"h{host}", data_ip=f"10.0.0.{host}")
         agent.install_task("1", task)
         pingall_at(agent, "1", host, now=10.0)
         snap = agent.snapshot_task("1", now=10.5)

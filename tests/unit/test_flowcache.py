@@ -28,7 +28,7 @@ def totals(recs) -> dict[tuple[int, int], tuple[int, int]]:
         acc = out.setdefault((s - IP, sp), [0, 0])
         acc[0] += p
         acc[1] += o
-    return {k: tuple(v) for k, v in out.items()}
+    return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 def test_groups_a_batch_exactly_and_keeps_first_last_flags():

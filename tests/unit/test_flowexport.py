@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
 import pytest
 
 from host_agent.flows.export import Exporter
 from host_agent.monitor.core import MonitorCore
 from measure_model.task import parse_task
 from measure_model.wire import ipfix
-from tests.unit.test_ipfix import decode_ipfix
-from tests.unit.test_keys import ipv4, tcp_flagged, udp
+from testing.packets import decode_ipfix, ipv4, tcp_flagged, udp
 
 pytestmark = pytest.mark.unit
 
@@ -110,7 +110,7 @@ def test_an_unreachable_collector_is_counted_and_never_raises(collector):
 
 def test_exporter_resends_templates_after_a_failure(collector):
     exp = Exporter(f"127.0.0.1:{collector.getsockname()[1]}", "ipfix", domain=9, now=0.0)
-    empty = {c: [] for c in ("packets",)}
+    empty = {"packets": np.array([], np.uint64)}
     exp.export(empty, 0.0)                            # templates only
     assert len(received(collector)) == 1
     exp.export(empty, 1.0)
@@ -138,7 +138,7 @@ def test_the_agent_resolves_collector_names_for_the_monitor():
         core.handle({"op": "add_flows", "sketch": 4, "entry": {
             "task": parse_task({"name": "c", "kind": "counter"}, "t").to_dict()}}, 0.0)
     exp = Exporter("no-such-host.invalid:1", "netflow9", domain=1, now=0.0, address=None)
-    exp.export({"packets": [1]} | {c: [0] for c in ipfix_columns()}, 0.0)
+    exp.export({"packets": np.array([1])} | {c: np.array([0]) for c in ipfix_columns()}, 0.0)
     assert exp.describe()["last_error"] == "no-such-host.invalid:1: name does not resolve"
 
 

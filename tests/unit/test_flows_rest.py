@@ -16,7 +16,7 @@ from ryu_app.launcher import patch_eventlet
 
 patch_eventlet()
 
-from tests.unit.test_rest import Harness  # noqa: E402
+from testing.harness import Harness  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import re
+from typing import Any
 
 import pytest
 import yaml
@@ -22,23 +23,27 @@ import yaml
 from measure_model import task as task_model
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, parse_tasks
-from tests.unit.test_fuzz import (
+from testing import apps
+from testing.apps import (
+    REPORT,
+    TASK,
+    agent_state,
+    bearer,
+    controller_state,
+    ready_agent,
+    signed,
+    task_report,
+)
+from testing.hostile import (
     BANDWIDTH,
     CANARIES,
     HOSTILE,
     MEASURE,
     NUMBERS,
-    REPORT,
     SCAN,
     SHELL_STRINGS,
-    TASK,
-    agent_state,
-    bearer,
-    controller_state,
     label,
     nested,
-    ready_agent,
-    signed,
 )
 
 
@@ -166,7 +171,7 @@ def test_hostile_yaml_is_refused(text, message, canaries):
 
 # ---------------------------------------------------------------- hostile values over HTTP
 
-def _set(obj: object, path: tuple, value: object) -> object:
+def _set(obj: Any, path: tuple, value: object) -> Any:
     obj = copy.deepcopy(obj)
     target = obj
     for part in path[:-1]:
@@ -223,7 +228,7 @@ def sweep(app, state, make_request, values=HOSTILE, read: bool = False) -> list[
 
 # ------------------------------------------------ agent API
 
-AGENT_SKETCH = {"filter": dict(MEASURE["filter"]), "counters": [{
+AGENT_SKETCH: dict[str, Any] = {"filter": dict(MEASURE["filter"]), "counters": [{
     "key": "src", "increment": "pkt", "threshold": 0.05, "top_k": 10,
     "window": {"length": 1.0, "mode": "tumbling"}, "sketch": {"width": 1024, "depth": 4,
                                                              "seed": 1}}]}
@@ -238,7 +243,7 @@ PROBE = {"dst_ip": "127.0.0.1", "dst_url": "http://127.0.0.1:1", "method": "slop
 RECEIVE = {"method": "slops", "duration": 2}
 
 
-def _paths(obj: object, prefix: tuple = ()) -> list[tuple]:
+def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
     """Every field path of a JSON body (objects and list items included)."""
     out = []
     items = obj.items() if isinstance(obj, dict) else enumerate(obj)
@@ -440,10 +445,8 @@ def _controller_cases():
 @pytest.fixture(scope="module")
 def ready_controller(tmp_path_factory):
     """One controller for the module's refusal sweeps (a refusal changes nothing)."""
-    from tests.unit.test_auth import _ready_controller, _report
-
-    app, service = _ready_controller(tmp_path_factory.mktemp("controller"))
-    return app, service, _report()
+    app, service = apps.ready_controller(tmp_path_factory.mktemp("controller"))
+    return app, service, task_report()
 
 
 def _controller_sweep(ready, path, enc, base, field, values):

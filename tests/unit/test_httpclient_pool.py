@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_sequential_calls_reuse_one_connection_and_pools_are_bounded():
         for _ in range(50):
             assert client.request("GET", url) == (200, {"ok": True})
         assert len(_Handler.connections) == 1  # one keep-alive connection, reused
-        adapter = client._session.get_adapter(url)
+        adapter: Any = client._session.get_adapter(url)  # an HTTPAdapter: its pool sizes
         assert (adapter._pool_connections, adapter._pool_maxsize) == (POOL_PEERS, POOL_PER_PEER)
         assert adapter.poolmanager.pools._maxsize == POOL_PEERS
     finally:

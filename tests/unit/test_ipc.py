@@ -11,6 +11,7 @@ from host_agent.bandwidth.worker import Worker, WorkerError
 from host_agent.ipc import reply_for
 from host_agent.monitor import commands as cmds
 from host_agent.monitor.core import MonitorCore
+from testing.checks import some
 
 pytestmark = pytest.mark.unit
 
@@ -62,10 +63,10 @@ def test_a_hung_child_times_out_and_is_killed():
     worker = Worker(lifetime=30)
     try:
         worker.call({"op": "recv_open", "session": 1}, timeout=5)
-        os.kill(worker.child.pid, signal.SIGSTOP)
+        os.kill(some(worker.child.pid), signal.SIGSTOP)
         with pytest.raises(WorkerError, match="did not answer recv_fetch within 0.5 s"):
             worker.call({"op": "recv_fetch"}, timeout=0.5)
-        assert worker.child.proc.wait(5) == -signal.SIGKILL or not worker.child.alive()
+        assert some(worker.child.proc).wait(5) == -signal.SIGKILL or not worker.child.alive()
         with pytest.raises(WorkerError, match="not started"):
             worker.call({"op": "recv_fetch"}, timeout=0.5)
     finally:
@@ -75,8 +76,8 @@ def test_a_hung_child_times_out_and_is_killed():
 def test_a_dead_child_is_gone_not_hung():
     worker = Worker(lifetime=30)
     try:
-        worker.child.proc.kill()
-        worker.child.proc.wait(5)
+        some(worker.child.proc).kill()
+        some(worker.child.proc).wait(5)
         with pytest.raises(WorkerError, match="not running|Broken pipe|Connection reset"):
             worker.call({"op": "recv_fetch"}, timeout=5)
     finally:

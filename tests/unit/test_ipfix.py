@@ -16,6 +16,7 @@ import pytest
 
 from measure_model.fields import parse_host_port
 from measure_model.wire import ipfix
+from testing.packets import decode_ipfix
 
 pytestmark = pytest.mark.unit
 
@@ -29,36 +30,6 @@ def records(n: int, start: int = 0) -> dict[str, np.ndarray]:
             "packets": i + 1, "octets": (i + 1) * 100 + 2 ** 40, "tcp_flags": np.full(n, 0x1B),
             "start_ms": np.full(n, 1_700_000_000_000), "end_ms": np.full(n, 1_700_000_001_500),
             "direction": np.ones(n), "end_reason": np.full(n, ipfix.END_IDLE)}
-
-
-def decode_ipfix(msg: bytes, templates: dict) -> tuple[tuple, list[dict]]:
-    """RFC 7011 section 3: header, then sets; returns header and data records."""
-    version, length, export, seq, domain = struct.unpack_from("!HHIII", msg)
-    assert version == 10 and length == len(msg)
-    off, recs = 16, []
-    while off < length:
-        set_id, set_len = struct.unpack_from("!HH", msg, off)
-        assert set_len >= 4 and off + set_len <= length
-        body = msg[off + 4:off + set_len]
-        if set_id == 2:
-            p = 0
-            while p < len(body):
-                tid, count = struct.unpack_from("!HH", body, p)
-                fields = [struct.unpack_from("!HH", body, p + 4 + 4 * k) for k in range(count)]
-                templates[tid] = fields
-                p += 4 + 4 * count
-        else:
-            fields = templates[set_id]
-            size = sum(n for _, n in fields)
-            assert len(body) % size == 0
-            for r in range(len(body) // size):
-                p, rec = r * size, {}
-                for ie, n in fields:
-                    rec[ie] = int.from_bytes(body[p:p + n], "big")
-                    p += n
-                recs.append(rec)
-        off += set_len
-    return (export, seq, domain), recs
 
 
 def test_ipfix_messages_templates_sequence_and_mtu():

@@ -8,8 +8,8 @@ import pytest
 
 from host_agent.agent import Agent, AgentError
 from measure_model.task import PolicyError, parse_task
+from testing.checks import some
 from testing.monitors import InlineMonitor
-from tests.unit.test_rest import h  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.unit
 
@@ -20,12 +20,14 @@ def task(**fields) -> dict:
 
 def test_ipv6_prefixes_are_normalised_and_capture_defaults_to_nfqueue():
     t = parse_task(task(filter={"src": "2001:DB8::/32", "dst": "fd00::0001"}), "x")
-    assert (t.filter.src, t.filter.dst, t.capture) == ("2001:db8::/32", "fd00::1", "nfqueue")
-    assert parse_task(task(filter={"src": "::/0"}), "x").filter.src == "::/0"
+    flt = some(t.filter)
+    assert (flt.src, flt.dst, t.capture) == ("2001:db8::/32", "fd00::1", "nfqueue")
+    assert some(parse_task(task(filter={"src": "::/0"}), "x").filter).src == "::/0"
     # host bits are masked, as iptables does for IPv4
-    assert parse_task(task(filter={"dst": "2001:db8::1/64"}), "x").filter.dst == "2001:db8::/64"
+    masked = some(parse_task(task(filter={"dst": "2001:db8::1/64"}), "x").filter)
+    assert masked.dst == "2001:db8::/64"
     t = parse_task(task(filter={"proto": "icmpv6", "src": "fe80::/10"}, capture="nflog"), "x")
-    assert (t.filter.proto, t.capture) == ("icmpv6", "nflog")
+    assert (some(t.filter).proto, t.capture) == ("icmpv6", "nflog")
     assert parse_task(t.to_dict(), "x") == t
 
 
@@ -59,7 +61,7 @@ def test_bad_ipv6_filters_and_capture_modes_name_the_field(fields, message):
     ({"filter": {"src": "2001:db8::/200"}}, "filter.src '2001:db8::/200' is not"),
     ({"capture": "mirror"}, "capture 'mirror' is not one of nfqueue, nflog, ebpf"),
 ])
-def test_rest_refuses_and_stores_nothing(h, fields, error):  # noqa: F811
+def test_rest_refuses_and_stores_nothing(h, fields, error):
     h.register(1, 2)
     status, body = h.call("POST", "/measure/v1/tasks", task(**fields))
     assert status == 400 and error in body["error"], body
@@ -67,7 +69,7 @@ def test_rest_refuses_and_stores_nothing(h, fields, error):  # noqa: F811
     assert not any(m == "PUT" for m, _, _ in h.agents.calls)
 
 
-def test_rest_stores_ipv6_tasks_with_their_capture_mode(h):  # noqa: F811
+def test_rest_stores_ipv6_tasks_with_their_capture_mode(h):
     h.register(1, 2)
     status, body = h.call("POST", "/measure/v1/tasks",
                           task(filter={"proto": "udp", "dst": "2001:db8::5"}, capture="nflog"))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import struct
-
 import numpy as np
 import pytest
 
@@ -20,33 +17,9 @@ from measure_model.packet.keys import (
     sketch_key_of,
     sketch_keys_of,
 )
+from testing.packets import PACKETS, ipv4, tcp, tcp_flagged, udp
 
 pytestmark = pytest.mark.unit
-
-
-def ipv4(src: str, dst: str, proto: int, l4: bytes, total: int | None = None,
-         options: bytes = b"", frag: int = 0, version: int = 4) -> bytes:
-    ihl = 5 + len(options) // 4
-    length = total if total is not None else ihl * 4 + len(l4)
-    return struct.pack("!BBHHHBBH4s4s", (version << 4) | ihl, 0, length, 7, frag, 64, proto, 0,
-                       socket.inet_aton(src), socket.inet_aton(dst)) + options + l4
-
-
-def udp(sport: int, dport: int) -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8, 0)
-
-
-def tcp(sport: int, dport: int) -> bytes:
-    return struct.pack("!HHIIHHHH", sport, dport, 1, 0, 0x5002, 1024, 0, 0)
-
-
-ICMP = struct.pack("!BBHHH", 8, 0, 0, 1, 1)
-
-PACKETS = [
-    ipv4("10.0.0.1", "10.0.0.2", 17, udp(5001, 5201), total=1500),
-    ipv4("10.0.0.3", "10.0.0.2", 6, tcp(40000, 80), options=bytes(12)),
-    ipv4("10.0.0.6", "10.0.0.5", 1, ICMP, total=84),
-]
 
 
 def test_parse_fields_with_options_and_total_length():
@@ -213,10 +186,6 @@ def test_check_keys_takes_every_formatted_key_and_refuses_like_parse_key(key_typ
         assert got == want, other
         refused += want is not None
     assert refused >= 8
-
-
-def tcp_flagged(sport: int, dport: int, flags: int) -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 512, 0, 0)
 
 
 def test_tcp_flags_column():

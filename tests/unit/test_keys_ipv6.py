@@ -4,7 +4,6 @@ RFC 5952 strings, mixed IPv4/IPv6 batches and their sketch keys."""
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 
 import numpy as np
@@ -27,20 +26,11 @@ from measure_model.packet.keys import (
     sketch_keys_of,
     unpack_keys,
 )
-from tests.unit.test_keys import PACKETS, ipv4, tcp, udp
+from testing.packets import ICMP6, PACKETS, ipv4, ipv6, tcp, udp
 
 pytestmark = pytest.mark.unit
 
 HOP, ROUTING, FRAGMENT, AH, DSTOPTS = 0, 43, 44, 51, 60
-
-
-def ipv6(src: str, dst: str, next_header: int, rest: bytes, payload_len: int | None = None
-         ) -> bytes:
-    """An IPv6 header followed by ``rest`` (extension headers + upper layer)."""
-    plen = len(rest) if payload_len is None else payload_len
-    return struct.pack("!IHBB16s16s", 0x60000000, plen, next_header, 64,
-                       socket.inet_pton(socket.AF_INET6, src),
-                       socket.inet_pton(socket.AF_INET6, dst)) + rest
 
 
 def ext(next_header: int, units: int = 0) -> bytes:
@@ -58,7 +48,6 @@ def ah(next_header: int) -> bytes:
 
 
 A, B = "2001:db8::1", "2001:db8::2"
-ICMP6 = struct.pack("!BBHHH", 128, 0, 0, 1, 1)
 
 
 def parse(*packets: bytes) -> HeaderBatch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 
 import pytest
 
@@ -28,9 +27,9 @@ from ryu_app.rest.api import register_rest  # noqa: E402
 from ryu_app.rest.dashboard import register_dashboard  # noqa: E402
 from ryu_app.rest.metrics import MAX_KEYS  # noqa: E402
 from ryu_app.service.agent_health import AgentHealth, monitor_figures  # noqa: E402
+from testing.grafana import grafana_metrics  # noqa: E402
+from testing.harness import FakeAgents, Harness, sample_report  # noqa: E402
 from testing.netns import ROOT  # noqa: E402
-from tests.unit.test_rest import FakeAgents, Harness  # noqa: E402
-from tests.unit.test_results import report  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
 HEALTH = {"name": "h1", "status": "ok", "monitor": {"restarts": 2, "crash_looping": False,
@@ -103,7 +102,7 @@ def post(h, rep: dict) -> None:
 
 def test_task_totals_heavy_hitters_coverage_and_age_are_exported(mh):
     task_id = apply_task(mh)
-    rep = report(mh.clock - 1.0, hh={"10.0.0.9": 21, "10.0.0.4": 5}, task_id=task_id,
+    rep = sample_report(mh.clock - 1.0, hh={"10.0.0.9": 21, "10.0.0.4": 5}, task_id=task_id,
                  covered=["h1", "h2"], missing=["h3"],
                  scan={"10.0.0.6": {"ports": list(range(7)), "dsts": ["10.0.0.2"]}})
     rep["snapshot"].update(packets=31, bytes=3100, total=31)
@@ -129,7 +128,7 @@ def test_task_totals_heavy_hitters_coverage_and_age_are_exported(mh):
 
 def test_a_deleted_task_disappears_from_the_next_scrape(mh):
     task_id = apply_task(mh)
-    post(mh, report(mh.clock - 1.0, hh={"10.0.0.9": 21}, task_id=task_id))
+    post(mh, sample_report(mh.clock - 1.0, hh={"10.0.0.9": 21}, task_id=task_id))
     assert value(mh.scrape(), "measure_task_packets_total", task_id=task_id) == 30
     assert mh.call("DELETE", f"/measure/v1/tasks/{task_id}")[0] == 200
     s = mh.scrape()
@@ -139,7 +138,7 @@ def test_a_deleted_task_disappears_from_the_next_scrape(mh):
 def test_key_labels_are_bounded_to_the_largest_values(mh):
     task_id = apply_task(mh)
     hh = {f"10.0.{i // 200}.{i % 200 + 1}": 100 + i for i in range(3 * MAX_KEYS)}
-    post(mh, report(mh.clock - 1.0, hh=hh, task_id=task_id))
+    post(mh, sample_report(mh.clock - 1.0, hh=hh, task_id=task_id))
     s = mh.scrape()
     series = {lab["key"]: v for lab, v in s["measure_task_heavy_hitter"]}
     largest = sorted(hh.items(), key=lambda kv: -kv[1])[:MAX_KEYS]
@@ -201,7 +200,7 @@ def test_rest_requests_latencies_and_tick_failures_are_counted(mh):
 
 def test_unknown_numeric_fields_of_a_new_kind_are_exported(mh):
     task_id = apply_task(mh)
-    rep = report(mh.clock - 1.0, task_id=task_id)
+    rep = sample_report(mh.clock - 1.0, task_id=task_id)
     post(mh, rep)
     mh.service.results._latest[(task_id, "*")]["entropy"] = 2.5  # a field a new kind adds
     s = mh.scrape()
@@ -313,29 +312,12 @@ def test_a_scrape_never_waits_for_the_agents(mh):
     health.view(103.0)  # stale, but a round is still running: no second one
     assert len(runner.pending) == 1
     runner.pending.pop()()
-    rows = {r["name"]: r for r in health.view(103.5)}
-    assert rows["h1"]["reachable"] is True and rows["h1"]["checked_at"] == 100.0
+    by_name = {r["name"]: r for r in health.view(103.5)}
+    assert by_name["h1"]["reachable"] is True and by_name["h1"]["checked_at"] == 100.0
     assert len(runner.pending) == 1  # older than the ttl: the next round is started
 
 
 # ---------------------------------------------------------------- grafana
-
-
-def grafana_metrics() -> dict[str, set[str]]:
-    """Dashboard file -> metric names used in its PromQL expressions."""
-    out = {}
-    functions = {"sum", "rate", "increase", "histogram_quantile", "topk", "time"}
-    for path in sorted(glob.glob(os.path.join(ROOT, "docs/grafana/*.json"))):
-        with open(path) as f:
-            board = json.load(f)
-        names = set()
-        for panel in board["panels"]:
-            for target in panel["targets"]:
-                expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", target["expr"])
-                expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)  # selectors, ranges
-                names |= set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)) - functions
-        out[os.path.basename(path)] = names
-    return out
 
 
 def test_grafana_dashboards_are_importable_json():
@@ -355,7 +337,7 @@ def test_grafana_dashboards_are_importable_json():
 
 def test_every_metric_named_in_the_grafana_json_has_samples_in_metrics(mh):
     task_id = apply_task(mh)
-    rep = report(mh.clock - 1.0, hh={"10.0.0.9": 21}, task_id=task_id, missing=["h3"],
+    rep = sample_report(mh.clock - 1.0, hh={"10.0.0.9": 21}, task_id=task_id, missing=["h3"],
                  scan={"10.0.0.6": {"ports": list(range(7)), "dsts": ["10.0.0.2"]}})
     post(mh, rep)
     mh.service.results._latest[(task_id, "*")]["entropy"] = 2.5

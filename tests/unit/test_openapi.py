@@ -19,7 +19,7 @@ from ryu_app.rest.openapi_schemas import (  # noqa: E402
     render,
     updated,
 )
-from tests.unit.test_rest import POLICY, Harness, _report  # noqa: E402
+from testing.harness import POLICY, Harness, hh_report  # noqa: E402
 
 with open(OPENAPI_PATH) as _f:
     DOC = json.load(_f)
@@ -162,7 +162,7 @@ REQUESTS = [
     ("GET", "/measure/v1/tasks/1", None, None),
     ("GET", "/measure/v1/tasks/9", None, None),
     ("GET", "/measure/v1/tasks/1/result", None, None),
-    ("POST", "/measure/v1/reports", _report("1", ["h1"], [], 1.0, {}), "application/json"),
+    ("POST", "/measure/v1/reports", hh_report("1", ["h1"], [], 1.0, {}), "application/json"),
     ("POST", "/measure/v1/reports", {"task_id": "1"}, "application/json"),
     ("POST", "/measure/v1/reports", {"task_id": "99"}, "application/json"),
     ("GET", "/measure/v1/tasks/1/result", None, None),

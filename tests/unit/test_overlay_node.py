@@ -12,26 +12,22 @@ merging over the union stream, with the real counters and
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from host_agent.overlay.node import NotAChild, OverlayNode, StaleEpoch
 from measure_common.runner import InlineRunner
 from measure_model.task import Task
-from testing.monitors import InlineMonitor
+from testing.checks import some
+from testing.clock import Clock
+from testing.inproc import InProcAgent
 
 CTL = "http://ctl.test:8080"
 INTERVAL = 5.0
 TASK = {"name": "hh", "kind": "heavy_hitters", "key": "src", "increment": "pkt",
         "report_interval": INTERVAL, "scope": "global"}
-
-
-class Clock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeAgent:
@@ -43,6 +39,7 @@ class FakeAgent:
         self.installs = 0
         self.packets = 0
         self.fail_install = ""
+        self.sketches: dict[int, Any] = {}  # no counters made by the original messages
 
     def install_task(self, task_id: str, task: Task, candidate_divisor: int = 1) -> int:
         if self.fail_install:
@@ -62,6 +59,9 @@ class FakeAgent:
 
     def cost(self) -> dict:
         return {"restarts": 0, "cpu_seconds": 0.5, "packets": self.packets}
+
+    def snapshot(self, sid: Any, cid: Any, now: float | None = None) -> dict:
+        raise KeyError(sid)
 
 
 def add_merge(snaps: list[dict]) -> dict:
@@ -106,15 +106,17 @@ class FakeNet:
         return self._route(method.lower(), url, json, timeout)
 
 
-def peer(node: OverlayNode) -> dict:
-    return {"name": node.name, "url": node.agent.url}
+def peer(name: str) -> dict:
+    """An overlay peer as the controller names it (``FakeNet`` routes by this URL)."""
+    return {"name": name, "url": f"http://{name}.test:8000"}
 
 
 class Tree:
     """h1 is the root, h2..h4 its children, h5..h13 the grandchildren."""
 
-    def __init__(self, merge=add_merge, agent=FakeAgent) -> None:
+    def __init__(self, merge=add_merge, agent: Callable[[str], Any] = FakeAgent) -> None:
         self.make_agent = agent
+        self.agents: dict[str, Any] = {}  # FakeAgent or InProcAgent, by name
         self.clock = Clock(100.0)
         self.net = FakeNet()
         self.merge = merge
@@ -128,7 +130,8 @@ class Tree:
 
     def add(self, name: str) -> OverlayNode:
         fake = self.merge is not None  # toy snapshots: no report.check_snapshot
-        node = OverlayNode(self.make_agent(name), http=self.net, now=self.clock,
+        self.agents[name] = self.make_agent(name)
+        node = OverlayNode(self.agents[name], http=self.net, now=self.clock,
                            runner=InlineRunner(), merge=self.merge,
                            check=(lambda snap: snap) if fake else None)
         self.net.nodes[name] = node
@@ -145,8 +148,8 @@ class Tree:
             if name in self.net.down:
                 continue
             node.set_overlay({
-                "parent": peer(self[parent[name]]) if name in parent else None,
-                "children": [peer(self[c]) for c in kids.get(name, [])],
+                "parent": peer(parent[name]) if name in parent else None,
+                "children": [peer(c) for c in kids.get(name, [])],
                 "root": name == root, "epoch": self.epoch, "controller": CTL})
 
     def tick_all(self, t: float, order_seed: int = 0) -> None:
@@ -172,7 +175,7 @@ def test_task_reaches_all_13_agents_with_per_agent_status(tree):
     assert reply == {"agents": {name: "ok" for name in ALL}}
     parsed = parse_task(TASK, "test")  # validated once, every default filled in
     for name in ALL:
-        assert tree[name].agent.tasks["t1"] == parsed
+        assert tree.agents[name].tasks["t1"] == parsed
     # timeouts shrink by level so a parent answers before its parent gives up
     timeouts = {url.split("//")[1].split(".")[0]: t for m, url, t in tree.net.calls}
     assert timeouts["h2"] == 4.0 and timeouts["h5"] == pytest.approx(3.2)
@@ -181,7 +184,7 @@ def test_task_reaches_all_13_agents_with_per_agent_status(tree):
 def test_put_again_is_idempotent_and_reaches_new_agents(tree):
     tree["h1"].put_task("t1", dict(TASK))
     assert tree["h1"].put_task("t1", dict(TASK))["agents"] == {n: "ok" for n in ALL}
-    assert [tree[n].agent.installs for n in ALL] == [1] * 13
+    assert [tree.agents[n].installs for n in ALL] == [1] * 13
 
 
 @pytest.mark.parametrize("task_id, body, message", [
@@ -202,11 +205,11 @@ def test_invalid_task_is_refused_before_anything_changes(tree, task_id, body, me
         tree["h1"].put_task(task_id, body)
     assert str(err.value) == message
     assert tree["h1"].tasks == {} and tree.net.calls == []
-    assert all(tree[n].agent.installs == 0 for n in ALL)
+    assert all(tree.agents[n].installs == 0 for n in ALL)
 
 
 def test_failures_are_reported_per_agent(tree):
-    tree["h9"].agent.fail_install = "iptables: no chain"
+    tree.agents["h9"].fail_install = "iptables: no chain"
     tree.net.down.add("h4")
     status = tree["h1"].put_task("t1", dict(TASK))["agents"]
     assert status.pop("h9") == "error: iptables: no chain"
@@ -226,14 +229,14 @@ def test_unreachable_child_marks_its_known_subtree(tree):
 def test_delete_reaches_all(tree):
     tree["h1"].put_task("t1", dict(TASK))
     assert tree["h1"].delete_task("t1") == {"agents": {n: "ok" for n in ALL}}
-    assert all(not tree[n].agent.tasks and "t1" not in tree[n].tasks for n in ALL)
+    assert all(not tree.agents[n].tasks and "t1" not in tree[n].tasks for n in ALL)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_one_merged_report_per_interval_in_any_tick_order(tree, seed):
     tree["h1"].put_task("t1", dict(TASK))
     for n in range(1, 14):
-        tree[f"h{n}"].agent.packets = n
+        tree.agents[f"h{n}"].packets = n
     tree.tick_all(105.0, order_seed=seed)
     assert len(tree.net.controller) == 1
     rep = tree.net.controller[0]
@@ -254,7 +257,7 @@ def test_one_merged_report_per_interval_in_any_tick_order(tree, seed):
 def test_missing_subtree_is_listed_and_does_not_block_beyond_timeout(tree):
     tree["h1"].put_task("t1", dict(TASK))
     for n in range(1, 14):
-        tree[f"h{n}"].agent.packets = n
+        tree.agents[f"h{n}"].packets = n
     tree.tick_all(105.0)
     tree.net.down.add("h3")  # a child with three children
     tree.net.down.add("h11")  # a leaf under h4
@@ -331,7 +334,7 @@ def test_report_from_a_stranger_is_refused(tree):
     with pytest.raises(NotAChild, match="^report: 'h5' is not a child of h1$"):
         tree["h1"].receive_report(body)
     good = {**body, "from": "h2"}
-    for change, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"interval_end": "x"}, "report: field 'interval_end' must be a time from 0 to 1e+13"),
         ({"interval_end": float("nan")},
          "report: field 'interval_end' must be a time from 0 to 1e+13"),
@@ -350,7 +353,8 @@ def test_report_from_a_stranger_is_refused(tree):
          "report: field 'interval_end' must be a time from 0 to 1e+13"),
         ({"snapshot": {}}, "report: field 'snapshot' must be a counter snapshot, or null when "
                            "nothing in the subtree measures the task"),
-    ]:
+    ]
+    for change, message in cases:
         with pytest.raises(ValueError) as err:
             tree["h1"].receive_report({**good, **change})
         assert str(err.value) == message
@@ -365,14 +369,14 @@ def test_real_snapshots_are_checked_on_receipt():
     with pytest.raises(ValueError,
                        match=r"^snapshot: packets must be an integer from 0 to 2\*\*63-1$"):
         tree["h1"].receive_report(body)
-    body["snapshot"] = tree["h2"].agent.snapshot_task("t1", 105.0)  # missed: None, no capture
+    body["snapshot"] = tree.agents["h2"].snapshot_task("t1", 105.0)  # missed: None, no capture
     assert tree["h1"].receive_report(body) == {"accepted": True, "late": False}
 
 
 def test_reparenting_after_a_death_restores_full_coverage(tree):
     tree["h1"].put_task("t1", dict(TASK))
     for n in range(1, 14):
-        tree[f"h{n}"].agent.packets = 1
+        tree.agents[f"h{n}"].packets = 1
     tree.tick_all(105.0)
     tree.net.down.add("h3")
     # the controller drops h3 and adopts its children under h2 and h4
@@ -385,7 +389,7 @@ def test_reparenting_after_a_death_restores_full_coverage(tree):
     assert rep["interval_end"] == 110.0 and rep["epoch"] == 2
     assert rep["covered"] == [n for n in ALL if n != "h3"] and rep["missing"] == []
     assert rep["snapshot"]["packets"] == 12
-    assert tree["h8"].agent.installs == 1  # already held the task: no reinstall
+    assert tree.agents["h8"].installs == 1  # already held the task: no reinstall
 
 
 def test_restarted_agent_gets_its_tasks_from_its_new_parent(tree):
@@ -422,7 +426,7 @@ def test_silent_child_gets_its_tasks_pushed_again(tree):
 def test_scope_list_installs_only_in_scope_and_still_forwards(tree):
     reply = tree["h1"].put_task("s1", dict(TASK, scope=["h5", "h12"]))["agents"]
     assert reply == {"agents": {n: "ok" for n in ALL}}["agents"]
-    assert sorted(n for n in ALL if "s1" in tree[n].agent.tasks) == ["h12", "h5"]
+    assert sorted(n for n in ALL if "s1" in tree.agents[n].tasks) == ["h12", "h5"]
     tree.tick_all(105.0)
     rep = tree.net.controller[-1]
     assert rep["covered"] == ["h12", "h5"] and rep["missing"] == []
@@ -431,9 +435,9 @@ def test_scope_list_installs_only_in_scope_and_still_forwards(tree):
 def test_global_snapshot_at_the_root_for_legacy_queries(tree):
     tree["h1"].put_task("t1", dict(TASK))
     for n in range(1, 14):
-        tree[f"h{n}"].agent.packets = n
+        tree.agents[f"h{n}"].packets = n
     tree.tick_all(105.0)
-    tree["h1"].agent.packets = 100  # fresh local data is seen at once
+    tree.agents["h1"].packets = 100  # fresh local data is seen at once
     snap = tree["h1"].global_snapshot("t1", 106.0)
     assert snap["packets"] == 100 + sum(range(2, 14))
     assert snap["covered"] == ALL and snap["missing"] == []
@@ -445,7 +449,7 @@ def test_legacy_sketch_at_root_is_forwarded_without_local_install(tree):
     root.agent.tasks["legacy-1"] = {"id": "legacy-1"}  # the runtime's own sketch
     reply = root.put_task("legacy-1", dict(TASK), install_local=False)
     assert reply["agents"] == {n: "ok" for n in ALL}
-    assert root.agent.installs == 0 and tree["h5"].agent.installs == 1
+    assert root.agent.installs == 0 and tree.agents["h5"].installs == 1
 
 
 def test_next_wakeup_points_at_interval_end_and_deadline(tree):
@@ -478,14 +482,7 @@ def test_slow_children_stretch_the_wait(tree):
 
 def real_tree() -> Tree:
     """The same 1+3+9 tree over real Agents (no capture) and report.merge_all."""
-    from host_agent.agent import Agent
-
-    def agent(name: str) -> Agent:
-        real = Agent(name, [InlineMonitor(clock=None)], capture=None, data_ip=f"10.0.0.{name[1:]}")
-        real.url = f"http://{name}.test:8000"  # what FakeNet routes by
-        return real
-
-    return Tree(merge=None, agent=agent)
+    return Tree(merge=None, agent=lambda name: InProcAgent(name, data_ip=f"10.0.0.{name[1:]}"))
 
 
 def ip(text: str) -> int:
@@ -493,15 +490,14 @@ def ip(text: str) -> int:
     return (a << 24) | (b << 16) | (c << 8) | d
 
 
-def feed(node: OverlayNode, task_id: str, flows: list[tuple[str, str, int, int]],
+def feed(agent: InProcAgent, task_id: str, flows: list[tuple[str, str, int, int]],
          now: float) -> None:
     """Synthetic packets (src, dst, length, count) straight into the agent's counter."""
     import numpy as np
 
     from measure_model.packet.keys import HeaderBatch
 
-    agent = node.agent
-    counter = agent.monitors[0].core.sketches[agent.tasks[task_id]].counters[1]
+    counter = agent.counter(task_id)
     src = np.repeat([ip(f[0]) for f in flows], [f[3] for f in flows])
     dst = np.repeat([ip(f[1]) for f in flows], [f[3] for f in flows])
     length = np.repeat([f[2] for f in flows], [f[3] for f in flows])
@@ -536,7 +532,7 @@ def test_global_result_equals_the_union_stream():
     flows = traffic(seed=5)
     exact: dict[str, int] = {}
     for name, fl in flows.items():
-        feed(tree[name], "t1", fl, 104.0)
+        feed(tree.agents[name], "t1", fl, 104.0)
         for src, dst, length, count in fl:
             exact[f"{src},{dst}"] = exact.get(f"{src},{dst}", 0) + length * count
     tree.tick_all(105.0)
@@ -555,8 +551,8 @@ def test_global_result_equals_the_union_stream():
     assert abs(snap["distinct"]["estimate"] - distinct) <= 0.05 * distinct
     results = Results(MemoryStore())
     results.ingest(rep, now=105.2)
-    assert set(results.latest("t1")["heavy_hitters"]) == truth
-    h7 = results.latest("t1", host="h7")
+    assert set(some(results.latest("t1"))["heavy_hitters"]) == truth
+    h7 = some(results.latest("t1", host="h7"))
     assert h7["bytes"] == sum(length * c for _, _, length, c in flows["h7"])
     assert h7["heavy_hitters"] == {"10.9.9.9,10.0.0.7": 1400 * 900}
 
@@ -568,7 +564,7 @@ def _light_everywhere_heavy_in_sum(tree: Tree, task_id: str, now: float) -> None
     for n in range(1, 14):
         flows = [(f"10.2.{n}.{k}", f"10.0.0.{n}", 100, rnd.randrange(1, 61)) for k in range(30)]
         flows.append(("10.7.7.7", f"10.0.0.{n}", 100, 100))
-        feed(tree[f"h{n}"], task_id, flows, now)
+        feed(tree.agents[f"h{n}"], task_id, flows, now)
 
 
 @pytest.mark.parametrize("hint", [True, False])
@@ -590,8 +586,8 @@ def test_absolute_threshold_finds_a_key_light_on_every_agent(hint):
     body = dict(task, _overlay={"agents": 13}) if hint else task
     assert tree["h1"].put_task("t1", body) == {"agents": {n: "ok" for n in ALL}}
     for name in ALL:
-        agent = tree[name].agent
-        counter = agent.monitors[0].core.sketches[agent.tasks["t1"]].counters[1]
+        agent = tree.agents[name]
+        counter = agent.counter("t1")
         assert (counter.spec.threshold_abs, counter.spec.candidate_divisor) == (1300, 13)
     now = 109.0 if not hint else 104.0
     _light_everywhere_heavy_in_sum(tree, "t1", now)
@@ -605,7 +601,7 @@ def test_absolute_threshold_finds_a_key_light_on_every_agent(hint):
 
 def test_fractional_threshold_needs_no_divisor(tree):
     tree["h1"].put_task("t3", dict(TASK, name="t3", _overlay={"agents": 13}))
-    assert tree["h5"].agent.tasks["t3"].threshold == 0.05
+    assert tree.agents["h5"].tasks["t3"].threshold == 0.05
 
 
 def test_overlay_scale_bench_runs(tmp_path):
@@ -634,17 +630,17 @@ def test_legacy_counter_at_the_root_answers_for_the_whole_tree():
     from measure_model.wire.report import estimate, heavy_hitters_of
 
     tree = real_tree()
-    root = tree["h1"].agent
+    root = tree.agents["h1"]
     sid = root.create_sketch({"interface": "INPUT", "proto": "udp"}).id
     cid = root.add_counter(sid, {"key": "src", "increment": "pkt"})
     assert tree["h1"].share_legacy_counter(sid, cid) == {"agents": {n: "ok" for n in ALL}}
     assert tree["h5"].share_legacy_counter(sid, cid) is None  # a leaf has nobody to ask
-    task = tree["h9"].agent.tasks  # children hold it as an ordinary task
+    task = tree.agents["h9"].tasks  # children hold it as an ordinary task
     assert list(task) == [f"legacy-{sid}-{cid}"]
     for n in range(1, 14):  # 10.0.0.77 sends 30 packets to every host, others 1..13
-        agent = tree[f"h{n}"].agent
+        agent = tree.agents[f"h{n}"]
         s, c = (sid, cid) if n == 1 else (agent.tasks[f"legacy-{sid}-{cid}"], 1)
-        counter = agent.monitors[0].core.sketches[s].counters[c]
+        counter = agent.sketch_counter(s, c)
         flows = [("10.0.0.77", f"10.0.0.{n}", 100, 30), (f"10.2.0.{n}", f"10.0.0.{n}", 100, n)]
         src = np.repeat([ip(f[0]) for f in flows], [f[3] for f in flows])
         k = len(src)
@@ -656,13 +652,13 @@ def test_legacy_counter_at_the_root_answers_for_the_whole_tree():
     # never heard of a legacy-S-C task (it answered 404 every interval)
     assert tree["h1"].stats["reports_received"] == 3 and tree["h1"].stats["reports_sent"] == 0
     assert tree.net.controller == []
-    snap = tree["h1"].legacy_global(sid, cid, 105.5)
+    snap = some(tree["h1"].legacy_global(sid, cid, 105.5))
     assert snap["covered"] == ALL and snap["packets"] == 13 * 30 + sum(range(1, 14))
     assert estimate(snap, "10.0.0.77") == 13 * 30
     assert heavy_hitters_of(snap) == {"10.0.0.77": 390}  # 10.2.0.13 has 13 < 5% of 481
     assert tree["h1"].legacy_global(sid, 99) is None
     tree["h1"].unshare_legacy_sketch(sid)
-    assert tree["h9"].agent.tasks == {} and tree["h1"].legacy == {}
+    assert tree.agents["h9"].tasks == {} and tree["h1"].legacy == {}
 
 
 def test_port_scan_spread_over_hosts_is_found_globally():
@@ -679,8 +675,8 @@ def test_port_scan_spread_over_hosts_is_found_globally():
             "sketch": {"width": 1024, "depth": 4, "seed": 3}}
     assert tree["h1"].put_task("s1", task) == {"agents": {n: "ok" for n in ALL}}
     for i, name in enumerate(["h5", "h9", "h13"]):
-        agent = tree[name].agent
-        counter = agent.monitors[0].core.sketches[agent.tasks["s1"]].counters[1]
+        agent = tree.agents[name]
+        counter = agent.counter("s1")
         ports = np.arange(1000 + 10 * i, 1010 + 10 * i)
         counter.update(HeaderBatch.from_arrays(
             np.full(10, ip("10.0.0.66")), np.full(10, ip(agent.data_ip)), np.full(10, 6),
@@ -703,14 +699,19 @@ def test_default_merge_does_not_check_snapshots_again_a_custom_check_does(monkey
     from measure_model.wire import report
 
     calls = []
-    monkeypatch.setattr(report, "check_snapshot", lambda s: calls.append(s) or s)
+
+    def check(snap: dict) -> dict:
+        calls.append(snap)
+        return snap
+
+    monkeypatch.setattr(report, "check_snapshot", check)
     snap = {"key": "src", "increment": "pkt", "packets": 0, "bytes": 0, "total": 0,
             "sketch": CountMinSketch(64, 1, 1).to_wire(), "distinct": {"estimate": 0}}
-    node = overlay_node.OverlayNode(FakeAgent("h1"), http=object(), runner=object())
-    assert node.merge([snap])["packets"] == 0 and calls == []
-    node = overlay_node.OverlayNode(FakeAgent("h1"), http=object(), runner=object(),
+    node = overlay_node.OverlayNode(FakeAgent("h1"), http=FakeNet(), runner=InlineRunner())
+    assert some(node.merge([snap]))["packets"] == 0 and calls == []
+    node = overlay_node.OverlayNode(FakeAgent("h1"), http=FakeNet(), runner=InlineRunner(),
                                     check=lambda s: s)
-    assert node.merge([snap])["packets"] == 0 and calls == [snap]
+    assert some(node.merge([snap]))["packets"] == 0 and calls == [snap]
 
 
 def test_first_report_is_not_for_an_interval_that_ended_before_the_install(tree):

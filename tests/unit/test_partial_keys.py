@@ -15,6 +15,7 @@ patch_eventlet()
 from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
+from host_agent.counters.elastic import ElasticCounter  # noqa: E402
 from host_agent.monitor.core import default_counter_factory  # noqa: E402
 from measure_model import partial_keys  # noqa: E402
 from measure_model.packet.keys import HeaderBatch  # noqa: E402
@@ -23,35 +24,14 @@ from ryu_app.auth_config import AuthConfig  # noqa: E402
 from ryu_app.net.topology import Topology  # noqa: E402
 from ryu_app.rest.api import register_rest  # noqa: E402
 from ryu_app.service.core import MeasureService  # noqa: E402
+from testing.flows import elastic_counter  # noqa: E402
 
 pytestmark = pytest.mark.unit
-
-# (src, dst, sport, dport, packets): sources and ports whose totals span several flows
-FLOWS = [(1, 9, 1000, 80, 40), (1, 9, 1001, 80, 25), (1, 8, 1002, 443, 30),
-         (2, 9, 2000, 53, 50), (2, 7, 2001, 443, 12), (3, 9, 3000, 80, 90),
-         (4, 9, 4000, 8080, 5), (5, 6, 5000, 53, 7)]
-
-
-def batch(flows=FLOWS) -> HeaderBatch:
-    reps = [f[4] for f in flows]
-    rng = np.random.default_rng(1)
-    order = rng.permutation(sum(reps))
-    cols = [np.repeat([f[i] for f in flows], reps)[order] for i in range(4)]
-    n = order.shape[0]
-    return HeaderBatch.from_arrays(0x0A000000 + cols[0], 0x0A000000 + cols[1],
-                                   np.full(n, 6), cols[2], cols[3], np.full(n, 100))
-
-
-def counter(key: str, memory: int = 65536):
-    task = parse_task({"name": "t", "kind": "flow_size", "key": key, "memory": memory}, "t")
-    c = default_counter_factory({"task": task.to_dict(), "candidate_divisor": 1}, 0.0)
-    c.update(batch(), 1.0)
-    return c
 
 
 @pytest.mark.parametrize("key", ["src", "dst", "dport", "src_dst", "proto", "src_dport"])
 def test_partial_key_equals_a_dedicated_task_when_all_is_heavy(key):
-    whole, own = counter("five_tuple"), counter(key)
+    whole, own = elastic_counter("five_tuple"), elastic_counter(key)
     ans = partial_keys.answer(whole.es, key, threshold=30, top=20)
     mine = own.es.entries()
     assert own.es.light_total() == 0 and whole.es.light_total() == 0
@@ -66,7 +46,7 @@ def test_partial_key_equals_a_dedicated_task_when_all_is_heavy(key):
 
 
 def test_src_dst_task_answers_src_and_dst_only():
-    c = counter("src_dst")
+    c = elastic_counter("src_dst")
     ans = partial_keys.answer(c.es, "src", None, 3)
     assert ans["top_k"] == [["10.0.0.1", 95], ["10.0.0.3", 90], ["10.0.0.2", 62]]
     assert ans["heavy_hitters"] == {}
@@ -86,6 +66,7 @@ def test_bounds_hold_when_flows_spill_into_the_light_part():
     task = parse_task({"name": "t", "kind": "flow_size", "key": "five_tuple",
                        "memory": 8192}, "t")
     c = default_counter_factory({"task": task.to_dict(), "candidate_divisor": 1}, 0.0)
+    assert isinstance(c, ElasticCounter)
     c.update(b, 1.0)
     ans = partial_keys.answer(c.es, "src", None, 50)
     truth = {f"10.0.0.{s}": int(v) for s, v in zip(*np.unique(src, return_counts=True),
@@ -122,7 +103,7 @@ def test_rest_result_with_key(tmp_path):
                                                 "key": "src"})[0] == 201
     assert s.call("POST", "/measure/v1/tasks", {"name": "fs", "kind": "flow_size",
                                                 "key": "src"})[0] == 201
-    snap = counter("five_tuple").snapshot(999.0, host="h1")
+    snap = elastic_counter("five_tuple").snapshot(999.0, host="h1")
     report = {"task_id": "1", "interval_end": 999.0, "kind": "flow_size", "snapshot": snap,
               "covered": ["h1"], "missing": [], "generated_at": 999.0, "oldest": 999.0}
     assert s.call("POST", "/measure/v1/reports", report)[0] == 202
@@ -156,7 +137,7 @@ def test_cli_result_with_key_over_http(tmp_path, capsys):
     s = Service(str(tmp_path / "state"))
     s.call("POST", "/measure/v1/tasks", {"name": "ft", "kind": "flow_size",
                                          "key": "five_tuple", "memory": 65536})
-    snap = counter("five_tuple").snapshot(999.0, host="h1")
+    snap = elastic_counter("five_tuple").snapshot(999.0, host="h1")
     s.call("POST", "/measure/v1/reports", {
         "task_id": "1", "interval_end": 999.0, "kind": "flow_size", "snapshot": snap,
         "covered": ["h1"], "missing": [], "generated_at": 999.0, "oldest": 999.0})

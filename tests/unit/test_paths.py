@@ -12,17 +12,24 @@ from measure_model.pairs import cover_pairs
 from ryu_app.net.topology import Topology
 from ryu_app.paths.localize import Localizer, observations
 from ryu_app.paths.routes import (
+    PairPath,
     PathCache,
     access_link,
     hop_links,
     link_dict,
     link_name,
-    pair_path,
     parse_link,
     switch_link,
 )
+from ryu_app.paths.routes import pair_path as _pair_path
+from testing.checks import some
 
 pytestmark = pytest.mark.unit
+
+
+def pair_path(topo: Topology, attach: dict, a: str, b: str) -> PairPath:
+    """The pair's path, which every test here expects to exist."""
+    return some(_pair_path(topo, attach, a, b))
 
 
 def square() -> tuple[Topology, dict[str, tuple[int, int]]]:
@@ -113,7 +120,7 @@ def test_auto_pairs_over_the_controller_paths_cover_every_link() -> None:
     cache = PathCache(topo)
 
     def links(a: str, b: str) -> list:
-        return sorted(cache.path(attach, a, b).links, key=repr)
+        return sorted(some(cache.path(attach, a, b)).links, key=repr)
 
     pairs = cover_pairs(attach, links, min_cover=2)
     cover = Counter(link for p in pairs for link in links(*p))
@@ -135,7 +142,7 @@ def feed(loc: Localizer, paths: dict, lossy: dict, sent: int = 50,
 def fat_tree_pairs() -> tuple[dict, Topology, dict]:
     topo, attach = fat_tree(4, 16)
     cache = PathCache(topo)
-    pairs = cover_pairs(attach, lambda a, b: sorted(cache.path(attach, a, b).links, key=repr),
+    pairs = cover_pairs(attach, lambda a, b: sorted(some(cache.path(attach, a, b)).links, key=repr),
                         min_cover=4)
     return {p: counted(topo, attach, p) for p in pairs}, topo, attach
 
@@ -214,9 +221,9 @@ def test_loss_split_by_direction_names_the_link_of_that_direction() -> None:
     rate is per crossing, not per round trip."""
     topo, attach = fat_tree(4, 16)
     cache = PathCache(topo)
-    pairs = cover_pairs(attach, lambda a, b: sorted(cache.path(attach, a, b).links, key=repr),
+    pairs = cover_pairs(attach, lambda a, b: sorted(some(cache.path(attach, a, b)).links, key=repr),
                         min_cover=4)
-    paths = {p: cache.path(attach, *p) for p in pairs}
+    paths = {p: some(cache.path(attach, *p)) for p in pairs}
     bad = next(k for p in paths.values() for k in p.rev_links if k[0] == "switch")
     loc, out = Localizer(), None
     for _ in range(2):

@@ -14,8 +14,9 @@ from host_agent.probes.session import PairSession
 from ryu_app.net.forwarding import ETH_TYPE_IPV4, Forwarding, Packet
 from ryu_app.net.topology import Topology
 from ryu_app.reactions.actions import Reroute
+from testing.checks import some
 from testing.fakeoftable import FakeNetwork
-from tests.unit.test_rest import FakeAgents, Harness
+from testing.harness import FakeAgents, Harness
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +42,7 @@ class PathHarness(Harness):
         super().__init__(state_dir, agents=FakeAgents())
         self.service.topology = self.service.actions.topology = ring_and_tail()
         self.service.pathhealth.topology = self.service.topology
-        self.service.pathhealth.cache.topology = self.service.topology
+        some(self.service.pathhealth.cache).topology = self.service.topology
         self.register(1, 2, 3, 4, 5)
         self.tick()
 
@@ -188,12 +189,12 @@ def test_cli_paths_links_and_diagnose_over_http(h, capsys):
     from wsgiref.simple_server import make_server
 
     from measure_cli.cli import main
-    from tests.unit.test_cli import _Quiet
+    from testing.harness import QuietHandler
 
     task_id = post_task(h, mode="dry_run")
     for _ in range(2):
         h.report(task_id, crossing(h, 1, 2))
-    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=_Quiet)
+    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}"
@@ -227,7 +228,7 @@ def test_metrics_per_pair_and_per_link_and_the_grafana_board(h):
     from webob import Request
 
     from ryu_app.rest.dashboard import register_dashboard
-    from tests.unit.test_metrics import grafana_metrics
+    from testing.grafana import grafana_metrics
 
     task_id = post_task(h, mode="dry_run")
     for _ in range(2):

@@ -16,6 +16,7 @@ from measure_model.task import (
     Window,
     parse_tasks,
 )
+from testing.checks import some
 from testing.netns import ROOT
 
 KEYS = "src, dst, src_dst, sport, dport, src_dport, dst_dport, proto, five_tuple"
@@ -86,7 +87,8 @@ def test_prefixes_and_port_ranges_are_normalised_as_iptables_reads_them():
     (t,) = parse_tasks({"name": "a", "kind": "counter",
                         "filter": {"src": "10.0.0.1/24", "dst": "10.0.0.9/32", "proto": "udp",
                                    "dport": "90:80", "sport": "7:7"}}, "p")
-    assert (t.filter.src, t.filter.dst, t.filter.dport, t.filter.sport) == (
+    flt = some(t.filter)
+    assert (flt.src, flt.dst, flt.dport, flt.sport) == (
         "10.0.0.0/24", "10.0.0.9", "80:90", "7:7")
 
 
@@ -101,7 +103,7 @@ def test_yaml_scalars_follow_the_core_schema():
     # YAML 1.1 would read 22:10 as sexagesimal 1330 and "yes" as True.
     (t,) = load_policy("tasks: [{name: a, kind: counter, filter: {proto: tcp, dport: 22:30}}]",
                        "s.yaml")
-    assert t.filter.dport == "22:30"
+    assert some(t.filter).dport == "22:30"
     with pytest.raises(PolicyError) as info:
         load_policy("tasks: [{name: a, kind: counter, top_k: yes}]", "s.yaml")
     assert str(info.value) == "policy s.yaml: task a: top_k must be an integer, not str"

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from testing.checks import some
 from testing.procs import free_port, mininet_lock, port_open, stop_process, wait_for_port
 
 pytestmark = pytest.mark.unit
@@ -27,7 +28,7 @@ def _running(pid: int) -> bool:
 def test_stop_process_stops_the_whole_group():
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
-    child = int(proc.stdout.readline())
+    child = int(some(proc.stdout).readline())
     stop_process(proc, timeout=5)
     assert proc.returncode == -signal.SIGTERM
     deadline = time.monotonic() + 5
@@ -42,7 +43,7 @@ def test_stop_process_falls_through_to_the_next_signal():
                              "import signal, time; signal.signal(signal.SIGTERM, "
                              "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout.readline().strip() == "ready"
+    assert some(proc.stdout).readline().strip() == "ready"
     stop_process(proc, timeout=0.5)
     assert proc.returncode == -signal.SIGKILL
 

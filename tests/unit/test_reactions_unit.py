@@ -13,13 +13,14 @@ import hmac
 import ipaddress
 import json
 import re
+from typing import Any
 
 import pytest
 
 from measure_model.policy import load_policy
 from measure_model.task import PolicyError, Task, parse_tasks
 from ryu_app import ofmsg
-from ryu_app.net.topology import Topology
+from ryu_app.errors import ServiceError
 from ryu_app.reactions.actions import (
     ActionManager,
     Install,
@@ -31,44 +32,33 @@ from ryu_app.reactions.actions import (
 from ryu_app.reactions.plan import ACTION_PRIORITY, REACTION_COOKIE, Output, Refused, SetField, plan
 from ryu_app.service.core import MeasureService
 from ryu_app.service.store import Store
+from testing.checks import some
+from testing.clock import Clock
 from testing.fakeoftable import FakeOFTable
+from testing.topologies import tree_topology as topology
 
 MAC = {n: f"00:00:00:00:00:{n:02x}" for n in range(1, 10)}
-
-
-def topology() -> Topology:
-    """s1 core; s2: h1 h2 h3 (ports 1-3, uplink 4); s3: h4-h6; s4: h7-h9."""
-    topo = Topology()
-    topo.add_switch(1, [1, 2, 3])
-    for edge in (2, 3, 4):
-        topo.add_switch(edge, [1, 2, 3, 4])
-        topo.add_link(1, edge - 1, edge, 4)
-        topo.add_link(edge, 4, 1, edge - 1)
-    for n in range(1, 10):
-        topo.learn_host(MAC[n], f"10.0.0.{n}", 2 + (n - 1) // 3, 1 + (n - 1) % 3)
-    return topo
 
 
 def one(task: dict, **policy) -> Task:
     return parse_tasks({"tasks": [task], **policy}, "t")[0]
 
 
-SCAN = {"name": "scan", "kind": "port_scan",
+SCAN: dict[str, Any] = {"name": "scan", "kind": "port_scan",
         "on": [{"event": "port_scan", "action": "block", "duration": 10}]}
 SCAN_EVENT = {"id": 7, "kind": "port_scan", "src": "10.0.0.6", "ports": 40}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
+class RecordedManager(ActionManager):
+    """An ActionManager that keeps its clock and what it posted, for the tests."""
 
-    def __call__(self) -> float:
-        return self.t
+    clock: Clock
+    posts: list
 
 
 @pytest.fixture
 def manager(tmp_path):
-    clock = Clock()
+    clock = Clock(1000.0)
     posts: list = []
 
     def post(url, body, headers):
@@ -76,7 +66,7 @@ def manager(tmp_path):
         return 204
 
     names = {f"h{n}": f"10.0.0.{n}" for n in range(1, 10)}
-    m = ActionManager(Store(str(tmp_path / "m.db")), topology(), names.get, clock,
+    m = RecordedManager(Store(str(tmp_path / "m.db")), topology(), names.get, clock,
                       secret=b"s3cret", post=post, protect=("192.168.100.0/24", "h1"),
                       max_active=3, max_new_per_minute=4)
     m.clock, m.posts = clock, posts
@@ -125,8 +115,8 @@ def test_on_and_protect_round_trip_and_the_engine_events_are_accepted():
         "p.yaml")
     task = tasks[0]
     assert task.protect == ("h1", "10.0.9.0/24") == tasks[1].protect
-    assert [r.action for r in task.on] == ["mirror", "notify", "mark"]
-    assert task.on[2].duration == 60 and task.on[2].mode == "dry_run"
+    assert [r.action for r in some(task.on)] == ["mirror", "notify", "mark"]
+    assert some(task.on)[2].duration == 60 and some(task.on)[2].mode == "dry_run"
     for t in tasks:
         assert Task.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     with pytest.raises(PolicyError, match="heavy_changer is raised by kind heavy_changers, "
@@ -147,7 +137,7 @@ def test_block_of_a_scanner_drops_its_ipv4_at_its_edge_port_and_exempts_control_
     task = one(SCAN)
     control = [ipaddress.ip_network("192.168.100.0/24"), ipaddress.ip_network("10.0.0.254"),
                ipaddress.ip_network("2001:db8::/64")]
-    p = plan("1", task, 0, task.on[0], SCAN_EVENT, topology(), control)
+    p = plan("1", task, 0, some(task.on)[0], SCAN_EVENT, topology(), control)
     assert (p.dpid, p.target) == (3, "10.0.0.6")
     assert p.match == {"in_port": 3, "eth_type": 0x0800, "ipv4_src": "10.0.0.6"}
     drop = p.flows[0]
@@ -168,24 +158,24 @@ def test_mirror_to_a_tap_on_another_switch_rewrites_and_restores_eth_dst():
                 "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h9", "duration": 9}]})
     topo = topology()
     event = {"id": 1, "kind": "heavy_hitter", "key": "10.0.0.2,10.0.0.1,tcp,40000,80"}
-    p = plan("1", task, 0, task.on[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
+    p = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
     flow = p.flows[0]
     assert flow.dpid == 2 and flow.match == {
         "in_port": 2, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1",
         "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 80}
     assert flow.actions == (SetField("eth_dst", MAC[9]), Output(4), SetField("eth_dst", MAC[1]))
     assert flow.goto == 1
-    same = plan("1", task, 0, task.on[0], event, topo, [], tap=topo.host_by_ip("10.0.0.3"))
+    same = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.3"))
     assert same.flows[0].actions == (Output(3),)
 
 
 def test_protected_or_unknown_targets_are_refused():
     task = one(SCAN)
     with pytest.raises(Refused, match="src 10.0.0.6 is protected"):
-        plan("1", task, 0, task.on[0], SCAN_EVENT, topology(),
+        plan("1", task, 0, some(task.on)[0], SCAN_EVENT, topology(),
              [__import__("ipaddress").ip_network("10.0.0.6/32")])
     with pytest.raises(Refused, match="no known attachment point"):
-        plan("1", task, 0, task.on[0], {**SCAN_EVENT, "src": "10.9.9.9"}, topology(), [])
+        plan("1", task, 0, some(task.on)[0], {**SCAN_EVENT, "src": "10.9.9.9"}, topology(), [])
 
 
 # ---------------------------------------------------------------- manager
@@ -218,7 +208,8 @@ def test_expiry_removes_flows_and_meters_and_restart_reinstalls_the_remaining_ti
     manager.clock.t += 12.5
     again = ActionManager(manager.store, topology(), lambda n: None, manager.clock)
     reinstall = again.on_switch(3)
-    assert isinstance(reinstall[0], MeterAdd) and reinstall[1].hard_timeout == 8
+    assert isinstance(reinstall[0], MeterAdd) and isinstance(reinstall[1], Install)
+    assert reinstall[1].hard_timeout == 8
     assert again.on_switch(2) == []
     manager.clock.t += 8
     again.tick(manager.clock.t)
@@ -289,10 +280,10 @@ def test_service_refuses_unknown_or_protected_hosts_and_stores_nothing(tmp_path,
     """Schema-valid tasks naming hosts the controller does not know (404) or acting on a
     protected host (409); malformed ones are the task table's 400s above."""
     monkeypatch.setenv("MEASURE_AUTH", "off")
-    service = MeasureService(topology(), str(tmp_path), now=Clock())
+    service = MeasureService(topology(), str(tmp_path), now=Clock(1000.0))
     service.register_agent({"name": "h9", "url": "http://192.168.100.9:8000",
                             "data_ip": "10.0.0.9"})
-    mirror = {"name": "m", "kind": "heavy_hitters", "key": "src_dst",
+    mirror: dict[str, Any] = {"name": "m", "kind": "heavy_hitters", "key": "src_dst",
               "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h42", "duration": 5}]}
     for body, message, status in [
         (mirror, "on[0].to 'h42' is not a known agent, host or address", 404),
@@ -300,7 +291,7 @@ def test_service_refuses_unknown_or_protected_hosts_and_stores_nothing(tmp_path,
          "targets filter.src 10.0.0.3, a protected host", 409),
         ({**SCAN, "protect": ["h77"]}, "protect host 'h77' is not a known", 404),
     ]:
-        with pytest.raises(Exception, match=re.escape(message)) as info:
+        with pytest.raises(ServiceError, match=re.escape(message)) as info:
             service.apply_tasks(parse_tasks(body, "rest"))
         assert info.value.status == status
     assert service.list_tasks() == [] and service.store.tasks() == []
@@ -311,7 +302,7 @@ def test_service_refuses_unknown_or_protected_hosts_and_stores_nothing(tmp_path,
 
 def test_a_scanner_is_blocked_whole_whatever_ports_the_task_counts():
     task = one({**SCAN, "filter": {"proto": "tcp", "dport": "1:1024"}})
-    p = plan("1", task, 0, task.on[0], SCAN_EVENT, topology(), [])
+    p = plan("1", task, 0, some(task.on)[0], SCAN_EVENT, topology(), [])
     assert p.match == {"in_port": 3, "eth_type": 0x0800, "ipv4_src": "10.0.0.6"}
 
 
@@ -405,7 +396,7 @@ def test_mirror_on_a_fake_switch_copies_to_the_tap_and_delivers_the_original():
                 "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h9", "duration": 9}]})
     topo = topology()
     event = {"id": 1, "kind": "heavy_hitter", "key": "10.0.0.2,10.0.0.1,tcp,40000,80"}
-    p = plan("1", task, 0, task.on[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
+    p = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
     sw, dp = FakeOFTable(2), ofmsg.offline_datapath(2)
     sw.apply(ofmsg.table_miss(dp))
     sw.apply(ofmsg.reaction(dp, Install(p.flows[0], REACTION_COOKIE | 1, 9)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,125 +16,12 @@ from ryu_app.launcher import patch_eventlet
 
 patch_eventlet()
 
-from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
-from host_agent.counters.countmin import Counter, CounterSpec  # noqa: E402
 from measure_common.auth import HmacAuth, Verifier  # noqa: E402
-from measure_model.packet.keys import HeaderBatch, parse_key  # noqa: E402
 from ryu_app.auth_config import AuthConfig  # noqa: E402
-from ryu_app.net.topology import Topology  # noqa: E402
-from ryu_app.rest.api import register_rest  # noqa: E402
-from ryu_app.service.core import MeasureService  # noqa: E402
 from ryu_app.service.store import StoreError  # noqa: E402
-
-
-def tree_topology() -> Topology:
-    """Mininet tree depth 2 fanout 3: s1 core; h1..h9 on s2, s3, s4 (10.0.0.i)."""
-    topo = Topology()
-    topo.add_switch(1, [1, 2, 3])
-    for leaf in (2, 3, 4):
-        topo.add_switch(leaf, [1, 2, 3, 4])
-        topo.add_link(1, leaf - 1, leaf, 4)
-        topo.add_link(leaf, 4, 1, leaf - 1)
-    for i in range(1, 10):
-        topo.learn_host(f"00:00:00:00:00:{i:02x}", f"10.0.0.{i}", 2 + (i - 1) // 3,
-                        1 + (i - 1) % 3)
-    return topo
-
-
-class FakeAgents:
-    """Answers the controller's /agent/v1 calls like a healthy overlay would."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, object]] = []
-        self.down: set[str] = set()
-        self.refusing: set[str] = set()
-        self.overlay: dict[str, dict] = {}
-        self.tasks: dict[str, set[str]] = {}
-        self.bandwidth_reply: tuple[int, object] = (200, {"mbit_s": 9.6, "method": "slops"})
-
-    @staticmethod
-    def name_of(url: str) -> str:
-        return "h" + urlsplit(url).hostname.rsplit(".", 1)[1]
-
-    def request(self, method, url, json=None, timeout=5.0):
-        self.calls.append((method, url, json))
-        name, path = self.name_of(url), urlsplit(url).path
-        if name in self.down:
-            raise ConnectionError(f"{method} {url}: ConnectTimeout")
-        if path == "/agent/v1/overlay":
-            held = self.overlay.get(name, {}).get("epoch", -1)
-            if json["epoch"] < held:
-                return 409, {"error": f"overlay: stale epoch {json['epoch']} < current {held}"}
-            self.overlay[name] = json
-            return 200, {"epoch": json["epoch"]}
-        if path.startswith("/agent/v1/tasks/"):
-            task_id = path.rsplit("/", 1)[1]
-            holders = {n for n in self.overlay if n not in self.down}
-            if method == "PUT":
-                self.tasks[task_id] = holders - self.refusing
-            else:
-                self.tasks.pop(task_id, None)
-            return 200, {"agents": {n: "error: HTTP 507: sketch memory limit" if n in
-                                    self.refusing else "ok" for n in sorted(holders)}}
-        if path == "/agent/v1/bandwidth":
-            return self.bandwidth_reply
-        return 404, {"error": "no such endpoint"}
-
-    def sent(self, method: str, suffix: str) -> list[str]:
-        return [self.name_of(u) for m, u, _ in self.calls if m == method and u.endswith(suffix)]
-
-
-class Harness:
-    def __init__(self, state_dir: str, auth: AuthConfig | None = None,
-                 agents: FakeAgents | None = None) -> None:
-        self.clock = 1000.0
-        self.agents = agents if agents is not None else FakeAgents()
-        self.state_dir = state_dir
-        self.service = MeasureService(tree_topology(), state_dir, now=lambda: self.clock,
-                                      http=self.agents, fanout=3,
-                                      controller_url="http://192.168.100.254:8080",
-                                      auth=auth or AuthConfig())
-        self.wsgi = WSGIApplication()
-        register_rest(self.wsgi, self.service)
-
-    def call(self, method: str, path: str, body=None, content_type="application/json",
-             headers=None):
-        kw = {"method": method, "headers": headers or {}}
-        if body is not None:
-            kw["body"] = body if isinstance(body, bytes) else json.dumps(body).encode()
-            kw["content_type"] = content_type
-        resp = Request.blank(path, **kw).get_response(self.wsgi)
-        assert resp.content_type == "application/json", resp.body
-        assert b"Traceback" not in resp.body
-        return resp.status_int, json.loads(resp.body)
-
-    def register(self, *numbers: int) -> None:
-        for i in numbers:
-            status, _ = self.call("POST", "/measure/v1/agents", {
-                "name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
-                "data_ip": f"10.0.0.{i}", "mac": f"00:00:00:00:00:{i:02x}"})
-            assert status == 201
-
-    def beat(self, *numbers: int) -> None:
-        for i in numbers:
-            assert self.call("POST", f"/measure/v1/agents/h{i}/heartbeat")[0] == 200
-
-    def tick(self, seconds: float = 1.0) -> None:
-        self.clock += seconds
-        self.service.tick(self.clock)
-
-
-@pytest.fixture
-def h(tmp_path):
-    return Harness(str(tmp_path / "state"))
-
-
-POLICY = b"""tasks:
-  - {name: hh-icmp, kind: heavy_hitters, filter: {proto: icmp}, key: src_dst, increment: bytes}
-  - {name: scan, kind: port_scan, filter: {proto: tcp}, scope: [h5]}
-"""
+from testing.harness import POLICY, Harness, hh_report  # noqa: E402
 
 
 def test_agents_register_and_get_their_overlay_place(h):
@@ -258,27 +144,13 @@ def test_errors_are_json_with_the_right_status(h, method, path, body, ctype, sta
     assert h.call(method, path, body, ctype) == (status, {"error": error})
 
 
-def _report(task_id: str, covered, missing, end: float, hh: dict) -> dict:
-    """A report whose snapshot is a real counter's: each ``src,dst`` key of ``hh``
-    sent as one packet of that many bytes (no packets when ``hh`` is empty)."""
-    counter = Counter(CounterSpec(key="src_dst", increment="bytes", threshold=0.5), now=end - 1)
-    flows = [k.split(",") + [v] for k, v in hh.items()]
-    counter.update(HeaderBatch.from_arrays(
-        [parse_key("src", s) for s, _, _ in flows], [parse_key("dst", d) for _, d, _ in flows],
-        [6] * len(flows), [1000] * len(flows), [80] * len(flows), [n for _, _, n in flows]),
-        end - 0.5)
-    return {"task_id": task_id, "interval_end": end, "snapshot": counter.snapshot(end),
-            "covered": covered, "missing": missing, "generated_at": end, "oldest": end,
-            "per_host": {"h2": {"total": 600, "heavy_hitters": hh}}}
-
-
 def test_reports_give_results_and_events(h):
     h.register(1, 2, 3)
     h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
     assert h.call("GET", "/measure/v1/tasks/1/result") == (
         404, {"error": "no result yet for task 1 (pending)"})
     status, body = h.call("POST", "/measure/v1/reports",
-                          _report("1", ["h1", "h2"], ["h3"], 1000.0, {"10.0.0.2,10.0.0.5": 900}))
+                          hh_report("1", ["h1", "h2"], ["h3"], 1000.0, {"10.0.0.2,10.0.0.5": 900}))
     assert status == 202 and body["accepted"] is True and len(body["events"]) == 1
     status, result = h.call("GET", "/measure/v1/tasks/1/result")
     assert status == 200
@@ -291,9 +163,9 @@ def test_reports_give_results_and_events(h):
     status, events = h.call("GET", "/measure/v1/events")
     assert [(e["id"], e["kind"], e["key"]) for e in events["events"]] == [
         (1, "heavy_hitter", "10.0.0.2,10.0.0.5")]
-    h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2"], ["h3"], 1005.0, {}))
+    h.call("POST", "/measure/v1/reports", hh_report("1", ["h1", "h2"], ["h3"], 1005.0, {}))
     for end in (1010.0, 1015.0):  # missing twice in a row, then back: one start, one end
-        h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2", "h3"], [], end, {}))
+        h.call("POST", "/measure/v1/reports", hh_report("1", ["h1", "h2", "h3"], [], end, {}))
     status, events = h.call("GET", "/measure/v1/events?since=1")
     assert [(e["id"], e["kind"], e["state"], e["missing"]) for e in events["events"]] == [
         (2, "coverage", "start", ["h3"]), (3, "coverage", "end", [])]
@@ -342,7 +214,7 @@ def test_history_lists_past_results_newest_first(h):
         200, {"task_id": "1", "host": "*", "results": []})
     for i, end in enumerate((1000.0, 1005.0, 1010.0)):
         h.clock = end
-        assert h.call("POST", "/measure/v1/reports", _report(
+        assert h.call("POST", "/measure/v1/reports", hh_report(
             "1", ["h1", "h2", "h3"], [], end, {"10.0.0.2,10.0.0.5": 900 + i}))[0] == 202
     status, hist = h.call("GET", "/measure/v1/tasks/1/history")
     assert status == 200 and (hist["task_id"], hist["host"]) == ("1", "*")
@@ -486,12 +358,12 @@ def test_first_report_after_a_restart_is_compared_with_the_stored_result(h):
     not someone read the result first: a heavy hitter from before is not new again."""
     h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
     hh = {"10.0.0.2,10.0.0.5": 900}
-    assert h.call("POST", "/measure/v1/reports", _report("1", ["h1", "h2"], ["h3"], 1000.0, hh)
+    assert h.call("POST", "/measure/v1/reports", hh_report("1", ["h1", "h2"], ["h3"], 1000.0, hh)
                   ) == (202, {"accepted": True, "events": [1]})
     h.service.store.close()
     again = Harness(h.state_dir)
     assert again.call("POST", "/measure/v1/reports",
-                      _report("1", ["h1", "h2", "h3"], [], 1005.0, hh)
+                      hh_report("1", ["h1", "h2", "h3"], [], 1005.0, hh)
                       ) == (202, {"accepted": True, "events": []})
     status, events = again.call("GET", "/measure/v1/events")
     assert [(e["id"], e["kind"], e["interval_end"]) for e in events["events"]] == [
@@ -631,7 +503,7 @@ def test_hostile_paths_get_a_json_400_and_change_nothing(tmp_path, method, path,
 
 def test_report_bodies_may_be_16_mib_other_bodies_1_mib(h):
     h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
-    big = _report("1", ["h1"], [], 1000.0, {})
+    big = hh_report("1", ["h1"], [], 1000.0, {})
     big["pad"] = "x" * (2 * 1024 * 1024)
     assert h.call("POST", "/measure/v1/reports", big) == (
         400, {"error": "report: unknown field 'pad'"})

@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from measure_model.sketch.countmin import CountMinSketch
-from measure_model.sketch.hll import HyperLogLog
 from ryu_app.service.results import MemoryStore, Results
-
-SKETCH = CountMinSketch(64, 2, 1).to_wire()
-HLL = HyperLogLog(12).to_wire()
-
-
-def report(end: float, hh: dict | None = None, scan: dict | None = None,
-           missing: list | None = None, **kw) -> dict:
-    snap = {"key": "src", "increment": "pkt", "packets": 30, "bytes": 3000, "total": 30,
-            "sketch": SKETCH,
-            "heavy_hitters": hh or {}, "top_k": sorted((hh or {}).items()),
-            "distinct": {"estimate": 3, "hll": HLL, "precision": 12},
-            "scan": scan or {}}
-    base = {"task_id": "t1", "epoch": 1, "from": "h1", "interval_end": end,
-            "generated_at": end + 0.2, "snapshot": snap, "covered": ["h1", "h2"],
-            "missing": missing or [], "oldest": end + 0.01, "scan_ports": 5,
-            "per_host": {"h1": {"packets": 10, "bytes": 1000, "total": 10,
-                                "heavy_hitters": {"10.0.0.9": 10}, "generated_at": end + 0.01},
-                         "h2": {"packets": 20, "bytes": 2000, "total": 20,
-                                "heavy_hitters": {}, "generated_at": end + 0.05}}}
-    return {**base, **kw}
+from testing.checks import some
+from testing.harness import sample_report
 
 
 @pytest.fixture
@@ -36,7 +16,7 @@ def results() -> Results:
 
 def test_latest_global_result_has_coverage_and_age_and_no_raw_sketch(results):
     assert results.latest("t1") is None
-    results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
+    results.ingest(sample_report(10.0, hh={"10.0.0.9": 12}), now=10.5)
     res = results.latest("t1", now=11.01)
     assert res["host"] == "*" and res["interval_end"] == 10.0
     assert res["packets"] == 30 and res["heavy_hitters"] == {"10.0.0.9": 12}
@@ -47,7 +27,7 @@ def test_latest_global_result_has_coverage_and_age_and_no_raw_sketch(results):
 
 
 def test_per_host_result(results):
-    results.ingest(report(10.0), now=10.5)
+    results.ingest(sample_report(10.0), now=10.5)
     h2 = results.latest("t1", host="h2", now=12.05)
     assert (h2["host"], h2["packets"], h2["bytes"], h2["age"]) == ("h2", 20, 2000, 2.0)
     assert results.latest("t1", host="h9") is None
@@ -55,35 +35,35 @@ def test_per_host_result(results):
 
 def test_history_is_bounded_and_newest_first(results):
     for k in range(5):
-        results.ingest(report(10.0 + 5 * k), now=10.5 + 5 * k)
+        results.ingest(sample_report(10.0 + 5 * k), now=10.5 + 5 * k)
     assert [r["interval_end"] for r in results.history("t1", limit=10)] == [30.0, 25.0, 20.0]
     assert [r["interval_end"] for r in results.history("t1", host="h1", limit=2)] == [30.0, 25.0]
 
 
 def test_latest_survives_a_restart_through_the_store():
     store = MemoryStore()
-    Results(store).ingest(report(10.0), now=10.5)
+    Results(store).ingest(sample_report(10.0), now=10.5)
     again = Results(store)
-    assert again.latest("t1", now=10.51)["interval_end"] == 10.0
+    assert some(again.latest("t1", now=10.51))["interval_end"] == 10.0
 
 
 def test_first_report_after_a_restart_raises_events_against_the_stored_result():
     store = MemoryStore()
-    assert Results(store).ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5) == [1]
+    assert Results(store).ingest(sample_report(10.0, hh={"10.0.0.9": 12}), now=10.5) == [1]
     again = Results(store)  # nobody read the result before the next report
-    assert again.ingest(report(15.0, hh={"10.0.0.9": 14}), now=15.5) == []
-    assert again.ingest(report(20.0, hh={"10.0.0.9": 14, "10.0.0.8": 9}), now=20.5) == [2]
+    assert again.ingest(sample_report(15.0, hh={"10.0.0.9": 14}), now=15.5) == []
+    assert again.ingest(sample_report(20.0, hh={"10.0.0.9": 14, "10.0.0.8": 9}), now=20.5) == [2]
     assert [(e["kind"], e.get("key")) for e in again.events()] == [
         ("heavy_hitter", "10.0.0.9"), ("heavy_hitter", "10.0.0.8")]
 
 
 def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
-    ids1 = results.ingest(report(10.0, hh={"10.0.0.9": 12}), now=10.5)
-    ids2 = results.ingest(report(15.0, hh={"10.0.0.9": 20, "10.0.0.7": 15, "10.0.0.8": 15},
+    ids1 = results.ingest(sample_report(10.0, hh={"10.0.0.9": 12}), now=10.5)
+    ids2 = results.ingest(sample_report(15.0, hh={"10.0.0.9": 20, "10.0.0.7": 15, "10.0.0.8": 15},
                                  scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5], "dsts": ["10.0.0.5"]},
                                        "10.0.0.4": {"ports": [1, 2, 3, 4], "dsts": []}}),
                           now=15.5)
-    ids3 = results.ingest(report(20.0, hh={"10.0.0.9": 25, "10.0.0.7": 15},
+    ids3 = results.ingest(sample_report(20.0, hh={"10.0.0.9": 25, "10.0.0.7": 15},
                                  scan={"10.0.0.6": {"ports": [1, 2, 3, 4, 5, 6], "dsts": []}}),
                           now=20.5)
     assert ids1 == [1] and ids2 == [2, 3, 4] and ids3 == []
@@ -101,8 +81,8 @@ def test_new_heavy_hitters_and_port_scans_raise_events_once(results):
 
 def test_a_flow_size_task_raises_no_heavy_hitter_events(results):
     flows = {"10.0.0.1": 168, "10.0.0.6": 168}
-    assert results.ingest(report(10.0, hh=flows, kind="flow_size"), now=10.5) == []
-    assert results.ingest(report(15.0, hh={**flows, "10.0.0.7": 84},
+    assert results.ingest(sample_report(10.0, hh=flows, kind="flow_size"), now=10.5) == []
+    assert results.ingest(sample_report(15.0, hh={**flows, "10.0.0.7": 84},
                                  kind="flow_size"), now=15.5) == []
     assert results.latest("t1")["heavy_hitters"] == flows | {"10.0.0.7": 84}
 
@@ -117,14 +97,14 @@ def gone(*hosts: str) -> dict:
 
 def test_coverage_events_start_after_two_reports_and_end_once(results):
     results.reason_of = lambda name: {"h3": "unreachable"}.get(name, "late")
-    results.ingest(report(10.0, **gone()), now=10.5)
-    results.ingest(report(15.0, **gone("h3")), now=15.5)
+    results.ingest(sample_report(10.0, **gone()), now=10.5)
+    results.ingest(sample_report(15.0, **gone("h3")), now=15.5)
     assert results.events() == []  # one late report raises nothing
     assert results.latest("t1")["complete"] is False  # but the result says it
     for k in range(2, 6):
-        results.ingest(report(10.0 + 5 * k, **gone(*["h3", "h4"][:k - 1])), now=10.5 + 5 * k)
+        results.ingest(sample_report(10.0 + 5 * k, **gone(*["h3", "h4"][:k - 1])), now=10.5 + 5 * k)
     for k in range(6, 8):
-        results.ingest(report(10.0 + 5 * k, **gone()), now=10.5 + 5 * k)
+        results.ingest(sample_report(10.0 + 5 * k, **gone()), now=10.5 + 5 * k)
     start, end = results.events()
     assert (start["kind"], start["state"], start["missing"], start["reasons"]) == (
         "coverage", "start", ["h3"], {"h3": "unreachable"})
@@ -135,14 +115,14 @@ def test_coverage_events_start_after_two_reports_and_end_once(results):
 def test_one_late_report_at_a_time_raises_no_coverage_event(results):
     for k in range(8):
         late = [f"h{3 + k % 4 // 2}"] if k % 2 else []
-        results.ingest(report(10.0 + 5 * k, **gone(*late)), now=10.5 + 5 * k)
+        results.ingest(sample_report(10.0 + 5 * k, **gone(*late)), now=10.5 + 5 * k)
     assert results.events() == []
 
 
 def test_scope_limits_the_expected_agents(results):
-    results.ingest(report(10.0, covered=["h5"], missing=["h8", "h9"]), now=10.5,
+    results.ingest(sample_report(10.0, covered=["h5"], missing=["h8", "h9"]), now=10.5,
                    expected={"h5"})
-    results.ingest(report(15.0, covered=["h5"], missing=["h3"]), now=15.5, expected={"h5"})
+    results.ingest(sample_report(15.0, covered=["h5"], missing=["h3"]), now=15.5, expected={"h5"})
     res = results.latest("t1")
     assert res["missing"] == [] and res["complete"] is True
     assert results.events() == []
@@ -189,20 +169,20 @@ def test_with_the_sqlite_store_two_writes_per_report_and_restart(tmp_path):
     store = Store(str(tmp_path / "measure.db"), history=3)
     results = Results(store)
     for k in range(4):
-        results.ingest(report(10.0 + 5 * k, hh={"10.0.0.9": 12} if k >= 2 else {}),
+        results.ingest(sample_report(10.0 + 5 * k, hh={"10.0.0.9": 12} if k >= 2 else {}),
                        now=10.5 + 5 * k)
     assert [e["id"] for e in results.events()] == [1]
     store.close()
     again = Results(Store(str(tmp_path / "measure.db"), history=3))
-    assert again.latest("t1", now=26.0)["interval_end"] == 25.0
-    h1 = again.latest("t1", host="h1", now=26.0)
+    assert some(again.latest("t1", now=26.0))["interval_end"] == 25.0
+    h1 = some(again.latest("t1", host="h1", now=26.0))
     assert (h1["host"], h1["packets"], h1["interval_end"]) == ("h1", 10, 25.0)
     assert [r["interval_end"] for r in again.history("t1", host="h2")] == [25.0, 20.0, 15.0]
     assert again.events(since=0)[0]["key"] == "10.0.0.9"
 
 
 def test_stored_results_drop_raw_sketch_candidates_and_long_windows(results):
-    rep = report(10.0)
+    rep = sample_report(10.0)
     rep["snapshot"]["candidates"] = {"10.0.0.9": 12}
     rep["snapshot"]["window"] = {"start": 9.0, "length": 1.0, "distinct": 150,
                                  "counts": {f"10.0.{i // 256}.{i % 256}": i for i in range(150)}}
@@ -214,14 +194,14 @@ def test_stored_results_drop_raw_sketch_candidates_and_long_windows(results):
 
 
 def test_an_agent_dropped_from_the_tree_stays_missing_until_back(results):
-    results.ingest(report(10.0, covered=["h1", "h2", "h3"]), now=10.5)
-    results.ingest(report(15.0, covered=["h1", "h2"]), now=15.5)  # h3 left the tree
+    results.ingest(sample_report(10.0, covered=["h1", "h2", "h3"]), now=10.5)
+    results.ingest(sample_report(15.0, covered=["h1", "h2"]), now=15.5)  # h3 left the tree
     res = results.latest("t1", now=16.0)
     assert res["missing"] == ["h3"] and res["complete"] is False
-    results.ingest(report(20.0, covered=["h1", "h2", "h3"]), now=20.5)
+    results.ingest(sample_report(20.0, covered=["h1", "h2", "h3"]), now=20.5)
     assert results.latest("t1")["missing"] == [] and results.latest("t1")["complete"]
     assert results.events() == []  # missing from one report only
-    results.ingest(report(25.0, covered=["h1", "h2"]), now=25.5)
+    results.ingest(sample_report(25.0, covered=["h1", "h2"]), now=25.5)
     results.forget_agent("h3")
-    results.ingest(report(30.0, covered=["h1", "h2"]), now=30.5)
+    results.ingest(sample_report(30.0, covered=["h1", "h2"]), now=30.5)
     assert results.latest("t1")["missing"] == []

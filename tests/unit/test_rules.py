@@ -7,7 +7,14 @@ import itertools
 import jsonschema_rs
 import pytest
 
-from measure_model.fields import ConflictError, Distinct, Exclusive, FieldError, NeedsValue
+from measure_model.fields import (
+    ConflictError,
+    Distinct,
+    Exclusive,
+    FieldError,
+    NeedsValue,
+    OneFamily,
+)
 from measure_model.task import FILTER, PORT_PROTOS, PROTO_FAMILY, PROTOS, RAW_RULES, RULES
 
 pytestmark = pytest.mark.unit
@@ -50,6 +57,7 @@ def test_filter_rule_messages():
     with pytest.raises(FieldError, match="^filter.dst '::1' is IPv6 but filter.proto icmp is "
                                          "IPv4: one address family per filter$"):
         family.check("filter", {"proto": "icmp", "src": None, "dst": "::1"})
+    assert isinstance(ports, NeedsValue) and isinstance(family, OneFamily)
     assert ports.values == PORT_PROTOS and dict(family.proto_family) == PROTO_FAMILY
 
 
@@ -61,7 +69,7 @@ def test_exclusive_and_distinct():
     with pytest.raises(FieldError, match="^threshold and threshold_abs are exclusive"):
         rule.check("", {"threshold": 0.1, "threshold_abs": 5})
     distinct = Distinct("src", "dst", "host")
-    assert distinct.schema() is None
+    assert distinct.schema() is None  # type: ignore[func-returns-value]  # checks it has none
     with pytest.raises(ConflictError, match="^src and dst are the same host 'h1'$"):
         distinct.check("", {"src": "h1", "dst": "h1"})
     distinct.check("", {"src": None, "dst": None})

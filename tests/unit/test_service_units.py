@@ -11,7 +11,7 @@ import pytest
 
 from measure_common.config import CONFIG_ERROR_EXIT
 from testing.netns import ROOT
-from tests.netns.test_deploy_netns import UNITS, parse_unit, unit_command
+from testing.units import UNITS, parse_unit, unit_command
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import pytest
 
 from measure_cli.cli import main
 from measure_cli.watch import CLEAR, Progress, watch
-from tests.unit.test_cli import POLICY, controller  # noqa: F401 - the fixture
-from tests.unit.test_rest import _report
+from testing.harness import POLICY_FILE as POLICY
+from testing.harness import hh_report
 
 
 def register(harness, *numbers: int) -> None:
@@ -24,7 +24,7 @@ class Tty(io.StringIO):
         return True
 
 
-def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):  # noqa: F811
+def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):
     harness, url, token = controller
     base = ["--url", url, "--token-file", token]
     register(harness, 1, 5)  # the policy's scope names h5
@@ -37,7 +37,7 @@ def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):  
         assert "waiting for the first result: " in frame
         assert "(HTTP 404: no result yet for task 1 (pending))" in frame
     harness.clock = 1000.0
-    harness.service.ingest_report(_report("1", ["h1", "h5"], [], 1000.0,
+    harness.service.ingest_report(hh_report("1", ["h1", "h5"], [], 1000.0,
                                           {"10.0.0.1,10.0.0.5": 700}))
     assert main([*base, "watch", "1", "--interval", "0.1", "--count", "3"]) == 0
     out = capsys.readouterr().out
@@ -68,7 +68,7 @@ def test_watch_stops_quietly_on_ctrl_c():
     assert out.getvalue() == "\n"
 
 
-def test_result_wait_shows_progress_until_the_first_result(controller, capsys):  # noqa: F811
+def test_result_wait_shows_progress_until_the_first_result(controller, capsys):
     harness, url, token = controller
     base = ["--url", url, "--token-file", token]
     register(harness, 1, 5)  # the policy's scope names h5
@@ -77,7 +77,7 @@ def test_result_wait_shows_progress_until_the_first_result(controller, capsys): 
 
     def later():
         harness.clock = 1000.0
-        harness.service.ingest_report(_report("1", ["h1"], [], 1000.0, {"10.0.0.1,10.0.0.5": 9}))
+        harness.service.ingest_report(hh_report("1", ["h1"], [], 1000.0, {"10.0.0.1,10.0.0.5": 9}))
 
     timer = threading.Timer(1.6, later)
     timer.start()
@@ -109,7 +109,7 @@ def test_progress_on_a_terminal_rewrites_one_line():
     assert text.endswith("probing h1 -> h5: done after 0.6 s\n")
 
 
-def test_bw_shows_progress_on_stderr_and_the_table_on_stdout(controller, capsys):  # noqa: F811
+def test_bw_shows_progress_on_stderr_and_the_table_on_stdout(controller, capsys):
     harness, url, token = controller
     for i in (1, 5):
         harness.service.register_agent({"name": f"h{i}", "url": f"http://192.168.100.{i}:8000",
