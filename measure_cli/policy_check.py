@@ -125,6 +125,9 @@ def check_policy(data: bytes, source: str) -> CheckResult:
         return out
     except PolicyError as exc:
         first = str(exc)
+    if "nested more than" in first:  # re-parsing without the loader's depth bound would recurse
+        out.errors.append(first)
+        return out
     syntax = yaml_error_text(text, where) if "invalid YAML" in first else None
     if syntax is not None:
         out.errors.append(syntax)

@@ -413,7 +413,7 @@ class Results:
         with self._lock:
             earlier = self._states.get(task_id)
         if earlier:
-            return earlier[-1]
+            return earlier[-1][1]  # (covered agents, state)
         rows = self.store.results(task_id, STATE, limit=1)
         return answers.state_of(rows[0]) if rows else None
 
