@@ -13,7 +13,7 @@ import pytest
 from testing.browser import chrome, screenshot, texts, wait_for
 from testing.harness import QuietHandler
 from testing.netns import ROOT
-from tests.unit.test_paths_service import PathHarness, crossing, post_task
+from testing.pathharness import PathHarness, crossing, post_task
 
 pytestmark = pytest.mark.netns
 
