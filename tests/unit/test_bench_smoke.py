@@ -130,7 +130,7 @@ def test_quick_monitor_part(tmp_path):
     mon = load(tmp_path, "monitor")
     assert set(mon["throughput"]) == {"C accept-only", "accept-only", "1 counter", "3 counters",
                                       "3 elastic counters", "3 counters, 2 queues",
-                                      "nflog 3 counters"}
+                                      "nflog 3 counters", "ebpf 3 counters"}
     assert positive(mon["ratios"]["elastic_capacity_vs_accept"])
     for name, runs in mon["throughput"].items():   # every config ends with a "max" step
         assert all(steps[-1]["offered_pps"] == "max" and steps[-1]["matched"] > 0
