@@ -126,8 +126,9 @@ def test_agent_killed_and_restarted_gets_its_task_back(ns_pair, agent_factory, c
     (sketch,) = ag.v1("GET", "/sketches")
     assert sketch["task"] == "1" and sketch["filter"] == {"interface": "INPUT", "proto": "icmp"}
     rules_before = _agent_rules(ag)
-    # two hooks; a clear, an NFLOG and an NFQUEUE rule per chain; the task's mark rule
-    assert len(rules_before) == 9, rules_before
+    # two hooks; per chain the probe exemption, a clear, an NFLOG and an NFQUEUE rule;
+    # the foreign-source rule of OUTPUT; the task's mark rule
+    assert len(rules_before) == 12, rules_before
     assert sum('"endhost-measure:h2:1"' in r for r in rules_before) == 1, rules_before
 
     ag.stop(signal.SIGKILL)  # agent and monitor gone, rules stay behind

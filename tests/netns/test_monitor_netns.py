@@ -276,7 +276,8 @@ def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
 
     ag = agent_factory(b, "h2", extra=["--controller", "http://127.0.0.1:18080",
                                        "--secret-file", secret_file,
-                                       "--advertise", "http://192.168.100.2:8000"])
+                                       "--advertise", "http://192.168.100.2:8000",
+                                       "--listen", "0.0.0.0"])
     wait_until(lambda: "retrying" in ag.log(), timeout=10, message="controller down logged")
     b.popen([sys.executable, "-c", script, secret_file, str(seen_file)], cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
