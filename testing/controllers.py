@@ -7,7 +7,6 @@ in a log file a test can read, and are stopped by ``stop_process``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -16,6 +15,7 @@ from typing import Any
 
 import requests
 
+from measure_common.settings import child_env
 from testing.agentproc import in_netns
 from testing.netns import ROOT
 from testing.procs import free_port, port_open, stop_process, wait_until
@@ -42,7 +42,7 @@ def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | N
     cmd += args if args is not None else ["--observe-links", "ryu_app.app"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, **(env or {})})
+                                start_new_session=True, env=child_env(env))
     ctl = ControllerProcess(proc, rest_port, of_port, log_path)
     try:
         wait_until(lambda: port_open("127.0.0.1", rest_port) and port_open("127.0.0.1", of_port),
@@ -61,7 +61,7 @@ class ControllerInNetns:
         self.url = f"http://{ns.ip}:8080"
         self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.log_path = log_path
-        env = {**os.environ, "MEASURE_STATE_DIR": str(state_dir),
+        env = {**child_env(), "MEASURE_STATE_DIR": str(state_dir),
                "MEASURE_CONTROLLER_URL": self.url}
         self.proc = ns.popen([sys.executable, "-m", "ryu_app", "--ofp-tcp-listen-port", "6653",
                               "--wsapi-port", "8080", "ryu_app.app"],

@@ -91,7 +91,7 @@ def test_avoided_link_is_routed_around_and_a_bridge_cannot_be_avoided() -> None:
 
 def test_unlocated_host_has_no_path_and_cache_follows_topology_version() -> None:
     topo, attach = square()
-    assert pair_path(topo, attach, "h1", "h9") is None
+    assert _pair_path(topo, attach, "h1", "h9") is None
     cache = PathCache(topo)
     first = cache.path(attach, "h1", "h2")
     assert cache.path(attach, "h1", "h2") is first
