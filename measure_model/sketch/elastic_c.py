@@ -22,6 +22,7 @@ sketch key is recomputed from its lanes (keys.py's rules, :func:`hkey_of`).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from types import ModuleType
@@ -174,10 +175,14 @@ def build(tmpdir: str | None = None) -> str:
 
 
 def load() -> ModuleType | None:
-    """The compiled module, or None when it is not built (or cannot load)."""
+    """The compiled module, or None when it is not built (or cannot load): the numpy
+    path then runs, much slower, and the log says so once."""
     try:
         return importlib.import_module(MODULE)
-    except ImportError:
+    except ImportError as exc:
+        logging.getLogger(__name__).warning(
+            "compiled elastic update not available (%s): using the numpy path; build it "
+            "with python -m measure_model.sketch.elastic_c or scripts/install.sh", exc)
         return None
 
 
