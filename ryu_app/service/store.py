@@ -114,6 +114,7 @@ class Store:
 
     # the SQL of this class is SQLite's, with ``{rowid}`` for the results row id
     ROWID = "rowid"
+    BEGIN = "BEGIN IMMEDIATE"  # take the write lock at once: no deadlock between writers
 
     def _x(self, db: Any, sql: str, params: tuple = ()) -> Any:
         """Execute one statement of the shared SQL on ``db``."""
@@ -137,7 +138,7 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock, self._errors():
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(self.BEGIN)
             try:
                 yield self._db
             except BaseException:
@@ -358,6 +359,7 @@ class PgStore(Store):
     """
 
     ROWID = "id"
+    BEGIN = "BEGIN"
 
     def __init__(self, url: str, history: int = 100, max_events: int = 10000,
                  connect_timeout: int = 5) -> None:
@@ -393,17 +395,6 @@ class PgStore(Store):
     @staticmethod
     def _unique_violation(exc: StoreError, column: str) -> bool:
         return f'unique constraint "tasks_{column}_key"' in str(exc)
-
-    @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        with self._lock, self._errors():
-            self._db.execute("BEGIN")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     def _open(self) -> None:
         with self._tx() as db:
