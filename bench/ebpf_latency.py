@@ -1,0 +1,260 @@
+"""Where the eBPF capture's added ping RTT comes from: each layer alone, interleaved.
+
+Run (root)::
+
+    .venv/bin/python -m bench.ebpf_latency            # about 2 minutes
+    .venv/bin/python -m bench.ebpf_latency --quick    # about 40 s
+
+Two namespaces on one veth pair (``bench.monitor.Namespaces``). The receiver's
+interface gets, one layer at a time: nothing; a ``clsact`` qdisc with no
+filter; the tc programs (``host_agent/capture/ebpf.py``) with no sketch slot;
+ingress only, and both directions, with 1 and with 3 ICMP slots (keys src,
+src_dst, dport); 3 slots while a reader thread drains the maps every 5 ms
+(the monitor's fastest read period); and the whole agent with 3 counters on
+NFLOG, on eBPF, and with no sketch at all (what the agent process alone
+costs). Each block sends ``--pings`` pings (``ping -i 0.002``) from the
+sender; the modes run in a different order every round (rounds ``--rounds``),
+so the load's drift hits all of them alike. Medians and p99 over all rounds,
+each against the no-program blocks of the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.common import base_parser, machine_info, percentile, print_table, write_json
+from bench.monitor import SUBNET, Agent, Namespaces, in_netns, sh
+
+Mode = Callable[[Namespaces], contextlib.AbstractContextManager[Any]]
+KEYS = ("src", "src_dst", "dport")
+
+
+BASE_SUBNET = "10.84.0"
+
+
+def add_baseline_pair(net: Namespaces) -> None:
+    """A second veth pair between the same namespaces that never gets a program."""
+    a, b = f"bla{net.snd[3:]}", f"blb{net.snd[3:]}"
+    sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+    for ns, intf, host in ((net.snd, a, 1), (net.rcv, b, 2)):
+        sh(["ip", "link", "set", intf, "netns", ns])
+        sh(["ip", "-n", ns, "addr", "add", f"{BASE_SUBNET}.{host}/24", "dev", intf])
+        sh(["ip", "-n", ns, "link", "set", intf, "up"])
+    deadline = time.monotonic() + 10
+    while " 0% packet loss" not in sh(["ip", "netns", "exec", net.snd, "ping", "-c1", "-W1",
+                                       f"{BASE_SUBNET}.2"], check=False):
+        if time.monotonic() > deadline:
+            raise RuntimeError("baseline veth did not come up")
+
+
+def probe(net: Namespaces, count: int, interval: float) -> dict[str, list[list[float]]]:
+    """``count`` pairs of echoes (measured receiver, program-free pair), alternated packet by
+    packet (``bench.rtt_probe``): kernel and user RTTs in microseconds."""
+    out = sh(["ip", "netns", "exec", net.snd, sys.executable, "-m", "bench.rtt_probe",
+              f"{SUBNET}.2", f"{BASE_SUBNET}.2", str(count), str(interval)],
+             timeout=count * (interval + 0.01) * 4 + 60)
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def _intf(net: Namespaces) -> str:
+    from host_agent.capture.ebpf import data_interface
+
+    dev = in_netns(net.rcv, lambda: data_interface(f"{SUBNET}.2"))
+    if dev is None:
+        raise RuntimeError("no receiver interface")
+    return str(dev)
+
+
+@contextlib.contextmanager
+def nothing(net: Namespaces) -> Iterator[None]:
+    yield
+
+
+@contextlib.contextmanager
+def clsact(net: Namespaces) -> Iterator[None]:
+    dev = _intf(net)
+    sh(["tc", "-n", net.rcv, "qdisc", "add", "dev", dev, "clsact"])
+    try:
+        yield
+    finally:
+        sh(["tc", "-n", net.rcv, "qdisc", "del", "dev", dev, "clsact"], check=False)
+
+
+TRIVIAL = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("tc") int ok(struct __sk_buff *skb) { return 0; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def trivial(both: bool) -> Mode:
+    """A tc program that only returns TC_ACT_OK: what running any BPF program costs."""
+
+    @contextlib.contextmanager
+    def mode(net: Namespaces) -> Iterator[None]:
+        obj = Path(tempfile.gettempdir()) / "ehm_trivial_tc.o"
+        if not obj.exists():
+            src = obj.with_suffix(".c")
+            src.write_text(TRIVIAL)
+            sh(["clang", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+                str(src), "-o", str(obj)])
+        dev = _intf(net)
+        sh(["tc", "-n", net.rcv, "qdisc", "add", "dev", dev, "clsact"])
+        try:
+            for hook in ("ingress", "egress")[:2 if both else 1]:
+                sh(["tc", "-n", net.rcv, "filter", "add", "dev", dev, hook, "bpf", "da",
+                    "obj", str(obj), "sec", "tc"])
+            yield
+        finally:
+            sh(["tc", "-n", net.rcv, "qdisc", "del", "dev", dev, "clsact"], check=False)
+
+    return mode
+
+
+def programs(slots: int, ingress_only: bool = False, reader: bool = False) -> Mode:
+    """The tc programs with ``slots`` ICMP sketch slots (in this process)."""
+
+    @contextlib.contextmanager
+    def mode(net: Namespaces) -> Iterator[None]:
+        from host_agent.capture import ebpf
+
+        dev = _intf(net)
+        cap = in_netns(net.rcv, lambda: ebpf.EbpfCapture(dev))
+        if ingress_only:
+            del cap.progs[ebpf.BPF_TC_EGRESS]
+        stop = threading.Event()
+        thread = None
+        try:
+            in_netns(net.rcv, cap.attach)
+            for slot in range(slots):
+                cap.configure(slot, ebpf.slot_config(
+                    {"proto": "icmp"}, ebpf.key_fields("counter", KEYS[slot % 3])), 512 * 1024)
+            if reader:
+                def read() -> None:
+                    while not stop.wait(0.005):
+                        for slot in range(slots):
+                            cap.drain(slot)
+                thread = threading.Thread(target=read, daemon=True)
+                thread.start()
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(5)
+            in_netns(net.rcv, cap.close)
+            sh(["tc", "-n", net.rcv, "qdisc", "del", "dev", dev, "clsact"], check=False)
+
+    return mode
+
+
+def agent(capture: str | None) -> Mode:
+    """The whole agent, with 3 ICMP counters on ``capture`` (None: no sketch)."""
+
+    @contextlib.contextmanager
+    def mode(net: Namespaces) -> Iterator[None]:
+        a = Agent(net, [])
+        try:
+            if capture:
+                a.call("POST", "/sketches", {"filter": {"proto": "icmp"}, "capture": capture,
+                                             "counters": [{"key": k} for k in KEYS]})
+            yield
+        finally:
+            a.close()
+
+    return mode
+
+
+MODES: dict[str, Mode] = {
+    "no program": nothing,
+    "clsact, no filter": clsact,
+    "trivial program, ingress": trivial(False),
+    "trivial program, both": trivial(True),
+    "programs, no slot": programs(0),
+    "ingress only, 1 slot": programs(1, ingress_only=True),
+    "both, 1 slot": programs(1),
+    "both, 3 slots": programs(3),
+    "both, 3 slots, reader 5 ms": programs(3, reader=True),
+    "agent, no sketch": agent(None),
+    "agent, nflog 3 counters": agent("nflog"),
+    "agent, ebpf 3 counters": agent("ebpf"),
+}
+
+
+def summarize(pairs: list[list[float]], ref: list[list[float]]) -> dict[str, float]:
+    """Medians and p99 of one mode's (measured, pair) RTTs; ``added``: the median paired
+    difference less the no-program mode's (what the two veth pairs differ by alone)."""
+    diff = [m - b for m, b in pairs]
+    ref_diff = percentile([m - b for m, b in ref], 50)
+    ref_p99 = percentile([m for m, _ in ref], 99)
+    meas = [m for m, _ in pairs]
+    return {"median_us": percentile(meas, 50), "p99_us": percentile(meas, 99),
+            "pair_median_us": percentile([b for _, b in pairs], 50),
+            "paired_diff_median_us": percentile(diff, 50),
+            "added_median_us": percentile(diff, 50) - ref_diff,
+            "added_p99_us": percentile(meas, 99) - ref_p99, "n": len(pairs)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--pings", type=int, default=None, help="echo pairs per block (500)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of all modes (6)")
+    parser.add_argument("--interval", type=float, default=0.002, help="gap between pairs (s)")
+    parser.add_argument("--only", default=None, help="semicolon-separated mode names")
+    args = parser.parse_args(argv)
+    pings = args.pings or (200 if args.quick else 500)
+    rounds = args.rounds or (3 if args.quick else 6)
+    modes = {k: v for k, v in MODES.items()
+             if not args.only or k in args.only.split(";") or k == "no program"}
+    from host_agent.capture.ebpf import ensure_object
+
+    ensure_object()
+    rng = random.Random(29)
+    net = Namespaces()
+    got: dict[str, dict[str, list[list[float]]]] = {
+        m: {"kernel": [], "user": []} for m in modes}
+    try:
+        add_baseline_pair(net)
+        for rnd in range(rounds):
+            order = list(modes)
+            rng.shuffle(order)
+            for name in order:
+                with modes[name](net):
+                    time.sleep(0.2)
+                    block = probe(net, pings, args.interval)
+                    for clock in ("kernel", "user"):
+                        got[name][clock] += block[clock]
+            print(f"round {rnd + 1}/{rounds} done", flush=True)
+    finally:
+        net.close()
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for clock in ("kernel", "user"):
+        rows = []
+        for name in modes:
+            r = summarize(got[name][clock], got["no program"][clock])
+            results.setdefault(name, {})[clock] = r
+            rows.append([name, round(r["median_us"], 1), round(r["p99_us"], 1), r["n"],
+                         round(r["pair_median_us"], 1), round(r["paired_diff_median_us"], 2),
+                         round(r["added_median_us"], 2), round(r["added_p99_us"], 1)])
+        print_table(f"{clock} RTT (us): {pings} echo pairs x {rounds} rounds per mode, "
+                    f"{args.interval * 1000:g} ms apart, modes shuffled per round; each echo "
+                    "paired with one to the program-free veth pair sent back to back",
+                    ["mode", "median", "p99", "n", "pair median", "paired diff median",
+                     "added median", "added p99"], rows)
+    write_json("ebpf_latency", {"pings": pings, "rounds": rounds, "interval_s": args.interval,
+                                "machine": machine_info(), "modes": results},
+               enabled=not args.no_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
