@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import base_parser, machine_info, percentile, print_table, write_json
-from bench.monitor import SUBNET, Agent, Namespaces, in_netns, sh
+from bench.monitor import SUBNET, Agent, Namespaces, enable_bpf_stats, in_netns, program_stats, sh
 
 Mode = Callable[[Namespaces], contextlib.AbstractContextManager[Any]]
 KEYS = ("src", "src_dst", "dport")
@@ -62,7 +64,15 @@ def probe(net: Namespaces, count: int, interval: float) -> dict[str, list[list[f
     out = sh(["ip", "netns", "exec", net.snd, sys.executable, "-m", "bench.rtt_probe",
               f"{SUBNET}.2", f"{BASE_SUBNET}.2", str(count), str(interval)],
              timeout=count * (interval + 0.01) * 4 + 60)
-    return json.loads(out)  # type: ignore[no-any-return]
+    return json.loads(out)
+
+
+def attached_programs(net: Namespaces) -> list[int]:
+    """Ids of the BPF programs on the receiver's interface, both directions."""
+    dev = _intf(net)
+    out = "".join(sh(["tc", "-n", net.rcv, "-j", "filter", "show", "dev", dev, hook],
+                     check=False) for hook in ("ingress", "egress"))
+    return [int(x) for x in re.findall(r'"id":\s*(\d+)', out)]
 
 
 def _intf(net: Namespaces) -> str:
@@ -222,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     net = Namespaces()
     got: dict[str, dict[str, list[list[float]]]] = {
         m: {"kernel": [], "user": []} for m in modes}
+    run_ns = {m: 0.0 for m in modes}
+    runs = {m: 0 for m in modes}
+    stats_fd = enable_bpf_stats()
     try:
         add_baseline_pair(net)
         for rnd in range(rounds):
@@ -230,26 +243,35 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 with modes[name](net):
                     time.sleep(0.2)
+                    ids = attached_programs(net)
+                    run0 = program_stats(ids)
                     block = probe(net, pings, args.interval)
+                    run1 = program_stats(ids)
+                    run_ns[name] += run1[0] - run0[0]
+                    runs[name] += run1[1] - run0[1]
                     for clock in ("kernel", "user"):
                         got[name][clock] += block[clock]
             print(f"round {rnd + 1}/{rounds} done", flush=True)
     finally:
         net.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for clock in ("kernel", "user"):
         rows = []
         for name in modes:
             r = summarize(got[name][clock], got["no program"][clock])
             results.setdefault(name, {})[clock] = r
+            r["program_ns_per_run"] = 1e9 * run_ns[name] / runs[name] if runs[name] else 0.0
             rows.append([name, round(r["median_us"], 1), round(r["p99_us"], 1), r["n"],
                          round(r["pair_median_us"], 1), round(r["paired_diff_median_us"], 2),
-                         round(r["added_median_us"], 2), round(r["added_p99_us"], 1)])
+                         round(r["added_median_us"], 2), round(r["added_p99_us"], 1),
+                         round(r["program_ns_per_run"])])
         print_table(f"{clock} RTT (us): {pings} echo pairs x {rounds} rounds per mode, "
                     f"{args.interval * 1000:g} ms apart, modes shuffled per round; each echo "
                     "paired with one to the program-free veth pair sent back to back",
                     ["mode", "median", "p99", "n", "pair median", "paired diff median",
-                     "added median", "added p99"], rows)
+                     "added median", "added p99", "program ns/run"], rows)
     write_json("ebpf_latency", {"pings": pings, "rounds": rounds, "interval_s": args.interval,
                                 "machine": machine_info(), "modes": results},
                enabled=not args.no_json)
