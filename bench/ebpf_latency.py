@@ -21,7 +21,6 @@ each against the no-program blocks of the same run.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -33,38 +32,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import base_parser, machine_info, percentile, print_table, write_json
-from bench.monitor import SUBNET, Agent, Namespaces, enable_bpf_stats, in_netns, program_stats, sh
+from bench.common import base_parser, machine_info, print_table, write_json
+from bench.monitor import (
+    SUBNET,
+    Agent,
+    Namespaces,
+    add_baseline_pair,
+    enable_bpf_stats,
+    in_netns,
+    probe,
+    program_stats,
+    rtt_summary,
+    sh,
+)
 
 Mode = Callable[[Namespaces], contextlib.AbstractContextManager[Any]]
 KEYS = ("src", "src_dst", "dport")
-
-
-BASE_SUBNET = "10.84.0"
-
-
-def add_baseline_pair(net: Namespaces) -> None:
-    """A second veth pair between the same namespaces that never gets a program."""
-    a, b = f"bla{net.snd[3:]}", f"blb{net.snd[3:]}"
-    sh(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
-    for ns, intf, host in ((net.snd, a, 1), (net.rcv, b, 2)):
-        sh(["ip", "link", "set", intf, "netns", ns])
-        sh(["ip", "-n", ns, "addr", "add", f"{BASE_SUBNET}.{host}/24", "dev", intf])
-        sh(["ip", "-n", ns, "link", "set", intf, "up"])
-    deadline = time.monotonic() + 10
-    while " 0% packet loss" not in sh(["ip", "netns", "exec", net.snd, "ping", "-c1", "-W1",
-                                       f"{BASE_SUBNET}.2"], check=False):
-        if time.monotonic() > deadline:
-            raise RuntimeError("baseline veth did not come up")
-
-
-def probe(net: Namespaces, count: int, interval: float) -> dict[str, list[list[float]]]:
-    """``count`` pairs of echoes (measured receiver, program-free pair), alternated packet by
-    packet (``bench.rtt_probe``): kernel and user RTTs in microseconds."""
-    out = sh(["ip", "netns", "exec", net.snd, sys.executable, "-m", "bench.rtt_probe",
-              f"{SUBNET}.2", f"{BASE_SUBNET}.2", str(count), str(interval)],
-             timeout=count * (interval + 0.01) * 4 + 60)
-    return json.loads(out)
 
 
 def attached_programs(net: Namespaces) -> list[int]:
@@ -200,20 +183,6 @@ MODES: dict[str, Mode] = {
 }
 
 
-def summarize(pairs: list[list[float]], ref: list[list[float]]) -> dict[str, float]:
-    """Medians and p99 of one mode's (measured, pair) RTTs; ``added``: the median paired
-    difference less the no-program mode's (what the two veth pairs differ by alone)."""
-    diff = [m - b for m, b in pairs]
-    ref_diff = percentile([m - b for m, b in ref], 50)
-    ref_p99 = percentile([m for m, _ in ref], 99)
-    meas = [m for m, _ in pairs]
-    return {"median_us": percentile(meas, 50), "p99_us": percentile(meas, 99),
-            "pair_median_us": percentile([b for _, b in pairs], 50),
-            "paired_diff_median_us": percentile(diff, 50),
-            "added_median_us": percentile(diff, 50) - ref_diff,
-            "added_p99_us": percentile(meas, 99) - ref_p99, "n": len(pairs)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--pings", type=int, default=None, help="echo pairs per block (500)")
@@ -260,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     for clock in ("kernel", "user"):
         rows = []
         for name in modes:
-            r = summarize(got[name][clock], got["no program"][clock])
+            r = rtt_summary(got[name][clock], got["no program"][clock])
             results.setdefault(name, {})[clock] = r
             r["program_ns_per_run"] = 1e9 * run_ns[name] / runs[name] if runs[name] else 0.0
             rows.append([name, round(r["median_us"], 1), round(r["p99_us"], 1), r["n"],
