@@ -163,6 +163,8 @@ def agent(capture: str | None) -> Mode:
             yield
         finally:
             a.close()
+            # the agent detaches its programs but leaves the (empty) clsact qdisc
+            sh(["tc", "-n", net.rcv, "qdisc", "del", "dev", _intf(net), "clsact"], check=False)
 
     return mode
 
