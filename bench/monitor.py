@@ -346,8 +346,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cpu_cost(steps: list[dict]) -> float | None:
-    """Monitor CPU per packet at the highest loss-free rate step (batches are largest)."""
+    """Monitor CPU per packet at the highest loss-free rate step (batches are largest)
+    with at least 20,000 packets (10,000 when none has that many)."""
     ok = [s for s in steps if s["loss"] == 0 and s["cpu_us_per_pkt"] and s["seen"] >= 20000]
+    if not ok:  # quick steps on a loaded box may all fall short of that: the largest >= 10k
+        ok = sorted((s for s in steps if s["loss"] == 0 and s["cpu_us_per_pkt"]
+                     and s["seen"] >= 10000), key=lambda s: s["seen"])
     return ok[-1]["cpu_us_per_pkt"] if ok else None
 
 
@@ -425,7 +429,7 @@ def latency(net: Namespaces, count: int, rounds: int) -> dict[str, Any]:
         for mode in LATENCY_MODES:
             target = None if mode == "off" else _latency_target(net, mode)
             try:
-                time.sleep(0.2)
+                time.sleep(1.0)  # let a new agent finish starting (it loads the whole box)
                 block = probe(net, count, 0.002)
             finally:
                 if target is not None:
