@@ -48,6 +48,8 @@ from measure_model.wire.overlay import TASK_ID_PATTERN
 log = logging.getLogger("host_agent.api")
 
 MAX_BODY = 64 * 1024
+#: what a request signed by another agent (not the controller) may reach
+PEER_PATHS = ("/agent/v1/tasks/", "/agent/v1/reports", "/agent/v1/bandwidth/receive")
 MAX_REPORT_BODY = 16 * 1024 * 1024  # as the controller's POST reports
 NO_SECRET = ("this agent has no shared secret: configuration is accepted only from the "
              "controller or the overlay parent, signed (start it with --secret-file; "
@@ -181,12 +183,20 @@ class AgentApp:
             if self.insecure:
                 return
             raise AgentError(403, NO_SECRET)
-        from measure_common.auth import AuthError
+        from measure_common.auth import CONTROLLER, AuthError
 
         try:
-            self.verifier.verify_webob(req)
+            sender = self.verifier.verify_webob(req)
         except AuthError as exc:
+            log.warning("refused %s %s: %s", req.method, path[:200], exc.message)
             raise AgentError(exc.status, exc.message) from None
+        req.environ["measure.sender"] = sender
+        if sender != CONTROLLER and not path.startswith(PEER_PATHS):
+            # another agent's key covers overlay traffic and bandwidth receivers only
+            log.warning("refused %s %s from agent %s: only the controller may", req.method,
+                        path[:200], sender)
+            raise AgentError(403, f"agent {sender} may not call {req.method} {path[:200]}; "
+                                  "only the controller may")
 
     # ------------------------------------------------------------ v1
     def health(self, req: webob.Request) -> webob.Response:
@@ -301,4 +311,11 @@ class AgentApp:
         return self._overlay_call(self._overlay().delete_task, task_id, body)
 
     def post_report(self, req: webob.Request) -> webob.Response:
-        return self._overlay_call(self._overlay().receive_report, parse_json(req))
+        body = parse_json(req)
+        sender = req.environ.get("measure.sender")
+        if sender not in (None, "controller") and isinstance(body, dict) \
+                and body.get("from") != sender:
+            log.warning("refused a report from agent %s claiming to be from %r", sender,
+                        str(body.get("from"))[:64])
+            raise AgentError(403, f"agent {sender} may only report as itself")
+        return self._overlay_call(self._overlay().receive_report, body)

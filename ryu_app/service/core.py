@@ -108,6 +108,7 @@ class MeasureService:
         self.probe_budget_bps = float(get_setting("MEASURE_PROBE_BUDGET_BPS"))
         self.jobs = BandwidthJobs(self.registry, topology, self.http, self.runner, self.store,
                                   now)
+        self.jobs.credential = self.peer_credential
         self.ticker = TickerHealth()
         self.overlay = Overlay(root=None, fanout=self.fanout)
         self.epoch = int(self.store.get_meta("overlay_epoch", "0") or 0)
@@ -130,12 +131,31 @@ class MeasureService:
         self.results.localize = self.pathhealth.localize
 
     def _signer(self) -> Any:
-        """The request signer for agents (None without a shared secret)."""
+        """The request signer for agents (None without a secret): a request to an
+        agent is signed with that agent's own key and names it as the receiver."""
         if self.auth.secret is None:
             return None
-        from measure_common.auth import HmacAuth
+        from measure_common.auth import CONTROLLER, HmacAuth, RoutedAuth, agent_key
 
-        return HmacAuth(self.auth.secret)
+        master = self.auth.secret
+
+        def lookup(url: str) -> HmacAuth | None:
+            for agent in list(self.registry.agents.values()):
+                if url == agent.url or url.startswith(agent.url + "/"):
+                    return HmacAuth(agent_key(master, agent.name), sender=CONTROLLER,
+                                    receiver=agent.name)
+            log.warning("no registered agent at %s: request sent unsigned", url[:200])
+            return None
+
+        return RoutedAuth(lookup)
+
+    def peer_credential(self, sender: str, receiver: str) -> dict[str, str] | None:
+        """What ``sender`` needs to sign requests to ``receiver`` (None without a secret)."""
+        if self.auth.secret is None:
+            return None
+        from measure_common.auth import peer_credential
+
+        return peer_credential(self.auth.secret, sender, receiver)
 
     # ------------------------------------------------------------ tasks
 
@@ -598,12 +618,18 @@ class MeasureService:
     def _overlay_body(self, name: str) -> dict[str, Any]:
         agents = self.registry.agents
         parent = self.overlay.parent.get(name)
-        return {"parent": None if parent is None else {"name": parent, "url": agents[parent].url},
+        body = {"parent": None if parent is None else {"name": parent,
+                                                       "url": agents[parent].url},
                 "children": [{"name": c, "url": agents[c].url}
                              for c in self.overlay.children.get(name, [])],
                 "root": name == self.overlay.root, "epoch": self.epoch,
                 "controller": self.controller_url,
                 "to": name}  # signed with the body: a replay to another agent is refused
+        if self.auth.secret is not None:
+            # keys for talking to the parent and children (each wrapped for this agent)
+            peers = ([parent] if parent else []) + self.overlay.children.get(name, [])
+            body["keys"] = {peer: self.peer_credential(name, peer) for peer in peers}
+        return body
 
     def _send_overlay(self) -> None:
         live = self.registry.live()
