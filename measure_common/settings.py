@@ -181,7 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
            "state-changing /agent/v1 request must be signed"),
     _agent("secret_file", "path", None, "the controller's master secret (mode 0600), from "
            "which the agent derives its own key and keeps only that; key_file is better"),
-    _agent("insecure", "bool", False, "without secret_file, accept unsigned /agent/v1 "
+    _agent("insecure", "bool", False, "without key_file or secret_file, accept unsigned /agent/v1 "
            "configuration from anyone (refused with 403 otherwise); only on an isolated "
            "test network"),
     _agent("allow_legacy", "bool", False, "accept the original unauthenticated messages on "

@@ -139,13 +139,22 @@ def _authorize(req, service, mutating: bool) -> None:
     auth = getattr(service, "auth", None)
     if auth is None or not auth.enabled or (not mutating and auth.reads_open):
         return
-    from measure_common.auth import BEARER_CHALLENGE, AuthError, check_request
+    from measure_common.auth import (
+        BEARER_CHALLENGE,
+        SENDER_HEADER,
+        SIGNATURE_HEADER,
+        AuthError,
+        check_request,
+    )
 
     try:
         # the body is read only once the headers passed (a bearer token needs none)
         how, sender = check_request(req.method, req.path_qs, lambda: req.body, req.headers,
                                     token=auth.token, verifier=auth.verifier)
     except AuthError as exc:
+        if req.headers.get(SIGNATURE_HEADER):  # a forged, replayed or misdirected signature
+            log.warning("REST %s %s: refused a signed request from %r: %s", req.method,
+                        _raw_path(req), str(req.headers.get(SENDER_HEADER))[:64], exc.message)
         headers = {"WWW-Authenticate": BEARER_CHALLENGE} if exc.status == 401 else None
         raise HttpError(exc.status, exc.message, headers) from None
     req.environ["measure.auth"] = how

@@ -772,3 +772,98 @@ def test_a_placement_replayed_to_another_agent_is_refused(caplog):
     assert resp.status_code == 409 and "already holds another placement" in resp.json["error"]
     status = signed("GET", "/agent/v1/overlay").get_response(app).json
     assert status["root"] is False and status["epoch"] == 3
+
+
+def test_an_agents_key_speaks_only_for_that_agent(tmp_path, caplog):
+    """h3's own key may register, heartbeat and report as h3 only: naming h2 in the path
+    or body is a 403 (logged); claiming to be h2 in the sender header is a 401."""
+    app, service = ready_controller(tmp_path)
+    before = controller_state(service)
+    beat = signed("POST", "/measure/v1/agents/h2/heartbeat", b"{}", sender="h3",
+                  receiver="controller").get_response(app)
+    assert (beat.status_code, beat.json) == (403, {
+        "error": "agent h3 may only heartbeat for itself, not 'h2'"})
+    reg = {"name": "h2", "url": "http://192.168.100.66:8000", "data_ip": "10.0.0.66"}
+    resp = signed("POST", "/measure/v1/agents", json.dumps(reg).encode(), sender="h3",
+                  receiver="controller").get_response(app)
+    assert resp.status_code == 403 and "register as itself" in resp.json["error"]
+    report = {**task_report(), "from": "h2"}
+    resp = signed("POST", "/measure/v1/reports", json.dumps(report).encode(), sender="h3",
+                  receiver="controller").get_response(app)
+    assert resp.status_code == 403 and "report as itself" in resp.json["error"]
+    assert "agent h3 tried to heartbeat for 'h2'" in caplog.text
+    # h3's key with h2 in the sender header: the signature does not match h2's key
+    forged = sign_request(agent_key(APP_SECRET, "h3"), "POST", "/measure/v1/agents/h2/heartbeat",
+                          b"{}", sender="h2", receiver="controller")
+    resp = webob.Request.blank("/measure/v1/agents/h2/heartbeat", method="POST", body=b"{}",
+                               headers={**forged, "Content-Type": "application/json"}
+                               ).get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "bad request signature"})
+    assert "refused a signed request from 'h2': bad request signature" in caplog.text
+    assert controller_state(service) == before
+    # the same key for its own name works (so the refusals above can fail)
+    own = signed("POST", "/measure/v1/agents/h3/heartbeat", b"{}", sender="h3",
+                 receiver="controller").get_response(app)
+    assert own.status_code == 200, own.text
+
+
+def test_a_request_signed_for_another_receiver_is_refused_and_logged(caplog):
+    """Every signature names its receiver: the controller's request to h5 (say a task
+    push), recorded and replayed to agent fz, is a 401, whatever its path or body."""
+    app, _agent, _ = make_agent_app()  # agent "fz"
+    before = agent_state(app)
+    body = json.dumps({"name": "c", "kind": "counter"}).encode()
+    for_h5 = signed("PUT", "/agent/v1/tasks/t1", body, receiver="h5")
+    replay = webob.Request.blank("/agent/v1/tasks/t1", method="PUT", body=body,
+                                 headers=dict(for_h5.headers))
+    resp = replay.get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "bad request signature"})
+    assert "refused PUT /agent/v1/tasks/t1: bad request signature" in caplog.text
+    # fz's own key, but the receiver named in the signature is h5: refused as well
+    key = agent_key(APP_SECRET, "fz")
+    misdirected = sign_request(key, "PUT", "/agent/v1/tasks/t1", body, sender="controller",
+                               receiver="h5")
+    resp = webob.Request.blank("/agent/v1/tasks/t1", method="PUT", body=body, headers={
+        **misdirected, "Content-Type": "application/json"}).get_response(app)
+    assert resp.status_code == 401
+    assert agent_state(app) == before
+    ok = signed("PUT", "/agent/v1/tasks/t1", body).get_response(app)
+    assert ok.status_code in (200, 201), ok.text
+
+
+def _peer_request(method, path, body, sender, receiver="fz", ticket_for=None):
+    """Agent ``sender``'s request to ``receiver`` with the controller's credential."""
+    from measure_common.auth import peer_credential, unwrap
+
+    cred = peer_credential(APP_SECRET, sender, ticket_for or receiver)
+    key = unwrap(agent_key(APP_SECRET, sender), ticket_for or receiver, cred["key"])
+    headers = sign_request(key, method, path, body, sender=sender, receiver=receiver,
+                           ticket=cred["ticket"])
+    return webob.Request.blank(path, method=method, body=body,
+                               headers={**headers, "Content-Type": "application/json"})
+
+
+def test_an_agents_peer_key_reaches_overlay_routes_only_as_itself(caplog):
+    """A child signs its reports to its parent with the pair key the controller gave it;
+    the same key cannot configure the parent, nor report under another name, and a
+    ticket made for another receiver does not verify."""
+    app, agent, _ = _ready_agent()  # fz, root, child c1
+    report = json.dumps(REPORT).encode()  # from c1
+    sketches = json.dumps({"filter": {"proto": "udp"}}).encode()
+    before = agent_state(app)
+    resp = _peer_request("POST", "/agent/v1/sketches", sketches, "c1").get_response(app)
+    assert resp.status_code == 403 and "only the controller may" in resp.json["error"]
+    as_other = json.dumps({**REPORT, "from": "c2"}).encode()
+    resp = _peer_request("POST", "/agent/v1/reports", as_other, "c1").get_response(app)
+    assert (resp.status_code, resp.json) == (403, {"error": "agent c1 may only report as "
+                                                            "itself"})
+    resp = _peer_request("POST", "/agent/v1/reports", report, "c1",
+                         ticket_for="h5").get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "bad request signature"})
+    no_ticket = _peer_request("POST", "/agent/v1/reports", report, "c1")
+    del no_ticket.headers["X-Measure-Ticket"]
+    assert no_ticket.get_response(app).status_code == 401
+    assert agent_state(app) == before
+    assert "refused POST /agent/v1/sketches from agent c1" in caplog.text
+    resp = _peer_request("POST", "/agent/v1/reports", report, "c1").get_response(app)
+    assert (resp.status_code, resp.json) == (200, {"accepted": True, "late": False})
