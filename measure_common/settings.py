@@ -149,6 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEASURE_PROTECT", "list", (),
             "hosts, addresses or prefixes no reaction may block (the management network "
             "and the controller are always protected)"),
+    Setting("MEASURE_GATEWAYS", "list", (),
+            "the data network's gateways (routers): always protected from reactions, "
+            "like the controller"),
     Setting("MEASURE_MGMT_NET", "network", str(MGMT_NET),
             "the management network, always protected from reactions"),
     Setting("MEASURE_PROBE_BUDGET_BPS", "int", 10_000_000,

@@ -125,7 +125,8 @@ class MeasureService:
         self.wake: Callable[[], None] | None = None
         self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
                                         spawn=self.runner.submit, locate=self._locate,
-                                        controller_url=self.controller_url)
+                                        controller_url=self.controller_url,
+                                        vouch=self._vouch)
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
         self.pathhealth = PathHealth(topology, self.registry)
         self.results.localize = self.pathhealth.localize
@@ -504,6 +505,28 @@ class MeasureService:
         host = self.topology.host_by_ip(ip)
         agent = self.registry.find(ip) if host is None else None
         return self.topology.host_by_mac(agent.mac) if agent and agent.mac else host
+
+    def _vouch(self, ip: str) -> str | None:
+        """Why a reaction must not act on source ``ip`` (None: it may).
+
+        An agent's data address is protected from spoofing: it is acted on only while
+        the source guard binds it to that agent's registered MAC (then table 0 drops
+        the address from every other port, so the packets came from the agent's host).
+        Other addresses are acted on where the guard placed them (``_locate``)."""
+        agent = self.registry.find(ip)
+        if agent is None or agent.data_ip != ip:
+            return None
+        if not agent.mac:
+            return (f"is agent {agent.name}'s data address and the agent registered no MAC "
+                    "to bind it to")
+        owner = self.topology.host_by_ip(ip)
+        mac = agent.mac.lower()
+        if owner is not None and owner.mac != mac:
+            return (f"is agent {agent.name}'s data address, bound to {owner.mac}, not the "
+                    f"agent's MAC {mac}")
+        if self.topology.host_by_mac(mac) is None:
+            return f"is agent {agent.name}'s data address and its host is not attached"
+        return None
 
     @staticmethod
     def _scope_refs(task: Task) -> tuple[str, ...]:
