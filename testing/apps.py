@@ -69,7 +69,7 @@ class MemoryCapture:
     def remove(self, sketch: int) -> None:
         del self.rules[sketch]
 
-    def counters(self) -> dict[int, tuple[int, int]]:
+    def counters(self, max_age: float = 0.0) -> dict[int, tuple[int, int]]:
         return {sketch: (0, 0) for sketch in self.rules}
 
     def listing(self) -> list[str]:

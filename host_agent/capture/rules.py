@@ -63,6 +63,8 @@ import ipaddress
 import re
 import shlex
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -181,11 +183,17 @@ class Capture:
         self.own_ip = own_ip if own_ip and _is_ipv4(own_ip) else None
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
         self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
+        # counters(): the last reading (monotonic time, rule generation, counts); every
+        # iptables change bumps the generation, so a reading from before it is not reused
+        self._generation = 0
+        self._counted: tuple[float, int, dict[int, tuple[int, int]]] | None = None
+        self._count_lock = threading.Lock()
 
     def comment(self, what: object) -> str:
         return f"{COMMENT_PREFIX}:{self.agent}:{what}"
 
     def _ipt(self, family: int, *args: str) -> str:
+        self._generation += 1  # the rules change: the next counters() reads them again
         return self.run([self.tables[family], "-w", "5", *args])
 
     def queue_target(self) -> list[str]:
@@ -304,8 +312,23 @@ class Capture:
     def _save(self, family: int) -> str:
         return self.run([f"{self.tables[family]}-save", "-c", "-t", "filter"])
 
-    def counters(self) -> dict[int, tuple[int, int]]:
-        """Packets and bytes each sketch's rules matched (both families summed)."""
+    def counters(self, max_age: float = 0.0) -> dict[int, tuple[int, int]]:
+        """Packets and bytes each sketch's rules matched (both families summed).
+
+        ``max_age`` > 0: a reading at most that many seconds old is returned again
+        (no ``iptables-save``), unless the rules changed since; concurrent callers
+        share one reading."""
+        with self._count_lock:
+            cached = self._counted
+            if max_age > 0 and cached is not None and cached[1] == self._generation \
+                    and time.monotonic() - cached[0] <= max_age:
+                return dict(cached[2])
+            taken, generation = time.monotonic(), self._generation
+            out = self._read_counters()
+            self._counted = (taken, generation, out)
+            return dict(out)
+
+    def _read_counters(self) -> dict[int, tuple[int, int]]:
         out: dict[int, tuple[int, int]] = {}
         for family in self.tables:
             for line in self._save(family).splitlines():
