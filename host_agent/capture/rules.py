@@ -10,11 +10,11 @@ matching sketch only. Instead every agent owns two chains,
 ``OUTPUT`` (skipping the management interface)::
 
     -A ehm-h2-in -p udp -m multiport --ports 8001 -j RETURN  (path probes)
-    -A ehm-h2-in -j MARK --and-mark 0x0                       (clear)
-    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x1
-    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x2
-    -A ehm-h2-in -m mark ! --mark 0x0/0xffff -j NFQUEUE --queue-num 0 --queue-bypass
-    -A ehm-h2-in -m mark ! --mark 0x0/0xffff0000 -j NFLOG --nflog-group 0
+    -A ehm-h2-in -j MARK --set-xmark 0x0/0xffff0000           (clear our bits)
+    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x10000
+    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x20000
+    -A ehm-h2-in -m mark ! --mark 0x0/0xff0000 -j NFQUEUE --queue-num 0 --queue-bypass
+    -A ehm-h2-in -m mark ! --mark 0x0/0xff000000 -j NFLOG --nflog-group 0
                  --nflog-size 128 --nflog-threshold 64
 
 Each sketch owns one bit of the packet mark; the monitor reads the mark of
@@ -22,9 +22,13 @@ every packet it gets and feeds the packet to every sketch whose bit is set.
 One queue (or one ``--queue-balance`` range) then carries all sketches, and
 overlapping filters are counted by each sketch.
 
+The project owns bits 16..31 of the mark only (``OWNED_MASK``): the clear rule
+is ``--set-xmark 0x0/0xffff0000`` and every match is masked, so a mark another
+program set in the low 16 bits (policy routing, kube-proxy) goes through.
+
 Two capture modes share the scheme. NFQUEUE sketches (the default) own bits
-0..15: their packets wait in the kernel for the monitor's verdict (fail-open).
-NFLOG sketches own bits 16..31: their packets get a copy of the first
+16..23: their packets wait in the kernel for the monitor's verdict (fail-open).
+NFLOG sketches own bits 24..31: their packets get a copy of the first
 ``HEADER_COPY_BYTES`` bytes sent to the netlink group of the same number, in
 batches of up to ``threshold`` packets, and go on at once (the kernel never
 waits; what it could not deliver is counted by the reader, ``nflog.py``). The
@@ -76,10 +80,14 @@ MAX_SLOTS = 32
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
-# ebpf sketches have no iptables rule: their slots (32..47, bits no mark has) index
-# the eBPF program's configuration rows (capture/ebpf.py)
-SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32), "ebpf": range(32, 48)}
+# A slot is a packet-mark bit. The project owns bits 16..31 only (OWNED_MASK): NFQUEUE
+# sketches 16..23, NFLOG sketches 24..31. The low 16 bits are other programs' (policy
+# routing, kube-proxy's 0x4000/0x8000, Cilium's 0xf00): the capture never reads or
+# changes them. ebpf sketches have no iptables rule: their slots (32..47, bits no mark
+# has) index the eBPF program's configuration rows (capture/ebpf.py)
+SLOTS = {"nfqueue": range(16, 24), "nflog": range(24, 32), "ebpf": range(32, 48)}
 MODE_MASKS = {mode: hex(sum(1 << b for b in SLOTS[mode])) for mode in ("nfqueue", "nflog")}
+OWNED_MASK = hex(sum(1 << b for mode in ("nfqueue", "nflog") for b in SLOTS[mode]))
 NFLOG_THRESHOLD = 64
 
 Runner = Callable[[list[str]], str]
@@ -220,8 +228,10 @@ class Capture:
                     self._ipt(family, "-A", chain, "-p", "udp", "-m", "multiport", "--ports",
                               str(self.probe_port), "-m", "comment", "--comment",
                               self.comment("probes"), "-j", "RETURN")
+                # clear the project's bits only: another program's mark goes through
                 self._ipt(family, "-A", chain, "-m", "comment", "--comment",
-                          self.comment("clear"), "-j", "MARK", "--and-mark", "0x0")
+                          self.comment("clear"), "-j", "MARK", "--set-xmark",
+                          f"0x0/{OWNED_MASK}")
                 if family == 4 and hook == "OUTPUT" and self.own_ip:
                     # a packet this host sends with another host's source address is
                     # spoofed (the controller's source guard drops it): never counted

@@ -182,7 +182,10 @@ def test_full_queue_fails_open_and_counts_missed(ns_pair, agent_factory):
     # the 16 held in the queue are answered after SIGCONT (ping stops at >= 50 replies)
     assert received >= 50, out
     matched, _ = rule_counters(ag, sk["id"])
-    snap = snapshot_when(ag, sk["id"], 1, 16)
+    # an open read's rule counters may be up to RULES_MAX_AGE (2 s) old: poll until fresh
+    snap = wait_until(lambda: (s := snapshot_when(ag, sk["id"], 1, 16))["packets"]
+                      + s["missed"]["packets"] == sent and s, timeout=10,
+                      message="a snapshot with fresh rule counters")
     missed = snap["missed"]["packets"]
     assert matched == sent and snap["packets"] + missed == sent
     assert missed >= 34 and snap["missed"]["bytes"] == missed * 84

@@ -288,8 +288,8 @@ def test_overlapping_sketches_count_by_mark_bits(agent, mon):
     b = agent.create_sketch({})
     agent.add_counter(a.id, {"key": "src"})
     agent.add_counter(b.id, {"key": "src"})
-    mon.feed([ipv4("10.0.0.1", "10.0.0.2")] * 2, mark=0b11)      # icmp: both sketches
-    mon.feed([ipv4("10.0.0.1", "10.0.0.2", 17)] * 5, mark=0b10)  # udp: sketch b only
+    mon.feed([ipv4("10.0.0.1", "10.0.0.2")] * 2, mark=0b11 << 16)  # icmp: both sketches
+    mon.feed([ipv4("10.0.0.1", "10.0.0.2", 17)] * 5, mark=0b10 << 16)  # udp: sketch b only
     assert agent.snapshot(a.id, 1)["packets"] == 2
     assert agent.snapshot(b.id, 1)["packets"] == 7
 
