@@ -258,7 +258,8 @@ def test_agent_failure_moves_the_root_and_rejoin_gets_tasks_again(h):
     assert h.agents.overlay["h1"]["epoch"] == h.service.epoch
     assert len(h.agents.sent("PUT", "/agent/v1/tasks/1")) == before + 1
     assert "h1" in h.agents.tasks["1"]
-    assert h.service.overlay.root == new_root  # the root stays where it is
+    # the root is deterministic: h1, first of the equally central agents, is root again
+    assert h.service.overlay.root == "h1" != new_root
 
 
 def test_unreachable_root_keeps_the_task_pending_until_it_answers(h):
