@@ -531,7 +531,7 @@ def test_legacy_messages_work_with_opt_in():
     assert [s.filter.to_dict() for _, s in sorted(agent.sketches.items())] == [
         {"interface": "INPUT", "proto": "tcp"}, {"interface": "INPUT", "proto": "udp"},
         {"interface": "INPUT", "proto": "icmp"}]
-    assert agent.capture.listing() == ["1:0:-p tcp", "2:1:-p udp", "3:2:-p icmp"]
+    assert agent.capture.listing() == ["1:16:-p tcp", "2:17:-p udp", "3:18:-p icmp"]
 
 
 def test_agent_body_limit_checked_before_signature():
