@@ -205,13 +205,14 @@ def test_deployment_guide_in_namespaces(site, machines, tmp_path):
 
     # Agent hosts: each its own key (HMAC of the secret and its name, docs/deploy.md
     # step 4) copied over (0600), agent.yaml, started like the unit.
-    from measure_common.auth import load_or_create_secret, write_agent_key
+    from measure_common.auth import write_agent_key
+
+    master = secret.read_bytes().strip()  # owned by the controller's dynamic user
 
     agents: dict[str, subprocess.Popen] = {}
     for name in ("h1", "h2", "h3"):
         host = site[name]
-        write_agent_key(str(host.etc / "agent.key"), load_or_create_secret(str(secret))[0],
-                        name)
+        write_agent_key(str(host.etc / "agent.key"), master, name)
         os.chmod(host.etc / "agent.key", 0o600)
         (host.etc / "agent.yaml").write_text(
             f"name: {name}\ncontroller: http://{CONTROLLER_IP}:{REST_PORT}\n"
