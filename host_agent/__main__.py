@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     overlay.keyring = keyring
     bandwidth = bandwidth_api(args.data_ip, http)
     bandwidth.prober.keyring = keyring
+    bandwidth.prober.name = args.name
+    bandwidth.prober.controllers = controller_urls(args.controller) if args.controller else []
 
     stopping: list[int] = []
 

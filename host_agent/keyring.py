@@ -62,6 +62,11 @@ class KeyRing:
             while len(self._peers) > MAX_PEERS:
                 del self._peers[next(iter(self._peers))]
 
+    def knows(self, url: str) -> bool:
+        """Whether a peer key signs requests to ``url`` (quietly; see ``lookup``)."""
+        with self._lock:
+            return any(url == base or url.startswith(base + "/") for base in self._peers)
+
     def lookup(self, url: str) -> HmacAuth | None:
         """The signer for the receiver at ``url`` (None: unknown, sent unsigned)."""
         with self._lock:

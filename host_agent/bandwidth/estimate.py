@@ -30,6 +30,7 @@ reports what was used. The HTTP routes are :mod:`host_agent.bandwidth.api`.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import threading
 import time
@@ -53,6 +54,8 @@ from host_agent.bandwidth.worker import Worker, WorkerError
 from host_agent.keyring import KeyRing, check_credential
 from measure_model.fields import FieldError, Integer, Number
 from measure_model.task import BW_DEFAULT_BYTES, BW_DEFAULT_DURATION, field_value
+
+log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 5.0
 
@@ -311,6 +314,11 @@ class Prober:
         self._lock = threading.Lock()
         #: the agent's signing keys: a request's destination credential is added to it
         self.keyring: KeyRing | None = None
+        #: this agent's name and controller URLs: ``query bw`` asks them for its key
+        self.name: str | None = None
+        self.controllers: list[str] = []
+        #: data IP -> URL of the destinations ``query bw`` learnt a key for
+        self._legacy_urls: dict[str, str] = {}
 
     def busy(self, dst_ip: str) -> bool:
         """Whether a probe to ``dst_ip`` is running."""
@@ -364,5 +372,65 @@ class Prober:
             raise BandwidthError(400, f"query bw: src {src} is not this agent "
                                       f"({self.data_ip}); send the query to the source "
                                       "host's agent")
-        result = self.probe({"dst_ip": dst, "method": "slops"})
+        try:
+            ipaddress.IPv4Address(dst)
+        except ValueError:
+            raise BandwidthError(400, "query bw: field 'dst' must be an IPv4 address") from None
+        body: dict[str, Any] = {"dst_ip": dst, "method": "slops"}
+        url = self._legacy_urls.get(dst)
+        if url is not None and self.keyring is not None and self.keyring.knows(url):
+            body["dst_url"] = url  # the key learnt before still signs
+        elif self.keyring is not None:  # keys but no credential for dst: ask the controller
+            body.update(self._peer_key(dst))
+            self._legacy_urls[dst] = body["dst_url"]
+        result = self.probe(body)
         return f"{result['mbytes_s']:.2f}"
+
+    def _peer_key(self, dst: str) -> dict[str, Any]:
+        """``dst_url``, ``dst_name`` and ``dst_key`` for the agent at data IP ``dst``,
+        from ``POST agents/{name}/peer-key`` (signed with this agent's own key), trying
+        each controller URL in turn; a ``BandwidthError`` when none answers it."""
+        if self.name is None or not self.controllers:
+            raise BandwidthError(503, "query bw: this agent has keys but no controller to "
+                                      f"ask for the key to {dst}")
+        failures = []
+        for base in self.controllers:
+            url = f"{base}/measure/v1/agents/{self.name}/peer-key"
+            try:
+                status, reply = self.peer.transport.request("POST", url, json={"peer": dst},
+                                                            timeout=5)
+            except OSError as exc:
+                failures.append(f"{base}: {getattr(exc, 'reason', None) or exc}")
+                continue
+            detail = reply.get("error") if isinstance(reply, dict) else str(reply)[:200]
+            if status in (400, 404, 409):  # unknown, this agent itself, or no data IP
+                log.warning("query bw: controller %s has no agent for %s: %s", base, dst,
+                            detail)
+                raise BandwidthError(status, f"query bw: dst {dst}: controller answered "
+                                             f"{status}: {detail}")
+            if not 200 <= status < 300:
+                failures.append(f"{base}: HTTP {status}: {detail}")
+                continue
+            return self._learnt(dst, base, reply)
+        log.warning("query bw: no controller gave the key to %s: %s", dst, "; ".join(failures))
+        raise BandwidthError(502, f"query bw: no controller gave the key to {dst}: "
+                                  + "; ".join(failures))
+
+    def _learnt(self, dst: str, base: str, reply: Any) -> dict[str, Any]:
+        """The probe fields of a peer-key answer (502 when it is malformed)."""
+        try:
+            if not isinstance(reply, dict):
+                raise ValueError("not a JSON object")
+            name, url, key = reply.get("dst_name"), reply.get("dst_url"), reply.get("dst_key")
+            if not isinstance(name, str) or not isinstance(url, str) \
+                    or not url.startswith(("http://", "https://")):
+                raise ValueError("no dst_name or dst_url")
+            if key is None:
+                raise ValueError("no dst_key (the controller holds no secret)")
+            key = check_credential(key, "dst_key")
+        except ValueError as exc:
+            raise BandwidthError(502, f"query bw: controller {base}: bad peer-key answer: "
+                                      f"{exc}") from None
+        log.info("query bw: controller %s gave the key to %s (agent %s at %s)", base, dst,
+                 name, url)
+        return {"dst_url": url, "dst_name": name, "dst_key": key}

@@ -131,7 +131,8 @@ def _raw_path(req) -> str:
 
 
 #: what a request signed with the agents' secret may call (all POST)
-AGENT_ROUTES = re.compile(r"/measure/v1/(agents|agents/[A-Za-z0-9_.-]+/heartbeat|reports)")
+AGENT_ROUTES = re.compile(
+    r"/measure/v1/(agents|agents/[A-Za-z0-9_.-]+/(heartbeat|peer-key)|reports)")
 
 
 def _authorize(req, service, mutating: bool) -> None:
@@ -160,11 +161,13 @@ def _authorize(req, service, mutating: bool) -> None:
     req.environ["measure.auth"] = how
     req.environ["measure.agent"] = sender
     if how == "signature" and not (req.method == "POST" and AGENT_ROUTES.fullmatch(req.path)):
-        # the agents' secret means "an agent": register, heartbeat and report, nothing else
+        # the agents' secret means "an agent": register, heartbeat, ask for a peer's
+        # key and report, nothing else
         log.warning("REST %s %s: refused a signed (agent) request; it needs the operator "
                     "token", req.method, _raw_path(req))
-        raise HttpError(403, "a signed (agent) request may only register, heartbeat or "
-                             "report; this call needs the operator token")
+        raise HttpError(403, "a signed (agent) request may only register, heartbeat, "
+                             "ask for a peer key or report; this call needs the operator "
+                             "token")
 
 
 def _own_name(req, claimed: Any, what: str) -> None:
@@ -322,6 +325,13 @@ class MeasureController(ControllerBase):
         if not isinstance(body, dict):
             raise HttpError(400, "heartbeat: body must be a JSON object")
         return json_response(self.service.heartbeat(name, body))
+
+    @route("measure", PREFIX + "/agents/{name}/peer-key", methods=["POST"])
+    @_api(mutating=True)
+    def peer_key(self, req, name, **_kw):
+        name = parse_name(name)
+        _own_name(req, name, "ask for a peer key for")
+        return json_response(self.service.peer_key(name, _json_body(req)))
 
     @route("measure", PREFIX + "/overlay", methods=["GET"])
     @_api()

@@ -45,22 +45,23 @@ class BandwidthJobs:
         #: (src, dst) -> what src needs to sign its calls to dst (None: no secret)
         self.credential: Callable[[str, str], dict[str, str] | None] = lambda a, b: None
 
-    def _end(self, role: str, ref: str) -> Agent:
+    def end(self, role: str, ref: str, what: str = "bandwidth") -> Agent:
+        """The live agent named ``ref`` or holding data IP ``ref`` (404, 503)."""
         agent = self.registry.find(ref)
         if agent is None and self.topology is not None:
             host = self.topology.host_by_ip(ref)
             agent = next((a for a in self.registry.agents.values()
                           if host is not None and a.mac == host.mac), None)
         if agent is None:
-            raise NotFound(f"bandwidth: {role} '{ref}' is not a known agent name or data IP")
+            raise NotFound(f"{what}: {role} '{ref}' is not a known agent name or data IP")
         if not agent.up:
-            raise Unavailable(f"bandwidth: agent {agent.name} ({role}) is down")
+            raise Unavailable(f"{what}: agent {agent.name} ({role}) is down")
         return agent
 
     def request(self, src: str, dst: str, method: str, max_duration: float,
                 max_bytes: int) -> tuple[int, Any]:
         """Ask the source agent to probe towards the destination agent."""
-        src_agent, dst_agent = self._end("src", src), self._end("dst", dst)
+        src_agent, dst_agent = self.end("src", src), self.end("dst", dst)
         if src_agent.name == dst_agent.name:
             raise BadRequest(f"bandwidth: src and dst are the same agent {src_agent.name}")
         if dst_agent.data_ip is None:

@@ -688,6 +688,30 @@ class MeasureService:
         arguments as ``measure_model.task.bandwidth_request`` checked them)."""
         return self.jobs.request(src, dst, method, max_duration, max_bytes)
 
+    def peer_key(self, name: str, body: Any) -> dict[str, Any]:
+        """``POST agents/{name}/peer-key``: what agent ``name`` needs to call the
+        agent ``body['peer']`` (a name or data IP) itself: its name, URL, data IP
+        and the credential wrapped for ``name`` (null without a secret)."""
+        if not isinstance(body, dict):
+            raise BadRequest("peer-key: body must be a JSON object")
+        unknown = sorted(set(body) - {"peer"})
+        if unknown:
+            raise BadRequest(f"peer-key: field '{unknown[0]}' is not allowed (only 'peer')")
+        peer = body.get("peer")
+        if not isinstance(peer, str) or not 0 < len(peer) <= 64:
+            raise BadRequest("peer-key: field 'peer' must be an agent name or data IP "
+                             "(a string of 1 to 64 characters)")
+        if name not in self.registry.agents:
+            raise NotFound(f"peer-key: agent {name} is not registered (register again)")
+        dst = self.jobs.end("peer", peer, "peer-key")
+        if dst.name == name:
+            raise BadRequest(f"peer-key: field 'peer' names the caller {name} itself")
+        if dst.data_ip is None:
+            raise Conflict(f"peer-key: agent {dst.name} registered no data_ip")
+        log.info("peer-key: agent %s asked for the key to %s (%s)", name, dst.name, peer[:64])
+        return {"dst_name": dst.name, "dst_url": dst.url, "dst_ip": dst.data_ip,
+                "dst_key": self.peer_credential(name, dst.name)}
+
     # ------------------------------------------------------------ health
 
     def health(self) -> dict[str, Any]:

@@ -8,6 +8,10 @@ its name, as ``measure-net`` writes it).
 - g2's key speaks for g2 only: a heartbeat for g1 or a task POST is a 403.
 - A request the controller signed for g1, replayed to g2, is a 401 that g2
   logs; a child's pair key cannot configure its parent (403).
+- ``POST agents/g1/peer-key`` gives g1 a credential for g2 (found by name or
+  data IP) that g2 accepts; g1's key asking as g2 is a 403, an unknown peer a
+  404. The legacy ``query bw`` to g1 (``--allow-legacy``) asks for that key
+  itself and measures towards g2 over loopback (data IPs 127.0.0.x).
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ def test_per_agent_keys_with_a_real_controller_and_agents(controller_factory, tm
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "host_agent", "--name", name, "--controller", ctl.url,
                  "--listen", "127.0.0.1", "--port", str(agent_port), "--advertise", urls[name],
-                 "--no-capture", "--key-file", str(key_file), "--data-ip", f"10.95.0.{i + 1}",
-                 "--log-file", str(logs[name])],
+                 "--no-capture", "--key-file", str(key_file), "--data-ip", f"127.0.0.{i + 1}",
+                 "--log-file", str(logs[name])] + (["--allow-legacy"] if name == "g1" else []),
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ}))
         wait_until(lambda: requests.get(f"{api}/health", headers=auth, timeout=5).json()
@@ -121,6 +125,47 @@ def test_per_agent_keys_with_a_real_controller_and_agents(controller_factory, tm
         assert resp.status_code == 403 and "only the controller may" in resp.json()["error"]
         after = requests.get(f"{api}/overlay", headers=auth, timeout=5).json()
         assert after["root"] == root
+
+        # the peer key route: g1's own key gets a credential for g2 that g2 accepts
+        for ref in ("g2", "127.0.0.2"):
+            got = requests.post(f"{api}/agents/g1/peer-key", json={"peer": ref}, timeout=5,
+                                auth=as_agent(master, "g1"))
+            assert got.status_code == 200, got.text
+            answer = got.json()
+            assert {k: answer[k] for k in ("dst_name", "dst_url", "dst_ip")} == {
+                "dst_name": "g2", "dst_url": urls["g2"], "dst_ip": "127.0.0.2"}
+            assert answer["dst_key"] == peer_credential(master, "g1", "g2")
+        cred = answer["dst_key"]
+        signer = HmacAuth(unwrap(agent_key(master, "g1"), "g2", cred["key"]), sender="g1",
+                          receiver="g2", ticket=cred["ticket"])
+        receive = f"{urls['g2']}/agent/v1/bandwidth/receive"
+        opened = requests.post(receive, json={"method": "slops", "duration": 1}, timeout=5,
+                               auth=signer)
+        assert opened.status_code == 200 and opened.json()["session"], opened.text
+        unsigned = requests.post(receive, json={"method": "slops", "duration": 1}, timeout=5)
+        assert unsigned.status_code == 401, unsigned.text
+        # g1's key speaks for g1 only; an unknown peer, the caller itself, a bad body
+        other = requests.post(f"{api}/agents/g2/peer-key", json={"peer": "g3"}, timeout=5,
+                              auth=as_agent(master, "g1"))
+        assert (other.status_code, other.json()) == (403, {
+            "error": "agent g1 may only ask for a peer key for itself, not 'g2'"})
+        unknown = requests.post(f"{api}/agents/g1/peer-key", json={"peer": "10.9.9.9"},
+                                timeout=5, auth=as_agent(master, "g1"))
+        assert unknown.status_code == 404 and "'10.9.9.9'" in unknown.json()["error"]
+        itself = requests.post(f"{api}/agents/g1/peer-key", json={"peer": "g1"}, timeout=5,
+                               auth=as_agent(master, "g1"))
+        assert itself.status_code == 400 and "'peer'" in itself.json()["error"]
+        bad = requests.post(f"{api}/agents/g1/peer-key", json={"peer": 7}, timeout=5,
+                            auth=as_agent(master, "g1"))
+        assert bad.status_code == 400 and "'peer'" in bad.json()["error"]
+
+        # the original query bw message: g1 asks the controller for g2's key itself
+        legacy = requests.post(f"{urls['g1']}/", timeout=40, data={
+            "type": "query bw", "src": "127.0.0.1", "dst": "127.0.0.2"})
+        assert legacy.status_code == 200, legacy.text
+        assert float(legacy.text) > 0, legacy.text
+        assert "gave the key to 127.0.0.2 (agent g2" in logs["g1"].read_text()
+        assert "answered 401" not in logs["g1"].read_text()
     finally:
         for proc in procs:
             stop_process(proc)
