@@ -394,6 +394,33 @@ def test_bandwidth_resolves_hosts_and_calls_the_source_agent(h):
         503, {"error": "bandwidth: agent h5 (src) is down"})
 
 
+def test_peer_key_resolves_the_peer_and_refuses_bad_requests(h):
+    h.register(5, 6)
+    key = "/measure/v1/agents/h5/peer-key"
+    # without a secret (this harness) there is no credential to hand out
+    assert h.call("POST", key, {"peer": "10.0.0.6"}) == (200, {
+        "dst_name": "h6", "dst_url": "http://192.168.100.6:8000", "dst_ip": "10.0.0.6",
+        "dst_key": None})
+    assert h.call("POST", key, {"peer": "h7"}) == (
+        404, {"error": "peer-key: peer 'h7' is not a known agent name or data IP"})
+    assert h.call("POST", key, {"peer": "h5"}) == (
+        400, {"error": "peer-key: field 'peer' names the caller h5 itself"})
+    assert h.call("POST", key, {"peer": "h6", "x": 1}) == (
+        400, {"error": "peer-key: field 'x' is not allowed (only 'peer')"})
+    assert h.call("POST", key, {})[0] == 400 and "'peer'" in h.call("POST", key, {})[1]["error"]
+    assert h.call("POST", "/measure/v1/agents/h9/peer-key", {"peer": "h6"}) == (
+        404, {"error": "peer-key: agent h9 is not registered (register again)"})
+    assert h.call("POST", "/measure/v1/agents", {
+        "name": "h7", "url": "http://192.168.100.7:8000"})[0] == 201
+    assert h.call("POST", key, {"peer": "h7"}) == (
+        409, {"error": "peer-key: agent h7 registered no data_ip"})
+    h.clock += 100
+    h.service.tick(h.clock)
+    h.beat(5)
+    assert h.call("POST", key, {"peer": "h6"}) == (
+        503, {"error": "peer-key: agent h6 (peer) is down"})
+
+
 def test_bandwidth_task_in_a_policy_runs_once_and_stores_its_result(h):
     h.call("POST", "/measure/v1/tasks",
            {"name": "bw", "kind": "bandwidth", "src": "h5", "dst": "h6"})
