@@ -557,6 +557,7 @@ POLICY_YAML = b"tasks:\n  - name: hh-yaml\n    kind: heavy_hitters\n    threshol
 CONTROLLER_MUTATIONS = [
     ("POST", "/measure/v1/agents", "application/json", REGISTRATION, 201),
     ("POST", "/measure/v1/agents/h2/heartbeat", "application/json", {}, 200),
+    ("POST", "/measure/v1/agents/h2/peer-key", "application/json", {"peer": "h3"}, 200),
     ("POST", "/measure/v1/tasks", "application/json", {"name": "hh-2", "kind": "heavy_hitters"},
      201),
     ("POST", "/measure/v1/tasks", "application/yaml", POLICY_YAML, 201),
@@ -617,7 +618,7 @@ def test_controller_mutations_cover_every_state_changing_operation():
         doc = json.load(f)
     ops = [(m.upper(), path) for path, item in doc["paths"].items() for m in item
            if m in ("post", "put", "patch", "delete")]
-    assert len(ops) == 7, ops
+    assert len(ops) == 8, ops
     for method, template in ops:
         pattern = "^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"
         assert any(m == method and re.match(pattern, path)
@@ -643,7 +644,10 @@ def test_controller_refuses_bad_credentials_and_changes_nothing(tmp_path, method
     # the same request with the token works (so the refusals above can fail)
     resp = bearer(method, path, raw, content_type=ctype).get_response(app)
     assert resp.status_code == ok_status, resp.text
-    assert controller_state(service) != before
+    if path.endswith("/peer-key"):  # stores nothing: it hands out a credential
+        assert resp.json["dst_name"] == "h3" and set(resp.json["dst_key"]) == {"key", "ticket"}
+    else:
+        assert controller_state(service) != before
 
 
 def test_controller_accepts_agent_signature_once(tmp_path):
