@@ -92,6 +92,7 @@ from measure_model.wire.snapshot import Snapshot
 log = logging.getLogger("host_agent")
 
 MAX_GAPS = 20
+COST_MAX_AGE = 1.0  # seconds a cost reading is reused for (see Agent.cost)
 
 
 def _ident(name: str, value: Any) -> int:
@@ -173,6 +174,12 @@ class Agent:
         self._retry_at: dict[int, float] = {}
         self._seen: dict[int, int] = {}
         self._polled = 0.0
+        # Each reading of the capture rules' counters forks iptables-save and
+        # ip6tables-save: one reading serves every snapshot taken with the same ``now``
+        # (the overlay snapshots all the tasks due at an interval end with one ``now``),
+        # and the cost object is read at most once per COST_MAX_AGE seconds.
+        self._rules_read: tuple[float, dict[int, tuple[int, int]]] | None = None
+        self._cost_read: tuple[float, dict] | None = None
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
@@ -352,7 +359,7 @@ class Agent:
         """The counter snapshot of docs/design.md, plus ``missed`` and monitor gaps."""
         now = now or self.clock()
         sketch, cid = self.get_counter(sid, cid)
-        rules = self.capture.counters() if self.capture is not None else None
+        rules = self._rule_counters(now)  # read before the monitor's counts: missed >= 0
         snap = self.query(sketch.id, cid, "snapshot", now=now)
         seen = snap.pop("seen", None) or {"packets": 0, "bytes": 0}
         if rules is not None and sketch.id in rules:
@@ -510,9 +517,21 @@ class Agent:
             return
         self._seen = {int(sid): pk for sid, (pk, _) in seen.items()}
 
+    def _rule_counters(self, now: float) -> dict[int, tuple[int, int]] | None:
+        """The capture rules' counters, read once per ``now`` (None without rules)."""
+        if self.capture is None:
+            return None
+        if self._rules_read is None or self._rules_read[0] != now:
+            self._rules_read = (now, self.capture.counters())
+        return self._rules_read[1]
+
     def cost(self) -> dict:
-        """The monitor cost object (``measure_model/cost.py``) as health reports it."""
-        return self.health()["monitor"]
+        """The monitor cost object (``measure_model/cost.py``) as health reports it; a
+        reading younger than ``COST_MAX_AGE`` is reused (every report carries it)."""
+        now = self.clock()
+        if self._cost_read is None or not 0 <= now - self._cost_read[0] < COST_MAX_AGE:
+            self._cost_read = (now, self.health()["monitor"])
+        return dict(self._cost_read[1])
 
     def health(self) -> dict:
         """``GET /agent/v1/health``: state, monitors, cost, flow caches (agent_health.py)."""

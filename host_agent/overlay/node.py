@@ -63,6 +63,7 @@ Parts
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -143,6 +144,9 @@ class OverlayNode:
         # seconds between a child's report and this node's deadline for it (negative:
         # never, a late report is counted in stats["late_reports"]), the last 1000
         self.margins: deque[float] = deque(maxlen=1000)
+        # per report sent, the last 1000: when its interval's own snapshot was taken and
+        # how long each step took, relative to the interval end (``report_timing``)
+        self.timings: deque[dict] = deque(maxlen=1000)
         self._lock = self.state.lock
 
     @property
@@ -313,9 +317,17 @@ class OverlayNode:
         sent: list[dict] = []
         with self._lock:
             states = [s for s in self.tasks.values() if s.reporting]
+        # every due task's own snapshot first, all with this ``now`` (one reading of the
+        # capture rules serves them all), then the merges: the last task's snapshot is
+        # not held back behind the other tasks' merges and sends
+        for state in states:
+            pending = self._start(state, now)
+            if pending is not None:
+                self._take_own(state, pending, now)
+                time.sleep(0)  # under eventlet: let children's reports in between
         for state in states:
             sent.extend(self._advance(state, now))
-            time.sleep(0)  # under eventlet: let children's reports in between two tasks
+            time.sleep(0)
         return sent
 
     def next_wakeup(self, now: float) -> float:
@@ -352,30 +364,63 @@ class OverlayNode:
 
     def _advance(self, state: TaskState, now: float) -> list[dict]:
         """Take the own snapshot for a new interval; finalise what is ready."""
+        started = self._start(state, now)
+        if started is not None:
+            self._take_own(state, started, now)
         ready: list[Pending] = []
         with self._lock:
             if self.tasks.get(state.task_id) is not state:
                 return []
-            end = math.floor(now / state.interval) * state.interval
-            if end > state.last_started:
-                state.last_started = end
-                pending = state.pending.setdefault(end, Pending(end))
-                pending.started = now
-                self._own_snapshot(state, pending, now)
             kids = {k.name for k in self.children}
             deadline_wait = self._wait(state)
             for p_end in sorted(state.pending):
                 p = state.pending[p_end]
-                if p_end > state.last_started:
-                    continue  # a child is ahead of our clock; wait for our tick
+                if p_end > state.last_started or p.taking:
+                    continue  # a child is ahead of our clock, or our snapshot is not in
                 complete = kids <= set(p.children)
                 if complete or now >= p.started + deadline_wait or p_end < state.last_started:
                     ready.append(state.pending.pop(p_end))
                     state.finalised_upto = max(state.finalised_upto, p_end)
-        reports = [self._finalise(state, p, now) for p in ready]
-        for rep in reports:
-            self._send_up(state, rep)
+        reports = []
+        for p in ready:
+            t0 = time.monotonic()
+            rep = self._finalise(state, p, now)
+            timing = {"task": state.task_id, "end": p.end, "height": rep["height"],
+                      "snapshot_at": round(p.started - p.end, 4),
+                      "snapshot_s": round(p.snapshot_s, 4),
+                      "snapshot_done": round(p.snapshot_done - p.end, 4),
+                      "deadline": round(p.started + deadline_wait - p.end, 4),
+                      "children": len(p.children), "expected": len(kids),
+                      "finalise_s": round(time.monotonic() - t0, 4)}
+            reports.append(rep)
+            self._send_up(state, rep, timing)
         return reports
+
+    def _start(self, state: TaskState, now: float) -> Pending | None:
+        """The interval ``now`` is in, if it is new for ``state``: its own snapshot is
+        then to be taken (``_take_own``); else None."""
+        with self._lock:
+            if self.tasks.get(state.task_id) is not state:
+                return None
+            end = math.floor(now / state.interval) * state.interval
+            if end <= state.last_started:
+                return None
+            state.last_started = end
+            pending = state.pending.setdefault(end, Pending(end))
+            pending.started, pending.taking = now, True
+            return pending
+
+    def _take_own(self, state: TaskState, pending: Pending, now: float) -> None:
+        """Take the own snapshot of a started interval, outside the node's lock (the
+        children's reports are received meanwhile)."""
+        t0 = time.monotonic()
+        try:
+            self._own_snapshot(state, pending, now)
+        finally:
+            with self._lock:
+                pending.snapshot_s = time.monotonic() - t0
+                pending.snapshot_done = self.now()
+                pending.taking = False
 
     def _own_snapshot(self, state: TaskState, pending: Pending, now: float) -> None:
         if not state.installed:
@@ -478,7 +523,7 @@ class OverlayNode:
             self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
         return report
 
-    def _send_up(self, state: TaskState, report: dict) -> None:
+    def _send_up(self, state: TaskState, report: dict, timing: dict | None = None) -> None:
         with self._lock:
             if self.root and not state.upward:
                 return  # a legacy counter shared by this root: its home is here
@@ -490,6 +535,8 @@ class OverlayNode:
                 return  # not placed in a tree yet: keep the report locally only
 
         def send() -> None:
+            t0 = time.monotonic()
+            queued = self.now() - report["interval_end"]
             try:
                 code, body = self.http.request("POST", url, json=report,
                                                timeout=max(self.forward_budget,
@@ -501,6 +548,11 @@ class OverlayNode:
                 self.stats["reports_sent"] += 1
                 if not ok:
                     self.stats["send_errors"] += 1
+            if timing is not None:
+                timing.update(post_at=round(queued, 4), post_s=round(time.monotonic() - t0, 4),
+                              ok=ok)
+                self.timings.append(timing)
+                log.info("report timing %s", json.dumps(timing, separators=(",", ":")))
             if not ok:
                 log.warning("report %s to %s failed: %s", report["task_id"], url, body)
 

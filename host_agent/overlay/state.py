@@ -32,6 +32,9 @@ class Pending:
     own: dict | None = None
     own_error: str = ""
     children: dict[str, dict] = field(default_factory=dict)
+    taking: bool = False  # the own snapshot is being taken (not ready before it is in)
+    snapshot_s: float = 0.0  # how long the own snapshot took
+    snapshot_done: float = math.nan  # when it was in
 
 
 @dataclass
