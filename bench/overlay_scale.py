@@ -329,7 +329,7 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
             node.margins.clear()
         result_s, missing = sim.run_interval(end)
         if k == 1:
-            margins = [m for node in sim.nodes.values() for m in node.margins]
+            margins = [m for node in sim.nodes.values() for _, m in node.margins]
             out.update(result_s=result_s, missing=missing, ctl_msgs=len(sim.ctl_msgs),
                        ctl_bytes=sum(b for _, b in sim.ctl_msgs), ctl_cpu_s=sim.ctl_cpu,
                        margin_s=min(margins) if margins else float("nan"))

@@ -109,6 +109,18 @@ class UnknownTask(KeyError):
     status = 404
 
 
+CLOSED_KEPT = 4  # finalised intervals whose deadline is kept (a late report's margin)
+
+
+def _spread(values: list[float]) -> dict:
+    """Count, minimum, 5th percentile, median and late count (< 0) of margins."""
+    if not values:
+        return {"reports": 0}
+    v = sorted(values)
+    return {"reports": len(v), "min": v[0], "p5": v[len(v) // 20], "p50": v[len(v) // 2],
+            "late": sum(1 for x in v if x < 0)}
+
+
 # ---------------------------------------------------------------- the node
 
 class OverlayNode:
@@ -141,9 +153,10 @@ class OverlayNode:
         self.legacy_root = LegacyRoot(agent, self.state, self.fanout, self.global_snapshot)
         self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
                       "send_errors": 0}
-        # seconds between a child's report and this node's deadline for it (negative:
-        # never, a late report is counted in stats["late_reports"]), the last 1000
-        self.margins: deque[float] = deque(maxlen=1000)
+        # (the child's subtree height, seconds between its report's arrival and this
+        # node's deadline for it; negative: it came after the deadline and was left out
+        # of that interval's report), the last 1000
+        self.margins: deque[tuple[int, float]] = deque(maxlen=1000)
         # per report sent, the last 1000: when its interval's own snapshot was taken and
         # how long each step took, relative to the interval end (``report_timing``)
         self.timings: deque[dict] = deque(maxlen=1000)
@@ -269,15 +282,34 @@ class OverlayNode:
                 "children": [k.__dict__ for k in self.children],
                 "controller": self.controller, "tasks": sorted(self.tasks),
                 "height": self.height(), "stats": dict(self.stats),
-                "deadline_margin_s": self.margin_summary()}
+                "deadline_margin_s": self.margin_summary(),
+                "report_timing_s": self.timing_summary()}
 
     def margin_summary(self) -> dict:
-        """Minimum, 5th percentile and median of the recent deadline margins."""
-        values = sorted(self.margins)
-        if not values:
-            return {"reports": 0}
-        return {"reports": len(values), "min": values[0],
-                "p5": values[len(values) // 20], "p50": values[len(values) // 2]}
+        """Minimum, 5th percentile and median of the recent deadline margins, overall and
+        per child subtree height (``by_height``, with the number of ``late`` reports)."""
+        with self._lock:
+            margins = list(self.margins)
+        out = _spread([m for _, m in margins])
+        heights = sorted({h for h, _ in margins})
+        if heights:
+            out["by_height"] = {str(h): _spread([m for g, m in margins if g == h])
+                                for h in heights}
+        return out
+
+    def timing_summary(self) -> dict:
+        """When this node's recent reports went up, relative to their interval end: the
+        own snapshot done, the POST started and answered (median and maximum)."""
+        with self._lock:
+            rows = list(self.timings)
+        out: dict[str, Any] = {"reports": len(rows)}
+        for name, value in (("snapshot_done", lambda r: r["snapshot_done"]),
+                            ("post_at", lambda r: r["post_at"]),
+                            ("answered_at", lambda r: r["post_at"] + r["post_s"])):
+            values = sorted(v for r in rows if math.isfinite(v := value(r)))
+            if values:
+                out[name] = {"p50": values[len(values) // 2], "max": values[-1]}
+        return out
 
     # ------------------------------------------------------------ up
 
@@ -300,11 +332,13 @@ class OverlayNode:
                 state.latest_child[sender] = body
             if end <= state.finalised_upto:
                 self.stats["late_reports"] += 1
+                if end in state.closed:
+                    self.margins.append((int(body.get("height", 0)),
+                                         round(state.closed[end] - now, 4)))
                 return {"accepted": True, "late": True}
             pending = state.pending.setdefault(end, Pending(end))
-            if math.isfinite(pending.started):  # how long before our deadline it came
-                self.margins.append(round(pending.started + self._wait(state) - now, 4))
             pending.children[sender] = body
+            pending.arrived[sender] = now
             state.silent.pop(sender, None)
         # merging and sending up is background work: the child's request is answered now,
         # so a busy parent does not make its children's reports time out
@@ -381,6 +415,15 @@ class OverlayNode:
                 if complete or now >= p.started + deadline_wait or p_end < state.last_started:
                     ready.append(state.pending.pop(p_end))
                     state.finalised_upto = max(state.finalised_upto, p_end)
+                    deadline = p.started + deadline_wait
+                    if not math.isfinite(deadline):
+                        continue  # an interval this node never started (it skipped it)
+                    for name, at in p.arrived.items():  # how long before the deadline
+                        self.margins.append((int(p.children[name].get("height", 0)),
+                                             round(deadline - at, 4)))
+                    state.closed[p_end] = deadline
+                    for old in sorted(state.closed)[:-CLOSED_KEPT]:
+                        del state.closed[old]
         reports = []
         for p in ready:
             t0 = time.monotonic()
