@@ -51,6 +51,7 @@ of sketch cells (width x depth x 8 bytes per counter per monitor process).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
 import threading
@@ -347,12 +348,15 @@ class Agent:
     def _merged_snapshot(self, sid: int, cid: int, now: float) -> Snapshot:
         snaps = self._broadcast(Query(sid, cid, "snapshot", now=now))
         seen = [s.pop("seen", {"packets": 0, "bytes": 0}) for s in snaps]
+        read = [r for s in snaps if isinstance(r := s.pop("read_at", None), int | float)]
         kernel = [k for s in snaps if (k := s.pop("ebpf_missed", None)) is not None]
         out = reduce(merge, snaps)
         if kernel:  # only the first monitor reads the eBPF capture
             out["ebpf_missed"] = kernel[0]
         out["seen"] = {"packets": sum(s["packets"] for s in seen),
                        "bytes": sum(s["bytes"] for s in seen)}
+        if read:
+            out["read_at"] = max(read)
         return out
 
     def snapshot(self, sid: Any, cid: Any, now: float | None = None) -> dict:
@@ -362,6 +366,11 @@ class Agent:
         rules = self._rule_counters(now)  # read before the monitor's counts: missed >= 0
         snap = self.query(sketch.id, cid, "snapshot", now=now)
         seen = snap.pop("seen", None) or {"packets": 0, "bytes": 0}
+        read_at = snap.pop("read_at", None)
+        if isinstance(read_at, int | float) and math.isfinite(read_at):
+            # the time the monitor read its counts: an interval's figures are the counts
+            # between two reads, so its seconds are those between the reads
+            snap["generated_at"] = float(read_at)
         if rules is not None and sketch.id in rules:
             pk, by = rules[sketch.id]
             snap["missed"] = {"packets": max(0, pk - sketch.base[0] - seen["packets"]),

@@ -427,6 +427,7 @@ class MonitorCore:
         if cmd.method == "snapshot":
             snap = counter.snapshot(when)
             snap["seen"] = {"packets": state.packets, "bytes": state.bytes}
+            snap["read_at"] = now  # when the counts were read (the agent's clock may lag)
             if state.ebpf is not None:
                 snap["ebpf_missed"] = {"packets": state.missed[0], "bytes": state.missed[1]}
             return snap

@@ -21,15 +21,21 @@ Up (reports)
     for its children's subtree reports for ``E``. It sends ONE report up
     (parent's ``POST /agent/v1/reports``, or at the root the controller's
     ``POST /measure/v1/reports``) as soon as all children have reported, or
-    at its deadline ``start + wait(height)`` (``start``: when it took its
-    own snapshot, so a node that woke late does not give up on children
-    that are late too), whichever comes first. ``height`` is
-    the node's subtree height, learnt from the children's reports, and
+    at its deadline, whichever comes first. ``height`` is the node's subtree
+    height, learnt from the children's reports, and its wait is
     ``wait(h) = min(max(h * level_wait, 1.5 * slowest child's last delay),
-    max_wait * interval)``: a parent waits one level longer than its
-    children, so a dead grandchild is reported missing by the child in time
-    for the parent; slow merges stretch the wait; a child that never
-    reported (height unknown) gets the cap; nothing blocks beyond the cap.
+    cap(h))``: a parent waits one level longer than its children, so a dead
+    grandchild is reported missing by the child in time for the parent; slow
+    children stretch the wait; a child that never reported (height unknown)
+    gets the cap; nothing blocks beyond the cap. The deadlines are relative
+    to depth: below the root a node's deadline is ``E + wait(h)`` with
+    ``cap(h) = max_wait * interval * (1 - 2^-h)`` (half the budget at height
+    1, three quarters at 2, ...), so every node gives up on a slow child
+    before its own parent gives up on it, at any depth; the root's cap is
+    the whole ``max_wait * interval`` and counts from when it took its own
+    snapshot (a root that woke late does not give up on children that are
+    late too: nobody waits for the root); a node below that woke late still
+    waits ``h * level_wait`` after its own snapshot.
     Snapshots are cumulative since install, so merging (``report.merge_all``:
     cells add, totals add, candidates re-checked against the merged sketch,
     HLL max) gives the global state as of ``E``.
@@ -129,7 +135,7 @@ class OverlayNode:
     def __init__(self, agent: LegacyAgent, http: Transport | None = None,
                  now: Callable[[], float] = time.time, runner: Runner | None = None,
                  auth: Any = None, forward_budget: float = 4.0, level_wait: float = 0.3,
-                 max_wait: float = 0.5, per_host_top: int = 10, repush_after: int = 3,
+                 max_wait: float = 0.8, per_host_top: int = 10, repush_after: int = 3,
                  merge: Callable[[list[dict]], dict | None] | None = None,
                  check: Callable[[dict], Any] | None = None) -> None:
         self.agent = agent
@@ -373,7 +379,8 @@ class OverlayNode:
                     continue
                 best = min(best, (math.floor(now / s.interval) + 1) * s.interval)
                 for p in s.pending.values():
-                    best = min(best, p.started + self._wait(s))
+                    if math.isfinite(p.started):
+                        best = min(best, self._deadline(p, self._wait(s)))
         return max(0.0, best - now) if best < math.inf else 1.0
 
     def height(self) -> int:
@@ -381,20 +388,33 @@ class OverlayNode:
         return self.state.height()
 
     def _wait(self, state: TaskState) -> float:
-        """How long after an interval end to wait for the children's reports.
+        """How long after an interval end (at the root: after its own snapshot) to wait
+        for the children's reports.
 
         One ``level_wait`` per level below, or longer when the children have
         been slower than that lately (1.5 x their last delay), or the whole
         cap while a child has never reported (its subtree height is unknown);
-        never more than ``max_wait`` of the interval.
+        never more than the cap of this node's height (module docstring).
         """
+        height = self.height()
         cap = self.max_wait * state.interval
+        if not self.root:
+            cap *= 1.0 - 0.5 ** max(height, 1)
         with self._lock:
             kids = [k.name for k in self.children]
             if any(k not in self.state.delay for k in kids):
                 return cap
             slowest = max((self.state.delay[k] for k in kids), default=0.0)
-        return min(max(self.height() * self.level_wait, 1.5 * slowest), cap)
+        return min(max(height * self.level_wait, 1.5 * slowest), cap)
+
+    def _deadline(self, p: Pending, wait: float) -> float:
+        """When this node stops waiting for children's reports for ``p`` (``_wait``):
+        relative to the own snapshot at the root; below it, relative to the interval
+        end, but never less than one ``level_wait`` per level after the own snapshot
+        (a node that woke late, as its children did, still gives them that)."""
+        if self.root:
+            return p.started + wait
+        return max(p.end + wait, p.started + min(wait, self.height() * self.level_wait))
 
     def _advance(self, state: TaskState, now: float) -> list[dict]:
         """Take the own snapshot for a new interval; finalise what is ready."""
@@ -412,11 +432,11 @@ class OverlayNode:
                 if p_end > state.last_started or p.taking:
                     continue  # a child is ahead of our clock, or our snapshot is not in
                 complete = kids <= set(p.children)
-                if complete or now >= p.started + deadline_wait or p_end < state.last_started:
+                deadline = self._deadline(p, deadline_wait)
+                if complete or now >= deadline or p_end < state.last_started:
                     ready.append(state.pending.pop(p_end))
                     state.finalised_upto = max(state.finalised_upto, p_end)
-                    deadline = p.started + deadline_wait
-                    if not math.isfinite(deadline):
+                    if not math.isfinite(p.started):
                         continue  # an interval this node never started (it skipped it)
                     for name, at in p.arrived.items():  # how long before the deadline
                         self.margins.append((int(p.children[name].get("height", 0)),
@@ -432,7 +452,7 @@ class OverlayNode:
                       "snapshot_at": round(p.started - p.end, 4),
                       "snapshot_s": round(p.snapshot_s, 4),
                       "snapshot_done": round(p.snapshot_done - p.end, 4),
-                      "deadline": round(p.started + deadline_wait - p.end, 4),
+                      "deadline": round(self._deadline(p, deadline_wait) - p.end, 4),
                       "children": len(p.children), "expected": len(kids),
                       "finalise_s": round(time.monotonic() - t0, 4)}
             reports.append(rep)
