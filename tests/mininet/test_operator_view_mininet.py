@@ -31,6 +31,7 @@ import time
 
 import pytest
 
+from testing.deadlines import margins, print_margins
 from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import wait_until
 from topo.launch import ROOT, MeasureNetwork
@@ -213,6 +214,8 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
           [(round(e - t0), c, None if b is None else round(b / 1e6, 3)) for e, c, b in series])
     print("missing per interval:", [(round(r["interval_end"] - t0), r["missing"])
                                      for r in rows if r["interval_end"] > t0])
+    print("deadline margins (the last reports of every task):")
+    print_margins(margins(net, AGENTS))
     full = [b for e, c, b in series
             if e - INTERVAL >= send_start + 1 and e <= send_end - 1 and c]
     assert full, series
