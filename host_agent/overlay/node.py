@@ -561,7 +561,8 @@ class OverlayNode:
             # a leaf: its own snapshot goes up as it is (the parent checks it and merges
             # it with the others); merging one part costs a quarter of a leaf's CPU per
             # interval with a dozen tasks, for nothing
-            snapshot, errors = dict(parts[0][1]), {}
+            snapshot: dict | None = dict(parts[0][1])
+            errors: dict[str, str] = {}
         else:
             snapshot, errors = merge_parts(self.merge, parts)
         covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
