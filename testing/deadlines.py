@@ -13,6 +13,7 @@ depth.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
@@ -81,3 +82,42 @@ def print_margins(views: dict[str, dict]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(MARGIN_HEADER))]
     for r in rows:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), flush=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_use(net: MeasureNetwork) -> dict[str, tuple[float, float]]:
+    """Per agent: (CPU seconds of the agent process, of its child processes: the
+    monitors and workers) used so far."""
+    return {name: (_cpu_seconds(proc.pid), sum(_cpu_seconds(c) for c in _children(proc.pid)))
+            for name, proc in net.agents.items()}
+
+
+def print_cpu(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
+              seconds: float, interval: float) -> None:
+    """CPU seconds per report interval of every agent and of its monitors between two
+    ``cpu_use`` readings ``seconds`` apart, and the machine's load average."""
+    per = interval / seconds
+    cells = []
+    for n in sorted(after, key=lambda a: int(a.lstrip("h"))):
+        if n in before:
+            own, kids = ((a - b) * per for a, b in zip(after[n], before[n], strict=True))
+            cells.append(f"{n} {own:.2f}+{kids:.2f}")
+    print(f"CPU s per {interval:g} s interval, agent+monitors: {', '.join(cells)}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)

@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from testing.deadlines import margins, print_margins
+from testing.deadlines import cpu_use, margins, print_cpu, print_margins
 from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import wait_until
 from topo.launch import ROOT, MeasureNetwork
@@ -180,6 +180,7 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
                                           stdout=subprocess.PIPE, text=True)
     assert receiver.stdout.readline().strip() == "ready"
     t0 = time.time()
+    cpu0 = cpu_use(net)
     flooder = net.net.get(FLOOD[0]).popen(
         [py, "-c", FLOOD_SENDER, ip(net, FLOOD[1]), "5902", str(seconds if flood else 0)],
         env=net.host_env(), stdout=subprocess.PIPE, text=True)
@@ -195,6 +196,7 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    print_cpu(cpu0, cpu_use(net), time.time() - t0, INTERVAL)
     sent, send_start, send_end = sent_out.split()
     got, first, last = got_out.split()
     send_start, send_end = float(send_start), float(send_end)
