@@ -29,8 +29,9 @@ Up (reports)
     children stretch the wait; a child that never reported (height unknown)
     gets the cap; nothing blocks beyond the cap. The deadlines are relative
     to depth: below the root a node's deadline is ``E + wait(h)`` with
-    ``cap(h) = max_wait * interval * (1 - 2^-h)`` (half the budget at height
-    1, three quarters at 2, ...), so every node gives up on a slow child
+    ``cap(h) = max_wait * interval * (1 - 0.4^h)`` (60% of the budget at
+    height 1, 84% at 2, ...: the leaves, whose monitors count the packets,
+    are the slowest to report), so every node gives up on a slow child
     before its own parent gives up on it, at any depth; the root's cap is
     the whole ``max_wait * interval`` and counts from when it took its own
     snapshot (a root that woke late does not give up on children that are
@@ -115,6 +116,8 @@ class UnknownTask(KeyError):
     status = 404
 
 
+# below the root, a node of height h waits at most (1 - LEVEL_SHARE^h) of the root's cap
+LEVEL_SHARE = 0.4
 CLOSED_KEPT = 4  # finalised intervals whose deadline is kept (a late report's margin)
 
 
@@ -399,7 +402,7 @@ class OverlayNode:
         height = self.height()
         cap = self.max_wait * state.interval
         if not self.root:
-            cap *= 1.0 - 0.5 ** max(height, 1)
+            cap *= 1.0 - LEVEL_SHARE ** max(height, 1)
         with self._lock:
             kids = [k.name for k in self.children]
             if any(k not in self.state.delay for k in kids):

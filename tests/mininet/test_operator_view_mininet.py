@@ -162,10 +162,14 @@ def ip(net: MeasureNetwork, host: str) -> str:
 
 
 NOT_MET = pytest.mark.xfail(strict=False, reason=(
-    "not met yet on the shared 2-core machine: with a dozen tasks the parents answer their "
-    "children's reports after the 5 s timeout or after their deadline, so most intervals "
-    "are partial (h3/h5 missing); under the flood the flooded agent also misses heartbeats "
-    "and the controller re-roots the overlay. remove this mark when it passes"))
+    "not met on the shared 2-core machine (load average 13-22 while it ran): the leaves post "
+    "their reports 0.6 s after the interval end (median), but h5, whose monitor counts the "
+    "paced pair for a dozen counters (0.6 CPU s per 5 s interval against 0.03 on the idle "
+    "hosts), posts at 2.3 s (median) and up to 5 s, after its parent's deadline (2.4 s) in "
+    "about a third of the intervals, so h5 is missing from the scoped task and the result is "
+    "partial; under the flood h3's and h7's monitors take the CPU and the paced pair loses "
+    "datagrams in the network. The test prints the deadline margins and CPU per interval. "
+    "remove this mark when it passes"))
 
 
 @pytest.mark.parametrize("flood", [

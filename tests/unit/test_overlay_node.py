@@ -288,9 +288,9 @@ def test_wait_is_capped_by_a_share_of_the_interval_per_height(tree):
     tree.tick_all(100.5)
     assert tree.net.controller[-1]["interval_end"] == 100.0
     sent = len(tree["h3"].timings)
-    tree["h3"].tick(100.69)
+    tree["h3"].tick(100.73)
     assert len(tree["h3"].timings) == sent
-    tree["h3"].tick(100.7)  # height 1: min(0.3, 0.8 x 0.5 x 1/2) = 0.2 s after the end
+    tree["h3"].tick(100.74)  # height 1: min(0.3, 0.8 x 0.5 x 0.6) = 0.24 s after the end
     assert tree["h3"].timings[-1]["end"] == 100.5
     tree["h1"].tick(100.89)
     assert tree.net.controller[-1]["interval_end"] == 100.0
