@@ -205,7 +205,8 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
     got, first, last = got_out.split()
     send_start, send_end = float(send_start), float(send_end)
     arrived_bps = int(got) * 1000 * 8 / (float(last) - float(first))
-    print(f"paced: {sent} sent, {got} arrived, {arrived_bps / 1e6:.3f} Mbit/s; flood: "
+    print(f"paced: {sent} sent, {got} arrived, {arrived_bps / 1e6:.3f} Mbit/s, the last "
+          f"{float(last) - send_end:.2f} s after the last was sent; flood: "
           f"{flood_out.strip()} datagrams")
     # wait until the intervals after the traffic are reported
     hh = ids["hh-udp"]
