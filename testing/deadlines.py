@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from bench.monitor import cpu_seconds
 from measure_common.auth import HmacAuth, load_or_create_secret
 from topo.launch import MeasureNetwork, mgmt_ip
 
@@ -84,16 +85,6 @@ def print_margins(views: dict[str, dict]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), flush=True)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -105,7 +96,7 @@ def _children(pid: int) -> list[int]:
 def cpu_use(net: MeasureNetwork) -> dict[str, tuple[float, float]]:
     """Per agent: (CPU seconds of the agent process, of its child processes: the
     monitors and workers) used so far."""
-    return {name: (_cpu_seconds(proc.pid), sum(_cpu_seconds(c) for c in _children(proc.pid)))
+    return {name: (cpu_seconds(proc.pid), sum(cpu_seconds(c) for c in _children(proc.pid)))
             for name, proc in net.agents.items()}
 
 
