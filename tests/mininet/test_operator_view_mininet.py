@@ -162,18 +162,17 @@ def ip(net: MeasureNetwork, host: str) -> str:
 
 
 NOT_MET = pytest.mark.xfail(strict=False, reason=(
-    "not met on the shared 2-core machine (load average 13-22 while it ran): the leaves post "
-    "their reports 0.6 s after the interval end (median), but h5, whose monitor counts the "
-    "paced pair for a dozen counters (0.6 CPU s per 5 s interval against 0.03 on the idle "
-    "hosts), posts at 2.3 s (median) and up to 5 s, after its parent's deadline (2.4 s) in "
-    "about a third of the intervals, so h5 is missing from the scoped task and the result is "
-    "partial; under the flood h3's and h7's monitors take the CPU and the paced pair loses "
-    "datagrams in the network. The test prints the deadline margins and CPU per interval. "
-    "remove this mark when it passes"))
+    "not met with the flood on the shared 2-core machine (load average 23-28 while it ran): "
+    "the flooder and the switches' userspace datapath take the CPU; agents' ticks and "
+    "reports then come seconds late (own POST up to 12 s after the interval end), so some "
+    "intervals are partial (h5/h8/h9, even the root's own snapshot) and coverage events "
+    "fire; the paced pair loses datagrams in the network (8,898 of 15,000 arrived) and its "
+    "counts go on for 15 s after it stopped. The test prints the deadline margins and CPU "
+    "per interval. remove this mark when it passes"))
 
 
 @pytest.mark.parametrize("flood", [
-    pytest.param(False, marks=NOT_MET),
+    False,
     pytest.param(True, marks=NOT_MET),
 ], ids=["paced-only", "with-flood"])
 def test_rates_coverage_and_episodes_under_load(net, ids, flood):
@@ -255,8 +254,9 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
             for c in r.get("heavy_changers") or []:
                 assert c["before"] >= 0 and c["after"] >= 0, c
     # the dry-run reaction: taken once, never extended after the traffic stopped
+    # (an action's target is the pair's source host; its cause the heavy_hitter event)
     actions = [a for a in api(net, "/measure/v1/actions")["actions"]
-               if a["task_id"] == hh and a["target"] == key and a["created"] >= t0]
+               if a["task_id"] == hh and a["cause"] in {e["id"] for e in hits}]
     assert len(actions) == 1, actions
     extended = [e for e in new if e["kind"] == "action" and e["state"] == "extended"
                 and e["ts"] > send_end + 2 * INTERVAL]
