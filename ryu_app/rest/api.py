@@ -453,12 +453,16 @@ class MeasureController(ControllerBase):
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
         body = _json_body(req, limit=MAX_REPORT_BODY)
-        if req.environ.get("measure.auth") == "signature":
+        signed = req.environ.get("measure.auth") == "signature"
+        if signed:
             # an agent reports only as itself, and counts only as the current root
             # (an operator may post any)
             _own_name(req, body.get("from") if isinstance(body, dict) else None, "report as")
             self.service.check_root_report(body)
-        return json_response(self.service.ingest_report(body), status=202)
+        reply = self.service.ingest_report(body)
+        if signed:
+            self.service.root_alive(body["from"])
+        return json_response(reply, status=202)
 
     @route("measure", PREFIX + "/events", methods=["GET"])
     @_api()

@@ -394,6 +394,15 @@ class MeasureService:
             raise Conflict(f"report from {sender!r} at epoch {epoch!r} refused: the overlay "
                            f"root is {root!r} (epochs {self._root_since}..{self.epoch})")
 
+    def root_alive(self, name: str) -> None:
+        """A signed report from the root counts as its heartbeat: the root merges every
+        report of the tree, so it is the busiest agent and the first whose heartbeats
+        come late under load, while its reports show it is alive (a root that is down
+        already is not brought back by a report; it registers or beats again)."""
+        agent = self.registry.agents.get(name)
+        if agent is not None and agent.up:
+            agent.last_seen = max(agent.last_seen, self.now())
+
     def ingest_report(self, report: Any) -> dict[str, Any]:
         """A root agent's merged report (``POST /measure/v1/reports``)."""
         if isinstance(report, dict) and isinstance(report.get("task_id"), str) \
