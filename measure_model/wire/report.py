@@ -21,7 +21,10 @@ is exact where the math allows:
   (``divisor`` = number of counters) as its candidate threshold. Without a
   threshold the candidates are each side's top ``max_candidates``, and the
   merge keeps the top ``max_candidates`` of the union (best effort: a key
-  just outside every host's top list can be missed);
+  just outside every host's top list can be missed). Each side also lists its
+  own ``top_k`` largest keys whatever the threshold, and the merged ``top_k``
+  is the k largest of the union (exact when every key is in some side's top
+  list or over its threshold; otherwise the same best effort);
 * windows are grouped by their start: windows with the same start add (hosts
   use epoch-aligned tumbling windows, so their windows line up), the newest
   group is the merged current window and the next one its ``previous``.
@@ -327,13 +330,18 @@ def _merge_sketches(snaps: list[dict], key_type: str, threshold: dict, total: in
     keys: set[str] = set()
     for s in snaps:
         keys.update(s.get("candidates", {}))
-    ranked = _ranked(key_type, sketch, keys, cand_threshold, limits["max_candidates"])
+    # every part lists its own top_k beside its candidates, so the merged top_k ranks
+    # them all again: the k largest whatever the heavy-hitter threshold
+    ranked = _ranked(key_type, sketch, keys, None, limits["max_candidates"])
+    top = limits["top_k"]
     if hh_threshold is None:
-        heavy = dict(ranked[: limits["top_k"]])
+        heavy = dict(ranked[:top])
     else:
         heavy = {k: v for k, v in ranked if v >= hh_threshold}
-    return {"sketch": sketch.to_wire(), "candidates": dict(ranked), "heavy_hitters": heavy,
-            "top_k": [[k, v] for k, v in ranked[: limits["top_k"]]]}
+    listed = ranked if cand_threshold is None else [
+        kv for i, kv in enumerate(ranked) if i < top or kv[1] >= cand_threshold]
+    return {"sketch": sketch.to_wire(), "candidates": dict(listed), "heavy_hitters": heavy,
+            "top_k": [[k, v] for k, v in ranked[:top]]}
 
 
 # ---------------------------------------------------------------- API
