@@ -288,7 +288,8 @@ def render_topology(topo: dict, agents: list[dict] | None = None) -> str:
 
 def render_flows(reply: dict, agents: list[dict] | None = None) -> str:
     """Active flows (``GET flows``) as a table: one row per flow, largest first, with the
-    hosts' agent names and the flow's rate in the last interval ('-': not listed)."""
+    hosts' agent names, how long the flow has been seen (its flow cache record's first to
+    last packet) and its rate in the last interval ('-': not listed)."""
     names = agent_names(agents or [])
     by = reply.get("by", "bytes")
     head = (f"task {reply.get('task_id')}  active flows by {by}  covered "
@@ -305,11 +306,12 @@ def render_flows(reply: dict, agents: list[dict] | None = None) -> str:
         hosts = views.hosts_of(f"{parts[0]},{parts[1]}", names)
         now = views.bitrate(row["bps"]) if row.get("bps") is not None else \
             views.pktrate(row["pps"]) if row.get("pps") is not None else None
-        rows.append([*parts, hosts, row.get(by), now])
+        rows.append([*parts, hosts, views.duration(row.get("duration")), row.get(by), now])
     if not rows:
         return head + "\nno active flows"
     return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", "HOSTS",
-                                        f"{by.upper()} (SINCE START)", "NOW"], rows)
+                                        "DURATION", f"{by.upper()} (SINCE START)", "NOW"],
+                                       rows)
 
 
 def render_agents(agents: list[dict]) -> str:

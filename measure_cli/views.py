@@ -44,6 +44,18 @@ def pktrate(pps: float | None) -> str:
     return si(pps, "pkt/s")
 
 
+def duration(seconds: float | None) -> str:
+    """``3725.5`` -> ``1 h 2 min``, ``185`` -> ``3 min 5 s``, ``12.5`` -> ``12.5 s``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 def size(n: float | None, increment: str | None) -> str:
     """A count in the task's unit: bytes with SI prefixes, packets as ``pkt``."""
     return si(n, "B") if increment == "bytes" else si(n, "pkt")

@@ -249,9 +249,8 @@ class Counter:
         keys, reps = self._cand_keys, self._cand_reps
         est = self.sketch.query(keys)
         if threshold is not None:
-            top = self.spec.top_k
-            self._floor = float(-np.partition(-est, top - 1)[top - 1]) \
-                if est.shape[0] > top else 0.0
+            k = self.spec.top_k
+            self._floor = float(-np.partition(-est, k - 1)[k - 1]) if est.shape[0] > k else 0.0
             keep = (est >= threshold) | (est >= self._floor)
             keys, reps, est = keys[keep], reps[keep], est[keep]
             self._pruned_at = threshold
