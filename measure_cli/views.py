@@ -199,13 +199,12 @@ def estimate_of(result: dict, kind: str) -> tuple[float, float, float] | None:
     answer = result.get(kind)
     if not isinstance(answer, dict):
         return None
-    if kind == "entropy":
-        value = answer.get("bits")
-    else:
-        answer = answer.get("interval") if isinstance(answer.get("interval"), dict) else answer
-        value = answer.get("estimate")
+    if kind != "entropy" and isinstance(answer.get("interval"), dict):
+        answer = answer["interval"]
+    value = answer.get("bits" if kind == "entropy" else "estimate")
     lo, hi = answer.get("lower", value), answer.get("upper", value)
-    if not all(isinstance(x, int | float) for x in (value, lo, hi)):
+    if not (isinstance(value, int | float) and isinstance(lo, int | float)
+            and isinstance(hi, int | float)):
         return None
     return float(value), float(lo), float(hi)
 
