@@ -20,9 +20,9 @@ how far to trust it:
   difference of the last two cumulative states; ``scope``) or, on a task's
   first report, of everything so far; ``exact_share`` is the part of the
   total held by exact entries; ``lower``/``upper`` bound the entropy with no
-  assumption on the light part (the exact entries' terms, and the rest of
-  the mass in between one key and as many equal keys as the cardinality
-  estimate + 2 standard errors leaves);
+  assumption on how the light part splits (the exact entries' terms, and the
+  rest of the mass in between keys as large as the light part allows and as
+  many equal keys as the cardinality estimate + 2 standard errors leaves);
 * ``heavy_changers``: counts of the two intervals, each +- ``error.abs``;
 * ``superspreaders`` / ``ddos_victims``: distinct peers with linear
   counting's standard error; merged bitmaps are exact (OR).
@@ -103,10 +103,9 @@ def _entropy_of(es: ElasticSketch, total: int) -> dict[str, Any]:
     h = histogram(es)
     bits = elastic_est.entropy(h["raw"], total)
     e = es.entries()
-    exact = e["count"][~e["flag"]]
-    exact_mass = int(exact.sum())
+    exact_mass = int(e["count"][~e["flag"]].sum())
     flows = h["flows"]
-    lower, upper = _entropy_bounds(es, exact, total)
+    lower, upper = _entropy_bounds(es, e, total)
     return {"bits": round(bits, 6),
             "normalized": round(bits / math.log2(flows), 6) if flows > 1 else 0.0,
             "flows": flows, "total": total,
@@ -114,22 +113,29 @@ def _entropy_of(es: ElasticSketch, total: int) -> dict[str, Any]:
             "lower": round(min(lower, bits), 6), "upper": round(max(upper, bits), 6)}
 
 
-def _entropy_bounds(es: ElasticSketch, exact: np.ndarray, total: int) -> tuple[float, float]:
-    """Entropy bounds (bits) that need no assumption on the light part: the exact
-    entries' terms are known; the rest of the mass, share ``m``, lies in between 1 key
-    (``-m log2 m``) and ``n`` equal keys (``m log2(n / m)``), ``n`` the keys not exact
-    (cardinality estimate + 2 std. errors, at most the rest's count)."""
+def _entropy_bounds(es: ElasticSketch, e: dict[str, np.ndarray], total: int
+                    ) -> tuple[float, float]:
+    """Entropy bounds (bits) that need no assumption on how the light part splits: the
+    exact entries' terms are known; the rest of the mass, share ``m``, is held by keys
+    of at most ``c`` each (the smallest row maximum of the light part, or a flagged
+    heavy entry's count plus its light estimate), so it adds at least ``m log2(total /
+    c)``, and at most ``m log2(n / m)`` for ``n`` keys not exact (cardinality estimate
+    + 2 std. errors, at most the rest's count)."""
     if total <= 0:
         return 0.0, 0.0
+    exact = e["count"][~e["flag"]]
     p = exact[exact > 0].astype(np.float64) / total
     known = float(-(p * np.log2(p)).sum())
     rest = total - int(exact.sum())
     if rest <= 0:
         return known, known
     m = rest / total
+    rows = min(int(es.light_row(r).max()) for r in range(es.light.shape[0]))
+    flagged = e["count"][e["flag"]].astype(np.int64) + e["light"][e["flag"]]
+    largest = min(rest, max(1, rows, int(flagged.max()) if flagged.size else 0))
     c = elastic_est.cardinality(es)
     n = min(float(rest), max(1.0, c["estimate"] - c["heavy_exact"] + 2 * c["stderr"]))
-    return known - m * math.log2(m), known + m * math.log2(n / m)
+    return known + m * math.log2(total / largest), known + m * math.log2(n / m)
 
 
 def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dict[str, Any]:
