@@ -436,6 +436,10 @@ class MonitorCore:
             snap["read_at"] = now  # when the counts were read (the agent's clock may lag)
             if state.ebpf is not None:
                 snap["ebpf_missed"] = {"packets": state.missed[0], "bytes": state.missed[1]}
+            if state.flows is not None:  # a flows task: when its listed flows were seen
+                listed = list(dict.fromkeys([*snap.get("candidates", {}),
+                                             *(kv[0] for kv in snap.get("top_k", []))]))
+                snap["flow_times"] = state.flows.cache.times(listed)
             return snap
         if cmd.method == "estimate":
             if cmd.key is None:

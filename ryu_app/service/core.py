@@ -340,9 +340,15 @@ class MeasureService:
                            f"(its increment), not {by}")
         latest = self.result(task_id)  # already scaled by 1/sample
         now = (latest.get("rate") or {}).get("keys") or {}
-        rows = [{"flow": key, counted: value,
-                 **({n: now[key][n] for n in ("pps", "bps")} if key in now else {})}
-                for key, value in (latest.get("top_k") or [])[:top]]
+        times = latest.get("flow_times") or {}
+        rows = []
+        for key, value in (latest.get("top_k") or [])[:top]:
+            row = {"flow": key, counted: value,
+                   **({n: now[key][n] for n in ("pps", "bps")} if key in now else {})}
+            if key in times:  # the flow cache's first and last time seen (one record)
+                first, last = times[key]
+                row.update(first=first, last=last, duration=round(last - first, 3))
+            rows.append(row)
         out = {"task_id": task_id, "by": counted, "flows": rows,
                "interval_end": latest.get("interval_end"), "covered": latest.get("covered"),
                "missing": latest.get("missing"), "age": latest.get("age")}
