@@ -25,6 +25,7 @@ import sys
 
 import requests
 
+from testing.controllers import credentials
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -46,9 +47,7 @@ def test_health_reports_a_failing_tick_an_unreachable_root_and_a_failing_push(
     port = free_port()
     ctl = controller_factory(rest_port=port, env={
         "MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}"})
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    auth = {"Authorization": f"Bearer {(state / 'controller.token').read_text().strip()}"}
+    auth = credentials(state)
     api = f"{ctl.url}/measure/v1"
     secret = str(state / "agent.secret")
 

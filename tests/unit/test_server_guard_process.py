@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from measure_common.auth import HmacAuth
+from testing.controllers import credentials
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -63,10 +64,7 @@ def test_idle_half_requests_do_not_wedge_controller_or_agent(controller_factory,
     port = free_port()
     ctl = controller_factory(rest_port=port, env={
         "MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}"})
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    token = (state / "controller.token").read_text().strip()
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = credentials(state)
     api = f"{ctl.url}/measure/v1"
     secret_file = state / "agent.secret"
     agent_port = free_port()

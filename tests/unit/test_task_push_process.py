@@ -18,6 +18,7 @@ import sys
 
 import requests
 
+from testing.controllers import credentials
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -48,9 +49,7 @@ def test_task_delete_answers_at_once_while_the_root_is_frozen(controller_factory
     ctl = controller_factory(rest_port=port, env={
         "MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}",
         "MEASURE_FANOUT": "2"})
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    auth = {"Authorization": f"Bearer {(state / 'controller.token').read_text().strip()}"}
+    auth = credentials(state)
     api = f"{ctl.url}/measure/v1"
     agents = {name: _agent(name, n, ctl.url, str(state / "agent.secret"))
               for n, name in enumerate(("p1", "p2"), start=1)}
