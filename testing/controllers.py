@@ -54,6 +54,13 @@ def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | N
     return ctl
 
 
+def state_env(state_dir: Path, rest_port: int, **more: str) -> dict[str, str]:
+    """The environment of a controller on ``rest_port`` that keeps its state and
+    credentials in ``state_dir`` and gives agents its loopback URL (plus ``more``)."""
+    return {"MEASURE_STATE_DIR": str(state_dir),
+            "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{rest_port}", **more}
+
+
 def credentials(state_dir: Path, timeout: float = 10) -> dict[str, str]:
     """Wait until a controller run with ``MEASURE_STATE_DIR=state_dir`` has written its
     bearer token and agent secret; the ``Authorization`` header of its REST API."""
