@@ -47,6 +47,7 @@ from ryu.app.wsgi import ControllerBase, Response, route
 from measure_common import jsonlimits
 from measure_model.fields import HOST_PATTERN, ConflictError, FieldError
 from measure_model.policy import load_policy
+from measure_model.policy_errors import check_policy
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
 from ryu_app.rest.openapi_schemas import OPENAPI_PATH
@@ -342,8 +343,6 @@ class MeasureController(ControllerBase):
                 else parse_tasks(json.loads(data), "request")
         except PolicyError as exc:
             # "error" is the first problem; "errors" every one, with "did you mean"
-            from measure_cli.policy_check import check_policy
-
             every = check_policy(data, "request").errors if not isinstance(
                 exc, PolicyConflict) else []
             if len(every) > 1 or (every and every[0] != str(exc)):
