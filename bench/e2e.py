@@ -4,6 +4,7 @@ Run (root; takes the Mininet lock, so it waits for any other Mininet network)::
 
     .venv/bin/python -m bench.e2e            # 5 repetitions, about 1.5 minutes
     .venv/bin/python -m bench.e2e --quick    # 3 repetitions
+    .venv/bin/python -m bench.e2e --load-tasks 11 --interval 5   # under a dozen tasks
 
 It brings up the original network (Mininet tree, depth 2, fanout 3: 4
 switches, 9 hosts, an agent on each) with ``topo.launch.MeasureNetwork``,
@@ -26,6 +27,13 @@ polling period does not count. It splits into the wait for the first
 interval end the task was installed before (``interval_end - t_post``) and
 the aggregation delay up the overlay (``received_at - interval_end``).
 Median and min..max over the repetitions; target <= 2 intervals.
+
+With ``--load-tasks N`` the first N tasks of ``testing.deadlines.LOAD_TASKS``
+(every measuring kind) run during the repetitions, and at the end every
+agent's deadline margins are printed (``testing.deadlines``): per parent and
+child subtree height, how long before the parent's deadline the children's
+reports arrived (min, 5th percentile, median; ``late``: after it, left out),
+and when each agent's own reports went up after the interval end.
 """
 
 from __future__ import annotations
@@ -131,8 +139,25 @@ def start_traffic(net, seconds: float) -> list:
     return procs
 
 
-def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
+def post_load(net, interval: float, n: int) -> list[str]:
+    """POST the first ``n`` load tasks (cycling through the kinds); their ids."""
+    from testing.deadlines import LOAD_TASKS
+
+    ids = []
+    for i in range(n):
+        task = {**LOAD_TASKS[i % len(LOAD_TASKS)], "report_interval": interval}
+        task["name"] = f"{task['name']}-{i}"
+        status, body = net.rest("/measure/v1/tasks", "POST", task)
+        if status != 201:
+            raise RuntimeError(f"POST load task {task['name']}: {status} {body}")
+        ids.append(first_id(body))
+    return ids
+
+
+def run(reps: int, interval: float, opts_kw: dict[str, Any],
+        load_tasks: int = 0) -> dict[str, Any]:
     """Bring up the network, time ``reps`` repetitions, tear everything down."""
+    from testing.deadlines import margins
     from testing.procs import stop_process
     from topo.launch import MeasureNetwork, Options
 
@@ -146,6 +171,8 @@ def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"agents on {sorted(agents)} only")
         traffic = start_traffic(net, reps * (interval * 2 + timeout) + 30)
         runs = []
+        load = post_load(net, interval, load_tasks)
+        views: dict[str, dict] = {}
         try:
             for k in range(reps):
                 name = f"bench-e2e-{os.getpid()}-{k}"
@@ -159,16 +186,24 @@ def run(reps: int, interval: float, opts_kw: dict[str, Any]) -> dict[str, Any]:
                               f"incomplete: {inc['covered']} covered, missing {inc['missing']}")
                 print(f"  repetition {k + 1}/{reps} at phase {r['phase']:.2f}: {shown}",
                       flush=True)
+            if load:
+                views = margins(net, sorted(agents, key=lambda a: int(a.lstrip("h"))))
         finally:
+            for task_id in load:
+                net.rest(f"/measure/v1/tasks/{task_id}", "DELETE")
             for proc in traffic:
                 stop_process(proc)
         timings = dict(net.timings)
     return {"setup_s": setup_s, "launch_timings_s": timings, "runs": runs,
-            "agents": sorted(agents), "total_s": time.monotonic() - t0}
+            "agents": sorted(agents), "total_s": time.monotonic() - t0,
+            "load_tasks": load_tasks, "overlay": views}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = mininet_parser(__doc__.splitlines()[0], interval=2.0)
+    parser.add_argument("--load-tasks", type=int, default=0,
+                        help="tasks of every kind running meanwhile (then the deadline "
+                             "margins of every agent are printed)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.e2e needs root (Mininet)", file=sys.stderr)
@@ -180,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = run(reps, args.interval, {"rest_port": args.rest_port,
                                          "controller_port": args.controller_port,
-                                         "lock": not args.no_lock})
+                                         "lock": not args.no_lock}, args.load_tasks)
     except KeyboardInterrupt:
         print("interrupted: cleaned up", file=sys.stderr)
         return 130
@@ -202,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"End to end on the Mininet tree (depth 2, fanout 3, {len(data['agents'])} "
                 f"agents), report interval {args.interval:g} s, median (min..max)",
                 ["figure", "value"], rows)
+    if data["overlay"]:
+        from testing.deadlines import MARGIN_HEADER, margin_rows
+
+        print_table(f"Deadline margins under {args.load_tasks} more tasks: children's "
+                    f"reports before their parent's deadline (negative: left out)",
+                    MARGIN_HEADER, margin_rows(data["overlay"]))
     median = statistics.median(r["intervals"] for r in ok) if ok else None
     met = median is not None and median <= TARGET_INTERVALS and len(ok) == len(data["runs"])
     print(f"target {'MET' if met else 'NOT MET'}: POST to first complete global result "

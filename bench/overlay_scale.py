@@ -37,7 +37,9 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
   result lacks because a parent's deadline passed first (0 = complete).
 - ``margin_s``: the smallest deadline margin of the measured interval: how
   long before its parent's deadline the latest child report arrived (the
-  node's ``deadline_margin_s``; negative would be a report left out).
+  node's ``deadline_margin_s``; negative would be a report left out); its
+  distribution per child subtree height (count, late, min, p5, median) is
+  printed under the table.
 - ``ctl_msgs`` / ``ctl_bytes``: messages and bytes the controller handles
   per report interval; ``ctl_cpu_s`` its CPU for them.
 - The star baseline: the controller polls every agent's snapshot
@@ -329,10 +331,17 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
             node.margins.clear()
         result_s, missing = sim.run_interval(end)
         if k == 1:
-            margins = [m for node in sim.nodes.values() for m in node.margins]
+            pairs = [hm for node in sim.nodes.values() for hm in node.margins]
+            margins = [m for _, m in pairs]
+            by_height = {}
+            for h in sorted({h for h, _ in pairs}):
+                v = sorted(m for g, m in pairs if g == h)
+                by_height[h] = {"reports": len(v), "min": v[0], "p5": v[len(v) // 20],
+                                "p50": v[len(v) // 2], "late": sum(1 for m in v if m < 0)}
             out.update(result_s=result_s, missing=missing, ctl_msgs=len(sim.ctl_msgs),
                        ctl_bytes=sum(b for _, b in sim.ctl_msgs), ctl_cpu_s=sim.ctl_cpu,
-                       margin_s=min(margins) if margins else float("nan"))
+                       margin_s=min(margins) if margins else float("nan"),
+                       margin_by_height=by_height)
     wall_reports = time.perf_counter() - t0
     res = sim.results.latest("t1", now=INTERVAL * 101 + 1)
     assert res is not None, "no result at the controller"
@@ -391,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         reps = args.reps or (1 if args.quick or n >= 1000 else 3)
         runs = [run_size(n, args.fanout, lat, args.tick_jitter, args.star_concurrency)
                 for _ in range(reps)]
-        row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        row = {k: statistics.median(r[k] for r in runs) for k in runs[0]
+               if k != "margin_by_height"}
         row.update(n=n, fanout=args.fanout, depth=runs[0]["depth"], reps=reps,
                    runs=runs)
         rows.append(row)
@@ -413,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['star_config_s']:>10.3f} {r['star_result_s']:>10.3f} "
               f"{r['star_ctl_msgs']:>8} {r['star_ctl_bytes'] / 1024:>8.1f} "
               f"{r['star_ctl_cpu_s']:>10.4f}")
+    print("deadline margin per child subtree height (0: leaves), last run of each N: "
+          "reports, late (after the parent's deadline), min / p5 / p50 s:")
+    for r in rows:
+        for h, m in r["runs"][-1]["margin_by_height"].items():
+            print(f"  N={r['n']} height {h}: {m['reports']} reports, {m['late']} late, "
+                  f"{m['min']:.3f} / {m['p5']:.3f} / {m['p50']:.3f}")
     print("medians; spread (min-max) of the times where N ran more than once:")
     for r in rows:
         if r["reps"] > 1:

@@ -203,9 +203,16 @@ def supervisor(agent: Agent, overlay: OverlayNode, period: float = 0.25) -> None
         try:
             agent.tick()
             overlay.tick(time.time())
+            # wake at the next interval end or deadline rather than up to a period after
+            # it: the own snapshots are then taken close to the interval end on every
+            # agent, and the interval figures of the agents cover the same seconds (a
+            # deadline already past, say behind a snapshot still being taken: 50 ms)
+            due = overlay.next_wakeup(time.time())
+            pause = min(period, due + 0.001) if due > 0 else 0.05
         except Exception:  # broad: the loop must survive (logged with its traceback)
             log.exception("supervisor")
-        eventlet.sleep(period)
+            pause = period
+        eventlet.sleep(pause)
 
 
 def main(argv: list[str] | None = None) -> int:

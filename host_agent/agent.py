@@ -51,6 +51,7 @@ of sketch cells (width x depth x 8 bytes per counter per monitor process).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
 import threading
@@ -92,6 +93,7 @@ from measure_model.wire.snapshot import Snapshot
 log = logging.getLogger("host_agent")
 
 MAX_GAPS = 20
+COST_MAX_AGE = 1.0  # seconds a cost reading is reused for (see Agent.cost)
 
 
 def _ident(name: str, value: Any) -> int:
@@ -173,6 +175,12 @@ class Agent:
         self._retry_at: dict[int, float] = {}
         self._seen: dict[int, int] = {}
         self._polled = 0.0
+        # Each reading of the capture rules' counters forks iptables-save and
+        # ip6tables-save: one reading serves every snapshot taken with the same ``now``
+        # (the overlay snapshots all the tasks due at an interval end with one ``now``),
+        # and the cost object is read at most once per COST_MAX_AGE seconds.
+        self._rules_read: tuple[float, dict[int, tuple[int, int]]] | None = None
+        self._cost_read: tuple[float, dict] | None = None
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
@@ -344,12 +352,15 @@ class Agent:
     def _merged_snapshot(self, sid: int, cid: int, now: float) -> Snapshot:
         snaps = self._broadcast(Query(sid, cid, "snapshot", now=now))
         seen = [s.pop("seen", {"packets": 0, "bytes": 0}) for s in snaps]
+        read = [r for s in snaps if isinstance(r := s.pop("read_at", None), int | float)]
         kernel = [k for s in snaps if (k := s.pop("ebpf_missed", None)) is not None]
         out = reduce(merge, snaps)
         if kernel:  # only the first monitor reads the eBPF capture
             out["ebpf_missed"] = kernel[0]
         out["seen"] = {"packets": sum(s["packets"] for s in seen),
                        "bytes": sum(s["bytes"] for s in seen)}
+        if read:
+            out["read_at"] = max(read)
         return out
 
     def snapshot(self, sid: Any, cid: Any, now: float | None = None, full: bool = True,
@@ -360,10 +371,15 @@ class Agent:
         ``rules_max_age``: rule counters that old may come from the cache."""
         now = now or self.clock()
         sketch, cid = self.get_counter(sid, cid)
-        rules = self.capture.counters(max_age=rules_max_age) \
-            if self.capture is not None else None
+        # read before the monitor's counts: missed >= 0
+        rules = self._rule_counters(now, rules_max_age)
         snap = self.query(sketch.id, cid, "snapshot" if full else "summary", now=now)
         seen = snap.pop("seen", None) or {"packets": 0, "bytes": 0}
+        read_at = snap.pop("read_at", None)
+        if isinstance(read_at, int | float) and math.isfinite(read_at):
+            # the time the monitor read its counts: an interval's figures are the counts
+            # between two reads, so its seconds are those between the reads
+            snap["generated_at"] = float(read_at)
         if rules is not None and sketch.id in rules:
             pk, by = rules[sketch.id]
             snap["missed"] = {"packets": max(0, pk - sketch.base[0] - seen["packets"]),
@@ -519,9 +535,23 @@ class Agent:
             return
         self._seen = {int(sid): pk for sid, (pk, _) in seen.items()}
 
+    def _rule_counters(self, now: float,
+                       max_age: float = 0.0) -> dict[int, tuple[int, int]] | None:
+        """The capture rules' counters, read once per ``now`` (None without rules);
+        ``max_age``: the capture's own cached reading that old will do."""
+        if self.capture is None:
+            return None
+        if self._rules_read is None or self._rules_read[0] != now:
+            self._rules_read = (now, self.capture.counters(max_age=max_age))
+        return self._rules_read[1]
+
     def cost(self) -> dict:
-        """The monitor cost object (``measure_model/cost.py``) as health reports it."""
-        return self.health()["monitor"]
+        """The monitor cost object (``measure_model/cost.py``) as health reports it; a
+        reading younger than ``COST_MAX_AGE`` is reused (every report carries it)."""
+        now = self.clock()
+        if self._cost_read is None or not 0 <= now - self._cost_read[0] < COST_MAX_AGE:
+            self._cost_read = (now, self.health()["monitor"])
+        return dict(self._cost_read[1])
 
     def health(self) -> dict:
         """``GET /agent/v1/health``: state, monitors, cost, flow caches (agent_health.py)."""

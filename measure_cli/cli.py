@@ -47,8 +47,8 @@ from urllib.parse import quote, urlencode
 
 from measure_cli import render, render_paths
 from measure_cli.client import ApiError, ControllerClient
-from measure_cli.policy_check import check_policy
 from measure_common.settings import get_setting
+from measure_model.policy_errors import check_policy
 from measure_model.version import __version__
 
 MAX_POLICY_READ = 256 * 1024 + 1

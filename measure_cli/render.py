@@ -182,7 +182,9 @@ def render_result(result: dict, task: dict | None = None,
             top = [(k, v) for k, v in result.get("top_k") or []]
         lines += views.VIEWS.get(kind, lambda *_: [])(result, names, key)
         title = "flows, largest first" if kind == "flow_size" else "top keys"
-        if top:
+        if kind == "flows":
+            pass  # its view lists the flows
+        elif top:
             lines += [f"{title} ({len(top)})", _key_table(result, top, names, key)]
         else:
             lines.append("no flows counted yet" if kind == "flow_size" else "nothing counted yet")
@@ -225,6 +227,8 @@ def render_history(history: dict, kind: str | None = None) -> str:
     results = history.get("results", [])
     if not results:
         return f"task {history.get('task_id')}: no results yet"
+    if kind in ("entropy", "cardinality"):
+        return _estimate_history(history, kind)
     rows = []
     for i, r in enumerate(results):
         total = r.get("total")
@@ -247,6 +251,35 @@ def render_history(history: dict, kind: str | None = None) -> str:
             f"(newest first; COUNTED = in that interval)\n"
             + render_table(["INTERVAL END", "COVERED", "MISSING", "COUNTED", "TOTAL", top],
                            rows))
+
+
+def _estimate_history(history: dict, kind: str) -> str:
+    """Entropy or cardinality per interval with its bounds, drawn as a band (``-``) with
+    the estimate (``*``) on one scale from 0, newest first."""
+    rows, marks = [], []
+    for r in history.get("results", []):
+        est = views.estimate_of(r, kind)
+        rows.append((r, est))
+        if est is not None:
+            marks.append(est[2])
+    top = max(marks, default=1.0)
+    unit = "bits" if kind == "entropy" else "keys"
+    table = []
+    for r, est in rows:
+        missing = r.get("missing")
+        if est is None:
+            cells: list[Any] = [None, None, None]
+        else:
+            value, lo, hi = est
+            cells = [_number(round(value, 3)), f"{_number(round(lo, 3))}..{_number(round(hi, 3))}",
+                     views.band_bar(value, lo, hi, top)]
+        table.append([clock(r.get("interval_end")),
+                      len(missing) if isinstance(missing, list) else None, *cells])
+    what = "entropy (bits)" if kind == "entropy" else "distinct keys"
+    return (f"task {history.get('task_id')}  host {history.get('host', '*')}  "
+            f"{what} per interval, newest first; band = bounds, * = estimate, "
+            f"scale 0..{_number(round(top, 3))} {unit}\n"
+            + render_table(["INTERVAL END", "MISSING", "ESTIMATE", "BOUNDS", "CHART"], table))
 
 
 def render_overlay(overlay: dict) -> str:
@@ -288,7 +321,8 @@ def render_topology(topo: dict, agents: list[dict] | None = None) -> str:
 
 def render_flows(reply: dict, agents: list[dict] | None = None) -> str:
     """Active flows (``GET flows``) as a table: one row per flow, largest first, with the
-    hosts' agent names and the flow's rate in the last interval ('-': not listed)."""
+    hosts' agent names, how long the flow has been seen (its flow cache record's first to
+    last packet) and its rate in the last interval ('-': not listed)."""
     names = agent_names(agents or [])
     by = reply.get("by", "bytes")
     head = (f"task {reply.get('task_id')}  active flows by {by}  covered "
@@ -305,11 +339,12 @@ def render_flows(reply: dict, agents: list[dict] | None = None) -> str:
         hosts = views.hosts_of(f"{parts[0]},{parts[1]}", names)
         now = views.bitrate(row["bps"]) if row.get("bps") is not None else \
             views.pktrate(row["pps"]) if row.get("pps") is not None else None
-        rows.append([*parts, hosts, row.get(by), now])
+        rows.append([*parts, hosts, views.duration(row.get("duration")), row.get(by), now])
     if not rows:
         return head + "\nno active flows"
     return head + "\n" + render_table(["SRC", "DST", "PROTO", "SPORT", "DPORT", "HOSTS",
-                                        f"{by.upper()} (SINCE START)", "NOW"], rows)
+                                        "DURATION", f"{by.upper()} (SINCE START)", "NOW"],
+                                       rows)
 
 
 def render_agents(agents: list[dict]) -> str:

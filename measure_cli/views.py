@@ -44,6 +44,18 @@ def pktrate(pps: float | None) -> str:
     return si(pps, "pkt/s")
 
 
+def duration(seconds: float | None) -> str:
+    """``3725.5`` -> ``1 h 2 min``, ``185`` -> ``3 min 5 s``, ``12.5`` -> ``12.5 s``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 def size(n: float | None, increment: str | None) -> str:
     """A count in the task's unit: bytes with SI prefixes, packets as ``pkt``."""
     return si(n, "B") if increment == "bytes" else si(n, "pkt")
@@ -118,6 +130,20 @@ def flow_size_view(result: dict, names: dict[str, str], key: str) -> list[str]:
     return lines
 
 
+def _range(answer: dict, digits: int = 3) -> str | None:
+    """``[2.1, 2.6]`` from an answer's ``lower``/``upper`` (None without)."""
+    lo, hi = answer.get("lower"), answer.get("upper")
+    if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+        return None
+    return f"[{_number(round(lo, digits))}, {_number(round(hi, digits))}]"
+
+
+def _bounds(answer: dict) -> str:
+    """``; truth in [2.1, 2.6]`` ('' without bounds)."""
+    found = _range(answer)
+    return f"; truth in {found}" if found else ""
+
+
 def entropy_view(result: dict, names: dict[str, str], key: str) -> list[str]:
     e = result.get("entropy")
     if not isinstance(e, dict):
@@ -128,7 +154,12 @@ def entropy_view(result: dict, names: dict[str, str], key: str) -> list[str]:
             f"{100 * float(e.get('exact_share') or 0):.0f}%")
     if "since_start_bits" in e:
         line += f"; since start {e['since_start_bits']} bits"
-    return [line]
+    lines = [line]
+    bounds = _range(e)
+    if bounds:
+        lines.append(f"truth in {bounds} bits (exact entries known; the rest of the traffic "
+                     f"between one key and all keys equal)")
+    return lines
 
 
 def cardinality_view(result: dict, names: dict[str, str], key: str) -> list[str]:
@@ -137,11 +168,60 @@ def cardinality_view(result: dict, names: dict[str, str], key: str) -> list[str]
         return []
     lines = [f"distinct {key} keys since start: ~{c.get('estimate')} "
              f"(+- {c.get('stderr')} std. error; merged entries may add at most "
-             f"{c.get('over_at_most', 0)})"]
+             f"{c.get('over_at_most', 0)}){_bounds(c)}"]
     i = c.get("interval")
     if isinstance(i, dict):
-        lines.append(f"in the last interval: ~{i.get('estimate')} (+- {i.get('stderr')})")
+        lines.append(f"in the last interval: ~{i.get('estimate')} (+- {i.get('stderr')})"
+                     f"{_bounds(i)}")
     return lines
+
+
+def flows_view(result: dict, names: dict[str, str], key: str) -> list[str]:
+    """A flows task's largest flows: hosts, how long each was seen, size, rate now."""
+    top = result.get("top_k") or []
+    if not top:
+        return ["no active flows"]
+    times = result.get("flow_times") or {}
+    rows = []
+    for k, v in top:
+        parts = str(k).split(",")
+        seen = times.get(k)
+        rows.append([k, hosts_of(",".join(parts[:2]), names),
+                     duration(seen[1] - seen[0]) if seen else None,
+                     size(v, result.get("increment")), key_rate(result, k)])
+    return [f"active flows, largest first ({len(rows)})",
+            render_table(["FLOW", "HOSTS", "DURATION", "SINCE START", "NOW"], rows)]
+
+
+def estimate_of(result: dict, kind: str) -> tuple[float, float, float] | None:
+    """(estimate, lower, upper) of an entropy or cardinality result for its interval:
+    the interval's figures where the answer has them, else since the start."""
+    answer = result.get(kind)
+    if not isinstance(answer, dict):
+        return None
+    if kind != "entropy" and isinstance(answer.get("interval"), dict):
+        answer = answer["interval"]
+    value = answer.get("bits" if kind == "entropy" else "estimate")
+    lo, hi = answer.get("lower", value), answer.get("upper", value)
+    if not (isinstance(value, int | float) and isinstance(lo, int | float)
+            and isinstance(hi, int | float)):
+        return None
+    return float(value), float(lo), float(hi)
+
+
+def band_bar(value: float, lo: float, hi: float, top: float, width: int = BAR_WIDTH) -> str:
+    """``|   ---*--      |``: the band [lo, hi] as dashes and the estimate as ``*`` on a
+    0..top scale."""
+    top = top or 1.0
+
+    def at(x: float) -> int:
+        return min(width - 1, max(0, round((width - 1) * x / top)))
+
+    cells = [" "] * width
+    for i in range(at(lo), at(hi) + 1):
+        cells[i] = "-"
+    cells[at(value)] = "*"
+    return "|" + "".join(cells) + "|"
 
 
 def changers_view(result: dict, names: dict[str, str], key: str) -> list[str]:
@@ -180,6 +260,7 @@ def spreaders_view(kind: str) -> Callable[[dict, dict[str, str], str], list[str]
 
 
 VIEWS: dict[str, Callable[[dict, dict[str, str], str], list[str]]] = {
+    "flows": flows_view,
     "flow_size": flow_size_view,
     "entropy": entropy_view,
     "cardinality": cardinality_view,

@@ -14,11 +14,15 @@ how far to trust it:
   exact sizes) plus exact heavy sizes; ``flows`` its sum;
 * ``cardinality``: linear counting's standard error (and ``over_at_most``
   from merge-flagged entries), since the task started and (``interval``) in
-  the last report interval;
+  the last report interval; ``lower``/``upper`` are the estimate +- 2
+  standard errors (the lower end less ``over_at_most``);
 * ``entropy``: from the histogram of the last report interval (the
   difference of the last two cumulative states; ``scope``) or, on a task's
   first report, of everything so far; ``exact_share`` is the part of the
-  total held by exact entries;
+  total held by exact entries; ``lower``/``upper`` bound the entropy with no
+  assumption on how the light part splits (the exact entries' terms, and the
+  rest of the mass in between keys as large as the light part allows and as
+  many equal keys as the cardinality estimate + 2 standard errors leaves);
 * ``heavy_changers``: counts of the two intervals, each +- ``error.abs``;
 * ``superspreaders`` / ``ddos_victims``: distinct peers with linear
   counting's standard error; merged bitmaps are exact (OR).
@@ -101,10 +105,37 @@ def _entropy_of(es: ElasticSketch, total: int) -> dict[str, Any]:
     e = es.entries()
     exact_mass = int(e["count"][~e["flag"]].sum())
     flows = h["flows"]
+    lower, upper = _entropy_bounds(es, e, total)
     return {"bits": round(bits, 6),
             "normalized": round(bits / math.log2(flows), 6) if flows > 1 else 0.0,
             "flows": flows, "total": total,
-            "exact_share": round(exact_mass / total, 6) if total else 1.0}
+            "exact_share": round(exact_mass / total, 6) if total else 1.0,
+            "lower": round(min(lower, bits), 6), "upper": round(max(upper, bits), 6)}
+
+
+def _entropy_bounds(es: ElasticSketch, e: dict[str, np.ndarray], total: int
+                    ) -> tuple[float, float]:
+    """Entropy bounds (bits) that need no assumption on how the light part splits: the
+    exact entries' terms are known; the rest of the mass, share ``m``, is held by keys
+    of at most ``c`` each (the smallest row maximum of the light part, or a flagged
+    heavy entry's count plus its light estimate), so it adds at least ``m log2(total /
+    c)``, and at most ``m log2(n / m)`` for ``n`` keys not exact (cardinality estimate
+    + 2 std. errors, at most the rest's count)."""
+    if total <= 0:
+        return 0.0, 0.0
+    exact = e["count"][~e["flag"]]
+    p = exact[exact > 0].astype(np.float64) / total
+    known = float(-(p * np.log2(p)).sum())
+    rest = total - int(exact.sum())
+    if rest <= 0:
+        return known, known
+    m = rest / total
+    rows = min(int(es.light_row(r).max()) for r in range(es.light.shape[0]))
+    flagged = e["count"][e["flag"]].astype(np.int64) + e["light"][e["flag"]]
+    largest = min(rest, max(1, rows, int(flagged.max()) if flagged.size else 0))
+    c = elastic_est.cardinality(es)
+    n = min(float(rest), max(1.0, c["estimate"] - c["heavy_exact"] + 2 * c["stderr"]))
+    return known + m * math.log2(total / largest), known + m * math.log2(n / m)
 
 
 def _entropy(es: ElasticSketch, total: int, earlier: list[ElasticSketch]) -> dict[str, Any]:
@@ -126,12 +157,20 @@ def _cardinality(es: ElasticSketch, earlier: list[ElasticSketch] | None = None
     c = elastic_est.cardinality(es)
     out = {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
            "rel_stderr": round(c["rel_stderr"], 6), "over_at_most": int(c["over_at_most"]),
-           "scope": "since_start"}
+           "scope": "since_start", **_count_bounds(c)}
     if earlier:
         i = elastic_est.cardinality(elastic_est.interval_state(earlier[-1], es))
         out["interval"] = {"estimate": int(i["estimate"]), "stderr": round(i["stderr"], 3),
-                           "over_at_most": int(i["over_at_most"])}
+                           "over_at_most": int(i["over_at_most"]), **_count_bounds(i)}
     return {"cardinality": out}
+
+
+def _count_bounds(c: dict[str, float]) -> dict[str, int]:
+    """``lower``/``upper``: the estimate +- 2 standard errors (about 95%), the lower end
+    also less the keys a merge may have counted twice (``over_at_most``)."""
+    est, err = float(c["estimate"]), 2 * float(c["stderr"])
+    return {"lower": max(0, math.floor(est - err - c["over_at_most"])),
+            "upper": math.ceil(est + err)}
 
 
 def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any]:

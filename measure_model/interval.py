@@ -21,8 +21,10 @@ where the state is whole, on each agent, against its own previous snapshot:
   is bounded the same way (``measure_model.sketch.elastic``).
 * :func:`merge` adds the sections of the parts of a subtree report: totals
   and key counts add, ``start``/``end`` are the earliest and latest,
-  ``seconds`` the longest part (the parts measure the same wall-clock
-  interval, give or take the snapshot jitter). A key absent from a part's
+  ``seconds`` the median part's (the parts measure the same wall-clock
+  interval, give or take when each agent read its counts; one agent whose
+  read came late, and whose next one comes early, must not stretch or
+  shrink every key's rate). A key absent from a part's
   list counted below that part's candidate threshold there, so a merged key
   count is a lower bound of the network's (exact where every agent lists it).
 * :func:`rate` is what a result carries: ``{seconds, packets, bytes, pps,
@@ -135,7 +137,7 @@ def merge(sections: list[dict[str, Any]]) -> dict[str, Any] | None:
 
     top = sorted(keys.items(), key=lambda kv: (-size(kv), kv[0]))[:MAX_KEYS]
     return {"start": min(s["start"] for s in parts), "end": max(s["end"] for s in parts),
-            "seconds": max(s["seconds"] for s in parts),
+            "seconds": sorted(s["seconds"] for s in parts)[len(parts) // 2],
             "packets": sum(s["packets"] for s in parts),
             "bytes": sum(s["bytes"] for s in parts),
             "total": sum(s["total"] for s in parts), "keys": dict(top)}

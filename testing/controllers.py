@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -51,6 +52,22 @@ def start_controller(tmp_path, args: list[str] | None = None, rest_port: int | N
         stop_process(proc)
         raise AssertionError(f"controller did not start:\n{ctl.log()}") from None
     return ctl
+
+
+def state_env(state_dir: Path, rest_port: int, **more: str) -> dict[str, str]:
+    """The environment of a controller on ``rest_port`` that keeps its state and
+    credentials in ``state_dir`` and gives agents its loopback URL (plus ``more``)."""
+    return {"MEASURE_STATE_DIR": str(state_dir),
+            "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{rest_port}", **more}
+
+
+def credentials(state_dir: Path, timeout: float = 10) -> dict[str, str]:
+    """Wait until a controller run with ``MEASURE_STATE_DIR=state_dir`` has written its
+    bearer token and agent secret; the ``Authorization`` header of its REST API."""
+    wait_until(lambda: (state_dir / "controller.token").exists()
+               and (state_dir / "agent.secret").exists(), timeout=timeout,
+               message="credential files")
+    return {"Authorization": f"Bearer {(state_dir / 'controller.token').read_text().strip()}"}
 
 
 class ControllerInNetns:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
-from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ryu_app.launcher import patch_eventlet
 
@@ -166,3 +169,18 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - wsgiref's name
         pass
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The WSGI ``app`` served on a free loopback port by a thread; yields its base URL
+    (``http://127.0.0.1:PORT``) and always stops the server."""
+    server = make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

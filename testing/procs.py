@@ -114,6 +114,20 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0,
 
 
 @contextlib.contextmanager
+def stopped_after(stop: Callable[[T], None], log: Callable[[T], str],
+                  what: str) -> Iterator[list[T]]:
+    """The list a fixture appends the processes it starts to. At the end every one is
+    stopped, then the test fails if one of them logged a traceback."""
+    started: list[T] = []
+    yield started
+    for proc in started:
+        stop(proc)
+    for proc in started:
+        text = log(proc)
+        assert "Traceback" not in text, f"{what} logged a traceback:\n{text}"
+
+
+@contextlib.contextmanager
 def mininet_lock(on_wait: Callable[[], None] | None = None,
                  path: str = LOCK_PATH) -> Iterator[float]:
     """Hold the machine's Mininet lock; yields the seconds spent waiting for it.

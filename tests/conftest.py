@@ -125,18 +125,14 @@ def controller_factory(tmp_path):
 
     Fails the test if a controller logged a traceback.
     """
-    started: list[ControllerProcess] = []
+    with procs.stopped_after(lambda ctl: stop_process(ctl.proc), ControllerProcess.log,
+                             "controller") as started:
+        def factory(**kw) -> ControllerProcess:
+            ctl = start_controller(tmp_path, **kw)
+            started.append(ctl)
+            return ctl
 
-    def factory(**kw) -> ControllerProcess:
-        ctl = start_controller(tmp_path, **kw)
-        started.append(ctl)
-        return ctl
-
-    yield factory
-    for ctl in started:
-        stop_process(ctl.proc)
-    for ctl in started:
-        assert "Traceback" not in ctl.log(), f"controller logged a traceback:\n{ctl.log()}"
+        yield factory
 
 
 # ---------------------------------------------------------------- mininet

@@ -24,6 +24,15 @@ estimates never fall. Queries (:meth:`heavy_hitters`, :meth:`top_k`,
 :meth:`snapshot`) always re-estimate. Without any threshold the candidates
 are the top ``max_candidates`` keys by estimate.
 
+Top-k. ``top_k`` lists the k largest estimates whatever the threshold, so
+the candidates also keep the ``top_k`` largest keys (the count-min + heap
+scheme): pruning keeps them beside the keys over the threshold and records
+the k-th largest estimate as the *floor*; a batch key joins when its fresh
+estimate reaches the threshold or the floor (estimates never fall, so the
+floor only understates today's k-th largest). Exact where the sketch's
+estimates are; otherwise a key can miss the list by at most the collision
+error of the keys it is compared with.
+
 The candidate threshold equals the heavy-hitter threshold for fractions: if
 a key is heavy in a sum of counters, it is heavy in at least one of them
 (pigeonhole), so merging candidate sets finds every globally heavy key (see
@@ -156,6 +165,7 @@ class Counter:
         self._cand_keys = np.zeros(0, np.uint64)   # sorted
         self._cand_reps = self._empty_reps()
         self._pruned_at = 0.0
+        self._floor = 0.0  # k-th largest candidate estimate at the last pruning
         self.windows = Windows(spec.key, spec.window_length, spec.window_mode,
                                spec.max_window_keys, now, spec.scan, spec.max_scan_sources,
                                spec.max_scan_list, spec.scan_horizon)
@@ -213,7 +223,7 @@ class Counter:
         """
         threshold = self.candidate_threshold()
         if threshold is not None:
-            passing = est >= threshold
+            passing = est >= min(threshold, self._floor)
             if not passing.all():
                 uniq, reps = uniq[passing], reps[passing]
         cand = self._cand_keys
@@ -239,7 +249,9 @@ class Counter:
         keys, reps = self._cand_keys, self._cand_reps
         est = self.sketch.query(keys)
         if threshold is not None:
-            keep = est >= threshold
+            k = self.spec.top_k
+            self._floor = float(-np.partition(-est, k - 1)[k - 1]) if est.shape[0] > k else 0.0
+            keep = (est >= threshold) | (est >= self._floor)
             keys, reps, est = keys[keep], reps[keep], est[keep]
             self._pruned_at = threshold
         limit = self.spec.max_candidates
@@ -265,7 +277,17 @@ class Counter:
                 for k, v in pairs[: self.spec.max_candidates]]
 
     def candidates(self) -> dict[str, int]:
+        """Keys at or above the candidate threshold (all tracked keys without one)."""
         return dict(self._ranked(self.candidate_threshold()))
+
+    def _listed(self) -> list[tuple[str, int]]:
+        """What a snapshot lists and a merge re-ranks: the candidates over the threshold
+        and the ``top_k`` largest keys, largest first."""
+        ranked = self._ranked(None)
+        threshold = self.candidate_threshold()
+        if threshold is None:
+            return ranked
+        return [kv for i, kv in enumerate(ranked) if i < self.spec.top_k or kv[1] >= threshold]
 
     def heavy_hitters(self) -> dict[str, int]:
         """Keys at or above the threshold with their estimates (top-k without a threshold)."""
@@ -275,7 +297,8 @@ class Counter:
         return dict(self._ranked(threshold))
 
     def top_k(self) -> list[list[Any]]:
-        return [[k, v] for k, v in self._ranked(self.candidate_threshold())[: self.spec.top_k]]
+        """The ``top_k`` largest keys, whatever the heavy-hitter threshold."""
+        return [[k, v] for k, v in self._ranked(None)[: self.spec.top_k]]
 
     def distinct(self) -> int:
         """Estimated number of distinct keys ever seen."""
@@ -301,7 +324,7 @@ class Counter:
                  host: str | None = None) -> dict[str, Any]:
         """JSON-ready state in the docs/design.md snapshot shape."""
         spec = self.spec
-        ranked = self._ranked(self.candidate_threshold())
+        ranked = self._listed()
         hh_threshold = self.hh_threshold()
         if hh_threshold is None:
             heavy = dict(ranked[: spec.top_k])

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from measure_model.packet.keys import five_tuple_columns, format_key, key_ints
+from measure_model.packet.keys import five_tuple_columns, format_key, key_ints, parsed_keys
 from measure_model.wire import ipfix
 
 KEY = "five_tuple"
@@ -245,6 +245,23 @@ class FlowCache:
                         "bytes": round(int(self.octets[i]) * self.scale),
                         "tcp_flags": int(self.flags[i]), "first": float(self.first[i]),
                         "last": float(self.last[i])})
+        return out
+
+    def times(self, keys: list[str]) -> dict[str, list[float]]:
+        """First and last time seen of those of ``keys`` (five_tuple strings) that are
+        active flows here: ``{key: [first, last]}`` (found by their mix, then the exact
+        key compared)."""
+        if not keys or not len(self):
+            return {}
+        exact, mix = parsed_keys(KEY, keys)
+        pos = np.searchsorted(self.mix, mix)
+        found = pos < len(self)
+        found[found] = self.mix[pos[found]] == mix[found]
+        out = {}
+        for i in np.flatnonzero(found).tolist():
+            slot = int(pos[i])
+            if key_ints(KEY, self.keys[slot:slot + 1])[0] == exact[i]:
+                out[keys[i]] = [float(self.first[slot]), float(self.last[slot])]
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -21,15 +21,22 @@ Up (reports)
     for its children's subtree reports for ``E``. It sends ONE report up
     (parent's ``POST /agent/v1/reports``, or at the root the controller's
     ``POST /measure/v1/reports``) as soon as all children have reported, or
-    at its deadline ``start + wait(height)`` (``start``: when it took its
-    own snapshot, so a node that woke late does not give up on children
-    that are late too), whichever comes first. ``height`` is
-    the node's subtree height, learnt from the children's reports, and
+    at its deadline, whichever comes first. ``height`` is the node's subtree
+    height, learnt from the children's reports, and its wait is
     ``wait(h) = min(max(h * level_wait, 1.5 * slowest child's last delay),
-    max_wait * interval)``: a parent waits one level longer than its
-    children, so a dead grandchild is reported missing by the child in time
-    for the parent; slow merges stretch the wait; a child that never
-    reported (height unknown) gets the cap; nothing blocks beyond the cap.
+    cap(h))``: a parent waits one level longer than its children, so a dead
+    grandchild is reported missing by the child in time for the parent; slow
+    children stretch the wait; a child that never reported (height unknown)
+    gets the cap; nothing blocks beyond the cap. The deadlines are relative
+    to depth: below the root a node's deadline is ``E + wait(h)`` with
+    ``cap(h) = max_wait * interval * (1 - 0.4^h)`` (60% of the budget at
+    height 1, 84% at 2, ...: the leaves, whose monitors count the packets,
+    are the slowest to report), so every node gives up on a slow child
+    before its own parent gives up on it, at any depth; the root's cap is
+    the whole ``max_wait * interval`` and counts from when it took its own
+    snapshot (a root that woke late does not give up on children that are
+    late too: nobody waits for the root); a node below that woke late still
+    waits ``h * level_wait`` after its own snapshot.
     Snapshots are cumulative since install, so merging (``report.merge_all``:
     cells add, totals add, candidates re-checked against the merged sketch,
     HLL max) gives the global state as of ``E``.
@@ -63,6 +70,7 @@ Parts
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -109,6 +117,20 @@ class UnknownTask(KeyError):
     status = 404
 
 
+# below the root, a node of height h waits at most (1 - LEVEL_SHARE^h) of the root's cap
+LEVEL_SHARE = 0.4
+CLOSED_KEPT = 4  # finalised intervals whose deadline is kept (a late report's margin)
+
+
+def _spread(values: list[float]) -> dict:
+    """Count, minimum, 5th percentile, median and late count (< 0) of margins."""
+    if not values:
+        return {"reports": 0}
+    v = sorted(values)
+    return {"reports": len(v), "min": v[0], "p5": v[len(v) // 20], "p50": v[len(v) // 2],
+            "late": sum(1 for x in v if x < 0)}
+
+
 # ---------------------------------------------------------------- the node
 
 class OverlayNode:
@@ -117,7 +139,7 @@ class OverlayNode:
     def __init__(self, agent: LegacyAgent, http: Transport | None = None,
                  now: Callable[[], float] = time.time, runner: Runner | None = None,
                  auth: Any = None, forward_budget: float = 4.0, level_wait: float = 0.3,
-                 max_wait: float = 0.5, per_host_top: int = 10, repush_after: int = 3,
+                 max_wait: float = 0.8, per_host_top: int = 10, repush_after: int = 3,
                  merge: Callable[[list[dict]], dict | None] | None = None,
                  check: Callable[[dict], Any] | None = None) -> None:
         self.agent = agent
@@ -141,9 +163,13 @@ class OverlayNode:
         self.legacy_root = LegacyRoot(agent, self.state, self.fanout, self.global_snapshot)
         self.stats = {"reports_sent": 0, "reports_received": 0, "late_reports": 0,
                       "send_errors": 0}
-        # seconds between a child's report and this node's deadline for it (negative:
-        # never, a late report is counted in stats["late_reports"]), the last 1000
-        self.margins: deque[float] = deque(maxlen=1000)
+        # (the child's subtree height, seconds between its report's arrival and this
+        # node's deadline for it; negative: it came after the deadline and was left out
+        # of that interval's report), the last 1000
+        self.margins: deque[tuple[int, float]] = deque(maxlen=1000)
+        # per report sent, the last 1000: when its interval's own snapshot was taken and
+        # how long each step took, relative to the interval end (``report_timing``)
+        self.timings: deque[dict] = deque(maxlen=1000)
         self._lock = self.state.lock
         #: the agent's signing keys; placements add their peers' (None: unsigned)
         self.keyring: KeyRing | None = None
@@ -285,15 +311,34 @@ class OverlayNode:
                 "children": [k.__dict__ for k in self.children],
                 "controller": self.controller, "tasks": sorted(self.tasks),
                 "height": self.height(), "stats": dict(self.stats),
-                "deadline_margin_s": self.margin_summary()}
+                "deadline_margin_s": self.margin_summary(),
+                "report_timing_s": self.timing_summary()}
 
     def margin_summary(self) -> dict:
-        """Minimum, 5th percentile and median of the recent deadline margins."""
-        values = sorted(self.margins)
-        if not values:
-            return {"reports": 0}
-        return {"reports": len(values), "min": values[0],
-                "p5": values[len(values) // 20], "p50": values[len(values) // 2]}
+        """Minimum, 5th percentile and median of the recent deadline margins, overall and
+        per child subtree height (``by_height``, with the number of ``late`` reports)."""
+        with self._lock:
+            margins = list(self.margins)
+        out = _spread([m for _, m in margins])
+        heights = sorted({h for h, _ in margins})
+        if heights:
+            out["by_height"] = {str(h): _spread([m for g, m in margins if g == h])
+                                for h in heights}
+        return out
+
+    def timing_summary(self) -> dict:
+        """When this node's recent reports went up, relative to their interval end: the
+        own snapshot done, the POST started and answered (median and maximum)."""
+        with self._lock:
+            rows = list(self.timings)
+        out: dict[str, Any] = {"reports": len(rows)}
+        for name, value in (("snapshot_done", lambda r: r["snapshot_done"]),
+                            ("post_at", lambda r: r["post_at"]),
+                            ("answered_at", lambda r: r["post_at"] + r["post_s"])):
+            values = sorted(v for r in rows if math.isfinite(v := value(r)))
+            if values:
+                out[name] = {"p50": values[len(values) // 2], "max": values[-1]}
+        return out
 
     # ------------------------------------------------------------ up
 
@@ -316,11 +361,13 @@ class OverlayNode:
                 state.latest_child[sender] = body
             if end <= state.finalised_upto:
                 self.stats["late_reports"] += 1
+                if end in state.closed:
+                    self.margins.append((int(body.get("height", 0)),
+                                         round(state.closed[end] - now, 4)))
                 return {"accepted": True, "late": True}
             pending = state.pending.setdefault(end, Pending(end))
-            if math.isfinite(pending.started):  # how long before our deadline it came
-                self.margins.append(round(pending.started + self._wait(state) - now, 4))
             pending.children[sender] = body
+            pending.arrived[sender] = now
             state.silent.pop(sender, None)
         # merging and sending up is background work: the child's request is answered now,
         # so a busy parent does not make its children's reports time out
@@ -333,9 +380,17 @@ class OverlayNode:
         sent: list[dict] = []
         with self._lock:
             states = [s for s in self.tasks.values() if s.reporting]
+        # every due task's own snapshot first, all with this ``now`` (one reading of the
+        # capture rules serves them all), then the merges: the last task's snapshot is
+        # not held back behind the other tasks' merges and sends
+        for state in states:
+            pending = self._start(state, now)
+            if pending is not None:
+                self._take_own(state, pending, now)
+                time.sleep(0)  # under eventlet: let children's reports in between
         for state in states:
             sent.extend(self._advance(state, now))
-            time.sleep(0)  # under eventlet: let children's reports in between two tasks
+            time.sleep(0)
         return sent
 
     def next_wakeup(self, now: float) -> float:
@@ -347,7 +402,8 @@ class OverlayNode:
                     continue
                 best = min(best, (math.floor(now / s.interval) + 1) * s.interval)
                 for p in s.pending.values():
-                    best = min(best, p.started + self._wait(s))
+                    if math.isfinite(p.started):
+                        best = min(best, self._deadline(p, self._wait(s)))
         return max(0.0, best - now) if best < math.inf else 1.0
 
     def height(self) -> int:
@@ -355,47 +411,102 @@ class OverlayNode:
         return self.state.height()
 
     def _wait(self, state: TaskState) -> float:
-        """How long after an interval end to wait for the children's reports.
+        """How long after an interval end (at the root: after its own snapshot) to wait
+        for the children's reports.
 
         One ``level_wait`` per level below, or longer when the children have
         been slower than that lately (1.5 x their last delay), or the whole
         cap while a child has never reported (its subtree height is unknown);
-        never more than ``max_wait`` of the interval.
+        never more than the cap of this node's height (module docstring).
         """
+        height = self.height()
         cap = self.max_wait * state.interval
+        if not self.root:
+            cap *= 1.0 - LEVEL_SHARE ** max(height, 1)
         with self._lock:
             kids = [k.name for k in self.children]
             if any(k not in self.state.delay for k in kids):
                 return cap
             slowest = max((self.state.delay[k] for k in kids), default=0.0)
-        return min(max(self.height() * self.level_wait, 1.5 * slowest), cap)
+        return min(max(height * self.level_wait, 1.5 * slowest), cap)
+
+    def _deadline(self, p: Pending, wait: float) -> float:
+        """When this node stops waiting for children's reports for ``p`` (``_wait``):
+        relative to the own snapshot at the root; below it, relative to the interval
+        end, but never less than one ``level_wait`` per level after the own snapshot
+        (a node that woke late, as its children did, still gives them that)."""
+        if self.root:
+            return p.started + wait
+        return max(p.end + wait, p.started + min(wait, self.height() * self.level_wait))
 
     def _advance(self, state: TaskState, now: float) -> list[dict]:
         """Take the own snapshot for a new interval; finalise what is ready."""
+        started = self._start(state, now)
+        if started is not None:
+            self._take_own(state, started, now)
         ready: list[Pending] = []
         with self._lock:
             if self.tasks.get(state.task_id) is not state:
                 return []
-            end = math.floor(now / state.interval) * state.interval
-            if end > state.last_started:
-                state.last_started = end
-                pending = state.pending.setdefault(end, Pending(end))
-                pending.started = now
-                self._own_snapshot(state, pending, now)
             kids = {k.name for k in self.children}
             deadline_wait = self._wait(state)
             for p_end in sorted(state.pending):
                 p = state.pending[p_end]
-                if p_end > state.last_started:
-                    continue  # a child is ahead of our clock; wait for our tick
+                if p_end > state.last_started or p.taking:
+                    continue  # a child is ahead of our clock, or our snapshot is not in
                 complete = kids <= set(p.children)
-                if complete or now >= p.started + deadline_wait or p_end < state.last_started:
+                deadline = self._deadline(p, deadline_wait)
+                if complete or now >= deadline or p_end < state.last_started:
                     ready.append(state.pending.pop(p_end))
                     state.finalised_upto = max(state.finalised_upto, p_end)
-        reports = [self._finalise(state, p, now) for p in ready]
-        for rep in reports:
-            self._send_up(state, rep)
+                    if not math.isfinite(p.started):
+                        continue  # an interval this node never started (it skipped it)
+                    for name, at in p.arrived.items():  # how long before the deadline
+                        self.margins.append((int(p.children[name].get("height", 0)),
+                                             round(deadline - at, 4)))
+                    state.closed[p_end] = deadline
+                    for old in sorted(state.closed)[:-CLOSED_KEPT]:
+                        del state.closed[old]
+        reports = []
+        for p in ready:
+            t0 = time.monotonic()
+            rep = self._finalise(state, p, now)
+            timing = {"task": state.task_id, "end": p.end, "height": rep["height"],
+                      "snapshot_at": round(p.started - p.end, 4),
+                      "snapshot_s": round(p.snapshot_s, 4),
+                      "snapshot_done": round(p.snapshot_done - p.end, 4),
+                      "deadline": round(self._deadline(p, deadline_wait) - p.end, 4),
+                      "children": len(p.children), "expected": len(kids),
+                      "finalise_s": round(time.monotonic() - t0, 4)}
+            reports.append(rep)
+            self._send_up(state, rep, timing)
         return reports
+
+    def _start(self, state: TaskState, now: float) -> Pending | None:
+        """The interval ``now`` is in, if it is new for ``state``: its own snapshot is
+        then to be taken (``_take_own``); else None."""
+        with self._lock:
+            if self.tasks.get(state.task_id) is not state:
+                return None
+            end = math.floor(now / state.interval) * state.interval
+            if end <= state.last_started:
+                return None
+            state.last_started = end
+            pending = state.pending.setdefault(end, Pending(end))
+            pending.started, pending.taking = now, True
+            return pending
+
+    def _take_own(self, state: TaskState, pending: Pending, now: float) -> None:
+        """Take the own snapshot of a started interval, outside the node's lock (the
+        children's reports are received meanwhile)."""
+        t0 = time.monotonic()
+        try:
+            self._own_snapshot(state, pending, now)
+        finally:
+            with self._lock:
+                pending.snapshot_s = time.monotonic() - t0
+                pending.snapshot_done = self.now()
+                pending.taking = False
 
     def _own_snapshot(self, state: TaskState, pending: Pending, now: float) -> None:
         if not state.installed:
@@ -469,7 +580,14 @@ class OverlayNode:
             missing.extend(rep["missing"])
             carried.update(rep.get("carried") or {})
             per_host.update(rep.get("per_host", {}))
-        snapshot, errors = merge_parts(self.merge, parts)
+        if not kids and not self.root and len(parts) == 1:
+            # a leaf: its own snapshot goes up as it is (the parent checks it and merges
+            # it with the others); merging one part costs a quarter of a leaf's CPU per
+            # interval with a dozen tasks, for nothing
+            snapshot: dict | None = dict(parts[0][1])
+            errors: dict[str, str] = {}
+        else:
+            snapshot, errors = merge_parts(self.merge, parts)
         covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
         for name, _, hosts in parts:
             if name in errors:
@@ -498,7 +616,7 @@ class OverlayNode:
             self.runner.submit(lambda: self.fanout.push_tasks(repush, [state]))
         return report
 
-    def _send_up(self, state: TaskState, report: dict) -> None:
+    def _send_up(self, state: TaskState, report: dict, timing: dict | None = None) -> None:
         with self._lock:
             if self.root and not state.upward:
                 return  # a legacy counter shared by this root: its home is here
@@ -510,6 +628,8 @@ class OverlayNode:
                 return  # not placed in a tree yet: keep the report locally only
 
         def send() -> None:
+            t0 = time.monotonic()
+            queued = self.now() - report["interval_end"]
             try:
                 code, body = self.http.request("POST", url, json=report,
                                                timeout=max(self.forward_budget,
@@ -521,6 +641,11 @@ class OverlayNode:
                 self.stats["reports_sent"] += 1
                 if not ok:
                     self.stats["send_errors"] += 1
+            if timing is not None:
+                timing.update(post_at=round(queued, 4), post_s=round(time.monotonic() - t0, 4),
+                              ok=ok)
+                self.timings.append(timing)
+                log.info("report timing %s", json.dumps(timing, separators=(",", ":")))
             if not ok:
                 log.warning("report %s to %s failed: %s", report["task_id"], url, body)
 

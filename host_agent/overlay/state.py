@@ -32,6 +32,10 @@ class Pending:
     own: dict | None = None
     own_error: str = ""
     children: dict[str, dict] = field(default_factory=dict)
+    arrived: dict[str, float] = field(default_factory=dict)  # child -> when its report came
+    taking: bool = False  # the own snapshot is being taken (not ready before it is in)
+    snapshot_s: float = 0.0  # how long the own snapshot took
+    snapshot_done: float = math.nan  # when it was in
 
 
 @dataclass
@@ -57,6 +61,7 @@ class TaskState:
     agents: int = 0  # number of agents in the tree, as told with the task
     upward: bool = True
     mark: Any = None  # measure_model.interval.Mark of the last own snapshot
+    closed: dict[float, float] = field(default_factory=dict)  # recent ends -> their deadline
 
 
 @dataclass

@@ -21,7 +21,10 @@ is exact where the math allows:
   (``divisor`` = number of counters) as its candidate threshold. Without a
   threshold the candidates are each side's top ``max_candidates``, and the
   merge keeps the top ``max_candidates`` of the union (best effort: a key
-  just outside every host's top list can be missed);
+  just outside every host's top list can be missed). Each side also lists its
+  own ``top_k`` largest keys whatever the threshold, and the merged ``top_k``
+  is the k largest of the union (exact when every key is in some side's top
+  list or over its threshold; otherwise the same best effort);
 * windows are grouped by their start: windows with the same start add (hosts
   use epoch-aligned tumbling windows, so their windows line up), the newest
   group is the merged current window and the next one its ``previous``.
@@ -31,7 +34,9 @@ is exact where the math allows:
 * scan port and destination sets unite, bounded by ``max_scan_list`` per
   source and ``max_scan_sources`` sources, with a ``truncated`` flag;
 * ``covered``/``missing`` unite, ``oldest`` is the minimum and
-  ``generated_at`` the maximum.
+  ``generated_at`` the maximum;
+* a flows task's ``flow_times`` (key -> [first, last] seen, from each flow
+  cache) take the earliest first and the latest last, for the listed keys.
 
 Snapshots come from the network: everything is validated, and a malformed or
 incompatible snapshot raises ``ValueError`` with a message, never anything
@@ -73,7 +78,7 @@ SNAPSHOT_FIELDS = frozenset((
     "key", "increment", "packets", "bytes", "total", "sketch", "candidates", "heavy_hitters",
     "top_k", "threshold", "limits", "window", "scan", "distinct", "missed", "unparsed",
     "covered", "missing", "generated_at", "oldest", "monitor", "elastic", "spread",
-    "interval"))
+    "interval", "flow_times"))
 WINDOW_FIELDS = frozenset(("length", "mode", "start", "counts", "distinct", "truncated",
                            "previous"))
 
@@ -230,6 +235,12 @@ def check_snapshot(snap: Any) -> Snapshot:
     _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
     if snap.get("interval") is not None:
         interval.check(snap["interval"], key)
+    times = snap.get("flow_times", {})
+    _need(isinstance(times, dict) and len(times) <= MAX_CANDIDATES and all(
+        isinstance(v, list) and len(v) == 2 and all(_is_num(t) and t >= 0 for t in v)
+        and v[0] <= v[1] for v in times.values()),
+        "flow_times must map keys to [first, last] times, first <= last")
+    _keys_ok(key, list(times), "flow_times")
     return cast(Snapshot, snap)  # every field checked above
 
 
@@ -327,13 +338,18 @@ def _merge_sketches(snaps: list[dict], key_type: str, threshold: dict, total: in
     keys: set[str] = set()
     for s in snaps:
         keys.update(s.get("candidates", {}))
-    ranked = _ranked(key_type, sketch, keys, cand_threshold, limits["max_candidates"])
+    # every part lists its own top_k beside its candidates, so the merged top_k ranks
+    # them all again: the k largest whatever the heavy-hitter threshold
+    ranked = _ranked(key_type, sketch, keys, None, limits["max_candidates"])
+    top = limits["top_k"]
     if hh_threshold is None:
-        heavy = dict(ranked[: limits["top_k"]])
+        heavy = dict(ranked[:top])
     else:
         heavy = {k: v for k, v in ranked if v >= hh_threshold}
-    return {"sketch": sketch.to_wire(), "candidates": dict(ranked), "heavy_hitters": heavy,
-            "top_k": [[k, v] for k, v in ranked[: limits["top_k"]]]}
+    listed = ranked if cand_threshold is None else [
+        kv for i, kv in enumerate(ranked) if i < top or kv[1] >= cand_threshold]
+    return {"sketch": sketch.to_wire(), "candidates": dict(listed), "heavy_hitters": heavy,
+            "top_k": [[k, v] for k, v in ranked[:top]]}
 
 
 # ---------------------------------------------------------------- API
@@ -406,7 +422,26 @@ def merge_all(snaps: Sequence[Mapping[str, Any]], checked: bool = False) -> dict
     section = interval.merge([s.get("interval") for s in snaps])
     if section is not None:
         merged["interval"] = section
+    flow_times = _merge_flow_times(snaps, set(state.get("candidates", {}))
+                                   | {kv[0] for kv in state.get("top_k", [])})
+    if flow_times:
+        merged["flow_times"] = flow_times
     return merged
+
+
+def _merge_flow_times(snaps: Sequence[Mapping[str, Any]], listed: set[str]
+                      ) -> dict[str, list[float]]:
+    """A flows task's first and last time seen per listed key: the earliest first and
+    the latest last over the parts (a flow seen by several agents or monitors)."""
+    out: dict[str, list[float]] = {}
+    for s in snaps:
+        for key, (first, last) in (s.get("flow_times") or {}).items():
+            if key not in listed:
+                continue
+            have = out.get(key)
+            out[key] = [first, last] if have is None else [min(have[0], first),
+                                                           max(have[1], last)]
+    return out
 
 
 def _merged_distinct(hll: HyperLogLog | None, state: dict[str, Any],

@@ -119,6 +119,7 @@ class Snapshot(TypedDict):
     elastic: NotRequired[dict[str, Any]]   # ElasticSketch.to_wire()
     spread: NotRequired[dict[str, Any]]    # SpreadSketch.to_wire() + "side"
     interval: NotRequired[dict[str, Any]]  # measure_model.interval.section, merged up
+    flow_times: NotRequired[dict[str, list[float]]]  # flows task: key -> [first, last] seen
 
 
 class HostSummary(TypedDict, total=False):

@@ -47,6 +47,7 @@ from ryu.app.wsgi import ControllerBase, Response, route
 from measure_common import jsonlimits
 from measure_model.fields import HOST_PATTERN, ConflictError, FieldError
 from measure_model.policy import load_policy
+from measure_model.policy_errors import check_policy
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
 from ryu_app.rest.openapi_schemas import OPENAPI_PATH
@@ -352,8 +353,6 @@ class MeasureController(ControllerBase):
                 else parse_tasks(json.loads(data), "request")
         except PolicyError as exc:
             # "error" is the first problem; "errors" every one, with "did you mean"
-            from measure_cli.policy_check import check_policy
-
             every = check_policy(data, "request").errors if not isinstance(
                 exc, PolicyConflict) else []
             if len(every) > 1 or (every and every[0] != str(exc)):
@@ -463,12 +462,16 @@ class MeasureController(ControllerBase):
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def post_report(self, req, **_kw):
         body = _json_body(req, limit=MAX_REPORT_BODY)
-        if req.environ.get("measure.auth") == "signature":
+        signed = req.environ.get("measure.auth") == "signature"
+        if signed:
             # an agent reports only as itself, and counts only as the current root
             # (an operator may post any)
             _own_name(req, body.get("from") if isinstance(body, dict) else None, "report as")
             self.service.check_root_report(body)
-        return json_response(self.service.ingest_report(body), status=202)
+        reply = self.service.ingest_report(body)
+        if signed:
+            self.service.root_alive(body["from"])
+        return json_response(reply, status=202)
 
     @route("measure", PREFIX + "/events", methods=["GET"])
     @_api()

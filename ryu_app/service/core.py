@@ -340,9 +340,15 @@ class MeasureService:
                            f"(its increment), not {by}")
         latest = self.result(task_id)  # already scaled by 1/sample
         now = (latest.get("rate") or {}).get("keys") or {}
-        rows = [{"flow": key, counted: value,
-                 **({n: now[key][n] for n in ("pps", "bps")} if key in now else {})}
-                for key, value in (latest.get("top_k") or [])[:top]]
+        times = latest.get("flow_times") or {}
+        rows = []
+        for key, value in (latest.get("top_k") or [])[:top]:
+            row = {"flow": key, counted: value,
+                   **({n: now[key][n] for n in ("pps", "bps")} if key in now else {})}
+            if key in times:  # the flow cache's first and last time seen (one record)
+                first, last = times[key]
+                row.update(first=first, last=last, duration=round(last - first, 3))
+            rows.append(row)
         out = {"task_id": task_id, "by": counted, "flows": rows,
                "interval_end": latest.get("interval_end"), "covered": latest.get("covered"),
                "missing": latest.get("missing"), "age": latest.get("age")}
@@ -393,6 +399,15 @@ class MeasureService:
                         self._root_since, self.epoch)
             raise Conflict(f"report from {sender!r} at epoch {epoch!r} refused: the overlay "
                            f"root is {root!r} (epochs {self._root_since}..{self.epoch})")
+
+    def root_alive(self, name: str) -> None:
+        """A signed report from the root counts as its heartbeat: the root merges every
+        report of the tree, so it is the busiest agent and the first whose heartbeats
+        come late under load, while its reports show it is alive (a root that is down
+        already is not brought back by a report; it registers or beats again)."""
+        agent = self.registry.agents.get(name)
+        if agent is not None and agent.up:
+            agent.last_seen = max(agent.last_seen, self.now())
 
     def ingest_report(self, report: Any) -> dict[str, Any]:
         """A root agent's merged report (``POST /measure/v1/reports``)."""

@@ -121,6 +121,9 @@ def _strip(snapshot: dict) -> dict:
                         "paths", "probes", "tcp", "interval")}
     if isinstance(out.get("distinct"), dict):
         out["distinct"] = {k: v for k, v in out["distinct"].items() if k != "hll"}
+    if isinstance(out.get("flow_times"), dict):  # kept for the listed flows only
+        listed = {kv[0] for kv in out.get("top_k") or []}
+        out["flow_times"] = {k: v for k, v in out["flow_times"].items() if k in listed}
     if "window" in out:
         out["window"] = _top_counts(out["window"])
     if isinstance(snapshot.get("sketch"), dict):

@@ -86,6 +86,20 @@ class NameConflict(StoreError):
     """A task with this name exists already (409)."""
 
 
+def _create_schema(db: Any, schema: str, param: str, where: str) -> None:
+    """Run ``schema``'s statements, then record the schema version (a new store) or check
+    it; ``param`` is the driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
+    for statement in schema.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    row = db.execute("SELECT version FROM schema").fetchone()
+    if row is None:
+        db.execute(f"INSERT INTO schema (version) VALUES ({param})", (SCHEMA_VERSION,))
+    elif row[0] != SCHEMA_VERSION:
+        raise StoreError(f"store {where}: schema version {row[0]}, "
+                         f"this controller needs {SCHEMA_VERSION}")
+
+
 class Store:
     """The controller's SQLite database (see the module docstring)."""
 
@@ -155,15 +169,7 @@ class Store:
             if check != "ok":
                 raise StoreError(f"store {self.path}: integrity check failed: {check}")
         with self._tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            row = db.execute("SELECT version FROM schema").fetchone()
-            if row is None:
-                db.execute("INSERT INTO schema (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise StoreError(f"store {self.path}: schema version {row[0]}, "
-                                 f"this controller needs {SCHEMA_VERSION}")
+            _create_schema(db, _SCHEMA, "?", self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -399,15 +405,7 @@ class PgStore(Store):
     def _open(self) -> None:
         with self._tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            for statement in _PG_SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            row = db.execute("SELECT version FROM schema").fetchone()
-            if row is None:
-                db.execute("INSERT INTO schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                raise StoreError(f"store {self.path}: schema version {row[0]}, "
-                                 f"this controller needs {SCHEMA_VERSION}")
+            _create_schema(db, _PG_SCHEMA, "%s", self.path)
 
     def try_lead(self) -> bool:
         """Hold the leader's lock (taken once, kept while this connection lives)."""

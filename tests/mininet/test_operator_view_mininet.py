@@ -31,6 +31,7 @@ import time
 
 import pytest
 
+from testing.deadlines import cpu_use, margins, print_cpu, print_margins
 from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import wait_until
 from topo.launch import ROOT, MeasureNetwork
@@ -161,14 +162,17 @@ def ip(net: MeasureNetwork, host: str) -> str:
 
 
 NOT_MET = pytest.mark.xfail(strict=False, reason=(
-    "not met yet on the shared 2-core machine: with a dozen tasks the parents answer their "
-    "children's reports after the 5 s timeout or after their deadline, so most intervals "
-    "are partial (h3/h5 missing); under the flood the flooded agent also misses heartbeats "
-    "and the controller re-roots the overlay. remove this mark when it passes"))
+    "not met with the flood on the shared 2-core machine (load average 23-28 while it ran): "
+    "the flooder and the switches' userspace datapath take the CPU; agents' ticks and "
+    "reports then come seconds late (own POST up to 12 s after the interval end), so some "
+    "intervals are partial (h5/h8/h9, even the root's own snapshot) and coverage events "
+    "fire; the paced pair loses datagrams in the network (8,898 of 15,000 arrived) and its "
+    "counts go on for 15 s after it stopped. The test prints the deadline margins and CPU "
+    "per interval. remove this mark when it passes"))
 
 
 @pytest.mark.parametrize("flood", [
-    pytest.param(False, marks=NOT_MET),
+    False,
     pytest.param(True, marks=NOT_MET),
 ], ids=["paced-only", "with-flood"])
 def test_rates_coverage_and_episodes_under_load(net, ids, flood):
@@ -179,6 +183,7 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
                                           stdout=subprocess.PIPE, text=True)
     assert receiver.stdout.readline().strip() == "ready"
     t0 = time.time()
+    cpu0 = cpu_use(net)
     flooder = net.net.get(FLOOD[0]).popen(
         [py, "-c", FLOOD_SENDER, ip(net, FLOOD[1]), "5902", str(seconds if flood else 0)],
         env=net.host_env(), stdout=subprocess.PIPE, text=True)
@@ -194,11 +199,13 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    print_cpu(cpu0, cpu_use(net), time.time() - t0, INTERVAL)
     sent, send_start, send_end = sent_out.split()
     got, first, last = got_out.split()
     send_start, send_end = float(send_start), float(send_end)
     arrived_bps = int(got) * 1000 * 8 / (float(last) - float(first))
-    print(f"paced: {sent} sent, {got} arrived, {arrived_bps / 1e6:.3f} Mbit/s; flood: "
+    print(f"paced: {sent} sent, {got} arrived, {arrived_bps / 1e6:.3f} Mbit/s, the last "
+          f"{float(last) - send_end:.2f} s after the last was sent; flood: "
           f"{flood_out.strip()} datagrams")
     # wait until the intervals after the traffic are reported
     hh = ids["hh-udp"]
@@ -213,6 +220,8 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
           [(round(e - t0), c, None if b is None else round(b / 1e6, 3)) for e, c, b in series])
     print("missing per interval:", [(round(r["interval_end"] - t0), r["missing"])
                                      for r in rows if r["interval_end"] > t0])
+    print("deadline margins (the last reports of every task):")
+    print_margins(margins(net, AGENTS))
     full = [b for e, c, b in series
             if e - INTERVAL >= send_start + 1 and e <= send_end - 1 and c]
     assert full, series
@@ -245,8 +254,9 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
             for c in r.get("heavy_changers") or []:
                 assert c["before"] >= 0 and c["after"] >= 0, c
     # the dry-run reaction: taken once, never extended after the traffic stopped
+    # (an action's target is the pair's source host; its cause the heavy_hitter event)
     actions = [a for a in api(net, "/measure/v1/actions")["actions"]
-               if a["task_id"] == hh and a["target"] == key and a["created"] >= t0]
+               if a["task_id"] == hh and a["cause"] in {e["id"] for e in hits}]
     assert len(actions) == 1, actions
     extended = [e for e in new if e["kind"] == "action" and e["state"] == "extended"
                 and e["ts"] > send_end + 2 * INTERVAL]

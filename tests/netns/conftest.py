@@ -8,7 +8,7 @@ from testing.agentproc import AgentProc
 from testing.browser import chrome
 from testing.controllers import ControllerInNetns
 from testing.netns import Netns, run, unique_name
-from testing.procs import wait_until
+from testing.procs import stopped_after, wait_until
 
 
 @pytest.fixture
@@ -17,39 +17,31 @@ def agent_factory(netns_factory, tmp_path):
 
     Fails the test if an agent logged a traceback.
     """
-    started: list[AgentProc] = []
+    started: list[AgentProc]
+    with stopped_after(AgentProc.stop, AgentProc.log, "agent") as started:
+        def factory(ns: Netns, name: str = "h2", extra: list[str] | None = None,
+                    client_ns: Netns | None = None) -> AgentProc:
+            ag = AgentProc(ns, name, str(tmp_path / f"agent-{name}-{len(started)}.log"),
+                           extra or ["--allow-legacy"], client_ns)
+            started.append(ag)
+            return ag
 
-    def factory(ns: Netns, name: str = "h2", extra: list[str] | None = None,
-                client_ns: Netns | None = None) -> AgentProc:
-        ag = AgentProc(ns, name, str(tmp_path / f"agent-{name}-{len(started)}.log"),
-                       extra or ["--allow-legacy"], client_ns)
-        started.append(ag)
-        return ag
-
-    yield factory
-    for ag in started:
-        ag.stop()
-    for ag in started:
-        assert "Traceback" not in ag.log(), ag.log()
+        yield factory
 
 
 @pytest.fixture
 def controller_in(tmp_path):
     """Start controllers in a namespace, all on one state dir (a second start is a
     restart), each with its own log file; stopped and checked for tracebacks after."""
-    started: list[ControllerInNetns] = []
+    started: list[ControllerInNetns]
+    with stopped_after(ControllerInNetns.stop, ControllerInNetns.log, "controller") as started:
+        def start(ns):
+            log = str(tmp_path / f"controller-{len(started)}.log")
+            ctl = ControllerInNetns(ns, tmp_path / "state", log)
+            started.append(ctl)
+            return ctl
 
-    def start(ns):
-        log = str(tmp_path / f"controller-{len(started)}.log")
-        ctl = ControllerInNetns(ns, tmp_path / "state", log)
-        started.append(ctl)
-        return ctl
-
-    yield start
-    for ctl in started:
-        ctl.stop()
-    for ctl in started:
-        assert "Traceback" not in ctl.log(), ctl.log()
+        yield start
 
 
 @pytest.fixture

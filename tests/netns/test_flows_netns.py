@@ -249,6 +249,12 @@ def test_agent_lists_its_active_flows(netns_factory, agent_factory, mode):
     assert first["flow"].startswith(f"{snd.ip},{rcv.ip},udp,") and first["flow"].endswith(",6100")
     assert (first["packets"], first["bytes"]) == (30, 30 * 128)
     assert (second["packets"], second["bytes"]) == (10, 10 * 328)
+    # the task's counter snapshot (what goes up the overlay) times the flows it lists
+    # from the same flow cache: the controller's GET flows shows their duration from it
+    sketch = next(sk for sk in ag.v1("GET", "/sketches") if sk["task"] == "7")
+    snap = ag.v1("GET", f"/sketches/{sketch['id']}/counters/{sketch['counters'][0]['id']}")
+    assert snap["flow_times"] == {f["flow"]: [f["first"], f["last"]] for f in reply["flows"]}
+    assert all(0 <= f["last"] - f["first"] < 5 for f in reply["flows"])
     by_packets = ag.v1("GET", "/flows/7?by=packets&top=1")["flows"]
     assert [f["packets"] for f in by_packets] == [30]
     assert ag.get("/agent/v1/flows/7?top=0").json() == {

@@ -71,6 +71,8 @@ def test_udp_datagrams_of_known_sizes_and_heavy_hitters(ns_pair, agent_factory, 
     snap = snapshot_when(ag, sk["id"], 1, 100)
     assert snap["packets"] == 100
     assert snap["heavy_hitters"] == {"7001": 50, "7003": 45}
+    # top_k lists the largest keys whatever the threshold: 7002 (5%) is not heavy at 30%
+    assert snap["top_k"] == [["7001", 50], ["7003", 45], ["7002", 5]]
     assert snap["missed"] == {"packets": 0, "bytes": 0}
     expected = 25 * (128 + 328) + 5 * 78 + 45 * 1028
     by = ag.v1("GET", f"/sketches/{sk['id']}/counters/2?key={a.ip},7003")

@@ -5,13 +5,11 @@ results posted as a root agent posts them). Root tier like the other browser tes
 from __future__ import annotations
 
 import os
-import threading
-from wsgiref.simple_server import make_server
 
 import pytest
 
 from testing.browser import chrome, screenshot, texts, wait_for
-from testing.harness import QuietHandler
+from testing.harness import serving
 from testing.netns import ROOT
 from testing.pathharness import PathHarness, crossing, post_task
 
@@ -31,12 +29,9 @@ def test_suspects_matrix_and_loss_coloured_links(tmp_path):
     task_id = post_task(h, mode="dry_run")
     for _ in range(2):
         h.report(task_id, crossing(h, 1, 2))
-    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(h.wsgi) as url:
         with chrome() as driver:
-            driver.get(f"http://127.0.0.1:{server.server_port}/dashboard/#/paths")
+            driver.get(f"{url}/dashboard/#/paths")
             wait_for(driver, lambda: driver.find_elements(By.CSS_SELECTOR, "#suspects-table"),
                      20, "the suspects table")
             assert texts(driver, "#suspects-table tbody td:first-child") == ["s1:12-s2:11"]
@@ -58,7 +53,3 @@ def test_suspects_matrix_and_loss_coloured_links(tmp_path):
             assert seen["clean"] == "rgb(34, 195, 34)"  # green: clean
             screenshot(driver, "dashboard-paths.png",
                        also=os.path.join(ROOT, "docs", "dashboard-paths.png"))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-from wsgiref.simple_server import make_server
-
 import pytest
 
-from testing.harness import Harness, QuietHandler
+from testing.harness import Harness, serving
 
 
 @pytest.fixture
@@ -22,14 +19,7 @@ def controller(tmp_path):
     from ryu_app.auth_config import AuthConfig
 
     harness = Harness(str(tmp_path / "state"), auth=AuthConfig(token="k" * 40))
-    server = make_server("127.0.0.1", 0, harness.wsgi, handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     token = tmp_path / "token"
     token.write_text("k" * 40 + "\n")
-    try:
-        yield harness, f"http://127.0.0.1:{server.server_port}", str(token)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(harness.wsgi) as url:
+        yield harness, url, str(token)

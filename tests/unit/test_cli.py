@@ -173,6 +173,45 @@ def test_render_history_rows_are_per_interval(utc):
         "01:00:00            1        0        -    100  -")
 
 
+def test_render_history_of_entropy_draws_each_interval_with_its_band(utc):
+    history = {"task_id": "4", "host": "*", "results": [
+        {"interval_end": 3610.0, "missing": [],
+         "entropy": {"bits": 3.0, "lower": 2.0, "upper": 4.0}},
+        {"interval_end": 3605.0, "missing": ["h9"],
+         "entropy": {"bits": 1.0, "lower": 1.0, "upper": 1.0}},
+        {"interval_end": 3600.0, "missing": []}]}
+    lines = render_history(history, "entropy").splitlines()
+    assert lines[0] == ("task 4  host *  entropy (bits) per interval, newest first; "
+                        "band = bounds, * = estimate, scale 0..4 bits")
+    assert lines[1].split() == ["INTERVAL", "END", "MISSING", "ESTIMATE", "BOUNDS", "CHART"]
+    # 30 cells from 0 to 4 bits: 2..4 is cells 14..29, the estimate 3 at cell 22
+    assert lines[2].endswith("01:00:10            0         3  2..4    |"
+                             + " " * 14 + "--------*-------|")
+    assert lines[3].endswith("1         1  1..1    |" + " " * 7 + "*" + " " * 22 + "|")
+    assert lines[4].split() == ["01:00:00", "0", "-", "-", "-"]
+    card = {"task_id": "5", "results": [{"interval_end": 3600.0, "missing": [], "cardinality": {
+        "estimate": 90, "lower": 80, "upper": 100,
+        "interval": {"estimate": 40, "lower": 30, "upper": 50}}}]}
+    assert render_history(card, "cardinality").splitlines()[2].split()[2:4] == ["40", "30..50"]
+
+
+def test_a_flows_result_lists_hosts_duration_size_and_rate(utc):
+    flows = {"task_id": "6", "kind": "flows", "age": 1, "increment": "bytes", "total": 9000,
+             "covered": ["h1"], "missing": [],
+             "top_k": [["10.0.0.1,10.0.0.5,udp,5000,5001", 8000],
+                       ["10.0.0.2,10.0.0.5,tcp,40000,80", 1000]],
+             "flow_times": {"10.0.0.1,10.0.0.5,udp,5000,5001": [100.0, 225.0]},
+             "rate": {"seconds": 5, "packets": 4, "bytes": 6000, "pps": 0.8, "bps": 9600.0,
+                      "keys": {"10.0.0.1,10.0.0.5,udp,5000,5001": {"pps": 0.8, "bps": 9600.0}}}}
+    lines = render_result(flows, {"kind": "flows", "name": "fl"}, AGENTS).splitlines()
+    at = lines.index("active flows, largest first (2)")
+    assert lines[at + 1].split() == ["FLOW", "HOSTS", "DURATION", "SINCE", "START", "NOW"]
+    assert lines[at + 2].split() == ["10.0.0.1,10.0.0.5,udp,5000,5001", "?", "->", "h5",
+                                     "2", "min", "5", "s", "8", "kB", "9.6", "kbit/s"]
+    assert lines[at + 3].split()[-4:] == ["-", "1", "kB", "-"]
+    assert "top keys" not in "\n".join(lines)
+
+
 def test_render_tasks_counts_the_agents_of_the_scope():
     tasks: list[dict] = [
         {"id": "1", "name": "hh", "kind": "heavy_hitters", "status": "partial",
@@ -488,10 +527,11 @@ def _results_of(kind: str, fields: dict) -> dict:
       r"^\s*>= \d+ \|#+\s+\d", r"^flows, largest first"]),
     ("entropy", {"key": "src_dst", "memory": 65536},
      [r"^entropy [\d.]+ bits \(normalized [\d.]+, 0\.\.1\) over ~\d+ keys in the last "
-      r"interval; exact share \d+%; since start [\d.]+ bits$"]),
+      r"interval; exact share \d+%; since start [\d.]+ bits$",
+      r"^truth in \[[\d.]+, [\d.]+\] bits \(exact entries known"]),
     ("cardinality", {"key": "src_dst", "memory": 65536},
      [r"^distinct src_dst keys since start: ~8 \(\+- [\d.]+ std\. error",
-      r"^in the last interval: ~\d+ \(\+- [\d.]+\)$"]),
+      r"^in the last interval: ~\d+ \(\+- [\d.]+\); truth in \[\d+, \d+\]$"]),
     ("heavy_changers", {"key": "src_dst", "memory": 65536, "threshold": 0.1},
      [r"^heavy changers \(change >= [\d.]+ between the last two intervals\)",
       r"^SRC_DST\s+HOSTS\s+BEFORE\s+AFTER\s+CHANGE\s+\+-$",

@@ -227,7 +227,7 @@ def test_snapshot_shape_is_json():
                          "distinct", "missed", "unparsed", "covered", "missing",
                          "generated_at", "oldest"}
     assert snap["heavy_hitters"] == {"10.0.0.1": 3}
-    assert snap["top_k"] == [["10.0.0.1", 3]]
+    assert snap["top_k"] == [["10.0.0.1", 3], ["10.0.0.2", 1]]  # the largest, over 0.3 or not
     assert snap["threshold"] == {"fraction": 0.3}
     assert snap["window"]["counts"] == {"10.0.0.1": 3, "10.0.0.2": 1}
     assert snap["distinct"]["estimate"] == 2 and snap["distinct"]["precision"] == 12

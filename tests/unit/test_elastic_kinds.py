@@ -258,3 +258,59 @@ def test_per_host_digest_carries_the_histogram_and_the_spreaders():
     huge = {**body, "per_host": {"h3": {"answer": {"x": "y" * 5000}}}}
     with pytest.raises(ValueError, match="'answer' must be an object of at most 4096"):
         validate_report(huge)
+
+
+def _many_flows(n: int, seed: int) -> list[tuple[int, int, int]]:
+    """``n`` src_dst flows to 10.0.0.1 of Zipf-like sizes (exact ground truth)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.minimum(rng.zipf(1.6, n), 500)
+    return [(0x0B000000 + i, ADDR["h1"], int(s)) for i, s in enumerate(sizes)]
+
+
+def _entropy_bits(flows: list[tuple[int, int, int]]) -> float:
+    sizes = np.array([n for *_, n in flows], np.float64)
+    total = sizes.sum()
+    return float(np.log2(total) - (sizes * np.log2(sizes)).sum() / total)
+
+
+@pytest.mark.parametrize("memory", [4096, 65536])
+def test_entropy_and_cardinality_bounds_hold_the_truth(memory):
+    """Since the start (first report) and in the next interval alone: entropy over half
+    the first flows again and 1000 new ones; cardinality over the same flows again (a
+    key evicted from the heavy part within an interval is counted in it even without
+    packets there, an over-count the bounds do not cover)."""
+    first = _many_flows(3000, seed=11)
+    second = first[::2] + [(0x0C000000 + i, d, n) for i, (_, d, n)
+                           in enumerate(_many_flows(1000, seed=12))]
+    got: dict[str, list[dict]] = {}
+    for kind in ("entropy", "cardinality"):
+        counter = default_counter_factory(entry_of(kind, memory=memory), 0.0)
+        results = Results(MemoryStore())
+        got[kind] = []
+        for end, flows in ((5.0, first), (10.0, second if kind == "entropy" else first)):
+            counter.update(batch(flows), end - 1)
+            snap = check_snapshot(counter.snapshot(end - 0.5, host="h1"))
+            results.ingest(report("k", kind, snap, end), now=end + 0.1)
+            got[kind].append(some(results.latest("k"))[kind])
+    for e, truth in zip(got["entropy"], (_entropy_bits(first), _entropy_bits(second)),
+                        strict=True):
+        assert e["lower"] <= truth <= e["upper"], (e, truth)
+        assert e["lower"] <= e["bits"] <= e["upper"]
+    c0, c1 = got["cardinality"]
+    for c, truth in ((c0, 3000), (c1["interval"], 3000)):
+        assert c["lower"] <= truth <= c["upper"], (c, truth)
+        assert c["lower"] <= c["estimate"] <= c["upper"]
+    if memory == 4096:  # most flows are light: the band is honest, not a point
+        e = got["entropy"][0]
+        assert e["exact_share"] < 0.9 and e["upper"] - e["lower"] > 0.1
+
+
+def test_entropy_bounds_are_a_point_when_every_flow_is_exact():
+    counter = default_counter_factory(entry_of("entropy", memory=65536), 0.0)
+    counter.update(batch([(ADDR[s], ADDR[d], n) for s, d, n in FLOWS]), 1.0)
+    results = Results(MemoryStore())
+    results.ingest(report("k", "entropy", check_snapshot(counter.snapshot(2.0, host="h1")), 5.0),
+                   now=5.1)
+    e = some(results.latest("k"))["entropy"]
+    assert e["exact_share"] == 1.0
+    assert e["lower"] == pytest.approx(e["bits"], abs=1e-5) == pytest.approx(e["upper"], abs=1e-5)

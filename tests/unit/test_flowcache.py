@@ -42,6 +42,11 @@ def test_groups_a_batch_exactly_and_keeps_first_last_flags():
                       "tcp_flags": 0x1A, "first": 100.0, "last": 101.5}
     assert top[1]["flow"] == "10.0.0.2,10.0.0.99,tcp,20,80"
     assert [f["packets"] for f in cache.top(1, by="packets")] == [4]
+    # the times of listed keys that are active here (unknown and malformed-free keys skipped)
+    assert cache.times(["10.0.0.2,10.0.0.99,tcp,20,80", "10.0.0.1,10.0.0.99,tcp,10,80",
+                        "10.0.0.3,10.0.0.99,tcp,20,80"]) == {
+        "10.0.0.1,10.0.0.99,tcp,10,80": [100.0, 101.5],
+        "10.0.0.2,10.0.0.99,tcp,20,80": [100.0, 100.0]}
     recs = cache.flush()
     assert totals(recs) == {(1, 10): (4, 155), (2, 20): (1, 60)}
     assert set(recs["end_reason"].tolist()) == {ipfix.END_FORCED}

@@ -144,3 +144,25 @@ def test_the_agent_resolves_collector_names_for_the_monitor():
 
 def ipfix_columns() -> list[str]:
     return [e.column for e in ipfix.TEMPLATE_V4 if e.column != "packets"]
+
+
+def test_a_flows_snapshot_times_its_listed_flows_from_the_cache():
+    """The flows task's counter snapshot carries each listed flow's first and last time
+    seen in the flow cache (what ``GET flows`` shows as duration)."""
+    from measure_model.task import flow_counter
+
+    task = parse_task({"name": "f", "kind": "flows"}, "test")
+    core = MonitorCore()
+    core.handle({"op": "add_sketch", "sketch": 1, "slot": 0, "counters": {
+        "1": {"task": flow_counter(task).to_dict(), "candidate_divisor": 1}}}, 100.0)
+    core.handle({"op": "add_flows", "sketch": 1,
+                 "entry": {"task": task.to_dict(), "addresses": []}}, 100.0)
+    a = ipv4("10.0.0.1", "10.0.0.2", 17, udp(5000, 53) + bytes(100))
+    b = ipv4("10.0.0.3", "10.0.0.2", 17, udp(6000, 53) + bytes(10))
+    core.ingest([a, b], [1, 1], 100.0)
+    core.ingest([a], [1], 107.5)
+    snap = core.handle({"op": "query", "sketch": 1, "counter": 1, "method": "snapshot"}, 108.0)
+    assert [k for k, _ in snap["top_k"]] == ["10.0.0.1,10.0.0.2,udp,5000,53",
+                                             "10.0.0.3,10.0.0.2,udp,6000,53"]
+    assert snap["flow_times"] == {"10.0.0.1,10.0.0.2,udp,5000,53": [100.0, 107.5],
+                                  "10.0.0.3,10.0.0.2,udp,6000,53": [100.0, 100.0]}

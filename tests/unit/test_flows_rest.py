@@ -68,6 +68,27 @@ def test_active_flows_merged_network_wide_and_sorted(h):
     assert h.call("GET", "/measure/v1/flows?task=1")[1]["flows"][2] == {"flow": C, "bytes": 100}
 
 
+def test_flows_carry_their_duration_from_the_flow_caches_first_and_last_seen(h):
+    """Each agent's flow cache times its listed flows; the merge takes the earliest first
+    and the latest last; the controller lists first, last and duration per flow."""
+    assert h.call("POST", "/measure/v1/tasks", {"name": "fl", "kind": "flows"})[0] == 201
+    h1 = {**snapshot({A: [1500] * 4, C: [100]}), "flow_times": {A: [900.0, 990.0],
+                                                                 C: [950.0, 950.5]}}
+    h2 = {**snapshot({A: [1500] * 2, B: [40] * 50}), "flow_times": {A: [910.0, 999.25],
+                                                                     B: [980.0, 999.0]}}
+    merged = merge(h1, h2)
+    assert merged["flow_times"] == {A: [900.0, 999.25], B: [980.0, 999.0], C: [950.0, 950.5]}
+    assert h.call("POST", "/measure/v1/reports", report("1", merged, ["h1", "h2"]))[0] == 202
+    rows = h.call("GET", "/measure/v1/flows?task=1")[1]["flows"]
+    assert rows == [{"flow": A, "bytes": 9000, "first": 900.0, "last": 999.25, "duration": 99.25},
+                    {"flow": B, "bytes": 2000, "first": 980.0, "last": 999.0, "duration": 19.0},
+                    {"flow": C, "bytes": 100, "first": 950.0, "last": 950.5, "duration": 0.5}]
+    # malformed times are refused with the field named
+    bad = {**snapshot({A: [100]}), "flow_times": {A: [5.0, 4.0]}}
+    status, body = h.call("POST", "/measure/v1/reports", report("1", bad, ["h1"]))
+    assert status == 400 and "flow_times" in body["error"]
+
+
 def test_flows_query_errors_name_the_parameter(h):
     h.call("POST", "/measure/v1/tasks", {"name": "fl", "kind": "flows"})
     h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
@@ -108,16 +129,18 @@ def test_cli_renders_flows_as_a_table():
     from measure_cli.render import render_flows
 
     text = render_flows({"task_id": "3", "by": "bytes", "covered": ["h1", "h2"],
-                         "flows": [{"flow": A, "bytes": 9000, "bps": 2_050_000.0, "pps": 250.0},
+                         "flows": [{"flow": A, "bytes": 9000, "bps": 2_050_000.0, "pps": 250.0,
+                                    "first": 100.0, "last": 3825.5, "duration": 3725.5},
                                    {"flow": B, "bytes": 200}],
                          "sampled": {"probability": 0.1, "mode": "random",
                                      "relative_bound": 0.05}},
                         [{"name": "h1", "data_ip": "10.0.0.1"}])
     assert text.splitlines() == [
         "task 3  active flows by bytes  covered h1,h2  sampled p=0.1 (random, +-5.0% of packets)",
-        "SRC       DST       PROTO  SPORT  DPORT  HOSTS    BYTES (SINCE START)  NOW",
-        "10.0.0.1  10.0.0.2  tcp    40000  80     h1 -> ?                 9000  2.05 Mbit/s",
-        "10.0.0.2  10.0.0.1  tcp    80     40000  ? -> h1                  200  -"]
+        "SRC       DST       PROTO  SPORT  DPORT  HOSTS    DURATION   BYTES (SINCE START)  NOW",
+        "10.0.0.1  10.0.0.2  tcp    40000  80     h1 -> ?  1 h 2 min                 9000  "
+        "2.05 Mbit/s",
+        "10.0.0.2  10.0.0.1  tcp    80     40000  ? -> h1  -                          200  -"]
     assert render_flows({"task_id": "3", "flows": []}).endswith("no active flows")
 
 

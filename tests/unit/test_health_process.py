@@ -25,6 +25,7 @@ import sys
 
 import requests
 
+from testing.controllers import credentials, state_env
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -44,11 +45,8 @@ def test_health_reports_a_failing_tick_an_unreachable_root_and_a_failing_push(
         controller_factory, tmp_path):
     state = tmp_path / "state"
     port = free_port()
-    ctl = controller_factory(rest_port=port, env={
-        "MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}"})
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    auth = {"Authorization": f"Bearer {(state / 'controller.token').read_text().strip()}"}
+    ctl = controller_factory(rest_port=port, env=state_env(state, port))
+    auth = credentials(state)
     api = f"{ctl.url}/measure/v1"
     secret = str(state / "agent.secret")
 

@@ -17,6 +17,9 @@ The rules (each test fails naming the offending edges):
   CLI needs only ``requests`` and PyYAML;
 - ``host_agent`` and ``ryu_app`` never import each other: they are
   different processes and talk HTTP through ``measure_model``'s types;
+- neither ``host_agent`` nor ``ryu_app`` imports ``measure_cli``: what the
+  CLI shares with a server (policy checks, the REST client) lives in
+  ``measure_model`` or ``measure_common``;
 - no module imports a test module: harnesses and shared helpers live in
   ``testing/``, shared fixtures in a ``conftest.py``;
 - no import cycle.
@@ -145,6 +148,8 @@ RULES: dict[str, tuple[Callable[[str], bool], Callable[[str], bool]]] = {
         lambda a: _in(a, "host_agent"), lambda b: _in(b, "ryu_app")),
     "ryu_app does not import host_agent": (
         lambda a: _in(a, "ryu_app"), lambda b: _in(b, "host_agent")),
+    "host_agent and ryu_app do not import measure_cli": (
+        lambda a: _in(a, "host_agent", "ryu_app"), lambda b: _in(b, "measure_cli")),
     "no module imports a test module": (
         lambda a: True, _is_test_module),
 }
@@ -165,6 +170,9 @@ def test_find_cycle_finds_a_cycle_and_only_a_cycle():
      ("measure_cli.watch", "ryu_app.rest.api")),
     ("host_agent does not import ryu_app", ("host_agent.agent", "ryu_app.net.topology")),
     ("ryu_app does not import host_agent", ("ryu_app.service.core", "host_agent.counters")),
+    ("host_agent and ryu_app do not import measure_cli",
+     ("ryu_app.rest.api", "measure_cli.policy_check")),
+    ("host_agent and ryu_app do not import measure_cli", ("host_agent.agent", "measure_cli")),
     ("no module imports a test module", ("tests.unit.test_auth", "tests.unit.test_fuzz")),
     ("no module imports a test module", ("tests.netns.conftest", "tests.netns.test_x")),
     ("no module imports a test module", ("bench.e2e", "tests.mininet.test_y")),
@@ -178,6 +186,7 @@ def test_each_rule_catches_its_violation(rule, edge):
     ("ryu_app.app", "ryu"), ("testing.harness", "ryu"), ("tests.unit.test_rest", "ryu"),
     ("measure_cli.cli", "measure_common.httpclient"), ("tests.unit.test_x", "testing.harness"),
     ("tests.unit.test_x", "tests"), ("host_agent.agent", "measure_model.task"),
+    ("ryu_app.rest.api", "measure_model.policy_errors"), ("tests.unit.test_cli", "measure_cli"),
 ])
 def test_the_rules_allow_what_the_layout_allows(edge):
     graph = {edge[0]: {edge[1]}}

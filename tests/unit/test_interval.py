@@ -93,6 +93,19 @@ def test_sections_add_up_the_tree_and_survive_the_snapshot_check():
         report.check_snapshot(bad)
 
 
+def test_merged_seconds_are_the_median_part_s():
+    def part(seconds: float) -> dict:
+        return {"start": 10.0 - seconds, "end": 10.0, "seconds": seconds, "packets": 1,
+                "bytes": 1, "total": 1, "keys": {}}
+
+    # one agent read its counts 3 s late: the others' keys keep their rate
+    merged = interval.merge([part(5.0), part(8.0), part(5.1)])
+    assert merged is not None
+    assert (merged["seconds"], merged["start"], merged["packets"]) == (5.1, 2.0, 3)
+    two = interval.merge([part(5.0), part(4.9)])
+    assert two is not None and two["seconds"] == 5.0
+
+
 def test_heavy_is_judged_on_the_interval_total():
     sec = {"start": 0.0, "end": 5.0, "seconds": 5.0, "packets": 100, "bytes": 1, "total": 100,
            "keys": {"a": [60, None], "b": [4, None], "c": [0, None]}}

@@ -300,7 +300,7 @@ def test_every_pattern_is_anchored_around_its_alternatives():
 
 def test_policy_errors_accept_protect_beside_a_bad_task():
     """Every error of a policy with ``protect`` names the bad task, not ``protect``."""
-    from measure_cli.policy_check import check_policy
+    from measure_model.policy_errors import check_policy
 
     out = check_policy(b"protect: [10.0.0.9]\ntasks:\n- {name: p, kind: path_health, "
                        b"probe_targets: [{src: a, dst: b, address: '10.0.0.2<'}]}\n", "request")

@@ -278,19 +278,25 @@ def test_missing_subtree_is_listed_and_does_not_block_beyond_timeout(tree):
     assert rep["snapshot"]["packets"] == sum(range(1, 14))
 
 
-def test_wait_is_capped_by_half_the_interval(tree):
+def test_wait_is_capped_by_a_share_of_the_interval_per_height(tree):
     task = dict(TASK, report_interval=0.5)
     tree.clock.t = 99.9  # installed during the interval that ends at 100.0
     tree["h1"].put_task("fast", task)
     tree.tick_all(100.0)
     tree.net.down.add("h2")
+    tree.net.down.add("h8")  # a grandchild, under h3
     tree.tick_all(100.5)
     assert tree.net.controller[-1]["interval_end"] == 100.0
-    tree["h1"].tick(100.74)
+    sent = len(tree["h3"].timings)
+    tree["h3"].tick(100.73)
+    assert len(tree["h3"].timings) == sent
+    tree["h3"].tick(100.74)  # height 1: min(0.3, 0.8 x 0.5 x 0.6) = 0.24 s after the end
+    assert tree["h3"].timings[-1]["end"] == 100.5
+    tree["h1"].tick(100.89)
     assert tree.net.controller[-1]["interval_end"] == 100.0
-    tree["h1"].tick(100.75)  # min(2 x 0.3, 0.5 x 0.5) = 0.25 s
+    tree["h1"].tick(100.9)  # the root: min(2 x 0.3, 0.8 x 0.5) = 0.4 s
     assert tree.net.controller[-1]["interval_end"] == 100.5
-    assert tree.net.controller[-1]["missing"] == ["h2", "h5", "h6", "h7"]
+    assert tree.net.controller[-1]["missing"] == ["h2", "h5", "h6", "h7", "h8"]
 
 
 def test_stale_epoch_is_rejected_and_changes_nothing(tree):
@@ -457,7 +463,7 @@ def test_next_wakeup_points_at_interval_end_and_deadline(tree):
     assert tree["h1"].next_wakeup(103.0) == pytest.approx(2.0)
     tree.net.down.add("h2")
     tree.tick_all(105.0)  # h2 never reported: its height is unknown, wait the cap
-    assert tree["h1"].next_wakeup(105.1) == pytest.approx(2.4)  # 105 + 0.5 x 5
+    assert tree["h1"].next_wakeup(105.1) == pytest.approx(3.9)  # 105 + 0.8 x 5
     tree.net.down.discard("h2")
     tree.tick_all(110.0)
     tree.net.down.add("h2")

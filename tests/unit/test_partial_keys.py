@@ -125,14 +125,8 @@ def test_rest_result_with_key(tmp_path):
 
 
 def test_cli_result_with_key_over_http(tmp_path, capsys):
-    import threading
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
     from measure_cli.cli import main
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args):
-            pass
+    from testing.harness import serving
 
     s = Service(str(tmp_path / "state"))
     s.call("POST", "/measure/v1/tasks", {"name": "ft", "kind": "flow_size",
@@ -141,11 +135,7 @@ def test_cli_result_with_key_over_http(tmp_path, capsys):
     s.call("POST", "/measure/v1/reports", {
         "task_id": "1", "interval_end": 999.0, "kind": "flow_size", "snapshot": snap,
         "covered": ["h1"], "missing": [], "generated_at": 999.0, "oldest": 999.0})
-    server = make_server("127.0.0.1", 0, s.wsgi, handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
+    with serving(s.wsgi) as url:
         assert main(["--url", url, "result", "1", "--key", "src"]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[3].startswith("by src, from the five_tuple task's heavy entries")
@@ -154,7 +144,3 @@ def test_cli_result_with_key_over_http(tmp_path, capsys):
         assert main(["--url", url, "result", "1", "--key", "sport,dport"]) == 1
         assert capsys.readouterr().err.startswith("measure: HTTP 400: key 'sport,dport' is "
                                                   "not one of")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -107,20 +107,13 @@ def test_clean_path_says_look_at_the_hosts_and_bad_input_names_the_field(h):
 
 
 def test_cli_paths_links_and_diagnose_over_http(h, capsys):
-    import threading
-    from wsgiref.simple_server import make_server
-
     from measure_cli.cli import main
-    from testing.harness import QuietHandler
+    from testing.harness import serving
 
     task_id = post_task(h, mode="dry_run")
     for _ in range(2):
         h.report(task_id, crossing(h, 1, 2))
-    server = make_server("127.0.0.1", 0, h.wsgi, handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serving(h.wsgi) as url:
         capsys.readouterr()
         assert main(["--url", url, "links"]) == 0
         links_out = capsys.readouterr().out
@@ -138,10 +131,6 @@ def test_cli_paths_links_and_diagnose_over_http(h, capsys):
         assert "link s1:12-s2:11 is a suspect" in capsys.readouterr().out
         assert main(["--url", url, "diagnose", "h1", "h9"]) == 1
         assert "field 'dst': unknown host 'h9'" in capsys.readouterr().err
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_metrics_per_pair_and_per_link_and_the_grafana_board(h):

@@ -152,21 +152,28 @@ def test_block_of_a_scanner_drops_its_ipv4_at_its_edge_port_and_exempts_control_
     assert all(f.priority > drop.priority and f.goto == 1 for f in p.flows[1:])
 
 
+MIRROR = {"name": "m", "kind": "heavy_hitters", "key": "five_tuple",
+          "filter": {"proto": "tcp", "dport": 80},
+          "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h9", "duration": 9}]}
+MIRROR_EVENT = {"id": 1, "kind": "heavy_hitter", "key": "10.0.0.2,10.0.0.1,tcp,40000,80"}
+
+
+def mirror_plan(tap_ip: str = "10.0.0.9") -> Any:
+    """The plan of the mirror task for a TCP flow h2 -> h1, the tap at ``tap_ip``."""
+    task, topo = one(MIRROR), topology()
+    return plan("1", task, 0, some(task.on)[0], MIRROR_EVENT, topo, [],
+                tap=topo.host_by_ip(tap_ip))
+
+
 def test_mirror_to_a_tap_on_another_switch_rewrites_and_restores_eth_dst():
-    task = one({"name": "m", "kind": "heavy_hitters", "key": "five_tuple",
-                "filter": {"proto": "tcp", "dport": 80},
-                "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h9", "duration": 9}]})
-    topo = topology()
-    event = {"id": 1, "kind": "heavy_hitter", "key": "10.0.0.2,10.0.0.1,tcp,40000,80"}
-    p = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
+    p = mirror_plan()
     flow = p.flows[0]
     assert flow.dpid == 2 and flow.match == {
         "in_port": 2, "eth_type": 0x0800, "ipv4_src": "10.0.0.2", "ipv4_dst": "10.0.0.1",
         "ip_proto": 6, "tcp_src": 40000, "tcp_dst": 80}
     assert flow.actions == (SetField("eth_dst", MAC[9]), Output(4), SetField("eth_dst", MAC[1]))
     assert flow.goto == 1
-    same = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.3"))
-    assert same.flows[0].actions == (Output(3),)
+    assert mirror_plan(tap_ip="10.0.0.3").flows[0].actions == (Output(3),)
 
 
 def test_protected_or_unknown_targets_are_refused():
@@ -391,12 +398,7 @@ def test_rate_limit_on_a_fake_switch_meters_then_forwards_and_a_reinstall_replac
 
 
 def test_mirror_on_a_fake_switch_copies_to_the_tap_and_delivers_the_original():
-    task = one({"name": "m", "kind": "heavy_hitters", "key": "five_tuple",
-                "filter": {"proto": "tcp", "dport": 80},
-                "on": [{"event": "heavy_hitter", "action": "mirror", "to": "h9", "duration": 9}]})
-    topo = topology()
-    event = {"id": 1, "kind": "heavy_hitter", "key": "10.0.0.2,10.0.0.1,tcp,40000,80"}
-    p = plan("1", task, 0, some(task.on)[0], event, topo, [], tap=topo.host_by_ip("10.0.0.9"))
+    p = mirror_plan()
     sw, dp = FakeOFTable(2), ofmsg.offline_datapath(2)
     sw.apply(ofmsg.table_miss(dp))
     sw.apply(ofmsg.reaction(dp, Install(p.flows[0], REACTION_COOKIE | 1, 9)))

@@ -96,3 +96,19 @@ def test_registration_carries_the_version_and_refuses_an_incompatible_one():
     assert f"{major + 1}.0.0" in str(err.value) and __version__ in str(err.value)
     with pytest.raises(RegistryError, match="field 'version' must be a version"):
         reg.register({**H1, "version": "latest"}, now=4.0)
+
+
+def test_a_report_from_the_root_keeps_it_alive_but_does_not_revive_it(h):
+    h.register(1, 2)
+    h.tick(1.0)  # 1001: the overlay is built
+    h.service.root_alive("h1")  # a report at 1001 (h2 beats, h1's beats come late)
+    h.clock = 1006.5
+    h.beat(2)
+    h.service.root_alive("h1")
+    h.tick(0.5)  # 1007: 6 s after h1 registered, 0.5 s after its report
+    assert set(h.service.registry.live()) == {"h1", "h2"}
+    h.beat(2)
+    h.tick(6.0)  # 1013: no report nor beat from h1 for 6.5 s
+    assert set(h.service.registry.live()) == {"h2"}
+    h.service.root_alive("h1")  # a late report does not bring it back
+    assert set(h.service.registry.live()) == {"h2"}

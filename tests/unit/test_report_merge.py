@@ -15,6 +15,7 @@ from measure_model.packet.headers import V4_MAPPED
 from measure_model.packet.keys import HeaderBatch, format_key
 from measure_model.sketch.countmin import CountMinSketch
 from measure_model.sketch.hll import HyperLogLog
+from measure_model.task import Task
 from measure_model.wire import report
 
 pytestmark = pytest.mark.unit
@@ -79,7 +80,9 @@ def test_global_heavy_key_spread_thinly_over_ten_hosts_is_found():
         background = np.arange(1000 + 500 * h, 1000 + 500 * h + 400)
         hosts.append(np.concatenate([np.full(150, 7), local_hog, background]))
     for divisor, found in ((10, True), (1, False)):
-        spec = CounterSpec(key="src", threshold_abs=1000, candidate_divisor=divisor)
+        # top_k 1: each host's own top key is its hog, so key 7 travels up only as a
+        # candidate over threshold_abs / divisor
+        spec = CounterSpec(key="src", threshold_abs=1000, candidate_divisor=divisor, top_k=1)
         snaps = [run(spec, np.random.default_rng(h).permutation(s), host=f"h{h}")
                  for h, s in enumerate(hosts)]
         assert all("10.0.0.7" not in s["heavy_hitters"] for s in snaps)
@@ -290,3 +293,33 @@ def test_elastic_distinct_keys_are_the_union_not_one_parts_count():
         parts.append(json.loads(json.dumps(c.snapshot(2.0))))
     assert all(95 <= p["distinct"]["estimate"] <= 105 for p in parts)
     assert 190 <= report.merge_all(parts)["distinct"]["estimate"] <= 210
+
+
+# eight src_dst pairs, exact counts; the smallest is 3.6% of the total, under the 5% default
+PAIR_COUNTS = {1: 300, 2: 250, 3: 200, 4: 150, 5: 120, 6: 100, 7: 80, 8: 45}
+
+
+def _pairs_stream(share: float, seed: int) -> np.ndarray:
+    """``share`` of each pair's packets, interleaved at random (pair i: 10.0.0.i > .5)."""
+    keys = np.concatenate([np.full(round(n * share), k) for k, n in PAIR_COUNTS.items()])
+    return np.random.default_rng(seed).permutation(keys)
+
+
+@pytest.mark.parametrize("top_k", [20, 3])
+def test_top_k_lists_the_k_largest_keys_whatever_the_threshold(top_k):
+    task = Task.from_dict({"name": "pairs", "kind": "counter", "key": "src_dst",
+                           "top_k": top_k})
+    spec = CounterSpec.from_task(task)
+    assert spec.threshold == 0.05  # the default heavy-hitter threshold applies
+    truth = sorted(((f"10.0.0.{k},10.0.0.5", n) for k, n in PAIR_COUNTS.items()),
+                   key=lambda kv: -kv[1])
+    expected = [[k, n] for k, n in truth[:top_k]]
+    one = run(spec, _pairs_stream(1.0, seed=3))
+    assert one["top_k"] == expected
+    assert sorted(one["heavy_hitters"].values()) == [80, 100, 120, 150, 200, 250, 300]
+    # two agents with their halves: each lists its own top keys, the merge ranks the union
+    parts = [run(spec, _pairs_stream(0.4, seed=4), host="h1"),
+             run(spec, _pairs_stream(0.6, seed=5), host="h2")]
+    merged = report.merge_all(parts)
+    assert merged["top_k"] == expected
+    assert len(merged["heavy_hitters"]) == 7 and truth[-1][0] not in merged["heavy_hitters"]

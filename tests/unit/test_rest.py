@@ -561,18 +561,15 @@ def test_controller_process_with_real_agents_keeps_tasks_across_restart(controll
 
     import requests
 
+    from testing.controllers import credentials, state_env
     from testing.netns import ROOT
     from testing.procs import free_port, stop_process, wait_until
 
     state = tmp_path / "state"
     port = free_port()
-    env = {"MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}",
-           "MEASURE_FANOUT": "2"}
+    env = state_env(state, port, MEASURE_FANOUT="2")
     ctl = controller_factory(rest_port=port, env=env)
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    token = (state / "controller.token").read_text().strip()
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = credentials(state)
     agents = []
 
     def get(path):

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from measure_common.auth import to_agent
+from testing.controllers import credentials, state_env
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -61,12 +62,8 @@ def _closed_by_server(s: socket.socket) -> bool:
 def test_idle_half_requests_do_not_wedge_controller_or_agent(controller_factory, tmp_path):
     state = tmp_path / "state"
     port = free_port()
-    ctl = controller_factory(rest_port=port, env={
-        "MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}"})
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    token = (state / "controller.token").read_text().strip()
-    auth = {"Authorization": f"Bearer {token}"}
+    ctl = controller_factory(rest_port=port, env=state_env(state, port))
+    auth = credentials(state)
     api = f"{ctl.url}/measure/v1"
     secret_file = state / "agent.secret"
     agent_port = free_port()

@@ -18,6 +18,7 @@ import sys
 
 import requests
 
+from testing.controllers import credentials, state_env
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -45,12 +46,8 @@ def _held(url: str) -> list[str]:
 def test_task_delete_answers_at_once_while_the_root_is_frozen(controller_factory, tmp_path):
     state = tmp_path / "state"
     port = free_port()
-    ctl = controller_factory(rest_port=port, env={
-        "MEASURE_STATE_DIR": str(state), "MEASURE_CONTROLLER_URL": f"http://127.0.0.1:{port}",
-        "MEASURE_FANOUT": "2"})
-    wait_until(lambda: (state / "controller.token").exists() and (state / "agent.secret").exists(),
-               timeout=10, message="credential files")
-    auth = {"Authorization": f"Bearer {(state / 'controller.token').read_text().strip()}"}
+    ctl = controller_factory(rest_port=port, env=state_env(state, port, MEASURE_FANOUT="2"))
+    auth = credentials(state)
     api = f"{ctl.url}/measure/v1"
     agents = {name: _agent(name, n, ctl.url, str(state / "agent.secret"))
               for n, name in enumerate(("p1", "p2"), start=1)}

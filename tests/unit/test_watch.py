@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 
 import pytest
 
 from measure_cli.cli import main
-from measure_cli.watch import CLEAR, Progress, watch
+from measure_cli.watch import Progress, watch
 from testing.harness import POLICY_FILE as POLICY
 from testing.harness import hh_report
 
@@ -22,6 +23,28 @@ def register(harness, *numbers: int) -> None:
 class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def screen(raw: str) -> list[str]:
+    """What a terminal shows after ``raw``: the text, with the carriage returns, line
+    erases and cursor-up moves rich.live draws with (cursor show/hide ignored)."""
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[\?25[lh]|\x1b\[2K|\x1b\[1A|\r|\n|[^\x1b\r\n]+", raw):
+        if token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[2K":
+            lines[row] = ""
+        elif token == "\x1b[1A":
+            row = max(0, row - 1)
+        elif not token.startswith("\x1b"):
+            lines[row] = lines[row][:col].ljust(col) + token + lines[row][col + len(token):]
+            col += len(token)
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):
@@ -44,19 +67,22 @@ def test_watch_waits_for_the_first_result_then_redraws_it(controller, capsys):
     assert out.count("measure watch 1  every 0.1 s  ") == 3
     assert out.count("heavy hitters (>= 50% of 700 bytes)") == 3
     assert out.count("\n10.0.0.1,10.0.0.5  ") == 3
-    assert CLEAR not in out  # not a terminal: frames one after the other
+    assert "\x1b" not in out  # not a terminal: plain frames one after the other
     assert main([*base, "watch", "7", "--count", "1"]) == 1
     assert capsys.readouterr().err == "measure: HTTP 404: unknown task 7\n"
 
 
-def test_watch_on_a_terminal_clears_the_screen_each_frame():
-    results = iter([{"task_id": "3", "total": 1}, {"task_id": "3", "total": 2}])
+def test_watch_on_a_terminal_redraws_each_frame_in_place():
+    results = iter([{"task_id": "3", "total": 1}, {"task_id": "3", "total": 22}])
     out = Tty()
-    assert watch(lambda: next(results), lambda r: f"total {r['total']}", "measure watch 3", 1.0,
-                 out, count=2, sleep=lambda s: None) == 0
-    frames = out.getvalue().split(CLEAR)
-    assert frames[0] == "" and len(frames) == 3
-    assert frames[1].endswith("\n\ntotal 1\n") and frames[2].endswith("\n\ntotal 2\n")
+    assert watch(lambda: next(results), lambda r: f"total {r['total']}\nline", "measure watch 3",
+                 1.0, out, count=2, sleep=lambda s: None, size=lambda: (80, 24)) == 0
+    raw = out.getvalue()
+    assert raw.startswith("\x1b[?25l") and raw.endswith("\n\x1b[?25h")  # cursor hidden, back
+    assert "total 1\nline" in raw  # the first frame was drawn, then erased
+    shown = screen(raw)
+    assert shown[0].startswith("measure watch 3  every 1 s  ")
+    assert shown[1:] == ["", "total 22", "line"]
 
 
 def test_watch_stops_quietly_on_ctrl_c():
@@ -103,10 +129,11 @@ def test_progress_on_a_terminal_rewrites_one_line():
     out = Tty()
     with Progress("probing h1 -> h5", out, expected=10, clock=lambda: next(clock)) as p:
         p._write(p.line())
-    text = out.getvalue()
-    assert text.startswith("\r\x1b[Kprobing h1 -> h5...")
-    assert "\r\x1b[Kprobing h1 -> h5: 0.3 s of about 10 s" in text
-    assert text.endswith("probing h1 -> h5: done after 0.6 s\n")
+    raw = out.getvalue()
+    assert raw.startswith("\x1b[?25lprobing h1 -> h5...")
+    assert "\r\x1b[2Kprobing h1 -> h5: 0.3 s of about 10 s" in raw
+    assert raw.endswith("\n\x1b[?25h")
+    assert screen(raw) == ["probing h1 -> h5: done after 0.6 s"]
 
 
 def test_bw_shows_progress_on_stderr_and_the_table_on_stdout(controller, capsys):
@@ -138,8 +165,8 @@ def test_watch_fits_the_terminal(columns, rows):
     out = Tty()
     watch(lambda: result, lambda r: render_result(r, {"kind": "flow_size"}), "measure watch 4",
           2.0, out, count=1, sleep=lambda s: None, size=lambda: (columns, rows))
-    frame = out.getvalue().split(CLEAR)[1]
-    lines = frame.rstrip("\n").split("\n")
+    lines = screen(out.getvalue())
+    frame = "\n".join(lines)
     assert len(lines) <= rows - 1 and max(map(len, lines)) <= columns
     assert lines[-1].startswith("... ") and "more lines" in lines[-1]
     assert "10.0.0.1,10.0.0.5" in frame  # the largest flow stays on screen

@@ -20,15 +20,18 @@ function ticks(lo, hi, n) {
 }
 
 /**
- * series: [{name, points: [[x, y], ...]}]; options: {width, height, focus,
- * marker (an x drawn as a vertical line), onPoint(x), onLegend(name), id}.
+ * series: [{name, points: [[x, y], ...], partial?: [x, ...], band?: [[x, lower, upper], ...]}];
+ * a band (an estimate's bounds) is drawn as a shaded area behind its line.
+ * options: {width, height, focus, unit, format (a value's label; default: SI prefix
+ * and unit), axisTitle, marker (an x drawn as a vertical line), onPoint(x),
+ * onLegend(name), id}.
  * Returns a <div class="chart"> holding the SVG and its legend.
  */
 export function lineChart(series, options = {}) {
   const width = options.width || 900;
   const height = options.height || 240;
   const unit = options.unit || "";
-  const label = (v) => fmtSI(v, unit);
+  const label = options.format || ((v) => fmtSI(v, unit));
   const all = series.flatMap((s) => s.points);
   const root = el("div", { class: "chart", id: options.id });
   if (all.length === 0) {
@@ -38,7 +41,9 @@ export function lineChart(series, options = {}) {
   let x0 = Math.min(...all.map((p) => p[0]));
   let x1 = Math.max(...all.map((p) => p[0]));
   if (x0 === x1) { x0 -= 1; x1 += 1; }
-  const y1 = Math.max(1, ...all.map((p) => p[1])) * 1.05;
+  const highs = series.flatMap((s) => (s.band || []).map((b) => b[2]));
+  const top = Math.max(...all.map((p) => p[1]), ...highs);
+  const y1 = (top > 0 ? top : 1) * 1.05;
   const longest = Math.max(...ticks(0, y1, 4).map((t) => label(t).length));
   const pad = { left: Math.ceil(longest * CHAR) + 12, right: 40, top: 22, bottom: 26 };
   const sx = (x) => pad.left + ((x - x0) / (x1 - x0)) * (width - pad.left - pad.right);
@@ -64,6 +69,12 @@ export function lineChart(series, options = {}) {
     const g = svg("g", { class: `series${dim ? " dimmed" : ""}${options.focus === s.name ? " focused" : ""}`,
       "data-name": s.name, stroke: color(i), fill: color(i) });
     const pts = [...s.points].sort((a, b) => a[0] - b[0]);
+    const band = [...(s.band || [])].sort((a, b) => a[0] - b[0]);
+    if (band.length) {  // upper edge left to right, then the lower edge back
+      const edge = [...band.map((b) => `${sx(b[0])},${sy(b[2])}`), ...band.reverse().map((b) => `${sx(b[0])},${sy(b[1])}`)];
+      g.append(svg("polygon", { points: edge.join(" "), class: "band", stroke: "none" },
+        svg("title", { text: `${s.name}: bounds` })));
+    }
     if (pts.length > 1) {
       g.append(svg("polyline", { points: pts.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" "), fill: "none" }));
     }

@@ -12,10 +12,11 @@
 import { barChart } from "./chart.js";
 import { el, fmtNum, fmtSI, fmtTime, table } from "./util.js";
 
-// "limits" are the engine's internal settings, not measured data: never shown as data.
+// "limits" and "sketch" are the engine's internal settings, not measured data: never
+// shown as data.
 export const META = new Set(["task_id", "host", "kind", "covered", "missing", "complete",
   "oldest", "age", "interval_end", "received_at", "generated_at", "epoch", "per_host",
-  "limits", "carried", "coverage_changed"]);
+  "limits", "sketch", "carried", "coverage_changed"]);
 const TITLES = { heavy_hitters: "Heavy hitters", top_k: "Top k", scanners: "Port scans (source: ports)",
   scan: "Scan details", distinct: "Distinct keys", window: "Window", sketch: "Sketch" };
 const MAX_ROWS = 50;
@@ -79,7 +80,7 @@ function rateView(result) {
       ["bytes", fmtSI(rate.bytes, "B")], ["packets", fmtSI(rate.packets, "pkt")]]
       .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])))];
   const keys = Object.entries(rate.keys || {});
-  if (keys.length) {
+  if (keys.length && result.kind !== "flows") {  // a flows task's table has each flow's rate
     const heavy = rate.heavy_hitters || {};
     const by = keys.some(([, v]) => v.bps !== null) ? "bps" : "pps";
     const unit = by === "bps" ? "bit/s" : "pkt/s";
@@ -92,6 +93,30 @@ function rateView(result) {
   }
   return out;
 }
+
+/** "1 h 2 min", "3 min 5 s", "12.5 s" */
+export function fmtDuration(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "-";
+  if (seconds < 60) return `${Number(seconds.toPrecision(3))} s`;
+  const whole = Math.floor(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+}
+
+/** "h1 -> h5" for a key whose first two parts are agents' addresses. */
+function hostsOf(key, names) {
+  const hosts = String(key).split(",").slice(0, 2).map((part) => names[part] || "");
+  return hosts.some(Boolean) ? hosts.map((h) => h || "?").join(" -> ") : "-";
+}
+
+function keyRate(r, k) {
+  const v = r.rate?.keys?.[k];
+  if (!v) return "-";
+  return v.bps !== null && v.bps !== undefined ? fmtSI(v.bps, "bit/s") : fmtSI(v.pps, "pkt/s");
+}
+
+const bounds = (a, digits = 3) => (typeof a?.lower === "number" && typeof a?.upper === "number"
+  ? `${fmtNum(Number(a.lower.toFixed(digits)))} .. ${fmtNum(Number(a.upper.toFixed(digits)))}` : "-");
 
 function log2Bins(histogram) {
   const bins = new Map();
@@ -118,17 +143,27 @@ export const VIEWS = {
           cells: [k, n, exact ? "yes" : `+- ${fmtNum(a.error?.per_key_abs ?? 0)}`,
             r.rate?.keys?.[k] ? fmtSI(r.rate.keys[k].bps ?? r.rate.keys[k].pps, r.rate.keys[k].bps !== null ? "bit/s" : "pkt/s") : "-"] }))))];
   } },
+  flows: { fields: ["top_k", "flow_times"], render: (r, names) => {
+    const times = r.flow_times || {};
+    const unit = unitOf(r);
+    const rows = (r.top_k || []).slice(0, MAX_ROWS).map(([k, n]) => ({ attrs: { "data-key": k },
+      cells: [k, hostsOf(k, names), times[k] ? fmtDuration(times[k][1] - times[k][0]) : "-", fmtSI(n, unit), keyRate(r, k)] }));
+    return [section("flows", `Active flows, largest first (${rows.length})`,
+      rows.length ? table(["FLOW", "HOSTS", "DURATION", "SINCE START", "RATE NOW"], rows, { id: "flows-table" })
+        : el("p", { class: "empty", text: "no active flows" }))];
+  } },
   entropy: { fields: ["entropy"], render: (r) => [section("entropy", "Entropy",
-    el("dl", { class: "facts" }, [["bits", fmtNum(r.entropy.bits)], ["normalized (0..1)", fmtNum(r.entropy.normalized)],
+    el("dl", { class: "facts" }, [["bits", fmtNum(r.entropy.bits)], ["bounds (bits)", bounds(r.entropy)],
+      ["normalized (0..1)", fmtNum(r.entropy.normalized)],
       ["keys", `~${fmtNum(r.entropy.flows)}`], ["over", r.entropy.scope === "interval" ? "the last interval" : "everything so far"],
       ["since start", r.entropy.since_start_bits === undefined ? "-" : `${fmtNum(r.entropy.since_start_bits)} bits`],
       ["exact share", `${fmtNum(100 * (r.entropy.exact_share || 0))}%`]]
       .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])))] },
   cardinality: { fields: ["cardinality"], render: (r) => {
     const c = r.cardinality;
-    const rows = [["since the start", `~${fmtNum(c.estimate)} +- ${fmtNum(c.stderr)}`]];
-    if (c.interval) rows.push(["last interval", `~${fmtNum(c.interval.estimate)} +- ${fmtNum(c.interval.stderr)}`]);
-    return [section("cardinality", `Distinct ${r.key || ""} keys`, table(["OVER", "ESTIMATE (1 std. error)"], rows))];
+    const rows = [["since the start", `~${fmtNum(c.estimate)} +- ${fmtNum(c.stderr)}`, bounds(c, 0)]];
+    if (c.interval) rows.push(["last interval", `~${fmtNum(c.interval.estimate)} +- ${fmtNum(c.interval.stderr)}`, bounds(c.interval, 0)]);
+    return [section("cardinality", `Distinct ${r.key || ""} keys`, table(["OVER", "ESTIMATE (1 std. error)", "BOUNDS"], rows))];
   } },
   heavy_changers: { fields: ["heavy_changers", "change_threshold", "heavy_changers_note"], render: (r) => {
     const list = r.heavy_changers || [];
@@ -159,14 +194,14 @@ function windowView(result) {
     : section("window", head, el("p", { class: "empty", text: "nothing counted in this window yet" }));
 }
 
-/** The sections of one result, as DOM nodes. */
-export function renderSections(result) {
+/** The sections of one result, as DOM nodes; names: agent name by address. */
+export function renderSections(result, names = {}) {
   const facts = [];
   const sections = [];
   const view = VIEWS[result.kind];
   const drawn = new Set(view ? view.fields.filter((f) => f in result) : []);
   if (result.rate && typeof result.rate === "object") sections.push(...rateView(result));
-  if (view && drawn.size) sections.push(...view.render(result));
+  if (view && drawn.size) sections.push(...view.render(result, names));
   for (const [name, value] of Object.entries(result)) {
     if (META.has(name) || drawn.has(name) || name === "rate") continue;
     if (name === "window" && value && typeof value === "object") {

@@ -53,9 +53,29 @@ function keySeries(results, field) {
   }) }));
 }
 
+// Kinds whose answer is one estimate per interval, charted with its bounds (a band).
+const ESTIMATES = {
+  entropy: { title: "Entropy per interval, with its bounds", unit: "bit", axisTitle: "entropy (bit)",
+    of: (r) => r.entropy && [r.entropy.bits, r.entropy.lower, r.entropy.upper] },
+  cardinality: { title: "Distinct keys per interval, with their bounds", unit: "keys", axisTitle: "distinct keys",
+    format: (v) => `${fmtNum(Math.round(v))} keys`,
+    of: (r) => { const c = r.cardinality?.interval || r.cardinality; return c && [c.estimate, c.lower, c.upper]; } },
+};
+
+/** The estimate of an entropy or cardinality task per interval, with its band. */
+export function estimateSeries(results, kind) {
+  const spec = ESTIMATES[kind];
+  const rows = results.map((r) => [r.interval_end, spec.of(r)]).filter(([, e]) => e && typeof e[0] === "number");
+  return [{ name: kind === "entropy" ? "entropy" : "distinct keys",
+    partial: results.filter((r) => r.complete === false).map((r) => r.interval_end),
+    points: rows.map(([x, e]) => [x, e[0]]),
+    band: rows.filter(([, e]) => typeof e[1] === "number" && typeof e[2] === "number").map(([x, e]) => [x, e[1], e[2]]) }];
+}
+
 export function mount(main, id) {
   const results = new Map();  // interval_end -> result
   let latest = null;
+  let names = {};  // agent name by data IP, MAC and name (host names of flows)
   const head = el("div", { id: "task-head" });
   const waiting = el("p", { id: "task-waiting", class: "hint" });
   const picker = el("select", { id: "history" });
@@ -69,8 +89,10 @@ export function mount(main, id) {
   keySelect.addEventListener("change", () => { setHashParam("key", keySelect.value || null); clear(partialBox); });
   picker.addEventListener("change", () => { setHashParam("at", picker.value || null); render(); });
   const rateBox = el("div", { id: "rate-chart" });
+  const estimateTitle = el("h2", { id: "estimate-title" });
+  const estimateBox = el("div", { id: "estimate-chart" });
   main.append(head, waiting,
-    partialBox,
+    partialBox, estimateTitle, estimateBox,
     el("h2", { text: "Rate over time (each interval's own traffic)" }),
     el("p", { class: "hint", text: "Hollow points: partial intervals (agents missing), not drops." }), rateBox,
     el("h2", { text: "Top keys over time" }), el("p", { class: "hint", text: "Click a key in the legend to focus on it; click it again to see all." }), keysBox,
@@ -100,6 +122,14 @@ export function mount(main, id) {
     const partial = list.filter((r) => r.complete === false).map((r) => r.interval_end);
     const withRate = list.filter((r) => r.rate);
     const onPoint = (x) => { setHashParam("at", String(x)); render(); };
+    const estimate = ESTIMATES[latest?.kind];
+    estimateTitle.textContent = estimate ? estimate.title : "";
+    clear(estimateBox);
+    if (estimate) {
+      estimateBox.append(el("p", { class: "hint", text: "Line: the estimate; shaded band: its bounds (README, Reading results). Hollow points: partial intervals." }),
+        lineChart(estimateSeries(list, latest.kind), { id: "estimate", unit: estimate.unit, format: estimate.format, axisTitle: estimate.axisTitle,
+          marker: at ? Number(at) : undefined, empty: "no estimate yet", onPoint }));
+    }
     clear(rateBox).append(lineChart([{ name: "bit rate", partial, points: withRate.map((r) => [r.interval_end, r.rate.bps]) }],
       { id: "rate", unit: "bit/s", axisTitle: "bit/s", marker: at ? Number(at) : undefined, empty: "no rate yet", onPoint }));
     const unit = latest?.increment === "bytes" ? "B" : "pkt";
@@ -120,7 +150,7 @@ export function mount(main, id) {
     clear(sectionsBox);
     if (shown) {
       coverageBox.append(renderCoverage(shown));
-      sectionsBox.append(...renderSections(shown));
+      sectionsBox.append(...renderSections(shown, names));
     }
   }
 
@@ -134,6 +164,11 @@ export function mount(main, id) {
   const started = Date.now();
   const stopTask = every(2000, async () => {
     const task = await api(`/measure/v1/tasks/${encodeURIComponent(id)}`);
+    if (task.kind === "flows") {
+      const { agents: list } = await api("/measure/v1/agents");
+      names = Object.fromEntries(list.flatMap((a) => [a.name, a.data_ip, a.host, a.mac]
+        .filter((ref) => typeof ref === "string" && ref).map((ref) => [ref, a.name])));
+    }
     const agents = Object.entries(task.agents || {});
     clear(head).append(...[
       el("h1", {}, "Task ", el("span", { id: "task-id", text: task.id }), " ", el("span", { id: "task-name", text: task.name })),

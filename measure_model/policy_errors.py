@@ -1,8 +1,9 @@
-"""``measure check``: every error of a policy file, said the way people fix them.
+"""Every error of a policy file, said the way people fix them.
 
-Validation itself is ``measure_model`` (``load_policy``, ``parse_task``),
-which stops at the first problem, as a server should. For a person editing
-a file this module collects them all:
+Validation itself is ``load_policy`` / ``parse_task``, which stop at the
+first problem, as a server should. For a person editing a file this module
+collects them all (``measure check`` prints them; a refused ``POST tasks``
+lists them under ``errors``):
 
 - a YAML syntax error is shown with its line and a caret under the column,
   as YAML tools do;
