@@ -14,6 +14,7 @@ Routes (docs/design.md, "Agent HTTP API"):
     DELETE /agent/v1/sketches/{id}/counters/{cid}
     GET|PUT /agent/v1/overlay, PUT|DELETE /agent/v1/tasks/{id},
     POST   /agent/v1/reports                      overlay role (overlay_node.py)
+    GET    /agent/v1/tasks/{id}/hosts/{name}      per-host lines (?limit=), for ?host=
     *      /agent/v1/bandwidth[/...]              bandwidth probing (bw_http.py)
 
 The boundary does everything once: the body is bounded (64 KiB, 413), the
@@ -42,6 +43,7 @@ from host_agent.legacy.handler import LegacyContext, handle_legacy
 from host_agent.overlay.node import OverlayNode
 from measure_common import jsonlimits
 from measure_common.httpclient import HttpClient
+from measure_model.fields import HOST_PATTERN
 from measure_model.task import DEFAULT_CAPTURE
 from measure_model.wire.overlay import TASK_ID_PATTERN
 
@@ -116,6 +118,8 @@ class AgentApp:
             (re.compile(rf"^/agent/v1/tasks/{_TASK}$"), {"PUT": self.put_task,
                                                          "DELETE": self.delete_task}),
             (re.compile(r"^/agent/v1/reports$"), {"POST": self.post_report}),
+            (re.compile(rf"^/agent/v1/tasks/{_TASK}/hosts/({HOST_PATTERN})$"),
+             {"GET": self.get_host_lines}),
         ]
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
@@ -302,3 +306,13 @@ class AgentApp:
 
     def post_report(self, req: webob.Request) -> webob.Response:
         return self._overlay_call(self._overlay().receive_report, parse_json(req))
+
+    def get_host_lines(self, req: webob.Request, task_id: str, name: str) -> webob.Response:
+        """One agent's per-host lines of a task (``?limit=``, newest first): this agent's
+        own, or a child's last; the controller asks here for ``?host=``."""
+        limit = req.GET.get("limit", "1")
+        if not re.fullmatch(r"[1-9][0-9]{0,2}", limit):
+            raise AgentError(400, "query parameter 'limit' must be an integer from 1 to 999")
+        return self._overlay_call(lambda: {"task_id": task_id, "host": name,
+                                           "results": self._overlay().host_lines(
+                                               task_id, name, int(limit))})

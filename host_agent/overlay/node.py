@@ -41,11 +41,15 @@ Coverage
     is not counted. ``oldest`` is the oldest snapshot time inside.
 
 Per-host results
-    Reports carry ``per_host``: for every covered agent a small summary
-    (totals, the top ``per_host_top`` heavy hitters and top-k, distinct
-    estimate, scan sources) so the controller serves ``?host=`` without
-    asking the agents. Each summary is bounded; their number is the number
-    of agents.
+    A report's ``per_host`` holds the sender's own line only: a small
+    summary (totals, the top ``per_host_top`` heavy hitters and top-k,
+    distinct estimate, scan sources). The parent keeps its children's last
+    lines (with their reports), each agent its own last ``SUMMARIES_KEPT``
+    (``host_lines``, served as ``GET /agent/v1/tasks/{id}/hosts/{name}``):
+    the controller asks there when ``?host=`` is asked. The root sends the
+    controller the bounded form (``measure_model.wire.overlay.bound_report``:
+    the first names of ``covered``/``missing`` and their exact counts), so
+    what the controller receives per task and interval does not grow with N.
 
 Parts
     The node is composed, not mixed in: ``NodeState`` (``overlay_state``)
@@ -85,7 +89,13 @@ from measure_common.runner import Runner, default_runner
 from measure_model import interval
 from measure_model.fields import is_count
 from measure_model.task import Task
-from measure_model.wire.overlay import Peer, is_url, parse_peer, validate_report
+from measure_model.wire.overlay import (
+    Peer,
+    bound_report,
+    is_url,
+    parse_peer,
+    validate_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +114,12 @@ class NotAChild(ValueError):
 
 class UnknownTask(KeyError):
     """A report for a task this node does not hold."""
+
+    status = 404
+
+
+class UnknownHost(KeyError):
+    """A per-host line asked of a node that holds none for that agent."""
 
     status = 404
 
@@ -429,9 +445,13 @@ class OverlayNode:
                 per_host[self.name]["monitor"] = self.agent.cost()
             except Exception as exc:  # noqa: BLE001 - a report goes out without it
                 log.warning("monitor cost unavailable: %s", exc)
+            with self._lock:
+                state.summaries.append((p.end, per_host[self.name]))
         elif self.state.in_scope(state.task):
             missing.append(self.name)
         carried: dict[str, float] = {}
+        times = [v["generated_at"] for v in per_host.values()
+                 if isinstance(v.get("generated_at"), int | float)]
         for name in kids:
             rep = p.children.get(name)
             if rep is None:
@@ -448,7 +468,8 @@ class OverlayNode:
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
             carried.update(rep.get("carried") or {})
-            per_host.update(rep.get("per_host", {}))
+            if isinstance(rep.get("oldest"), int | float):
+                times.append(rep["oldest"])
         snapshot, errors = merge_parts(self.merge, parts)
         covered = sorted({h for name, _, hosts in parts if name not in errors for h in hosts})
         for name, _, hosts in parts:
@@ -457,8 +478,6 @@ class OverlayNode:
                 for h in hosts:
                     per_host.pop(h, None)
         missing = sorted(set(missing) - set(covered))
-        times = [v["generated_at"] for v in per_host.values()
-                 if isinstance(v.get("generated_at"), int | float)]
         oldest = min(times) if times else None
         if snapshot is not None:
             snapshot.update(covered=covered, missing=missing, oldest=oldest, generated_at=now)
@@ -484,6 +503,7 @@ class OverlayNode:
                 return  # a legacy counter shared by this root: its home is here
             if self.root and self.controller:
                 url = f"{self.controller}/measure/v1/reports"
+                report = bound_report(report)
             elif self.parent is not None:
                 url = f"{self.parent.url}/agent/v1/reports"
             else:
@@ -507,6 +527,24 @@ class OverlayNode:
         self.runner.submit(send)
 
     # ------------------------------------------------------------ queries
+
+    def host_lines(self, task_id: str, name: str, limit: int = 1) -> list[dict]:
+        """The per-host lines of agent ``name`` for a task, newest first: this agent's
+        own last ``limit``, or a child's last one (from its last report)."""
+        with self._lock:
+            state = self.tasks.get(task_id)
+            if state is None:
+                raise UnknownTask(f"unknown task '{task_id}'")
+            if name == self.name:
+                lines = list(state.summaries)[::-1][:max(1, limit)]
+            else:
+                rep = state.latest_child.get(name)
+                line = (rep or {}).get("per_host", {}).get(name)
+                if line is None:
+                    raise UnknownHost(f"no per-host line of '{name}' for task '{task_id}' "
+                                      f"at {self.name}")
+                lines = [(rep["interval_end"], line)]  # type: ignore[index]
+        return [{"interval_end": end, **line} for end, line in lines]
 
     def global_snapshot(self, task_id: str, now: float | None = None) -> dict | None:
         """Own current snapshot merged with each child's latest subtree report."""
