@@ -339,7 +339,7 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
     if not res["missing"]:  # a complete result counts every packet exactly
         exact_pk = sum(a.counter("t1").packets
                        for a in sim.agents)
-        assert len(res["covered"]) == n and res["packets"] == exact_pk
+        assert res["covered_count"] == n and res["packets"] == exact_pk
     out.update(star(sim, lat, star_concurrency, len(body)))
     out["wall_s"] = wall_config + wall_reports
     return out

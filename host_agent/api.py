@@ -14,6 +14,7 @@ Routes (docs/design.md, "Agent HTTP API"):
     DELETE /agent/v1/sketches/{id}/counters/{cid}
     GET|PUT /agent/v1/overlay, PUT|DELETE /agent/v1/tasks/{id},
     POST   /agent/v1/reports                      overlay role (overlay_node.py)
+    POST   /agent/v1/heartbeats                   a child's heartbeat (overlay/beats.py)
     GET    /agent/v1/tasks/{id}/hosts/{name}      per-host lines (?limit=), for ?host=
     *      /agent/v1/bandwidth[/...]              bandwidth probing (bw_http.py)
 
@@ -118,6 +119,7 @@ class AgentApp:
             (re.compile(rf"^/agent/v1/tasks/{_TASK}$"), {"PUT": self.put_task,
                                                          "DELETE": self.delete_task}),
             (re.compile(r"^/agent/v1/reports$"), {"POST": self.post_report}),
+            (re.compile(r"^/agent/v1/heartbeats$"), {"POST": self.post_beats}),
             (re.compile(rf"^/agent/v1/tasks/{_TASK}/hosts/({HOST_PATTERN})$"),
              {"GET": self.get_host_lines}),
         ]
@@ -166,7 +168,8 @@ class AgentApp:
         # heavy entries and light cells, compressed): the controller's report limit
         # (the raw WSGI path: decoding is checked later, answered with a 400)
         raw_path = req.environ.get("PATH_INFO", "")
-        limit = MAX_REPORT_BODY if raw_path == "/agent/v1/reports" else self.max_body
+        limit = MAX_REPORT_BODY if raw_path in ("/agent/v1/reports", "/agent/v1/heartbeats") \
+            else self.max_body  # a subtree's heartbeats: about 30 bytes per agent
         length = req.content_length
         if length is not None and length > limit:
             raise AgentError(413, f"body too large: more than {limit} bytes")
@@ -306,6 +309,9 @@ class AgentApp:
 
     def post_report(self, req: webob.Request) -> webob.Response:
         return self._overlay_call(self._overlay().receive_report, parse_json(req))
+
+    def post_beats(self, req: webob.Request) -> webob.Response:
+        return self._overlay_call(self._overlay().receive_beats, parse_json(req))
 
     def get_host_lines(self, req: webob.Request, task_id: str, name: str) -> webob.Response:
         """One agent's per-host lines of a task (``?limit=``, newest first): this agent's

@@ -75,6 +75,7 @@ from collections.abc import Callable
 from typing import Any
 
 from host_agent.legacy.overlay import LegacyRoot
+from host_agent.overlay.beats import Beats
 from host_agent.overlay.down import TaskFanOut
 from host_agent.overlay.merge import (
     host_summary,
@@ -160,6 +161,10 @@ class OverlayNode:
         # never, a late report is counted in stats["late_reports"]), the last 1000
         self.margins: deque[float] = deque(maxlen=1000)
         self._lock = self.state.lock
+        self.beats = Beats()  # the subtree's heartbeats (host_agent.overlay.beats)
+        # between two tasks' reports in ``tick``: under eventlet, lets children's
+        # reports in (a simulation with its own clock replaces it)
+        self.pause: Callable[[], None] = lambda: time.sleep(0)
 
     @property
     def name(self) -> str:
@@ -331,7 +336,7 @@ class OverlayNode:
             states = [s for s in self.tasks.values() if s.reporting]
         for state in states:
             sent.extend(self._advance(state, now))
-            time.sleep(0)  # under eventlet: let children's reports in between two tasks
+            self.pause()
         return sent
 
     def next_wakeup(self, now: float) -> float:
@@ -525,6 +530,21 @@ class OverlayNode:
                 log.warning("report %s to %s failed: %s", report["task_id"], url, body)
 
         self.runner.submit(send)
+
+    # ------------------------------------------------------------ heartbeats
+
+    def receive_beats(self, body: Any) -> dict:
+        """A child's heartbeat with its subtree's (``POST /agent/v1/heartbeats``)."""
+        return self.beats.receive(body, self.now(), self.state.child_names())
+
+    def beat_body(self, version: str, monitor: dict | None) -> dict:
+        """The heartbeat for this node's parent: itself and its live subtree."""
+        return self.beats.body(self.name, version, monitor, self.now(),
+                               self.state.child_names())
+
+    def subtree_beats(self) -> dict[str, dict]:
+        """The live agents below this node (a root's heartbeat to the controller)."""
+        return self.beats.subtree(self.now(), self.state.child_names())
 
     # ------------------------------------------------------------ queries
 

@@ -244,3 +244,42 @@ def check_host_lines(body: Any, host: str) -> list[dict]:
             raise ValueError("host lines: each result must have an 'interval_end' time")
         _summary(host, {k: v for k, v in line.items() if k != "interval_end"})
     return lines
+
+
+#: an agent's version (registration and heartbeats)
+VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}(?:\.\d{1,4})?(?:[.+-][0-9A-Za-z.+-]{1,40})?")
+
+
+def check_beat_agents(value: Any, where: str) -> dict[str, dict]:
+    """The ``{agent: {"version", "monitor"?}}`` map of an aggregated heartbeat."""
+    if not isinstance(value, dict) or len(value) > MAX_AGENTS:
+        raise ValueError(f"{where} must map at most {MAX_AGENTS} agent names to "
+                         f"{{version, monitor}}")
+    for name, entry in value.items():
+        if not isinstance(name, str) or not HOST_RE.fullmatch(name):
+            raise ValueError(f"{where}: '{str(name)[:64]}' is not an agent name")
+        if not isinstance(entry, dict) or set(entry) - {"version", "monitor"}:
+            raise ValueError(f"{where}.{name} must be an object of 'version' and 'monitor'")
+        if not isinstance(entry.get("version"), str) or not VERSION_RE.fullmatch(
+                entry["version"]):
+            raise ValueError(f"{where}.{name}: field 'version' must be a version like 0.2.0")
+        if "monitor" in entry:
+            check_cost(entry["monitor"], f"{where}.{name}: field 'monitor'")
+    return value
+
+
+def check_beats(body: Any) -> dict:
+    """A heartbeat a child sends its parent (``POST /agent/v1/heartbeats``):
+    ``{"from": name, "agents": {name: {"version", "monitor"?}}}``, the sender among them."""
+    if not isinstance(body, dict):
+        raise ValueError("heartbeat: body must be a JSON object")
+    for key in body:
+        if key not in ("from", "agents"):
+            raise ValueError(f"heartbeat: unknown field '{str(key)[:64]}'")
+    sender = body.get("from")
+    if not isinstance(sender, str) or not HOST_RE.fullmatch(sender):
+        raise ValueError("heartbeat: field 'from' must be an agent name")
+    agents = check_beat_agents(body.get("agents"), "heartbeat: field 'agents'")
+    if sender not in agents:
+        raise ValueError("heartbeat: field 'agents' must list the sender")
+    return body

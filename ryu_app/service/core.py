@@ -564,10 +564,14 @@ class MeasureService:
                 "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
 
     def heartbeat(self, name: str, body: Any = None) -> dict[str, Any]:
+        """An agent's heartbeat, with its overlay subtree's (``subtree``): the reply's
+        ``unknown`` names the listed agents that must register again."""
         if self.registry.heartbeat(name, self.now(), body):
             self._joined = True
             self.pushes.overlay.add(name)
-        return {"name": name, "ok": True, "epoch": self.epoch}
+        subtree = body.get("subtree") if isinstance(body, dict) else None
+        unknown = sorted(n for n in subtree or () if n not in self.registry.agents)
+        return {"name": name, "ok": True, "epoch": self.epoch, "unknown": unknown[:1000]}
 
     def agents(self) -> list[dict[str, Any]]:
         now = self.now()
