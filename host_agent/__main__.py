@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     check_bounds(args, "agent")
     if args.secret_file:
         check_secret_file(args.secret_file)
+    if args.key_file:
+        check_secret_file(args.key_file, "key_file")
     return args
 
 
@@ -275,12 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     from measure_common.serverguard import AGENT_LIMITS, Guard, guarded_server
 
     _setup_logging(args.log_file)
-    verifier = auth = None
-    if args.secret_file:
-        from measure_common.auth import HmacAuth, Verifier, load_or_create_secret
+    verifier = auth = keyring = None
+    if args.key_file or args.secret_file:
+        from host_agent.keyring import KeyRing
+        from measure_common.auth import RoutedAuth, Verifier, agent_key, load_or_create_secret
 
-        secret, _ = load_or_create_secret(args.secret_file)
-        verifier, auth = Verifier(secret), HmacAuth(secret)
+        if args.key_file:
+            own_key, _ = load_or_create_secret(args.key_file)
+        else:  # the master secret: keep only this agent's key derived from it
+            own_key = agent_key(load_or_create_secret(args.secret_file)[0], args.name)
+        keyring = KeyRing(args.name, own_key,
+                          controller_urls(args.controller) if args.controller else [])
+        verifier, auth = Verifier.for_agent(args.name, own_key), RoutedAuth(keyring.lookup)
     try:
         capture = None if args.no_capture else Capture(
             args.name, args.queue_num, args.queues, args.exclude_interface,
@@ -314,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     # heartbeats, overlay reports and task fan-out, bandwidth probe calls
     http = HttpClient(auth)
     overlay = OverlayNode(agent, http=http)
+    overlay.keyring = keyring
     bandwidth = bandwidth_api(args.data_ip, http)
+    bandwidth.prober.keyring = keyring
 
     stopping: list[int] = []
 

@@ -329,6 +329,10 @@ class Agent:
         snap = self._merged_snapshot(sketch.id, cid, now)
         if method == "snapshot":
             return snap
+        if method == "summary":  # merged from full snapshots (several monitors)
+            from host_agent.monitor.core import summary
+
+            return summary(dict(snap))
         if method == "heavy_hitters":
             return snap.get("heavy_hitters", {})
         if method == "window":
@@ -348,12 +352,17 @@ class Agent:
                        "bytes": sum(s["bytes"] for s in seen)}
         return out
 
-    def snapshot(self, sid: Any, cid: Any, now: float | None = None) -> dict:
-        """The counter snapshot of docs/design.md, plus ``missed`` and monitor gaps."""
+    def snapshot(self, sid: Any, cid: Any, now: float | None = None, full: bool = True,
+                 rules_max_age: float = 0.0) -> dict:
+        """The counter snapshot of docs/design.md, plus ``missed`` and monitor gaps.
+
+        ``full=False``: the summary (no sketch cells, no HyperLogLog registers);
+        ``rules_max_age``: rule counters that old may come from the cache."""
         now = now or self.clock()
         sketch, cid = self.get_counter(sid, cid)
-        rules = self.capture.counters() if self.capture is not None else None
-        snap = self.query(sketch.id, cid, "snapshot", now=now)
+        rules = self.capture.counters(max_age=rules_max_age) \
+            if self.capture is not None else None
+        snap = self.query(sketch.id, cid, "snapshot" if full else "summary", now=now)
         seen = snap.pop("seen", None) or {"packets": 0, "bytes": 0}
         if rules is not None and sketch.id in rules:
             pk, by = rules[sketch.id]

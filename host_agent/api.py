@@ -10,7 +10,8 @@ Routes (docs/design.md, "Agent HTTP API"):
     GET    /agent/v1/sketches/{id}
     DELETE /agent/v1/sketches/{id}
     POST   /agent/v1/sketches/{id}/counters       {"key": "src", "increment": "pkt", ...}
-    GET    /agent/v1/sketches/{id}/counters/{cid} snapshot (?key=K adds "estimate")
+    GET    /agent/v1/sketches/{id}/counters/{cid} summary (?key=K adds "estimate";
+                                                   ?full=1, signed: the whole snapshot)
     DELETE /agent/v1/sketches/{id}/counters/{cid}
     GET|PUT /agent/v1/overlay, PUT|DELETE /agent/v1/tasks/{id},
     POST   /agent/v1/reports                      overlay role (overlay_node.py)
@@ -51,6 +52,14 @@ from measure_model.wire.overlay import TASK_ID_PATTERN
 log = logging.getLogger("host_agent.api")
 
 MAX_BODY = 64 * 1024
+
+
+def _full_read(req: webob.Request) -> bool:
+    """``?full=1``: a read that ships whole sketches (signed, when the agent has a key)."""
+    return req.method in ("GET", "HEAD") and req.GET.get("full") not in (None, "", "0",
+                                                                          "false")
+#: what a request signed by another agent (not the controller) may reach
+PEER_PATHS = ("/agent/v1/tasks/", "/agent/v1/reports", "/agent/v1/bandwidth/receive")
 MAX_REPORT_BODY = 16 * 1024 * 1024  # as the controller's POST reports
 NO_SECRET = ("this agent has no shared secret: configuration is accepted only from the "
              "controller or the overlay parent, signed (start it with --secret-file; "
@@ -182,18 +191,26 @@ class AgentApp:
     def _authenticate(self, req: webob.Request, path: str) -> None:
         overlay = path == "/agent/v1/overlay" or path.startswith(("/agent/v1/tasks",
                                                                   "/agent/v1/reports"))
-        if req.method in ("GET", "HEAD") and not overlay:
+        if req.method in ("GET", "HEAD") and not overlay and not _full_read(req):
             return
         if self.verifier is None:
             if self.insecure:
                 return
             raise AgentError(403, NO_SECRET)
-        from measure_common.auth import AuthError
+        from measure_common.auth import CONTROLLER, AuthError
 
         try:
-            self.verifier.verify_webob(req)
+            sender = self.verifier.verify_webob(req)
         except AuthError as exc:
+            log.warning("refused %s %s: %s", req.method, path[:200], exc.message)
             raise AgentError(exc.status, exc.message) from None
+        req.environ["measure.sender"] = sender
+        if sender != CONTROLLER and not path.startswith(PEER_PATHS):
+            # another agent's key covers overlay traffic and bandwidth receivers only
+            log.warning("refused %s %s from agent %s: only the controller may", req.method,
+                        path[:200], sender)
+            raise AgentError(403, f"agent {sender} may not call {req.method} {path[:200]}; "
+                                  "only the controller may")
 
     # ------------------------------------------------------------ v1
     def health(self, req: webob.Request) -> webob.Response:
@@ -266,8 +283,14 @@ class AgentApp:
                              201)
 
     def get_counter(self, req: webob.Request, sid: str, cid: str) -> webob.Response:
+        # open: the summary, rule counters at most RULES_MAX_AGE old; ?full=1 (signed
+        # when the agent has a key): the whole snapshot, sketch cells included
+        from host_agent.health import RULES_MAX_AGE
+
         now = self.agent.clock()
-        snap = self.agent.snapshot(sid, cid, now)
+        full = _full_read(req)
+        snap = self.agent.snapshot(sid, cid, now, full=full,
+                                   rules_max_age=0.0 if full else RULES_MAX_AGE)
         key = req.GET.get("key")
         if key is not None:
             snap["estimate"] = {"key": key,
@@ -308,10 +331,24 @@ class AgentApp:
         return self._overlay_call(self._overlay().delete_task, task_id, body)
 
     def post_report(self, req: webob.Request) -> webob.Response:
-        return self._overlay_call(self._overlay().receive_report, parse_json(req))
+        body = parse_json(req)
+        sender = req.environ.get("measure.sender")
+        if sender not in (None, "controller") and isinstance(body, dict) \
+                and body.get("from") != sender:
+            log.warning("refused a report from agent %s claiming to be from %r", sender,
+                        str(body.get("from"))[:64])
+            raise AgentError(403, f"agent {sender} may only report as itself")
+        return self._overlay_call(self._overlay().receive_report, body)
 
     def post_beats(self, req: webob.Request) -> webob.Response:
-        return self._overlay_call(self._overlay().receive_beats, parse_json(req))
+        body = parse_json(req)
+        sender = req.environ.get("measure.sender")
+        if sender not in (None, "controller") and isinstance(body, dict) \
+                and body.get("from") != sender:
+            log.warning("refused a heartbeat from agent %s claiming to be from %r", sender,
+                        str(body.get("from"))[:64])
+            raise AgentError(403, f"agent {sender} may only send its own heartbeat")
+        return self._overlay_call(self._overlay().receive_beats, body)
 
     def get_host_lines(self, req: webob.Request, task_id: str, name: str) -> webob.Response:
         """One agent's per-host lines of a task (``?limit=``, newest first): this agent's

@@ -28,6 +28,9 @@ from typing import Any
 from host_agent.monitor.commands import Stats
 from measure_model.version import __version__
 
+#: open reads (health, a counter GET) reuse iptables rule counters this old (seconds)
+RULES_MAX_AGE = 2.0
+
 COST_INTERVAL = 2.0
 
 
@@ -82,7 +85,8 @@ def _cost(agent: Any, mons: list[dict], seen: dict[int, int]) -> dict:
     missed = None
     if agent.capture is not None:
         try:
-            rules = agent.capture.counters()
+            # an open read: rule counters at most RULES_MAX_AGE old (iptables-save is dear)
+            rules = agent.capture.counters(max_age=RULES_MAX_AGE)
         except RuntimeError:
             rules = None
         if rules is not None:

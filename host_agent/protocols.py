@@ -119,8 +119,9 @@ class CaptureRules(Protocol):
         """Stop capturing for ``sketch``."""
         ...
 
-    def counters(self) -> dict[int, tuple[int, int]]:
-        """Packets and bytes each sketch's rule matched."""
+    def counters(self, max_age: float = 0.0) -> dict[int, tuple[int, int]]:
+        """Packets and bytes each sketch's rule matched (a reading up to ``max_age``
+        seconds old may be reused)."""
         ...
 
     def listing(self) -> list[str]:

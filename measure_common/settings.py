@@ -149,6 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MEASURE_PROTECT", "list", (),
             "hosts, addresses or prefixes no reaction may block (the management network "
             "and the controller are always protected)"),
+    Setting("MEASURE_GATEWAYS", "list", (),
+            "the data network's gateways (routers): always protected from reactions, "
+            "like the controller"),
     Setting("MEASURE_MGMT_NET", "network", str(MGMT_NET),
             "the management network, always protected from reactions"),
     Setting("MEASURE_PROBE_BUDGET_BPS", "int", 10_000_000,
@@ -176,9 +179,12 @@ SETTINGS: tuple[Setting, ...] = (
            "this host's data-network address (registered with the controller)"),
     _agent("exclude_interface", "str", None,
            "interface never captured (the management interface, e.g. h2-mgmt)"),
-    _agent("secret_file", "path", None, "shared HMAC secret with the controller (mode "
-           "0600); when given, every state-changing /agent/v1 request must be signed"),
-    _agent("insecure", "bool", False, "without secret_file, accept unsigned /agent/v1 "
+    _agent("key_file", "path", None, "this agent's own HMAC key (mode 0600; the "
+           "controller's HMAC(secret, name), written by measure-net); when given, every "
+           "state-changing /agent/v1 request must be signed"),
+    _agent("secret_file", "path", None, "the controller's master secret (mode 0600), from "
+           "which the agent derives its own key and keeps only that; key_file is better"),
+    _agent("insecure", "bool", False, "without key_file or secret_file, accept unsigned /agent/v1 "
            "configuration from anyone (refused with 403 otherwise); only on an isolated "
            "test network"),
     _agent("allow_legacy", "bool", False, "accept the original unauthenticated messages on "

@@ -44,4 +44,4 @@ def auth_from_env(state_dir: str) -> AuthConfig:
     secret, _ = load_or_create_secret(secret_path)
     reads_open = get_setting("MEASURE_READS_OPEN")
     return AuthConfig(token=token, secret=secret, reads_open=reads_open,
-                      verifier=Verifier(secret))
+                      verifier=Verifier.for_controller(secret))

@@ -23,6 +23,8 @@ from testing.clock import Clock
 from testing.monitors import InlineMonitor
 
 SECRET = b"hostile-input-test-secret-0123456789abcdef"
+#: the name of the agent ``make_agent_app`` builds
+AGENT_NAME = "fz"
 
 
 class RecordingTransport:
@@ -67,7 +69,7 @@ class MemoryCapture:
     def remove(self, sketch: int) -> None:
         del self.rules[sketch]
 
-    def counters(self) -> dict[int, tuple[int, int]]:
+    def counters(self, max_age: float = 0.0) -> dict[int, tuple[int, int]]:
         return {sketch: (0, 0) for sketch in self.rules}
 
     def listing(self) -> list[str]:
@@ -85,15 +87,15 @@ def make_agent_app(secret: bytes | None = SECRET, allow_legacy: bool = False,
     from host_agent.agent import Agent
     from host_agent.api import AgentApp
     from host_agent.overlay.node import OverlayNode
-    from measure_common.auth import Verifier
+    from measure_common.auth import Verifier, agent_key
     from measure_common.runner import InlineRunner
 
     rules = MemoryCapture() if capture == "memory" else capture
     assert not isinstance(rules, str), f"capture: 'memory', None or rules, not {rules!r}"
-    agent = Agent("fz", [InlineMonitor()], capture=rules, data_ip="10.0.0.9")
+    agent = Agent(AGENT_NAME, [InlineMonitor()], capture=rules, data_ip="10.0.0.9")
     transport = RecordingTransport()
     overlay = OverlayNode(agent, http=transport, runner=InlineRunner())
-    verifier = Verifier(secret) if secret else None
+    verifier = Verifier.for_agent(AGENT_NAME, agent_key(secret, AGENT_NAME)) if secret else None
     return AgentApp(agent, verifier, allow_legacy, overlay=overlay), agent, transport
 
 
@@ -114,11 +116,13 @@ def agent_state(app) -> object:
 
 
 def signed(method: str, path: str, body: bytes = b"", secret: bytes = SECRET,
-           now: float | None = None, headers: dict | None = None):
-    """A webob request signed like ``HmacAuth`` signs a real one."""
+           now: float | None = None, headers: dict | None = None,
+           sender: str = "controller", receiver: str = AGENT_NAME):
+    """A webob request signed like ``HmacAuth`` signs a real one: by default the
+    controller's request to the test agent (``secret`` is the master secret)."""
     import webob
 
-    from measure_common.auth import sign_request
+    from measure_common.auth import CONTROLLER, agent_key, sign_request
 
     req = webob.Request.blank(path, method=method, body=body,
                               headers={"Content-Type": "application/json", **(headers or {})})
@@ -130,7 +134,9 @@ def signed(method: str, path: str, body: bytes = b"", secret: bytes = SECRET,
         raw = req.environ["PATH_INFO"].encode("latin-1")
         query = req.environ.get("QUERY_STRING")
         path_qs = quote(raw, safe="/") + (f"?{query}" if query else "")
-    req.headers.update(sign_request(secret, method, path_qs, body, now=now))
+    key = agent_key(secret, receiver if sender == CONTROLLER else sender)
+    req.headers.update(sign_request(key, method, path_qs, body, now=now, sender=sender,
+                                    receiver=receiver))
     return req
 
 
@@ -198,7 +204,7 @@ def make_controller_app(state_dir, reads_open: bool = False, clock=None):
     from ryu_app.service.core import MeasureService
 
     auth = AuthConfig(token=TOKEN, secret=SECRET, reads_open=reads_open,
-                      verifier=Verifier(SECRET))
+                      verifier=Verifier.for_controller(SECRET))
     service = MeasureService(Topology(), str(state_dir), now=clock or Clock(), http=RecordingHttp(),
                              controller_url="http://127.0.0.1:9", auth=auth)
     wsgi = WSGIApplication()

@@ -55,6 +55,8 @@ class InlineMonitor:
             raise MonitorError(reply["error"])
         raise AgentError(400, reply["error"])
 
-    def feed(self, packets: list[bytes], mark: int = 1, now: float | None = None) -> None:
+    def feed(self, packets: list[bytes], mark: int = 1 << 16, now: float | None = None) -> None:
+        """Ingest ``packets`` with packet mark ``mark`` (default: the bit of an agent's
+        first NFQUEUE sketch, slot 16)."""
         when = now if now is not None else self.clock() if self.clock is not None else 0.0
         self.core.ingest(packets, [mark] * len(packets), when)

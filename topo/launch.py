@@ -60,7 +60,7 @@ from mininet.node import Node, RemoteController
 from mininet.nodelib import LinuxBridge
 
 from measure_cli.client import ControllerClient, read_token
-from measure_common.auth import load_or_create_secret, load_or_create_token
+from measure_common.auth import load_or_create_secret, load_or_create_token, write_agent_key
 from measure_common.settings import (
     MGMT_CONTROLLER_IP,
     MGMT_NET,
@@ -378,6 +378,12 @@ class MeasureNetwork:
         load_or_create_secret(path)
         return path
 
+    def key_file(self, name: str) -> str:
+        """Agent ``name``'s own key (derived from the secret; the agent gets only this)."""
+        path = os.path.join(self.run_dir, f"agent-{name}.key")
+        write_agent_key(path, load_or_create_secret(self.secret_file())[0], name)
+        return path
+
     def token_file(self) -> str:
         """The controller's bearer token for people and scripts."""
         path = os.path.join(self.run_dir, TOKEN_FILE_NAME)
@@ -490,7 +496,7 @@ class MeasureNetwork:
                "--listen", "0.0.0.0", "--port", str(AGENT_PORT),
                "--advertise", f"http://{mgmt_ip(host.name)}:{AGENT_PORT}",
                "--data-ip", host.IP(), "--exclude-interface", f"{host.name}-mgmt",
-               "--secret-file", self.secret_file(),
+               "--key-file", self.key_file(host.name),
                "--log-file", os.path.join(self.run_dir, f"agent-{host.name}.log"),
                "--state-dir", os.path.join(self.run_dir, f"agent-{host.name}")]
         if self.opts.allow_legacy:

@@ -30,6 +30,7 @@ reports what was used. The HTTP routes are :mod:`host_agent.bandwidth.api`.
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from host_agent.bandwidth.slops import (
     train_capacity_mbit,
 )
 from host_agent.bandwidth.worker import Worker, WorkerError
+from host_agent.keyring import KeyRing, check_credential
 from measure_model.fields import FieldError, Integer, Number
 from measure_model.task import BW_DEFAULT_BYTES, BW_DEFAULT_DURATION, field_value
 
@@ -70,10 +72,13 @@ class ProbeParams:
     packet_size: int = 1000
     streams: int = 6
     packets: int = 80
+    #: the destination agent's name and the controller's credential for it (signed calls)
+    dst_name: str | None = None
+    dst_key: dict[str, str] | None = None
 
 
 _FIELDS = {"dst_ip", "dst_url", "method", "max_duration", "max_bytes", "max_rate_mbit",
-           "packet_size", "streams", "packets"}
+           "packet_size", "streams", "packets", "dst_name", "dst_key"}
 
 
 #: the probe's own knobs (not task fields): default and checker
@@ -112,7 +117,19 @@ def parse_params(body: Any) -> ProbeParams:
     dst_url = body.get("dst_url", f"http://{dst_ip}:8000")
     if not isinstance(dst_url, str) or not dst_url.startswith(("http://", "https://")):
         raise BandwidthError(400, "field 'dst_url' must be an http:// or https:// URL")
+    dst_name, dst_key = body.get("dst_name"), body.get("dst_key")
+    if (dst_name is None) != (dst_key is None):
+        raise BandwidthError(400, "fields 'dst_name' and 'dst_key' go together")
+    if dst_name is not None and (not isinstance(dst_name, str)
+                                 or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", dst_name)):
+        raise BandwidthError(400, "field 'dst_name' must be an agent name")
+    if dst_key is not None:
+        try:
+            dst_key = check_credential(dst_key, "dst_key")
+        except ValueError as exc:
+            raise BandwidthError(400, str(exc)) from None
     return ProbeParams(
+        dst_name=dst_name, dst_key=dst_key,
         dst_ip=str(dst_ip), dst_url=dst_url.rstrip("/"), method=_param(body, "method"),
         max_duration=_param(body, "max_duration"), max_bytes=_param(body, "max_bytes"),
         max_rate_mbit=float(_param(body, "max_rate_mbit")),
@@ -292,6 +309,8 @@ class Prober:
         self.peer = peer
         self._busy: set[str] = set()
         self._lock = threading.Lock()
+        #: the agent's signing keys: a request's destination credential is added to it
+        self.keyring: KeyRing | None = None
 
     def busy(self, dst_ip: str) -> bool:
         """Whether a probe to ``dst_ip`` is running."""
@@ -301,6 +320,12 @@ class Prober:
     def probe(self, body: Any) -> dict[str, Any]:
         """Run one probe from this agent to ``body['dst_ip']``; return the v1 JSON."""
         params = parse_params(body)
+        if params.dst_name is not None and params.dst_key is not None \
+                and self.keyring is not None:
+            try:
+                self.keyring.learn(params.dst_name, params.dst_url, params.dst_key)
+            except ValueError as exc:
+                raise BandwidthError(400, f"field 'dst_name': {exc}") from None
         with self._lock:
             if params.dst_ip in self._busy:
                 raise BandwidthError(409, f"a bandwidth probe to {params.dst_ip} "

@@ -10,11 +10,11 @@ matching sketch only. Instead every agent owns two chains,
 ``OUTPUT`` (skipping the management interface)::
 
     -A ehm-h2-in -p udp -m multiport --ports 8001 -j RETURN  (path probes)
-    -A ehm-h2-in -j MARK --and-mark 0x0                       (clear)
-    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x1
-    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x2
-    -A ehm-h2-in -m mark ! --mark 0x0/0xffff -j NFQUEUE --queue-num 0 --queue-bypass
-    -A ehm-h2-in -m mark ! --mark 0x0/0xffff0000 -j NFLOG --nflog-group 0
+    -A ehm-h2-in -j MARK --set-xmark 0x0/0xffff0000           (clear our bits)
+    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x10000
+    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x20000
+    -A ehm-h2-in -m mark ! --mark 0x0/0xff0000 -j NFQUEUE --queue-num 0 --queue-bypass
+    -A ehm-h2-in -m mark ! --mark 0x0/0xff000000 -j NFLOG --nflog-group 0
                  --nflog-size 128 --nflog-threshold 64
 
 Each sketch owns one bit of the packet mark; the monitor reads the mark of
@@ -22,9 +22,13 @@ every packet it gets and feeds the packet to every sketch whose bit is set.
 One queue (or one ``--queue-balance`` range) then carries all sketches, and
 overlapping filters are counted by each sketch.
 
+The project owns bits 16..31 of the mark only (``OWNED_MASK``): the clear rule
+is ``--set-xmark 0x0/0xffff0000`` and every match is masked, so a mark another
+program set in the low 16 bits (policy routing, kube-proxy) goes through.
+
 Two capture modes share the scheme. NFQUEUE sketches (the default) own bits
-0..15: their packets wait in the kernel for the monitor's verdict (fail-open).
-NFLOG sketches own bits 16..31: their packets get a copy of the first
+16..23: their packets wait in the kernel for the monitor's verdict (fail-open).
+NFLOG sketches own bits 24..31: their packets get a copy of the first
 ``HEADER_COPY_BYTES`` bytes sent to the netlink group of the same number, in
 batches of up to ``threshold`` packets, and go on at once (the kernel never
 waits; what it could not deliver is counted by the reader, ``nflog.py``). The
@@ -63,6 +67,8 @@ import ipaddress
 import re
 import shlex
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -74,10 +80,14 @@ MAX_SLOTS = 32
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
-# ebpf sketches have no iptables rule: their slots (32..47, bits no mark has) index
-# the eBPF program's configuration rows (capture/ebpf.py)
-SLOTS = {"nfqueue": range(0, 16), "nflog": range(16, 32), "ebpf": range(32, 48)}
+# A slot is a packet-mark bit. The project owns bits 16..31 only (OWNED_MASK): NFQUEUE
+# sketches 16..23, NFLOG sketches 24..31. The low 16 bits are other programs' (policy
+# routing, kube-proxy's 0x4000/0x8000, Cilium's 0xf00): the capture never reads or
+# changes them. ebpf sketches have no iptables rule: their slots (32..47, bits no mark
+# has) index the eBPF program's configuration rows (capture/ebpf.py)
+SLOTS = {"nfqueue": range(16, 24), "nflog": range(24, 32), "ebpf": range(32, 48)}
 MODE_MASKS = {mode: hex(sum(1 << b for b in SLOTS[mode])) for mode in ("nfqueue", "nflog")}
+OWNED_MASK = hex(sum(1 << b for mode in ("nfqueue", "nflog") for b in SLOTS[mode]))
 NFLOG_THRESHOLD = 64
 
 Runner = Callable[[list[str]], str]
@@ -181,11 +191,17 @@ class Capture:
         self.own_ip = own_ip if own_ip and _is_ipv4(own_ip) else None
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
         self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
+        # counters(): the last reading (monotonic time, rule generation, counts); every
+        # iptables change bumps the generation, so a reading from before it is not reused
+        self._generation = 0
+        self._counted: tuple[float, int, dict[int, tuple[int, int]]] | None = None
+        self._count_lock = threading.Lock()
 
     def comment(self, what: object) -> str:
         return f"{COMMENT_PREFIX}:{self.agent}:{what}"
 
     def _ipt(self, family: int, *args: str) -> str:
+        self._generation += 1  # the rules change: the next counters() reads them again
         return self.run([self.tables[family], "-w", "5", *args])
 
     def queue_target(self) -> list[str]:
@@ -212,8 +228,10 @@ class Capture:
                     self._ipt(family, "-A", chain, "-p", "udp", "-m", "multiport", "--ports",
                               str(self.probe_port), "-m", "comment", "--comment",
                               self.comment("probes"), "-j", "RETURN")
+                # clear the project's bits only: another program's mark goes through
                 self._ipt(family, "-A", chain, "-m", "comment", "--comment",
-                          self.comment("clear"), "-j", "MARK", "--and-mark", "0x0")
+                          self.comment("clear"), "-j", "MARK", "--set-xmark",
+                          f"0x0/{OWNED_MASK}")
                 if family == 4 and hook == "OUTPUT" and self.own_ip:
                     # a packet this host sends with another host's source address is
                     # spoofed (the controller's source guard drops it): never counted
@@ -304,8 +322,23 @@ class Capture:
     def _save(self, family: int) -> str:
         return self.run([f"{self.tables[family]}-save", "-c", "-t", "filter"])
 
-    def counters(self) -> dict[int, tuple[int, int]]:
-        """Packets and bytes each sketch's rules matched (both families summed)."""
+    def counters(self, max_age: float = 0.0) -> dict[int, tuple[int, int]]:
+        """Packets and bytes each sketch's rules matched (both families summed).
+
+        ``max_age`` > 0: a reading at most that many seconds old is returned again
+        (no ``iptables-save``), unless the rules changed since; concurrent callers
+        share one reading."""
+        with self._count_lock:
+            cached = self._counted
+            if max_age > 0 and cached is not None and cached[1] == self._generation \
+                    and time.monotonic() - cached[0] <= max_age:
+                return dict(cached[2])
+            taken, generation = time.monotonic(), self._generation
+            out = self._read_counters()
+            self._counted = (taken, generation, out)
+            return dict(out)
+
+    def _read_counters(self) -> dict[int, tuple[int, int]]:
         out: dict[int, tuple[int, int]] = {}
         for family in self.tables:
             for line in self._save(family).splitlines():

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-QUERY_METHODS = ("snapshot", "estimate", "heavy_hitters", "top_k", "window", "scan")
+QUERY_METHODS = ("snapshot", "summary", "estimate", "heavy_hitters", "top_k", "window",
+                 "scan")
 FLOW_ORDER = ("bytes", "packets")
 
 
@@ -93,8 +94,10 @@ class FlowsTop:
 
 @dataclass(frozen=True)
 class Query:
-    """``method``: snapshot | estimate (needs ``key``) | heavy_hitters | top_k | window | scan;
-    ``now`` defaults to the monitor's clock."""
+    """``method``: snapshot | summary (the snapshot without the sketch cells and the
+    HyperLogLog registers: bounded by the counter's limits, cheap to build) | estimate
+    (needs ``key``) | heavy_hitters | top_k | window | scan; ``now`` defaults to the
+    monitor's clock."""
 
     op: ClassVar[str] = "query"
     sketch: int

@@ -424,8 +424,9 @@ class MonitorCore:
         when = now if cmd.now is None else cmd.now
         if state.ebpf is not None and self.ebpf is not None:
             self.poll_ebpf(state, now)  # the answer includes every packet until now
-        if cmd.method == "snapshot":
-            snap = counter.snapshot(when)
+        if cmd.method in ("snapshot", "summary"):
+            snap = summary(counter.snapshot(when, include_sketch=False)) \
+                if cmd.method == "summary" else counter.snapshot(when)
             snap["seen"] = {"packets": state.packets, "bytes": state.bytes}
             if state.ebpf is not None:
                 snap["ebpf_missed"] = {"packets": state.missed[0], "bytes": state.missed[1]}
@@ -441,6 +442,16 @@ class MonitorCore:
         if cmd.method == "heavy_hitters":
             return counter.heavy_hitters()
         return counter.top_k()
+
+
+def summary(snap: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot without its unbounded parts (sketch cells, HyperLogLog registers)."""
+    snap.pop("sketch", None)
+    distinct = snap.get("distinct")
+    if isinstance(distinct, dict):
+        distinct.pop("hll", None)
+    snap["summary"] = True
+    return snap
 
 
 class _Budget:

@@ -74,6 +74,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from host_agent.keyring import KeyRing, check_credential
 from host_agent.legacy.overlay import LegacyRoot
 from host_agent.overlay.beats import Beats
 from host_agent.overlay.down import TaskFanOut
@@ -165,6 +166,8 @@ class OverlayNode:
         # between two tasks' reports in ``tick``: under eventlet, lets children's
         # reports in (a simulation with its own clock replaces it)
         self.pause: Callable[[], None] = lambda: time.sleep(0)
+        #: the agent's signing keys; placements add their peers' (None: unsigned)
+        self.keyring: KeyRing | None = None
 
     @property
     def name(self) -> str:
@@ -231,7 +234,8 @@ class OverlayNode:
         """Adopt a placement from the controller; older epochs are refused."""
         if not isinstance(body, dict):
             raise ValueError("overlay: body must be a JSON object")
-        unknown = set(body) - {"parent", "children", "root", "epoch", "controller", "to"}
+        unknown = set(body) - {"parent", "children", "root", "epoch", "controller", "to",
+                               "keys"}
         if unknown:
             raise ValueError(f"overlay: unknown field '{sorted(unknown)[0]}'")
         epoch = body.get("epoch")
@@ -251,6 +255,17 @@ class OverlayNode:
         controller = body.get("controller")
         if controller is not None and not is_url(controller):
             raise ValueError("overlay: field 'controller' must be an http(s) URL")
+        keys = body.get("keys", {})
+        if not isinstance(keys, dict) or len(keys) > len(kids) + 1:
+            raise ValueError("overlay: field 'keys' must be an object with one entry per "
+                             "parent or child")
+        peers = {p.name: p for p in [*([parent] if parent else []), *kids]}
+        creds = {}
+        for peer_name, cred in keys.items():
+            if peer_name not in peers:
+                raise ValueError(f"overlay: field 'keys' names {str(peer_name)[:64]!r}, "
+                                 "neither the parent nor a child")
+            creds[peer_name] = check_credential(cred, f"keys.{peer_name}")
         to = body.get("to")
         if to is not None and to != self.name:
             # a placement made for another agent (a replay): never adopted
@@ -269,6 +284,11 @@ class OverlayNode:
             st.parent, st.children, st.root, st.epoch = parent, kids, root, epoch
             if controller is not None:
                 st.controller = controller.rstrip("/")
+            if self.keyring is not None:
+                if controller is not None:
+                    self.keyring.add_controller(controller)
+                for peer_name, cred in creds.items():
+                    self.keyring.learn(peer_name, peers[peer_name].url, cred)
             new_kids = [k for k in kids if k not in old]
             tasks = list(self.tasks.values())
             names = {k.name for k in kids}

@@ -144,8 +144,11 @@ class ActionManager:
                  spawn: Callable[[Callable[[], None]], None] | None = None,
                  protect: tuple[str, ...] = (), max_active: int = DEFAULT_MAX_ACTIVE,
                  max_new_per_minute: int = DEFAULT_MAX_NEW_PER_MINUTE,
-                 locate: Callable[[str], Any] | None = None) -> None:
+                 locate: Callable[[str], Any] | None = None,
+                 vouch: Callable[[str], str | None] | None = None) -> None:
         self.store = store
+        #: src ip -> a reason not to act on it (None: it passes the source guard)
+        self.vouch = vouch
         #: ip -> attachment point (``topology.Host``) or None
         self.locate = locate or topology.host_by_ip
         self.topology = topology
@@ -254,7 +257,8 @@ class ActionManager:
             tap = self.locate(ip) if ip else None
         try:
             p = plan(task_id, task, index, reaction, event, self.topology,
-                     self._protected(task), tap, self.locate, self.avoided_links())
+                     self._protected(task), tap, self.locate, self.avoided_links(),
+                     self.vouch)
         except Refused as exc:
             log.info("task %s: %s for event %s refused: %s", task_id, reaction.action,
                      event.get("id"), exc)
@@ -463,16 +467,19 @@ def manager_from_env(store: Any, topology: Any, resolve: Callable[[str], str | N
                      spawn: Callable[[Callable[[], None]], None] | None = None,
                      env: dict[str, str] | None = None,
                      locate: Callable[[str], Any] | None = None,
-                     controller_url: str | None = None) -> ActionManager:
+                     controller_url: str | None = None,
+                     vouch: Callable[[str], str | None] | None = None) -> ActionManager:
     """The controller's manager: ``MEASURE_PROTECT`` (comma-separated hosts, addresses or
-    prefixes; the management network ``MEASURE_MGMT_NET`` and the controller's own address
-    are always added, ``controller_url`` defaulting to ``MEASURE_CONTROLLER_URL``),
+    prefixes; the management network ``MEASURE_MGMT_NET``, ``MEASURE_GATEWAYS`` and the
+    controller's own address are always added, ``controller_url`` defaulting to
+    ``MEASURE_CONTROLLER_URL``),
     ``MEASURE_MAX_ACTIONS``, ``MEASURE_MAX_ACTIONS_PER_MINUTE``,
     ``MEASURE_WEBHOOK_SECRET_FILE``."""
     from urllib.parse import urlparse
 
     from measure_common.auth import load_or_create_secret
-    protect = [*get_setting("MEASURE_PROTECT", env), get_setting("MEASURE_MGMT_NET", env)]
+    protect = [*get_setting("MEASURE_PROTECT", env), get_setting("MEASURE_MGMT_NET", env),
+               *get_setting("MEASURE_GATEWAYS", env)]
     controller = urlparse(controller_url or get_setting("MEASURE_CONTROLLER_URL", env)).hostname
     if controller:
         protect.append(controller)
@@ -480,6 +487,6 @@ def manager_from_env(store: Any, topology: Any, resolve: Callable[[str], str | N
         get_setting("MEASURE_WEBHOOK_SECRET_FILE", env, state_dir=state_dir))
 
     return ActionManager(store, topology, resolve, now, secret=secret, spawn=spawn,
-                         protect=tuple(protect), locate=locate,
+                         protect=tuple(protect), locate=locate, vouch=vouch,
                          max_active=get_setting("MEASURE_MAX_ACTIONS", env),
                          max_new_per_minute=get_setting("MEASURE_MAX_ACTIONS_PER_MINUTE", env))

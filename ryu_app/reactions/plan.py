@@ -320,8 +320,13 @@ def plan_avoid(task_id: str, index: int, reaction: Reaction, event: dict[str, An
 def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[str, Any],
          topology: Topology, protected: list, tap: Host | None = None,
          locate: Callable[[str], Host | None] | None = None,
-         avoided: frozenset = frozenset()) -> ActionPlan:
+         avoided: frozenset = frozenset(),
+         vouch: Callable[[str], str | None] | None = None) -> ActionPlan:
     """Decide what ``reaction`` (``task.on[index]``) does for ``event``; raise ``Refused``.
+
+    ``vouch(src)`` gives a reason not to act on a source address (None: it passes the
+    source guard, so the packets really came from its owner's port); it is asked before
+    a ``block``, ``rate_limit`` or ``mark`` of a source.
 
     ``locate(ip)`` finds a host's attachment point (default ``topology.host_by_ip``; the
     controller also tries the MAC its agent registered); ``avoided``: the switch links
@@ -348,6 +353,11 @@ def plan(task_id: str, task: Task, index: int, reaction: Reaction, event: dict[s
         if name in fields and is_protected(fields[name], protected):
             if name == "src" or reaction.action != "mirror":
                 raise Refused(f"{name} {fields[name]} is protected")
+    if "src" in fields and vouch is not None and reaction.action in (
+            "block", "rate_limit", "mark"):
+        reason = vouch(fields["src"])
+        if reason is not None:
+            raise Refused(f"src {fields['src']} {reason}")
     if "src" in fields:
         host = locate(fields["src"])
         where = "src"

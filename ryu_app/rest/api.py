@@ -139,22 +139,43 @@ def _authorize(req, service, mutating: bool) -> None:
     auth = getattr(service, "auth", None)
     if auth is None or not auth.enabled or (not mutating and auth.reads_open):
         return
-    from measure_common.auth import BEARER_CHALLENGE, AuthError, check_request
+    from measure_common.auth import (
+        BEARER_CHALLENGE,
+        SENDER_HEADER,
+        SIGNATURE_HEADER,
+        AuthError,
+        check_request,
+    )
 
     try:
         # the body is read only once the headers passed (a bearer token needs none)
-        how = check_request(req.method, req.path_qs, lambda: req.body, req.headers,
-                            token=auth.token, verifier=auth.verifier)
+        how, sender = check_request(req.method, req.path_qs, lambda: req.body, req.headers,
+                                    token=auth.token, verifier=auth.verifier)
     except AuthError as exc:
+        if req.headers.get(SIGNATURE_HEADER):  # a forged, replayed or misdirected signature
+            log.warning("REST %s %s: refused a signed request from %r: %s", req.method,
+                        _raw_path(req), str(req.headers.get(SENDER_HEADER))[:64], exc.message)
         headers = {"WWW-Authenticate": BEARER_CHALLENGE} if exc.status == 401 else None
         raise HttpError(exc.status, exc.message, headers) from None
     req.environ["measure.auth"] = how
+    req.environ["measure.agent"] = sender
     if how == "signature" and not (req.method == "POST" and AGENT_ROUTES.fullmatch(req.path)):
         # the agents' secret means "an agent": register, heartbeat and report, nothing else
         log.warning("REST %s %s: refused a signed (agent) request; it needs the operator "
                     "token", req.method, _raw_path(req))
         raise HttpError(403, "a signed (agent) request may only register, heartbeat or "
                              "report; this call needs the operator token")
+
+
+def _own_name(req, claimed: Any, what: str) -> None:
+    """An agent's key speaks only for that agent: a signed request naming another
+    agent (in its path or body) is refused with 403 and logged."""
+    sender = req.environ.get("measure.agent")
+    if req.environ.get("measure.auth") != "signature" or sender is None or claimed == sender:
+        return
+    log.warning("REST %s %s: agent %s tried to %s %r; refused", req.method, _raw_path(req),
+                sender, what, str(claimed)[:64])
+    raise HttpError(403, f"agent {sender} may only {what} itself, not {str(claimed)[:64]!r}")
 
 
 def _read_body(req, limit: int = MAX_BODY) -> bytes:
@@ -288,12 +309,15 @@ class MeasureController(ControllerBase):
     @route("measure", PREFIX + "/agents", methods=["POST"])
     @_api(mutating=True)
     def register_agent(self, req, **_kw):
-        return json_response(self.service.register_agent(_json_body(req)), status=201)
+        body = _json_body(req)
+        _own_name(req, body.get("name") if isinstance(body, dict) else None, "register as")
+        return json_response(self.service.register_agent(body), status=201)
 
     @route("measure", PREFIX + "/agents/{name}/heartbeat", methods=["POST"])
     @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def heartbeat(self, req, name, **_kw):
         name = parse_name(name)
+        _own_name(req, name, "heartbeat for")
         # no body: {}; a root's lists its subtree (about 30 bytes per agent)
         body = _json_body(req, required=False, limit=MAX_REPORT_BODY)
         if not isinstance(body, dict):
@@ -431,7 +455,9 @@ class MeasureController(ControllerBase):
     def post_report(self, req, **_kw):
         body = _json_body(req, limit=MAX_REPORT_BODY)
         if req.environ.get("measure.auth") == "signature":
-            # an agent's report counts only from the current root (an operator may post any)
+            # an agent reports only as itself, and counts only as the current root
+            # (an operator may post any)
+            _own_name(req, body.get("from") if isinstance(body, dict) else None, "report as")
             self.service.check_root_report(body)
         return json_response(self.service.ingest_report(body), status=202)
 

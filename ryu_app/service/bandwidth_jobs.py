@@ -42,6 +42,8 @@ class BandwidthJobs:
         self.runner = runner
         self.store = store
         self.now = now
+        #: (src, dst) -> what src needs to sign its calls to dst (None: no secret)
+        self.credential: Callable[[str, str], dict[str, str] | None] = lambda a, b: None
 
     def _end(self, role: str, ref: str) -> Agent:
         agent = self.registry.find(ref)
@@ -63,8 +65,12 @@ class BandwidthJobs:
             raise BadRequest(f"bandwidth: src and dst are the same agent {src_agent.name}")
         if dst_agent.data_ip is None:
             raise Conflict(f"bandwidth: agent {dst_agent.name} registered no data_ip")
-        body = {"dst_ip": dst_agent.data_ip, "dst_url": dst_agent.url, "method": method,
-                "max_duration": max_duration, "max_bytes": max_bytes}
+        body: dict[str, Any] = {"dst_ip": dst_agent.data_ip, "dst_url": dst_agent.url,
+                                "method": method, "max_duration": max_duration,
+                                "max_bytes": max_bytes}
+        cred = self.credential(src_agent.name, dst_agent.name)
+        if cred is not None:  # the source signs its calls to the destination with these
+            body["dst_name"], body["dst_key"] = dst_agent.name, cred
         try:
             status, reply = self.http.request("POST", f"{src_agent.url}/agent/v1/bandwidth",
                                               json=body, timeout=max_duration + REPLY_MARGIN)

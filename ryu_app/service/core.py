@@ -109,6 +109,7 @@ class MeasureService:
         self.probe_budget_bps = float(get_setting("MEASURE_PROBE_BUDGET_BPS"))
         self.jobs = BandwidthJobs(self.registry, topology, self.http, self.runner, self.store,
                                   now)
+        self.jobs.credential = self.peer_credential
         self.ticker = TickerHealth()
         self.overlay = Overlay(root=None, fanout=self.fanout)
         self.epoch = int(self.store.get_meta("overlay_epoch", "0") or 0)
@@ -125,18 +126,38 @@ class MeasureService:
         self.wake: Callable[[], None] | None = None
         self.actions = manager_from_env(self.store, topology, self._data_ip, state_dir, now,
                                         spawn=self.runner.submit, locate=self._locate,
-                                        controller_url=self.controller_url)
+                                        controller_url=self.controller_url,
+                                        vouch=self._vouch)
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
         self.pathhealth = PathHealth(topology, self.registry)
         self.results.localize = self.pathhealth.localize
 
     def _signer(self) -> Any:
-        """The request signer for agents (None without a shared secret)."""
+        """The request signer for agents (None without a secret): a request to an
+        agent is signed with that agent's own key and names it as the receiver."""
         if self.auth.secret is None:
             return None
-        from measure_common.auth import HmacAuth
+        from measure_common.auth import CONTROLLER, HmacAuth, RoutedAuth, agent_key
 
-        return HmacAuth(self.auth.secret)
+        master = self.auth.secret
+
+        def lookup(url: str) -> HmacAuth | None:
+            for agent in list(self.registry.agents.values()):
+                if url == agent.url or url.startswith(agent.url + "/"):
+                    return HmacAuth(agent_key(master, agent.name), sender=CONTROLLER,
+                                    receiver=agent.name)
+            log.warning("no registered agent at %s: request sent unsigned", url[:200])
+            return None
+
+        return RoutedAuth(lookup)
+
+    def peer_credential(self, sender: str, receiver: str) -> dict[str, str] | None:
+        """What ``sender`` needs to sign requests to ``receiver`` (None without a secret)."""
+        if self.auth.secret is None:
+            return None
+        from measure_common.auth import peer_credential
+
+        return peer_credential(self.auth.secret, sender, receiver)
 
     # ------------------------------------------------------------ tasks
 
@@ -511,6 +532,28 @@ class MeasureService:
         agent = self.registry.find(ip) if host is None else None
         return self.topology.host_by_mac(agent.mac) if agent and agent.mac else host
 
+    def _vouch(self, ip: str) -> str | None:
+        """Why a reaction must not act on source ``ip`` (None: it may).
+
+        An agent's data address is protected from spoofing: it is acted on only while
+        the source guard binds it to that agent's registered MAC (then table 0 drops
+        the address from every other port, so the packets came from the agent's host).
+        Other addresses are acted on where the guard placed them (``_locate``)."""
+        agent = self.registry.find(ip)
+        if agent is None or agent.data_ip != ip:
+            return None
+        if not agent.mac:
+            return (f"is agent {agent.name}'s data address and the agent registered no MAC "
+                    "to bind it to")
+        owner = self.topology.host_by_ip(ip)
+        mac = agent.mac.lower()
+        if owner is not None and owner.mac != mac:
+            return (f"is agent {agent.name}'s data address, bound to {owner.mac}, not the "
+                    f"agent's MAC {mac}")
+        if self.topology.host_by_mac(mac) is None:
+            return f"is agent {agent.name}'s data address and its host is not attached"
+        return None
+
     @staticmethod
     def _scope_refs(task: Task) -> tuple[str, ...]:
         scope = task.scope
@@ -628,12 +671,18 @@ class MeasureService:
     def _overlay_body(self, name: str) -> dict[str, Any]:
         agents = self.registry.agents
         parent = self.overlay.parent.get(name)
-        return {"parent": None if parent is None else {"name": parent, "url": agents[parent].url},
+        body = {"parent": None if parent is None else {"name": parent,
+                                                       "url": agents[parent].url},
                 "children": [{"name": c, "url": agents[c].url}
                              for c in self.overlay.children.get(name, [])],
                 "root": name == self.overlay.root, "epoch": self.epoch,
                 "controller": self.controller_url,
                 "to": name}  # signed with the body: a replay to another agent is refused
+        if self.auth.secret is not None:
+            # keys for talking to the parent and children (each wrapped for this agent)
+            peers = ([parent] if parent else []) + self.overlay.children.get(name, [])
+            body["keys"] = {peer: self.peer_credential(name, peer) for peer in peers}
+        return body
 
     def _send_overlay(self) -> None:
         live = self.registry.live()

@@ -16,14 +16,13 @@ Algorithm (``build_overlay``), deterministic for a given input:
    Hop distances between agents come from one BFS per distinct anchor over
    the graph, plus one hop at each end; agents on the same host are 0 apart.
    Unreachable pairs count as ``len(graph) + 1`` hops.
-2. *Root.* The *centre* is the located agent with the smallest
-   eccentricity (largest hop distance to another agent), ties broken by
-   the sum of distances and then the name. ``root_hint`` (the current root)
-   stays root while it is located and no agent has a strictly smaller
-   eccentricity: keeping the root stable avoids re-sending every task when
-   agents come and go, yet a root chosen before the topology was known is
-   replaced once a better-placed agent is seen. Without located agents the
-   hint, or else the first name, is the root.
+2. *Root.* The root is the located agent with the smallest eccentricity
+   (largest hop distance to another agent); equally central agents break
+   the tie by name in natural order (``h2`` < ``h10``), so the same agents
+   on the same topology always give the same root, whatever the order they
+   registered in (on the README's tree, agents h2..h9: h2, the original's
+   root; h1..h9: h1). Without located agents the hint (the current root),
+   or else the first name in that order, is the root.
 3. *Depth budget.* ``D_min`` is the depth of a complete ``fanout``-ary tree
    holding all ``n`` agents; the tree may use ``L = D_min + 1`` levels. A
    node at depth ``L`` takes no children. Greedy attachment below can never
@@ -44,6 +43,7 @@ Algorithm (``build_overlay``), deterministic for a given input:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,12 @@ class _Distances:
         return hops + self.offset[a] + self.offset[b]
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a name with its digit runs as numbers: h2 < h10."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in re.split(r"(\d+)", name) if part)
+
+
 def build_overlay(graph, agents: dict[str, Any], fanout: int,
                   root_hint: str | None = None) -> Overlay:
     """Compute the overlay tree (see the module docstring for the rule)."""
@@ -162,13 +168,10 @@ def build_overlay(graph, agents: dict[str, Any], fanout: int,
     located = {n: agents[n] for n in names if agents[n] is not None and agents[n] in graph}
     dist = _Distances(graph, located)
 
-    root = root_hint if root_hint in agents else names[0]
+    root = root_hint if root_hint in agents else min(names, key=natural_key)
     if located:
         scores = dist.centrality()
-        centre = min(located, key=lambda n: (*scores[n], n))
-        best = scores[centre][0]
-        if root not in scores or scores[root][0] > best:
-            root = centre
+        root = min(located, key=lambda n: (scores[n][0], natural_key(n)))
 
     limit = min_complete_depth(len(names), fanout) + 1
     tree = Overlay(root=root, parent={root: None}, children={root: []}, levels={root: 0},

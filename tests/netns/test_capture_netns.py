@@ -51,8 +51,8 @@ def test_filter_normalises_and_builds_match_args():
     assert f.match_args() == ["-p", "tcp", "-s", "10.0.0.0/8", "-d", "10.0.0.5",
                               "--sport", "80", "--dport", "8000:8100"]
     assert rule({}).match_args() == []
-    assert free_slot([0, 1, 3]) == 2 and free_slot(list(range(16))) is None
-    assert free_slot([16], "nflog") == 17 and free_slot(list(range(32)), "nflog") is None
+    assert free_slot([16, 17, 19]) == 18 and free_slot(list(range(16, 24))) is None
+    assert free_slot([24], "nflog") == 25 and free_slot(list(range(32)), "nflog") is None
 
 
 @pytest.mark.unit
@@ -168,16 +168,19 @@ def test_both_tables_get_queue_and_log_rules_and_lose_them_on_teardown(ns_pair):
     cap = Capture("h9", queue=6, runner=ns_runner(b))
     cap.setup()
     try:
-        cap.add(1, 0, capture_filter({"proto": "udp"}))
-        cap.add(2, 16, capture_filter({"src": "fd00::1"}))
-        cap.add(3, 17, capture_filter({"proto": "icmp"}))
+        cap.add(1, 16, capture_filter({"proto": "udp"}))
+        cap.add(2, 24, capture_filter({"src": "fd00::1"}))
+        cap.add(3, 25, capture_filter({"proto": "icmp"}))
         v4 = b.run(["iptables-save"]).stdout
         v6 = b.run(["ip6tables-save"]).stdout
         for text in (v4, v6):
             assert "-j NFQUEUE --queue-num 6 --queue-bypass" in text
-            assert "--mark 0x0/0xffff " in text and "--mark 0x0/0xffff0000 " in text
+            assert "--mark 0x0/0xff0000 " in text and "--mark 0x0/0xff000000 " in text
+            # the clear rule touches the project's bits only
+            assert "-j MARK --and-mark 0xffff" in text or \
+                "-j MARK --set-xmark 0x0/0xffff0000" in text
             assert "--nflog-group 6 --nflog-size 128 --nflog-threshold 64" in text
-            assert '"endhost-measure:h9:1" -j MARK --set-xmark 0x1/0x1' in text
+            assert '"endhost-measure:h9:1" -j MARK --set-xmark 0x10000/0x10000' in text
         assert '"endhost-measure:h9:2"' in v6 and '"endhost-measure:h9:2"' not in v4
         assert '"endhost-measure:h9:3"' in v4 and '"endhost-measure:h9:3"' not in v6
         cap.remove(2)
@@ -204,3 +207,42 @@ def test_packets_sent_with_a_foreign_source_are_not_counted(ns_pair):
         assert '"endhost-measure:h9:foreign-src" -j RETURN' in "\n".join(cap.listing())
     finally:
         cap.teardown()
+
+
+def _mangle_count(ns: Netns, comment: str) -> int:
+    """Packets the mangle rule with this comment counted."""
+    for line in ns.run(["iptables-save", "-c", "-t", "mangle"]).stdout.splitlines():
+        if f"--comment {comment}" in line.replace('"', ""):
+            return int(line[1:].split(":", 1)[0])
+    raise AssertionError(f"no mangle rule {comment}")
+
+
+@pytest.mark.netns
+def test_a_mark_set_by_another_program_survives_capture(ns_pair):
+    """The mark test: another program (here a mangle rule, as kube-proxy or policy
+    routing would) sets 0x4000 before the capture's chain; the capture clears and
+    sets only its own bits (0xffff0000), so the packets still carry 0x4000 after it
+    (counted by a mangle POSTROUTING rule), and the sketch's own bit too."""
+    a, b = ns_pair
+    own = ["-p", "icmp", "-d", a.ip]
+    other = ["OUTPUT", *own, "-m", "comment", "--comment", "other-program", "-j", "MARK",
+             "--set-xmark", "0x4000/0x4000"]
+    kept = ["POSTROUTING", *own, "-m", "mark", "--mark", "0x4000/0x4000", "-m", "comment",
+            "--comment", "other-mark-kept"]
+    ours = ["POSTROUTING", *own, "-m", "mark", "--mark", "0x10000/0x10000", "-m", "comment",
+            "--comment", "sketch-bit-set"]
+    b.run(["iptables", "-t", "mangle", "-A", *other])
+    cap = Capture("h9", runner=ns_runner(b))
+    try:
+        for rule_args in (kept, ours):
+            b.run(["iptables", "-t", "mangle", "-A", *rule_args])
+        cap.setup()
+        cap.add(1, 16, rule({"interface": "OUTPUT", "proto": "icmp"}))
+        b.run(["ping", "-c", "3", "-i", "0.05", a.ip])
+        assert counts(cap)[1][0] == 3  # the capture saw them
+        assert _mangle_count(b, "sketch-bit-set") == 3
+        assert _mangle_count(b, "other-mark-kept") == 3  # 0 when the clear rule zeroed all
+    finally:
+        cap.teardown()
+        for rule_args in (other, kept, ours):
+            b.run(["iptables", "-t", "mangle", "-D", *rule_args], check=False)

@@ -30,7 +30,7 @@ import signal
 
 import pytest
 
-from measure_common.auth import HmacAuth, load_or_create_secret
+from measure_common.auth import HmacAuth, load_or_create_secret, to_agent
 from testing.agentproc import AgentProc, ping_counts, snapshot_when
 from testing.controllers import ControllerInNetns
 from testing.procs import wait_until
@@ -94,7 +94,7 @@ def test_controller_killed_and_restarted_keeps_history_and_counts(ns_pair, agent
     a, b = ns_pair
     ctl = controller_in(a)
     secret_file = ctl.state_dir / "agent.secret"
-    signed = HmacAuth(load_or_create_secret(str(secret_file))[0])
+    signed = to_agent(load_or_create_secret(str(secret_file))[0], "h2")
     ag = agent_factory(b, extra=["--controller", ctl.url, "--advertise",
                                  f"http://{b.ip}:8000", "--secret-file", str(secret_file)],
                        client_ns=a)

@@ -203,12 +203,17 @@ def test_deployment_guide_in_namespaces(site, machines, tmp_path):
     assert secret.stat().st_mode & 0o077 == 0 and secret.stat().st_uid == NOBODY
     headers = {"Authorization": f"Bearer {token}"}
 
-    # Agent hosts: the secret copied over (0600), agent.yaml, started like the unit.
+    # Agent hosts: each its own key (HMAC of the secret and its name, docs/deploy.md
+    # step 4) copied over (0600), agent.yaml, started like the unit.
+    from measure_common.auth import write_agent_key
+
+    master = secret.read_bytes().strip()  # owned by the controller's dynamic user
+
     agents: dict[str, subprocess.Popen] = {}
     for name in ("h1", "h2", "h3"):
         host = site[name]
-        shutil.copy(secret, host.etc / "agent.secret")
-        os.chmod(host.etc / "agent.secret", 0o600)
+        write_agent_key(str(host.etc / "agent.key"), master, name)
+        os.chmod(host.etc / "agent.key", 0o600)
         (host.etc / "agent.yaml").write_text(
             f"name: {name}\ncontroller: http://{CONTROLLER_IP}:{REST_PORT}\n"
             f"listen: 0.0.0.0\nport: {AGENT_PORT}\nadvertise: http://{host.mgmt_ip}:{AGENT_PORT}\n"
@@ -216,8 +221,8 @@ def test_deployment_guide_in_namespaces(site, machines, tmp_path):
         creds, runtime = machines / name / "credentials", machines / name / "run"
         creds.mkdir(mode=0o700)
         runtime.mkdir(mode=0o700)
-        shutil.copy(host.etc / "agent.secret", creds / "agent.secret")  # LoadCredential=
-        os.chmod(creds / "agent.secret", 0o400)
+        shutil.copy(host.etc / "agent.key", creds / "agent.key")  # LoadCredential=
+        os.chmod(creds / "agent.key", 0o400)
         host.runtime = runtime
         dirs = {"CREDENTIALS_DIRECTORY": str(creds), "RUNTIME_DIRECTORY": str(runtime)}
         argv = [a.replace("/etc/endhost-measure", str(host.etc))
@@ -289,8 +294,8 @@ def test_deployment_guide_in_namespaces(site, machines, tmp_path):
     # the operator put there (configs, secret copies, credentials) and empty private /tmp.
     left = {p for p in machines.rglob("*") if not p.is_relative_to(state)} - files_before
     assert left == {p for name in ("h1", "h2", "h3") for p in (
-        machines / name / "credentials", machines / name / "credentials" / "agent.secret",
-        machines / name / "run", site[name].etc / "agent.secret", site[name].etc / "agent.yaml")
+        machines / name / "credentials", machines / name / "credentials" / "agent.key",
+        machines / name / "run", site[name].etc / "agent.key", site[name].etc / "agent.yaml")
     } | {c.etc / "controller.yaml"}, sorted(map(str, left))
     assert all(not any(site[n].tmp.iterdir()) for n in site), "a service left files in /tmp"
     for name in ("h1", "h2", "h3"):

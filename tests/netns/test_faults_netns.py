@@ -36,7 +36,7 @@ import sys
 
 import pytest
 
-from measure_common.auth import HmacAuth
+from measure_common.auth import to_agent
 from testing.agentproc import AgentProc, rule_counters, snapshot_when
 from testing.apps import bearer, controller_state, make_controller_app
 from testing.hostile import CANARIES, SHELL_STRINGS
@@ -184,7 +184,7 @@ def test_real_agent_refuses_unauthenticated_requests(guarded_agent):
     r = ag.request("POST", "/agent/v1/sketches", json=body)
     assert (r.status_code, r.json()) == (401, {
         "error": "missing X-Measure-Timestamp header (request must be signed)"})
-    r = ag.request("POST", "/agent/v1/sketches", json=body, auth=HmacAuth(b"x" * 43))
+    r = ag.request("POST", "/agent/v1/sketches", json=body, auth=to_agent(b"x" * 43, "h2"))
     assert (r.status_code, r.json()) == (401, {"error": "bad request signature"})
     r = ag.legacy(type="config sketch", interface="INPUT", proto="icmp")
     assert (r.status_code, r.json()) == (403, {
@@ -193,7 +193,7 @@ def test_real_agent_refuses_unauthenticated_requests(guarded_agent):
     assert r.status_code == 401
     assert _iptables(b) == rules and ag.v1("GET", "/sketches") == []
     # the same request signed with the shared secret is accepted (the refusals can fail)
-    r = ag.request("POST", "/agent/v1/sketches", json=body, auth=HmacAuth(secret))
+    r = ag.request("POST", "/agent/v1/sketches", json=body, auth=to_agent(secret, "h2"))
     assert r.status_code == 201, r.text
     assert _iptables(b) != rules and '"endhost-measure:h2:1"' in ag.rules()
 
@@ -207,7 +207,7 @@ def test_real_agent_refuses_signed_hostile_filters_without_touching_iptables(gua
         for value in [v for v in SHELL_STRINGS if v and len(v) < 100]:
             flt = {"proto": "tcp", field: value}
             r = ag.request("POST", "/agent/v1/sketches", json={"filter": flt},
-                           auth=HmacAuth(secret))
+                           auth=to_agent(secret, "h2"))
             if r.status_code != 400 or "Traceback" in r.text or "error" not in r.json():
                 problems.append((field, value, r.status_code, r.text[:100]))
     assert problems == []

@@ -182,7 +182,10 @@ def test_full_queue_fails_open_and_counts_missed(ns_pair, agent_factory):
     # the 16 held in the queue are answered after SIGCONT (ping stops at >= 50 replies)
     assert received >= 50, out
     matched, _ = rule_counters(ag, sk["id"])
-    snap = snapshot_when(ag, sk["id"], 1, 16)
+    # an open read's rule counters may be up to RULES_MAX_AGE (2 s) old: poll until fresh
+    snap = wait_until(lambda: (s := snapshot_when(ag, sk["id"], 1, 16))["packets"]
+                      + s["missed"]["packets"] == sent and s, timeout=10,
+                      message="a snapshot with fresh rule counters")
     missed = snap["missed"]["packets"]
     assert matched == sent and snap["packets"] + missed == sent
     assert missed >= 34 and snap["missed"]["bytes"] == missed * 84
@@ -243,7 +246,7 @@ def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
     """--controller: register + heartbeat (signed), retried while the controller is down."""
     import json as jsonlib
 
-    from measure_common.auth import load_or_create_secret, sign_request
+    from measure_common.auth import agent_key, load_or_create_secret, sign_request
 
     _, b = ns_pair
     secret_file = str(tmp_path / "secret")
@@ -254,7 +257,7 @@ def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
     script = (
         "import http.server, json, sys\n"
         "from measure_common.auth import Verifier, load_or_create_secret\n"
-        "v = Verifier(load_or_create_secret(sys.argv[1])[0])\n"
+        "v = Verifier.for_controller(load_or_create_secret(sys.argv[1])[0])\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
         "    def do_POST(self):\n"
         "        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))\n"
@@ -294,7 +297,8 @@ def test_registration_heartbeat_and_signing(ns_pair, agent_factory, tmp_path):
     assert r.status_code == 401 and "signed" in r.json()["error"]
     data = b"{}"
     r = ag.request("POST", "/agent/v1/sketches", data=data, headers={
-        **sign_request(secret, "POST", "/agent/v1/sketches", data),
+        **sign_request(agent_key(secret, "h2"), "POST", "/agent/v1/sketches", data,
+                       sender="controller", receiver="h2"),
         "Content-Type": "application/json"})
     assert r.status_code == 201, r.text
     assert ag.get("/agent/v1/sketches").json()[0]["id"] == 1

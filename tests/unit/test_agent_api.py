@@ -289,8 +289,8 @@ def test_overlapping_sketches_count_by_mark_bits(agent, mon):
     b = agent.create_sketch({})
     agent.add_counter(a.id, {"key": "src"})
     agent.add_counter(b.id, {"key": "src"})
-    mon.feed([ipv4("10.0.0.1", "10.0.0.2")] * 2, mark=0b11)      # icmp: both sketches
-    mon.feed([ipv4("10.0.0.1", "10.0.0.2", 17)] * 5, mark=0b10)  # udp: sketch b only
+    mon.feed([ipv4("10.0.0.1", "10.0.0.2")] * 2, mark=0b11 << 16)  # icmp: both sketches
+    mon.feed([ipv4("10.0.0.1", "10.0.0.2", 17)] * 5, mark=0b10 << 16)  # udp: sketch b only
     assert agent.snapshot(a.id, 1)["packets"] == 2
     assert agent.snapshot(b.id, 1)["packets"] == 7
 
@@ -351,16 +351,17 @@ def test_supervisor_restarts_dead_monitor_and_reports_gap(agent, mon, clock):
 
 
 def test_signed_requests_when_secret_configured(agent):
-    from measure_common.auth import Verifier, sign_request
+    from measure_common.auth import Verifier, agent_key, sign_request
 
-    secret = b"s" * 32
-    app = AgentApp(agent, verifier=Verifier(secret))
+    secret = agent_key(b"s" * 32, agent.name)
+    app = AgentApp(agent, verifier=Verifier.for_agent(agent.name, secret))
     r = call(app, "POST", "/agent/v1/sketches", {})
     assert r.status_int == 401 and "signed" in r.json["error"]
     assert agent.sketches == {}
     assert call(app, "GET", "/agent/v1/health").status_int == 200
     body = b"{}"
-    headers = sign_request(secret, "POST", "/agent/v1/sketches", body)
+    headers = sign_request(secret, "POST", "/agent/v1/sketches", body, sender="controller",
+                           receiver=agent.name)
     r = call(app, "POST", "/agent/v1/sketches", body, headers=headers)
     assert r.status_int == 201
     r = call(app, "POST", "/agent/v1/sketches", body, headers=headers)  # replay

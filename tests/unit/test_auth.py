@@ -18,6 +18,7 @@ from measure_common.auth import (
     CredentialFileError,
     HmacAuth,
     Verifier,
+    agent_key,
     check_bearer,
     check_request,
     load_or_create_secret,
@@ -43,6 +44,23 @@ from testing.clock import Clock
 pytestmark = pytest.mark.unit
 
 SECRET = b"s" * 43
+
+
+def _sign(secret, method, path, body, now=None):
+    """The controller's request to agent h2, signed with ``secret`` as h2's key."""
+    return sign_request(secret, method, path, body, now=now, sender="controller",
+                        receiver="h2")
+
+
+def _verifier(secret, **kw):
+    """Agent h2's verifier, every sender's key being ``secret``."""
+    return Verifier(lambda sender, ticket: secret, "h2", **kw)
+
+
+def _as_agent(secret, method, path, body, now=None, name="h4"):
+    """Agent ``name``'s request to the controller, ``secret`` being the master secret."""
+    return sign_request(agent_key(secret, name), method, path, body, now=now, sender=name,
+                        receiver="controller")
 
 
 # ---------------------------------------------------------------- files
@@ -164,24 +182,27 @@ def test_bearer_refusals(header, message):
 # ---------------------------------------------------------------- signatures
 
 def _signed(clock, method="POST", path="/agent/v1/sketches", body=b'{"a":1}'):
-    return sign_request(SECRET, method, path, body, now=clock())
+    return _sign(SECRET, method, path, body, now=clock())
 
 
 def test_sign_and_verify_roundtrip():
     clock = Clock()
     headers = _signed(clock)
-    assert set(headers) == {"X-Measure-Timestamp", "X-Measure-Nonce", "X-Measure-Signature"}
+    assert set(headers) == {"X-Measure-Timestamp", "X-Measure-Nonce", "X-Measure-Signature",
+                            "X-Measure-Sender"}
     assert headers["X-Measure-Timestamp"] == "1700000000"
-    Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    _verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
 
 
 def test_signature_is_the_documented_hmac():
     import hashlib
     import hmac
 
-    headers = sign_request(b"k" * 32, "put", "/a?b=1", b"xyz", now=5.9)
-    canonical = "\n".join(["PUT", "/a?b=1", "5", headers["X-Measure-Nonce"],
-                           hashlib.sha256(b"xyz").hexdigest()]).encode()
+    headers = sign_request(b"k" * 32, "put", "/a?b=1", b"xyz", now=5.9, sender="h3",
+                           receiver="controller")
+    assert headers["X-Measure-Sender"] == "h3"
+    canonical = "\n".join(["PUT", "/a?b=1", "5", headers["X-Measure-Nonce"], "h3",
+                           "controller", hashlib.sha256(b"xyz").hexdigest()]).encode()
     assert headers["X-Measure-Signature"] == hmac.new(b"k" * 32, canonical,
                                                       hashlib.sha256).hexdigest()
 
@@ -208,18 +229,18 @@ def test_any_change_breaks_the_signature(change):
     else:
         secret = b"t" * 43
     with pytest.raises(AuthError) as info:
-        Verifier(secret, now=clock).verify(args["method"], args["path"], args["body"], headers)
+        _verifier(secret, now=clock).verify(args["method"], args["path"], args["body"], headers)
     assert (info.value.status, info.value.message) == (401, "bad request signature")
 
 
 @pytest.mark.parametrize("missing", ["X-Measure-Timestamp", "X-Measure-Nonce",
-                                     "X-Measure-Signature"])
+                                     "X-Measure-Signature", "X-Measure-Sender"])
 def test_missing_header(missing):
     clock = Clock()
     headers = _signed(clock)
     del headers[missing]
     with pytest.raises(AuthError) as info:
-        Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+        _verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
     assert (info.value.status, info.value.message) == (
         401, f"missing {missing} header (request must be signed)")
 
@@ -235,22 +256,22 @@ def test_malformed_headers(name, value):
     headers = _signed(clock)
     headers[name] = value
     with pytest.raises(AuthError) as info:
-        Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+        _verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
     assert (info.value.status, info.value.message) == (401, f"bad {name} header")
 
 
 def test_headers_are_case_insensitive():
     clock = Clock()
     headers = {k.lower(): v for k, v in _signed(clock).items()}
-    Verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
+    _verifier(SECRET, now=clock).verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
 
 
 @pytest.mark.parametrize("offset, ok", [(-30, True), (30, True), (-31, False), (31, False),
                                         (-3600, False)])
 def test_timestamp_window(offset, ok):
     clock = Clock()
-    headers = sign_request(SECRET, "GET", "/x", b"", now=clock() + offset)
-    verifier = Verifier(SECRET, max_skew=30, now=clock)
+    headers = _sign(SECRET, "GET", "/x", b"", now=clock() + offset)
+    verifier = _verifier(SECRET, max_skew=30, now=clock)
     if ok:
         verifier.verify("GET", "/x", b"", headers)
     else:
@@ -263,7 +284,7 @@ def test_timestamp_window(offset, ok):
 
 def test_replay_refused_within_window_and_cache_pruned_after():
     clock = Clock()
-    verifier = Verifier(SECRET, max_skew=30, now=clock)
+    verifier = _verifier(SECRET, max_skew=30, now=clock)
     headers = _signed(clock)
     verifier.verify("POST", "/agent/v1/sketches", b'{"a":1}', headers)
     clock.t += 29
@@ -280,7 +301,7 @@ def test_replay_refused_within_window_and_cache_pruned_after():
 
 def test_bad_signature_does_not_consume_nonce():
     clock = Clock()
-    verifier = Verifier(SECRET, now=clock)
+    verifier = _verifier(SECRET, now=clock)
     headers = _signed(clock)
     forged = {**headers, "X-Measure-Signature": "0" * 64}
     with pytest.raises(AuthError, match="bad request signature"):
@@ -291,21 +312,23 @@ def test_bad_signature_does_not_consume_nonce():
 
 def test_nonce_cache_is_bounded():
     clock = Clock()
-    verifier = Verifier(SECRET, now=clock, max_nonces=3)
+    verifier = _verifier(SECRET, now=clock, max_nonces=3)
     for _ in range(3):
-        verifier.verify("GET", "/x", b"", sign_request(SECRET, "GET", "/x", b"", now=clock()))
+        verifier.verify("GET", "/x", b"", _sign(SECRET, "GET", "/x", b"", now=clock()))
     with pytest.raises(AuthError) as info:
-        verifier.verify("GET", "/x", b"", sign_request(SECRET, "GET", "/x", b"", now=clock()))
+        verifier.verify("GET", "/x", b"", _sign(SECRET, "GET", "/x", b"", now=clock()))
     assert (info.value.status, info.value.message) == (
         429, "too many signed requests in the replay window")
     clock.t += 31
-    verifier.verify("GET", "/x", b"", sign_request(SECRET, "GET", "/x", b"", now=clock()))
+    verifier.verify("GET", "/x", b"", _sign(SECRET, "GET", "/x", b"", now=clock()))
     assert len(verifier) == 1
 
 
 def test_empty_secret_rejected():
     with pytest.raises(ValueError, match="empty secret"):
-        Verifier(b"")
+        Verifier.for_controller(b"")
+    with pytest.raises(ValueError, match="empty key"):
+        Verifier.for_agent("h2", b"")
 
 
 # ---------------------------------------------------------------- requests + webob
@@ -319,13 +342,14 @@ def test_empty_secret_rejected():
 def test_hmac_auth_signs_prepared_request_verified_by_webob(kwargs):
     clock = Clock()
     prepared = requests.Request("POST", "http://10.0.0.5:8000/agent/v1/tasks/t1?force=1&x=%20",
-                                auth=HmacAuth(SECRET, now=clock), **kwargs).prepare()
+                                auth=HmacAuth(SECRET, now=clock, sender="controller",
+                                                      receiver="h2"), **kwargs).prepare()
     environ_req = webob.Request.blank(prepared.path_url, method="POST",
                                       body=prepared.body.encode() if isinstance(
                                           prepared.body, str) else (prepared.body or b""),
                                       headers=dict(prepared.headers))
     assert environ_req.path_qs == prepared.path_url
-    verifier = Verifier(SECRET, now=clock)
+    verifier = _verifier(SECRET, now=clock)
     verifier.verify_webob(environ_req)
     with pytest.raises(AuthError, match="replayed"):
         verifier.verify_webob(environ_req)
@@ -335,18 +359,18 @@ def test_hmac_auth_refuses_streamed_body():
     prepared = requests.Request("POST", "http://h/x").prepare()
     prepared.body = iter([b"a"])
     with pytest.raises(TypeError, match="in-memory body"):
-        HmacAuth(SECRET)(prepared)
+        HmacAuth(SECRET, sender="controller", receiver="h2")(prepared)
 
 
 def test_check_request_accepts_either_credential():
     clock = Clock()
-    verifier = Verifier(SECRET, now=clock)
+    verifier = _verifier(SECRET, now=clock)
     body = b"{}"
     assert check_request("POST", "/m", body, {"Authorization": "Bearer tok"},
-                         token="tok", verifier=verifier) == "bearer"
-    signed = sign_request(SECRET, "POST", "/m", body, now=clock())
+                         token="tok", verifier=verifier) == ("bearer", None)
+    signed = _sign(SECRET, "POST", "/m", body, now=clock())
     assert check_request("POST", "/m", body, signed, token="tok",
-                         verifier=verifier) == "signature"
+                         verifier=verifier) == ("signature", "controller")
     with pytest.raises(AuthError, match="^missing bearer token"):
         check_request("POST", "/m", body, {}, token="tok", verifier=verifier)
     with pytest.raises(AuthError, match="^invalid bearer token"):
@@ -403,7 +427,6 @@ def _forgeries(method, path, body):
     """Requests that must all be refused: (name, request, expected message)."""
     import webob
 
-    from measure_common.auth import sign_request
 
     plain = webob.Request.blank(path, method=method, body=body,
                                 headers={"Content-Type": "application/json"})
@@ -425,7 +448,7 @@ def _forgeries(method, path, body):
             "Authorization": "Bearer " + APP_SECRET.decode()}),
          "missing X-Measure-Timestamp header (request must be signed)"),
         ("garbage", webob.Request.blank(path, method=method, body=body, headers={
-            **sign_request(APP_SECRET, method, path, body), "X-Measure-Signature": "x"}),
+            **signed(method, path, body).headers, "X-Measure-Signature": "x"}),
          "bad X-Measure-Signature header"),
     ], replay
 
@@ -510,7 +533,7 @@ def test_legacy_messages_work_with_opt_in():
     assert [s.filter.to_dict() for _, s in sorted(agent.sketches.items())] == [
         {"interface": "INPUT", "proto": "tcp"}, {"interface": "INPUT", "proto": "udp"},
         {"interface": "INPUT", "proto": "icmp"}]
-    assert agent.capture.listing() == ["1:0:-p tcp", "2:1:-p udp", "3:2:-p icmp"]
+    assert agent.capture.listing() == ["1:16:-p tcp", "2:17:-p udp", "3:18:-p icmp"]
 
 
 def test_agent_body_limit_checked_before_signature():
@@ -552,8 +575,6 @@ CONTROLLER_READS = ["/measure/v1/topology", "/measure/v1/agents", "/measure/v1/o
 def _controller_forgeries(method, path, body, ctype):
     import webob
 
-    from measure_common.auth import sign_request
-
     def req(headers):
         return webob.Request.blank(path, method=method, body=body,
                                    headers={"Content-Type": ctype, **headers})
@@ -573,16 +594,16 @@ def _controller_forgeries(method, path, body, ctype):
          missing),
         ("secret as token", req({"Authorization": "Bearer " + APP_SECRET.decode()}),
          "invalid bearer token"),
-        ("wrong secret", req(sign_request(b"w" * 43, method, path, body)),
+        ("wrong secret", req(_as_agent(b"w" * 43, method, path, body)),
          "bad request signature"),
-        ("stale signature", req(sign_request(APP_SECRET, method, path, body, now=1e9)),
+        ("stale signature", req(_as_agent(APP_SECRET, method, path, body, now=1e9)),
          "stale request timestamp (more than 30s from the receiver's clock)"),
-        ("body swapped", req(sign_request(APP_SECRET, method, path, body + b" "))
-         if body else req(sign_request(APP_SECRET, method, path, b"{}")),
+        ("body swapped", req(_as_agent(APP_SECRET, method, path, body + b" "))
+         if body else req(_as_agent(APP_SECRET, method, path, b"{}")),
          "bad request signature"),
-        ("path swapped", req(sign_request(APP_SECRET, method, "/measure/v1/agents", body)),
+        ("path swapped", req(_as_agent(APP_SECRET, method, "/measure/v1/agents", body)),
          "bad request signature") if path != "/measure/v1/agents" else
-        ("path swapped", req(sign_request(APP_SECRET, method, "/measure/v1/tasks", body)),
+        ("path swapped", req(_as_agent(APP_SECRET, method, "/measure/v1/tasks", body)),
          "bad request signature"),
     ]
 
@@ -630,7 +651,8 @@ def test_controller_refuses_bad_credentials_and_changes_nothing(tmp_path, method
 def test_controller_accepts_agent_signature_once(tmp_path):
 
     app, service = ready_controller(tmp_path)
-    req = signed("POST", "/measure/v1/agents", json.dumps(REGISTRATION).encode())
+    req = signed("POST", "/measure/v1/agents", json.dumps(REGISTRATION).encode(),
+                 sender="h4", receiver="controller")
     assert req.get_response(app).status_code == 201
     assert [a["name"] for a in service.agents()] == ["h2", "h3", "h4"]
     before = controller_state(service)
@@ -675,14 +697,14 @@ def test_a_request_signed_with_the_agents_secret_cannot_use_operator_routes(tmp_
                                ("DELETE", "/measure/v1/tasks/1", b""),
                                ("DELETE", "/measure/v1/actions/1", b""),
                                ("GET", "/measure/v1/tasks", b"")]:
-        resp = signed(method, path, body, secret=APP_SECRET).get_response(app)
+        resp = signed(method, path, body, sender="h2", receiver="controller").get_response(app)
         assert resp.status_code == 403 and "operator token" in resp.json["error"], (path,
                                                                                     resp.text)
     assert sorted(service.tasks) == before
     assert "refused a signed (agent) request" in caplog.text
     # the agent's own calls still work with it
-    beat = signed("POST", "/measure/v1/agents/h2/heartbeat", b"{}",
-                  secret=APP_SECRET).get_response(app)
+    beat = signed("POST", "/measure/v1/agents/h2/heartbeat", b"{}", sender="h2",
+                  receiver="controller").get_response(app)
     assert beat.status_code == 200, beat.text
     # and the operator's token does everything
     assert bearer("DELETE", "/measure/v1/tasks/1").get_response(app).status_code == 200
@@ -695,8 +717,8 @@ def test_the_body_is_read_only_after_the_headers_pass():
         reads.append(1)
         return b"{}"
 
-    verifier = Verifier(SECRET, now=lambda: 1_000_000.0)
-    stale = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0 - 3600)
+    verifier = _verifier(SECRET, now=lambda: 1_000_000.0)
+    stale = _sign(SECRET, "POST", "/x", b"{}", now=1_000_000.0 - 3600)
     with pytest.raises(AuthError, match="stale request timestamp"):
         verifier.verify("POST", "/x", body, stale)
     with pytest.raises(AuthError, match="missing X-Measure-Timestamp"):
@@ -705,7 +727,7 @@ def test_the_body_is_read_only_after_the_headers_pass():
         check_request("POST", "/x", body, {"Authorization": "Bearer " + "x" * 43},
                       token="y" * 43, verifier=verifier)
     assert reads == []
-    fresh = sign_request(SECRET, "POST", "/x", b"{}", now=1_000_000.0)
+    fresh = _sign(SECRET, "POST", "/x", b"{}", now=1_000_000.0)
     verifier.verify("POST", "/x", body, fresh)
     assert reads == [1]
 
@@ -719,7 +741,7 @@ def test_an_agents_report_counts_only_from_the_current_root_at_its_epoch(tmp_pat
     def post(sender: str, at: int) -> int:
         body = {**task_report(), "from": sender, "epoch": at}
         return signed("POST", "/measure/v1/reports", json.dumps(body).encode(),
-                      secret=APP_SECRET).get_response(app).status_code
+                      sender=sender, receiver="controller").get_response(app).status_code
 
     assert post(leaf, epoch) == 409  # a leaf made root by a replayed placement
     assert post(root, epoch + 1) == 409  # an epoch the controller never gave out
@@ -752,3 +774,98 @@ def test_a_placement_replayed_to_another_agent_is_refused(caplog):
     assert resp.status_code == 409 and "already holds another placement" in resp.json["error"]
     status = signed("GET", "/agent/v1/overlay").get_response(app).json
     assert status["root"] is False and status["epoch"] == 3
+
+
+def test_an_agents_key_speaks_only_for_that_agent(tmp_path, caplog):
+    """h3's own key may register, heartbeat and report as h3 only: naming h2 in the path
+    or body is a 403 (logged); claiming to be h2 in the sender header is a 401."""
+    app, service = ready_controller(tmp_path)
+    before = controller_state(service)
+    beat = signed("POST", "/measure/v1/agents/h2/heartbeat", b"{}", sender="h3",
+                  receiver="controller").get_response(app)
+    assert (beat.status_code, beat.json) == (403, {
+        "error": "agent h3 may only heartbeat for itself, not 'h2'"})
+    reg = {"name": "h2", "url": "http://192.168.100.66:8000", "data_ip": "10.0.0.66"}
+    resp = signed("POST", "/measure/v1/agents", json.dumps(reg).encode(), sender="h3",
+                  receiver="controller").get_response(app)
+    assert resp.status_code == 403 and "register as itself" in resp.json["error"]
+    report = {**task_report(), "from": "h2"}
+    resp = signed("POST", "/measure/v1/reports", json.dumps(report).encode(), sender="h3",
+                  receiver="controller").get_response(app)
+    assert resp.status_code == 403 and "report as itself" in resp.json["error"]
+    assert "agent h3 tried to heartbeat for 'h2'" in caplog.text
+    # h3's key with h2 in the sender header: the signature does not match h2's key
+    forged = sign_request(agent_key(APP_SECRET, "h3"), "POST", "/measure/v1/agents/h2/heartbeat",
+                          b"{}", sender="h2", receiver="controller")
+    resp = webob.Request.blank("/measure/v1/agents/h2/heartbeat", method="POST", body=b"{}",
+                               headers={**forged, "Content-Type": "application/json"}
+                               ).get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "bad request signature"})
+    assert "refused a signed request from 'h2': bad request signature" in caplog.text
+    assert controller_state(service) == before
+    # the same key for its own name works (so the refusals above can fail)
+    own = signed("POST", "/measure/v1/agents/h3/heartbeat", b"{}", sender="h3",
+                 receiver="controller").get_response(app)
+    assert own.status_code == 200, own.text
+
+
+def test_a_request_signed_for_another_receiver_is_refused_and_logged(caplog):
+    """Every signature names its receiver: the controller's request to h5 (say a task
+    push), recorded and replayed to agent fz, is a 401, whatever its path or body."""
+    app, _agent, _ = make_agent_app()  # agent "fz"
+    before = agent_state(app)
+    body = json.dumps({"name": "c", "kind": "counter"}).encode()
+    for_h5 = signed("PUT", "/agent/v1/tasks/t1", body, receiver="h5")
+    replay = webob.Request.blank("/agent/v1/tasks/t1", method="PUT", body=body,
+                                 headers=dict(for_h5.headers))
+    resp = replay.get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "bad request signature"})
+    assert "refused PUT /agent/v1/tasks/t1: bad request signature" in caplog.text
+    # fz's own key, but the receiver named in the signature is h5: refused as well
+    key = agent_key(APP_SECRET, "fz")
+    misdirected = sign_request(key, "PUT", "/agent/v1/tasks/t1", body, sender="controller",
+                               receiver="h5")
+    resp = webob.Request.blank("/agent/v1/tasks/t1", method="PUT", body=body, headers={
+        **misdirected, "Content-Type": "application/json"}).get_response(app)
+    assert resp.status_code == 401
+    assert agent_state(app) == before
+    ok = signed("PUT", "/agent/v1/tasks/t1", body).get_response(app)
+    assert ok.status_code in (200, 201), ok.text
+
+
+def _peer_request(method, path, body, sender, receiver="fz", ticket_for=None):
+    """Agent ``sender``'s request to ``receiver`` with the controller's credential."""
+    from measure_common.auth import peer_credential, unwrap
+
+    cred = peer_credential(APP_SECRET, sender, ticket_for or receiver)
+    key = unwrap(agent_key(APP_SECRET, sender), ticket_for or receiver, cred["key"])
+    headers = sign_request(key, method, path, body, sender=sender, receiver=receiver,
+                           ticket=cred["ticket"])
+    return webob.Request.blank(path, method=method, body=body,
+                               headers={**headers, "Content-Type": "application/json"})
+
+
+def test_an_agents_peer_key_reaches_overlay_routes_only_as_itself(caplog):
+    """A child signs its reports to its parent with the pair key the controller gave it;
+    the same key cannot configure the parent, nor report under another name, and a
+    ticket made for another receiver does not verify."""
+    app, agent, _ = _ready_agent()  # fz, root, child c1
+    report = json.dumps(REPORT).encode()  # from c1
+    sketches = json.dumps({"filter": {"proto": "udp"}}).encode()
+    before = agent_state(app)
+    resp = _peer_request("POST", "/agent/v1/sketches", sketches, "c1").get_response(app)
+    assert resp.status_code == 403 and "only the controller may" in resp.json["error"]
+    as_other = json.dumps({**REPORT, "from": "c2"}).encode()
+    resp = _peer_request("POST", "/agent/v1/reports", as_other, "c1").get_response(app)
+    assert (resp.status_code, resp.json) == (403, {"error": "agent c1 may only report as "
+                                                            "itself"})
+    resp = _peer_request("POST", "/agent/v1/reports", report, "c1",
+                         ticket_for="h5").get_response(app)
+    assert (resp.status_code, resp.json) == (401, {"error": "bad request signature"})
+    no_ticket = _peer_request("POST", "/agent/v1/reports", report, "c1")
+    del no_ticket.headers["X-Measure-Ticket"]
+    assert no_ticket.get_response(app).status_code == 401
+    assert agent_state(app) == before
+    assert "refused POST /agent/v1/sketches from agent c1" in caplog.text
+    resp = _peer_request("POST", "/agent/v1/reports", report, "c1").get_response(app)
+    assert (resp.status_code, resp.json) == (200, {"accepted": True, "late": False})

@@ -179,8 +179,15 @@ def test_search_stops_at_max_rate():
 
 @pytest.mark.parametrize("body,message", [
     ([], "body must be a JSON object"),
-    ({"dst_ip": "10.0.0.6", "speed": 1}, "field 'speed' is not one of dst_ip, dst_url, "
-     "max_bytes, max_duration, max_rate_mbit, method, packet_size, packets, streams"),
+    ({"dst_ip": "10.0.0.6", "speed": 1}, "field 'speed' is not one of dst_ip, dst_key, "
+     "dst_name, dst_url, max_bytes, max_duration, max_rate_mbit, method, packet_size, "
+     "packets, streams"),
+    ({"dst_ip": "10.0.0.6", "dst_name": "h6"}, "fields 'dst_name' and 'dst_key' go together"),
+    ({"dst_ip": "10.0.0.6", "dst_name": "h 6", "dst_key": {"key": "0" * 64,
+                                                           "ticket": "0" * 64}},
+     "field 'dst_name' must be an agent name"),
+    ({"dst_ip": "10.0.0.6", "dst_name": "h6", "dst_key": {"key": "0" * 64}},
+     "field 'dst_key' must be an object with 'key' and 'ticket', 64 hex digits each"),
     ({}, "field 'dst_ip' must be an IPv4 address"),
     ({"dst_ip": "h6"}, "field 'dst_ip' must be an IPv4 address"),
     ({"dst_ip": "10.0.0.6", "dst_url": "ftp://x"},
@@ -367,7 +374,7 @@ def test_legacy_query_bw_refuses_foreign_src(agent):
 
 
 def test_requests_to_the_peer_are_signed_with_the_agents_signer():
-    from measure_common.auth import HmacAuth, Verifier
+    from measure_common.auth import HmacAuth, Verifier, agent_key, peer_credential, unwrap
 
     secret = b"s" * 32
     seen: list = []
@@ -387,7 +394,11 @@ def test_requests_to_the_peer_are_signed_with_the_agents_signer():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        signed = bandwidth_api("127.0.0.1", HttpClient(HmacAuth(secret)))
+        # h1's call to h2, signed with the pair key the controller handed h1
+        cred = peer_credential(secret, "h1", "h2")
+        pair = unwrap(agent_key(secret, "h1"), "h2", cred["key"])
+        signer = HmacAuth(pair, sender="h1", receiver="h2", ticket=cred["ticket"])
+        signed = bandwidth_api("127.0.0.1", HttpClient(signer))
         port = server.server_address[1]
         status, body = call(signed, "POST", "/agent/v1/bandwidth",
                             {"dst_ip": "127.0.0.1", "dst_url": f"http://127.0.0.1:{port}"})
@@ -399,7 +410,9 @@ def test_requests_to_the_peer_are_signed_with_the_agents_signer():
     path, sent, headers = seen[0]
     assert path == "/agent/v1/bandwidth/receive"
     assert json.loads(sent) == {"method": "slops", "duration": 12.0}
-    Verifier(secret).verify("POST", path, sent, headers)  # raises AuthError if not
+    # raises AuthError if not
+    assert Verifier.for_agent("h2", agent_key(secret, "h2")).verify(
+        "POST", path, sent, headers) == "h1"
 
 
 @pytest.mark.netns  # needs root: the pacing is promised under SCHED_FIFO (raise_priority)

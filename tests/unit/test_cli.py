@@ -373,7 +373,7 @@ def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
     """Tree depth 2 fanout 3, agents on all hosts, CLI in a host, restart."""
     import requests
 
-    from measure_common.auth import HmacAuth, load_or_create_secret
+    from measure_common.auth import load_or_create_secret, to_agent
     from testing.procs import free_port, stop_process, wait_until
     from topo.launch import MeasureNetwork, Options
 
@@ -404,7 +404,7 @@ def test_controller_acceptance_on_a_mininet_tree(mininet_teardown, tmp_path):
         secret, _ = load_or_create_secret(net.secret_file())
         for i in range(1, 10):  # ask each agent itself, over the management network
             resp = requests.get(f"http://192.168.100.{i}:8000/agent/v1/overlay", timeout=5,
-                                auth=HmacAuth(secret))
+                                auth=to_agent(secret, f"h{i}"))
             assert resp.status_code == 200 and resp.json()["tasks"] == ["1"], (i, resp.text)
 
         epoch = net.rest("/measure/v1/overlay")[1]["epoch"]

@@ -8,7 +8,7 @@ import random
 import networkx as nx
 import pytest
 
-from ryu_app.service.overlay import build_overlay, min_complete_depth, stretch_stats
+from ryu_app.service.overlay import build_overlay, min_complete_depth, natural_key, stretch_stats
 
 
 def _mac(i: int) -> str:
@@ -114,7 +114,7 @@ def test_follows_the_network_with_room_to_spare():
 def test_root_hint_unlocated_agents_and_edge_cases():
     g, agents = mininet_tree(2, 3)
     tree = build_overlay(g, agents, fanout=3, root_hint="h9")
-    assert tree.root == "h9"
+    assert tree.root == "h1"  # equally central: the first name wins over the hint
     check_tree(g, agents, tree, 3)
     with_ghosts = {**agents, "x1": None, "x2": "00:00:00:00:ff:ff"}
     tree = build_overlay(g, with_ghosts, fanout=3)
@@ -176,10 +176,20 @@ def test_fanout_one_is_a_chain():
     assert tree.depth == len(agents) - 1
 
 
-def test_root_hint_is_kept_only_while_it_is_as_central_as_the_centre():
+def test_the_root_is_the_most_central_agent_first_by_name_whatever_the_hint():
     g, agents = mininet_tree(2, 3)
-    # All nine hosts have eccentricity 4: a located hint stays.
-    assert build_overlay(g, agents, fanout=3, root_hint="h6").root == "h6"
+    # All nine hosts have eccentricity 4: the first in natural order, whatever the hint
+    # (the current root) or the order agents came in
+    for hint in (None, "h6", "h9"):
+        assert build_overlay(g, agents, fanout=3, root_hint=hint).root == "h1"
+    reordered = dict(reversed(list(agents.items())))
+    assert build_overlay(g, reordered, fanout=3).root == "h1"
+    # the README's walk-through: agents on h2..h9 (h1 runs the examples) give h2,
+    # the original's root, though h4..h9 have a smaller distance sum
+    walk = {n: m for n, m in agents.items() if n != "h1"}
+    assert build_overlay(g, walk, fanout=4, root_hint="h5").root == "h2"
+    # natural order: h2 before h10
+    assert natural_key("h2") < natural_key("h10") < natural_key("h11")
     # On a line the ends are worse than the middle: the hint gives way.
     g, agents = linear(5)
     assert build_overlay(g, agents, fanout=2, root_hint="h1").root == "h3"

@@ -406,3 +406,41 @@ def test_mirror_on_a_fake_switch_copies_to_the_tap_and_delivers_the_original():
     (port, copy), (ctl, original) = fate.outputs
     assert (port, copy["eth_dst"]) == (4, MAC[9])  # towards the tap, addressed to it
     assert (ctl, original["eth_dst"]) == ("controller", MAC[1])  # then forwarded as before
+
+
+def test_an_agents_data_address_is_acted_on_only_where_the_guard_binds_it(tmp_path,
+                                                                          monkeypatch):
+    """Protected by default: an agent's data address is blocked only while the source
+    guard binds it to the agent's registered MAC (so the scan really came from its host);
+    the same scan from the agent's own, bound address is still blocked; gateways and the
+    controller are never acted on."""
+    monkeypatch.setenv("MEASURE_AUTH", "off")
+    monkeypatch.setenv("MEASURE_GATEWAYS", "10.0.0.8")
+    topo = topology()
+    service = MeasureService(topo, str(tmp_path), now=Clock(1000.0))
+    for n, mac in ((5, MAC[5]), (9, MAC[9]), (7, None)):
+        service.register_agent({"name": f"h{n}", "url": f"http://192.168.100.{n}:8000",
+                                "data_ip": f"10.0.0.{n}", **({"mac": mac} if mac else {})})
+    task = one({**SCAN, "on": [{**SCAN["on"][0], "mode": "dry_run"}]})
+
+    assert service._vouch("10.0.0.5") is None  # h5's own address, bound to h5's MAC
+    assert service._vouch("10.0.0.4") is None  # not an agent: placed where the guard put it
+    assert service._vouch("10.0.0.7") == ("is agent h7's data address and the agent "
+                                          "registered no MAC to bind it to")
+    # h9's address held by another MAC (a claim the pinning let through): never h9's block
+    topo.remove_host(MAC[9])
+    topo.learn_host("00:00:00:00:00:66", "10.0.0.9", 4, 3)
+    assert service._vouch("10.0.0.9") == ("is agent h9's data address, bound to "
+                                          "00:00:00:00:00:66, not the agent's MAC "
+                                          f"{MAC[9]}")
+    mgr = service.actions
+    before = len(mgr.live)
+    for src, reason in [("10.0.0.9", "src 10.0.0.9 is agent h9's data address, bound to"),
+                        ("10.0.0.7", "src 10.0.0.7 is agent h7's data address"),
+                        ("10.0.0.8", "src 10.0.0.8 is protected")]:
+        mgr.react("1", task, [{"id": 2, "kind": "port_scan", "src": src}])
+        assert len(mgr.live) == before, src
+        assert reason in json.dumps(service.store.events()), (src, reason)
+    mgr.react("1", task, [{"id": 3, "kind": "port_scan", "src": "10.0.0.5"}])
+    (row,) = [r for r in mgr.live.values() if r["target"] == "10.0.0.5"]
+    assert row["dpid"] == 3 and row["match"]["in_port"] == 2  # h5's own edge port

@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from measure_common.auth import HmacAuth
+from measure_common.auth import to_agent
 from testing.netns import ROOT
 from testing.procs import free_port, stop_process, wait_until
 
@@ -77,7 +77,7 @@ def test_idle_half_requests_do_not_wedge_controller_or_agent(controller_factory,
          "--no-capture", "--secret-file", str(secret_file), "--data-ip", "10.96.0.1"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, env={**os.environ})
-    signer = HmacAuth(secret_file.read_bytes().strip())
+    signer = to_agent(secret_file.read_bytes().strip(), "g1")
     flood: list[socket.socket] = []
     try:
         wait_until(lambda: requests.get(f"{api}/health", headers=auth, timeout=5).json()["agents"]

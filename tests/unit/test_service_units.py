@@ -57,8 +57,8 @@ def _check_agent(tmp_path, config: str, secret_mode: int | None = 0o600):
         d.mkdir(exist_ok=True)
     (etc / "agent.yaml").write_text(config)
     if secret_mode is not None:
-        (creds / "agent.secret").write_text("k" * 64)
-        os.chmod(creds / "agent.secret", secret_mode)
+        (creds / "agent.key").write_text("k" * 43)
+        os.chmod(creds / "agent.key", secret_mode)
     argv = unit_command(AGENT, "ExecStartPre", {"CREDENTIALS_DIRECTORY": str(creds),
                                                 "RUNTIME_DIRECTORY": str(run)})
     argv = [a.replace("/etc/endhost-measure", str(etc)) for a in argv]
@@ -83,7 +83,7 @@ def test_bad_agent_config_stops_the_unit_at_start(tmp_path, config, message):
 def test_agent_secret_missing_or_readable_by_others(tmp_path):
     proc, _, creds = _check_agent(tmp_path, "name: h2\n", secret_mode=None)
     assert proc.returncode == CONFIG_ERROR_EXIT
-    assert f"secret_file {creds}/agent.secret: No such file or directory" in proc.stderr
+    assert f"key_file {creds}/agent.key: No such file or directory" in proc.stderr
     proc, _, creds = _check_agent(tmp_path, "name: h2\n", secret_mode=0o640)
     assert proc.returncode == CONFIG_ERROR_EXIT
     assert "mode 0640 is readable by others; run: chmod 600" in proc.stderr
