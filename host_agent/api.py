@@ -59,7 +59,8 @@ def _full_read(req: webob.Request) -> bool:
     return req.method in ("GET", "HEAD") and req.GET.get("full") not in (None, "", "0",
                                                                           "false")
 #: what a request signed by another agent (not the controller) may reach
-PEER_PATHS = ("/agent/v1/tasks/", "/agent/v1/reports", "/agent/v1/bandwidth/receive")
+PEER_PATHS = ("/agent/v1/tasks/", "/agent/v1/reports", "/agent/v1/heartbeats",
+              "/agent/v1/bandwidth/receive")
 MAX_REPORT_BODY = 16 * 1024 * 1024  # as the controller's POST reports
 NO_SECRET = ("this agent has no shared secret: configuration is accepted only from the "
              "controller or the overlay parent, signed (start it with --secret-file; "
