@@ -315,11 +315,12 @@ class MeasureController(ControllerBase):
         return json_response(self.service.register_agent(body), status=201)
 
     @route("measure", PREFIX + "/agents/{name}/heartbeat", methods=["POST"])
-    @_api(mutating=True)
+    @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def heartbeat(self, req, name, **_kw):
         name = parse_name(name)
         _own_name(req, name, "heartbeat for")
-        body = _json_body(req, required=False)  # no body: {}
+        # no body: {}; a root's lists its subtree (about 30 bytes per agent)
+        body = _json_body(req, required=False, limit=MAX_REPORT_BODY)
         if not isinstance(body, dict):
             raise HttpError(400, "heartbeat: body must be a JSON object")
         return json_response(self.service.heartbeat(name, body))
