@@ -56,6 +56,8 @@ def mesh(net):
     task_id = apply_everywhere(net, {"name": "mesh", "kind": "path_health", "peers": "all",
                                      "probe_rate": 10, "report_interval": INTERVAL},
                                AGENTS, timeout=60)
+    wait_until(lambda: net.rest(f"/measure/v1/tasks/{task_id}/result")[0] == 200,
+               timeout=10 * INTERVAL, interval=0.5, message="a first path_health result")
     yield task_id
     net.rest(f"/measure/v1/tasks/{task_id}", method="DELETE")
 

@@ -207,11 +207,12 @@ def test_tcp_and_probe_rtt_agree_with_ping(net):
             res = result(net, tcp_id)
             flow = next((f for f in (res or {}).get("tcp", {}).get("top_flows", [])
                          if f["dport"] == 5303 and f["host"] == "h2"), None)
-            if flow is not None:
+            if flow is not None and flow.get("rtt_ms"):
                 tcp_rtt[res["interval_end"]] = flow["rtt_ms"]
             res = result(net, mesh_id)
             row = next((r for r in (res or {}).get("pairs", [])
-                        if {r["src"], r["dst"]} == {"h2", "h4"} and r["rtt_ms"]), None)
+                        if {r["src"], r["dst"]} == {"h2", "h4"}
+                        and (r.get("rtt_ms") or {}).get("p50")), None)
             if row is not None:
                 probe_p50[res["interval_end"]] = row["rtt_ms"]["p50"]
             time.sleep(0.5)
