@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def build() -> Path:
     if out.exists():
         return out
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{id(out)}.tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # workers may build at once
     arch = _run(["uname", "-m"]).stdout.strip()
     _run(["clang", "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I/usr/include/{arch}-linux-gnu",
           "-c", str(SOURCE), "-o", str(tmp)])
