@@ -19,11 +19,13 @@ at that place is replaced. Any failure (no clang, no BPF, not root) is an
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
 SOURCE = BPF_DIR / "reflect.c"
@@ -69,6 +71,8 @@ class KernelReflector:
               "handle", str(TC_HANDLE), "bpf", "da", "obj", str(obj), "sec", "tc"])
         self.attached = True
         self.counter_map = self._counter_map()
+        self._lib: Any = None
+        self._map_fd: int | None = None
 
     def _counter_map(self) -> int | None:
         """The id of the attached program's ``probe_echoed`` map (None if bpftool cannot
@@ -89,23 +93,28 @@ class KernelReflector:
         return None
 
     def echoed(self) -> tuple[int, int]:
-        """Echoes the kernel sent so far: (packets, IP bytes); (0, 0) when unknown."""
+        """Echoes the kernel sent so far: (packets, IP bytes); (0, 0) when unknown. Read
+        through libbpf (no process per read)."""
         if self.counter_map is None:
             return 0, 0
-        try:
-            dump = json.loads(_run(["bpftool", "-j", "map", "dump", "id",
-                                    str(self.counter_map)]).stdout)
-        except (OSError, ValueError):
-            return 0, 0
-        vals = {}
-        for entry in dump:
-            cell = entry.get("formatted", entry)
-            key, value = cell["key"], cell["value"]
-            if isinstance(key, list):  # raw bytes, as hex strings, little-endian
-                key = int.from_bytes(bytes(int(b, 16) for b in key), "little")
-                value = int.from_bytes(bytes(int(b, 16) for b in value), "little")
-            vals[int(key)] = int(value)
-        return vals.get(0, 0), vals.get(1, 0)
+        if self._map_fd is None:
+            from host_agent.capture.ebpf import libbpf
+
+            lib = libbpf()
+            lib.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
+            fd = lib.bpf_map_get_fd_by_id(self.counter_map)
+            if fd < 0:
+                self.counter_map = None
+                return 0, 0
+            self._lib, self._map_fd = lib, fd
+        out = []
+        for index in (0, 1):
+            key, value = ctypes.c_uint32(index), ctypes.c_uint64(0)
+            if self._lib.bpf_map_lookup_elem(self._map_fd, ctypes.byref(key),
+                                             ctypes.byref(value)) != 0:
+                return 0, 0
+            out.append(int(value.value))
+        return out[0], out[1]
 
     def _delete(self) -> None:
         _run(["tc", "filter", "del", "dev", self.interface, "ingress", "prio", str(TC_PRIO),
@@ -113,6 +122,9 @@ class KernelReflector:
 
     def close(self) -> None:
         """Detach the filter (the clsact qdisc stays: others may use it)."""
+        if self._map_fd is not None:
+            os.close(self._map_fd)
+            self._map_fd = None
         if self.attached:
             self._delete()
             self.attached = False
