@@ -10,19 +10,22 @@ user-space echo, 0.95 to 1.25 times with this one (docs/design.md, "Path
 health"). The dwell the user-space reflector subtracts cannot remove this: it
 lies after its send call.
 
-Attached with iproute2's ``tc`` (a ``clsact`` qdisc, created if missing and
-left in place; one ``bpf da`` ingress filter at :data:`TC_PRIO` /
-:data:`TC_HANDLE`, before the eBPF capture's). A filter left by a killed worker
-at that place is replaced. Any failure (no clang, no BPF, not root) is an
-:class:`OSError`; the worker then echoes in user space.
+Loaded and attached through libbpf, as the eBPF capture is
+(``host_agent.capture.ebpf``; no bpffs needed, which Mininet hosts lack for
+iproute2's loader): a ``clsact`` qdisc, created if missing and left in place,
+and one direct-action ingress program at :data:`TC_PRIO` / :data:`TC_HANDLE`,
+before the eBPF capture's. A program left by a killed worker at that place is
+replaced. Any failure (no clang, no BPF, not root) is an :class:`OSError`; the
+worker then echoes in user space.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
-import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -63,68 +66,69 @@ class KernelReflector:
     """The reflector attached to ``interface`` (this namespace) until :meth:`close`."""
 
     def __init__(self, interface: str) -> None:
-        self.interface = interface
-        obj = build()
-        _run(["tc", "qdisc", "add", "dev", interface, "clsact"], check=False)  # may exist
-        self._delete()
-        _run(["tc", "filter", "add", "dev", interface, "ingress", "prio", str(TC_PRIO),
-              "handle", str(TC_HANDLE), "bpf", "da", "obj", str(obj), "sec", "tc"])
-        self.attached = True
-        self.counter_map = self._counter_map()
-        self._lib: Any = None
-        self._map_fd: int | None = None
+        from host_agent.capture.ebpf import (
+            _PRINT_FN,
+            BPF_TC_INGRESS,
+            EbpfError,
+            _check,
+            _TcHook,
+            _TcOpts,
+            libbpf,
+        )
 
-    def _counter_map(self) -> int | None:
-        """The id of the attached program's ``probe_echoed`` map (None if bpftool cannot
-        tell: the cost then leaves the kernel's echoes out)."""
+        self.interface = interface
+        self.attached = False
+        self.obj: Any = None
         try:
-            shown = json.loads(_run(["tc", "-j", "filter", "show", "dev", self.interface,
-                                     "ingress", "prio", str(TC_PRIO)]).stdout or "[]")
-            prog = next(f["options"]["prog"]["id"] for f in shown
-                        if f.get("options", {}).get("handle") == hex(TC_HANDLE))
-            for map_id in json.loads(_run(["bpftool", "-j", "prog", "show", "id",
-                                           str(prog)]).stdout).get("map_ids", []):
-                info = json.loads(_run(["bpftool", "-j", "map", "show", "id",
-                                        str(map_id)]).stdout)
-                if info.get("name") == "probe_echoed":
-                    return int(map_id)
-        except (OSError, ValueError, KeyError, StopIteration):
-            return None
-        return None
+            ifindex = socket.if_nametoindex(interface)
+            path = build()
+            lib = self.lib = libbpf()
+            self._quiet = _PRINT_FN(lambda level, fmt, args: 0)
+            lib.libbpf_set_print(ctypes.cast(self._quiet, ctypes.c_void_p))
+            self.obj = lib.bpf_object__open_file(str(path).encode(), None)
+            if not self.obj:
+                raise OSError(f"libbpf cannot open {path}")
+            rc = lib.bpf_object__load(self.obj)
+            if rc:
+                raise OSError(f"the kernel refused the reflector ({os.strerror(-rc)})")
+            prog = lib.bpf_object__find_program_by_name(self.obj, b"probe_reflect")
+            prog_fd = _check(lib.bpf_program__fd(prog), "program probe_reflect")
+            self.map_fd = _check(lib.bpf_object__find_map_fd_by_name(
+                self.obj, b"probe_echoed"), "map probe_echoed")
+            self.hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_INGRESS, 0, 0)
+            self._opts = lambda fd=0: _TcOpts(ctypes.sizeof(_TcOpts), fd, 0, 0, TC_HANDLE,
+                                              TC_PRIO, 0)
+            rc = lib.bpf_tc_hook_create(ctypes.byref(self.hook))  # the clsact qdisc
+            if rc and rc != -errno.EEXIST:
+                _check(rc, f"clsact qdisc on {interface}")
+            self._detach()  # a killed worker's filter at our place
+            _check(lib.bpf_tc_attach(ctypes.byref(self.hook), ctypes.byref(self._opts(prog_fd))),
+                   f"tc attach on {interface}")
+            self.attached = True
+        except (EbpfError, OSError) as exc:
+            self.close()
+            raise OSError(str(exc)) from None
+
+    def _detach(self) -> None:
+        opts = self._opts()
+        self.lib.bpf_tc_detach(ctypes.byref(self.hook), ctypes.byref(opts))
 
     def echoed(self) -> tuple[int, int]:
-        """Echoes the kernel sent so far: (packets, IP bytes); (0, 0) when unknown. Read
-        through libbpf (no process per read)."""
-        if self.counter_map is None:
-            return 0, 0
-        if self._map_fd is None:
-            from host_agent.capture.ebpf import libbpf
-
-            lib = libbpf()
-            lib.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
-            fd = lib.bpf_map_get_fd_by_id(self.counter_map)
-            if fd < 0:
-                self.counter_map = None
-                return 0, 0
-            self._lib, self._map_fd = lib, fd
+        """Echoes the kernel sent so far: (packets, IP bytes); (0, 0) if unreadable."""
         out = []
         for index in (0, 1):
             key, value = ctypes.c_uint32(index), ctypes.c_uint64(0)
-            if self._lib.bpf_map_lookup_elem(self._map_fd, ctypes.byref(key),
-                                             ctypes.byref(value)) != 0:
+            if self.lib.bpf_map_lookup_elem(self.map_fd, ctypes.byref(key),
+                                            ctypes.byref(value)) != 0:
                 return 0, 0
             out.append(int(value.value))
         return out[0], out[1]
 
-    def _delete(self) -> None:
-        _run(["tc", "filter", "del", "dev", self.interface, "ingress", "prio", str(TC_PRIO),
-              "handle", str(TC_HANDLE), "bpf"], check=False)
-
     def close(self) -> None:
-        """Detach the filter (the clsact qdisc stays: others may use it)."""
-        if self._map_fd is not None:
-            os.close(self._map_fd)
-            self._map_fd = None
+        """Detach the program (the clsact qdisc stays: others may use it)."""
         if self.attached:
-            self._delete()
+            self._detach()
             self.attached = False
+        if self.obj:
+            self.lib.bpf_object__close(self.obj)
+            self.obj = None
