@@ -200,12 +200,16 @@ class Localizer:
             if given is None:
                 continue
             old = self._given.get(pair)
+            moved = False
             if old is not given and old != given:  # new or moved: its counts are elsewhere
+                moved = pair in self._given
                 self._given[pair] = given
                 self._paths[pair] = (dict(given) if isinstance(given, Mapping)
                                      else dict.fromkeys(given, 1))
                 self._counts[pair] = deque(maxlen=self.window)
                 self._rtts[pair] = deque(maxlen=self.baseline)
+            if moved:
+                continue  # this interval's probes crossed the old path and the new one
             sent = max(0, int(row.get("sent") or 0))
             lost = min(sent, max(0, int(row.get("lost") or 0)))
             self._counts[pair].append((sent, lost))

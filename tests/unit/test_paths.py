@@ -267,3 +267,20 @@ def test_bench_paths_runs_the_real_code_and_prints_its_verdicts(capsys) -> None:
                                             "probe_bps_busiest_host": 72800}],
                                   "targets": {"precision >= 0.99": True}})
     assert figures["n100_probe_kbit_s_host"] == 72.8 and ok == {"precision >= 0.99": True}
+
+
+def test_the_interval_a_pair_moved_in_is_put_on_no_link() -> None:
+    """Its probes crossed the old path, then the new one: losses of the old path (the
+    reason it moved) must not land on the new path's links."""
+    paths, _, _ = fat_tree_pairs()
+    bad = next(link for link in sorted({k for c in paths.values() for k in c}, key=repr)
+               if link[0] == "switch")
+    crossing = [p for p, c in paths.items() if bad in c]
+    loc = Localizer()
+    feed(loc, paths, {})
+    # the crossing pairs now go another way, over a link only they cross
+    other = ("switch", 98, 1, 99, 1)
+    moved = {p: ({other: 1} if p in crossing else c) for p, c in paths.items()}
+    out = feed(loc, moved, dict.fromkeys(crossing, 10))
+    assert out.suspects() == [] and out.raised == []
+    assert feed(loc, moved, {}).suspects() == []
