@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 
 C_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c")
-LIBS = {"nfq_accept": ["-lnetfilter_queue", "-lnfnetlink"], "udp_flood": []}
+LIBS = {"nfq_accept": ["-lnetfilter_queue", "-lnfnetlink"], "udp_flood": [], "raw_flood": []}
 
 
 def build(name: str) -> str:

@@ -64,6 +64,8 @@ SAMPLE_TASKS: dict[str, dict[str, Any]] = {
     "flow_size": {"filter": {"proto": "icmp"}},
     "port_scan": {"filter": {"proto": "tcp"}, "scan_ports": 10},
     "counter": {"filter": {"proto": "icmp"}},
+    "path_health": {"peers": "auto", "probe_rate": 5},
+    "tcp_health": {},
 }
 FAULTS = ("kill_agent", "kill_monitor", "restart_controller", "link_down")
 GROWTH_GOAL = 0.10

@@ -357,6 +357,9 @@ class ReactionsFitTheTask:
             {"properties": {"action": {"enum": [a for a in ACTIONS
                                                 if a not in NETWORK_ACTIONS]}}},
             {"properties": {"event": {"enum": list(self.exempt_events)}}}]}
+        if "key" not in schema["properties"]:  # path_health, tcp_health: no address key
+            schema["allOf"] = [{"properties": {"on": {"items": harmless}}}]
+            return
         schema["allOf"] = [{"anyOf": [  # the default keys of every kind hold an address
             {"not": {"required": ["key"]}},
             {"properties": {"key": {"enum": list(ADDRESS_KEYS)}}},

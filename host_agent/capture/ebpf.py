@@ -42,7 +42,7 @@ counter keeps its own state of that size, as in the other modes. At 512 KB
 and 2 CPUs a buffer holds 1,820 keys per read.
 
 Reading: :meth:`EbpfCapture.drain` flips the slot's active buffer
-(``ehm_sel``), waits :data:`GRACE_S` for programs that read the old
+(``active`` in its ``ehm_cfg`` row), waits :data:`GRACE_S` for programs that read the old
 selector to finish (a program runs for well under a microsecond), then
 drains the old buffer with one ``BPF_MAP_LOOKUP_AND_DELETE_BATCH``: no
 packet is lost between reads, and the buffer is empty again before its next
@@ -225,7 +225,14 @@ class Cfg(ctypes.Structure):
                 ("sport_lo", ctypes.c_uint16), ("sport_hi", ctypes.c_uint16),
                 ("dport_lo", ctypes.c_uint16), ("dport_hi", ctypes.c_uint16),
                 ("src_net", ctypes.c_uint32 * 4), ("src_mask", ctypes.c_uint32 * 4),
-                ("dst_net", ctypes.c_uint32 * 4), ("dst_mask", ctypes.c_uint32 * 4)]
+                ("dst_net", ctypes.c_uint32 * 4), ("dst_mask", ctypes.c_uint32 * 4),
+                ("active", ctypes.c_uint32)]
+
+
+class _Meta(ctypes.Structure):
+    """``struct meta`` of ehm_tc.c."""
+
+    _fields_ = [("top", ctypes.c_uint32), ("mask", ctypes.c_uint32 * 2)]
 
 
 def slot_config(filt: dict[str, Any], fields: int, sample: float = 1.0,
@@ -392,7 +399,7 @@ class EbpfCapture:
                             "is BPF (CONFIG_BPF_SYSCALL, cls_bpf) available?")
         self.maps = {name: _check(self.lib.bpf_object__find_map_fd_by_name(
             self.obj, f"ehm_{name}".encode()), f"map ehm_{name}")
-            for name in ("cfg", "sel", "nth", "miss", "stats", "meta", "recs")}
+            for name in ("cfg", "nth", "miss", "stats", "meta", "recs")}
         self.progs = {}
         for point, name in ((BPF_TC_INGRESS, "ehm_ingress"), (BPF_TC_EGRESS, "ehm_egress")):
             prog = self.lib.bpf_object__find_program_by_name(self.obj, name.encode())
@@ -457,8 +464,10 @@ class EbpfCapture:
                                             BPF_ANY), what)
 
     def _set_meta(self) -> None:
-        top = max(self.slots, default=-1) + 1
-        self._update(self.maps["meta"], ctypes.c_uint32(0), ctypes.c_uint32(top), "meta")
+        meta = _Meta(max(self.slots, default=-1) + 1)
+        for slot, st in self.slots.items():
+            meta.mask[st.cfg.dir & 1] |= 1 << slot
+        self._update(self.maps["meta"], ctypes.c_uint32(0), meta, "meta")
 
     def configure(self, slot: int, cfg: Cfg, memory: int) -> Drained | None:
         """Install or change ``slot``'s row; (re)create its buffers when their size changes.
@@ -480,7 +489,6 @@ class EbpfCapture:
                 fds.append(fd)
                 self._update(self.maps["recs"], ctypes.c_uint32(slot * 2 + buf),
                              ctypes.c_uint32(fd), "outer map")
-            self._update(self.maps["sel"], ctypes.c_uint32(slot), ctypes.c_uint32(0), "sel")
             self._update(self.maps["nth"], ctypes.c_uint32(slot), ctypes.c_uint64(0), "nth")
             for buf in range(2):
                 self._update(self.maps["miss"], ctypes.c_uint32(slot * 2 + buf),
@@ -488,6 +496,7 @@ class EbpfCapture:
             self.slots[slot] = _Slot(cfg, entries, fds, self.ncpus)
         else:
             old.cfg = cfg
+        cfg.active = self.slots[slot].active
         self._update(self.maps["cfg"], ctypes.c_uint32(slot), cfg, "cfg")
         self._set_meta()
         return leftover
@@ -511,7 +520,9 @@ class EbpfCapture:
         st = self.slots[slot]
         old = st.active
         st.active = 1 - old
-        self._update(self.maps["sel"], ctypes.c_uint32(slot), ctypes.c_uint32(st.active), "sel")
+        # only ``active`` changes: a program reading the row meanwhile sees either buffer
+        st.cfg.active = st.active
+        self._update(self.maps["cfg"], ctypes.c_uint32(slot), st.cfg, "cfg")
         time.sleep(GRACE_S)
         return self._drain_buffer(slot, st, old)
 

@@ -71,7 +71,7 @@ def test_programs_always_accept_and_payloads_arrive_unchanged(ns_pair, agent_fac
     assert state["available"] and set(state["attached"]) == {"ingress", "egress"}
     assert filters(b, "ingress") == [state["attached"]["ingress"]]
     assert filters(b, "egress") == [state["attached"]["egress"]]
-    # every exit of both programs (main and bpf_loop callback) returns 0 = TC_ACT_OK,
+    # every exit of both programs (and of any subprogram) returns 0 = TC_ACT_OK,
     # and no helper that could change or redirect a packet is called
     for prog_id in state["attached"].values():
         xlated = b.run(["bpftool", "prog", "dump", "xlated", "id", str(prog_id)]).stdout

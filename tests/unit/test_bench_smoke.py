@@ -135,9 +135,14 @@ def test_quick_monitor_part(tmp_path):
     for name, runs in mon["throughput"].items():   # every config ends with a "max" step
         assert all(steps[-1]["offered_pps"] == "max" and steps[-1]["matched"] > 0
                    for steps in runs), name
-    for mode in ("off", "C accept-only", "3 counters", "nflog 3 counters"):
-        lat = mon["latency"][mode]
-        assert positive(lat["median_us"]) and lat["p99_us"] >= lat["median_us"]
+    for mode in ("off", "C accept-only", "3 counters", "nflog 3 counters", "ebpf 3 counters"):
+        for clock in ("kernel", "user"):
+            lat = mon["latency"][mode][clock]
+            assert positive(lat["median_us"]) and lat["p99_us"] >= lat["median_us"]
+            assert lat["n"] >= 90   # echo pairs with both replies (100 sent in quick mode)
+    assert mon["latency"]["off"]["kernel"]["added_median_us"] == 0
+    # the network path alone is shorter than what the sending process sees
+    assert mon["latency"]["off"]["kernel"]["median_us"] < mon["latency"]["off"]["user"]["median_us"]
     assert set(summary["parts"]["monitor"]["targets"]) == set(mon["targets"])
 
 

@@ -301,3 +301,25 @@ def test_policy_errors_accept_protect_beside_a_bad_task():
                           "is not an IPv4 or IPv6 address"], out.errors
     out = check_policy(b"protekt: [10.0.0.9]\ntasks: [{name: c, kind: counter}]\n", "request")
     assert "(did you mean 'protect'?)" in " ".join(out.errors), out.errors
+
+
+def test_a_network_reaction_on_a_kind_without_an_address_key_is_schema_invalid():
+    """path_health has no key: ``mark`` (a network action) on its threshold event
+    is refused by the model, and the document says so too."""
+    import jsonschema_rs  # schemathesis' validator
+
+    from measure_model.task import PolicyError, parse_task
+
+    validator = jsonschema_rs.Draft4Validator(
+        {"$ref": "#/components/schemas/Task", "components": DOC["components"]})
+    for kind in ("path_health",):
+        base = {"name": "t", "kind": kind}
+        marked = {**base, "on": [{"event": "threshold", "above": 2, "action": "mark",
+                                  "dscp": 2}]}
+        notified = {**base, "on": [{"event": "threshold", "above": 2, "action": "notify",
+                                    "url": "https://collector.example/hook"}]}
+        assert not validator.is_valid(marked), kind
+        with pytest.raises(PolicyError, match="needs a key holding an address"):
+            parse_task(marked, "doc")
+        assert validator.is_valid(notified), kind
+        parse_task(notified, "doc")
