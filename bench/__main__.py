@@ -301,7 +301,7 @@ PARTS = [
          targets=["interval end -> flow <= 100 ms (p99)"]),
     Part("paths", "bench.paths",
          "path health: localize one lossy link (0.5-20%) from probe pairs over simulated "
-         "fat-trees of 100 and 1,000 hosts", full=[], quick=["--quick"], budget_s=150,
+         "fat-trees of 100 and 1,000 hosts", full=[], quick=["--quick"], budget_s=240,
          headline=paths_headline,
          targets=["precision >= 0.99", "recall >= 0.95 for loss >= 1%",
                   "detection within 2 intervals", "probes <= 1% of 1 Gbit/s per host"]),
