@@ -87,33 +87,36 @@ def em_distribution(row: np.ndarray, rounds: int = EM_ROUNDS) -> dict[int, float
     w = row.shape[0]
     hist = np.bincount(row)
     big = {int(v): float(c) for v, c in enumerate(hist) if v > MAX_V and c}
-    cv = np.zeros(MAX_V + 1)
-    cv[: min(hist.shape[0], MAX_V + 1)] = hist[: MAX_V + 1]
+    top = min(hist.shape[0] - 1, MAX_V)  # sizes above the largest value present are 0
+    cv = hist[: top + 1].astype(np.float64)
     cv[0] = 0.0
     if not cv.any():
         return big
     n_big = sum(big.values())
     n_flows = max(_linear_count(row)[0], 1.0)
     phi = cv / cv.sum()
-    sizes = np.arange(MAX_V + 1, dtype=np.float64)
+    sizes = np.arange(top + 1, dtype=np.float64)
     n_small = 0.0
     for _ in range(rounds):
         lam = n_flows / w
         a = lam * sizes * phi
-        p = np.zeros(MAX_V + 1)
+        p = np.zeros(top + 1)
         p[0] = math.exp(-lam)
-        for v in range(1, MAX_V + 1):
+        for v in range(1, top + 1):
             p[v] = float(np.dot(a[1:v + 1], p[v - 1::-1])) / v
         ratio = np.divide(cv, p, out=np.zeros_like(cv), where=p > 0)
         # sum over v >= s of ratio[v] p[v - s], for every s
-        back = np.correlate(ratio, p, mode="full")[MAX_V:]
+        back = np.correlate(ratio, p, mode="full")[top:]
         expect = lam * phi * back
         expect[0] = 0.0
         n_small = float(expect.sum())
         if n_small <= 0:
             break
-        phi = expect / n_small
-        n_flows = n_small + n_big
+        new_phi = expect / n_small
+        done = float(np.abs(new_phi - phi).max()) < 1e-12
+        phi, n_flows = new_phi, n_small + n_big
+        if done:
+            break
     out = {i: float(x) for i, x in enumerate(phi * n_small) if i and x > 1e-9}
     for v, c in big.items():
         out[v] = out.get(v, 0.0) + c

@@ -217,11 +217,19 @@ def test_five_tuple_task_answers_sources_and_ports(net):  # noqa: F811
             by_port[str(5900 + i)] = by_port.get(str(5900 + i), 0) + n
     total = sum(by_src.values())
 
+    seen: dict = {}
+
     def complete():
         res = result(net, task_id)
+        seen.update(covered=res and res.get("covered"), total=res and res.get("total"),
+                    top=res and res.get("top_k"))
         return res if res and res["covered"] == AGENTS and res["total"] == total else None
 
-    wait_until(complete, timeout=30, interval=0.5, message="a complete five_tuple result")
+    try:
+        wait_until(complete, timeout=30, interval=0.5, message="a complete five_tuple result")
+    except TimeoutError as exc:
+        raise AssertionError(f"expected total {total} from {AGENTS}, last result: {seen}; "
+                             f"sent by source {by_src}") from exc
     for key, expect in (("src", by_src), ("dport", by_port)):
         status, res = api(net, f"/measure/v1/tasks/{task_id}/result?key={key}")
         assert status == 200, res
