@@ -199,12 +199,16 @@ def test_superspreaders_min_distinct_5(net, capture):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "failed in the last full Mininet run on the merged main (it passed on its own branch "
-    "before the merges); the cause was not investigated this session"))
+    "with 1 s intervals on a loaded machine no result covered all nine agents (the "
+    "mid-level reports missed the root's half-interval wait); now 2 s, not yet passed "
+    "three times in a row"))
 def test_five_tuple_task_answers_sources_and_ports(net):  # noqa: F811
+    # 2 s intervals: a parent waits at most half an interval for its children, and on a
+    # loaded machine the mid-level agents' reports came after the root's 0.5 s of a 1 s
+    # interval every time, so no result covered all nine agents within the wait
     task_id = apply(net, {"name": "ft-udp", "kind": "flow_size", "key": "five_tuple",
                           "filter": {"proto": "udp", "dport": "5900:5999"},
-                          "memory": 65536, "report_interval": 1})
+                          "memory": 65536, "report_interval": 2})
     first = [("h1", "h5", 40), ("h2", "h6", 25), ("h3", "h7", 10)]
     second = [("h1", "h8", 20), ("h4", "h9", 15)]
     by_src: dict[str, int] = {}
@@ -226,7 +230,7 @@ def test_five_tuple_task_answers_sources_and_ports(net):  # noqa: F811
         return res if res and res["covered"] == AGENTS and res["total"] == total else None
 
     try:
-        wait_until(complete, timeout=30, interval=0.5, message="a complete five_tuple result")
+        wait_until(complete, timeout=60, interval=0.5, message="a complete five_tuple result")
     except TimeoutError as exc:
         raise AssertionError(f"expected total {total} from {AGENTS}, last result: {seen}; "
                              f"sent by source {by_src}") from exc
