@@ -48,7 +48,7 @@ class CheckResult:
 def did_you_mean(name: str) -> str:
     """`` (did you mean 'threshold'?)`` for a misspelt field, else ''."""
     parent, _, leaf = name.rpartition(".")
-    choices = NESTED.get(parent, []) if parent else [*TASK_FIELDS, "tasks"]
+    choices = NESTED.get(parent, []) if parent else [*TASK_FIELDS, "tasks", "protect"]
     close = difflib.get_close_matches(leaf, choices, n=1, cutoff=0.6)
     return f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
 
@@ -143,7 +143,7 @@ def check_policy(data: bytes, source: str) -> CheckResult:
         return out
     if isinstance(obj, dict):
         for key in obj:
-            if key != "tasks":
+            if key not in ("tasks", "protect"):
                 out.errors.append(f"{where}: unknown top-level field '{key}'"
                                   + did_you_mean(key))
     seen: set[str] = set()

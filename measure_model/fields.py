@@ -290,7 +290,7 @@ class Pattern:
         return value
 
     def json_schema(self) -> JsonSchema:
-        return {"type": "string", "pattern": f"^{self.regex}$"}
+        return {"type": "string", "pattern": f"^({self.regex})$"}  # the group: regex may hold "|"
 
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"

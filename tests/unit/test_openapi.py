@@ -275,3 +275,29 @@ def test_fuzzed_requests_never_fail_with_5xx(fuzz_harness, op, segment, body, qu
     if status >= 400:
         assert set(reply) in ({"error"}, {"error", "errors"}) and reply["error"]
         assert all(isinstance(e, str) for e in reply.get("errors", []))
+
+
+def test_every_pattern_is_anchored_around_its_alternatives():
+    """``^a|b$`` would let ``1.2.3.4<`` through as an address: each documented
+    pattern matches what the model's own check accepts, and no more, on a
+    valid value followed or preceded by junk."""
+    patterns = set(_values_of(DOC, "pattern"))
+    assert any("|" in p for p in patterns)  # the address and prefix patterns
+    for pattern in patterns:
+        for junk in ("<", " x"):
+            for sample in ("10.0.0.1", "fe80::1", "h1", "1"):
+                if re.search(pattern, sample):
+                    assert not re.search(pattern, sample + junk), (pattern, sample)
+                    assert not re.search(pattern, junk + sample), (pattern, sample)
+
+
+def test_policy_errors_accept_protect_beside_a_bad_task():
+    """Every error of a policy with ``protect`` names the bad task, not ``protect``."""
+    from measure_cli.policy_check import check_policy
+
+    out = check_policy(b"protect: [10.0.0.9]\ntasks:\n- {name: p, kind: path_health, "
+                       b"probe_targets: [{src: a, dst: b, address: '10.0.0.2<'}]}\n", "request")
+    assert out.errors == ["policy request: task p: probe_targets[0].address '10.0.0.2<' "
+                          "is not an IPv4 or IPv6 address"], out.errors
+    out = check_policy(b"protekt: [10.0.0.9]\ntasks: [{name: c, kind: counter}]\n", "request")
+    assert "(did you mean 'protect'?)" in " ".join(out.errors), out.errors
