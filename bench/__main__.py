@@ -159,22 +159,18 @@ def accuracy_merge_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 
 def overlay_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     figs: dict[str, Any] = {}
-    ok: dict[str, bool] = {}
     for r in d.get("rows", []):
-        n = r["n"]
-        figs[f"n{n}_config_s"] = round(r["config_s"], 3)
-        figs[f"n{n}_result_s"] = round(r["result_s"], 3)
-        figs[f"n{n}_missing"] = r["missing"]
-        figs[f"n{n}_ctl_msgs"] = r["ctl_msgs"]
-        figs[f"n{n}_star_ctl_msgs"] = r["star_ctl_msgs"]
-        figs[f"n{n}_star_result_s"] = round(r["star_result_s"], 3)
-    big = [r for r in d.get("rows", []) if r["n"] == 1000]
-    if big:
-        r = big[0]
-        ok["N=1000: controller handles 1 report per interval"] = r["ctl_msgs"] == 1
-        ok["N=1000: complete result <= 1 s after interval end"] = (
-            r["result_s"] <= 1.0 and not r["missing"])
-        ok["N=1000: config at every agent <= 2 s"] = r["config_s"] <= 2.0
+        n = f"n{r['n']}" + (f"_f{r['fanout']}" if r.get("fanout", 8) != 8 else "")
+        figs[f"{n}_config_s"] = round(r["config_s"], 3)
+        figs[f"{n}_result_s"] = round(r["result_s"], 3)
+        figs[f"{n}_missing"] = r["missing"]
+        figs[f"{n}_ctl_msgs"] = r["ctl_msgs"]
+        figs[f"{n}_ctl_kb"] = round(r["ctl_bytes"] / 1024, 1)
+        figs[f"{n}_host_s"] = round(r["host_s"], 3)
+        figs[f"{n}_hb_msgs_s"] = r["hb_msgs_s"]
+        figs[f"{n}_star_ctl_msgs"] = r["star_ctl_msgs"]
+        figs[f"{n}_star_result_s"] = round(r["star_result_s"], 3)
+    ok = {t["figure"]: t["met"] for t in d.get("targets", [])}
     return figs, ok
 
 
@@ -239,6 +235,10 @@ def reactions_headline(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, boo
     return figs, {"interval end -> flow <= 100 ms (p99)": bool(d.get("meets_target"))}
 
 
+#: the overlay part's full run (N = 1,000 dominates; N = 10,000 is run by hand:
+#: ``bench/overlay_scale.py --sizes 10000 --fanout 8,16``)
+BUDGET_OVERLAY = 300
+
 PARTS = [
     Part("engine", "bench.engine",
          "part 1b: sketch engine vs the original per-packet path (scapy + madoka), 1M packets",
@@ -258,10 +258,11 @@ PARTS = [
          headline=accuracy_merge_headline,
          targets=["the issue's targets at 512 KB, Zipf 1.1 (one host; merged within 10%)"]),
     Part("overlay", "bench.overlay_scale",
-         "part 4: overlay tree vs star for N = 10, 100, 500, 1000 simulated agents",
-         full=[], quick=["--quick"], budget_s=80, json_name="overlay_scale",
+         "part 4: overlay tree vs star for N = 10, 100, 1000 simulated agents",
+         full=[], quick=["--quick"], budget_s=BUDGET_OVERLAY, json_name="overlay_scale",
          json_flag=True, headline=overlay_headline,
-         targets=["N=1000: 1 report/interval, complete <= 1 s, config <= 2 s"]),
+         targets=["N=1000 and 10000: controller KB/interval <= 100 and <= 1.5x N=100, "
+                  "complete <= 1 s, config <= 2 s, ?host= <= 1 s"]),
     Part("monitor", "bench.monitor",
          "parts 1a + 2: monitor throughput from a sendmmsg sender (C accept-only loop, Python "
          "accept-only, 1/3 counters, 3 elastic counters, 2 queues, NFLOG, eBPF) and ping RTT "
@@ -300,7 +301,7 @@ PARTS = [
          targets=["interval end -> flow <= 100 ms (p99)"]),
     Part("paths", "bench.paths",
          "path health: localize one lossy link (0.5-20%) from probe pairs over simulated "
-         "fat-trees of 100 and 1,000 hosts", full=[], quick=["--quick"], budget_s=150,
+         "fat-trees of 100 and 1,000 hosts", full=[], quick=["--quick"], budget_s=240,
          headline=paths_headline,
          targets=["precision >= 0.99", "recall >= 0.95 for loss >= 1%",
                   "detection within 2 intervals", "probes <= 1% of 1 Gbit/s per host"]),

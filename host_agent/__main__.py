@@ -133,10 +133,38 @@ def control_sources(controller: str | None, overlay: OverlayNode) -> Callable[[s
     return trusted
 
 
+def beat_parent(http: Transport, overlay: OverlayNode, monitor: dict | None) -> bool | None:
+    """Send this agent's heartbeat (with its subtree's) to its overlay parent. None when
+    there is no parent or it did not take it (the heartbeat then goes to the
+    controller); else whether the controller said it does not know this agent (it
+    registers again)."""
+    parent = overlay.parent
+    if parent is None:
+        return None
+    try:
+        status, reply = http.request("POST", f"{parent.url}/agent/v1/heartbeats",
+                                     json=overlay.beat_body(__version__, monitor), timeout=2)
+    except OSError as exc:
+        log.info("heartbeat to parent %s: %s (sent to the controller)", parent.name, exc)
+        return None
+    if status >= 300:
+        log.info("heartbeat to parent %s: HTTP %s %s (sent to the controller)", parent.name,
+                 status, str(reply)[:200])
+        return None
+    unknown = reply.get("unknown") if isinstance(reply, dict) else None
+    overlay.beats.unknown_below(unknown)  # for this agent's children's replies
+    return isinstance(unknown, list) and overlay.name in unknown
+
+
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
-              cost: Callable[[], dict], interval: float = 2.0) -> None:
+              cost: Callable[[], dict], interval: float = 2.0,
+              overlay: OverlayNode | None = None) -> None:
     """Register with the controller as reachable at ``advertise``, then heartbeat with
     the monitors' ``cost()`` (``measure_model/cost.py``); retry forever, never raise.
+
+    With an ``overlay`` parent the heartbeat goes to that parent, which folds it
+    into its own (``host_agent/overlay/beats.py``); a root, or an agent whose
+    parent does not answer, sends its own with its subtree to the controller.
 
     With several controller URLs (a leader and standbys on one shared store),
     a controller that fails is left for the next one, where the agent
@@ -161,18 +189,30 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                 log.info("registered with %s as %s", base, args.name)
             else:
                 try:
-                    beat = {"monitor": cost()}
+                    monitor: dict | None = cost()
                 except Exception as exc:  # noqa: BLE001 - a heartbeat must still go out
                     log.warning("monitor cost unavailable: %s", exc)
-                    beat = {}
-                status, reply = http.request(
-                    "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat", json=beat,
-                    timeout=3)
-                if status == 404:
+                    monitor = None
+                via_parent = beat_parent(http, overlay, monitor) if overlay else None
+                if via_parent is None:  # no parent, or it is down: to the controller
+                    beat: dict = {} if monitor is None else {"monitor": monitor}
+                    if overlay is not None:  # with the subtree heard through the tree
+                        subtree = overlay.subtree_beats()
+                        if subtree:
+                            beat["subtree"] = subtree
+                    status, reply = http.request(
+                        "POST", f"{base}/measure/v1/agents/{args.name}/heartbeat",
+                        json=beat, timeout=3)
+                    if status == 404:
+                        registered = False
+                        raise RuntimeError("heartbeat: controller does not know us; "
+                                           "re-registering")
+                    if status >= 300:
+                        raise RuntimeError(f"heartbeat: HTTP {status} {str(reply)[:200]}")
+                    if overlay is not None and isinstance(reply, dict):
+                        overlay.beats.unknown_below(reply.get("unknown"))
+                elif via_parent:  # the controller does not know us (told down the tree)
                     registered = False
-                    raise RuntimeError("heartbeat: controller does not know us; re-registering")
-                if status >= 300:
-                    raise RuntimeError(f"heartbeat: HTTP {status} {str(reply)[:200]}")
             if failing:
                 log.info("controller %s reachable again", base)
             failing = False
@@ -319,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                  "allowed" if args.allow_legacy else "refused")
         threads = [eventlet.spawn(supervisor, agent, overlay)]
         if args.controller:
-            threads.append(eventlet.spawn(registrar, args, advertise, http, agent.cost))
+            threads.append(eventlet.spawn(registrar, args, advertise, http, agent.cost,
+                                          overlay=overlay))
         guard = Guard(AGENT_LIMITS, trusted=control_sources(args.controller, overlay))
         threads.append(eventlet.spawn(guarded_server, sock,
                                       AgentApp(agent, verifier, args.allow_legacy,

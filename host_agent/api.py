@@ -15,6 +15,8 @@ Routes (docs/design.md, "Agent HTTP API"):
     DELETE /agent/v1/sketches/{id}/counters/{cid}
     GET|PUT /agent/v1/overlay, PUT|DELETE /agent/v1/tasks/{id},
     POST   /agent/v1/reports                      overlay role (overlay_node.py)
+    POST   /agent/v1/heartbeats                   a child's heartbeat (overlay/beats.py)
+    GET    /agent/v1/tasks/{id}/hosts/{name}      per-host lines (?limit=), for ?host=
     *      /agent/v1/bandwidth[/...]              bandwidth probing (bw_http.py)
 
 The boundary does everything once: the body is bounded (64 KiB, 413), the
@@ -43,6 +45,7 @@ from host_agent.legacy.handler import LegacyContext, handle_legacy
 from host_agent.overlay.node import OverlayNode
 from measure_common import jsonlimits
 from measure_common.httpclient import HttpClient
+from measure_model.fields import HOST_PATTERN
 from measure_model.task import DEFAULT_CAPTURE
 from measure_model.wire.overlay import TASK_ID_PATTERN
 
@@ -56,7 +59,8 @@ def _full_read(req: webob.Request) -> bool:
     return req.method in ("GET", "HEAD") and req.GET.get("full") not in (None, "", "0",
                                                                           "false")
 #: what a request signed by another agent (not the controller) may reach
-PEER_PATHS = ("/agent/v1/tasks/", "/agent/v1/reports", "/agent/v1/bandwidth/receive")
+PEER_PATHS = ("/agent/v1/tasks/", "/agent/v1/reports", "/agent/v1/heartbeats",
+              "/agent/v1/bandwidth/receive")
 MAX_REPORT_BODY = 16 * 1024 * 1024  # as the controller's POST reports
 NO_SECRET = ("this agent has no shared secret: configuration is accepted only from the "
              "controller or the overlay parent, signed (start it with --secret-file; "
@@ -125,6 +129,9 @@ class AgentApp:
             (re.compile(rf"^/agent/v1/tasks/{_TASK}$"), {"PUT": self.put_task,
                                                          "DELETE": self.delete_task}),
             (re.compile(r"^/agent/v1/reports$"), {"POST": self.post_report}),
+            (re.compile(r"^/agent/v1/heartbeats$"), {"POST": self.post_beats}),
+            (re.compile(rf"^/agent/v1/tasks/{_TASK}/hosts/({HOST_PATTERN})$"),
+             {"GET": self.get_host_lines}),
         ]
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
@@ -171,7 +178,8 @@ class AgentApp:
         # heavy entries and light cells, compressed): the controller's report limit
         # (the raw WSGI path: decoding is checked later, answered with a 400)
         raw_path = req.environ.get("PATH_INFO", "")
-        limit = MAX_REPORT_BODY if raw_path == "/agent/v1/reports" else self.max_body
+        limit = MAX_REPORT_BODY if raw_path in ("/agent/v1/reports", "/agent/v1/heartbeats") \
+            else self.max_body  # a subtree's heartbeats: about 30 bytes per agent
         length = req.content_length
         if length is not None and length > limit:
             raise AgentError(413, f"body too large: more than {limit} bytes")
@@ -332,3 +340,23 @@ class AgentApp:
                         str(body.get("from"))[:64])
             raise AgentError(403, f"agent {sender} may only report as itself")
         return self._overlay_call(self._overlay().receive_report, body)
+
+    def post_beats(self, req: webob.Request) -> webob.Response:
+        body = parse_json(req)
+        sender = req.environ.get("measure.sender")
+        if sender not in (None, "controller") and isinstance(body, dict) \
+                and body.get("from") != sender:
+            log.warning("refused a heartbeat from agent %s claiming to be from %r", sender,
+                        str(body.get("from"))[:64])
+            raise AgentError(403, f"agent {sender} may only send its own heartbeat")
+        return self._overlay_call(self._overlay().receive_beats, body)
+
+    def get_host_lines(self, req: webob.Request, task_id: str, name: str) -> webob.Response:
+        """One agent's per-host lines of a task (``?limit=``, newest first): this agent's
+        own, or a child's last; the controller asks here for ``?host=``."""
+        limit = req.GET.get("limit", "1")
+        if not re.fullmatch(r"[1-9][0-9]{0,2}", limit):
+            raise AgentError(400, "query parameter 'limit' must be an integer from 1 to 999")
+        return self._overlay_call(lambda: {"task_id": task_id, "host": name,
+                                           "results": self._overlay().host_lines(
+                                               task_id, name, int(limit))})

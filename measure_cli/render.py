@@ -124,9 +124,13 @@ def render_result(result: dict, task: dict | None = None,
     if "covered" in result:
         missing = result.get("missing") or []
         covered = result["covered"] or []
-        text = f"covered {len(covered)}" + (f": {', '.join(covered)}" if covered else "")
-        lines.append(text + (f"  missing {len(missing)}: {', '.join(missing)}" if missing else
-                             "  (complete)"))
+        n_cov = result.get("covered_count", len(covered))
+        n_miss = result.get("missing_count", len(missing))
+        more = " ..." if n_cov > len(covered) else ""  # a capped list: the first names
+        text = f"covered {n_cov}" + (f": {', '.join(covered)}{more}" if covered else "")
+        more = " ..." if n_miss > len(missing) else ""
+        lines.append(text + (f"  missing {n_miss}: {', '.join(missing)}{more}" if missing
+                             else "  (complete)"))
     totals = [f"{n} {_number(result[n])}" for n in ("packets", "bytes") if n in result]
     distinct = result.get("distinct")
     if isinstance(distinct, dict) and "estimate" in distinct:
@@ -242,8 +246,9 @@ def render_history(history: dict, kind: str | None = None) -> str:
             best = [tuple(p) for p in r.get("top_k") or []]
         missing = r.get("missing")
         rows.append([clock(r.get("interval_end")),
-                     len(r["covered"]) if isinstance(r.get("covered"), list) else None,
-                     len(missing) if isinstance(missing, list) else None,
+                     r.get("covered_count", len(r["covered"]))
+                     if isinstance(r.get("covered"), list) else None,
+                     r.get("missing_count", len(missing)) if isinstance(missing, list) else None,
                      counted, _number(total),
                      f"{best[0][0]} {_number(best[0][1])}" if best else None])
     top = "TOP HEAVY HITTER" if kind == "heavy_hitters" else "LARGEST"

@@ -76,6 +76,12 @@ _PolicyLoader.add_implicit_resolver(
 
 def load_policy(text: str | bytes, source_name: str) -> list[Task]:
     """Parse and validate a YAML policy; raise PolicyError on any problem."""
+    return parse_tasks(read_policy(text, source_name), source_name)
+
+
+def read_policy(text: str | bytes, source_name: str) -> Any:
+    """The YAML document of a policy, read with the strict loader (not yet validated);
+    PolicyError for a size, encoding or YAML problem."""
     where = f"policy {source_name}"
     size = len(text.encode() if isinstance(text, str) else text)
     if size > MAX_POLICY_BYTES:
@@ -90,4 +96,4 @@ def load_policy(text: str | bytes, source_name: str) -> list[Task]:
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise PolicyError(f"{where}: invalid YAML: {detail}") from None
-    return parse_tasks(obj, source_name)
+    return obj

@@ -1,6 +1,6 @@
 """Every error of a policy file, said the way people fix them.
 
-Validation itself is ``load_policy`` / ``parse_task``, which stop at the
+Validation itself is ``load_policy`` / ``parse_tasks``, which stop at the
 first problem, as a server should. For a person editing a file this module
 collects them all (``measure check`` prints them; a refused ``POST tasks``
 lists them under ``errors``):
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from measure_model.policy import load_policy
+from measure_model.policy import read_policy
 from measure_model.task import (
     FILTER_ROWS,
     SKETCH_ROWS,
@@ -32,6 +32,7 @@ from measure_model.task import (
     PolicyError,
     Task,
     parse_task,
+    parse_tasks,
 )
 
 NESTED = {"filter": [r.name for r in FILTER_ROWS], "window": [r.name for r in WINDOW_ROWS],
@@ -122,21 +123,25 @@ def check_policy(data: bytes, source: str) -> CheckResult:
         out.errors.append(f"{where}: not valid UTF-8")
         return out
     try:
-        out.tasks = load_policy(data, source)
+        obj = read_policy(text, source)
+    except PolicyError as exc:
+        first = str(exc)
+        syntax = yaml_error_text(text, where) if "invalid YAML" in first \
+            and "nested more than" not in first else None  # (a re-parse would recurse)
+        out.errors.append(syntax if syntax is not None else first)
+        return out
+    return check_policy_object(obj, source)
+
+
+def check_policy_object(obj: Any, source: str) -> CheckResult:
+    """Every error found in a policy document already read (YAML or JSON)."""
+    where = f"policy {source}"
+    out = CheckResult()
+    try:
+        out.tasks = parse_tasks(obj, source)
         return out
     except PolicyError as exc:
         first = str(exc)
-    if "nested more than" in first:  # re-parsing without the loader's depth bound would recurse
-        out.errors.append(first)
-        return out
-    syntax = yaml_error_text(text, where) if "invalid YAML" in first else None
-    if syntax is not None:
-        out.errors.append(syntax)
-        return out
-    try:
-        obj = yaml.safe_load(text)
-    except yaml.YAMLError:
-        obj = None
     items = obj.get("tasks") if isinstance(obj, dict) else None
     if not isinstance(items, list) or not items:
         unknown = UNKNOWN.search(first)

@@ -247,9 +247,11 @@ class MeasureApp(app_manager.RyuApp):
         """Send the flow-mods and meter-mods of reaction operations (built by ``ofmsg``)."""
         for op in ops:
             if isinstance(op, Reroute):
-                if self.topology.set_avoided(set(op.links)):
-                    self.logger.info("routing around %d link(s)", len(op.links))
-                    self._send(self.forwarding.invalidate_all())
+                moved = self.forwarding.reroute(set(op.links))
+                if moved is not None:
+                    self.logger.info("routing around %d link(s): %d flow(s) moved",
+                                     len(op.links), len(moved))
+                    self._send(moved)
                 continue
             dp = self.datapaths.get(op_dpid(op))
             if dp is None:

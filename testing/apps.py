@@ -110,6 +110,7 @@ def agent_state(app) -> object:
         "monitor": sorted(agent.monitors[0].core.sketches),
         "rules": agent.capture.listing() if agent.capture is not None else None,
         "overlay": app.overlay.overlay(), "stats": app.overlay.stats,
+        "beats": app.overlay.subtree_beats(),
         "receive_sessions": sorted(app.bandwidth.sessions.live()),
     }, sort_keys=True, default=repr)
 

@@ -46,6 +46,8 @@ class FakeAgents:
         self.overlay: dict[str, dict] = {}
         self.tasks: dict[str, set[str]] = {}
         self.bandwidth_reply: tuple[int, object] = (200, {"mbit_s": 9.6, "method": "slops"})
+        #: (agent asked, task id, host) -> the per-host lines it answers for ``?host=``
+        self.host_lines: dict[tuple[str, str, str], list[dict]] = {}
 
     @staticmethod
     def name_of(url: str) -> str:
@@ -62,6 +64,12 @@ class FakeAgents:
                 return 409, {"error": f"overlay: stale epoch {json['epoch']} < current {held}"}
             self.overlay[name] = json
             return 200, {"epoch": json["epoch"]}
+        if method == "GET" and path.startswith("/agent/v1/tasks/") and "/hosts/" in path:
+            _, _, _, _, task_id, _, host = path.split("/")
+            lines = self.host_lines.get((name, task_id, host))
+            if lines is None:
+                return 404, {"error": f"no per-host line of '{host}' for task '{task_id}'"}
+            return 200, {"task_id": task_id, "host": host, "results": lines}
         if path.startswith("/agent/v1/tasks/"):
             task_id = path.rsplit("/", 1)[1]
             holders = {n for n in self.overlay if n not in self.down}

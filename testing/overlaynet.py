@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,3 +168,29 @@ def coverage(net: MeasureNetwork, task_id: str, covered: list[str], missing: lis
 
     return wait_until(ok, timeout=timeout, interval=0.5,
                       message=f"result covering {covered}, missing {missing}")
+
+
+STATS = re.compile(r"\b(duration|n_packets|n_bytes|idle_age|hard_age)=[^,\s]+,?\s*")
+
+
+def flow_tables(net: MeasureNetwork) -> dict[str, dict[str, tuple[str, float]]]:
+    """Every switch's OpenFlow 1.3 table: switch -> {a flow's cookie, table, priority,
+    timeouts and match: (its actions, its duration in s)}. Counters and ages are
+    left out, so two snapshots hold the same flows and actions when no flow was
+    added, changed or deleted; a flow deleted and added again as it was shows as a
+    duration that did not grow with the time between them."""
+    out: dict[str, dict[str, tuple[str, float]]] = {}
+    for sw in net.net.switches:
+        text = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", sw.name],
+                              capture_output=True, text=True, timeout=15, check=True).stdout
+        table: dict[str, tuple[str, float]] = {}
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith(("OFPST", "NXST")):
+                continue
+            m = re.search(r"\bduration=([\d.]+)s", line)
+            flow = STATS.sub("", line).strip()
+            match, _, actions = flow.rpartition(" actions=")
+            table[match] = (actions, float(m[1]) if m else 0.0)
+        out[sw.name] = table
+    return out

@@ -48,11 +48,15 @@ Coverage
     is not counted. ``oldest`` is the oldest snapshot time inside.
 
 Per-host results
-    Reports carry ``per_host``: for every covered agent a small summary
-    (totals, the top ``per_host_top`` heavy hitters and top-k, distinct
-    estimate, scan sources) so the controller serves ``?host=`` without
-    asking the agents. Each summary is bounded; their number is the number
-    of agents.
+    A report's ``per_host`` holds the sender's own line only: a small
+    summary (totals, the top ``per_host_top`` heavy hitters and top-k,
+    distinct estimate, scan sources). The parent keeps its children's last
+    lines (with their reports), each agent its own last ``SUMMARIES_KEPT``
+    (``host_lines``, served as ``GET /agent/v1/tasks/{id}/hosts/{name}``):
+    the controller asks there when ``?host=`` is asked. The root sends the
+    controller the bounded form (``measure_model.wire.overlay.bound_report``:
+    the first names of ``covered``/``missing`` and their exact counts), so
+    what the controller receives per task and interval does not grow with N.
 
 Parts
     The node is composed, not mixed in: ``NodeState`` (``overlay_state``)
@@ -80,6 +84,7 @@ from typing import Any
 
 from host_agent.keyring import KeyRing, check_credential
 from host_agent.legacy.overlay import LegacyRoot
+from host_agent.overlay.beats import Beats
 from host_agent.overlay.down import TaskFanOut
 from host_agent.overlay.merge import (
     host_summary,
@@ -94,7 +99,13 @@ from measure_common.runner import Runner, default_runner
 from measure_model import interval
 from measure_model.fields import is_count
 from measure_model.task import Task
-from measure_model.wire.overlay import Peer, is_url, parse_peer, validate_report
+from measure_model.wire.overlay import (
+    Peer,
+    bound_report,
+    is_url,
+    parse_peer,
+    validate_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +140,12 @@ def _spread(values: list[float]) -> dict:
     v = sorted(values)
     return {"reports": len(v), "min": v[0], "p5": v[len(v) // 20], "p50": v[len(v) // 2],
             "late": sum(1 for x in v if x < 0)}
+
+
+class UnknownHost(KeyError):
+    """A per-host line asked of a node that holds none for that agent."""
+
+    status = 404
 
 
 # ---------------------------------------------------------------- the node
@@ -171,6 +188,10 @@ class OverlayNode:
         # how long each step took, relative to the interval end (``report_timing``)
         self.timings: deque[dict] = deque(maxlen=1000)
         self._lock = self.state.lock
+        self.beats = Beats()  # the subtree's heartbeats (host_agent.overlay.beats)
+        # between two tasks' reports in ``tick``: under eventlet, lets children's
+        # reports in (a simulation with its own clock replaces it)
+        self.pause: Callable[[], None] = lambda: time.sleep(0)
         #: the agent's signing keys; placements add their peers' (None: unsigned)
         self.keyring: KeyRing | None = None
 
@@ -387,10 +408,10 @@ class OverlayNode:
             pending = self._start(state, now)
             if pending is not None:
                 self._take_own(state, pending, now)
-                time.sleep(0)  # under eventlet: let children's reports in between
+                self.pause()  # under eventlet: let children's reports in between
         for state in states:
             sent.extend(self._advance(state, now))
-            time.sleep(0)
+            self.pause()
         return sent
 
     def next_wakeup(self, now: float) -> float:
@@ -560,9 +581,13 @@ class OverlayNode:
                 per_host[self.name]["monitor"] = self.agent.cost()
             except Exception as exc:  # noqa: BLE001 - a report goes out without it
                 log.warning("monitor cost unavailable: %s", exc)
+            with self._lock:
+                state.summaries.append((p.end, per_host[self.name]))
         elif self.state.in_scope(state.task):
             missing.append(self.name)
         carried: dict[str, float] = {}
+        times = [v["generated_at"] for v in per_host.values()
+                 if isinstance(v.get("generated_at"), int | float)]
         for name in kids:
             rep = p.children.get(name)
             if rep is None:
@@ -579,7 +604,8 @@ class OverlayNode:
             parts.append((name, rep["snapshot"], list(rep["covered"])))
             missing.extend(rep["missing"])
             carried.update(rep.get("carried") or {})
-            per_host.update(rep.get("per_host", {}))
+            if isinstance(rep.get("oldest"), int | float):
+                times.append(rep["oldest"])
         if not kids and not self.root and len(parts) == 1:
             # a leaf: its own snapshot goes up as it is (the parent checks it and merges
             # it with the others); merging one part costs a quarter of a leaf's CPU per
@@ -595,8 +621,6 @@ class OverlayNode:
                 for h in hosts:
                     per_host.pop(h, None)
         missing = sorted(set(missing) - set(covered))
-        times = [v["generated_at"] for v in per_host.values()
-                 if isinstance(v.get("generated_at"), int | float)]
         oldest = min(times) if times else None
         if snapshot is not None:
             snapshot.update(covered=covered, missing=missing, oldest=oldest, generated_at=now)
@@ -622,6 +646,7 @@ class OverlayNode:
                 return  # a legacy counter shared by this root: its home is here
             if self.root and self.controller:
                 url = f"{self.controller}/measure/v1/reports"
+                report = bound_report(report)
             elif self.parent is not None:
                 url = f"{self.parent.url}/agent/v1/reports"
             else:
@@ -651,7 +676,40 @@ class OverlayNode:
 
         self.runner.submit(send)
 
+    # ------------------------------------------------------------ heartbeats
+
+    def receive_beats(self, body: Any) -> dict:
+        """A child's heartbeat with its subtree's (``POST /agent/v1/heartbeats``)."""
+        return self.beats.receive(body, self.now(), self.state.child_names())
+
+    def beat_body(self, version: str, monitor: dict | None) -> dict:
+        """The heartbeat for this node's parent: itself and its live subtree."""
+        return self.beats.body(self.name, version, monitor, self.now(),
+                               self.state.child_names())
+
+    def subtree_beats(self) -> dict[str, dict]:
+        """The live agents below this node (a root's heartbeat to the controller)."""
+        return self.beats.subtree(self.now(), self.state.child_names())
+
     # ------------------------------------------------------------ queries
+
+    def host_lines(self, task_id: str, name: str, limit: int = 1) -> list[dict]:
+        """The per-host lines of agent ``name`` for a task, newest first: this agent's
+        own last ``limit``, or a child's last one (from its last report)."""
+        with self._lock:
+            state = self.tasks.get(task_id)
+            if state is None:
+                raise UnknownTask(f"unknown task '{task_id}'")
+            if name == self.name:
+                lines = list(state.summaries)[::-1][:max(1, limit)]
+            else:
+                rep = state.latest_child.get(name)
+                line = (rep or {}).get("per_host", {}).get(name)
+                if line is None:
+                    raise UnknownHost(f"no per-host line of '{name}' for task '{task_id}' "
+                                      f"at {self.name}")
+                lines = [(rep["interval_end"], line)]  # type: ignore[index]
+        return [{"interval_end": end, **line} for end, line in lines]
 
     def global_snapshot(self, task_id: str, now: float | None = None) -> dict | None:
         """Own current snapshot merged with each child's latest subtree report."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from measure_model.task import DEFAULT_REPORT_INTERVAL, Task
 from measure_model.wire.overlay import Peer
 
 DEFAULT_INTERVAL = DEFAULT_REPORT_INTERVAL  # the task table's report_interval default
+SUMMARIES_KEPT = 100  # own per-host lines kept per task (history ?host=)
 
 
 @dataclass
@@ -62,6 +64,9 @@ class TaskState:
     upward: bool = True
     mark: Any = None  # measure_model.interval.Mark of the last own snapshot
     closed: dict[float, float] = field(default_factory=dict)  # recent ends -> their deadline
+    # this agent's own per-host lines, newest last: (interval end, summary); ``?host=``
+    # reads them here (they do not travel up the tree beyond the parent)
+    summaries: deque = field(default_factory=lambda: deque(maxlen=SUMMARIES_KEPT))
 
 
 @dataclass

@@ -8,7 +8,11 @@ latency. This process does nothing but probes: one UDP socket bound to the
 data address, ``select`` on it and on the agent's command pipe, and a send
 schedule. Arrival times are the kernel's (``SO_TIMESTAMPNS``), and each echo
 carries the reflector's dwell time (its send time minus the probe's kernel
-arrival time), which is subtracted: RTT = (t4 - t1) - (t3 - t2). The agent
+arrival time), which is subtracted: RTT = (t4 - t1) - (t3 - t2). Bound to a
+data address on port 8001 and able to load BPF (root, clang), the process
+also attaches the kernel reflector (``host_agent.probes.kreflect``): probes
+to this host are then echoed in the kernel as they arrive (dwell 0) and this
+socket only sees echoes; otherwise it echoes them itself. The agent
 speaks to it over ``host_agent.ipc`` (``ChildProcess``); it exits when the
 agent hangs up.
 
@@ -33,6 +37,7 @@ import argparse
 import heapq
 import random
 import select
+import signal
 import socket
 import struct
 import sys
@@ -41,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host_agent.ipc import ServerChannel
+from host_agent.probes.kreflect import KernelReflector
 from host_agent.probes.session import PairSession
 from measure_model.task import PROBE_PORT
 
@@ -85,6 +91,30 @@ class Prober:
         self.packets = 0
         self.bytes = 0
         self.tos = 0
+        self.kernel: KernelReflector | None = None
+
+    def attach_kernel_reflector(self) -> str:
+        """Echo in the kernel when bound to a data address on the probe port (see the
+        module docstring); which reflector answers: ``kernel`` or ``user`` and why."""
+        bind = self.sock.getsockname()[0]
+        if self.port != PROBE_PORT or bind in ("0.0.0.0", ""):
+            return "user (not bound to a data address on the probe port)"
+        from host_agent.capture.ebpf import data_interface
+
+        iface = data_interface(bind)
+        if iface is None:
+            return f"user (no interface holds {bind})"
+        try:
+            self.kernel = KernelReflector(iface)
+        except OSError as exc:
+            return f"user ({exc})"
+        return f"kernel (on {iface})"
+
+    def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
+        self.sock.close()
 
     # ------------------------------------------------------------ commands
     def set_task(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +149,11 @@ class Prober:
         return {"ok": True}
 
     def _cost_now(self) -> tuple[float, int, int, float]:
-        return (time.monotonic(), self.packets, self.bytes, time.process_time())
+        packets, nbytes = self.packets, self.bytes
+        if self.kernel is not None:  # each kernel echo: a probe in, its echo out
+            echoed, echoed_bytes = self.kernel.echoed()
+            packets, nbytes = packets + 2 * echoed, nbytes + 2 * echoed_bytes
+        return (time.monotonic(), packets, nbytes, time.process_time())
 
     def snapshot(self, req: dict[str, Any]) -> dict[str, Any]:
         tp = self.tasks.get(str(req["task"]))
@@ -249,18 +283,26 @@ def handle(prober: Prober, req: dict[str, Any]) -> dict[str, Any]:
 def worker_main(bind: str, port: int, fd: int) -> int:
     """Serve the agent's requests (``host_agent.ipc``) and the probes until hang-up."""
     prober = Prober(bind, port)
+    # a SIGTERM (the agent's process group stopped) still detaches the kernel reflector
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    reflector = prober.attach_kernel_reflector()
+    print(f"probe worker on {bind}:{prober.port}: echo in {reflector}", file=sys.stderr,
+          flush=True)
     chan = ServerChannel.from_fd(fd)
-    while True:
-        wait = prober.send_due()
-        ready, _, _ = select.select([prober.sock, chan], [], [], wait)
-        if prober.sock in ready:
-            prober.readable()
-        if chan not in ready:
-            continue
-        msgs = chan.read()
-        if msgs is None or any(m.get("op") == "exit" for m in msgs):
-            return 0
-        chan.serve(msgs, lambda req: handle(prober, req))
+    try:
+        while True:
+            wait = prober.send_due()
+            ready, _, _ = select.select([prober.sock, chan], [], [], wait)
+            if prober.sock in ready:
+                prober.readable()
+            if chan not in ready:
+                continue
+            msgs = chan.read()
+            if msgs is None or any(m.get("op") == "exit" for m in msgs):
+                return 0
+            chan.serve(msgs, lambda req: handle(prober, req))
+    finally:
+        prober.close()
 
 
 def main(argv: list[str] | None = None) -> int:

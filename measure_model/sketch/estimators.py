@@ -11,11 +11,18 @@ Design
 * **Flow size distribution** (:func:`distribution`): MRAC's EM (Kumar et al.
   SIGMETRICS 2004) over light row 0, less one light flow per flagged heavy
   key (its light share), plus the heavy entries as flows of known size (the
-  ElasticSketch recipe). EM splits each counter value ``v`` into the ways
-  ``v`` can be a sum of at most ``MAX_PARTS`` flow sizes (at most 2 for
-  ``v > SMALL_V``, one flow for ``v > MAX_V``), weighs each split by the
-  Poisson probability of that many flows in a cell times the current size
-  probabilities, and re-estimates the sizes from the expected splits.
+  ElasticSketch recipe). The model: flows land in cells as a Poisson number
+  (rate ``lambda = n / w``) with sizes drawn from ``phi``, so a cell's value
+  is compound Poisson. Its E-step is exact, with no limit on the number of
+  flows in a cell (MRAC and the reference enumerate splits into at most 3 to
+  7 flows): the value probabilities ``p`` come from Panjer's recursion
+  ``p_0 = e^-lambda, p_v = lambda / v * sum_s s phi_s p_(v-s)``, and the
+  expected number of flows of size ``s`` in a cell of value ``v`` is
+  ``lambda phi_s p_(v-s) / p_v`` (a Poisson count's size-biased form), so
+  each round costs ``O(MAX_V^2)``. The M-step sets ``phi`` to the expected
+  sizes and ``n`` to their sum; ``EM_ROUNDS`` (30) rounds from the cell
+  histogram (``n`` from linear counting). Values above ``MAX_V`` count as
+  one flow each.
 * **Entropy** (:func:`entropy`) of the flow size shares, from the
   distribution: ``H = log2 N - (1/N) sum_i n_i i log2 i``.
 * **One interval** (:func:`interval_state`): the difference of two
@@ -29,17 +36,14 @@ Design
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import TypedDict
 
 import numpy as np
 
 from measure_model.sketch.elastic import MERGE_FLAG, OWN_FLAG, ElasticSketch
 
-MAX_PARTS = 4
-SMALL_V = 32
 MAX_V = 256
-EM_ROUNDS = 15
+EM_ROUNDS = 30
 
 
 def _linear_count(row: np.ndarray) -> tuple[float, float]:
@@ -77,78 +81,43 @@ def cardinality(es: ElasticSketch) -> dict[str, float]:
             "over_at_most": merge_only}
 
 
-@lru_cache(maxsize=4)
-def _splits(max_v: int, small_v: int, max_parts: int) -> tuple[np.ndarray, ...]:
-    """Every split of each value 1..max_v into <= max_parts (<= 2 above small_v) sizes.
-
-    Returns (value, parts as a zero-padded (P, max_parts) array, number of parts,
-    log of the multiplicity factor prod(m_j!)), sorted by value.
-    """
-    values, parts = [], []
-
-    def rec(rest: int, largest: int, acc: list[int], limit: int, v: int) -> None:
-        if rest == 0:
-            values.append(v)
-            parts.append(acc + [0] * (max_parts - len(acc)))
-            return
-        if len(acc) == limit:
-            return
-        for s in range(min(rest, largest), 0, -1):
-            rec(rest - s, s, acc + [s], limit, v)
-
-    for v in range(1, max_v + 1):
-        rec(v, v, [], max_parts if v <= small_v else min(2, max_parts), v)
-    arr = np.array(parts, np.int64)
-    k = (arr > 0).sum(axis=1)
-    logmult = np.zeros(arr.shape[0])
-    for i, row in enumerate(arr):
-        _, m = np.unique(row[row > 0], return_counts=True)
-        logmult[i] = sum(math.lgamma(x + 1) for x in m)
-    return np.array(values, np.int64), arr, k, logmult
-
-
 def em_distribution(row: np.ndarray, rounds: int = EM_ROUNDS) -> dict[int, float]:
-    """MRAC EM over a counter row: expected number of flows per size."""
+    """MRAC EM over a counter row, exact compound-Poisson E-step: flows per size."""
     row = np.asarray(row, np.int64)
     w = row.shape[0]
     hist = np.bincount(row)
     big = {int(v): float(c) for v, c in enumerate(hist) if v > MAX_V and c}
-    small_hist = np.zeros(MAX_V + 1)
-    small_hist[: min(hist.shape[0], MAX_V + 1)] = hist[: MAX_V + 1]
-    small_hist[0] = 0
-    if not small_hist.any():
+    top = min(hist.shape[0] - 1, MAX_V)  # sizes above the largest value present are 0
+    cv = hist[: top + 1].astype(np.float64)
+    cv[0] = 0.0
+    if not cv.any():
         return big
-    values, parts, k, logmult = _splits(MAX_V, SMALL_V, MAX_PARTS)
-    present = small_hist[values] > 0
-    values, parts, k, logmult = values[present], parts[present], k[present], logmult[present]
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    cv = small_hist[values]
+    n_big = sum(big.values())
     n_flows = max(_linear_count(row)[0], 1.0)
-    phi = small_hist[1:].copy()
-    phi /= phi.sum()
-    flat = parts.reshape(-1)
-    nz = flat > 0
+    phi = cv / cv.sum()
+    sizes = np.arange(top + 1, dtype=np.float64)
+    n_small = 0.0
     for _ in range(rounds):
         lam = n_flows / w
-        logphi = np.full(MAX_V + 1, -np.inf)
-        with np.errstate(divide="ignore"):
-            logphi[1:] = np.log(phi)
-        logphi[0] = 0.0
-        logp = k * math.log(lam) - logmult + logphi[parts].sum(axis=1)
-        logp = np.where(np.isfinite(logp), logp, -np.inf)
-        peak = np.maximum.reduceat(logp, starts)
-        peak_rep = np.repeat(peak, np.diff(np.r_[starts, values.shape[0]]))
-        p = np.exp(logp - np.where(np.isfinite(peak_rep), peak_rep, 0.0))
-        norm = np.repeat(np.add.reduceat(p, starts), np.diff(np.r_[starts, values.shape[0]]))
-        weight = np.where(norm > 0, cv * p / np.where(norm > 0, norm, 1.0), 0.0)
-        expect = np.bincount(flat[nz], weights=np.repeat(weight, parts.shape[1])[nz],
-                             minlength=MAX_V + 1)
-        n_small = expect[1:].sum()
+        a = lam * sizes * phi
+        p = np.zeros(top + 1)
+        p[0] = math.exp(-lam)
+        for v in range(1, top + 1):
+            p[v] = float(np.dot(a[1:v + 1], p[v - 1::-1])) / v
+        ratio = np.divide(cv, p, out=np.zeros_like(cv), where=p > 0)
+        # sum over v >= s of ratio[v] p[v - s], for every s
+        back = np.correlate(ratio, p, mode="full")[top:]
+        expect = lam * phi * back
+        expect[0] = 0.0
+        n_small = float(expect.sum())
         if n_small <= 0:
             break
-        phi = expect[1:] / n_small
-        n_flows = n_small + sum(big.values())
-    out = {i + 1: float(x) for i, x in enumerate(phi * n_small) if x > 1e-9}
+        new_phi = expect / n_small
+        done = float(np.abs(new_phi - phi).max()) < 1e-12
+        phi, n_flows = new_phi, n_small + n_big
+        if done:
+            break
+    out = {i: float(x) for i, x in enumerate(phi * n_small) if i and x > 1e-9}
     for v, c in big.items():
         out[v] = out.get(v, 0.0) + c
     return out

@@ -90,7 +90,9 @@ MAX_AGENTS = 100_000
 MAX_TIME = 1e13  # seconds since 1970: far future, still a plain float
 REPORT_FIELDS = ("task_id", "epoch", "from", "interval_end", "generated_at", "height", "kind",
                  "scan_ports", "snapshot", "covered", "missing", "oldest", "per_host", "errors",
-                 "carried")
+                 "carried", "covered_count", "missing_count")
+#: names a root report lists at most per list (``bound_report``): the rest is a count
+MAX_LISTED = 20
 SUMMARY_FIELDS = ("packets", "bytes", "total", "heavy_hitters", "top_k", "distinct", "scan",
                   "missed", "generated_at", "monitor", "answer")
 
@@ -171,6 +173,11 @@ def validate_report(body: Any, check: Callable[[Any], Any] | None = None) -> Rep
         raise ValueError(f"report: field 'kind' must be one of {', '.join(KINDS)}")
     _hosts(body.get("covered"), "report: field 'covered'")
     _hosts(body.get("missing"), "report: field 'missing'")
+    for name, listed in (("covered_count", "covered"), ("missing_count", "missing")):
+        if name in body and not (is_count(body[name]) and len(body[listed]) <= body[name]
+                                 <= MAX_AGENTS):
+            raise ValueError(f"report: field '{name}' must be an integer from the length "
+                             f"of '{listed}' to {MAX_AGENTS}")
     if "snapshot" not in body:
         raise ValueError("report: field 'snapshot' is required (null: no data in this subtree)")
     snap = body["snapshot"]
@@ -198,3 +205,81 @@ def validate_report(body: Any, check: Callable[[Any], Any] | None = None) -> Rep
         raise ValueError("report: field 'carried' must map agent names to the interval end "
                          "of the state carried for them")
     return cast(Report, body)  # checked field by field above
+
+
+def bound_report(report: dict, cap: int = MAX_LISTED) -> dict:
+    """The form of a subtree report the root sends to the controller: its size is
+    bounded by the task's state, not by the number of agents. ``covered`` and
+    ``missing`` (in the report and in its snapshot) list their first ``cap`` names
+    and ``covered_count`` / ``missing_count`` give the exact numbers; ``per_host``
+    holds the sender's own line only; ``errors`` and ``carried`` keep ``cap``
+    entries. Per-host detail stays in the tree (``?host=`` asks the agent)."""
+    out = dict(report)
+    covered, missing = list(report["covered"]), list(report["missing"])
+    out.update(covered=covered[:cap], missing=missing[:cap], covered_count=len(covered),
+               missing_count=len(missing))
+    sender = report.get("from")
+    out["per_host"] = {h: v for h, v in (report.get("per_host") or {}).items() if h == sender}
+    for name in ("errors", "carried"):
+        if name in report:
+            out[name] = dict(sorted(report[name].items())[:cap])
+    if isinstance(report.get("snapshot"), dict):
+        snap = dict(report["snapshot"])
+        for name in ("covered", "missing"):
+            if isinstance(snap.get(name), list):
+                snap[name] = snap[name][:cap]
+        out["snapshot"] = snap
+    return out
+
+
+def check_host_lines(body: Any, host: str) -> list[dict]:
+    """An agent's answer to ``GET /agent/v1/tasks/{id}/hosts/{name}``: ``{"results":
+    [per-host line with its interval_end, ...]}``, each line checked like a report's
+    ``per_host`` line."""
+    lines = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(lines, list) or len(lines) > 1000:
+        raise ValueError("host lines: field 'results' must be a list")
+    for line in lines:
+        if not isinstance(line, dict) or not is_time(line.get("interval_end")):
+            raise ValueError("host lines: each result must have an 'interval_end' time")
+        _summary(host, {k: v for k, v in line.items() if k != "interval_end"})
+    return lines
+
+
+#: an agent's version (registration and heartbeats)
+VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}(?:\.\d{1,4})?(?:[.+-][0-9A-Za-z.+-]{1,40})?")
+
+
+def check_beat_agents(value: Any, where: str) -> dict[str, dict]:
+    """The ``{agent: {"version", "monitor"?}}`` map of an aggregated heartbeat."""
+    if not isinstance(value, dict) or len(value) > MAX_AGENTS:
+        raise ValueError(f"{where} must map at most {MAX_AGENTS} agent names to "
+                         f"{{version, monitor}}")
+    for name, entry in value.items():
+        if not isinstance(name, str) or not HOST_RE.fullmatch(name):
+            raise ValueError(f"{where}: '{str(name)[:64]}' is not an agent name")
+        if not isinstance(entry, dict) or set(entry) - {"version", "monitor"}:
+            raise ValueError(f"{where}.{name} must be an object of 'version' and 'monitor'")
+        if not isinstance(entry.get("version"), str) or not VERSION_RE.fullmatch(
+                entry["version"]):
+            raise ValueError(f"{where}.{name}: field 'version' must be a version like 0.2.0")
+        if "monitor" in entry:
+            check_cost(entry["monitor"], f"{where}.{name}: field 'monitor'")
+    return value
+
+
+def check_beats(body: Any) -> dict:
+    """A heartbeat a child sends its parent (``POST /agent/v1/heartbeats``):
+    ``{"from": name, "agents": {name: {"version", "monitor"?}}}``, the sender among them."""
+    if not isinstance(body, dict):
+        raise ValueError("heartbeat: body must be a JSON object")
+    for key in body:
+        if key not in ("from", "agents"):
+            raise ValueError(f"heartbeat: unknown field '{str(key)[:64]}'")
+    sender = body.get("from")
+    if not isinstance(sender, str) or not HOST_RE.fullmatch(sender):
+        raise ValueError("heartbeat: field 'from' must be an agent name")
+    agents = check_beat_agents(body.get("agents"), "heartbeat: field 'agents'")
+    if sender not in agents:
+        raise ValueError("heartbeat: field 'agents' must list the sender")
+    return body

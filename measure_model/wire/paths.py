@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,7 +55,8 @@ from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
 from ddsketch.pb.proto import DDSketchProto
 from google.protobuf.message import DecodeError
 
-from measure_model.fields import HOST_PATTERN, is_count, is_number
+from measure_model.fields import is_count, is_number
+from measure_model.wire.checks import HOST_RE, check_provenance, need
 
 RELATIVE_ACCURACY = 0.01         # quantiles within 1% of the true value
 MIN_RTT_MS = 1e-3                # smaller RTTs are recorded as this (the sketch's floor)
@@ -68,7 +68,6 @@ MAX_FLOWS = 1000
 MAX_TCP_TOP = 1000
 MAX_VALUE = 1e15
 PAIR_SEP = ">"
-HOST_RE = re.compile(HOST_PATTERN)
 PAIR_FIELDS = frozenset(("sent", "lost", "lost_fwd", "rtt", "rtt_max_ms", "jitter_ms"))
 COST_FIELDS = ("packets_per_s", "bytes_per_s", "cpu_seconds_per_s")
 FLOW_FIELDS = ("host", "src", "dst", "sport", "dport", "retrans", "lost", "rtt_ms",
@@ -77,11 +76,6 @@ TCP_PAIR_FIELDS = ("host", "flows", "retrans", "lost", "rtt_ms", "min_rtt_ms", "
 HEALTH_SNAPSHOT_FIELDS = frozenset(("paths", "probes", "tcp", "covered", "missing",
                                     "generated_at", "oldest", "monitor", "missed"))
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-
-
-def _need(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(f"snapshot: {message}")
 
 
 def _num(v: Any) -> bool:
@@ -108,7 +102,7 @@ def encode_sketch(sketch: BaseDDSketch | None) -> str:
 def decode_sketch(text: Any, where: str = "rtt") -> BaseDDSketch | None:
     """A sketch from :func:`encode_sketch`'s form, checked so that decoding and merging
     stay bounded (same mapping, bins within the RTT range); None for ``""``."""
-    _need(isinstance(text, str) and len(text) <= MAX_SKETCH_CHARS,
+    need(isinstance(text, str) and len(text) <= MAX_SKETCH_CHARS,
           f"{where} must be a base64 string of at most {MAX_SKETCH_CHARS} characters")
     if text == "":
         return None
@@ -118,17 +112,17 @@ def decode_sketch(text: Any, where: str = "rtt") -> BaseDDSketch | None:
     except (binascii.Error, DecodeError, ValueError):
         raise ValueError(f"snapshot: {where} is not a base64 DDSketch protobuf") from None
     expected = new_sketch()._mapping
-    _need(math.isclose(msg.mapping.gamma, expected.gamma, rel_tol=1e-9)
+    need(math.isclose(msg.mapping.gamma, expected.gamma, rel_tol=1e-9)
           and msg.mapping.indexOffset == 0 and msg.mapping.interpolation == 0,
           f"{where}: another mapping than DDSketch({RELATIVE_ACCURACY})")
     pos, neg = msg.positiveValues, msg.negativeValues
-    _need(not neg.contiguousBinCounts and not neg.binCounts and not pos.binCounts,
+    need(not neg.contiguousBinCounts and not neg.binCounts and not pos.binCounts,
           f"{where}: only positive contiguous bins are allowed")
-    _need(-MAX_BIN_INDEX <= pos.contiguousBinIndexOffset
+    need(-MAX_BIN_INDEX <= pos.contiguousBinIndexOffset
           and pos.contiguousBinIndexOffset + len(pos.contiguousBinCounts) <= MAX_BIN_INDEX,
           f"{where}: bins outside the RTT range")
     counts = list(pos.contiguousBinCounts) + [msg.zeroCount]
-    _need(all(is_number(c, 0, MAX_VALUE) for c in counts), f"{where}: bad bin counts")
+    need(all(is_number(c, 0, MAX_VALUE) for c in counts), f"{where}: bad bin counts")
     sketch = DDSketchProto.from_proto(msg)
     return sketch if sketch.count > 0 else None
 
@@ -155,66 +149,66 @@ def split_pair(key: str) -> tuple[str, str]:
 
 
 def check_paths(paths: Any) -> dict[str, dict]:
-    _need(isinstance(paths, dict) and len(paths) <= MAX_PAIRS,
+    need(isinstance(paths, dict) and len(paths) <= MAX_PAIRS,
           f"paths must map at most {MAX_PAIRS} 'src>dst' pairs to their figures")
     for key, entry in paths.items():
         src, dst = split_pair(key) if isinstance(key, str) else ("", "")
-        _need(bool(HOST_RE.fullmatch(src)) and bool(HOST_RE.fullmatch(dst)),
+        need(bool(HOST_RE.fullmatch(src)) and bool(HOST_RE.fullmatch(dst)),
               f"paths key {key!r} is not 'src>dst'")
         where = f"paths[{key!r}]"
-        _need(isinstance(entry, dict), f"{where} must be an object")
+        need(isinstance(entry, dict), f"{where} must be an object")
         unknown = sorted(set(entry) - PAIR_FIELDS)
-        _need(not unknown, f"{where}: unknown field {unknown[0]!r}" if unknown else "")
-        _need(is_count(entry.get("sent")) and is_count(entry.get("lost"))
+        need(not unknown, f"{where}: unknown field {unknown[0]!r}" if unknown else "")
+        need(is_count(entry.get("sent")) and is_count(entry.get("lost"))
               and entry["lost"] <= entry["sent"],
               f"{where}: sent and lost must be counts with lost <= sent")
-        _need(is_count(entry.get("lost_fwd", 0)) and entry.get("lost_fwd", 0) <= entry["lost"],
+        need(is_count(entry.get("lost_fwd", 0)) and entry.get("lost_fwd", 0) <= entry["lost"],
               f"{where}: lost_fwd must be a count <= lost")
         sketch = decode_sketch(entry.get("rtt", ""), f"{where}.rtt")
         answered = entry["sent"] - entry["lost"]
-        _need(sketch is None or round(sketch.count) <= answered,
+        need(sketch is None or round(sketch.count) <= answered,
               f"{where}.rtt holds more RTTs than answered probes")
         for name in ("rtt_max_ms", "jitter_ms"):
             v = entry.get(name)
-            _need(v is None or _num(v), f"{where}.{name} must be a non-negative number")
+            need(v is None or _num(v), f"{where}.{name} must be a non-negative number")
     return paths
 
 
 def check_probes(probes: Any) -> dict[str, dict]:
-    _need(isinstance(probes, dict) and len(probes) <= MAX_PAIRS
+    need(isinstance(probes, dict) and len(probes) <= MAX_PAIRS
           and all(isinstance(h, str) and HOST_RE.fullmatch(h) for h in probes),
           "probes must map host names to their probe cost")
     for host, cost in probes.items():
-        _need(isinstance(cost, dict) and set(cost) == set(COST_FIELDS)
+        need(isinstance(cost, dict) and set(cost) == set(COST_FIELDS)
               and all(_num(v) for v in cost.values()),
               f"probes[{host!r}] must hold {', '.join(COST_FIELDS)} (non-negative numbers)")
     return probes
 
 
 def check_tcp(tcp: Any) -> dict[str, Any]:
-    _need(isinstance(tcp, dict) and set(tcp) <= {"flows", "pairs", "top"},
+    need(isinstance(tcp, dict) and set(tcp) <= {"flows", "pairs", "top"},
           "tcp must be {flows, pairs, top}")
     top = tcp.get("top", 10)
-    _need(is_count(top) and 1 <= top <= MAX_TCP_TOP, f"tcp.top must be 1..{MAX_TCP_TOP}")
+    need(is_count(top) and 1 <= top <= MAX_TCP_TOP, f"tcp.top must be 1..{MAX_TCP_TOP}")
     flows = tcp.get("flows", [])
-    _need(isinstance(flows, list) and len(flows) <= MAX_FLOWS,
+    need(isinstance(flows, list) and len(flows) <= MAX_FLOWS,
           f"tcp.flows must be a list of at most {MAX_FLOWS} flows")
     for i, f in enumerate(flows):
-        _need(isinstance(f, dict) and set(f) == set(FLOW_FIELDS),
+        need(isinstance(f, dict) and set(f) == set(FLOW_FIELDS),
               f"tcp.flows[{i}] must hold exactly {', '.join(FLOW_FIELDS)}")
-        _need(isinstance(f["host"], str) and bool(HOST_RE.fullmatch(f["host"]))
+        need(isinstance(f["host"], str) and bool(HOST_RE.fullmatch(f["host"]))
               and all(isinstance(f[n], str) and len(f[n]) <= 45 for n in ("src", "dst"))
               and all(is_count(f[n]) and f[n] <= 65535 for n in ("sport", "dport"))
               and all(is_count(f[n]) for n in ("retrans", "lost", "bytes_acked"))
               and all(_num(f[n]) for n in ("rtt_ms", "min_rtt_ms", "delivery_rate_bps")),
               f"tcp.flows[{i}]: bad field types")
     pairs = tcp.get("pairs", {})
-    _need(isinstance(pairs, dict) and len(pairs) <= MAX_PAIRS,
+    need(isinstance(pairs, dict) and len(pairs) <= MAX_PAIRS,
           f"tcp.pairs must map at most {MAX_PAIRS} 'local,remote' pairs")
     for key, p in pairs.items():
-        _need(isinstance(key, str) and key.count(",") == 1 and len(key) <= 91,
+        need(isinstance(key, str) and key.count(",") == 1 and len(key) <= 91,
               f"tcp.pairs key {key!r} is not 'local,remote'")
-        _need(isinstance(p, dict) and set(p) == set(TCP_PAIR_FIELDS)
+        need(isinstance(p, dict) and set(p) == set(TCP_PAIR_FIELDS)
               and isinstance(p["host"], str) and bool(HOST_RE.fullmatch(p["host"]))
               and all(is_count(p[n]) for n in ("flows", "retrans", "lost"))
               and all(_num(p[n]) for n in ("rtt_ms", "min_rtt_ms", "delivery_rate_bps")),
@@ -230,24 +224,16 @@ def is_health(snap: Mapping[str, Any]) -> bool:
 def check_health_snapshot(snap: dict) -> dict:
     """Validate a path_health or tcp_health snapshot (see the module docstring)."""
     unknown = sorted(map(str, set(snap) - HEALTH_SNAPSHOT_FIELDS))
-    _need(not unknown, f"unknown field {unknown[0]!r}" if unknown else "")
-    _need(("paths" in snap) != ("tcp" in snap), "holds both paths and tcp")
+    need(not unknown, f"unknown field {unknown[0]!r}" if unknown else "")
+    need(("paths" in snap) != ("tcp" in snap), "holds both paths and tcp")
     if "paths" in snap:
         check_paths(snap["paths"])
         check_probes(snap.get("probes", {}))
     else:
-        _need("probes" not in snap, "probes belongs to a paths snapshot")
+        need("probes" not in snap, "probes belongs to a paths snapshot")
         check_tcp(snap["tcp"])
-    for name in ("covered", "missing"):
-        hosts = snap.get(name, [])
-        _need(isinstance(hosts, list) and len(hosts) <= MAX_PAIRS
-              and all(isinstance(h, str) and HOST_RE.fullmatch(h) for h in hosts),
-              f"{name} must be a list of host names")
-    for name in ("generated_at", "oldest"):
-        if snap.get(name) is not None:
-            _need(_num(snap[name]), f"{name} must be a time")
-    _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
-    _need(isinstance(snap.get("missed", {}), dict), "missed must be an object")
+    check_provenance(snap)
+    need(isinstance(snap.get("missed", {}), dict), "missed must be an object")
     return snap
 
 

@@ -45,12 +45,11 @@ else.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from measure_model import interval
-from measure_model.fields import HOST_PATTERN, MAX_COUNT, is_count, is_int, is_number
+from measure_model.fields import MAX_COUNT, is_count, is_int, is_number
 from measure_model.packet.keys import (
     KEY_TYPES,
     check_keys,
@@ -63,10 +62,10 @@ from measure_model.sketch.elastic import ElasticSketch
 from measure_model.sketch.hll import HyperLogLog
 from measure_model.task import DEFAULT_TOP_K, INCREMENTS
 from measure_model.wire import elastic_snapshot, paths
+from measure_model.wire.checks import check_provenance, need
 from measure_model.wire.snapshot import Snapshot
 
 MAX_CANDIDATES = 100_000
-HOST_RE = re.compile(HOST_PATTERN)
 DEFAULT_LIMITS = {"top_k": DEFAULT_TOP_K, "max_candidates": 1000, "max_window_keys": 10000,
                   "max_scan_sources": 100, "max_scan_list": 1024}
 
@@ -81,11 +80,6 @@ SNAPSHOT_FIELDS = frozenset((
     "interval", "flow_times"))
 WINDOW_FIELDS = frozenset(("length", "mode", "start", "counts", "distinct", "truncated",
                            "previous"))
-
-
-def _need(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(f"snapshot: {message}")
 
 
 def _known(obj: dict, allowed: frozenset | set, where: str) -> None:
@@ -107,10 +101,10 @@ def _keys_ok(key_type: str, keys: Any, name: str) -> None:
 
 
 def _count_map(value: Any, name: str, key_type: str) -> dict[str, int]:
-    _need(isinstance(value, dict), f"{name} must be an object")
-    _need(len(value) <= MAX_CANDIDATES, f"{name} has more than {MAX_CANDIDATES} keys")
+    need(isinstance(value, dict), f"{name} must be an object")
+    need(len(value) <= MAX_CANDIDATES, f"{name} has more than {MAX_CANDIDATES} keys")
     counts = value.values()  # type() is int: no bool; min/max in C, not per value
-    _need(all(type(v) is int for v in counts) and (  # noqa: E721
+    need(all(type(v) is int for v in counts) and (  # noqa: E721
         not counts or (min(counts) >= 0 and max(counts) < MAX_COUNT)),
         f"{name} must map keys to integers from 0 to 2**63-1")
     _keys_ok(key_type, value, name)
@@ -118,46 +112,46 @@ def _count_map(value: Any, name: str, key_type: str) -> dict[str, int]:
 
 
 def _window_ok(w: Any, name: str, key_type: str, top: bool) -> None:
-    _need(isinstance(w, dict), f"{name} must be an object")
+    need(isinstance(w, dict), f"{name} must be an object")
     allowed = WINDOW_FIELDS if top else WINDOW_FIELDS - {"length", "mode", "previous"}
     _known(w, allowed, f"{name}: ")
-    _need(_is_num(w.get("start")) and w["start"] >= 0, f"{name}.start must be a time")
+    need(_is_num(w.get("start")) and w["start"] >= 0, f"{name}.start must be a time")
     _count_map(w.get("counts"), f"{name}.counts", key_type)
-    _need(is_count(w.get("distinct")), f"{name}.distinct must be a non-negative integer")
-    _need(isinstance(w.get("truncated", False), bool), f"{name}.truncated must be a boolean")
+    need(is_count(w.get("distinct")), f"{name}.distinct must be a non-negative integer")
+    need(isinstance(w.get("truncated", False), bool), f"{name}.truncated must be a boolean")
     if top:
-        _need(w.get("mode", "tumbling") in ("tumbling", "sliding"),
+        need(w.get("mode", "tumbling") in ("tumbling", "sliding"),
               f"{name}.mode must be tumbling or sliding")
         length = w.get("length")
-        _need(length is None or (_is_num(length) and length > 0),
+        need(length is None or (_is_num(length) and length > 0),
               f"{name}.length must be a positive number")
         if w.get("previous") is not None:
             _window_ok(w["previous"], f"{name}.previous", key_type, top=False)
 
 
 def _scan_ok(scan: Any) -> None:
-    _need(isinstance(scan, dict) and len(scan) <= MAX_CANDIDATES,
+    need(isinstance(scan, dict) and len(scan) <= MAX_CANDIDATES,
           "scan must map sources to {ports: [int], dsts: [str], truncated: bool}")
     _keys_ok("src", scan, "scan")
     for src, info in scan.items():
         where = f"scan[{src!r}]"
-        _need(isinstance(info, dict), f"{where} must be an object")
+        need(isinstance(info, dict), f"{where} must be an object")
         _known(info, {"ports", "dsts", "truncated"}, f"{where}: ")
         ports, dsts = info.get("ports"), info.get("dsts")
-        _need(isinstance(ports, list) and len(ports) <= 65536
+        need(isinstance(ports, list) and len(ports) <= 65536
               and all(is_int(p) and 0 <= p <= 65535 for p in ports),
               f"{where}.ports must be a list of port numbers")
-        _need(isinstance(dsts, list) and len(dsts) <= MAX_CANDIDATES,
+        need(isinstance(dsts, list) and len(dsts) <= MAX_CANDIDATES,
               f"{where}.dsts must be a list of addresses")
         _keys_ok("dst", dsts, f"{where}.dsts")
-        _need(isinstance(info.get("truncated", False), bool),
+        need(isinstance(info.get("truncated", False), bool),
               f"{where}.truncated must be a boolean")
 
 
 def _distinct_ok(distinct: Any) -> None:
-    _need(isinstance(distinct, dict) and not set(distinct) - {"estimate", "hll", "precision"},
+    need(isinstance(distinct, dict) and not set(distinct) - {"estimate", "hll", "precision"},
           "distinct must be an object with estimate, hll, precision")
-    _need(is_count(distinct.get("estimate", 0)),
+    need(is_count(distinct.get("estimate", 0)),
           "distinct.estimate must be a non-negative integer")
     if "hll" in distinct:
         try:
@@ -169,25 +163,25 @@ def _distinct_ok(distinct: Any) -> None:
 def check_snapshot(snap: Any) -> Snapshot:
     """Validate a whole snapshot (every field a merge or a reader uses, the sketch cells
     and HLL registers decoded); return it. ValueError naming the field if malformed."""
-    _need(isinstance(snap, dict), "must be an object")
+    need(isinstance(snap, dict), "must be an object")
     if paths.is_health(snap):  # path_health / tcp_health: measure_model.wire.paths
         return cast(Snapshot, paths.check_health_snapshot(snap))
     _known(snap, SNAPSHOT_FIELDS, "")
     key = snap.get("key")
-    _need(key in KEY_TYPES, f"key {key!r} is not one of {', '.join(KEY_TYPES)}")
-    _need(snap.get("increment") in INCREMENTS,
+    need(key in KEY_TYPES, f"key {key!r} is not one of {', '.join(KEY_TYPES)}")
+    need(snap.get("increment") in INCREMENTS,
           f"increment {snap.get('increment')!r} is not one of pkt, bytes")
     for name in ("packets", "bytes", "total"):
-        _need(is_count(snap.get(name)), f"{name} must be an integer from 0 to 2**63-1")
+        need(is_count(snap.get(name)), f"{name} must be an integer from 0 to 2**63-1")
     if snap.get("elastic") is not None:  # an elastic counter: measure_model.wire.elastic_snapshot
-        _need("sketch" not in snap, "has both sketch and elastic")
+        need("sketch" not in snap, "has both sketch and elastic")
         try:
             elastic_snapshot.check(snap)
         except ValueError as exc:
             raise ValueError(f"snapshot: {exc}") from None
     else:
-        _need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
-        _need(snap.get("spread") is None, "spread needs an elastic section")
+        need(isinstance(snap.get("sketch"), dict), "has no sketch; it cannot be merged")
+        need(snap.get("spread") is None, "spread needs an elastic section")
         try:
             CountMinSketch.from_wire(snap["sketch"])
         except ValueError as exc:
@@ -195,24 +189,24 @@ def check_snapshot(snap: Any) -> Snapshot:
     _count_map(snap.get("candidates", {}), "candidates", key)
     _count_map(snap.get("heavy_hitters", {}), "heavy_hitters", key)
     top = snap.get("top_k", [])
-    _need(isinstance(top, list) and len(top) <= MAX_CANDIDATES and all(
+    need(isinstance(top, list) and len(top) <= MAX_CANDIDATES and all(
         isinstance(e, list | tuple) and len(e) == 2 and is_count(e[1]) for e in top),
         "top_k must be a list of [key, count] pairs")
     _keys_ok(key, [e[0] for e in top], "top_k")
     threshold = snap.get("threshold", {})
-    _need(isinstance(threshold, dict) and not set(threshold) - {"fraction", "absolute",
+    need(isinstance(threshold, dict) and not set(threshold) - {"fraction", "absolute",
                                                                  "divisor"},
           "threshold must be an object with fraction or absolute and divisor")
     if "fraction" in threshold:
-        _need(_is_num(threshold["fraction"]) and 0 < threshold["fraction"] <= 1,
+        need(_is_num(threshold["fraction"]) and 0 < threshold["fraction"] <= 1,
               "threshold.fraction must be > 0 and <= 1")
     if "absolute" in threshold:
-        _need(_is_num(threshold["absolute"]) and threshold["absolute"] > 0,
+        need(_is_num(threshold["absolute"]) and threshold["absolute"] > 0,
               "threshold.absolute must be > 0")
-        _need(is_int(threshold.get("divisor", 1)) and 1 <= threshold.get("divisor", 1)
+        need(is_int(threshold.get("divisor", 1)) and 1 <= threshold.get("divisor", 1)
               <= MAX_LIMIT, "threshold.divisor must be a positive integer")
     limits = snap.get("limits", {})
-    _need(isinstance(limits, dict) and set(limits) <= set(DEFAULT_LIMITS) and all(
+    need(isinstance(limits, dict) and set(limits) <= set(DEFAULT_LIMITS) and all(
         is_int(v) and 1 <= v <= MAX_LIMIT for v in limits.values()),
         f"limits must map {', '.join(DEFAULT_LIMITS)} to integers from 1 to {MAX_LIMIT}")
     if snap.get("window") is not None:
@@ -220,23 +214,15 @@ def check_snapshot(snap: Any) -> Snapshot:
     _scan_ok(snap.get("scan", {}))
     _distinct_ok(snap.get("distinct"))
     missed = snap.get("missed", {})
-    _need(isinstance(missed, dict) and set(missed) <= {"packets", "bytes"}
+    need(isinstance(missed, dict) and set(missed) <= {"packets", "bytes"}
           and all(is_count(v) for v in missed.values()),
           "missed must map packets and bytes to non-negative integers")
-    _need(is_count(snap.get("unparsed", 0)), "unparsed must be a non-negative integer")
-    for name in ("covered", "missing"):
-        hosts = snap.get(name, [])
-        _need(isinstance(hosts, list) and len(hosts) <= MAX_CANDIDATES
-              and all(isinstance(h, str) and HOST_RE.fullmatch(h) for h in hosts),
-              f"{name} must be a list of host names")
-    for name in ("generated_at", "oldest"):
-        if snap.get(name) is not None:
-            _need(_is_num(snap[name]) and snap[name] >= 0, f"{name} must be a time")
-    _need(isinstance(snap.get("monitor", {}), dict), "monitor must be an object")
+    need(is_count(snap.get("unparsed", 0)), "unparsed must be a non-negative integer")
+    check_provenance(snap)
     if snap.get("interval") is not None:
         interval.check(snap["interval"], key)
     times = snap.get("flow_times", {})
-    _need(isinstance(times, dict) and len(times) <= MAX_CANDIDATES and all(
+    need(isinstance(times, dict) and len(times) <= MAX_CANDIDATES and all(
         isinstance(v, list) and len(v) == 2 and all(_is_num(t) and t >= 0 for t in v)
         and v[0] <= v[1] for v in times.values()),
         "flow_times must map keys to [first, last] times, first <= last")

@@ -154,5 +154,8 @@ Report = TypedDict("Report", {
     "errors": NotRequired[dict[str, str]],
     # a missing child's subtree: the interval end of its last state, merged in
     "carried": NotRequired[dict[str, float]],
+    # the root's bounded form (``overlay.bound_report``): the exact numbers of the lists
+    "covered_count": NotRequired[int],
+    "missing_count": NotRequired[int],
 })
 """A subtree report (``POST /agent/v1/reports``, ``POST /measure/v1/reports``)."""

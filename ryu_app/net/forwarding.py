@@ -43,8 +43,9 @@ another port misses and is re-learned.
 
 All flows carry ``cookie``; on a switch or link change the shim deletes
 them by cookie on every switch (``invalidate_all``), leaving the table-miss
-flow and Ryu's LLDP flow alone. A host that moved has its flows removed by
-``eth_dst`` (``invalidate_host``).
+flow and Ryu's LLDP flow alone. Routing around avoided links (``reroute``)
+touches only the (switch, destination) flows whose next hop changes. A host
+that moved has its flows removed by ``eth_dst`` (``invalidate_host``).
 """
 
 from __future__ import annotations
@@ -277,6 +278,49 @@ class Forwarding:
             return []  # a copy that came over a non-tree link: drop it
         ports = self.flood_ports(pkt.dpid, pkt.in_port, now)
         return [PacketOut(pkt.dpid, pkt.in_port, tuple(ports))] if ports else []
+
+    def next_hops(self) -> dict[tuple[int, str], int]:
+        """(dpid, host MAC) -> the port this switch forwards that host's frames out of,
+        for every learned host and every switch that reaches it."""
+        out: dict[tuple[int, str], int] = {}
+        for host in self.topology.hosts():
+            out[(host.dpid, host.mac)] = host.port
+            for here, nxt in self.topology.dst_tree(host.dpid).items():
+                port = self.topology.link_port(here, nxt)
+                if port is not None:
+                    out[(here, host.mac)] = port
+        return out
+
+    def reroute(self, avoided: set[frozenset[int]]) -> list[Decision] | None:
+        """Route around ``avoided`` (switch links), moving only the flows that change.
+
+        None if the avoided set is unchanged. Otherwise, for each (switch,
+        destination) whose next hop differs, a ``FlowMod`` with the new port (an add
+        replaces the flow of the same match), or a ``FlowDelete`` of that
+        destination's flow where the switch no longer reaches it. Per destination
+        the switches nearest to it come first, so a switch is pointed at a neighbour
+        that already forwards on the new path. Every other flow stays as it is."""
+        before = self.next_hops()
+        if not self.topology.set_avoided(avoided):
+            return None
+        after = self.next_hops()
+        depth: dict[tuple[int, str], int] = {}
+        for host in self.topology.hosts():
+            # dst_tree lists switches in BFS order from the destination: nearest first
+            for rank, here in enumerate(self.topology.dst_tree(host.dpid), start=1):
+                depth[(here, host.mac)] = rank
+        out: list[Decision] = []
+        for key in sorted(set(before) | set(after), key=lambda k: (k[1], depth.get(k, 0), k)):
+            dpid, mac = key
+            old, new = before.get(key), after.get(key)
+            if old is None or old == new:
+                continue  # never routed there (nothing to move) or unchanged
+            if new is None:
+                out.append(FlowDelete(dpid, self.cookie, mac, "eth_dst"))
+            else:
+                out.append(FlowMod(dpid, mac, new, self.priority, self.idle_timeout,
+                                   self.cookie))
+        return out
 
     def invalidate_all(self) -> list[Decision]:
         """Delete this app's flows on every switch (after a switch/link change)."""

@@ -30,6 +30,10 @@ crossing it and the search repeats (up to ``max_suspects``), so several
 faulty links are found one by one. A suspect stays one while its confidence
 is at least ``keep_confidence`` (hysteresis); one no pair crosses any more
 (traffic moved off it) keeps its state, since no evidence is not a recovery.
+A link whose latest interval alone rejects its window's rate by the prior's
+odds (log-likelihood ratio below ``-prior``) has recovered: it is cleared at
+once (not a window later) and not raised again on the window's old losses,
+which count as explained.
 
 Every other link's ``loss`` is the smallest loss of the pairs crossing it: a
 link cannot lose more than any path through it does, so a link crossed by a
@@ -146,13 +150,18 @@ def _gain(data: list[tuple[int, float, int]], p0: float) -> tuple[float, float]:
     q = min(sum(lost for _, lost, _ in data) / trials, 1.0)
     if q <= p0:
         return q, 0.0
+    return q, _loglik(data, q, p0)
+
+
+def _loglik(data: list[tuple[int, float, int]], q: float, p0: float) -> float:
+    """Log-likelihood ratio of "the link loses q per crossing" against background p0."""
     g = 0.0
     for sent, lost, c in data:
         p = max(1.0 - (1.0 - q) ** c, p0)
         g += lost * math.log(p / p0)
         if p < 1.0:
             g += (sent - lost) * math.log((1.0 - p) / (1.0 - p0))
-    return q, g
+    return g
 
 
 def _posteriors(gains: dict[LinkKey, float], prior: float) -> dict[LinkKey, float]:
@@ -191,12 +200,16 @@ class Localizer:
             if given is None:
                 continue
             old = self._given.get(pair)
+            moved = False
             if old is not given and old != given:  # new or moved: its counts are elsewhere
+                moved = pair in self._given
                 self._given[pair] = given
                 self._paths[pair] = (dict(given) if isinstance(given, Mapping)
                                      else dict.fromkeys(given, 1))
                 self._counts[pair] = deque(maxlen=self.window)
                 self._rtts[pair] = deque(maxlen=self.baseline)
+            if moved:
+                continue  # this interval's probes crossed the old path and the new one
             sent = max(0, int(row.get("sent") or 0))
             lost = min(sent, max(0, int(row.get("lost") or 0)))
             self._counts[pair].append((sent, lost))
@@ -229,10 +242,22 @@ class Localizer:
         # only a link some lossy observation crosses can explain anything
         lossy = {link: plist for link, plist in crossing.items()
                  if any(totals[p][1] for p in plist)}
+        # a link whose window is lossy but whose latest interval alone rejects the
+        # window's rate (by the prior's odds) has recovered: the losses are over, so
+        # it is no suspect (not kept, not raised again) and its pairs' old losses are
+        # explained, not put on a neighbour
+        recovered = set()
+        for link, plist in lossy.items():
+            q, _ = _gain([(*totals[p], self._paths[p][link]) for p in plist], self.base_loss)
+            latest = [(*self._counts[p][-1], self._paths[p][link]) for p in plist
+                      if self._counts[p]]
+            if q > self.base_loss and _loglik(latest, q, self.base_loss) < -self.prior:
+                recovered.add(link)
+                explained.update(plist)
         for _ in range(self.max_suspects):
             gains, rates = {}, {}
             for link, plist in lossy.items():
-                if link in suspects:
+                if link in suspects or link in recovered:
                     continue
                 q, g = _gain([(*totals[p], self._paths[p][link]) for p in plist
                               if p not in explained], self.base_loss)

@@ -109,8 +109,8 @@ class MeterDelete:
 @dataclass(frozen=True)
 class Reroute:
     """Route unicast around ``links`` (switch pairs: the live ``avoid_link`` actions'); the
-    shim sets them on the topology and, when that changed anything, drops the forwarding
-    flows so traffic re-learns its paths."""
+    shim sets them on the topology and, when that changed anything, rewrites only the
+    forwarding flows whose next hop changed (``Forwarding.reroute``)."""
 
     links: frozenset
 

@@ -46,8 +46,8 @@ from ryu.app.wsgi import ControllerBase, Response, route
 
 from measure_common import jsonlimits
 from measure_model.fields import HOST_PATTERN, ConflictError, FieldError
-from measure_model.policy import load_policy
-from measure_model.policy_errors import check_policy
+from measure_model.policy import read_policy
+from measure_model.policy_errors import check_policy_object
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
 from ryu_app.errors import ServiceError
 from ryu_app.rest.openapi_schemas import OPENAPI_PATH
@@ -318,11 +318,12 @@ class MeasureController(ControllerBase):
         return json_response(self.service.register_agent(body), status=201)
 
     @route("measure", PREFIX + "/agents/{name}/heartbeat", methods=["POST"])
-    @_api(mutating=True)
+    @_api(mutating=True, max_body=MAX_REPORT_BODY)
     def heartbeat(self, req, name, **_kw):
         name = parse_name(name)
         _own_name(req, name, "heartbeat for")
-        body = _json_body(req, required=False)  # no body: {}
+        # no body: {}; a root's lists its subtree (about 30 bytes per agent)
+        body = _json_body(req, required=False, limit=MAX_REPORT_BODY)
         if not isinstance(body, dict):
             raise HttpError(400, "heartbeat: body must be a JSON object")
         return json_response(self.service.heartbeat(name, body))
@@ -343,17 +344,16 @@ class MeasureController(ControllerBase):
     @_api(mutating=True)
     def create_tasks(self, req, **_kw):
         if req.content_type in YAML_TYPES:
-            data = _read_body(req, MAX_YAML)
+            policy = read_policy(_read_body(req, MAX_YAML), "request")
         elif req.content_type in JSON_TYPES:
-            data = json.dumps(_json_body(req)).encode()
+            policy = _json_body(req)
         else:
             raise HttpError(415, "Content-Type must be application/json or application/yaml")
         try:
-            tasks = load_policy(data, "request") if req.content_type in YAML_TYPES \
-                else parse_tasks(json.loads(data), "request")
+            tasks = parse_tasks(policy, "request")
         except PolicyError as exc:
             # "error" is the first problem; "errors" every one, with "did you mean"
-            every = check_policy(data, "request").errors if not isinstance(
+            every = check_policy_object(policy, "request").errors if not isinstance(
                 exc, PolicyConflict) else []
             if len(every) > 1 or (every and every[0] != str(exc)):
                 return json_response({"error": str(exc), "errors": every}, status=400)

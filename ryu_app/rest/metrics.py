@@ -142,7 +142,8 @@ class StateCollector(Collector):
             if isinstance(d, dict) and _finite(d.get("estimate")):
                 distinct.add_metric(labels, d["estimate"])
             if isinstance(res.get("covered"), list) and isinstance(res.get("missing"), list):
-                n_cov, n_miss = len(res["covered"]), len(res["missing"])
+                n_cov = res.get("covered_count", len(res["covered"]))
+                n_miss = res.get("missing_count", len(res["missing"]))
                 covered.add_metric(labels, n_cov)
                 missing.add_metric(labels, n_miss)
                 if n_cov + n_miss:

@@ -73,6 +73,8 @@ def report_schema() -> dict[str, Any]:
                                         "cells and HLL registers are compressed binary); "
                                         "null when nothing in the subtree measures the task"},
             "covered": NAMES, "missing": NAMES,
+            "covered_count": {"type": "integer", "minimum": 0, "maximum": MAX_AGENTS},
+            "missing_count": {"type": "integer", "minimum": 0, "maximum": MAX_AGENTS},
             "per_host": {"type": "object", "additionalProperties": summary},
             "errors": {"type": "object", "additionalProperties": {"type": "string"}},
         }}

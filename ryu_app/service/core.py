@@ -76,6 +76,7 @@ from ryu_app.service.store import GLOBAL, NameConflict, Store, StoreError
 from ryu_app.service.task_record import TaskRecord
 
 log = logging.getLogger(__name__)
+HOST_FETCH_TIMEOUT = 0.45  # s, per request: ?host= within 1 s (the agent, else its parent)
 
 PARTIAL_RETRY = 10.0
 
@@ -290,7 +291,8 @@ class MeasureService:
         if host is not None:
             agent = self.registry.find(host)
             host = agent.name if agent is not None else host
-        latest = self.results.latest(task_id, host, now=self.now())
+        fetched = self._host_results(task_id, host, 1) if host is not None else None
+        latest = fetched[0] if fetched else self.results.latest(task_id, host, now=self.now())
         if latest is None:
             where = f" for host {host}" if host else ""
             raise NotFound(f"no result yet for task {task_id}{where} ({record.status})")
@@ -363,7 +365,8 @@ class MeasureService:
         if host is not None:
             agent = self.registry.find(host)
             host = agent.name if agent is not None else host
-        rows = self.results.history(task_id, host, limit, now=self.now())
+        fetched = self._host_results(task_id, host, limit) if host is not None else None
+        rows = fetched or self.results.history(task_id, host, limit, now=self.now())
         task = self.tasks[task_id].task
         rows = [scale_result(r, task.sample or 1.0, task.sample_mode or "random") for r in rows]
         return {"task_id": task_id, "host": host or GLOBAL, "results": rows}
@@ -382,6 +385,27 @@ class MeasureService:
             raise NotFound(f"no kept interval{when} for task {task_id} ({record.status}; "
                            f"kept for elastic kinds only)")
         return out
+
+    def _host_results(self, task_id: str, host: str, limit: int) -> list[dict[str, Any]]:
+        """One agent's per-host results, asked of the tree on demand: one request to the
+        agent (its own last ``limit`` lines), or, when it does not answer, to its parent
+        (the agent's last line, from its last report). Empty when neither answers."""
+        agent = self.registry.agents.get(host)
+        if agent is None:
+            return []
+        parent = self.registry.agents.get(self.overlay.parent.get(host) or "")
+        path = f"/agent/v1/tasks/{task_id}/hosts/{host}?limit={max(1, min(limit, 100))}"
+        for peer in (agent, parent):
+            if peer is None:
+                continue
+            try:
+                code, body = self.http.request("GET", f"{peer.url}{path}",
+                                               timeout=HOST_FETCH_TIMEOUT)
+                if code == 200:
+                    return self.results.host_results(task_id, host, body, now=self.now())
+            except (OSError, ValueError) as exc:  # not there: the next, else the store
+                log.info("per-host lines of %s from %s: %s", host, peer.name, exc)
+        return []
 
     def check_root_report(self, report: Any) -> None:
         """Refuse (409, logged) a report an agent sends unless it comes ``from`` the
@@ -418,7 +442,9 @@ class MeasureService:
             known = self.tasks.get(report["task_id"]) if isinstance(report, dict) \
                 and isinstance(report.get("task_id"), str) else None
             expected = self.expected_agents(known.task) if known is not None else None
-            events = self.results.ingest(report, now=self.now(), expected=expected)
+            events = self.results.ingest(report, now=self.now(), expected=expected,
+                                         placed=set(self.overlay.parent),
+                                         registered=set(self.registry.agents))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         record = self.tasks[report["task_id"]]
@@ -596,10 +622,14 @@ class MeasureService:
                 "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
 
     def heartbeat(self, name: str, body: Any = None) -> dict[str, Any]:
+        """An agent's heartbeat, with its overlay subtree's (``subtree``): the reply's
+        ``unknown`` names the listed agents that must register again."""
         if self.registry.heartbeat(name, self.now(), body):
             self._joined = True
             self.pushes.overlay.add(name)
-        return {"name": name, "ok": True, "epoch": self.epoch}
+        subtree = body.get("subtree") if isinstance(body, dict) else None
+        unknown = sorted(n for n in subtree or () if n not in self.registry.agents)
+        return {"name": name, "ok": True, "epoch": self.epoch, "unknown": unknown[:1000]}
 
     def agents(self) -> list[dict[str, Any]]:
         now = self.now()

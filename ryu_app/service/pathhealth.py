@@ -194,7 +194,28 @@ def diagnose(src: str, dst: str, path: PairPath | None,
             if (a, b) in over:  # the suspect may be on the path it was measured over
                 on_path |= {link_name(k) for k in over[(a, b)].links}
             break
+    # not probed itself (peers: auto probes a covering set): answer from the links on
+    # its route when one task measures every one of them
+    by_route = None
+    if measured is None and on_path:
+        for task_id, latest, _, _ in tasks:
+            known = {link_name_of(x): x for x in (latest or {}).get("links") or []
+                     if x.get("pairs")}
+            if on_path <= set(known):
+                by_route = (task_id, [known[n] for n in sorted(on_path)])
+                break
     suspects = []
+    if by_route is not None:
+        task_id, route_links = by_route
+        suspects = [x for x in route_links if x.get("suspect")]
+        kept = 1.0
+        for x in route_links:
+            kept *= 1.0 - float(x.get("loss") or 0.0)
+        added = sum(float(x.get("latency_ms") or 0.0) for x in route_links)
+        out.update(task_id=task_id, loss=1.0 - kept)
+        lines.append(f"{src} <-> {dst} is not probed itself; task {task_id} measures all "
+                     f"{len(route_links)} links of its route: loss {_pct(1.0 - kept)} "
+                     f"(the links' added up), added latency {_ms(added)}")
     if measured is not None:
         task_id, latest, row, base = measured
         for link in (latest or {}).get("links") or []:
@@ -207,7 +228,7 @@ def diagnose(src: str, dst: str, path: PairPath | None,
         lines.append(f"path {row['src']} -> {row['dst']} (task {task_id}): loss "
                      f"{_pct(loss)} (baseline {_pct(base['loss'])}), RTT p50 {_ms(rtt)} "
                      f"(baseline {_ms(base['rtt_p50_ms'])})")
-    else:
+    elif by_route is None:
         lines.append(f"no path_health task measures {src} <-> {dst}: start one with "
                      f"peers: [{dst}] on {src}")
     if path is not None:
@@ -233,8 +254,8 @@ def diagnose(src: str, dst: str, path: PairPath | None,
                          + ("possible (an alternative path exists)" if ok
                             else "not possible (no alternative path)"))
     degraded = bool(suspects) or (measured is not None and _worse(measured[2], measured[3]))
-    out["healthy"] = None if measured is None else not degraded
-    if measured is not None and not degraded:
+    out["healthy"] = None if measured is None and by_route is None else not degraded
+    if (measured is not None or by_route is not None) and not degraded:
         lines.append("the path is clean: not the network, look at the hosts")
     elif measured is not None and not suspects:
         lines.append("the path is worse than its baseline but no link is a suspect yet")

@@ -26,12 +26,13 @@ from urllib.parse import urlsplit
 from measure_model.cost import check_cost
 from measure_model.fields import HOST_PATTERN, MAC_PATTERN
 from measure_model.version import __version__, incompatibility
+from measure_model.wire.overlay import VERSION_RE, check_beat_agents
 
 DEFAULT_TIMEOUT = 6.0
 MAX_AGENTS = 4096
 AGENT_FIELDS = ("name", "url", "data_ip", "mac", "version")
 _MAC_RE = re.compile(MAC_PATTERN)
-_VERSION_RE = re.compile(r"\d{1,4}\.\d{1,4}(?:\.\d{1,4})?(?:[.+-][0-9A-Za-z.+-]{1,40})?")
+_VERSION_RE = VERSION_RE
 
 
 class RegistryError(ValueError):
@@ -126,19 +127,24 @@ def _check_version(name: str, version: Any) -> str | None:
     return version
 
 
-def validate_heartbeat(body: Any) -> dict[str, Any] | None:
-    """The ``monitor`` cost object of a heartbeat body (``{}`` or none: None)."""
+def validate_heartbeat(body: Any) -> tuple[dict[str, Any] | None, dict[str, dict]]:
+    """The ``monitor`` cost object of a heartbeat body (``{}`` or none: None) and its
+    ``subtree``: the agents below the sender heard through the overlay
+    (``host_agent/overlay/beats.py``), ``{name: {version, monitor?}}``."""
     if body is None or body == {}:
-        return None
+        return None, {}
     if not isinstance(body, dict):
         raise RegistryError("heartbeat: body must be a JSON object")
     for key in body:
-        if key != "monitor":
-            raise RegistryError(f"heartbeat: unknown field '{key}'")
+        if key not in ("monitor", "subtree"):
+            raise RegistryError(f"heartbeat: unknown field '{str(key)[:64]}'")
     try:
-        return check_cost(body["monitor"], "heartbeat: field 'monitor'")
+        monitor = check_cost(body["monitor"], "heartbeat: field 'monitor'") \
+            if "monitor" in body else None
+        subtree = check_beat_agents(body.get("subtree", {}), "heartbeat: field 'subtree'")
     except ValueError as exc:
         raise RegistryError(str(exc)) from None
+    return monitor, subtree
 
 
 class Registry:
@@ -174,12 +180,27 @@ class Registry:
     def heartbeat(self, name: str, now: float, body: Any = None) -> bool:
         """Record a heartbeat (its body may carry ``monitor``: the agent's monitoring
         cost); True when a down agent came back."""
-        monitor = validate_heartbeat(body)
+        monitor, subtree = validate_heartbeat(body)
         agent = self.agents.get(name)
         if agent is None:
             raise UnknownAgent(f"agent '{name}' is not registered")
+        back = self._seen(agent, now, monitor)
+        for below, entry in subtree.items():  # listed by the sender: alive (a registered
+            known = self.agents.get(below)     # agent; an unknown one registers itself)
+            if known is not None and below != name:
+                known.version = entry["version"]
+                back = self._seen(known, now, entry.get("monitor"), clear=True) or back
+        return back
+
+    def _seen(self, agent: Agent, now: float, monitor: dict | None,
+              clear: bool = False) -> bool:
+        """``agent`` heard from at ``now``; True when it was down. ``clear``: a beat that
+        came through the tree carries a monitor cost only when it needs attention, so
+        its absence clears an old crash-looping one (others stay as last heard)."""
         if monitor is not None:
             agent.monitor = monitor
+        elif clear and (agent.monitor or {}).get("crash_looping"):
+            agent.monitor = None
         agent.last_seen = max(agent.last_seen, now)
         if not agent.up:
             agent.up = True

@@ -10,11 +10,12 @@ The overlay root posts one merged report per task per report interval
   ``missing`` is every agent ever seen in this task's reports that the
   report does not cover: an agent the controller dropped from the tree
   (dead) stays missing until it is back (``forget_agent`` for good);
-- one **per-host result** per covered agent, from the report's bounded
-  ``per_host`` summaries, so ``?host=h3`` needs no agent round trip. All
-  hosts of one report go into ONE store row (host ``'+hosts'``): a report
-  costs two SQLite writes whatever the number of agents (one row per host
-  took 2.2 s for 1000 hosts);
+- the root's own **per-host result** (a report carries the sender's line
+  only, in one store row, host ``'+hosts'``); the other agents' lines stay in
+  the tree and ``?host=`` asks for them (``host_results`` turns the answer
+  into results). A bounded report (``covered_count`` / ``missing_count``
+  beyond its listed names, ``measure_model.wire.overlay.bound_report``) keeps
+  the counts exact and the lists capped;
 - **events** with increasing ids, for ``GET /measure/v1/events?since=``:
   ``heavy_hitter`` when a key becomes a global heavy hitter that was not one
   in the task's previous result, ``port_scan`` when a source reaches
@@ -57,6 +58,7 @@ from typing import Any
 from measure_model import answers, interval
 from measure_model.task import DEFAULT_SCAN_PORTS, ELASTIC_KINDS
 from measure_model.wire import paths
+from measure_model.wire.overlay import MAX_LISTED, check_host_lines
 from measure_model.wire.overlay import validate_report as check_report
 from measure_model.wire.snapshot import Report
 
@@ -155,6 +157,7 @@ class Results:
         # task -> agent -> consecutive reports it was missing from (coverage debounce)
         self._absent: dict[str, dict[str, int]] = {}
         self._episode: dict[str, dict] = {}  # task -> its open coverage episode
+        self._health: dict[str, dict] = {}  # health task -> its last merged snapshot
         self._lock = threading.Lock()
         #: ``(task_id, global result) -> (fields to add, [(event kind, payload)])`` for
         #: ``path_health`` results (``ryu_app.service.pathhealth.PathHealth.localize``)
@@ -163,14 +166,22 @@ class Results:
         self.reason_of: Callable[[str], str] = lambda _name: "late"
 
     def ingest(self, body: Any, now: float | None = None,
-               expected: set[str] | None = None) -> list[int]:
+               expected: set[str] | None = None, placed: set[str] | None = None,
+               registered: set[str] | None = None) -> list[int]:
         """Record one root report; returns the ids of the events it raised. ``expected``:
-        the agents of the task's scope (None: every agent seen is expected)."""
+        the agents of the task's scope (None: every agent seen is expected). For a
+        bounded report, which names only its first agents: ``placed`` (the agents of
+        the current overlay tree) and ``registered`` (every agent known, the expected
+        ones of a global task) say which expected agents are outside the tree, so
+        missing."""
         report = validate_report(body)
         now = time.time() if now is None else now
         task_id = report["task_id"]
         snap: dict[str, Any] = dict(report["snapshot"] or {})  # null: nothing measures it
         covered = sorted(set(report["covered"]))
+        n_covered = report.get("covered_count", len(covered))
+        n_missing = report.get("missing_count", len(report["missing"]))
+        bounded = n_covered > len(covered) or n_missing > len(report["missing"])
         with self._lock:
             known = self._known.get(task_id)
             if known is None:  # first report since start: what the store last said
@@ -179,18 +190,28 @@ class Results:
                 self._known[task_id] = known
                 if rows:  # and the result new events are compared with (after a restart)
                     self._latest.setdefault((task_id, GLOBAL), rows[0])
-            known.update(covered, report["missing"])
-            # an agent dropped from the tree (dead, being re-parented) is still missing;
-            # an agent out of the task's scope is never expected
-            if expected is not None:
-                known.intersection_update(expected | set(covered))
-            missing = sorted(known - set(covered))
+            if bounded:  # the lists are cut: the expected agents outside the tree
+                named = set(covered) | set(report["missing"])
+                universe = expected if expected is not None else registered
+                outside = set() if universe is None or placed is None else (
+                    universe - placed - named)
+                missing = sorted(set(report["missing"]) | outside)[:MAX_LISTED]
+                n_missing += len(outside)
+            else:
+                known.update(covered, report["missing"])
+                # an agent dropped from the tree (dead, being re-parented) is still
+                # missing; an agent out of the task's scope is never expected
+                if expected is not None:
+                    known.intersection_update(expected | set(covered))
+                missing = sorted(known - set(covered))
+                n_missing = len(missing)
         oldest = report.get("oldest")
         result = {
             "task_id": task_id, "host": GLOBAL, "interval_end": report["interval_end"],
             "received_at": now, "generated_at": report.get("generated_at", now),
             "oldest": oldest, "covered": covered, "missing": missing,
-            "complete": not missing, "epoch": report.get("epoch"),
+            "covered_count": n_covered, "missing_count": n_missing,
+            "complete": not n_missing, "epoch": report.get("epoch"),
             "kind": report.get("kind"), **_strip(snap),
         }
         section = snap.get("interval")
@@ -208,6 +229,8 @@ class Results:
         health = paths.is_health(snap)  # path_health / tcp_health: pairs, probe cost, tcp
         if health:
             result.update(paths.health_result(snap))
+            with self._lock:
+                self._health[task_id] = snap  # for the per-host rows of ?host=
         link_events: list[tuple[str, dict]] = []
         if self.localize is not None and result.get("kind") == "path_health":
             extra, link_events = self.localize(task_id, result)
@@ -240,6 +263,9 @@ class Results:
         of the same agents: one that covers fewer agents would make counts negative, so
         the answers then say ``coverage_changed`` and start again from this state."""
         covered = sorted(report["covered"])
+        if report.get("covered_count", len(covered)) > len(covered):  # a bounded report:
+            # the same agents = the same count and the same (listed) missing ones
+            covered += [f"+{report['covered_count']}", *report["missing"]]
         with self._lock:
             earlier = self._states.get(task_id)
         if earlier is None:
@@ -385,14 +411,16 @@ class Results:
                         del self._episode[task_id]
                     else:
                         episode = None
+        covered = cur.get("covered_count", len(cur["covered"]))
         if start:
             reasons = {h: self.reason_of(h) for h in missing}
             return [self.store.add_event(now, task_id, "coverage", {
-                **base, "state": "start", "covered": len(cur["covered"]),
-                "missing": missing, "reasons": reasons})]
+                **base, "state": "start", "covered": covered,
+                "missing": missing, "missing_count": cur.get("missing_count", len(missing)),
+                "reasons": reasons})]
         if episode is not None:
             return [self.store.add_event(now, task_id, "coverage", {
-                **base, "state": "end", "covered": len(cur["covered"]), "missing": [],
+                **base, "state": "end", "covered": covered, "missing": [],
                 "returned": sorted(episode["hosts"])})]
         return []
 
@@ -410,6 +438,25 @@ class Results:
             with self._lock:
                 self._latest[key] = result
         return self._aged(result, now)
+
+    def host_results(self, task_id: str, host: str, lines: Any,
+                     now: float | None = None) -> list[dict]:
+        """Per-host results from the lines an agent (or its parent) answered for
+        ``?host=`` (``check_host_lines``), newest first, with their age; a health
+        task's also carry that host's rows of the last merged answer."""
+        now = time.time() if now is None else now
+        checked = check_host_lines(lines, host)
+        with self._lock:
+            snap = self._health.get(task_id)
+        out = []
+        for line in checked:
+            res = {"task_id": task_id, "host": host, "interval_end": line["interval_end"],
+                   "received_at": now, "oldest": line.get("generated_at"),
+                   **{k: v for k, v in line.items() if k != "interval_end"}}
+            if snap is not None:
+                res.update(paths.health_result(snap, host))
+            out.append(self._aged(res, now))
+        return out
 
     def latest_state(self, task_id: str) -> Any:
         """The newest merged elastic state of a task (an ElasticSketch), None if none."""
@@ -448,6 +495,7 @@ class Results:
             self._episodes.pop(task_id, None)
             self._absent.pop(task_id, None)
             self._episode.pop(task_id, None)
+            self._health.pop(task_id, None)
 
     def forget_agent(self, name: str) -> None:
         """An agent removed for good is no longer expected (not listed missing)."""

@@ -6,23 +6,26 @@ so every switch link has an alternative path.
 2. 5% random loss on both directions of s1-s2 (``testing.faults``): within 3 report
    intervals that link is the top suspect and no other link is; ``diagnose h1 h3``
    names it; the ``dry_run`` avoid_link is recorded and no route moves (every pair
-   crossing it still does). The fault removed, the suspicion clears within 3
+   crossing it still does, and ``ovs-ofctl dump-flows`` of every switch shows the
+   same flows and actions, none of them re-added). The fault removed, the suspicion clears within 3
    intervals.
 3. Loss on h1's access link (the switch's egress to h1) is put on that access link,
    no switch link; its enforced avoid_link is refused and the refusal recorded.
 4. Enforced avoid_link on 20% loss on s1-s2: the action is taken, and within 10 s
-   of the event the pairs that crossed the link lose under 1%; when the action
-   ends the paths cross s1-s2 again.
+   of the event the pairs that crossed the link lose under 1%; only flows whose
+   next hop changed were rewritten (every other flow of every switch kept its
+   actions and its age); when the action ends the paths cross s1-s2 again.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from testing.faults import random_loss
-from testing.overlaynet import apply_everywhere, measure_network
+from testing.overlaynet import apply_everywhere, flow_tables, measure_network
 from testing.procs import wait_until
 
 pytestmark = pytest.mark.mininet
@@ -81,6 +84,35 @@ def events_of(net, kind: str, since: int = 0) -> list[dict]:
             if e["kind"] == kind]
 
 
+def same_flows(before: dict, after: dict, elapsed: float) -> dict[str, list[str]]:
+    """The flows (by switch) that were added, deleted, given other actions, or deleted
+    and added again (a duration that did not grow by ``elapsed``) between two
+    ``flow_tables`` snapshots."""
+    moved: dict[str, list[str]] = {}
+    for sw in before:
+        b, a = before[sw], after[sw]
+        for match in sorted(set(b) | set(a)):
+            if match not in b or match not in a or a[match][0] != b[match][0] \
+                    or a[match][1] < b[match][1] + elapsed - 2.0:
+                moved.setdefault(sw, []).append(match)
+    return moved
+
+
+def next_hops(net, task_id: str) -> dict[tuple[int, str], int]:
+    """(switch dpid, destination MAC) -> out port, from the pairs' forward paths."""
+    out = {}
+    for pair in get(net, f"/measure/v1/tasks/{task_id}/paths")["pairs"]:
+        mac = net.net.get(pair["dst"]).MAC()
+        for hop in pair["forward"]:
+            out[(int(hop["switch"], 16), mac)] = hop["out_port"]
+    return out
+
+
+def dl_dst(match: str) -> str | None:
+    m = re.search(r"dl_dst=([0-9a-f:]{17})", match)
+    return m[1] if m else None
+
+
 def test_suspect_diagnose_dry_run_clear_and_access_link(net):
     task_id = apply_everywhere(net, {
         "name": "mesh", "kind": "path_health", "peers": "all", "probe_rate": 20,
@@ -98,6 +130,8 @@ def test_suspect_diagnose_dry_run_clear_and_access_link(net):
     assert ("h1", "h3") in before or ("h3", "h1") in before
     a, b = intfs(net, "s1", "s2")
     assert {a, b} == {"s1-eth3", "s2-eth3"}
+    tables, taken_at = flow_tables(net), time.time()
+    assert sum(len(t) for t in tables.values()) >= 4 * 8, tables  # each switch's 8 hosts
     with random_loss(a, 0.05), random_loss(b, 0.05):
         start = time.time()
         wait_until(lambda: suspects(net)[:1] == [S1S2], timeout=3 * INTERVAL + 5,
@@ -113,6 +147,8 @@ def test_suspect_diagnose_dry_run_clear_and_access_link(net):
                 if x["action"] == "avoid_link"]
         assert [(x["status"], x["target"]) for x in acts] == [("dry_run", S1S2)]
         assert crossing_pairs(net, task_id, S1S2) == before  # dry_run moved no route
+        moved = same_flows(tables, flow_tables(net), time.time() - taken_at)
+        assert moved == {}, moved  # and changed no flow table
     start = time.time()
     wait_until(lambda: suspects(net) == [], timeout=3 * INTERVAL + 5, interval=0.5,
                message=f"{S1S2} cleared")
@@ -145,6 +181,7 @@ def test_avoid_link_moves_the_pairs_off_and_back(net):
     assert before
     a, b = intfs(net, "s1", "s2")
     since = get(net, "/measure/v1/events?since=0")["events"][-1]["id"]
+    tables, taken_at, hops = flow_tables(net), time.time(), next_hops(net, task_id)
     with random_loss(a, 0.20), random_loss(b, 0.20):
         taken = wait_until(lambda: [e for e in events_of(net, "action", since)
                                     if e["state"] == "taken"],
@@ -164,6 +201,19 @@ def test_avoid_link_moves_the_pairs_off_and_back(net):
         print(f"\naffected pairs clean {time.time() - event_ts:.1f} s after the event")
         assert S1S2 not in set().union(*(_names(p) for p in get(
             net, f"/measure/v1/tasks/{task_id}/paths")["pairs"]))
+        moved = same_flows(tables, flow_tables(net), time.time() - taken_at)
+        total = sum(len(t) for t in tables.values())
+        count = sum(len(m) for m in moved.values())
+        print(f"avoid_link rewrote {count} of {total} flows: {moved}")
+        # exactly the (switch, destination) flows whose next hop changed were
+        # rewritten; every other flow (other destinations, table-miss, LLDP) was not
+        # touched: same actions, and its age grew
+        after = next_hops(net, task_id)
+        changed = {k for k in set(hops) | set(after) if hops.get(k) != after.get(k)}
+        dpids = {sw.name: int(sw.dpid, 16) for sw in net.net.switches}
+        assert changed and 0 < count < total, (changed, moved)
+        assert {(dpids[sw], dl_dst(m)) for sw, ms in moved.items() for m in ms} \
+            == changed, (changed, moved)
     wait_until(lambda: crossing_pairs(net, task_id, S1S2) == before, timeout=40,
                interval=1, message="the paths back over s1-s2 after the action")
     states = [e["state"] for e in events_of(net, "action", since)]

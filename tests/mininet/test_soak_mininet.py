@@ -22,9 +22,12 @@ pytestmark = pytest.mark.mininet
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "fails on the merged main: the soak's setup waits 60 s for a first result of "
-    "every task and a ddos_victims task gave none (seen in the 20-minute soak too); "
-    "not investigated this session"))
+    "not met on this 2-core machine under load: the soak's setup waits 60 s for a "
+    "first result of each of its 12 tasks (one per kind, 2 s intervals); at load "
+    "average 20 the first results came 4-31 s after the tasks were applied for the "
+    "first six kinds and 63-66 s for cardinality, superspreaders and ddos_victims "
+    "(25 reports in 66 s at the controller), the same report lag as the operator "
+    "view's flood case"))
 def test_two_minute_soak(tmp_path):
     out = tmp_path / "soak.json"
     proc = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "2", "--no-json",

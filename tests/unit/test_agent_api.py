@@ -20,6 +20,7 @@ from host_agent.errors import AgentError
 from host_agent.monitor.core import fail_open_message
 from host_agent.overlay.node import OverlayNode
 from measure_model.task import Task
+from measure_model.version import __version__
 from testing.clock import Clock
 from testing.monitors import InlineMonitor
 
@@ -529,3 +530,72 @@ def test_original_messages_take_and_show_ipv6_keys(app, mon):
     r = post_form(app, type="query sketch", sketch_id=sid, counter_key_type="src_dst",
                   counter_key="2001:db8::6::1,2001:db8::5")
     assert r.status_int == 400 and "2001:db8::6::1' is not an IPv6 address" in r.json["error"]
+
+
+# ---------------------------------------------------------------- heartbeats up the tree
+
+def test_heartbeats_fold_up_the_tree_and_unknown_agents_are_told_down(clock):
+    """h4 -> h3 -> h2 (root): each beats its parent through the real route; the root's
+    heartbeat to the controller lists the whole subtree; the controller's ``unknown``
+    goes back down the replies, and h4 learns it must register again."""
+    from host_agent.__main__ import beat_parent
+    from ryu_app.service.registry import Registry
+
+    net, _ = overlay_agents(clock, "h2", "h3", "h4")
+    ov = net.overlays
+    ov["h2"].set_overlay({"epoch": 1, "root": True,
+                          "children": [{"name": "h3", "url": "http://h3"}]})
+    ov["h3"].set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"},
+                          "children": [{"name": "h4", "url": "http://h4"}]})
+    ov["h4"].set_overlay({"epoch": 1, "parent": {"name": "h3", "url": "http://h3"}})
+    crashing = {"restarts": 3, "crash_looping": True}
+    assert beat_parent(net, ov["h4"], crashing) is False
+    assert beat_parent(net, ov["h3"], {"restarts": 0}) is False
+    assert beat_parent(net, ov["h2"], None) is None  # a root beats the controller
+    subtree = ov["h2"].subtree_beats()
+    assert sorted(subtree) == ["h3", "h4"]
+    assert subtree["h4"] == {"version": __version__, "monitor": crashing}
+    assert subtree["h3"] == {"version": __version__}  # a healthy cost stays home
+
+    reg = Registry(timeout=6.0)
+    for n, name in enumerate(("h2", "h3")):
+        reg.register({"name": name, "url": f"http://192.168.100.{n + 2}:8000",
+                      "data_ip": f"10.0.0.{n + 2}", "mac": f"00:00:00:00:00:0{n + 2}"},
+                     now=clock.t)
+    reg.agents["h3"].up = False
+    assert reg.heartbeat("h2", clock.t, {"subtree": subtree}) is True  # h3 is back
+    assert reg.agents["h3"].up and reg.agents["h3"].version == __version__
+    # the controller does not know h4: its reply says so; h3 hears it from h2, h4 from h3
+    ov["h2"].beats.unknown_below(["h4"])
+    assert beat_parent(net, ov["h3"], None) is False
+    assert beat_parent(net, ov["h4"], None) is True
+
+    # a child that is gone drops out of its parent's list after ``keep`` seconds
+    clock.t += ov["h3"].beats.keep + 0.1
+    assert sorted(ov["h3"].subtree_beats()) == []
+    r = call(net.apps["http://h2"], "POST", "/agent/v1/heartbeats",
+             {"from": "h9", "agents": {"h9": {"version": __version__}}})
+    assert r.status_int == 400 and "'h9' is not a child" in r.json["error"]
+    r = call(net.apps["http://h2"], "POST", "/agent/v1/heartbeats",
+             {"from": "h3", "agents": {"h3": {"version": "x"}}})
+    assert r.status_int == 400 and "field 'version'" in r.json["error"]
+    r = call(net.apps["http://h2"], "POST", "/agent/v1/heartbeats",
+             {"from": "h3", "agents": {"h4": {"version": __version__}}})
+    assert r.status_int == 400 and "must list the sender" in r.json["error"]
+
+
+def test_parent_down_heartbeat_goes_to_the_controller(clock):
+    from host_agent.__main__ import beat_parent
+
+    net, _ = overlay_agents(clock, "h3")
+    net.overlays["h3"].set_overlay({"epoch": 1, "parent": {"name": "h2", "url": "http://h2"}})
+    assert beat_parent(net, net.overlays["h3"], None) is None  # no such app: 599
+
+
+def test_host_lines_route_checks_limit(clock):
+    net, _ = overlay_agents(clock, "h2")
+    app = net.apps["http://h2"]
+    r = call(app, "GET", "/agent/v1/tasks/t1/hosts/h2?limit=0")
+    assert r.status_int == 400 and "'limit'" in r.json["error"]
+    r = call(app, "GET", "/agent/v1/tasks/t1/hosts/h2")
+    assert r.status_int == 404 and "unknown task 't1" in r.json["error"]

@@ -397,6 +397,8 @@ AGENT_MUTATIONS: list[tuple[str, str, Any, int | None]] = [
     ("PUT", "/agent/v1/tasks/t-1", TASK, 200),
     ("DELETE", "/agent/v1/tasks/t-0", None, 200),
     ("POST", "/agent/v1/reports", REPORT, 200),
+    ("POST", "/agent/v1/heartbeats", {"from": "c1", "agents": {"c1": {"version": "0.2.0"}}},
+     200),
     ("POST", "/agent/v1/bandwidth", {"dst_ip": "10.0.0.8", "method": "slops"}, None),
     ("POST", "/agent/v1/bandwidth/receive", {"method": "slops", "duration": 2}, None),
     ("DELETE", "/agent/v1/bandwidth/receive/s-1", None, None),
@@ -415,7 +417,7 @@ def test_agent_mutations_cover_every_state_changing_route():
     app, _, _ = make_agent_app()
     routes = [(m, p.pattern) for p, methods in app.routes for m in methods if m != "GET"]
     routes += AGENT_BANDWIDTH_ROUTES
-    assert len(routes) == 11, routes
+    assert len(routes) == 12, routes
     for method, pattern in routes:
         assert any(m == method and re.match(pattern, path) for m, path, _, _ in AGENT_MUTATIONS
                    ), f"no refusal test for {method} {pattern}"

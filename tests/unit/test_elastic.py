@@ -257,3 +257,22 @@ def test_spread_merge_equals_the_union_stream_and_finds_spreaders():
         e = float(parts.estimate(np.array([s], np.uint64))[0])
         assert abs(e - n) <= 4 * parts.stderr(n)
     assert parts.memory_bytes <= 64 * 1024
+
+
+def test_em_recovers_sizes_from_a_loaded_row():
+    """Two flows per cell on average (the load at 128 KB with 200k flows): the EM's
+    histogram is close to the flows placed (the previous EM, at most 4 flows a cell:
+    WMRE 0.25 and 0.34, 16-22% of the flows lost), far closer than the cell values
+    read as one flow each."""
+    rng = np.random.default_rng(3)
+    w, n = 20_000, 40_000
+    for sizes, bound in ((rng.geometric(0.35, n), 0.08),
+                         (np.minimum(rng.zipf(1.8, n), 200), 0.2)):
+        row = np.bincount(rng.integers(0, w, n), weights=sizes, minlength=w).astype(np.int64)
+        exact = {int(s): float(c) for s, c in zip(*np.unique(sizes, return_counts=True),
+                                                  strict=True)}
+        raw = {int(v): float(c) for v, c in enumerate(np.bincount(row)) if v and c}
+        est = elastic_est.em_distribution(row)
+        assert elastic_est.wmre(exact, est) < bound
+        assert elastic_est.wmre(exact, est) < 0.25 * elastic_est.wmre(exact, raw)
+        assert abs(sum(est.values()) - n) < 0.03 * n

@@ -184,7 +184,15 @@ def test_heartbeat_bodies(h):
     agents = {a["name"]: a for a in h.call("GET", "/measure/v1/agents")[1]["agents"]}
     assert agents["h1"]["monitor"] == cost and agents["h2"]["monitor"] is None
     assert h.call("POST", "/measure/v1/agents/h1/heartbeat", None) == (200, {
-        "name": "h1", "ok": True, "epoch": h.service.epoch})
+        "name": "h1", "ok": True, "epoch": h.service.epoch, "unknown": []})
+    # a root's heartbeat lists its subtree: known agents are seen, unknown ones named
+    beat = {"subtree": {"h2": {"version": "0.2.0"}, "h9": {"version": "0.2.0"}}}
+    assert h.call("POST", "/measure/v1/agents/h1/heartbeat", beat) == (200, {
+        "name": "h1", "ok": True, "epoch": h.service.epoch, "unknown": ["h9"]})
+    assert h.call("POST", "/measure/v1/agents/h1/heartbeat",
+                  {"subtree": {"h2": {"version": "x"}}}) == (
+        400, {"error": "heartbeat: field 'subtree'.h2: field 'version' must be a version "
+                       "like 0.2.0"})
     assert h.call("POST", "/measure/v1/agents/h1/heartbeat", b"null") == (
         400, {"error": "heartbeat: body must be a JSON object"})
     assert h.call("POST", "/measure/v1/agents/h1/heartbeat", {"monitor": {**cost, "x": 1}}) == (

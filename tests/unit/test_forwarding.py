@@ -9,6 +9,7 @@ loops and duplicates show up as counts.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -319,6 +320,83 @@ def test_invalidating_a_host_deletes_only_the_flows_to_it_and_all_flows_on_a_cha
     sim.apply(fwd.invalidate_all())
     assert all(sw.flows(cookie=FLOW_COOKIE) == [] for sw in sim.switches.values())
     assert all(len(sw.flows(cookie=0)) == 2 for sw in sim.switches.values())  # table-miss stays
+
+
+def _pingall(sim: FakeNetwork) -> None:
+    macs = sorted(sim.hosts)
+    for src in macs:
+        for dst in macs:
+            if src != dst:
+                sim.delivered.clear()
+                dpid, port = sim.hosts[src]
+                sim.send(Packet(src, dst, dpid, port, ETH_TYPE_IPV4))
+                assert dict(sim.delivered) == {dst: 1}, (src, dst)
+
+
+def _dst_flows(sim: FakeNetwork) -> dict[tuple[int, str], Any]:
+    return {(d, f.match["eth_dst"]): f for d, sw in sim.switches.items()
+            for f in sw.flows(table=1, cookie=FLOW_COOKIE)}
+
+
+def _out_port(flow: Any) -> int:
+    return next(a.port for i in flow.instructions for a in i.actions)
+
+
+def test_rerouting_around_a_link_rewrites_only_the_flows_that_crossed_it():
+    """Fat-tree k=4 after a pingall: avoiding one edge-aggregation link rewrites exactly
+    the (switch, destination) flows whose next hop changes; every other flow is the
+    same object, untouched. Traffic then avoids the link; lifting it moves the same
+    flows back."""
+    fwd, sim = fat_tree(4)
+    topo = fwd.topology
+    _pingall(sim)
+    before = _dst_flows(sim)
+    hops_before = fwd.next_hops()
+    a, pa, b, pb = sorted(topo.links())[0]
+    crossing = {k for k, f in before.items() if (k[0], _out_port(f)) in ((a, pa), (b, pb))}
+    assert crossing
+    moved = some(fwd.reroute({frozenset({a, b})}))
+    assert fwd.reroute({frozenset({a, b})}) is None  # unchanged: nothing to do
+    hops_after = fwd.next_hops()
+    changed = {k for k in hops_before if hops_before[k] != hops_after.get(k)}
+    assert crossing <= changed  # every flow that used the link is among the moved
+    mods = [d for d in moved if isinstance(d, FlowMod)]
+    assert len(mods) == len(moved)  # all adds: the fat-tree stays connected
+    assert {(d.dpid, d.eth_dst) for d in mods} == changed
+    assert len(moved) < len(before) / 4
+    sim.apply(moved)
+    after = _dst_flows(sim)
+    for key, flow in before.items():
+        if key not in changed:
+            assert after[key] is flow, key  # not deleted, not re-added
+        else:
+            assert _out_port(after[key]) == hops_after[key]
+    assert not any((k[0], _out_port(f)) in ((a, pa), (b, pb)) for k, f in after.items())
+    _pingall(sim)
+    assert not any((k[0], _out_port(f)) in ((a, pa), (b, pb))
+                   for k, f in _dst_flows(sim).items())
+    back = some(fwd.reroute(set()))
+    assert {(d.dpid, d.eth_dst) for d in back if isinstance(d, FlowMod)} == changed
+    assert len(back) == len(changed)
+    sim.apply(back)
+    assert {k: _out_port(f) for k, f in _dst_flows(sim).items() if k in before} == \
+        {k: _out_port(f) for k, f in before.items()}
+
+
+def test_rerouting_deletes_the_flows_of_a_destination_no_longer_reachable():
+    fwd, sim = network(nx.path_graph(3))
+    _pingall(sim)
+    moved = some(fwd.reroute({frozenset({2, 3})}))
+    deletes = [d for d in moved if isinstance(d, FlowDelete)]
+    assert len(deletes) == len(moved)
+    mac3 = "00:00:00:00:00:03"
+    # s3 is cut off: the flows to h3 on s1, s2 and those to h1, h2 on s3 go
+    assert sorted(deletes, key=lambda d: (d.mac, d.dpid)) == [
+        FlowDelete(3, FLOW_COOKIE, MAC1), FlowDelete(3, FLOW_COOKIE, MAC2),
+        FlowDelete(1, FLOW_COOKIE, mac3), FlowDelete(2, FLOW_COOKIE, mac3)]
+    sim.apply(moved)
+    assert sim.flows_to(mac3) == [3]
+    assert sim.flows_to(MAC2) == [1, 2]
 
 
 # ---------------------------------------------------------------- IP source guard

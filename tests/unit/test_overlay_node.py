@@ -244,9 +244,16 @@ def test_one_merged_report_per_interval_in_any_tick_order(tree, seed):
     assert rep["snapshot"]["packets"] == sum(range(1, 14))
     assert rep["covered"] == ALL and rep["missing"] == []
     assert rep["height"] == 2 and rep["epoch"] == 1
-    assert sorted(rep["per_host"]) == ALL
-    assert rep["per_host"]["h7"]["packets"] == 7
-    assert rep["per_host"]["h7"]["heavy_hitters"] == {"10.0.0.2": 7}
+    # per-host lines stay in the tree: the root sends its own only; an agent and its
+    # parent answer for it (``?host=`` at the controller asks them)
+    assert sorted(rep["per_host"]) == ["h1"]
+    (own,) = tree["h7"].host_lines("t1", "h7")
+    assert own["interval_end"] == 105.0 and own["packets"] == 7
+    assert own["heavy_hitters"] == {"10.0.0.2": 7}
+    parent = next(p for p in ("h2", "h3", "h4") if "h7" in tree[p].state.child_names())
+    assert tree[parent].host_lines("t1", "h7") == [own]
+    with pytest.raises(KeyError, match="no per-host line of 'h7'"):
+        tree["h1"].host_lines("t1", "h7")
     # nothing more until the next interval ends
     tree.tick_all(109.9)
     assert len(tree.net.controller) == 1
@@ -558,7 +565,10 @@ def test_global_result_equals_the_union_stream():
     results = Results(MemoryStore())
     results.ingest(rep, now=105.2)
     assert set(some(results.latest("t1"))["heavy_hitters"]) == truth
-    h7 = some(results.latest("t1", host="h7"))
+    # per-host detail is asked of the tree (the controller's ?host= does the same)
+    (h7,) = results.host_results("t1", "h7", {"results": tree["h7"].host_lines("t1", "h7")},
+                                 now=105.3)
+    assert h7["host"] == "h7" and h7["interval_end"] == 105.0
     assert h7["bytes"] == sum(length * c for _, _, length, c in flows["h7"])
     assert h7["heavy_hitters"] == {"10.9.9.9,10.0.0.7": 1400 * 900}
 
@@ -602,7 +612,8 @@ def test_absolute_threshold_finds_a_key_light_on_every_agent(hint):
     snap = rep["snapshot"]
     assert rep["covered"] == ALL and snap["threshold"] == {"absolute": 1300, "divisor": 13}
     assert snap["heavy_hitters"] == {"10.7.7.7": 1300}
-    assert all("10.7.7.7" not in h["heavy_hitters"] for h in rep["per_host"].values())
+    assert all("10.7.7.7" not in tree[n].host_lines("t1", n)[0]["heavy_hitters"]
+               for n in ALL)
 
 
 def test_fractional_threshold_needs_no_divisor(tree):
@@ -690,7 +701,7 @@ def test_port_scan_spread_over_hosts_is_found_globally():
     tree.tick_all(105.0)
     (rep,) = tree.net.controller
     assert sorted(rep["snapshot"]["scan"]["10.0.0.66"]["ports"]) == list(range(1000, 1030))
-    assert rep["per_host"]["h9"]["scan"] == {"10.0.0.66": 10}
+    assert tree["h9"].host_lines("s1", "h9")[0]["scan"] == {"10.0.0.66": 10}
     results = Results(MemoryStore())
     (event_id,) = results.ingest(rep, now=105.1)
     (event,) = results.events()

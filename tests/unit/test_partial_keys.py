@@ -74,6 +74,7 @@ def test_bounds_hold_when_flows_spill_into_the_light_part():
     assert ans["partial"]["light_total"] > 0
     for row in ans["partial"]["keys"]:
         assert row["lower"] <= truth[row["key"]] <= row["upper"]
+        assert row["lower"] <= row["size"] <= row["upper"]
         assert not row["exact"]
 
 

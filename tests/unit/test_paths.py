@@ -161,11 +161,26 @@ def test_one_lossy_link_is_the_only_suspect_and_is_raised_once() -> None:
     assert 0.03 < top["loss"] < 0.2
     second = feed(loc, paths, dict.fromkeys(crossing, 5))
     assert [s.key for s in second.suspects()] == [bad] and second.raised == []
-    # clean again: the window still holds one lossy interval, then it clears once
-    feed(loc, paths, {})
+    # clean again: the window still holds a lossy interval, but the clean one alone
+    # rejects the link's rate: it clears at once, once, and is not raised again
     cleared = feed(loc, paths, {})
     assert [s.key for s in cleared.cleared] == [bad] and cleared.suspects() == []
-    assert feed(loc, paths, {}).cleared == []
+    again = feed(loc, paths, {})
+    assert again.cleared == [] and again.raised == [] and again.suspects() == []
+
+
+def test_a_quiet_interval_of_a_low_rate_fault_is_not_a_recovery() -> None:
+    """One loss per crossing pair and interval (2% of 50): an interval without a loss
+    is no evidence against 2% (0.98^50 = 36% per pair), so the suspect stays."""
+    paths, _, _ = fat_tree_pairs()
+    bad = next(link for link in sorted({k for c in paths.values() for k in c}, key=repr)
+               if link[0] == "switch")
+    crossing = [p for p, c in paths.items() if bad in c]
+    loc = Localizer()
+    feed(loc, paths, dict.fromkeys(crossing, 1))
+    assert [s.key for s in feed(loc, paths, dict.fromkeys(crossing, 1)).suspects()] == [bad]
+    quiet = feed(loc, paths, {})
+    assert [s.key for s in quiet.suspects()] == [bad] and quiet.cleared == []
 
 
 def test_clean_pairs_bound_every_other_link_to_zero() -> None:
@@ -252,3 +267,20 @@ def test_bench_paths_runs_the_real_code_and_prints_its_verdicts(capsys) -> None:
                                             "probe_bps_busiest_host": 72800}],
                                   "targets": {"precision >= 0.99": True}})
     assert figures["n100_probe_kbit_s_host"] == 72.8 and ok == {"precision >= 0.99": True}
+
+
+def test_the_interval_a_pair_moved_in_is_put_on_no_link() -> None:
+    """Its probes crossed the old path, then the new one: losses of the old path (the
+    reason it moved) must not land on the new path's links."""
+    paths, _, _ = fat_tree_pairs()
+    bad = next(link for link in sorted({k for c in paths.values() for k in c}, key=repr)
+               if link[0] == "switch")
+    crossing = [p for p, c in paths.items() if bad in c]
+    loc = Localizer()
+    feed(loc, paths, {})
+    # the crossing pairs now go another way, over a link only they cross
+    other = ("switch", 98, 1, 99, 1)
+    moved = {p: ({other: 1} if p in crossing else c) for p, c in paths.items()}
+    out = feed(loc, moved, dict.fromkeys(crossing, 10))
+    assert out.suspects() == [] and out.raised == []
+    assert feed(loc, moved, {}).suspects() == []

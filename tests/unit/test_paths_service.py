@@ -160,3 +160,39 @@ def test_metrics_per_pair_and_per_link_and_the_grafana_board(h):
     assert suspect["s1:12-s2:11"] == 1 and sum(suspect.values()) == 1
     used = grafana_metrics()["path-health.json"]
     assert used and used - {n for n, v in samples.items() if v} == set()
+
+
+def test_a_pair_not_probed_itself_is_answered_from_the_links_of_its_route(h):
+    """peers: auto probes a covering set, so most pairs have no row: diagnose reads
+    the links on the pair's route when one task measures all of them."""
+    from ryu_app.service.pathhealth import diagnose
+
+    task_id = post_task(h)
+    h.report(task_id, set())
+    h.report(task_id, set())
+    latest = h.call("GET", f"/measure/v1/tasks/{task_id}/result")[1]
+    svc = h.service
+    path = svc.pathhealth.path("h1", "h2")
+    assert path is not None
+    unprobed = {**latest, "pairs": [r for r in latest["pairs"]
+                                    if {r["src"], r["dst"]} != {"h1", "h2"}]}
+    clean = diagnose("h1", "h2", path, [(task_id, unprobed, [], {})], None, [],
+                     lambda _: True)
+    assert clean["healthy"] is True and clean["suspects"] == [], clean["lines"]
+    assert clean["lines"][0].startswith(f"h1 <-> h2 is not probed itself; task {task_id} "
+                                        "measures all 3 links of its route: loss 0.00%")
+    assert clean["lines"][-1] == "the path is clean: not the network, look at the hosts"
+    # the link between them turns bad (reported by other pairs): the pair is unhealthy
+    for _ in range(2):
+        h.report(task_id, crossing(h, 1, 2))
+    latest = h.call("GET", f"/measure/v1/tasks/{task_id}/result")[1]
+    unprobed = {**latest, "pairs": [r for r in latest["pairs"]
+                                    if {r["src"], r["dst"]} != {"h1", "h2"}]}
+    bad = diagnose("h1", "h2", path, [(task_id, unprobed, [], {})], None, [],
+                   lambda _: True)
+    assert bad["healthy"] is False
+    assert [s["name"] for s in bad["suspects"]] == ["s1:12-s2:11"], bad["lines"]
+    # a task that measures none of the route's links still says nothing
+    none = diagnose("h1", "h2", path, [(task_id, {"pairs": [], "links": []}, [], {})],
+                    None, [], lambda _: True)
+    assert none["healthy"] is None and none["lines"][0].startswith("no path_health task")

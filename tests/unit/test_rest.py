@@ -721,3 +721,32 @@ def test_a_misspelt_scope_host_is_a_404_naming_scope_and_stores_nothing(h):
         status, body = h.call("POST", "/measure/v1/tasks",
                               {"name": f"hh-{ref}", "kind": "heavy_hitters", "scope": [ref]})
         assert status == 201, body
+
+
+def test_host_result_is_fetched_from_the_agent_else_its_parent(h):
+    """``?host=``: one request to that agent; when it is down, its overlay parent's copy
+    of its last line; when neither answers, what the store has (the root's own line)."""
+    h.register(1, 2, 3)
+    h.tick()  # the overlay tree is placed
+    h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
+    h.call("POST", "/measure/v1/reports",
+           hh_report("1", ["h1", "h2", "h3"], [], 1000.0, {"10.0.0.2,10.0.0.5": 900}))
+    line = {"interval_end": 1000.0, "packets": 7, "bytes": 700, "total": 7,
+            "heavy_hitters": {}, "generated_at": 1000.0}
+    h.agents.host_lines[("h3", "1", "h3")] = [line, {**line, "interval_end": 995.0}]
+    h.agents.calls.clear()
+    status, res = h.call("GET", "/measure/v1/tasks/1/result?host=h3")
+    assert status == 200 and (res["host"], res["packets"], res["interval_end"]) == (
+        "h3", 7, 1000.0)
+    assert [u for m, u, _ in h.agents.calls if m == "GET"] == [
+        "http://192.168.100.3:8000/agent/v1/tasks/1/hosts/h3?limit=1"]
+    status, hist = h.call("GET", "/measure/v1/tasks/1/history?host=h3&limit=5")
+    assert status == 200 and [r["interval_end"] for r in hist["results"]] == [1000.0, 995.0]
+    parent = h.service.overlay.parent["h3"]
+    assert parent == "h1"  # h3 is below h1: its parent answers when h3 is down
+    h.agents.down.add("h3")
+    h.agents.host_lines[(parent, "1", "h3")] = [{**line, "packets": 8}]
+    status, res = h.call("GET", "/measure/v1/tasks/1/result?host=h3")
+    assert status == 200 and res["packets"] == 8
+    h.agents.down.update({"h1", "h2", "h3"})
+    assert h.call("GET", "/measure/v1/tasks/1/result?host=h3")[0] == 404  # not in the store

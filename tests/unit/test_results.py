@@ -205,3 +205,55 @@ def test_an_agent_dropped_from_the_tree_stays_missing_until_back(results):
     results.forget_agent("h3")
     results.ingest(sample_report(30.0, covered=["h1", "h2"]), now=30.5)
     assert results.latest("t1")["missing"] == []
+
+
+def test_bounded_root_report_keeps_counts_exact_and_lists_capped(results):
+    """A root report of 60 agents in its bounded form: 20 names of each list, the exact
+    counts; an expected agent outside the tree is missing too; coverage events count."""
+    from measure_model.wire.overlay import MAX_LISTED, bound_report
+
+    names = [f"h{i:02d}" for i in range(60)]
+    covered, missing = names[:55], names[55:]
+    full = sample_report(10.0, covered=covered, missing=missing,
+                         per_host={n: {"packets": 1, "bytes": 100, "total": 1,
+                                       "heavy_hitters": {}} for n in ["h1", *covered]})
+    sent = bound_report(full)
+    assert len(sent["covered"]) == MAX_LISTED and sent["covered_count"] == 55
+    assert sent["missing"] == missing and sent["missing_count"] == 5
+    assert list(sent["per_host"]) == ["h1"]  # the sender's own line only
+    from ryu_app.service.results import COVERAGE_AFTER
+
+    for k in range(COVERAGE_AFTER):  # missing that many reports in a row: an episode
+        sent = bound_report({**full, "interval_end": 10.0 + 5 * k})
+        events = results.ingest(sent, now=10.5 + 5 * k, expected=set(names) | {"h99"},
+                                placed=set(names), registered=set(names) | {"h99"})
+    res = some(results.latest("t1", now=10.6 + 5 * k))
+    assert res["covered_count"] == 55 and len(res["covered"]) == MAX_LISTED
+    assert res["missing_count"] == 6 and res["missing"] == [*missing, "h99"]
+    assert res["complete"] is False
+    (coverage,) = [e for e in results.events() if e["kind"] == "coverage"]
+    assert coverage["id"] in events and coverage["covered"] == 55
+    assert coverage["missing_count"] == 6
+    # everyone back: complete, and the episode ends
+    back = bound_report(sample_report(100.0, covered=names, missing=[]))
+    results.ingest(back, now=100.5, expected=set(names), placed=set(names),
+                   registered=set(names))
+    res = some(results.latest("t1", now=100.6))
+    assert res["complete"] is True and res["covered_count"] == 60 and res["missing_count"] == 0
+
+
+def test_bounded_report_count_below_its_list_is_refused(results):
+    from ryu_app.service.results import validate_report
+
+    bad = sample_report(10.0, covered=["h1", "h2"], covered_count=1)
+    with pytest.raises(ValueError, match="field 'covered_count'"):
+        validate_report(bad)
+
+
+def test_host_results_from_an_agent_answer(results):
+    lines = {"results": [{"interval_end": 10.0, "packets": 3, "bytes": 300, "total": 3,
+                          "heavy_hitters": {}, "generated_at": 10.01}]}
+    (res,) = results.host_results("t1", "h2", lines, now=11.01)
+    assert (res["host"], res["packets"], res["interval_end"], res["age"]) == ("h2", 3, 10.0, 1.0)
+    with pytest.raises(ValueError, match="'interval_end'"):
+        results.host_results("t1", "h2", {"results": [{"packets": 3}]})

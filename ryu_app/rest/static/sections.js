@@ -15,6 +15,7 @@ import { el, fmtNum, fmtSI, fmtTime, table } from "./util.js";
 // "limits" and "sketch" are the engine's internal settings, not measured data: never
 // shown as data.
 export const META = new Set(["task_id", "host", "kind", "covered", "missing", "complete",
+  "covered_count", "missing_count",
   "oldest", "age", "interval_end", "received_at", "generated_at", "epoch", "per_host",
   "limits", "sketch", "carried", "coverage_changed"]);
 const TITLES = { heavy_hitters: "Heavy hitters", top_k: "Top k", scanners: "Port scans (source: ports)",
@@ -240,6 +241,6 @@ export function renderCoverage(result) {
   return el("div", { id: "coverage", class: result.complete === false ? "incomplete" : "complete" },
     el("p", {}, `interval ending ${fmtTime(result.interval_end)}, age ${fmtNum(result.age)} s, `,
       el("strong", { text: result.complete === false ? "incomplete" : "complete" })),
-    el("p", {}, `covered ${covered.length}: `, el("span", { id: "covered", text: covered.join(", ") || "-" })),
-    el("p", {}, `missing ${missing.length}: `, el("span", { id: "missing", class: missing.length ? "error" : "", text: missing.join(", ") || "none" })));
+    el("p", {}, `covered ${result.covered_count ?? covered.length}: `, el("span", { id: "covered", text: (covered.join(", ") || "-") + (result.covered_count > covered.length ? " ..." : "") })),
+    el("p", {}, `missing ${result.missing_count ?? missing.length}: `, el("span", { id: "missing", class: missing.length ? "error" : "", text: (missing.join(", ") || "none") + (result.missing_count > missing.length ? " ..." : "") })));
 }
