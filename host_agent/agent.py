@@ -255,7 +255,7 @@ class Agent:
                 raise
             if self.capture is not None and mode != "ebpf":
                 try:
-                    self.capture.add(sketch.id, slot, filt, sample, sample_mode)
+                    self.capture.add(sketch.id, slot, filt, sample, sample_mode, mode)
                 except RuntimeError as exc:
                     self._broadcast(RemoveSketch(sketch.id))
                     raise AgentError(500, f"capture rule failed: {exc}") from None

@@ -111,7 +111,7 @@ class CaptureRules(Protocol):
         ...
 
     def add(self, sketch: int, slot: int, filt: CaptureFilter, sample: float = 1.0,
-            sample_mode: str = "random") -> None:
+            sample_mode: str = "random", mode: str = "nfqueue") -> None:
         """Capture packets matching ``filt`` (a ``sample`` of them) for ``sketch``."""
         ...
 

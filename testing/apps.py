@@ -61,7 +61,7 @@ class MemoryCapture:
         self.rules.clear()
 
     def add(self, sketch: int, slot: int, filt: CaptureFilter, sample: float = 1.0,
-            sample_mode: str = "random") -> None:
+            sample_mode: str = "random", mode: str = "nfqueue") -> None:
         filt.match_args()  # what would reach iptables: must build without error
         sample_args(sample, sample_mode)
         self.rules[sketch] = (filt, slot)

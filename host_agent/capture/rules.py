@@ -11,10 +11,10 @@ matching sketch only. Instead every agent owns two chains,
 
     -A ehm-h2-in -p udp -m multiport --ports 8001 -j RETURN  (path probes)
     -A ehm-h2-in -j MARK --set-xmark 0x0/0xffff0000           (clear our bits)
-    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x10000
-    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x20000
-    -A ehm-h2-in -m mark ! --mark 0x0/0xff0000 -j NFQUEUE --queue-num 0 --queue-bypass
-    -A ehm-h2-in -m mark ! --mark 0x0/0xff000000 -j NFLOG --nflog-group 0
+    -A ehm-h2-in -p icmp ... --comment endhost-measure:h2:1 -j MARK --or-mark 0x80010000
+    -A ehm-h2-in -s 10.0.0.0/8 --comment endhost-measure:h2:2 -j MARK --or-mark 0x40020000
+    -A ehm-h2-in -m mark --mark 0x80000000/0x80000000 -j NFQUEUE --queue-num 0 --queue-bypass
+    -A ehm-h2-in -m mark --mark 0x40000000/0x40000000 -j NFLOG --nflog-group 0
                  --nflog-size 128 --nflog-threshold 64
 
 Each sketch owns one bit of the packet mark; the monitor reads the mark of
@@ -26,9 +26,11 @@ The project owns bits 16..31 of the mark only (``OWNED_MASK``): the clear rule
 is ``--set-xmark 0x0/0xffff0000`` and every match is masked, so a mark another
 program set in the low 16 bits (policy routing, kube-proxy) goes through.
 
-Two capture modes share the scheme. NFQUEUE sketches (the default) own bits
-16..23: their packets wait in the kernel for the monitor's verdict (fail-open).
-NFLOG sketches own bits 24..31: their packets get a copy of the first
+Two capture modes share the scheme and the sketch bits 16..29 (14 sketches in
+all). A sketch's rule also sets its mode's flag: bit 31 (``QUEUE_FLAG``) for an
+NFQUEUE sketch (the default), whose packets wait in the kernel for the
+monitor's verdict (fail-open); bit 30 (``LOG_FLAG``) for an NFLOG sketch,
+whose packets get a copy of the first
 ``HEADER_COPY_BYTES`` bytes sent to the netlink group of the same number, in
 batches of up to ``threshold`` packets, and go on at once (the kernel never
 waits; what it could not deliver is counted by the reader, ``nflog.py``). The
@@ -80,14 +82,16 @@ MAX_SLOTS = 32
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,19}$")
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 FILTER_FIELDS = ("interface", "proto", "src", "dst", "sport", "dport")
-# A slot is a packet-mark bit. The project owns bits 16..31 only (OWNED_MASK): NFQUEUE
-# sketches 16..23, NFLOG sketches 24..31. The low 16 bits are other programs' (policy
-# routing, kube-proxy's 0x4000/0x8000, Cilium's 0xf00): the capture never reads or
-# changes them. ebpf sketches have no iptables rule: their slots (32..47, bits no mark
-# has) index the eBPF program's configuration rows (capture/ebpf.py)
-SLOTS = {"nfqueue": range(16, 24), "nflog": range(24, 32), "ebpf": range(32, 48)}
-MODE_MASKS = {mode: hex(sum(1 << b for b in SLOTS[mode])) for mode in ("nfqueue", "nflog")}
-OWNED_MASK = hex(sum(1 << b for mode in ("nfqueue", "nflog") for b in SLOTS[mode]))
+# A slot is a packet-mark bit. The project owns bits 16..31 only (OWNED_MASK): sketches
+# of either mode take bits 16..29, bit 31 says "queue" and bit 30 "log". The low 16 bits
+# are other programs' (policy routing, kube-proxy's 0x4000/0x8000, Cilium's 0xf00):
+# the capture never reads or changes them. ebpf sketches have no iptables rule: their
+# slots (32..47, bits no mark has) index the eBPF program's configuration rows
+# (capture/ebpf.py)
+SLOTS = {"nfqueue": range(16, 30), "nflog": range(16, 30), "ebpf": range(32, 48)}
+QUEUE_FLAG, LOG_FLAG = 1 << 31, 1 << 30
+MODE_FLAGS = {"nfqueue": QUEUE_FLAG, "nflog": LOG_FLAG}
+OWNED_MASK = hex(0xFFFF0000)
 NFLOG_THRESHOLD = 64
 
 Runner = Callable[[list[str]], str]
@@ -190,7 +194,8 @@ class Capture:
         # this host's IPv4 data address (an IPv6 one or none: no foreign-source rule)
         self.own_ip = own_ip if own_ip and _is_ipv4(own_ip) else None
         self.chains = {"INPUT": f"ehm-{agent}-in", "OUTPUT": f"ehm-{agent}-out"}
-        self.rules: dict[int, tuple[CaptureFilter, int, list[str]]] = {}  # filter, slot, sample
+        # sketch -> filter, slot, sampling arguments, mark (its bit and its mode's flag)
+        self.rules: dict[int, tuple[CaptureFilter, int, list[str], int]] = {}
         # counters(): the last reading (monotonic time, rule generation, counts); every
         # iptables change bumps the generation, so a reading from before it is not reused
         self._generation = 0
@@ -238,12 +243,12 @@ class Capture:
                     self._ipt(family, "-A", chain, "!", "-o", "lo", "!", "-s", self.own_ip,
                               "-m", "comment", "--comment", self.comment("foreign-src"),
                               "-j", "RETURN")
-                self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
-                          f"0x0/{MODE_MASKS['nfqueue']}", "-m", "comment", "--comment",
-                          self.comment("queue"), *self.queue_target())
-                self._ipt(family, "-A", chain, "-m", "mark", "!", "--mark",
-                          f"0x0/{MODE_MASKS['nflog']}", "-m", "comment", "--comment",
-                          self.comment("log"), *self.log_target())
+                self._ipt(family, "-A", chain, "-m", "mark", "--mark",
+                          f"{hex(QUEUE_FLAG)}/{hex(QUEUE_FLAG)}", "-m", "comment",
+                          "--comment", self.comment("queue"), *self.queue_target())
+                self._ipt(family, "-A", chain, "-m", "mark", "--mark",
+                          f"{hex(LOG_FLAG)}/{hex(LOG_FLAG)}", "-m", "comment",
+                          "--comment", self.comment("log"), *self.log_target())
                 flag = "-i" if hook == "INPUT" else "-o"
                 skip = ["!", flag, self.exclude] if self.exclude else []
                 self._ipt(family, "-I", hook, "1", *skip, "-m", "comment", "--comment",
@@ -278,25 +283,26 @@ class Capture:
 
     # ------------------------------------------------------------ sketches
     def add(self, sketch: int, slot: int, filt: CaptureFilter, sample: float = 1.0,
-            sample_mode: str = "random") -> None:
-        """Mark packets matching ``filt`` (a ``sample`` of them) with the sketch's bit, in
-        each address family the filter covers."""
+            sample_mode: str = "random", mode: str = "nfqueue") -> None:
+        """Mark packets matching ``filt`` (a ``sample`` of them) with the sketch's bit and
+        its ``mode``'s flag, in each address family the filter covers."""
         if not 0 <= slot < MAX_SLOTS:
             raise ValueError(f"slot {slot} out of range")
         sampling = sample_args(sample, sample_mode)
+        mark = (1 << slot) | MODE_FLAGS[mode]
         done: list[int] = []
         try:
             for family in self._families(filt):
                 self._ipt(family, "-I", self.chains[filt.interface],
                           self._mark_position(family, filt.interface),
-                          *self._mark_rule(sketch, slot, filt, family, sampling))
+                          *self._mark_rule(sketch, mark, filt, family, sampling))
                 done.append(family)
         except RuntimeError:
             for family in done:
                 self._ipt(family, "-D", self.chains[filt.interface],
-                          *self._mark_rule(sketch, slot, filt, family, sampling))
+                          *self._mark_rule(sketch, mark, filt, family, sampling))
             raise
-        self.rules[sketch] = (filt, slot, sampling)
+        self.rules[sketch] = (filt, slot, sampling, mark)
 
     def _mark_position(self, family: int, hook: str) -> str:
         """Where mark rules go: after the probe exemption, the clear rule and the
@@ -306,18 +312,18 @@ class Capture:
         return str(after + 1)
 
     def remove(self, sketch: int) -> None:
-        filt, slot, sampling = self.rules.pop(sketch)
+        filt, _, sampling, mark = self.rules.pop(sketch)
         for family in self._families(filt):
             self._ipt(family, "-D", self.chains[filt.interface],
-                      *self._mark_rule(sketch, slot, filt, family, sampling))
+                      *self._mark_rule(sketch, mark, filt, family, sampling))
 
     def _families(self, filt: CaptureFilter) -> list[int]:
         return [f for f in filt.families if f in self.tables]
 
-    def _mark_rule(self, sketch: int, slot: int, filt: CaptureFilter, family: int,
+    def _mark_rule(self, sketch: int, mark: int, filt: CaptureFilter, family: int,
                    sampling: list[str]) -> list[str]:
         return [*filt.match_args(family), *sampling, "-m", "comment", "--comment",
-                self.comment(sketch), "-j", "MARK", "--or-mark", hex(1 << slot)]
+                self.comment(sketch), "-j", "MARK", "--or-mark", hex(mark)]
 
     def _save(self, family: int) -> str:
         return self.run([f"{self.tables[family]}-save", "-c", "-t", "filter"])

@@ -51,8 +51,9 @@ def test_filter_normalises_and_builds_match_args():
     assert f.match_args() == ["-p", "tcp", "-s", "10.0.0.0/8", "-d", "10.0.0.5",
                               "--sport", "80", "--dport", "8000:8100"]
     assert rule({}).match_args() == []
-    assert free_slot([16, 17, 19]) == 18 and free_slot(list(range(16, 24))) is None
-    assert free_slot([24], "nflog") == 25 and free_slot(list(range(32)), "nflog") is None
+    # both modes share the sketch bits 16..29 (bits 30 and 31 are the modes' flags)
+    assert free_slot([16, 17, 19]) == 18 and free_slot(list(range(16, 30))) is None
+    assert free_slot([16], "nflog") == 17 and free_slot(list(range(32)), "nflog") is None
 
 
 @pytest.mark.unit
@@ -169,18 +170,19 @@ def test_both_tables_get_queue_and_log_rules_and_lose_them_on_teardown(ns_pair):
     cap.setup()
     try:
         cap.add(1, 16, capture_filter({"proto": "udp"}))
-        cap.add(2, 24, capture_filter({"src": "fd00::1"}))
-        cap.add(3, 25, capture_filter({"proto": "icmp"}))
+        cap.add(2, 17, capture_filter({"src": "fd00::1"}), mode="nflog")
+        cap.add(3, 18, capture_filter({"proto": "icmp"}), mode="nflog")
         v4 = b.run(["iptables-save"]).stdout
         v6 = b.run(["ip6tables-save"]).stdout
         for text in (v4, v6):
             assert "-j NFQUEUE --queue-num 6 --queue-bypass" in text
-            assert "--mark 0x0/0xff0000 " in text and "--mark 0x0/0xff000000 " in text
+            assert "--mark 0x80000000/0x80000000 " in text  # queue flag
+            assert "--mark 0x40000000/0x40000000 " in text  # log flag
             # the clear rule touches the project's bits only
             assert "-j MARK --and-mark 0xffff" in text or \
                 "-j MARK --set-xmark 0x0/0xffff0000" in text
             assert "--nflog-group 6 --nflog-size 128 --nflog-threshold 64" in text
-            assert '"endhost-measure:h9:1" -j MARK --set-xmark 0x10000/0x10000' in text
+            assert '"endhost-measure:h9:1" -j MARK --set-xmark 0x80010000/0x80010000' in text
         assert '"endhost-measure:h9:2"' in v6 and '"endhost-measure:h9:2"' not in v4
         assert '"endhost-measure:h9:3"' in v4 and '"endhost-measure:h9:3"' not in v6
         cap.remove(2)

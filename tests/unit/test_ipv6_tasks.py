@@ -81,9 +81,9 @@ def test_rest_stores_ipv6_tasks_with_their_capture_mode(h):
 def test_agent_takes_the_capture_mode_per_task_per_sketch_and_per_agent():
     agent = Agent("h1", [InlineMonitor(clock=lambda: 0.0)])
     sid = agent.install_task("2", parse_task(task(capture="nflog"), "x"))
-    assert agent.sketches[sid].capture == "nflog" and agent.sketches[sid].slot == 24
+    assert agent.sketches[sid].capture == "nflog" and agent.sketches[sid].slot == 16
     sid = agent.install_task("3", parse_task(task(), "x"))
-    assert agent.sketches[sid].capture == "nfqueue" and agent.sketches[sid].slot == 16
+    assert agent.sketches[sid].capture == "nfqueue" and agent.sketches[sid].slot == 17
     with pytest.raises(AgentError) as err:
         agent.create_sketch({}, capture="tap")
     assert (err.value.status, err.value.message) == (
