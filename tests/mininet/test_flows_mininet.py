@@ -81,9 +81,14 @@ def test_flow_records_collector_and_network_wide_flows(net, tmp_path):
         order = [got[k] for k in got]
         assert order == sorted(order, reverse=True)
 
-        _, agents = net.rest("/measure/v1/agents")
-        for agent in agents["agents"]:
-            assert agent["monitor"]["cpu_seconds"] > 0, agent
+        def costs_known() -> bool:
+            # heartbeats travel up the overlay (up to one 2 s period per level), so the
+            # controller learns each monitor's cost a few seconds after it has some
+            _, agents = net.rest("/measure/v1/agents")
+            return all((a.get("monitor") or {}).get("cpu_seconds", 0) > 0
+                       for a in agents["agents"])
+
+        wait_until(costs_known, timeout=20, interval=0.5, message="every monitor's cost")
         _, h5 = net.rest(f"/measure/v1/tasks/{task_id}/result?host=h5")
         assert h5["monitor"]["packets"] >= exact[(ip(net, "h1"), ip(net, "h5"), PORT0)][0]
 
