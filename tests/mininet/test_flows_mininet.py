@@ -14,8 +14,8 @@ ground truth). Then:
 - ``GET /measure/v1/flows`` lists the five flows network-wide (the task's
   five_tuple counter merged up the overlay), largest first, each within
   the count-min bound of its exact bytes, all nine agents covered;
-- ``GET /measure/v1/agents`` shows every agent's monitor cost (heartbeats)
-  and the per-host result its cost too (reports).
+- every agent's per-host result (``?host=``, fetched from that agent) shows
+  its monitor's cost.
 """
 
 from __future__ import annotations
@@ -82,11 +82,13 @@ def test_flow_records_collector_and_network_wide_flows(net, tmp_path):
         assert order == sorted(order, reverse=True)
 
         def costs_known() -> bool:
-            # heartbeats travel up the overlay (up to one 2 s period per level), so the
-            # controller learns each monitor's cost a few seconds after it has some
-            _, agents = net.rest("/measure/v1/agents")
-            return all((a.get("monitor") or {}).get("cpu_seconds", 0) > 0
-                       for a in agents["agents"])
+            # each agent's monitor cost is in its own per-host line, which stays in the
+            # tree: the controller fetches it from the agent for ``?host=``
+            for name in AGENTS:
+                code, line = net.rest(f"/measure/v1/tasks/{task_id}/result?host={name}")
+                if code != 200 or not (line.get("monitor") or {}).get("cpu_seconds", 0) > 0:
+                    return False
+            return True
 
         wait_until(costs_known, timeout=20, interval=0.5, message="every monitor's cost")
         _, h5 = net.rest(f"/measure/v1/tasks/{task_id}/result?host=h5")

@@ -91,5 +91,6 @@ def test_sampled_capture_rule_arguments():
     assert added6[added6.index("-I") + 3:] == added[added.index("-I") + 3:]
     assert added[added.index("-I") + 3:] == [
         "-p", "udp", "-m", "statistic", "--mode", "nth", "--every", "4", "--packet", "0",
-        "-m", "comment", "--comment", "endhost-measure:h1:3", "-j", "MARK", "--or-mark", "0x80000004"]
+        "-m", "comment", "--comment", "endhost-measure:h1:3",
+        "-j", "MARK", "--or-mark", "0x80000004"]
     assert removed[removed.index("-D") + 2:] == added[added.index("-I") + 3:]
