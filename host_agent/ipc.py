@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -133,8 +134,10 @@ class ChildProcess:
 
     def start(self) -> None:
         parent, child = socket.socketpair()
-        cmd = [*self.prefix, sys.executable, "-m", self.module, *self.args,
-               "--fd", str(child.fileno())]
+        # -X faulthandler: a child killed by a fault in C code (libbpf, libnetfilter_queue)
+        # leaves its Python stack on the agent's stderr instead of vanishing silently
+        cmd = [*self.prefix, sys.executable, "-X", "faulthandler", "-m", self.module,
+               *self.args, "--fd", str(child.fileno())]
         self.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
         child.close()
         self.sock, self.buf = parent, b""
@@ -166,7 +169,7 @@ class ChildProcess:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise ChildGone(f"{self.name}: {exc}") from None
+            raise ChildGone(f"{self.name}: {exc}{self._exit_status()}") from None
         end = time.monotonic() + timeout
         while b"\n" not in self.buf:
             left = end - time.monotonic()
@@ -181,15 +184,30 @@ class ChildProcess:
             except BlockingIOError:
                 continue
             except OSError as exc:
-                raise ChildGone(f"{self.name}: {exc}") from None
+                raise ChildGone(f"{self.name}: {exc}{self._exit_status()}") from None
             if not chunk:
-                raise ChildGone(f"{self.name} is not running")
+                raise ChildGone(f"{self.name} is not running{self._exit_status()}")
             self.buf += chunk
             if len(self.buf) > MAX_LINE:
                 self.stop()
                 raise ChildGone(f"{self.name} sent a reply over {MAX_LINE} bytes")
         line, self.buf = self.buf.split(b"\n", 1)
         return line
+
+    def _exit_status(self, wait: float = 1.0) -> str:
+        """How the child ended (``; exited with 1``, ``; killed by SIGSEGV``), '' if unknown."""
+        if self.proc is None:
+            return ""
+        try:
+            code = self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            return ""
+        if code < 0:
+            try:
+                return f"; killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"; killed by signal {-code}"
+        return f"; exited with {code}"
 
     def stop(self, grace: float = 5.0) -> None:
         """Close the socket (the child exits on hang-up), then terminate and kill."""

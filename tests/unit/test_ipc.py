@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -82,3 +83,25 @@ def test_a_dead_child_is_gone_not_hung():
             worker.call({"op": "recv_fetch"}, timeout=5)
     finally:
         worker.close()
+
+
+def test_a_child_killed_by_a_fault_says_so_and_leaves_its_stack(tmp_path, monkeypatch):
+    """A fault in C code (SIGSEGV) kills the child: the error names the signal and the
+    child's Python stack is on its stderr (faulthandler), not a bare 'connection reset'."""
+    stderr = tmp_path / "child.err"
+    with open(stderr, "wb") as err:
+        real_popen = subprocess.Popen
+
+        def popen(*args, **kwargs):
+            return real_popen(*args, **kwargs, stderr=err)
+
+        monkeypatch.setattr(subprocess, "Popen", popen)
+        worker = Worker(lifetime=30)
+    try:
+        worker.call({"op": "recv_open", "session": 1}, timeout=5)
+        os.kill(some(worker.child.pid), signal.SIGSEGV)
+        with pytest.raises(WorkerError, match="killed by SIGSEGV"):
+            worker.call({"op": "recv_fetch"}, timeout=5)
+    finally:
+        worker.close()
+    assert "Fatal Python error: Segmentation fault" in stderr.read_text()
