@@ -93,7 +93,7 @@ def test_a_child_killed_by_a_fault_says_so_and_leaves_its_stack(tmp_path, monkey
         real_popen = subprocess.Popen
 
         def popen(*args, **kwargs):
-            return real_popen(*args, **kwargs, stderr=err)
+            return real_popen(*args, **kwargs, stderr=err)  # type: ignore[call-overload]
 
         monkeypatch.setattr(subprocess, "Popen", popen)
         worker = Worker(lifetime=30)
