@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+from host_agent.capture.ebpf import TC_HANDLE
 from testing.agentproc import AgentProc, capture_args, ping_counts, snapshot_when, truth_rule
 from testing.netns import Netns
 from testing.procs import wait_until
@@ -51,9 +52,10 @@ print(h.hexdigest())
 
 
 def filters(ns: Netns, point: str) -> list[int]:
-    """Program ids of the tc filters on ``ns``'s veth at ``point`` (ingress/egress)."""
+    """Program ids of the eBPF capture's tc filters on ``ns``'s veth at ``point``
+    (ingress/egress): those at its handle (the probe reflector has its own at ingress)."""
     out = ns.run(["tc", "filter", "show", "dev", ns.intf, point]).stdout
-    return [int(x) for x in re.findall(r" id (\d+)", out)]
+    return [int(x) for x in re.findall(rf"handle {TC_HANDLE:#x} .*? id (\d+)", out)]
 
 
 def ebpf_health(ag: AgentProc) -> dict:
