@@ -45,7 +45,8 @@ def test_slot_config_of_ipv6_icmpv6_and_nth_sampling():
     assert list(cfg.dst_net) == words(0xFD780000000000000000000000000002)
     assert list(cfg.dst_mask) == [0xFFFFFFFF] * 4
     every = ebpf.slot_config({}, 0)
-    assert (every.families, every.proto, every.sampled) == (3, 0, 0)
+    assert (every.families, every.proto, every.sampled, every.probes) == (3, 0, 0, 0)
+    assert ebpf.slot_config({"proto": "tcp"}, 0, probes=True).probes == 1  # port_scan
     with pytest.raises(ValueError, match="sample 0"):
         ebpf.slot_config({}, 0, 0)
 
