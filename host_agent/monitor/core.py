@@ -331,9 +331,8 @@ class MonitorCore:
         for task in state.tasks.values():
             fields |= ebpf.key_fields(task.kind, task.key or "five_tuple")
             memory += ebpf_memory(task)
-        probes = bool(state.tasks) and all(t.kind == "port_scan" for t in state.tasks.values())
         cfg = ebpf.slot_config(info.get("filter") or {}, fields, info.get("sample", 1.0),
-                               info.get("sample_mode", "random"), probes)
+                               info.get("sample_mode", "random"), bool(info.get("probes")))
         if not self.ebpf.attached:
             self.ebpf.attach()
         leftover = self.ebpf.configure(state.slot - EBPF_FIRST_SLOT, cfg,

@@ -8,14 +8,13 @@ counters still count what each sketch matched.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from host_agent.agent import capture_filter
 from host_agent.capture.rules import Capture, CaptureFilter, free_slot
 from host_agent.errors import AgentError
 from measure_model.task import FILTER
+from testing.attacks import attempts_among_noise
 from testing.netns import Netns
 
 
@@ -191,41 +190,6 @@ def test_a_probe_filter_selects_connection_attempts_in_disjoint_rules():
     assert rule({"proto": "udp"}).rule_args() == [["-p", "udp"]]  # not a probe filter
 
 
-PROBES = """
-import socket, sys
-dst = sys.argv[1]
-for port in range(7000, 7010):  # 10 connection attempts to closed ports (RST back)
-    s = socket.socket()
-    s.settimeout(2)
-    try:
-        s.connect((dst, port))
-    except OSError:
-        pass
-    s.close()
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for port in range(9000, 9005):  # 5 UDP probes from a client port
-    u.sendto(b"x", (dst, port))
-for sport, dport in ((53, 40000), (123, 40001), (53, 123)):  # 2 replies, 1 probe
-    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    r.bind(("", sport))
-    r.sendto(b"y", (dst, dport))
-    r.close()
-"""
-
-SERVE = """
-import socket, sys
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("", 7100))
-srv.listen(1)
-print("ready", flush=True)
-conn, _ = srv.accept()
-while conn.recv(65536):
-    pass
-"""
-
-
 @pytest.mark.netns
 def test_a_probe_sketch_counts_connection_attempts_only(ns_pair):
     """A port_scan sketch's rules pass the monitor only connection attempts: a ping
@@ -234,27 +198,18 @@ def test_a_probe_sketch_counts_connection_attempts_only(ns_pair):
     a, b = ns_pair
     cap = Capture("h9", runner=ns_runner(b))
     cap.setup()
-    server = b.popen(["python3", "-c", SERVE], stdout=subprocess.PIPE, text=True)
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         cap.add(1, 16, probes({}))
         cap.add(2, 17, rule({}))  # every packet, for comparison
-        a.run(["ping", "-c", "50", "-i", "0.01", "-q", b.ip])
-        a.run(["python3", "-c", PROBES, b.ip])
-        # one established connection carrying 2 MB: its opening SYN is the only probe
-        a.run(["python3", "-c", "import socket,sys; s=socket.create_connection((sys.argv[1],"
-               " 7100)); s.sendall(b'z' * 2000000); s.close()", b.ip])
-        server.wait(timeout=10)
+        attempts = attempts_among_noise(a, b)
         c = counts(cap)
-        assert c[1][0] == 10 + 5 + 1 + 1, c  # SYNs, UDP probes, 53 -> 123, the opening SYN
+        assert c[1][0] == attempts, c  # SYNs, UDP probes, 53 -> 123, the opening SYN
         # the plain sketch: the pings, probes, replies and the 2 MB (GRO makes few packets)
-        assert c[2][0] >= 50 + 17 + 2 and c[2][1] > 2_000_000, c
+        assert c[2][0] >= 50 + attempts + 2 and c[2][1] > 2_000_000, c
         assert len([ln for ln in cap.listing() if '"endhost-measure:h9:1"' in ln]) == 6
         cap.remove(1)
         assert not [ln for ln in cap.listing() if '"endhost-measure:h9:1"' in ln]
     finally:
-        server.kill()
-        server.wait()
         cap.teardown()
 
 

@@ -171,8 +171,11 @@ def test_add_sketch_carries_the_ebpf_part_to_the_first_monitor_only():
                     sample_mode="nth", capture="ebpf")
     first = sketch.add_command(first=True)
     assert first.ebpf == {"filter": {"interface": "INPUT", "proto": "udp", "dport": "7000:7010"},
-                          "sample": 0.5, "sample_mode": "nth"}
+                          "sample": 0.5, "sample_mode": "nth", "probes": False}
     assert cmds.from_wire(cmds.to_wire(first)) == first
+    scan = Sketch(4, 33, CaptureFilter(probes=True), capture="ebpf")  # a port_scan task's
+    assert scan.add_command().ebpf == {"filter": {"interface": "INPUT"}, "sample": 1.0,
+                                       "sample_mode": "random", "probes": True}
     assert sketch.add_command(first=False).ebpf is None
     with pytest.raises(ValueError, match="ebpf: expected dict"):
         cmds.from_wire({**cmds.to_wire(first), "ebpf": "yes"})
