@@ -412,7 +412,8 @@ class Agent:
             return self._install_health(task_id, task)
         if not task.measures or task.filter is None:
             raise AgentError(400, f"kind {task.kind!r} is not a measurement task")
-        filt = CaptureFilter.from_filter(task.filter)
+        # a port_scan task counts connection attempts only: its rules select just those
+        filt = CaptureFilter.from_filter(task.filter, probes=task.kind == "port_scan")
         flows = task.kind == "flows"
         with self.lock:
             if task_id in self.tasks:

@@ -108,6 +108,8 @@ INTERFACES = ("INPUT", "OUTPUT")
 PROTOS = ("tcp", "udp", "icmp", "icmpv6")
 PROTO_FAMILY = {"icmp": 4, "icmpv6": 6}   # a filter with this proto matches one family
 PORT_PROTOS = ("tcp", "udp")               # protocols with ports
+# below: a service's port (a UDP datagram from one to a client port is a reply, not a probe)
+SERVICE_PORTS = 1024
 CAPTURE_MODES = ("nfqueue", "nflog", "ebpf")
 DEFAULT_CAPTURE = "nfqueue"
 WINDOW_MODES = ("tumbling", "sliding")

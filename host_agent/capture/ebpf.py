@@ -12,7 +12,10 @@ atomic nth counter), masks the record key to the fields the sketch's
 counters need (:func:`key_fields`: a ``src`` counter keeps only the source
 address, a port scan keeps source, destination and destination port, a
 flows task the whole 5-tuple) and adds packets, IP bytes and the OR of the
-TCP flags to that key in the slot's per-CPU hash map. It returns
+TCP flags to that key in the slot's per-CPU hash map. A port_scan sketch's
+row admits connection attempts only (``probes``), so its records' flags are
+those of SYNs and a connection's later segments never make its SYN look
+like a reply. It returns
 ``TC_ACT_OK`` on every path: it never drops or changes a packet. Filters,
 sampling and key masks are rows of the ``ehm_cfg`` array written here, so a
 new task needs no recompilation.
@@ -222,6 +225,7 @@ class Cfg(ctypes.Structure):
                 ("fields", ctypes.c_uint32), ("families", ctypes.c_uint32),
                 ("proto", ctypes.c_uint32), ("sampled", ctypes.c_uint32),
                 ("threshold", ctypes.c_uint32), ("every", ctypes.c_uint32),
+                ("probes", ctypes.c_uint32),
                 ("sport_lo", ctypes.c_uint16), ("sport_hi", ctypes.c_uint16),
                 ("dport_lo", ctypes.c_uint16), ("dport_hi", ctypes.c_uint16),
                 ("src_net", ctypes.c_uint32 * 4), ("src_mask", ctypes.c_uint32 * 4),
@@ -236,8 +240,10 @@ class _Meta(ctypes.Structure):
 
 
 def slot_config(filt: dict[str, Any], fields: int, sample: float = 1.0,
-                sample_mode: str = "random") -> Cfg:
-    """The kernel's row for a sketch: a task-model filter dict, key fields and sampling."""
+                sample_mode: str = "random", probes: bool = False) -> Cfg:
+    """The kernel's row for a sketch: a task-model filter dict, key fields and sampling;
+    ``probes``: count connection attempts only (a port_scan sketch, as its iptables
+    rules would: ``rules.CaptureFilter.rule_args``)."""
     from measure_model.sketch.sampling import nth_every
     from measure_model.task import PROTO_FAMILY
 
@@ -245,6 +251,7 @@ def slot_config(filt: dict[str, Any], fields: int, sample: float = 1.0,
     cfg.on = 1
     cfg.dir = 1 if filt.get("interface", "INPUT") == "OUTPUT" else 0
     cfg.fields = fields
+    cfg.probes = 1 if probes else 0
     families = 3
     for name in ("src", "dst"):
         if filt.get(name) is not None:

@@ -52,6 +52,20 @@ A sampled task (``sample`` p < 1) adds ``-m statistic --mode random
 rule, so unsampled packets never reach the queue and cost the monitor
 nothing; the rule counters then count the sampled packets.
 
+A port_scan task's sketch selects connection attempts only
+(``CaptureFilter.probes``, the rule of ``measure_model.packet.keys.probe_rows``)
+in up to three disjoint mark rules per family, each cut to the filter::
+
+    -A ehm-h2-in -p tcp --tcp-flags SYN,ACK,RST SYN ... --comment endhost-measure:h2:3 ...
+    -A ehm-h2-in -p udp --sport 1024:65535 ...        --comment endhost-measure:h2:3 ...
+    -A ehm-h2-in -p udp --sport 0:1023 --dport 0:1023 --comment endhost-measure:h2:3 ...
+
+so a ping flood, bulk data, a target's RSTs and SYN-ACKs and services' UDP
+replies never reach the monitor (nor wait in its queue), and the task's
+``packets`` and ``missed`` count connection attempts. A packet matches one of
+the rules at most, so the per-sketch sum of their counters (``counters``)
+minus what the monitor counted is still what bypassed it.
+
 Path health probes and their echoes (UDP port 8001 at both ends, see
 ``host_agent.probes``) leave the chain before anything else: they are never
 marked, queued or logged, so an RTT never includes the monitor's NFQUEUE
@@ -72,10 +86,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from measure_model.sketch.sampling import nth_every
-from measure_model.task import PROBE_PORT, PROTO_FAMILY, Filter
+from measure_model.task import PROBE_PORT, PROTO_FAMILY, SERVICE_PORTS, Filter
 
 COMMENT_PREFIX = "endhost-measure"
 MAX_SLOTS = 32
@@ -119,13 +133,15 @@ class CaptureFilter:
     dst: str | None = None
     sport: str | None = None
     dport: str | None = None
+    probes: bool = False  # connection attempts only (a port_scan task's sketch)
 
     @classmethod
-    def from_filter(cls, flt: Filter) -> CaptureFilter:
-        """The capture rule of a task-model filter (validated by measure_model.task)."""
+    def from_filter(cls, flt: Filter, probes: bool = False) -> CaptureFilter:
+        """The capture rule of a task-model filter (validated by measure_model.task);
+        ``probes``: select only its connection attempts (``rule_args``)."""
         return cls(flt.interface, flt.proto, flt.src, flt.dst,
                    None if flt.sport is None else str(flt.sport),
-                   None if flt.dport is None else str(flt.dport))
+                   None if flt.dport is None else str(flt.dport), probes)
 
     def to_dict(self) -> dict:
         """The task-model form again: one port is a number, a range ``"low:high"``."""
@@ -159,6 +175,49 @@ class CaptureFilter:
         if self.dport:
             args += ["--dport", self.dport]
         return args
+
+    def rule_args(self, family: int = 4) -> list[list[str]]:
+        """The match arguments of each of this filter's mark rules in ``family``.
+
+        One rule (``match_args``) unless ``probes``. Then only connection attempts
+        (``measure_model.packet.keys.probe_rows``) are selected, in up to three
+        disjoint rules, so a packet matches one at most and the rules' counters
+        add up to the sketch's packets: TCP with SYN set and neither ACK nor RST
+        (``--tcp-flags SYN,ACK,RST SYN``); UDP from a port of 1024 and up; UDP from
+        a port below 1024 to a port below 1024. Each is cut to the filter's
+        protocol and port ranges (none left: no rule), so an ICMP filter has no
+        rule and a flood of replies, pings or bulk data never reaches the monitor.
+        """
+        if not self.probes:
+            return [self.match_args(family)]
+        out = []
+        for proto, sport, dport, extra in (
+                ("tcp", (0, 65535), (0, 65535), ["--tcp-flags", "SYN,ACK,RST", "SYN"]),
+                ("udp", (SERVICE_PORTS, 65535), (0, 65535), []),
+                ("udp", (0, SERVICE_PORTS - 1), (0, SERVICE_PORTS - 1), [])):
+            if self.proto not in (None, proto):
+                continue
+            s, d = _cut(self.sport, sport), _cut(self.dport, dport)
+            if s is None or d is None:
+                continue
+            rule = replace(self, proto=proto, sport=s, dport=d, probes=False)
+            out.append([*rule.match_args(family), *extra])
+        return out
+
+
+def _cut(ports: str | None, bounds: tuple[int, int]) -> str | None:
+    """A port or ``low:high`` range (iptables' spelling, or None: any) cut to ``bounds``:
+    the range in that spelling, ``""`` for any port, None when nothing is left."""
+    low, high = bounds
+    if ports is not None:
+        first, _, last = ports.partition(":")
+        a, b = int(first), int(last or first)
+        low, high = max(low, min(a, b)), min(high, max(a, b))
+    if low > high:
+        return None
+    if (low, high) == (0, 65535):
+        return ""
+    return str(low) if low == high else f"{low}:{high}"
 
 
 def _is_ipv4(text: str) -> bool:
@@ -290,17 +349,15 @@ class Capture:
             raise ValueError(f"slot {slot} out of range")
         sampling = sample_args(sample, sample_mode)
         mark = (1 << slot) | MODE_FLAGS[mode]
-        done: list[int] = []
+        done: list[tuple[int, list[str]]] = []
         try:
-            for family in self._families(filt):
+            for family, rule in self._mark_rules(sketch, mark, filt, sampling):
                 self._ipt(family, "-I", self.chains[filt.interface],
-                          self._mark_position(family, filt.interface),
-                          *self._mark_rule(sketch, mark, filt, family, sampling))
-                done.append(family)
+                          self._mark_position(family, filt.interface), *rule)
+                done.append((family, rule))
         except RuntimeError:
-            for family in done:
-                self._ipt(family, "-D", self.chains[filt.interface],
-                          *self._mark_rule(sketch, mark, filt, family, sampling))
+            for family, rule in done:
+                self._ipt(family, "-D", self.chains[filt.interface], *rule)
             raise
         self.rules[sketch] = (filt, slot, sampling, mark)
 
@@ -313,17 +370,17 @@ class Capture:
 
     def remove(self, sketch: int) -> None:
         filt, _, sampling, mark = self.rules.pop(sketch)
-        for family in self._families(filt):
-            self._ipt(family, "-D", self.chains[filt.interface],
-                      *self._mark_rule(sketch, mark, filt, family, sampling))
+        for family, rule in self._mark_rules(sketch, mark, filt, sampling):
+            self._ipt(family, "-D", self.chains[filt.interface], *rule)
 
-    def _families(self, filt: CaptureFilter) -> list[int]:
-        return [f for f in filt.families if f in self.tables]
-
-    def _mark_rule(self, sketch: int, mark: int, filt: CaptureFilter, family: int,
-                   sampling: list[str]) -> list[str]:
-        return [*filt.match_args(family), *sampling, "-m", "comment", "--comment",
-                self.comment(sketch), "-j", "MARK", "--or-mark", hex(mark)]
+    def _mark_rules(self, sketch: int, mark: int, filt: CaptureFilter,
+                    sampling: list[str]) -> list[tuple[int, list[str]]]:
+        """(family, rule arguments) of each mark rule of a sketch; all carry its comment,
+        so ``counters`` sums them (they are disjoint: ``CaptureFilter.rule_args``)."""
+        return [(family, [*match, *sampling, "-m", "comment", "--comment",
+                          self.comment(sketch), "-j", "MARK", "--or-mark", hex(mark)])
+                for family in filt.families if family in self.tables
+                for match in filt.rule_args(family)]
 
     def _save(self, family: int) -> str:
         return self.run([f"{self.tables[family]}-save", "-c", "-t", "filter"])

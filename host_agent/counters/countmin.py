@@ -113,7 +113,7 @@ class CounterSpec:
     candidate_divisor: int = 1
     max_scan_sources: int = DEFAULT_LIMITS["max_scan_sources"]
     max_scan_list: int = DEFAULT_LIMITS["max_scan_list"]
-    scan_horizon: float = 0.0  # seconds a scan stays listed after its window (report interval)
+    scan_horizon: float = 0.0  # seconds a scan stays listed after its window (2 intervals)
 
     @classmethod
     def from_task(cls, task: Task, candidate_divisor: int = 1) -> CounterSpec:
@@ -121,7 +121,9 @@ class CounterSpec:
 
         ``candidate_divisor`` = agents in the task's scope for absolute
         thresholds (candidates at ``threshold_abs / n``, see the module
-        docstring); scan tracking is on for port_scan tasks.
+        docstring); scan tracking is on for port_scan tasks, and a scan stays listed
+        for two report intervals: every scan is then in at least two consecutive
+        reports, so one report that comes late or without this host cannot hide it.
         """
         key, increment, top_k, window, sketch = (task.key, task.increment, task.top_k,
                                                  task.window, task.sketch)
@@ -134,7 +136,7 @@ class CounterSpec:
                    width=sketch.width, depth=sketch.depth, seed=sketch.seed,
                    max_candidates=max(MAX_CANDIDATES, top_k),
                    scan=task.kind == "port_scan",
-                   scan_horizon=float(task.report_interval or 0.0),
+                   scan_horizon=2 * float(task.report_interval or 0.0),
                    candidate_divisor=max(1, int(candidate_divisor)))
 
     @property

@@ -68,7 +68,7 @@ class Sketch:
         ebpf = None
         if self.capture == "ebpf" and first:
             ebpf = {"filter": self.filter.to_dict(), "sample": self.sample,
-                    "sample_mode": self.sample_mode}
+                    "sample_mode": self.sample_mode, "probes": self.filter.probes}
         return AddSketch(self.id, self.slot, counters or {}, ebpf)
 
     def describe(self) -> dict[str, Any]:

@@ -300,14 +300,14 @@ class Windows:
         """Per source: distinct dports and dsts in one window length (``{}`` if scan is off).
 
         The rule: a source's count is the largest of any span of one window
-        length that ended within the last ``scan_horizon`` (the report
-        interval) plus one window, the spans starting at every half window
-        (tumbling) or sliding sub-bucket (sliding). So a scan that lasts at
-        most half a window is counted whole even when it straddles a window
-        boundary, a report taken late still sees it, and a count never spans
-        more than one window length (a source with 15 ports in each of two
-        windows has 15, not 30). Ports and dsts are maximised separately;
-        ties go to the older span.
+        length that ended within the last ``scan_horizon`` (two report
+        intervals for a port_scan task) plus one window, the spans starting at
+        every half window (tumbling) or sliding sub-bucket (sliding). So a scan
+        that lasts at most half a window is counted whole even when it
+        straddles a window boundary, two reports in a row see it, and a count
+        never spans more than one window length (a source with 15 ports in
+        each of two windows has 15, not 30). Ports and dsts are maximised
+        separately; ties go to the older span.
         """
         self.roll(now)
         if not self.scan_on:

@@ -38,8 +38,9 @@ class Stats:
 
 @dataclass(frozen=True)
 class AddSketch:
-    """``ebpf``: ``{"filter": Filter dict, "sample": p, "sample_mode": m}`` for a sketch
-    counted by the eBPF capture (slots 32..47; only the first monitor gets it)."""
+    """``ebpf``: ``{"filter": Filter dict, "sample": p, "sample_mode": m, "probes": b}`` for
+    a sketch counted by the eBPF capture (slots 32..47; only the first monitor gets it);
+    ``probes``: connection attempts only (a port_scan task's sketch)."""
 
     op: ClassVar[str] = "add_sketch"
     sketch: int

@@ -332,7 +332,7 @@ class MonitorCore:
             fields |= ebpf.key_fields(task.kind, task.key or "five_tuple")
             memory += ebpf_memory(task)
         cfg = ebpf.slot_config(info.get("filter") or {}, fields, info.get("sample", 1.0),
-                               info.get("sample_mode", "random"))
+                               info.get("sample_mode", "random"), bool(info.get("probes")))
         if not self.ebpf.attached:
             self.ebpf.attach()
         leftover = self.ebpf.configure(state.slot - EBPF_FIRST_SLOT, cfg,

@@ -53,7 +53,7 @@ from numpy.typing import ArrayLike
 from measure_model.packet import headers
 from measure_model.packet.headers import V4_MAPPED
 from measure_model.sketch.countmin import MASK64, mix64, splitmix64
-from measure_model.task import KEYS
+from measure_model.task import KEYS, SERVICE_PORTS
 
 KEY_TYPES: tuple[str, ...] = KEYS  # the task table's key types (measure_model.task)
 KEY_WIDTH: dict[str, int] = {"src": 2, "dst": 2, "src_dst": 4, "sport": 1, "dport": 1,
@@ -348,7 +348,6 @@ class HeaderBatch:
 
 
 TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
-SERVICE_PORTS = 1024  # below: a service's port (a UDP datagram from one to a client is a reply)
 
 
 def probe_rows(batch: HeaderBatch) -> np.ndarray:

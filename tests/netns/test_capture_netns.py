@@ -13,6 +13,8 @@ import pytest
 from host_agent.agent import capture_filter
 from host_agent.capture.rules import Capture, CaptureFilter, free_slot
 from host_agent.errors import AgentError
+from measure_model.task import FILTER
+from testing.attacks import attempts_among_noise
 from testing.netns import Netns
 
 
@@ -161,6 +163,54 @@ def test_filter_families_and_ip6tables_match_args():
     assert capture_filter({"proto": "icmp"}).families == (4,)
     assert capture_filter({"proto": "tcp"}).families == (4, 6)
     assert capture_filter({"dst": "10.0.0.5/32"}).families == (4,)
+
+
+def probes(body: dict) -> CaptureFilter:
+    """The capture rule of a port_scan task's filter body: connection attempts only."""
+    return CaptureFilter.from_filter(FILTER.check("filter", body), probes=True)
+
+
+@pytest.mark.unit
+def test_a_probe_filter_selects_connection_attempts_in_disjoint_rules():
+    syn = ["--tcp-flags", "SYN,ACK,RST", "SYN"]
+    assert probes({}).rule_args() == [
+        ["-p", "tcp", *syn], ["-p", "udp", "--sport", "1024:65535"],
+        ["-p", "udp", "--sport", "0:1023", "--dport", "0:1023"]]
+    assert probes({"proto": "tcp", "dst": "fd00::5", "dport": "20:30"}).rule_args(6) == [
+        ["-p", "tcp", "-d", "fd00::5", "--dport", "20:30", *syn]]
+    # cut to the filter's ports: from 53 only the service-to-service rule is left
+    assert probes({"proto": "udp", "sport": 53}).rule_args() == [
+        ["-p", "udp", "--sport", "53", "--dport", "0:1023"]]
+    assert probes({"proto": "udp", "sport": "1000:2000", "dport": 1023}).rule_args() == [
+        ["-p", "udp", "--sport", "1024:2000", "--dport", "1023"],
+        ["-p", "udp", "--sport", "1000:1023", "--dport", "1023"]]
+    assert probes({"proto": "udp", "sport": 80, "dport": "2000:3000"}).rule_args() == []
+    assert probes({"proto": "icmp"}).rule_args() == []
+    assert probes({"proto": "udp"}).to_dict() == {"interface": "INPUT", "proto": "udp"}
+    assert rule({"proto": "udp"}).rule_args() == [["-p", "udp"]]  # not a probe filter
+
+
+@pytest.mark.netns
+def test_a_probe_sketch_counts_connection_attempts_only(ns_pair):
+    """A port_scan sketch's rules pass the monitor only connection attempts: a ping
+    flood, an established TCP transfer, RSTs and UDP replies never reach it, and its
+    rules' counters (summed per sketch) count each attempt once."""
+    a, b = ns_pair
+    cap = Capture("h9", runner=ns_runner(b))
+    cap.setup()
+    try:
+        cap.add(1, 16, probes({}))
+        cap.add(2, 17, rule({}))  # every packet, for comparison
+        attempts = attempts_among_noise(a, b)
+        c = counts(cap)
+        assert c[1][0] == attempts, c  # SYNs, UDP probes, 53 -> 123, the opening SYN
+        # the plain sketch: the pings, probes, replies and the 2 MB (GRO makes few packets)
+        assert c[2][0] >= 50 + attempts + 2 and c[2][1] > 2_000_000, c
+        assert len([ln for ln in cap.listing() if '"endhost-measure:h9:1"' in ln]) == 6
+        cap.remove(1)
+        assert not [ln for ln in cap.listing() if '"endhost-measure:h9:1"' in ln]
+    finally:
+        cap.teardown()
 
 
 @pytest.mark.netns

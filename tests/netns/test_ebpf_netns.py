@@ -20,7 +20,15 @@ import sys
 import pytest
 
 from host_agent.capture.ebpf import TC_HANDLE
-from testing.agentproc import AgentProc, capture_args, ping_counts, snapshot_when, truth_rule
+from testing.agentproc import (
+    AgentProc,
+    capture_args,
+    in_netns,
+    ping_counts,
+    snapshot_when,
+    truth_rule,
+)
+from testing.attacks import attempts_among_noise
 from testing.netns import Netns
 from testing.procs import wait_until
 
@@ -157,3 +165,31 @@ def test_stale_object_is_refused_with_its_reason(tmp_path):
     with pytest.raises(ebpf.EbpfError, match="is missing"):
         ebpf.EbpfCapture("lo", tmp_path / "none.o")
     assert hashlib.sha256(ebpf.SOURCE.read_bytes()).hexdigest() == ebpf.object_hash(obj)
+
+
+def test_a_port_scan_slot_counts_connection_attempts_only(ns_pair):
+    """A port_scan sketch's slot (``probes``) admits only connection attempts: pings,
+    replies and an established transfer make no record, so its TCP records carry SYN
+    alone; a plain slot on the same traffic ORs the transfer's ACKs into its SYN's."""
+    from host_agent.capture import ebpf
+
+    a, b = ns_pair
+    fields = ebpf.key_fields("port_scan", "src_dport")
+    cap = in_netns(b, lambda: ebpf.EbpfCapture(b.intf))
+    try:
+        def attach() -> None:
+            cap.attach()
+            cap.configure(0, ebpf.slot_config({}, fields, probes=True), 1 << 20)
+            cap.configure(1, ebpf.slot_config({}, fields), 1 << 20)
+
+        in_netns(b, attach)
+        attempts = attempts_among_noise(a, b)
+        probes, every = in_netns(b, lambda: (cap.drain(0), cap.drain(1)))
+        assert int(probes.packets.sum()) == attempts and probes.missed == (0, 0)
+        syn = probes.flags[probes.flags != 0]
+        assert syn.tolist() == [0x02] * 11  # 10 closed ports and the transfer's port
+        transfer = every.flags[every.keys["dport"] == 7100]
+        assert transfer.tolist() and transfer[0] & 0x10  # ACK: probe_rows would skip it
+        assert int(every.packets.sum()) > 50 + attempts
+    finally:
+        in_netns(b, cap.close)

@@ -302,6 +302,7 @@ def test_tasks_install_snapshot_remove(agent, mon, clock):
     assert agent.tasks == {"t1": sid}
     assert agent.sketches[sid].counters[1].task == scan
     assert agent.sketches[sid].filter.to_dict() == {"interface": "INPUT", "proto": "tcp"}
+    assert agent.sketches[sid].filter.probes  # its capture selects connection attempts
     mon.feed([ipv4("10.0.0.6", "10.0.0.5", 6, 60, 1234, p, tcp_flags=0x02) for p in (80, 81, 82)],
              mark=1 << agent.sketches[sid].slot)
     snap = agent.snapshot_task("t1", clock())
@@ -310,6 +311,7 @@ def test_tasks_install_snapshot_remove(agent, mon, clock):
     # re-installing the same task id replaces it
     sid2 = agent.install_task("t1", Task.from_dict({"name": "hh", "kind": "heavy_hitters"}))
     assert sid2 != sid and list(agent.sketches) == [sid2]
+    assert not agent.sketches[sid2].filter.probes
     bw = Task.from_dict({"name": "bw", "kind": "bandwidth", "src": "h1", "dst": "h2"})
     with pytest.raises(AgentError, match="kind 'bandwidth' is not a measurement task"):
         agent.install_task("t2", bw)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter as Exact
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -218,6 +219,20 @@ def test_a_late_report_still_sees_the_scan_within_the_report_interval():
     assert c.scan(8.0) == {}
 
 
+def test_a_port_scan_task_lists_each_scan_in_two_reports_at_least():
+    """Reports are taken just after each whole report interval; a scan stays listed
+    for two of them, so one late or incomplete report cannot hide it."""
+    task = counter_task({"key": "src_dport", "scan_ports": 20, "window": {"length": 1.0}}, "c")
+    task = replace(task, report_interval=1.0)
+    assert task.kind == "port_scan"
+    for at in (0.02, 0.2, 0.49, 0.5, 0.8, 0.98):
+        c = Counter(CounterSpec.from_task(task), now=0)
+        c.update(batch(np.full(25, 6), dst=5, proto=6, dport=np.arange(100, 125)), 10 + at)
+        ports = [len(c.scan(t).get("10.0.0.6", {}).get("ports", []))
+                 for t in (11.05, 12.05, 13.05, 14.05)]
+        assert ports[:2] == [25, 25] and ports[3] == 0, (at, ports)
+
+
 def test_snapshot_shape_is_json():
     c = Counter(CounterSpec(key="src", threshold=0.3, scan=True), now=50.0)
     c.update(batch([1, 1, 1, 2]), 50.2)
@@ -267,7 +282,7 @@ def test_spec_from_task_derives_the_engine_parameters():
     assert spec == CounterSpec(key="src_dport", increment="pkt", threshold=None,
                                threshold_abs=50, top_k=7, window_length=2.0,
                                window_mode="sliding", width=1024, depth=3, seed=5, scan=True,
-                               candidate_divisor=4, scan_horizon=5.0)  # the report interval
+                               candidate_divisor=4, scan_horizon=10.0)  # 2 report intervals
     assert CounterSpec.from_task(counter_task({"key": "src"}, "c")).threshold == 0.05
     with pytest.raises(ValueError, match="kind bandwidth is not counted by agents"):
         CounterSpec.from_task(Task.from_dict({"name": "b", "kind": "bandwidth", "src": "h1",

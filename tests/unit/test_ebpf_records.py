@@ -45,7 +45,8 @@ def test_slot_config_of_ipv6_icmpv6_and_nth_sampling():
     assert list(cfg.dst_net) == words(0xFD780000000000000000000000000002)
     assert list(cfg.dst_mask) == [0xFFFFFFFF] * 4
     every = ebpf.slot_config({}, 0)
-    assert (every.families, every.proto, every.sampled) == (3, 0, 0)
+    assert (every.families, every.proto, every.sampled, every.probes) == (3, 0, 0, 0)
+    assert ebpf.slot_config({"proto": "tcp"}, 0, probes=True).probes == 1  # port_scan
     with pytest.raises(ValueError, match="sample 0"):
         ebpf.slot_config({}, 0, 0)
 
@@ -170,8 +171,11 @@ def test_add_sketch_carries_the_ebpf_part_to_the_first_monitor_only():
                     sample_mode="nth", capture="ebpf")
     first = sketch.add_command(first=True)
     assert first.ebpf == {"filter": {"interface": "INPUT", "proto": "udp", "dport": "7000:7010"},
-                          "sample": 0.5, "sample_mode": "nth"}
+                          "sample": 0.5, "sample_mode": "nth", "probes": False}
     assert cmds.from_wire(cmds.to_wire(first)) == first
+    scan = Sketch(4, 33, CaptureFilter(probes=True), capture="ebpf")  # a port_scan task's
+    assert scan.add_command().ebpf == {"filter": {"interface": "INPUT"}, "sample": 1.0,
+                                       "sample_mode": "random", "probes": True}
     assert sketch.add_command(first=False).ebpf is None
     with pytest.raises(ValueError, match="ebpf: expected dict"):
         cmds.from_wire({**cmds.to_wire(first), "ebpf": "yes"})

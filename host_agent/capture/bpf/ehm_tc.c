@@ -6,7 +6,8 @@
  * only for ports) or IPv6 (extension headers 0, 43, 44, 51, 60, at most 6,
  * within the first 128 bytes of the IP header: the rules of
  * measure_model/packet/headers.py), then for every active sketch slot of
- * this direction evaluate its filter and sampling, mask the record key to
+ * this direction evaluate its filter (for a port_scan sketch: connection
+ * attempts only) and sampling, mask the record key to
  * the fields its counters need, and add (packets, IP bytes, TCP flags OR) to
  * the slot's active per-CPU hash. User space swaps the active buffer (a field of
  * the slot's config row) and drains the other one with a batch lookup-and-delete.
@@ -31,6 +32,11 @@
 #define F_SPORT 8
 #define F_DPORT 16
 
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define SERVICE_PORTS 1024
+
 #ifndef EHM_SOURCE_HASH
 #define EHM_SOURCE_HASH "unknown"
 #endif
@@ -44,6 +50,7 @@ struct cfg {
 	__u32 sampled;    /* 0: every packet, 1: random, 2: nth */
 	__u32 threshold;  /* random: keep when prandom < threshold */
 	__u32 every;      /* nth: keep every `every`th packet */
+	__u32 probes;     /* 1: connection attempts only (a port_scan sketch) */
 	__u16 sport_lo, sport_hi, dport_lo, dport_hi;
 	__u32 src_net[4], src_mask[4], dst_net[4], dst_mask[4];
 	__u32 active;     /* the buffer (0 or 1) packets go to now */
@@ -230,6 +237,17 @@ static __always_inline int in_prefix(const __u32 *a, const __u32 *net, const __u
 	       ((a[2] & mask[2]) == net[2]) && ((a[3] & mask[3]) == net[3]);
 }
 
+/* A connection attempt (measure_model.packet.keys.probe_rows): a TCP SYN without ACK
+ * or RST, or a UDP datagram unless it goes from a service port to a client port. */
+static __always_inline int is_probe(const struct pkt *p)
+{
+	if (p->k.proto == 6)
+		return (p->flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN;
+	if (p->k.proto == 17)
+		return p->k.sport >= SERVICE_PORTS || p->k.dport < SERVICE_PORTS;
+	return 0;
+}
+
 static __always_inline void count_slot(__u32 slot, struct pkt *p)
 {
 	struct cfg *cf;
@@ -250,6 +268,8 @@ static __always_inline void count_slot(__u32 slot, struct pkt *p)
 		return;
 	if (p->k.sport < cf->sport_lo || p->k.sport > cf->sport_hi ||
 	    p->k.dport < cf->dport_lo || p->k.dport > cf->dport_hi)
+		return;
+	if (cf->probes && !is_probe(p))
 		return;
 	if (cf->sampled == 1 && bpf_get_prandom_u32() >= cf->threshold)
 		return;
