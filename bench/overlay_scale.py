@@ -21,13 +21,23 @@ on a real network every agent has its own CPU. The benchmark therefore runs
 a discrete-event simulation: the in-process transport does not deliver a
 message at once but queues it; every agent has its own clock and is busy
 for exactly the CPU time its real handler took (``time.thread_time``: CPU
-time, so other load on this shared machine does not inflate it); a message
-arrives ``L(bytes)`` after it is sent, where ``L`` is the latency of a real
-HTTP POST over loopback measured at start (``requests`` to a ``wsgiref``
-server in a thread, fitted as ``a + b * bytes``). Agents tick at the
+time, so other load on this shared machine does not make it wait; it still
+runs slower on a busy core). A message costs what HTTP costs (``Http``):
+its sender's and its receiver's CPU for a POST of its size, each ``a + b *
+bytes``, measured at start on real POSTs over loopback (``requests`` to a
+``wsgiref`` server in a thread, each side's ``thread_time``; the JSON
+encoding and decoding are not in it, the handlers do them and are timed);
+the sender is busy for its part, the receiver for its part before its
+handler runs, and in between the message is on the wire for a stated time
+(``--link-ms``, 0.1 ms one way, plus its bytes at ``--link-gbit``, 1 Gbit/s),
+which no loopback can measure. The loopback's wall time is printed too but not
+used: on a loaded machine it is mostly waiting for a CPU (54 to 64 ms per
+POST at load 23), which a host of its own does not do. Agents tick at the
 interval end plus a random delay below ``--tick-jitter`` (the agent's tick
-loop period). The figures are thus "measured CPU + measured loopback
-latency, on the critical path".
+loop period). Not modelled: the request signatures (HMAC), eventlet's own
+scheduling (the real agent serves HTTP on eventlet, the measured server is
+``wsgiref``), and a real network's queueing. The figures are thus "measured CPU of
+every handler and HTTP exchange on the critical path, plus a quiet LAN".
 
 Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
 
@@ -42,7 +52,8 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
   distribution per child subtree height (count, late, min, p5, median) is
   printed under the table.
 - ``ctl_msgs`` / ``ctl_bytes``: messages and bytes the controller handles
-  per report interval; ``ctl_cpu_s`` its CPU for them. The root sends the
+  per report interval; ``ctl_cpu_s`` its CPU for them (receiving the POST, the
+  JSON, ``Results.ingest``). The root sends the
   bounded report (first 20 names of ``covered``/``missing`` with their
   counts, no other agent's per-host line), so the bytes follow the task's
   state (the elastic ``memory``; ``--countmin``: the window's per-key counts,
@@ -57,18 +68,24 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
 - The star baseline: the controller polls every agent's snapshot
   (``--star-concurrency`` requests in flight), merges all N itself, and
   configures all N itself. Same measured costs (agent snapshot CPU, JSON,
-  merge, latency).
+  merge, HTTP); the controller's CPU for the N exchanges is one core's, so
+  the result waits for the longer of the polling rounds and that CPU.
 
 Targets at N = 1,000 and 10,000 (printed as met / NOT met): controller bytes
 per task interval <= 100 KB and within 1.5x of N = 100, complete result within
 1 s of the interval end, config at every agent within 2 s, ``?host=`` within 1 s.
 
 Holding 10,000 agents: every simulated agent shares this one process, so
-memory and CPU add up; the costs are per-agent CPU time (``thread_time``)
-charged to each agent's own clock, not wall time. The node's eventlet yield
+memory and CPU add up (about 2.3 GB and 30 ms of the bench's CPU per agent
+at N = 10,000: two intervals of real snapshots, merges and JSON, the config,
+the star). What a simulated agent would not pay on its own host is kept off
+its clock: the cyclic garbage collector is off while handlers run and
+collects between the phases (a collection of the whole process's heap in the
+middle of one handler was charged to that agent); the node's eventlet yield
 (``time.sleep(0)`` between tasks, 10 ms and more on a loaded machine) is
-replaced by a no-op here (``OverlayNode.pause``): it cost more wall time than
-all the real work.
+replaced by a no-op here (``OverlayNode.pause``); the first interval warms
+up (interval marks, the children's delays behind the deadlines) and only the
+second is measured.
 """
 
 from __future__ import annotations
