@@ -21,13 +21,23 @@ on a real network every agent has its own CPU. The benchmark therefore runs
 a discrete-event simulation: the in-process transport does not deliver a
 message at once but queues it; every agent has its own clock and is busy
 for exactly the CPU time its real handler took (``time.thread_time``: CPU
-time, so other load on this shared machine does not inflate it); a message
-arrives ``L(bytes)`` after it is sent, where ``L`` is the latency of a real
-HTTP POST over loopback measured at start (``requests`` to a ``wsgiref``
-server in a thread, fitted as ``a + b * bytes``). Agents tick at the
+time, so other load on this shared machine does not make it wait; it still
+runs slower on a busy core). A message costs what HTTP costs (``Http``):
+its sender's and its receiver's CPU for a POST of its size, each ``a + b *
+bytes``, measured at start on real POSTs over loopback (``requests`` to a
+``wsgiref`` server in a thread, each side's ``thread_time``; the JSON
+encoding and decoding are not in it, the handlers do them and are timed);
+the sender is busy for its part, the receiver for its part before its
+handler runs, and in between the message is on the wire for a stated time
+(``--link-ms``, 0.1 ms one way, plus its bytes at ``--link-gbit``, 1 Gbit/s),
+which no loopback can measure. The loopback's wall time is printed too but not
+used: on a loaded machine it is mostly waiting for a CPU (54 to 64 ms per
+POST at load 23), which a host of its own does not do. Agents tick at the
 interval end plus a random delay below ``--tick-jitter`` (the agent's tick
-loop period). The figures are thus "measured CPU + measured loopback
-latency, on the critical path".
+loop period). Not modelled: the request signatures (HMAC), eventlet's own
+scheduling (the real agent serves HTTP on eventlet, the measured server is
+``wsgiref``), and a real network's queueing. The figures are thus "measured CPU of
+every handler and HTTP exchange on the critical path, plus a quiet LAN".
 
 Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
 
@@ -42,7 +52,8 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
   distribution per child subtree height (count, late, min, p5, median) is
   printed under the table.
 - ``ctl_msgs`` / ``ctl_bytes``: messages and bytes the controller handles
-  per report interval; ``ctl_cpu_s`` its CPU for them. The root sends the
+  per report interval; ``ctl_cpu_s`` its CPU for them (receiving the POST, the
+  JSON, ``Results.ingest``). The root sends the
   bounded report (first 20 names of ``covered``/``missing`` with their
   counts, no other agent's per-host line), so the bytes follow the task's
   state (the elastic ``memory``; ``--countmin``: the window's per-key counts,
@@ -57,23 +68,30 @@ Figures per N (a tree of fan-out ``--fanout``, BFS-numbered, root = agent 0):
 - The star baseline: the controller polls every agent's snapshot
   (``--star-concurrency`` requests in flight), merges all N itself, and
   configures all N itself. Same measured costs (agent snapshot CPU, JSON,
-  merge, latency).
+  merge, HTTP); the controller's CPU for the N exchanges is one core's, so
+  the result waits for the longer of the polling rounds and that CPU.
 
 Targets at N = 1,000 and 10,000 (printed as met / NOT met): controller bytes
 per task interval <= 100 KB and within 1.5x of N = 100, complete result within
 1 s of the interval end, config at every agent within 2 s, ``?host=`` within 1 s.
 
 Holding 10,000 agents: every simulated agent shares this one process, so
-memory and CPU add up; the costs are per-agent CPU time (``thread_time``)
-charged to each agent's own clock, not wall time. The node's eventlet yield
+memory and CPU add up (about 2.3 GB and 30 ms of the bench's CPU per agent
+at N = 10,000: two intervals of real snapshots, merges and JSON, the config,
+the star). What a simulated agent would not pay on its own host is kept off
+its clock: the cyclic garbage collector is off while handlers run and
+collects between the phases (a collection of the whole process's heap in the
+middle of one handler was charged to that agent); the node's eventlet yield
 (``time.sleep(0)`` between tasks, 10 ms and more on a loaded machine) is
-replaced by a no-op here (``OverlayNode.pause``): it cost more wall time than
-all the real work.
+replaced by a no-op here (``OverlayNode.pause``); the first interval warms
+up (interval marks, the children's delays behind the deadlines) and only the
+second is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import json
 import math
@@ -83,6 +101,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -112,45 +131,107 @@ COUNTMIN = {"name": "bench-hh", "kind": "heavy_hitters", "key": "src_dst",
 HEARTBEAT_PERIOD = 2.0  # s, the agents' (host_agent.__main__.registrar)
 
 
-# ---------------------------------------------------------------- latency model
+# ---------------------------------------------------------------- message cost model
 
-class _Quiet(WSGIRequestHandler):
+class _Timed(WSGIRequestHandler):
+    """The server side of one request, its CPU time (``thread_time``) recorded."""
+
+    spent: list[float] = []
+
+    def handle(self) -> None:
+        t0 = cpu()
+        super().handle()
+        self.spent.append(cpu() - t0)
+
     def log_message(self, *args: Any) -> None:
         pass
 
 
-def measure_latency(samples: int = 15) -> tuple[float, float]:
-    """Fit ``L(bytes) = a + b * bytes`` from real HTTP POSTs over loopback."""
+@dataclass(frozen=True)
+class Http:
+    """What one message costs: the sender's and the receiver's CPU for an HTTP POST of
+    ``n`` bytes (``a + b * n`` each, measured), and the wire between two hosts
+    (``link_s`` one way plus ``n`` bytes at ``link_bps``, stated, not measured)."""
+
+    client: tuple[float, float]
+    server: tuple[float, float]
+    link_s: float
+    link_bps: float
+    #: the same POST's wall time over loopback (a + b * n), for the record: on a loaded
+    #: machine it is mostly waiting for a CPU, which a host of its own would not do
+    wall: tuple[float, float]
+
+    def send_cpu(self, n: int) -> float:
+        return self.client[0] + self.client[1] * n
+
+    def recv_cpu(self, n: int) -> float:
+        return self.server[0] + self.server[1] * n
+
+    def wire(self, n: int) -> float:
+        return self.link_s + 8 * n / self.link_bps
+
+    def latency(self, n: int) -> float:
+        """Sender's CPU, wire and receiver's CPU of a message to an idle receiver."""
+        return self.send_cpu(n) + self.wire(n) + self.recv_cpu(n)
+
+    def reply(self, n: int) -> float:
+        """A reply of ``n`` bytes: the wire and both sides' CPU per byte."""
+        return self.wire(n) + (self.client[1] + self.server[1]) * n
+
+    def describe(self) -> str:
+        return (f"HTTP POST CPU (measured, loopback): sender {self.client[0] * 1e3:.2f} ms + "
+                f"{self.client[1] * 1e9:.1f} ns/B, receiver {self.server[0] * 1e3:.2f} ms + "
+                f"{self.server[1] * 1e9:.1f} ns/B; link {self.link_s * 1e3:g} ms + "
+                f"{self.link_bps / 1e9:g} Gbit/s (stated); loopback wall time "
+                f"{self.wall[0] * 1e3:.2f} ms + {self.wall[1] * 1e9:.1f} ns/B (not used)")
+
+
+def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    (s0, t0), (s1, t1) = points
+    b = max(0.0, (t1 - t0) / (s1 - s0))
+    return max(1e-6, t0 - b * s0), b
+
+
+def measure_http(link_s: float, link_bps: float, samples: int = 15) -> Http:
+    """Fit each side's CPU for real HTTP POSTs (``requests`` to a ``wsgiref`` server in a
+    thread, over loopback), by their medians at two sizes. The JSON encoding and decoding
+    are not in it: the simulation times them in the handlers."""
     import requests
 
     def app(environ, start_response):
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        json.loads(environ["wsgi.input"].read(length) or b"{}")
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         start_response("200 OK", [("Content-Type", "application/json")])
         return [b'{"accepted":true}']
 
-    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    server = make_server("127.0.0.1", 0, app, handler_class=_Timed)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}/"
     session = requests.Session()
-    points = []
+    client, srv, wall = [], [], []
     try:
         for size in (1_000, 300_000):
-            body = {"pad": "x" * size}
-            session.post(url, json=body, timeout=5)
-            times = []
+            body = _json_bytes({"pad": "x" * size})
+            headers = {"Content-Type": "application/json"}
+            session.post(url, data=body, headers=headers, timeout=5)
+            _Timed.spent.clear()
+            c, w = [], []
             for _ in range(samples):
-                t0 = time.perf_counter()
-                session.post(url, json=body, timeout=5)
-                times.append(time.perf_counter() - t0)
-            points.append((size, statistics.median(times)))
+                t0, w0 = cpu(), time.perf_counter()
+                session.post(url, data=body, headers=headers, timeout=5)
+                c.append(cpu() - t0)
+                w.append(time.perf_counter() - w0)
+            for _ in range(100):  # the server thread records after it has answered
+                if len(_Timed.spent) >= samples:
+                    break
+                time.sleep(0.01)
+            client.append((len(body), statistics.median(c)))
+            srv.append((len(body), statistics.median(_Timed.spent)))
+            wall.append((len(body), statistics.median(w)))
     finally:
         server.shutdown()
         server.server_close()
-    (s0, t0), (s1, t1) = points
-    b = max(0.0, (t1 - t0) / (s1 - s0))
-    return max(1e-5, t0 - b * s0), b
+    return Http(_fit(client), _fit(srv), link_s, link_bps, _fit(wall))
 
 
 # ---------------------------------------------------------------- simulated agents
@@ -197,11 +278,12 @@ def feed(agent: SimAgent, task_id: str, rng: np.random.Generator, now: float,
 # ---------------------------------------------------------------- event simulation
 
 class Sim:
-    """Per-agent clocks; messages arrive after the measured loopback latency."""
+    """Per-agent clocks; a message costs its sender and receiver the measured HTTP CPU
+    and takes the stated wire time between them (``Http``)."""
 
-    def __init__(self, n: int, fanout: int, latency: tuple[float, float], jitter: float,
+    def __init__(self, n: int, fanout: int, http: Http, jitter: float,
                  seed: int = 1) -> None:
-        self.n, self.fanout, self.lat, self.jitter = n, fanout, latency, jitter
+        self.n, self.fanout, self.http, self.jitter = n, fanout, http, jitter
         self.rng = random.Random(seed)
         self.clock: dict[str, float] = {}
         self.busy: dict[str, float] = {}
@@ -237,9 +319,6 @@ class Sim:
     def _now_of(self, name: str):
         return lambda: self.clock[name]
 
-    def latency(self, nbytes: int) -> float:
-        return self.lat[0] + self.lat[1] * nbytes
-
     def depth(self) -> int:
         return max(1, math.ceil(math.log(self.n * (self.fanout - 1) + 1, self.fanout)))
 
@@ -253,15 +332,19 @@ class Sim:
         name = url.split("//")[1].split(".")[0]
         frame = self.frames[-1]
         body = _json_bytes(json)
-        own = cpu() - frame["start"] - frame["nested"]
-        arrival = frame["arrival"] + own + self.latency(len(body))
+        frame["sent"] += self.http.send_cpu(len(body))
+        own = cpu() - frame["start"] - frame["nested"] + frame["sent"]
+        arrival = frame["arrival"] + own + self.http.wire(len(body))
         t0 = cpu()
         reply = self.run_put(name, url.rsplit("/", 1)[1], body, arrival)
         frame["nested"] += cpu() - t0
         return 200, reply
 
     def run_put(self, name: str, task_id: str, body: bytes, arrival: float) -> dict:
-        frame = {"start": cpu(), "nested": 0.0, "arrival": arrival,
+        """``PUT`` a task at agent ``name``, whose request arrived at ``arrival``: its
+        handler runs (and fans out to its children, nested) after the receiving CPU."""
+        arrival += self.http.recv_cpu(len(body))
+        frame = {"start": cpu(), "nested": 0.0, "sent": 0.0, "arrival": arrival,
                  "done": arrival}
         self.frames.append(frame)
         node = self.nodes[name]
@@ -272,9 +355,9 @@ class Sim:
         finally:
             self.frames.pop()
             agent.on_install = None
-        own = cpu() - frame["start"] - frame["nested"]
+        own = cpu() - frame["start"] - frame["nested"] + frame["sent"]
         reply_bytes = len(_json_bytes(reply))
-        frame["done"] = max(frame["done"], arrival + own) + self.latency(reply_bytes)
+        frame["done"] = max(frame["done"], arrival + own) + self.http.reply(reply_bytes)
         if self.frames:
             self.frames[-1]["done"] = max(self.frames[-1]["done"], frame["done"])
         self.last_done = frame["done"]
@@ -282,7 +365,7 @@ class Sim:
 
     def _timed_install(self, agent: SimAgent, frame: dict) -> Callable[[], None]:
         def installed() -> None:
-            own = cpu() - frame["start"] - frame["nested"]
+            own = cpu() - frame["start"] - frame["nested"] + frame["sent"]
             self.reached[agent.name] = frame["arrival"] + own
         return installed
 
@@ -308,12 +391,15 @@ class Sim:
                 t0 = cpu()
                 report = _loads(payload)
                 self.results.ingest(report, now=t)
-                self.ctl_cpu += cpu() - t0
+                spent = cpu() - t0 + self.http.recv_cpu(len(payload))
+                self.ctl_cpu += spent
                 self.ctl_msgs.append((t, len(payload)))
                 if report["interval_end"] == end and got is None:
-                    got = (t + cpu() - t0, len(report["missing"]))
+                    got = (t + spent, len(report["missing"]))
                 continue
             start = max(t, self.busy[name])
+            if kind == "report":
+                start += self.http.recv_cpu(len(payload))
             self.clock[name] = start
             self.current = name
             node = self.nodes[name]
@@ -323,10 +409,11 @@ class Sim:
             else:
                 node.receive_report(_loads(payload))
             done = start + cpu() - t0
-            self.busy[name] = done
-            for _, url, body in self.outbox:
+            for _, url, body in self.outbox:  # sent one after the other
+                done += self.http.send_cpu(len(body))
                 dest = "ctl" if url.startswith(CTL) else url.split("//")[1].split(".")[0]
-                self.schedule(done + self.latency(len(body)), dest, "report", body)
+                self.schedule(done + self.http.wire(len(body)), dest, "report", body)
+            self.busy[name] = done
             self.outbox.clear()
             wake = node.next_wakeup(done)
             if any(s.pending for s in node.tasks.values()) and wake < INTERVAL * 0.6:
@@ -346,9 +433,27 @@ def _loads(body: bytes) -> Any:
 
 # ---------------------------------------------------------------- one size
 
-def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
+def run_size(n: int, fanout: int, http: Http, jitter: float,
              star_concurrency: int, task: dict | None = None) -> dict:
-    sim = Sim(n, fanout, lat, jitter)
+    """One tree of ``n`` agents: config, two intervals (the first warms up), ``?host=``,
+    heartbeats and the star. The cyclic garbage collector is off meanwhile and runs
+    between the phases: a collection of all N agents' heap in the middle of one agent's
+    handler would be charged to that agent's clock, and a real agent's heap is 1/N of it."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        return _run_size(n, fanout, http, jitter, star_concurrency, task)
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect()
+
+
+def _run_size(n: int, fanout: int, http: Http, jitter: float,
+              star_concurrency: int, task: dict | None) -> dict:
+    sim = Sim(n, fanout, http, jitter)
+    gc.collect()
     body = _json_bytes(task or TASK)
     t0 = time.perf_counter()
     reply = sim.run_put("a0", "t1", body, 0.0)
@@ -367,6 +472,7 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
         sim.ctl_cpu = 0.0
         for node in sim.nodes.values():
             node.margins.clear()
+        gc.collect()
         result_s, missing = sim.run_interval(end)
         if k == 1:
             pairs = [hm for node in sim.nodes.values() for hm in node.margins]
@@ -387,9 +493,11 @@ def run_size(n: int, fanout: int, lat: tuple[float, float], jitter: float,
         exact_pk = sum(a.counter("t1").packets
                        for a in sim.agents)
         assert res["covered_count"] == n and res["packets"] == exact_pk
+    gc.collect()
     out.update(host_query(sim, INTERVAL * 101 + 1))
     out.update(heartbeats(sim))
-    out.update(star(sim, lat, star_concurrency, len(body)))
+    gc.collect()
+    out.update(star(sim, star_concurrency, len(body)))
     out["wall_s"] = wall_config + wall_reports
     return out
 
@@ -408,8 +516,8 @@ def host_query(sim: Sim, now: float) -> dict:
     (res,) = sim.results.host_results("t1", name, _loads(reply), now=now)
     ctl_cpu = cpu() - t0
     assert res["host"] == name and res["packets"] > 0
-    return {"host_s": sim.latency(len(path) + 200) + agent_cpu + sim.latency(len(reply))
-            + ctl_cpu, "host_bytes": len(reply)}
+    return {"host_s": sim.http.latency(len(path) + 200) + agent_cpu
+            + sim.http.reply(len(reply)) + ctl_cpu, "host_bytes": len(reply)}
 
 
 def heartbeats(sim: Sim) -> dict:
@@ -440,8 +548,11 @@ def heartbeats(sim: Sim) -> dict:
             "star_hb_msgs_s": len(sim.agents) / HEARTBEAT_PERIOD}
 
 
-def star(sim: Sim, lat: tuple[float, float], conc: int, task_bytes: int) -> dict:
-    """The controller polls every agent and merges N snapshots itself."""
+def star(sim: Sim, conc: int, task_bytes: int) -> dict:
+    """The controller polls every agent (``conc`` requests in flight) and merges N
+    snapshots itself; it configures every agent itself too. Its CPU for the N HTTP
+    exchanges (``Http.send_cpu`` of each reply's size) and for the merge is one core's:
+    the result is not in before both the polling rounds and that CPU are through."""
     now = INTERVAL * 101
     bodies, agent_cpu = [], []
     for agent in sim.agents:
@@ -455,20 +566,24 @@ def star(sim: Sim, lat: tuple[float, float], conc: int, task_bytes: int) -> dict
     merged = merge_snapshots([_loads(b) for b in bodies])
     merge_cpu = cpu() - t0
     assert merged is not None and merged["packets"] > 0
+    http = sim.http
     rounds = math.ceil(len(bodies) / conc)
     avg = statistics.mean(len(b) for b in bodies)
-    net = rounds * (sim.latency(int(avg)) + max(agent_cpu))
-    return {"star_result_s": net + merge_cpu, "star_ctl_msgs": 2 * len(bodies),
-            "star_ctl_bytes": sum(map(len, bodies)), "star_ctl_cpu_s": merge_cpu,
-            "star_config_s": math.ceil(len(bodies) / conc) * sim.latency(task_bytes)}
+    net = rounds * (http.latency(int(avg)) + max(agent_cpu))
+    ctl_http = sum(http.send_cpu(len(b)) for b in bodies)
+    config_net = rounds * (http.latency(task_bytes) + http.reply(100))
+    return {"star_result_s": max(net, ctl_http) + merge_cpu,
+            "star_ctl_msgs": 2 * len(bodies), "star_ctl_bytes": sum(map(len, bodies)),
+            "star_ctl_cpu_s": merge_cpu + ctl_http,
+            "star_config_s": max(config_net, len(bodies) * http.send_cpu(task_bytes))}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 10, 100 only, one run each")
     ap.add_argument("--sizes", default="",
-                    help="comma-separated N (default 10,100,1000; 10000 takes about "
-                         "40 ms of CPU per agent)")
+                    help="comma-separated N (default 10,100,1000; the bench spends about "
+                         "15 ms of CPU per agent)")
     ap.add_argument("--fanout", default="8",
                     help="comma-separated tree fan-outs, each run at every N (default 8)")
     ap.add_argument("--countmin", action="store_true",
@@ -477,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tick-jitter", type=float, default=0.05,
                     help="agents tick up to this long after the interval end (s)")
     ap.add_argument("--star-concurrency", type=int, default=32)
+    ap.add_argument("--link-ms", type=float, default=0.1,
+                    help="one-way wire delay between two hosts (ms), beside the measured "
+                         "HTTP CPU of both ends")
+    ap.add_argument("--link-gbit", type=float, default=1.0, help="link rate (Gbit/s)")
     ap.add_argument("--reps", type=int, default=0,
                     help="repetitions per N, medians printed (default 3; 1 with --quick "
                          "and for N >= 1000)")
@@ -486,17 +605,16 @@ def main(argv: list[str] | None = None) -> int:
              else [10, 100] if args.quick else [10, 100, 1000])
     fanouts = [int(f) for f in args.fanout.split(",")]
     task = COUNTMIN if args.countmin else TASK
-    lat = measure_latency()
-    print(f"loopback HTTP POST latency: {lat[0] * 1e3:.2f} ms + {lat[1] * 1e9:.1f} ns/byte "
-          f"(measured); tick jitter {args.tick_jitter} s; fan-out {args.fanout}; task "
-          f"{'count-min, 1 s windows' if args.countmin else 'elastic, memory 64 KiB'}")
+    http = measure_http(args.link_ms / 1e3, args.link_gbit * 1e9)
+    print(f"{http.describe()}; tick jitter {args.tick_jitter} s; fan-out {args.fanout}; "
+          f"task {'count-min, 1 s windows' if args.countmin else 'elastic, memory 64 KiB'}")
     rows, spread = [], {}
     for fanout in fanouts:
         for n in sizes:
             # default: 3 runs, but 1 with --quick and at N >= 1000
             reps = args.reps or (1 if args.quick or n >= 1000 else 3)
-            t0 = time.perf_counter()
-            runs = [run_size(n, fanout, lat, args.tick_jitter, args.star_concurrency, task)
+            t0, c0 = time.perf_counter(), time.process_time()
+            runs = [run_size(n, fanout, http, args.tick_jitter, args.star_concurrency, task)
                     for _ in range(reps)]
             row = {k: statistics.median(r[k] for r in runs) for k in runs[0]
                    if k != "margin_by_height"}
@@ -504,8 +622,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             spread[(n, fanout)] = {k: (min(r[k] for r in runs), max(r[k] for r in runs))
                                    for k in ("config_s", "result_s", "star_result_s")}
-            print(f"  N={n} fan-out {fanout}: {reps} run(s), "
-                  f"{time.perf_counter() - t0:.1f} s wall", file=sys.stderr)
+            row["bench_wall_s"] = (time.perf_counter() - t0) / reps
+            row["bench_cpu_s"] = (time.process_time() - c0) / reps
+            print(f"  N={n} fan-out {fanout}: {reps} run(s), {row['bench_wall_s']:.1f} s wall "
+                  f"and {row['bench_cpu_s']:.1f} s CPU each "
+                  f"({row['bench_cpu_s'] / n * 1e3:.1f} ms per agent)", file=sys.stderr)
     head = (f"{'N':>5} {'fan':>3} {'lvl':>3} | {'config s':>8} {'result s':>8} {'miss':>4} "
             f"{'margin s':>8} {'ctl msg':>7} {'ctl KB':>7} {'ctl cpu s':>9} {'host s':>6} "
             f"{'hb/s':>5} {'hb KB':>6} {'hb dly':>6} | {'star cfg':>8} {'star res':>8} "
@@ -542,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target {t['figure']}: {'met' if t['met'] else 'NOT met'} ({t['value']})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"latency": lat, "rows": rows, "tick_jitter": args.tick_jitter,
+            json.dump({"http": asdict(http), "rows": rows, "tick_jitter": args.tick_jitter,
                        "task": task, "targets": targets}, f, indent=2)
     return 0
 

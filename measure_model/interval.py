@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from measure_model.fields import is_count, is_number
-from measure_model.packet.keys import check_keys, parsed_keys
+from measure_model.packet.keys import check_keys, format_key, parsed_keys
 from measure_model.sketch.countmin import CountMinSketch
 from measure_model.sketch.elastic import ElasticSketch
-from measure_model.wire.elastic_snapshot import ranked
+from measure_model.wire.elastic_snapshot import top_entries
 
 MAX_KEYS = 100  # keys listed per interval section, largest interval counts first
 FIELDS = frozenset(("start", "end", "seconds", "packets", "bytes", "total", "keys"))
@@ -79,10 +79,12 @@ def _listed(snap: dict, state: CountMinSketch | ElasticSketch | None
     """The snapshot's listed keys: names, sketch keys and cumulative estimates now."""
     key_type = snap["key"]
     if isinstance(state, ElasticSketch):
-        pairs = ranked(state, None, 2 * MAX_KEYS)  # the largest entries: bounded work
-    else:
-        pairs = list((snap.get("candidates") or snap.get("heavy_hitters") or {}).items())
-        pairs += [(k, v) for k, v in snap.get("top_k") or [] if k not in dict(pairs)]
+        # the largest entries (bounded work) with the sketch keys they hold
+        ints, _, hk = top_entries(state, None, 2 * MAX_KEYS)
+        names = [format_key(key_type, k) for k in ints]
+        return names, hk, np.asarray(state.query(hk) if names else [], np.int64)
+    pairs = list((snap.get("candidates") or snap.get("heavy_hitters") or {}).items())
+    pairs += [(k, v) for k, v in snap.get("top_k") or [] if k not in dict(pairs)]
     names = [k for k, _ in pairs]
     hk = parsed_keys(key_type, names)[1]
     if state is not None and names:

@@ -30,14 +30,31 @@ from measure_model.sketch.spread import SpreadSketch
 SIDES = ("src", "dst")
 
 
-def ranked(es: ElasticSketch, threshold: float | None, limit: int) -> list[tuple[str, int]]:
-    """Heavy entries with estimate >= threshold, largest first (ties by key)."""
+def top_entries(es: ElasticSketch, threshold: float | None, limit: int
+                ) -> tuple[list[int], list[int], np.ndarray]:
+    """Heavy entries with estimate >= threshold, largest first (ties by key), at most
+    ``limit``: their exact keys as ints, estimates and sketch keys. Only the entries
+    at least as large as the ``limit``-th are turned into Python ints and sorted."""
     e = es.entries()
     est = e["count"] + e["light"]
     keep = est >= threshold if threshold is not None else np.ones(est.shape, bool)
-    ints = key_ints(es.key_type, e["full"][keep])
-    pairs = sorted(zip(ints, est[keep].tolist(), strict=True), key=lambda p: (-p[1], p[0]))
-    return [(format_key(es.key_type, k), int(v)) for k, v in pairs[:limit]]
+    full, est, hkey = e["full"][keep], est[keep], e["hkey"][keep]
+    if limit <= 0:
+        return [], [], hkey[:0]
+    if est.shape[0] > limit:
+        cut = np.partition(est, est.shape[0] - limit)[est.shape[0] - limit]
+        sel = est >= cut
+        full, est, hkey = full[sel], est[sel], hkey[sel]
+    ints = key_ints(es.key_type, full)
+    order = sorted(range(len(ints)), key=lambda i: (-int(est[i]), ints[i]))[:limit]
+    return ([ints[i] for i in order], [int(est[i]) for i in order],
+            hkey[np.array(order, dtype=np.int64)])
+
+
+def ranked(es: ElasticSketch, threshold: float | None, limit: int) -> list[tuple[str, int]]:
+    """Heavy entries with estimate >= threshold, largest first (ties by key)."""
+    ints, est, _ = top_entries(es, threshold, limit)
+    return [(format_key(es.key_type, k), v) for k, v in zip(ints, est, strict=True)]
 
 
 def sections(es: ElasticSketch, spread: SpreadSketch | None, side: str | None,

@@ -29,7 +29,7 @@ from measure_model.version import __version__, incompatibility
 from measure_model.wire.overlay import VERSION_RE, check_beat_agents
 
 DEFAULT_TIMEOUT = 6.0
-MAX_AGENTS = 4096
+MAX_AGENTS = 65_536
 AGENT_FIELDS = ("name", "url", "data_ip", "mac", "version")
 _MAC_RE = re.compile(MAC_PATTERN)
 _VERSION_RE = VERSION_RE

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from measure_model.packet.keys import HeaderBatch, sketch_keys_of
+from measure_model.packet.keys import HeaderBatch, format_key, key_ints, parsed_keys, sketch_keys_of
 from measure_model.sketch import estimators as elastic_est
 from measure_model.sketch.elastic import ElasticSketch
 from measure_model.sketch.spread import SpreadSketch
+from measure_model.wire.elastic_snapshot import ranked, top_entries
 from testing.checks import some
 
 pytestmark = pytest.mark.unit
@@ -276,3 +277,24 @@ def test_em_recovers_sizes_from_a_loaded_row():
         assert elastic_est.wmre(exact, est) < bound
         assert elastic_est.wmre(exact, est) < 0.25 * elastic_est.wmre(exact, raw)
         assert abs(sum(est.values()) - n) < 0.03 * n
+
+
+# ---------------------------------------------------------------- ranking
+def test_ranking_lists_the_largest_entries_ties_by_key_at_any_limit():
+    # two flows per size: ties at every boundary, and fewer entries than some limits
+    stream = np.repeat(np.arange(1, 61, dtype=np.uint64) << np.uint64(32),
+                       np.repeat(np.arange(30, 0, -1), 2))
+    es = ElasticSketch(64 * 1024, "src_dst")
+    feed(es, stream)
+    e = es.entries()
+    every = sorted(zip(key_ints("src_dst", e["full"]), (e["count"] + e["light"]).tolist(),
+                       strict=True), key=lambda p: (-p[1], p[0]))
+    assert len(every) == 60 and every[0][1] == every[1][1] == 30
+    for threshold in (None, 1, 15, 30, 31):
+        listed = [p for p in every if threshold is None or p[1] >= threshold]
+        for limit in (0, 1, 2, 3, 7, 60, 100):
+            want = [(format_key("src_dst", k), v) for k, v in listed[:limit]]
+            assert ranked(es, threshold, limit) == want
+            ints, est, hk = top_entries(es, threshold, limit)
+            assert list(zip(ints, est, strict=True)) == listed[:limit]
+            assert hk.tolist() == parsed_keys("src_dst", [k for k, _ in want])[1].tolist()
