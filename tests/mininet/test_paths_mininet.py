@@ -22,17 +22,17 @@ s3, h7-h9 on s4), under the machine-wide Mininet lock.
    5 Mbit/s in writes of one segment, ping h2 -> h4 every 0.1 s and path_health
    probes between h2 and h4 (report interval 1 s) share the same 20 s and the same
    path. The flow's ``min_rtt_ms`` (``tcpi_min_rtt``: the path without the flow's
-   own queue) is within 20% of ping's minimum (0.89 to 0.96 times in 7 runs of
+   own queue) is within 20% of ping's minimum (0.89 to 0.97 times in 7 runs of
    the same transfer measured with sock_diag at 10 Hz); the probes' p50 (median
    over the intervals) within a factor of 1.5 of ping's median. The smoothed
    ``rtt_ms`` (``tcpi_rtt``) is what the flow's segments see, not what a ping
    sees, so it is held to a sanity bound only: in the same 7 runs its median was
-   1.3 to 3.4 times ping's median (0.25 to 2 ms more), because iperf3's 1 ms
-   pacing tick sends 4 or 5 segments back to back that queue behind each other in
-   the userspace switches, an ACK covers two segments and its sample is the
-   older one's, and an average of 1/8 per ACK follows this machine's heavy tail
-   (ping's 90th percentile is 2 to 5 times its median) where a median does not.
-   With iperf3's default 128 KB writes it was 4 to 10 times (each write is a
+   1.3 to 3.4 times ping's median (0.25 to 2 ms more), because a segment that
+   arrives alone is ACKed when the receiving iperf3 has read it (delayed ACK; ping's
+   reply leaves from the kernel), and an average of 1/8 per ACK follows this
+   machine's heavy tail (ping's 90th percentile is up to 6 times its median) where
+   a median does not.
+   With iperf3's default 128 KB writes it was 4.6 to 9.5 times (each write is a
    burst of 90 segments); unpaced, the flow fills the switches' queues and
    concurrent pings see the same queue (0.53 to 1.15 times ping's median).
 
