@@ -212,3 +212,18 @@ def test_tcp_info_fields_become_flow_and_pair_fields():
     assert (pair["flows"], pair["retrans"], pair["spurious_retrans"], pair["rtt_ms"],
             pair["min_rtt_ms"]) == (2, 3, 1, 2.0, 0.3)
     paths.check_health_snapshot({"tcp": out})
+
+
+def test_tcp_between_two_hosts_adds_both_directions():
+    from ryu_app.service.pathhealth import tcp_between
+
+    rows = [{"src": "10.0.0.1", "dst": "10.0.0.2", "retrans": 5, "spurious_retrans": 5,
+             "lost": 0},
+            {"src": "10.0.0.2", "dst": "10.0.0.1", "retrans": 2, "spurious_retrans": 0,
+             "lost": 1},
+            {"src": "10.0.0.3", "dst": "10.0.0.1", "retrans": 9, "spurious_retrans": 0,
+             "lost": 0}]
+    out = tcp_between({"tcp": {"top_pairs": rows}}, {"10.0.0.1", "10.0.0.2"})
+    assert out is not None
+    assert (out["retrans"], out["spurious_retrans"], out["lost"]) == (7, 5, 1)
+    assert tcp_between({"tcp": {"top_pairs": rows}}, {"10.0.0.4", "10.0.0.2"}) is None
