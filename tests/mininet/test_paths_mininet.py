@@ -23,7 +23,9 @@ s3, h7-h9 on s4), under the machine-wide Mininet lock.
    probes between h2 and h4 (report interval 1 s) share the same 20 s and the same
    path. The flow's ``min_rtt_ms`` (``tcpi_min_rtt``: the path without the flow's
    own queue) is within 20% of ping's minimum (0.89 to 0.97 times in 7 runs of
-   the same transfer measured with sock_diag at 10 Hz); the probes' p50 (median
+   the same transfer measured with sock_diag at 10 Hz; 0.87 to 1.04 in this test
+   against 200 pings: the minimum of thousands of TCP samples is the lower, so
+   1,000 pings more, 50/s, take part in ping's minimum); the probes' p50 (median
    over the intervals) within a factor of 1.5 of ping's median. The smoothed
    ``rtt_ms`` (``tcpi_rtt``) is what the flow's segments see, not what a ping
    sees, so it is held to a sanity bound only: in the same 7 runs its median was
@@ -221,6 +223,10 @@ def test_tcp_and_probe_rtt_agree_with_ping(net):
                        "-b", "5M", "-l", "1448"])
     ping = h2.popen(["ping", "-i", "0.1", "-w", str(secs), h4.IP()], stdout=subprocess.PIPE,
                     text=True)
+    # the minimum of 200 pings sits above that of the flow's thousands of RTT samples:
+    # 1,000 more pings for it
+    fast = h2.popen(["ping", "-q", "-i", "0.02", "-w", str(secs), h4.IP()],
+                    stdout=subprocess.PIPE, text=True)
     flows: dict[float, dict] = {}
     probe_p50: dict[float, float] = {}
     try:
@@ -239,19 +245,23 @@ def test_tcp_and_probe_rtt_agree_with_ping(net):
                 probe_p50[res["interval_end"]] = row["rtt_ms"]["p50"]
             time.sleep(0.5)
         out, _ = ping.communicate(timeout=30)
+        fast_out, _ = fast.communicate(timeout=30)
     finally:
-        for proc in (ping, client, server):
+        for proc in (ping, fast, client, server):
             stop_process(proc)
     pings = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
     assert len(pings) >= 10 * secs // 2 and len(flows) >= 8 and len(probe_p50) >= 8, \
         (len(pings), flows, probe_p50)
-    ping_ms, ping_min = statistics.median(pings), min(pings)
+    fast_min = re.search(r"(\d+) received.*\n.*= ([\d.]+)/", fast_out)
+    assert fast_min, fast_out
+    ping_ms, ping_min = statistics.median(pings), min(min(pings), float(fast_min[2]))
     rtts = [f["rtt_ms"] for f in flows.values()]
     tcp_ms = statistics.median(rtts)
     min_rtt = flows[max(flows)]["min_rtt_ms"]
     probe_ms = statistics.median(probe_p50.values())
-    print(f"\nsame {secs} s, h2 -> h4 ({len(pings)} pings, {len(flows)} tcp_health and "
-          f"{len(probe_p50)} path_health intervals): ping min {ping_min:.3f} ms, median "
+    print(f"\nsame {secs} s, h2 -> h4 ({len(pings)} + {fast_min[1]} pings, {len(flows)} "
+          f"tcp_health and {len(probe_p50)} path_health intervals): ping min {ping_min:.3f} "
+          f"ms ({min(pings):.3f} of the first {len(pings)}), median "
           f"{ping_ms:.3f}, mean {statistics.fmean(pings):.3f}; tcp min_rtt_ms {min_rtt:.3f} "
           f"({min_rtt / ping_min:.2f} x ping's min); tcp rtt_ms median {tcp_ms:.3f} "
           f"({tcp_ms / ping_ms:.2f} x ping's median); probe p50 median {probe_ms:.3f} "
