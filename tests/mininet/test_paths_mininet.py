@@ -23,9 +23,9 @@ s3, h7-h9 on s4), under the machine-wide Mininet lock.
    probes between h2 and h4 (report interval 1 s) share the same 20 s and the same
    path. The flow's ``min_rtt_ms`` (``tcpi_min_rtt``: the path without the flow's
    own queue) is within 20% of ping's minimum (0.89 to 0.97 times in 7 runs of
-   the same transfer measured with sock_diag at 10 Hz; 0.83 to 1.04 in 6 runs of
-   this test, the flow's being the lower in 5: its minimum is over thousands of
-   samples, so 1,000 pings more, 50/s, take part in ping's minimum; in 3 runs they
+   the same transfer measured with sock_diag at 10 Hz; 0.83 to 1.04 in 8 runs of
+   this test, the flow's being the lower in 7: its minimum is over thousands of
+   samples, so 1,000 pings more, 50/s, take part in ping's minimum; in 5 runs they
    lowered it by 0 to 7%); the probes' p50 (median
    over the intervals) within a factor of 1.5 of ping's median. The smoothed
    ``rtt_ms`` (``tcpi_rtt``) is what the flow's segments see, not what a ping
