@@ -25,11 +25,13 @@ per interval:
 
 ``tcp: {"flows": [...], "pairs": {"<local>,<remote>": {...}}, "top": n}``
   ``flows`` the ``top`` connections with the most retransmitted segments,
-  each ``{host, src, dst, sport, dport, retrans, lost, rtt_ms, min_rtt_ms,
-  delivery_rate_bps, bytes_acked}`` (counters over the socket's life);
+  each ``{host, src, dst, sport, dport, retrans, spurious_retrans, lost,
+  rtt_ms, min_rtt_ms, delivery_rate_bps, bytes_acked}`` (counters over the
+  socket's life; ``spurious_retrans`` of ``retrans`` were D-SACKed by the
+  receiver, so not lost; what each field means: ``host_agent.tcpinfo.diag``);
   ``pairs`` every (local address, remote address) with its ``host``, ``flows``,
-  ``retrans``, ``lost``, ``rtt_ms`` (mean over its flows), ``min_rtt_ms``,
-  ``delivery_rate_bps`` (sum).
+  ``retrans``, ``spurious_retrans``, ``lost``, ``rtt_ms`` (mean over its
+  flows), ``min_rtt_ms``, ``delivery_rate_bps`` (sum).
 
 Merge rules (exact, as counts and sketches allow): ``sent``/``lost`` add,
 RTT sketches merge (DDSketch merges are exact: the merged sketch is the
@@ -70,9 +72,10 @@ MAX_VALUE = 1e15
 PAIR_SEP = ">"
 PAIR_FIELDS = frozenset(("sent", "lost", "lost_fwd", "rtt", "rtt_max_ms", "jitter_ms"))
 COST_FIELDS = ("packets_per_s", "bytes_per_s", "cpu_seconds_per_s")
-FLOW_FIELDS = ("host", "src", "dst", "sport", "dport", "retrans", "lost", "rtt_ms",
-               "min_rtt_ms", "delivery_rate_bps", "bytes_acked")
-TCP_PAIR_FIELDS = ("host", "flows", "retrans", "lost", "rtt_ms", "min_rtt_ms", "delivery_rate_bps")
+FLOW_FIELDS = ("host", "src", "dst", "sport", "dport", "retrans", "spurious_retrans", "lost",
+               "rtt_ms", "min_rtt_ms", "delivery_rate_bps", "bytes_acked")
+TCP_PAIR_FIELDS = ("host", "flows", "retrans", "spurious_retrans", "lost", "rtt_ms",
+                   "min_rtt_ms", "delivery_rate_bps")
 HEALTH_SNAPSHOT_FIELDS = frozenset(("paths", "probes", "tcp", "covered", "missing",
                                     "generated_at", "oldest", "monitor", "missed"))
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
@@ -199,7 +202,8 @@ def check_tcp(tcp: Any) -> dict[str, Any]:
         need(isinstance(f["host"], str) and bool(HOST_RE.fullmatch(f["host"]))
               and all(isinstance(f[n], str) and len(f[n]) <= 45 for n in ("src", "dst"))
               and all(is_count(f[n]) and f[n] <= 65535 for n in ("sport", "dport"))
-              and all(is_count(f[n]) for n in ("retrans", "lost", "bytes_acked"))
+              and all(is_count(f[n]) for n in ("retrans", "spurious_retrans", "lost",
+                                                "bytes_acked"))
               and all(_num(f[n]) for n in ("rtt_ms", "min_rtt_ms", "delivery_rate_bps")),
               f"tcp.flows[{i}]: bad field types")
     pairs = tcp.get("pairs", {})
@@ -210,7 +214,7 @@ def check_tcp(tcp: Any) -> dict[str, Any]:
               f"tcp.pairs key {key!r} is not 'local,remote'")
         need(isinstance(p, dict) and set(p) == set(TCP_PAIR_FIELDS)
               and isinstance(p["host"], str) and bool(HOST_RE.fullmatch(p["host"]))
-              and all(is_count(p[n]) for n in ("flows", "retrans", "lost"))
+              and all(is_count(p[n]) for n in ("flows", "retrans", "spurious_retrans", "lost"))
               and all(_num(p[n]) for n in ("rtt_ms", "min_rtt_ms", "delivery_rate_bps")),
               f"tcp.pairs[{key!r}] must hold {', '.join(TCP_PAIR_FIELDS)}")
     return tcp
@@ -272,6 +276,7 @@ def _merge_tcp_pair(entries: list[dict]) -> dict:
     flows = sum(p["flows"] for p in entries)
     return {"host": entries[0]["host"], "flows": flows,
             "retrans": sum(p["retrans"] for p in entries),
+            "spurious_retrans": sum(p["spurious_retrans"] for p in entries),
             "lost": sum(p["lost"] for p in entries),
             "rtt_ms": (sum(p["rtt_ms"] * p["flows"] for p in entries) / flows) if flows else 0.0,
             "min_rtt_ms": min(p["min_rtt_ms"] for p in entries),

@@ -171,6 +171,7 @@ def tcp_between(result: dict[str, Any] | None, addrs: set[str]) -> dict[str, Any
     if not rows:
         return None
     return {"retrans": sum(int(r.get("retrans") or 0) for r in rows),
+            "spurious_retrans": sum(int(r.get("spurious_retrans") or 0) for r in rows),
             "lost": sum(int(r.get("lost") or 0) for r in rows), "rows": rows}
 
 
@@ -240,7 +241,8 @@ def diagnose(src: str, dst: str, path: PairPath | None,
                      f"confidence {link.get('confidence', 0):.2f}")
     out["tcp"] = tcp
     if tcp is not None:
-        lines.append(f"TCP between {src} and {dst}: {tcp['retrans']} retransmitted segments")
+        lines.append(f"TCP between {src} and {dst}: {tcp['retrans']} retransmitted segments "
+                     f"({tcp['spurious_retrans']} of them spurious: the receiver had them)")
     named = {link_name_of(s) for s in suspects}
     live = [a for a in avoids if a.get("target") in on_path | named]
     out["avoid_link"] = {"active": live, "possible": {

@@ -12,16 +12,32 @@ s3, h7-h9 on s4), under the machine-wide Mininet lock.
    the injection, every crossing pair's loss is within its binomial bounds
    (99.9% per pair, 18 pairs; the pooled loss of all of them within 99%) and
    every other pair lost nothing (at most one probe).
-3. TCP health: an iperf3 transfer h1 -> h4 across the lossy link (5%) shows
-   retransmissions for that flow at a rate (per MB) at least 5 times that of
-   one h2 -> h3 (same switch): on this loaded machine the clean path is not
-   loss-free. The TCP min RTT of the clean flow is printed next to ping's.
-4. RTT agreement, in one run, interleaved: a TCP transfer h2 -> h4 (unpaced),
-   ping h2 -> h4 every 0.1 s and path_health probes between h2 and h4 (report
-   interval 1 s) share the same 20 s and the same path. The median over the
-   intervals of the probes' p50 agrees with ping's median within a factor of 1.5;
-   that of tcp_health's ``rtt_ms`` for the flow within a factor of 3 (the figures
-   seen are in the test; the issue's 20% is not reached reliably on this machine).
+3. TCP health: a 5 Mbit/s iperf3 transfer h1 -> h4 across the lossy link (5%)
+   shows retransmissions the receiver did not report as duplicates; one h2 -> h3
+   (same switch) shows none: its ``retrans`` are all ``spurious_retrans`` (a tail
+   loss probe fired by an ACK late on this shared machine, D-SACKed by the
+   receiver), usually 0 of 0. The flow is iperf3's data connection: the one to the
+   port that carried the most bytes (its control connection comes first).
+4. RTT agreement, in one run, interleaved: a TCP transfer h2 -> h4 paced at
+   5 Mbit/s in writes of one segment, ping h2 -> h4 every 0.1 s and path_health
+   probes between h2 and h4 (report interval 1 s) share the same 20 s and the same
+   path. The flow's ``min_rtt_ms`` (``tcpi_min_rtt``: the path without the flow's
+   own queue) is within 20% of ping's minimum (0.89 to 0.97 times in 7 runs of
+   the same transfer measured with sock_diag at 10 Hz; 0.83 to 1.04 in 8 runs of
+   this test, the flow's being the lower in 7: its minimum is over thousands of
+   samples, so 1,000 pings more, 50/s, take part in ping's minimum; in 5 runs they
+   lowered it by 0 to 7%); the probes' p50 (median
+   over the intervals) within a factor of 1.5 of ping's median. The smoothed
+   ``rtt_ms`` (``tcpi_rtt``) is what the flow's segments see, not what a ping
+   sees, so it is held to a sanity bound only: in the same 7 runs its median was
+   1.3 to 3.4 times ping's median (0.25 to 2 ms more), because a segment that
+   arrives alone is ACKed when the receiving iperf3 has read it (delayed ACK; ping's
+   reply leaves from the kernel), and an average of 1/8 per ACK follows this
+   machine's heavy tail (ping's 90th percentile is up to 6 times its median) where
+   a median does not.
+   With iperf3's default 128 KB writes it was 4.6 to 9.5 times (each write is a
+   burst of 90 segments); unpaced, the flow fills the switches' queues and
+   concurrent pings see the same queue (0.53 to 1.15 times ping's median).
 
 Probe figures are printed for the record. Every agent and the controller must
 not have logged a traceback.
@@ -143,25 +159,33 @@ def test_one_lossy_link(net):
                 assert r["lost"] <= 1, r
 
 
+def data_flow(res: dict | None, src: str, port: int) -> dict | None:
+    """iperf3's data connection from ``src`` to ``port`` in a tcp_health result: of the
+    two connections to that port (iperf3 opens a control connection first), the one that
+    carried the most bytes."""
+    flows = [f for f in ((res or {}).get("tcp") or {}).get("top_flows", [])
+             if f["dport"] == port and f["host"] == src]
+    return max(flows, key=lambda f: f["bytes_acked"], default=None)
+
+
 def iperf_flow(net, task_id: str, src: str, dst: str, port: int) -> dict:
+    """A 5 Mbit/s iperf3 transfer ``src`` -> ``dst`` for two intervals and a bit; its data
+    connection as tcp_health last reported it while the transfer ran."""
     server = net.net.get(dst).popen(["iperf3", "-s", "-1", "-p", str(port)])
     try:
         time.sleep(0.5)
         client = net.net.get(src).popen(["iperf3", "-c", net.net.get(dst).IP(), "-p",
                                          str(port), "-t", str(2 * INTERVAL + 2), "-b", "5M"])
         start = time.time()
-
-        def flow():
+        last = None
+        while client.poll() is None and time.time() < start + 4 * INTERVAL:
             res = result(net, task_id)
-            if not res or res["interval_end"] < start + INTERVAL:
-                return None
-            return next((f for f in res["tcp"]["top_flows"] if f["dport"] == port
-                         and f["host"] == src), None)
-
-        found = wait_until(flow, timeout=4 * INTERVAL, interval=0.5,
-                           message=f"the iperf3 flow {src}->{dst} in tcp_health")
-        client.wait(4 * INTERVAL)
-        return found
+            if res and res["interval_end"] >= start + INTERVAL:
+                last = data_flow(res, src, port) or last
+            time.sleep(0.5)
+        assert client.wait(4 * INTERVAL) == 0
+        assert last is not None, f"the iperf3 flow {src}->{dst} never showed in tcp_health"
+        return last
     finally:
         if server.poll() is None:
             server.kill()
@@ -175,14 +199,13 @@ def test_tcp_health_sees_retransmissions_across_the_lossy_link(net):
     intfs = switch_link_intfs(net, "s1", "s2")
     with random_loss(intfs[0], 0.05), random_loss(intfs[1], 0.05):
         lossy = iperf_flow(net, task_id, "h1", "h4", 5302)
-    per_mb = {name: f["retrans"] / max(1e-9, f["bytes_acked"] / 1e6)
-              for name, f in (("clean", clean), ("lossy", lossy))}
-    ping = ping_median(net, "h2", "h3")
-    print(f"\nclean h2->h3: {clean}\nlossy h1->h4: {lossy}\nretransmissions per MB: "
-          f"{per_mb}; clean TCP min RTT {clean['min_rtt_ms']} ms, ping median {ping} ms")
-    # the clean path is not loss-free on a loaded machine (userspace OVS drops and
-    # delays under load), so the lossy flow must stand out by its retransmission rate
-    assert lossy["retrans"] > 0 and per_mb["lossy"] >= 5 * per_mb["clean"], per_mb
+    print(f"\nclean h2->h3: {clean}\nlossy h1->h4: {lossy}")
+    # a retransmission on the clean path is a tail loss probe fired by a late ACK (this
+    # machine is shared), which the receiver reports as a duplicate: nothing was lost
+    assert clean["retrans"] == clean["spurious_retrans"], clean
+    assert lossy["retrans"] - lossy["spurious_retrans"] >= 10, lossy
+    status, _ = net.rest(f"/measure/v1/tasks/{task_id}", method="DELETE")
+    assert status == 200
 
 
 def test_tcp_and_probe_rtt_agree_with_ping(net):
@@ -195,21 +218,26 @@ def test_tcp_and_probe_rtt_agree_with_ping(net):
     h2, h4 = net.net.get("h2"), net.net.get("h4")
     server = h4.popen(["iperf3", "-s", "-1", "-p", "5303"])
     time.sleep(0.5)
-    # unpaced: a paced sender (-b) writes in bursts that queue behind themselves
-    client = h2.popen(["iperf3", "-c", h4.IP(), "-p", "5303", "-t", str(secs + 2)])
+    # paced in writes of one segment: iperf3's default 128 KB writes would queue
+    # behind themselves (see the module docstring)
+    client = h2.popen(["iperf3", "-c", h4.IP(), "-p", "5303", "-t", str(secs + 2),
+                       "-b", "5M", "-l", "1448"])
     ping = h2.popen(["ping", "-i", "0.1", "-w", str(secs), h4.IP()], stdout=subprocess.PIPE,
                     text=True)
-    tcp_rtt: dict[float, float] = {}
+    # the minimum of 200 pings sits above that of the flow's thousands of RTT samples:
+    # 1,000 more pings for it
+    fast = h2.popen(["ping", "-q", "-i", "0.02", "-w", str(secs), h4.IP()],
+                    stdout=subprocess.PIPE, text=True)
+    flows: dict[float, dict] = {}
     probe_p50: dict[float, float] = {}
     try:
         end = time.time() + secs
         time.sleep(1.5)
         while time.time() < end - 1:
             res = result(net, tcp_id)
-            flow = next((f for f in (res or {}).get("tcp", {}).get("top_flows", [])
-                         if f["dport"] == 5303 and f["host"] == "h2"), None)
-            if flow is not None and flow.get("rtt_ms"):
-                tcp_rtt[res["interval_end"]] = flow["rtt_ms"]
+            flow = data_flow(res, "h2", 5303)
+            if flow is not None and flow["rtt_ms"] > 0:
+                flows[res["interval_end"]] = flow
             res = result(net, mesh_id)
             row = next((r for r in (res or {}).get("pairs", [])
                         if {r["src"], r["dst"]} == {"h2", "h4"}
@@ -218,26 +246,36 @@ def test_tcp_and_probe_rtt_agree_with_ping(net):
                 probe_p50[res["interval_end"]] = row["rtt_ms"]["p50"]
             time.sleep(0.5)
         out, _ = ping.communicate(timeout=30)
+        fast_out, _ = fast.communicate(timeout=30)
     finally:
-        for proc in (ping, client, server):
+        for proc in (ping, fast, client, server):
             stop_process(proc)
     pings = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
-    assert len(pings) >= 10 * secs // 2 and len(tcp_rtt) >= 8 and len(probe_p50) >= 8, \
-        (len(pings), tcp_rtt, probe_p50)
-    ping_ms = statistics.median(pings)
-    tcp_ms = statistics.median(tcp_rtt.values())
+    assert len(pings) >= 10 * secs // 2 and len(flows) >= 8 and len(probe_p50) >= 8, \
+        (len(pings), flows, probe_p50)
+    fast_min = re.search(r"(\d+) received.*\n.*= ([\d.]+)/", fast_out)
+    assert fast_min, fast_out
+    ping_ms, ping_min = statistics.median(pings), min(min(pings), float(fast_min[2]))
+    rtts = [f["rtt_ms"] for f in flows.values()]
+    tcp_ms = statistics.median(rtts)
+    min_rtt = flows[max(flows)]["min_rtt_ms"]
     probe_ms = statistics.median(probe_p50.values())
-    print(f"\nsame {secs} s, h2 -> h4: ping median {ping_ms:.2f} ms ({len(pings)} pings), "
-          f"tcp_health rtt_ms median {tcp_ms:.2f} ms ({len(tcp_rtt)} intervals), probe p50 "
-          f"median {probe_ms:.2f} ms ({len(probe_p50)} intervals)")
+    print(f"\nsame {secs} s, h2 -> h4 ({len(pings)} + {fast_min[1]} pings, {len(flows)} "
+          f"tcp_health and {len(probe_p50)} path_health intervals): ping min {ping_min:.3f} "
+          f"ms ({min(pings):.3f} of the first {len(pings)}), median "
+          f"{ping_ms:.3f}, mean {statistics.fmean(pings):.3f}; tcp min_rtt_ms {min_rtt:.3f} "
+          f"({min_rtt / ping_min:.2f} x ping's min); tcp rtt_ms median {tcp_ms:.3f} "
+          f"({tcp_ms / ping_ms:.2f} x ping's median); probe p50 median {probe_ms:.3f} "
+          f"({probe_ms / ping_ms:.2f} x)")
+    # the path's RTT without any queue, like with like: TCP's min RTT against ping's
+    assert 0.8 * ping_min <= min_rtt <= 1.2 * ping_min, (min_rtt, ping_min)
     # the probes are echoed in the kernel, as ping is: 0.89 and 1.26 times ping's median
     # in two runs here (1.8 times with the user-space echo, which this bound catches)
     assert ping_ms / 1.5 <= probe_ms <= 1.5 * ping_ms, (probe_ms, ping_ms)
-    # TCP's smoothed RTT comes from a flow that keeps the software switches busy (no
-    # wake-up per packet, unlike 10 pings/s) and includes its own queue and delayed
-    # ACKs: 0.77 and 4.7 times ping's median here at 5 Mbit/s, 1.04 unpaced over one
-    # OVS bridge, so only a factor of 3 is asserted (a unit or field error would miss
-    # it by 1,000)
-    assert ping_ms / 3 <= tcp_ms <= 3 * ping_ms, (tcp_ms, ping_ms)
+    # the smoothed RTT adds the flow's own queue and ACK timing to the path's and averages
+    # a heavy tail (module docstring): never below its min RTT, 1.3 to 3.4 times ping's
+    # median here; the bound catches a unit or a field error (1,000 times)
+    assert all(f["min_rtt_ms"] <= f["rtt_ms"] for f in flows.values()), flows
+    assert ping_min * 0.8 <= tcp_ms <= 5 * ping_ms, (tcp_ms, ping_ms)
     for task_id in (tcp_id, mesh_id):
         assert net.rest(f"/measure/v1/tasks/{task_id}", method="DELETE")[0] == 200

@@ -159,13 +159,16 @@ def test_tcp_health_shows_retransmissions_only_across_loss(netns_factory):
     na, nb = netns_factory.pair(subnet="10.78.0", offload_off=True)
     clean = _iperf_retrans(na, nb, 4.0)
     data = _data_flow(clean)  # iperf3's control connection may see a tail loss probe
-    assert data["retrans"] == 0 and data["rtt_ms"] > 0 and data["min_rtt_ms"] > 0, clean
+    # nothing lost: a retransmission here is a tail loss probe fired by a late ACK on a
+    # busy machine, which the receiver reports as a duplicate (D-SACK)
+    assert data["retrans"] == data["spurious_retrans"], clean
+    assert 0 < data["min_rtt_ms"] <= data["rtt_ms"], clean
     with random_loss(nb.intf, 0.05, ns=nb):  # b's egress drops ACKs; a's data too below
         with random_loss(na.intf, 0.0, ns=na) as fwd:
             fwd.set(0.05)
             lossy = _iperf_retrans(na, nb, 4.0)
     data = _data_flow(lossy)
-    assert data["retrans"] > 0, lossy
+    assert data["retrans"] - data["spurious_retrans"] > 0, lossy
     pair = lossy["tcp"]["pairs"][f"{na.ip},{nb.ip}"]
     assert pair["retrans"] >= data["retrans"] and pair["host"] == "ha"
 

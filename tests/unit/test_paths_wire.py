@@ -124,12 +124,12 @@ def test_a_sketch_with_far_bins_is_refused():
 def test_tcp_merge_ranks_by_retransmissions():
     def flow(host, sport, retrans):
         return {"host": host, "src": "10.0.0.1", "dst": "10.0.0.2", "sport": sport,
-                "dport": 5201, "retrans": retrans, "lost": 0, "rtt_ms": 1.0,
-                "min_rtt_ms": 0.5, "delivery_rate_bps": 1e6, "bytes_acked": 10}
+                "dport": 5201, "retrans": retrans, "spurious_retrans": retrans // 3, "lost": 0,
+                "rtt_ms": 1.0, "min_rtt_ms": 0.5, "delivery_rate_bps": 1e6, "bytes_acked": 10}
 
-    def pair(host, flows, retrans):
-        return {"host": host, "flows": flows, "retrans": retrans, "lost": 0,
-                "rtt_ms": 2.0, "min_rtt_ms": 1.0, "delivery_rate_bps": 5.0}
+    def pair(host, flows, retrans, spurious=0, min_rtt=1.0):
+        return {"host": host, "flows": flows, "retrans": retrans, "spurious_retrans": spurious,
+                "lost": 0, "rtt_ms": 2.0, "min_rtt_ms": min_rtt, "delivery_rate_bps": 5.0}
 
     a = {"tcp": {"flows": [flow("h1", 1, 3), flow("h1", 2, 0)],
                  "pairs": {"10.0.0.1,10.0.0.2": pair("h1", 2, 3)}, "top": 2}}
@@ -141,6 +141,16 @@ def test_tcp_merge_ranks_by_retransmissions():
     assert [(p["src"], p["retrans"]) for p in out["top_pairs"]] == [("10.0.0.3", 7),
                                                                      ("10.0.0.1", 3)]
     assert paths.health_result(merged, "h1")["tcp"]["top_pairs"][0]["host"] == "h1"
+    assert out["top_flows"][0]["spurious_retrans"] == 2
+    # the two ends of one address pair seen by two agents: counts add, min RTT the least
+    c = {"tcp": {"flows": [], "pairs": {"10.0.0.1,10.0.0.2": pair("h1", 1, 4, 1, 0.25)},
+                 "top": 2}}
+    both = merge_all([a, c])["tcp"]["pairs"]["10.0.0.1,10.0.0.2"]
+    assert (both["retrans"], both["spurious_retrans"], both["min_rtt_ms"]) == (7, 1, 0.25)
+    bad = {"tcp": {"flows": [], "pairs": {"10.0.0.1,10.0.0.2": pair("h1", 1, 4, -1)},
+                   "top": 2}}
+    with pytest.raises(ValueError, match="spurious_retrans"):
+        paths.check_health_snapshot(bad)
 
 
 def test_all_pairs_are_balanced_and_auto_covers_every_link_twice():
@@ -182,3 +192,38 @@ def test_all_pairs_are_balanced_and_auto_covers_every_link_twice():
         assert len(chosen) < len(names) * (len(names) - 1) / 2 / 4
     load = pairs.probe_load_bps([("h1", "h2"), ("h1", "h3")], 10.0, 64)
     assert load == {"h1": 2 * 10 * 106 * 8, "h2": 8480.0, "h3": 8480.0}
+
+
+def test_tcp_info_fields_become_flow_and_pair_fields():
+    from host_agent.tcpinfo.diag import summarize
+
+    def conn(sport, retrans, dups, rtt_us, min_us):
+        return {"src": "10.0.0.1", "dst": "10.0.0.2", "sport": sport, "dport": 5201,
+                "tcpi_total_retrans": retrans, "tcpi_dsack_dups": dups, "tcpi_lost": 0,
+                "tcpi_rtt": rtt_us, "tcpi_min_rtt": min_us, "tcpi_delivery_rate": 1000,
+                "tcpi_bytes_acked": 5}
+
+    out = summarize("h1", [conn(1, 3, 1, 2500, 400), conn(2, 0, 0, 1500, 300),
+                           {**conn(3, 9, 0, 1, 1), "src": "127.0.0.1"}], top=5)
+    first = out["flows"][0]
+    assert (first["retrans"], first["spurious_retrans"], first["rtt_ms"],
+            first["min_rtt_ms"], first["delivery_rate_bps"]) == (3, 1, 2.5, 0.4, 8000.0)
+    pair = out["pairs"]["10.0.0.1,10.0.0.2"]
+    assert (pair["flows"], pair["retrans"], pair["spurious_retrans"], pair["rtt_ms"],
+            pair["min_rtt_ms"]) == (2, 3, 1, 2.0, 0.3)
+    paths.check_health_snapshot({"tcp": out})
+
+
+def test_tcp_between_two_hosts_adds_both_directions():
+    from ryu_app.service.pathhealth import tcp_between
+
+    rows = [{"src": "10.0.0.1", "dst": "10.0.0.2", "retrans": 5, "spurious_retrans": 5,
+             "lost": 0},
+            {"src": "10.0.0.2", "dst": "10.0.0.1", "retrans": 2, "spurious_retrans": 0,
+             "lost": 1},
+            {"src": "10.0.0.3", "dst": "10.0.0.1", "retrans": 9, "spurious_retrans": 0,
+             "lost": 0}]
+    out = tcp_between({"tcp": {"top_pairs": rows}}, {"10.0.0.1", "10.0.0.2"})
+    assert out is not None
+    assert (out["retrans"], out["spurious_retrans"], out["lost"]) == (7, 5, 1)
+    assert tcp_between({"tcp": {"top_pairs": rows}}, {"10.0.0.4", "10.0.0.2"}) is None
