@@ -43,7 +43,8 @@ def measure_network(tmp_path_factory: pytest.TempPathFactory, name: str,
             yield mn
         finally:
             mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
+        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/standby.log"),
+                     *glob.glob(f"{run_dir}/agent-h*.log"),
                      *glob.glob(f"{run_dir}/agent-h*.out")]:
             with open(path, errors="replace") as f:
                 text = f.read()
@@ -89,11 +90,12 @@ print(n, flush=True)
 SENDER = """
 import socket, sys, time
 dst, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+gap = float(sys.argv[5]) if len(sys.argv) > 5 else 0.002
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 payload = b"x" * size
 for _ in range(count):
     s.sendto(payload, (dst, port))
-    time.sleep(0.002)
+    time.sleep(gap)
 """
 
 # (src, dst, datagrams, payload bytes): h4->h6 stays under 5% of the total
