@@ -157,9 +157,14 @@ class MeasureApp(app_manager.RyuApp):
         while not store.try_lead():  # False also while the server does not answer
             hub.sleep(LEAD_POLL_SECONDS)
         started = time.monotonic()
+        # a green thread cannot end the process by raising; and a standby that holds
+        # the lock without leading would leave the network without a controller
         try:
             service = self._lead(store)
-        except SystemExit:  # logged by _lead; a green thread cannot end the process
+        except SystemExit:  # the store failed (logged by _lead)
+            os._exit(2)
+        except Exception:  # broad: logged with its traceback, then exit for a restart
+            self.logger.exception("taking over failed")
             os._exit(2)
         for dp in list(self.datapaths.values()):
             self._claim(dp, service)
@@ -209,7 +214,11 @@ class MeasureApp(app_manager.RyuApp):
         if self.measure is not None:
             self._claim(dp, self.measure)
         else:  # a standby: SLAVE, at the current leader's generation
-            generation = int(self.service.store.get_meta(GENERATION_KEY, "0") or 0)
+            try:
+                generation = int(self.service.store.get_meta(GENERATION_KEY, "0") or 0)
+            except StoreError as exc:  # asks again when the switch reconnects
+                self.logger.warning("switch %016x: no SLAVE role request: %s", dp.id, exc)
+                return
             dp.send_msg(ofmsg.role(dp, "slave", generation))
 
     def _claim(self, dp, service: MeasureService) -> None:
