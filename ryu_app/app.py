@@ -93,6 +93,7 @@ class MeasureApp(app_manager.RyuApp):
         self.topology = Topology()
         self.forwarding = Forwarding(self.topology, source_guard=True)
         self.datapaths: dict[int, Any] = {}  # dpid -> ryu Datapath
+        self.switch_roles: dict[int, str] = {}  # dpid -> role, from the switch's role reply
         self.role_generation: int | None = None  # set when leading on a shared store
         self.measure: MeasureService | None = None  # the working service, when leading
         self._wsgi = kwargs["wsgi"]
@@ -107,6 +108,7 @@ class MeasureApp(app_manager.RyuApp):
             # connection died); then it takes over from the shared state
             self.logger.info("standby: waiting for the leader's lock on %s", store.path)
             self.service = StandbyService(store, self.state_dir)
+            self.service.switch_roles = self.switch_roles
             self._rebind_rest = register_rest(self._wsgi, self.service)
             hub.spawn(self._await_lead, store)
         else:
@@ -143,6 +145,7 @@ class MeasureApp(app_manager.RyuApp):
             self.logger.error("cannot start: %s", exc)
             raise SystemExit(2) from None
         self.service = self.measure = service
+        service.switch_roles = self.switch_roles
         metrics = register_dashboard(self._wsgi, service)
         if self._rebind_rest is not None:  # a standby's API: now the leader's
             self._rebind_rest(service, metrics)
@@ -185,18 +188,19 @@ class MeasureApp(app_manager.RyuApp):
         return ip in self._agent_ips[1]
 
     def _tick_loop(self, service: MeasureService) -> None:
-        """``service.tick`` every second, or at once when a REST call queued a push.
+        """``service.tick`` at once (a take-over pushes the overlay and the tasks without
+        waiting), then every second, or at once when a REST call queued a push.
 
         ``tick`` never raises: it logs, counts and shows a failure in health.
         """
         wake = hub.Event()
         service.wake = wake.set
         while True:
-            wake.wait(timeout=TICK_SECONDS)
-            wake.clear()
             self._send_queued_reactions(service)  # queued by a report: before the tick's work
             service.tick(time.time())
             self._send_queued_reactions(service)  # expiries found by the tick
+            wake.wait(timeout=TICK_SECONDS)
+            wake.clear()
 
     def _topology_changed(self, flush: bool) -> None:
         if self.measure is None:  # a standby keeps the switches and ports, sends nothing
@@ -234,6 +238,14 @@ class MeasureApp(app_manager.RyuApp):
         # active reactions, with their remaining time
         self._send_reactions(service.actions.on_switch(dp.id))
 
+    @set_ev_cls(ofp_event.EventOFPRoleReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _role_reply(self, ev):
+        """What the switch says this controller now is (shown in ``health``)."""
+        msg = ev.msg
+        self.switch_roles[msg.datapath.id] = ofmsg.role_name(msg.datapath, msg.role)
+        self.logger.info("switch %016x: %s (generation %d)", msg.datapath.id,
+                         self.switch_roles[msg.datapath.id], msg.generation_id)
+
     @set_ev_cls(topo_event.EventSwitchEnter)
     def _switch_enter(self, ev):
         sw = ev.switch
@@ -247,6 +259,7 @@ class MeasureApp(app_manager.RyuApp):
     def _switch_leave(self, ev):
         dpid = ev.switch.dp.id
         self.datapaths.pop(dpid, None)
+        self.switch_roles.pop(dpid, None)
         if self.topology.remove_switch(dpid):
             self.logger.info("switch %016x left", dpid)
             self._topology_changed(flush=True)

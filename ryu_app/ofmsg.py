@@ -80,6 +80,14 @@ def role(dp: Datapath, name: str, generation: int) -> Any:
     return parser.OFPRoleRequest(dp, roles[name], generation)
 
 
+def role_name(dp: Datapath, role: int) -> str:
+    """The name of an OpenFlow 1.3 role (``master``, ``slave``, ``equal``, ``nochange``)."""
+    ofp = dp.ofproto
+    names = {ofp.OFPCR_ROLE_MASTER: "master", ofp.OFPCR_ROLE_SLAVE: "slave",
+             ofp.OFPCR_ROLE_EQUAL: "equal", ofp.OFPCR_ROLE_NOCHANGE: "nochange"}
+    return names.get(role, str(role))
+
+
 def delete_by_cookie(dp: Datapath, cookie: int, match: dict[str, Any] | None = None) -> Any:
     """Delete, in every table, the flows with exactly ``cookie`` (and ``match`` if given)."""
     ofp, parser = dp.ofproto, dp.ofproto_parser

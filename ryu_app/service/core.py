@@ -766,6 +766,7 @@ class MeasureService(StoredReads):
         ok = (self.ticker.healthy(now, ticking) and not pushes["agents_unreachable"]
               and not pushes["pushes_failing"])
         return {"ok": ok, "version": __version__, "role": "leader",
+                "switch_roles": self.roles_view(),
                 "ticker": self.ticker.to_dict(now, ticking), **pushes, "agents_down": down,
                 "agents": len(self.registry.agents), "tasks": len(self.tasks),
                 "overlay_epoch": self.epoch}

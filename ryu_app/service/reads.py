@@ -23,10 +23,17 @@ def scaled(rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
 
 
 class StoredReads:
-    """``past`` and ``events``: answered from ``results`` (its store) alone."""
+    """``past`` and ``events``: answered from ``results`` (its store) alone; the
+    switches' roles (``switch_roles``, kept by the Ryu app from their role replies)."""
 
     results: Results
     now: Callable[[], float]
+    #: dpid -> the role the switch last answered this controller; set by the Ryu app
+    switch_roles: dict[int, str] | None = None
+
+    def roles_view(self) -> dict[str, str]:
+        """``health``'s ``switch_roles``: by 16-digit hex dpid."""
+        return {f"{dpid:016x}": role for dpid, role in sorted((self.switch_roles or {}).items())}
 
     def _record(self, task_id: str) -> TaskRecord:
         raise NotImplementedError

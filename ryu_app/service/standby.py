@@ -104,7 +104,7 @@ class StandbyService(StoredReads):
         """Always ``ok`` while the store answers (this read proves it): a standby has
         no tick loop, agents or pushes of its own."""
         return {"ok": True, "version": __version__, "role": "standby",
-                "leader": self.leader_url(),
+                "leader": self.leader_url(), "switch_roles": self.roles_view(),
                 "ticker": {"last_ok": None, "failures": 0, "last_error": None,
                            "running": False, "stale": False},
                 "agents_unreachable": [], "pushes_failing": {},

@@ -107,5 +107,8 @@ def test_a_standby_before_any_leader_says_so(tmp_path):
     store = Store.in_dir(str(tmp_path))
     standby = StandbyService(store, str(tmp_path), auth=AuthConfig())
     assert "the leader (no URL stored yet)" in str(standby.not_leader())
-    assert standby.health()["leader"] is None
+    assert standby.health()["leader"] is None and standby.health()["switch_roles"] == {}
+    standby.switch_roles = {10: "slave", 2: "slave"}  # what the Ryu app keeps from replies
+    assert standby.health()["switch_roles"] == {"0000000000000002": "slave",
+                                                "000000000000000a": "slave"}
     store.close()
