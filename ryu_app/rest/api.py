@@ -13,6 +13,9 @@ Every handler is wrapped by ``_api``, the one place that
   ``req.GET`` (webob would raise ``UnicodeDecodeError`` there, and Ryu's
   eventlet server runs with ``debug=True``, so an escaping exception sends
   the client a traceback),
+- on a standby controller (``ryu_app/service/standby.py``) answers 503
+  naming the leader for every handler not marked ``standby=True`` (the
+  reads the shared store holds),
 - limits the body size (413: 16 MiB for ``POST reports``, whose merged
   root report is about 1 MB at 1000 agents; 1 MiB elsewhere) and the media
   type (415),
