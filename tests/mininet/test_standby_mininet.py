@@ -1,9 +1,10 @@
 """Mininet tier: two controllers on one PostgreSQL; the leader is SIGKILLed, the standby
 takes over.
 
-One network (``topo.launch.MeasureNetwork`` with ``standby=True``: a throwaway
-PostgreSQL server, controller 0 leading, controller 1 waiting on the store's
-advisory lock, every switch connected to both, every agent given both URLs;
+One network (``topo.launch.MeasureNetwork`` with ``standby=True`` on a throwaway
+PostgreSQL server of ``testing.postgres``: controller 0 leading, controller 1
+waiting on the store's advisory lock, every switch connected to both, every
+agent given both URLs;
 tree depth 2 fanout 3 on userspace OVS, so s2 holds h1-h3), under the
 machine-wide Mininet lock. Before the kill: every switch shows controller 0
 MASTER and controller 1 SLAVE (``ovs-vsctl``'s ``role`` column); a global UDP
@@ -45,7 +46,8 @@ from typing import Any
 import pytest
 
 from testing.overlaynet import AGENTS, RECEIVER, SENDER, apply_everywhere, measure_network
-from testing.procs import free_port, wait_until
+from testing.postgres import postgres_server
+from testing.procs import wait_until
 
 pytestmark = pytest.mark.mininet
 
@@ -60,9 +62,10 @@ REACTION_COOKIE = "cookie=0x52454143"
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with measure_network(tmp_path_factory, "standby-net", standby=True,
-                         standby_controller_port=free_port(),
-                         standby_rest_port=free_port()) as mn:
+    # the server first: its initdb takes seconds, which would otherwise pass between
+    # picking the controllers' free ports and binding them
+    with postgres_server() as pg, measure_network(tmp_path_factory, "standby-net",
+                                                  standby=True, store=pg.url) as mn:
         yield mn
 
 
