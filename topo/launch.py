@@ -4,7 +4,11 @@
 
 1. the controller: the project's launcher (``python -m ryu_app``) as a
    subprocess, with OpenFlow on ``--controller-port`` and REST on
-   ``--rest-port``; both ports must listen before any switch starts;
+   ``--rest-port``; both ports must listen before any switch starts. With
+   ``--standby``, a second one on the same PostgreSQL store (``--store``,
+   else a throwaway ``testing.postgres`` server started first) on
+   ``--standby-controller-port`` / ``--standby-rest-port``: it waits as the
+   standby, every switch is given both controllers and every agent both URLs;
 2. the data network: a ``topo.topos`` topology with its ``ovsu`` switch
    (userspace OVS, OpenFlow 1.3) under that remote controller, and its
    ``MeasureHost`` hosts (transmit checksum offload off on every data
