@@ -156,6 +156,10 @@ def beat_parent(http: Transport, overlay: OverlayNode, monitor: dict | None) -> 
     return isinstance(unknown, list) and overlay.name in unknown
 
 
+class ControllerUnavailable(RuntimeError):
+    """A controller answered 503: a standby (or its store is down); try the next URL."""
+
+
 def registrar(args: argparse.Namespace, advertise: str, http: Transport,
               cost: Callable[[], dict], interval: float = 2.0,
               overlay: OverlayNode | None = None) -> None:
@@ -167,8 +171,9 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
     parent does not answer, sends its own with its subtree to the controller.
 
     With several controller URLs (a leader and standbys on one shared store),
-    a controller that fails is left for the next one, where the agent
-    registers again; only the leader answers (a standby's ports stay closed).
+    a controller that does not answer, or answers 503 (a standby refuses agent
+    calls, naming the leader), is left for the next one, where the agent
+    registers again: it ends up with the leader, whichever URL that is.
     """
     import eventlet
 
@@ -183,6 +188,8 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
             if not registered:
                 status, reply = http.request("POST", f"{base}/measure/v1/agents", json=body,
                                              timeout=3)
+                if status == 503:
+                    raise ControllerUnavailable(f"register: HTTP 503 {str(reply)[:200]}")
                 if status >= 300:
                     raise RuntimeError(f"register: HTTP {status} {str(reply)[:200]}")
                 registered = True
@@ -207,6 +214,8 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                         registered = False
                         raise RuntimeError("heartbeat: controller does not know us; "
                                            "re-registering")
+                    if status == 503:
+                        raise ControllerUnavailable(f"heartbeat: HTTP 503 {str(reply)[:200]}")
                     if status >= 300:
                         raise RuntimeError(f"heartbeat: HTTP {status} {str(reply)[:200]}")
                     if overlay is not None and isinstance(reply, dict):
@@ -221,7 +230,8 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                 log.warning("controller %s: %s (retrying every %gs)", base, exc, interval)
                 last_logged = time.monotonic()
             failing = True
-            if len(bases) > 1 and isinstance(exc, OSError):  # unreachable: try the next one
+            if len(bases) > 1 and isinstance(exc, OSError | ControllerUnavailable):
+                # unreachable, or a standby: try the next one
                 current = (current + 1) % len(bases)
                 base, registered = bases[current], False
         eventlet.sleep(interval if registered else min(interval, 1.0))

@@ -168,8 +168,9 @@ SETTINGS: tuple[Setting, ...] = (
     _agent("name", "str", None, "agent name, e.g. h2; tags its iptables rules", required=True),
     _agent("controller", "str", None, "controller base URL, e.g. "
            f"{DEFAULT_CONTROLLER_URL}, or several separated by commas (a leader and its "
-           "standbys: the agent registers with the first that answers and moves on when it "
-           "stops answering); none for a standalone agent (no registration)"),
+           "standbys on one shared store: the agent moves on to the next when one does not "
+           "answer or answers 503, so it registers with the leader); none for a standalone "
+           "agent (no registration)"),
     _agent("listen", "str", None, "HTTP listen address (default: the host of advertise, "
            "else the local address that reaches the controller, else 0.0.0.0)"),
     _agent("port", "int", 8000, "HTTP port", bound=PORT),

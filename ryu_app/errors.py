@@ -42,3 +42,13 @@ class BadGateway(ServiceError):
     """An agent answered the request with an error (502)."""
 
     status = 502
+
+
+class NotLeader(ServiceError):
+    """This controller is a standby on a shared store: the call needs the leader (503).
+
+    The message names the leader's URL; ``Retry-After`` tells an agent or a
+    client that the answer may change once a standby takes over."""
+
+    status = 503
+    headers = {"Retry-After": "1"}

@@ -70,12 +70,22 @@ def table_miss(dp: Datapath) -> list[Any]:
             for table in (SRC_TABLE, DST_TABLE)]
 
 
-def role_master(dp: Datapath, generation: int) -> Any:
-    """Claim the MASTER role (OpenFlow 1.3 role request): the switch makes every other
-    controller SLAVE. ``generation`` grows with each leadership, so a switch refuses a
-    stale claim from an earlier leader (OFPRRFC_STALE)."""
+def role(dp: Datapath, name: str, generation: int) -> Any:
+    """An OpenFlow 1.3 role request: ``master`` claims the switch (it makes every other
+    controller SLAVE), ``slave`` gives up packet-ins and writes (a standby).
+    ``generation`` grows with each leadership, so a switch refuses a stale claim
+    from an earlier leader (OFPRRFC_STALE); a standby asks at the current one."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
-    return parser.OFPRoleRequest(dp, ofp.OFPCR_ROLE_MASTER, generation)
+    roles = {"master": ofp.OFPCR_ROLE_MASTER, "slave": ofp.OFPCR_ROLE_SLAVE}
+    return parser.OFPRoleRequest(dp, roles[name], generation)
+
+
+def role_name(dp: Datapath, role: int) -> str:
+    """The name of an OpenFlow 1.3 role (``master``, ``slave``, ``equal``, ``nochange``)."""
+    ofp = dp.ofproto
+    names = {ofp.OFPCR_ROLE_MASTER: "master", ofp.OFPCR_ROLE_SLAVE: "slave",
+             ofp.OFPCR_ROLE_EQUAL: "equal", ofp.OFPCR_ROLE_NOCHANGE: "nochange"}
+    return names.get(role, str(role))
 
 
 def delete_by_cookie(dp: Datapath, cookie: int, match: dict[str, Any] | None = None) -> Any:

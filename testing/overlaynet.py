@@ -30,20 +30,25 @@ from topo.launch import ROOT, MeasureNetwork, Options
 def measure_network(tmp_path_factory: pytest.TempPathFactory, name: str,
                     **options: Any) -> Iterator[MeasureNetwork]:
     """A module's ``MeasureNetwork`` (tree depth 2 fanout 3 with an agent on every host
-    unless ``options`` say otherwise) under the machine's Mininet lock, stopped at the
-    end; then fails if the controller or an agent logged a traceback."""
+    unless ``options`` say otherwise; free ports for its controllers, two with
+    ``standby=True``) under the machine's Mininet lock, stopped at the end; then fails
+    if a controller or an agent logged a traceback."""
     with mininet_lock():
         run_dir = tmp_path_factory.mktemp(name)
         settings = {"topo": "tree", "depth": 2, "fanout": 3, "agents": True, "timeout": 120,
                     **options}
-        mn = MeasureNetwork(Options(**settings, lock=False, controller_port=free_port(),
-                                    rest_port=free_port(), run_dir=str(run_dir)))
+        # ports picked once the lock is held, just before the controllers bind them
+        ports: dict[str, Any] = {"controller_port": free_port(), "rest_port": free_port()}
+        if settings.get("standby"):
+            ports.update(standby_controller_port=free_port(), standby_rest_port=free_port())
+        mn = MeasureNetwork(Options(**settings, **ports, lock=False, run_dir=str(run_dir)))
         try:
             mn.start()
             yield mn
         finally:
             mn.stop()  # ends with topo.cleanup.cleanup_mininet: only what this network left
-        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/agent-h*.log"),
+        for path in [f"{run_dir}/controller.log", *glob.glob(f"{run_dir}/standby.log"),
+                     *glob.glob(f"{run_dir}/agent-h*.log"),
                      *glob.glob(f"{run_dir}/agent-h*.out")]:
             with open(path, errors="replace") as f:
                 text = f.read()
@@ -89,11 +94,12 @@ print(n, flush=True)
 SENDER = """
 import socket, sys, time
 dst, port, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+gap = float(sys.argv[5]) if len(sys.argv) > 5 else 0.002
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 payload = b"x" * size
 for _ in range(count):
     s.sendto(payload, (dst, port))
-    time.sleep(0.002)
+    time.sleep(gap)
 """
 
 # (src, dst, datagrams, payload bytes): h4->h6 stays under 5% of the total

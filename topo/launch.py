@@ -4,7 +4,11 @@
 
 1. the controller: the project's launcher (``python -m ryu_app``) as a
    subprocess, with OpenFlow on ``--controller-port`` and REST on
-   ``--rest-port``; both ports must listen before any switch starts;
+   ``--rest-port``; both ports must listen before any switch starts. With
+   ``--standby``, a second one on the same PostgreSQL store (``--store``,
+   else a throwaway ``testing.postgres`` server started first) on
+   ``--standby-controller-port`` / ``--standby-rest-port``: it waits as the
+   standby, every switch is given both controllers and every agent both URLs;
 2. the data network: a ``topo.topos`` topology with its ``ovsu`` switch
    (userspace OVS, OpenFlow 1.3) under that remote controller, and its
    ``MeasureHost`` hosts (transmit checksum offload off on every data
@@ -70,6 +74,7 @@ from measure_common.settings import (
     search_path,
 )
 from measure_model.version import __version__
+from testing.postgres import PostgresServer
 from testing.procs import (
     LOCK_PATH,
     install_signal_handlers,
@@ -141,6 +146,15 @@ class Options:
     bw: float | None = option(None, "link rate limit in Mbit/s")
     controller_port: int = option(6653, "the controller's OpenFlow port")
     rest_port: int = option(8080, "the controller's REST port")
+    standby: bool = option(False, "start a second controller on the same PostgreSQL store: "
+                           "the switches connect to both, the first leads, the second "
+                           "takes over when it dies; agents know both URLs")
+    store: str | None = option(None, "the controllers' PostgreSQL URL (with --standby and "
+                               "none given: a throwaway server, removed at exit)")
+    standby_controller_port: int | None = option(
+        None, "the standby's OpenFlow port (default: controller port + 1)")
+    standby_rest_port: int | None = option(None, "the standby's REST port (default: REST "
+                                           "port + 1)")
     agents: bool = option(True, "start no agents")
     no_agent_on: list[str] = option([], "leave HOST unmonitored (the original left h1 as "
                                     "the operator)", metavar="HOST")
@@ -151,7 +165,7 @@ class Options:
     timeout: float = option(90.0, "readiness timeout, seconds")
 
 
-OPTION_TYPES = {"int": int, "float": float, "float | None": float}
+OPTION_TYPES = {"int": int, "float": float, "float | None": float, "int | None": int}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,6 +276,8 @@ class MeasureNetwork:
         self._net: Mininet | None = None
         self.mgmt: MgmtNetwork | None = None
         self.controller: subprocess.Popen | None = None
+        self.standby: subprocess.Popen | None = None  # the second controller (--standby)
+        self.postgres: PostgresServer | None = None  # the throwaway store of --standby
         self.agents: dict[str, subprocess.Popen] = {}
         self._lock: contextlib.AbstractContextManager | None = None
         self.timings: dict[str, float] = {}
@@ -296,7 +312,11 @@ class MeasureNetwork:
         log(f"run directory: {self.run_dir} (REST token: {self.token_file()})")
         if self.opts.lock:
             self._step("lock", self._acquire_lock)
+        if self.opts.standby and not self.opts.store:
+            self._step("postgres", self.start_postgres)
         self._step("controller", self.start_controller)
+        if self.opts.standby:
+            self._step("standby", lambda: self.start_controller(1))
         self._step("network", self.start_network)
         self._step("shells", self.setup_host_shells)
         self._step("mgmt", self.start_mgmt)
@@ -329,9 +349,13 @@ class MeasureNetwork:
             from topo.cleanup import cleanup_mininet
 
             cleanup_mininet()
-        if self.controller is not None:
-            stop_process(self.controller)
-            self.controller = None
+        for running in (self.controller, self.standby):
+            if running is not None:
+                stop_process(running)
+        self.controller = self.standby = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
         if self._lock is not None:
             self._lock.__exit__(None, None, None)
             self._lock = None
@@ -343,34 +367,68 @@ class MeasureNetwork:
 
     # ------------------------------------------------------------ controller
 
-    def start_controller(self) -> None:
-        for port in (self.opts.controller_port, self.opts.rest_port):
+    def ports(self, index: int = 0) -> tuple[int, int]:
+        """(OpenFlow port, REST port) of controller ``index`` (1: the standby)."""
+        if index == 0:
+            return self.opts.controller_port, self.opts.rest_port
+        return (self.opts.standby_controller_port or self.opts.controller_port + 1,
+                self.opts.standby_rest_port or self.opts.rest_port + 1)
+
+    def controller_url(self, index: int = 0) -> str:
+        """Controller ``index``'s REST URL over the management network (agents use it)."""
+        return f"http://{MGMT_IP}:{self.ports(index)[1]}"
+
+    def controller_urls(self) -> list[str]:
+        return [self.controller_url(i) for i in range(2 if self.opts.standby else 1)]
+
+    def store_url(self) -> str | None:
+        """The controllers' shared PostgreSQL store (None: the first one's SQLite)."""
+        if self.opts.store:
+            return self.opts.store
+        return self.postgres.url if self.postgres is not None else None
+
+    def start_postgres(self) -> None:
+        self.postgres = PostgresServer().start()
+        log(f"PostgreSQL store for both controllers: {self.postgres.url}")
+
+    def start_controller(self, index: int = 0) -> subprocess.Popen:
+        """Start controller ``index`` (0, then 1 with ``--standby``) and wait until its
+        OpenFlow and REST ports listen (a standby answers REST and takes the switches
+        as SLAVE while it waits for the leader's lock). Its log is appended to."""
+        of_port, rest_port = self.ports(index)
+        for port in (of_port, rest_port):
             if port_open("127.0.0.1", port):
                 raise RuntimeError(f"port {port} is already in use")
-        path = os.path.join(self.run_dir, "controller.log")
+        path = self.controller_log(index)
         cmd = [sys.executable, "-m", "ryu_app",
-               "--ofp-tcp-listen-port", str(self.opts.controller_port),
+               "--ofp-tcp-listen-port", str(of_port),
                "--ofp-listen-host", "127.0.0.1",  # the switches' address; hosts cannot reach it
-               "--wsapi-port", str(self.opts.rest_port),
+               "--wsapi-port", str(rest_port),
                "--observe-links", "ryu_app.app"]
-        env = child_env(self.controller_env())
-        log(f"controller: {shlex.join(cmd)} (log {path})")
-        with open(path, "w") as out:
+        env = child_env(self.controller_env(index))
+        log(f"controller {index}: {shlex.join(cmd)} (log {path})")
+        with open(path, "a") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True)
-        self.controller = proc
+        if index == 0:
+            self.controller = proc
+        else:
+            self.standby = proc
 
         def up() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"controller exited; {path} ends with:\n{tail(path)}")
-            return (port_open("127.0.0.1", self.opts.controller_port)
-                    and port_open("127.0.0.1", self.opts.rest_port))
+            return port_open("127.0.0.1", of_port) and port_open("127.0.0.1", rest_port)
 
         try:
             wait_until(up, timeout=30, interval=0.1, message="the controller's ports to open")
         except TimeoutError:
             raise TimeoutError(f"controller ports did not open; {path} ends with:\n"
                                f"{tail(path)}") from None
+        return proc
+
+    def controller_log(self, index: int = 0) -> str:
+        return os.path.join(self.run_dir, "controller.log" if index == 0 else "standby.log")
 
     def secret_file(self) -> str:
         """The agents' shared HMAC secret (created here, given to both sides)."""
@@ -390,19 +448,24 @@ class MeasureNetwork:
         load_or_create_token(path)
         return path
 
-    def controller_env(self) -> dict[str, str]:
-        """Environment that tells the controller where its credentials and state are."""
-        return {"MEASURE_STATE_DIR": os.path.join(self.run_dir, "state"),
-                "MEASURE_SECRET_FILE": self.secret_file(),
-                "MEASURE_TOKEN_FILE": self.token_file(),
-                "MEASURE_CONTROLLER_URL": f"http://{MGMT_IP}:{self.opts.rest_port}"}
+    def controller_env(self, index: int = 0) -> dict[str, str]:
+        """Environment that tells controller ``index`` where its credentials, state and
+        store are (both controllers share the credentials and the store)."""
+        env = {"MEASURE_STATE_DIR": os.path.join(self.run_dir, "state"),
+               "MEASURE_SECRET_FILE": self.secret_file(),
+               "MEASURE_TOKEN_FILE": self.token_file(),
+               "MEASURE_CONTROLLER_URL": self.controller_url(index)}
+        store = self.store_url()
+        if store:
+            env["MEASURE_STORE_URL"] = store
+        return env
 
     def measure_env(self) -> dict[str, str]:
         """What a host needs to run ``measure`` and the examples: the venv first on
         PATH, the controller's management URL and its token file."""
         venv_bin = os.path.dirname(sys.executable)
         return {"PATH": search_path(venv_bin),
-                "MEASURE_URL": f"http://{MGMT_IP}:{self.opts.rest_port}",
+                "MEASURE_URL": self.controller_url(),
                 "MEASURE_TOKEN_FILE": self.token_file()}
 
     def host_env(self) -> dict[str, str]:
@@ -431,25 +494,27 @@ class MeasureNetwork:
             f"from the root namespace: measure --url {self.rest_url} "
             f"--token-file {env['MEASURE_TOKEN_FILE']} tasks"])
 
-    def client(self) -> ControllerClient:
-        """The controller's REST client with its bearer token (paths from the server root)."""
-        return ControllerClient(self.rest_url, read_token(self.token_file()),
-                                self.token_file(), prefix="")
+    def client(self, index: int = 0) -> ControllerClient:
+        """Controller ``index``'s REST client with its bearer token (paths from the server
+        root)."""
+        url = f"http://127.0.0.1:{self.ports(index)[1]}"
+        return ControllerClient(url, read_token(self.token_file()), self.token_file(),
+                                prefix="")
 
     def rest(self, path: str, method: str = "GET", body: object = None,
-             headers: dict[str, str] | None = None,
-             data: bytes | None = None) -> tuple[int, Any]:
-        """Call the controller REST API; returns (status, parsed JSON or text)."""
-        return self.client().request(method, path, body, data=data, headers=headers)
+             headers: dict[str, str] | None = None, data: bytes | None = None,
+             index: int = 0) -> tuple[int, Any]:
+        """Call controller ``index``'s REST API; returns (status, parsed JSON or text)."""
+        return self.client(index).request(method, path, body, data=data, headers=headers)
 
     # ------------------------------------------------------------ network
 
     def start_network(self) -> None:
         set_mininet_log_level("warning")
-        controller = partial(ListeningController, ip="127.0.0.1",
-                             port=self.opts.controller_port)
+        controllers = [partial(ListeningController, ip="127.0.0.1", port=self.ports(i)[0])
+                       for i in range(2 if self.opts.standby else 1)]  # each switch: both
         self._net = Mininet(topo=self.topo, switch=switches["ovsu"], host=MeasureHost,
-                            controller=controller, link=TCLink if self.opts.bw else Link,
+                            controller=controllers, link=TCLink if self.opts.bw else Link,
                             autoSetMacs=False, build=False)
         self._net.build()
         self._net.start()
@@ -461,12 +526,13 @@ class MeasureNetwork:
         wait_until(lambda: first.pexec(["ping", "-c1", "-W1", MGMT_IP])[2] == 0, timeout=15,
                    interval=0.2, message=f"{first.name} to reach {MGMT_IP} over {MGMT_BRIDGE}")
 
-    def wait_topology(self) -> None:
+    def wait_topology(self, index: int = 0) -> None:
+        """Until controller ``index`` sees every switch and link (LLDP)."""
         switch_count = len(self.topo.switches())
         links = self.topo.switch_links()
 
         def complete() -> bool:
-            status, body = self.rest("/measure/v1/topology")
+            status, body = self.rest("/measure/v1/topology", index=index)
             return (status == 200 and len(body["switches"]) == switch_count
                     and len(body["links"]) == links)
 
@@ -492,7 +558,7 @@ class MeasureNetwork:
 
     def agent_command(self, host: MeasureHost) -> list[str]:
         cmd = [sys.executable, "-m", "host_agent", "--name", host.name,
-               "--controller", f"http://{MGMT_IP}:{self.opts.rest_port}",
+               "--controller", ",".join(self.controller_urls()),
                "--listen", "0.0.0.0", "--port", str(AGENT_PORT),
                "--advertise", f"http://{mgmt_ip(host.name)}:{AGENT_PORT}",
                "--data-ip", host.IP(), "--exclude-interface", f"{host.name}-mgmt",

@@ -135,6 +135,13 @@ def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={mac}"
 
 
+
+def action_rows(store: Any, limit: int = 1000) -> list[dict[str, Any]]:
+    """The stored actions as ``GET actions`` lists them: newest first, without the
+    ``flows`` and ``ident`` internals."""
+    return [{k: v for k, v in row.items() if k not in ("flows", "ident")}
+            for row in store.actions(limit)]
+
 class ActionManager:
     """Actions of the controller (see the module docstring)."""
 
@@ -409,8 +416,7 @@ class ActionManager:
 
     def list_actions(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Live and past actions, newest first (``flows`` left out: see ``match``)."""
-        return [{k: v for k, v in row.items() if k not in ("flows", "ident")}
-                for row in self.store.actions(limit)]
+        return action_rows(self.store, limit)
 
     def get(self, action_id: int) -> dict[str, Any] | None:
         return next((r for r in self.list_actions() if r["id"] == action_id), None)

@@ -13,6 +13,9 @@ Every handler is wrapped by ``_api``, the one place that
   ``req.GET`` (webob would raise ``UnicodeDecodeError`` there, and Ryu's
   eventlet server runs with ``debug=True``, so an escaping exception sends
   the client a traceback),
+- on a standby controller (``ryu_app/service/standby.py``) answers 503
+  naming the leader for every handler not marked ``standby=True`` (the
+  reads the shared store holds),
 - limits the body size (413: 16 MiB for ``POST reports``, whose merged
   root report is about 1 MB at 1000 agents; 1 MiB elsewhere) and the media
   type (415),
@@ -39,6 +42,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -208,10 +212,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True):
+def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True,
+         standby: bool = False):
     """The one wrapper of every handler (see module docstring): request-line
-    check, body limit, authentication (handlers with ``service``), exception
-    mapping. Nothing raised inside reaches Ryu's server."""
+    check, body limit, authentication (handlers with ``service``), the standby's
+    refusal (handlers without ``standby``, when the service is a standby
+    controller's: 503 naming the leader), exception mapping. Nothing raised
+    inside reaches Ryu's server."""
     def wrap(method):
         @functools.wraps(method)
         def handler(self, req, **kwargs):
@@ -234,6 +241,8 @@ def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True)
                     _authorize(req, self.service, mutating)
                     if self.service is None:
                         raise HttpError(503, "measurement service is not running")
+                    if not standby and getattr(self.service, "standby", False):
+                        raise self.service.not_leader()
                 return method(self, req, **kwargs)
             except Exception as exc:  # noqa: BLE001 - mapped to a JSON error
                 try:
@@ -301,7 +310,7 @@ class MeasureController(ControllerBase):
         return json_response(self.service.topology_view())
 
     @route("measure", PREFIX + "/health", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def get_health(self, req, **_kw):
         return json_response(self.service.health())
 
@@ -361,12 +370,12 @@ class MeasureController(ControllerBase):
         return json_response({"tasks": self.service.apply_tasks(tasks)}, status=201)
 
     @route("measure", PREFIX + "/tasks", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def list_tasks(self, req, **_kw):
         return json_response({"tasks": self.service.list_tasks()})
 
     @route("measure", PREFIX + "/tasks/{task_id}", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def get_task(self, req, task_id, **_kw):
         return json_response(self.service.get_task(parse_task_id(task_id)))
 
@@ -376,7 +385,7 @@ class MeasureController(ControllerBase):
         return json_response(self.service.delete_task(parse_task_id(task_id)))
 
     @route("measure", PREFIX + "/tasks/{task_id}/result", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def get_result(self, req, task_id, **_kw):
         task_id = parse_task_id(task_id)
         host = _query(req, "host")
@@ -385,7 +394,7 @@ class MeasureController(ControllerBase):
         return json_response(self.service.result(task_id, host, _query(req, "key")))
 
     @route("measure", PREFIX + "/tasks/{task_id}/history", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def get_history(self, req, task_id, **_kw):
         task_id = parse_task_id(task_id)
         host = _query(req, "host")
@@ -401,7 +410,7 @@ class MeasureController(ControllerBase):
         return json_response(self.service.history(task_id, host, limit))
 
     @route("measure", PREFIX + "/tasks/{task_id}/history/{interval}", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def get_past(self, req, task_id, interval, **_kw):
         task_id = parse_task_id(task_id)
         if interval == "latest":
@@ -474,12 +483,12 @@ class MeasureController(ControllerBase):
         return json_response(reply, status=202)
 
     @route("measure", PREFIX + "/events", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def get_events(self, req, **_kw):
         return json_response({"events": self.service.events(_since(req))})
 
     @route("measure", PREFIX + "/actions", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def list_actions(self, req, **_kw):
         return json_response({"actions": self.service.list_actions()})
 
@@ -497,7 +506,7 @@ class MeasureController(ControllerBase):
         return json_response(reply, status=status)
 
     @route("measure", PREFIX + "/openapi.json", methods=["GET"])
-    @_api()
+    @_api(standby=True)
     def openapi(self, req, **_kw):
         with open(OPENAPI_PATH, "rb") as f:
             body = f.read()
@@ -535,8 +544,20 @@ class FallbackController(ControllerBase):
         return error_response(404, f"no such endpoint: {req.path_info[:100]}")
 
 
-def register_rest(wsgi, service, metrics=None) -> None:
+def register_rest(wsgi, service, metrics=None) -> Callable[[Any, Any], None]:
     """Register the API on Ryu's WSGIApplication (called by the Ryu app); requests
-    are counted in ``metrics`` (``ryu_app.rest.metrics.Metrics``) when given."""
-    wsgi.register(MeasureController, {SERVICE_KEY: service, METRICS_KEY: metrics})
-    wsgi.register(FallbackController, {METRICS_KEY: metrics})
+    are counted in ``metrics`` (``ryu_app.rest.metrics.Metrics``) when given.
+
+    Returns ``rebind(service, metrics)``, which makes every later request go to
+    another service (a standby's ``StandbyService`` replaced by the
+    ``MeasureService`` of its take-over)."""
+    api = {SERVICE_KEY: service, METRICS_KEY: metrics}
+    fallback = {METRICS_KEY: metrics}
+    wsgi.register(MeasureController, api)
+    wsgi.register(FallbackController, fallback)
+
+    def rebind(new_service: Any, new_metrics: Any) -> None:
+        api.update({SERVICE_KEY: new_service, METRICS_KEY: new_metrics})
+        fallback[METRICS_KEY] = new_metrics
+
+    return rebind

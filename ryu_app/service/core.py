@@ -58,7 +58,6 @@ from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
 from measure_common.settings import get_setting
 from measure_model import pairs, partial_keys
-from measure_model.sketch.sampling import scale_result
 from measure_model.task import MAX_PROBE_TARGETS, MAX_TASKS, Task
 from measure_model.version import __version__
 from ryu_app.auth_config import AuthConfig, auth_from_env
@@ -70,7 +69,8 @@ from ryu_app.service.overlay import Overlay, build_overlay
 from ryu_app.service.pathhealth import KIND as PATH_KIND
 from ryu_app.service.pathhealth import TCP_KIND, PathHealth, diagnose, tcp_between
 from ryu_app.service.pushes import Pushes
-from ryu_app.service.registry import DEFAULT_TIMEOUT, Registry, host_node
+from ryu_app.service.reads import StoredReads, scaled
+from ryu_app.service.registry import AGENT_FIELDS, DEFAULT_TIMEOUT, Agent, Registry, host_node
 from ryu_app.service.results import Results
 from ryu_app.service.store import GLOBAL, NameConflict, Store, StoreError
 from ryu_app.service.task_record import TaskRecord
@@ -81,7 +81,7 @@ HOST_FETCH_TIMEOUT = 0.45  # s, per request: ?host= within 1 s (the agent, else 
 PARTIAL_RETRY = 10.0
 
 
-class MeasureService:
+class MeasureService(StoredReads):
     """Agents, overlay, tasks and results of the controller (see module docstring)."""
 
     def __init__(self, topology: Any, state_dir: str, now: Callable[[], float] = time.time,
@@ -116,9 +116,9 @@ class MeasureService:
         self._root_since = self.epoch  # the epoch at which the current root became root
         self.tasks: dict[str, TaskRecord] = {}
         for row in self.store.tasks():
-            task = Task.from_dict(row["task"], f"stored task {row['id']}")
-            status = row["status"] if task.kind == "bandwidth" else "pending"
-            self.tasks[row["id"]] = TaskRecord(row["id"], task, row["created"], status)
+            record = self.tasks[row["id"]] = TaskRecord.from_row(row)
+            if record.pushed:  # pushed again: pending until the root acknowledges it
+                record.status = "pending"
         self.pushes.tasks = {i for i, r in self.tasks.items() if r.pushed}
         self._topology_dirty = True
         self._joined = False
@@ -131,6 +131,11 @@ class MeasureService:
         self.actions.wake = lambda: self.wake() if self.wake is not None else None
         self.pathhealth = PathHealth(topology, self.registry)
         self.results.localize = self.pathhealth.localize
+        if self.store.is_shared():
+            # a take-over: the agents the last leader knew, as if just heard from (the
+            # heartbeats through the tree keep them up, or they go down as usual)
+            for fields in self.store.agents():
+                self._admit(fields)
 
     def _signer(self) -> Any:
         """The request signer for agents (None without a secret): a request to an
@@ -296,7 +301,7 @@ class MeasureService:
         if latest is None:
             where = f" for host {host}" if host else ""
             raise NotFound(f"no result yet for task {task_id}{where} ({record.status})")
-        return scale_result(latest, record.task.sample or 1.0, record.task.sample_mode or "random")
+        return scaled([latest], record.task)[0]
 
     def _partial_result(self, task_id: str, record: Any, host: str | None,
                         key: str) -> dict[str, Any]:
@@ -367,24 +372,8 @@ class MeasureService:
             host = agent.name if agent is not None else host
         fetched = self._host_results(task_id, host, limit) if host is not None else None
         rows = fetched or self.results.history(task_id, host, limit, now=self.now())
-        task = self.tasks[task_id].task
-        rows = [scale_result(r, task.sample or 1.0, task.sample_mode or "random") for r in rows]
+        rows = scaled(rows, self.tasks[task_id].task)
         return {"task_id": task_id, "host": host or GLOBAL, "results": rows}
-
-    def past(self, task_id: str, interval_end: float | None, key: str | None = None,
-             since: float | None = None) -> dict[str, Any]:
-        """Ask a kept interval of an elastic task (``Results.past``): one key's size with
-        its bound, or the task's answer then (histogram, changes, ...)."""
-        record = self._record(task_id)
-        try:
-            out = self.results.past(task_id, interval_end, key, since)
-        except ValueError as exc:
-            raise BadRequest(f"key: {exc}") from None
-        if out is None:
-            when = "" if interval_end is None else f" at or before {interval_end:g}"
-            raise NotFound(f"no kept interval{when} for task {task_id} ({record.status}; "
-                           f"kept for elastic kinds only)")
-        return out
 
     def _host_results(self, task_id: str, host: str, limit: int) -> list[dict[str, Any]]:
         """One agent's per-host results, asked of the tree on demand: one request to the
@@ -606,20 +595,25 @@ class MeasureService:
         agent = self.registry.find(name)
         return agent.data_ip if agent is not None else None
 
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        return self.results.events(since)
-
     # ------------------------------------------------------------ agents
 
     def register_agent(self, body: Any) -> dict[str, Any]:
+        agent = self._admit(body)
+        if self.store.is_shared():  # for a standby that takes over
+            self.store.put_agent(agent.name, {k: getattr(agent, k) for k in AGENT_FIELDS})
+        return {"name": agent.name, "registered": True, "epoch": self.epoch,
+                "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
+
+    def _admit(self, body: Any) -> Agent:
+        """Register an agent (or a stored one, at a take-over): its overlay place and
+        tasks are pushed at the next tick."""
         agent = self.registry.register(body, self.now())
         if agent.mac and agent.data_ip:
             # the agent's registration is what moves a pinned IP at once (source guard)
             self.topology.bind_ip(agent.mac, agent.data_ip, self.now())
         self._joined = True
         self.pushes.overlay.add(agent.name)
-        return {"name": agent.name, "registered": True, "epoch": self.epoch,
-                "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
+        return agent
 
     def heartbeat(self, name: str, body: Any = None) -> dict[str, Any]:
         """An agent's heartbeat, with its overlay subtree's (``subtree``): the reply's
@@ -771,7 +765,8 @@ class MeasureService:
         down = sorted(n for n, a in self.registry.agents.items() if not a.up)
         ok = (self.ticker.healthy(now, ticking) and not pushes["agents_unreachable"]
               and not pushes["pushes_failing"])
-        return {"ok": ok, "version": __version__,
+        return {"ok": ok, "version": __version__, "role": "leader",
+                "switch_roles": self.roles_view(),
                 "ticker": self.ticker.to_dict(now, ticking), **pushes, "agents_down": down,
                 "agents": len(self.registry.agents), "tasks": len(self.tasks),
                 "overlay_epoch": self.epoch}

@@ -22,7 +22,11 @@ Tables:
 - ``meta`` (key, value): e.g. the overlay epoch, which must keep growing
   across restarts because agents refuse older epochs;
 - ``actions`` (id, task_id, status, json): reactions taken (``ryu_app/reactions/actions.py``),
-  kept so active ones are re-installed after a restart; past ones are bounded.
+  kept so active ones are re-installed after a restart; past ones are bounded;
+- ``agents`` (name, json): the registered agents (name, url, data_ip, mac,
+  version), written on a shared store only, so that a standby taking over
+  knows them without waiting for each to register again. A table added to
+  schema 1 (created when missing; older controllers ignore it).
 
 Every database failure becomes a ``StoreError`` naming the file (or the
 server) and the cause (``store /var/lib/...: file is not a database``); a
@@ -74,6 +78,7 @@ CREATE TABLE IF NOT EXISTS actions (
     status TEXT NOT NULL,
     json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS agents (name TEXT PRIMARY KEY, json TEXT NOT NULL);
 """
 MAX_PAST_ACTIONS = 1000
 
@@ -281,6 +286,21 @@ class Store:
             self._x(db, "INSERT INTO meta (key, value) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    # ------------------------------------------------------------ agents
+
+    def put_agent(self, name: str, fields: dict) -> None:
+        """Insert or replace a registered agent's fields."""
+        with self._tx() as db:
+            self._x(db, "INSERT INTO agents (name, json) VALUES (?, ?) ON CONFLICT(name) "
+                        "DO UPDATE SET json = excluded.json",
+                    (name, json.dumps(fields, sort_keys=True)))
+
+    def agents(self) -> list[dict]:
+        """The stored agents' fields, by name."""
+        with self._lock, self._errors():
+            rows = self._x(self._db, "SELECT json FROM agents ORDER BY name").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
     # ------------------------------------------------------------ actions
 
     def add_action(self, task_id: str, status: str, payload: dict) -> int:
@@ -338,7 +358,8 @@ CREATE TABLE IF NOT EXISTS actions (
     task_id TEXT NOT NULL,
     status TEXT NOT NULL,
     json TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS agents (name TEXT PRIMARY KEY, json TEXT NOT NULL)
 """
 #: ``pg_advisory_lock`` keys: one serialises schema creation, one is the leader's
 SCHEMA_LOCK = 0x4D534348  # "MSCH"

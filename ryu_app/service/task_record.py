@@ -25,6 +25,12 @@ class TaskRecord:
     last_error: str | None = None
     pushed_at: float = 0.0
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TaskRecord:
+        """A record from a ``Store.tasks`` row, with the stored status."""
+        task = Task.from_dict(row["task"], f"stored task {row['id']}")
+        return cls(row["id"], task, row["created"], row["status"])
+
     @property
     def pushed(self) -> bool:
         """Whether the task travels to agents (bandwidth tasks run from here)."""

@@ -470,7 +470,9 @@ def test_a_new_leader_claims_master_and_an_older_claim_is_stale():
     from testing.fakeoftable import FakeOFTable
 
     sw, dp = FakeOFTable(1), ofmsg.offline_datapath(1)
-    sw.apply([ofmsg.role_master(dp, 2)])
+    sw.apply([ofmsg.role(dp, "slave", 1)])  # a standby, at the current generation
+    assert (sw.role, sw.generation) == (ofp.OFPCR_ROLE_SLAVE, 1)
+    sw.apply([ofmsg.role(dp, "master", 2)])
     assert (sw.role, sw.generation) == (ofp.OFPCR_ROLE_MASTER, 2)
     with pytest.raises(ValueError, match="stale role request"):
-        sw.apply([ofmsg.role_master(dp, 1)])
+        sw.apply([ofmsg.role(dp, "master", 1)])

@@ -100,3 +100,23 @@ def test_unusable_directory(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match=r"cannot create its directory"):
         Store(str(blocker / "sub" / "measure.db"))
+
+
+def test_agents_are_replaced_by_name_and_listed_by_name(tmp_path):
+    store = Store(str(tmp_path / "m.db"))
+    store.put_agent("h2", {"name": "h2", "url": "http://10.0.0.2:8000"})
+    store.put_agent("h1", {"name": "h1", "url": "http://10.0.0.1:8000"})
+    store.put_agent("h2", {"name": "h2", "url": "http://10.0.0.22:8000"})
+    assert store.agents() == [{"name": "h1", "url": "http://10.0.0.1:8000"},
+                              {"name": "h2", "url": "http://10.0.0.22:8000"}]
+    store.close()
+
+
+def test_a_schema_1_store_without_the_agents_table_gets_it(tmp_path):
+    path = str(tmp_path / "m.db")
+    Store(path).close()
+    with sqlite3.connect(path) as db:  # what a controller before the agents table left
+        db.execute("DROP TABLE agents")
+    store = Store(path)
+    assert store.agents() == []
+    store.close()
