@@ -160,6 +160,10 @@ class Prober:
         if tp is None:
             raise KeyError(f"task {req['task']} is not probing here")
         cut = int(float(req["cut"]) * 1e9)
+        # echoes already in the socket count before the cut: a worker kept off the CPU
+        # for over the loss timeout (a loaded host) must not call them lost; their
+        # kernel receive stamps keep their RTTs right
+        self.readable()
         out = {dst: pair.close(cut) for dst, pair in sorted(tp.pairs.items())}
         now = self._cost_now()
         t0, p0, b0, c0 = tp.cost_mark
