@@ -87,9 +87,10 @@ print(n, flush=True)
 
 COUNTER = """
 import socket, struct, sys
+SO_TIMESTAMPNS = 35  # Linux (asm-generic/socket.h); Python 3.11 does not name it
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 print("ready", flush=True)
 s.settimeout(30.0)
@@ -98,7 +99,7 @@ try:
     while True:
         _, anc, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(16))
         sec, nsec = next(struct.unpack("qq", d[:16]) for lv, ty, d in anc
-                         if lv == socket.SOL_SOCKET and ty == socket.SO_TIMESTAMPNS)
+                         if lv == socket.SOL_SOCKET and ty == SO_TIMESTAMPNS)
         times.append(sec + nsec / 1e9)
         s.settimeout(3.0)
 except socket.timeout:
