@@ -10,9 +10,12 @@ nine hosts), under the machine-wide Mininet lock.
    - the pair's ``rate.keys`` bit rate in a full interval of the traffic is
      within 5% of what arrived in the same window (the receiver's kernel
      receive times, over the counting agent's own read time and the key's
-     seconds), and within 5% of the sent rate when every datagram arrived
-     (the flood can starve the switches' userspace datapath, which then
-     drops some of the pair: a platform limit, printed); it is gone within 2
+     seconds), and without the flood within 5% of the sent rate too. Under
+     the flood the pair's delivery is not smooth: in one run every datagram
+     arrived, yet 5 s windows held 1.66 to 2.35 Mbit/s of it (measured rate
+     within 0.44% of that in each); earlier runs on a busier machine lost
+     40% of it in the switches' userspace datapath. The test prints the
+     sender's lateness and both rates per interval; it is gone within 2
      intervals after the traffic stops;
    - the scoped task is complete in every interval, ``missing`` empty;
    - with every agent up there is no coverage event;
@@ -58,15 +61,19 @@ dst, port, rate, seconds, size = sys.argv[1], int(sys.argv[2]), float(sys.argv[3
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 payload = b"x" * size
 start = time.time()
-n = 0
+n = late = 0
+worst = 0.0
 while n < rate * seconds:
     due = start + n / rate
     now = time.time()
     if due > now:
         time.sleep(due - now)
+    elif now - due > 0.05:
+        late += 1
+        worst = max(worst, now - due)
     s.sendto(payload, (dst, port))
     n += 1
-print(n, start, time.time(), flush=True)
+print(n, start, time.time(), late, worst, flush=True)
 """
 
 FLOOD_SENDER = """
@@ -195,7 +202,9 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
                 proc.kill()
                 proc.wait()
     print_cpu(cpu0, cpu_use(net), time.time() - t0, INTERVAL)
-    sent, send_start, send_end = sent_out.split()
+    sent, send_start, send_end, sent_late, worst_late = sent_out.split()
+    print(f"paced sender: {sent_late} datagrams sent over 50 ms late (the process was not "
+          f"scheduled in time), the latest {float(worst_late):.3f} s")
     head, stamps = (got_out.splitlines() + [""])[:2]
     got, first, last = head.split()
     arrivals = sorted(float(t) for t in stamps.split())  # the kernel's receive times
@@ -233,17 +242,20 @@ def test_rates_coverage_and_episodes_under_load(net, ids, flood):
     sent_bps = RATE * 1000 * 8
     errors, errors_sent = [], []
     assert all(r["interval_end"] in read_at for r in full), (sorted(read_at), full)
+    windows = []
     for r, k in zip(full, listed, strict=True):
         end = read_at[r["interval_end"]]
         n = bisect.bisect_right(arrivals, end) - bisect.bisect_right(arrivals, end - k["seconds"])
         delivered = n * 1000 * 8 / k["seconds"]
+        windows.append((round(k["bps"] / 1e6, 3), round(delivered / 1e6, 3)))
         errors.append(abs(k["bps"] - delivered) / delivered)
         errors_sent.append(abs(k["bps"] - sent_bps) / sent_bps)
-    print(f"pair counted at {counting}; rate error over {len(errors)} full intervals against "
-          f"what arrived in the same window: max {max(errors):.2%}; against the sent rate: "
-          f"max {max(errors_sent):.2%}")
+    print(f"pair counted at {counting}; per full interval (measured, arrived in the same "
+          f"window) Mbit/s: {windows}")
+    print(f"rate error over {len(errors)} full intervals against what arrived in the same "
+          f"window: max {max(errors):.2%}; against the sent rate: max {max(errors_sent):.2%}")
     assert max(errors) <= 0.05
-    if int(got) == int(sent):  # the network delivered every datagram: the sent rate too
+    if not flood:  # a smooth delivery: the sent rate too (under the flood, see above)
         assert max(errors_sent) <= 0.05
     after = [b for e, c, b in series if e >= send_end + 2 * INTERVAL]
     assert after and all(not b for b in after), series  # gone within 2 intervals
