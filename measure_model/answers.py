@@ -14,8 +14,11 @@ how far to trust it:
   exact sizes) plus exact heavy sizes; ``flows`` its sum;
 * ``cardinality``: linear counting's standard error (and ``over_at_most``
   from merge-flagged entries), since the task started and (``interval``) in
-  the last report interval; ``lower``/``upper`` are the estimate +- 2
-  standard errors (the lower end less ``over_at_most``);
+  the last report interval; ``lower``/``upper`` hold the truth with
+  probability ``confidence`` (0.95: 1.96 standard errors each side, the
+  lower end less ``over_at_most``; in an interval, light cells that were
+  saturated and whose gain is unknown, ``unknown_cells``, widen the band to
+  every reading they allow);
 * ``entropy``: from the histogram of the last report interval (the
   difference of the last two cumulative states; ``scope``) or, on a task's
   first report, of everything so far; ``exact_share`` is the part of the
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -52,6 +56,7 @@ from measure_model.sketch.elastic import ElasticSketch
 from measure_model.wire.elastic_snapshot import spread_of
 
 CONFIDENCE = 0.95
+Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # two-sided: 1.96
 MAX_HOST_ANSWER = 4096  # bytes of JSON of one host's digest (overlay_msgs checks it)
 HOST_ANSWER_KINDS = ("flow_size", "entropy", "cardinality", "superspreaders", "ddos_victims")
 LARGEST = 100
@@ -153,24 +158,28 @@ def _cardinality(es: ElasticSketch, earlier: list[ElasticSketch] | None = None
                  ) -> dict[str, Any]:
     """Distinct keys since the task started and, from the second report on, the keys
     with packets in the last report interval (``interval``: the same estimator over
-    ``elastic_est.interval_state``)."""
+    the difference of the last two states, ``elastic_est.interval_cardinality``)."""
     c = elastic_est.cardinality(es)
     out = {"estimate": int(c["estimate"]), "stderr": round(c["stderr"], 3),
            "rel_stderr": round(c["rel_stderr"], 6), "over_at_most": int(c["over_at_most"]),
            "scope": "since_start", **_count_bounds(c)}
     if earlier:
-        i = elastic_est.cardinality(elastic_est.interval_state(earlier[-1], es))
+        i = elastic_est.interval_cardinality(earlier[-1], es)
         out["interval"] = {"estimate": int(i["estimate"]), "stderr": round(i["stderr"], 3),
-                           "over_at_most": int(i["over_at_most"]), **_count_bounds(i)}
+                           "over_at_most": int(i["over_at_most"]),
+                           "unknown_cells": int(i["unknown_cells"]), **_count_bounds(i)}
     return {"cardinality": out}
 
 
-def _count_bounds(c: dict[str, float]) -> dict[str, int]:
-    """``lower``/``upper``: the estimate +- 2 standard errors (about 95%), the lower end
+def _count_bounds(c: dict[str, float]) -> dict[str, Any]:
+    """``lower``/``upper``: a ``CONFIDENCE`` band, the lowest and highest readings of the
+    light cells (``low``/``high``: equal to the estimate unless some cells' gain in the
+    interval is unknown) less and plus ``Z`` of their standard errors, the lower end
     also less the keys a merge may have counted twice (``over_at_most``)."""
-    est, err = float(c["estimate"]), 2 * float(c["stderr"])
-    return {"lower": max(0, math.floor(est - err - c["over_at_most"])),
-            "upper": math.ceil(est + err)}
+    return {"lower": max(0, math.floor(min(c["estimate"], c["low"] - Z * c["low_stderr"])
+                                       - c["over_at_most"])),
+            "upper": math.ceil(max(c["estimate"], c["high"] + Z * c["high_stderr"])),
+            "confidence": CONFIDENCE}
 
 
 def _changers(es: ElasticSketch, snap: dict, earlier: list[ElasticSketch]) -> dict[str, Any]:

@@ -24,7 +24,14 @@ where the state is whole, on each agent, against its own previous snapshot:
   ``seconds`` the median part's (the parts measure the same wall-clock
   interval, give or take when each agent read its counts; one agent whose
   read came late, and whose next one comes early, must not stretch or
-  shrink every key's rate). A key absent from a part's
+  shrink the totals' rate). A key keeps the time its own counts took: its
+  rate is the sum of its parts' rates (count / that part's seconds), and
+  where the seconds this gives (count / rate) differ from the section's,
+  the key's list carries them as a third item ``[packets, bytes,
+  seconds]``. So the rate of a key seen by one agent is that agent's count
+  over that agent's own interval, however late its read came (a loaded
+  host reads 0.2 s late, then on time: 4% off a rate divided by the
+  others' seconds). A key absent from a part's
   list counted below that part's candidate threshold there, so a merged key
   count is a lower bound of the network's (exact where every agent lists it).
 * :func:`rate` is what a result carries: ``{seconds, packets, bytes, pps,
@@ -125,24 +132,35 @@ def merge(sections: list[dict[str, Any]]) -> dict[str, Any] | None:
     parts = [s for s in sections if s]
     if not parts:
         return None
+    seconds = sorted(s["seconds"] for s in parts)[len(parts) // 2]
     keys: dict[str, list[int | None]] = {}
+    per_second: dict[str, float] = {}
     for s in parts:
-        for key, (pk, by) in s["keys"].items():
+        for key, value in s["keys"].items():
+            pk, by = value[0], value[1]
             have = keys.setdefault(key, [None, None])
             if pk is not None:
                 have[0] = (have[0] or 0) + pk
             if by is not None:
                 have[1] = (have[1] or 0) + by
+            own = key_seconds(value, s["seconds"])
+            if own > 0:
+                per_second[key] = per_second.get(key, 0.0) + count_of(value) / own
 
     def size(kv: tuple[str, list[int | None]]) -> int:
         return max(v or 0 for v in kv[1])
 
     top = sorted(keys.items(), key=lambda kv: (-size(kv), kv[0]))[:MAX_KEYS]
+    out: dict[str, list[Any]] = {}
+    for key, value in top:
+        r = per_second.get(key, 0.0)
+        own = round(count_of(value) / r, 6) if r > 0 else seconds
+        out[key] = value if abs(own - seconds) < 1e-6 else [*value, own]
     return {"start": min(s["start"] for s in parts), "end": max(s["end"] for s in parts),
-            "seconds": sorted(s["seconds"] for s in parts)[len(parts) // 2],
+            "seconds": seconds,
             "packets": sum(s["packets"] for s in parts),
             "bytes": sum(s["bytes"] for s in parts),
-            "total": sum(s["total"] for s in parts), "keys": dict(top)}
+            "total": sum(s["total"] for s in parts), "keys": out}
 
 
 def check(sec: Any, key_type: str) -> None:
@@ -163,10 +181,11 @@ def check(sec: Any, key_type: str) -> None:
     if not isinstance(keys, dict) or len(keys) > 10 * MAX_KEYS:
         raise ValueError(f"{where}.keys must map at most {10 * MAX_KEYS} keys")
     for value in keys.values():
-        if not (isinstance(value, list) and len(value) == 2 and all(
-                v is None or (is_count(v) and v < 2 ** 63) for v in value)):
+        if not (isinstance(value, list) and len(value) in (2, 3) and all(
+                v is None or (is_count(v) and v < 2 ** 63) for v in value[:2])
+                and (len(value) == 2 or is_number(value[2], 0, 1e13))):
             raise ValueError(f"{where}.keys must map keys to [packets, bytes] (null: "
-                             f"not counted)")
+                             f"not counted) or [packets, bytes, seconds]")
     try:
         check_keys(key_type, keys)
     except ValueError as exc:
@@ -188,15 +207,23 @@ def rate(sec: dict[str, Any] | None, listed: int = 10) -> dict[str, Any] | None:
                            "pps": _per_second(sec["packets"], s),
                            "bps": _per_second(sec["bytes"], s, 8), "start": sec["start"],
                            "end": sec["end"]}
-    out["keys"] = {k: {"packets": pk, "bytes": by, "pps": _per_second(pk, s),
-                       "bps": _per_second(by, s, 8)}
-                   for k, (pk, by) in list(sec["keys"].items())[:listed]}
+    out["keys"] = {}
+    for k, value in list(sec["keys"].items())[:listed]:
+        pk, by, own = value[0], value[1], key_seconds(value, s)
+        out["keys"][k] = {"packets": pk, "bytes": by, "seconds": own,
+                          "pps": _per_second(pk, own), "bps": _per_second(by, own, 8)}
     return out
 
 
-def count_of(value: list[int | None]) -> int:
+def count_of(value: list[Any]) -> int:
     """A key's interval count in the counter's own unit (the non-null one)."""
-    return next((v for v in value if v is not None), 0)
+    return next((v for v in value[:2] if v is not None), 0)
+
+
+def key_seconds(value: list[Any], seconds: float) -> float:
+    """The seconds a key's counts took: its own (a merge's third item) or the
+    section's."""
+    return float(value[2]) if len(value) > 2 else float(seconds)
 
 
 def heavy(sec: dict[str, Any] | None, threshold: dict, top_k: int) -> dict[str, int]:

@@ -46,9 +46,18 @@ MAX_V = 256
 EM_ROUNDS = 30
 
 
-def _linear_count(row: np.ndarray) -> tuple[float, float]:
-    """(flows, standard error) of one counter row by linear counting."""
+def _linear_count(row: np.ndarray, unknown: np.ndarray | None = None
+                  ) -> tuple[float, float]:
+    """(flows, standard error) of one counter row by linear counting; cells in
+    ``unknown`` are left out and the count of the others scaled to the row (the keys
+    hash uniformly, so the known cells see their share of them)."""
     w = row.shape[0]
+    if unknown is not None and unknown.any():
+        known = row[~unknown]
+        if known.shape[0] == 0:
+            return 0.0, 0.0
+        n, err = _linear_count(known)
+        return n * w / known.shape[0], err * w / known.shape[0]
     zeros = int(np.count_nonzero(row == 0))
     if zeros == 0:
         zeros = 1  # saturated row: a lower bound
@@ -57,11 +66,28 @@ def _linear_count(row: np.ndarray) -> tuple[float, float]:
     return n, math.sqrt(max(w * (math.exp(t) - t - 1.0), 0.0))
 
 
-def cardinality(es: ElasticSketch) -> dict[str, float]:
-    """Distinct keys: light rows by linear counting plus unflagged heavy entries."""
-    counts = [_linear_count(row) for row in es.light]
-    light = sum(c[0] for c in counts) / len(counts)
-    stderr = math.sqrt(sum(c[1] ** 2 for c in counts)) / len(counts)
+def _rows_count(rows: np.ndarray, unknown: np.ndarray | None = None
+                ) -> tuple[float, float]:
+    """Linear counting averaged over the light rows: (flows, standard error)."""
+    counts = [_linear_count(row, None if unknown is None else unknown[r])
+              for r, row in enumerate(rows)]
+    return (sum(c[0] for c in counts) / len(counts),
+            math.sqrt(sum(c[1] ** 2 for c in counts)) / len(counts))
+
+
+def cardinality(es: ElasticSketch, unknown: np.ndarray | None = None) -> dict[str, float]:
+    """Distinct keys: light rows by linear counting plus unflagged heavy entries.
+
+    ``unknown`` (a bool per light cell, :func:`interval_cardinality`) marks cells
+    that may or may not have had a packet: the estimate leaves them out, and
+    ``low``/``high`` (each with its standard error) are the counts with all of
+    them empty or all occupied, between which the count of the true occupancy lies.
+    """
+    light, stderr = _rows_count(es.light, unknown)
+    low = high = (light, stderr)
+    if unknown is not None and unknown.any():
+        low = _rows_count(np.where(unknown, 0, es.light))
+        high = _rows_count(np.where(unknown, 1, es.light))
     e = es.entries()
     exact = int((~e["flag"]).sum())
     # a flagged entry whose key first came as the evicting challenger has nothing in
@@ -75,10 +101,14 @@ def cardinality(es: ElasticSketch) -> dict[str, float]:
     # flagged by a merge only: counted as outside the light part, so the estimate may
     # be over by at most their number (a key seen on two hosts, light on one of them)
     merge_only = int((e["bits"] == MERGE_FLAG).sum())
-    est = light + exact + flagged - inside + merge_only
+    heavy = exact + flagged - inside + merge_only
+    est = light + heavy
     return {"estimate": round(est), "stderr": stderr,
             "rel_stderr": stderr / est if est else 0.0, "heavy_exact": exact,
-            "over_at_most": merge_only}
+            "over_at_most": merge_only, "unknown_cells": int(0 if unknown is None
+                                                             else unknown.sum()),
+            "low": low[0] + heavy, "low_stderr": low[1],
+            "high": high[0] + heavy, "high_stderr": high[1]}
 
 
 def em_distribution(row: np.ndarray, rounds: int = EM_ROUNDS) -> dict[int, float]:
@@ -199,26 +229,72 @@ def changers(s0: ElasticSketch | None, s1: ElasticSketch, s2: ElasticSketch,
     return [(full[i], int(before[i]), int(after[i])) for i in keep]
 
 
+def _interval_light(prev: ElasticSketch, cur: ElasticSketch
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per light cell: the most it gained between two cumulative states, and whether it
+    is unknown if it gained anything (``unknown``); see :func:`interval_state`.
+
+    A cell below its maximum in ``cur`` is exact in both states. A maximal cell
+    keeps its excess in its row's overflow word, shared by ``OV_CELLS`` cells, so its
+    own gain is only known to lie between what its byte shows (0 if it was already
+    maximal) and that plus the word's growth.
+    """
+    raw = np.stack([cur.light[r].astype(np.int64) - prev.light[r].astype(np.int64)
+                    for r in range(cur.light_depth)])
+    old = prev.entries()
+    hit, now, _ = cur.heavy_lookup(old["hkey"])
+    fell = old["count"] - np.minimum(old["count"], np.where(hit, now, 0))
+    moved = fell > 0
+    if moved.any():
+        idx = cur.light_index(old["hkey"][moved]) % cur.width
+        for r in range(cur.light_depth):
+            np.subtract.at(raw[r], idx[r], fell[moved])
+    top = cur.light == cur.cell_max
+    cols = np.arange(cur.width) % cur.ov_width
+    growth = (cur.ov.astype(np.int64) - prev.ov.astype(np.int64))[:, cols]
+    upper = np.maximum(np.where(top, raw + growth, raw), 0)
+    unknown = top & (raw <= 0) & (upper > 0)
+    return upper, unknown
+
+
 def interval_state(prev: ElasticSketch, cur: ElasticSketch) -> ElasticSketch:
     """The state of the interval between two cumulative states of one counter.
 
-    Light cells subtract (the light part is linear: exact while the same keys
-    stayed in the heavy part; maximal cells are read with their overflow
-    words); a heavy entry keeps what it gained since ``prev`` (its count
-    there, if it had an entry, is taken off). A key evicted to the light part
-    within the interval brings its earlier heavy count along (an over-count
-    bounded by the evicted mass).
+    Every packet of a key is in its heavy entry or in its light cells, in both
+    states, so a key's mass in the interval is its mass in ``cur`` less its mass
+    in ``prev``. Light cells subtract (the light part is linear; a maximal cell
+    gains at most its byte's gain plus its overflow word's growth, so the
+    interval's cells never read under the truth); a heavy entry keeps what it
+    gained since ``prev`` (its count there, if it had an entry, is taken off). A
+    key whose heavy count fell (evicted to the light part, by a later key's
+    votes or by a merge, and perhaps back in with a new count) brought at least
+    that fall into its light cells during the interval: it is taken off those
+    cells too, so a key evicted without a packet in the interval leaves nothing
+    in it (without this, churn, new keys evicting old ones, counted the evicted
+    keys as flows of the interval).
     """
+    return _interval(prev, cur)[0]
+
+
+def interval_cardinality(prev: ElasticSketch, cur: ElasticSketch) -> dict[str, float]:
+    """:func:`cardinality` of the interval between two cumulative states, the light
+    cells whose gain is unknown (maximal cells, :func:`_interval_light`) left out of
+    the estimate and bracketed by ``low``/``high``."""
+    part, unknown = _interval(prev, cur)
+    return cardinality(part, unknown)
+
+
+def _interval(prev: ElasticSketch, cur: ElasticSketch) -> tuple[ElasticSketch, np.ndarray]:
     if not prev.compatible(cur):
         raise ValueError("interval of two elastic states with different parameters")
+    upper, unknown = _interval_light(prev, cur)
     out = cur.copy()
     out.ov[...] = 0
     for r in range(cur.light_depth):
-        diff = np.maximum(cur.light_row(r) - prev.light_row(r), 0)
-        out.light[r] = np.minimum(diff, cur.cell_max).astype(out.light.dtype)
-        over = np.flatnonzero(diff > cur.cell_max)
+        out.light[r] = np.minimum(upper[r], cur.cell_max).astype(out.light.dtype)
+        over = np.flatnonzero(upper[r] > cur.cell_max)
         np.add.at(out.ov[r], over % cur.ov_width,
-                  (diff[over] - cur.cell_max).astype(np.uint64))
+                  (upper[r][over] - cur.cell_max).astype(np.uint64))
     for table in out.tables:
         occ = table.count > 0
         hk = table.slot_hkeys()[occ]
@@ -230,4 +306,4 @@ def interval_state(prev: ElasticSketch, cur: ElasticSketch) -> ElasticSketch:
         table.count[...] = counts
         table.flag[gone] = 0
     out._slot_hk = None
-    return out
+    return out, unknown

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from measure_model import answers
 from measure_model.packet.keys import HeaderBatch, format_key, key_ints, parsed_keys, sketch_keys_of
 from measure_model.sketch import estimators as elastic_est
 from measure_model.sketch.elastic import ElasticSketch
@@ -44,11 +45,11 @@ def split(stream: np.ndarray, hosts: int) -> list[np.ndarray]:
     return [stream[(stream % np.uint64(hosts)) == h] for h in range(hosts)]
 
 
-def merged(parts: list[np.ndarray], memory: int) -> ElasticSketch:
+def merged(parts: list[np.ndarray], memory: int, batch: int = 256) -> ElasticSketch:
     out = None
     for part in parts:
         es = ElasticSketch(memory, "src_dst")
-        feed(es, part)
+        feed(es, part, batch)
         out = es if out is None else out.merge(es)
     return some(out)
 
@@ -167,6 +168,53 @@ def test_interval_state_is_the_second_interval():
         total = int(sizes.sum())
         h = math.log2(total) - sum(s * math.log2(s) for s in sizes.tolist()) / total
         assert elastic_est.entropy(expect, total) == pytest.approx(h)
+
+
+def _churn(rng: np.random.Generator, flows: np.ndarray, skew: float, cap: int
+           ) -> np.ndarray:
+    """A shuffled stream of ``flows`` with Zipf sizes (at most ``cap`` packets)."""
+    return rng.permutation(np.repeat(flows, np.minimum(rng.zipf(skew, flows.shape[0]), cap)))
+
+
+@pytest.mark.parametrize("memory,flows,skew,hosts,trials", [
+    (4096, 600, 1.5, 1, 100),   # 1,020 light cells for about 750 interval flows
+    (4096, 600, 1.5, 3, 100),   # merged: the merge also moves heavy counts to the light part
+    (4096, 600, 1.2, 1, 30),    # big flows: about 120 light cells saturated
+])
+def test_interval_cardinality_band_holds_the_truth_under_churn(memory, flows, skew, hosts,
+                                                               trials):
+    """Flows that stop and start between two reports: half of the first interval's keys
+    go on, as many new ones come (they evict old keys from the heavy part). The interval's
+    distinct keys lie in [lower, upper] in at least the band's confidence less sampling
+    slack of the trials, and the estimate has no bias (an evicted key used to be counted
+    in the interval it was evicted in: most trials missed, the mean error about +3
+    standard errors)."""
+    missed, errors, unknown = 0, [], 0
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        first = rng.choice(2 ** 40, flows, replace=False).astype(np.uint64) + np.uint64(1)
+        new = rng.choice(2 ** 40, flows * 3 // 4, replace=False).astype(np.uint64) \
+            + np.uint64(2 ** 41)
+        second = np.concatenate([first[rng.random(flows) < 0.5], new])
+        one, two = _churn(rng, first, skew, 600), _churn(rng, second, skew, 600)
+        prev = merged(split(one, hosts), memory, one.shape[0])
+        cur = merged([np.concatenate([a, b]) for a, b in
+                      zip(split(one, hosts), split(two, hosts), strict=True)], memory,
+                     one.shape[0] + two.shape[0])
+        got = answers.answer("cardinality", {"elastic": cur.to_wire()}, [prev])
+        c = got["cardinality"]["interval"]
+        assert c["confidence"] == answers.CONFIDENCE == 0.95
+        truth_n = second.shape[0]
+        missed += not c["lower"] <= truth_n <= c["upper"]
+        errors.append((c["estimate"] - truth_n) / c["stderr"])
+        unknown += c["unknown_cells"]
+    # at 95%, 100 trials miss 5 on average; 12 or more is a 1-in-200 draw (the seeds are
+    # fixed: 4 and 4 missed, and 0 of 30 with saturated cells)
+    assert missed <= max(1, trials * 0.11), (missed, trials)
+    if skew == 1.5:
+        assert abs(float(np.mean(errors))) < 0.5, np.mean(errors)
+    else:  # the band widened over the unknown cells (the estimate reads low there)
+        assert unknown > 50 * trials
 
 
 def test_distribution_cardinality_entropy_on_a_large_trace():

@@ -106,6 +106,33 @@ def test_merged_seconds_are_the_median_part_s():
     assert two is not None and two["seconds"] == 5.0
 
 
+def test_a_keys_rate_is_its_own_agents_count_over_that_agents_seconds():
+    """h5 read its counts 0.2 s late (5.2 s of its key), h1 and h2 on time: the key h5
+    alone counts keeps h5's seconds; a key of two parts has the sum of their rates."""
+    def part(seconds: float, keys: dict) -> dict:
+        return {"start": 10.0, "end": 10.0 + seconds, "seconds": seconds, "packets": 1,
+                "bytes": 1, "total": 1, "keys": keys}
+
+    merged = interval.merge([part(5.0, {"b": [None, 100]}), part(5.2, {"a": [None, 1300]}),
+                             part(5.0, {"b": [None, 150]})])
+    assert merged is not None and merged["seconds"] == 5.0
+    assert merged["keys"] == {"a": [None, 1300, 5.2], "b": [None, 250]}
+    rate = some(interval.rate(merged))
+    assert rate["keys"]["a"]["bps"] == 1300 * 8 / 5.2 and rate["keys"]["a"]["seconds"] == 5.2
+    assert rate["keys"]["b"]["bps"] == 250 * 8 / 5.0
+    # up the tree: the third item is kept and weighs like the part it came from
+    up = interval.merge([merged, part(4.0, {"a": [None, 400]})])
+    assert up is not None and up["seconds"] == 5.0
+    want = 1700 / (1300 / 5.2 + 400 / 4.0)
+    assert up["keys"]["a"][:2] == [None, 1700] and up["keys"]["a"][2] == round(want, 6)
+    assert some(interval.rate(up))["keys"]["a"]["bps"] == pytest.approx((250 + 100) * 8, rel=1e-6)
+    assert interval.heavy(up, {"absolute": 300}, 10) == {"a": 1700}
+    for bad in ([None, 1, -1.0], [None, 1, "5"], [None, 1, 5.0, 1]):
+        with pytest.raises(ValueError, match=r"keys must map keys to \[packets, bytes\]"):
+            interval.check({**part(5.0, {}), "keys": {"10.0.0.1": bad}}, "src")
+    interval.check({**part(5.0, {}), "keys": {"10.0.0.1": [None, 1, 5.2]}}, "src")
+
+
 def test_heavy_is_judged_on_the_interval_total():
     sec = {"start": 0.0, "end": 5.0, "seconds": 5.0, "packets": 100, "bytes": 1, "total": 100,
            "keys": {"a": [60, None], "b": [4, None], "c": [0, None]}}
