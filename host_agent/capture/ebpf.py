@@ -352,6 +352,7 @@ def libbpf() -> Any:
     lib.bpf_map_lookup_and_delete_batch.argtypes = [ci, vp, vp, vp, vp,
                                                     ctypes.POINTER(u32), vp]
     lib.bpf_tc_hook_create.argtypes = [ctypes.POINTER(_TcHook)]
+    lib.bpf_tc_hook_destroy.argtypes = [ctypes.POINTER(_TcHook)]
     lib.bpf_tc_attach.argtypes = [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]
     lib.bpf_tc_detach.argtypes = [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]
     lib.bpf_tc_query.argtypes = [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]
@@ -360,6 +361,18 @@ def libbpf() -> Any:
     lib.libbpf_set_print.argtypes = [vp]
     _LIB = lib
     return lib
+
+
+def release_clsact(lib: Any, ifindex: int, interface: str) -> None:
+    """Remove the ``clsact`` qdisc a closing user created on ``interface``, unless a tc
+    filter is still on it (another program's, which keeps it)."""
+    for point in ("ingress", "egress"):
+        shown = subprocess.run(["tc", "filter", "show", "dev", interface, point],
+                               capture_output=True, text=True, timeout=10, check=False)
+        if shown.returncode != 0 or shown.stdout.strip():
+            return
+    hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS, 0, 0)
+    lib.bpf_tc_hook_destroy(ctypes.byref(hook))
 
 
 def _check(rc: int, what: str) -> int:
@@ -391,6 +404,7 @@ class EbpfCapture:
             raise EbpfError(f"no interface {interface!r} to attach the eBPF capture to") \
                 from None
         self.lib = libbpf()
+        self.created_qdisc = False  # by attach(): close() removes it if nothing else uses it
         self._quiet = _PRINT_FN(lambda level, fmt, args: 0)
         self.lib.libbpf_set_print(ctypes.cast(self._quiet, ctypes.c_void_p))
         self.ncpus = _check(self.lib.libbpf_num_possible_cpus(), "possible CPUs")
@@ -440,6 +454,7 @@ class EbpfCapture:
             rc = self.lib.bpf_tc_hook_create(ctypes.byref(hook))
             if rc and rc != -errno.EEXIST:
                 _check(rc, f"clsact qdisc on {self.interface}")
+            self.created_qdisc = self.created_qdisc or rc == 0
             opts = self._opts(fd)
             _check(self.lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)),
                    f"tc attach on {self.interface}")
@@ -459,6 +474,9 @@ class EbpfCapture:
         if self.attached:
             self.remove_stale()
             self.attached = False
+            if self.created_qdisc:
+                release_clsact(self.lib, self.ifindex, self.interface)
+                self.created_qdisc = False
         for slot in list(self.slots):
             self.remove(slot)
         if self.obj:

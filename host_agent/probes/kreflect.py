@@ -12,7 +12,8 @@ lies after its send call.
 
 Loaded and attached through libbpf, as the eBPF capture is
 (``host_agent.capture.ebpf``; no bpffs needed, which Mininet hosts lack for
-iproute2's loader): a ``clsact`` qdisc, created if missing and left in place,
+iproute2's loader): a ``clsact`` qdisc, created if missing (and removed on close if created here
+and no other filter is on it),
 and one direct-action ingress program at :data:`TC_PRIO` / :data:`TC_HANDLE`,
 before the eBPF capture's. A program left by a killed worker at that place is
 replaced. Any failure (no clang, no BPF, not root) is an :class:`OSError`; the
@@ -78,6 +79,7 @@ class KernelReflector:
 
         self.interface = interface
         self.attached = False
+        self.created_qdisc = False
         self.obj: Any = None
         try:
             ifindex = socket.if_nametoindex(interface)
@@ -101,6 +103,7 @@ class KernelReflector:
             rc = lib.bpf_tc_hook_create(ctypes.byref(self.hook))  # the clsact qdisc
             if rc and rc != -errno.EEXIST:
                 _check(rc, f"clsact qdisc on {interface}")
+            self.created_qdisc = rc == 0
             self._detach()  # a killed worker's filter at our place
             _check(lib.bpf_tc_attach(ctypes.byref(self.hook), ctypes.byref(self._opts(prog_fd))),
                    f"tc attach on {interface}")
@@ -125,10 +128,16 @@ class KernelReflector:
         return out[0], out[1]
 
     def close(self) -> None:
-        """Detach the program (the clsact qdisc stays: others may use it)."""
+        """Detach the program, and the clsact qdisc if it was created here and no other
+        filter uses it."""
         if self.attached:
             self._detach()
             self.attached = False
+            if self.created_qdisc:
+                from host_agent.capture.ebpf import release_clsact
+
+                release_clsact(self.lib, self.hook.ifindex, self.interface)
+                self.created_qdisc = False
         if self.obj:
             self.lib.bpf_object__close(self.obj)
             self.obj = None
