@@ -96,6 +96,19 @@ def json_object(req: webob.Request) -> dict:
     return body
 
 
+
+def _from_the_sender(req: webob.Request, what: str, may: str) -> Any:
+    """The parsed body of an agent's message; 403 if an agent signed it whose name is not
+    the body's ``from`` (the controller's key may speak for any agent)."""
+    body = parse_json(req)
+    sender = req.environ.get("measure.sender")
+    if sender not in (None, "controller") and isinstance(body, dict) \
+            and body.get("from") != sender:
+        log.warning("refused %s from agent %s claiming to be from %r", what, sender,
+                    str(body.get("from"))[:64])
+        raise AgentError(403, f"agent {sender} may only {may}")
+    return body
+
 class AgentApp:
     """WSGI application of one agent."""
 
@@ -332,23 +345,11 @@ class AgentApp:
         return self._overlay_call(self._overlay().delete_task, task_id, body)
 
     def post_report(self, req: webob.Request) -> webob.Response:
-        body = parse_json(req)
-        sender = req.environ.get("measure.sender")
-        if sender not in (None, "controller") and isinstance(body, dict) \
-                and body.get("from") != sender:
-            log.warning("refused a report from agent %s claiming to be from %r", sender,
-                        str(body.get("from"))[:64])
-            raise AgentError(403, f"agent {sender} may only report as itself")
+        body = _from_the_sender(req, "a report", "report as itself")
         return self._overlay_call(self._overlay().receive_report, body)
 
     def post_beats(self, req: webob.Request) -> webob.Response:
-        body = parse_json(req)
-        sender = req.environ.get("measure.sender")
-        if sender not in (None, "controller") and isinstance(body, dict) \
-                and body.get("from") != sender:
-            log.warning("refused a heartbeat from agent %s claiming to be from %r", sender,
-                        str(body.get("from"))[:64])
-            raise AgentError(403, f"agent {sender} may only send its own heartbeat")
+        body = _from_the_sender(req, "a heartbeat", "send its own heartbeat")
         return self._overlay_call(self._overlay().receive_beats, body)
 
     def get_host_lines(self, req: webob.Request, task_id: str, name: str) -> webob.Response:
