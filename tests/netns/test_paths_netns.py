@@ -61,9 +61,11 @@ def test_probes_measure_rtt_and_no_loss(ns_pair):
         ping = na.run(["ping", "-c", "40", "-i", "0.05", nb.ip]).stdout
         median = statistics.median(float(t) for t in re.findall(r"time=([\d.]+) ms", ping))
         print(f"probe p50 {row['rtt_ms']['p50']} ms, ping median {median} ms")
-        # within 20%, or 20 us at veth's ~35 us: a Python send call (~10 us) more than
-        # ping, and (kernel echo) the IP stack that ping's reply crosses less
-        assert abs(row["rtt_ms"]["p50"] - median) <= max(0.2 * median, 0.020)
+        # Never slower than ping by more than 20% or 20 us (a Python send call is ~10 us
+        # more than ping's). It may be much faster: the echo is answered at tc ingress,
+        # before the IP stack that ping's reply crosses, and the arrival time is the
+        # kernel's receive timestamp (CI saw 14.5 us against ping's 43 us).
+        assert row["rtt_ms"]["p50"] <= median + max(0.2 * median, 0.020)
         # b echoed in the kernel (tc ingress program), and removes it when it stops
         assert "probe_reflect" in nb.run(["tc", "filter", "show", "dev", nb.intf,
                                           "ingress"]).stdout
