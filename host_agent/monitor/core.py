@@ -338,6 +338,11 @@ class MonitorCore:
         leftover = self.ebpf.configure(state.slot - EBPF_FIRST_SLOT, cfg,
                                        memory or ebpf_memory(None))
         self._ingest_records(state, leftover, now)
+        # a task that wants faster reads takes effect now, not after the read already
+        # scheduled: a sketch's first read (before its flow task came) is 5 s away, and a
+        # 4.5 s flow went out as one record instead of parts of the 2 s active timeout
+        state.next_poll = min(state.next_poll,
+                              now + max(0.005, ebpf_period(state.tasks.values()) / state.hurry))
 
     def close(self, now: float) -> None:
         """Export every cached flow (the monitor is stopping)."""

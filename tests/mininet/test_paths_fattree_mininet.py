@@ -11,7 +11,8 @@ an agent on every host), real OVS + Ryu, under the machine-wide Mininet lock.
    to keep the run short. Within 3 report intervals that link is the top suspect;
    in the next full interval it is the only suspect, the crossing pairs' loss is
    within the binomial bounds of 1 - (1 - p)^d (d = the directions of the round trip
-   that cross it: 99% pooled over those pairs, 99.9% per pair) and every other pair
+   that cross it; per pair and pooled over those pairs, every check of the run held
+   together to 99.8%: ``testing.checks.binomial_slack``) and every other pair
    lost at most one probe; the suspicion clears within 3 intervals of removing the
    fault. Report interval 4 s (shorter than the default 5 s, for the run time).
 3. Delay: a TBF (``testing.faults.queue_delay``, 4 Mbit/s, 100 ms of queue) on both
@@ -23,7 +24,6 @@ Figures (times to suspect and to clear, losses, latencies) are printed for the r
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import re
@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from testing.checks import binomial_slack
 from testing.faults import queue_delay, random_loss
 from testing.overlaynet import apply_everywhere, measure_network
 from testing.procs import stop_process, wait_until
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.mininet
 AGENTS = [f"h{n}" for n in range(1, 17)]
 PAIRS = 16 * 15 // 2
 INTERVAL = 4.0
+#: at most the loss checks of a run: 6 faults x (every pair, and the pooled loss of the
+#: pairs crossing the link once and twice)
+LOSS_CHECKS = 6 * (PAIRS + 2)
 NAME = re.compile(r"^s([0-9a-f]+):(\d+)-s([0-9a-f]+):(\d+)$")
 
 
@@ -168,7 +172,7 @@ def _check_losses(res: dict, crossing: dict[tuple[str, str], int], p: float,
             continue
         q = 1 - (1 - p) ** d
         n = row["sent"]
-        assert abs(row["lost"] - n * q) <= 3.29 * math.sqrt(n * q * (1 - q)) + 1, (name, row)
+        assert abs(row["lost"] - n * q) <= binomial_slack(n, q, LOSS_CHECKS), (name, row)
         sent_lost = pooled.setdefault(d, [0, 0])
         sent_lost[0] += n
         sent_lost[1] += row["lost"]
@@ -176,7 +180,7 @@ def _check_losses(res: dict, crossing: dict[tuple[str, str], int], p: float,
         q = 1 - (1 - p) ** d
         print(f"  {name} {p:.0%}: pairs crossing it {d}x lost {lost}/{sent} = "
               f"{lost / sent:.4f} (expected {q:.4f})")
-        assert abs(lost - sent * q) <= 2.576 * math.sqrt(sent * q * (1 - q)) + 1, (d, lost)
+        assert abs(lost - sent * q) <= binomial_slack(sent, q, LOSS_CHECKS), (d, lost)
 
 
 def test_delay_on_one_link_is_put_on_that_link(net, mesh):

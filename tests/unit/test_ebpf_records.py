@@ -7,6 +7,9 @@ every counter the NFQUEUE path feeds.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -191,3 +194,43 @@ def test_a_monitor_without_ebpf_refuses_naming_capture():
                                          "libbpf is not installed$"):
         core.execute(cmds.AddSketch(1, 32, {}, {"filter": {}}), 0.0)
     assert core.sketches == {}
+
+
+class EmptyKernel:
+    """The capture's interface to the monitor, holding no records: the read schedule is
+    what is checked (``MonitorCore.next_poll``), not the kernel."""
+
+    attached = True
+
+    def __init__(self) -> None:
+        self.slots: dict[int, Any] = {}
+        self.reads = 0
+
+    def configure(self, slot: int, cfg: Any, memory: int) -> None:
+        self.slots[slot] = SimpleNamespace(entries=ebpf.buffer_entries(memory, 2))
+
+    def drain(self, slot: int) -> ebpf.Drained:
+        self.reads += 1
+        keys = np.zeros(0, ebpf.REC_DTYPE)
+        empty = np.zeros(0, np.uint64)
+        return ebpf.Drained(keys, empty, empty, np.zeros(0, np.uint8), (0, 0))
+
+
+def test_a_flow_task_added_after_the_first_read_is_read_within_a_second():
+    from host_agent.agent import flows_entry
+    from host_agent.monitor import commands as cmds
+    from host_agent.monitor.core import MonitorCore
+
+    core = MonitorCore()
+    kernel = EmptyKernel()
+    core.ebpf = kernel
+    core.execute(cmds.AddSketch(1, 32, {}, {"filter": {}}), 100.0)
+    core.tick(100.0)  # the first read: no task yet, so the next is 5 s away
+    assert kernel.reads == 1 and core.next_poll() == 105.0
+    flows = parse_task({"name": "f", "kind": "flows", "active_timeout": 2}, "t")
+    core.execute(cmds.AddFlows(1, flows_entry(flows)), 100.2)
+    # the flow cache's timeouts need a read a second: a 4.5 s flow read once at its end
+    # was exported as one record under a 2 s active timeout
+    assert core.next_poll() == 101.2
+    core.tick(101.2)
+    assert kernel.reads == 2 and core.next_poll() == 102.2
