@@ -69,6 +69,7 @@ SAMPLE_TASKS: dict[str, dict[str, Any]] = {
 }
 FAULTS = ("kill_agent", "kill_monitor", "restart_controller", "link_down")
 GROWTH_GOAL = 0.10
+MONITOR_ARG = b"host_agent.monitor"  # an agent's monitors run ``python -m host_agent.monitor``
 
 
 def soak_tasks() -> list[dict[str, Any]]:
@@ -108,7 +109,7 @@ def monitors(pid: int) -> list[int]:
     out = []
     for kid in kids:
         with contextlib.suppress(OSError), open(f"/proc/{kid}/cmdline", "rb") as f:
-            if b"host_agent.monitor.core" in f.read():
+            if MONITOR_ARG in f.read().split(b"\0"):
                 out.append(kid)
     return out
 
@@ -199,12 +200,15 @@ class Soak:
 
     def wait_first_results(self, timeout: float = 60.0) -> None:
         """The load starts once every task has a first global result."""
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         for name, tid in self.tasks.items():
             while self.mn.rest(f"/measure/v1/tasks/{tid}/result")[0] != 200:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"soak: no first result for {name} in {timeout:g} s")
                 time.sleep(0.5)
+            print(f"soak: first result of {name} {time.monotonic() - start:.1f} s after "
+                  "the tasks were applied", flush=True)
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -305,6 +309,11 @@ class Soak:
             self.mn.controller = None
             self.mn.start_controller()
             self.mn.wait_topology()
+            # back in service once it knows every agent again (a task scoped to an agent
+            # it has not heard from since its start is refused with 404 until then)
+            up = time.time()
+            self.mn.wait_agents()
+            detail = f"agents back {time.time() - up:.1f} s after the switches"
             self.controller_down.clear()
             self.down_windows.append((start, time.time()))
         else:
@@ -357,6 +366,9 @@ class Soak:
                     next_fault = now + self.period
                 time.sleep(0.5)
             end_wall = time.time()
+            # a result arrives up to a report deadline after its interval (later while a
+            # fault of the last seconds holds a parent waiting): not lost for arriving then
+            time.sleep(2 * REPORT_INTERVAL + 3.0)
             self.poll_history()
             end_stats, end_db = self.sample(), self.db_size()
         finally:
