@@ -338,9 +338,11 @@ class Results:
             for item in (cur.get(kind) or [])[:MAX_EVENTS_PER_REPORT]:
                 if item["key"] not in before:
                     ids.append(self.store.add_event(now, task_id, event, {**base, **item}))
-        # an elastic task (flow_size, ...) or a flows task answers other questions: its
-        # heavy_hitters (largest flows, or keys over a change threshold) raise no events
-        quiet = cur.get("kind") in ELASTIC_KINDS or cur.get("kind") == "flows"
+        # an elastic task (flow_size, ...), a flows or a port_scan task answers other
+        # questions: its heavy_hitters (largest flows, keys over a change threshold, or a
+        # scan's single connection attempts, each a large share of an interval holding
+        # only the scan's tail) raise no events (reaction_rows.EVENT_KINDS says the same)
+        quiet = cur.get("kind") in ELASTIC_KINDS or cur.get("kind") in ("flows", "port_scan")
         if cur.get("rate") is not None:  # judged on the interval: once per episode
             hh = {} if quiet else cur["rate"]["heavy_hitters"]
             was_heavy = ((prev or {}).get("rate") or {}).get("heavy_hitters") or {}

@@ -257,3 +257,13 @@ def test_host_results_from_an_agent_answer(results):
     assert (res["host"], res["packets"], res["interval_end"], res["age"]) == ("h2", 3, 10.0, 1.0)
     with pytest.raises(ValueError, match="'interval_end'"):
         results.host_results("t1", "h2", {"results": [{"packets": 3}]})
+
+
+def test_a_port_scan_task_raises_port_scan_events_only(results):
+    # a port_scan task counts connection attempts: in an interval holding only a scan's
+    # tail, each scanned key is a large share of the total, not a heavy hitter
+    scan = {"10.0.0.6": {"ports": [1, 2, 3, 4, 5], "dsts": ["10.0.0.5"]}}
+    ids = results.ingest(sample_report(10.0, hh={"10.0.0.6": 1, "10.0.0.7": 1},
+                                       scan=scan, kind="port_scan"), now=10.5)
+    assert [(e["id"], e["kind"]) for e in results.events(since=0)] == [(1, "port_scan")]
+    assert ids == [1]
