@@ -96,7 +96,6 @@ def json_object(req: webob.Request) -> dict:
     return body
 
 
-
 def _from_the_sender(req: webob.Request, what: str, may: str) -> Any:
     """The parsed body of an agent's message; 403 if an agent signed it whose name is not
     the body's ``from`` (the controller's key may speak for any agent)."""
@@ -108,6 +107,7 @@ def _from_the_sender(req: webob.Request, what: str, may: str) -> Any:
                     str(body.get("from"))[:64])
         raise AgentError(403, f"agent {sender} may only {may}")
     return body
+
 
 class AgentApp:
     """WSGI application of one agent."""

@@ -300,7 +300,7 @@ class MonitorCore:
         drained = self.ebpf.drain(state.slot - EBPF_FIRST_SLOT)
         full = drained.keys.shape[0] * 2 > self.ebpf.slots[state.slot - EBPF_FIRST_SLOT].entries
         state.hurry = min(256.0, state.hurry * 2) if full else max(1.0, state.hurry / 2)
-        state.next_poll = now + max(0.005, ebpf_period(state.tasks.values()) / state.hurry)
+        state.next_poll = self._next_read(state, now)
         self._ingest_records(state, drained, now)
 
     def _ingest_records(self, state: SketchState, drained: Any, now: float) -> None:
@@ -341,8 +341,13 @@ class MonitorCore:
         # a task that wants faster reads takes effect now, not after the read already
         # scheduled: a sketch's first read (before its flow task came) is 5 s away, and a
         # 4.5 s flow went out as one record instead of parts of the 2 s active timeout
-        state.next_poll = min(state.next_poll,
-                              now + max(0.005, ebpf_period(state.tasks.values()) / state.hurry))
+        state.next_poll = min(state.next_poll, self._next_read(state, now))
+
+    @staticmethod
+    def _next_read(state: SketchState, now: float) -> float:
+        """When an eBPF sketch read at ``now`` is read next: its tasks' period, shorter
+        while reads find its buffers half full."""
+        return now + max(0.005, ebpf_period(state.tasks.values()) / state.hurry)
 
     def close(self, now: float) -> None:
         """Export every cached flow (the monitor is stopping)."""

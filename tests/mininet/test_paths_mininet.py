@@ -172,12 +172,18 @@ def data_flow(res: dict | None, src: str, port: int) -> dict | None:
     return max(flows, key=lambda f: f["bytes_acked"], default=None)
 
 
+def wait_listening(host, port: int) -> None:
+    """Until a TCP server listens on ``port`` in ``host``'s namespace."""
+    wait_until(lambda: f":{port} " in host.cmd("ss -Hltn"), timeout=10, interval=0.05,
+               message=f"a server on {host.name}:{port}")
+
+
 def iperf_flow(net, task_id: str, src: str, dst: str, port: int) -> dict:
     """A 5 Mbit/s iperf3 transfer ``src`` -> ``dst`` for two intervals and a bit; its data
     connection as tcp_health last reported it while the transfer ran."""
     server = net.net.get(dst).popen(["iperf3", "-s", "-1", "-p", str(port)])
     try:
-        time.sleep(0.5)
+        wait_listening(net.net.get(dst), port)
         client = net.net.get(src).popen(["iperf3", "-c", net.net.get(dst).IP(), "-p",
                                          str(port), "-t", str(2 * INTERVAL + 2), "-b", "5M"])
         start = time.time()
@@ -221,7 +227,7 @@ def test_tcp_and_probe_rtt_agree_with_ping(net):
     secs = 20
     h2, h4 = net.net.get("h2"), net.net.get("h4")
     server = h4.popen(["iperf3", "-s", "-1", "-p", "5303"])
-    time.sleep(0.5)
+    wait_listening(h4, 5303)
     # paced in writes of one segment: iperf3's default 128 KB writes would queue
     # behind themselves (see the module docstring)
     client = h2.popen(["iperf3", "-c", h4.IP(), "-p", "5303", "-t", str(secs + 2),
