@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported at run time only after eventlet.monkey_patch() in main
     from host_agent.agent import Agent
@@ -157,6 +157,34 @@ def beat_parent(http: Transport, overlay: OverlayNode, monitor: dict | None) -> 
     return isinstance(unknown, list) and overlay.name in unknown
 
 
+class BeatCost:
+    """The monitors' cost for the next heartbeat, never waited for longer than ``wait``
+    seconds: a monitor busy for seconds (a snapshot of a large sketch, a flood) would
+    hold the beat back, and a root whose beat is late has its whole subtree marked
+    down. A slow reading goes on in the background (one at a time) and the beat
+    carries the last one read (None before the first: the controller keeps its own)."""
+
+    def __init__(self, read: Callable[[], dict], wait: float = 0.5) -> None:
+        self.read, self.wait = read, wait
+        self.last: dict | None = None
+        self._pending: Any = None
+
+    def _read(self) -> None:
+        try:
+            self.last = self.read()
+        except Exception as exc:  # noqa: BLE001 - a heartbeat must still go out
+            log.warning("monitor cost unavailable: %s", exc)
+
+    def __call__(self) -> dict | None:
+        import eventlet
+
+        if self._pending is None or self._pending.dead:
+            self._pending = eventlet.spawn(self._read)
+        with eventlet.Timeout(self.wait, False):
+            self._pending.wait()
+        return self.last
+
+
 class ControllerUnavailable(RuntimeError):
     """A controller answered 503: a standby (or its store is down); try the next URL."""
 
@@ -178,6 +206,7 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
     """
     import eventlet
 
+    beat_cost = BeatCost(cost)
     bases = controller_urls(args.controller)
     current = 0
     base = bases[current]
@@ -187,6 +216,7 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
     while True:
         try:
             if not registered:
+                sent = time.monotonic()
                 status, reply = http.request("POST", f"{base}/measure/v1/agents", json=body,
                                              timeout=3)
                 if status == 503:
@@ -195,12 +225,10 @@ def registrar(args: argparse.Namespace, advertise: str, http: Transport,
                     raise RuntimeError(f"register: HTTP {status} {str(reply)[:200]}")
                 registered = True
                 log.info("registered with %s as %s", base, args.name)
+                if overlay is not None and isinstance(reply, dict):
+                    overlay.drop_stale(reply.get("tasks"), sent)
             else:
-                try:
-                    monitor: dict | None = cost()
-                except Exception as exc:  # noqa: BLE001 - a heartbeat must still go out
-                    log.warning("monitor cost unavailable: %s", exc)
-                    monitor = None
+                monitor = beat_cost()
                 via_parent = beat_parent(http, overlay, monitor) if overlay else None
                 if via_parent is None:  # no parent, or it is down: to the controller
                     beat: dict = {} if monitor is None else {"monitor": monitor}

@@ -351,6 +351,9 @@ class Agent:
 
     def _merged_snapshot(self, sid: int, cid: int, now: float) -> Snapshot:
         snaps = self._broadcast(Query(sid, cid, "snapshot", now=now))
+        if not snaps:
+            raise MonitorError("no monitor runs on this agent (started with --no-capture): "
+                               "it counts nothing")
         seen = [s.pop("seen", {"packets": 0, "bytes": 0}) for s in snaps]
         read = [r for s in snaps if isinstance(r := s.pop("read_at", None), int | float)]
         kernel = [k for s in snaps if (k := s.pop("ebpf_missed", None)) is not None]

@@ -36,6 +36,7 @@ JsonSchema = dict[str, Any]
 NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,62}"   # task names
 HOST_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"  # host names (or IPv4 data addresses)
 MAC_PATTERN = r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}"  # lower-case, colon-separated
+ID_PATTERN = r"[1-9][0-9]{0,17}"  # task and action ids: the store's integer keys
 
 class FieldError(ValueError):
     """A value failed its check; the message names the field."""

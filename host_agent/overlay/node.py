@@ -77,6 +77,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -97,7 +98,7 @@ from host_agent.protocols import LegacyAgent
 from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
 from measure_model import interval
-from measure_model.fields import is_count
+from measure_model.fields import ID_PATTERN, is_count
 from measure_model.task import Task
 from measure_model.wire.overlay import (
     Peer,
@@ -108,6 +109,7 @@ from measure_model.wire.overlay import (
 )
 
 log = logging.getLogger(__name__)
+_CONTROLLER_ID = re.compile(ID_PATTERN)  # the controller's task ids (legacy ones differ)
 
 
 class StaleEpoch(ValueError):
@@ -236,6 +238,25 @@ class OverlayNode:
     def delete_task(self, task_id: str, body: Any = None) -> dict:
         """``TaskFanOut.delete_task``: remove here and in the subtree."""
         return self.fanout.delete_task(task_id, body)
+
+    def drop_stale(self, live: Any, registered_at: float) -> list[str]:
+        """The controller's task ids as its reply to this agent's registration said
+        (``live``): a controller task held here since before the registration was
+        sent (``registered_at``, monotonic) and not among them was deleted while this
+        agent could not be told (the controller restarted with the deletion still
+        queued, or the agent was outside the tree): removed here and below. Task ids
+        not the controller's (legacy counters) stay."""
+        if not isinstance(live, list):
+            return []  # a controller that does not say
+        with self._lock:
+            stale = [tid for tid, state in self.state.tasks.items()
+                     if state.upward and _CONTROLLER_ID.fullmatch(tid)
+                     and tid not in live and state.since < registered_at]
+        for task_id in stale:
+            log.info("task %s is not a task of the controller any more: removing it",
+                     task_id)
+            self.delete_task(task_id)
+        return stale
 
     def legacy_divisor(self, task: Task) -> int:
         """``LegacyRoot.legacy_divisor``."""

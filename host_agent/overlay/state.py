@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,7 @@ class TaskState:
     # this agent's own per-host lines, newest last: (interval end, summary); ``?host=``
     # reads them here (they do not travel up the tree beyond the parent)
     summaries: deque = field(default_factory=lambda: deque(maxlen=SUMMARIES_KEPT))
+    since: float = field(default_factory=time.monotonic)  # installed here (monotonic s)
 
 
 @dataclass

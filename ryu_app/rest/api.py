@@ -49,7 +49,7 @@ from urllib.parse import unquote_to_bytes
 from ryu.app.wsgi import ControllerBase, Response, route
 
 from measure_common import jsonlimits
-from measure_model.fields import HOST_PATTERN, ConflictError, FieldError
+from measure_model.fields import HOST_PATTERN, ID_PATTERN, ConflictError, FieldError
 from measure_model.policy import read_policy
 from measure_model.policy_errors import check_policy_object
 from measure_model.task import PolicyConflict, PolicyError, bandwidth_request, parse_tasks
@@ -68,7 +68,7 @@ MAX_REPORT_BODY = 16 * 1024 * 1024
 MAX_YAML = 256 * 1024
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
-_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
+_ID_RE = re.compile(ID_PATTERN)
 _NAME_RE = re.compile(HOST_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 

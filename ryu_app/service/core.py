@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,7 @@ from measure_common.httpclient import HttpClient, Transport
 from measure_common.runner import Runner, default_runner
 from measure_common.settings import get_setting
 from measure_model import pairs, partial_keys
+from measure_model.fields import ID_PATTERN
 from measure_model.task import MAX_PROBE_TARGETS, MAX_TASKS, Task
 from measure_model.version import __version__
 from ryu_app.auth_config import AuthConfig, auth_from_env
@@ -76,6 +78,7 @@ from ryu_app.service.store import GLOBAL, NameConflict, Store, StoreError
 from ryu_app.service.task_record import TaskRecord
 
 log = logging.getLogger(__name__)
+_TASK_ID = re.compile(ID_PATTERN)
 HOST_FETCH_TIMEOUT = 0.45  # s, per request: ?host= within 1 s (the agent, else its parent)
 
 PARTIAL_RETRY = 10.0
@@ -422,10 +425,24 @@ class MeasureService(StoredReads):
         if agent is not None and agent.up:
             agent.last_seen = max(agent.last_seen, self.now())
 
+    def _stale_task(self, task_id: str) -> None:
+        """The root reports a task this controller does not hold: it was deleted while
+        its DELETE could not reach the root and the queue was lost (a controller restart
+        or a take-over), so the tree would measure it for ever. Ids are never reused
+        (the store's AUTOINCREMENT / BIGSERIAL), so the root is told to delete it."""
+        if not _TASK_ID.fullmatch(task_id) or task_id in self.pushes.deletes:
+            return
+        log.info("the root reports task %s, which is not a task here (deleted): "
+                 "telling the root to delete it", task_id)
+        self.pushes.deletes.add(task_id)
+        if self.wake is not None:
+            self.wake()
+
     def ingest_report(self, report: Any) -> dict[str, Any]:
         """A root agent's merged report (``POST /measure/v1/reports``)."""
         if isinstance(report, dict) and isinstance(report.get("task_id"), str) \
                 and report["task_id"] not in self.tasks:
+            self._stale_task(report["task_id"])
             raise NotFound(f"unknown task {report['task_id']}")
         try:
             known = self.tasks.get(report["task_id"]) if isinstance(report, dict) \
@@ -601,8 +618,11 @@ class MeasureService(StoredReads):
         agent = self._admit(body)
         if self.store.is_shared():  # for a standby that takes over
             self.store.put_agent(agent.name, {k: getattr(agent, k) for k in AGENT_FIELDS})
+        # the live task ids: the agent drops a task it still holds that was deleted
+        # while it could not be told (``OverlayNode.drop_stale``)
         return {"name": agent.name, "registered": True, "epoch": self.epoch,
-                "heartbeat_interval": self.registry.timeout / 3, "version": __version__}
+                "heartbeat_interval": self.registry.timeout / 3, "version": __version__,
+                "tasks": sorted(self.tasks, key=int)}
 
     def _admit(self, body: Any) -> Agent:
         """Register an agent (or a stored one, at a take-over): its overlay place and
@@ -799,7 +819,7 @@ class MeasureService(StoredReads):
             log.critical("lost the leader's lock on %s: exiting", self.store.path)
             os._exit(3)
         self.actions.tick(now)
-        gone = self.registry.expire(now)
+        gone = self.registry.expire(now, self.overlay.levels)
         if gone:
             log.info("agents down: %s", ", ".join(gone))
         if gone or self._joined or self._topology_dirty:

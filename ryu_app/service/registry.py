@@ -4,7 +4,9 @@ Agents register on start (``POST /measure/v1/agents`` with name, url,
 data_ip, mac) and then send a heartbeat every couple of seconds. The
 registry is plain state driven by the caller's clock: ``register`` and
 ``heartbeat`` take ``now``, and ``expire(now)`` marks down every agent not
-heard from for ``timeout`` seconds (default 6 s: three missed 2-s beats).
+heard from for ``timeout`` seconds (default 6 s: three missed 2-s beats),
+plus one 2-s period per level of its depth in the overlay (its beat climbs the
+tree one level per period).
 
 Membership changes (an agent appears, comes back, goes down, or moves to
 another URL/address) bump ``version`` and are returned to the caller, which
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -208,10 +211,17 @@ class Registry:
             return True
         return False
 
-    def expire(self, now: float) -> list[str]:
-        """Mark down agents silent for longer than ``timeout``; return their names."""
+    def expire(self, now: float, levels: Mapping[str, int] | None = None) -> list[str]:
+        """Mark down agents silent for longer than ``timeout``; return their names.
+
+        ``levels``: each agent's depth in the overlay. A beat climbs the tree one level
+        per heartbeat period (``timeout / 3``), so an agent at depth ``d`` is heard
+        ``d`` periods late at most, and after a re-parenting its new ancestors list it
+        only once its beat has climbed again: it is given ``d`` periods more."""
+        period = self.timeout / 3
         gone = sorted(a.name for a in self.agents.values()
-                      if a.up and now - a.last_seen > self.timeout)
+                      if a.up and now - a.last_seen
+                      > self.timeout + period * (levels or {}).get(a.name, 0))
         for name in gone:
             self.agents[name].up = False
         if gone:

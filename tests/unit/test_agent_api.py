@@ -601,3 +601,39 @@ def test_host_lines_route_checks_limit(clock):
     assert r.status_int == 400 and "'limit'" in r.json["error"]
     r = call(app, "GET", "/agent/v1/tasks/t1/hosts/h2")
     assert r.status_int == 404 and "unknown task 't1" in r.json["error"]
+
+
+def test_a_heartbeat_does_not_wait_for_a_slow_monitor_cost():
+    """A monitor that takes seconds to answer (a large snapshot, a flood) must not
+    hold back the heartbeat: a root whose beat came 5 s late had its whole subtree
+    marked down. The reading goes on in the background; the beat carries the last."""
+    import itertools
+    import time
+
+    import eventlet
+
+    from host_agent.__main__ import BeatCost
+
+    answers = ({"n": n} for n in itertools.count(1))
+    slow = {"on": False}
+
+    def read() -> dict:
+        if slow["on"]:
+            eventlet.sleep(1.0)
+        return next(answers)
+
+    cost = BeatCost(read, wait=0.2)
+    assert cost() == {"n": 1}
+    slow["on"] = True
+    t0 = time.monotonic()
+    assert cost() == {"n": 1}  # the last reading, at the wait
+    assert cost() == {"n": 1}  # still the one reading in flight, not a second
+    assert time.monotonic() - t0 < 0.9
+    eventlet.sleep(1.0)
+    slow["on"] = False
+    assert cost() == {"n": 3}  # the slow reading ended (2); this beat read again
+
+    def broken() -> dict:
+        raise OSError("monitor gone")
+
+    assert BeatCost(broken)() is None

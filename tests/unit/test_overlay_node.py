@@ -738,3 +738,18 @@ def test_first_report_is_not_for_an_interval_that_ended_before_the_install(tree)
     assert tree.net.controller == []  # the interval ending at 100.0 predates the task
     tree.tick_all(101.0)
     assert [r["interval_end"] for r in tree.net.controller] == [101.0]
+
+
+def test_drop_stale_removes_only_old_controller_tasks_missing_from_the_live_list(tree):
+    import time
+
+    tree["h1"].put_task("7", dict(TASK))
+    tree["h1"].put_task("8", dict(TASK))
+    tree["h1"].put_task("legacy-1-2", dict(TASK))
+    registered_at = time.monotonic()
+    tree["h1"].put_task("9", dict(TASK))  # pushed while the registration was on its way
+    assert tree["h1"].drop_stale(["8"], registered_at) == ["7"]
+    for name in ALL:  # removed here and below
+        assert sorted(tree.agents[name].tasks) == ["8", "9", "legacy-1-2"]
+    assert tree["h1"].drop_stale(None, time.monotonic()) == []  # a controller that does not say
+    assert sorted(tree.agents["h1"].tasks) == ["8", "9", "legacy-1-2"]

@@ -112,3 +112,16 @@ def test_a_report_from_the_root_keeps_it_alive_but_does_not_revive_it(h):
     assert set(h.service.registry.live()) == {"h2"}
     h.service.root_alive("h1")  # a late report does not bring it back
     assert set(h.service.registry.live()) == {"h2"}
+
+
+def test_a_deeper_agent_is_given_one_heartbeat_period_per_level():
+    reg = Registry(timeout=6.0)
+    for n in (1, 2, 3):
+        reg.register({**H1, "name": f"h{n}", "data_ip": f"10.0.0.{n}"}, now=100.0)
+    levels = {"h1": 0, "h2": 1, "h3": 3}
+    assert reg.expire(106.0, levels) == []
+    assert reg.expire(106.5, levels) == ["h1"]
+    assert reg.expire(108.0, levels) == []  # h2: 6 + 2 s
+    assert reg.expire(108.5, levels) == ["h2"]
+    assert reg.expire(112.0, levels) == []  # h3: 6 + 3 * 2 s
+    assert reg.expire(112.5, levels) == ["h3"]

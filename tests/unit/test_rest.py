@@ -207,6 +207,24 @@ def test_delete_without_a_reachable_root_is_retried_until_a_root_acknowledges(h)
     assert h.agents.sent("DELETE", "/agent/v1/tasks/1")[-1] == h.service.overlay.root
 
 
+def test_a_root_reporting_a_deleted_task_is_told_to_delete_it(h):
+    """After a restart the controller holds no queued deletion: a report of a task it
+    does not hold (ids are never reused) makes it send the DELETE to the root."""
+    h.register(1, 2)
+    h.tick()
+    h.call("POST", "/measure/v1/tasks", {"name": "c", "kind": "counter"})
+    h.tick()
+    assert h.call("POST", "/measure/v1/reports", hh_report("9", ["h1", "h2"], [], 1005.0, {})
+                  ) == (404, {"error": "unknown task 9"})
+    assert h.service.pushes.deletes == {"9"}
+    h.tick()
+    assert h.agents.sent("DELETE", "/agent/v1/tasks/9") == [h.service.overlay.root]
+    assert h.service.pushes.deletes == set() and "1" in h.service.tasks
+    status, reply = h.call("POST", "/measure/v1/agents", {
+        "name": "h3", "url": "http://192.168.100.3:8000", "data_ip": "10.0.0.3"})
+    assert status == 201 and reply["tasks"] == ["1"]  # what the agent may keep
+
+
 def test_history_lists_past_results_newest_first(h):
     h.register(1, 2, 3)
     h.call("POST", "/measure/v1/tasks", {"name": "hh", "kind": "heavy_hitters"})
