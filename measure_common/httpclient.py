@@ -23,7 +23,10 @@ delays only the green thread talking to it.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -35,6 +38,10 @@ TEXT_LIMIT = 500
 POOL_PEERS = 64
 #: idle keep-alive connections kept per peer (more concurrent calls open and close theirs)
 POOL_PER_PEER = 8
+#: a peer not called for this long has its kept connections closed (s): the overlay
+#: moves agents, and a former parent's or child's idle sockets would stay open for ever
+#: (the 20-minute soak saw an overlay parent's open fds grow 76% over its faults)
+POOL_IDLE_CLOSE = 60.0
 
 
 class Unreachable(ConnectionError):
@@ -65,11 +72,37 @@ class HttpClient:
                                                 pool_maxsize=POOL_PER_PEER, pool_block=False)
         for scheme in ("http://", "https://"):
             self._session.mount(scheme, adapter)
+        self._adapter = adapter
         self._auth = auth
+        self._used: dict[tuple[str, str, int], float] = {}  # peer -> last call
+        self._swept = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _close_idle(self, url: str, now: float) -> None:
+        """Note the call to ``url``'s peer; at most every ``POOL_IDLE_CLOSE / 2`` s,
+        close the kept connections of the peers not called for ``POOL_IDLE_CLOSE``."""
+        parts = urlsplit(url)
+        peer = (parts.scheme, parts.hostname or "",
+                parts.port or (443 if parts.scheme == "https" else 80))
+        with self._lock:
+            self._used[peer] = now
+            if now - self._swept < POOL_IDLE_CLOSE / 2:
+                return
+            self._swept = now
+            idle = {p for p, t in self._used.items() if now - t > POOL_IDLE_CLOSE}
+            for p in idle:
+                del self._used[p]
+        if not idle:
+            return
+        pools = self._adapter.poolmanager.pools
+        for key in list(pools.keys()):  # urllib3's PoolKey: key_scheme, key_host, key_port
+            if (key.key_scheme, key.key_host.strip("[]"), key.key_port) in idle:
+                pools.pop(key, None)  # the container closes the pool's sockets
 
     def request(self, method: str, url: str, json: Any = None,
                 timeout: float = DEFAULT_TIMEOUT) -> tuple[int, Any]:
         """Send one request; see the module docstring for the answer and errors."""
+        self._close_idle(url, time.monotonic())
         try:
             resp = self._session.request(method.upper(), url, json=json,
                                          timeout=max(0.05, timeout), auth=self._auth)

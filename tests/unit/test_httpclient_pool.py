@@ -81,3 +81,49 @@ def test_sequential_calls_reuse_one_connection_and_pools_are_bounded():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
+
+
+def check_idle_peers_are_closed() -> None:
+    import time
+
+    from measure_common.httpclient import POOL_IDLE_CLOSE
+
+    servers = [http.server.HTTPServer(("127.0.0.1", 0), _Handler) for _ in range(2)]
+    for server in servers:
+        _os_thread(server.serve_forever)
+    client = HttpClient()
+    try:
+        busy, former = (f"http://127.0.0.1:{s.server_address[1]}/x" for s in servers)
+        for url in (busy, former):
+            assert client.request("GET", url) == (200, {"ok": True})
+        pools = client._adapter.poolmanager.pools
+        assert len(pools) == 2
+        ports = {s.server_address[1] for s in servers}
+        assert {k.key_port for k in pools.keys()} == ports
+        client._close_idle(busy, time.monotonic() + POOL_IDLE_CLOSE / 2 - 1)  # not yet
+        assert len(pools) == 2
+        client._close_idle(busy, time.monotonic() + POOL_IDLE_CLOSE + 1)
+        assert [k.key_port for k in pools.keys()] == [servers[0].server_address[1]]
+        assert client.request("GET", former) == (200, {"ok": True})  # a new pool
+        assert len(pools) == 2
+    finally:
+        client._session.close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_peer_idle_for_a_minute_has_its_connections_closed():
+    """Agents move in the overlay: the kept connections of a former parent or child
+    are closed once it is not called for ``POOL_IDLE_CLOSE`` s (fresh interpreter, as
+    above)."""
+    import subprocess
+    import sys
+
+    from testing.netns import ROOT
+
+    code = ("from tests.unit.test_httpclient_pool import check_idle_peers_are_closed as c; "
+            "c(); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
