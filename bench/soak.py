@@ -31,7 +31,7 @@ It reports:
   counted with the agents they miss;
 - RSS and open file descriptors of the controller, every agent and every
   monitor after the warm-up (a quarter of the run, at least 30 s) and at the
-  end, each the least of 5 samples over one report interval (the sockets of
+  end, each the least of 9 samples over two report intervals (the sockets of
   a burst of reports come and go within a second: what a process keeps
   raises its least count), with the growth of the processes that lived
   through (a restarted process is listed as restarted);
@@ -264,15 +264,15 @@ class Soak:
                     out[f"monitor {name}.{i}"] = s
         return out
 
-    def steady(self, samples: int = 5) -> dict[str, Any]:
-        """Per process, the least RSS and open fds of ``samples`` samples over one report
-        interval: every interval starts with a burst of reports (12 tasks, each child
+    def steady(self, samples: int = 9) -> dict[str, Any]:
+        """Per process, the least RSS and open fds of ``samples`` samples over two report
+        intervals: every interval starts with a burst of reports (12 tasks, each child
         to its parent, beyond the 8 kept connections per peer), whose sockets come and
         go within a second (an overlay parent's open fds swing by 50% between one
         sample and the next). What a process keeps (a leak) raises its least count."""
         out = self.sample()
         for _ in range(samples - 1):
-            time.sleep(REPORT_INTERVAL / (samples - 1))
+            time.sleep(2 * REPORT_INTERVAL / (samples - 1))
             for role, stats in self.sample().items():
                 kept = out.get(role)
                 if kept is None or kept["pid"] != stats["pid"]:
@@ -463,7 +463,7 @@ def print_report(result: dict[str, Any]) -> None:
                  "SQLite bytes"],
                 [[r["t_s"], r["agents_rss_kib"], r["agents_fds"], r["controller_rss_kib"],
                   r["controller_fds"], r["db_bytes"]] for r in result["series"]])
-    print_table("processes after warm-up and at the end, least of 5 samples over 2 s "
+    print_table("processes after warm-up and at the end, least of 9 samples over 4 s "
                 "(goal: growth <= 10%)",
                 ["process", "RSS KiB", "RSS KiB end", "RSS growth", "fds", "fds end",
                  "fd growth", "sockets end"], rows)
