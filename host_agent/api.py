@@ -45,6 +45,7 @@ from host_agent.legacy.handler import LegacyContext, handle_legacy
 from host_agent.overlay.node import OverlayNode
 from measure_common import jsonlimits
 from measure_common.httpclient import HttpClient
+from measure_common.wsgibody import BodyTooLarge, hold_in_memory
 from measure_model.fields import HOST_PATTERN
 from measure_model.task import DEFAULT_CAPTURE
 from measure_model.wire.overlay import TASK_ID_PATTERN
@@ -196,11 +197,10 @@ class AgentApp:
         length = req.content_length
         if length is not None and length > limit:
             raise AgentError(413, f"body too large: more than {limit} bytes")
-        if length is None and req.method in ("POST", "PUT", "DELETE", "PATCH"):
-            data = req.body_file_raw.read(limit + 1)
-            if len(data) > limit:
-                raise AgentError(413, f"body too large: more than {limit} bytes")
-            req.body = data
+        try:
+            hold_in_memory(req, limit)
+        except BodyTooLarge as exc:
+            raise AgentError(413, str(exc)) from None
 
     def _authenticate(self, req: webob.Request, path: str) -> None:
         overlay = path == "/agent/v1/overlay" or path.startswith(("/agent/v1/tasks",

@@ -49,6 +49,7 @@ from urllib.parse import unquote_to_bytes
 from ryu.app.wsgi import ControllerBase, Response, route
 
 from measure_common import jsonlimits
+from measure_common.wsgibody import BodyTooLarge, hold_in_memory
 from measure_model.fields import HOST_PATTERN, ID_PATTERN, ConflictError, FieldError
 from measure_model.policy import read_policy
 from measure_model.policy_errors import check_policy_object
@@ -237,6 +238,11 @@ def _api(mutating: bool = False, max_body: int = MAX_BODY, service: bool = True,
                 if length > max_body:
                     raise HttpError(413, f"body of {length} bytes is more than "
                                          f"the limit of {max_body}")
+                try:
+                    hold_in_memory(req, max_body)
+                except BodyTooLarge:
+                    raise HttpError(413, f"body is more than the limit of {max_body} "
+                                         "bytes") from None
                 if service:
                     _authorize(req, self.service, mutating)
                     if self.service is None:
