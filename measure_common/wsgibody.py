@@ -3,10 +3,10 @@
 WebOb buffers a body longer than ``request_body_tempfile_limit`` (10 KB) in
 an anonymous temporary file the first time it is read (``req.body``), and
 that file is closed only when the request is garbage-collected; for these
-servers that waits for the cyclic collector, so an overlay parent receiving
-its children's reports (tens of KB each, a dozen every 2 s) held up to 130
-of them open at once, and the soak saw the parents' open files grow by
-25-77%. Both servers bound their bodies (16 MiB at most) and parse them
+servers that waits for the cyclic collector, so an overlay root receiving
+its children's reports (tens of KB each, a dozen every 2 s) held 86 of them
+open at one sample, and the soak saw the parents' open files grow by 25-77%
+and swing by half between samples. Both servers bound their bodies (16 MiB at most) and parse them
 whole anyway, so the body is read into memory once, at the boundary.
 """
 
