@@ -127,3 +127,55 @@ def test_a_peer_idle_for_a_minute_has_its_connections_closed():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
+
+
+def check_connections_the_server_closed_are_closed() -> None:
+    import socket
+    import time
+
+    from measure_common.httpclient import POOL_IDLE_CLOSE
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    served = []
+
+    def serve() -> None:  # answer one request on a kept connection, then close it
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 12\r\n\r\n{\"ok\": true}")
+        time.sleep(0.2)
+        conn.close()
+        served.append(True)
+
+    _os_thread(serve)
+    client = HttpClient()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+        assert client.request("GET", url) == (200, {"ok": True})
+        deadline = time.monotonic() + 5
+        while not served and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        pool = next(iter(client._adapter.poolmanager.pools._container.values()))
+        kept = [c for c in pool.pool.queue if c is not None]
+        assert len(kept) == 1 and kept[0].sock is not None  # in CLOSE_WAIT, kept
+        client._close_idle(url, time.monotonic() + POOL_IDLE_CLOSE / 2 + 1)  # the sweep
+        assert kept[0].sock is None  # its descriptor is closed
+    finally:
+        client._session.close()
+        listener.close()
+
+
+def test_kept_connections_the_server_closed_are_closed_by_the_sweep():
+    """A server closes a kept connection after its idle timeout; urllib3 would notice
+    only when it took that connection out again (fresh interpreter, as above)."""
+    import subprocess
+    import sys
+
+    from testing.netns import ROOT
+
+    code = ("from tests.unit.test_httpclient_pool import "
+            "check_connections_the_server_closed_are_closed as c; c(); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
