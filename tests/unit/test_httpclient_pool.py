@@ -156,7 +156,7 @@ def check_connections_the_server_closed_are_closed() -> None:
         while not served and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.1)
-        pool = next(iter(client._adapter.poolmanager.pools._container.values()))
+        pool: Any = next(iter(client._adapter.poolmanager.pools._container.values()))
         kept = [c for c in pool.pool.queue if c is not None]
         assert len(kept) == 1 and kept[0].sock is not None  # in CLOSE_WAIT, kept
         client._close_idle(url, time.monotonic() + POOL_IDLE_CLOSE / 2 + 1)  # the sweep
