@@ -80,8 +80,7 @@ class HttpClient:
 
     def _close_idle(self, url: str, now: float) -> None:
         """Note the call to ``url``'s peer; at most every ``POOL_IDLE_CLOSE / 2`` s,
-        close the kept connections of the peers not called for ``POOL_IDLE_CLOSE``,
-        and those of the others that their server closed."""
+        close the kept connections of the peers not called for ``POOL_IDLE_CLOSE``."""
         parts = urlsplit(url)
         peer = (parts.scheme, parts.hostname or "",
                 parts.port or (443 if parts.scheme == "https" else 80))
@@ -93,12 +92,12 @@ class HttpClient:
             idle = {p for p, t in self._used.items() if now - t > POOL_IDLE_CLOSE}
             for p in idle:
                 del self._used[p]
+        if not idle:
+            return
         pools = self._adapter.poolmanager.pools
         for key in list(pools.keys()):  # urllib3's PoolKey: key_scheme, key_host, key_port
             if (key.key_scheme, key.key_host.strip("[]"), key.key_port) in idle:
                 pools.pop(key, None)  # the container closes the pool's sockets
-            elif (pool := pools.get(key)) is not None:
-                _close_dropped(pool)
 
     def request(self, method: str, url: str, json: Any = None,
                 timeout: float = DEFAULT_TIMEOUT) -> tuple[int, Any]:
@@ -121,23 +120,6 @@ class HttpClient:
             return resp.status_code, resp.json()
         except ValueError:
             return resp.status_code, resp.text[:TEXT_LIMIT]
-
-
-def _close_dropped(pool: Any) -> None:
-    """Close the kept connections of ``pool`` (a urllib3 connection pool) that the
-    server has closed. A server ends a kept connection after its idle timeout (15 s
-    here), and urllib3 notices only when it takes that connection out again; its pool
-    hands out the most recent first, so after a burst the older ones wait at the
-    bottom, their sockets in CLOSE_WAIT, each holding a file descriptor (10 on an
-    overlay root after a few faults). Under the queue's lock: no call takes one out
-    meanwhile."""
-    queue = getattr(pool, "pool", None)
-    if queue is None:
-        return  # a closed pool
-    with queue.mutex:
-        for conn in queue.queue:
-            if conn is not None and conn.sock is not None and not conn.is_connected:
-                conn.close()
 
 
 def _root_cause(exc: BaseException) -> BaseException:
