@@ -48,6 +48,12 @@ def _held(url: str) -> list[str]:
     return requests.get(f"{url}/agent/v1/health", timeout=2).json()["tasks"]
 
 
+def _both_in_overlay(api: str, auth: dict) -> dict:
+    return wait_until(
+        lambda: (o := requests.get(f"{api}/overlay", headers=auth, timeout=5).json())
+        and len(o["parent"]) == 2 and o, timeout=20, message="both agents in the overlay")
+
+
 def test_task_delete_answers_at_once_while_the_root_is_frozen(controller_factory, tmp_path):
     state = tmp_path / "state"
     port = free_port()
@@ -58,9 +64,7 @@ def test_task_delete_answers_at_once_while_the_root_is_frozen(controller_factory
               for n, name in enumerate(("p1", "p2"), start=1)}
     frozen = None
     try:
-        overlay = wait_until(
-            lambda: (o := requests.get(f"{api}/overlay", headers=auth, timeout=5).json())
-            and len(o["parent"]) == 2 and o, timeout=20, message="both agents in the overlay")
+        overlay = _both_in_overlay(api, auth)
         root = overlay["root"]
         resp = requests.post(f"{api}/tasks", headers=auth, timeout=PROMPT, json={
             "name": "icmp-count", "kind": "counter", "filter": {"proto": "icmp"}})
@@ -106,9 +110,7 @@ def test_a_deletion_lost_with_a_controller_restart_reaches_the_agents(controller
               for n, name in enumerate(("q1", "q2"), start=1)}
     frozen = None
     try:
-        overlay = wait_until(
-            lambda: (o := requests.get(f"{api}/overlay", headers=auth, timeout=5).json())
-            and len(o["parent"]) == 2 and o, timeout=20, message="both agents in the overlay")
+        overlay = _both_in_overlay(api, auth)
         resp = requests.post(f"{api}/tasks", headers=auth, timeout=PROMPT, json={
             "name": "icmp-count", "kind": "counter", "filter": {"proto": "icmp"},
             "report_interval": 1})
