@@ -23,6 +23,7 @@ delays only the green thread talking to it.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import urllib3
 
 DEFAULT_TIMEOUT = 5.0
 TEXT_LIMIT = 500
@@ -42,6 +44,10 @@ POOL_PER_PEER = 8
 #: moves agents, and a former parent's or child's idle sockets would stay open for ever
 #: (the 20-minute soak saw an overlay parent's open fds grow 76% over its faults)
 POOL_IDLE_CLOSE = 60.0
+#: a kept connection idle for this long is closed (s): under the servers' idle timeout
+#: (15 s, ``measure_common.serverguard``), which would close it first and leave the
+#: client's socket in CLOSE_WAIT until the pool hands that connection out again
+KEEP_IDLE = 10.0
 
 
 class Unreachable(ConnectionError):
@@ -61,15 +67,56 @@ class Transport(Protocol):
         ...
 
 
+class _KeptQueue(queue.LifoQueue):
+    """urllib3's pool of kept connections, newest first, that closes a connection kept
+    idle for ``KEEP_IDLE`` s. urllib3 hands out the newest, so after a burst the older
+    ones wait at the bottom until the server's idle timeout closes them and their
+    sockets sit in CLOSE_WAIT, a file descriptor each (an overlay parent held 10 after
+    a few faults). Each put and get closes the stale ones by age alone: a socket
+    close, with the queue's lock held but nothing that waits or switches threads."""
+
+    def _put(self, item: Any) -> None:
+        now = time.monotonic()
+        if item is not None:
+            item.kept_at = now
+        for conn in self.queue:
+            if conn is not None and conn.sock is not None and now - conn.kept_at > KEEP_IDLE:
+                conn.close()  # a closed connection stays in the pool and connects anew
+        super()._put(item)
+
+    def _get(self) -> Any:
+        conn = super()._get()
+        if conn is not None and conn.sock is not None \
+                and time.monotonic() - conn.kept_at > KEEP_IDLE:
+            conn.close()
+        return conn
+
+
+class _KeptHTTPPool(urllib3.HTTPConnectionPool):
+    QueueCls = _KeptQueue
+
+
+class _KeptHTTPSPool(urllib3.HTTPSConnectionPool):
+    QueueCls = _KeptQueue
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _KeptHTTPPool,
+                                                   "https": _KeptHTTPSPool}
+
+
 class HttpClient:
     """``requests`` behind ``Transport``, with an optional signing ``auth``."""
 
     def __init__(self, auth: Any = None) -> None:
         self._session = requests.Session()
         # bounded pools that reuse connections: at most POOL_PEERS x POOL_PER_PEER idle
-        # sockets whatever the number of peers and of concurrent calls (never blocking)
-        adapter = requests.adapters.HTTPAdapter(pool_connections=POOL_PEERS,
-                                                pool_maxsize=POOL_PER_PEER, pool_block=False)
+        # sockets whatever the number of peers and of concurrent calls (never blocking),
+        # none kept longer than KEEP_IDLE
+        adapter = _Adapter(pool_connections=POOL_PEERS, pool_maxsize=POOL_PER_PEER,
+                           pool_block=False)
         for scheme in ("http://", "https://"):
             self._session.mount(scheme, adapter)
         self._adapter = adapter

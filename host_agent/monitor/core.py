@@ -297,7 +297,11 @@ class MonitorCore:
 
     def poll_ebpf(self, state: SketchState, now: float) -> None:
         """Read an eBPF sketch's retired buffer into its counters (see ebpf.py)."""
-        drained = self.ebpf.drain(state.slot - EBPF_FIRST_SLOT)
+        try:
+            drained = self.ebpf.drain(state.slot - EBPF_FIRST_SLOT)
+        except Exception:
+            state.next_poll = self._next_read(state, now)  # retried next period, no spin
+            raise
         full = drained.keys.shape[0] * 2 > self.ebpf.slots[state.slot - EBPF_FIRST_SLOT].entries
         state.hurry = min(256.0, state.hurry * 2) if full else max(1.0, state.hurry / 2)
         state.next_poll = self._next_read(state, now)
@@ -591,9 +595,9 @@ def run(queue: int, cmd_sock: socket.socket, max_len: int = 4096, accept_only: b
                 last_flush = mono
             try:
                 core.tick(time.time())
-            except Exception as exc:  # noqa: BLE001 - an export problem must not stop counting
+            except Exception as exc:  # noqa: BLE001 - a read or export problem must not stop counting
                 core.errors += 1
-                print(f"monitor: flow export: {exc!r}", file=sys.stderr, flush=True)
+                print(f"monitor: eBPF read or flow export: {exc!r}", file=sys.stderr, flush=True)
             if chan in ready:
                 msgs = chan.read()
                 if msgs is None:

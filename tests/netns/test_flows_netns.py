@@ -144,16 +144,18 @@ def test_flow_records_reach_nfcapd_exactly(netns_factory, agent_factory, tmp_pat
         health = ag.v1("GET", "/health")
         last[:] = [health]
         caches = health["flows"].get("1", [])
-        return health if caches and caches[0]["flows"] == 0 else None
+        # empty and every flow exported: the eBPF path reads its map once a second, so an
+        # empty cache alone may only mean that the sweep was not read yet
+        return health if caches and caches[0]["flows"] == 0 \
+            and caches[0]["records"] >= len(flows) else None
 
     try:
         health = wait_until(drained, timeout=15, interval=0.3, message="flow cache drained")
     except TimeoutError:
         raise AssertionError(f"{last}\n{ag.log()}") from None
     t1 = time.time()
-    cache = health["flows"]["1"][0]
-    assert cache["evicted"] > 0 and cache["flows"] == 0
-    assert cache["ended"] >= 1 and cache["records"] >= len(flows)
+    [cache] = health["flows"]["1"]  # one monitor (--queues 1)
+    assert cache["evicted"] > 0 and cache["ended"] >= 1, f"{health}\n{ag.log()}"
     good, good9, bad = cache["exporters"]
     assert good["errors"] == 0 and good["records"] == cache["records"]
     assert good9["errors"] == 0 and good9["records"] == cache["records"]

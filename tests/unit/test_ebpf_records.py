@@ -234,3 +234,24 @@ def test_a_flow_task_added_after_the_first_read_is_read_within_a_second():
     assert core.next_poll() == 101.2
     core.tick(101.2)
     assert kernel.reads == 2 and core.next_poll() == 102.2
+
+
+class FailingKernel(EmptyKernel):
+    def drain(self, slot: int) -> ebpf.Drained:
+        self.reads += 1
+        raise ebpf.EbpfError(f"batch read of slot {slot}: Device or resource busy")
+
+
+def test_a_failed_read_is_retried_next_period_not_at_every_loop_turn():
+    from host_agent.monitor import commands as cmds
+    from host_agent.monitor.core import MonitorCore
+
+    core = MonitorCore()
+    kernel = FailingKernel()
+    core.ebpf = kernel
+    core.execute(cmds.AddSketch(1, 32, {}, {"filter": {}}), 100.0)
+    with pytest.raises(ebpf.EbpfError, match="Device or resource busy"):
+        core.tick(100.0)
+    assert kernel.reads == 1 and core.next_poll() == 105.0
+    core.tick(100.01)  # the monitor's next loop turn: no read before the next period
+    assert kernel.reads == 1

@@ -127,3 +127,64 @@ def test_a_peer_idle_for_a_minute_has_its_connections_closed():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
+
+
+class _SlowHandler(_Handler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        import time
+
+        time.sleep(0.3)  # three concurrent calls need three connections
+        super().do_GET()
+
+
+def check_stale_kept_connections_are_closed() -> None:
+    import time
+
+    from measure_common import httpclient
+
+    httpclient.KEEP_IDLE = 0.5
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    _os_thread(server.serve_forever)
+    client = HttpClient()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+        calls = [threading.Thread(target=client.request, args=("GET", url)) for _ in range(3)]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join(10)
+        pools = client._adapter.poolmanager.pools
+        [key] = pools.keys()
+        kept_conns = pools[key].pool
+        assert type(kept_conns) is httpclient._KeptQueue
+
+        def kept() -> int:
+            return len([c for c in kept_conns.queue if c is not None and c.sock is not None])
+
+        assert kept() == 3 and len(_SlowHandler.connections) == 3
+        assert client.request("GET", url) == (200, {"ok": True})
+        assert kept() == 3  # younger than KEEP_IDLE: the newest one was reused
+        time.sleep(0.7)
+        assert client.request("GET", url) == (200, {"ok": True})
+        assert kept() == 1  # the stale ones closed, the one taken out connected anew
+        assert len(_SlowHandler.connections) == 4
+    finally:
+        client._session.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_connections_kept_idle_are_closed_before_the_server_closes_them():
+    """A kept connection idle for ``KEEP_IDLE`` s is closed at the pool's next put or get,
+    before the server's 15-s idle timeout leaves the client's socket in CLOSE_WAIT
+    (fresh interpreter, as above)."""
+    import subprocess
+    import sys
+
+    from testing.netns import ROOT
+
+    code = ("from tests.unit.test_httpclient_pool import "
+            "check_stale_kept_connections_are_closed as c; c(); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
