@@ -38,8 +38,11 @@ TEXT_LIMIT = 500
 #: peers (scheme, host, port) whose keep-alive connections are kept; the least recently
 #: used peer's are closed past this (the controller talks to every agent)
 POOL_PEERS = 64
-#: idle keep-alive connections kept per peer (more concurrent calls open and close theirs)
-POOL_PER_PEER = 8
+#: idle keep-alive connections kept per peer (more concurrent calls open and close theirs,
+#: and urllib3 logs a warning for each): an agent's runner has 8 workers, and its heartbeat
+#: and the API's calls come on top (with 8, an overlay root reporting 12 tasks discarded
+#: about one connection a second to the controller and logged each)
+POOL_PER_PEER = 16
 #: a peer not called for this long has its kept connections closed (s): the overlay
 #: moves agents, and a former parent's or child's idle sockets would stay open for ever
 #: (the 20-minute soak saw an overlay parent's open fds grow 76% over its faults)
