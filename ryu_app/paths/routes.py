@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ryu_app.net.topology import dpid_to_str, str_to_dpid
+from ryu_app.net.topology import Topology, dpid_to_str, str_to_dpid
 
 SWITCH_LINK = "switch"
 ACCESS_LINK = "access"
@@ -109,7 +109,7 @@ class Hop:
                 "out_port": self.out_port}
 
 
-def hops(topology: Any, src: tuple[int, int], dst: tuple[int, int]) -> list[Hop] | None:
+def hops(topology: Topology, src: tuple[int, int], dst: tuple[int, int]) -> list[Hop] | None:
     """The switches a frame from the host at ``src`` (dpid, port) to the host at ``dst``
     crosses, as forwarding routes it; None when there is no path."""
     path = topology.shortest_path(src[0], dst[0])
@@ -118,11 +118,11 @@ def hops(topology: Any, src: tuple[int, int], dst: tuple[int, int]) -> list[Hop]
     out: list[Hop] = []
     in_port = src[1]
     for here, nxt in zip(path, path[1:], strict=False):
-        port = topology.link_port(here, nxt)
-        if port is None:
+        port, back = topology.link_port(here, nxt), topology.link_port(nxt, here)
+        if port is None or back is None:  # no link between them (any more)
             return None
         out.append(Hop(here, in_port, port))
-        in_port = topology.link_port(nxt, here)
+        in_port = back
     out.append(Hop(path[-1], in_port, dst[1]))
     return out
 
@@ -160,7 +160,7 @@ def _order(key: LinkKey) -> tuple:
     return (key[0], str(key[1]), key[2:])
 
 
-def pair_path(topology: Any, attach: dict[str, tuple[int, int]], src: str,
+def pair_path(topology: Topology, attach: dict[str, tuple[int, int]], src: str,
               dst: str) -> PairPath | None:
     """The path of the pair ``src`` -> ``dst`` (host names; ``attach`` maps a name to its
     switch and port), or None when either host is unlocated or unreachable."""
@@ -178,7 +178,7 @@ def pair_path(topology: Any, attach: dict[str, tuple[int, int]], src: str,
 class PathCache:
     """Pair paths of one topology, recomputed when its ``version`` changes."""
 
-    def __init__(self, topology: Any) -> None:
+    def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self._version = -1
         self._attach: dict[str, tuple[int, int]] = {}

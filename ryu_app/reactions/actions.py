@@ -49,6 +49,7 @@ from measure_common.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from measure_common.settings import DEFAULTS, get_setting
 from measure_model.reaction_rows import NETWORK_ACTIONS
 from measure_model.task import Task
+from ryu_app.net.topology import Topology
 from ryu_app.reactions.plan import (
     REACTION_COOKIE,
     ActionPlan,
@@ -145,7 +146,7 @@ def action_rows(store: Any, limit: int = 1000) -> list[dict[str, Any]]:
 class ActionManager:
     """Actions of the controller (see the module docstring)."""
 
-    def __init__(self, store: Any, topology: Any, resolve: Callable[[str], str | None],
+    def __init__(self, store: Any, topology: Topology, resolve: Callable[[str], str | None],
                  now: Callable[[], float], secret: bytes | None = None,
                  post: Callable[[str, bytes, dict], int] | None = None,
                  spawn: Callable[[Callable[[], None]], None] | None = None,
@@ -468,7 +469,7 @@ def _post(url: str, body: bytes, headers: dict) -> int:
         raise OSError(str(exc)) from None
 
 
-def manager_from_env(store: Any, topology: Any, resolve: Callable[[str], str | None],
+def manager_from_env(store: Any, topology: Topology, resolve: Callable[[str], str | None],
                      state_dir: str, now: Callable[[], float],
                      spawn: Callable[[Callable[[], None]], None] | None = None,
                      env: dict[str, str] | None = None,

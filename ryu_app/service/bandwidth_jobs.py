@@ -22,6 +22,7 @@ from typing import Any
 from measure_common.httpclient import Transport
 from measure_common.runner import Runner
 from ryu_app.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceError, Unavailable
+from ryu_app.net.topology import Topology
 from ryu_app.service.registry import Agent, Registry
 from ryu_app.service.store import GLOBAL, Store, StoreError
 from ryu_app.service.task_record import TaskRecord
@@ -34,7 +35,7 @@ REPLY_MARGIN = 10.0  # seconds an agent may take beyond the probe's own limit
 class BandwidthJobs:
     """Bandwidth requests and bandwidth tasks (see the module docstring)."""
 
-    def __init__(self, registry: Registry, topology: Any, http: Transport, runner: Runner,
+    def __init__(self, registry: Registry, topology: Topology, http: Transport, runner: Runner,
                  store: Store, now: Callable[[], float]) -> None:
         self.registry = registry
         self.topology = topology

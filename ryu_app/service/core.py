@@ -64,6 +64,7 @@ from measure_model.task import MAX_PROBE_TARGETS, MAX_TASKS, Task
 from measure_model.version import __version__
 from ryu_app.auth_config import AuthConfig, auth_from_env
 from ryu_app.errors import BadRequest, Conflict, NotFound
+from ryu_app.net.topology import Topology
 from ryu_app.reactions.actions import ProtectedTarget, UnknownHost, manager_from_env
 from ryu_app.service.bandwidth_jobs import BandwidthJobs
 from ryu_app.service.health import TickerHealth
@@ -87,7 +88,7 @@ PARTIAL_RETRY = 10.0
 class MeasureService(StoredReads):
     """Agents, overlay, tasks and results of the controller (see module docstring)."""
 
-    def __init__(self, topology: Any, state_dir: str, now: Callable[[], float] = time.time,
+    def __init__(self, topology: Topology, state_dir: str, now: Callable[[], float] = time.time,
                  http: Transport | None = None, fanout: int | None = None,
                  heartbeat_timeout: float = DEFAULT_TIMEOUT,
                  controller_url: str | None = None, auth: AuthConfig | None = None,

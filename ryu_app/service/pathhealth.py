@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ryu_app.net.topology import Topology
 from ryu_app.paths.localize import Localizer, observations
 from ryu_app.paths.routes import (
     PairPath,
@@ -37,7 +38,7 @@ BASELINE_RESULTS = 30  # results a pair's baseline loss and RTT are taken over
 class PathHealth:
     """Per-task localizers over the service's topology and registry."""
 
-    def __init__(self, topology: Any, registry: Any) -> None:
+    def __init__(self, topology: Topology, registry: Any) -> None:
         self.topology = topology
         self.registry = registry
         self.cache = PathCache(topology) if topology is not None else None

@@ -30,6 +30,7 @@ from measure_model.cost import check_cost
 from measure_model.fields import HOST_PATTERN, MAC_PATTERN
 from measure_model.version import __version__, incompatibility
 from measure_model.wire.overlay import VERSION_RE, check_beat_agents
+from ryu_app.net.topology import Topology
 
 DEFAULT_TIMEOUT = 6.0
 MAX_AGENTS = 65_536
@@ -250,7 +251,7 @@ class Registry:
         return [a.to_dict(now) for _, a in sorted(self.agents.items())]
 
 
-def host_node(agent: Agent, topology: Any) -> str | None:
+def host_node(agent: Agent, topology: Topology | None) -> str | None:
     """The topology host node (its MAC) an agent sits on: by data IP, then MAC."""
     if topology is None:
         return None
