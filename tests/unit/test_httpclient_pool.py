@@ -142,7 +142,7 @@ def check_stale_kept_connections_are_closed() -> None:
 
     from measure_common import httpclient
 
-    httpclient.KEEP_IDLE = 0.5
+    httpclient.KEEP_IDLE = 2.0  # the calls between two checks take 0.3 s and some load
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
     _os_thread(server.serve_forever)
     client = HttpClient()
@@ -164,7 +164,7 @@ def check_stale_kept_connections_are_closed() -> None:
         assert kept() == 3 and len(_SlowHandler.connections) == 3
         assert client.request("GET", url) == (200, {"ok": True})
         assert kept() == 3  # younger than KEEP_IDLE: the newest one was reused
-        time.sleep(0.7)
+        time.sleep(2.5)
         assert client.request("GET", url) == (200, {"ok": True})
         assert kept() == 1  # the stale ones closed, the one taken out connected anew
         assert len(_SlowHandler.connections) == 4
