@@ -1,4 +1,5 @@
-"""The agent's two error types, shared by its state, its monitor link and its API."""
+"""The agent's two error types, shared by its state, its monitor link, its API and its
+bandwidth routes."""
 
 from __future__ import annotations
 

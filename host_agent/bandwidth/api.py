@@ -3,7 +3,7 @@
 ``POST /agent/v1/bandwidth`` runs a probe from this agent (``Prober``);
 ``POST .../receive``, ``GET|DELETE .../receive/{session}`` serve the
 destination side (``ReceiveSessions``). Every failure is a JSON
-``{"error"}`` with the status of its ``BandwidthError``. Authentication is
+``{"error"}`` with the status of its ``AgentError``. Authentication is
 the caller's (``host_agent.api.AgentApp`` checks the signature first).
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import webob
 
-from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.estimate import Prober
 from host_agent.bandwidth.peer import PeerClient
 from host_agent.bandwidth.receive import ReceiveSessions
+from host_agent.errors import AgentError
 from measure_common import jsonlimits
 from measure_common.httpclient import Transport
 
@@ -27,7 +27,7 @@ def _json_body(req: webob.Request) -> Any:
     try:
         return jsonlimits.loads(req.body or b"{}")
     except (ValueError, UnicodeDecodeError):
-        raise BandwidthError(400, "body is not valid JSON") from None
+        raise AgentError(400, "body is not valid JSON") from None
 
 
 class BandwidthApi:
@@ -48,21 +48,21 @@ class BandwidthApi:
         try:
             if not parts:
                 if req.method != "POST":
-                    raise BandwidthError(405, f"use POST {PREFIX}")
+                    raise AgentError(405, f"use POST {PREFIX}")
                 return webob.Response(json=self.prober.probe(_json_body(req)))
             if parts[0] != "receive" or len(parts) > 2:
-                raise BandwidthError(404, f"no such resource {req.path_info}")
+                raise AgentError(404, f"no such resource {req.path_info}")
             if len(parts) == 1:
                 if req.method != "POST":
-                    raise BandwidthError(405, f"use POST {PREFIX}/receive")
+                    raise AgentError(405, f"use POST {PREFIX}/receive")
                 return webob.Response(json=self.sessions.open(_json_body(req)))
             if req.method == "GET":
                 return webob.Response(json=self.sessions.fetch(parts[1],
                                                                req.GET.get("streams")))
             if req.method == "DELETE":
                 return webob.Response(json=self.sessions.close(parts[1]))
-            raise BandwidthError(405, "use GET or DELETE on a receive session")
-        except BandwidthError as exc:
+            raise AgentError(405, "use GET or DELETE on a receive session")
+        except AgentError as exc:
             return webob.Response(json={"error": exc.message}, status=exc.status)
 
 

@@ -22,8 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import webob
 
 from host_agent.bandwidth.api import BandwidthApi, bandwidth_api
-from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.worker import raise_priority, send_stream
+from host_agent.errors import AgentError
 from measure_common.httpclient import HttpClient
 
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         body["dst_url"] = args.dst_url
     try:
         result = bandwidth_api(args.src_ip, HttpClient()).prober.probe(body)
-    except BandwidthError as exc:
+    except AgentError as exc:
         print(json.dumps({"error": exc.message, "status": exc.status}))
         return 1
     print(json.dumps(result))

@@ -37,7 +37,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.peer import PeerClient
 from host_agent.bandwidth.slops import (
     MAX_RATE_MBIT,
@@ -51,6 +50,7 @@ from host_agent.bandwidth.slops import (
     train_capacity_mbit,
 )
 from host_agent.bandwidth.worker import Worker, WorkerError
+from host_agent.errors import AgentError
 from host_agent.keyring import KeyRing, check_credential
 from measure_model.fields import FieldError, Integer, Number
 from measure_model.task import BW_DEFAULT_BYTES, BW_DEFAULT_DURATION, field_value
@@ -101,36 +101,36 @@ def _param(body: dict, name: str) -> Any:
             return checker.check(name, body.get(name, default))
         return field_value(name, body)
     except FieldError as exc:
-        raise BandwidthError(400, str(exc)) from None
+        raise AgentError(400, str(exc)) from None
 
 
 def parse_params(body: Any) -> ProbeParams:
     """Validate a probe request; errors name the field (HTTP 400)."""
     if not isinstance(body, dict):
-        raise BandwidthError(400, "body must be a JSON object")
+        raise AgentError(400, "body must be a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         names = ", ".join(sorted(_FIELDS))
-        raise BandwidthError(400, f"field '{unknown[0]}' is not one of {names}")
+        raise AgentError(400, f"field '{unknown[0]}' is not one of {names}")
     dst_ip = body.get("dst_ip")
     try:
         ipaddress.IPv4Address(dst_ip if isinstance(dst_ip, str) else "")
     except ValueError:
-        raise BandwidthError(400, "field 'dst_ip' must be an IPv4 address") from None
+        raise AgentError(400, "field 'dst_ip' must be an IPv4 address") from None
     dst_url = body.get("dst_url", f"http://{dst_ip}:8000")
     if not isinstance(dst_url, str) or not dst_url.startswith(("http://", "https://")):
-        raise BandwidthError(400, "field 'dst_url' must be an http:// or https:// URL")
+        raise AgentError(400, "field 'dst_url' must be an http:// or https:// URL")
     dst_name, dst_key = body.get("dst_name"), body.get("dst_key")
     if (dst_name is None) != (dst_key is None):
-        raise BandwidthError(400, "fields 'dst_name' and 'dst_key' go together")
+        raise AgentError(400, "fields 'dst_name' and 'dst_key' go together")
     if dst_name is not None and (not isinstance(dst_name, str)
                                  or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", dst_name)):
-        raise BandwidthError(400, "field 'dst_name' must be an agent name")
+        raise AgentError(400, "field 'dst_name' must be an agent name")
     if dst_key is not None:
         try:
             dst_key = check_credential(dst_key, "dst_key")
         except ValueError as exc:
-            raise BandwidthError(400, str(exc)) from None
+            raise AgentError(400, str(exc)) from None
     return ProbeParams(
         dst_name=dst_name, dst_key=dst_key,
         dst_ip=str(dst_ip), dst_url=dst_url.rstrip("/"), method=_param(body, "method"),
@@ -185,7 +185,7 @@ def _open_receiver(peer: PeerClient, params: ProbeParams, budget: _Budget) -> di
     body = {"method": params.method, "duration": round(params.max_duration + 2, 3)}
     reply = peer.call("POST", url, body, min(HTTP_TIMEOUT, budget.left()))
     if not isinstance(reply.get("port"), int) or not isinstance(reply.get("session"), str):
-        raise BandwidthError(502, f"destination agent {url} sent a bad receive reply")
+        raise AgentError(502, f"destination agent {url} sent a bad receive reply")
     return reply
 
 
@@ -209,7 +209,7 @@ def _close(peer: PeerClient, params: ProbeParams, session: str, budget: _Budget)
     try:
         peer.call("DELETE", f"{params.dst_url}/agent/v1/bandwidth/receive/{session}",
               None, min(1.0, budget.wait_left()))
-    except BandwidthError:
+    except AgentError:
         pass  # the session closes itself at its deadline anyway
 
 
@@ -221,14 +221,14 @@ def _run_slops(peer: PeerClient, params: ProbeParams, budget: _Budget, recv: dic
     # 1. capacity train (stream 0)
     train_n = 60
     if not budget.allows(1.0, train_n * size):
-        raise BandwidthError(400, "max_duration or max_bytes too small for a single train")
+        raise AgentError(400, "max_duration or max_bytes too small for a single train")
     worker.call({**base, "streams": [{"id": 0, "count": train_n, "size": size, "rate_bps": 0}],
                  "timeout": 2}, timeout=min(3.0, budget.left()))
     budget.bytes += train_n * size
     train = _fetch(peer, params, recv["session"], [0], budget, expected=train_n,
                    settle=1.0)["streams"].get("0", {})
     if len(train.get("recv_ns", [])) < 4:
-        raise BandwidthError(502, f"probe packets from this host do not reach {host}:{port} "
+        raise AgentError(502, f"probe packets from this host do not reach {host}:{port} "
                                   "(UDP filtered or wrong dst_ip)")
     capacity = train_capacity_mbit(train["recv_ns"], size)
     search = RateSearch(hi=max(MIN_RATE_MBIT, min(params.max_rate_mbit, capacity * 1.1)),
@@ -253,7 +253,7 @@ def _run_slops(peer: PeerClient, params: ProbeParams, budget: _Budget, recv: dic
             budget.bytes += sum(s["bytes"] for s in sent)
             arrivals = _fetch(peer, params, recv["session"], ids, budget,
                               expected=sum(s["sent"] for s in sent), settle=0.3)["streams"]
-        except (WorkerError, BandwidthError):
+        except (WorkerError, AgentError):
             if not budget.over():
                 raise
             budget.capped = "max_duration"  # a slow host ran into the cap: keep what we have
@@ -286,7 +286,7 @@ def _run_bulk(peer: PeerClient, params: ProbeParams, budget: _Budget, recv: dict
               worker: Worker) -> dict:
     seconds = min(3.0, budget.left() - 0.8)  # like the original's 3 s, within the cap
     if seconds < 0.3:
-        raise BandwidthError(400, "max_duration too small for a bulk transfer")
+        raise AgentError(400, "max_duration too small for a bulk transfer")
     sent = worker.call({"op": "bulk_send", "host": params.dst_ip, "port": recv["port"],
                         "duration": seconds, "max_bytes": params.max_bytes},
                        timeout=budget.wait_left())
@@ -333,10 +333,10 @@ class Prober:
             try:
                 self.keyring.learn(params.dst_name, params.dst_url, params.dst_key)
             except ValueError as exc:
-                raise BandwidthError(400, f"field 'dst_name': {exc}") from None
+                raise AgentError(400, f"field 'dst_name': {exc}") from None
         with self._lock:
             if params.dst_ip in self._busy:
-                raise BandwidthError(409, f"a bandwidth probe to {params.dst_ip} "
+                raise AgentError(409, f"a bandwidth probe to {params.dst_ip} "
                                           "is already running")
             self._busy.add(params.dst_ip)
         budget = _Budget(params)
@@ -347,7 +347,7 @@ class Prober:
                 run = _run_bulk if params.method == "bulk" else _run_slops
                 out = run(self.peer, params, budget, recv, worker)
             except WorkerError as exc:
-                raise BandwidthError(502, f"probe failed: {exc}") from None
+                raise AgentError(502, f"probe failed: {exc}") from None
             finally:
                 worker.close()
                 _close(self.peer, params, recv["session"], budget)
@@ -366,16 +366,16 @@ class Prober:
     def legacy_query_bw(self, src: str, dst: str) -> str:
         """The original ``query bw`` reply: plain-text MBytes/s (1 MByte = 10^6 bytes).
 
-        Raises :class:`BandwidthError` (with ``status``) when the probe fails.
+        Raises :class:`AgentError` (with ``status``) when the probe fails.
         """
         if src and self.data_ip and src != self.data_ip:
-            raise BandwidthError(400, f"query bw: src {src} is not this agent "
+            raise AgentError(400, f"query bw: src {src} is not this agent "
                                       f"({self.data_ip}); send the query to the source "
                                       "host's agent")
         try:
             ipaddress.IPv4Address(dst)
         except ValueError:
-            raise BandwidthError(400, "query bw: field 'dst' must be an IPv4 address") from None
+            raise AgentError(400, "query bw: field 'dst' must be an IPv4 address") from None
         body: dict[str, Any] = {"dst_ip": dst, "method": "slops"}
         url = self._legacy_urls.get(dst)
         if url is not None and self.keyring is not None and self.keyring.knows(url):
@@ -389,9 +389,9 @@ class Prober:
     def _peer_key(self, dst: str) -> dict[str, Any]:
         """``dst_url``, ``dst_name`` and ``dst_key`` for the agent at data IP ``dst``,
         from ``POST agents/{name}/peer-key`` (signed with this agent's own key), trying
-        each controller URL in turn; a ``BandwidthError`` when none answers it."""
+        each controller URL in turn; a ``AgentError`` when none answers it."""
         if self.name is None or not self.controllers:
-            raise BandwidthError(503, "query bw: this agent has keys but no controller to "
+            raise AgentError(503, "query bw: this agent has keys but no controller to "
                                       f"ask for the key to {dst}")
         failures = []
         for base in self.controllers:
@@ -406,14 +406,14 @@ class Prober:
             if status in (400, 404, 409):  # unknown, this agent itself, or no data IP
                 log.warning("query bw: controller %s has no agent for %s: %s", base, dst,
                             detail)
-                raise BandwidthError(status, f"query bw: dst {dst}: controller answered "
+                raise AgentError(status, f"query bw: dst {dst}: controller answered "
                                              f"{status}: {detail}")
             if not 200 <= status < 300:
                 failures.append(f"{base}: HTTP {status}: {detail}")
                 continue
             return self._learnt(dst, base, reply)
         log.warning("query bw: no controller gave the key to %s: %s", dst, "; ".join(failures))
-        raise BandwidthError(502, f"query bw: no controller gave the key to {dst}: "
+        raise AgentError(502, f"query bw: no controller gave the key to {dst}: "
                                   + "; ".join(failures))
 
     def _learnt(self, dst: str, base: str, reply: Any) -> dict[str, Any]:
@@ -429,7 +429,7 @@ class Prober:
                 raise ValueError("no dst_key (the controller holds no secret)")
             key = check_credential(key, "dst_key")
         except ValueError as exc:
-            raise BandwidthError(502, f"query bw: controller {base}: bad peer-key answer: "
+            raise AgentError(502, f"query bw: controller {base}: bad peer-key answer: "
                                       f"{exc}") from None
         log.info("query bw: controller %s gave the key to %s (agent %s at %s)", base, dst,
                  name, url)

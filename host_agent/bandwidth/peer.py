@@ -2,7 +2,7 @@
 
 Every call goes through the agent's one ``Transport`` (signed like the
 controller's requests when the agent has the shared secret) and is mapped
-to a ``BandwidthError`` the probe's caller gets as the answer: the peer's
+to a ``AgentError`` the probe's caller gets as the answer: the peer's
 own refusal (409 when it is busy, else 502), a peer not running (502,
 "connection refused"), or one that does not answer in time (504). Nothing
 waits past the timeout it is given.
@@ -10,7 +10,7 @@ waits past the timeout it is given.
 
 from __future__ import annotations
 
-from host_agent.bandwidth.errors import BandwidthError
+from host_agent.errors import AgentError
 from measure_common.httpclient import Transport
 
 
@@ -21,21 +21,21 @@ class PeerClient:
         self.transport = transport
 
     def call(self, method: str, url: str, body: dict | None, timeout: float) -> dict:
-        """One call; its JSON object answer, or ``BandwidthError``."""
+        """One call; its JSON object answer, or ``AgentError``."""
         try:
             status, reply = self.transport.request(method, url, json=body,
                                                    timeout=max(0.05, timeout))
         except OSError as exc:
             if getattr(exc, "reason", "") == "refused":
-                raise BandwidthError(502, f"destination agent not running at {url} "
+                raise AgentError(502, f"destination agent not running at {url} "
                                           "(connection refused)") from None
             why = getattr(exc, "reason", None) or exc
-            raise BandwidthError(504, f"destination unreachable at {url}: {why}") from None
+            raise AgentError(504, f"destination unreachable at {url}: {why}") from None
         if not 200 <= status < 300:
             detail = reply.get("error", "") if isinstance(reply, dict) else ""
             code = 409 if status in (409, 503) else 502
-            raise BandwidthError(code, f"destination agent {url} answered {status}: "
+            raise AgentError(code, f"destination agent {url} answered {status}: "
                                        f"{detail or 'error'}")
         if not isinstance(reply, dict):
-            raise BandwidthError(502, f"destination agent {url} sent a non-JSON reply")
+            raise AgentError(502, f"destination agent {url} sent a non-JSON reply")
         return reply

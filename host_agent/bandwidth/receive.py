@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.worker import Worker, WorkerError
+from host_agent.errors import AgentError
 
 MAX_RECEIVE_SESSIONS = 4
 MAX_RECEIVE_SECONDS = 65.0
@@ -54,19 +54,19 @@ class ReceiveSessions:
     def open(self, body: Any) -> dict[str, Any]:
         """Open a receive session for a probe towards this agent."""
         if not isinstance(body, dict):
-            raise BandwidthError(400, "body must be a JSON object")
+            raise AgentError(400, "body must be a JSON object")
         method = body.get("method", "slops")
         if method not in METHODS:
-            raise BandwidthError(400, f"field 'method' must be one of {', '.join(METHODS)}")
+            raise AgentError(400, f"field 'method' must be one of {', '.join(METHODS)}")
         duration = body.get("duration", 12.0)
         if isinstance(duration, bool) or not isinstance(duration, int | float):
-            raise BandwidthError(400, "field 'duration' must be a number")
+            raise AgentError(400, "field 'duration' must be a number")
         if not 1 <= duration <= MAX_RECEIVE_SECONDS:
-            raise BandwidthError(400, "field 'duration' must be between 1 and "
+            raise AgentError(400, "field 'duration' must be between 1 and "
                                       f"{MAX_RECEIVE_SECONDS:g}")
         open_now = len(self.live())
         if open_now >= MAX_RECEIVE_SESSIONS:
-            raise BandwidthError(503, f"receiver busy: {open_now} probe sessions open")
+            raise AgentError(503, f"receiver busy: {open_now} probe sessions open")
         worker = Worker(lifetime=duration)
         session = secrets.token_hex(4)
         try:
@@ -75,7 +75,7 @@ class ReceiveSessions:
                                timeout=3)["port"]
         except WorkerError as exc:
             worker.close()
-            raise BandwidthError(500, f"cannot open a receive socket: {exc}") from None
+            raise AgentError(500, f"cannot open a receive socket: {exc}") from None
         with self._lock:
             self._table[session] = Session(worker, port, time.monotonic() + duration)
         return {"session": session, "port": port, "method": method}
@@ -83,7 +83,7 @@ class ReceiveSessions:
     def _session(self, session: str) -> Session:
         sess = self.live().get(session)
         if sess is None:
-            raise BandwidthError(404, f"no receive session {session!r}")
+            raise AgentError(404, f"no receive session {session!r}")
         return sess
 
     def fetch(self, session: str, streams: str | None) -> dict[str, Any]:
@@ -92,12 +92,12 @@ class ReceiveSessions:
         try:
             ids = [int(s) for s in streams.split(",") if s] if streams else []
         except ValueError:
-            raise BandwidthError(400, "parameter 'streams' must be comma-separated "
+            raise AgentError(400, "parameter 'streams' must be comma-separated "
                                       "integers") from None
         try:
             return sess.worker.call({"op": "recv_fetch", "streams": ids}, timeout=3)
         except WorkerError as exc:
-            raise BandwidthError(500, f"receive session {session} failed: {exc}") from None
+            raise AgentError(500, f"receive session {session} failed: {exc}") from None
 
     def close(self, session: str) -> dict[str, Any]:
         """Close a receive session and stop its worker."""

@@ -48,7 +48,6 @@ from typing import Any
 import webob
 
 from host_agent.agent import Agent, parse_counter
-from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.estimate import Prober
 from host_agent.errors import AgentError
 from host_agent.legacy.messages import (
@@ -201,7 +200,7 @@ def query_bw(prober: Prober, f: dict) -> webob.Response:
     src, dst = need(f, "src"), need(f, "dst")
     try:
         return text(prober.legacy_query_bw(str(src), str(dst)))
-    except BandwidthError as exc:
+    except AgentError as exc:
         raise AgentError(getattr(exc, "status", 400), str(exc)) from None
 
 

@@ -19,8 +19,8 @@ import webob
 from host_agent.bandwidth import estimate as bw
 from host_agent.bandwidth import slops
 from host_agent.bandwidth.api import bandwidth_api
-from host_agent.bandwidth.errors import BandwidthError
 from host_agent.bandwidth.receive import MAX_RECEIVE_SESSIONS
+from host_agent.errors import AgentError
 from measure_common.httpclient import HttpClient
 
 # ---------------------------------------------------------------- statistics
@@ -204,7 +204,7 @@ def test_search_stops_at_max_rate():
     ({"dst_ip": "10.0.0.6", "streams": True}, "streams must be an integer, not bool"),
 ])
 def test_parse_params_errors_name_the_field(body, message):
-    with pytest.raises(BandwidthError) as err:
+    with pytest.raises(AgentError) as err:
         bw.parse_params(body)
     assert (err.value.status, err.value.message) == (400, message)
 
@@ -366,7 +366,7 @@ def test_slow_destination_times_out_within_cap(agent, slow_peer):
 
 
 def test_legacy_query_bw_refuses_foreign_src(agent):
-    with pytest.raises(BandwidthError) as err:
+    with pytest.raises(AgentError) as err:
         agent.prober.legacy_query_bw("10.0.0.9", "10.0.0.6")
     assert err.value.status == 400
     assert err.value.message == ("query bw: src 10.0.0.9 is not this agent (127.0.0.1); "
