@@ -267,7 +267,7 @@ class Soak:
     def steady(self, samples: int = 9) -> dict[str, Any]:
         """Per process, the least RSS and open fds of ``samples`` samples over two report
         intervals: every interval starts with a burst of reports (12 tasks, each child
-        to its parent, beyond the 8 kept connections per peer) whose sockets come and
+        to its parent, beyond the connections kept per peer) whose sockets come and
         go within a second. What a process keeps (a leak) raises its least count."""
         out = self.sample()
         for _ in range(samples - 1):

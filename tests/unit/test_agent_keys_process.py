@@ -65,6 +65,9 @@ def test_per_agent_keys_with_a_real_controller_and_agents(controller_factory, tm
                 [sys.executable, "-m", "host_agent", "--name", name, "--controller", ctl.url,
                  "--listen", "127.0.0.1", "--port", str(agent_port), "--advertise", urls[name],
                  "--no-capture", "--key-file", str(key_file), "--data-ip", f"127.0.0.{i + 1}",
+                 # no probes: three probe workers bound to 127.0.0.x would each attach the
+                 # kernel reflector to the root namespace's lo, racing over its qdisc
+                 "--probe-port", "0",
                  "--log-file", str(logs[name])] + (["--allow-legacy"] if name == "g1" else []),
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ}))
